@@ -1,0 +1,189 @@
+"""The one error tree of vpn-bot.
+
+Every error the bot raises on purpose derives from :class:`BotError` and knows how to explain
+itself to a person in Slack (``friendly``) without a traceback::
+
+    BotError
+    ├── UsageError              the command text could not be understood (requester fixes it)
+    ├── NotAllowed              a policy refused the request or the click (someone else must act)
+    ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
+    ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
+    ├── SlackError              the Slack Web API refused a call (e.g. not_in_channel)
+    └── CloudError              anything that went wrong talking to Alibaba Cloud
+        ├── CloudApiError       Alibaba answered with an error ``Code`` (dispatch is on the code)
+        └── CloudTransportError no usable answer: timeout, connection failure, non-JSON body
+
+Third-party exceptions (httpx, slack_sdk, SQLAlchemy) are translated into this tree once, at the
+boundary that touches them, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "BotError",
+    "CloudApiError",
+    "CloudError",
+    "CloudTransportError",
+    "ConfigError",
+    "ConfirmationClosed",
+    "ErrorInfo",
+    "NotAllowed",
+    "RetryClass",
+    "SlackError",
+    "UsageError",
+    "Who",
+]
+
+
+class Who(StrEnum):
+    """Who has to act to get past an error."""
+
+    REQUESTER = "requester"
+    ADMIN = "bot administrator"
+    ACCOUNT_OWNER = "Alibaba Cloud account owner"
+    NOBODY = "nobody (it resolves itself)"
+
+
+class RetryClass(StrEnum):
+    """How an error is retried.
+
+    ``TRANSIENT`` errors are retried by the cloud client within seconds (throttling, 5xx,
+    transport). ``BUSY`` errors mean the gateway is busy with another change; the deletion
+    workflow waits longer between attempts and tells the thread. ``NEVER`` is final.
+    """
+
+    NEVER = "never"
+    TRANSIENT = "transient"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What one Alibaba Cloud error code means to a person, and how the bot handles it."""
+
+    code: str
+    http_status: int | None
+    api_message: str
+    friendly: str
+    action: str
+    who: Who
+    retry: RetryClass = RetryClass.NEVER
+
+    @property
+    def retryable(self) -> bool:
+        return self.retry is not RetryClass.NEVER
+
+
+class BotError(Exception):
+    """Base of every error vpn-bot raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def friendly(self) -> str:
+        """The text to show a Slack user (never contains a secret or a traceback)."""
+        return self.message
+
+
+class UsageError(BotError):
+    """The command text could not be understood."""
+
+
+class NotAllowed(BotError):
+    """A policy refused the request or the click; ``who_can`` says who may act instead."""
+
+    def __init__(self, message: str, *, who_can: str = "") -> None:
+        super().__init__(message)
+        self.who_can = who_can
+
+    @property
+    def friendly(self) -> str:
+        return f"{self.message} {self.who_can}".strip()
+
+
+class ConfirmationClosed(BotError):
+    """The confirmation is no longer open for clicks."""
+
+
+class ConfigError(BotError):
+    """Settings are missing or invalid; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+class SlackError(BotError):
+    """The Slack Web API refused a call; ``error`` is Slack's error string."""
+
+    def __init__(self, message: str, *, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class CloudError(BotError):
+    """Something went wrong talking to Alibaba Cloud."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        info: ErrorInfo,
+        request_id: str | None = None,
+        action: str | None = None,
+        resource_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.info = info
+        self.request_id = request_id
+        self.action = action
+        self.resource_id = resource_id
+
+    @property
+    def code(self) -> str:
+        return self.info.code
+
+    @property
+    def retry(self) -> RetryClass:
+        return self.info.retry
+
+    @property
+    def retryable(self) -> bool:
+        return self.info.retryable
+
+    @property
+    def friendly(self) -> str:
+        text = f"{self.info.friendly} {self.info.action}".strip()
+        if self.request_id:
+            text += f" (Alibaba Cloud code `{self.info.code}`, RequestId `{self.request_id}`)"
+        else:
+            text += f" (code `{self.info.code}`)"
+        return text
+
+
+class CloudApiError(CloudError):
+    """Alibaba Cloud answered with an error ``Code``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        info: ErrorInfo,
+        http_status: int,
+        request_id: str | None = None,
+        action: str | None = None,
+        resource_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, info=info, request_id=request_id, action=action, resource_id=resource_id)
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class CloudTransportError(CloudError):
+    """No usable answer from Alibaba Cloud (timeout, connection error, or a body that is not JSON)."""
