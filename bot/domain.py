@@ -15,6 +15,7 @@ __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
     "Accepted",
+    "AuditEntry",
     "Deleted",
     "Failed",
     "GatewayUpdating",
@@ -62,11 +63,13 @@ class OpState(StrEnum):
     ::
 
         awaiting_approval ──approve──> approved ──gateway free──> deleting ──accepted──> waiting_gateway
-              │  │                        │                          │                      │
-              │  └─expire─> expired       └─cancel? no: approved     └─error─> failed       └─active─> verifying
-              └─cancel─> cancelled           is past the point of no return                       │
-                                                                                                  ├─NotFound─> deleted
-        any running state ──deadline passed──> timed_out                                          └─still there─> failed
+              │  │                     (queued behind another        │                      │
+              │  └─expire─> expired     delete on the same gateway)  └─error─> failed       └─active─> verifying
+              └─cancel─> cancelled                                                                 │
+                                                                              NotFound ─> deleted ─┤
+        approved/deleting/waiting_gateway/verifying ──deadline passed──> timed_out     still there ─> failed
+
+    Approval is the point of no return: only ``awaiting_approval`` can be cancelled or expire.
     """
 
     AWAITING_APPROVAL = "awaiting_approval"
@@ -131,6 +134,20 @@ class Operation:
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One durable audit record: who did what, when, to which operation, with Alibaba's RequestId."""
+
+    at: datetime
+    action: str
+    actor_id: str
+    op_id: str | None = None
+    vco_id: str | None = None
+    region: str | None = None
+    detail: str = ""
+    request_id: str | None = None
 
 
 # --- progress events: what the workflow tells the thread; the Slack layer renders them ---------

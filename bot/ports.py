@@ -72,6 +72,10 @@ class Policy(Protocol):
 
     async def check_approval(self, *, user_id: str, op: Operation) -> None: ...
 
+    async def check_cancel(self, *, user_id: str, op: Operation) -> None:
+        """The requester and anyone who may approve may cancel."""
+        ...
+
 
 class Clock(Protocol):
     """Wall-clock time, injectable for tests."""
