@@ -1,0 +1,184 @@
+"""manifest.yml against the rules of Slack's manifest schema (slackapi/manifest-schema, v1)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from bot.sandbox.slack_api import DEFAULT_SCOPES
+
+MANIFEST = Path(__file__).resolve().parents[1] / "manifest.yml"
+URL = {"type": "string", "pattern": r"^https?:\/\/", "maxLength": 3500}
+SCOPE_LIST = {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 255}
+
+# The parts of schemas/manifest.schema.1.0.0.json our manifest uses, with its limits and its
+# additionalProperties: false at every level listed.
+SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "required": ["display_information"],
+    "additionalProperties": False,
+    "properties": {
+        "display_information": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 35},
+                "description": {"type": "string", "minLength": 1, "maxLength": 140},
+                "background_color": {
+                    "type": "string",
+                    "minLength": 4,
+                    "maxLength": 7,
+                    "pattern": "^#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?$",
+                },
+                "long_description": {"type": "string", "minLength": 175, "maxLength": 4000},
+            },
+        },
+        "features": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "bot_user": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["display_name"],
+                    "properties": {
+                        "display_name": {"type": "string", "minLength": 1, "maxLength": 80},
+                        "always_online": {"type": "boolean"},
+                    },
+                },
+                "slash_commands": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 50,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["command", "description"],
+                        "properties": {
+                            "command": {"type": "string", "minLength": 2, "maxLength": 32, "pattern": r"^\/"},
+                            "url": {"type": "string", "pattern": r"^https?:\/\/", "maxLength": 3000},
+                            "description": {"type": "string", "minLength": 1, "maxLength": 2000},
+                            "usage_hint": {"type": "string", "minLength": 1, "maxLength": 1000},
+                            "should_escape": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
+        "oauth_config": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "redirect_urls": {"type": "array", "items": {"type": "string", "maxLength": 2500}},
+                "scopes": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"bot": SCOPE_LIST, "user": SCOPE_LIST},
+                },
+                "token_management_enabled": {"type": "boolean"},
+                "pkce_enabled": {"type": "boolean"},
+            },
+        },
+        "settings": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "interactivity": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["is_enabled"],
+                    "properties": {
+                        "is_enabled": {"type": "boolean"},
+                        "request_url": URL,
+                        "message_menu_options_url": URL,
+                    },
+                },
+                "event_subscriptions": {"type": "object"},
+                "allowed_ip_address_ranges": {"type": "array", "maxItems": 50},
+                "org_deploy_enabled": {"type": "boolean"},
+                "socket_mode_enabled": {"type": "boolean"},
+                "token_rotation_enabled": {"type": "boolean"},
+                "is_hosted": {"type": "boolean"},
+                "function_runtime": {"type": "string"},
+            },
+        },
+    },
+}
+NEEDED_SCOPES = {"commands", "chat:write", "chat:write.public", "usergroups:read", "users:read"}
+
+
+@pytest.fixture
+def manifest() -> dict[str, Any]:
+    loaded = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_manifest_matches_schema(manifest: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    jsonschema.validate(manifest, SCHEMA)
+
+
+def test_slash_command_and_interactivity(manifest: dict[str, Any]) -> None:
+    [cmd] = manifest["features"]["slash_commands"]
+    assert cmd["command"] == "/vpn"
+    assert cmd["usage_hint"] == "delete <vco-id> [region] | history [n] | help"
+    assert cmd["should_escape"] is False
+    assert "url" not in cmd  # Socket Mode needs no URL
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert manifest["features"]["bot_user"]["display_name"]
+
+
+def test_scopes_are_exactly_the_needed_set(manifest: dict[str, Any]) -> None:
+    bot_scopes = manifest["oauth_config"]["scopes"]["bot"]
+    assert sorted(bot_scopes) == sorted(NEEDED_SCOPES)
+    assert len(bot_scopes) == len(set(bot_scopes))
+    assert "user" not in manifest["oauth_config"]["scopes"]
+    # The Slack stand-in grants what the manifest asks for, so tests see the real permissions.
+    assert set(DEFAULT_SCOPES) == NEEDED_SCOPES
+
+
+def test_http_mode_as_the_comments_describe_is_valid(manifest: dict[str, Any]) -> None:
+    text = MANIFEST.read_text(encoding="utf-8")
+    assert "socket_mode_enabled to false" in text
+    assert text.count("https://YOUR-HOST/slack/events") >= 3  # the how-to plus both commented keys
+    http = copy.deepcopy(manifest)
+    http["settings"]["socket_mode_enabled"] = False
+    http["features"]["slash_commands"][0]["url"] = "https://vpn-bot.example.com/slack/events"
+    http["settings"]["interactivity"]["request_url"] = "https://vpn-bot.example.com/slack/events"
+    jsonschema.validate(http, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("display_information", "long_description"), "too short"),
+        (("display_information", "name"), "x" * 36),
+        (("display_information", "background_color"), "blue"),
+        (("display_information", "colour"), "#fff"),
+        (("features", "slash_commands", 0, "command"), "vpn"),
+        (("features", "slash_commands", 0, "url"), "ftp://host/slack/events"),
+        (("features", "slash_commands", 0, "escape"), True),
+        (("settings", "interactivity", "is_enabled"), "yes"),
+        (("settings", "socket_mode"), True),
+        (("oauth_config", "scopes", "bot", 0), "x" * 51),
+    ],
+)
+def test_schema_rejects_broken_variants(
+    manifest: dict[str, Any], path: tuple[Any, ...], value: object
+) -> None:
+    broken = copy.deepcopy(manifest)
+    node: Any = broken
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)
