@@ -1,0 +1,558 @@
+"""The Alibaba Cloud VPC OpenAPI client (version 2016-04-28) over httpx.
+
+This is the only module that touches httpx. Every call is ``POST https://{host}/?{canonical
+query}`` with an empty body, ``x-acs-action``/``x-acs-version`` headers and an ACS3-HMAC-SHA256
+signature (:class:`bot.cloud.signer.AcsV3Auth`), exactly as the official SDK sends it.
+
+Errors are translated once, in :func:`translate_response` and :meth:`VpcClient._send`:
+
+- a JSON body with ``Code`` (whatever the HTTP status, 2xx included) -> :class:`CloudApiError`
+  carrying :func:`bot.cloud.codes.lookup` of the code;
+- a body that is not a JSON object, a timeout or a connection failure -> :class:`CloudTransportError`
+  with the pseudo-codes ``Transport.*``.
+
+Only ``RetryClass.TRANSIENT`` errors are retried here (stamina), each attempt signed afresh with
+new credentials, nonce and date, within ``api_deadline_seconds``; ``x-acs-retry-after``
+(milliseconds) wins over the exponential backoff. BUSY and NEVER errors are raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import httpx
+import stamina
+from pydantic import BaseModel, ValidationError
+
+from bot.cloud.codes import TRANSPORT_BAD_RESPONSE, TRANSPORT_CONNECT_ERROR, TRANSPORT_TIMEOUT, lookup
+from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
+from bot.cloud.endpoints import EndpointResolver
+from bot.cloud.models import (
+    DeleteResponse,
+    DescribeRegionsResponse,
+    DescribeVpnConnectionsPage,
+    Page,
+    Region,
+    VpnConnectionDetail,
+    VpnGatewayDetail,
+    VpnPbrRouteEntriesPage,
+    VpnPbrRouteEntry,
+    VpnRouteEntriesPage,
+    VpnRouteEntry,
+)
+from bot.cloud.signer import AcsV3Auth, canonical_query
+from bot.domain import VpnConnection, VpnGateway
+from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass, UsageError
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.ports import OnRetry, VpcApi
+
+__all__ = [
+    "API_VERSION",
+    "PAGE_SIZE",
+    "SECRET_KEYS",
+    "VpcClient",
+    "backoff",
+    "parse_retry_after",
+    "redact",
+    "translate_response",
+    "validate_client_token",
+]
+
+log = logging.getLogger("bot.cloud")
+
+API_VERSION: Final = "2016-04-28"
+PAGE_SIZE: Final = 50
+# Never follow pagination forever if the server keeps claiming more.
+_MAX_PAGES: Final = 200
+# The SDK caps x-acs-retry-after at 120 s.
+_MAX_RETRY_AFTER_S: Final = 120.0
+
+SECRET_KEYS: Final = frozenset({"psk", "authkey", "accesskeysecret", "securitytoken"})
+_MASK: Final = "***"
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+_ItemT = TypeVar("_ItemT")
+
+
+def _default_http_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(15.0, connect=5.0),
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        headers={"user-agent": "vpn-bot (httpx)"},
+    )
+
+
+def redact(obj: Any) -> Any:
+    """Return a copy of a JSON-like value with Psk, AuthKey, AccessKeySecret and SecurityToken masked at any depth."""
+    if isinstance(obj, Mapping):
+        return {
+            k: (_MASK if str(k).replace("_", "").lower() in SECRET_KEYS else redact(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return the ``x-acs-retry-after`` hint in seconds (the header is milliseconds, as the SDK reads it)."""
+    if not value:
+        return None
+    try:
+        ms = int(value.strip())
+    except ValueError:
+        return None
+    if ms <= 0:
+        return None
+    return min(ms / 1000.0, _MAX_RETRY_AFTER_S)
+
+
+def backoff(attempt: int, *, initial: float, maximum: float, jitter: float) -> float:
+    """Exponential backoff after failed attempt ``attempt`` (1-based), capped, plus up to ``jitter`` s."""
+    extra = random.uniform(0, jitter) if jitter > 0 else 0.0  # noqa: S311 - jitter, not a secret
+    try:
+        return min(maximum, initial * 2.0 ** (attempt - 1) + extra)
+    except OverflowError:
+        return maximum
+
+
+def validate_client_token(token: str) -> str:
+    """Refuse a ClientToken that Alibaba would refuse: empty, over 64 characters, or not printable ASCII."""
+    if not token or len(token) > 64 or not token.isascii() or not token.isprintable():
+        raise UsageError("the ClientToken must be 1 to 64 printable ASCII characters")
+    return token
+
+
+def translate_response(
+    response: httpx.Response, *, action: str, resource_id: str | None = None
+) -> dict[str, Any]:
+    """Return the JSON body of a successful answer; raise CloudApiError/CloudTransportError otherwise."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
+        info = lookup(TRANSPORT_BAD_RESPONSE, http_status=status)
+        raise CloudTransportError(
+            f"{action}: HTTP {status} with a body that is not JSON",
+            info=info,
+            request_id=response.headers.get("x-acs-request-id"),
+            action=action,
+            resource_id=resource_id,
+        ) from exc
+    if not isinstance(body, dict):
+        info = lookup(TRANSPORT_BAD_RESPONSE, http_status=status)
+        raise CloudTransportError(
+            f"{action}: HTTP {status} with a JSON body that is not an object",
+            info=info,
+            action=action,
+            resource_id=resource_id,
+        )
+    request_id = body.get("RequestId") or response.headers.get("x-acs-request-id")
+    code = body.get("Code")
+    if code:
+        message = str(body.get("Message") or "")
+        raise CloudApiError(
+            f"{action} failed: {code}: {message}".rstrip(": "),
+            info=lookup(str(code), message=message, http_status=status),
+            http_status=status,
+            request_id=str(request_id) if request_id else None,
+            action=action,
+            resource_id=resource_id,
+            retry_after=parse_retry_after(response.headers.get("x-acs-retry-after")),
+        )
+    if response.is_error:
+        # An error status without a Code is not Alibaba speaking (a proxy, a wrong endpoint).
+        info = lookup(TRANSPORT_BAD_RESPONSE, http_status=status)
+        raise CloudTransportError(
+            f"{action}: HTTP {status} without an error Code",
+            info=info,
+            request_id=str(request_id) if request_id else None,
+            action=action,
+            resource_id=resource_id,
+        )
+    return body
+
+
+class _RetryPlan:
+    """The delay decided for one failed attempt, handed from the attempt block to stamina's hook."""
+
+    __slots__ = ("delay", "error")
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.delay = 0.0
+
+    def hook(self, exc: Exception) -> bool | float:
+        # Only what the attempt block planned is retried, with exactly the delay reported to on_retry.
+        if exc is self.error:
+            return self.delay
+        return False
+
+
+class VpcClient:
+    """Call the VPC API for the bot; also implements :class:`bot.ports.VpcApi`."""
+
+    def __init__(
+        self,
+        credentials: CredentialsProvider,
+        *,
+        http: httpx.AsyncClient | None = None,
+        endpoint: str | None = None,
+        endpoints: Mapping[str, str] | None = None,
+        default_region: str = "cn-hangzhou",
+        api_deadline_seconds: float = 60.0,
+        max_attempts: int = 5,
+        wait_initial: float = 0.5,
+        wait_max: float = 10.0,
+        wait_jitter: float = 0.5,
+        clock: Callable[[], datetime] | None = None,
+        nonce: Callable[[], str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._credentials = credentials
+        self._owns_http = http is None
+        self._http = http if http is not None else _default_http_client()
+        self._endpoints = EndpointResolver(override=endpoint, per_region=dict(endpoints or {}))
+        self._default_region = default_region
+        self._deadline = api_deadline_seconds
+        self._max_attempts = max(1, max_attempts)
+        self._wait_initial = wait_initial
+        self._wait_max = wait_max
+        self._wait_jitter = wait_jitter
+        self._auth_kw: dict[str, Any] = {}
+        if clock is not None:
+            self._auth_kw["clock"] = clock
+        if nonce is not None:
+            self._auth_kw["nonce"] = nonce
+        self._monotonic = monotonic
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        credentials: CredentialsProvider | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> VpcClient:
+        """Build the client the bot runs with."""
+        return cls(
+            credentials if credentials is not None else build_credentials_provider(settings),
+            http=http,
+            endpoint=settings.vpc_endpoint,
+            default_region=settings.default_region,
+            api_deadline_seconds=settings.api_deadline_seconds,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this instance built it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> VpcClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"VpcClient(credentials={self._credentials!r}, endpoint={self._endpoints.override!r})"
+
+    # --- transport ---------------------------------------------------------------------------------
+
+    async def _send(
+        self, action: str, region: str, params: Mapping[str, str], *, resource_id: str | None, budget: float
+    ) -> dict[str, Any]:
+        """One signed attempt; fresh credentials, nonce and date each time."""
+        url = f"{self._endpoints.base_url(region)}/?{canonical_query(params)}"
+        credentials = await self._credentials.get()
+        request = self._http.build_request(
+            "POST",
+            url,
+            headers={"x-acs-action": action, "x-acs-version": API_VERSION, "accept": "application/json"},
+            content=b"",
+        )
+        auth = AcsV3Auth(credentials, **self._auth_kw)
+        try:
+            async with asyncio.timeout(budget):
+                response = await self._http.send(request, auth=auth)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            log.warning("vpc call timed out", extra={"action": action, "region": region})
+            raise CloudTransportError(
+                f"{action}: no answer from {request.url.host} in time",
+                info=lookup(TRANSPORT_TIMEOUT),
+                action=action,
+                resource_id=resource_id,
+            ) from exc
+        except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+            log.warning("vpc call got a broken answer", extra={"action": action, "region": region})
+            raise CloudTransportError(
+                f"{action}: broken HTTP answer from {request.url.host}",
+                info=lookup(TRANSPORT_BAD_RESPONSE),
+                action=action,
+                resource_id=resource_id,
+            ) from exc
+        except httpx.TransportError as exc:
+            log.warning(
+                "vpc call could not connect",
+                extra={"action": action, "region": region, "error": type(exc).__name__},
+            )
+            raise CloudTransportError(
+                f"{action}: could not reach {request.url.host} ({type(exc).__name__})",
+                info=lookup(TRANSPORT_CONNECT_ERROR),
+                action=action,
+                resource_id=resource_id,
+            ) from exc
+        try:
+            body = translate_response(response, action=action, resource_id=resource_id)
+        except CloudError as err:
+            log.warning(
+                "vpc call failed",
+                extra={
+                    "action": action,
+                    "region": region,
+                    "status": response.status_code,
+                    "request_id": err.request_id,
+                    "code": err.code,
+                },
+            )
+            raise
+        log.info(
+            "vpc call",
+            extra={
+                "action": action,
+                "region": region,
+                "status": response.status_code,
+                "request_id": body.get("RequestId"),
+                "code": None,
+            },
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("vpc answer %s: %s", action, redact(body))
+        return body
+
+    def _plan_retry(self, err: CloudError, attempt: int, started: float) -> float | None:
+        """Return the wait before the next attempt, or ``None`` if ``err`` must be raised now."""
+        if err.retry is not RetryClass.TRANSIENT or attempt >= self._max_attempts or not stamina.is_active():
+            return None
+        hint = err.retry_after if isinstance(err, CloudApiError) else None
+        delay = (
+            hint
+            if hint is not None
+            else backoff(
+                attempt, initial=self._wait_initial, maximum=self._wait_max, jitter=self._wait_jitter
+            )
+        )
+        remaining = self._deadline - (self._monotonic() - started)
+        if delay >= remaining:
+            return None  # waiting would pass the deadline: report the error now
+        return delay
+
+    async def _call(
+        self,
+        action: str,
+        region: str,
+        params: Mapping[str, str],
+        *,
+        resource_id: str | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> dict[str, Any]:
+        """Call ``action`` with transient retries inside the API deadline; ``params`` stay the same."""
+        started = self._monotonic()
+        plan = _RetryPlan()
+        async for attempt in stamina.retry_context(
+            on=plan.hook,
+            attempts=self._max_attempts,
+            timeout=self._deadline,
+            wait_initial=self._wait_initial,
+            wait_max=self._wait_max,
+            wait_jitter=self._wait_jitter,
+        ):
+            with attempt:
+                remaining = max(0.001, self._deadline - (self._monotonic() - started))
+                try:
+                    return await self._send(action, region, params, resource_id=resource_id, budget=remaining)
+                except CloudError as err:
+                    delay = self._plan_retry(err, attempt.num, started)
+                    plan.error, plan.delay = (err, delay) if delay is not None else (None, 0.0)
+                    if delay is not None:
+                        log.info(
+                            "vpc call retrying",
+                            extra={"action": action, "region": region, "code": err.code, "delay_s": delay},
+                        )
+                        if on_retry is not None:
+                            await on_retry(err, delay, attempt.num, self._max_attempts)
+                    raise
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _get(
+        self,
+        model: type[_ModelT],
+        action: str,
+        region: str,
+        params: Mapping[str, str],
+        *,
+        resource_id: str | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> _ModelT:
+        body = await self._call(action, region, params, resource_id=resource_id, on_retry=on_retry)
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            # A shape we cannot read will not change on retry.
+            info = dataclasses.replace(
+                lookup(TRANSPORT_BAD_RESPONSE, http_status=200), retry=RetryClass.NEVER
+            )
+            raise CloudTransportError(
+                f"{action}: answer does not have the expected shape ({exc.error_count()} problems)",
+                info=info,
+                request_id=body.get("RequestId"),
+                action=action,
+                resource_id=resource_id,
+            ) from exc
+
+    async def _all_pages(
+        self,
+        model: type[_ModelT],
+        items: Callable[[_ModelT], list[_ItemT]],
+        action: str,
+        region: str,
+        params: Mapping[str, str],
+        *,
+        resource_id: str | None = None,
+    ) -> list[_ItemT]:
+        collected: list[_ItemT] = []
+        for number in range(1, _MAX_PAGES + 1):
+            page_params = {**params, "PageNumber": str(number), "PageSize": str(PAGE_SIZE)}
+            page = await self._get(model, action, region, page_params, resource_id=resource_id)
+            got = items(page)
+            collected.extend(got)
+            if not got or not (isinstance(page, Page) and page.has_more):
+                break
+        return collected
+
+    # --- operations ----------------------------------------------------------------------------------
+
+    async def describe_vpn_connection_detail(self, *, region: str, vco_id: str) -> VpnConnectionDetail:
+        """DescribeVpnConnection: the full connection (secrets stay SecretStr)."""
+        return await self._get(
+            VpnConnectionDetail,
+            "DescribeVpnConnection",
+            region,
+            {"RegionId": region, "VpnConnectionId": vco_id},
+            resource_id=vco_id,
+        )
+
+    async def describe_vpn_connections(
+        self,
+        *,
+        region: str,
+        vpn_gateway_id: str | None = None,
+        customer_gateway_id: str | None = None,
+        vpn_connection_id: str | None = None,
+    ) -> list[VpnConnectionDetail]:
+        """DescribeVpnConnections: every page, 50 at a time."""
+        params = {"RegionId": region}
+        for name, value in (
+            ("VpnGatewayId", vpn_gateway_id),
+            ("CustomerGatewayId", customer_gateway_id),
+            ("VpnConnectionId", vpn_connection_id),
+        ):
+            if value:
+                params[name] = value
+        return await self._all_pages(
+            DescribeVpnConnectionsPage,
+            lambda page: page.items,
+            "DescribeVpnConnections",
+            region,
+            params,
+            resource_id=vpn_connection_id or vpn_gateway_id,
+        )
+
+    async def describe_vpn_gateway_detail(self, *, region: str, gateway_id: str) -> VpnGatewayDetail:
+        """DescribeVpnGateway."""
+        return await self._get(
+            VpnGatewayDetail,
+            "DescribeVpnGateway",
+            region,
+            {"RegionId": region, "VpnGatewayId": gateway_id},
+            resource_id=gateway_id,
+        )
+
+    async def delete_vpn_connection(
+        self, *, region: str, vco_id: str, client_token: str, on_retry: OnRetry | None = None
+    ) -> str:
+        """DeleteVpnConnection with ``client_token`` on every attempt; return the RequestId."""
+        params = {
+            "RegionId": region,
+            "VpnConnectionId": vco_id,
+            "ClientToken": validate_client_token(client_token),
+        }
+        answer = await self._get(
+            DeleteResponse, "DeleteVpnConnection", region, params, resource_id=vco_id, on_retry=on_retry
+        )
+        return answer.request_id
+
+    async def describe_vpn_route_entries(
+        self, *, region: str, gateway_id: str, route_entry_type: str = "custom"
+    ) -> list[VpnRouteEntry]:
+        """DescribeVpnRouteEntries (destination-based ``custom`` or ``bgp``), every page."""
+        return await self._all_pages(
+            VpnRouteEntriesPage,
+            lambda page: page.items,
+            "DescribeVpnRouteEntries",
+            region,
+            {"RegionId": region, "VpnGatewayId": gateway_id, "RouteEntryType": route_entry_type},
+            resource_id=gateway_id,
+        )
+
+    async def describe_vpn_pbr_route_entries(self, *, region: str, gateway_id: str) -> list[VpnPbrRouteEntry]:
+        """DescribeVpnPbrRouteEntries (policy-based routes), every page."""
+        return await self._all_pages(
+            VpnPbrRouteEntriesPage,
+            lambda page: page.items,
+            "DescribeVpnPbrRouteEntries",
+            region,
+            {"RegionId": region, "VpnGatewayId": gateway_id},
+            resource_id=gateway_id,
+        )
+
+    async def describe_regions(self, *, accept_language: str = "en-US") -> list[Region]:
+        """DescribeRegions, asked at the default region's endpoint (the action takes no RegionId)."""
+        answer = await self._get(
+            DescribeRegionsResponse,
+            "DescribeRegions",
+            self._default_region,
+            {"AcceptLanguage": accept_language},
+        )
+        return answer.items
+
+    # --- bot.ports.VpcApi ------------------------------------------------------------------------------
+
+    async def describe_vpn_connection(self, *, region: str, vco_id: str) -> VpnConnection:
+        detail = await self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
+        return detail.to_domain(region)
+
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+        detail = await self.describe_vpn_gateway_detail(region=region, gateway_id=gateway_id)
+        return detail.to_domain(region)
+
+    async def list_regions(self) -> list[str]:
+        return [r.region_id for r in await self.describe_regions()]
+
+
+if TYPE_CHECKING:
+
+    def _implements_vpc_api(client: VpcClient) -> VpcApi:
+        return client

@@ -1,0 +1,42 @@
+"""Fixtures for the cloud client tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import stamina
+
+from bot.cloud.client import VpcClient
+from bot.cloud.credentials import StaticCredentialsProvider
+
+from .fakes import AK, FakeVpc
+
+
+@pytest.fixture(autouse=True)
+def _stamina_no_waits() -> Iterator[None]:
+    # Test mode: no real backoff; cap=True keeps the client's own max_attempts.
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
+
+
+@pytest.fixture
+def fake() -> FakeVpc:
+    return FakeVpc()
+
+
+@pytest.fixture
+async def make_client(fake: FakeVpc) -> AsyncIterator[Callable[..., VpcClient]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def build(**kwargs: Any) -> VpcClient:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+        clients.append(http)
+        kwargs.setdefault("wait_jitter", 0.0)
+        return VpcClient(kwargs.pop("credentials", StaticCredentialsProvider(AK)), http=http, **kwargs)
+
+    yield build
+    for http in clients:
+        await http.aclose()
