@@ -1,0 +1,699 @@
+"""The in-memory world behind the VPC sandbox: regions, gateways, connections, routes, faults.
+
+Time is read from an injectable wall clock. A deletion is *lazy*: ``DeleteVpnConnection`` puts
+the gateway in ``updating`` with a deadline, and :meth:`SandboxState.settle` (called before every
+answer and every snapshot) finishes the deletions whose deadline has passed. No background task
+runs, so nothing leaks between tests and a fake clock can step time forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = [
+    "DEFAULT_UPDATE_SECONDS",
+    "SEED_CGW_HANGZHOU",
+    "SEED_REGION",
+    "SEED_REGION_OTHER",
+    "SEED_VCO_HANGZHOU",
+    "SEED_VCO_HANGZHOU_BGP",
+    "SEED_VCO_HANGZHOU_GW2",
+    "SEED_VCO_HANGZHOU_TUNNELS",
+    "SEED_VCO_LOCKED",
+    "SEED_VCO_SHANGHAI",
+    "SEED_VPN_HANGZHOU",
+    "SEED_VPN_HANGZHOU_2",
+    "SEED_VPN_LOCKED",
+    "SEED_VPN_SHANGHAI",
+    "BgpConfig",
+    "Connection",
+    "Fault",
+    "FaultSet",
+    "Gateway",
+    "PbrRoute",
+    "RecordedRequest",
+    "Region",
+    "Route",
+    "SandboxApiError",
+    "SandboxState",
+    "TokenRecord",
+    "new_request_id",
+]
+
+DEFAULT_UPDATE_SECONDS = 3.0
+
+SEED_REGION = "cn-hangzhou"
+SEED_REGION_OTHER = "cn-shanghai"
+# Two healthy gateways in Hangzhou, one locked for overdue payment, one in Shanghai.
+SEED_VPN_HANGZHOU = "vpn-bp1q8bgx4xnkm2ogj3pnb"
+SEED_VPN_HANGZHOU_2 = "vpn-bp1hz2x7k9dq0w1e5rstu"
+SEED_VPN_LOCKED = "vpn-bp1l0ck3d0vkz8f1w2x9a"
+SEED_VPN_SHANGHAI = "vpn-uf6tr3e9m1pq5vx0ylk2a"
+SEED_VCO_HANGZHOU = "vco-bp1bbi27hojx80nck4u3a"
+SEED_VCO_HANGZHOU_BGP = "vco-bp1g2p0x7w3c4r5t6y8ua"
+SEED_VCO_HANGZHOU_TUNNELS = "vco-bp1tui07ob10fmuro9xqa"
+SEED_VCO_HANGZHOU_GW2 = "vco-bp1k5m8n2b4v6c8x0z1qa"
+SEED_VCO_LOCKED = "vco-bp1f1nl0ck9e2d3c4b5a6"
+SEED_VCO_SHANGHAI = "vco-uf6c0nn3ct10n5h4ngh4a"
+SEED_CGW_HANGZHOU = "cgw-bp1pbw9tq0ibd1jvixz7a"
+
+_NONCE_MEMORY = timedelta(
+    minutes=30
+)  # twice the date window: a nonce can't come back while its date is valid
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_request_id() -> str:
+    """Return a RequestId shaped like Alibaba's (upper-case UUID)."""
+    return str(uuid.uuid4()).upper()
+
+
+class SandboxApiError(Exception):
+    """An Alibaba error answer: the server renders it as ``{"RequestId","HostId","Code",...}``."""
+
+    def __init__(self, code: str, message: str = "", *, http_status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+
+@dataclass(slots=True)
+class Region:
+    region_id: str
+    local_name_zh: str
+    local_name_en: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"vpc.{self.region_id}.aliyuncs.com"
+
+
+@dataclass(slots=True)
+class Gateway:
+    id: str
+    region: str
+    name: str
+    vpc_id: str
+    vswitch_id: str
+    internet_ip: str
+    status: str = "active"
+    business_status: str = "Normal"
+    spec: str = "10M"
+    charge_type: str = "POSTPAY"
+    description: str = ""
+    enable_bgp: bool = False
+    create_time_ms: int = 1_700_000_000_000
+    end_time_ms: int = 32_503_651_200_000
+    tags: dict[str, str] = field(default_factory=dict)
+    # The deletion in flight while ``status == "updating"``.
+    pending_delete: str | None = None
+    updating_until: datetime | None = None
+
+
+@dataclass(slots=True)
+class BgpConfig:
+    local_asn: int
+    peer_asn: int
+    tunnel_cidr: str
+    local_bgp_ip: str
+    peer_bgp_ip: str
+    auth_key: str = field(repr=False)
+    status: str = "success"
+
+
+@dataclass(slots=True)
+class Connection:
+    id: str
+    region: str
+    gateway_id: str
+    customer_gateway_id: str
+    name: str
+    local_subnet: str
+    remote_subnet: str
+    psk: str = field(repr=False)
+    status: str = "ipsec_sa_established"
+    remote_ip: str = "203.0.113.10"
+    create_time_ms: int = 1_700_000_000_000
+    bgp: BgpConfig | None = None
+    # Dual-tunnel connections describe each tunnel in TunnelOptionsSpecification.
+    tunnels: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Route:
+    """A destination-based (``custom``) or learned (``bgp``) route on a gateway."""
+
+    gateway_id: str
+    dest: str
+    next_hop: str
+    kind: str = "custom"
+    state: str = "published"
+    weight: int = 100
+    create_time_ms: int = 1_700_000_000_000
+
+
+@dataclass(slots=True)
+class PbrRoute:
+    """A policy-based route: traffic from ``source`` to ``dest`` goes to ``next_hop``."""
+
+    gateway_id: str
+    source: str
+    dest: str
+    next_hop: str
+    priority: int = 10
+    weight: int = 100
+    state: str = "published"
+    create_time_ms: int = 1_700_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """The first successful answer for a ClientToken, replayed verbatim on reuse."""
+
+    fingerprint: tuple[tuple[str, str], ...]
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One API request as the sandbox saw it.
+
+    ``outcome`` is ``ok`` (the operation ran), ``replayed`` (a ClientToken replay answered from
+    the cache, nothing done), ``error`` (an Alibaba error answer) or ``fault`` (an injected fault).
+    """
+
+    at: datetime
+    method: str
+    action: str
+    params: Mapping[str, str]
+    client_token: str | None
+    nonce: str | None
+    access_key_id: str | None
+    status: int
+    outcome: str
+    code: str | None = None
+    request_id: str | None = None
+    fault_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["at"] = self.at.isoformat()
+        data["params"] = dict(self.params)
+        return data
+
+
+_FAULT_FIELDS = frozenset(
+    {
+        "action",
+        "code",
+        "message",
+        "http_status",
+        "latency",
+        "drop",
+        "non_json",
+        "times",
+        "after",
+        "params",
+        "retry_after_ms",
+        "after_processing",
+    }
+)
+
+
+@dataclass(slots=True)
+class Fault:
+    """One injected fault.
+
+    It matches requests for ``action`` (``None``: every action) whose parameters include
+    ``params``; the first ``after`` matches pass untouched, then it fires ``times`` times
+    (``None``: until removed). Effects: wait ``latency`` seconds, then either close the
+    connection (``drop``), answer a non-JSON body (``non_json``, status ``http_status`` or 200),
+    answer Alibaba's error JSON for ``code`` (status from the error table unless
+    ``http_status``), answer a bare ``http_status`` with a plain-text body, or, with latency
+    only, answer normally. With ``after_processing`` the operation runs first and the fault
+    spoils only the answer (the "deleted, but the reply was lost" case).
+    """
+
+    id: int
+    action: str | None = None
+    code: str | None = None
+    message: str | None = None
+    http_status: int | None = None
+    latency: float = 0.0
+    drop: bool = False
+    non_json: bool = False
+    times: int | None = None
+    after: int = 0
+    params: dict[str, str] = field(default_factory=dict)
+    retry_after_ms: int | None = None
+    after_processing: bool = False
+    seen: int = 0
+    fired: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.fired >= self.times
+
+    @property
+    def answers(self) -> bool:
+        """Whether the fault replaces the real answer (rather than only delaying it)."""
+        return self.drop or self.non_json or self.code is not None or self.http_status is not None
+
+    def matches(self, action: str, params: Mapping[str, str]) -> bool:
+        if self.exhausted or (self.action is not None and self.action != action):
+            return False
+        return all(params.get(k) == v for k, v in self.params.items())
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class FaultSet:
+    """The faults injected into a sandbox, checked in the order they were added."""
+
+    def __init__(self) -> None:
+        self._rules: list[Fault] = []
+        self._next_id = 1
+
+    @property
+    def rules(self) -> list[Fault]:
+        return list(self._rules)
+
+    def add(
+        self,
+        *,
+        action: str | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        http_status: int | None = None,
+        latency: float = 0.0,
+        drop: bool = False,
+        non_json: bool = False,
+        times: int | None = None,
+        after: int = 0,
+        params: Mapping[str, str] | None = None,
+        retry_after_ms: int | None = None,
+        after_processing: bool = False,
+    ) -> Fault:
+        """Inject a fault; see :class:`Fault` for the meaning of each field."""
+        # Our client's own transport codes have no wire form: map them to the fault that causes them.
+        if code == "Transport.ConnectError":
+            code, drop = None, True
+        elif code == "Transport.BadResponse":
+            code, non_json = None, True
+        elif code == "Transport.Timeout":
+            code, latency = None, latency or 60.0
+        if sum((drop, non_json, code is not None)) > 1:
+            raise ValueError("a fault answers one way: choose one of drop, non_json, code")
+        if latency < 0 or (times is not None and times < 0) or after < 0:
+            raise ValueError("latency, times and after must not be negative")
+        if http_status is not None and not 100 <= http_status <= 599:
+            raise ValueError(f"http_status {http_status} is not an HTTP status")
+        fault = Fault(
+            id=self._next_id,
+            action=action,
+            code=code,
+            message=message,
+            http_status=http_status,
+            latency=float(latency),
+            drop=drop,
+            non_json=non_json,
+            times=times,
+            after=after,
+            params={str(k): str(v) for k, v in (params or {}).items()},
+            retry_after_ms=retry_after_ms,
+            after_processing=after_processing,
+        )
+        if not fault.answers and not fault.latency:
+            raise ValueError("a fault needs an effect: latency, drop, non_json, code or http_status")
+        self._next_id += 1
+        self._rules.append(fault)
+        return fault
+
+    def add_from_mapping(self, spec: Mapping[str, Any]) -> Fault:
+        """Add a fault described by a JSON/YAML mapping with the same keys as :meth:`add`."""
+        unknown = set(spec) - _FAULT_FIELDS
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        return self.add(**spec)
+
+    def load(self, data: Any) -> list[Fault]:
+        """Add faults from parsed JSON/YAML: a list of mappings, one mapping, or ``{"faults": [...]}``."""
+        if isinstance(data, Mapping) and "faults" in data:
+            data = data["faults"]
+        specs: Iterable[Any] = [data] if isinstance(data, Mapping) else (data or [])
+        if not isinstance(specs, list) or not all(isinstance(s, Mapping) for s in specs):
+            raise ValueError("faults must be a mapping or a list of mappings")
+        added: list[Fault] = []
+        try:
+            for spec in specs:
+                added.append(self.add_from_mapping(spec))
+        except (ValueError, TypeError):
+            # All or nothing: a file or request with one bad fault adds none.
+            for fault in added:
+                self.remove(fault.id)
+            raise
+        return added
+
+    def take(self, action: str, params: Mapping[str, str]) -> Fault | None:
+        """Return the fault that fires for this request, counting it, or ``None``."""
+        for fault in self._rules:
+            if not fault.matches(action, params):
+                continue
+            fault.seen += 1
+            if fault.seen <= fault.after:
+                continue
+            fault.fired += 1
+            return fault
+        return None
+
+    def remove(self, fault_id: int) -> bool:
+        before = len(self._rules)
+        self._rules = [f for f in self._rules if f.id != fault_id]
+        return len(self._rules) != before
+
+    def clear(self) -> None:
+        self._rules.clear()
+
+
+def _seed_regions() -> list[Region]:
+    return [
+        Region("cn-hangzhou", "华东1（杭州）", "China (Hangzhou)"),
+        Region("cn-shanghai", "华东2（上海）", "China (Shanghai)"),
+        Region("cn-beijing", "华北2（北京）", "China (Beijing)"),
+        Region("cn-shenzhen", "华南1（深圳）", "China (Shenzhen)"),
+        Region("ap-southeast-1", "新加坡", "Singapore"),
+        Region("eu-central-1", "德国（法兰克福）", "Germany (Frankfurt)"),
+    ]
+
+
+def _seed_gateways() -> list[Gateway]:
+    return [
+        Gateway(
+            id=SEED_VPN_HANGZHOU,
+            region=SEED_REGION,
+            name="hz-prod-vpn",
+            vpc_id="vpc-bp1d9yv0x3ko1zt7q2wca",
+            vswitch_id="vsw-bp1n5gm2y8zj7x9k4c1va",
+            internet_ip="47.96.12.34",
+            spec="20M",
+            enable_bgp=True,
+            description="Production site-to-site",
+            create_time_ms=1_690_000_000_000,
+            tags={"env": "prod"},
+        ),
+        Gateway(
+            id=SEED_VPN_HANGZHOU_2,
+            region=SEED_REGION,
+            name="hz-staging-vpn",
+            vpc_id="vpc-bp1s7t4g1n9q2w3e5r6ta",
+            vswitch_id="vsw-bp1x2c3v4b5n6m7l8k9ja",
+            internet_ip="47.96.56.78",
+            create_time_ms=1_695_000_000_000,
+            tags={"env": "staging"},
+        ),
+        Gateway(
+            id=SEED_VPN_LOCKED,
+            region=SEED_REGION,
+            name="hz-overdue-vpn",
+            vpc_id="vpc-bp1o3v4e5r6d7u8e9a0sa",
+            vswitch_id="vsw-bp1q9w8e7r6t5y4u3i2oa",
+            internet_ip="47.96.90.12",
+            business_status="FinancialLocked",
+            charge_type="Prepay",
+            create_time_ms=1_680_000_000_000,
+            end_time_ms=1_700_000_000_000,
+        ),
+        Gateway(
+            id=SEED_VPN_SHANGHAI,
+            region=SEED_REGION_OTHER,
+            name="sh-prod-vpn",
+            vpc_id="vpc-uf6p1r2o3d4s5h6a7n8ga",
+            vswitch_id="vsw-uf6a1b2c3d4e5f6g7h8ia",
+            internet_ip="106.14.23.45",
+            create_time_ms=1_698_000_000_000,
+            tags={"env": "prod"},
+        ),
+    ]
+
+
+def _seed_connections() -> list[Connection]:
+    return [
+        Connection(
+            id=SEED_VCO_HANGZHOU,
+            region=SEED_REGION,
+            gateway_id=SEED_VPN_HANGZHOU,
+            customer_gateway_id=SEED_CGW_HANGZHOU,
+            name="office-beijing",
+            local_subnet="10.10.0.0/16",
+            remote_subnet="192.168.10.0/24",
+            psk="sandbox-psk-office-beijing-7f3a",
+            remote_ip="203.0.113.10",
+            create_time_ms=1_700_100_000_000,
+            tags={"team": "netops"},
+        ),
+        Connection(
+            id=SEED_VCO_HANGZHOU_BGP,
+            region=SEED_REGION,
+            gateway_id=SEED_VPN_HANGZHOU,
+            customer_gateway_id="cgw-bp1d2c3b4a5z6y7x8w9va",
+            name="idc-shenzhen-bgp",
+            local_subnet="0.0.0.0/0",
+            remote_subnet="0.0.0.0/0",
+            psk="sandbox-psk-idc-shenzhen-91bc",
+            remote_ip="203.0.113.20",
+            create_time_ms=1_700_200_000_000,
+            bgp=BgpConfig(
+                local_asn=45104,
+                peer_asn=65001,
+                tunnel_cidr="169.254.11.0/30",
+                local_bgp_ip="169.254.11.1",
+                peer_bgp_ip="169.254.11.2",
+                auth_key="sandbox-bgp-md5-4d2e",
+            ),
+        ),
+        Connection(
+            id=SEED_VCO_HANGZHOU_TUNNELS,
+            region=SEED_REGION,
+            gateway_id=SEED_VPN_HANGZHOU,
+            customer_gateway_id="cgw-bp1t2u3n4n5e6l7s8a9ba",
+            name="partner-dual-tunnel",
+            local_subnet="10.20.0.0/16",
+            remote_subnet="172.16.0.0/16",
+            psk="sandbox-psk-partner-c0de",
+            remote_ip="198.51.100.30",
+            status="ipsec_sa_not_established",
+            create_time_ms=1_700_300_000_000,
+            tunnels=True,
+        ),
+        Connection(
+            id=SEED_VCO_HANGZHOU_GW2,
+            region=SEED_REGION,
+            gateway_id=SEED_VPN_HANGZHOU_2,
+            customer_gateway_id="cgw-bp1s3t4a5g6i7n8g9c0ca",
+            name="staging-lab",
+            local_subnet="10.30.0.0/16",
+            remote_subnet="192.168.30.0/24",
+            psk="sandbox-psk-staging-lab-5e6f",
+            remote_ip="203.0.113.40",
+            create_time_ms=1_700_400_000_000,
+        ),
+        Connection(
+            id=SEED_VCO_LOCKED,
+            region=SEED_REGION,
+            gateway_id=SEED_VPN_LOCKED,
+            customer_gateway_id="cgw-bp1l0c4k5e6d7c8g9w0da",
+            name="legacy-branch",
+            local_subnet="10.40.0.0/16",
+            remote_subnet="192.168.40.0/24",
+            psk="sandbox-psk-legacy-branch-aa11",
+            remote_ip="203.0.113.50",
+            status="ike_sa_not_established",
+            create_time_ms=1_690_500_000_000,
+        ),
+        Connection(
+            id=SEED_VCO_SHANGHAI,
+            region=SEED_REGION_OTHER,
+            gateway_id=SEED_VPN_SHANGHAI,
+            customer_gateway_id="cgw-uf6s1h2a3n4g5h6a7i8ea",
+            name="office-shanghai",
+            local_subnet="10.50.0.0/16",
+            remote_subnet="192.168.50.0/24",
+            psk="sandbox-psk-office-shanghai-bb22",
+            remote_ip="203.0.113.60",
+            create_time_ms=1_700_600_000_000,
+        ),
+        Connection(
+            id="vco-uf6b4c5k6u7p8l9i0n1ka",
+            region=SEED_REGION_OTHER,
+            gateway_id=SEED_VPN_SHANGHAI,
+            customer_gateway_id="cgw-uf6b1a2c3k4u5p6d7c8fa",
+            name="backup-dc",
+            local_subnet="10.60.0.0/16",
+            remote_subnet="192.168.60.0/24",
+            psk="sandbox-psk-backup-dc-cc33",
+            remote_ip="203.0.113.70",
+            create_time_ms=1_700_700_000_000,
+        ),
+    ]
+
+
+def _seed_routes() -> tuple[list[Route], list[PbrRoute]]:
+    routes = [
+        Route(SEED_VPN_HANGZHOU, "192.168.10.0/24", SEED_VCO_HANGZHOU),
+        Route(SEED_VPN_HANGZHOU, "192.168.11.0/24", SEED_VCO_HANGZHOU, weight=0),
+        Route(SEED_VPN_HANGZHOU, "172.16.0.0/16", SEED_VCO_HANGZHOU_TUNNELS),
+        Route(SEED_VPN_HANGZHOU, "10.200.0.0/16", SEED_VCO_HANGZHOU_BGP, kind="bgp", state="normal"),
+        Route(SEED_VPN_HANGZHOU, "10.201.0.0/16", SEED_VCO_HANGZHOU_BGP, kind="bgp", state="normal"),
+        Route(SEED_VPN_HANGZHOU_2, "192.168.30.0/24", SEED_VCO_HANGZHOU_GW2),
+        Route(SEED_VPN_LOCKED, "192.168.40.0/24", SEED_VCO_LOCKED),
+        Route(SEED_VPN_SHANGHAI, "192.168.50.0/24", SEED_VCO_SHANGHAI),
+    ]
+    pbr = [
+        PbrRoute(SEED_VPN_HANGZHOU, "10.10.1.0/24", "192.168.10.128/25", SEED_VCO_HANGZHOU, priority=5),
+        PbrRoute(SEED_VPN_HANGZHOU, "10.20.1.0/24", "172.16.1.0/24", SEED_VCO_HANGZHOU_TUNNELS),
+        PbrRoute(SEED_VPN_SHANGHAI, "10.50.1.0/24", "192.168.50.0/25", SEED_VCO_SHANGHAI),
+    ]
+    return routes, pbr
+
+
+class SandboxState:
+    """Everything the VPC sandbox knows; tests read and change it directly.
+
+    ``update_seconds`` is how long a gateway stays ``updating`` after a delete; ``clock`` is the
+    wall clock used for that and for the ``x-acs-date`` window. Deletions finish lazily: read
+    ``gateways``/``connections`` after :meth:`settle` (every API answer and :meth:`snapshot` call it).
+    """
+
+    def __init__(
+        self,
+        *,
+        update_seconds: float = DEFAULT_UPDATE_SECONDS,
+        clock: Callable[[], datetime] = _utcnow,
+        seed: bool = True,
+    ) -> None:
+        self.update_seconds = update_seconds
+        self.clock = clock
+        self.faults = FaultSet()
+        self.regions: dict[str, Region] = {}
+        self.gateways: dict[str, Gateway] = {}
+        self.connections: dict[str, Connection] = {}
+        self.routes: list[Route] = []
+        self.pbr_routes: list[PbrRoute] = []
+        self.requests: list[RecordedRequest] = []
+        self.tokens: dict[tuple[str, str], TokenRecord] = {}
+        self._nonces: dict[str, datetime] = {}
+        self.reset(seed=seed)
+
+    def reset(self, *, seed: bool = True) -> None:
+        """Forget everything (faults, requests, tokens, nonces) and reseed the default world."""
+        self.faults.clear()
+        self.requests.clear()
+        self.tokens.clear()
+        self._nonces.clear()
+        self.regions = {r.region_id: r for r in _seed_regions()}
+        self.gateways = {g.id: g for g in _seed_gateways()} if seed else {}
+        self.connections = {c.id: c for c in _seed_connections()} if seed else {}
+        self.routes, self.pbr_routes = _seed_routes() if seed else ([], [])
+
+    # --- time-driven transitions ---------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Finish every deletion whose ``updating`` time is over."""
+        now = self.clock()
+        for gw in self.gateways.values():
+            if gw.updating_until is not None and gw.updating_until <= now:
+                self._finish_delete(gw)
+
+    def _finish_delete(self, gw: Gateway) -> None:
+        vco_id = gw.pending_delete
+        if vco_id is not None:
+            self.connections.pop(vco_id, None)
+            # Routes pointing at the connection go with it: a next hop that no longer exists.
+            self.routes = [r for r in self.routes if r.next_hop != vco_id]
+            self.pbr_routes = [r for r in self.pbr_routes if r.next_hop != vco_id]
+        gw.status, gw.pending_delete, gw.updating_until = "active", None, None
+
+    def delete_connection(self, *, region: str, vco_id: str) -> None:
+        """Start the asynchronous deletion, or raise the error Alibaba would answer."""
+        self.settle()
+        conn = self.connections.get(vco_id)
+        if conn is None or conn.region != region:
+            raise SandboxApiError("InvalidVpnConnectionInstanceId.NotFound")
+        gw = self.gateways.get(conn.gateway_id)
+        if gw is None:
+            raise SandboxApiError("InvalidVpnGatewayInstanceId.NotFound")
+        if gw.business_status == "FinancialLocked":
+            raise SandboxApiError("VpnGateway.FinancialLocked")
+        if gw.status != "active":
+            raise SandboxApiError("VpnTask.CONFLICT")
+        gw.status = "updating"
+        gw.pending_delete = vco_id
+        gw.updating_until = self.clock() + timedelta(seconds=self.update_seconds)
+
+    # --- replay protection ---------------------------------------------------------------------
+
+    def use_nonce(self, nonce: str) -> bool:
+        """Remember ``nonce``; return ``False`` if it was seen within the replay window."""
+        now = self.clock()
+        self._nonces = {n: t for n, t in self._nonces.items() if now - t < _NONCE_MEMORY}
+        if nonce in self._nonces:
+            return False
+        self._nonces[nonce] = now
+        return True
+
+    # --- assertions and the control API ---------------------------------------------------------
+
+    def calls(self, action: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests, optionally for one action."""
+        return [r for r in self.requests if action is None or r.action == action]
+
+    def accepted(self, action: str) -> list[RecordedRequest]:
+        """Requests for ``action`` that ran the operation (not replays, errors or faults)."""
+        return [r for r in self.requests if r.action == action and r.outcome == "ok"]
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able view for ``GET /_sandbox/state``; secrets (Psk, BGP AuthKey) are left out."""
+        self.settle()
+        return {
+            "update_seconds": self.update_seconds,
+            "now": self.clock().isoformat(),
+            "regions": [r.region_id for r in self.regions.values()],
+            "gateways": [
+                {
+                    "id": g.id,
+                    "region": g.region,
+                    "name": g.name,
+                    "status": g.status,
+                    "business_status": g.business_status,
+                    "pending_delete": g.pending_delete,
+                    "updating_until": g.updating_until.isoformat() if g.updating_until else None,
+                    "connections": [c.id for c in self.connections.values() if c.gateway_id == g.id],
+                }
+                for g in self.gateways.values()
+            ],
+            "connections": [
+                {
+                    "id": c.id,
+                    "region": c.region,
+                    "gateway_id": c.gateway_id,
+                    "name": c.name,
+                    "status": c.status,
+                }
+                for c in self.connections.values()
+            ],
+            "routes": [dataclasses.asdict(r) for r in self.routes],
+            "pbr_routes": [dataclasses.asdict(r) for r in self.pbr_routes],
+            "faults": [f.to_json() for f in self.faults.rules],
+            "requests": [r.to_json() for r in self.requests],
+        }
