@@ -1,0 +1,304 @@
+"""Hand-written fakes of the workflow's Protocols (VpcApi, Notifier, Policy, Clock), shared by tests.
+
+``FakeVpc`` behaves like the real API where it matters: DeleteVpnConnection is asynchronous
+(the gateway goes ``updating`` for a few DescribeVpnGateway polls, then ``active`` and the
+connection is gone), a replayed ClientToken gets the first answer back, and a second delete on
+a gateway that is still updating is refused with a busy error and recorded in ``overlaps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bot.domain import Operation, Progress, VpnConnection, VpnGateway
+from bot.errors import (
+    CloudApiError,
+    CloudError,
+    CloudTransportError,
+    ErrorInfo,
+    NotAllowed,
+    RetryClass,
+    SlackError,
+    Who,
+)
+from bot.ports import OnRetry
+
+REGION = "cn-hangzhou"
+
+
+def api_error(
+    code: str,
+    *,
+    retry: RetryClass = RetryClass.NEVER,
+    http_status: int = 400,
+    friendly: str | None = None,
+    request_id: str = "REQ-ERR",
+) -> CloudApiError:
+    """An Alibaba Cloud API error as the cloud client would raise it."""
+    info = ErrorInfo(
+        code=code,
+        http_status=http_status,
+        api_message=code,
+        friendly=friendly or f"Alibaba Cloud refused: {code}.",
+        action="",
+        who=Who.NOBODY if retry is not RetryClass.NEVER else Who.ACCOUNT_OWNER,
+        retry=retry,
+    )
+    return CloudApiError(code, info=info, http_status=http_status, request_id=request_id)
+
+
+def busy_error(code: str = "VpnGateway.Configuring") -> CloudApiError:
+    return api_error(code, retry=RetryClass.BUSY, friendly="The VPN gateway is busy with another change.")
+
+
+def not_found_error(vco_id: str) -> CloudApiError:
+    return api_error(
+        "InvalidVpnConnectionInstanceId.NotFound",
+        http_status=404,
+        friendly=f"Connection {vco_id} does not exist.",
+    )
+
+
+def transport_error() -> CloudTransportError:
+    info = ErrorInfo(
+        code="Transport.Timeout",
+        http_status=None,
+        api_message="timeout",
+        friendly="Alibaba Cloud did not answer in time.",
+        action="",
+        who=Who.NOBODY,
+        retry=RetryClass.TRANSIENT,
+    )
+    return CloudTransportError("timeout", info=info)
+
+
+def make_connection(
+    vco_id: str = "vco-1", gateway_id: str = "vpn-gw1", region: str = REGION
+) -> VpnConnection:
+    return VpnConnection(
+        id=vco_id,
+        region=region,
+        name=f"to-office-{vco_id}",
+        gateway_id=gateway_id,
+        customer_gateway_id="cgw-1",
+        status="ike_sa_established",
+        local_subnet="10.0.0.0/16",
+        remote_subnet="192.168.0.0/24",
+        created_at=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+
+
+@dataclass
+class DeleteCall:
+    region: str
+    vco_id: str
+    client_token: str
+    gateway_id: str | None
+
+
+@dataclass
+class _InFlight:
+    vco_id: str
+    polls_left: int
+
+
+class FakeVpc:
+    """An in-memory VPC API with asynchronous deletes and ClientToken replay."""
+
+    def __init__(self, *, updating_polls: int = 2) -> None:
+        self.connections: dict[tuple[str, str], VpnConnection] = {}
+        self.gateway_names: dict[tuple[str, str], str] = {}
+        self.updating_polls = updating_polls
+        self.delete_calls: list[DeleteCall] = []
+        self.describe_gateway_calls = 0
+        # Scripted outcomes for the next delete calls: an error to raise; "transport-after-send"
+        # (the request reaches Alibaba, the answer is lost, the client replays the same token);
+        # "lost-answer-then-gone" (as before, but the deletion finishes at once and the replay
+        # finds no connection: NotFound).
+        self.delete_script: list[CloudError | str] = []
+        self.overlaps: list[tuple[str, str, str]] = []
+        self.held: set[str] = set()  # gateways kept "updating" until released
+        self.tokens: dict[str, str] = {}  # ClientToken -> RequestId of the first accepted call
+        self.effective_deletes: list[str] = []
+        self._in_flight: dict[tuple[str, str], _InFlight] = {}
+        self._ids = itertools.count(1)
+        self.max_concurrent_calls = 0
+        self._calls_now = 0
+
+    def add_connection(
+        self, vco_id: str = "vco-1", gateway_id: str = "vpn-gw1", region: str = REGION
+    ) -> VpnConnection:
+        conn = make_connection(vco_id, gateway_id, region)
+        self.connections[(region, vco_id)] = conn
+        self.gateway_names.setdefault((region, gateway_id), f"gw-{gateway_id}")
+        return conn
+
+    def in_flight(self, gateway_id: str, region: str = REGION) -> str | None:
+        entry = self._in_flight.get((region, gateway_id))
+        return entry.vco_id if entry else None
+
+    async def describe_vpn_connection(self, *, region: str, vco_id: str) -> VpnConnection:
+        await asyncio.sleep(0)
+        conn = self.connections.get((region, vco_id))
+        if conn is None:
+            raise not_found_error(vco_id)
+        return conn
+
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+        await asyncio.sleep(0)
+        self.describe_gateway_calls += 1
+        key = (region, gateway_id)
+        if key not in self.gateway_names:
+            raise api_error("InvalidVpnGatewayInstanceId.NotFound", http_status=404)
+        entry = self._in_flight.get(key)
+        if entry is not None and gateway_id not in self.held:
+            entry.polls_left -= 1
+            if entry.polls_left < 0:
+                del self._in_flight[key]
+                self.connections.pop((region, entry.vco_id), None)
+                entry = None
+        status = "updating" if entry is not None else "active"
+        return VpnGateway(id=gateway_id, region=region, name=self.gateway_names[key], status=status)
+
+    async def delete_vpn_connection(
+        self, *, region: str, vco_id: str, client_token: str, on_retry: OnRetry | None = None
+    ) -> str:
+        self._calls_now += 1
+        self.max_concurrent_calls = max(self.max_concurrent_calls, self._calls_now)
+        try:
+            await asyncio.sleep(0)
+            conn = self.connections.get((region, vco_id))
+            self.delete_calls.append(
+                DeleteCall(region, vco_id, client_token, conn.gateway_id if conn else None)
+            )
+            step = self.delete_script.pop(0) if self.delete_script else None
+            if isinstance(step, CloudError):
+                raise step
+            request_id = self._accept(region, vco_id, client_token)
+            if step == "lost-answer-then-gone":
+                self._in_flight.pop((region, conn.gateway_id if conn else ""), None)
+                self.connections.pop((region, vco_id), None)
+                self.tokens.pop(client_token, None)
+                if on_retry is not None:
+                    await on_retry(transport_error(), 0.0, 1, 3)
+                raise not_found_error(vco_id)
+            if step == "transport-after-send":
+                # The answer was lost; the client waits and replays with the same token.
+                if on_retry is not None:
+                    await on_retry(transport_error(), 0.0, 1, 3)
+                return self._accept(region, vco_id, client_token)
+            return request_id
+        finally:
+            self._calls_now -= 1
+
+    def _accept(self, region: str, vco_id: str, client_token: str) -> str:
+        if client_token in self.tokens:
+            return self.tokens[client_token]  # idempotent replay: same answer, no new effect
+        conn = self.connections.get((region, vco_id))
+        if conn is None:
+            raise not_found_error(vco_id)
+        key = (region, conn.gateway_id)
+        busy = self._in_flight.get(key)
+        if busy is not None:
+            self.overlaps.append((conn.gateway_id, busy.vco_id, vco_id))
+            raise busy_error("VpnTask.CONFLICT")
+        self._in_flight[key] = _InFlight(vco_id=vco_id, polls_left=self.updating_polls)
+        request_id = f"REQ-{next(self._ids):04d}"
+        self.tokens[client_token] = request_id
+        self.effective_deletes.append(vco_id)
+        return request_id
+
+    async def list_regions(self) -> list[str]:
+        return [REGION, "cn-shanghai"]
+
+
+@dataclass
+class FakeNotifier:
+    """Records every call; ``post_error`` makes post_confirmation fail like Slack would."""
+
+    post_error: SlackError | None = None
+    posted: list[Operation] = field(default_factory=list)
+    parent_updates: list[Operation] = field(default_factory=list)
+    events: list[tuple[str, Progress]] = field(default_factory=list)
+    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def post_confirmation(self, op: Operation) -> str:
+        await asyncio.sleep(0)
+        if self.post_error is not None:
+            raise self.post_error
+        self.posted.append(op)
+        return f"1700000000.{next(self._ts):06d}"
+
+    async def update_parent(self, op: Operation) -> None:
+        await asyncio.sleep(0)
+        self.parent_updates.append(op)
+
+    async def progress(self, op: Operation, event: Progress) -> None:
+        await asyncio.sleep(0)
+        self.events.append((op.id, event))
+
+    def events_for(self, op_id: str) -> list[Progress]:
+        return [event for oid, event in self.events if oid == op_id]
+
+    def event_types(self, op_id: str) -> list[str]:
+        return [type(event).__name__ for event in self.events_for(op_id)]
+
+
+class AllowAllPolicy:
+    """Everyone may request, approve and cancel."""
+
+    async def check_request(self, *, user_id: str, channel_id: str, region: str) -> None:
+        return None
+
+    async def check_approval(self, *, user_id: str, op: Operation) -> None:
+        return None
+
+    async def check_cancel(self, *, user_id: str, op: Operation) -> None:
+        return None
+
+
+@dataclass
+class FakePolicy:
+    """Allow-lists; an empty set allows everyone. The requester may always cancel."""
+
+    requesters: set[str] = field(default_factory=set)
+    approvers: set[str] = field(default_factory=set)
+    channels: set[str] = field(default_factory=set)
+    no_self_approval: bool = False
+
+    async def check_request(self, *, user_id: str, channel_id: str, region: str) -> None:
+        if self.requesters and user_id not in self.requesters:
+            raise NotAllowed("You may not request deletions.", who_can="Ask a listed requester.")
+        if self.channels and channel_id not in self.channels:
+            raise NotAllowed("Deletions cannot be requested in this channel.")
+
+    async def check_approval(self, *, user_id: str, op: Operation) -> None:
+        if self.no_self_approval and user_id == op.requester_id:
+            raise NotAllowed("You cannot approve your own request.", who_can="Ask another approver.")
+        if self.approvers and user_id not in self.approvers:
+            raise NotAllowed("You may not approve deletions.", who_can="Ask an approver.")
+
+    async def check_cancel(self, *, user_id: str, op: Operation) -> None:
+        if user_id == op.requester_id:
+            return
+        await self.check_approval(user_id=user_id, op=op)
+
+
+class FakeClock:
+    """A settable UTC clock: tests move time forward instead of sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> datetime:
+        self._now += timedelta(seconds=seconds)
+        return self._now
+
+    def set(self, at: datetime) -> None:
+        self._now = at

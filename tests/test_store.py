@@ -1,0 +1,304 @@
+"""The operation store on SQLite and PostgreSQL: CAS transitions, leases, gateway locks, audit, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from fakes import make_connection
+
+from bot.domain import ACTIVE_STATES, Operation, OpState, VpnGateway
+from bot.store import SCHEMA_VERSION, Store, async_url
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def make_op(
+    op_id: str = "op-1",
+    *,
+    state: OpState = OpState.AWAITING_APPROVAL,
+    vco_id: str = "vco-1",
+    gateway_id: str = "vpn-gw1",
+    **fields: object,
+) -> Operation:
+    conn = make_connection(vco_id, gateway_id)
+    op = Operation(
+        id=op_id,
+        state=state,
+        region=conn.region,
+        connection=conn,
+        gateway=VpnGateway(id=gateway_id, region=conn.region, name="office", status="active"),
+        requester_id="U0REQ",
+        channel_id="C0OPS",
+        team_id="T0",
+        created_at=T0,
+        updated_at=T0,
+        expires_at=T0 + timedelta(minutes=15),
+        client_token=f"vpnbot-{op_id}",
+    )
+    return dataclasses.replace(op, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///var/lib/bot.db", "sqlite+aiosqlite:///var/lib/bot.db"),
+        ("sqlite:////abs/bot.db", "sqlite+aiosqlite:////abs/bot.db"),
+        ("postgresql://u:p@db:5432/bot", "postgresql+asyncpg://u:p@db:5432/bot"),
+        ("postgres://u@db/bot", "postgresql+asyncpg://u@db/bot"),
+        ("postgresql+asyncpg://u@db/bot", "postgresql+asyncpg://u@db/bot"),
+    ],
+)
+def test_async_url_picks_the_asyncio_driver(url: str, expected: str) -> None:
+    assert async_url(url) == expected
+
+
+async def test_operation_round_trips_with_aware_utc_times(store: Store) -> None:
+    op = make_op(message_ts="1700000000.000100", response_url="https://hooks.slack.test/x")
+    created = await store.create_operation(op=op)
+    loaded = await store.get_operation(op_id="op-1")
+    assert loaded == created == op
+    assert loaded is not None
+    assert loaded.created_at.tzinfo is UTC
+    assert loaded.connection.created_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert await store.get_operation(op_id="nope") is None
+
+
+async def test_times_in_other_zones_are_stored_as_utc(store: Store) -> None:
+    plus8 = datetime(2025, 1, 1, 20, 0, tzinfo=timezone(timedelta(hours=8)))
+    await store.create_operation(op=make_op(created_at=plus8))
+    loaded = await store.get_operation(op_id="op-1")
+    assert loaded is not None
+    assert loaded.created_at == T0
+    assert loaded.created_at.utcoffset() == timedelta(0)
+
+
+async def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        await store.create_operation(op=make_op(created_at=datetime(2025, 1, 1)))  # noqa: DTZ001
+
+
+async def test_transition_is_compare_and_set(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    moved = await store.transition(
+        "op-1",
+        from_states={OpState.AWAITING_APPROVAL},
+        to=OpState.APPROVED,
+        now=T0 + timedelta(seconds=1),
+        approver_id="U0APP",
+        approved_at=T0,
+    )
+    assert moved is not None
+    assert (moved.state, moved.approver_id, moved.version) == (OpState.APPROVED, "U0APP", 1)
+    assert moved.updated_at == T0 + timedelta(seconds=1)
+    lost = await store.transition(
+        "op-1", from_states={OpState.AWAITING_APPROVAL}, to=OpState.CANCELLED, now=T0, cancelled_by="U0X"
+    )
+    assert lost is None
+    current = await store.get_operation(op_id="op-1")
+    assert current is not None
+    assert (current.state, current.cancelled_by) == (OpState.APPROVED, None)
+
+
+async def test_only_one_of_many_concurrent_transitions_wins(store: Store) -> None:
+    await store.create_operation(op=make_op())
+
+    async def click(i: int) -> Operation | None:
+        return await store.transition(
+            "op-1", from_states={OpState.AWAITING_APPROVAL}, to=OpState.APPROVED, now=T0, approver_id=f"U{i}"
+        )
+
+    results = await asyncio.gather(*(click(i) for i in range(20)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    current = await store.get_operation(op_id="op-1")
+    assert current is not None
+    assert current.approver_id == winners[0].approver_id
+    assert current.version == 1
+
+
+async def test_transition_requiring_an_owner_loses_without_the_lease(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.APPROVED))
+    assert await store.claim_lease(op_id="op-1", owner="a", until=T0 + timedelta(seconds=30), now=T0)
+    lost = await store.transition(
+        "op-1", from_states={OpState.APPROVED}, to=OpState.DELETING, now=T0, require_owner="b"
+    )
+    assert lost is None
+    won = await store.transition(
+        "op-1", from_states={OpState.APPROVED}, to=OpState.DELETING, now=T0, require_owner="a"
+    )
+    assert won is not None
+    assert won.state is OpState.DELETING
+
+
+async def test_set_fields_refuses_unknown_or_derived_fields(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    with pytest.raises(TypeError, match="state"):
+        await store.set_fields("op-1", now=T0, state=OpState.DELETED)
+    updated = await store.set_fields("op-1", now=T0, message_ts="123.456")
+    assert updated is not None
+    assert updated.message_ts == "123.456"
+    assert await store.set_fields("op-1", now=T0, states={OpState.DELETING}, message_ts="x") is None
+
+
+async def test_leases_claim_renew_release(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.WAITING_GATEWAY))
+    await store.create_operation(op=make_op("op-2"))  # awaiting approval: never leased
+    until = T0 + timedelta(seconds=30)
+    assert [o.id for o in await store.list_resumable(now=T0)] == ["op-1"]
+
+    assert await store.claim_lease(op_id="op-1", owner="a", until=until, now=T0) is not None
+    assert await store.claim_lease(op_id="op-1", owner="b", until=until, now=T0) is None
+    assert await store.claim_lease(op_id="op-2", owner="b", until=until, now=T0) is None
+    assert await store.list_resumable(now=T0) == []
+
+    # Renewing pushes the expiry; after it, the lease is up for grabs.
+    assert await store.renew_lease(op_id="op-1", owner="a", until=until + timedelta(seconds=30))
+    assert (
+        await store.claim_lease(op_id="op-1", owner="b", until=until, now=until + timedelta(seconds=1))
+        is None
+    )
+    later = until + timedelta(seconds=31)
+    assert [o.id for o in await store.list_resumable(now=later)] == ["op-1"]
+    assert await store.claim_lease(owner="b", until=later + timedelta(seconds=30), now=later) is not None
+    assert await store.lease_of(op_id="op-1") == ("b", later + timedelta(seconds=30))
+    assert not await store.renew_lease(op_id="op-1", owner="a", until=later)
+
+    # Releasing by a non-owner does nothing; by the owner frees it at once.
+    await store.release_lease(op_id="op-1", owner="a")
+    assert await store.list_resumable(now=later) == []
+    await store.release_lease(op_id="op-1", owner="b")
+    assert [o.id for o in await store.list_resumable(now=later)] == ["op-1"]
+
+
+async def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.APPROVED))
+    results = await asyncio.gather(
+        *(
+            store.claim_lease(op_id="op-1", owner=f"w{i}", until=T0 + timedelta(seconds=30), now=T0)
+            for i in range(10)
+        )
+    )
+    assert sum(r is not None for r in results) == 1
+
+
+async def test_terminal_transition_drops_the_lease(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.VERIFYING))
+    await store.claim_lease(op_id="op-1", owner="a", until=T0 + timedelta(seconds=30), now=T0)
+    await store.transition("op-1", from_states=ACTIVE_STATES, to=OpState.DELETED, now=T0, require_owner="a")
+    assert await store.lease_of(op_id="op-1") == (None, None)
+
+
+async def test_expired_confirmations(store: Store) -> None:
+    await store.create_operation(op=make_op("old", expires_at=T0))
+    await store.create_operation(op=make_op("fresh", expires_at=T0 + timedelta(minutes=5)))
+    await store.create_operation(op=make_op("done", state=OpState.CANCELLED, expires_at=T0))
+    assert [o.id for o in await store.list_expired_confirmations(now=T0)] == ["old"]
+
+
+async def test_gateway_lock_serialises_and_frees_on_terminal(store: Store) -> None:
+    for op_id, vco in (("a", "vco-a"), ("b", "vco-b"), ("c", "vco-c")):
+        await store.create_operation(op=make_op(op_id, state=OpState.APPROVED, vco_id=vco))
+
+    async def acquire(op_id: str) -> str:
+        return await store.acquire_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id=op_id, now=T0)
+
+    assert await acquire("a") == "a"
+    assert await acquire("a") == "a"  # re-acquire is a no-op
+    assert await acquire("b") == "a"
+    # Another gateway is independent.
+    assert await store.acquire_gateway(region="cn-hangzhou", gateway_id="vpn-other", op_id="b", now=T0) == "b"
+
+    # A holder that ended without releasing (crash) does not block forever.
+    await store.transition("a", from_states={OpState.APPROVED}, to=OpState.FAILED, now=T0)
+    assert await acquire("b") == "b"
+    assert await acquire("c") == "b"
+
+    await store.release_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id="c")  # not the holder
+    assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") == "b"
+    await store.release_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id="b")
+    assert await acquire("c") == "c"
+
+
+async def test_concurrent_gateway_acquires_have_one_holder(store: Store) -> None:
+    ids = [f"op-{i}" for i in range(12)]
+    for op_id in ids:
+        await store.create_operation(op=make_op(op_id, state=OpState.APPROVED, vco_id=f"vco-{op_id}"))
+    # A finished holder makes every contender race on the takeover UPDATE, not just the INSERT.
+    await store.create_operation(op=make_op("old", state=OpState.DELETED))
+    await store.acquire_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id="old", now=T0)
+
+    for _ in range(3):
+        holders = await asyncio.gather(
+            *(
+                store.acquire_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id=op_id, now=T0)
+                for op_id in ids
+            )
+        )
+        assert len(set(holders)) == 1
+        winner = holders[0]
+        assert winner in ids
+        assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") == winner
+        await store.release_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id=winner)
+        ids.remove(winner)
+
+
+async def test_audit_newest_first(store: Store) -> None:
+    for i, action in enumerate(["requested", "approved", "deleted"]):
+        await store.add_audit(
+            at=T0 + timedelta(seconds=i), action=action, actor_id="U0", op_id="op-1", request_id=f"R{i}"
+        )
+    await store.add_audit(at=T0, action="requested", actor_id="U1", op_id="op-2")
+    recent = await store.recent_audit(limit=2)
+    assert [e.action for e in recent] == ["deleted", "approved"]
+    assert recent[0].request_id == "R2"
+    assert recent[0].at == T0 + timedelta(seconds=2)
+    assert [e.op_id for e in await store.recent_audit(limit=10, op_id="op-2")] == ["op-2"]
+
+
+async def test_migrations_run_once_and_reopen_keeps_data(db_url: str) -> None:
+    first = await Store.open(db_url)
+    await first.create_operation(op=make_op())
+    await first.close()
+    second = await Store.open(db_url)
+    try:
+        assert await second.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        assert await second.get_operation(op_id="op-1") is not None
+    finally:
+        await second.close()
+
+
+async def test_concurrent_migrations_on_a_fresh_database(db_url: str) -> None:
+    stores = await asyncio.gather(*(Store.open(db_url) for _ in range(4)))
+    try:
+        for s in stores:
+            assert await s.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        await stores[0].create_operation(op=make_op())
+        assert await stores[3].get_operation(op_id="op-1") is not None
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_two_stores_on_one_sqlite_file_share_state(sqlite_url: str) -> None:
+    a, b = await Store.open(sqlite_url), await Store.open(sqlite_url)
+    try:
+        await a.create_operation(op=make_op(state=OpState.APPROVED))
+        results = await asyncio.gather(
+            a.claim_lease(op_id="op-1", owner="a", until=T0 + timedelta(seconds=5), now=T0),
+            b.claim_lease(op_id="op-1", owner="b", until=T0 + timedelta(seconds=5), now=T0),
+        )
+        assert sum(r is not None for r in results) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_in_memory_sqlite_serves_concurrent_calls() -> None:
+    store = await Store.open("sqlite:///:memory:")
+    try:
+        await asyncio.gather(*(store.add_audit(at=T0, action="x", actor_id=f"U{i}") for i in range(10)))
+        assert len(await store.recent_audit(limit=50)) == 10
+    finally:
+        await store.close()

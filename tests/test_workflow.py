@@ -1,0 +1,526 @@
+"""The deletion workflow with Protocol fakes, on SQLite and PostgreSQL: no Slack, no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from fakes import (
+    REGION,
+    AllowAllPolicy,
+    FakeClock,
+    FakeNotifier,
+    FakePolicy,
+    FakeVpc,
+    api_error,
+    busy_error,
+)
+
+from bot.domain import (
+    Accepted,
+    Deleted,
+    Failed,
+    GatewayUpdating,
+    Operation,
+    OpState,
+    Queued,
+    Resumed,
+    Retrying,
+    TimedOut,
+    VpnGateway,
+)
+from bot.errors import ConfirmationClosed, NotAllowed, SlackError
+from bot.ports import Policy
+from bot.store import Store
+from bot.workflow import Workflow, WorkflowConfig
+
+CONFIG = WorkflowConfig(
+    poll_interval_s=0.01,
+    delete_timeout_s=900,
+    confirmation_ttl_s=600,
+    lease_s=30,
+    busy_retry_attempts=4,
+    busy_retry_base_s=0.01,
+    busy_retry_max_s=0.04,
+    loop_interval_s=0.02,
+)
+GW = "vpn-gw1"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 5.0) -> None:
+    """Poll ``check`` until it is true; fail after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - the condition lives in a database, not an Event
+            await asyncio.sleep(0.005)
+
+
+@dataclass
+class Harness:
+    store: Store
+    clock: FakeClock
+    vpc: FakeVpc = field(default_factory=FakeVpc)
+    notifier: FakeNotifier = field(default_factory=FakeNotifier)
+    workflows: list[Workflow] = field(default_factory=list)
+
+    def workflow(
+        self,
+        *,
+        instance_id: str = "wf-1",
+        policy: Policy | None = None,
+        store: Store | None = None,
+        **config: float,
+    ) -> Workflow:
+        wf = Workflow(
+            store=store or self.store,
+            vpc=self.vpc,
+            notifier=self.notifier,
+            policy=policy or AllowAllPolicy(),
+            clock=self.clock,
+            config=dataclasses.replace(CONFIG, **config),  # type: ignore[arg-type]
+            instance_id=instance_id,
+        )
+        self.workflows.append(wf)
+        return wf
+
+    async def request(self, wf: Workflow, vco_id: str = "vco-1", user_id: str = "U0REQ") -> Operation:
+        return await wf.request_delete(
+            team_id="T0",
+            user_id=user_id,
+            channel_id="C0OPS",
+            vco_id=vco_id,
+            region=REGION,
+            response_url="https://hooks.slack.test/r",
+        )
+
+    async def op(self, op_id: str) -> Operation:
+        op = await self.store.get_operation(op_id=op_id)
+        assert op is not None
+        return op
+
+    async def wait_state(self, op_id: str, *states: OpState, within: float = 5.0) -> Operation:
+        async def reached() -> bool:
+            return (await self.op(op_id)).state in states
+
+        await eventually(reached, within=within)
+        op = await self.op(op_id)
+        if op.is_terminal:
+            # The worker posts and audits after the state changes; let it finish.
+            async with asyncio.timeout(within):
+                for wf in self.workflows:
+                    await wf.wait_idle()
+        return op
+
+    async def wait_event(self, op_id: str, kind: type, within: float = 5.0) -> None:
+        async def seen() -> bool:
+            return any(isinstance(e, kind) for e in self.notifier.events_for(op_id))
+
+        await eventually(seen, within=within)
+
+    def parent_states(self, op_id: str) -> list[OpState]:
+        return [op.state for op in self.notifier.parent_updates if op.id == op_id]
+
+    async def audit_actions(self, op_id: str) -> list[str]:
+        return [e.action for e in reversed(await self.store.recent_audit(limit=100, op_id=op_id))]
+
+
+@pytest.fixture
+async def h(store: Store, clock: FakeClock) -> AsyncIterator[Harness]:
+    harness = Harness(store=store, clock=clock)
+    harness.vpc.add_connection("vco-1", GW)
+    harness.vpc.add_connection("vco-2", GW)
+    try:
+        yield harness
+    finally:
+        for wf in harness.workflows:
+            await wf.stop()
+
+
+async def test_happy_path_reports_progress_in_order(h: Harness) -> None:
+    wf = h.workflow()
+    op = await h.request(wf)
+    assert op.state is OpState.AWAITING_APPROVAL
+    assert op.message_ts == "1700000000.000001"
+    assert op.client_token == f"vpnbot-{op.id}"
+    assert op.client_token.isascii()
+    assert len(op.client_token) <= 64
+    assert op.expires_at == h.clock.now() + timedelta(seconds=CONFIG.confirmation_ttl_s)
+    assert [p.id for p in h.notifier.posted] == [op.id]
+
+    approved = await wf.approve(op_id=op.id, user_id="U0BOSS")
+    assert approved.state is OpState.APPROVED
+    assert approved.approver_id == "U0BOSS"
+    assert approved.deadline_at == h.clock.now() + timedelta(seconds=CONFIG.delete_timeout_s)
+
+    done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
+    assert done.state is OpState.DELETED
+    assert done.delete_request_id == "REQ-0001"
+    assert done.finished_at is not None
+    assert h.notifier.event_types(op.id) == ["Accepted", "GatewayUpdating", "Deleted"]
+    events = h.notifier.events_for(op.id)
+    assert events[0] == Accepted(request_id="REQ-0001")
+    assert events[1] == GatewayUpdating(gateway_id=GW)
+    assert isinstance(events[2], Deleted)
+    assert h.parent_states(op.id) == [OpState.APPROVED, OpState.DELETED]
+    assert [(c.vco_id, c.client_token) for c in h.vpc.delete_calls] == [("vco-1", op.client_token)]
+    assert ("cn-hangzhou", "vco-1") not in h.vpc.connections
+    assert await h.store.gateway_holder(region=REGION, gateway_id=GW) is None
+    assert await h.audit_actions(op.id) == ["requested", "approved", "delete_sent", "deleted"]
+    history = await wf.history(limit=1)
+    assert (history[0].action, history[0].request_id) == ("deleted", "REQ-0001")
+
+
+async def test_twenty_clicks_on_two_replicas_approve_once(h: Harness, db_url: str) -> None:
+    other_store = await Store.open(db_url)
+    try:
+        wf_a = h.workflow(instance_id="wf-a")
+        wf_b = h.workflow(instance_id="wf-b", store=other_store)
+        op = await h.request(wf_a)
+
+        results = await asyncio.gather(
+            *((wf_a if i % 2 else wf_b).approve(op_id=op.id, user_id=f"U0CLICK{i}") for i in range(20)),
+            return_exceptions=True,
+        )
+        approved = [r for r in results if isinstance(r, Operation)]
+        closed = [r for r in results if isinstance(r, ConfirmationClosed)]
+        assert len(approved) == 1
+        assert len(closed) == 19
+        winner = approved[0].approver_id
+        assert all(f"approved by <@{winner}>" in str(c) for c in closed)
+
+        await h.wait_state(op.id, OpState.DELETED)
+        assert len(h.vpc.delete_calls) == 1
+        assert h.parent_states(op.id).count(OpState.APPROVED) == 1
+        assert (await h.audit_actions(op.id)).count("approved") == 1
+    finally:
+        for wf in h.workflows:
+            await wf.stop()
+        await other_store.close()
+
+
+async def test_cancel_closes_the_confirmation(h: Harness) -> None:
+    wf = h.workflow()
+    op = await h.request(wf)
+    cancelled = await wf.cancel(op_id=op.id, user_id="U0REQ")
+    assert (cancelled.state, cancelled.cancelled_by) == (OpState.CANCELLED, "U0REQ")
+    assert h.parent_states(op.id) == [OpState.CANCELLED]
+
+    with pytest.raises(ConfirmationClosed, match=r"cancelled by <@U0REQ>"):
+        await wf.approve(op_id=op.id, user_id="U0BOSS")
+    with pytest.raises(ConfirmationClosed, match="cancelled"):
+        await wf.cancel(op_id=op.id, user_id="U0REQ")
+    assert h.vpc.delete_calls == []
+    assert await h.audit_actions(op.id) == ["requested", "cancelled"]
+
+
+async def test_approved_request_cannot_be_cancelled(h: Harness) -> None:
+    h.vpc.held.add(GW)
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.approve(op_id=op.id, user_id="U0BOSS")
+    with pytest.raises(ConfirmationClosed, match=r"approved by <@U0BOSS>"):
+        await wf.cancel(op_id=op.id, user_id="U0REQ")
+
+
+async def test_policy_refusals_are_audited(h: Harness) -> None:
+    policy = FakePolicy(requesters={"U0REQ"}, approvers={"U0BOSS"})
+    wf = h.workflow(policy=policy)
+    with pytest.raises(NotAllowed):
+        await h.request(wf, user_id="U0STRANGER")
+    assert await h.store.list_operations() == []
+
+    op = await h.request(wf)
+    with pytest.raises(NotAllowed, match="may not approve"):
+        await wf.approve(op_id=op.id, user_id="U0INTERN")
+    with pytest.raises(NotAllowed):
+        await wf.cancel(op_id=op.id, user_id="U0INTERN")
+    assert (await h.op(op.id)).state is OpState.AWAITING_APPROVAL
+    assert await h.audit_actions(op.id) == ["requested", "refused", "refused"]
+    assert [e.actor_id for e in await wf.history(limit=10) if e.action == "refused"][-1] == "U0STRANGER"
+
+
+async def test_unknown_operation_is_closed(h: Harness) -> None:
+    wf = h.workflow()
+    with pytest.raises(ConfirmationClosed, match="not found"):
+        await wf.approve(op_id="no-such-op", user_id="U0BOSS")
+
+
+async def test_sweeper_expires_and_late_click_is_closed(h: Harness) -> None:
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.run_once()
+    assert (await h.op(op.id)).state is OpState.AWAITING_APPROVAL
+
+    h.clock.advance(CONFIG.confirmation_ttl_s + 1)
+    await wf.run_once()
+    assert (await h.op(op.id)).state is OpState.EXPIRED
+    assert h.parent_states(op.id) == [OpState.EXPIRED]
+    with pytest.raises(ConfirmationClosed, match="expired"):
+        await wf.approve(op_id=op.id, user_id="U0BOSS")
+    assert h.vpc.delete_calls == []
+    assert await h.audit_actions(op.id) == ["requested", "expired"]
+
+
+async def test_late_click_before_the_sweeper_expires_it(h: Harness) -> None:
+    wf = h.workflow()
+    op = await h.request(wf)
+    h.clock.advance(CONFIG.confirmation_ttl_s)
+    with pytest.raises(ConfirmationClosed, match="expired"):
+        await wf.approve(op_id=op.id, user_id="U0BOSS")
+    assert (await h.op(op.id)).state is OpState.EXPIRED
+    assert h.parent_states(op.id) == [OpState.EXPIRED]
+    assert h.vpc.delete_calls == []
+
+
+async def test_busy_gateway_is_retried_with_one_client_token(h: Harness) -> None:
+    h.vpc.delete_script = [busy_error(), busy_error("VpnTask.CONFLICT")]
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.approve(op_id=op.id, user_id="U0BOSS")
+    done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
+    assert done.state is OpState.DELETED
+    assert {c.client_token for c in h.vpc.delete_calls} == {op.client_token}
+    assert len(h.vpc.delete_calls) == 3
+    assert done.attempts == 3
+    retries = [e for e in h.notifier.events_for(op.id) if isinstance(e, Retrying)]
+    assert [(r.attempt, r.max_attempts, r.code) for r in retries] == [
+        (2, 4, "VpnGateway.Configuring"),
+        (3, 4, "VpnTask.CONFLICT"),
+    ]
+    assert all(0 < r.delay_s <= CONFIG.busy_retry_max_s * 1.2 for r in retries)
+    assert h.notifier.event_types(op.id)[2:] == ["Accepted", "GatewayUpdating", "Deleted"]
+
+
+async def test_gateway_busy_too_long_fails(h: Harness) -> None:
+    h.vpc.delete_script = [busy_error() for _ in range(CONFIG.busy_retry_attempts)]
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.approve(op_id=op.id, user_id="U0BOSS")
+    done = await h.wait_state(op.id, OpState.FAILED, OpState.DELETED)
+    assert done.state is OpState.FAILED
+    assert done.error_code == "VpnGateway.Configuring"
+    assert len(h.vpc.delete_calls) == CONFIG.busy_retry_attempts
+
+
+async def test_final_error_fails_with_friendly_text_and_frees_the_gateway(h: Harness) -> None:
+    err = api_error(
+        "Forbidden", http_status=403, friendly="The bot's RAM user may not delete VPN connections."
+    )
+    h.vpc.delete_script = [err]
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.approve(op_id=op.id, user_id="U0BOSS")
+    done = await h.wait_state(op.id, OpState.FAILED, OpState.DELETED)
+    assert done.state is OpState.FAILED
+    assert (done.error_code, done.error_text) == ("Forbidden", err.friendly)
+    assert h.notifier.events_for(op.id) == [Failed(code="Forbidden", text=err.friendly, request_id="REQ-ERR")]
+    assert h.parent_states(op.id) == [OpState.APPROVED, OpState.FAILED]
+    assert len(h.vpc.delete_calls) == 1
+    assert await h.store.gateway_holder(region=REGION, gateway_id=GW) is None
+    assert (await h.audit_actions(op.id))[-1] == "failed"
+
+
+async def test_not_found_on_first_send_is_a_failure(h: Harness) -> None:
+    wf = h.workflow()
+    op = await h.request(wf)
+    del h.vpc.connections[(REGION, "vco-1")]  # someone deleted it in the console meanwhile
+    await wf.approve(op_id=op.id, user_id="U0BOSS")
+    done = await h.wait_state(op.id, OpState.FAILED, OpState.DELETED)
+    assert done.state is OpState.FAILED
+    assert done.error_code == "InvalidVpnConnectionInstanceId.NotFound"
+
+
+async def test_not_found_after_a_lost_answer_means_already_deleted(h: Harness) -> None:
+    # The request reached Alibaba, the answer was lost, the connection went away meanwhile and
+    # the replay says NotFound: that is success, to be verified.
+    h.vpc.delete_script = ["lost-answer-then-gone"]
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.approve(op_id=op.id, user_id="U0BOSS")
+    done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
+    assert done.state is OpState.DELETED
+    assert len(h.vpc.delete_calls) == 1
+    assert [type(e).__name__ for e in h.notifier.events_for(op.id)] == ["Retrying", "Deleted"]
+
+
+async def test_deletes_on_one_gateway_queue_and_never_overlap(h: Harness) -> None:
+    h.vpc.updating_polls = 3
+    wf = h.workflow()
+    first = await h.request(wf, "vco-1")
+    second = await h.request(wf, "vco-2")
+    await asyncio.gather(
+        wf.approve(op_id=first.id, user_id="U0BOSS"), wf.approve(op_id=second.id, user_id="U0BOSS")
+    )
+    for op in (first, second):
+        assert (await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)).state is OpState.DELETED
+
+    assert h.vpc.overlaps == []
+    assert len(h.vpc.delete_calls) == 2
+    queued = {op.id for op in (first, second) if "Queued" in h.notifier.event_types(op.id)}
+    assert len(queued) == 1
+    (later_id,) = queued
+    earlier = first if later_id == second.id else second
+    assert h.notifier.events_for(later_id)[0] == Queued(blocking_vco_id=earlier.vco_id)
+    assert h.notifier.event_types(later_id).count("Queued") == 1
+    # The later delete was only sent once the earlier one was confirmed.
+    order = [(oid, type(e).__name__) for oid, e in h.notifier.events]
+    assert order.index((earlier.id, "Deleted")) < order.index((later_id, "Accepted"))
+
+
+async def test_deadline_times_out_with_what_to_check(h: Harness) -> None:
+    h.vpc.held.add(GW)  # the gateway never comes back to active
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.approve(op_id=op.id, user_id="U0BOSS")
+    await h.wait_event(op.id, GatewayUpdating)
+    h.clock.advance(CONFIG.delete_timeout_s + 1)
+    done = await h.wait_state(op.id, OpState.TIMED_OUT)
+    timed_out = h.notifier.events_for(op.id)[-1]
+    assert isinstance(timed_out, TimedOut)
+    assert "aliyun vpc DescribeVpnGateway --RegionId cn-hangzhou --VpnGatewayId vpn-gw1" in timed_out.text
+    assert timed_out.details["request_id"] == "REQ-0001"
+    assert done.error_code == "timeout"
+    assert h.parent_states(op.id)[-1] is OpState.TIMED_OUT
+    assert await h.store.gateway_holder(region=REGION, gateway_id=GW) is None
+    assert (await h.audit_actions(op.id))[-1] == "timed_out"
+
+
+async def test_crashed_worker_is_resumed_by_another_with_one_delete(h: Harness) -> None:
+    h.vpc.held.add(GW)
+    wf1 = h.workflow(instance_id="wf-1")
+    op = await h.request(wf1)
+    await wf1.approve(op_id=op.id, user_id="U0BOSS")
+    await h.wait_state(op.id, OpState.WAITING_GATEWAY)
+    await h.wait_event(op.id, GatewayUpdating)
+    await wf1.stop(release_leases=False)  # a crash: the lease stays until it expires
+
+    wf2 = h.workflow(instance_id="wf-2", lease_s=0.3)
+    await wf2.run_once()
+    assert wf2.driving == frozenset()  # wf-1's lease is still live
+    h.clock.advance(CONFIG.lease_s + 1)
+    h.vpc.held.clear()
+    await wf2.run_once()
+    assert wf2.driving == {op.id}
+    done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
+    assert done.state is OpState.DELETED
+    assert len(h.vpc.delete_calls) == 1
+    assert Resumed(instance="wf-2") in h.notifier.events_for(op.id)
+    assert "resumed" in await h.audit_actions(op.id)
+
+
+async def test_graceful_stop_lets_another_replica_resume_at_once(h: Harness) -> None:
+    h.vpc.held.add(GW)
+    wf1 = h.workflow(instance_id="wf-1")
+    op = await h.request(wf1)
+    await wf1.approve(op_id=op.id, user_id="U0BOSS")
+    await h.wait_state(op.id, OpState.WAITING_GATEWAY)
+    await wf1.stop()
+    assert await h.store.lease_of(op_id=op.id) == (None, None)
+
+    h.vpc.held.clear()
+    wf2 = h.workflow(instance_id="wf-2")
+    await wf2.run_once()  # no clock change needed
+    assert (await h.wait_state(op.id, OpState.DELETED)).state is OpState.DELETED
+    assert len(h.vpc.delete_calls) == 1
+
+
+async def _crashed_in_deleting(h: Harness) -> Operation:
+    """An operation whose worker died after recording the send attempt, before recording the answer."""
+    now = h.clock.now()
+    conn = h.vpc.connections[(REGION, "vco-1")]
+    op = Operation(
+        id="op-crashed",
+        state=OpState.DELETING,
+        region=REGION,
+        connection=conn,
+        gateway=VpnGateway(id=GW, region=REGION, name="gw", status="active"),
+        requester_id="U0REQ",
+        channel_id="C0OPS",
+        created_at=now,
+        updated_at=now,
+        expires_at=now + timedelta(minutes=10),
+        client_token="vpnbot-op-crashed",
+        approver_id="U0BOSS",
+        approved_at=now,
+        started_at=now,
+        deadline_at=now + timedelta(minutes=15),
+        attempts=1,
+    )
+    await h.store.create_operation(op=op)
+    assert await h.store.acquire_gateway(region=REGION, gateway_id=GW, op_id=op.id, now=now) == op.id
+    return op
+
+
+async def test_resume_in_deleting_resends_the_same_token(h: Harness) -> None:
+    op = await _crashed_in_deleting(h)
+    # The first send did reach Alibaba before the crash.
+    first_request_id = await h.vpc.delete_vpn_connection(
+        region=REGION, vco_id="vco-1", client_token=op.client_token
+    )
+
+    wf = h.workflow(instance_id="wf-2")
+    await wf.run_once()
+    done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
+    assert done.state is OpState.DELETED
+    assert [c.client_token for c in h.vpc.delete_calls] == [op.client_token, op.client_token]
+    assert h.vpc.effective_deletes == ["vco-1"]  # the replay had no second effect
+    assert done.delete_request_id == first_request_id
+    assert h.notifier.event_types(op.id)[:2] == ["Resumed", "Accepted"]
+
+
+async def test_resume_in_deleting_when_the_connection_is_already_gone(h: Harness) -> None:
+    op = await _crashed_in_deleting(h)
+    del h.vpc.connections[(REGION, "vco-1")]  # deleted, and Alibaba no longer remembers the token
+    wf = h.workflow(instance_id="wf-2")
+    await wf.run_once()
+    done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
+    assert done.state is OpState.DELETED
+
+
+async def test_slack_post_failure_fails_the_request(h: Harness) -> None:
+    h.notifier.post_error = SlackError("The bot is not in this channel.", error="not_in_channel")
+    wf = h.workflow()
+    with pytest.raises(SlackError):
+        await h.request(wf)
+    (op,) = await h.store.list_operations()
+    assert (op.state, op.error_code) == (OpState.FAILED, "slack:not_in_channel")
+    assert await h.audit_actions(op.id) == ["failed"]
+
+
+class _BrokenVpc(FakeVpc):
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+        raise RuntimeError("bug in the client")
+
+
+async def test_unexpected_errors_in_background_are_logged_with_the_op_id(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = _BrokenVpc()
+    broken.connections = h.vpc.connections
+    broken.gateway_names = h.vpc.gateway_names
+    h.vpc = broken
+    created = await _crashed_in_deleting(h)  # resumed, sent, then polling hits the bug
+    wf = h.workflow()
+    caplog.set_level(logging.ERROR, logger="bot.workflow")
+    await wf.run_once()
+
+    async def logged() -> bool:
+        return any(getattr(r, "op_id", None) == created.id for r in caplog.records)
+
+    await eventually(logged)
+    record = next(r for r in caplog.records if getattr(r, "op_id", None) == created.id)
+    assert record.exc_info is not None
+    assert "bug in the client" in str(record.exc_info[1])
+
+
+async def test_start_runs_the_loops_in_the_background(h: Harness) -> None:
+    wf = h.workflow()
+    op = await h.request(wf)
+    await wf.start()
+    h.clock.advance(CONFIG.confirmation_ttl_s + 1)
+    assert (await h.wait_state(op.id, OpState.EXPIRED)).state is OpState.EXPIRED
+    await wf.stop()
