@@ -1,0 +1,40 @@
+"""The Slack layer: ``register(app, ...)`` is the only place listener ids meet their callbacks.
+
+Nothing here creates an app or registers anything on import; the composition root builds the
+``AsyncApp`` and calls :func:`register`. The HTTP entry point is
+:func:`bot.slack.http.make_aiohttp_handler`.
+"""
+
+from __future__ import annotations
+
+from slack_bolt.app.async_app import AsyncApp
+
+from bot.config import Settings
+from bot.slack.actions import make_approve_listener, make_cancel_listener
+from bot.slack.commands import make_vpn_command_listener
+from bot.slack.deps import OperationLookup, Regions, SlackDeps, WorkflowApi
+from bot.slack.errors import register_error_handler
+from bot.slack.ids import SLASH_COMMAND, ActionId
+
+__all__ = ["OperationLookup", "Regions", "SlackDeps", "WorkflowApi", "register"]
+
+
+def register(
+    app: AsyncApp,
+    *,
+    workflow: WorkflowApi,
+    settings: Settings,
+    regions: Regions,
+    operation: OperationLookup | None = None,
+) -> None:
+    """Register the /vpn command, the Delete/Cancel buttons and the error funnel on ``app``.
+
+    ``operation`` (optional) loads an operation by id so a click can be checked against the
+    message the operation was posted in; without it the click is checked against Slack's copy
+    of the clicked message only.
+    """
+    deps = SlackDeps(workflow=workflow, settings=settings, regions=regions, operation=operation)
+    app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
+    app.action(ActionId.APPROVE.value)(make_approve_listener(deps))
+    app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))
+    register_error_handler(app)

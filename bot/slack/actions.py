@@ -1,0 +1,56 @@
+"""The Delete and Cancel buttons: ack at once, check the click belongs to its message, call the workflow."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
+from bot.errors import NotAllowed
+from bot.slack.deps import SlackDeps
+from bot.slack.errors import errors_to_user
+from bot.slack.parse import FOREIGN_BUTTON, ButtonClick, parse_click
+
+__all__ = ["check_click", "make_approve_listener", "make_cancel_listener"]
+
+
+async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
+    """Refuse a click whose operation was posted in another message or channel."""
+    if deps.operation is None:
+        return
+    op = await deps.operation(click.op_id)
+    if op is None or op.channel_id != click.channel_id:
+        raise NotAllowed(FOREIGN_BUTTON)
+    # A confirmation posted through the response_url has no ts of its own; the channel is all we have.
+    if op.message_ts is not None and op.message_ts != click.message_ts:
+        raise NotAllowed(FOREIGN_BUTTON)
+
+
+def make_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the Delete-button listener bound to ``deps``."""
+
+    async def handle_approve_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on Delete: approve, then the workflow deletes and updates the message."""
+        await ack()
+        async with errors_to_user(body, respond):
+            click = parse_click(body)
+            await check_click(deps, click)
+            await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id)
+
+    return handle_approve_click
+
+
+def make_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the Cancel-button listener bound to ``deps``."""
+
+    async def handle_cancel_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on Cancel."""
+        await ack()
+        async with errors_to_user(body, respond):
+            click = parse_click(body)
+            await check_click(deps, click)
+            await deps.workflow.cancel(op_id=click.op_id, user_id=click.user_id)
+
+    return handle_cancel_click

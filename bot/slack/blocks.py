@@ -1,0 +1,535 @@
+"""Pure Block Kit builders: domain records in, message dicts out. No I/O, no clients.
+
+Every message has a ``text`` fallback (notifications, screen readers). Every string that came
+from a user or from an API is escaped for mrkdwn (``& < >``), so a connection named
+``<!channel>`` cannot ping anyone, and every text is capped to Slack's limits. Pre-shared keys
+and BGP AuthKeys are not in the domain records, and raw API bodies are never rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.domain import (
+    Accepted,
+    AuditEntry,
+    Deleted,
+    Failed,
+    GatewayUpdating,
+    Operation,
+    OpState,
+    Progress,
+    Queued,
+    Resumed,
+    Retrying,
+    TimedOut,
+)
+from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
+
+__all__ = [
+    "CONFIRM_TEXT_MAX",
+    "CONFIRM_TITLE_MAX",
+    "FIELD_MAX",
+    "HEADER_MAX",
+    "SECTION_MAX",
+    "USAGE_TEXT",
+    "build_confirmation",
+    "build_history",
+    "build_looking_up",
+    "build_parent",
+    "build_progress",
+    "build_refusal",
+    "build_unexpected_error",
+    "build_usage",
+    "cap",
+    "code",
+    "escape",
+    "explain_slack_error",
+    "format_duration",
+    "format_time",
+    "safe_mrkdwn",
+]
+
+Message = dict[str, Any]
+Block = dict[str, Any]
+
+# Slack's limits (Block Kit reference; slack_sdk.models.blocks).
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+HEADER_MAX = 150
+CONTEXT_MAX = 2000
+TEXT_MAX = 3000  # our own cap for the fallback ``text``; Slack truncates at 40k
+CONFIRM_TITLE_MAX = 100
+CONFIRM_TEXT_MAX = 300
+CONFIRM_BUTTON_MAX = 30
+BLOCKS_MAX = 50
+
+_USER_RE = re.compile(r"[UW][A-Z0-9]{1,30}", re.ASCII)
+# Tokens the bot itself writes into "trusted" texts (policy refusals, workflow reasons): user,
+# user-group and channel mentions, and entities that are already escaped. Nothing else survives.
+_SAFE_TOKEN_RE = re.compile(
+    r"<@[UW][A-Z0-9]{1,30}>|<!subteam\^S[A-Z0-9]{1,30}>|<#[CG][A-Z0-9]{1,30}>|&(?:amp|lt|gt);",
+    re.ASCII,
+)
+# A cut that ends inside an entity or a mention would render as garbage; trim back to before it.
+_DANGLING_RE = re.compile(r"(&[a-z]{0,4}|<[^>]{0,40})$", re.ASCII)
+
+USAGE_TEXT = (
+    f"*Usage*\n"
+    f"• `{SLASH_COMMAND} delete <vpn-connection-id> [region]` asks for approval, then deletes the "
+    f"IPsec-VPN connection. The region is a 2nd word, `--region R`, `--region=R` or `region=R`; "
+    f"without it the default region is used.\n"
+    f"• `{SLASH_COMMAND} history [count]` shows the last actions (1–50, default 10).\n"
+    f"• `{SLASH_COMMAND} help` shows this text.\n"
+    f"Connection ids look like `vco-bp1abc2def3gh` (Alibaba Cloud ids are lowercase; "
+    f"uppercase is accepted and lowercased). Regions look like `cn-hangzhou`."
+)
+
+
+# --- text helpers ------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Escape ``& < >`` so Slack shows the text literally (no links, mentions or pings)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def safe_mrkdwn(text: str) -> str:
+    """Escape a bot-written text but keep its user, user-group and channel mentions."""
+    out: list[str] = []
+    pos = 0
+    for match in _SAFE_TOKEN_RE.finditer(text):
+        out.append(escape(text[pos : match.start()]))
+        out.append(match.group(0))
+        pos = match.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
+def cap(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` characters, ending with "…" if it was cut."""
+    if len(text) <= limit:
+        return text
+    cut = _DANGLING_RE.sub("", text[: limit - 1])
+    return cut + "…"
+
+
+def code(text: str, limit: int = 100) -> str:
+    """Render an id as inline code, escaped and bounded (a backtick would end the span)."""
+    inner = escape(cap(text.replace("`", "'"), limit))
+    return f"`{inner}`"
+
+
+def mention(user_id: str | None) -> str:
+    """``<@U…>`` for a Slack user id; anything else is shown escaped, never as markup."""
+    if not user_id:
+        return "someone"
+    if _USER_RE.fullmatch(user_id):
+        return f"<@{user_id}>"
+    return escape(cap(user_id, 80))
+
+
+def format_time(moment: datetime | None) -> str:
+    """``HH:MM UTC``; naive datetimes are taken as UTC."""
+    if moment is None:
+        return "an unknown time"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%H:%M UTC")
+
+
+def _format_datetime(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_duration(seconds: float) -> str:
+    """``12 s``, ``2.5 s``, ``1 min 12 s``, ``3 min``, ``1 h 5 min``."""
+    seconds = max(0.0, seconds)
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        minutes, secs = divmod(total, 60)
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, rest = divmod(total, 3600)
+    minutes = rest // 60
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": cap(text or " ", limit), "emoji": True}
+
+
+def _mrkdwn(text: str, limit: int) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": cap(text or " ", limit)}
+
+
+def _section(text: str, block_id: str | None = None) -> Block:
+    block: Block = {"type": "section", "text": _mrkdwn(text, SECTION_MAX)}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _context(text: str, block_id: str | None = None) -> Block:
+    block: Block = {"type": "context", "elements": [_mrkdwn(text, CONTEXT_MAX)]}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _header(text: str) -> Block:
+    # plain_text never parses mentions, so a name here cannot ping; it is only capped.
+    return {"type": "header", "block_id": BlockId.HEADER.value, "text": _plain(text, HEADER_MAX)}
+
+
+def _message(text: str, blocks: Sequence[Block]) -> Message:
+    return {"text": cap(text, TEXT_MAX), "blocks": list(blocks)[:BLOCKS_MAX]}
+
+
+def _subnets(value: str) -> str:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    return ", ".join(escape(p) for p in parts) if parts else "—"
+
+
+def _name(op: Operation) -> str:
+    return op.connection.name or op.connection.id
+
+
+# --- the confirmation and its later states -----------------------------------------------------
+
+
+def _details(op: Operation) -> Block:
+    conn, gw = op.connection, op.gateway
+    conn_name = escape(conn.name) if conn.name else "_(no name)_"
+    gw_name = escape(gw.name) if gw.name else "_(no name)_"
+    fields = [
+        f"*Connection*\n{code(conn.id)}\n{conn_name}",
+        f"*Gateway*\n{code(gw.id or conn.gateway_id)} {gw_name}\nstate: {code(gw.status or 'unknown', 40)}",
+        f"*Connection status*\n{code(conn.status or 'unknown', 40)}",
+        f"*Customer gateway*\n{code(conn.customer_gateway_id) if conn.customer_gateway_id else '—'}",
+        f"*Local subnets*\n{_subnets(conn.local_subnet)}",
+        f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
+        f"*Region*\n{code(op.region, 64)}",
+        f"*Requested by*\n{mention(op.requester_id)}",
+    ]
+    if op.state is OpState.AWAITING_APPROVAL:
+        fields.append(f"*Expires at*\n{format_time(op.expires_at)}")
+    return {
+        "type": "section",
+        "block_id": BlockId.DETAILS.value,
+        "fields": [_mrkdwn(f, FIELD_MAX) for f in fields],
+    }
+
+
+def _confirm_dialog(op: Operation) -> dict[str, Any]:
+    name = op.connection.name or "(no name)"
+    return {
+        "title": _plain(f"Delete {op.connection.id}?", CONFIRM_TITLE_MAX),
+        "text": _plain(
+            f"This deletes VPN connection {cap(name, 80)} ({op.connection.id}) on gateway "
+            f"{op.gateway.id or op.connection.gateway_id}. The tunnel goes down and this cannot be undone.",
+            CONFIRM_TEXT_MAX,
+        ),
+        "confirm": _plain("Delete connection", CONFIRM_BUTTON_MAX),
+        "deny": _plain("Keep it", CONFIRM_BUTTON_MAX),
+        "style": "danger",
+    }
+
+
+def _actions(op: Operation) -> Block:
+    return {
+        "type": "actions",
+        "block_id": BlockId.ACTIONS.value,
+        "elements": [
+            {
+                "type": "button",
+                "action_id": ActionId.APPROVE.value,
+                "text": _plain("Delete", 75),
+                "value": op.id,
+                "style": "danger",
+                "confirm": _confirm_dialog(op),
+            },
+            {
+                "type": "button",
+                "action_id": ActionId.CANCEL.value,
+                "text": _plain("Cancel", 75),
+                "value": op.id,
+            },
+        ],
+    }
+
+
+def _footer(op: Operation) -> Block:
+    parts = [f"Request {code(op.id, 64)}"]
+    if op.delete_request_id:
+        parts.append(f"Alibaba Cloud RequestId {code(op.delete_request_id, 80)}")
+    return _context(" · ".join(parts), BlockId.FOOTER.value)
+
+
+def build_confirmation(op: Operation) -> Message:
+    """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel."""
+    summary = (
+        f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
+        f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
+        f"Someone allowed to approve clicks *Delete*; *Cancel* closes the request. "
+        f"It expires at {format_time(op.expires_at)} if nobody acts."
+    )
+    blocks = [
+        _header(f"Delete VPN connection {_name(op)}?"),
+        _section(summary, BlockId.SUMMARY.value),
+        _details(op),
+        _actions(op),
+        _footer(op),
+    ]
+    text = (
+        f"{mention(op.requester_id)} asks to delete VPN connection {escape(op.connection.id)} "
+        f"({escape(op.connection.name or 'no name')}) in {escape(op.region)}: approve or cancel."
+    )
+    return _message(text, blocks)
+
+
+_HEADERS: dict[OpState, str] = {
+    OpState.APPROVED: "Deleting VPN connection {}…",
+    OpState.DELETING: "Deleting VPN connection {}…",
+    OpState.WAITING_GATEWAY: "Deleting VPN connection {}…",
+    OpState.VERIFYING: "Deleting VPN connection {}…",
+    OpState.DELETED: "Deleted VPN connection {}",
+    OpState.FAILED: "Could not delete VPN connection {}",
+    OpState.TIMED_OUT: "Deletion of VPN connection {} timed out",
+    OpState.CANCELLED: "Cancelled: delete VPN connection {}",
+    OpState.EXPIRED: "Expired: delete VPN connection {}",
+}
+
+
+def _elapsed(op: Operation) -> float | None:
+    start = op.started_at or op.approved_at
+    if start is None or op.finished_at is None:
+        return None
+    return (op.finished_at - start).total_seconds()
+
+
+def _status_text(op: Operation) -> str:
+    approved = f"Approved by {mention(op.approver_id)} at {format_time(op.approved_at)}"
+    gateway = code(op.gateway.id or op.connection.gateway_id)
+    retry_cmd = code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}", 200)
+    match op.state:
+        case OpState.APPROVED | OpState.DELETING:
+            return f":hourglass_flowing_sand: {approved}, deleting…"
+        case OpState.WAITING_GATEWAY:
+            return (
+                f":hourglass_flowing_sand: {approved}. Alibaba Cloud accepted the deletion; "
+                f"waiting for gateway {gateway} to finish updating…"
+            )
+        case OpState.VERIFYING:
+            return f":hourglass_flowing_sand: {approved}. Checking that the connection is gone…"
+        case OpState.DELETED:
+            elapsed = _elapsed(op)
+            took = f" in {format_duration(elapsed)}" if elapsed is not None else ""
+            return f":white_check_mark: Deleted{took}. {approved}."
+        case OpState.FAILED:
+            reason = (
+                safe_mrkdwn(op.error_text)
+                if op.error_text
+                else f"Alibaba Cloud refused the deletion (code {code(op.error_code or 'unknown', 80)})."
+            )
+            return (
+                f":x: The deletion failed. {reason}\n{approved}. The connection was not deleted; "
+                f"the thread has the details. Fix the cause, then run {retry_cmd} again."
+            )
+        case OpState.TIMED_OUT:
+            extra = f"\n{safe_mrkdwn(op.error_text)}" if op.error_text else ""
+            return (
+                f":warning: No final answer after the deadline. {approved}. The deletion may still "
+                f"finish on Alibaba Cloud's side: check gateway {gateway} and connection "
+                f"{code(op.connection.id)} in region {code(op.region, 64)} in the console (VPN › "
+                f"IPsec Connections). If the gateway stays in `updating`, open a ticket with Alibaba "
+                f"Cloud and quote the RequestId below.{extra}"
+            )
+        case OpState.CANCELLED:
+            when = format_time(op.finished_at or op.updated_at)
+            return f":no_entry_sign: Cancelled by {mention(op.cancelled_by)} at {when}. Nothing was deleted."
+        case OpState.EXPIRED:
+            return (
+                f":hourglass: Expired at {format_time(op.expires_at)} without approval. Nothing was "
+                f"deleted. Run {retry_cmd} again if it is still needed."
+            )
+        case OpState.AWAITING_APPROVAL:  # pragma: no cover - build_parent returns the confirmation
+            return ""
+
+
+def build_parent(op: Operation) -> Message:
+    """The confirmation message re-rendered for the operation's current state.
+
+    Slack has no disabled buttons, so every state but ``awaiting_approval`` drops the actions
+    block and says what happened instead.
+    """
+    if op.state is OpState.AWAITING_APPROVAL:
+        return build_confirmation(op)
+    status = _status_text(op)
+    header = _HEADERS[op.state].format(_name(op))
+    blocks = [
+        _header(header),
+        _section(status, BlockId.STATUS.value),
+        _details(op),
+        _footer(op),
+    ]
+    # The header is plain_text (never parsed); the fallback text is mrkdwn, so escape it there.
+    return _message(f"{escape(header)}. {status}", blocks)
+
+
+# --- thread replies ----------------------------------------------------------------------------
+
+
+def build_progress(event: Progress) -> str:
+    """The thread reply (mrkdwn) for one progress event."""
+    match event:
+        case Accepted(request_id=request_id):
+            return f"Request accepted by Alibaba Cloud (RequestId {code(request_id, 80)})."
+        case GatewayUpdating(gateway_id=gateway_id):
+            return f"Gateway {code(gateway_id)} is updating…"
+        case Retrying(reason=reason, delay_s=delay, attempt=attempt, max_attempts=most, code=err_code):
+            why = safe_mrkdwn(cap(reason, 500)) if reason else "A temporary error"
+            suffix = f" (code {code(err_code, 80)})" if err_code else ""
+            return f"{why.rstrip('.')}; retrying in {format_duration(delay)} ({attempt}/{most}){suffix}."
+        case Queued(blocking_vco_id=other):
+            return f"Waiting for {code(other)} on the same gateway to finish."
+        case Resumed(instance=instance):
+            return f"Picked up again by bot instance {code(instance, 80)} after a restart; continuing."
+        case Deleted(elapsed_s=elapsed):
+            return f":white_check_mark: Deleted in {format_duration(elapsed)}."
+        case Failed(code=err_code, text=text, request_id=request_id):
+            rid = f" (RequestId {code(request_id, 80)})" if request_id else ""
+            reason = safe_mrkdwn(cap(text, 2000)) if text else f"code {code(err_code, 80)}"
+            return f":x: The deletion failed: {reason}{rid}"
+        case TimedOut(text=text, waited_s=waited, details=details):
+            lines = [f":warning: Timed out after {format_duration(waited)}. {safe_mrkdwn(cap(text, 2000))}"]
+            lines += [f"• {escape(cap(k, 80))}: {code(v, 200)}" for k, v in list(details.items())[:10]]
+            return cap("\n".join(lines), SECTION_MAX)
+
+
+# --- ephemeral replies ---------------------------------------------------------------------------
+
+
+def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
+    message = _message(text, blocks)
+    message["response_type"] = "ephemeral"
+    return message
+
+
+def build_usage(error: str | None = None) -> Message:
+    """Help text, optionally after a one-line explanation of what was wrong (bot-written mrkdwn)."""
+    blocks: list[Block] = []
+    if error:
+        error = safe_mrkdwn(error)
+        blocks.append(_section(f":warning: {error}", BlockId.REFUSAL.value))
+    blocks.append(_section(USAGE_TEXT, BlockId.USAGE.value))
+    text = f"{error} Usage: {SLASH_COMMAND} delete <vpn-connection-id> [region]" if error else USAGE_TEXT
+    return _ephemeral(text, blocks)
+
+
+def build_looking_up(vco_id: str, region: str) -> Message:
+    """The immediate ack for a delete request."""
+    text = f":mag: Looking up {code(vco_id)} in region {code(region, 64)}…"
+    return _ephemeral(text, [_section(text)])
+
+
+def build_refusal(text: str) -> Message:
+    """An ephemeral refusal or error; ``text`` is bot-written mrkdwn (mentions kept, rest escaped)."""
+    body = f":no_entry: {safe_mrkdwn(text)}"
+    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+
+
+def build_unexpected_error(error_id: str, *, nothing_deleted: bool) -> Message:
+    """The reply for a bug: an error id to quote, never a traceback."""
+    if nothing_deleted:
+        tail = (
+            "Nothing was deleted. Try again; if it keeps failing, give the error id to the bot administrator."
+        )
+    else:
+        tail = "The request's message shows its real state; give the error id to the bot administrator."
+    body = f":warning: Something went wrong on our side (error id {code(error_id, 16)}). {tail}"
+    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+
+
+def explain_slack_error(error: str) -> str:
+    """What a Slack Web API error means for posting the confirmation, and what to do."""
+    match error:
+        case "not_in_channel":
+            return (
+                "I'm not a member of this channel, so I can't post the confirmation here. Invite me "
+                "with `/invite @vpn-bot` and run the command again. Nothing was deleted."
+            )
+        case "channel_not_found":
+            return (
+                "I can't see this channel (it is private, or a DM I'm not part of). Invite me with "
+                "`/invite @vpn-bot`, or run the command in a channel where I'm a member. Nothing was deleted."
+            )
+        case "is_archived":
+            return "This channel is archived, so I can't post here. Run the command in an active channel."
+        case "restricted_action" | "restricted_action_read_only_channel" | "ekm_access_denied":
+            return "This workspace does not let me post in this channel. Ask a Slack admin, or use another channel."
+        case "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" | "missing_scope":
+            return (
+                f"My Slack token was refused ({code(error, 60)}). The bot administrator must check the "
+                "token and the app's scopes. Nothing was deleted."
+            )
+        case _:
+            return (
+                f"Slack refused to post the confirmation (error {code(error, 60)}). Nothing was deleted. "
+                "Try again; if it keeps failing, ask the bot administrator."
+            )
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def _history_line(entry: AuditEntry) -> str:
+    parts = [
+        code(_format_datetime(entry.at), 40),
+        mention(entry.actor_id),
+        f"*{escape(cap(entry.action, 40))}*",
+    ]
+    if entry.vco_id:
+        parts.append(code(entry.vco_id))
+    if entry.region:
+        parts.append(code(entry.region, 64))
+    if entry.detail:
+        parts.append(escape(cap(entry.detail, 300)))
+    if entry.request_id:
+        parts.append(f"(RequestId {code(entry.request_id, 80)})")
+    return " ".join(parts)
+
+
+def _chunks(lines: Iterable[str], limit: int) -> list[str]:
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit and current:
+            chunks.append(current)
+            current = line
+        else:
+            current = candidate
+    if current:
+        chunks.append(current)
+    return [cap(c, limit) for c in chunks]
+
+
+def build_history(entries: Sequence[AuditEntry]) -> Message:
+    """The last audit entries, newest first as given, as an ephemeral list."""
+    if not entries:
+        text = "No VPN deletions recorded yet."
+        return _ephemeral(text, [_section(text, BlockId.HISTORY.value)])
+    title = f"*Last {len(entries)} action{'s' if len(entries) != 1 else ''}*"
+    lines = [_history_line(e) for e in entries]
+    blocks = [_section(title, BlockId.HISTORY.value)]
+    blocks += [_section(chunk) for chunk in _chunks(lines, SECTION_MAX)][: BLOCKS_MAX - 1]
+    return _ephemeral(f"Last {len(entries)} VPN bot actions", blocks)

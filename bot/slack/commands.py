@@ -1,0 +1,84 @@
+"""The ``/vpn`` slash command: ack at once, parse, then help, history or a delete request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
+from bot.errors import UsageError
+from bot.slack.blocks import build_history, build_looking_up, build_usage, code
+from bot.slack.deps import SlackDeps
+from bot.slack.errors import errors_to_user
+from bot.slack.parse import DeleteCommand, HelpCommand, HistoryCommand, parse_command
+
+__all__ = ["check_region", "make_vpn_command_listener", "send"]
+
+log = logging.getLogger(__name__)
+
+
+async def send(respond: AsyncRespond, message: Mapping[str, Any]) -> None:
+    """Reply through the response_url; a refused reply is logged (respond() does not raise on HTTP errors)."""
+    response = await respond(**message)
+    if response.status_code != 200:
+        log.warning("response_url refused a reply", extra={"status": response.status_code})
+
+
+async def check_region(deps: SlackDeps, region: str) -> None:
+    """Refuse a region DescribeRegions does not know; if that list is unavailable, allow it."""
+    try:
+        async with asyncio.timeout(deps.regions_timeout):
+            known = await deps.regions()
+    # Availability over strictness: Alibaba Cloud rejects unknown regions itself, so a failing
+    # DescribeRegions must not block every request.
+    except Exception as exc:
+        log.warning(
+            "region list unavailable; accepting any well-formed region", extra={"error": type(exc).__name__}
+        )
+        return
+    if known and region not in known:
+        listed = ", ".join(code(r, 40) for r in sorted(known)[:30])
+        raise UsageError(f"Alibaba Cloud has no VPC region {code(region, 40)}. Known regions: {listed}.")
+
+
+def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the ``/vpn`` listener bound to ``deps``."""
+
+    async def handle_vpn_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle /vpn: ack first, then help, history or a delete request."""
+        text = command.get("text")
+        try:
+            parsed = parse_command(
+                text if isinstance(text, str) else "", default_region=deps.settings.default_region
+            )
+        except UsageError as err:
+            # Parsing is pure and instant, so the usage reply can ride on the ack itself.
+            await ack(**build_usage(error=err.friendly))
+            return
+        match parsed:
+            case HelpCommand():
+                await ack(**build_usage())
+            case HistoryCommand(limit=limit):
+                await ack()
+                async with errors_to_user(command, respond):
+                    entries = await deps.workflow.history(limit=limit)
+                    await send(respond, build_history(entries))
+            case DeleteCommand(vco_id=vco_id, region=region):
+                await ack(**build_looking_up(vco_id, region))
+                async with errors_to_user(command, respond):
+                    await check_region(deps, region)
+                    response_url = command.get("response_url")
+                    await deps.workflow.request_delete(
+                        team_id=str(command.get("team_id", "")),
+                        user_id=str(command.get("user_id", "")),
+                        channel_id=str(command.get("channel_id", "")),
+                        vco_id=vco_id,
+                        region=region,
+                        response_url=response_url if isinstance(response_url, str) and response_url else None,
+                    )
+
+    return handle_vpn_command

@@ -1,0 +1,188 @@
+"""Who may request, approve and cancel deletions: :class:`SlackPolicy`, checked on the server.
+
+Buttons are visible to everyone in the channel, so every click is checked here. Lists of Slack
+ids come from :class:`bot.config.Settings`; user-group ids (``S…``) are resolved through
+``usergroups.users.list`` and cached. If Slack cannot tell us who is in a group, we refuse
+(fail closed) and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.domain import Operation
+from bot.errors import NotAllowed, SlackError
+from bot.slack.blocks import code
+
+__all__ = ["GroupDirectory", "SlackGroupDirectory", "SlackPolicy", "who_can_text"]
+
+log = logging.getLogger(__name__)
+
+GROUP_TTL_SECONDS = 300.0
+_WHO_MAX = 10
+
+
+class GroupDirectory(Protocol):
+    """Resolves a Slack user group to its members; raises SlackError if it cannot."""
+
+    async def members(self, group_id: str) -> frozenset[str]: ...
+
+
+class SlackGroupDirectory:
+    """:class:`GroupDirectory` through ``usergroups.users.list``, cached for ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        ttl: float = GROUP_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def members(self, group_id: str) -> frozenset[str]:
+        """Return the group's members (cached); raise SlackError when Slack cannot say."""
+        now = self._clock()
+        cached = self._cache.get(group_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            response = await self._client.usergroups_users_list(usergroup=group_id)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
+            raise SlackError(f"usergroups.users.list failed for {group_id}: {error}", error=error) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SlackError(
+                f"usergroups.users.list failed for {group_id}: {type(exc).__name__}", error="transport"
+            ) from exc
+        users = response.get("users")
+        if not isinstance(users, list):
+            raise SlackError(
+                f"usergroups.users.list for {group_id} returned no user list", error="bad_response"
+            )
+        members = frozenset(u for u in users if isinstance(u, str))
+        self._cache[group_id] = (now, members)
+        return members
+
+
+def _ref(slack_id: str) -> str:
+    return f"<!subteam^{slack_id}>" if slack_id.startswith("S") else f"<@{slack_id}>"
+
+
+def who_can_text(ids: Sequence[str], *, verb: str = "Ask") -> str:
+    """``Ask one of <@U1>, <!subteam^S1>.`` for a list of user and group ids."""
+    refs = [_ref(i) for i in ids[:_WHO_MAX]]
+    more = f" (and {len(ids) - _WHO_MAX} more)" if len(ids) > _WHO_MAX else ""
+    if len(refs) == 1 and not refs[0].startswith("<!subteam"):
+        return f"{verb} {refs[0]}."
+    return f"{verb} one of {', '.join(refs)}{more}."
+
+
+class _LookupFailed(Exception):
+    """Group membership could not be resolved."""
+
+
+class SlackPolicy:
+    """:class:`bot.ports.Policy` from the settings' approver, requester, channel and region lists."""
+
+    def __init__(self, settings: Settings, *, directory: GroupDirectory) -> None:
+        self._approvers = tuple(settings.approvers)
+        self._requesters = tuple(settings.requesters)
+        self._channels = frozenset(settings.allowed_channels)
+        self._regions = tuple(settings.allowed_regions)
+        self._four_eyes = settings.require_second_approver
+        self._directory = directory
+
+    async def _is_member(self, user_id: str, ids: Sequence[str]) -> bool:
+        """True if the user is listed directly or is in a listed group; raise _LookupFailed otherwise."""
+        if user_id in ids:
+            return True
+        groups = [g for g in ids if g.startswith("S")]
+        if not groups:
+            return False
+        results = await asyncio.gather(*(self._directory.members(g) for g in groups), return_exceptions=True)
+        failed = False
+        for group, result in zip(groups, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                log.warning(
+                    "user group lookup failed; refusing (fail closed)",
+                    extra={"group": group, "error": getattr(result, "error", type(result).__name__)},
+                )
+                failed = True
+            elif user_id in result:
+                return True
+        if failed:
+            raise _LookupFailed
+        return False
+
+    async def _member_or_refuse(self, user_id: str, ids: Sequence[str]) -> bool:
+        try:
+            return await self._is_member(user_id, ids)
+        except _LookupFailed:
+            raise NotAllowed(
+                "I could not check user-group membership with Slack just now, so I refused to be "
+                "safe (fail closed). Try again in a minute; if it keeps failing, the bot administrator "
+                "should check the app's `usergroups:read` scope.",
+                who_can=who_can_text(ids, verb="Or ask"),
+            ) from None
+
+    async def check_request(self, *, user_id: str, channel_id: str, region: str) -> None:
+        """Refuse requests from the wrong channel, person or region."""
+        if self._channels and channel_id not in self._channels:
+            channels = ", ".join(f"<#{c}>" for c in sorted(self._channels)[:_WHO_MAX])
+            raise NotAllowed(
+                f"VPN deletions can't be requested in this channel. Run `/vpn` in {channels}.",
+                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_CHANNELS).",
+            )
+        if self._requesters and not await self._member_or_refuse(user_id, self._requesters):
+            raise NotAllowed(
+                "You are not on the list of people who may request VPN deletions.",
+                who_can=who_can_text(self._requesters, verb="Ask")
+                + " The bot administrator can add you (VPNBOT_REQUESTERS).",
+            )
+        if self._regions and region not in self._regions:
+            allowed = ", ".join(code(r, 40) for r in self._regions[:20])
+            raise NotAllowed(
+                f"Region {code(region, 40)} is not enabled for this bot. Allowed: {allowed}.",
+                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_REGIONS).",
+            )
+
+    async def check_approval(self, *, user_id: str, op: Operation) -> None:
+        """Refuse approval by the requester (four-eyes) or by someone not on the approver list."""
+        if self._four_eyes and user_id == op.requester_id:
+            who = (
+                who_can_text([a for a in self._approvers if a != user_id] or self._approvers)
+                if self._approvers
+                else "Ask a colleague in this channel to click Delete."
+            )
+            raise NotAllowed(
+                "You requested this deletion, so someone else must approve it (four-eyes rule).", who_can=who
+            )
+        if self._approvers and not await self._member_or_refuse(user_id, self._approvers):
+            raise NotAllowed(
+                "You are not allowed to approve VPN deletions.", who_can=who_can_text(self._approvers)
+            )
+
+    async def check_cancel(self, *, user_id: str, op: Operation) -> None:
+        """The requester and anyone who may approve may cancel."""
+        if user_id == op.requester_id or not self._approvers:
+            return
+        if not await self._member_or_refuse(user_id, self._approvers):
+            raise NotAllowed(
+                f"Only <@{op.requester_id}> (who asked) or an approver can cancel this request.",
+                who_can=who_can_text(self._approvers),
+            )

@@ -1,0 +1,319 @@
+"""Block Kit builders: structure per state, escaping, Slack's limits."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from slackfakes import T0, make_op
+
+from bot.domain import (
+    Accepted,
+    AuditEntry,
+    Deleted,
+    Failed,
+    GatewayUpdating,
+    OpState,
+    Queued,
+    Resumed,
+    Retrying,
+    TimedOut,
+    VpnConnection,
+)
+from bot.slack.blocks import (
+    build_confirmation,
+    build_history,
+    build_looking_up,
+    build_parent,
+    build_progress,
+    build_refusal,
+    build_unexpected_error,
+    build_usage,
+    cap,
+    escape,
+    explain_slack_error,
+    format_duration,
+    safe_mrkdwn,
+)
+from bot.slack.ids import ActionId, BlockId
+
+EVIL = "<!channel> & <@U1>"
+
+
+def block(message: dict, block_id: str) -> dict:
+    found = [b for b in message["blocks"] if b.get("block_id") == block_id]
+    assert len(found) == 1, f"expected one {block_id} block"
+    return found[0]
+
+
+def all_text(message: dict) -> str:
+    return json.dumps(message, ensure_ascii=False)
+
+
+def walk_limits(message: dict) -> None:
+    """Every block respects Slack's documented limits."""
+    assert message["text"]
+    assert len(message["blocks"]) <= 50
+    for b in message["blocks"]:
+        if b["type"] == "header":
+            assert len(b["text"]["text"]) <= 150
+        if b["type"] == "section":
+            if "text" in b:
+                assert len(b["text"]["text"]) <= 3000
+            for f in b.get("fields", []):
+                assert len(f["text"]) <= 2000
+            assert len(b.get("fields", [])) <= 10
+        if b["type"] == "actions":
+            for el in b["elements"]:
+                assert len(el["text"]["text"]) <= 75
+                assert len(el["value"]) <= 2000
+                if "confirm" in el:
+                    c = el["confirm"]
+                    assert len(c["title"]["text"]) <= 100
+                    assert len(c["text"]["text"]) <= 300
+                    assert len(c["confirm"]["text"]) <= 30
+                    assert len(c["deny"]["text"]) <= 30
+
+
+def test_confirmation_structure() -> None:
+    msg = build_confirmation(make_op())
+    walk_limits(msg)
+    assert [b["type"] for b in msg["blocks"]] == ["header", "section", "section", "actions", "context"]
+    fields = "\n".join(f["text"] for f in block(msg, BlockId.DETAILS)["fields"])
+    for expected in (
+        "`vco-bp1abc2def3gh`",
+        "office-tunnel",
+        "`vpn-bp1gw0001` main-gw",
+        "state: `active`",
+        "`ike_sa_established`",
+        "`cgw-bp1cgw0001`",
+        "10.0.0.0/24, 10.0.1.0/24",
+        "192.168.0.0/16",
+        "`cn-hangzhou`",
+        "<@U0REQUEST>",
+        "12:15 UTC",
+    ):
+        assert expected in fields
+    delete, cancel = block(msg, BlockId.ACTIONS)["elements"]
+    assert delete["action_id"] == ActionId.APPROVE
+    assert delete["value"] == "op-1"
+    assert delete["style"] == "danger"
+    assert delete["confirm"]["style"] == "danger"
+    assert "office-tunnel" in delete["confirm"]["text"]["text"]
+    assert "vco-bp1abc2def3gh" in delete["confirm"]["title"]["text"]
+    assert cancel["action_id"] == ActionId.CANCEL
+    assert cancel["value"] == "op-1"
+    assert "style" not in cancel
+    assert "vco-bp1abc2def3gh" in msg["text"]
+
+
+def test_awaiting_parent_is_the_confirmation() -> None:
+    op = make_op()
+    assert build_parent(op) == build_confirmation(op)
+
+
+LATER = {
+    OpState.APPROVED: ["Approved by <@U0APPROVER> at 12:03 UTC, deleting…"],
+    OpState.DELETING: ["Approved by <@U0APPROVER> at 12:03 UTC, deleting…"],
+    OpState.WAITING_GATEWAY: ["waiting for gateway `vpn-bp1gw0001`"],
+    OpState.VERIFYING: ["Checking that the connection is gone"],
+    OpState.DELETED: ["Deleted in 1 min 12 s", "<@U0APPROVER>"],
+    OpState.FAILED: [
+        "The deletion failed. The gateway is busy.",
+        "run `/vpn delete vco-bp1abc2def3gh cn-hangzhou` again",
+    ],
+    OpState.TIMED_OUT: ["may still finish", "gateway `vpn-bp1gw0001`", "RequestId"],
+    OpState.CANCELLED: ["Cancelled by <@U0CANCEL> at 12:05 UTC. Nothing was deleted."],
+    OpState.EXPIRED: ["Expired at 12:15 UTC without approval. Nothing was deleted."],
+}
+
+
+@pytest.mark.parametrize("state", list(LATER))
+def test_later_states_have_no_buttons_and_say_what_happened(state: OpState) -> None:
+    op = make_op(
+        state=state,
+        approver_id="U0APPROVER",
+        approved_at=T0 + timedelta(minutes=3),
+        started_at=T0 + timedelta(minutes=3),
+        finished_at=T0 + timedelta(minutes=4, seconds=12),
+        cancelled_by="U0CANCEL",
+        updated_at=T0 + timedelta(minutes=5),
+        error_text="The gateway is busy.",
+        delete_request_id="REQ-1",
+    )
+    if state is OpState.CANCELLED:
+        op = make_op(state=state, cancelled_by="U0CANCEL", finished_at=T0 + timedelta(minutes=5))
+    msg = build_parent(op)
+    walk_limits(msg)
+    assert all(b["type"] != "actions" for b in msg["blocks"]), "Slack has no disabled buttons: remove them"
+    status = block(msg, BlockId.STATUS)["text"]["text"]
+    for fragment in LATER[state]:
+        assert fragment in status
+    assert "Expires at" not in all_text(msg)
+
+
+def test_every_state_is_rendered() -> None:
+    assert set(LATER) | {OpState.AWAITING_APPROVAL} == set(OpState)
+
+
+def test_failed_without_text_names_the_code() -> None:
+    msg = build_parent(make_op(state=OpState.FAILED, error_code="IncorrectStatus.VpnGateway"))
+    assert "`IncorrectStatus.VpnGateway`" in block(msg, BlockId.STATUS)["text"]["text"]
+
+
+def test_connection_name_is_escaped_everywhere() -> None:
+    """A connection named "<!channel> & <@U1>" cannot ping anyone or mention a user."""
+    conn = VpnConnection(
+        id="vco-bp1abc2def3gh",
+        region="cn-hangzhou",
+        name=EVIL,
+        gateway_id="vpn-x",
+        customer_gateway_id="cgw-x",
+        status="<b>",
+        local_subnet="<!here>",
+        remote_subnet="&",
+    )
+    for msg in (
+        build_confirmation(make_op(connection=conn)),
+        build_parent(make_op(connection=conn, state=OpState.DELETED)),
+    ):
+        mrkdwn = [msg["text"]] + [
+            t["text"]
+            for b in msg["blocks"]
+            if b["type"] != "header"
+            for t in [b.get("text") or {"text": ""}, *b.get("fields", [])]
+        ]
+        joined = "\n".join(mrkdwn)
+        assert "<!channel>" not in joined
+        assert "<@U1>" not in joined
+        assert "<!here>" not in joined
+        assert "&lt;!channel&gt; &amp; &lt;@U1&gt;" in joined
+
+
+def test_escape_and_safe_mrkdwn() -> None:
+    assert escape(EVIL) == "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+    # Bot-written text keeps its own mentions but not mass mentions or raw markup.
+    assert safe_mrkdwn("Ask <@U123> or <!subteam^S123> in <#C123>; not <!channel> &amp; a&b") == (
+        "Ask <@U123> or <!subteam^S123> in <#C123>; not &lt;!channel&gt; &amp; a&amp;b"
+    )
+    assert safe_mrkdwn(safe_mrkdwn(EVIL)) == safe_mrkdwn(EVIL)
+
+
+def test_limits_hold_for_huge_values() -> None:
+    conn = VpnConnection(
+        id="vco-" + "a" * 64,
+        region="cn-hangzhou",
+        name="&" * 5000,
+        gateway_id="vpn-" + "b" * 500,
+        customer_gateway_id="cgw-x",
+        status="x" * 3000,
+        local_subnet=",".join(["10.0.0.0/24"] * 400),
+        remote_subnet="<" * 4000,
+    )
+    for state in OpState:
+        msg = build_parent(make_op(connection=conn, state=state, error_text="<" * 9000))
+        walk_limits(msg)
+        assert len(msg["text"]) <= 3000
+
+
+def test_cap_never_leaves_half_an_entity() -> None:
+    capped = cap(escape("a" * 10 + "<" * 10), 14)
+    assert capped.endswith("…")
+    assert len(capped) <= 14
+    assert capped[:-1].endswith(("a", ";"))
+
+
+@pytest.mark.parametrize(
+    ("event", "text"),
+    [
+        (Accepted("RID-1"), "Request accepted by Alibaba Cloud (RequestId `RID-1`)."),
+        (GatewayUpdating("vpn-bp1gw0001"), "Gateway `vpn-bp1gw0001` is updating…"),
+        (
+            Retrying("The gateway is busy with another change", 10.0, 2, 5),
+            "The gateway is busy with another change; retrying in 10 s (2/5).",
+        ),
+        (Queued("vco-other1234"), "Waiting for `vco-other1234` on the same gateway to finish."),
+        (Deleted(72.4), ":white_check_mark: Deleted in 1 min 12 s."),
+        (Resumed("pod-7"), "Picked up again by bot instance `pod-7` after a restart; continuing."),
+        (
+            Failed("Forbidden", "No permission <!channel>.", "RID-2"),
+            ":x: The deletion failed: No permission &lt;!channel&gt;. (RequestId `RID-2`)",
+        ),
+    ],
+)
+def test_progress_texts(event: object, text: str) -> None:
+    assert build_progress(event) == text  # type: ignore[arg-type]
+
+
+def test_timed_out_progress_lists_details() -> None:
+    text = build_progress(TimedOut("Check the gateway.", 900.0, {"gateway status": "updating"}))
+    assert text.startswith(":warning: Timed out after 15 min. Check the gateway.")
+    assert "• gateway status: `updating`" in text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s"),
+        (2.5, "2.5 s"),
+        (10, "10 s"),
+        (59.6, "1 min"),
+        (72, "1 min 12 s"),
+        (3600, "1 h"),
+        (3900, "1 h 5 min"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_usage_and_refusal_are_ephemeral_with_fallback_text() -> None:
+    for msg in (
+        build_usage(),
+        build_usage(error="`x` is wrong"),
+        build_refusal("Ask <@U1>."),
+        build_looking_up("vco-abcd", "cn-hangzhou"),
+        build_unexpected_error("ab12cd", nothing_deleted=True),
+        build_history([]),
+    ):
+        assert msg["response_type"] == "ephemeral"
+        assert msg["text"]
+        walk_limits(msg)
+    assert "<@U1>" in build_refusal("Ask <@U1>.")["text"]
+    assert "<!channel>" not in all_text(build_refusal("hi <!channel>"))
+    assert "error id `ab12cd`" in build_unexpected_error("ab12cd", nothing_deleted=True)["text"]
+    assert "Nothing was deleted" in build_unexpected_error("ab12cd", nothing_deleted=True)["text"]
+
+
+def test_slack_error_explanations_say_how_to_invite() -> None:
+    assert "/invite @vpn-bot" in explain_slack_error("not_in_channel")
+    assert "/invite @vpn-bot" in explain_slack_error("channel_not_found")
+    assert "`weird_error`" in explain_slack_error("weird_error")
+
+
+def test_history_lists_entries_escaped_and_split() -> None:
+    entries = [
+        AuditEntry(
+            at=T0,
+            action="approved",
+            actor_id="U0APPROVER",
+            op_id="op-1",
+            vco_id="vco-abcd",
+            region="cn-hangzhou",
+            detail=EVIL,
+            request_id="RID-9",
+        ),
+        AuditEntry(at=T0, action="expired", actor_id="system"),
+    ]
+    msg = build_history(entries)
+    text = all_text(msg)
+    assert "<@U0APPROVER>" in text
+    assert "*approved*" in text
+    assert "`vco-abcd`" in text
+    assert "RequestId `RID-9`" in text
+    assert "<!channel>" not in text
+    assert "system" in text
+    many = build_history([AuditEntry(at=T0, action="x", actor_id="U1", detail="d" * 300)] * 50)
+    walk_limits(many)
+    assert len(many["blocks"]) > 2
