@@ -406,7 +406,8 @@ def build_progress(event: Progress) -> str:
         case Deleted(elapsed_s=elapsed):
             return f":white_check_mark: Deleted in {format_duration(elapsed)}."
         case Failed(code=err_code, text=text, request_id=request_id):
-            rid = f" (RequestId {code(request_id, 80)})" if request_id else ""
+            # The friendly text of a cloud error already quotes its RequestId.
+            rid = f" (RequestId {code(request_id, 80)})" if request_id and request_id not in text else ""
             reason = safe_mrkdwn(cap(text, 2000)) if text else f"code {code(err_code, 80)}"
             return f":x: The deletion failed: {reason}{rid}"
         case TimedOut(text=text, waited_s=waited, details=details):

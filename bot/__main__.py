@@ -1,0 +1,152 @@
+"""The ``vpn-bot`` command: ``serve`` | ``sandbox`` | ``demo`` | ``doctor``.
+
+Configuration problems print one clear message listing each problem and exit with status 2;
+no traceback reaches the terminal for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from bot import __version__
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError
+from bot.logs import configure_logging, secret_values
+
+log = logging.getLogger("bot")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vpn-bot",
+        description="Delete Alibaba Cloud IPsec-VPN connections from Slack, with approval.",
+    )
+    parser.add_argument("--version", action="version", version=f"vpn-bot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the bot (HTTP mode, or Socket Mode with SLACK_APP_TOKEN)")
+    serve.add_argument("--port", type=int, default=None, help="HTTP port (default VPNBOT_PORT or 3000)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104 - a server
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--socket", action="store_true", help="use Socket Mode (default when SLACK_APP_TOKEN is set)"
+    )
+    mode.add_argument("--http", action="store_true", help="use HTTP mode even when SLACK_APP_TOKEN is set")
+
+    sandbox = sub.add_parser("sandbox", help="run the local VPC OpenAPI sandbox (no Alibaba account needed)")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=9000)
+    sandbox.add_argument(
+        "--faults", default=None, metavar="FILE", help="JSON or YAML file of faults to inject"
+    )
+    sandbox.add_argument(
+        "--update-seconds", type=float, default=5.0, help="how long a gateway stays 'updating' after a delete"
+    )
+
+    sub.add_parser("demo", help="run the whole flow locally: bot, VPC sandbox and Slack stand-in")
+    sub.add_parser("doctor", help="check settings, Slack, Alibaba Cloud and the database before going live")
+    return parser
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"vpn-bot: {exc.message}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool) -> None:
+    from aiohttp import web
+
+    from bot.app import create_app
+
+    app = await create_app(settings, socket_mode=socket_mode)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app.web, handle_signals=False)
+    socket_handler = None
+    try:
+        await app.start()
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        if socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            assert settings.slack_app_token is not None  # noqa: S101 - create_app checked it
+            socket_handler = AsyncSocketModeHandler(app.bolt, settings.slack_app_token.get_secret_value())
+            await socket_handler.connect_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
+            log.info("vpn-bot serving in Socket Mode; health on http://%s:%d/healthz", host, port)
+        else:
+            log.info("vpn-bot serving Slack on http://%s:%d/slack/events", host, port)
+        await stop.wait()
+        log.info("shutting down: finishing requests, releasing operation leases")
+    finally:
+        if socket_handler is not None:
+            await socket_handler.close_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
+        await runner.cleanup()
+        await app.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return EXIT_CONFIG
+
+    if args.command == "sandbox":
+        from bot.sandbox.vpc import serve_forever
+
+        configure_logging(level="INFO", fmt="text")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve_forever(
+                    args.host, args.port, faults_file=args.faults, update_seconds=args.update_seconds
+                )
+            )
+        return 0
+
+    if args.command == "demo":
+        from bot.demo import run_demo
+
+        # Expected refusals in the script (FinancialLocked) log warnings; keep the transcript readable.
+        configure_logging(level="ERROR", fmt="text")
+        status: int = asyncio.run(run_demo())
+        return status
+
+    settings = _settings_or_exit()
+    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
+
+    if args.command == "doctor":
+        from bot.doctor import run_doctor
+
+        doctor_status: int = asyncio.run(run_doctor(settings))
+        return doctor_status
+
+    socket_mode = bool(args.socket or (settings.slack_app_token is not None and not args.http))
+    try:
+        asyncio.run(
+            _serve(settings, host=args.host, port=args.port or settings.port, socket_mode=socket_mode)
+        )
+    except ConfigError as exc:
+        print(f"vpn-bot: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""The composition root: ``create_app(settings, ...)`` wires Slack, the cloud client, the store and
+the workflow. It is the only module that imports both the Slack side and the cloud side.
+
+Nothing is created at import time, so each test builds a fresh app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.cloud.client import VpcClient
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.ports import Clock, SystemClock, VpcApi
+from bot.slack import register
+from bot.slack.http import make_aiohttp_handler
+from bot.slack.notifier import SlackNotifier, configure_retries
+from bot.slack.policy import SlackGroupDirectory, SlackPolicy
+from bot.store import Store
+from bot.workflow import Workflow, WorkflowConfig
+
+__all__ = ["BotApp", "RegionCache", "create_app", "default_instance_id", "require_slack_settings"]
+
+log = logging.getLogger(__name__)
+
+REGIONS_TTL_SECONDS = 3600.0
+
+
+def default_instance_id() -> str:
+    """A name for this replica in leases and logs: host, pid and a short random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def require_slack_settings(settings: Settings, *, socket_mode: bool) -> None:
+    """Raise ConfigError listing every Slack setting ``serve`` needs but lacks."""
+    problems = []
+    if settings.slack_bot_token is None:
+        problems.append("SLACK_BOT_TOKEN: required (the bot token, xoxb-…)")
+    if socket_mode and settings.slack_app_token is None:
+        problems.append("SLACK_APP_TOKEN: required for Socket Mode (an app-level token, xapp-…)")
+    if not socket_mode and settings.slack_signing_secret is None:
+        problems.append("SLACK_SIGNING_SECRET: required in HTTP mode (Basic Information → Signing Secret)")
+    if problems:
+        raise ConfigError(problems)
+
+
+class RegionCache:
+    """The regions DescribeRegions knows, fetched once an hour; ``None`` while it cannot say."""
+
+    def __init__(self, vpc: VpcApi, *, ttl: float = REGIONS_TTL_SECONDS) -> None:
+        self._vpc = vpc
+        self._ttl = ttl
+        self._regions: frozenset[str] = frozenset()
+        self._fetched = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> Collection[str]:
+        if time.monotonic() - self._fetched < self._ttl:
+            return self._regions
+        async with self._lock:
+            if time.monotonic() - self._fetched >= self._ttl:
+                self._regions = frozenset(await self._vpc.list_regions())
+                self._fetched = time.monotonic()
+        return self._regions
+
+
+@dataclass
+class BotApp:
+    """A running vpn-bot: the Bolt app, the workflow and an aiohttp app serving HTTP mode."""
+
+    settings: Settings
+    bolt: AsyncApp
+    workflow: Workflow
+    store: Store
+    vpc: VpcApi
+    slack: AsyncWebClient
+    web: web.Application
+    _owned_vpc: VpcClient | None = None
+    _started: bool = field(default=False)
+
+    async def start(self) -> None:
+        """Start the workflow's background loops (resume unfinished operations, expire confirmations)."""
+        if not self._started:
+            await self.workflow.start()
+            self._started = True
+
+    async def aclose(self) -> None:
+        """Stop gracefully: background work stops, leases are released so another replica resumes."""
+        try:
+            await self.workflow.stop()
+        finally:
+            if self._owned_vpc is not None:
+                await self._owned_vpc.aclose()
+            await self.store.close()
+            session = getattr(self.slack, "session", None)
+            if session is not None and not session.closed:
+                await session.close()
+
+
+async def create_app(
+    settings: Settings,
+    *,
+    vpc: VpcApi | None = None,
+    clock: Clock | None = None,
+    instance_id: str | None = None,
+    socket_mode: bool = False,
+) -> BotApp:
+    """Build the bot from ``settings``; ``vpc`` and ``clock`` may be injected (tests, demo)."""
+    require_slack_settings(settings, socket_mode=socket_mode)
+    assert settings.slack_bot_token is not None  # noqa: S101 - checked just above, for mypy
+
+    slack = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    configure_retries(slack)
+    signing_secret = (
+        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    )
+    bolt = AsyncApp(
+        client=slack,
+        signing_secret=signing_secret or "socket-mode-does-not-sign",
+        request_verification_enabled=signing_secret is not None,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+
+    owned_vpc: VpcClient | None = None
+    if vpc is None:
+        owned_vpc = VpcClient.from_settings(settings)
+        vpc = owned_vpc
+    store = await Store.open(settings.database_url)
+    try:
+        workflow = Workflow(
+            store=store,
+            vpc=vpc,
+            notifier=SlackNotifier(slack),
+            policy=SlackPolicy(settings, directory=SlackGroupDirectory(slack)),
+            clock=clock or SystemClock(),
+            config=WorkflowConfig.from_settings(settings),
+            instance_id=instance_id or default_instance_id(),
+        )
+        register(
+            bolt,
+            workflow=workflow,
+            settings=settings,
+            regions=RegionCache(vpc),
+            operation=lambda op_id: store.get_operation(op_id=op_id),
+        )
+    except BaseException:
+        await store.close()
+        raise
+
+    web_app = web.Application(client_max_size=1024 * 1024)
+
+    async def healthz(_: web.Request) -> web.Response:
+        """Liveness and readiness: the process answers and the store is reachable."""
+        try:
+            await store.schema_versions()
+        except Exception as exc:  # the store's driver errors vary; health only reports them
+            log.warning("health check: store unreachable: %s", type(exc).__name__)
+            return web.json_response({"ok": False, "store": "unreachable"}, status=503)
+        return web.json_response({"ok": True, "instance": workflow.instance_id})
+
+    if signing_secret is not None:
+        web_app.router.add_post("/slack/events", make_aiohttp_handler(bolt, signing_secret=signing_secret))
+    web_app.router.add_get("/healthz", healthz)
+    return BotApp(
+        settings=settings,
+        bolt=bolt,
+        workflow=workflow,
+        store=store,
+        vpc=vpc,
+        slack=slack,
+        web=web_app,
+        _owned_vpc=owned_vpc,
+    )

@@ -1,0 +1,117 @@
+"""``vpn-bot demo``: the whole flow on one machine, no Slack workspace and no cloud account.
+
+The real bot serves HTTP on loopback; the VPC sandbox plays Alibaba Cloud and the Slack
+stand-in plays Slack. A scripted conversation drives it through Slack-signed requests, and the
+channel is printed as a person would see it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.slack import render_transcript
+from bot.sandbox.slack_api import Message
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED
+from bot.slack.ids import ActionId
+
+__all__ = ["run_demo"]
+
+CHANNEL = "C0VPNOPS"
+ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
+STEP_TIMEOUT = 20.0
+
+
+def _has_buttons(message: Message) -> bool:
+    return any(block.get("type") == "actions" for block in message.blocks)
+
+
+async def _confirmation_for(stack: LocalStack, vco_id: str) -> Message:
+    def found() -> Message | None:
+        for message in stack.slack.state.messages(CHANNEL):
+            if _has_buttons(message) and vco_id in message.text + str(message.blocks):
+                return message
+        return None
+
+    result: Message | None = await stack.slack.state.wait_for(
+        found, timeout=STEP_TIMEOUT, what=f"confirmation of {vco_id}"
+    )
+    assert result is not None  # noqa: S101 - wait_for returns only a truthy result
+    return result
+
+
+async def _until_final(stack: LocalStack, ts: str) -> None:
+    async def final() -> bool:
+        ops = await stack.bot.app.store.list_operations()
+        return any(op.message_ts == ts and op.is_terminal for op in ops)
+
+    finished: bool = await stack.slack.state.wait_for(
+        final, timeout=STEP_TIMEOUT, what="the operation to finish"
+    )
+    assert finished  # noqa: S101 - wait_for returns only a truthy result
+    # The parent is updated right after the final state is stored.
+    await stack.bot.app.workflow.wait_idle()
+
+
+async def _script(stack: LocalStack, out: TextIO) -> None:
+    say = out.write
+    say("1. @alice asks to delete a connection; @bob (an approver) approves it.\n")
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU} cn-hangzhou")
+    first = await _confirmation_for(stack, SEED_VCO_HANGZHOU)
+    await stack.agent.click(BOB, CHANNEL, first.ts, ActionId.APPROVE)
+    await _until_final(stack, first.ts)
+
+    say("2. @carol, who is not an approver, clicks Delete on another request: refused.\n")
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU_GW2}")
+    second = await _confirmation_for(stack, SEED_VCO_HANGZHOU_GW2)
+    await stack.agent.click(CAROL, CHANNEL, second.ts, ActionId.APPROVE)
+    await stack.slack.state.wait_for(
+        lambda: stack.slack.state.ephemerals(CAROL), timeout=STEP_TIMEOUT, what="the refusal"
+    )
+    await stack.agent.click(ALICE, CHANNEL, second.ts, ActionId.CANCEL)
+
+    say("3. A gateway whose account is in arrears: Alibaba Cloud refuses, the bot explains.\n")
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_LOCKED}")
+    third = await _confirmation_for(stack, SEED_VCO_LOCKED)
+    await stack.agent.click(BOB, CHANNEL, third.ts, ActionId.APPROVE)
+    await _until_final(stack, third.ts)
+
+    say("4. A typo gets a usage reply, only for the person who typed it.\n\n")
+    await stack.agent.slash_command(ALICE, CHANNEL, "delete vpn-123")
+    await stack.slack.state.wait_for(
+        lambda: any(
+            "usage" in m.text.lower() or "/vpn delete" in m.text for m in stack.slack.state.ephemerals(ALICE)
+        ),
+        timeout=STEP_TIMEOUT,
+        what="the usage reply",
+    )
+
+
+async def run_demo(out: TextIO | None = None) -> int:
+    """Run the scripted conversation and print the channel; return 0 when every step happened."""
+    out = out or sys.stdout
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vpn-bot-demo-") as tmp:
+        stack = await start_local_stack(
+            database_url=f"sqlite:///{Path(tmp) / 'demo.db'}",
+            update_seconds=2.0,
+            settings={"approvers": [BOB], "poll_interval_seconds": 0.5},
+        )
+        try:
+            out.write("vpn-bot demo: the real bot on loopback, a local VPC sandbox and a Slack stand-in.\n\n")
+            await _script(stack, out)
+        except TimeoutError as exc:
+            out.write(f"\nThe demo stopped: {exc}\n")
+            out.write(render_transcript(stack.slack.state, CHANNEL))
+            return 1
+        finally:
+            await stack.aclose()
+        out.write("─" * 72 + "\n#netops, as people see it:\n" + "─" * 72 + "\n")
+        out.write(render_transcript(stack.slack.state, CHANNEL))
+        out.write("\n" + "─" * 72 + "\n")
+        out.write(f"Done in {time.monotonic() - started:.1f} s. Nothing left this machine.\n")
+    return 0

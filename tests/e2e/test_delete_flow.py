@@ -1,0 +1,267 @@
+"""/vpn delete end to end: the real bot over HTTP, Slack-signed requests, the VPC sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from bot.domain import OpState
+from bot.sandbox.local import LocalStack
+from bot.sandbox.slack import find_button
+from bot.sandbox.slack_api import Message
+from bot.sandbox.vpc_state import (
+    SEED_REGION_OTHER,
+    SEED_VCO_HANGZHOU,
+    SEED_VCO_HANGZHOU_BGP,
+    SEED_VCO_LOCKED,
+    SEED_VCO_SHANGHAI,
+    SEED_VPN_HANGZHOU,
+)
+from bot.slack.ids import ActionId
+
+from .conftest import ALICE, BOB, CHANNEL
+
+
+def _all_text(message: Message) -> str:
+    """Everything a person reads in a message: its text and every text in its blocks."""
+    parts = [message.text]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "text" and isinstance(value, str):
+                    parts.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(message.blocks)
+    return "\n".join(parts)
+
+
+def _has_buttons(message: Message) -> bool:
+    return any(block.get("type") == "actions" for block in message.blocks)
+
+
+def _button_value(message: Message, action_id: str) -> str:
+    found = find_button(message.blocks, action_id)
+    assert found is not None
+    return str(found[1]["value"])
+
+
+async def _confirmation(stack: LocalStack, vco_id: str) -> Message:
+    """Wait for the confirmation of ``vco_id`` in the channel."""
+
+    def found() -> Message | None:
+        for message in stack.slack.state.messages(CHANNEL):
+            if vco_id in _all_text(message) and _has_buttons(message):
+                return message
+        return None
+
+    return await stack.slack.state.wait_for(found, timeout=10, what=f"confirmation for {vco_id}")
+
+
+async def _request(stack: LocalStack, text: str, *, user: str = ALICE) -> None:
+    reply = await stack.agent.slash_command(user, CHANNEL, text)
+    assert reply.status == 200, reply.body
+
+
+def _deletes(stack: LocalStack) -> list[object]:
+    return [r for r in stack.vpc.state.requests if r.action == "DeleteVpnConnection"]
+
+
+async def _final_parent(stack: LocalStack, ts: str, needle: str) -> Message:
+    def done() -> Message | None:
+        message = stack.slack.state.message(CHANNEL, ts)
+        return message if message is not None and needle in _all_text(message) else None
+
+    return await stack.slack.state.wait_for(done, timeout=15, what=f"parent saying {needle!r}")
+
+
+async def test_happy_path_deletes_and_reports_in_thread(stack: LocalStack) -> None:
+    """Request, approve, follow the gateway: the connection is gone and the thread tells each step."""
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU} cn-hangzhou")
+    confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
+    text = _all_text(confirmation)
+    assert SEED_VPN_HANGZHOU in text  # the gateway is named
+    assert f"<@{ALICE}>" in text  # who asked
+    delete_button = next(e for b in confirmation.blocks if b.get("type") == "actions" for e in b["elements"])
+    assert delete_button["style"] == "danger"
+    assert "confirm" in delete_button
+
+    reply = await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    assert reply.status == 200
+
+    parent = await _final_parent(stack, confirmation.ts, "eleted")
+    assert not _has_buttons(parent)
+    assert f"<@{BOB}>" in _all_text(parent)
+    assert SEED_VCO_HANGZHOU not in stack.vpc.state.connections
+
+    thread = stack.slack.state.thread(CHANNEL, confirmation.ts)
+    thread_text = "\n".join(_all_text(m) for m in thread)
+    accepted = [
+        r for r in stack.vpc.state.requests if r.action == "DeleteVpnConnection" and r.outcome == "ok"
+    ]
+    assert len(accepted) == 1
+    assert "RequestId" in thread_text or "request id" in thread_text.lower()
+    assert "updating" in thread_text.lower()
+    assert "psk" not in json.dumps([m.blocks for m in stack.slack.state.messages(CHANNEL)]).lower()
+
+
+async def test_cancel_changes_nothing_in_the_cloud(stack: LocalStack) -> None:
+    """Cancel updates the parent and makes no API call; a later Delete click is refused."""
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU_BGP}")
+    confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU_BGP)
+    op_id = _button_value(confirmation, ActionId.APPROVE)
+    await stack.agent.click(ALICE, CHANNEL, confirmation.ts, ActionId.CANCEL, None)
+    parent = await _final_parent(stack, confirmation.ts, "ancelled")
+    assert not _has_buttons(parent)
+
+    # A client still showing the old buttons: the click changes nothing and says why.
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, op_id, require_button=False)
+    await stack.slack.state.wait_for(
+        lambda: any("cancel" in m.text.lower() for m in stack.slack.state.ephemerals(BOB)),
+        timeout=5,
+        what="ephemeral explaining the request was cancelled",
+    )
+    assert _deletes(stack) == []
+    assert SEED_VCO_HANGZHOU_BGP in stack.vpc.state.connections
+
+
+async def test_not_found_names_id_and_region(stack: LocalStack) -> None:
+    """A connection that is not in the region gets an ephemeral reply suggesting the region."""
+    await _request(stack, f"delete {SEED_VCO_SHANGHAI} cn-hangzhou")
+    reply = await stack.slack.state.wait_for(
+        lambda: next((m for m in stack.slack.state.ephemerals(ALICE) if SEED_VCO_SHANGHAI in m.text), None),
+        timeout=5,
+        what="not-found reply",
+    )
+    assert "cn-hangzhou" in reply.text
+    assert "region" in reply.text.lower()
+    assert not any(_has_buttons(m) for m in stack.slack.state.messages(CHANNEL))
+
+    # The same id in its own region works.
+    await _request(stack, f"delete {SEED_VCO_SHANGHAI} --region {SEED_REGION_OTHER}")
+    await _confirmation(stack, SEED_VCO_SHANGHAI)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "help", "delete", "delete not-an-id", f"delete {SEED_VCO_HANGZHOU} cn-hangzhou extra", "frobnicate"],
+)
+async def test_bad_input_gets_usage_and_changes_nothing(stack: LocalStack, text: str) -> None:
+    """Missing, malformed or extra arguments get an ephemeral usage reply; nothing is posted."""
+    reply = await stack.agent.slash_command(ALICE, CHANNEL, text)
+    assert reply.status == 200
+    await stack.slack.state.wait_for(
+        lambda: any("/vpn delete" in _all_text(m) for m in stack.slack.state.ephemerals(ALICE)),
+        timeout=5,
+        what="usage reply",
+    )
+    assert not any(_has_buttons(m) for m in stack.slack.state.messages(CHANNEL))
+    assert [r for r in stack.vpc.state.requests if r.action != "DescribeRegions"] == []
+
+
+async def test_payload_in_command_text_still_works(stack: LocalStack) -> None:
+    """Bolt's 'payload' body quirk does not swallow a slash command."""
+    reply = await stack.agent.slash_command(ALICE, CHANNEL, "delete vco-payload123 cn-hangzhou")
+    assert reply.status == 200
+    await stack.slack.state.wait_for(
+        lambda: any("vco-payload123" in m.text for m in stack.slack.state.ephemerals(ALICE)),
+        timeout=5,
+        what="not-found reply for vco-payload123",
+    )
+
+
+async def test_forged_signature_and_stale_timestamp_are_rejected(stack: LocalStack) -> None:
+    """Requests not signed by Slack, or replayed after 5 minutes, get 401 and do nothing."""
+    forged = await stack.agent.slash_command(
+        ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}", signature="v0=" + "0" * 64
+    )
+    stale = await stack.agent.slash_command(
+        ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}", timestamp=int(time.time()) - 6 * 60
+    )
+    assert forged.status == 401
+    assert stale.status == 401
+    assert stack.vpc.state.requests == []
+    assert stack.slack.state.messages(CHANNEL) == []
+
+
+async def test_ack_within_three_seconds_when_cloud_is_slow(stack: LocalStack) -> None:
+    """The slash command is acknowledged at once even when DescribeVpnConnection takes 5 s."""
+    stack.vpc.state.faults.add(action="DescribeVpnConnection", latency=5.0, times=1)
+    started = time.monotonic()
+    reply = await asyncio.wait_for(
+        stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}"), timeout=3.0
+    )
+    assert reply.status == 200
+    assert time.monotonic() - started < 3.0
+    # ...and the confirmation still arrives once the slow call returns.
+    await _confirmation(stack, SEED_VCO_HANGZHOU)
+
+
+async def test_busy_gateway_is_retried_with_one_client_token(stack: LocalStack) -> None:
+    """VpnTask.CONFLICT twice, then success: the thread says it retries; one ClientToken throughout."""
+    stack.vpc.state.faults.add(action="DeleteVpnConnection", code="VpnTask.CONFLICT", times=2)
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    await _final_parent(stack, confirmation.ts, "eleted")
+
+    deletes = _deletes(stack)
+    assert len(deletes) == 3
+    assert len({r.client_token for r in deletes}) == 1  # type: ignore[attr-defined]
+    assert len({r.nonce for r in deletes}) == 3  # type: ignore[attr-defined]
+    thread_text = "\n".join(_all_text(m) for m in stack.slack.state.thread(CHANNEL, confirmation.ts))
+    assert "retrying" in thread_text.lower()
+    assert "(2/" in thread_text
+
+
+@pytest.mark.parametrize(
+    ("code", "needle"),
+    [
+        ("Forbidden.RAM", "vpc:DeleteVpnConnection"),
+        ("Forbbiden.SubUser", "another account"),
+        ("Forbidden", "vpc:DeleteVpnConnection"),
+        ("InvalidVpnGatewayInstanceId.NotFound", "gateway"),
+        ("IdempotentParameterMismatch", "ClientToken"),
+        ("SignatureDoesNotMatch", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        ("InvalidAccessKeyId.NotFound", "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+    ],
+)
+async def test_final_errors_become_friendly_failures(stack: LocalStack, code: str, needle: str) -> None:
+    """A non-retryable code ends the operation as failed with the friendly reason, in parent and thread."""
+    stack.vpc.state.faults.add(action="DeleteVpnConnection", code=code, times=1)
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    parent = await _final_parent(stack, confirmation.ts, code)
+    assert needle.lower() in _all_text(parent).lower()
+    assert not _has_buttons(parent)
+    assert SEED_VCO_HANGZHOU in stack.vpc.state.connections
+    ops = await stack.bot.app.store.list_operations()
+    assert [op.state for op in ops] == [OpState.FAILED]
+
+
+async def test_financially_locked_gateway_fails_with_top_up_advice(stack: LocalStack) -> None:
+    """The sandbox's FinancialLocked gateway refuses; the reply says the account owner must top up."""
+    await _request(stack, f"delete {SEED_VCO_LOCKED}")
+    confirmation = await _confirmation(stack, SEED_VCO_LOCKED)
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    parent = await _final_parent(stack, confirmation.ts, "VpnGateway.FinancialLocked")
+    assert "account owner" in _all_text(parent).lower()
+
+
+async def test_throttling_is_retried_transparently(stack: LocalStack) -> None:
+    """Throttling on delete is retried by the client and the operation still succeeds."""
+    stack.vpc.state.faults.add(action="DeleteVpnConnection", code="Throttling.User", times=1)
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    await _final_parent(stack, confirmation.ts, "eleted")
+    assert len({r.client_token for r in _deletes(stack)}) == 1  # type: ignore[attr-defined]
