@@ -8,6 +8,7 @@ logged and swallowed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -47,8 +48,12 @@ def _slack_error_code(exc: SlackApiError) -> str:
 class SlackNotifier:
     """Posts, updates and threads the confirmation message through an injected AsyncWebClient."""
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(
+        self, client: AsyncWebClient, *, update_attempts: int = 4, update_backoff_s: float = 1.0
+    ) -> None:
         self._client = client
+        self._update_attempts = max(1, update_attempts)
+        self._update_backoff_s = update_backoff_s
 
     async def post_confirmation(self, op: Operation) -> str:
         """Post the confirmation in ``op.channel_id`` and return its ts; raise SlackError if refused."""
@@ -81,17 +86,30 @@ class SlackNotifier:
             log.info("no confirmation message to update", extra={"op_id": op.id, "state": op.state.value})
             return
         message = build_parent(op)
-        try:
-            await self._client.chat_update(
-                channel=op.channel_id, ts=op.message_ts, text=message["text"], blocks=message["blocks"]
-            )
-        # The Notifier contract is "never raises": a Slack hiccup must not abort a deletion
-        # that is already running at Alibaba Cloud, so anything short of cancellation is logged.
-        except Exception as exc:
-            log.warning(
-                "could not update the confirmation message",
-                extra={"op_id": op.id, "state": op.state.value, "error": _describe(exc)},
-            )
+        for attempt in range(1, self._update_attempts + 1):
+            try:
+                await self._client.chat_update(
+                    channel=op.channel_id, ts=op.message_ts, text=message["text"], blocks=message["blocks"]
+                )
+                return
+            # The Notifier contract is "never raises": a Slack hiccup must not abort a deletion
+            # that is already running at Alibaba Cloud, so anything short of cancellation is logged.
+            except Exception as exc:
+                transient = _is_transient(exc)
+                log.warning(
+                    "could not update the confirmation message",
+                    extra={
+                        "op_id": op.id,
+                        "state": op.state.value,
+                        "error": _describe(exc),
+                        "attempt": attempt,
+                        "will_retry": transient and attempt < self._update_attempts,
+                    },
+                )
+                if not transient or attempt == self._update_attempts:
+                    return
+            # The parent is the record people look at: outlast a short Slack outage (1 s, 2 s, 4 s…).
+            await asyncio.sleep(self._update_backoff_s * 2 ** (attempt - 1))
 
     async def progress(self, op: Operation, event: Progress) -> None:
         """Reply in the confirmation's thread. Never raises."""
@@ -107,6 +125,20 @@ class SlackNotifier:
                 "could not post a progress reply",
                 extra={"op_id": op.id, "event": type(event).__name__, "error": _describe(exc)},
             )
+
+
+_TRANSIENT_SLACK_ERRORS = frozenset(
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "request_timeout", "service_unavailable"}
+)
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Whether Slack may accept the same call a little later (5xx, rate limits, network)."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        status = getattr(response, "status_code", 0) or 0
+        return status >= 500 or status == 429 or _slack_error_code(exc) in _TRANSIENT_SLACK_ERRORS
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
 
 
 def _describe(exc: Exception) -> str:
