@@ -23,7 +23,7 @@ from bot.cloud.client import VpcClient
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.ports import Clock, SystemClock, VpcApi
-from bot.slack import register
+from bot.slack import InFlight, register
 from bot.slack.http import make_aiohttp_handler
 from bot.slack.notifier import SlackNotifier, configure_retries
 from bot.slack.policy import SlackGroupDirectory, SlackPolicy
@@ -86,6 +86,7 @@ class BotApp:
     vpc: VpcApi
     slack: AsyncWebClient
     web: web.Application
+    inflight: InFlight = field(default_factory=InFlight)
     _owned_vpc: VpcClient | None = None
     _started: bool = field(default=False)
 
@@ -95,10 +96,12 @@ class BotApp:
             await self.workflow.start()
             self._started = True
 
-    async def aclose(self) -> None:
-        """Stop gracefully: background work stops, leases are released so another replica resumes."""
+    async def aclose(self, *, grace_s: float = 10.0) -> None:
+        """Stop gracefully: requests in flight finish, background work stops at a safe point, and
+        leases are released so another replica resumes at once."""
         try:
-            await self.workflow.stop()
+            await self.inflight.drain(grace_s)
+            await self.workflow.stop(grace_s=grace_s)
         finally:
             if self._owned_vpc is not None:
                 await self._owned_vpc.aclose()
@@ -138,6 +141,7 @@ async def create_app(
         owned_vpc = VpcClient.from_settings(settings)
         vpc = owned_vpc
     store = await Store.open(settings.database_url)
+    inflight = InFlight()
     try:
         workflow = Workflow(
             store=store,
@@ -154,6 +158,7 @@ async def create_app(
             settings=settings,
             regions=RegionCache(vpc),
             operation=lambda op_id: store.get_operation(op_id=op_id),
+            inflight=inflight,
         )
     except BaseException:
         await store.close()
@@ -181,5 +186,6 @@ async def create_app(
         vpc=vpc,
         slack=slack,
         web=web_app,
+        inflight=inflight,
         _owned_vpc=owned_vpc,
     )

@@ -16,6 +16,7 @@ deletion safe across clicks, retries, crashes and replicas:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -92,6 +93,10 @@ class WorkflowConfig:
         return self.loop_interval_s if self.loop_interval_s is not None else self.lease_s / 3
 
 
+class _Stopping(Exception):
+    """The workflow is stopping; raised at a safe point between steps."""
+
+
 class _LostOperation(Exception):
     """This worker lost a CAS or its lease: someone else owns the operation now."""
 
@@ -149,6 +154,7 @@ class Workflow:
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
         # Jitter spreads busy retries of several replicas; it is not security-relevant.
         self._random = random.Random()  # noqa: S311 - backoff jitter, not cryptography
 
@@ -280,16 +286,21 @@ class Workflow:
             asyncio.create_task(self._every(self._expiry_pass, "expiry"), name="vpnbot-expiry"),
         ]
 
-    async def stop(self, *, release_leases: bool = True) -> None:
+    async def stop(self, *, release_leases: bool = True, grace_s: float = 10.0) -> None:
         """Stop every background task; give leases back so another replica resumes at once.
 
+        Work stops at its next safe point (a pause between API calls) so no database or API call
+        is cut off halfway; whatever is still busy after ``grace_s`` is cancelled.
         ``release_leases=False`` behaves like a crash: the leases stay until they expire.
         """
         held = list(self._driving)
+        self._stopping.set()
         tasks = [*self._loops, *self._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()
         if release_leases:
             for op_id in held:
@@ -316,12 +327,21 @@ class Workflow:
     # --- background passes -----------------------------------------------------------------------
 
     async def _every(self, job: Callable[[], Awaitable[None]], name: str) -> None:
-        while True:
-            try:
-                await job()
-            except Exception:
-                log.exception("the %s loop failed; trying again", name)
-            await asyncio.sleep(self._config.loop_s)
+        with contextlib.suppress(_Stopping):
+            while True:
+                try:
+                    await job()
+                except Exception:
+                    log.exception("the %s loop failed; trying again", name)
+                await self._pause(self._config.loop_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless the workflow is stopping: then raise _Stopping at this safe point."""
+        if not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, seconds))
+        if self._stopping.is_set():
+            raise _Stopping
 
     async def _resume_pass(self) -> None:
         now = self._clock.now()
@@ -383,6 +403,11 @@ class Workflow:
             driver.result()
         except _LostOperation:
             log.info("another worker owns the operation now; stopping here", extra={"op_id": op.id})
+        except _Stopping:
+            log.info(
+                "shutting down; the operation resumes on the next start or another replica",
+                extra={"op_id": op.id},
+            )
         except Exception:
             # The lease is kept: it expires and a resume pass retries later, a natural backoff.
             log.exception("driving the operation failed unexpectedly", extra={"op_id": op.id})
@@ -394,7 +419,10 @@ class Workflow:
 
     async def _heartbeat(self, op_id: str, lost: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self._config.lease_s / 3)
+            try:
+                await self._pause(self._config.lease_s / 3)
+            except _Stopping:
+                return
             try:
                 until = self._clock.now() + timedelta(seconds=self._config.lease_s)
                 if not await self._store.renew_lease(op_id=op_id, owner=self.instance_id, until=until):
@@ -439,6 +467,12 @@ class Workflow:
         )
         if moved is None:
             raise _LostOperation(op.id)
+        log.debug(
+            "operation moved from %s to %s",
+            op.state.value,
+            to.value,
+            extra={"op_id": op.id, "vco_id": op.vco_id, "state": to.value},
+        )
         return moved
 
     async def _step_approved(self, op: Operation, queued_posted: bool) -> tuple[Operation, bool]:
@@ -515,7 +549,7 @@ class Workflow:
                     ),
                 )
                 log.info("gateway busy (%s); retrying in %.1fs", err.code, delay, extra={"op_id": op.id})
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 continue
             moved = await self._move(op, OpState.WAITING_GATEWAY, delete_request_id=request_id)
             await self._progress(moved, Accepted(request_id=request_id))
@@ -631,7 +665,7 @@ class Workflow:
 
     async def _sleep_until_deadline(self, op: Operation, delay: float) -> None:
         remaining = (self._deadline(op) - self._clock.now()).total_seconds()
-        await asyncio.sleep(max(0.0, min(delay, remaining)))
+        await self._pause(max(0.0, min(delay, remaining)))
 
     # --- small helpers -----------------------------------------------------------------------
 
@@ -669,6 +703,19 @@ class Workflow:
         detail: str = "",
         request_id: str | None = None,
     ) -> None:
+        # One structured line per audited step, so logs can be followed by op_id like the audit trail.
+        log.info(
+            "operation %s",
+            action,
+            extra={
+                "op_id": op.id,
+                "vco_id": op.vco_id,
+                "state": op.state.value,
+                "action": action,
+                "actor_id": actor_id,
+                "request_id": request_id,
+            },
+        )
         await self._store.add_audit(
             at=self._clock.now(),
             action=action,

@@ -12,11 +12,11 @@ from slack_bolt.app.async_app import AsyncApp
 from bot.config import Settings
 from bot.slack.actions import make_approve_listener, make_cancel_listener
 from bot.slack.commands import make_vpn_command_listener
-from bot.slack.deps import OperationLookup, Regions, SlackDeps, WorkflowApi
+from bot.slack.deps import InFlight, OperationLookup, Regions, SlackDeps, WorkflowApi
 from bot.slack.errors import register_error_handler
 from bot.slack.ids import SLASH_COMMAND, ActionId
 
-__all__ = ["OperationLookup", "Regions", "SlackDeps", "WorkflowApi", "register"]
+__all__ = ["InFlight", "OperationLookup", "Regions", "SlackDeps", "WorkflowApi", "register"]
 
 
 def register(
@@ -26,14 +26,22 @@ def register(
     settings: Settings,
     regions: Regions,
     operation: OperationLookup | None = None,
+    inflight: InFlight | None = None,
 ) -> None:
     """Register the /vpn command, the Delete/Cancel buttons and the error funnel on ``app``.
 
     ``operation`` (optional) loads an operation by id so a click can be checked against the
     message the operation was posted in; without it the click is checked against Slack's copy
-    of the clicked message only.
+    of the clicked message only. ``inflight`` collects listener work still running after
+    ``ack()``, so the caller can wait for it on shutdown.
     """
-    deps = SlackDeps(workflow=workflow, settings=settings, regions=regions, operation=operation)
+    deps = SlackDeps(
+        workflow=workflow,
+        settings=settings,
+        regions=regions,
+        operation=operation,
+        inflight=inflight if inflight is not None else InFlight(),
+    )
     app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
     app.action(ActionId.APPROVE.value)(make_approve_listener(deps))
     app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))

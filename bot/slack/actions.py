@@ -34,7 +34,7 @@ def make_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     async def handle_approve_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         """Handle a click on Delete: approve, then the workflow deletes and updates the message."""
         await ack()
-        async with errors_to_user(body, respond):
+        async with errors_to_user(body, respond, inflight=deps.inflight):
             click = parse_click(body)
             await check_click(deps, click)
             await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id)
@@ -48,7 +48,7 @@ def make_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     async def handle_cancel_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         """Handle a click on Cancel."""
         await ack()
-        async with errors_to_user(body, respond):
+        async with errors_to_user(body, respond, inflight=deps.inflight):
             click = parse_click(body)
             await check_click(deps, click)
             await deps.workflow.cancel(op_id=click.op_id, user_id=click.user_id)

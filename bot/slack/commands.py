@@ -64,12 +64,12 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 await ack(**build_usage())
             case HistoryCommand(limit=limit):
                 await ack()
-                async with errors_to_user(command, respond):
+                async with errors_to_user(command, respond, inflight=deps.inflight):
                     entries = await deps.workflow.history(limit=limit)
                     await send(respond, build_history(entries))
             case DeleteCommand(vco_id=vco_id, region=region):
                 await ack(**build_looking_up(vco_id, region))
-                async with errors_to_user(command, respond):
+                async with errors_to_user(command, respond, inflight=deps.inflight):
                     await check_region(deps, region)
                     response_url = command.get("response_url")
                     await deps.workflow.request_delete(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
-from typing import Protocol
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation
 
-__all__ = ["OperationLookup", "Regions", "SlackDeps", "WorkflowApi"]
+__all__ = ["InFlight", "OperationLookup", "Regions", "SlackDeps", "WorkflowApi"]
 
 # The regions DescribeRegions knows (cached by the caller).
 Regions = Callable[[], Awaitable[Collection[str]]]
@@ -46,6 +48,39 @@ class WorkflowApi(Protocol):
         ...
 
 
+class InFlight:
+    """Listener work still running after ``ack()``.
+
+    Bolt runs the rest of a listener in a task nobody keeps; shutdown waits for these so a
+    request being looked up or approved is not cut off halfway (and the store is not closed
+    under it).
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the current task as in flight until the block ends."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` seconds for the work in flight to finish."""
+        pending = {t for t in self._tasks if t is not asyncio.current_task() and not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=grace_s)
+
+
 @dataclass(frozen=True, slots=True)
 class SlackDeps:
     """Everything the listeners need, built once by :func:`bot.slack.register`."""
@@ -55,3 +90,4 @@ class SlackDeps:
     regions: Regions
     operation: OperationLookup | None = None
     regions_timeout: float = 3.0
+    inflight: InFlight = field(default_factory=InFlight)

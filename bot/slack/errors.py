@@ -17,6 +17,7 @@ sends the error into the same funnel without letting it reach Bolt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping
@@ -29,6 +30,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.errors import BotError, SlackError, UsageError
 from bot.slack.blocks import build_refusal, build_unexpected_error, build_usage, explain_slack_error
+from bot.slack.deps import InFlight
 
 __all__ = ["errors_to_user", "handle_error", "new_error_id", "register_error_handler", "reply_for"]
 
@@ -110,9 +112,15 @@ def register_error_handler(app: AsyncApp) -> None:
 
 
 @asynccontextmanager
-async def errors_to_user(body: dict[str, Any], respond: AsyncRespond | None) -> AsyncIterator[None]:
-    """Send errors raised after ``ack()`` to :func:`handle_error` instead of Bolt (see module doc)."""
-    try:
-        yield
-    except Exception as error:
-        await handle_error(error, body, respond, None)
+async def errors_to_user(
+    body: dict[str, Any], respond: AsyncRespond | None, *, inflight: InFlight | None = None
+) -> AsyncIterator[None]:
+    """Send errors raised after ``ack()`` to :func:`handle_error` instead of Bolt (see module doc).
+
+    With ``inflight``, the work also counts as in flight so shutdown waits for it.
+    """
+    with inflight.track() if inflight is not None else contextlib.nullcontext():
+        try:
+            yield
+        except Exception as error:
+            await handle_error(error, body, respond, None)

@@ -58,6 +58,35 @@ def parse_slack_body(raw_body: str, content_type: str | None) -> dict[str, Any]:
     return parsed
 
 
+def _check_shape(body: Mapping[str, Any]) -> None:
+    """Raise ValueError for wrong types in fields Bolt reads without checking (it would crash with a 500)."""
+    for key in ("user", "channel", "team", "enterprise"):
+        if body.get(key) is not None and not isinstance(body[key], str | dict):
+            raise ValueError(f"{key} is neither an id nor an object")
+    for key in ("container", "message", "view", "event"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise ValueError(f"{key} is not an object")
+    authorizations = body.get("authorizations")
+    if authorizations is not None and not (
+        isinstance(authorizations, list) and all(isinstance(a, dict) for a in authorizations)
+    ):
+        raise ValueError("authorizations is not a list of objects")
+    if body.get("type") == "block_actions":
+        actions = body.get("actions")
+        if not (
+            isinstance(actions, list)
+            and actions
+            and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
+        ):
+            raise ValueError("actions is not a list of actions")
+
+
+def _content_type(headers: Mapping[str, str]) -> str | None:
+    """The media type without parameters, the way Bolt reads it."""
+    value = headers.get("content-type")
+    return value.split(";")[0] if value else None
+
+
 def _verify(verifier: SignatureVerifier, raw_body: str, headers: Mapping[str, str]) -> str | None:
     """Return None if the request is signed by Slack, else why not (for the log)."""
     timestamp = headers.get("x-slack-request-timestamp", "")
@@ -88,16 +117,21 @@ async def dispatch_http(
             "rejected a request not signed by Slack", extra={"reason": problem, "bytes": len(raw_body)}
         )
         return _invalid()
-    request = AsyncBoltRequest(body=raw_body, query=query, headers=dict(lowered))
+    # Parse before building the Bolt request: its constructor runs Bolt's own parser, which
+    # raises on a ``payload`` field that is not JSON and would turn into a 500 with a traceback.
     try:
-        body = parse_slack_body(raw_body, request.content_type)
-    except ValueError:
+        body = parse_slack_body(raw_body, _content_type(lowered))
+        _check_shape(body)
+        request = AsyncBoltRequest(body=raw_body, query=query, headers=dict(lowered))
+        if body != request.body:
+            # Bolt misread it (the "payload" quirk): give Bolt the right body and the context built from it.
+            request.body = body
+            request.context = build_async_context(AsyncBoltContext({}), body)
+    # Bolt's parser and context builder index into the body unchecked; a signed but malformed
+    # body is the sender's error (400), never a 500 with a traceback.
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
         log.warning("rejected a signed request with an unreadable body", extra={"bytes": len(raw_body)})
         return BoltResponse(status=400, body={"error": "unreadable body"})
-    if body != request.body:
-        # Bolt misread it (the "payload" quirk): give Bolt the right body and the context built from it.
-        request.body = body
-        request.context = build_async_context(AsyncBoltContext({}), body)
     return await app.async_dispatch(request)
 
 
