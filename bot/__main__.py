@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from bot import __version__
 from bot.config import Settings, load_settings
@@ -62,6 +63,39 @@ def _settings_or_exit() -> Settings:
     except ConfigError as exc:
         print(f"vpn-bot: {exc.message}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+def _defaults_for(env_names: Sequence[str]) -> dict[str, Any]:
+    """Default values for the named settings, keyed by env name so they override the bad values."""
+    by_env = {str(info.validation_alias): info for info in Settings.model_fields.values()}
+    return {name: by_env[name].get_default(call_default_factory=True) for name in env_names if name in by_env}
+
+
+def _serve_settings_or_exit(args: argparse.Namespace) -> tuple[Settings, bool]:
+    """Settings and mode for ``serve``; exit 2 listing every problem, the Slack ones included."""
+    from bot.app import require_slack_settings
+
+    problems: list[str] = []
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        problems += exc.problems
+        # Check the Slack settings too, with the invalid values set aside, so one run lists everything.
+        try:
+            settings = load_settings(**_defaults_for(exc.fields))
+        except ConfigError:
+            settings = None
+    socket_mode = False
+    if settings is not None:
+        socket_mode = bool(args.socket or (settings.slack_app_token is not None and not args.http))
+        try:
+            require_slack_settings(settings, socket_mode=socket_mode)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems or settings is None:
+        print(f"vpn-bot: {ConfigError(problems).message}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    return settings, socket_mode
 
 
 async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool) -> None:
@@ -126,16 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = asyncio.run(run_demo())
         return status
 
-    settings = _settings_or_exit()
-    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
-
     if args.command == "doctor":
+        settings = _settings_or_exit()
+        configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
         from bot.doctor import run_doctor
 
         doctor_status: int = asyncio.run(run_doctor(settings))
         return doctor_status
 
-    socket_mode = bool(args.socket or (settings.slack_app_token is not None and not args.http))
+    settings, socket_mode = _serve_settings_or_exit(args)
+    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
     try:
         asyncio.run(
             _serve(settings, host=args.host, port=args.port or settings.port, socket_mode=socket_mode)

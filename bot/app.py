@@ -123,18 +123,23 @@ async def create_app(
     require_slack_settings(settings, socket_mode=socket_mode)
     assert settings.slack_bot_token is not None  # noqa: S101 - checked just above, for mypy
 
-    slack = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
-    configure_retries(slack)
     signing_secret = (
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     )
+    # Bolt builds the Web API client from the token; passing our own client as well makes Bolt warn
+    # that the token (which it also reads from SLACK_BOT_TOKEN) is ignored. Configure Bolt's instead.
     bolt = AsyncApp(
-        client=slack,
+        token=settings.slack_bot_token.get_secret_value(),
         signing_secret=signing_secret or "socket-mode-does-not-sign",
         request_verification_enabled=signing_secret is not None,
         process_before_response=False,
         raise_error_for_unhandled_request=False,
     )
+    slack = bolt.client
+    slack.base_url = (
+        settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
+    )
+    configure_retries(slack)
 
     owned_vpc: VpcClient | None = None
     if vpc is None:

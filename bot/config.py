@@ -187,10 +187,11 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
+        problems, fields = [], []
         for err in exc.errors(include_url=False, include_input=False):
             loc = err.get("loc") or ("?",)
-            name = _env_name(str(loc[0]))
+            env_name = _env_name(str(loc[0]))
+            fields.append(env_name)
             msg = str(err.get("msg", "invalid"))
-            problems.append(f"{name}: {msg.removeprefix('Value error, ')}")
-        raise ConfigError(problems) from None
+            problems.append(f"{env_name}: {msg.removeprefix('Value error, ')}")
+        raise ConfigError(problems, fields=fields) from None

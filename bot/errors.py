@@ -111,11 +111,12 @@ class ConfirmationClosed(BotError):
 
 
 class ConfigError(BotError):
-    """Settings are missing or invalid; ``problems`` lists each one."""
+    """Settings are missing or invalid; ``problems`` lists each one, ``fields`` their env names."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], *, fields: list[str] | None = None) -> None:
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
         self.problems = problems
+        self.fields = fields or []
 
 
 class SlackError(BotError):

@@ -14,6 +14,19 @@ from fakes import FakeClock
 
 from bot.store import Store
 
+_SETTINGS_PREFIXES = ("SLACK_", "VPNBOT_", "ALIBABA_CLOUD_")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep a developer's own settings (environment, .env, ~/.aliyun) out of every test."""
+    for name in list(os.environ):
+        if name.startswith(_SETTINGS_PREFIXES) and name != "VPNBOT_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+
 PG_URL = os.environ.get("VPNBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

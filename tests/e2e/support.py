@@ -1,0 +1,230 @@
+"""Helpers for the durability tests: reading the Slack stand-in, and running ``vpn-bot serve`` as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+# Re-exported: the e2e modules take their PostgreSQL database from tests/conftest.py's helper.
+from conftest import fresh_postgres_database as fresh_postgres_database
+
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET
+from bot.sandbox.slack import SlackStandin, find_button
+from bot.sandbox.slack_api import Message, StandinState
+from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
+from bot.slack.ids import ActionId
+
+CHANNEL = "C0VPNOPS"
+ALICE = "U0ALICE"
+BOB = "U0BOB"
+
+# Variables that would let the developer's own configuration leak into a child bot.
+_ISOLATED_PREFIXES = ("SLACK_", "VPNBOT_", "ALIBABA_CLOUD_")
+_PROXY_VARS = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+# --- reading what people see in Slack ------------------------------------------------------------
+
+
+def all_text(message: Message) -> str:
+    """Everything a person reads in a message: its text and every text in its blocks."""
+    parts = [message.text]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "text" and isinstance(value, str):
+                    parts.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(message.blocks)
+    return "\n".join(parts)
+
+
+def has_buttons(message: Message) -> bool:
+    return any(block.get("type") == "actions" for block in message.blocks)
+
+
+def op_id_of(message: Message) -> str:
+    """The operation id carried by the Delete button of a confirmation."""
+    found = find_button(message.blocks, ActionId.APPROVE)
+    assert found is not None, "no Delete button on the confirmation"
+    return str(found[1]["value"])
+
+
+def thread_text(state: StandinState, ts: str, channel: str = CHANNEL) -> str:
+    return "\n".join(all_text(m) for m in state.thread(channel, ts))
+
+
+async def wait_confirmation(state: StandinState, vco_id: str, *, within: float = 10) -> Message:
+    """Wait for the confirmation (with buttons) of ``vco_id`` in the channel."""
+
+    def found() -> Message | None:
+        for message in state.messages(CHANNEL):
+            if vco_id in all_text(message) and has_buttons(message):
+                return message
+        return None
+
+    return await state.wait_for(found, timeout=within, what=f"confirmation for {vco_id}")
+
+
+async def wait_parent(state: StandinState, ts: str, needle: str, *, within: float = 15) -> Message:
+    """Wait until the confirmation message ``ts`` reads ``needle``."""
+
+    def done() -> Message | None:
+        message = state.message(CHANNEL, ts)
+        return message if message is not None and needle in all_text(message) else None
+
+    return await state.wait_for(done, timeout=within, what=f"parent saying {needle!r}")
+
+
+async def wait_thread(state: StandinState, ts: str, needle: str, *, within: float = 15) -> str:
+    """Wait until the thread under ``ts`` contains ``needle``; return the whole thread text."""
+
+    def done() -> str | None:
+        text = thread_text(state, ts)
+        return text if needle in text else None
+
+    return await state.wait_for(done, timeout=within, what=f"thread saying {needle!r}")
+
+
+def parent_updates(state: StandinState, ts: str) -> list[str]:
+    """The fallback texts of every successful chat.update of the message ``ts``, in order."""
+    return [
+        str(c.params.get("text", "")) for c in state.calls("chat.update") if c.ok and c.params.get("ts") == ts
+    ]
+
+
+# --- a bot in its own process --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the child binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(home: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without any bot, Slack, Alibaba or proxy setting, plus ``settings``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(_ISOLATED_PREFIXES) and key.lower() not in _PROXY_VARS
+    }
+    env["HOME"] = str(home)  # no ~/.aliyun profile
+    env.update(settings)
+    return env
+
+
+def bot_env(
+    home: Path, *, database_url: str, vpc: RunningSandbox, slack: SlackStandin, **overrides: str
+) -> dict[str, str]:
+    """The environment of a ``vpn-bot serve`` pointed at the in-test sandbox and Slack stand-in."""
+    settings = {
+        "SLACK_BOT_TOKEN": LOCAL_BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": LOCAL_SIGNING_SECRET,
+        "VPNBOT_SLACK_API_URL": slack.url,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
+        "VPNBOT_VPC_ENDPOINT": vpc.url,
+        "VPNBOT_DATABASE_URL": database_url,
+        "VPNBOT_POLL_INTERVAL_SECONDS": "0.2",
+        "VPNBOT_BUSY_RETRY_BASE_SECONDS": "0.2",
+        "VPNBOT_LEASE_SECONDS": "2",
+        "VPNBOT_LOG_FORMAT": "json",
+    }
+    return child_env(home, **{**settings, **overrides})
+
+
+class BotProcess:
+    """``python -m bot serve --http`` in a child process; stderr goes to ``log_path``."""
+
+    def __init__(self, *, env: Mapping[str, str], cwd: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+            self.command(port=self.port),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @staticmethod
+    def command(*, port: int) -> list[str]:
+        """The command line of a bot serving HTTP on loopback ``port``."""
+        return [sys.executable, "-m", "bot", "serve", "--http", "--host", "127.0.0.1", "--port", str(port)]
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.url}/slack/events"
+
+    def log(self) -> str:
+        """What the process wrote so far (for assertions and failure messages)."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_healthy(self, *, within: float = 20.0) -> dict[str, Any]:
+        """Poll ``GET /healthz`` until it answers 200; fail early if the process died."""
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient(trust_env=False, timeout=1.0) as http:
+            while True:
+                if self.proc.poll() is not None:
+                    pytest.fail(f"the bot exited with {self.proc.returncode} before serving:\n{self.log()}")
+                try:
+                    reply = await http.get(f"{self.url}/healthz")
+                    if reply.status_code == 200:
+                        body: dict[str, Any] = reply.json()
+                        return body
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the bot did not become healthy within {within}s:\n{self.log()}")
+                await asyncio.sleep(0.05)
+
+    async def wait_exit(self, *, within: float) -> int:
+        """Wait for the process to end and return its status; fail if it takes longer than ``within``."""
+        deadline = time.monotonic() + within
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the bot did not exit within {within}s:\n{self.log()}")
+            await asyncio.sleep(0.02)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no cleanup at all."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        """SIGTERM: what an orchestrator sends before stopping a container."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        """Make sure the process is gone and its log is closed (call in ``finally``)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        finally:
+            self._log.close()
