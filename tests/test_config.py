@@ -1,0 +1,128 @@
+"""Settings validation at start: load_settings raises one ConfigError naming each bad env var."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import AliasChoices
+
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting from the developer's environment or a ``.env`` file leaks into these tests."""
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        for name in names:
+            if isinstance(name, str):
+                monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # Settings reads ``.env`` from the working directory
+
+
+def _problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    return info.value.problems
+
+
+def test_defaults_load_without_any_setting() -> None:
+    settings = load_settings()
+    assert settings.port == 3000
+    assert settings.approvers == []
+
+
+def test_lists_are_comma_separated_and_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VPNBOT_APPROVERS", " U0BOB, S0NETADM ,W0ENTERPRISE,")
+    monkeypatch.setenv("VPNBOT_ALLOWED_REGIONS", "cn-hangzhou,ap-southeast-1")
+    monkeypatch.setenv("VPNBOT_ALLOWED_CHANNELS", "C0VPNOPS,G0SECRET")
+    monkeypatch.setenv("VPNBOT_REQUIRE_SECOND_APPROVER", "true")
+    settings = load_settings()
+    assert settings.approvers == ["U0BOB", "S0NETADM", "W0ENTERPRISE"]
+    assert settings.allowed_regions == ["cn-hangzhou", "ap-southeast-1"]
+    assert settings.allowed_channels == ["C0VPNOPS", "G0SECRET"]
+    assert settings.require_second_approver is True
+
+
+def test_every_problem_is_listed_by_its_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four bad values at once: one error, four lines, each starting with the variable to fix."""
+    problems = _problems(
+        monkeypatch,
+        VPNBOT_APPROVERS="U0BOB,bob,@carol",
+        VPNBOT_DEFAULT_REGION="Hangzhou",
+        VPNBOT_VPC_ENDPOINT="vpc.cn-hangzhou.aliyuncs.com",
+        VPNBOT_PORT="70000",
+    )
+    assert len(problems) == 4
+    by_name = {p.split(":", 1)[0]: p for p in problems}
+    assert set(by_name) == {"VPNBOT_APPROVERS", "VPNBOT_DEFAULT_REGION", "VPNBOT_VPC_ENDPOINT", "VPNBOT_PORT"}
+    # Each line says which values are wrong and what a good one looks like.
+    assert "bob" in by_name["VPNBOT_APPROVERS"]
+    assert "@carol" in by_name["VPNBOT_APPROVERS"]
+    assert "U0BOB" not in by_name["VPNBOT_APPROVERS"]
+    assert "cn-hangzhou" in by_name["VPNBOT_DEFAULT_REGION"]
+    assert "http" in by_name["VPNBOT_VPC_ENDPOINT"]
+    assert "65535" in by_name["VPNBOT_PORT"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("VPNBOT_APPROVERS", "u0bob", "u0bob"),
+        ("VPNBOT_REQUESTERS", "C0VPNOPS", "C0VPNOPS"),  # a channel id is not a person
+        ("VPNBOT_ALLOWED_CHANNELS", "#vpn-ops", "#vpn-ops"),
+        ("VPNBOT_ALLOWED_REGIONS", "cn-hangzhou,mars", "mars"),
+        ("VPNBOT_DEFAULT_REGION", "cn_hangzhou", "cn_hangzhou"),
+        ("VPNBOT_SLACK_API_URL", "slack.com/api", "slack.com/api"),
+        ("VPNBOT_VPC_ENDPOINT", "ftp://vpc.example", "URL"),
+        ("VPNBOT_DATABASE_URL", "mysql://db/vpn", "sqlite"),
+        ("VPNBOT_PORT", "0", "VPNBOT_PORT"),
+        ("VPNBOT_PORT", "http", "integer"),
+        ("VPNBOT_POLL_INTERVAL_SECONDS", "-1", "greater than 0"),
+        ("VPNBOT_LOG_LEVEL", "LOUD", "DEBUG"),
+        ("VPNBOT_LOG_FORMAT", "xml", "json"),
+    ],
+)
+def test_one_bad_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str
+) -> None:
+    problems = _problems(monkeypatch, **{name: value})
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{name}: ")
+    assert needle in problems[0]
+
+
+def test_the_error_message_lists_each_problem_on_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VPNBOT_PORT", "99999")
+    monkeypatch.setenv("VPNBOT_ALLOWED_REGIONS", "moon,")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid settings:"
+    assert any(line.startswith("  - VPNBOT_PORT: ") for line in lines)
+    assert any(line.startswith("  - VPNBOT_ALLOWED_REGIONS: ") for line in lines)
+
+
+def test_secret_values_never_appear_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad setting next to real secrets: the error names the problem, never the secrets."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-111-222-supersecretvalue")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ak-secret-do-not-print")
+    monkeypatch.setenv("VPNBOT_PORT", "not-a-port")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = f"{info.value} {info.value.problems!r}"
+    assert "supersecretvalue" not in text
+    assert "ak-secret-do-not-print" not in text
+
+
+def test_overrides_are_validated_like_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(approvers=["U0OK", "nobody"])
+    assert info.value.problems == [
+        "VPNBOT_APPROVERS: not Slack user ids (U…/W…) or user-group ids (S…): nobody"
+    ]
