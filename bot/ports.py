@@ -76,6 +76,10 @@ class Policy(Protocol):
         """The requester and anyone who may approve may cancel."""
         ...
 
+    async def check_history(self, *, user_id: str, channel_id: str) -> None:
+        """Who may read the audit trail: people who may request or approve, in allowed channels."""
+        ...
+
 
 class Clock(Protocol):
     """Wall-clock time, injectable for tests."""

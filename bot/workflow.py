@@ -274,8 +274,12 @@ class Workflow:
         await self._audit(cancelled, "cancelled", actor_id=user_id)
         return cancelled
 
-    async def history(self, *, limit: int = 10) -> list[AuditEntry]:
-        """The newest audit entries first."""
+    async def history(
+        self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
+    ) -> list[AuditEntry]:
+        """The newest audit entries first; with ``user_id``, only if the policy lets them read it."""
+        if user_id is not None:
+            await self._policy.check_history(user_id=user_id, channel_id=channel_id)
         return await self._store.recent_audit(limit=limit)
 
     async def start(self) -> None:

@@ -259,6 +259,9 @@ class AllowAllPolicy:
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
         return None
 
+    async def check_history(self, *, user_id: str, channel_id: str) -> None:
+        return None
+
 
 @dataclass
 class FakePolicy:
@@ -285,6 +288,10 @@ class FakePolicy:
         if user_id == op.requester_id:
             return
         await self.check_approval(user_id=user_id, op=op)
+
+    async def check_history(self, *, user_id: str, channel_id: str) -> None:
+        if self.channels and channel_id not in self.channels:
+            raise NotAllowed("History cannot be shown in this channel.")
 
 
 class FakeClock:

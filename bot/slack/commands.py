@@ -65,7 +65,11 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             case HistoryCommand(limit=limit):
                 await ack()
                 async with errors_to_user(command, respond, inflight=deps.inflight):
-                    entries = await deps.workflow.history(limit=limit)
+                    entries = await deps.workflow.history(
+                        limit=limit,
+                        user_id=str(command.get("user_id", "")),
+                        channel_id=str(command.get("channel_id", "")),
+                    )
                     await send(respond, build_history(entries))
             case DeleteCommand(vco_id=vco_id, region=region):
                 await ack(**build_looking_up(vco_id, region))

@@ -43,8 +43,10 @@ class WorkflowApi(Protocol):
         """Cancel a confirmation that is still open."""
         ...
 
-    async def history(self, *, limit: int = 10) -> list[AuditEntry]:
-        """The latest audit entries, newest first."""
+    async def history(
+        self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
+    ) -> list[AuditEntry]:
+        """The latest audit entries, newest first (raises NotAllowed if ``user_id`` may not read them)."""
         ...
 
 

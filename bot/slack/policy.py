@@ -177,6 +177,21 @@ class SlackPolicy:
                 "You are not allowed to approve VPN deletions.", who_can=who_can_text(self._approvers)
             )
 
+    async def check_history(self, *, user_id: str, channel_id: str) -> None:
+        """The audit trail is for people who may request or approve, in the allowed channels."""
+        if self._channels and channel_id not in self._channels:
+            channels = ", ".join(f"<#{c}>" for c in sorted(self._channels)[:_WHO_MAX])
+            raise NotAllowed(
+                f"The VPN audit history can't be shown in this channel. Run `/vpn history` in {channels}.",
+                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_CHANNELS).",
+            )
+        readers = (*self._requesters, *self._approvers)
+        if self._requesters and self._approvers and not await self._member_or_refuse(user_id, readers):
+            raise NotAllowed(
+                "Only people who may request or approve VPN deletions can read their history.",
+                who_can=who_can_text(readers, verb="Ask"),
+            )
+
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
         """The requester and anyone who may approve may cancel."""
         if user_id == op.requester_id or not self._approvers:

@@ -264,3 +264,22 @@ async def test_who_may_cancel(sqlite_url: str) -> None:
         assert _deletes(stack) == []
         assert SEED_VCO_HANGZHOU in stack.vpc.state.connections
         assert SEED_VCO_SHANGHAI in stack.vpc.state.connections
+
+
+async def test_history_follows_the_request_and_approve_lists(sqlite_url: str) -> None:
+    """With both lists set, only requesters and approvers may read /vpn history, and only in allowed channels."""
+    async with running(sqlite_url, requesters=[ALICE], approvers=[BOB], allowed_channels=[CHANNEL]) as stack:
+        await _request(stack, "history", user=CAROL)
+        refusal = await _refusal(stack, CAROL)
+        assert "history" in refusal.text
+        assert f"<@{ALICE}>" in refusal.text or f"<@{BOB}>" in refusal.text
+
+        await _request(stack, "history", user=BOB, channel="C0RANDOM")
+        await _refusal(stack, BOB, "C0RANDOM")
+
+        await _request(stack, "history", user=BOB)
+        await stack.slack.state.wait_for(
+            lambda: any(REFUSED not in m.text for m in stack.slack.state.ephemerals(BOB, CHANNEL)),
+            timeout=5,
+            what="the history reply for an approver",
+        )

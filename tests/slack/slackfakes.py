@@ -189,7 +189,9 @@ class FakeWorkflow:
         self._enter("cancel", {"op_id": op_id, "user_id": user_id})
         return make_op(id=op_id, state=OpState.CANCELLED, cancelled_by=user_id)
 
-    async def history(self, *, limit: int = 10) -> list[AuditEntry]:
+    async def history(
+        self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
+    ) -> list[AuditEntry]:
         self._enter("history", {"limit": limit})
         return self.entries[:limit]
 
