@@ -21,6 +21,7 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED
 from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
+from .support import all_text as _all_text
 
 SYSTEM = "vpn-bot"
 
@@ -55,24 +56,6 @@ def json_logs(level: str = "INFO") -> Iterator[io.StringIO]:
         root.setLevel(saved_level)
         for name, old_level in saved_levels.items():
             logging.getLogger(name).setLevel(old_level)
-
-
-def _all_text(message: Message) -> str:
-    parts = [message.text]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    parts.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.blocks)
-    return "\n".join(parts)
 
 
 async def _confirmation(stack: LocalStack, vco_id: str) -> Message:

@@ -25,29 +25,8 @@ from bot.sandbox.vpc_state import (
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
-
-
-def _all_text(message: Message) -> str:
-    """Everything a person reads in a message: its text and every text in its blocks."""
-    parts = [message.text]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    parts.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.blocks)
-    return "\n".join(parts)
-
-
-def _has_buttons(message: Message) -> bool:
-    return any(block.get("type") == "actions" for block in message.blocks)
+from .support import all_text as _all_text
+from .support import has_buttons as _has_buttons
 
 
 def _button_value(message: Message, action_id: str) -> str:

@@ -24,6 +24,8 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
+from .support import all_text as _all_text
+from .support import has_buttons as _has_buttons
 
 HOSTILE_NAME = "<!channel> & <@U0BOB> <https://evil|click>"
 
@@ -67,24 +69,6 @@ def captured_logs() -> Iterator[_Collect]:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _all_text(message: Message) -> str:
-    parts = [message.text]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    parts.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.blocks)
-    return "\n".join(parts)
-
-
 def _mrkdwn_texts(message: Message) -> list[str]:
     """Every text Slack parses for mentions and links: the fallback text and all mrkdwn objects."""
     texts = [message.text]
@@ -101,10 +85,6 @@ def _mrkdwn_texts(message: Message) -> list[str]:
 
     walk(message.blocks)
     return texts
-
-
-def _has_buttons(message: Message) -> bool:
-    return any(block.get("type") == "actions" for block in message.blocks)
 
 
 async def _confirmation(stack: LocalStack, vco_id: str) -> Message:

@@ -16,6 +16,8 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
+from .support import all_text as _all_text
+from .support import has_buttons as _has_buttons
 
 REFUSED = ":no_entry:"
 
@@ -28,28 +30,6 @@ async def running(sqlite_url: str, **settings: Any) -> AsyncIterator[LocalStack]
         yield stack
     finally:
         await stack.aclose()
-
-
-def _all_text(message: Message) -> str:
-    parts = [message.text]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    parts.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.blocks)
-    return "\n".join(parts)
-
-
-def _has_buttons(message: Message) -> bool:
-    return any(block.get("type") == "actions" for block in message.blocks)
 
 
 def _deletes(stack: LocalStack) -> list[object]:

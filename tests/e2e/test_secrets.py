@@ -39,6 +39,7 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNE
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
+from .support import all_text as _all_text
 
 
 class _Records(logging.Handler):
@@ -73,10 +74,6 @@ def _logging_restored() -> Iterator[None]:
         root.setLevel(level)
         for name, old in levels.items():
             logging.getLogger(name).setLevel(old)
-
-
-def _all_text(message: Message) -> str:
-    return json.dumps({"text": message.text, "blocks": message.blocks})
 
 
 async def _wait_parent(stack: LocalStack, ts: str, needle: str) -> None:
