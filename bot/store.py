@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict
 from dataclasses import fields as dc_fields
 from datetime import UTC, datetime
 from typing import Any
@@ -631,18 +632,7 @@ class Store:
             request_id=request_id,
         )
         async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(audit).values(
-                    at=at,
-                    action=action,
-                    actor_id=actor_id,
-                    op_id=op_id,
-                    vco_id=vco_id,
-                    region=region,
-                    detail=detail,
-                    request_id=request_id,
-                )
-            )
+            await conn.execute(insert(audit).values(**asdict(entry)))
         return entry
 
     async def recent_audit(self, *, limit: int = 10, op_id: str | None = None) -> list[AuditEntry]:
