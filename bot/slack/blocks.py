@@ -274,6 +274,22 @@ def _footer(op: Operation) -> Block:
     return _context(" · ".join(parts), BlockId.FOOTER.value)
 
 
+def _gateway_warnings(op: Operation) -> str:
+    """What the approver should know about the gateway before clicking Delete."""
+    lines = []
+    if op.gateway.business_status == "FinancialLocked":
+        lines.append(
+            ":warning: This gateway is locked for an overdue payment: Alibaba Cloud will refuse the "
+            "deletion until the account owner tops up the account."
+        )
+    if op.gateway.status and op.gateway.status != "active":
+        lines.append(
+            f":hourglass_flowing_sand: The gateway is {code(op.gateway.status, 40)} right now; after approval "
+            "the bot waits for it before deleting."
+        )
+    return "\n".join(lines)
+
+
 def build_confirmation(op: Operation) -> Message:
     """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel."""
     summary = (
@@ -282,6 +298,9 @@ def build_confirmation(op: Operation) -> Message:
         f"Someone allowed to approve clicks *Delete*; *Cancel* closes the request. "
         f"It expires at {format_time(op.expires_at)} if nobody acts."
     )
+    warnings = _gateway_warnings(op)
+    if warnings:
+        summary += "\n" + warnings
     blocks = [
         _header(f"Delete VPN connection {_name(op)}?"),
         _section(summary, BlockId.SUMMARY.value),

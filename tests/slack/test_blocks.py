@@ -14,12 +14,14 @@ from bot.domain import (
     Deleted,
     Failed,
     GatewayUpdating,
+    Operation,
     OpState,
     Queued,
     Resumed,
     Retrying,
     TimedOut,
     VpnConnection,
+    VpnGateway,
 )
 from bot.slack.blocks import (
     build_confirmation,
@@ -317,3 +319,27 @@ def test_history_lists_entries_escaped_and_split() -> None:
     many = build_history([AuditEntry(at=T0, action="x", actor_id="U1", detail="d" * 300)] * 50)
     walk_limits(many)
     assert len(many["blocks"]) > 2
+
+
+def test_confirmation_warns_about_a_locked_or_busy_gateway() -> None:
+    """The approver learns up front that the gateway is in arrears or busy."""
+    op = _op_for_warnings(business_status="FinancialLocked", status="updating")
+    text = json.dumps(build_confirmation(op)["blocks"])
+    assert "overdue payment" in text
+    assert "updating" in text
+    calm = json.dumps(
+        build_confirmation(_op_for_warnings(business_status="Normal", status="active"))["blocks"]
+    )
+    assert "overdue" not in calm
+    assert "waits for it" not in calm
+
+
+def _op_for_warnings(*, business_status: str, status: str) -> Operation:
+    gateway = VpnGateway(
+        id="vpn-bp1gw0001",
+        region="cn-hangzhou",
+        name="main-gw",
+        status=status,
+        business_status=business_status,
+    )
+    return make_op(gateway=gateway)
