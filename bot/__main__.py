@@ -13,12 +13,17 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import __version__
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
 from bot.logs import configure_logging, secret_values
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    from bot.app import BotApp
 
 log = logging.getLogger("bot")
 
@@ -98,6 +103,65 @@ def _serve_settings_or_exit(args: argparse.Namespace) -> tuple[Settings, bool]:
     return settings, socket_mode
 
 
+# Slack's answers to apps.connections.open that no retry can fix: the app-level token itself is wrong.
+_REFUSED_APP_TOKEN = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "not_allowed_token_type",
+        "token_revoked",
+        "account_inactive",
+        "missing_scope",
+    }
+)
+
+
+async def _connect_socket_mode(app: BotApp, token: str, stop: asyncio.Event) -> AsyncSocketModeHandler | None:
+    """Connect over Socket Mode; a refused token is a ConfigError, and ``stop`` ends the retries.
+
+    Returns None when ``stop`` was set before the connection was up.
+    """
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    # Bolt's handler opens URLs with the app's client, so with its base_url (VPNBOT_SLACK_API_URL).
+    handler = AsyncSocketModeHandler(app.bolt, token)
+    try:
+        # The SDK retries every failure to connect forever, a wrong token included; ask once ourselves.
+        opened = await app.slack.apps_connections_open(app_token=token)
+        handler.client.wss_uri = str(opened["url"])  # the SDK connects to this URL first
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", ""))
+        if error in _REFUSED_APP_TOKEN:
+            await handler.close_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
+            raise ConfigError(
+                [
+                    f"SLACK_APP_TOKEN: Slack refused it ({error}); use an app-level token (xapp-…) "
+                    "with the connections:write scope (Basic Information → App-Level Tokens)"
+                ]
+            ) from None
+        log.warning("Socket Mode: apps.connections.open failed (%s); retrying", error)
+    except Exception as exc:  # network errors vary by transport; the SDK's own loop retries them
+        log.warning("Socket Mode: apps.connections.open failed (%s); retrying", type(exc).__name__)
+    connecting = asyncio.ensure_future(handler.connect_async())  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        # Race SIGTERM: while Slack is unreachable the SDK's connect() loops and never returns.
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+    if connecting.cancelled() or connecting.exception() is not None:
+        await handler.close_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
+        if not connecting.cancelled():
+            connecting.result()  # re-raise the failure
+        return None
+    return handler
+
+
 async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool) -> None:
     from aiohttp import web
 
@@ -116,12 +180,11 @@ async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         if socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
             assert settings.slack_app_token is not None  # noqa: S101 - create_app checked it
-            socket_handler = AsyncSocketModeHandler(app.bolt, settings.slack_app_token.get_secret_value())
-            await socket_handler.connect_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
-            log.info("vpn-bot serving in Socket Mode; health on http://%s:%d/healthz", host, port)
+            token = settings.slack_app_token.get_secret_value()
+            socket_handler = await _connect_socket_mode(app, token, stop)
+            if socket_handler is not None:
+                log.info("vpn-bot serving in Socket Mode; health on http://%s:%d/healthz", host, port)
         else:
             log.info("vpn-bot serving Slack on http://%s:%d/slack/events", host, port)
         await stop.wait()

@@ -1,7 +1,8 @@
 """A local Slack Web API stand-in: the wire protocol slack_sdk speaks, an in-memory workspace.
 
 It serves ``/api/<method>`` (query, form or JSON parameters, ``Authorization: Bearer``) and
-``/response/<id>`` (the ``response_url`` webhooks ``respond()`` posts to), records every call,
+``/response/<id>`` (the ``response_url`` webhooks ``respond()`` posts to), Socket Mode
+(``apps.connections.open`` and the WebSocket of :mod:`bot.sandbox.slack_socket`), records every call,
 keeps channels, threads, edits and ephemerals, and injects faults (rate limits, 5xx, latency,
 Slack error codes, channels the bot is not in). It runs in the caller's event loop.
 
@@ -24,7 +25,10 @@ from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
+from bot.sandbox.slack_socket import SOCKET_MODE_PATH, SocketModeServer
+
 __all__ = [
+    "DEFAULT_APP_TOKEN",
     "DEFAULT_SCOPES",
     "ApiCall",
     "Channel",
@@ -47,6 +51,7 @@ Json = dict[str, Any]
 # Scopes each method needs; conversations.info depends on the channel type (see _conversation_scope).
 _METHOD_SCOPES: dict[str, str | None] = {
     "auth.test": None,
+    "apps.connections.open": None,  # app-level tokens carry their own scope (connections:write)
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write",
@@ -57,6 +62,7 @@ _METHOD_SCOPES: dict[str, str | None] = {
     "conversations.info": None,
 }
 DEFAULT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read", "users:read")
+DEFAULT_APP_TOKEN = "xapp-1-A0VPNBOT-1-standin"  # noqa: S105  # a fake app-level token for a local stand-in
 RESPONSE_URL_MAX_USES = 5
 RESPONSE_URL_TTL_SECONDS = 30 * 60
 
@@ -274,10 +280,17 @@ class StandinState:
     """The workspace, its messages and everything the bot did to it, plus fault injection."""
 
     def __init__(
-        self, workspace: Workspace, *, bot_token: str, clock: Callable[[], float] = time.time
+        self,
+        workspace: Workspace,
+        *,
+        bot_token: str,
+        clock: Callable[[], float] = time.time,
+        app_token: str = DEFAULT_APP_TOKEN,
     ) -> None:
         self.workspace = workspace
         self.bot_token = bot_token
+        self.app_token = app_token  # the xapp-… token that opens Socket Mode connections
+        self.socket_mode = SocketModeServer(app_id=workspace.app_id)
         self.base_url = ""  # set when the server is listening
         self._clock = clock
         self._last_ts = 0.0
@@ -598,6 +611,9 @@ class StandinState:
             "is_enterprise_install": False,
         }
 
+    def _apps_connections_open(self, params: Json) -> Json:
+        return {"ok": True, "url": self.socket_mode.open_url(self.base_url)}
+
     def _post_message(self, params: Json) -> Json:
         channel, error = self._postable(str(params.get("channel", "")))
         if channel is None:
@@ -701,6 +717,7 @@ class StandinState:
 
 _HANDLERS: dict[str, Callable[[StandinState, Json], Json]] = {
     "auth.test": StandinState._auth_test,
+    "apps.connections.open": StandinState._apps_connections_open,
     "chat.postMessage": StandinState._post_message,
     "chat.update": StandinState._update,
     "chat.postEphemeral": StandinState._post_ephemeral,
@@ -801,8 +818,16 @@ def _make_app(state: StandinState) -> web.Application:
 
         if not token:
             return reply(_err("not_authed"))
-        if not secrets.compare_digest(token, state.bot_token):
-            return reply(_err("invalid_auth"))
+        # apps.connections.open takes the app-level token only; every other method the bot token only.
+        wanted, other = (
+            (state.app_token, state.bot_token)
+            if method == "apps.connections.open"
+            else (state.bot_token, state.app_token)
+        )
+        if not secrets.compare_digest(token, wanted):
+            return reply(
+                _err("not_allowed_token_type" if secrets.compare_digest(token, other) else "invalid_auth")
+            )
         fault = state._take_fault(method)
         if fault is not None:
             if fault.kind == "ratelimit":
@@ -825,9 +850,14 @@ def _make_app(state: StandinState) -> web.Application:
         state.response_posts.append(ResponsePost(url_id, payload, status, error))
         return web.json_response({"ok": True} if error is None else _err(error), status=status)
 
+    async def close_sockets(_: web.Application) -> None:
+        await state.socket_mode.close()  # open WebSockets would otherwise hold up the shutdown
+
     app = web.Application()
     app.router.add_route("*", "/api/{method}", api)
     app.router.add_post("/response/{url_id}", response_url)
+    app.router.add_get(SOCKET_MODE_PATH, state.socket_mode.handle)
+    app.on_shutdown.append(close_sockets)
     return app
 
 
@@ -836,15 +866,19 @@ async def start_slack_standin(
     port: int = 0,
     *,
     bot_token: str = "xoxb-test",  # noqa: S107  # a fake token for a local stand-in
+    app_token: str = DEFAULT_APP_TOKEN,
     workspace: Workspace | None = None,
     scopes: Iterable[str] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> SlackStandin:
-    """Start the stand-in on ``host:port`` (0 picks a free port) in the running event loop."""
+    """Start the stand-in on ``host:port`` (0 picks a free port) in the running event loop.
+
+    ``app_token`` is the app-level token ``apps.connections.open`` accepts (Socket Mode).
+    """
     ws = workspace or demo_workspace()
     if scopes is not None:
         ws = replace(ws, scopes=tuple(scopes))
-    state = StandinState(ws, bot_token=bot_token, clock=clock)
+    state = StandinState(ws, bot_token=bot_token, clock=clock, app_token=app_token)
     runner = web.AppRunner(_make_app(state), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -1,9 +1,15 @@
-"""A fake Slack client side: sends signed slash commands and button clicks to a bot over HTTP.
+"""A fake Slack client side: sends slash commands and button clicks to a bot, as Slack does.
 
-Payloads follow Slack's wire format (form-encoded slash commands, ``payload=<JSON>`` for
-block_actions) and are signed with slack_sdk's own :class:`SignatureVerifier`. Each request gets a
-fresh ``response_url`` on the stand-in, and the bot's HTTP reply to a slash command is shown the
-way Slack shows it (ephemeral unless ``response_type`` is ``in_channel``).
+Two transports, one set of payloads (the ``*_payload`` functions below):
+
+- :class:`SlackUserAgent` posts them over HTTP in Slack's wire format (form-encoded slash
+  commands, ``payload=<JSON>`` for block_actions), signed with slack_sdk's own
+  :class:`SignatureVerifier`;
+- :class:`SocketModeUser` delivers them as Socket Mode envelopes through the stand-in's WebSocket
+  (:mod:`bot.sandbox.slack_socket`) to a bot connected with ``apps.connections.open``.
+
+Each request gets a fresh ``response_url`` on the stand-in, and the bot's reply to a slash command
+(HTTP body or ack payload) is shown the way Slack shows it (ephemeral unless ``in_channel``).
 """
 
 from __future__ import annotations
@@ -11,15 +17,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlencode
 
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.slack_api import Interaction, Message, StandinState
+from bot.sandbox.slack_socket import ACK_TIMEOUT_SECONDS, SocketAck
 
-__all__ = ["HttpReply", "SlackUserAgent", "find_button"]
+__all__ = [
+    "HttpReply",
+    "SlackUserAgent",
+    "SocketModeUser",
+    "block_actions_payload",
+    "button_action",
+    "clickable_message",
+    "find_button",
+    "slash_command_payload",
+]
 
 
 class HttpReply(NamedTuple):
@@ -43,6 +59,96 @@ def find_button(blocks: list[dict[str, Any]], action_id: str) -> tuple[str, dict
             if element.get("type") == "button" and element.get("action_id") == action_id:
                 return str(block.get("block_id", "")), element
     return None
+
+
+def slash_command_payload(
+    state: StandinState, *, user_id: str, channel_id: str, text: str, command: str, response_url: str
+) -> dict[str, str]:
+    """Return the fields Slack sends for a slash command (form fields over HTTP, JSON over a socket)."""
+    ws = state.workspace
+    return {
+        "token": ws.verification_token,
+        "team_id": ws.team_id,
+        "team_domain": ws.team_domain,
+        "channel_id": channel_id,
+        "channel_name": state.channel_name(channel_id),
+        "user_id": user_id,
+        "user_name": state.user_name(user_id),
+        "command": command,
+        "text": text,
+        "api_app_id": ws.app_id,
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": state.new_trigger_id(),
+    }
+
+
+def clickable_message(state: StandinState, user_id: str, channel_id: str, message_ts: str) -> Message:
+    """Return the message ``user_id`` sees at ``message_ts``; LookupError if they cannot see it."""
+    msg = state.message(channel_id, message_ts)
+    if msg is None or msg.deleted or (msg.visible_to not in (None, user_id)):
+        raise LookupError(f"{user_id} cannot see message {message_ts} in {channel_id}")
+    return msg
+
+
+def button_action(
+    state: StandinState, msg: Message, action_id: str, value: str | None, *, require_button: bool
+) -> tuple[str, dict[str, Any]]:
+    """Return (button label, the ``actions[]`` item Slack sends) for a click on ``msg``.
+
+    A person can only click a button that is on the message, so a missing button raises
+    LookupError unless ``require_button`` is False (to replay a click on a stale copy).
+    """
+    found = find_button(msg.blocks, action_id)
+    if found is None and require_button:
+        raise LookupError(f"no button {action_id!r} on message {msg.ts} in {msg.channel}")
+    block_id, element = found or ("", {"text": {"type": "plain_text", "text": action_id}})
+    label = str(element.get("text", {}).get("text", action_id))
+    action: dict[str, Any] = {
+        "action_id": action_id,
+        "block_id": block_id,
+        "text": {"type": "plain_text", "text": label, "emoji": True},
+        "value": value if value is not None else str(element.get("value", "")),
+        "type": "button",
+        "action_ts": state.next_ts(),
+    }
+    if "style" in element:
+        action["style"] = element["style"]
+    return label, action
+
+
+def block_actions_payload(
+    state: StandinState, user_id: str, msg: Message, action: dict[str, Any]
+) -> dict[str, Any]:
+    """Return the block_actions payload Slack sends when ``user_id`` clicks ``action`` on ``msg``."""
+    ws = state.workspace
+    name = state.user_name(user_id)
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": name, "name": name, "team_id": ws.team_id},
+        "api_app_id": ws.app_id,
+        "token": ws.verification_token,
+        "container": {
+            "type": "message",
+            "message_ts": msg.ts,
+            "channel_id": msg.channel,
+            "is_ephemeral": msg.is_ephemeral,
+        },
+        "trigger_id": state.new_trigger_id(),
+        "team": {"id": ws.team_id, "domain": ws.team_domain},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": msg.channel, "name": state.channel_name(msg.channel)},
+        "state": {"values": {}},
+        "response_url": state.new_response_url(channel=msg.channel, user=user_id, message_ts=msg.ts),
+        "actions": [action],
+    }
+    if msg.thread_ts:
+        payload["container"]["thread_ts"] = msg.thread_ts
+    if not msg.is_ephemeral:
+        # Slack omits the message for ephemerals; for others it carries the blocks as posted.
+        payload["message"] = msg.to_api()
+    return payload
 
 
 class SlackUserAgent:
@@ -88,23 +194,15 @@ class SlackUserAgent:
         signature: str | None = None,
     ) -> HttpReply:
         """Send a slash command; ``timestamp``/``signature`` override the real ones to test rejection."""
-        ws = self.state.workspace
         response_url = self.state.new_response_url(channel=channel_id, user=user_id)
-        fields = {
-            "token": ws.verification_token,
-            "team_id": ws.team_id,
-            "team_domain": ws.team_domain,
-            "channel_id": channel_id,
-            "channel_name": self.state.channel_name(channel_id),
-            "user_id": user_id,
-            "user_name": self.state.user_name(user_id),
-            "command": command,
-            "text": text,
-            "api_app_id": ws.app_id,
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": self.state.new_trigger_id(),
-        }
+        fields = slash_command_payload(
+            self.state,
+            user_id=user_id,
+            channel_id=channel_id,
+            text=text,
+            command=command,
+            response_url=response_url,
+        )
         ts = self.state.next_ts()
         reply = await self._post(urlencode(fields), timestamp=timestamp, signature=signature)
         self.state.record_interaction(
@@ -135,26 +233,9 @@ class SlackUserAgent:
         A person can only click a button that is on the message, so a missing button raises
         LookupError unless ``require_button`` is False (to replay a click on a stale copy).
         """
-        msg = self.state.message(channel_id, message_ts)
-        if msg is None or msg.deleted or (msg.visible_to not in (None, user_id)):
-            raise LookupError(f"{user_id} cannot see message {message_ts} in {channel_id}")
-        found = find_button(msg.blocks, action_id)
-        if found is None and require_button:
-            raise LookupError(f"no button {action_id!r} on message {message_ts} in {channel_id}")
-        block_id, element = found or ("", {"text": {"type": "plain_text", "text": action_id}})
-        label = str(element.get("text", {}).get("text", action_id))
-        action_ts = self.state.next_ts()
-        action: dict[str, Any] = {
-            "action_id": action_id,
-            "block_id": block_id,
-            "text": {"type": "plain_text", "text": label, "emoji": True},
-            "value": value if value is not None else str(element.get("value", "")),
-            "type": "button",
-            "action_ts": action_ts,
-        }
-        if "style" in element:
-            action["style"] = element["style"]
-        payload = self._block_actions_payload(user_id, msg, action)
+        msg = clickable_message(self.state, user_id, channel_id, message_ts)
+        label, action = button_action(self.state, msg, action_id, value, require_button=require_button)
+        payload = block_actions_payload(self.state, user_id, msg, action)
         reply = await self._post(
             urlencode({"payload": json.dumps(payload, separators=(",", ":"))}),
             timestamp=timestamp,
@@ -162,40 +243,16 @@ class SlackUserAgent:
         )
         self.state.record_interaction(
             Interaction(
-                "button", action_ts, user_id, channel_id, label, message_ts=message_ts, status=reply.status
+                "button",
+                str(action["action_ts"]),
+                user_id,
+                channel_id,
+                label,
+                message_ts=message_ts,
+                status=reply.status,
             )
         )
         return reply
-
-    def _block_actions_payload(self, user_id: str, msg: Message, action: dict[str, Any]) -> dict[str, Any]:
-        ws = self.state.workspace
-        name = self.state.user_name(user_id)
-        payload: dict[str, Any] = {
-            "type": "block_actions",
-            "user": {"id": user_id, "username": name, "name": name, "team_id": ws.team_id},
-            "api_app_id": ws.app_id,
-            "token": ws.verification_token,
-            "container": {
-                "type": "message",
-                "message_ts": msg.ts,
-                "channel_id": msg.channel,
-                "is_ephemeral": msg.is_ephemeral,
-            },
-            "trigger_id": self.state.new_trigger_id(),
-            "team": {"id": ws.team_id, "domain": ws.team_domain},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "channel": {"id": msg.channel, "name": self.state.channel_name(msg.channel)},
-            "state": {"values": {}},
-            "response_url": self.state.new_response_url(channel=msg.channel, user=user_id, message_ts=msg.ts),
-            "actions": [action],
-        }
-        if msg.thread_ts:
-            payload["container"]["thread_ts"] = msg.thread_ts
-        if not msg.is_ephemeral:
-            # Slack omits the message for ephemerals; for others it carries the blocks as posted.
-            payload["message"] = msg.to_api()
-        return payload
 
     async def _post(self, body: str, *, timestamp: int | None, signature: str | None) -> HttpReply:
         ts = str(timestamp if timestamp is not None else int(self._clock()))
@@ -208,3 +265,87 @@ class SlackUserAgent:
         }
         response = await self._http.post(self.events_url, content=body.encode(), headers=headers)
         return HttpReply(response.status_code, response.text)
+
+
+class SocketModeUser:
+    """Drives a bot connected over Socket Mode, as Slack does on behalf of people in the workspace.
+
+    Each call sends one envelope through the stand-in's WebSocket (to whichever connection's turn
+    it is) and returns the bot's ack; a missing ack raises TimeoutError after ``ack_timeout``.
+    """
+
+    def __init__(
+        self,
+        *,
+        state: StandinState,
+        ack_timeout: float = ACK_TIMEOUT_SECONDS,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.state = state
+        self.ack_timeout = ack_timeout
+        self.connect_timeout = connect_timeout
+
+    def __repr__(self) -> str:
+        return f"SocketModeUser(connections={len(self.state.socket_mode.connections)})"
+
+    async def slash_command(
+        self, user_id: str, channel_id: str, text: str, command: str = "/vpn"
+    ) -> SocketAck:
+        """Send a slash command envelope; the ack's text/blocks are shown as Slack shows them."""
+        response_url = self.state.new_response_url(channel=channel_id, user=user_id)
+        payload = slash_command_payload(
+            self.state,
+            user_id=user_id,
+            channel_id=channel_id,
+            text=text,
+            command=command,
+            response_url=response_url,
+        )
+        ts = self.state.next_ts()
+        self.state.record_interaction(
+            Interaction("slash_command", ts, user_id, channel_id, f"{command} {text}".strip())
+        )
+        ack = await self._deliver("slash_commands", payload, accepts_response_payload=True)
+        if ack.payload:
+            self.state.apply_command_ack(
+                channel=channel_id, user=user_id, body=json.dumps(ack.payload), response_url=response_url
+            )
+        return ack
+
+    async def click(
+        self,
+        user_id: str,
+        channel_id: str,
+        message_ts: str,
+        action_id: str,
+        value: str | None = None,
+        *,
+        require_button: bool = True,
+    ) -> SocketAck:
+        """Click a button on a stored message; ``value`` defaults to the button's own value.
+
+        A missing button raises LookupError unless ``require_button`` is False (a stale copy).
+        """
+        msg = clickable_message(self.state, user_id, channel_id, message_ts)
+        label, action = button_action(self.state, msg, action_id, value, require_button=require_button)
+        payload = block_actions_payload(self.state, user_id, msg, action)
+        self.state.record_interaction(
+            Interaction("button", str(action["action_ts"]), user_id, channel_id, label, message_ts=message_ts)
+        )
+        # Slack accepts no response payload in a block_actions ack; replies go through response_url.
+        return await self._deliver("interactive", payload, accepts_response_payload=False)
+
+    async def _deliver(
+        self,
+        kind: Literal["slash_commands", "interactive"],
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool,
+    ) -> SocketAck:
+        return await self.state.socket_mode.deliver(
+            kind,
+            payload,
+            accepts_response_payload=accepts_response_payload,
+            ack_timeout=self.ack_timeout,
+            connect_timeout=self.connect_timeout,
+        )
