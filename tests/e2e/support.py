@@ -16,8 +16,8 @@ from typing import IO, Any
 import httpx
 import pytest
 
-# Re-exported: the e2e modules take their PostgreSQL database from tests/conftest.py's helper.
-from conftest import fresh_postgres_database as fresh_postgres_database
+# Re-exported for the e2e modules.
+from pgtools import fresh_postgres_database as fresh_postgres_database
 
 from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET
 from bot.sandbox.slack import SlackStandin, find_button
