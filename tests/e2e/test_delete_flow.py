@@ -243,7 +243,11 @@ async def test_retryable_errors_are_retried_and_the_delete_succeeds(stack: Local
     assert len(deletes) == 2
     assert len({r.client_token for r in deletes}) == 1  # type: ignore[attr-defined]
     thread_text = "\n".join(_all_text(m) for m in stack.slack.state.thread(CHANNEL, confirmation.ts))
-    assert "retrying" in thread_text.lower()
+    posts = [
+        (c.params.get("thread_ts"), c.status, c.error, c.params.get("text"))
+        for c in stack.slack.state.calls("chat.postMessage")
+    ]
+    assert "retrying" in thread_text.lower(), posts
 
 
 async def test_financially_locked_gateway_fails_with_top_up_advice(stack: LocalStack) -> None:
