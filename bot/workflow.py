@@ -224,8 +224,12 @@ class Workflow:
         await self._audit(op, "requested", actor_id=user_id, detail=f"channel {channel_id}")
         return op
 
-    async def approve(self, *, op_id: str, user_id: str) -> Operation:
-        """Approve once (the first click wins), then delete in the background; return at once."""
+    async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        """Approve once (the first click wins), then delete in the background; return at once.
+
+        ``message_ts`` is the clicked message: a click can arrive before the confirmation's ts
+        is recorded (it is stored once chat.postMessage answers), and the thread needs it.
+        """
         op = await self._load(op_id)
         try:
             await self._policy.check_approval(user_id=user_id, op=op)
@@ -246,6 +250,7 @@ class Workflow:
             approver_id=user_id,
             approved_at=now,
             deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
+            message_ts=op.message_ts or message_ts,
             # Lease in the same CAS: no other replica may see it approved and unowned.
             lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
         )
@@ -256,8 +261,8 @@ class Workflow:
         self._start_driving(approved)
         return approved
 
-    async def cancel(self, *, op_id: str, user_id: str) -> Operation:
-        """Cancel a confirmation that nobody approved yet."""
+    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`)."""
         op = await self._load(op_id)
         try:
             await self._policy.check_cancel(user_id=user_id, op=op)
@@ -266,7 +271,13 @@ class Workflow:
             raise
         now = self._clock.now()
         cancelled = await self._store.transition(
-            op_id, from_states=_AWAITING, to=OpState.CANCELLED, now=now, cancelled_by=user_id, finished_at=now
+            op_id,
+            from_states=_AWAITING,
+            to=OpState.CANCELLED,
+            now=now,
+            cancelled_by=user_id,
+            finished_at=now,
+            message_ts=op.message_ts or message_ts,
         )
         if cancelled is None:
             raise ConfirmationClosed(closed_text(await self._load(op_id)))

@@ -524,3 +524,31 @@ async def test_start_runs_the_loops_in_the_background(h: Harness) -> None:
     h.clock.advance(CONFIG.confirmation_ttl_s + 1)
     assert (await h.wait_state(op.id, OpState.EXPIRED)).state is OpState.EXPIRED
     await wf.stop()
+
+
+async def test_a_click_before_the_ts_is_recorded_still_updates_the_message_and_thread(h: Harness) -> None:
+    """Slack shows the confirmation before chat.postMessage's answer is stored; a fast click must
+    still update that message and reply in its thread (the click carries the message's ts)."""
+    posted = asyncio.Event()
+    release = asyncio.Event()
+    real_post = h.notifier.post_confirmation
+
+    async def slow_answer(op: Operation) -> str:
+        ts = await real_post(op)
+        posted.set()
+        await release.wait()  # Slack has shown the message; our side has not stored its ts yet
+        return ts
+
+    h.notifier.post_confirmation = slow_answer  # type: ignore[method-assign]
+    wf = h.workflow()
+    requesting = asyncio.create_task(h.request(wf))
+    await asyncio.wait_for(posted.wait(), timeout=5)
+    op_id = h.notifier.posted[0].id
+    approved = await wf.approve(op_id=op_id, user_id="U0BOSS", message_ts="1700000000.000001")
+    assert approved.message_ts == "1700000000.000001"
+    release.set()
+    await requesting
+
+    await h.wait_state(op_id, OpState.DELETED)
+    assert all(op.message_ts == "1700000000.000001" for op in h.notifier.parent_updates)
+    assert h.parent_states(op_id)[0] is OpState.APPROVED

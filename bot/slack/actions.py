@@ -37,7 +37,7 @@ def make_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
         async with errors_to_user(body, respond, inflight=deps.inflight):
             click = parse_click(body)
             await check_click(deps, click)
-            await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id)
+            await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
 
     return handle_approve_click
 
@@ -51,6 +51,6 @@ def make_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
         async with errors_to_user(body, respond, inflight=deps.inflight):
             click = parse_click(body)
             await check_click(deps, click)
-            await deps.workflow.cancel(op_id=click.op_id, user_id=click.user_id)
+            await deps.workflow.cancel(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
 
     return handle_cancel_click

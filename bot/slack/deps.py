@@ -35,11 +35,11 @@ class WorkflowApi(Protocol):
         """Check policy, look the connection up and post the confirmation."""
         ...
 
-    async def approve(self, *, op_id: str, user_id: str) -> Operation:
+    async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve (raises NotAllowed or ConfirmationClosed) and start the deletion."""
         ...
 
-    async def cancel(self, *, op_id: str, user_id: str) -> Operation:
+    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Cancel a confirmation that is still open."""
         ...
 

@@ -181,11 +181,11 @@ class FakeWorkflow:
         finally:
             self.finished.set()
 
-    async def approve(self, *, op_id: str, user_id: str) -> Operation:
+    async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         self._enter("approve", {"op_id": op_id, "user_id": user_id})
         return make_op(id=op_id, state=OpState.APPROVED, approver_id=user_id, approved_at=T0)
 
-    async def cancel(self, *, op_id: str, user_id: str) -> Operation:
+    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         self._enter("cancel", {"op_id": op_id, "user_id": user_id})
         return make_op(id=op_id, state=OpState.CANCELLED, cancelled_by=user_id)
 
