@@ -647,12 +647,14 @@ class Store:
 def _make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         memory = ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")
-        # An in-memory database lives in one connection: a one-connection queue pool hands it to
-        # one transaction at a time (StaticPool would share it between concurrent transactions).
-        kwargs: dict[str, Any] = (
-            {"poolclass": AsyncAdaptedQueuePool, "pool_size": 1, "max_overflow": 0} if memory else {}
+        # One connection per process, handed to one transaction at a time in arrival order.
+        # SQLite has one writer anyway, and every transaction takes the write lock up front
+        # (BEGIN IMMEDIATE, below); with a pool of many connections, waiters inside one process
+        # raced for the lock unfairly and a burst could outwait busy_timeout ("database is
+        # locked"). An in-memory database must live in one connection in any case.
+        engine = create_async_engine(
+            url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=120
         )
-        engine = create_async_engine(url, **kwargs)
         _configure_sqlite(engine, wal=not memory)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
