@@ -1,0 +1,109 @@
+"""Keep benchmarks/run.py from rotting: each benchmark runs at tiny sizes and returns numbers.
+
+Nothing here asserts on speed or memory; the goals live in benchmarks/README.md and are checked
+by running ``python benchmarks/run.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+
+
+def _load() -> ModuleType:
+    name = "vpnbot_benchmarks_run"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, RUN_PY)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load()
+
+
+def _numbers(rows: list[Any]) -> list[float]:
+    """Every number the rows report, after checking each row is well formed."""
+    found: list[float] = []
+    for row in rows:
+        assert row.benchmark
+        assert row.result
+        assert row.goal
+        assert row.met in (True, False, None)
+        for value in row.numbers.values():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                assert math.isfinite(value)
+                found.append(float(value))
+    return found
+
+
+@pytest.mark.parametrize("name", ["ack", "e2e", "memory", "store"])
+async def test_async_benchmark_runs_and_reports_numbers(name: str) -> None:
+    rows = await run.BENCHMARKS[name](run.Sizes.quick())
+    assert rows
+    measured = [r for r in rows if r.met is not None]
+    assert measured, "at least one row must carry a verdict"
+    assert _numbers(measured)
+
+
+def test_signing_benchmark_runs_and_reports_numbers() -> None:
+    rows = run.bench_sign(run.Sizes.quick())
+    assert rows[0].numbers["signatures"] == run.Sizes.quick().sign_count
+    assert rows[0].numbers["per_second"] > 0
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """main() configures logging for the whole process; put it back for the tests that follow."""
+    root = logging.getLogger()
+    names = ["aiohttp", "slack_sdk", "slack_bolt", "httpx", "httpcore", "aiohttp.access", "asyncio"]
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in names}
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+        for name, old in levels.items():
+            logging.getLogger(name).setLevel(old)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.json"
+    status = run.main(["--quick", "--only", "sign", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert status in (0, 1)
+    assert "| benchmark | result | goal | met |" in printed
+    assert "ACS3 signing" in printed
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    assert data["environment"]["cpus"] >= 1
+    assert [r["benchmark"] for r in data["results"]] == ["ACS3 signing"]
+
+
+def test_cli_rejects_an_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run.main(["--only", "nope"])
+    assert exc.value.code == 2
+    assert "unknown benchmark" in capsys.readouterr().err
