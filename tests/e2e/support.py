@@ -132,6 +132,28 @@ def child_env(home: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+async def run_to_exit(
+    command: list[str], *, env: Mapping[str, str], cwd: Path, within: float = 60
+) -> tuple[int, str, str]:
+    """Run a command with no input until it exits; return (status, stdout, stderr). Killed on timeout."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        env=dict(env),
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=within)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
 def bot_env(
     home: Path, *, database_url: str, vpc: RunningSandbox, slack: SlackStandin, **overrides: str
 ) -> dict[str, str]:

@@ -13,24 +13,13 @@ from bot.cloud.signer import Credentials
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU
 
-from .support import child_env, free_port
+from .support import child_env, free_port, run_to_exit
 
 
 async def _run(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        env=child_env(tmp_path, **env),
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await run_to_exit(
+        [sys.executable, "-m", "bot", *args], env=child_env(tmp_path, **env), cwd=tmp_path
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_sandbox_command_serves_the_vpc_api_until_interrupted(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ deletion still ends exactly once. The VPC sandbox and the Slack stand-in run in 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +29,7 @@ from .support import (
     child_env,
     fresh_postgres_database,
     op_id_of,
+    run_to_exit,
     wait_confirmation,
     wait_parent,
     wait_thread,
@@ -224,22 +224,8 @@ async def test_config_errors_are_listed_together_without_a_traceback(
 ) -> None:
     """``vpn-bot serve`` with bad settings exits 2 and names each problem, settings and Slack alike."""
     env = child_env(tmp_path, VPNBOT_DATABASE_URL=f"sqlite:///{tmp_path / 'unused.db'}", **settings)
-    process = await asyncio.create_subprocess_exec(
-        *BotProcess.command(port=3000),
-        env=env,
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    err = stderr.decode()
-    assert process.returncode == 2, err
+    status, out, err = await run_to_exit(BotProcess.command(port=3000), env=env, cwd=tmp_path, within=20)
+    assert status == 2, err
     assert "Traceback" not in err
     assert err.startswith("vpn-bot: invalid settings:")
     listed = [
@@ -247,5 +233,5 @@ async def test_config_errors_are_listed_together_without_a_traceback(
     ]
     assert listed == expected, err
     assert "s3cret-signing" not in err
-    assert stdout == b""
+    assert out == ""
     assert not (tmp_path / "unused.db").exists()  # it stopped before touching anything

@@ -5,7 +5,6 @@ the stand-in's WebSocket. In process through Bolt's AsyncSocketModeHandler, and 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from .support import (
     all_text,
     bot_env,
     child_env,
+    run_to_exit,
     wait_confirmation,
     wait_parent,
     wait_thread,
@@ -234,24 +234,12 @@ async def test_serve_socket_without_app_token_exits_2_naming_it(tmp_path: Path) 
         SLACK_SIGNING_SECRET=LOCAL_SIGNING_SECRET,
         VPNBOT_DATABASE_URL=f"sqlite:///{tmp_path / 'unused.db'}",
     )
-    process = await asyncio.create_subprocess_exec(
-        *SocketBotProcess.command(port=3000),
-        env=env,
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    status, out, err = await run_to_exit(
+        SocketBotProcess.command(port=3000), env=env, cwd=tmp_path, within=20
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    err = stderr.decode()
-    assert process.returncode == 2, err
+    assert status == 2, err
     assert "Traceback" not in err
     assert "SLACK_APP_TOKEN" in err
     assert "SLACK_SIGNING_SECRET" not in err  # Socket Mode does not need it
-    assert stdout == b""
+    assert out == ""
     assert not (tmp_path / "unused.db").exists()
