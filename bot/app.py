@@ -141,13 +141,13 @@ async def create_app(
     )
     configure_retries(slack)
 
-    owned_vpc: VpcClient | None = None
-    if vpc is None:
-        owned_vpc = VpcClient.from_settings(settings)
-        vpc = owned_vpc
     store = await Store.open(settings.database_url)
     inflight = InFlight()
+    owned_vpc: VpcClient | None = None
     try:
+        if vpc is None:
+            owned_vpc = VpcClient.from_settings(settings)
+            vpc = owned_vpc
         workflow = Workflow(
             store=store,
             vpc=vpc,
@@ -166,6 +166,8 @@ async def create_app(
             inflight=inflight,
         )
     except BaseException:
+        if owned_vpc is not None:
+            await owned_vpc.aclose()
         await store.close()
         raise
 
