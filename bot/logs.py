@@ -85,6 +85,8 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     # Library chatter that would otherwise log request bodies at DEBUG.
-    for noisy in ("slack_sdk", "slack_bolt", "httpx", "httpcore", "aiohttp.access", "asyncio"):
+    for noisy in ("slack_sdk", "slack_bolt", "httpcore", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # httpx logs every request URL at INFO; our client logs each call with its outcome already.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     return handler
