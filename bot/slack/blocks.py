@@ -461,6 +461,15 @@ def build_looking_up(vco_id: str, region: str) -> Message:
     return _ephemeral(text, [_section(text)])
 
 
+def build_busy(vco_id: str, region: str) -> Message:
+    """The ack when the bot has too much in flight: nothing was started, try again."""
+    text = (
+        ":hourglass: I'm working through a lot of requests right now, so I did not start this one; "
+        f"nothing was looked up or deleted. Run `/vpn delete {escape(vco_id)} {escape(region)}` again in a minute."
+    )
+    return _ephemeral(text, [_section(text)])
+
+
 def build_refusal(text: str) -> Message:
     """An ephemeral refusal or error; ``text`` is bot-written mrkdwn (mentions kept, rest escaped)."""
     body = f":no_entry: {safe_mrkdwn(text)}"

@@ -11,7 +11,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.errors import UsageError
-from bot.slack.blocks import build_history, build_looking_up, build_usage, code
+from bot.slack.blocks import build_busy, build_history, build_looking_up, build_usage, code
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.parse import DeleteCommand, HelpCommand, HistoryCommand, parse_command
@@ -71,6 +71,8 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                         channel_id=str(command.get("channel_id", "")),
                     )
                     await send(respond, build_history(entries))
+            case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
+                await ack(**build_busy(vco_id, region))
             case DeleteCommand(vco_id=vco_id, region=region):
                 await ack(**build_looking_up(vco_id, region))
                 async with errors_to_user(command, respond, inflight=deps.inflight):

@@ -58,8 +58,16 @@ class InFlight:
     under it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, limit: int = 2000) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Past this many, new delete requests are turned away in the ack (nothing started) rather
+        # than queued: each waiting request holds its whole Bolt context in memory.
+        self.limit = limit
+
+    @property
+    def full(self) -> bool:
+        """Whether new work should be turned away."""
+        return len(self._tasks) >= self.limit
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:

@@ -25,7 +25,7 @@ from slackfakes import SIGNING_SECRET, FakeSlack, FakeWorkflow, make_op, make_se
 
 from bot.domain import Operation
 from bot.errors import ConfirmationClosed, NotAllowed, SlackError
-from bot.slack import register
+from bot.slack import InFlight, register
 from bot.slack.blocks import build_confirmation
 from bot.slack.http import make_aiohttp_handler
 from bot.slack.parse import FOREIGN_BUTTON
@@ -41,6 +41,7 @@ class Harness:
     slack: FakeSlack
     workflow: FakeWorkflow
     known_regions: set[str] | None = field(default_factory=lambda: {"cn-hangzhou", "cn-shanghai"})
+    inflight: InFlight = field(default_factory=InFlight)
     ops: dict[str, Operation] = field(default_factory=dict)
 
     async def regions(self) -> set[str]:
@@ -101,7 +102,12 @@ async def harness(fake_slack: FakeSlack, fake_workflow: FakeWorkflow) -> AsyncIt
             workflow=fake_workflow,
         )
         register(
-            app, workflow=fake_workflow, settings=make_settings(), regions=h.regions, operation=h.operation
+            app,
+            workflow=fake_workflow,
+            settings=make_settings(),
+            regions=h.regions,
+            operation=h.operation,
+            inflight=h.inflight,
         )
         yield h
     if fake_workflow.hold is not None:
@@ -167,6 +173,24 @@ async def test_delete_is_acked_before_the_workflow_finishes(harness: Harness) ->
             "response_url": harness.slack.webhook("cmd"),
         }
     ]
+
+
+async def test_too_much_in_flight_turns_new_deletes_away_in_the_ack(harness: Harness) -> None:
+    """Past the in-flight limit a delete request is acked with 'try again' and nothing starts."""
+    harness.inflight.limit = 1
+    harness.workflow.hold = asyncio.Event()
+    status, _ = await harness.command("delete vco-bp1abc2def3gh cn-shanghai")
+    assert status == 200
+    await asyncio.wait_for(harness.workflow.started.wait(), timeout=3)
+
+    status, body = await harness.command("delete vco-bp1zzz9yyy8xx cn-shanghai")
+    assert status == 200
+    assert "did not start this one" in body["text"]
+    assert "/vpn delete vco-bp1zzz9yyy8xx cn-shanghai" in body["text"]
+
+    harness.workflow.hold.set()
+    await asyncio.wait_for(harness.workflow.finished.wait(), timeout=3)
+    assert [kw["vco_id"] for kw in harness.workflow.called("request_delete")] == ["vco-bp1abc2def3gh"]
 
 
 @pytest.mark.parametrize(
