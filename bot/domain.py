@@ -7,27 +7,43 @@ these records with ``to_domain()``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, TypedDict
 
 __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
     "Accepted",
     "AuditEntry",
+    "Crashed",
     "Deleted",
+    "Effect",
+    "EffectKind",
     "Failed",
+    "GatewayActive",
     "GatewayUpdating",
+    "LookupFailed",
+    "OpFields",
     "OpState",
     "Operation",
+    "Outcome",
+    "PendingEffect",
+    "PostFailed",
     "Progress",
     "Queued",
     "Resumed",
     "Retrying",
+    "StillExists",
     "TimedOut",
+    "Unanswered",
     "VpnConnection",
     "VpnGateway",
+    "client_token_for",
+    "event_from_json",
+    "event_to_json",
 ]
 
 
@@ -62,6 +78,9 @@ class OpState(StrEnum):
 
     ::
 
+        looking_up ──found──> awaiting_approval   (the request is recorded before the lookup, so a
+              └─not found / error─> failed          crash during it is resumed by another worker)
+
         awaiting_approval ──approve──> approved ──gateway free──> deleting ──accepted──> waiting_gateway
               │  │                     (queued behind another        │                      │
               │  └─expire─> expired     delete on the same gateway)  └─error─> failed       └─active─> verifying
@@ -72,6 +91,7 @@ class OpState(StrEnum):
     Approval is the point of no return: only ``awaiting_approval`` can be cancelled or expire.
     """
 
+    LOOKING_UP = "looking_up"
     AWAITING_APPROVAL = "awaiting_approval"
     APPROVED = "approved"
     DELETING = "deleting"
@@ -89,7 +109,7 @@ TERMINAL_STATES: frozenset[OpState] = frozenset(
 )
 # States in which the bot owes work: a worker holding the lease drives them forward.
 ACTIVE_STATES: frozenset[OpState] = frozenset(
-    {OpState.APPROVED, OpState.DELETING, OpState.WAITING_GATEWAY, OpState.VERIFYING}
+    {OpState.LOOKING_UP, OpState.APPROVED, OpState.DELETING, OpState.WAITING_GATEWAY, OpState.VERIFYING}
 )
 
 
@@ -120,7 +140,12 @@ class Operation:
     deadline_at: datetime | None = None
     error_code: str | None = None
     error_text: str | None = None
+    # DeleteVpnConnection sends recorded before sending (> 0: one may have reached Alibaba Cloud).
     attempts: int = 0
+    # Which ClientToken is current: it changes only after a definite rejection (see client_token_for).
+    token_seq: int = 0
+    # Unexpected failures while driving the operation; past a few it fails (the crash budget).
+    crashes: int = 0
     version: int = 0
 
     @property
@@ -134,6 +159,37 @@ class Operation:
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+def client_token_for(op_id: str, seq: int = 0) -> str:
+    """The ClientToken of an operation's ``seq``-th send chain: deterministic, ASCII, at most 64 characters.
+
+    Alibaba Cloud replays the first answer to a reused token, errors included, so a token is
+    kept across ambiguous outcomes (no answer: the call may have been carried out) and replaced
+    after a definite rejection (busy, throttled), as its idempotence rules advise.
+    """
+    return f"vpnbot-{op_id}-{seq}"[:64]
+
+
+class OpFields(TypedDict, total=False):
+    """The operation fields a caller may set through the store (transition, set_fields)."""
+
+    connection: VpnConnection
+    gateway: VpnGateway
+    message_ts: str | None
+    approver_id: str | None
+    approved_at: datetime | None
+    cancelled_by: str | None
+    delete_request_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline_at: datetime | None
+    error_code: str | None
+    error_text: str | None
+    attempts: int
+    token_seq: int
+    client_token: str
+    crashes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +206,10 @@ class AuditEntry:
     request_id: str | None = None
 
 
-# --- progress events: what the workflow tells the thread; the Slack layer renders them ---------
+# --- events: what the workflow tells people; the Slack layer words them ---------------------------
+#
+# Each is a fact with the data needed to say it. They travel through the outbox as JSON
+# (:func:`event_to_json` / :func:`event_from_json`), so their fields are plain values.
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +227,28 @@ class GatewayUpdating:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayActive:
+    """The gateway is ``active`` again; the bot now checks that the connection is gone."""
+
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Retrying:
-    """A retryable error; the bot tries again after ``delay_s``."""
+    """The gateway is busy; the bot sends again after ``delay_s`` (one counter per operation)."""
 
     reason: str
     delay_s: float
     attempt: int
     max_attempts: int
     code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unanswered:
+    """DeleteVpnConnection got no usable answer; the bot checks whether the connection is gone."""
+
+    code: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,27 +267,139 @@ class Resumed:
 
 @dataclass(frozen=True, slots=True)
 class Deleted:
-    """The connection is gone."""
+    """The connection is gone: the gateway is active again and DescribeVpnConnection says NotFound."""
 
     elapsed_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The deletion failed; ``text`` is the friendly reason and what to do."""
+    """The deletion failed; ``reason`` is the error table's friendly text for ``code``."""
 
     code: str
-    text: str
+    reason: str
     request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class StillExists:
+    """The gateway is active again but the connection is still there after the delete."""
+
+    status: str
+    request_id: str | None = None
+    # True when DeleteVpnConnection never got a usable answer: it was then never carried out.
+    unanswered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TimedOut:
-    """The overall deadline passed; ``text`` says what to check."""
+    """The overall deadline passed in ``phase``; ``sent`` tells whether the delete was ever sent."""
 
-    text: str
-    waited_s: float = 0.0
-    details: dict[str, str] = field(default_factory=dict)
+    phase: str
+    waited_s: float
+    sent: bool
+    request_id: str | None = None
 
 
-Progress = Accepted | GatewayUpdating | Retrying | Queued | Resumed | Deleted | Failed | TimedOut
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """Driving the operation failed unexpectedly too often; ``error_id`` is in the logs."""
+
+    error_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LookupFailed:
+    """The connection could not be looked up after a restart; ``reason`` is the friendly text."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostFailed:
+    """The confirmation could not be posted in the channel; ``error`` is Slack's code."""
+
+    error: str
+    reason: str
+
+
+Progress = (
+    Accepted
+    | GatewayUpdating
+    | GatewayActive
+    | Retrying
+    | Unanswered
+    | Queued
+    | Resumed
+    | Deleted
+    | Failed
+    | StillExists
+    | TimedOut
+    | Crashed
+    | LookupFailed
+    | PostFailed
+)
+Outcome = Deleted | Failed | StillExists | TimedOut | Crashed
+
+_EVENT_TYPES: dict[str, type[Progress]] = {
+    cls.__name__: cls
+    for cls in (
+        Accepted,
+        GatewayUpdating,
+        GatewayActive,
+        Retrying,
+        Unanswered,
+        Queued,
+        Resumed,
+        Deleted,
+        Failed,
+        StillExists,
+        TimedOut,
+        Crashed,
+        LookupFailed,
+        PostFailed,
+    )
+}
+
+
+def event_to_json(event: Progress) -> dict[str, Any]:
+    """The event as a JSON object with its type under ``kind``."""
+    return {"kind": type(event).__name__, **asdict(event)}
+
+
+def event_from_json(data: Mapping[str, Any]) -> Progress:
+    """Rebuild an event written by :func:`event_to_json`."""
+    values = dict(data)
+    cls = _EVENT_TYPES[str(values.pop("kind"))]
+    return cls(**values)
+
+
+class EffectKind(StrEnum):
+    """What the outbox delivers to Slack for an operation, in order."""
+
+    POST_CONFIRMATION = "post_confirmation"  # chat.postMessage of the confirmation card
+    UPDATE_CARD = "update_card"  # chat.update of the card from the operation's current state
+    THREAD = "thread"  # a reply in the card's thread (``event``)
+    RESPOND = "respond"  # an ephemeral reply to the requester through the response_url (``event``)
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One Slack side effect of a state change, written in the same transaction as the change."""
+
+    kind: EffectKind
+    event: Progress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEffect:
+    """An effect waiting in the outbox."""
+
+    id: int
+    op_id: str
+    kind: EffectKind
+    event: Progress | None
+    attempts: int
+    created_at: datetime
+    next_at: datetime

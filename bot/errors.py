@@ -9,6 +9,7 @@ itself to a person in Slack (``friendly``) without a traceback::
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
     ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
     ├── SlackError              the Slack Web API refused a call (e.g. not_in_channel)
+    ├── StoreUnavailable        the bot's database cannot be reached or written right now
     └── CloudError              anything that went wrong talking to Alibaba Cloud
         ├── CloudApiError       Alibaba answered with an error ``Code`` (dispatch is on the code)
         └── CloudTransportError no usable answer: timeout, connection failure, non-JSON body
@@ -21,6 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.domain import Operation
 
 __all__ = [
     "BotError",
@@ -33,6 +38,7 @@ __all__ = [
     "NotAllowed",
     "RetryClass",
     "SlackError",
+    "StoreUnavailable",
     "UsageError",
     "Who",
 ]
@@ -107,7 +113,15 @@ class NotAllowed(BotError):
 
 
 class ConfirmationClosed(BotError):
-    """The confirmation is no longer open for clicks."""
+    """The confirmation is no longer open for clicks; ``op`` is the operation as it is now (None: unknown).
+
+    The Slack layer words why (``bot.slack.blocks.closed_text``); the message here is for logs.
+    """
+
+    def __init__(self, op: Operation | None) -> None:
+        state = op.state.value if op is not None else "unknown"
+        super().__init__(f"the confirmation is closed (operation {state})")
+        self.op = op
 
 
 class ConfigError(BotError):
@@ -120,11 +134,30 @@ class ConfigError(BotError):
 
 
 class SlackError(BotError):
-    """The Slack Web API refused a call; ``error`` is Slack's error string."""
+    """The Slack Web API refused a call; ``error`` is Slack's error string.
 
-    def __init__(self, message: str, *, error: str) -> None:
+    ``transient``: the same call may succeed later (5xx, rate limit, network); ``retry_after``:
+    Slack's hint in seconds, when it gave one.
+    """
+
+    def __init__(
+        self, message: str, *, error: str, transient: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.error = error
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(BotError):
+    """The bot's database did not answer, refused a connection or cannot be written (disk full, read-only)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "The bot's database is unreachable right now, so nothing was changed. "
+            "Try again in a minute; if it persists, tell the bot's administrator."
+        )
+        self.detail = detail
 
 
 class CloudError(BotError):
@@ -144,6 +177,9 @@ class CloudError(BotError):
         self.request_id = request_id
         self.action = action
         self.resource_id = resource_id
+        # Set by the client when an earlier attempt of the same call got no usable answer, so
+        # the request may have been carried out (a NotFound then means "already deleted").
+        self.after_ambiguous = False
 
     @property
     def code(self) -> str:
@@ -156,6 +192,15 @@ class CloudError(BotError):
     @property
     def retryable(self) -> bool:
         return self.info.retryable
+
+    @property
+    def definite(self) -> bool:
+        """Alibaba Cloud answered and refused: nothing was carried out under this request.
+
+        False for ambiguous outcomes (no answer, a broken answer, a 5xx): the call may have been
+        carried out, so a resend must reuse its ClientToken.
+        """
+        return False
 
     @property
     def friendly(self) -> str:
@@ -184,6 +229,11 @@ class CloudApiError(CloudError):
         super().__init__(message, info=info, request_id=request_id, action=action, resource_id=resource_id)
         self.http_status = http_status
         self.retry_after = retry_after
+
+    @property
+    def definite(self) -> bool:
+        # A 5xx (InternalError, ServiceUnavailable) may hide a request that was carried out.
+        return self.http_status < 500
 
 
 class CloudTransportError(CloudError):

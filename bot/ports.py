@@ -1,26 +1,38 @@
 """The Protocols the deletion workflow depends on.
 
-The workflow never imports httpx or slack_sdk: the cloud client implements :class:`VpcApi`,
-the Slack layer implements :class:`Notifier` and :class:`Policy`, and tests pass small fakes.
+The workflow never imports httpx, slack_sdk or SQLAlchemy: the cloud client implements
+:class:`VpcApi`, the Slack layer implements :class:`Notifier` and :class:`Policy`, the store
+implements :class:`OperationStore`, and tests pass small fakes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, Unpack
 
-from bot.domain import Operation, Progress, VpnConnection, VpnGateway
-from bot.errors import CloudError
+from bot.domain import (
+    AuditEntry,
+    Effect,
+    Operation,
+    OpFields,
+    OpState,
+    PendingEffect,
+    Progress,
+    VpnConnection,
+    VpnGateway,
+)
 
-__all__ = ["Clock", "Notifier", "OnRetry", "Policy", "SystemClock", "VpcApi"]
-
-# Called by the cloud client before it sleeps for a transient retry: (error, delay_s, attempt, max_attempts).
-OnRetry = Callable[[CloudError, float, int, int], Awaitable[None]]
+__all__ = ["Clock", "Notifier", "OperationStore", "Policy", "SystemClock", "VpcApi"]
 
 
 class VpcApi(Protocol):
-    """The Alibaba Cloud VPC operations the workflow needs. Errors are :class:`CloudError`."""
+    """The Alibaba Cloud VPC operations the workflow needs. Errors are :class:`CloudError`.
+
+    The client retries transient failures itself within its API deadline; what reaches the
+    caller is final for that call.
+    """
 
     async def describe_vpn_connection(self, *, region: str, vco_id: str) -> VpnConnection:
         """Return the connection; raise CloudApiError ``InvalidVpnConnectionInstanceId.NotFound`` if gone."""
@@ -30,13 +42,12 @@ class VpcApi(Protocol):
         """Return the gateway with its current ``status``."""
         ...
 
-    async def delete_vpn_connection(
-        self, *, region: str, vco_id: str, client_token: str, on_retry: OnRetry | None = None
-    ) -> str:
+    async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:
         """Start the asynchronous deletion; return Alibaba's RequestId.
 
-        Transient errors are retried inside, with the same ClientToken, calling ``on_retry``
-        before each wait. BUSY and NEVER errors are raised to the caller.
+        Ambiguous failures (no answer, 5xx) are retried inside with the same ClientToken; a
+        definite rejection (busy, throttled, any 4xx) is raised at once, since resending the
+        same token would only replay it.
         """
         ...
 
@@ -46,22 +57,26 @@ class VpcApi(Protocol):
 
 
 class Notifier(Protocol):
-    """How the workflow talks to people. Implemented by the Slack layer."""
+    """How the outbox talks to people. Implemented by the Slack layer.
+
+    Each call either succeeds or raises :class:`bot.errors.SlackError` saying whether it may
+    succeed later (``transient``); the outbox decides when to try again.
+    """
 
     async def post_confirmation(self, op: Operation) -> str:
-        """Post the confirmation (details + Delete/Cancel) in ``op.channel_id``; return its ts.
-
-        Raises :class:`bot.errors.SlackError` if the bot cannot post there; the caller then
-        falls back to the response_url.
-        """
+        """Post the confirmation (details + Delete/Cancel) in ``op.channel_id``; return its ts."""
         ...
 
-    async def update_parent(self, op: Operation) -> None:
-        """Re-render the confirmation message from the operation's state. Never raises."""
+    async def update_card(self, op: Operation) -> None:
+        """Re-render the confirmation message from the operation's current state."""
         ...
 
-    async def progress(self, op: Operation, event: Progress) -> None:
-        """Reply in the confirmation's thread. Never raises."""
+    async def reply_in_thread(self, op: Operation, event: Progress) -> None:
+        """Reply in the confirmation's thread."""
+        ...
+
+    async def respond(self, op: Operation, event: Progress) -> None:
+        """Tell the requester alone, through the slash command's response_url."""
         ...
 
 
@@ -82,9 +97,11 @@ class Policy(Protocol):
 
 
 class Clock(Protocol):
-    """Wall-clock time, injectable for tests."""
+    """Wall-clock time and waiting, injectable so tests move time instead of sleeping."""
 
     def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
@@ -92,3 +109,87 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class OperationStore(Protocol):
+    """The durable store as the workflow and the outbox use it (implemented by bot.store.Store).
+
+    Every method is one transaction; state changes are compare-and-set and return None when lost.
+    """
+
+    async def create_operation(
+        self,
+        *,
+        op: Operation,
+        lease: tuple[str, datetime] | None = None,
+        audit_entry: AuditEntry | None = None,
+    ) -> Operation: ...
+
+    async def get_operation(self, *, op_id: str) -> Operation | None: ...
+
+    async def transition(
+        self,
+        op_id: str,
+        *,
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+        require_owner: str | None = None,
+        lease: tuple[str, datetime] | None = None,
+        audit_entry: AuditEntry | None = None,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
+    ) -> Operation | None: ...
+
+    async def set_fields(
+        self,
+        op_id: str,
+        *,
+        now: datetime,
+        states: Collection[OpState] | None = None,
+        require_owner: str | None = None,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
+    ) -> Operation | None: ...
+
+    async def claim_lease(
+        self, *, op_id: str, owner: str, until: datetime, now: datetime
+    ) -> Operation | None: ...
+
+    async def renew_lease(self, *, op_id: str, owner: str, until: datetime) -> bool: ...
+
+    async def release_lease(self, *, op_id: str, owner: str) -> None: ...
+
+    async def list_resumable(self, *, now: datetime) -> list[Operation]: ...
+
+    async def list_expired_confirmations(self, *, now: datetime) -> list[Operation]: ...
+
+    async def acquire_gateway(self, *, region: str, gateway_id: str, op_id: str, now: datetime) -> str: ...
+
+    async def add_audit(self, entry: AuditEntry) -> AuditEntry: ...
+
+    async def recent_audit(self, *, limit: int = 10, op_id: str | None = None) -> list[AuditEntry]: ...
+
+    async def heartbeat(self, *, instance: str, now: datetime) -> None: ...
+
+    # The outbox.
+    async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None: ...
+
+    async def claim_outbox(self, *, op_id: str, owner: str, until: datetime, now: datetime) -> bool: ...
+
+    async def release_outbox(self, *, op_id: str, owner: str) -> None: ...
+
+    async def pending_effects(self, *, op_id: str) -> list[PendingEffect]: ...
+
+    async def ops_with_due_effects(self, *, now: datetime, limit: int = 100) -> list[str]: ...
+
+    async def complete_effects(
+        self, *, ids: Sequence[int], now: datetime, error: str | None = None
+    ) -> None: ...
+
+    async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None: ...
+
+    async def confirmation_posted(self, *, effect_id: int, op_id: str, ts: str, now: datetime) -> None: ...

@@ -9,7 +9,9 @@ a gateway that is still updating is refused with a busy error and recorded in ``
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +26,6 @@ from bot.errors import (
     SlackError,
     Who,
 )
-from bot.ports import OnRetry
 
 REGION = "cn-hangzhou"
 
@@ -121,7 +122,8 @@ class FakeVpc:
         self.delete_script: list[CloudError | str] = []
         self.overlaps: list[tuple[str, str, str]] = []
         self.held: set[str] = set()  # gateways kept "updating" until released
-        self.tokens: dict[str, str] = {}  # ClientToken -> RequestId of the first accepted call
+        # ClientToken -> the first answer: a RequestId, or the error it was refused with.
+        self.tokens: dict[str, str | CloudError] = {}
         self.effective_deletes: list[str] = []
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self._ids = itertools.count(1)
@@ -163,40 +165,45 @@ class FakeVpc:
         status = "updating" if entry is not None else "active"
         return VpnGateway(id=gateway_id, region=region, name=self.gateway_names[key], status=status)
 
-    async def delete_vpn_connection(
-        self, *, region: str, vco_id: str, client_token: str, on_retry: OnRetry | None = None
-    ) -> str:
+    async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:
         self._calls_now += 1
         self.max_concurrent_calls = max(self.max_concurrent_calls, self._calls_now)
         try:
             await asyncio.sleep(0)
             conn = self.connections.get((region, vco_id))
-            self.delete_calls.append(
-                DeleteCall(region, vco_id, client_token, conn.gateway_id if conn else None)
-            )
+            self.delete_calls.append(DeleteCall(region, vco_id, client_token, conn.gateway_id if conn else None))
             step = self.delete_script.pop(0) if self.delete_script else None
             if isinstance(step, CloudError):
+                # A definite rejection is what Alibaba answers, and replays, for this token.
+                self.tokens.setdefault(client_token, step)
                 raise step
-            request_id = self._accept(region, vco_id, client_token)
+            if step == "unanswered":
+                # The client gave up without an answer; the request never reached Alibaba Cloud.
+                raise transport_error()
+            answer = self._accept(region, vco_id, client_token)
             if step == "lost-answer-then-gone":
+                # The client resent after a lost answer; meanwhile it finished and the token was forgotten.
                 self._in_flight.pop((region, conn.gateway_id if conn else ""), None)
                 self.connections.pop((region, vco_id), None)
                 self.tokens.pop(client_token, None)
-                if on_retry is not None:
-                    await on_retry(transport_error(), 0.0, 1, 3)
-                raise not_found_error(vco_id)
-            if step == "transport-after-send":
-                # The answer was lost; the client waits and replays with the same token.
-                if on_retry is not None:
-                    await on_retry(transport_error(), 0.0, 1, 3)
-                return self._accept(region, vco_id, client_token)
-            return request_id
+                gone = not_found_error(vco_id)
+                gone.after_ambiguous = True
+                raise gone
+            if step == "carried-out-unanswered":
+                # Carried out, but every answer was lost: the client gave up with a transport error.
+                raise transport_error()
+            # "transport-after-send": the client resent the same token after a lost answer and got
+            # the first answer replayed; nothing more to do here.
+            return answer
         finally:
             self._calls_now -= 1
 
     def _accept(self, region: str, vco_id: str, client_token: str) -> str:
         if client_token in self.tokens:
-            return self.tokens[client_token]  # idempotent replay: same answer, no new effect
+            first = self.tokens[client_token]  # idempotent replay: the first answer, errors included
+            if isinstance(first, CloudError):
+                raise first
+            return first
         conn = self.connections.get((region, vco_id))
         if conn is None:
             raise not_found_error(vco_id)
@@ -204,7 +211,9 @@ class FakeVpc:
         busy = self._in_flight.get(key)
         if busy is not None:
             self.overlaps.append((conn.gateway_id, busy.vco_id, vco_id))
-            raise busy_error("VpnTask.CONFLICT")
+            error = busy_error("VpnTask.CONFLICT")
+            self.tokens[client_token] = error
+            raise error
         self._in_flight[key] = _InFlight(vco_id=vco_id, polls_left=self.updating_polls)
         request_id = f"REQ-{next(self._ids):04d}"
         self.tokens[client_token] = request_id
@@ -217,28 +226,40 @@ class FakeVpc:
 
 @dataclass
 class FakeNotifier:
-    """Records every call; ``post_error`` makes post_confirmation fail like Slack would."""
+    """Records every call; ``post_error`` / ``fail_with`` make calls fail like Slack would."""
 
     post_error: SlackError | None = None
+    # While set, every call fails with this error (e.g. a transient outage).
+    fail_with: SlackError | None = None
     posted: list[Operation] = field(default_factory=list)
     parent_updates: list[Operation] = field(default_factory=list)
     events: list[tuple[str, Progress]] = field(default_factory=list)
+    responses: list[tuple[str, Progress]] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    async def post_confirmation(self, op: Operation) -> str:
+    async def _call(self) -> None:
         await asyncio.sleep(0)
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    async def post_confirmation(self, op: Operation) -> str:
+        await self._call()
         if self.post_error is not None:
             raise self.post_error
         self.posted.append(op)
         return f"1700000000.{next(self._ts):06d}"
 
-    async def update_parent(self, op: Operation) -> None:
-        await asyncio.sleep(0)
+    async def update_card(self, op: Operation) -> None:
+        await self._call()
         self.parent_updates.append(op)
 
-    async def progress(self, op: Operation, event: Progress) -> None:
-        await asyncio.sleep(0)
+    async def reply_in_thread(self, op: Operation, event: Progress) -> None:
+        await self._call()
         self.events.append((op.id, event))
+
+    async def respond(self, op: Operation, event: Progress) -> None:
+        await self._call()
+        self.responses.append((op.id, event))
 
     def events_for(self, op_id: str) -> list[Progress]:
         return [event for oid, event in self.events if oid == op_id]
@@ -295,17 +316,63 @@ class FakePolicy:
 
 
 class FakeClock:
-    """A settable UTC clock: tests move time forward instead of sleeping."""
+    """A virtual UTC clock: ``sleep`` waits for virtual time, which only tests move.
+
+    ``advance`` moves time and wakes the sleepers that are due; ``step`` jumps to the next
+    sleeper's wake-up time. Nothing in a test sleeps for real, and no wall-clock time is measured.
+    """
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
 
     def now(self) -> datetime:
         return self._now
 
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + timedelta(seconds=seconds), next(self._seq), future))
+        await future
+
     def advance(self, seconds: float) -> datetime:
         self._now += timedelta(seconds=seconds)
+        self._wake()
         return self._now
 
     def set(self, at: datetime) -> None:
         self._now = at
+        self._wake()
+
+    def step(self) -> bool:
+        """Jump to the next live sleeper's wake-up time and wake it; False if nobody sleeps."""
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)  # cancelled
+        if not self._sleepers:
+            return False
+        self._now = max(self._now, self._sleepers[0][0])
+        self._wake()
+        return True
+
+    def _wake(self) -> None:
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, future = heapq.heappop(self._sleepers)
+            if not future.done():
+                future.set_result(None)
+
+
+async def run_until(
+    clock: FakeClock, check: Callable[[], Awaitable[bool]], *, within: float = 10.0, max_steps: int = 100_000
+) -> None:
+    """Let virtual time pass, one sleeper at a time, until ``check`` holds (``within`` real seconds)."""
+    async with asyncio.timeout(within):
+        for _ in range(max_steps):
+            if await check():
+                return
+            clock.step()
+            # Real time for database I/O and tasks to run between virtual steps.
+            await asyncio.sleep(0.001)
+        raise AssertionError("the condition never held")

@@ -11,9 +11,10 @@ Errors are translated once, in :func:`translate_response` and :meth:`VpcClient._
 - a body that is not a JSON object, a timeout or a connection failure -> :class:`CloudTransportError`
   with the pseudo-codes ``Transport.*``.
 
-Only ``RetryClass.TRANSIENT`` errors are retried here (stamina), each attempt signed afresh with
-new credentials, nonce and date, within ``api_deadline_seconds``; ``x-acs-retry-after``
-(milliseconds) wins over the exponential backoff. BUSY and NEVER errors are raised at once.
+This is the one layer that retries transient failures (stamina, with a backoff hook): each
+attempt is signed afresh with new credentials, nonce and date, within ``api_deadline_seconds``;
+``x-acs-retry-after`` (milliseconds) wins over the exponential backoff. BUSY and NEVER errors are
+raised at once, and so is any definite rejection of a call that carries a ClientToken.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -54,14 +54,13 @@ from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClas
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from bot.ports import OnRetry, VpcApi
+    from bot.ports import VpcApi
 
 __all__ = [
     "API_VERSION",
     "PAGE_SIZE",
     "SECRET_KEYS",
     "VpcClient",
-    "backoff",
     "parse_retry_after",
     "redact",
     "translate_response",
@@ -115,15 +114,6 @@ def parse_retry_after(value: str | None) -> float | None:
     if ms <= 0:
         return None
     return min(ms / 1000.0, _MAX_RETRY_AFTER_S)
-
-
-def backoff(attempt: int, *, initial: float, maximum: float, jitter: float) -> float:
-    """Exponential backoff after failed attempt ``attempt`` (1-based), capped, plus up to ``jitter`` s."""
-    extra = random.uniform(0, jitter) if jitter > 0 else 0.0  # noqa: S311 - jitter, not a secret
-    try:
-        return min(maximum, initial * 2.0 ** (attempt - 1) + extra)
-    except OverflowError:
-        return maximum
 
 
 def validate_client_token(token: str) -> str:
@@ -181,22 +171,6 @@ def translate_response(
             resource_id=resource_id,
         )
     return body
-
-
-class _RetryPlan:
-    """The delay decided for one failed attempt, handed from the attempt block to stamina's hook."""
-
-    __slots__ = ("delay", "error")
-
-    def __init__(self) -> None:
-        self.error: BaseException | None = None
-        self.delay = 0.0
-
-    def hook(self, exc: Exception) -> bool | float:
-        # Only what the attempt block planned is retried, with exactly the delay reported to on_retry.
-        if exc is self.error:
-            return self.delay
-        return False
 
 
 class VpcClient:
@@ -342,22 +316,26 @@ class VpcClient:
             log.debug("vpc answer %s: %s", action, redact(body))
         return body
 
-    def _plan_retry(self, err: CloudError, attempt: int, started: float) -> float | None:
-        """Return the wait before the next attempt, or ``None`` if ``err`` must be raised now."""
-        if err.retry is not RetryClass.TRANSIENT or attempt >= self._max_attempts or not stamina.is_active():
-            return None
-        hint = err.retry_after if isinstance(err, CloudApiError) else None
-        delay = (
-            hint
-            if hint is not None
-            else backoff(
-                attempt, initial=self._wait_initial, maximum=self._wait_max, jitter=self._wait_jitter
-            )
-        )
-        remaining = self._deadline - (self._monotonic() - started)
-        if delay >= remaining:
-            return None  # waiting would pass the deadline: report the error now
-        return delay
+    def _retry_hook(self, *, token_bound: bool, started: float) -> Callable[[Exception], bool | float]:
+        """Stamina's backoff hook: which errors to retry, and Alibaba's ``x-acs-retry-after`` when given.
+
+        A call carrying a ClientToken is retried only after an ambiguous failure (no answer, 5xx):
+        Alibaba replays the first answer to a reused token, so resending it after a definite
+        rejection (throttled, busy) would only get the same rejection; the caller decides then.
+        """
+
+        def hook(exc: Exception) -> bool | float:
+            if not isinstance(exc, CloudError) or exc.retry is not RetryClass.TRANSIENT:
+                return False
+            if token_bound and exc.definite:
+                return False
+            hint = exc.retry_after if isinstance(exc, CloudApiError) else None
+            if hint is None:
+                return True
+            # Waiting as told would pass the deadline: report the error now instead.
+            return hint if hint < self._deadline - (self._monotonic() - started) else False
+
+        return hook
 
     async def _call(
         self,
@@ -366,13 +344,12 @@ class VpcClient:
         params: Mapping[str, str],
         *,
         resource_id: str | None = None,
-        on_retry: OnRetry | None = None,
     ) -> dict[str, Any]:
         """Call ``action`` with transient retries inside the API deadline; ``params`` stay the same."""
         started = self._monotonic()
-        plan = _RetryPlan()
+        last: CloudError | None = None
         async for attempt in stamina.retry_context(
-            on=plan.hook,
+            on=self._retry_hook(token_bound="ClientToken" in params, started=started),
             attempts=self._max_attempts,
             timeout=self._deadline,
             wait_initial=self._wait_initial,
@@ -380,19 +357,18 @@ class VpcClient:
             wait_jitter=self._wait_jitter,
         ):
             with attempt:
-                remaining = max(0.001, self._deadline - (self._monotonic() - started))
+                # Each attempt gets what is left of the deadline, so the last one cannot overrun it;
+                # a back-off that used it all up ends with the error that caused it, not a timeout.
+                remaining = self._deadline - (self._monotonic() - started)
+                if remaining <= 0 and last is not None:
+                    raise last
                 try:
-                    return await self._send(action, region, params, resource_id=resource_id, budget=remaining)
+                    return await self._send(
+                        action, region, params, resource_id=resource_id, budget=max(0.001, remaining)
+                    )
                 except CloudError as err:
-                    delay = self._plan_retry(err, attempt.num, started)
-                    plan.error, plan.delay = (err, delay) if delay is not None else (None, 0.0)
-                    if delay is not None:
-                        log.info(
-                            "vpc call retrying",
-                            extra={"action": action, "region": region, "code": err.code, "delay_s": delay},
-                        )
-                        if on_retry is not None:
-                            await on_retry(err, delay, attempt.num, self._max_attempts)
+                    err.after_ambiguous = last is not None and (last.after_ambiguous or not last.definite)
+                    last = err
                     raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
@@ -404,9 +380,8 @@ class VpcClient:
         params: Mapping[str, str],
         *,
         resource_id: str | None = None,
-        on_retry: OnRetry | None = None,
     ) -> _ModelT:
-        body = await self._call(action, region, params, resource_id=resource_id, on_retry=on_retry)
+        body = await self._call(action, region, params, resource_id=resource_id)
         try:
             return model.model_validate(body)
         except ValidationError as exc:
@@ -490,18 +465,18 @@ class VpcClient:
             resource_id=gateway_id,
         )
 
-    async def delete_vpn_connection(
-        self, *, region: str, vco_id: str, client_token: str, on_retry: OnRetry | None = None
-    ) -> str:
-        """DeleteVpnConnection with ``client_token`` on every attempt; return the RequestId."""
+    async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:
+        """DeleteVpnConnection with ``client_token`` on every attempt; return the RequestId.
+
+        Only ambiguous failures are retried here (see :meth:`_retry_hook`); a definite rejection
+        is raised for the workflow, which resends with a new token if it is worth it.
+        """
         params = {
             "RegionId": region,
             "VpnConnectionId": vco_id,
             "ClientToken": validate_client_token(client_token),
         }
-        answer = await self._get(
-            DeleteResponse, "DeleteVpnConnection", region, params, resource_id=vco_id, on_retry=on_retry
-        )
+        answer = await self._get(DeleteResponse, "DeleteVpnConnection", region, params, resource_id=vco_id)
         return answer.request_id
 
     async def describe_vpn_route_entries(

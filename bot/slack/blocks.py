@@ -14,18 +14,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain import (
+    ACTIVE_STATES,
     Accepted,
     AuditEntry,
+    Crashed,
     Deleted,
     Failed,
+    GatewayActive,
     GatewayUpdating,
+    LookupFailed,
     Operation,
     OpState,
+    PostFailed,
     Progress,
     Queued,
     Resumed,
     Retrying,
+    StillExists,
     TimedOut,
+    Unanswered,
 )
 from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 
@@ -42,9 +49,11 @@ __all__ = [
     "build_parent",
     "build_progress",
     "build_refusal",
+    "build_respond",
     "build_unexpected_error",
     "build_usage",
     "cap",
+    "closed_text",
     "code",
     "escape",
     "explain_slack_error",
@@ -354,24 +363,9 @@ def _status_text(op: Operation) -> str:
             took = f" in {format_duration(elapsed)}" if elapsed is not None else ""
             return f":white_check_mark: Deleted{took}. {approved}."
         case OpState.FAILED:
-            reason = (
-                safe_mrkdwn(op.error_text)
-                if op.error_text
-                else f"Alibaba Cloud refused the deletion (code {code(op.error_code or 'unknown', 80)})."
-            )
-            return (
-                f":x: The deletion failed. {reason}\n{approved}. The connection was not deleted; "
-                f"the thread has the details. Fix the cause, then run {retry_cmd} again."
-            )
+            return f":x: {_failure_text(op)}\n{approved}."
         case OpState.TIMED_OUT:
-            extra = f"\n{safe_mrkdwn(op.error_text)}" if op.error_text else ""
-            return (
-                f":warning: No final answer after the deadline. {approved}. The deletion may still "
-                f"finish on Alibaba Cloud's side: check gateway {gateway} and connection "
-                f"{code(op.connection.id)} in region {code(op.region, 64)} in the console (VPN › "
-                f"IPsec Connections). If the gateway stays in `updating`, open a ticket with Alibaba "
-                f"Cloud and quote the RequestId below.{extra}"
-            )
+            return f":warning: {_timeout_text(op)}\n{approved}."
         case OpState.CANCELLED:
             when = format_time(op.finished_at or op.updated_at)
             return f":no_entry_sign: Cancelled by {mention(op.cancelled_by)} at {when}. Nothing was deleted."
@@ -380,8 +374,86 @@ def _status_text(op: Operation) -> str:
                 f":hourglass: Expired at {format_time(op.expires_at)} without approval. Nothing was "
                 f"deleted. Run {retry_cmd} again if it is still needed."
             )
-        case OpState.AWAITING_APPROVAL:  # pragma: no cover - build_parent returns the confirmation
+        case OpState.AWAITING_APPROVAL | OpState.LOOKING_UP:  # pragma: no cover - not rendered as a card
             return ""
+
+
+def _console_check(op: Operation) -> str:
+    return (
+        f"check gateway {code(op.gateway.id or op.connection.gateway_id)} and connection "
+        f"{code(op.connection.id)} in region {code(op.region, 64)} in the console (VPN › IPsec Connections)"
+    )
+
+
+def _failure_text(op: Operation) -> str:
+    """Why an operation failed, and the one next step."""
+    retry_cmd = code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}", 200)
+    error = op.error_code or "unknown"
+    if error == "still_exists":
+        if op.delete_request_id is None:
+            return (
+                "Alibaba Cloud never answered the delete, and the gateway is active again with the "
+                f"connection still there: it was not deleted. Run {retry_cmd} again."
+            )
+        return (
+            "Alibaba Cloud accepted the delete, but the gateway is active again and the connection "
+            f"still exists. Check it in the console and run {retry_cmd} again; if it stays, open an "
+            "Alibaba Cloud ticket quoting the RequestId."
+        )
+    if error.startswith("crash:"):
+        return (
+            f"The bot failed unexpectedly on this deletion several times (error id {code(error[6:], 20)}). "
+            f"It may or may not have been deleted: {_console_check(op)}, and give the error id to the "
+            "bot's administrator."
+        )
+    reason = safe_mrkdwn(op.error_text) if op.error_text else f"Alibaba Cloud code {code(error, 80)}."
+    return f"The deletion failed; the connection was not deleted. {reason}"
+
+
+def _timeout_text(op: Operation) -> str:
+    """What a timeout means for this operation, from how far it got."""
+    if op.attempts == 0:
+        return (
+            f"Gave up waiting: gateway {code(op.gateway.id or op.connection.gateway_id)} stayed busy with "
+            f"another deletion, so {code(op.connection.id)} was never sent for deletion and still exists. "
+            f"Run {code(f'{SLASH_COMMAND} delete {op.connection.id} {op.region}', 200)} again later."
+        )
+    return (
+        f"No confirmation that {code(op.connection.id)} is gone before the deadline; the deletion may "
+        f"still finish. {_console_check(op).capitalize()}: gateway `updating` means still working, "
+        "`active` means done."
+    )
+
+
+def closed_text(op: Operation | None) -> str:
+    """Why a click on ``op``'s confirmation does nothing now."""
+    if op is None:
+        return (
+            "This confirmation was not found; it may belong to another bot installation. "
+            "Request the deletion again."
+        )
+    if op.state is OpState.CANCELLED:
+        return (
+            f"This request was already cancelled by {mention(op.cancelled_by)} at "
+            f"{_format_datetime(op.finished_at or op.updated_at)}. Nothing was deleted."
+        )
+    if op.state is OpState.EXPIRED:
+        return (
+            f"This confirmation expired at {_format_datetime(op.expires_at)} without approval. Nothing was "
+            "deleted; request the deletion again if it is still needed."
+        )
+    state = op.state.value.replace("_", " ")
+    if op.approver_id and op.state in ACTIVE_STATES:
+        return (
+            f"This request was already approved by {mention(op.approver_id)} at "
+            f"{format_time(op.approved_at)}; the deletion is in progress — follow the thread."
+        )
+    if op.approver_id:
+        return (
+            f"This request is finished ({state}); it was approved by {mention(op.approver_id)} at "
+            f"{format_time(op.approved_at)}. See the thread for the outcome."
+        )
+    return f"This request is finished ({state}). See the thread for details."
 
 
 def build_parent(op: Operation) -> Message:
@@ -390,7 +462,7 @@ def build_parent(op: Operation) -> Message:
     Slack has no disabled buttons, so every state but ``awaiting_approval`` drops the actions
     block and says what happened instead.
     """
-    if op.state is OpState.AWAITING_APPROVAL:
+    if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
         return build_confirmation(op)
     status = _status_text(op)
     header = _HEADERS[op.state].format(_name(op))
@@ -408,31 +480,66 @@ def build_parent(op: Operation) -> Message:
 
 
 def build_progress(event: Progress) -> str:
-    """The thread reply (mrkdwn) for one progress event."""
+    """The thread reply (mrkdwn) for one progress event or outcome."""
     match event:
         case Accepted(request_id=request_id):
             return f"Request accepted by Alibaba Cloud (RequestId {code(request_id, 80)})."
         case GatewayUpdating(gateway_id=gateway_id):
             return f"Gateway {code(gateway_id)} is updating…"
+        case GatewayActive(gateway_id=gateway_id):
+            return f"Gateway {code(gateway_id)} is `active` again; checking that the connection is gone…"
         case Retrying(reason=reason, delay_s=delay, attempt=attempt, max_attempts=most, code=err_code):
             why = safe_mrkdwn(cap(reason, 500)) if reason else "A temporary error"
             suffix = f" (code {code(err_code, 80)})" if err_code else ""
-            return f"{why.rstrip('.')}; retrying in {format_duration(delay)} ({attempt}/{most}){suffix}."
+            return f"{why.rstrip('.')}; sending again in {format_duration(delay)} (attempt {attempt} of {most}){suffix}."
+        case Unanswered(code=err_code):
+            return (
+                f"Alibaba Cloud gave no usable answer to the delete (code {code(err_code, 80)}); it may have "
+                "been carried out. Watching the gateway and checking whether the connection is gone…"
+            )
         case Queued(blocking_vco_id=other):
             return f"Waiting for {code(other)} on the same gateway to finish."
         case Resumed(instance=instance):
             return f"Picked up again by bot instance {code(instance, 80)} after a restart; continuing."
         case Deleted(elapsed_s=elapsed):
-            return f":white_check_mark: Deleted in {format_duration(elapsed)}."
-        case Failed(code=err_code, text=text, request_id=request_id):
+            return f":white_check_mark: Confirmed gone: Alibaba Cloud no longer knows the connection. Deleted in {format_duration(elapsed)}."
+        case Failed(code=err_code, reason=reason, request_id=request_id):
             # The friendly text of a cloud error already quotes its RequestId.
-            rid = f" (RequestId {code(request_id, 80)})" if request_id and request_id not in text else ""
-            reason = safe_mrkdwn(cap(text, 2000)) if text else f"code {code(err_code, 80)}"
-            return f":x: The deletion failed: {reason}{rid}"
-        case TimedOut(text=text, waited_s=waited, details=details):
-            lines = [f":warning: Timed out after {format_duration(waited)}. {safe_mrkdwn(cap(text, 2000))}"]
-            lines += [f"• {escape(cap(k, 80))}: {code(v, 200)}" for k, v in list(details.items())[:10]]
-            return cap("\n".join(lines), SECTION_MAX)
+            rid = f" (RequestId {code(request_id, 80)})" if request_id and request_id not in reason else ""
+            why = safe_mrkdwn(cap(reason, 2000)) if reason else f"code {code(err_code, 80)}"
+            return f":x: The deletion failed: {why}{rid}"
+        case StillExists(status=status, request_id=request_id, unanswered=unanswered):
+            said = "never answered the delete" if unanswered else "accepted the delete"
+            rid = f" (RequestId {code(request_id, 80)})" if request_id else ""
+            return (
+                f":x: Alibaba Cloud {said}, but the connection still exists (status {code(status, 80)}){rid}."
+            )
+        case TimedOut(phase=phase, waited_s=waited, sent=sent, request_id=request_id):
+            rid = f" RequestId {code(request_id, 80)}." if request_id else ""
+            what = "the delete may still finish" if sent else "the delete was never sent"
+            return f":warning: Timed out after {format_duration(waited)} in {code(phase, 40)}: {what}.{rid}"
+        case Crashed(error_id=error_id):
+            return f":x: Stopped after repeated unexpected errors (error id {code(error_id, 20)})."
+        case LookupFailed() | PostFailed():
+            return str(build_respond(event)["text"])
+
+
+def build_respond(event: Progress) -> Message:
+    """The ephemeral reply to the requester for an outcome told through the response_url."""
+    match event:
+        case LookupFailed(code="interrupted"):
+            text = "The bot restarted while looking the connection up, too late to continue. Nothing was changed; run the command again."
+        case LookupFailed(reason=reason, code=err_code):
+            text = (
+                safe_mrkdwn(cap(reason, 2000))
+                if reason
+                else f"The lookup failed (code {code(err_code, 80)})."
+            )
+        case PostFailed(reason=reason):
+            text = safe_mrkdwn(cap(reason, 2000))
+        case _:
+            text = build_progress(event)
+    return build_refusal(text)
 
 
 # --- ephemeral replies ---------------------------------------------------------------------------

@@ -28,8 +28,14 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
 
-from bot.errors import BotError, SlackError, UsageError
-from bot.slack.blocks import build_refusal, build_unexpected_error, build_usage, explain_slack_error
+from bot.errors import BotError, ConfirmationClosed, SlackError, StoreUnavailable, UsageError
+from bot.slack.blocks import (
+    build_refusal,
+    build_unexpected_error,
+    build_usage,
+    closed_text,
+    explain_slack_error,
+)
 from bot.slack.deps import InFlight
 
 __all__ = ["errors_to_user", "handle_error", "new_error_id", "register_error_handler", "reply_for"]
@@ -57,6 +63,8 @@ def reply_for(error: Exception, *, kind: str) -> dict[str, Any]:
     """The ephemeral reply for ``error`` (logging unknown errors with their id)."""
     if isinstance(error, UsageError):
         message = build_usage(error=error.friendly)
+    elif isinstance(error, ConfirmationClosed):
+        message = build_refusal(closed_text(error.op))
     elif isinstance(error, SlackError) and error.error in _CHANNEL_ERRORS:
         message = build_refusal(explain_slack_error(error.error))
     elif isinstance(error, BotError):
@@ -80,7 +88,13 @@ async def handle_error(
 ) -> BoltResponse | None:
     """Reply to the user with a friendly text; log unknown errors with an error id."""
     kind = _kind(body)
-    if isinstance(error, BotError):
+    if isinstance(error, StoreUnavailable):
+        # An outage, not a bug: no error id, and the buttons work again once it is back.
+        log.warning(
+            "the database is unreachable; told the user nothing changed",
+            extra={"request_kind": kind, "error": error.detail},
+        )
+    elif isinstance(error, BotError):
         log.info(
             "refused a Slack request",
             extra={"request_kind": kind, "error_type": type(error).__name__, "reason": error.message},

@@ -2,69 +2,59 @@
 
 Every public method is one atomic transaction. State changes are compare-and-set updates
 (``UPDATE … WHERE state IN (…)``), so two replicas racing on the same click or the same lease
-cannot both win. Times are stored and returned as aware UTC datetimes.
-
-Tables::
-
-    schema_version  applied migrations (taken under an advisory lock on PostgreSQL)
-    operations      one row per deletion request, with its lease (lease_owner, lease_expires_at)
-    gateway_locks   (region, gateway_id) -> op_id: one DeleteVpnConnection per gateway at a time
-    audit           who did what, when, with Alibaba's RequestId
+cannot both win; the audit entry and the Slack effects a change causes are written in the same
+transaction, so a crash can never keep one and lose the other. Times are aware UTC datetimes.
+Driver failures that mean "the database is not there right now" become :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict
-from dataclasses import fields as dc_fields
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Connection,
-    DateTime,
-    Dialect,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
+from pydantic import TypeAdapter
+from sqlalchemy import delete, event, func, insert, or_, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.types import TypeDecorator
 
 from bot.domain import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     AuditEntry,
+    Effect,
     Operation,
+    OpFields,
     OpState,
     VpnConnection,
     VpnGateway,
 )
+from bot.errors import StoreUnavailable
+from bot.store.outbox import OutboxMixin, insert_effects
+from bot.store.tables import MIGRATIONS, audit, gateway_locks, heartbeats, operations, schema_version
 
-__all__ = ["SCHEMA_VERSION", "Store", "async_url"]
+__all__ = ["Store", "async_url"]
 
 log = logging.getLogger("bot.store")
 
 # Arbitrary constant naming our migration lock among the database's advisory locks.
 _MIGRATION_LOCK_KEY = 0x76706E626F74  # "vpnbot"
+# A PostgreSQL that does not answer must not hang a click or a health check for long.
+_PG_CONNECT_TIMEOUT_S = 5.0
+_PG_COMMAND_TIMEOUT_S = 15.0
+
+
+_CONNECTION = TypeAdapter(VpnConnection)
+_GATEWAY = TypeAdapter(VpnGateway)
+# Operation fields stored as plain columns of the same name.
+_PLAIN = tuple(f.name for f in fields(Operation) if f.name not in {"state", "connection", "gateway"})
 
 
 def async_url(url: str) -> str:
@@ -79,233 +69,61 @@ def async_url(url: str) -> str:
     return url
 
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """An aware UTC datetime; SQLite stores it naive (in UTC), PostgreSQL as timestamptz."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: the store only takes aware UTC datetimes")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _values(op_fields: OpFields) -> dict[str, Any]:
+    """Column values for ``op_fields``: the connection and gateway go to JSON (and their id columns)."""
+    values: dict[str, Any] = dict(op_fields)
+    if "connection" in op_fields:
+        connection = op_fields["connection"]
+        values["connection"] = _CONNECTION.dump_python(connection, mode="json")
+        values["vco_id"] = connection.id
+        values["gateway_id"] = connection.gateway_id
+    if "gateway" in op_fields:
+        values["gateway"] = _GATEWAY.dump_python(op_fields["gateway"], mode="json")
+    return values
 
 
-metadata = MetaData()
-
-schema_version = Table(
-    "schema_version",
-    metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("applied_at", UtcDateTime, nullable=False),
-)
-
-operations = Table(
-    "operations",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("state", String(32), nullable=False),
-    Column("region", String(64), nullable=False),
-    Column("vco_id", String(128), nullable=False),
-    Column("gateway_id", String(128), nullable=False),
-    Column("connection", JSON, nullable=False),
-    Column("gateway", JSON, nullable=False),
-    Column("requester_id", String(64), nullable=False),
-    Column("channel_id", String(64), nullable=False),
-    Column("team_id", String(64), nullable=False, default=""),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("updated_at", UtcDateTime, nullable=False),
-    Column("expires_at", UtcDateTime, nullable=False),
-    Column("client_token", String(64), nullable=False),
-    Column("message_ts", String(64)),
-    Column("response_url", Text),
-    Column("approver_id", String(64)),
-    Column("approved_at", UtcDateTime),
-    Column("cancelled_by", String(64)),
-    Column("delete_request_id", String(128)),
-    Column("started_at", UtcDateTime),
-    Column("finished_at", UtcDateTime),
-    Column("deadline_at", UtcDateTime),
-    Column("error_code", String(128)),
-    Column("error_text", Text),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("version", Integer, nullable=False, default=0),
-    Column("lease_owner", String(128)),
-    Column("lease_expires_at", UtcDateTime),
-    Index("ix_operations_state", "state"),
-)
-
-gateway_locks = Table(
-    "gateway_locks",
-    metadata,
-    Column("region", String(64), primary_key=True),
-    Column("gateway_id", String(128), primary_key=True),
-    Column("op_id", String(64), nullable=False),
-    Column("acquired_at", UtcDateTime, nullable=False),
-)
-
-audit = Table(
-    "audit",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("at", UtcDateTime, nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("actor_id", String(64), nullable=False),
-    Column("op_id", String(64)),
-    Column("vco_id", String(128)),
-    Column("region", String(64)),
-    Column("detail", Text, nullable=False, default=""),
-    Column("request_id", String(128)),
-    Index("ix_audit_at", "at"),
-)
-
-
-def _migration_1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[operations, gateway_locks, audit], checkfirst=True)
-
-
-# Append only: each step runs once, in order, under the migration lock.
-MIGRATIONS: Sequence[Callable[[Connection], None]] = (_migration_1,)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-# Operation fields a caller may set through transition()/set_fields(); the rest are derived.
-_SETTABLE = frozenset(f.name for f in dc_fields(Operation)) - {
-    "id",
-    "state",
-    "region",
-    "connection",
-    "gateway",
-    "created_at",
-    "updated_at",
-    "client_token",
-    "version",
-}
-
-
-def _connection_json(c: VpnConnection) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "region": c.region,
-        "name": c.name,
-        "gateway_id": c.gateway_id,
-        "customer_gateway_id": c.customer_gateway_id,
-        "status": c.status,
-        "local_subnet": c.local_subnet,
-        "remote_subnet": c.remote_subnet,
-        "created_at": c.created_at.isoformat() if c.created_at else None,
-    }
-
-
-def _gateway_json(g: VpnGateway) -> dict[str, Any]:
-    return {
-        "id": g.id,
-        "region": g.region,
-        "name": g.name,
-        "status": g.status,
-        "business_status": g.business_status,
-    }
-
-
-def _loads(value: Any) -> dict[str, Any]:
+def _loads(value: Any) -> Any:
     # Some drivers hand JSON back as text.
-    loaded = json.loads(value) if isinstance(value, str) else value
-    if not isinstance(loaded, dict):
-        raise TypeError(f"expected a JSON object, got {type(loaded).__name__}")
-    return loaded
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _row_to_op(row: Row[Any]) -> Operation:
     m = row._mapping
-    c = _loads(m["connection"])
-    g = _loads(m["gateway"])
-    created = c.get("created_at")
     return Operation(
-        id=m["id"],
         state=OpState(m["state"]),
-        region=m["region"],
-        connection=VpnConnection(
-            id=c["id"],
-            region=c["region"],
-            name=c["name"],
-            gateway_id=c["gateway_id"],
-            customer_gateway_id=c["customer_gateway_id"],
-            status=c["status"],
-            local_subnet=c["local_subnet"],
-            remote_subnet=c["remote_subnet"],
-            created_at=datetime.fromisoformat(created) if created else None,
-        ),
-        gateway=VpnGateway(
-            id=g["id"],
-            region=g["region"],
-            name=g["name"],
-            status=g["status"],
-            business_status=g.get("business_status", "Normal"),
-        ),
-        requester_id=m["requester_id"],
-        channel_id=m["channel_id"],
-        team_id=m["team_id"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        expires_at=m["expires_at"],
-        client_token=m["client_token"],
-        message_ts=m["message_ts"],
-        response_url=m["response_url"],
-        approver_id=m["approver_id"],
-        approved_at=m["approved_at"],
-        cancelled_by=m["cancelled_by"],
-        delete_request_id=m["delete_request_id"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        deadline_at=m["deadline_at"],
-        error_code=m["error_code"],
-        error_text=m["error_text"],
-        attempts=m["attempts"],
-        version=m["version"],
+        connection=_CONNECTION.validate_python(_loads(m["connection"])),
+        gateway=_GATEWAY.validate_python(_loads(m["gateway"])),
+        **{name: m[name] for name in _PLAIN},
     )
 
 
 def _row_to_audit(row: Row[Any]) -> AuditEntry:
     m = row._mapping
-    return AuditEntry(
-        at=m["at"],
-        action=m["action"],
-        actor_id=m["actor_id"],
-        op_id=m["op_id"],
-        vco_id=m["vco_id"],
-        region=m["region"],
-        detail=m["detail"],
-        request_id=m["request_id"],
-    )
-
-
-def _check_fields(values: dict[str, Any]) -> None:
-    unknown = set(values) - _SETTABLE
-    if unknown:
-        raise TypeError(f"not settable operation fields: {', '.join(sorted(unknown))}")
+    return AuditEntry(**{f.name: m[f.name] for f in fields(AuditEntry)})
 
 
 def _states(states: Collection[OpState]) -> list[str]:
     return [OpState(s).value for s in states]
 
 
-def _terminal_values() -> list[str]:
-    return _states(TERMINAL_STATES)
+def _unavailable(exc: BaseException) -> bool:
+    """Whether a driver error means the database is unreachable or unwritable, not a bug of ours."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # OperationalError: refused or lost connections, SQLite's locked, read-only or full database.
+        # InterfaceError: the driver's connection is closed or broken.
+        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or isinstance(
+            exc.orig, OSError | TimeoutError
+        )
+    return isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError)
 
 
-class Store:
+class Store(OutboxMixin):
     """The operation store. Build with ``await Store.open(url)``; ``await close()`` at the end."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._dialect = engine.dialect.name
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -323,14 +141,23 @@ class Store:
         """Close every pooled connection."""
         await self._engine.dispose()
 
-    @property
-    def dialect(self) -> str:
-        """``sqlite`` or ``postgresql``."""
-        return self._dialect
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; database outages become StoreUnavailable (translated once, here)."""
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
+            raise
+
+    def _insert(self, table: Any) -> Any:
+        return postgresql.insert(table) if self._engine.dialect.name == "postgresql" else sqlite.insert(table)
 
     async def _migrate(self) -> None:
-        async with self._engine.begin() as conn:
-            if self._dialect == "postgresql":
+        async with self._tx() as conn:
+            if self._engine.dialect.name == "postgresql":
                 # Replicas starting together queue here; the lock ends with the transaction.
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             # On SQLite the transaction is BEGIN IMMEDIATE (see _make_engine), which serialises too.
@@ -345,35 +172,42 @@ class Store:
 
     async def schema_versions(self) -> list[int]:
         """The applied migration numbers, in order (for tests and ``doctor``)."""
-        async with self._engine.connect() as conn:
+        async with self._tx() as conn:
             rows = await conn.execute(select(schema_version.c.version).order_by(schema_version.c.version))
             return [r[0] for r in rows]
 
+    async def heartbeat(self, *, instance: str, now: datetime) -> None:
+        """Write this instance's heartbeat row: proves the database takes writes (``/healthz``)."""
+        async with self._tx() as conn:
+            stmt = self._insert(heartbeats).values(instance=instance, at=now)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["instance"], set_={"at": now}))
+
     # --- operations --------------------------------------------------------------------------
 
-    async def create_operation(self, *, op: Operation) -> Operation:
-        """Insert a new operation (no lease)."""
-        values: dict[str, Any] = {
-            "id": op.id,
+    async def create_operation(
+        self,
+        *,
+        op: Operation,
+        lease: tuple[str, datetime] | None = None,
+        audit_entry: AuditEntry | None = None,
+    ) -> Operation:
+        """Insert a new operation, optionally leased to its creator, with its first audit entry."""
+        values = {
+            **{name: getattr(op, name) for name in _PLAIN},
+            **_values({"connection": op.connection, "gateway": op.gateway}),
             "state": op.state.value,
-            "region": op.region,
-            "vco_id": op.vco_id,
-            "gateway_id": op.gateway_id,
-            "connection": _connection_json(op.connection),
-            "gateway": _gateway_json(op.gateway),
-            "created_at": op.created_at,
-            "updated_at": op.updated_at,
-            "client_token": op.client_token,
-            "version": op.version,
-            **{name: getattr(op, name) for name in _SETTABLE},
         }
-        async with self._engine.begin() as conn:
+        if lease is not None:
+            values["lease_owner"], values["lease_expires_at"] = lease
+        async with self._tx() as conn:
             row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
+            if audit_entry is not None:
+                await conn.execute(insert(audit).values(**asdict(audit_entry)))
         return _row_to_op(row)
 
     async def get_operation(self, *, op_id: str) -> Operation | None:
         """The operation, or None if there is no such id."""
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             row = (await conn.execute(select(operations).where(operations.c.id == op_id))).first()
         return _row_to_op(row) if row else None
 
@@ -386,18 +220,20 @@ class Store:
         now: datetime,
         require_owner: str | None = None,
         lease: tuple[str, datetime] | None = None,
-        **fields: Any,
+        audit_entry: AuditEntry | None = None,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
     ) -> Operation | None:
-        """Move ``op_id`` from one of ``from_states`` to ``to`` and set ``fields``, atomically.
+        """Move ``op_id`` from one of ``from_states`` to ``to`` and set ``op_fields``, atomically.
 
         Returns the updated operation, or None if it lost: the state was not one of
         ``from_states`` (or ``require_owner`` no longer holds the lease). ``lease`` takes the
-        lease in the same statement, so no other replica sees the new state unleased.
-        Entering a terminal state drops the lease.
+        lease in the same statement, so no other replica sees the new state unleased. Entering a
+        terminal state drops the lease and frees the operation's gateway. ``audit_entry`` and
+        ``effects`` are written in the same transaction, only if the move wins.
         """
-        _check_fields(fields)
         values: dict[str, Any] = {
-            **fields,
+            **_values(op_fields),
             "state": OpState(to).value,
             "updated_at": now,
             "version": operations.c.version + 1,
@@ -412,9 +248,23 @@ class Store:
         )
         if require_owner is not None:
             stmt = stmt.where(operations.c.lease_owner == require_owner)
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
-        return _row_to_op(row) if row else None
+            if row is None:
+                return None
+            moved = _row_to_op(row)
+            if to in TERMINAL_STATES:
+                await conn.execute(
+                    delete(gateway_locks).where(
+                        gateway_locks.c.region == moved.region,
+                        gateway_locks.c.gateway_id == moved.gateway_id,
+                        gateway_locks.c.op_id == op_id,
+                    )
+                )
+            if audit_entry is not None:
+                await conn.execute(insert(audit).values(**asdict(audit_entry)))
+            await insert_effects(conn, op_id=op_id, effects=effects, now=now)
+        return moved
 
     async def set_fields(
         self,
@@ -423,62 +273,46 @@ class Store:
         now: datetime,
         states: Collection[OpState] | None = None,
         require_owner: str | None = None,
-        **fields: Any,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
     ) -> Operation | None:
-        """Set ``fields`` without changing the state; None if the op is gone or a condition failed."""
-        _check_fields(fields)
+        """Set ``op_fields`` without changing the state; None if the op is gone or a condition failed."""
         stmt = update(operations).where(operations.c.id == op_id)
         if states is not None:
             stmt = stmt.where(operations.c.state.in_(_states(states)))
         if require_owner is not None:
             stmt = stmt.where(operations.c.lease_owner == require_owner)
-        values = {**fields, "updated_at": now, "version": operations.c.version + 1}
-        async with self._engine.begin() as conn:
+        values = {**_values(op_fields), "updated_at": now, "version": operations.c.version + 1}
+        async with self._tx() as conn:
             row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
+            if row is not None:
+                await insert_effects(conn, op_id=op_id, effects=effects, now=now)
         return _row_to_op(row) if row else None
 
     # --- leases ------------------------------------------------------------------------------
 
     async def claim_lease(
-        self, *, owner: str, until: datetime, now: datetime, op_id: str | None = None
+        self, *, op_id: str, owner: str, until: datetime, now: datetime
     ) -> Operation | None:
-        """Take the lease on ``op_id`` (or on the next due active operation) if free or expired.
-
-        Only operations in ACTIVE_STATES can be leased. Returns the claimed operation or None.
-        """
-        async with self._engine.begin() as conn:
-            if op_id is None:
-                candidates = [
-                    r[0]
-                    for r in await conn.execute(
-                        select(operations.c.id)
-                        .where(operations.c.state.in_(_states(ACTIVE_STATES)), self._lease_free(now))
-                        .order_by(operations.c.updated_at)
-                        .limit(20)
+        """Take the lease on active ``op_id`` if free, expired or already ours; the claimed op or None."""
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    update(operations)
+                    .where(
+                        operations.c.id == op_id,
+                        operations.c.state.in_(_states(ACTIVE_STATES)),
+                        or_(self._lease_free(now), operations.c.lease_owner == owner),
                     )
-                ]
-            else:
-                candidates = [op_id]
-            for candidate in candidates:
-                row = (
-                    await conn.execute(
-                        update(operations)
-                        .where(
-                            operations.c.id == candidate,
-                            operations.c.state.in_(_states(ACTIVE_STATES)),
-                            or_(self._lease_free(now), operations.c.lease_owner == owner),
-                        )
-                        .values(lease_owner=owner, lease_expires_at=until)
-                        .returning(*operations.c)
-                    )
-                ).first()
-                if row is not None:
-                    return _row_to_op(row)
-        return None
+                    .values(lease_owner=owner, lease_expires_at=until)
+                    .returning(*operations.c)
+                )
+            ).first()
+        return _row_to_op(row) if row is not None else None
 
     async def renew_lease(self, *, op_id: str, owner: str, until: datetime) -> bool:
         """Extend a lease this owner still holds; False if it was lost."""
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             result = await conn.execute(
                 update(operations)
                 .where(operations.c.id == op_id, operations.c.lease_owner == owner)
@@ -489,7 +323,7 @@ class Store:
 
     async def release_lease(self, *, op_id: str, owner: str) -> None:
         """Give a lease back so another worker may resume the operation at once."""
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             await conn.execute(
                 update(operations)
                 .where(operations.c.id == op_id, operations.c.lease_owner == owner)
@@ -498,7 +332,7 @@ class Store:
 
     async def lease_of(self, *, op_id: str) -> tuple[str | None, datetime | None]:
         """``(owner, expires_at)`` of the lease on ``op_id`` (for diagnostics and tests)."""
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             row = (
                 await conn.execute(
                     select(operations.c.lease_owner, operations.c.lease_expires_at).where(
@@ -514,7 +348,7 @@ class Store:
 
     async def list_resumable(self, *, now: datetime) -> list[Operation]:
         """Active operations nobody holds a live lease on (crashed or stopped workers)."""
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             rows = await conn.execute(
                 select(operations)
                 .where(operations.c.state.in_(_states(ACTIVE_STATES)), self._lease_free(now))
@@ -524,7 +358,7 @@ class Store:
 
     async def list_expired_confirmations(self, *, now: datetime) -> list[Operation]:
         """Confirmations still awaiting approval whose ``expires_at`` has passed."""
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             rows = await conn.execute(
                 select(operations).where(
                     operations.c.state == OpState.AWAITING_APPROVAL.value, operations.c.expires_at <= now
@@ -537,7 +371,7 @@ class Store:
         stmt = select(operations).order_by(operations.c.created_at)
         if states is not None:
             stmt = stmt.where(operations.c.state.in_(_states(states)))
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             return [_row_to_op(r) for r in await conn.execute(stmt)]
 
     # --- per-gateway serialisation -----------------------------------------------------------
@@ -550,10 +384,10 @@ class Store:
         writer left behind, so only one of several racing operations can see it free.
         """
         key = (gateway_locks.c.region == region, gateway_locks.c.gateway_id == gateway_id)
-        finished = select(operations.c.id).where(operations.c.state.in_(_terminal_values()))
+        finished = select(operations.c.id).where(operations.c.state.in_(_states(TERMINAL_STATES)))
         existing = select(operations.c.id)
         for _ in range(5):
-            async with self._engine.begin() as conn:
+            async with self._tx() as conn:
                 ins = self._insert(gateway_locks).values(
                     region=region, gateway_id=gateway_id, op_id=op_id, acquired_at=now
                 )
@@ -581,20 +415,9 @@ class Store:
             # The holder released between our statements; try again.
         raise RuntimeError(f"could not settle the lock on gateway {gateway_id}")  # pragma: no cover
 
-    async def release_gateway(self, *, region: str, gateway_id: str, op_id: str) -> None:
-        """Free the gateway if ``op_id`` holds it."""
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                delete(gateway_locks).where(
-                    gateway_locks.c.region == region,
-                    gateway_locks.c.gateway_id == gateway_id,
-                    gateway_locks.c.op_id == op_id,
-                )
-            )
-
     async def gateway_holder(self, *, region: str, gateway_id: str) -> str | None:
         """The op id holding the gateway lock, if any."""
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             return (
                 await conn.execute(
                     select(gateway_locks.c.op_id).where(
@@ -603,35 +426,11 @@ class Store:
                 )
             ).scalar()
 
-    def _insert(self, table: Table) -> Any:
-        return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
-
     # --- audit -------------------------------------------------------------------------------
 
-    async def add_audit(
-        self,
-        *,
-        at: datetime,
-        action: str,
-        actor_id: str,
-        op_id: str | None = None,
-        vco_id: str | None = None,
-        region: str | None = None,
-        detail: str = "",
-        request_id: str | None = None,
-    ) -> AuditEntry:
-        """Append one audit record."""
-        entry = AuditEntry(
-            at=at,
-            action=action,
-            actor_id=actor_id,
-            op_id=op_id,
-            vco_id=vco_id,
-            region=region,
-            detail=detail,
-            request_id=request_id,
-        )
-        async with self._engine.begin() as conn:
+    async def add_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Append one audit record that goes with no state change (e.g. a refusal)."""
+        async with self._tx() as conn:
             await conn.execute(insert(audit).values(**asdict(entry)))
         return entry
 
@@ -640,7 +439,7 @@ class Store:
         stmt = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
         if op_id is not None:
             stmt = stmt.where(audit.c.op_id == op_id)
-        async with self._engine.begin() as conn:
+        async with self._tx() as conn:
             return [_row_to_audit(r) for r in await conn.execute(stmt)]
 
 
@@ -657,7 +456,12 @@ def _make_engine(url: str) -> AsyncEngine:
         )
         _configure_sqlite(engine, wal=not memory)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=_PG_COMMAND_TIMEOUT_S,
+        connect_args={"timeout": _PG_CONNECT_TIMEOUT_S, "command_timeout": _PG_COMMAND_TIMEOUT_S},
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:

@@ -1,0 +1,238 @@
+"""Deliver the outbox: the Slack effects every state change wrote in its own transaction.
+
+Effects of one operation go out in order, by one replica at a time (a claim in the store).
+A transient Slack failure (5xx, rate limit, network, hang) leaves the effect in place to be
+tried again later, honouring Slack's Retry-After, across restarts and replicas, until
+``give_up_s`` has passed since it was written. A card update is collapsed into the newest one,
+which renders the operation's state at delivery time, so the card always converges to the
+final state. Nothing here ever blocks the deletion: the workflow only kicks delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.domain import EffectKind, Operation, PendingEffect
+from bot.errors import SlackError, StoreUnavailable
+from bot.ports import Clock, Notifier, OperationStore
+
+__all__ = ["OutboxConfig", "OutboxDispatcher", "PostFailedHook"]
+
+log = logging.getLogger("bot.outbox")
+
+# Called when the confirmation can never be posted (the operation must then fail, and say why).
+PostFailedHook = Callable[[Operation, SlackError], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    """Delivery timings, in seconds."""
+
+    claim_s: float = 60.0
+    give_up_s: float = 6 * 3600.0
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 300.0
+    # Longest a single Slack call may take before it counts as a transient failure.
+    call_timeout_s: float = 30.0
+
+
+class OutboxDispatcher:
+    """Delivers pending effects through the :class:`Notifier`; ``kick`` after every write."""
+
+    def __init__(
+        self,
+        *,
+        store: OperationStore,
+        notifier: Notifier,
+        clock: Clock,
+        instance_id: str,
+        on_post_failed: PostFailedHook,
+        config: OutboxConfig | None = None,
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._clock = clock
+        self._owner = instance_id
+        self._on_post_failed = on_post_failed
+        self._config = config or OutboxConfig()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+
+    def kick(self, op_id: str) -> asyncio.Task[None]:
+        """Deliver ``op_id``'s effects in the background (once more, if a delivery is running)."""
+        running = self._tasks.get(op_id)
+        if running is not None and not running.done():
+            self._again.add(op_id)
+            return running
+        task = asyncio.create_task(self._deliver_loop(op_id), name=f"vpnbot-outbox-{op_id}")
+        self._tasks[op_id] = task
+        task.add_done_callback(
+            lambda t: self._tasks.pop(op_id, None) if self._tasks.get(op_id) is t else None
+        )
+        return task
+
+    async def deliver(self, op_id: str) -> None:
+        """Deliver ``op_id``'s effects now and wait for it (the request path posts its card this way)."""
+        await asyncio.shield(self.kick(op_id))
+
+    async def pass_once(self) -> None:
+        """Deliver every operation with effects due now that no replica is delivering."""
+        for op_id in await self._store.ops_with_due_effects(now=self._clock.now()):
+            self.kick(op_id)
+
+    async def wait_idle(self) -> None:
+        """Wait until no delivery runs in this process (tests, the demo, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def stop(self, grace_s: float) -> None:
+        """Let deliveries finish for ``grace_s``, then cancel them (their effects stay pending)."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    async def _deliver_loop(self, op_id: str) -> None:
+        while True:
+            self._again.discard(op_id)
+            try:
+                await self._deliver(op_id)
+            except StoreUnavailable as err:
+                log.warning(
+                    "outbox: the database is unreachable; delivery resumes later",
+                    extra={"op_id": op_id, "error": err.detail},
+                )
+                return
+            except Exception:
+                # A bug must not kill the loop that keeps Slack in step; the next pass tries again.
+                log.exception("outbox: delivering failed unexpectedly", extra={"op_id": op_id})
+                return
+            if op_id not in self._again:
+                return
+
+    async def _deliver(self, op_id: str) -> None:
+        if not await self._claim(op_id):
+            return  # another replica delivers it
+        try:
+            # The claim is renewed before each effect, so a slow Slack never lets two replicas in.
+            while await self._deliver_next(op_id) and await self._claim(op_id):
+                pass
+        finally:
+            await self._store.release_outbox(op_id=op_id, owner=self._owner)
+
+    async def _claim(self, op_id: str) -> bool:
+        now = self._clock.now()
+        until = now + timedelta(seconds=self._config.claim_s)
+        return await self._store.claim_outbox(op_id=op_id, owner=self._owner, until=until, now=now)
+
+    async def _deliver_next(self, op_id: str) -> bool:
+        """Deliver the oldest pending effect; True to go on with the next one."""
+        effects = await self._store.pending_effects(op_id=op_id)
+        if not effects:
+            return False
+        first = effects[0]
+        now = self._clock.now()
+        if first.next_at > now:
+            return False  # waiting out a back-off; a later pass takes it
+        if first.kind is EffectKind.UPDATE_CARD and any(
+            e.kind is EffectKind.UPDATE_CARD for e in effects[1:]
+        ):
+            # A newer card update follows; it renders the same (current) state. Skip to it.
+            await self._store.complete_effects(ids=[first.id], now=now, error="superseded")
+            return True
+        op = await self._store.get_operation(op_id=op_id)
+        if op is None:
+            await self._store.complete_effects(ids=[e.id for e in effects], now=now, error="no operation")
+            return False
+        return await self._send(first, op)
+
+    async def _send(self, effect: PendingEffect, op: Operation) -> bool:
+        now = self._clock.now()
+        missing = self._missing_target(effect, op)
+        if missing is not None:
+            log.info(
+                "outbox: nothing to deliver to",
+                extra={"op_id": op.id, "kind": effect.kind.value, "reason": missing},
+            )
+            await self._store.complete_effects(ids=[effect.id], now=now, error=missing)
+            return True
+        try:
+            async with asyncio.timeout(self._config.call_timeout_s):
+                ts = await self._call(effect, op)
+        except TimeoutError:
+            return await self._failed(
+                effect, op, SlackError("Slack did not answer in time.", error="timeout", transient=True)
+            )
+        except SlackError as err:
+            return await self._failed(effect, op, err)
+        if ts is not None:
+            await self._store.confirmation_posted(
+                effect_id=effect.id, op_id=op.id, ts=ts, now=self._clock.now()
+            )
+        else:
+            await self._store.complete_effects(ids=[effect.id], now=self._clock.now())
+        return True
+
+    @staticmethod
+    def _missing_target(effect: PendingEffect, op: Operation) -> str | None:
+        if effect.kind in (EffectKind.UPDATE_CARD, EffectKind.THREAD) and not op.message_ts:
+            return "no confirmation message"
+        if effect.kind is EffectKind.RESPOND and not op.response_url:
+            return "no response_url"
+        if effect.kind in (EffectKind.THREAD, EffectKind.RESPOND) and effect.event is None:
+            return "no event"
+        return None
+
+    async def _call(self, effect: PendingEffect, op: Operation) -> str | None:
+        """Make the Slack call for ``effect``; return the ts of a posted confirmation."""
+        match effect.kind:
+            case EffectKind.POST_CONFIRMATION:
+                return await self._notifier.post_confirmation(op)
+            case EffectKind.UPDATE_CARD:
+                await self._notifier.update_card(op)
+            case EffectKind.THREAD:
+                assert effect.event is not None  # noqa: S101 - checked by _missing_target
+                await self._notifier.reply_in_thread(op, effect.event)
+            case EffectKind.RESPOND:
+                assert effect.event is not None  # noqa: S101 - checked by _missing_target
+                await self._notifier.respond(op, effect.event)
+        return None
+
+    async def _failed(self, effect: PendingEffect, op: Operation, err: SlackError) -> bool:
+        """Handle a failed call: back off (False: stop here, keep order) or give it up (True)."""
+        now = self._clock.now()
+        extra = {
+            "op_id": op.id,
+            "kind": effect.kind.value,
+            "slack_error": err.error,
+            "attempt": effect.attempts + 1,
+        }
+        age = (now - effect.created_at).total_seconds()
+        if err.transient and age < self._config.give_up_s:
+            delay = min(
+                self._config.backoff_max_s,
+                max(err.retry_after or 0.0, self._config.backoff_initial_s * 2**effect.attempts),
+            )
+            log.warning(
+                "outbox: Slack failed; trying again later", extra={**extra, "retry_in_s": round(delay, 1)}
+            )
+            await self._store.reschedule_effect(
+                effect_id=effect.id, next_at=now + timedelta(seconds=delay), error=err.error
+            )
+            return False
+        if err.transient:
+            log.error("outbox: gave up after Slack failed for too long", extra={**extra, "age_s": round(age)})
+        else:
+            log.warning("outbox: Slack refused; this effect is dropped", extra=extra)
+        await self._store.complete_effects(ids=[effect.id], now=now, error=err.error)
+        if effect.kind is EffectKind.POST_CONFIRMATION:
+            await self._on_post_failed(op, err)
+        return True

@@ -1,0 +1,10 @@
+"""The durable store: operations, leases, gateway locks, audit and the Slack outbox.
+
+``core`` holds :class:`Store` (one transaction per method), ``outbox`` the outbox half of it,
+``tables`` the schema and its migrations.
+"""
+
+from bot.store.core import Store, async_url
+from bot.store.tables import SCHEMA_VERSION
+
+__all__ = ["SCHEMA_VERSION", "Store", "async_url"]

@@ -1,0 +1,139 @@
+"""The Slack outbox: effects written with the state change that causes them, delivered after.
+
+A replica delivers one operation's effects at a time, in order, under a claim (a small lease in
+``outbox_claims``), so two replicas never post the same reply twice in a race. An effect is done
+once delivered, superseded (a newer card update) or given up; until then it is retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.domain import Effect, EffectKind, PendingEffect, event_from_json, event_to_json
+from bot.store.tables import operations, outbox, outbox_claims
+
+__all__ = ["OutboxMixin", "insert_effects"]
+
+
+async def insert_effects(
+    conn: AsyncConnection, *, op_id: str, effects: Sequence[Effect], now: datetime
+) -> None:
+    """Add ``effects`` for ``op_id`` inside the caller's transaction."""
+    if not effects:
+        return
+    await conn.execute(
+        insert(outbox),
+        [
+            {
+                "op_id": op_id,
+                "kind": e.kind.value,
+                "event": event_to_json(e.event) if e.event is not None else None,
+                "created_at": now,
+                "next_at": now,
+                "attempts": 0,
+            }
+            for e in effects
+        ],
+    )
+
+
+def _row_to_effect(row: Any) -> PendingEffect:
+    m = row._mapping
+    raw = m["event"]
+    return PendingEffect(
+        id=m["id"],
+        op_id=m["op_id"],
+        kind=EffectKind(m["kind"]),
+        event=event_from_json(raw) if raw else None,
+        attempts=m["attempts"],
+        created_at=m["created_at"],
+        next_at=m["next_at"],
+    )
+
+
+class OutboxMixin:
+    """The outbox half of :class:`bot.store.Store` (shares its engine and transactions)."""
+
+    def _tx(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError  # pragma: no cover - provided by Store
+
+    def _insert(self, table: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover - provided by Store
+
+    async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None:
+        """Add effects that go with no state change (progress notes such as "queued")."""
+        async with self._tx() as conn:
+            await insert_effects(conn, op_id=op_id, effects=effects, now=now)
+
+    async def claim_outbox(self, *, op_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        """Take the right to deliver ``op_id``'s effects if nobody (else) holds it live."""
+        async with self._tx() as conn:
+            ins = self._insert(outbox_claims).values(op_id=op_id, owner=owner, until=until)
+            ins = ins.on_conflict_do_update(
+                index_elements=["op_id"],
+                set_={"owner": owner, "until": until},
+                where=or_(outbox_claims.c.until < now, outbox_claims.c.owner == owner),
+            )
+            return (await conn.execute(ins.returning(outbox_claims.c.op_id))).first() is not None
+
+    async def release_outbox(self, *, op_id: str, owner: str) -> None:
+        """Give the delivery claim back."""
+        async with self._tx() as conn:
+            await conn.execute(
+                delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
+            )
+
+    async def pending_effects(self, *, op_id: str) -> list[PendingEffect]:
+        """The operation's undelivered effects, oldest first."""
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                select(outbox)
+                .where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None))
+                .order_by(outbox.c.id)
+            )
+            return [_row_to_effect(r) for r in rows]
+
+    async def ops_with_due_effects(self, *, now: datetime, limit: int = 100) -> list[str]:
+        """Operations with an effect due now and no live delivery claim (any replica may take them)."""
+        claimed = select(outbox_claims.c.op_id).where(outbox_claims.c.until >= now)
+        stmt = (
+            select(outbox.c.op_id)
+            .where(outbox.c.done_at.is_(None), outbox.c.next_at <= now, outbox.c.op_id.not_in(claimed))
+            .group_by(outbox.c.op_id)
+            .order_by(func.min(outbox.c.id))
+            .limit(limit)
+        )
+        async with self._tx() as conn:
+            return [r[0] for r in await conn.execute(stmt)]
+
+    async def complete_effects(self, *, ids: Sequence[int], now: datetime, error: str | None = None) -> None:
+        """Mark effects done: delivered, superseded, or (with ``error``) given up."""
+        async with self._tx() as conn:
+            await conn.execute(
+                update(outbox).where(outbox.c.id.in_(list(ids))).values(done_at=now, last_error=error)
+            )
+
+    async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None:
+        """Try an effect again at ``next_at`` (a transient Slack failure)."""
+        async with self._tx() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == effect_id)
+                .values(next_at=next_at, attempts=outbox.c.attempts + 1, last_error=error)
+            )
+
+    async def confirmation_posted(self, *, effect_id: int, op_id: str, ts: str, now: datetime) -> None:
+        """Record the posted confirmation's ts and complete its effect, in one transaction."""
+        async with self._tx() as conn:
+            await conn.execute(
+                update(operations)
+                .where(operations.c.id == op_id)
+                .values(message_ts=ts, updated_at=now, version=operations.c.version + 1)
+            )
+            await conn.execute(update(outbox).where(outbox.c.id == effect_id).values(done_at=now))

@@ -1,0 +1,189 @@
+"""The store's tables and migrations (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Tables::
+
+    schema_version  applied migrations (taken under an advisory lock on PostgreSQL)
+    operations      one row per deletion request, with its lease (lease_owner, lease_expires_at)
+    gateway_locks   (region, gateway_id) -> op_id: one DeleteVpnConnection per gateway at a time
+    audit           who did what, when, with Alibaba's RequestId
+    outbox          Slack effects of state changes, written in the same transaction, delivered after
+    outbox_claims   op_id -> the replica delivering that operation's effects, until when
+    heartbeats      instance -> last write (``/healthz`` proves the database takes writes)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "audit",
+    "gateway_locks",
+    "heartbeats",
+    "metadata",
+    "operations",
+    "outbox",
+    "outbox_claims",
+    "schema_version",
+]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime; SQLite stores it naive (in UTC), PostgreSQL as timestamptz."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the store only takes aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", UtcDateTime, nullable=False),
+)
+
+operations = Table(
+    "operations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("state", String(32), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("vco_id", String(128), nullable=False),
+    Column("gateway_id", String(128), nullable=False),
+    Column("connection", JSON, nullable=False),
+    Column("gateway", JSON, nullable=False),
+    Column("requester_id", String(64), nullable=False),
+    Column("channel_id", String(64), nullable=False),
+    Column("team_id", String(64), nullable=False, default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("client_token", String(64), nullable=False),
+    Column("message_ts", String(64)),
+    Column("response_url", Text),
+    Column("approver_id", String(64)),
+    Column("approved_at", UtcDateTime),
+    Column("cancelled_by", String(64)),
+    Column("delete_request_id", String(128)),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("deadline_at", UtcDateTime),
+    Column("error_code", String(128)),
+    Column("error_text", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=0),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", UtcDateTime),
+    # Added by migration 2.
+    Column("token_seq", Integer, nullable=False, default=0, server_default="0"),
+    Column("crashes", Integer, nullable=False, default=0, server_default="0"),
+    Index("ix_operations_state", "state"),
+)
+
+gateway_locks = Table(
+    "gateway_locks",
+    metadata,
+    Column("region", String(64), primary_key=True),
+    Column("gateway_id", String(128), primary_key=True),
+    Column("op_id", String(64), nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("actor_id", String(64), nullable=False),
+    Column("op_id", String(64)),
+    Column("vco_id", String(128)),
+    Column("region", String(64)),
+    Column("detail", Text, nullable=False, default=""),
+    Column("request_id", String(128)),
+    Index("ix_audit_at", "at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("op_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("event", JSON),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("next_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("done_at", UtcDateTime),
+    Column("last_error", String(128)),
+    Index("ix_outbox_pending", "done_at", "next_at"),
+    Index("ix_outbox_op", "op_id", "id"),
+)
+
+outbox_claims = Table(
+    "outbox_claims",
+    metadata,
+    Column("op_id", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("until", UtcDateTime, nullable=False),
+)
+
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("instance", String(128), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+
+def _migration_1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[operations, gateway_locks, audit], checkfirst=True)
+
+
+def _migration_2(conn: Connection) -> None:
+    # Per-operation ClientToken sequence and crash budget; the Slack outbox; health heartbeats.
+    # A database created by migration 1 of this code already has the columns; an older one lacks them.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    for column in ("token_seq", "crashes"):
+        if column not in present:
+            conn.execute(text(f"ALTER TABLE operations ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"))
+    metadata.create_all(conn, tables=[outbox, outbox_claims, heartbeats], checkfirst=True)
+
+
+# Append only: each step runs once, in order, under the migration lock.
+MIGRATIONS: Sequence[Callable[[Connection], None]] = (_migration_1, _migration_2)
+SCHEMA_VERSION = len(MIGRATIONS)

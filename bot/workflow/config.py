@@ -1,0 +1,49 @@
+"""The workflow's timings, taken from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import Settings
+
+__all__ = ["WorkflowConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowConfig:
+    """The timing knobs of the workflow, in seconds."""
+
+    poll_interval_s: float = 5.0
+    # From approval to a final state: the one total give-up time (VPNBOT_DELETE_TIMEOUT_SECONDS).
+    delete_timeout_s: float = 900.0
+    confirmation_ttl_s: float = 900.0
+    lease_s: float = 30.0
+    # Sends of DeleteVpnConnection after definite rejections (busy, throttled), each with a new token.
+    busy_retry_attempts: int = 5
+    busy_retry_base_s: float = 10.0
+    busy_retry_max_s: float = 120.0
+    # How often the background loops run (resume, expiry, outbox); default lease_s / 3.
+    loop_interval_s: float | None = None
+    # How many times VERIFYING looks again before calling a still-present connection a failure:
+    # right after the call the gateway may still say ``active`` before it switches to ``updating``.
+    verify_checks: int = 3
+    # Unexpected failures of one operation's driver before it is failed with an error id.
+    crash_budget: int = 3
+    # How long the outbox keeps trying to tell Slack before it gives up (with an ERROR log line).
+    slack_give_up_s: float = 6 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkflowConfig:
+        """Take the workflow's timings from the bot's settings."""
+        return cls(
+            poll_interval_s=settings.poll_interval_seconds,
+            delete_timeout_s=settings.delete_timeout_seconds,
+            confirmation_ttl_s=settings.confirmation_ttl_seconds,
+            lease_s=settings.lease_seconds,
+            busy_retry_attempts=settings.busy_retry_attempts,
+            busy_retry_base_s=settings.busy_retry_base_seconds,
+        )
+
+    @property
+    def loop_s(self) -> float:
+        return self.loop_interval_s if self.loop_interval_s is not None else self.lease_s / 3

@@ -1,0 +1,466 @@
+"""The deletion workflow: request, approval, one DeleteVpnConnection per gateway, then watching it finish.
+
+The states and their arrows are drawn in :class:`bot.domain.OpState`. The rules that keep a
+deletion safe across clicks, retries, crashes and replicas:
+
+- every state change is a compare-and-set in the store, written together with its audit entry
+  and its Slack effects (the outbox), so of twenty clicks exactly one approves and what people
+  see always catches up with what happened;
+- a worker drives an operation only while it holds the operation's lease, and renews it; a
+  worker that loses a CAS or its lease stops, and another replica resumes the operation once
+  the lease expires (``stop()`` releases leases so that happens at once);
+- one DeleteVpnConnection per gateway at a time (Alibaba rejects concurrent ones), through a
+  durable gateway lock, released in the same transaction that ends the operation;
+- ClientTokens follow Alibaba's idempotence rules (:func:`bot.domain.client_token_for`): the
+  token is kept across ambiguous outcomes and replaced after a definite rejection, and the send
+  is recorded before it is made, so a resend after a crash reuses the token that may have been sent.
+
+Slack never blocks a deletion: the workflow writes effects and kicks :class:`OutboxDispatcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from bot.domain import (
+    AuditEntry,
+    Crashed,
+    Effect,
+    EffectKind,
+    Operation,
+    OpState,
+    PostFailed,
+    Resumed,
+    VpnConnection,
+    VpnGateway,
+    client_token_for,
+)
+from bot.errors import ConfirmationClosed, NotAllowed, SlackError
+from bot.outbox import OutboxConfig, OutboxDispatcher
+from bot.ports import Clock, Notifier, OperationStore, Policy, VpcApi
+from bot.workflow.config import WorkflowConfig
+from bot.workflow.steps import CARD, SYSTEM_ACTOR, LostOperation, Steps, Stopping, thread
+
+__all__ = ["Workflow"]
+
+log = logging.getLogger("bot.workflow")
+_AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+
+
+class Workflow:
+    """Drives deletion operations from the slash command to a final state."""
+
+    def __init__(
+        self,
+        *,
+        store: OperationStore,
+        vpc: VpcApi,
+        notifier: Notifier,
+        policy: Policy,
+        clock: Clock,
+        config: WorkflowConfig,
+        instance_id: str,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._clock = clock
+        self._config = config
+        self.instance_id = instance_id
+        self.outbox = OutboxDispatcher(
+            store=store,
+            notifier=notifier,
+            clock=clock,
+            instance_id=instance_id,
+            on_post_failed=self._confirmation_not_posted,
+            config=OutboxConfig(claim_s=config.lease_s, give_up_s=config.slack_give_up_s),
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._driving: dict[str, asyncio.Task[None]] = {}
+        self._looking_up: set[str] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._steps = Steps(
+            store=store,
+            vpc=vpc,
+            clock=clock,
+            config=config,
+            owner=instance_id,
+            outbox=self.outbox,
+            pause=self._pause,
+        )
+
+    # --- public API (the Slack layer calls exactly these) ----------------------------------------
+
+    async def request_delete(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        channel_id: str,
+        vco_id: str,
+        region: str,
+        response_url: str | None,
+    ) -> Operation:
+        """Check policy, record the request, look the connection up and post the confirmation.
+
+        The request is recorded (leased to this worker) before the lookup, so if this process
+        dies during it another worker finishes the lookup and answers the requester.
+        """
+        try:
+            await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=region)
+        except NotAllowed as err:
+            await self._store.add_audit(
+                AuditEntry(
+                    at=self._clock.now(),
+                    action="refused",
+                    actor_id=user_id,
+                    vco_id=vco_id,
+                    region=region,
+                    detail=f"request: {err.friendly}",
+                )
+            )
+            raise
+        now = self._clock.now()
+        op_id = uuid.uuid4().hex
+        op = Operation(
+            id=op_id,
+            state=OpState.LOOKING_UP,
+            region=region,
+            connection=VpnConnection(vco_id, region, "", "", "", "", "", ""),
+            gateway=VpnGateway("", region, "", ""),
+            requester_id=user_id,
+            channel_id=channel_id,
+            team_id=team_id,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
+            client_token=client_token_for(op_id),
+            response_url=response_url,
+        )
+        op = await self._store.create_operation(
+            op=op,
+            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
+            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
+        )
+        self._looking_up.add(op.id)
+        try:
+            op = await self._steps.look_up(op, reply_on_failure=False)
+        finally:
+            self._looking_up.discard(op.id)
+        await self.outbox.deliver(op.id)
+        return await self._load(op.id)
+
+    async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        """Approve once (the first click wins), then delete in the background; return at once.
+
+        ``message_ts`` is the clicked message: a click can arrive before the confirmation's ts
+        is recorded (it is stored once chat.postMessage answers), and the thread needs it.
+        """
+        op = await self._load(op_id)
+        try:
+            await self._policy.check_approval(user_id=user_id, op=op)
+        except NotAllowed as err:
+            await self._store.add_audit(
+                self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}")
+            )
+            raise
+        if op.state is not OpState.AWAITING_APPROVAL:
+            raise ConfirmationClosed(op)
+        now = self._clock.now()
+        if now >= op.expires_at:
+            await self._expire(op)
+            raise ConfirmationClosed(await self._load(op_id))
+        approved = await self._store.transition(
+            op_id,
+            from_states=_AWAITING,
+            to=OpState.APPROVED,
+            now=now,
+            approver_id=user_id,
+            approved_at=now,
+            deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
+            message_ts=op.message_ts or message_ts,
+            # Lease in the same CAS: no other replica may see it approved and unowned.
+            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
+            audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
+            effects=[CARD],
+        )
+        if approved is None:
+            raise ConfirmationClosed(await self._load(op_id))
+        self.outbox.kick(op_id)
+        self._start_driving(approved)
+        return approved
+
+    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`)."""
+        op = await self._load(op_id)
+        try:
+            await self._policy.check_cancel(user_id=user_id, op=op)
+        except NotAllowed as err:
+            await self._store.add_audit(
+                self._steps.entry(op, "refused", actor_id=user_id, detail=f"cancel: {err.friendly}")
+            )
+            raise
+        now = self._clock.now()
+        cancelled = await self._store.transition(
+            op_id,
+            from_states=_AWAITING,
+            to=OpState.CANCELLED,
+            now=now,
+            cancelled_by=user_id,
+            finished_at=now,
+            message_ts=op.message_ts or message_ts,
+            audit_entry=self._steps.entry(op, "cancelled", actor_id=user_id),
+            effects=[CARD],
+        )
+        if cancelled is None:
+            raise ConfirmationClosed(await self._load(op_id))
+        self.outbox.kick(op_id)
+        return cancelled
+
+    async def history(
+        self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
+    ) -> list[AuditEntry]:
+        """The newest audit entries first; with ``user_id``, only if the policy lets them read it."""
+        if user_id is not None:
+            await self._policy.check_history(user_id=user_id, channel_id=channel_id)
+        return await self._store.recent_audit(limit=limit)
+
+    async def start(self) -> None:
+        """Resume what crashed or stopped replicas left, then keep resuming, expiring and delivering."""
+        await self.run_once()
+        self._loops = [
+            asyncio.create_task(self._every(self._resume_pass, "resume"), name="vpnbot-resume"),
+            asyncio.create_task(self._every(self._expiry_pass, "expiry"), name="vpnbot-expiry"),
+            asyncio.create_task(self._every(self.outbox.pass_once, "outbox"), name="vpnbot-outbox"),
+        ]
+
+    async def stop(self, *, release_leases: bool = True, grace_s: float = 10.0) -> None:
+        """Stop every background task; give leases back so another replica resumes at once.
+
+        Work stops at its next safe point (a pause between API calls) so no database or API call
+        is cut off halfway; whatever is still busy after ``grace_s`` is cancelled.
+        ``release_leases=False`` behaves like a crash: the leases stay until they expire.
+        """
+        held = list(self._driving)
+        self._stopping.set()
+        tasks = [*self._loops, *self._tasks]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops.clear()
+        await self.outbox.stop(grace_s)
+        if release_leases:
+            for op_id in held:
+                try:
+                    await self._store.release_lease(op_id=op_id, owner=self.instance_id)
+                except Exception:
+                    log.exception("could not release the lease on %s", op_id, extra={"op_id": op_id})
+
+    async def run_once(self) -> None:
+        """One pass of resume, expiry and outbox delivery (the background loops call the same)."""
+        await self._resume_pass()
+        await self._expiry_pass()
+        await self.outbox.pass_once()
+
+    async def wait_idle(self) -> None:
+        """Wait until every operation this instance drives has stopped and Slack is told (tests, demo)."""
+        while self._driving:
+            await asyncio.gather(*self._driving.values(), return_exceptions=True)
+        await self.outbox.wait_idle()
+
+    @property
+    def driving(self) -> frozenset[str]:
+        """Ids of the operations this instance drives right now."""
+        return frozenset(self._driving)
+
+    # --- background passes -----------------------------------------------------------------------
+
+    async def _every(self, job: Callable[[], Awaitable[None]], name: str) -> None:
+        with contextlib.suppress(Stopping):
+            while True:
+                try:
+                    await job()
+                except Exception:
+                    log.exception("the %s loop failed; trying again", name)
+                await self._pause(self._config.loop_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep on the clock, unless the workflow is stopping: then raise Stopping at this safe point."""
+        if not self._stopping.is_set() and seconds > 0:
+            sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                stopper.cancel()
+        if self._stopping.is_set():
+            raise Stopping
+
+    async def _resume_pass(self) -> None:
+        now = self._clock.now()
+        for op in await self._store.list_resumable(now=now):
+            if op.id in self._driving or op.id in self._looking_up:
+                continue
+            claimed = await self._store.claim_lease(
+                op_id=op.id,
+                owner=self.instance_id,
+                until=now + timedelta(seconds=self._config.lease_s),
+                now=now,
+            )
+            if claimed is None:
+                continue  # another replica was faster
+            log.info("resuming operation in state %s", claimed.state.value, extra={"op_id": claimed.id})
+            if claimed.state is not OpState.LOOKING_UP:
+                await self._store.enqueue(
+                    op_id=claimed.id, effects=[thread(Resumed(instance=self.instance_id))], now=now
+                )
+                self.outbox.kick(claimed.id)
+            await self._store.add_audit(
+                self._steps.entry(claimed, "resumed", actor_id=SYSTEM_ACTOR, detail=f"by {self.instance_id}")
+            )
+            self._start_driving(claimed)
+
+    async def _expiry_pass(self) -> None:
+        for op in await self._store.list_expired_confirmations(now=self._clock.now()):
+            await self._expire(op)
+
+    async def _expire(self, op: Operation) -> None:
+        now = self._clock.now()
+        expired = await self._store.transition(
+            op.id,
+            from_states=_AWAITING,
+            to=OpState.EXPIRED,
+            now=now,
+            finished_at=now,
+            audit_entry=self._steps.entry(op, "expired", actor_id=SYSTEM_ACTOR, detail="no approval in time"),
+            effects=[CARD],
+        )
+        if expired is not None:
+            self.outbox.kick(op.id)
+
+    async def _confirmation_not_posted(self, op: Operation, err: SlackError) -> None:
+        """The outbox could not post the confirmation: fail the request and tell the requester."""
+        now = self._clock.now()
+        failed = await self._store.transition(
+            op.id,
+            from_states=_AWAITING,
+            to=OpState.FAILED,
+            now=now,
+            finished_at=now,
+            error_code=f"slack:{err.error}",
+            error_text=err.friendly,
+            audit_entry=self._steps.entry(
+                op, "failed", actor_id=SYSTEM_ACTOR, detail=f"confirmation not posted: {err.error}"
+            ),
+            effects=[Effect(EffectKind.RESPOND, PostFailed(error=err.error, reason=err.friendly))],
+        )
+        if failed is not None:
+            self.outbox.kick(op.id)
+
+    # --- driving one operation ---------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_driving(self, op: Operation) -> None:
+        if op.id in self._driving:
+            return
+        task = self._spawn(self._run(op), name=f"vpnbot-op-{op.id}")
+        self._driving[op.id] = task
+        task.add_done_callback(lambda _t: self._driving.pop(op.id, None))
+
+    async def _run(self, op: Operation) -> None:
+        """Drive ``op`` while renewing its lease; count unexpected failures against its crash budget."""
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(op.id, lost), name=f"vpnbot-lease-{op.id}")
+        driver = asyncio.create_task(self._steps.drive(op), name=f"vpnbot-drive-{op.id}")
+        lost_wait = asyncio.create_task(lost.wait(), name=f"vpnbot-lost-{op.id}")
+        try:
+            await asyncio.wait({driver, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not driver.done():
+                current = await self._store.get_operation(op_id=op.id)
+                if current is None or not current.is_terminal:
+                    log.warning("lease lost; another worker owns the operation now", extra={"op_id": op.id})
+                    return
+                # Finishing dropped the lease: that is not a loss, and what follows must not be cut off.
+                await asyncio.wait({driver})
+            driver.result()
+        except LostOperation:
+            log.info("another worker owns the operation now; stopping here", extra={"op_id": op.id})
+        except Stopping:
+            log.info(
+                "shutting down; the operation resumes on the next start or another replica",
+                extra={"op_id": op.id},
+            )
+        except Exception as exc:
+            await self._crashed(op.id, exc)
+        finally:
+            for task in (driver, heartbeat, lost_wait):
+                task.cancel()
+            # Wait for them even when we are being cancelled, so nothing outlives stop().
+            await asyncio.gather(driver, heartbeat, lost_wait, return_exceptions=True)
+
+    async def _crashed(self, op_id: str, exc: Exception) -> None:
+        """Count a crash; past the budget fail the operation, else let a resume pass retry it."""
+        error_id = secrets.token_hex(3)
+        log.error(
+            "driving the operation failed unexpectedly",
+            extra={"op_id": op_id, "error_id": error_id},
+            exc_info=exc,
+        )
+        try:
+            op = await self._store.get_operation(op_id=op_id)
+            if op is None or op.is_terminal:
+                return
+            crashes = op.crashes + 1
+            if crashes >= self._config.crash_budget:
+                await self._steps.finish(
+                    op,
+                    OpState.FAILED,
+                    Crashed(error_id=error_id),
+                    error_code=f"crash:{error_id}",
+                    crashes=crashes,
+                )
+                return
+            await self._store.set_fields(
+                op_id, now=self._clock.now(), require_owner=self.instance_id, crashes=crashes
+            )
+            # The lease is kept until it expires: a resume pass tries again then, a natural back-off.
+        except Exception:
+            log.exception("could not record the crash", extra={"op_id": op_id, "error_id": error_id})
+
+    async def _heartbeat(self, op_id: str, lost: asyncio.Event) -> None:
+        while True:
+            try:
+                await self._pause(self._config.lease_s / 3)
+            except Stopping:
+                return
+            try:
+                until = self._clock.now() + timedelta(seconds=self._config.lease_s)
+                if not await self._store.renew_lease(op_id=op_id, owner=self.instance_id, until=until):
+                    lost.set()
+                    return
+            except Exception as exc:
+                # A database hiccup: keep trying until the lease really expires.
+                log.warning("could not renew the lease (%s)", type(exc).__name__, extra={"op_id": op_id})
+
+    # --- small helpers -----------------------------------------------------------------------
+
+    async def _load(self, op_id: str) -> Operation:
+        op = await self._store.get_operation(op_id=op_id)
+        if op is None:
+            raise ConfirmationClosed(None)
+        return op

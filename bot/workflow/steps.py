@@ -1,0 +1,413 @@
+"""The steps that drive one operation from approval (or a resumed lookup) to a final state.
+
+:class:`Steps` holds no state of its own between calls: every step reads the operation it is
+given and writes its next state with a compare-and-set, so any worker holding the lease can
+take over at any step. See :mod:`bot.workflow` for the rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.domain import (
+    Accepted,
+    AuditEntry,
+    Deleted,
+    Effect,
+    EffectKind,
+    Failed,
+    GatewayActive,
+    GatewayUpdating,
+    LookupFailed,
+    Operation,
+    OpState,
+    Outcome,
+    Progress,
+    Queued,
+    Retrying,
+    StillExists,
+    TimedOut,
+    Unanswered,
+    client_token_for,
+)
+from bot.errors import CloudError
+from bot.outbox import OutboxDispatcher
+from bot.ports import Clock, OperationStore, VpcApi
+from bot.workflow.config import WorkflowConfig
+
+__all__ = ["CONNECTION_NOT_FOUND", "SYSTEM_ACTOR", "LostOperation", "Steps", "Stopping"]
+
+log = logging.getLogger("bot.workflow")
+
+CONNECTION_NOT_FOUND = "InvalidVpnConnectionInstanceId.NotFound"
+SYSTEM_ACTOR = "vpn-bot"
+# A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
+_RESPONSE_URL_LIFETIME = timedelta(minutes=30)
+CARD = Effect(EffectKind.UPDATE_CARD)
+
+
+def thread(event: Progress) -> Effect:
+    """A reply in the card's thread."""
+    return Effect(EffectKind.THREAD, event)
+
+
+class Stopping(Exception):
+    """The workflow is stopping; raised at a safe point between steps."""
+
+
+class LostOperation(Exception):
+    """This worker lost a CAS or its lease: someone else owns the operation now."""
+
+
+class Steps:
+    """The per-operation steps; ``pause`` sleeps on the clock and raises Stopping on shutdown."""
+
+    def __init__(
+        self,
+        *,
+        store: OperationStore,
+        vpc: VpcApi,
+        clock: Clock,
+        config: WorkflowConfig,
+        owner: str,
+        outbox: OutboxDispatcher,
+        pause: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._vpc = vpc
+        self._clock = clock
+        self._config = config
+        self._owner = owner
+        self._outbox = outbox
+        self._pause = pause
+        # Jitter spreads busy retries of several replicas; it is not security-relevant.
+        self._random = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+    async def drive(self, op: Operation) -> None:
+        queued_posted = False
+        while op.state is not OpState.AWAITING_APPROVAL and not op.is_terminal:
+            if op.state is OpState.LOOKING_UP:
+                await self.look_up(op, reply_on_failure=True)
+                return
+            if self._clock.now() >= self._deadline(op):
+                await self._time_out(op)
+                return
+            if op.state is OpState.APPROVED:
+                op, queued_posted = await self._step_approved(op, queued_posted)
+            elif op.state is OpState.DELETING:
+                op = await self._step_deleting(op)
+            elif op.state is OpState.WAITING_GATEWAY:
+                op = await self._step_waiting(op)
+            elif op.state is OpState.VERIFYING:
+                op = await self._step_verifying(op)
+
+    def _deadline(self, op: Operation) -> datetime:
+        if op.deadline_at is not None:
+            return op.deadline_at
+        start = op.approved_at or op.created_at
+        return start + timedelta(seconds=self._config.delete_timeout_s)
+
+    async def _move(
+        self,
+        op: Operation,
+        to: OpState,
+        *,
+        event: Progress | None = None,
+        audit_action: str | None = None,
+        **fields: Any,
+    ) -> Operation:
+        request_id = fields.get("delete_request_id")
+        moved = await self._store.transition(
+            op.id,
+            from_states={op.state},
+            to=to,
+            now=self._clock.now(),
+            require_owner=self._owner,
+            audit_entry=self.entry(op, audit_action, actor_id=SYSTEM_ACTOR, request_id=request_id)
+            if audit_action
+            else None,
+            effects=[thread(event)] if event is not None else (),
+            **fields,
+        )
+        if moved is None:
+            raise LostOperation(op.id)
+        if event is not None:
+            self._outbox.kick(op.id)
+        log.debug(
+            "operation moved from %s to %s",
+            op.state.value,
+            to.value,
+            extra={"op_id": op.id, "vco_id": op.vco_id, "state": to.value},
+        )
+        return moved
+
+    async def _note(self, op: Operation, event: Progress) -> None:
+        """Tell the thread something that goes with no state change."""
+        await self._store.enqueue(op_id=op.id, effects=[thread(event)], now=self._clock.now())
+        self._outbox.kick(op.id)
+
+    async def look_up(self, op: Operation, *, reply_on_failure: bool) -> Operation:
+        """LOOKING_UP -> AWAITING_APPROVAL (and post the card), or FAILED with the reason.
+
+        On the request path the error is raised for the Slack layer to answer; a resumed lookup
+        answers through the response_url (the outbox), as long as that still works.
+        """
+        if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
+            return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
+        try:
+            connection = await self._vpc.describe_vpn_connection(region=op.region, vco_id=op.vco_id)
+            gateway = await self._vpc.describe_vpn_gateway(region=op.region, gateway_id=connection.gateway_id)
+        except CloudError as err:
+            failed = await self._lookup_failed(
+                op, LookupFailed(code=err.code, reason=err.friendly), reply=reply_on_failure
+            )
+            if not reply_on_failure:
+                raise
+            return failed
+        found = await self._store.transition(
+            op.id,
+            from_states={OpState.LOOKING_UP},
+            to=OpState.AWAITING_APPROVAL,
+            now=self._clock.now(),
+            connection=connection,
+            gateway=gateway,
+            effects=[Effect(EffectKind.POST_CONFIRMATION)],
+        )
+        if found is None:
+            return await self._store.get_operation(op_id=op.id) or op  # another worker finished the lookup
+        self._outbox.kick(op.id)
+        return found
+
+    async def _lookup_failed(self, op: Operation, event: LookupFailed, *, reply: bool) -> Operation:
+        now = self._clock.now()
+        failed = await self._store.transition(
+            op.id,
+            from_states={OpState.LOOKING_UP},
+            to=OpState.FAILED,
+            now=now,
+            finished_at=now,
+            error_code=event.code,
+            error_text=event.reason or None,
+            audit_entry=self.entry(op, "failed", actor_id=SYSTEM_ACTOR, detail=f"lookup: {event.code}"),
+            effects=[Effect(EffectKind.RESPOND, event)] if reply else (),
+        )
+        if failed is not None and reply:
+            self._outbox.kick(op.id)
+        return failed or op
+
+    async def _step_approved(self, op: Operation, queued_posted: bool) -> tuple[Operation, bool]:
+        holder = await self._store.acquire_gateway(
+            region=op.region, gateway_id=op.gateway_id, op_id=op.id, now=self._clock.now()
+        )
+        if holder == op.id:
+            return await self._move(op, OpState.DELETING, started_at=self._clock.now()), queued_posted
+        if not queued_posted:
+            blocking = await self._store.get_operation(op_id=holder)
+            await self._note(op, Queued(blocking_vco_id=blocking.vco_id if blocking else holder))
+            queued_posted = True
+        await self._sleep_until_deadline(op, self._config.poll_interval_s)
+        return op, queued_posted
+
+    async def _step_deleting(self, op: Operation) -> Operation:
+        # attempts > 0 on entry: a previous worker may have sent its current token before crashing.
+        maybe_sent = op.attempts > 0
+        while True:
+            # Record the send before making it: a crash in between resends the stored token.
+            marked = await self._store.set_fields(
+                op.id,
+                now=self._clock.now(),
+                states={OpState.DELETING},
+                require_owner=self._owner,
+                attempts=op.attempts + 1,
+            )
+            if marked is None:
+                raise LostOperation(op.id)
+            op = marked
+            try:
+                request_id = await self._vpc.delete_vpn_connection(
+                    region=op.region, vco_id=op.vco_id, client_token=op.client_token
+                )
+            except CloudError as err:
+                if err.code == CONNECTION_NOT_FOUND and (maybe_sent or err.after_ambiguous):
+                    log.info("connection already gone after a resend; verifying", extra={"op_id": op.id})
+                    return await self._move(op, OpState.VERIFYING)
+                if not err.definite:
+                    # No usable answer even after the client's retries: it may have been carried out.
+                    return await self._move(
+                        op,
+                        OpState.WAITING_GATEWAY,
+                        event=Unanswered(code=err.code),
+                        audit_action="delete_unanswered",
+                    )
+                retry_in = self._busy_retry(op, err)
+                if retry_in is None:
+                    return await self.finish(
+                        op,
+                        OpState.FAILED,
+                        Failed(code=err.code, reason=err.friendly, request_id=err.request_id),
+                    )
+                # A definite rejection: the next send gets a new token, or it would replay this answer.
+                op = await self._next_token(op, err, retry_in)
+                await self._pause(retry_in)
+                continue
+            return await self._move(
+                op,
+                OpState.WAITING_GATEWAY,
+                event=Accepted(request_id=request_id),
+                audit_action="delete_sent",
+                delete_request_id=request_id,
+            )
+
+    def _busy_retry(self, op: Operation, err: CloudError) -> float | None:
+        """The wait before resending after ``err``, or None if the deletion must fail now."""
+        if not err.retryable or op.token_seq + 1 >= self._config.busy_retry_attempts:
+            return None
+        remaining = (self._deadline(op) - self._clock.now()).total_seconds()
+        if remaining <= 0:
+            return None
+        base = min(self._config.busy_retry_base_s * 2.0**op.token_seq, self._config.busy_retry_max_s)
+        hint = getattr(err, "retry_after", None) or 0.0
+        return min(max(hint, base * self._random.uniform(0.8, 1.2)), remaining)
+
+    async def _next_token(self, op: Operation, err: CloudError, delay: float) -> Operation:
+        seq = op.token_seq + 1
+        moved = await self._store.set_fields(
+            op.id,
+            now=self._clock.now(),
+            states={OpState.DELETING},
+            require_owner=self._owner,
+            token_seq=seq,
+            client_token=client_token_for(op.id, seq),
+            effects=[
+                thread(
+                    Retrying(
+                        reason=err.info.friendly,
+                        delay_s=delay,
+                        attempt=seq + 1,
+                        max_attempts=self._config.busy_retry_attempts,
+                        code=err.code,
+                    )
+                )
+            ],
+        )
+        if moved is None:
+            raise LostOperation(op.id)
+        self._outbox.kick(op.id)
+        log.info(
+            "gateway busy (%s); retrying in %.1fs with a new token", err.code, delay, extra={"op_id": op.id}
+        )
+        return moved
+
+    async def _step_waiting(self, op: Operation) -> Operation:
+        interval = self._config.poll_interval_s
+        updating_posted = False
+        while self._clock.now() < self._deadline(op):
+            try:
+                gateway = await self._vpc.describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
+            except CloudError as err:
+                log.warning("polling the gateway failed (%s); polling on", err.code, extra={"op_id": op.id})
+            else:
+                if gateway.status == "updating" and not updating_posted:
+                    updating_posted = True
+                    await self._note(op, GatewayUpdating(gateway_id=op.gateway_id))
+                if gateway.status == "active":
+                    return await self._move(
+                        op, OpState.VERIFYING, event=GatewayActive(gateway_id=op.gateway_id)
+                    )
+            await self._sleep_until_deadline(op, interval)
+            interval = min(interval * 1.5, self._config.poll_interval_s * 4)
+        return op
+
+    async def _step_verifying(self, op: Operation) -> Operation:
+        seen = 0
+        while self._clock.now() < self._deadline(op):
+            try:
+                connection = await self._vpc.describe_vpn_connection(region=op.region, vco_id=op.vco_id)
+            except CloudError as err:
+                if err.code == CONNECTION_NOT_FOUND:
+                    elapsed = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
+                    return await self.finish(op, OpState.DELETED, Deleted(elapsed_s=elapsed))
+                log.warning(
+                    "checking the connection failed (%s); checking on", err.code, extra={"op_id": op.id}
+                )
+            else:
+                seen += 1
+                if seen >= self._config.verify_checks:
+                    outcome = StillExists(
+                        status=connection.status,
+                        request_id=op.delete_request_id,
+                        unanswered=op.delete_request_id is None,
+                    )
+                    return await self.finish(op, OpState.FAILED, outcome, error_code="still_exists")
+            await self._sleep_until_deadline(op, self._config.poll_interval_s)
+        return op
+
+    async def _time_out(self, op: Operation) -> Operation:
+        waited = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
+        outcome = TimedOut(
+            phase=op.state.value, waited_s=waited, sent=op.attempts > 0, request_id=op.delete_request_id
+        )
+        return await self.finish(op, OpState.TIMED_OUT, outcome, error_code="timeout")
+
+    async def finish(
+        self,
+        op: Operation,
+        to: OpState,
+        outcome: Outcome,
+        *,
+        error_code: str | None = None,
+        crashes: int | None = None,
+    ) -> Operation:
+        """Reach a final state: the state, its audit entry, the card and the thread's last reply, at once."""
+        now = self._clock.now()
+        action = {OpState.DELETED: "deleted", OpState.FAILED: "failed", OpState.TIMED_OUT: "timed_out"}[to]
+        code = error_code if error_code is not None else getattr(outcome, "code", None)
+        reason = getattr(outcome, "reason", None)
+        request_id = getattr(outcome, "request_id", None) or op.delete_request_id
+        extra: dict[str, Any] = {} if crashes is None else {"crashes": crashes}
+        done = await self._store.transition(
+            op.id,
+            from_states={op.state},
+            to=to,
+            now=now,
+            require_owner=self._owner,
+            finished_at=now,
+            error_code=code,
+            error_text=reason,
+            audit_entry=self.entry(
+                op,
+                action,
+                actor_id=SYSTEM_ACTOR,
+                detail=f"{code}: {reason or type(outcome).__name__}" if code else "",
+                request_id=request_id,
+            ),
+            effects=[CARD, thread(outcome)],
+            **extra,
+        )
+        if done is None:
+            raise LostOperation(op.id)
+        self._outbox.kick(op.id)
+        log.info("operation %s", action, extra={"op_id": op.id, "vco_id": op.vco_id, "state": to.value})
+        return done
+
+    async def _sleep_until_deadline(self, op: Operation, delay: float) -> None:
+        remaining = (self._deadline(op) - self._clock.now()).total_seconds()
+        await self._pause(max(0.0, min(delay, remaining)))
+
+    def entry(
+        self, op: Operation, action: str, *, actor_id: str, detail: str = "", request_id: str | None = None
+    ) -> AuditEntry:
+        return AuditEntry(
+            at=self._clock.now(),
+            action=action,
+            actor_id=actor_id,
+            op_id=op.id,
+            vco_id=op.vco_id,
+            region=op.region,
+            detail=detail,
+            request_id=request_id,
+        )
