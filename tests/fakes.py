@@ -171,7 +171,9 @@ class FakeVpc:
         try:
             await asyncio.sleep(0)
             conn = self.connections.get((region, vco_id))
-            self.delete_calls.append(DeleteCall(region, vco_id, client_token, conn.gateway_id if conn else None))
+            self.delete_calls.append(
+                DeleteCall(region, vco_id, client_token, conn.gateway_id if conn else None)
+            )
             step = self.delete_script.pop(0) if self.delete_script else None
             if isinstance(step, CloudError):
                 # A definite rejection is what Alibaba answers, and replays, for this token.

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from fakes import make_connection
 
-from bot.domain import ACTIVE_STATES, Operation, OpState, VpnGateway
+from bot.domain import (
+    ACTIVE_STATES,
+    Accepted,
+    AuditEntry,
+    Effect,
+    EffectKind,
+    Operation,
+    OpState,
+    VpnGateway,
+)
+from bot.errors import StoreUnavailable
 from bot.store import SCHEMA_VERSION, Store, async_url
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -133,14 +145,24 @@ async def test_transition_requiring_an_owner_loses_without_the_lease(store: Stor
     assert won.state is OpState.DELETING
 
 
-async def test_set_fields_refuses_unknown_or_derived_fields(store: Store) -> None:
+async def test_set_fields_sets_typed_fields_and_honours_conditions(store: Store) -> None:
     await store.create_operation(op=make_op())
-    with pytest.raises(TypeError, match="state"):
-        await store.set_fields("op-1", now=T0, state=OpState.DELETED)
     updated = await store.set_fields("op-1", now=T0, message_ts="123.456")
     assert updated is not None
     assert updated.message_ts == "123.456"
     assert await store.set_fields("op-1", now=T0, states={OpState.DELETING}, message_ts="x") is None
+
+
+async def test_a_found_connection_replaces_the_placeholder_and_its_id_columns(store: Store) -> None:
+    placeholder = make_op(state=OpState.LOOKING_UP)
+    await store.create_operation(op=placeholder)
+    found = replace(placeholder.connection, name="office", gateway_id="vpn-gw9")
+    moved = await store.transition(
+        "op-1", from_states={OpState.LOOKING_UP}, to=OpState.AWAITING_APPROVAL, now=T0, connection=found
+    )
+    assert moved is not None
+    assert (moved.connection, moved.gateway_id) == (found, "vpn-gw9")
+    assert (await store.get_operation(op_id="op-1")) == moved
 
 
 async def test_leases_claim_renew_release(store: Store) -> None:
@@ -162,7 +184,10 @@ async def test_leases_claim_renew_release(store: Store) -> None:
     )
     later = until + timedelta(seconds=31)
     assert [o.id for o in await store.list_resumable(now=later)] == ["op-1"]
-    assert await store.claim_lease(owner="b", until=later + timedelta(seconds=30), now=later) is not None
+    assert (
+        await store.claim_lease(op_id="op-1", owner="b", until=later + timedelta(seconds=30), now=later)
+        is not None
+    )
     assert await store.lease_of(op_id="op-1") == ("b", later + timedelta(seconds=30))
     assert not await store.renew_lease(op_id="op-1", owner="a", until=later)
 
@@ -216,10 +241,12 @@ async def test_gateway_lock_serialises_and_frees_on_terminal(store: Store) -> No
     assert await acquire("b") == "b"
     assert await acquire("c") == "b"
 
-    await store.release_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id="c")  # not the holder
+    # Ending an operation that does not hold the gateway leaves the holder in place; ending the
+    # holder frees it in the same transaction.
+    await store.transition("c", from_states={OpState.APPROVED}, to=OpState.CANCELLED, now=T0)
     assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") == "b"
-    await store.release_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id="b")
-    assert await acquire("c") == "c"
+    await store.transition("b", from_states={OpState.APPROVED}, to=OpState.DELETED, now=T0)
+    assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") is None
 
 
 async def test_concurrent_gateway_acquires_have_one_holder(store: Store) -> None:
@@ -241,16 +268,18 @@ async def test_concurrent_gateway_acquires_have_one_holder(store: Store) -> None
         winner = holders[0]
         assert winner in ids
         assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") == winner
-        await store.release_gateway(region="cn-hangzhou", gateway_id="vpn-gw1", op_id=winner)
+        await store.transition(winner, from_states={OpState.APPROVED}, to=OpState.DELETED, now=T0)
         ids.remove(winner)
 
 
 async def test_audit_newest_first(store: Store) -> None:
     for i, action in enumerate(["requested", "approved", "deleted"]):
         await store.add_audit(
-            at=T0 + timedelta(seconds=i), action=action, actor_id="U0", op_id="op-1", request_id=f"R{i}"
+            AuditEntry(
+                at=T0 + timedelta(seconds=i), action=action, actor_id="U0", op_id="op-1", request_id=f"R{i}"
+            )
         )
-    await store.add_audit(at=T0, action="requested", actor_id="U1", op_id="op-2")
+    await store.add_audit(AuditEntry(at=T0, action="requested", actor_id="U1", op_id="op-2"))
     recent = await store.recent_audit(limit=2)
     assert [e.action for e in recent] == ["deleted", "approved"]
     assert recent[0].request_id == "R2"
@@ -298,7 +327,111 @@ async def test_two_stores_on_one_sqlite_file_share_state(sqlite_url: str) -> Non
 async def test_in_memory_sqlite_serves_concurrent_calls() -> None:
     store = await Store.open("sqlite:///:memory:")
     try:
-        await asyncio.gather(*(store.add_audit(at=T0, action="x", actor_id=f"U{i}") for i in range(10)))
+        await asyncio.gather(
+            *(store.add_audit(AuditEntry(at=T0, action="x", actor_id=f"U{i}")) for i in range(10))
+        )
         assert len(await store.recent_audit(limit=50)) == 10
     finally:
         await store.close()
+
+
+async def test_transition_writes_its_audit_entry_and_effects_only_when_it_wins(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.WAITING_GATEWAY))
+    entry = AuditEntry(at=T0, action="deleted", actor_id="vpn-bot", op_id="op-1", request_id="R1")
+    effects = [Effect(EffectKind.UPDATE_CARD), Effect(EffectKind.THREAD, Accepted(request_id="R1"))]
+    won = await store.transition(
+        "op-1",
+        from_states={OpState.WAITING_GATEWAY},
+        to=OpState.DELETED,
+        now=T0,
+        audit_entry=entry,
+        effects=effects,
+    )
+    assert won is not None
+    lost = await store.transition(
+        "op-1",
+        from_states={OpState.WAITING_GATEWAY},
+        to=OpState.FAILED,
+        now=T0,
+        audit_entry=entry,
+        effects=effects,
+    )
+    assert lost is None
+    assert [e.action for e in await store.recent_audit(op_id="op-1")] == ["deleted"]
+    pending = await store.pending_effects(op_id="op-1")
+    assert [(e.kind, e.event) for e in pending] == [
+        (EffectKind.UPDATE_CARD, None),
+        (EffectKind.THREAD, Accepted(request_id="R1")),
+    ]
+
+
+async def test_outbox_claims_are_exclusive_and_due_effects_are_listed_once_unclaimed(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.UPDATE_CARD)], now=T0)
+    assert await store.ops_with_due_effects(now=T0) == ["op-1"]
+    until = T0 + timedelta(seconds=30)
+    assert await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
+    assert not await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    assert await store.ops_with_due_effects(now=T0) == []  # someone delivers it
+    # An expired claim (a crashed deliverer) is taken over.
+    later = until + timedelta(seconds=1)
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=later + timedelta(seconds=30), now=later)
+    await store.release_outbox(op_id="op-1", owner="b")
+    (effect,) = await store.pending_effects(op_id="op-1")
+    await store.reschedule_effect(effect_id=effect.id, next_at=T0 + timedelta(minutes=5), error="ratelimited")
+    assert await store.ops_with_due_effects(now=T0 + timedelta(minutes=1)) == []
+    (again,) = await store.pending_effects(op_id="op-1")
+    assert again.attempts == 1
+    await store.complete_effects(ids=[effect.id], now=T0)
+    assert await store.pending_effects(op_id="op-1") == []
+
+
+async def test_confirmation_posted_records_the_ts_with_the_effect(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.POST_CONFIRMATION)], now=T0)
+    (effect,) = await store.pending_effects(op_id="op-1")
+    await store.confirmation_posted(effect_id=effect.id, op_id="op-1", ts="1700000000.1", now=T0)
+    op = await store.get_operation(op_id="op-1")
+    assert op is not None
+    assert op.message_ts == "1700000000.1"
+    assert await store.pending_effects(op_id="op-1") == []
+
+
+async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
+    store = await Store.open(db_url)
+    await store.create_operation(op=make_op())
+    # Turn it back into what release 1 left behind.
+    async with store._engine.begin() as conn:
+        for column in ("token_seq", "crashes"):
+            await conn.exec_driver_sql(f"ALTER TABLE operations DROP COLUMN {column}")
+        for table in ("outbox", "outbox_claims", "heartbeats"):
+            await conn.exec_driver_sql(f"DROP TABLE {table}")
+        await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 1")
+    await store.close()
+
+    upgraded = await Store.open(db_url)
+    try:
+        assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        op = await upgraded.get_operation(op_id="op-1")
+        assert op is not None
+        assert (op.token_seq, op.crashes) == (0, 0)
+        await upgraded.enqueue(op_id="op-1", effects=[Effect(EffectKind.UPDATE_CARD)], now=T0)
+    finally:
+        await upgraded.close()
+
+
+async def test_a_read_only_database_is_unavailable_not_a_bug(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    store = await Store.open(f"sqlite:///{path}")  # creates and migrates the file
+    await store.close()
+    read_only = await Store.open(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await read_only.heartbeat(instance="i-1", now=T0)
+    finally:
+        await read_only.close()
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    with pytest.raises(StoreUnavailable):
+        await Store.open("postgresql://postgres@127.0.0.1:9/none")

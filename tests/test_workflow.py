@@ -30,9 +30,9 @@ from bot.domain import (
     GatewayUpdating,
     Operation,
     OpState,
+    PostFailed,
     Queued,
     Resumed,
-    PostFailed,
     Retrying,
     StillExists,
     TimedOut,
@@ -355,7 +355,9 @@ async def test_final_error_fails_with_friendly_text_and_frees_the_gateway(h: Har
     done = await h.wait_state(op.id, OpState.FAILED, OpState.DELETED)
     assert done.state is OpState.FAILED
     assert (done.error_code, done.error_text) == ("Forbidden", err.friendly)
-    assert h.notifier.events_for(op.id) == [Failed(code="Forbidden", reason=err.friendly, request_id="REQ-ERR")]
+    assert h.notifier.events_for(op.id) == [
+        Failed(code="Forbidden", reason=err.friendly, request_id="REQ-ERR")
+    ]
     assert h.parent_states(op.id)[-1] is OpState.FAILED
     assert len(h.vpc.delete_calls) == 1
     assert await h.store.gateway_holder(region=REGION, gateway_id=GW) is None
@@ -432,7 +434,8 @@ async def test_deletes_on_one_gateway_queue_and_never_overlap(h: Harness) -> Non
     assert h.notifier.event_types(later_id).count("Queued") == 1
     # The later delete was only sent once the earlier one was confirmed.
     earlier_done, later_done = await h.op(earlier.id), await h.op(later_id)
-    assert earlier_done.finished_at is not None and later_done.started_at is not None
+    assert earlier_done.finished_at is not None
+    assert later_done.started_at is not None
     assert later_done.started_at >= earlier_done.finished_at
 
 
@@ -463,7 +466,8 @@ async def test_crashed_worker_is_resumed_by_another_with_one_delete(h: Harness) 
     await h.wait_event(op.id, GatewayUpdating)
     await wf1.stop(release_leases=False)  # a crash: the lease stays until it expires
     owner, until = await h.store.lease_of(op_id=op.id)
-    assert owner == "wf-1" and until is not None
+    assert owner == "wf-1"
+    assert until is not None
     h.clock.set(until - timedelta(seconds=1))  # just before it expires
 
     wf2 = h.workflow(instance_id="wf-2")
@@ -558,7 +562,9 @@ async def test_slack_post_failure_fails_the_request_and_tells_the_requester(h: H
     op = await h.op(op.id)
     assert (op.state, op.error_code) == (OpState.FAILED, "slack:not_in_channel")
     assert await h.audit_actions(op.id) == ["requested", "failed"]
-    assert h.notifier.responses == [(op.id, PostFailed(error="not_in_channel", reason="The bot is not in this channel."))]
+    assert h.notifier.responses == [
+        (op.id, PostFailed(error="not_in_channel", reason="The bot is not in this channel."))
+    ]
 
 
 class _BrokenVpc(FakeVpc):

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import stamina
+from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
 
-from bot.cloud.client import VpcClient, backoff, parse_retry_after, redact, translate_response
+from bot.cloud.client import VpcClient, parse_retry_after, redact, translate_response
 from bot.cloud.codes import ERROR_TABLE
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.endpoints import EndpointResolver, default_host, vpc_base_url
 from bot.cloud.signer import Credentials, canonical_query
 from bot.config import Settings
 from bot.domain import VpnConnection, VpnGateway
-from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass, UsageError
+from bot.errors import CloudApiError, CloudTransportError, RetryClass, UsageError
 from bot.ports import VpcApi
 
 from .fakes import AK, FakeVpc, error_reply, json_reply, params_of, verify_signature
@@ -48,17 +48,14 @@ GATEWAY = {
 }
 
 
-class Recorder:
-    """An on_retry callback that records its arguments."""
-
-    def __init__(self, on_call: Callable[[float], None] | None = None) -> None:
-        self.calls: list[tuple[CloudError, float, int, int]] = []
-        self._on_call = on_call
-
-    async def __call__(self, err: CloudError, delay: float, attempt: int, max_attempts: int) -> None:
-        self.calls.append((err, delay, attempt, max_attempts))
-        if self._on_call is not None:
-            self._on_call(delay)
+@pytest.fixture
+def retries() -> Iterator[list[RetryDetails]]:
+    """Every retry stamina schedules, through its own instrumentation hooks."""
+    seen: list[RetryDetails] = []
+    before = get_on_retry_hooks()
+    set_on_retry_hooks([seen.append])
+    yield seen
+    set_on_retry_hooks(before)
 
 
 # --- the request on the wire ---------------------------------------------------------------------------
@@ -284,12 +281,9 @@ async def test_every_code_of_the_table_through_the_client(
     info = ERROR_TABLE[code]
     status = info.http_status or 500
     fake.replies = [error_reply(code, status, message=f"{code} message")]
-    recorder = Recorder()
     client = make_client(max_attempts=3)
     with pytest.raises(CloudApiError) as caught:
-        await client.delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="tok", on_retry=recorder
-        )
+        await client.delete_vpn_connection(region="cn-shanghai", vco_id="vco-1", client_token="tok")
     err = caught.value
     assert err.code == code
     assert err.retry is info.retry
@@ -299,10 +293,21 @@ async def test_every_code_of_the_table_through_the_client(
     assert err.resource_id == "vco-1"
     assert err.info.api_message == f"{code} message"
     assert f"req-{code}" in err.friendly
-    # Only transient errors are retried here; BUSY is the workflow's to handle, NEVER is final.
-    expected_attempts = 3 if info.retry is RetryClass.TRANSIENT else 1
-    assert len(fake.requests) == expected_attempts
-    assert [(a, m) for _, _, a, m in recorder.calls] == [(n, 3) for n in range(1, expected_attempts)]
+    # A token-bound call is retried here only after an ambiguous failure (a 5xx): a definite
+    # rejection would be replayed for the same token, so it is the workflow's to handle.
+    ambiguous = info.retry is RetryClass.TRANSIENT and status >= 500
+    assert len(fake.requests) == (3 if ambiguous else 1)
+    assert err.definite is (status < 500)
+
+
+@pytest.mark.parametrize("code", sorted(c for c in API_CODES if ERROR_TABLE[c].retry is RetryClass.TRANSIENT))
+async def test_every_transient_code_is_retried_on_a_call_without_a_token(
+    fake: FakeVpc, make_client: MakeClient, code: str
+) -> None:
+    fake.replies = [error_reply(code, ERROR_TABLE[code].http_status or 500)]
+    with pytest.raises(CloudApiError):
+        await make_client(max_attempts=3).describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+    assert len(fake.requests) == 3
 
 
 async def test_dispatch_is_on_code_not_status(fake: FakeVpc, make_client: MakeClient) -> None:
@@ -335,7 +340,6 @@ async def test_non_json_body_is_a_transport_error_and_retried(fake: FakeVpc, mak
         httpx.Response(502, content=b"<html>Bad Gateway</html>", headers={"content-type": "text/html"}),
         json_reply(GATEWAY),
     ]
-    recorder = Recorder()
     client = make_client()
     gateway = await client.describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     assert gateway.status == "active"
@@ -344,9 +348,7 @@ async def test_non_json_body_is_a_transport_error_and_retried(fake: FakeVpc, mak
     fake.replies = [httpx.Response(200, content=b"not json")]
     client = make_client(max_attempts=2)
     with pytest.raises(CloudTransportError) as caught:
-        await client.delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="t", on_retry=recorder
-        )
+        await client.delete_vpn_connection(region="cn-shanghai", vco_id="vco-1", client_token="t")
     assert caught.value.code == "Transport.BadResponse"
     assert isinstance(caught.value.__cause__, ValueError)
     assert len(fake.requests) == 2
@@ -379,18 +381,20 @@ async def test_unexpected_shape_is_not_retried(fake: FakeVpc, make_client: MakeC
         (httpx.RemoteProtocolError("peer closed"), "Transport.BadResponse"),
     ],
 )
-async def test_transport_failures(fake: FakeVpc, make_client: MakeClient, exc: Exception, code: str) -> None:
+async def test_transport_failures(
+    fake: FakeVpc, make_client: MakeClient, exc: Exception, code: str, retries: list[RetryDetails]
+) -> None:
     fake.replies = [exc]
-    recorder = Recorder()
     with pytest.raises(CloudTransportError) as caught:
         await make_client(max_attempts=3).delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="tok", on_retry=recorder
+            region="cn-shanghai", vco_id="vco-1", client_token="tok"
         )
     assert caught.value.code == code
     assert caught.value.__cause__ is exc
     assert caught.value.retry is RetryClass.TRANSIENT
+    assert not caught.value.definite
     assert len(fake.requests) == 3
-    assert [c[0].code for c in recorder.calls] == [code, code]
+    assert [d.caused_by.code for d in retries] == [code, code]  # type: ignore[attr-defined]
 
 
 async def test_timeout_then_success(fake: FakeVpc, make_client: MakeClient) -> None:
@@ -423,103 +427,102 @@ def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
 # --- retries -----------------------------------------------------------------------------------------------
 
 
-async def test_throttle_then_success(fake: FakeVpc, make_client: MakeClient) -> None:
+async def test_throttle_then_success_without_a_token(
+    fake: FakeVpc, make_client: MakeClient, retries: list[RetryDetails]
+) -> None:
+    fake.replies = [error_reply("Throttling.User"), json_reply(GATEWAY)]
+    client = make_client(max_attempts=4)
+    gateway = await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+    assert gateway.status == "active"
+    ((details,),) = [retries]
+    assert details.caused_by.code == "Throttling.User"  # type: ignore[attr-defined]
+    assert details.retry_num == 1
+
+
+async def test_a_throttled_delete_is_not_resent_with_the_same_token(
+    fake: FakeVpc, make_client: MakeClient
+) -> None:
+    # Alibaba would replay "throttled" for the same token: the workflow resends with a new one.
     fake.replies = [error_reply("Throttling.User"), json_reply({"RequestId": "R-ok"})]
-    recorder = Recorder()
-    client = make_client(max_attempts=4, wait_initial=0.5, wait_max=10.0)
-    assert (
-        await client.delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="tok", on_retry=recorder
-        )
-        == "R-ok"
-    )
-    ((err, delay, attempt, max_attempts),) = recorder.calls
-    assert err.code == "Throttling.User"
-    assert (delay, attempt, max_attempts) == (0.5, 1, 4)
+    with pytest.raises(CloudApiError) as caught:
+        await make_client().delete_vpn_connection(region="cn-shanghai", vco_id="vco-1", client_token="tok")
+    assert caught.value.code == "Throttling.User"
+    assert caught.value.definite
+    assert len(fake.requests) == 1
 
 
-async def test_backoff_grows_and_is_capped(fake: FakeVpc, make_client: MakeClient) -> None:
+async def test_not_found_after_a_lost_answer_says_so(fake: FakeVpc, make_client: MakeClient) -> None:
+    fake.replies = [httpx.ReadTimeout("lost"), error_reply("InvalidVpnConnectionInstanceId.NotFound", 404)]
+    with pytest.raises(CloudApiError) as caught:
+        await make_client().delete_vpn_connection(region="cn-shanghai", vco_id="vco-1", client_token="tok")
+    assert caught.value.after_ambiguous
+    fake.requests.clear()
+    fake.replies = [error_reply("InvalidVpnConnectionInstanceId.NotFound", 404)]
+    with pytest.raises(CloudApiError) as first_answer:
+        await make_client().delete_vpn_connection(region="cn-shanghai", vco_id="vco-1", client_token="tok")
+    assert not first_answer.value.after_ambiguous
+
+
+async def test_stamina_owns_the_backoff_and_its_settings_apply(
+    fake: FakeVpc, make_client: MakeClient, retries: list[RetryDetails]
+) -> None:
     fake.replies = [error_reply("ServiceUnavailable", 503)]
-    recorder = Recorder()
-    client = make_client(max_attempts=6, wait_initial=0.5, wait_max=3.0)
-    with pytest.raises(CloudApiError):
+    client = make_client(max_attempts=5, wait_initial=0.001, wait_max=0.004, wait_jitter=0.0)
+    with stamina.set_testing(False), pytest.raises(CloudApiError):
         await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
-    with pytest.raises(CloudApiError):
-        await client.delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="t", on_retry=recorder
-        )
-    assert [c[1] for c in recorder.calls] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    assert 0.5 <= backoff(1, initial=0.5, maximum=10, jitter=0.25) <= 0.75
+    assert [d.wait_for for d in retries] == pytest.approx([0.001, 0.002, 0.004, 0.004], abs=1e-9)
 
 
-async def test_retry_after_header_is_the_delay(fake: FakeVpc, make_client: MakeClient) -> None:
+async def test_retry_after_header_is_the_delay(
+    fake: FakeVpc, make_client: MakeClient, retries: list[RetryDetails]
+) -> None:
     fake.replies = [
-        error_reply("Throttling.Api", headers={"x-acs-retry-after": "1500"}),
-        error_reply("Throttling.Api", headers={"x-acs-retry-after": "2750"}),
-        json_reply({"RequestId": "R-ok"}),
+        error_reply("Throttling.Api", headers={"x-acs-retry-after": "15"}),
+        error_reply("Throttling.Api", headers={"x-acs-retry-after": "27"}),
+        json_reply(GATEWAY),
     ]
-    recorder = Recorder()
-    client = make_client(wait_initial=0.1)
-    await client.delete_vpn_connection(
-        region="cn-shanghai", vco_id="vco-1", client_token="tok", on_retry=recorder
-    )
-    assert [(c[1], c[2]) for c in recorder.calls] == [(1.5, 1), (2.75, 2)]
-    assert [c[0].retry_after for c in recorder.calls if isinstance(c[0], CloudApiError)] == [1.5, 2.75]
-
-
-async def test_stamina_really_waits_the_retry_after(fake: FakeVpc, make_client: MakeClient) -> None:
-    # Outside test mode once, with a short hint: the wall-clock wait is the server's, not the backoff's.
-    fake.replies = [
-        error_reply("Throttling", headers={"x-acs-retry-after": "150"}),
-        json_reply({"RequestId": "R"}),
-    ]
-    client = make_client(wait_initial=0.001, wait_max=0.001)
+    client = make_client(wait_initial=5.0)
     with stamina.set_testing(False):
-        started = time.monotonic()
-        await client.delete_vpn_connection(region="cn-shanghai", vco_id="vco-1", client_token="tok")
-        elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.5
+        await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+    assert [d.wait_for for d in retries] == pytest.approx([0.015, 0.027])
+    assert [d.caused_by.retry_after for d in retries] == [0.015, 0.027]  # type: ignore[attr-defined]
 
 
 async def test_deadline_is_respected(fake: FakeVpc, make_client: MakeClient) -> None:
-    # A fake monotonic clock that on_retry moves forward by each wait, as a real sleep would.
+    # Each answer takes 0.4 s on a fake monotonic clock; the server asks for 0.1 s pauses.
     now = [0.0]
 
-    def advance(delay: float) -> None:
-        now[0] += delay
+    def slow_throttle(request: httpx.Request) -> httpx.Response:
+        now[0] += 0.4
+        return error_reply("Throttling", headers={"x-acs-retry-after": "100"})
 
-    fake.replies = [error_reply("Throttling", headers={"x-acs-retry-after": "400"})]
-    recorder = Recorder(advance)
+    fake.handler = slow_throttle
     client = make_client(api_deadline_seconds=1.0, max_attempts=50, monotonic=lambda: now[0])
     with pytest.raises(CloudApiError) as caught:
-        await client.delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="tok", on_retry=recorder
-        )
+        await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+    # Answers at 0.4 and 0.8 leave room for a pause; at 1.2 the deadline has passed: the
+    # server's own error is reported, not a timeout.
     assert caught.value.code == "Throttling"
-    # t=0 fail, wait 0.4; t=0.4 fail, wait 0.4; t=0.8 fail: a 0.4 s wait would pass 1.0 s, so give up.
     assert len(fake.requests) == 3
-    assert [c[1] for c in recorder.calls] == [0.4, 0.4]
 
 
 async def test_retry_after_beyond_the_deadline_fails_at_once(fake: FakeVpc, make_client: MakeClient) -> None:
     fake.replies = [
         error_reply("Throttling.User", headers={"x-acs-retry-after": "30000"}),
-        json_reply({"RequestId": "R"}),
+        json_reply(GATEWAY),
     ]
-    recorder = Recorder()
     with pytest.raises(CloudApiError):
-        await make_client(api_deadline_seconds=5.0).delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="tok", on_retry=recorder
+        await make_client(api_deadline_seconds=5.0).describe_vpn_gateway(
+            region="cn-shanghai", gateway_id="vpn-1"
         )
     assert len(fake.requests) == 1
-    assert recorder.calls == []
 
 
 async def test_each_retry_is_signed_afresh_with_the_same_client_token(
     fake: FakeVpc, make_client: MakeClient
 ) -> None:
     fake.replies = [
-        error_reply("Throttling"),
+        httpx.ConnectError("refused"),
         httpx.ReadTimeout("slow"),
         error_reply("InternalError", 500),
         json_reply({"RequestId": "R-ok"}),
@@ -540,16 +543,15 @@ async def test_each_retry_is_signed_afresh_with_the_same_client_token(
 
 
 @pytest.mark.parametrize("code", ["VpnGateway.Configuring", "VpnTask.CONFLICT", "VpnGateway.FinancialLocked"])
-async def test_busy_and_never_raise_at_once(fake: FakeVpc, make_client: MakeClient, code: str) -> None:
+async def test_busy_and_never_raise_at_once(
+    fake: FakeVpc, make_client: MakeClient, code: str, retries: list[RetryDetails]
+) -> None:
     fake.replies = [error_reply(code), json_reply({"RequestId": "R"})]
-    recorder = Recorder()
     with pytest.raises(CloudApiError) as caught:
-        await make_client().delete_vpn_connection(
-            region="cn-shanghai", vco_id="vco-1", client_token="tok", on_retry=recorder
-        )
+        await make_client().delete_vpn_connection(region="cn-shanghai", vco_id="vco-1", client_token="tok")
     assert caught.value.code == code
     assert len(fake.requests) == 1
-    assert recorder.calls == []
+    assert retries == []
 
 
 @pytest.mark.parametrize("token", ["", "x" * 65, "tök", "tab\there"])

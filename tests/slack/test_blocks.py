@@ -11,15 +11,19 @@ from slackfakes import T0, make_op
 from bot.domain import (
     Accepted,
     AuditEntry,
+    Crashed,
     Deleted,
     Failed,
+    GatewayActive,
     GatewayUpdating,
     Operation,
     OpState,
     Queued,
     Resumed,
     Retrying,
+    StillExists,
     TimedOut,
+    Unanswered,
     VpnConnection,
     VpnGateway,
 )
@@ -121,11 +125,8 @@ LATER = {
     OpState.WAITING_GATEWAY: ["waiting for gateway `vpn-bp1gw0001`"],
     OpState.VERIFYING: ["Checking that the connection is gone"],
     OpState.DELETED: ["Deleted in 1 min 12 s", "<@U0APPROVER>"],
-    OpState.FAILED: [
-        "The deletion failed. The gateway is busy.",
-        "run `/vpn delete vco-bp1abc2def3gh cn-hangzhou` again",
-    ],
-    OpState.TIMED_OUT: ["may still finish", "gateway `vpn-bp1gw0001`", "RequestId"],
+    OpState.FAILED: ["The deletion failed; the connection was not deleted. The gateway is busy."],
+    OpState.TIMED_OUT: ["may still finish", "gateway `vpn-bp1gw0001`", "`updating` means still working"],
     OpState.CANCELLED: ["Cancelled by <@U0CANCEL> at 12:05 UTC. Nothing was deleted."],
     OpState.EXPIRED: ["Expired at 12:15 UTC without approval. Nothing was deleted."],
 }
@@ -143,6 +144,7 @@ def test_later_states_have_no_buttons_and_say_what_happened(state: OpState) -> N
         updated_at=T0 + timedelta(minutes=5),
         error_text="The gateway is busy.",
         delete_request_id="REQ-1",
+        attempts=1,
     )
     if state is OpState.CANCELLED:
         op = make_op(state=state, cancelled_by="U0CANCEL", finished_at=T0 + timedelta(minutes=5))
@@ -156,7 +158,7 @@ def test_later_states_have_no_buttons_and_say_what_happened(state: OpState) -> N
 
 
 def test_every_state_is_rendered() -> None:
-    assert set(LATER) | {OpState.AWAITING_APPROVAL} == set(OpState)
+    assert set(LATER) | {OpState.AWAITING_APPROVAL, OpState.LOOKING_UP} == set(OpState)
 
 
 def test_failed_without_text_names_the_code() -> None:
@@ -233,10 +235,22 @@ def test_cap_never_leaves_half_an_entity() -> None:
         (GatewayUpdating("vpn-bp1gw0001"), "Gateway `vpn-bp1gw0001` is updating…"),
         (
             Retrying("The gateway is busy with another change", 10.0, 2, 5),
-            "The gateway is busy with another change; retrying in 10 s (2/5).",
+            "The gateway is busy with another change; sending again in 10 s (attempt 2 of 5).",
         ),
+        (
+            GatewayActive("vpn-bp1gw0001"),
+            "Gateway `vpn-bp1gw0001` is `active` again; checking that the connection is gone…",
+        ),
+        (
+            StillExists("ipsec_sa_established", None, unanswered=True),
+            ":x: Alibaba Cloud never answered the delete, but the connection still exists (status `ipsec_sa_established`).",
+        ),
+        (Crashed("ab12cd"), ":x: Stopped after repeated unexpected errors (error id `ab12cd`)."),
         (Queued("vco-other1234"), "Waiting for `vco-other1234` on the same gateway to finish."),
-        (Deleted(72.4), ":white_check_mark: Deleted in 1 min 12 s."),
+        (
+            Deleted(72.4),
+            ":white_check_mark: Confirmed gone: Alibaba Cloud no longer knows the connection. Deleted in 1 min 12 s.",
+        ),
         (Resumed("pod-7"), "Picked up again by bot instance `pod-7` after a restart; continuing."),
         (
             Failed("Forbidden", "No permission <!channel>.", "RID-2"),
@@ -248,10 +262,20 @@ def test_progress_texts(event: object, text: str) -> None:
     assert build_progress(event) == text  # type: ignore[arg-type]
 
 
-def test_timed_out_progress_lists_details() -> None:
-    text = build_progress(TimedOut("Check the gateway.", 900.0, {"gateway status": "updating"}))
-    assert text.startswith(":warning: Timed out after 15 min. Check the gateway.")
-    assert "• gateway status: `updating`" in text
+@pytest.mark.parametrize(
+    ("sent", "says"), [(True, "the delete may still finish"), (False, "the delete was never sent")]
+)
+def test_timed_out_progress_says_whether_the_delete_was_sent(sent: bool, says: str) -> None:
+    text = build_progress(TimedOut("waiting_gateway", 900.0, sent=sent, request_id="RID-9"))
+    assert text.startswith(":warning: Timed out after 15 min in `waiting_gateway`")
+    assert says in text
+    assert "RequestId `RID-9`" in text
+
+
+def test_unanswered_delete_is_never_called_not_deleted() -> None:
+    text = build_progress(Unanswered("Transport.Timeout"))
+    assert "may have been carried out" in text
+    assert "not deleted" not in text
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -55,9 +54,9 @@ async def test_post_confirmation_unreachable_slack_is_a_slack_error() -> None:
     assert info.value.error == "transport"
 
 
-async def test_update_parent_renders_the_state_without_buttons(fake_slack: FakeSlack) -> None:
+async def test_update_card_renders_the_state_without_buttons(fake_slack: FakeSlack) -> None:
     op = make_op(state=OpState.CANCELLED, cancelled_by="U0CANCEL")
-    await notifier(fake_slack).update_parent(op)
+    await notifier(fake_slack).update_card(op)
     (call,) = fake_slack.calls("/api/chat.update")
     assert call["channel"] == op.channel_id
     assert call["ts"] == op.message_ts
@@ -65,35 +64,34 @@ async def test_update_parent_renders_the_state_without_buttons(fake_slack: FakeS
     assert "Cancelled by <@U0CANCEL>" in call["text"]
 
 
-async def test_update_parent_failure_is_logged_not_raised(
-    fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_refused_update_is_a_permanent_slack_error(fake_slack: FakeSlack) -> None:
     fake_slack.errors["chat.update"] = "message_not_found"
-    with caplog.at_level(logging.WARNING, logger="bot.slack.notifier"):
-        await notifier(fake_slack).update_parent(make_op(state=OpState.DELETED))
-    record = next(r for r in caplog.records if r.name == "bot.slack.notifier")
-    assert record.error == "message_not_found"  # type: ignore[attr-defined]
+    with pytest.raises(SlackError) as info:
+        await notifier(fake_slack).update_card(make_op(state=OpState.DELETED))
+    assert (info.value.error, info.value.transient) == ("message_not_found", False)
 
 
-async def test_progress_replies_in_the_thread(fake_slack: FakeSlack) -> None:
+async def test_a_slack_outage_is_a_transient_slack_error(fake_slack: FakeSlack) -> None:
+    fake_slack.statuses["chat.update"] = [503, 503, 503]
+    with pytest.raises(SlackError) as info:
+        await notifier(fake_slack).update_card(make_op(state=OpState.DELETED))
+    assert info.value.transient
+
+
+async def test_reply_in_thread(fake_slack: FakeSlack) -> None:
     op = make_op(message_ts="1700000000.000100")
-    await notifier(fake_slack).progress(op, Queued("vco-other1234"))
+    await notifier(fake_slack).reply_in_thread(op, Queued("vco-other1234"))
     (call,) = fake_slack.calls("/api/chat.postMessage")
     assert call["thread_ts"] == "1700000000.000100"
     assert call["text"] == "Waiting for `vco-other1234` on the same gateway to finish."
 
 
-async def test_progress_failure_is_logged_not_raised(fake_slack: FakeSlack) -> None:
+async def test_a_refused_thread_reply_raises(fake_slack: FakeSlack) -> None:
     fake_slack.errors["chat.postMessage"] = "is_archived"
-    await notifier(fake_slack).progress(make_op(), Accepted("RID"))
-    assert len(fake_slack.calls("/api/chat.postMessage")) == 1
-
-
-async def test_nothing_to_update_without_a_message(fake_slack: FakeSlack) -> None:
-    op = make_op(message_ts=None)
-    await notifier(fake_slack).update_parent(op)
-    await notifier(fake_slack).progress(op, Accepted("RID"))
-    assert fake_slack.requests == []
+    with pytest.raises(SlackError) as info:
+        await notifier(fake_slack).reply_in_thread(make_op(), Accepted("RID"))
+    assert info.value.error == "is_archived"
+    assert not info.value.transient
 
 
 def test_configure_retries_is_idempotent() -> None:
