@@ -9,9 +9,10 @@ a gateway that is still updating is refused with a busy error and recorded in ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -364,6 +365,24 @@ class FakeClock:
             _, _, future = heapq.heappop(self._sleepers)
             if not future.done():
                 future.set_result(None)
+
+
+@contextlib.asynccontextmanager
+async def time_passes(clock: FakeClock, *, tick: float = 0.005) -> AsyncIterator[None]:
+    """Let virtual time pass in the background (one sleeper per real ``tick``) inside the block."""
+
+    async def ticking() -> None:
+        while True:
+            clock.step()
+            await asyncio.sleep(tick)
+
+    task = asyncio.create_task(ticking())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def run_until(

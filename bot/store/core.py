@@ -102,6 +102,22 @@ def _row_to_audit(row: Row[Any]) -> AuditEntry:
     return AuditEntry(**{f.name: m[f.name] for f in fields(AuditEntry)})
 
 
+def _log_audit(entry: AuditEntry, state: OpState | None) -> None:
+    """One structured line per committed audit entry, so logs can be followed by op_id like the trail."""
+    log.info(
+        "operation %s",
+        entry.action,
+        extra={
+            "op_id": entry.op_id,
+            "vco_id": entry.vco_id,
+            "state": state.value if state is not None else None,
+            "action": entry.action,
+            "actor_id": entry.actor_id,
+            "request_id": entry.request_id,
+        },
+    )
+
+
 def _states(states: Collection[OpState]) -> list[str]:
     return [OpState(s).value for s in states]
 
@@ -203,7 +219,10 @@ class Store(OutboxMixin):
             row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
             if audit_entry is not None:
                 await conn.execute(insert(audit).values(**asdict(audit_entry)))
-        return _row_to_op(row)
+        created = _row_to_op(row)
+        if audit_entry is not None:
+            _log_audit(audit_entry, created.state)
+        return created
 
     async def get_operation(self, *, op_id: str) -> Operation | None:
         """The operation, or None if there is no such id."""
@@ -264,6 +283,8 @@ class Store(OutboxMixin):
             if audit_entry is not None:
                 await conn.execute(insert(audit).values(**asdict(audit_entry)))
             await insert_effects(conn, op_id=op_id, effects=effects, now=now)
+        if audit_entry is not None:
+            _log_audit(audit_entry, moved.state)
         return moved
 
     async def set_fields(
@@ -432,6 +453,7 @@ class Store(OutboxMixin):
         """Append one audit record that goes with no state change (e.g. a refusal)."""
         async with self._tx() as conn:
             await conn.execute(insert(audit).values(**asdict(entry)))
+        _log_audit(entry, None)
         return entry
 
     async def recent_audit(self, *, limit: int = 10, op_id: str | None = None) -> list[AuditEntry]:

@@ -385,7 +385,8 @@ class Steps:
                 detail=f"{code}: {reason or type(outcome).__name__}" if code else "",
                 request_id=request_id,
             ),
-            effects=[CARD, thread(outcome)],
+            # The thread's last reply first: once the card shows the end, the thread says why.
+            effects=[thread(outcome), CARD],
             **extra,
         )
         if done is None:

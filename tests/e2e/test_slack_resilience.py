@@ -53,8 +53,13 @@ async def test_failed_chat_update_does_not_break_the_deletion(stack: LocalStack)
         return [op.state for op in ops] == [OpState.DELETED]
 
     await stack.slack.state.wait_for(deleted, timeout=15, what="the operation to be deleted")
-    thread_text = "\n".join(_all_text(m) for m in stack.slack.state.thread(CHANNEL, confirmation.ts))
-    assert "Deleted in" in thread_text
+
+    async def thread_says_deleted() -> bool:
+        return "Deleted in" in "\n".join(
+            _all_text(m) for m in stack.slack.state.thread(CHANNEL, confirmation.ts)
+        )
+
+    await stack.slack.state.wait_for(thread_says_deleted, timeout=15, what="the thread's final reply")
     assert SEED_VCO_HANGZHOU not in stack.vpc.state.connections
     # Once Slack recovers, the final update lands: the parent shows the outcome without buttons.
     parent = await _final_parent(stack, confirmation.ts, "Deleted")
