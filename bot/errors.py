@@ -8,7 +8,7 @@ itself to a person in Slack (``friendly``) without a traceback::
     ├── NotAllowed              a policy refused the request or the click (someone else must act)
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
     ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
-    ├── SlackError              the Slack Web API refused a call (e.g. not_in_channel)
+    ├── SlackError              a Slack Web API call failed (e.g. not_in_channel; transient or not)
     └── CloudError              anything that went wrong talking to Alibaba Cloud
         ├── CloudApiError       Alibaba answered with an error ``Code`` (dispatch is on the code)
         └── CloudTransportError no usable answer: timeout, connection failure, non-JSON body
@@ -120,11 +120,16 @@ class ConfigError(BotError):
 
 
 class SlackError(BotError):
-    """The Slack Web API refused a call; ``error`` is Slack's error string."""
+    """A Slack Web API call failed; ``error`` is the code in :mod:`bot.slack.codes`.
 
-    def __init__(self, message: str, *, error: str) -> None:
+    ``transient`` says whether the same call may pass a little later (rate limit, 5xx, network).
+    Build it with :func:`bot.slack.codes.translate` from the slack_sdk or aiohttp exception.
+    """
+
+    def __init__(self, message: str, *, error: str, transient: bool = False) -> None:
         super().__init__(message)
         self.error = error
+        self.transient = transient
 
 
 class CloudError(BotError):
