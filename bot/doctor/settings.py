@@ -122,6 +122,15 @@ def _approvers_row(settings: Settings) -> Check:
             "Set VPNBOT_APPROVERS to the Slack user ids (U…) and/or user-group ids (S…) allowed to approve, "
             "comma-separated.",
         )
+    if approvers == ["*"]:  # the explicit opt-in to "anyone who sees the confirmation"
+        return Check(
+            SETTINGS,
+            name,
+            Status.WARN,
+            "VPNBOT_APPROVERS=*: anyone who sees the confirmation may approve.",
+            "List the Slack user ids (U…) and/or user-group ids (S…) allowed to approve instead, unless "
+            "that is what you want.",
+        )
     groups = [a for a in approvers if a.startswith("S")]
     detail = f"{plural(len(approvers) - len(groups), 'user')}, {plural(len(groups), 'user group')} (VPNBOT_APPROVERS)"
     if not settings.require_second_approver:
