@@ -35,6 +35,7 @@ __all__ = [
     "SlackCode",
     "error_code",
     "lookup",
+    "slack_error",
     "translate",
 ]
 
@@ -267,7 +268,12 @@ def error_code(exc: BaseException) -> str:
     return CLIENT_ERROR
 
 
+def slack_error(error: str) -> SlackError:
+    """The :class:`SlackError` for one code, e.g. ``no_ts`` when Slack's answer lacks the ts."""
+    row = lookup(error)
+    return SlackError(row.text, error=row.error, transient=row.transient)
+
+
 def translate(exc: BaseException) -> SlackError:
     """Turn a slack_sdk, aiohttp or timeout failure into :class:`SlackError` (``raise … from exc``)."""
-    row = lookup(error_code(exc))
-    return SlackError(row.text, error=row.error, transient=row.transient)
+    return slack_error(error_code(exc))

@@ -18,10 +18,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.domain import Operation
-from bot.errors import NotAllowed, SlackError
-from bot.slack import codes as slack_codes
+from bot.errors import NotAllowed
 from bot.slack.blocks import code
-from bot.slack.codes import SLACK_FAILURES, translate
+from bot.slack.codes import BAD_RESPONSE, SLACK_FAILURES, slack_error, translate
 
 __all__ = ["GroupDirectory", "SlackGroupDirectory", "SlackPolicy", "who_can_text"]
 
@@ -64,8 +63,7 @@ class SlackGroupDirectory:
             raise translate(exc) from exc
         users = response.get("users")
         if not isinstance(users, list):
-            row = slack_codes.lookup(slack_codes.BAD_RESPONSE)
-            raise SlackError(row.text, error=row.error, transient=row.transient)
+            raise slack_error(BAD_RESPONSE)
         members = frozenset(u for u in users if isinstance(u, str))
         self._cache[group_id] = (now, members)
         return members

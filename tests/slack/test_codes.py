@@ -14,11 +14,13 @@ from bot.sandbox.slack import SlackStandin, start_slack_standin
 from bot.slack.blocks import explain_slack_error
 from bot.slack.codes import (
     CLIENT_ERROR,
+    NO_TS,
     SLACK_CODES,
     SLACK_FAILURES,
     TIMEOUT,
     TRANSPORT,
     lookup,
+    slack_error,
     translate,
 )
 
@@ -188,3 +190,10 @@ def test_slack_error_keeps_its_old_constructor() -> None:
 def test_blocks_delegate_to_the_table() -> None:
     assert explain_slack_error("is_archived").startswith(lookup("is_archived").text)
     assert "Nothing was deleted" in explain_slack_error("is_archived")
+
+
+def test_failures_without_an_exception_come_from_the_table_too() -> None:
+    error = slack_error(NO_TS)
+    assert error.error == NO_TS
+    assert not error.transient
+    assert error.friendly == lookup(NO_TS).text
