@@ -103,26 +103,14 @@ def _serve_settings_or_exit(args: argparse.Namespace) -> tuple[Settings, bool]:
     return settings, socket_mode
 
 
-# Slack's answers to apps.connections.open that no retry can fix: the app-level token itself is wrong.
-_REFUSED_APP_TOKEN = frozenset(
-    {
-        "invalid_auth",
-        "not_authed",
-        "not_allowed_token_type",
-        "token_revoked",
-        "account_inactive",
-        "missing_scope",
-    }
-)
-
-
 async def _connect_socket_mode(app: BotApp, token: str, stop: asyncio.Event) -> AsyncSocketModeHandler | None:
     """Connect over Socket Mode; a refused token is a ConfigError, and ``stop`` ends the retries.
 
     Returns None when ``stop`` was set before the connection was up.
     """
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-    from slack_sdk.errors import SlackApiError
+
+    from bot.slack.codes import SLACK_FAILURES, lookup, translate
 
     # Bolt's handler opens URLs with the app's client, so with its base_url (VPNBOT_SLACK_API_URL).
     handler = AsyncSocketModeHandler(app.bolt, token)
@@ -130,17 +118,17 @@ async def _connect_socket_mode(app: BotApp, token: str, stop: asyncio.Event) -> 
         # The SDK retries every failure to connect forever, a wrong token included; ask once ourselves.
         opened = await app.slack.apps_connections_open(app_token=token)
         handler.client.wss_uri = str(opened["url"])  # the SDK connects to this URL first
-    except SlackApiError as exc:
-        error = str(exc.response.get("error", ""))
-        if error in _REFUSED_APP_TOKEN:
+    except SLACK_FAILURES as exc:
+        error = translate(exc)
+        if lookup(error.error).token_refused:
             await handler.close_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
             raise ConfigError(
                 [
-                    f"SLACK_APP_TOKEN: Slack refused it ({error}); use an app-level token (xapp-…) "
+                    f"SLACK_APP_TOKEN: Slack refused it ({error.error}); use an app-level token (xapp-…) "
                     "with the connections:write scope (Basic Information → App-Level Tokens)"
                 ]
             ) from None
-        log.warning("Socket Mode: apps.connections.open failed (%s); retrying", error)
+        log.warning("Socket Mode: apps.connections.open failed (%s); retrying", error.error)
     except Exception as exc:  # network errors vary by transport; the SDK's own loop retries them
         log.warning("Socket Mode: apps.connections.open failed (%s); retrying", type(exc).__name__)
     connecting = asyncio.ensure_future(handler.connect_async())  # type: ignore[no-untyped-call]  # Bolt's handler is untyped

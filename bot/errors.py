@@ -8,7 +8,7 @@ itself to a person in Slack (``friendly``) without a traceback::
     ├── NotAllowed              a policy refused the request or the click (someone else must act)
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
     ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
-    ├── SlackError              the Slack Web API refused a call (e.g. not_in_channel)
+    ├── SlackError              a Slack Web API call failed (e.g. not_in_channel; transient or not)
     ├── StoreUnavailable        the bot's database cannot be reached or written right now
     └── CloudError              anything that went wrong talking to Alibaba Cloud
         ├── CloudApiError       Alibaba answered with an error ``Code`` (dispatch is on the code)
@@ -134,10 +134,11 @@ class ConfigError(BotError):
 
 
 class SlackError(BotError):
-    """The Slack Web API refused a call; ``error`` is Slack's error string.
+    """A Slack Web API call failed; ``error`` is the code in :mod:`bot.slack.codes`.
 
-    ``transient``: the same call may succeed later (5xx, rate limit, network); ``retry_after``:
-    Slack's hint in seconds, when it gave one.
+    ``transient`` says whether the same call may pass a little later (rate limit, 5xx, network);
+    ``retry_after`` is Slack's hint in seconds, when it gave one. Build it with
+    :func:`bot.slack.codes.translate` from the slack_sdk or aiohttp exception.
     """
 
     def __init__(

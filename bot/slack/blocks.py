@@ -34,6 +34,7 @@ from bot.domain import (
     TimedOut,
     Unanswered,
 )
+from bot.slack import codes as slack_codes
 from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 
 __all__ = [
@@ -535,8 +536,8 @@ def build_respond(event: Progress) -> Message:
                 if reason
                 else f"The lookup failed (code {code(err_code, 80)})."
             )
-        case PostFailed(reason=reason):
-            text = safe_mrkdwn(cap(reason, 2000))
+        case PostFailed(error=error):
+            text = explain_slack_error(error)
         case _:
             text = build_progress(event)
     return build_refusal(text)
@@ -596,32 +597,8 @@ def build_unexpected_error(error_id: str, *, nothing_deleted: bool) -> Message:
 
 
 def explain_slack_error(error: str) -> str:
-    """What a Slack Web API error means for posting the confirmation, and what to do."""
-    match error:
-        case "not_in_channel":
-            return (
-                "I'm not a member of this channel, so I can't post the confirmation here. Invite me "
-                "with `/invite @vpn-bot` and run the command again. Nothing was deleted."
-            )
-        case "channel_not_found":
-            return (
-                "I can't see this channel (it is private, or a DM I'm not part of). Invite me with "
-                "`/invite @vpn-bot`, or run the command in a channel where I'm a member. Nothing was deleted."
-            )
-        case "is_archived":
-            return "This channel is archived, so I can't post here. Run the command in an active channel."
-        case "restricted_action" | "restricted_action_read_only_channel" | "ekm_access_denied":
-            return "This workspace does not let me post in this channel. Ask a Slack admin, or use another channel."
-        case "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" | "missing_scope":
-            return (
-                f"My Slack token was refused ({code(error, 60)}). The bot administrator must check the "
-                "token and the app's scopes. Nothing was deleted."
-            )
-        case _:
-            return (
-                f"Slack refused to post the confirmation (error {code(error, 60)}). Nothing was deleted. "
-                "Try again; if it keeps failing, ask the bot administrator."
-            )
+    """What a Slack error means when posting the confirmation, and what to do (from the table)."""
+    return f"{slack_codes.lookup(error).text} Nothing was deleted."
 
 
 # --- history -----------------------------------------------------------------------------------

@@ -7,11 +7,8 @@ is worth trying later. When to try again is the outbox's business, not this modu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
@@ -20,22 +17,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain import Operation, Progress
-from bot.errors import SlackError
-from bot.slack.blocks import (
-    build_confirmation,
-    build_parent,
-    build_progress,
-    build_respond,
-    explain_slack_error,
-)
+from bot.slack.blocks import build_confirmation, build_parent, build_progress, build_respond
+from bot.slack.codes import NO_TS, SLACK_FAILURES, slack_error, translate
 
-__all__ = ["SlackNotifier", "configure_retries", "translate_slack_error"]
+__all__ = ["SlackNotifier", "configure_retries"]
 
 log = logging.getLogger(__name__)
-
-_TRANSIENT_SLACK_ERRORS = frozenset(
-    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "request_timeout", "service_unavailable"}
-)
 
 
 def configure_retries(client: AsyncWebClient) -> None:
@@ -45,33 +32,6 @@ def configure_retries(client: AsyncWebClient) -> None:
         client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
     if AsyncServerErrorRetryHandler not in kinds:
         client.retry_handlers.append(AsyncServerErrorRetryHandler(max_retry_count=1))
-
-
-def translate_slack_error(exc: Exception) -> SlackError:
-    """Turn a slack_sdk or network failure into SlackError(error, transient, retry_after)."""
-    if isinstance(exc, SlackApiError):
-        response = exc.response
-        status = getattr(response, "status_code", 0) or 0
-        error = str(response.get("error") or f"http_{status}") if response is not None else "unknown"
-        retry_after: float | None = None
-        headers = getattr(response, "headers", None) or {}
-        for name, value in headers.items():
-            if str(name).lower() == "retry-after":
-                try:
-                    retry_after = float(value[0] if isinstance(value, list) else value)
-                except (TypeError, ValueError):
-                    retry_after = None
-        transient = status >= 500 or status == 429 or error in _TRANSIENT_SLACK_ERRORS
-        return SlackError(
-            explain_slack_error(error), error=error, transient=transient, retry_after=retry_after
-        )
-    if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
-        return SlackError(
-            "I could not reach Slack. Nothing was deleted; try again in a minute.",
-            error="transport",
-            transient=True,
-        )
-    raise exc
 
 
 class SlackNotifier:
@@ -87,11 +47,11 @@ class SlackNotifier:
             response = await self._client.chat_postMessage(
                 channel=op.channel_id, text=message["text"], blocks=message["blocks"]
             )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            raise translate_slack_error(exc) from exc
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
         ts = response.get("ts")
         if not isinstance(ts, str) or not ts:
-            raise SlackError(explain_slack_error("no_ts"), error="no_ts")
+            raise slack_error(NO_TS)
         return ts
 
     async def update_card(self, op: Operation) -> None:
@@ -101,8 +61,8 @@ class SlackNotifier:
             await self._client.chat_update(
                 channel=op.channel_id, ts=op.message_ts or "", text=message["text"], blocks=message["blocks"]
             )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            raise translate_slack_error(exc) from exc
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
 
     async def reply_in_thread(self, op: Operation, event: Progress) -> None:
         """Reply in the confirmation's thread."""
@@ -110,8 +70,8 @@ class SlackNotifier:
             await self._client.chat_postMessage(
                 channel=op.channel_id, thread_ts=op.message_ts, text=build_progress(event)
             )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            raise translate_slack_error(exc) from exc
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
 
     async def respond(self, op: Operation, event: Progress) -> None:
         """Tell the requester alone, through the response_url (valid for 30 minutes)."""
@@ -122,14 +82,9 @@ class SlackNotifier:
                 text=message["text"],
                 blocks=message["blocks"],
                 response_type="ephemeral",
-                replace_original=True,
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise translate_slack_error(exc) from exc
-        if response.status_code >= 500 or response.status_code == 429:
-            raise SlackError(
-                "Slack did not take the reply.", error=f"http_{response.status_code}", transient=True
-            )
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
         if response.status_code != 200:
-            # 404: the response_url expired (30 min) or was used up; nothing later will fix it.
-            raise SlackError("The response_url refused the reply.", error=f"http_{response.status_code}")
+            # 5xx and 429 are worth another try; a 404 means the response_url expired (30 min).
+            raise slack_error(f"http_{response.status_code}")

@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.domain import Operation
-from bot.errors import NotAllowed, SlackError
+from bot.errors import NotAllowed
 from bot.slack.blocks import code
+from bot.slack.codes import BAD_RESPONSE, SLACK_FAILURES, slack_error, translate
 
 __all__ = ["GroupDirectory", "SlackGroupDirectory", "SlackPolicy", "who_can_text"]
 
@@ -60,18 +59,11 @@ class SlackGroupDirectory:
             return cached[1]
         try:
             response = await self._client.usergroups_users_list(usergroup=group_id)
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", "unknown")) if exc.response is not None else "unknown"
-            raise SlackError(f"usergroups.users.list failed for {group_id}: {error}", error=error) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SlackError(
-                f"usergroups.users.list failed for {group_id}: {type(exc).__name__}", error="transport"
-            ) from exc
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
         users = response.get("users")
         if not isinstance(users, list):
-            raise SlackError(
-                f"usergroups.users.list for {group_id} returned no user list", error="bad_response"
-            )
+            raise slack_error(BAD_RESPONSE)
         members = frozenset(u for u in users if isinstance(u, str))
         self._cache[group_id] = (now, members)
         return members
@@ -120,7 +112,11 @@ class SlackPolicy:
                     raise result
                 log.warning(
                     "user group lookup failed; refusing (fail closed)",
-                    extra={"group": group, "error": getattr(result, "error", type(result).__name__)},
+                    extra={
+                        "group": group,
+                        "error": getattr(result, "error", type(result).__name__),
+                        "transient": getattr(result, "transient", None),
+                    },
                 )
                 failed = True
             elif user_id in result:
