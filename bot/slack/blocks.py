@@ -27,6 +27,7 @@ from bot.domain import (
     Retrying,
     TimedOut,
 )
+from bot.ids import CHANNEL_BODY, USER_BODY, USERGROUP_BODY, is_user_id
 from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 
 __all__ = [
@@ -67,11 +68,10 @@ CONFIRM_TEXT_MAX = 300
 CONFIRM_BUTTON_MAX = 30
 BLOCKS_MAX = 50
 
-_USER_RE = re.compile(r"[UW][A-Z0-9]{1,30}", re.ASCII)
 # Tokens the bot itself writes into "trusted" texts (policy refusals, workflow reasons): user,
 # user-group and channel mentions, and entities that are already escaped. Nothing else survives.
 _SAFE_TOKEN_RE = re.compile(
-    r"<@[UW][A-Z0-9]{1,30}>|<!subteam\^S[A-Z0-9]{1,30}>|<#[CG][A-Z0-9]{1,30}>|&(?:amp|lt|gt);",
+    rf"<@(?:{USER_BODY})>|<!subteam\^(?:{USERGROUP_BODY})>|<#(?:{CHANNEL_BODY})>|&(?:amp|lt|gt);",
     re.ASCII,
 )
 # A cut that ends inside an entity or a mention would render as garbage; trim back to before it.
@@ -127,7 +127,7 @@ def mention(user_id: str | None) -> str:
     """``<@U…>`` for a Slack user id; anything else is shown escaped, never as markup."""
     if not user_id:
         return "someone"
-    if _USER_RE.fullmatch(user_id):
+    if is_user_id(user_id):
         return f"<@{user_id}>"
     return escape(cap(user_id, 80))
 

@@ -274,7 +274,7 @@ def test_usage_and_refusal_are_ephemeral_with_fallback_text() -> None:
     for msg in (
         build_usage(),
         build_usage(error="`x` is wrong"),
-        build_refusal("Ask <@U1>."),
+        build_refusal("Ask <@U0BOB>."),
         build_looking_up("vco-abcd", "cn-hangzhou"),
         build_unexpected_error("ab12cd", nothing_deleted=True),
         build_history([]),
@@ -282,7 +282,7 @@ def test_usage_and_refusal_are_ephemeral_with_fallback_text() -> None:
         assert msg["response_type"] == "ephemeral"
         assert msg["text"]
         walk_limits(msg)
-    assert "<@U1>" in build_refusal("Ask <@U1>.")["text"]
+    assert "<@U0BOB>" in build_refusal("Ask <@U0BOB>.")["text"]
     assert "<!channel>" not in all_text(build_refusal("hi <!channel>"))
     assert "error id `ab12cd`" in build_unexpected_error("ab12cd", nothing_deleted=True)["text"]
     assert "Nothing was deleted" in build_unexpected_error("ab12cd", nothing_deleted=True)["text"]
