@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Final, Protocol, TextIO
 
 from bot.errors import BotError, CloudApiError, CloudError, CloudTransportError, ConfigError
 from bot.logs import secret_values
+from bot.slack.scopes import BOT_SCOPES
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -60,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger("bot.doctor")
 
-NEEDED_SCOPES: Final = ("commands", "chat:write", "chat:write.public", "usergroups:read", "users:read")
+NEEDED_SCOPES: Final = BOT_SCOPES
 # Ids no account can have: the permission probes answer NotFound (allowed) or Forbidden (missing).
 PROBE_VCO_ID: Final = "vco-vpnbotdoctorprobe00000000"
 PROBE_GATEWAY_ID: Final = "vpn-vpnbotdoctorprobe00000000"
