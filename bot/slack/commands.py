@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -70,7 +71,7 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                         user_id=str(command.get("user_id", "")),
                         channel_id=str(command.get("channel_id", "")),
                     )
-                    await send(respond, build_history(entries))
+                    await send(respond, build_history(entries, now=datetime.now(UTC)))
             case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
                 await ack(**build_busy(vco_id, region))
             case DeleteCommand(vco_id=vco_id, region=region):
