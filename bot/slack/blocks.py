@@ -208,7 +208,7 @@ def _name(op: Operation) -> str:
 # --- the confirmation and its later states -----------------------------------------------------
 
 
-def _details(op: Operation, now: datetime) -> Block:
+def _details(op: Operation) -> Block:
     conn, gw = op.connection, op.gateway
     conn_name = escape(conn.name) if conn.name else "_(no name)_"
     gw_name = escape(gw.name) if gw.name else "_(no name)_"
@@ -224,8 +224,6 @@ def _details(op: Operation, now: datetime) -> Block:
         f"*Region*\n{code(op.region, 64)}",
         f"*Requested by*\n{mention(op.requester_id)}",
     ]
-    if op.state is OpState.AWAITING_APPROVAL:
-        fields.append(f"*Expires at*\n{format_time(op.expires_at, now=now)}")
     return {
         "type": "section",
         "block_id": BlockId.DETAILS.value,
@@ -312,7 +310,7 @@ def build_confirmation(op: Operation, *, now: datetime | None = None) -> Message
     blocks = [
         _header(f"Delete VPN connection {_name(op)}?"),
         _section(summary, BlockId.SUMMARY.value),
-        _details(op, now),
+        _details(op),
         _actions(op),
         _footer(op),
     ]
@@ -337,7 +335,8 @@ _HEADERS: dict[OpState, str] = {
 
 
 def _elapsed(op: Operation) -> float | None:
-    start = op.started_at or op.approved_at
+    # From the click, as the thread's "Deleted in" counts, so both show the same number.
+    start = op.approved_at or op.started_at
     if start is None or op.finished_at is None:
         return None
     return (op.finished_at - start).total_seconds()
@@ -405,7 +404,7 @@ def build_parent(op: Operation, *, now: datetime | None = None) -> Message:
     blocks = [
         _header(header),
         _section(status, BlockId.STATUS.value),
-        _details(op, now),
+        _details(op),
         _footer(op),
     ]
     # The header is plain_text (never parsed); the fallback text is mrkdwn, so escape it there.
@@ -539,9 +538,11 @@ def _history_line(entry: AuditEntry, now: datetime) -> str:
         parts.append(code(entry.vco_id))
     if entry.region:
         parts.append(code(entry.region, 64))
-    if entry.detail:
-        parts.append(escape(cap(entry.detail, 300)))
-    if entry.request_id:
+    detail = safe_mrkdwn(cap(entry.detail, 200))
+    if detail:
+        # Details are bot-written (refusals, error texts): keep their mentions, escape the rest.
+        parts.append(detail)
+    if entry.request_id and entry.request_id not in detail:
         parts.append(f"(RequestId {code(entry.request_id, 80)})")
     return " ".join(parts)
 

@@ -96,9 +96,11 @@ def test_confirmation_structure() -> None:
         "192.168.0.0/16",
         "`cn-hangzhou`",
         "<@U0REQUEST>",
-        "12:15 UTC",
     ):
         assert expected in fields
+    summary = block(msg, BlockId.SUMMARY)["text"]["text"]
+    assert "It expires at 12:15 UTC if nobody acts." in summary
+    assert "12:15" not in fields, "the expiry is said once"
     delete, cancel = block(msg, BlockId.ACTIONS)["elements"]
     assert delete["action_id"] == ActionId.APPROVE
     assert delete["value"] == "op-1"
@@ -410,6 +412,20 @@ def test_history_lists_entries_escaped_and_split() -> None:
     many = build_history([AuditEntry(at=T0, action="x", actor_id="U1", detail="d" * 300)] * 50, now=T0)
     walk_limits(many)
     assert len(many["blocks"]) > 2
+
+
+def test_history_keeps_bot_mentions_and_quotes_a_request_id_once() -> None:
+    entry = AuditEntry(
+        at=T0,
+        action="failed",
+        actor_id="system",
+        detail="Ask <@U0BOB>. (RequestId `RID-7`) <!channel>",
+        request_id="RID-7",
+    )
+    text = build_history([entry], now=T0)["blocks"][1]["text"]["text"]
+    assert "Ask <@U0BOB>." in text
+    assert text.count("RID-7") == 1
+    assert "<!channel>" not in text
 
 
 def test_confirmation_warns_about_a_locked_or_busy_gateway() -> None:
