@@ -19,6 +19,7 @@ from bot.ids import (
     ChannelId,
     MessageTs,
     OperationId,
+    TeamId,
     UserId,
     is_vco_id,
     parse_region,
@@ -31,26 +32,56 @@ __all__ = [
     "FOREIGN_BUTTON",
     "HISTORY_DEFAULT",
     "HISTORY_MAX",
+    "MALFORMED_COMMAND",
     "TEXT_MAX",
     "ButtonClick",
     "Command",
     "DeleteCommand",
     "HelpCommand",
     "HistoryCommand",
+    "SlashCommand",
     "parse_click",
     "parse_command",
+    "parse_slash_command",
 ]
 
 TEXT_MAX = 1000
 HISTORY_DEFAULT = 10
 HISTORY_MAX = 50
 FOREIGN_BUTTON = "This button does not belong to this request; nothing changed."
+MALFORMED_COMMAND = "This request lacks the user or channel Slack sends with every command; nothing was done."
 
 _COUNT_RE = re.compile(r"[0-9]{1,3}", re.ASCII)
 _HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
 # Slack escapes these three in command text; people also paste ids in backticks or quotes.
 _ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&"))
 _WRAPPERS = "`'\"<>“”‘’"
+
+
+class _Payload(BaseModel):
+    # Slack adds fields over time; only the ones read here are checked.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class SlashCommand(_Payload):
+    """The fields of a ``/vpn`` request the bot reads, checked by the id rules."""
+
+    text: str = ""
+    user_id: UserId
+    channel_id: ChannelId
+    team_id: TeamId | None = None
+    response_url: str | None = None
+
+
+_SLASH_COMMAND = TypeAdapter(SlashCommand)
+
+
+def parse_slash_command(body: Mapping[str, Any]) -> SlashCommand:
+    """Validate the slash-command payload; raise NotAllowed if Slack's fields are missing or malformed."""
+    try:
+        return _SLASH_COMMAND.validate_python(body)
+    except ValidationError:
+        raise NotAllowed(MALFORMED_COMMAND) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +213,6 @@ class ButtonClick:
     user_id: str
     channel_id: str
     message_ts: str
-
-
-class _Payload(BaseModel):
-    # Slack adds fields over time; only the ones read here are checked.
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class _ClickedButton(_Payload):
