@@ -35,6 +35,7 @@ __all__ = [
     "is_channel_id",
     "is_region",
     "is_slack_principal",
+    "is_user_group_id",
     "is_user_id",
     "is_vco_id",
     "parse_region",
@@ -86,6 +87,7 @@ CustomerGatewayId = Annotated[str, _id(CUSTOMER_GATEWAY_BODY)]
 OperationId = Annotated[str, _id(OPERATION_BODY, 64)]
 
 _USER: TypeAdapter[str] = TypeAdapter(UserId)
+_USER_GROUP: TypeAdapter[str] = TypeAdapter(UserGroupId)
 _PRINCIPAL: TypeAdapter[str] = TypeAdapter(SlackPrincipal)
 _CHANNEL: TypeAdapter[str] = TypeAdapter(ChannelId)
 _REGION: TypeAdapter[str] = TypeAdapter(RegionId)
@@ -103,6 +105,11 @@ def _valid(adapter: TypeAdapter[str], value: object) -> bool:
 def is_user_id(value: object) -> bool:
     """Whether ``value`` is a Slack user id (``U…``/``W…``)."""
     return _valid(_USER, value)
+
+
+def is_user_group_id(value: object) -> bool:
+    """Whether ``value`` is a Slack user-group id (``S…``)."""
+    return _valid(_USER_GROUP, value)
 
 
 def is_slack_principal(value: object) -> bool:

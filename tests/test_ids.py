@@ -13,6 +13,7 @@ from bot.config import explicit_settings
 from bot.errors import ConfigError, NotAllowed, UsageError
 from bot.slack.blocks import mention, safe_mrkdwn
 from bot.slack.parse import DeleteCommand, parse_click, parse_command
+from bot.slack.policy import who_can_text
 
 # Near misses matter more than random text: mostly the characters ids are made of, a few that
 # are not (case, punctuation, the Kelvin sign that lowercases to "k").
@@ -112,14 +113,12 @@ def test_settings_clicks_and_mentions_agree_on_user_ids(user: str) -> None:
     assert _click_accepted(user=user) is is_user
     assert (mention(user) == f"<@{user}>") is is_user
     assert (safe_mrkdwn(f"<@{user}>") == f"<@{user}>") is is_user
+    # The policy names a group as a group exactly when the rules say it is one.
+    assert (f"<!subteam^{user}>" in who_can_text([user])) is ids.is_user_group_id(user)
 
 
 def _is_group(value: str) -> bool:
-    try:
-        TypeAdapter(ids.UserGroupId).validate_python(value)
-    except ValidationError:
-        return False
-    return True
+    return ids.is_user_group_id(value)
 
 
 @settings(max_examples=300, deadline=None)
