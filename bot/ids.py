@@ -19,8 +19,16 @@ from bot.errors import UsageError
 
 __all__ = [
     "CHANNEL_BODY",
+    "CUSTOMER_GATEWAY_BODY",
+    "MESSAGE_TS_BODY",
+    "OPERATION_BODY",
+    "REGION_BODY",
+    "REGION_MAX",
+    "TEAM_BODY",
     "USERGROUP_BODY",
     "USER_BODY",
+    "VCO_BODY",
+    "VPN_GATEWAY_BODY",
     "ChannelId",
     "CustomerGatewayId",
     "MessageTs",
