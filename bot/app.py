@@ -154,7 +154,7 @@ async def create_app(
         workflow = Workflow(
             store=store,
             vpc=vpc,
-            notifier=SlackNotifier(slack),
+            notifier=SlackNotifier(slack, now=(clock or SystemClock()).now),
             policy=SlackPolicy(settings, directory=SlackGroupDirectory(slack)),
             clock=clock or SystemClock(),
             config=WorkflowConfig.from_settings(settings),

@@ -12,13 +12,10 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot import ids
 from bot.errors import ConfigError
 
 __all__ = ["Settings", "explicit_settings", "load_settings"]
-
-_REGION_RE = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
-_SLACK_ID_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
-_CHANNEL_ID_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 
 def _split_csv(value: Any) -> Any:
@@ -98,7 +95,7 @@ class Settings(BaseSettings):
     @field_validator("approvers", "requesters")
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _SLACK_ID_RE.match(v)]
+        bad = [v for v in value if not ids.is_slack_principal(v)]
         if bad:
             raise ValueError(f"not Slack user ids (U…/W…) or user-group ids (S…): {', '.join(bad)}")
         return value
@@ -106,7 +103,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_channels")
     @classmethod
     def _channel_ids(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _CHANNEL_ID_RE.match(v)]
+        bad = [v for v in value if not ids.is_channel_id(v)]
         if bad:
             raise ValueError(f"not Slack channel ids (C…/G…/D…): {', '.join(bad)}")
         return value
@@ -114,7 +111,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_regions")
     @classmethod
     def _regions(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not _REGION_RE.match(v)]
+        bad = [v for v in value if not ids.is_region(v)]
         if bad:
             raise ValueError(f"not region ids like cn-hangzhou: {', '.join(bad)}")
         return value
@@ -122,7 +119,7 @@ class Settings(BaseSettings):
     @field_validator("default_region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION_RE.match(value):
+        if not ids.is_region(value):
             raise ValueError(f"{value!r} is not a region id like cn-hangzhou")
         return value
 

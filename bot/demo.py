@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.sandbox.local import LocalStack, start_local_stack
-from bot.sandbox.slack import render_transcript
+from bot.sandbox.slack import render_timeline
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED
 from bot.slack.ids import ActionId
 
-__all__ = ["run_demo"]
+__all__ = ["RULE", "run_demo"]
 
 CHANNEL = "C0VPNOPS"
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 STEP_TIMEOUT = 20.0
+# The channel's timeline is printed between two of these (tests/test_readme.py reads it there).
+RULE = "─" * 72
 
 
 def _has_buttons(message: Message) -> bool:
@@ -73,6 +75,7 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
         lambda: stack.slack.state.ephemerals(CAROL), timeout=STEP_TIMEOUT, what="the refusal"
     )
     await stack.agent.click(ALICE, CHANNEL, second.ts, ActionId.CANCEL)
+    await _until_final(stack, second.ts)
 
     say("3. A gateway whose account is in arrears: Alibaba Cloud refuses, the bot explains.\n")
     await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_LOCKED}")
@@ -80,15 +83,22 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     await stack.agent.click(BOB, CHANNEL, third.ts, ActionId.APPROVE)
     await _until_final(stack, third.ts)
 
-    say("4. A typo gets a usage reply, only for the person who typed it.\n\n")
-    await stack.agent.slash_command(ALICE, CHANNEL, "delete vpn-123")
-    await stack.slack.state.wait_for(
-        lambda: any(
-            "usage" in m.text.lower() or "/vpn delete" in m.text for m in stack.slack.state.ephemerals(ALICE)
-        ),
-        timeout=STEP_TIMEOUT,
-        what="the usage reply",
-    )
+    say("4. A typo gets a usage reply, only for the person who typed it.\n")
+    await _ephemeral_after(stack, ALICE, "delete vpn-123", "Usage", what="the usage reply")
+
+    say("5. @alice reads the audit trail with /vpn history.\n")
+    await _ephemeral_after(stack, ALICE, "history 5", "Last ", what="the history")
+
+
+async def _ephemeral_after(stack: LocalStack, user: str, command: str, marker: str, *, what: str) -> None:
+    """Run ``command`` as ``user`` and wait for the ephemeral answer containing ``marker``."""
+    before = len(stack.slack.state.ephemerals(user))
+    await stack.agent.slash_command(user, CHANNEL, command)
+
+    def answered() -> bool:
+        return any(marker in m.text for m in stack.slack.state.ephemerals(user)[before:])
+
+    await stack.slack.state.wait_for(answered, timeout=STEP_TIMEOUT, what=what)
 
 
 async def run_demo(out: TextIO | None = None) -> int:
@@ -106,12 +116,13 @@ async def run_demo(out: TextIO | None = None) -> int:
             await _script(stack, out)
         except TimeoutError as exc:
             out.write(f"\nThe demo stopped: {exc}\n")
-            out.write(render_transcript(stack.slack.state, CHANNEL))
+            out.write(render_timeline(stack.slack.state, CHANNEL))
             return 1
         finally:
             await stack.aclose()
-        out.write("─" * 72 + "\n#netops, as people see it:\n" + "─" * 72 + "\n")
-        out.write(render_transcript(stack.slack.state, CHANNEL))
-        out.write("\n" + "─" * 72 + "\n")
+        out.write(
+            "\nWhat people saw, in the order it happened (an edit shows only the lines that changed):\n"
+        )
+        out.write(f"{RULE}\n{render_timeline(stack.slack.state, CHANNEL)}{RULE}\n")
         out.write(f"Done in {time.monotonic() - started:.1f} s. Nothing left this machine.\n")
     return 0

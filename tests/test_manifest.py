@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from slack_sdk.web.async_base_client import AsyncBaseClient
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.sandbox.slack_api import DEFAULT_SCOPES
+from bot.slack.scopes import BOT_SCOPES, COMMAND_SCOPE, METHOD_SCOPES
 
-MANIFEST = Path(__file__).resolve().parents[1] / "manifest.yml"
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "manifest.yml"
 URL = {"type": "string", "pattern": r"^https?:\/\/", "maxLength": 3500}
 SCOPE_LIST = {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 255}
 
@@ -111,7 +117,23 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-NEEDED_SCOPES = {"commands", "chat:write", "chat:write.public", "usergroups:read", "users:read"}
+BOT_SOURCES = sorted(p for p in (ROOT / "bot").rglob("*.py") if "sandbox" not in p.parts)
+
+
+def _web_api_methods_called() -> set[str]:
+    """Slack methods the bot calls: ``x.chat_postMessage(...)`` etc. found with ``ast`` in bot/."""
+    client_methods = set(dir(AsyncWebClient)) - set(dir(AsyncBaseClient))
+    called: set[str] = set()
+    for path in BOT_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in client_methods:
+                    called.add(node.func.attr.replace("_", "."))
+                if node.func.attr == "api_call":  # the generic form names the method as a string
+                    first = node.args[0] if node.args else None
+                    assert isinstance(first, ast.Constant), f"{path}: api_call with a computed method"
+                    called.add(str(first.value))
+    return called
 
 
 @pytest.fixture
@@ -129,7 +151,7 @@ def test_manifest_matches_schema(manifest: dict[str, Any]) -> None:
 def test_slash_command_and_interactivity(manifest: dict[str, Any]) -> None:
     [cmd] = manifest["features"]["slash_commands"]
     assert cmd["command"] == "/vpn"
-    assert cmd["usage_hint"] == "delete <vco-id> [region] | history [n] | help"
+    assert cmd["usage_hint"] == "delete <vco-id> [region] | history [count] | help"
     assert cmd["should_escape"] is False
     assert "url" not in cmd  # Socket Mode needs no URL
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
@@ -137,13 +159,37 @@ def test_slash_command_and_interactivity(manifest: dict[str, Any]) -> None:
     assert manifest["features"]["bot_user"]["display_name"]
 
 
-def test_scopes_are_exactly_the_needed_set(manifest: dict[str, Any]) -> None:
+def test_every_web_api_method_the_bot_calls_has_a_scope_row() -> None:
+    called = _web_api_methods_called()
+    # The scan finds what it must (a broken scan would pass everything below vacuously).
+    assert {"chat.postMessage", "chat.update", "usergroups.users.list", "auth.test"} <= called
+    assert called <= set(METHOD_SCOPES), f"add a row to bot/slack/scopes.py for {called - set(METHOD_SCOPES)}"
+    assert set(METHOD_SCOPES) <= called, f"no code calls {set(METHOD_SCOPES) - called}; drop its row"
+
+
+def test_manifest_asks_for_exactly_the_scopes_the_called_methods_need(manifest: dict[str, Any]) -> None:
     bot_scopes = manifest["oauth_config"]["scopes"]["bot"]
-    assert sorted(bot_scopes) == sorted(NEEDED_SCOPES)
     assert len(bot_scopes) == len(set(bot_scopes))
+    needed = {scope for method in _web_api_methods_called() for scope in METHOD_SCOPES[method]}
+    if manifest["features"]["slash_commands"]:
+        needed.add(COMMAND_SCOPE)
+    unused = set(bot_scopes) - needed
+    missing = needed - set(bot_scopes)
+    assert not unused, f"manifest.yml asks for scopes nothing uses: {sorted(unused)}"
+    assert not missing, f"manifest.yml lacks scopes the code needs: {sorted(missing)}"
     assert "user" not in manifest["oauth_config"]["scopes"]
+    assert set(BOT_SCOPES) == set(bot_scopes)
     # The Slack stand-in grants what the manifest asks for, so tests see the real permissions.
-    assert set(DEFAULT_SCOPES) == NEEDED_SCOPES
+    assert set(DEFAULT_SCOPES) == set(bot_scopes)
+
+
+def test_readme_lists_the_manifest_scopes(manifest: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Install the Slack app", 1)[1].split("\n## ", 1)[0]
+    listed = set(
+        re.findall(r"`([a-z]+:[a-z.]+|commands)`", section.split("It asks only for", 1)[1].split(".\n", 1)[0])
+    )
+    assert listed == set(manifest["oauth_config"]["scopes"]["bot"])
 
 
 def test_http_mode_as_the_comments_describe_is_valid(manifest: dict[str, Any]) -> None:

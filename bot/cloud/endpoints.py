@@ -8,23 +8,20 @@ map covers special regions such as finance or gov clouds.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from bot.errors import UsageError
+from bot.ids import is_region, region_error
 
 __all__ = ["EndpointResolver", "default_host", "vpc_base_url"]
 
-# Region ids are lower-case words joined by dashes; anything else must never reach a host name.
-_REGION_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-
 
 def default_host(region: str) -> str:
-    """Return ``vpc.<region>.aliyuncs.com``; refuse a region id that is not one."""
-    if not _REGION_RE.match(region):
-        raise UsageError(f"`{region}` is not a region id. Use one such as cn-hangzhou or ap-southeast-1.")
+    """Return ``vpc.<region>.aliyuncs.com``; refuse a region id that is not one (UsageError)."""
+    # Only a well-formed region id may become part of a host name.
+    if not is_region(region):
+        raise region_error(f"`{region[:40]}`")
     return f"vpc.{region}.aliyuncs.com"
 
 

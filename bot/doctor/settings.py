@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from bot.doctor.model import SETTINGS, Check, Status, plural
+from bot.ids import is_user_group_id
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -131,7 +132,7 @@ def _approvers_row(settings: Settings) -> Check:
             "List the Slack user ids (U…) and/or user-group ids (S…) allowed to approve instead, unless "
             "that is what you want.",
         )
-    groups = [a for a in approvers if a.startswith("S")]
+    groups = [a for a in approvers if is_user_group_id(a)]
     detail = f"{plural(len(approvers) - len(groups), 'user')}, {plural(len(groups), 'user group')} (VPNBOT_APPROVERS)"
     if not settings.require_second_approver:
         return Check(SETTINGS, name, Status.PASS, detail + ".")
@@ -143,7 +144,7 @@ def _approvers_row(settings: Settings) -> Check:
 def _single_approver_row(settings: Settings, approver: str, detail: str) -> Check:
     """Four-eyes with one approver: they approve others' requests, never their own."""
     requesters = settings.requesters
-    may_request = not requesters or approver in requesters or any(r.startswith("S") for r in requesters)
+    may_request = not requesters or approver in requesters or any(is_user_group_id(r) for r in requesters)
     if not may_request:
         return Check(
             SETTINGS,

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Final
 from bot.doctor.model import SLACK, Check, Status, plural
 from bot.doctor.settings import FIX_BOT_CREDENTIAL
 from bot.errors import SlackError
+from bot.ids import is_user_group_id
 from bot.slack.codes import SLACK_FAILURES, lookup, translate
+from bot.slack.scopes import BOT_SCOPES
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -22,7 +24,7 @@ __all__ = ["NEEDED_SCOPES", "check_slack"]
 
 log = logging.getLogger("bot.doctor")
 
-NEEDED_SCOPES: Final = ("commands", "chat:write", "chat:write.public", "usergroups:read", "users:read")
+NEEDED_SCOPES: Final = BOT_SCOPES
 _REINSTALL: Final = (
     "then reinstall the app to the workspace (api.slack.com/apps → your app → Install App → "
     "Reinstall to Workspace); if Slack shows a new Bot User OAuth Token, put it in SLACK_BOT_TOKEN."
@@ -44,7 +46,7 @@ async def check_slack(settings: Settings, slack: AsyncWebClient | None) -> list[
     bot = f"@{answer.get('user') or '?'} ({answer.get('user_id') or '?'})"
     rows = [Check(SLACK, "auth.test", Status.PASS, f"workspace {team}, bot user {bot}.")]
     rows.append(_scopes_row(_header(answer.headers, "x-oauth-scopes")))
-    groups = dict.fromkeys(g for g in (*settings.approvers, *settings.requesters) if g.startswith("S"))
+    groups = dict.fromkeys(g for g in (*settings.approvers, *settings.requesters) if is_user_group_id(g))
     for group in groups:
         rows.append(await _usergroup_row(slack, group, settings))
     return rows

@@ -11,7 +11,9 @@ Typical use (tests and ``vpn-bot demo``)::
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -51,6 +53,7 @@ __all__ = [
     "demo_workspace",
     "find_button",
     "render_mrkdwn",
+    "render_timeline",
     "render_transcript",
     "start_slack_standin",
 ]
@@ -146,12 +149,16 @@ def _block_lines(block: dict[str, Any], state: StandinState) -> list[str]:
     return []
 
 
-def _body(msg: Message, state: StandinState) -> list[str]:
-    if msg.blocks:
-        lines = [line for b in msg.blocks for chunk in _block_lines(b, state) for line in chunk.split("\n")]
+def _version_body(text: str, blocks: Sequence[dict[str, Any]], state: StandinState) -> list[str]:
+    if blocks:
+        lines = [line for b in blocks for chunk in _block_lines(b, state) for line in chunk.split("\n")]
         if lines:
             return lines
-    return render_mrkdwn(msg.text, state).splitlines() or [""]
+    return render_mrkdwn(text, state).splitlines() or [""]
+
+
+def _body(msg: Message, state: StandinState) -> list[str]:
+    return _version_body(msg.text, msg.blocks, state)
 
 
 def _clock(ts: str, tz: tzinfo) -> str:
@@ -219,5 +226,110 @@ def render_transcript(
     header = f"#{state.channel_name(channel)}"
     out = [header, "─" * max(len(header), 24)]
     for _, lines in timeline:
+        out += lines
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+# --- the timeline: every event in the order it happened ------------------------------------------
+
+
+def _versions(msg: Message, state: StandinState) -> list[tuple[str, list[str]]]:
+    """(ts it appeared, its lines) for each version of ``msg``, oldest first."""
+    raw: list[tuple[str, str, Sequence[dict[str, Any]]]] = []
+    shown_at = msg.ts
+    for rev in msg.edits:
+        raw.append((shown_at, rev.text, rev.blocks))
+        shown_at = rev.replaced_at
+    raw.append((shown_at, msg.text, msg.blocks))
+    return [(ts, _version_body(text, blocks, state)) for ts, text, blocks in raw]
+
+
+def _title(msg: Message, state: StandinState) -> str:
+    """The first line of the message as first posted: how people tell messages apart."""
+    _, lines = _versions(msg, state)[0]
+    first = next((line for line in lines if line.strip()), "a message")
+    return f"“{first if len(first) <= 60 else first[:59] + '…'}”"
+
+
+def _author(msg: Message, state: StandinState, viewer: str | None) -> str:
+    author = state.user_name(msg.user) + (" (APP)" if msg.bot_id else "")
+    if msg.visible_to is not None:
+        who = "you" if viewer is not None else "@" + state.user_name(msg.visible_to)
+        author += f"  (only visible to {who})"
+    return author
+
+
+def _changed(before: list[str], after: list[str]) -> list[str]:
+    """The lines of ``after`` that are new, and a note for buttons that went away."""
+    new = [line for line in after if line not in before] or ["(no visible change)"]
+    gone = [line for line in before if line not in after and line.startswith("[")]
+    return [*new, f"(removed {' '.join(gone)})"] if gone else new
+
+
+def _message_events(
+    msg: Message, state: StandinState, viewer: str | None, tz: tzinfo, anchor: float | None
+) -> list[tuple[float, list[str]]]:
+    versions = _versions(msg, state)
+    author = _author(msg, state, viewer)
+    where = f"  in the thread of {_title(_parent(msg, state), state)}" if msg.is_reply else ""
+    prefix = _THREAD if msg.is_reply else ""
+    first_ts, first_lines = versions[0]
+    # An ack is shown when its HTTP reply arrives, right after the command it answers.
+    at = anchor if anchor is not None else float(first_ts)
+    events = [(at, [f"{_clock(str(at), tz)}  {author}{where}", *(_INDENT + line for line in first_lines)])]
+    title = _title(msg, state)
+    for (_, before), (ts, after) in itertools.pairwise(versions):
+        lines = [
+            f"{_clock(ts, tz)}  {author}  edited {title}",
+            *(_INDENT + line for line in _changed(before, after)),
+        ]
+        events.append((float(ts), lines))
+    if msg.deleted:
+        events[-1][1].append(_INDENT + "(later deleted)")
+    return [(when, [prefix + line if line else "" for line in lines]) for when, lines in events]
+
+
+def _parent(msg: Message, state: StandinState) -> Message:
+    return state.message(msg.channel, str(msg.thread_ts)) or msg
+
+
+def _ack_anchor(msg: Message, commands: list[Interaction]) -> float | None:
+    if msg.via != "ack":
+        return None
+    earlier = [float(c.ts) for c in commands if c.user == msg.visible_to and float(c.ts) <= float(msg.ts)]
+    # Just after the command: ts values are microseconds apart, so half of one is between them.
+    return max(earlier) + 0.0000005 if earlier else None
+
+
+def _interaction_event(event: Interaction, state: StandinState, tz: tzinfo) -> list[str]:
+    who = state.user_name(event.user)
+    if event.kind == "slash_command":
+        did = f"ran {event.text}"
+    else:
+        target = state.message(event.channel, event.message_ts) if event.message_ts else None
+        did = f"clicked [{event.text}]" + (f" on {_title(target, state)}" if target else "")
+    failed = "" if event.status in (None, 200) else f"  (the app answered HTTP {event.status})"
+    return [f"{_clock(event.ts, tz)}  {who} {did}{failed}"]
+
+
+def render_timeline(state: StandinState, channel: str, *, viewer: str | None = None, tz: tzinfo = UTC) -> str:
+    """Render everything that happened in a channel as plain text, one event after another.
+
+    Unlike :func:`render_transcript` (the channel as it looks at the end), every version of a
+    message appears when it appeared: a card with its buttons, then each edit (only the lines that
+    changed), thread replies, commands and clicks, all in the order they happened.
+    """
+    interactions = [e for e in state.interactions if e.channel == channel and viewer in (None, e.user)]
+    commands = [e for e in interactions if e.kind == "slash_command"]
+    events: list[tuple[float, list[str]]] = [
+        (float(e.ts), _interaction_event(e, state, tz)) for e in interactions
+    ]
+    for msg in state.all_messages(channel):
+        if msg.visible_to is None or viewer in (None, msg.visible_to):
+            events += _message_events(msg, state, viewer, tz, _ack_anchor(msg, commands))
+    events.sort(key=lambda item: item[0])
+    header = f"#{state.channel_name(channel)}"
+    out = [header, "─" * max(len(header), 24)]
+    for _, lines in events:
         out += lines
     return "\n".join(line.rstrip() for line in out) + "\n"

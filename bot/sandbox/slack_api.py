@@ -61,7 +61,7 @@ _METHOD_SCOPES: dict[str, str | None] = {
     "usergroups.users.list": "usergroups:read",
     "conversations.info": None,
 }
-DEFAULT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read", "users:read")
+DEFAULT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read")  # as manifest.yml
 DEFAULT_APP_TOKEN = "xapp-1-A0VPNBOT-1-standin"  # noqa: S105  # a fake app-level token for a local stand-in
 RESPONSE_URL_MAX_USES = 5
 RESPONSE_URL_TTL_SECONDS = 30 * 60

@@ -34,6 +34,7 @@ from bot.domain import (
     TimedOut,
     Unanswered,
 )
+from bot.ids import CHANNEL_BODY, USER_BODY, USERGROUP_BODY, is_user_id
 from bot.slack import codes as slack_codes
 from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 
@@ -43,6 +44,7 @@ __all__ = [
     "FIELD_MAX",
     "HEADER_MAX",
     "SECTION_MAX",
+    "USAGE_LINE",
     "USAGE_TEXT",
     "build_confirmation",
     "build_history",
@@ -77,25 +79,26 @@ CONFIRM_TEXT_MAX = 300
 CONFIRM_BUTTON_MAX = 30
 BLOCKS_MAX = 50
 
-_USER_RE = re.compile(r"[UW][A-Z0-9]{1,30}", re.ASCII)
 # Tokens the bot itself writes into "trusted" texts (policy refusals, workflow reasons): user,
 # user-group and channel mentions, and entities that are already escaped. Nothing else survives.
 _SAFE_TOKEN_RE = re.compile(
-    r"<@[UW][A-Z0-9]{1,30}>|<!subteam\^S[A-Z0-9]{1,30}>|<#[CG][A-Z0-9]{1,30}>|&(?:amp|lt|gt);",
+    rf"<@(?:{USER_BODY})>|<!subteam\^(?:{USERGROUP_BODY})>|<#(?:{CHANNEL_BODY})>|&(?:amp|lt|gt);",
     re.ASCII,
 )
 # A cut that ends inside an entity or a mention would render as garbage; trim back to before it.
 _DANGLING_RE = re.compile(r"(&[a-z]{0,4}|<[^>]{0,40})$", re.ASCII)
 
+# One placeholder for the connection id everywhere (manifest usage hint, README, replies).
+# "<" is escaped: Slack would read <vco-id> as a link even inside a code span.
+USAGE_LINE = f"{SLASH_COMMAND} delete &lt;vco-id&gt; [region]"
 USAGE_TEXT = (
-    f"*Usage*\n"
-    f"• `{SLASH_COMMAND} delete <vpn-connection-id> [region]` asks for approval, then deletes the "
-    f"IPsec-VPN connection. The region is a 2nd word, `--region R`, `--region=R` or `region=R`; "
-    f"without it the default region is used.\n"
+    "*Usage*\n"
+    f"• `{USAGE_LINE}` shows the VPN connection and asks an approver to delete it.\n"
     f"• `{SLASH_COMMAND} history [count]` shows the last actions (1–50, default 10).\n"
-    f"• `{SLASH_COMMAND} help` shows this text.\n"
-    f"Connection ids look like `vco-bp1abc2def3gh` (Alibaba Cloud ids are lowercase; "
-    f"uppercase is accepted and lowercased). Regions look like `cn-hangzhou`."
+    f"• `{SLASH_COMMAND} help` shows this help.\n"
+    f"`&lt;vco-id&gt;` is the connection's id, such as `vco-bp1abc2def3gh`. The region, such as "
+    f"`cn-hangzhou`, may also be written `--region cn-hangzhou`; without it the bot's default "
+    f"region is used."
 )
 
 
@@ -137,24 +140,23 @@ def mention(user_id: str | None) -> str:
     """``<@U…>`` for a Slack user id; anything else is shown escaped, never as markup."""
     if not user_id:
         return "someone"
-    if _USER_RE.fullmatch(user_id):
+    if is_user_id(user_id):
         return f"<@{user_id}>"
     return escape(cap(user_id, 80))
 
 
-def format_time(moment: datetime | None) -> str:
-    """``HH:MM UTC``; naive datetimes are taken as UTC."""
-    if moment is None:
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def format_time(at: datetime | None, *, now: datetime) -> str:
+    """``HH:MM UTC`` on the day of ``now``, else ``YYYY-MM-DD HH:MM UTC``; naive times are UTC."""
+    if at is None:
         return "an unknown time"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%H:%M UTC")
-
-
-def _format_datetime(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    at = _utc(at)
+    if at.date() == _utc(now).date():
+        return at.strftime("%H:%M UTC")
+    return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def format_duration(seconds: float) -> str:
@@ -220,18 +222,18 @@ def _details(op: Operation) -> Block:
     conn, gw = op.connection, op.gateway
     conn_name = escape(conn.name) if conn.name else "_(no name)_"
     gw_name = escape(gw.name) if gw.name else "_(no name)_"
+    # The states were looked up for the confirmation; once it is decided they are history.
+    when = "" if op.state is OpState.AWAITING_APPROVAL else " at request time"
     fields = [
         f"*Connection*\n{code(conn.id)}\n{conn_name}",
-        f"*Gateway*\n{code(gw.id or conn.gateway_id)} {gw_name}\nstate: {code(gw.status or 'unknown', 40)}",
-        f"*Connection status*\n{code(conn.status or 'unknown', 40)}",
+        f"*Gateway*\n{code(gw.id or conn.gateway_id)} {gw_name}\nstate{when}: {code(gw.status or 'unknown', 40)}",
+        f"*Connection status{when}*\n{code(conn.status or 'unknown', 40)}",
         f"*Customer gateway*\n{code(conn.customer_gateway_id) if conn.customer_gateway_id else '—'}",
         f"*Local subnets*\n{_subnets(conn.local_subnet)}",
         f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
         f"*Region*\n{code(op.region, 64)}",
         f"*Requested by*\n{mention(op.requester_id)}",
     ]
-    if op.state is OpState.AWAITING_APPROVAL:
-        fields.append(f"*Expires at*\n{format_time(op.expires_at)}")
     return {
         "type": "section",
         "block_id": BlockId.DETAILS.value,
@@ -300,13 +302,17 @@ def _gateway_warnings(op: Operation) -> str:
     return "\n".join(lines)
 
 
-def build_confirmation(op: Operation) -> Message:
-    """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel."""
+def build_confirmation(op: Operation, *, now: datetime | None = None) -> Message:
+    """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
+
+    ``now`` decides whether times need their date; it defaults to when the op last changed.
+    """
+    now = now or op.updated_at
     summary = (
         f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
         f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
         f"Someone allowed to approve clicks *Delete*; *Cancel* closes the request. "
-        f"It expires at {format_time(op.expires_at)} if nobody acts."
+        f"It expires at {format_time(op.expires_at, now=now)} if nobody acts."
     )
     warnings = _gateway_warnings(op)
     if warnings:
@@ -339,14 +345,15 @@ _HEADERS: dict[OpState, str] = {
 
 
 def _elapsed(op: Operation) -> float | None:
-    start = op.started_at or op.approved_at
+    # From the click, as the thread's "Deleted in" counts, so both show the same number.
+    start = op.approved_at or op.started_at
     if start is None or op.finished_at is None:
         return None
     return (op.finished_at - start).total_seconds()
 
 
-def _status_text(op: Operation) -> str:
-    approved = f"Approved by {mention(op.approver_id)} at {format_time(op.approved_at)}"
+def _status_text(op: Operation, now: datetime) -> str:
+    approved = f"Approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
     gateway = code(op.gateway.id or op.connection.gateway_id)
     retry_cmd = code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}", 200)
     match op.state:
@@ -362,17 +369,17 @@ def _status_text(op: Operation) -> str:
         case OpState.DELETED:
             elapsed = _elapsed(op)
             took = f" in {format_duration(elapsed)}" if elapsed is not None else ""
-            return f":white_check_mark: Deleted{took}. {approved}."
+            return f":white_check_mark: {approved} and deleted{took}."
         case OpState.FAILED:
-            return f":x: {_failure_text(op)}\n{approved}."
+            return f":x: {approved}. {_failure_text(op)}"
         case OpState.TIMED_OUT:
-            return f":warning: {_timeout_text(op)}\n{approved}."
+            return f":warning: {approved}. {_timeout_text(op)}"
         case OpState.CANCELLED:
-            when = format_time(op.finished_at or op.updated_at)
+            when = format_time(op.finished_at or op.updated_at, now=now)
             return f":no_entry_sign: Cancelled by {mention(op.cancelled_by)} at {when}. Nothing was deleted."
         case OpState.EXPIRED:
             return (
-                f":hourglass: Expired at {format_time(op.expires_at)} without approval. Nothing was "
+                f":hourglass: Expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
                 f"deleted. Run {retry_cmd} again if it is still needed."
             )
         case OpState.AWAITING_APPROVAL | OpState.LOOKING_UP:  # pragma: no cover - not rendered as a card
@@ -407,8 +414,13 @@ def _failure_text(op: Operation) -> str:
             f"It may or may not have been deleted: {_console_check(op)}, and give the error id to the "
             "bot's administrator."
         )
-    reason = safe_mrkdwn(op.error_text) if op.error_text else f"Alibaba Cloud code {code(error, 80)}."
-    return f"The deletion failed; the connection was not deleted. {reason}"
+    # The friendly text of a known error already says what to do; add a step only without it.
+    reason = (
+        safe_mrkdwn(op.error_text)
+        if op.error_text
+        else f"Alibaba Cloud refused it with code {code(error, 80)}. Fix the cause, then run {retry_cmd} again."
+    )
+    return f"The connection was not deleted. {reason}"
 
 
 def _timeout_text(op: Operation) -> str:
@@ -426,46 +438,43 @@ def _timeout_text(op: Operation) -> str:
     )
 
 
-def closed_text(op: Operation | None) -> str:
-    """Why a click on ``op``'s confirmation does nothing now."""
+def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
+    """Why a click on ``op``'s confirmation does nothing now (``now``: when the click came)."""
     if op is None:
         return (
             "This confirmation was not found; it may belong to another bot installation. "
             "Request the deletion again."
         )
+    now = now or op.updated_at
     if op.state is OpState.CANCELLED:
         return (
             f"This request was already cancelled by {mention(op.cancelled_by)} at "
-            f"{_format_datetime(op.finished_at or op.updated_at)}. Nothing was deleted."
+            f"{format_time(op.finished_at or op.updated_at, now=now)}. Nothing was deleted."
         )
     if op.state is OpState.EXPIRED:
         return (
-            f"This confirmation expired at {_format_datetime(op.expires_at)} without approval. Nothing was "
+            f"This confirmation expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
             "deleted; request the deletion again if it is still needed."
         )
     state = op.state.value.replace("_", " ")
+    approved = f"approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
     if op.approver_id and op.state in ACTIVE_STATES:
-        return (
-            f"This request was already approved by {mention(op.approver_id)} at "
-            f"{format_time(op.approved_at)}; the deletion is in progress — follow the thread."
-        )
+        return f"This request was already {approved}; the deletion is in progress — follow the thread."
     if op.approver_id:
-        return (
-            f"This request is finished ({state}); it was approved by {mention(op.approver_id)} at "
-            f"{format_time(op.approved_at)}. See the thread for the outcome."
-        )
+        return f"This request is finished ({state}); it was {approved}. See the thread for the outcome."
     return f"This request is finished ({state}). See the thread for details."
 
 
-def build_parent(op: Operation) -> Message:
+def build_parent(op: Operation, *, now: datetime | None = None) -> Message:
     """The confirmation message re-rendered for the operation's current state.
 
     Slack has no disabled buttons, so every state but ``awaiting_approval`` drops the actions
-    block and says what happened instead.
+    block and says what happened instead. ``now`` defaults to when the op last changed.
     """
+    now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
-        return build_confirmation(op)
-    status = _status_text(op)
+        return build_confirmation(op, now=now)
+    status = _status_text(op, now)
     header = _HEADERS[op.state].format(_name(op))
     blocks = [
         _header(header),
@@ -503,12 +512,12 @@ def build_progress(event: Progress) -> str:
         case Resumed(instance=instance):
             return f"Picked up again by bot instance {code(instance, 80)} after a restart; continuing."
         case Deleted(elapsed_s=elapsed):
-            return f":white_check_mark: Confirmed gone: Alibaba Cloud no longer knows the connection. Deleted in {format_duration(elapsed)}."
-        case Failed(code=err_code, reason=reason, request_id=request_id):
-            # The friendly text of a cloud error already quotes its RequestId.
-            rid = f" (RequestId {code(request_id, 80)})" if request_id and request_id not in reason else ""
-            why = safe_mrkdwn(cap(reason, 2000)) if reason else f"code {code(err_code, 80)}"
-            return f":x: The deletion failed: {why}{rid}"
+            # The parent says who approved; the thread adds the final check.
+            return f":white_check_mark: Deleted in {format_duration(elapsed)}: Alibaba Cloud no longer finds the connection."
+        case Failed(code=err_code, request_id=request_id):
+            # The parent carries the explanation and the next step; the thread keeps the facts.
+            rid = f", RequestId {code(request_id, 80)}" if request_id else ""
+            return f":x: Stopped (code {code(err_code or 'unknown', 80)}{rid})."
         case StillExists(status=status, request_id=request_id, unanswered=unanswered):
             said = "never answered the delete" if unanswered else "accepted the delete"
             rid = f" (RequestId {code(request_id, 80)})" if request_id else ""
@@ -559,7 +568,7 @@ def build_usage(error: str | None = None) -> Message:
         error = safe_mrkdwn(error)
         blocks.append(_section(f":warning: {error}", BlockId.REFUSAL.value))
     blocks.append(_section(USAGE_TEXT, BlockId.USAGE.value))
-    text = f"{error} Usage: {SLASH_COMMAND} delete <vpn-connection-id> [region]" if error else USAGE_TEXT
+    text = f"{error} Usage: {USAGE_LINE}" if error else USAGE_TEXT
     return _ephemeral(text, blocks)
 
 
@@ -573,7 +582,8 @@ def build_busy(vco_id: str, region: str) -> Message:
     """The ack when the bot has too much in flight: nothing was started, try again."""
     text = (
         ":hourglass: I'm working through a lot of requests right now, so I did not start this one; "
-        f"nothing was looked up or deleted. Run `/vpn delete {escape(vco_id)} {escape(region)}` again in a minute."
+        f"nothing was looked up or deleted. Run `{SLASH_COMMAND} delete {escape(vco_id)} {escape(region)}` again "
+        "in a minute."
     )
     return _ephemeral(text, [_section(text)])
 
@@ -604,9 +614,9 @@ def explain_slack_error(error: str) -> str:
 # --- history -----------------------------------------------------------------------------------
 
 
-def _history_line(entry: AuditEntry) -> str:
+def _history_line(entry: AuditEntry, now: datetime) -> str:
     parts = [
-        code(_format_datetime(entry.at), 40),
+        code(format_time(entry.at, now=now), 40),
         mention(entry.actor_id),
         f"*{escape(cap(entry.action, 40))}*",
     ]
@@ -614,9 +624,11 @@ def _history_line(entry: AuditEntry) -> str:
         parts.append(code(entry.vco_id))
     if entry.region:
         parts.append(code(entry.region, 64))
-    if entry.detail:
-        parts.append(escape(cap(entry.detail, 300)))
-    if entry.request_id:
+    detail = safe_mrkdwn(cap(entry.detail, 200))
+    if detail:
+        # Details are bot-written (refusals, error texts): keep their mentions, escape the rest.
+        parts.append(detail)
+    if entry.request_id and entry.request_id not in detail:
         parts.append(f"(RequestId {code(entry.request_id, 80)})")
     return " ".join(parts)
 
@@ -636,13 +648,13 @@ def _chunks(lines: Iterable[str], limit: int) -> list[str]:
     return [cap(c, limit) for c in chunks]
 
 
-def build_history(entries: Sequence[AuditEntry]) -> Message:
+def build_history(entries: Sequence[AuditEntry], *, now: datetime) -> Message:
     """The last audit entries, newest first as given, as an ephemeral list."""
     if not entries:
         text = "No VPN deletions recorded yet."
         return _ephemeral(text, [_section(text, BlockId.HISTORY.value)])
     title = f"*Last {len(entries)} action{'s' if len(entries) != 1 else ''}*"
-    lines = [_history_line(e) for e in entries]
+    lines = [_history_line(e, now) for e in entries]
     blocks = [_section(title, BlockId.HISTORY.value)]
     blocks += [_section(chunk) for chunk in _chunks(lines, SECTION_MAX)][: BLOCKS_MAX - 1]
     return _ephemeral(f"Last {len(entries)} VPN bot actions", blocks)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.errors import UsageError
-from bot.slack.blocks import build_busy, build_history, build_looking_up, build_usage, code
+from bot.errors import NotAllowed, UsageError
+from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage, code
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
-from bot.slack.parse import DeleteCommand, HelpCommand, HistoryCommand, parse_command
+from bot.slack.parse import DeleteCommand, HelpCommand, HistoryCommand, parse_command, parse_slash_command
 
 __all__ = ["check_region", "make_vpn_command_listener", "send"]
 
@@ -50,13 +51,14 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
 
     async def handle_vpn_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         """Handle /vpn: ack first, then help, history or a delete request."""
-        text = command.get("text")
         try:
-            parsed = parse_command(
-                text if isinstance(text, str) else "", default_region=deps.settings.default_region
-            )
+            request = parse_slash_command(command)
+            parsed = parse_command(request.text, default_region=deps.settings.default_region)
+        # Parsing is pure and instant, so the reply can ride on the ack itself.
+        except NotAllowed as err:
+            await ack(**build_refusal(err.friendly))
+            return
         except UsageError as err:
-            # Parsing is pure and instant, so the usage reply can ride on the ack itself.
             await ack(**build_usage(error=err.friendly))
             return
         match parsed:
@@ -66,25 +68,22 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 await ack()
                 async with errors_to_user(command, respond, inflight=deps.inflight):
                     entries = await deps.workflow.history(
-                        limit=limit,
-                        user_id=str(command.get("user_id", "")),
-                        channel_id=str(command.get("channel_id", "")),
+                        limit=limit, user_id=request.user_id, channel_id=request.channel_id
                     )
-                    await send(respond, build_history(entries))
+                    await send(respond, build_history(entries, now=datetime.now(UTC)))
             case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
                 await ack(**build_busy(vco_id, region))
             case DeleteCommand(vco_id=vco_id, region=region):
                 await ack(**build_looking_up(vco_id, region))
                 async with errors_to_user(command, respond, inflight=deps.inflight):
                     await check_region(deps, region)
-                    response_url = command.get("response_url")
                     await deps.workflow.request_delete(
-                        team_id=str(command.get("team_id", "")),
-                        user_id=str(command.get("user_id", "")),
-                        channel_id=str(command.get("channel_id", "")),
+                        team_id=request.team_id or "",
+                        user_id=request.user_id,
+                        channel_id=request.channel_id,
                         vco_id=vco_id,
                         region=region,
-                        response_url=response_url if isinstance(response_url, str) and response_url else None,
+                        response_url=request.response_url or None,
                     )
 
     return handle_vpn_command

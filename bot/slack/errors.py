@@ -22,6 +22,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
@@ -64,7 +65,7 @@ def reply_for(error: Exception, *, kind: str) -> dict[str, Any]:
     if isinstance(error, UsageError):
         message = build_usage(error=error.friendly)
     elif isinstance(error, ConfirmationClosed):
-        message = build_refusal(closed_text(error.op))
+        message = build_refusal(closed_text(error.op, now=datetime.now(UTC)))
     elif isinstance(error, SlackError) and error.error in _CHANNEL_ERRORS:
         message = build_refusal(explain_slack_error(error.error))
     elif isinstance(error, BotError):

@@ -2,21 +2,16 @@
 
 Builders, listeners and tests share these spellings. Values are kebab-case, as in Slack's own
 samples; a button's ``value`` is only the operation id (the server looks everything else up).
+The id rules themselves (users, channels, regions, connections, operations) live in :mod:`bot.ids`.
 """
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
-__all__ = ["OP_ID_MAX", "OP_ID_RE", "SLASH_COMMAND", "ActionId", "BlockId"]
+__all__ = ["SLASH_COMMAND", "ActionId", "BlockId"]
 
 SLASH_COMMAND = "/vpn"
-
-# Operation ids are minted by the workflow (uuid hex, ulid or "op-…"); this is only a shape
-# check that bounds what a button payload may carry before anything looks it up.
-OP_ID_MAX = 64
-OP_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", re.ASCII)
 
 
 class ActionId(StrEnum):

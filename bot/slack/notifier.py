@@ -8,6 +8,8 @@ is worth trying later. When to try again is the outbox's business, not this modu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
@@ -37,12 +39,14 @@ def configure_retries(client: AsyncWebClient) -> None:
 class SlackNotifier:
     """Posts, updates and threads the confirmation message through an injected AsyncWebClient."""
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, *, now: Callable[[], datetime] | None = None) -> None:
         self._client = client
+        # Cards say times with their date unless it is today: "today" is the clock's.
+        self._now = now or (lambda: datetime.now(UTC))
 
     async def post_confirmation(self, op: Operation) -> str:
         """Post the confirmation in ``op.channel_id`` and return its ts."""
-        message = build_confirmation(op)
+        message = build_confirmation(op, now=self._now())
         try:
             response = await self._client.chat_postMessage(
                 channel=op.channel_id, text=message["text"], blocks=message["blocks"]
@@ -56,7 +60,7 @@ class SlackNotifier:
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation for the op's state."""
-        message = build_parent(op)
+        message = build_parent(op, now=self._now())
         try:
             await self._client.chat_update(
                 channel=op.channel_id, ts=op.message_ts or "", text=message["text"], blocks=message["blocks"]

@@ -12,42 +12,76 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
 from bot.errors import NotAllowed, UsageError
+from bot.ids import (
+    ChannelId,
+    MessageTs,
+    OperationId,
+    TeamId,
+    UserId,
+    is_vco_id,
+    parse_region,
+    parse_vco_id,
+)
 from bot.slack.blocks import code
-from bot.slack.ids import OP_ID_MAX, OP_ID_RE, SLASH_COMMAND, ActionId
+from bot.slack.ids import SLASH_COMMAND, ActionId
 
 __all__ = [
     "FOREIGN_BUTTON",
     "HISTORY_DEFAULT",
     "HISTORY_MAX",
+    "MALFORMED_COMMAND",
     "TEXT_MAX",
     "ButtonClick",
     "Command",
     "DeleteCommand",
     "HelpCommand",
     "HistoryCommand",
+    "SlashCommand",
     "parse_click",
     "parse_command",
+    "parse_slash_command",
 ]
 
 TEXT_MAX = 1000
 HISTORY_DEFAULT = 10
 HISTORY_MAX = 50
 FOREIGN_BUTTON = "This button does not belong to this request; nothing changed."
+MALFORMED_COMMAND = "This request lacks the user or channel Slack sends with every command; nothing was done."
 
-# Alibaba Cloud ids are lowercase; we accept any ASCII case and lowercase it (re.ASCII keeps
-# look-alikes such as the Kelvin sign from folding into "k").
-_VCO_RE = re.compile(r"vco-[a-z0-9]{4,64}", re.ASCII | re.IGNORECASE)
-_REGION_RE = re.compile(r"[a-z]{2,}(?:-[a-z0-9]+){1,4}", re.ASCII | re.IGNORECASE)
-_REGION_MAX = 40
 _COUNT_RE = re.compile(r"[0-9]{1,3}", re.ASCII)
-_USER_RE = re.compile(r"[UW][A-Z0-9]{2,30}", re.ASCII)
-_CHANNEL_RE = re.compile(r"[CGD][A-Z0-9]{2,30}", re.ASCII)
-_TS_RE = re.compile(r"[0-9]{1,12}\.[0-9]{1,8}", re.ASCII)
 _HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
 # Slack escapes these three in command text; people also paste ids in backticks or quotes.
 _ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&"))
 _WRAPPERS = "`'\"<>“”‘’"
+
+
+class _Payload(BaseModel):
+    # Slack adds fields over time; only the ones read here are checked.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class SlashCommand(_Payload):
+    """The fields of a ``/vpn`` request the bot reads, checked by the id rules."""
+
+    text: str = ""
+    user_id: UserId
+    channel_id: ChannelId
+    team_id: TeamId | None = None
+    response_url: str | None = None
+
+
+_SLASH_COMMAND = TypeAdapter(SlashCommand)
+
+
+def parse_slash_command(body: Mapping[str, Any]) -> SlashCommand:
+    """Validate the slash-command payload; raise NotAllowed if Slack's fields are missing or malformed."""
+    try:
+        return _SLASH_COMMAND.validate_python(body)
+    except ValidationError:
+        raise NotAllowed(MALFORMED_COMMAND) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,22 +122,11 @@ def _usage(message: str) -> UsageError:
 
 
 def _vco_id(token: str) -> str:
-    candidate = _clean(token)
-    if not _VCO_RE.fullmatch(candidate):
-        raise _usage(
-            f"{_echo(token)} is not a VPN connection id. Ids are `vco-` followed by 4–64 lowercase "
-            f"letters and digits, e.g. `vco-bp1abc2def3gh`."
-        )
-    return candidate.lower()
+    return parse_vco_id(_clean(token), shown=_echo(token))
 
 
 def _region(token: str) -> str:
-    candidate = _clean(token)
-    if len(candidate) > _REGION_MAX or not _REGION_RE.fullmatch(candidate):
-        raise _usage(
-            f"{_echo(token)} is not a region id. Regions look like `cn-hangzhou` or `ap-southeast-1`."
-        )
-    return candidate.lower()
+    return parse_region(_clean(token), shown=_echo(token))
 
 
 def _parse_delete(args: list[str], default_region: str) -> DeleteCommand:
@@ -172,8 +195,9 @@ def parse_command(text: str, *, default_region: str) -> Command:
         return _parse_delete(args, default_region)
     if word == "history":
         return _parse_history(args)
-    if _VCO_RE.fullmatch(_clean(tokens[0])):
-        raise _usage(f"Did you mean `{SLASH_COMMAND} delete {_clean(tokens[0]).lower()}`?")
+    candidate = _clean(tokens[0])
+    if candidate.isascii() and is_vco_id(candidate.lower()):
+        raise _usage(f"Did you mean `{SLASH_COMMAND} delete {candidate.lower()}`?")
     raise _usage(f"I don't know the command {_echo(tokens[0])}. Try `{SLASH_COMMAND} help`.")
 
 
@@ -191,33 +215,62 @@ class ButtonClick:
     message_ts: str
 
 
-def _str(value: Any, pattern: re.Pattern[str], limit: int) -> str | None:
-    # Bound the length before matching, so an oversized value costs nothing.
-    if isinstance(value, str) and len(value) <= limit and pattern.fullmatch(value):
-        return value
-    return None
+class _ClickedButton(_Payload):
+    action_id: ActionId
+    value: OperationId
 
 
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+class _User(_Payload):
+    id: UserId
 
 
-def _message_values(message: Mapping[str, Any], action_id: str) -> set[str]:
-    """Values of the buttons with ``action_id`` in Slack's copy of the clicked message."""
-    values: set[str] = set()
-    blocks = message.get("blocks")
-    if not isinstance(blocks, list):
-        return values
-    for block in blocks[:50]:
-        if not isinstance(block, Mapping) or block.get("type") != "actions":
-            continue
-        elements = block.get("elements")
-        for element in elements[:25] if isinstance(elements, list) else []:
-            if isinstance(element, Mapping) and element.get("action_id") == action_id:
-                value = element.get("value")
-                if isinstance(value, str) and len(value) <= OP_ID_MAX:
-                    values.add(value)
-    return values
+class _Channel(_Payload):
+    id: ChannelId
+
+
+class _Container(_Payload):
+    message_ts: MessageTs
+    channel_id: ChannelId | None = None
+
+
+class _Element(_Payload):
+    action_id: str | None = None
+    value: str | None = None
+
+
+class _Block(_Payload):
+    type: str = ""
+    elements: list[_Element] = Field(default_factory=list, max_length=25)
+
+
+class _Message(_Payload):
+    """Slack's copy of the clicked message, as it was rendered (absent for ephemerals)."""
+
+    ts: str | None = None
+    blocks: list[_Block] = Field(default_factory=list, max_length=50)
+
+    def button_values(self, action_id: ActionId) -> set[str | None]:
+        """Values of the buttons with ``action_id`` on the message."""
+        return {
+            e.value
+            for b in self.blocks
+            if b.type == "actions"
+            for e in b.elements
+            if e.action_id == action_id
+        }
+
+
+class _BlockActions(_Payload):
+    """The parts of a ``block_actions`` payload a Delete or Cancel click must carry."""
+
+    actions: list[_ClickedButton] = Field(min_length=1, max_length=1)
+    user: _User
+    channel: _Channel | None = None
+    container: _Container
+    message: _Message | None = None
+
+
+_BLOCK_ACTIONS = TypeAdapter(_BlockActions)
 
 
 def parse_click(body: Mapping[str, Any]) -> ButtonClick:
@@ -227,24 +280,24 @@ def parse_click(body: Mapping[str, Any]) -> ButtonClick:
     message (sent for every non-ephemeral message) still shows the button, equal to the value
     rendered on it: a value naming another operation is refused and changes nothing.
     """
-    actions = body.get("actions")
-    action = _dict(actions[0]) if isinstance(actions, list) and len(actions) == 1 else {}
-    raw_action_id = action.get("action_id")
-    action_id = ActionId(raw_action_id) if raw_action_id in tuple(ActionId) else None
-    op_id = _str(action.get("value"), OP_ID_RE, OP_ID_MAX)
-    user_id = _str(_dict(body.get("user")).get("id"), _USER_RE, 32)
-    container = _dict(body.get("container"))
-    channel_id = _str(_dict(body.get("channel")).get("id") or container.get("channel_id"), _CHANNEL_RE, 32)
-    message_ts = _str(container.get("message_ts"), _TS_RE, 32)
-    if action_id is None or op_id is None or user_id is None or channel_id is None or message_ts is None:
+    try:
+        payload = _BLOCK_ACTIONS.validate_python(body)
+    except ValidationError:
+        raise NotAllowed(FOREIGN_BUTTON) from None
+    action, message_ts = payload.actions[0], payload.container.message_ts
+    channel_id = payload.channel.id if payload.channel else payload.container.channel_id
+    if channel_id is None:
         raise NotAllowed(FOREIGN_BUTTON)
-    message = body.get("message")
-    if isinstance(message, Mapping):
-        shown = _message_values(message, action_id.value)
+    if payload.message is not None:
+        shown = payload.message.button_values(action.action_id)
         # No button on Slack's copy means the message was already updated (a click from a stale
         # client); the server-side checks and the workflow then explain what happened.
-        if message.get("ts") != message_ts or (shown and op_id not in shown):
+        if payload.message.ts != message_ts or (shown and action.value not in shown):
             raise NotAllowed(FOREIGN_BUTTON)
     return ButtonClick(
-        action_id=action_id, op_id=op_id, user_id=user_id, channel_id=channel_id, message_ts=message_ts
+        action_id=action.action_id,
+        op_id=action.value,
+        user_id=payload.user.id,
+        channel_id=channel_id,
+        message_ts=message_ts,
     )

@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.domain import Operation
 from bot.errors import NotAllowed
+from bot.ids import is_user_group_id
 from bot.slack.blocks import code
 from bot.slack.codes import BAD_RESPONSE, SLACK_FAILURES, slack_error, translate
 
@@ -70,7 +71,7 @@ class SlackGroupDirectory:
 
 
 def _ref(slack_id: str) -> str:
-    return f"<!subteam^{slack_id}>" if slack_id.startswith("S") else f"<@{slack_id}>"
+    return f"<!subteam^{slack_id}>" if is_user_group_id(slack_id) else f"<@{slack_id}>"
 
 
 def who_can_text(ids: Sequence[str], *, verb: str = "Ask") -> str:
@@ -101,7 +102,7 @@ class SlackPolicy:
         """True if the user is listed directly or is in a listed group; raise _LookupFailed otherwise."""
         if user_id in ids:
             return True
-        groups = [g for g in ids if g.startswith("S")]
+        groups = [g for g in ids if is_user_group_id(g)]
         if not groups:
             return False
         results = await asyncio.gather(*(self._directory.members(g) for g in groups), return_exceptions=True)

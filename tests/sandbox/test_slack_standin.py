@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.sandbox.slack import (
+    DEFAULT_SCOPES,
     SlackStandin,
     SlackUserAgent,
     StandinState,
@@ -67,7 +68,8 @@ CONFIRM_BLOCKS: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def standin() -> AsyncIterator[SlackStandin]:
-    s = await start_slack_standin(bot_token=TOKEN)
+    # users:read (not asked for by the bot) so the stand-in's users.info can be tested too.
+    s = await start_slack_standin(bot_token=TOKEN, scopes=(*DEFAULT_SCOPES, "users:read"))
     yield s
     await s.close()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from slackfakes import T0, make_op
@@ -40,6 +41,7 @@ from bot.slack.blocks import (
     escape,
     explain_slack_error,
     format_duration,
+    format_time,
     safe_mrkdwn,
 )
 from bot.slack.ids import ActionId, BlockId
@@ -98,9 +100,11 @@ def test_confirmation_structure() -> None:
         "192.168.0.0/16",
         "`cn-hangzhou`",
         "<@U0REQUEST>",
-        "12:15 UTC",
     ):
         assert expected in fields
+    summary = block(msg, BlockId.SUMMARY)["text"]["text"]
+    assert "It expires at 12:15 UTC if nobody acts." in summary
+    assert "12:15" not in fields, "the expiry is said once"
     delete, cancel = block(msg, BlockId.ACTIONS)["elements"]
     assert delete["action_id"] == ActionId.APPROVE
     assert delete["value"] == "op-1"
@@ -124,8 +128,10 @@ LATER = {
     OpState.DELETING: ["Approved by <@U0APPROVER> at 12:03 UTC, deleting…"],
     OpState.WAITING_GATEWAY: ["waiting for gateway `vpn-bp1gw0001`"],
     OpState.VERIFYING: ["Checking that the connection is gone"],
-    OpState.DELETED: ["Deleted in 1 min 12 s", "<@U0APPROVER>"],
-    OpState.FAILED: ["The deletion failed; the connection was not deleted. The gateway is busy."],
+    OpState.DELETED: [":white_check_mark: Approved by <@U0APPROVER> at 12:03 UTC and deleted in 1 min 12 s."],
+    OpState.FAILED: [
+        ":x: Approved by <@U0APPROVER> at 12:03 UTC. The connection was not deleted. The gateway is busy."
+    ],
     OpState.TIMED_OUT: ["may still finish", "gateway `vpn-bp1gw0001`", "`updating` means still working"],
     OpState.CANCELLED: ["Cancelled by <@U0CANCEL> at 12:05 UTC. Nothing was deleted."],
     OpState.EXPIRED: ["Expired at 12:15 UTC without approval. Nothing was deleted."],
@@ -163,7 +169,94 @@ def test_every_state_is_rendered() -> None:
 
 def test_failed_without_text_names_the_code() -> None:
     msg = build_parent(make_op(state=OpState.FAILED, error_code="IncorrectStatus.VpnGateway"))
-    assert "`IncorrectStatus.VpnGateway`" in block(msg, BlockId.STATUS)["text"]["text"]
+    status = block(msg, BlockId.STATUS)["text"]["text"]
+    assert "`IncorrectStatus.VpnGateway`" in status
+    assert status.count("run `/vpn delete vco-bp1abc2def3gh cn-hangzhou` again") == 1
+
+
+def test_failed_card_gives_one_next_step() -> None:
+    """A known error's text says what to do; the card adds no second, different step."""
+    friendly = (
+        "The account is overdue. The account owner must top up the account; then request the deletion again."
+    )
+    msg = build_parent(make_op(state=OpState.FAILED, approver_id="U0APPROVER", error_text=friendly))
+    status = block(msg, BlockId.STATUS)["text"]["text"]
+    assert status.startswith(":x: Approved by <@U0APPROVER>")
+    assert status.endswith(friendly)
+    assert "again" not in status.removesuffix(friendly)
+
+
+def _sentences(text: str) -> set[str]:
+    return {s.strip(" .:") for s in re.split(r"(?<=[.!?])\s+|\n", text) if len(s.strip(" .:")) > 3}
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (OpState.DELETED, Deleted(72.0)),
+        (OpState.FAILED, Failed("VpnGateway.FinancialLocked", "The account is overdue. Top it up.", "RID-2")),
+    ],
+)
+def test_card_and_thread_never_say_the_same_sentence(state: OpState, event: object) -> None:
+    op = make_op(
+        state=state,
+        approver_id="U0APPROVER",
+        approved_at=T0 + timedelta(minutes=3),
+        finished_at=T0 + timedelta(minutes=4, seconds=12),
+        error_code="VpnGateway.FinancialLocked",
+        error_text="The account is overdue. Top it up.",
+        delete_request_id="RID-2",
+    )
+    card = block(build_parent(op), BlockId.STATUS)["text"]["text"]
+    thread = build_progress(event)  # type: ignore[arg-type]
+    assert not _sentences(card) & _sentences(thread), (card, thread)
+
+
+def test_decided_cards_mark_lookup_state_as_at_request_time() -> None:
+    confirmation = "\n".join(
+        f["text"] for f in block(build_confirmation(make_op()), BlockId.DETAILS)["fields"]
+    )
+    assert "at request time" not in confirmation
+    for state in (OpState.DELETED, OpState.FAILED, OpState.CANCELLED):
+        fields = "\n".join(
+            f["text"] for f in block(build_parent(make_op(state=state)), BlockId.DETAILS)["fields"]
+        )
+        assert "state at request time: `active`" in fields
+        assert "*Connection status at request time*" in fields
+
+
+def test_format_time_adds_the_date_when_it_is_not_today() -> None:
+    at = datetime(2026, 3, 1, 12, 3, tzinfo=UTC)
+    assert format_time(at, now=at + timedelta(hours=11)) == "12:03 UTC"
+    assert format_time(at, now=at + timedelta(hours=12)) == "2026-03-01 12:03 UTC"
+    assert format_time(at.replace(tzinfo=None), now=at) == "12:03 UTC"  # naive is UTC
+    shanghai = timezone(timedelta(hours=8))
+    assert format_time(at.astimezone(shanghai), now=at) == "12:03 UTC"
+    assert format_time(None, now=at) == "an unknown time"
+
+
+def test_cards_and_history_date_their_times_when_shown_another_day() -> None:
+    op = make_op(state=OpState.DELETED, approver_id="U0APPROVER", approved_at=T0, finished_at=T0)
+    later = T0 + timedelta(days=2)
+    day = T0.strftime("%Y-%m-%d")
+    assert f"{day} {T0:%H:%M} UTC" in block(build_parent(op, now=later), BlockId.STATUS)["text"]["text"]
+    assert day not in block(build_parent(op, now=T0), BlockId.STATUS)["text"]["text"]
+    pending = build_confirmation(make_op(), now=later)
+    assert day in all_text(pending)
+    history = all_text(
+        build_history([AuditEntry(at=T0, action="approved", actor_id="U0APPROVER")], now=later)
+    )
+    assert day in history
+    assert day not in all_text(build_history([AuditEntry(at=T0, action="approved", actor_id="U0A")], now=T0))
+
+
+def test_usage_uses_one_placeholder_for_the_connection_id() -> None:
+    for msg in (build_usage(), build_usage(error="`x` is wrong")):
+        text = all_text(msg)
+        assert "vpn-connection-id" not in text
+        assert "<vco-id>" not in text, "a raw <…> is a link in mrkdwn"
+        placeholders = set(re.findall(r"&lt;([a-z-]+)&gt;", text))
+        assert placeholders == {"vco-id"}
 
 
 def test_connection_name_is_escaped_everywhere() -> None:
@@ -249,12 +342,12 @@ def test_cap_never_leaves_half_an_entity() -> None:
         (Queued("vco-other1234"), "Waiting for `vco-other1234` on the same gateway to finish."),
         (
             Deleted(72.4),
-            ":white_check_mark: Confirmed gone: Alibaba Cloud no longer knows the connection. Deleted in 1 min 12 s.",
+            ":white_check_mark: Deleted in 1 min 12 s: Alibaba Cloud no longer finds the connection.",
         ),
         (Resumed("pod-7"), "Picked up again by bot instance `pod-7` after a restart; continuing."),
         (
             Failed("Forbidden", "No permission <!channel>.", "RID-2"),
-            ":x: The deletion failed: No permission &lt;!channel&gt;. (RequestId `RID-2`)",
+            ":x: Stopped (code `Forbidden`, RequestId `RID-2`).",
         ),
     ],
 )
@@ -298,15 +391,15 @@ def test_usage_and_refusal_are_ephemeral_with_fallback_text() -> None:
     for msg in (
         build_usage(),
         build_usage(error="`x` is wrong"),
-        build_refusal("Ask <@U1>."),
+        build_refusal("Ask <@U0BOB>."),
         build_looking_up("vco-abcd", "cn-hangzhou"),
         build_unexpected_error("ab12cd", nothing_deleted=True),
-        build_history([]),
+        build_history([], now=T0),
     ):
         assert msg["response_type"] == "ephemeral"
         assert msg["text"]
         walk_limits(msg)
-    assert "<@U1>" in build_refusal("Ask <@U1>.")["text"]
+    assert "<@U0BOB>" in build_refusal("Ask <@U0BOB>.")["text"]
     assert "<!channel>" not in all_text(build_refusal("hi <!channel>"))
     assert "error id `ab12cd`" in build_unexpected_error("ab12cd", nothing_deleted=True)["text"]
     assert "Nothing was deleted" in build_unexpected_error("ab12cd", nothing_deleted=True)["text"]
@@ -332,7 +425,7 @@ def test_history_lists_entries_escaped_and_split() -> None:
         ),
         AuditEntry(at=T0, action="expired", actor_id="system"),
     ]
-    msg = build_history(entries)
+    msg = build_history(entries, now=T0)
     text = all_text(msg)
     assert "<@U0APPROVER>" in text
     assert "*approved*" in text
@@ -340,9 +433,23 @@ def test_history_lists_entries_escaped_and_split() -> None:
     assert "RequestId `RID-9`" in text
     assert "<!channel>" not in text
     assert "system" in text
-    many = build_history([AuditEntry(at=T0, action="x", actor_id="U1", detail="d" * 300)] * 50)
+    many = build_history([AuditEntry(at=T0, action="x", actor_id="U1", detail="d" * 300)] * 50, now=T0)
     walk_limits(many)
     assert len(many["blocks"]) > 2
+
+
+def test_history_keeps_bot_mentions_and_quotes_a_request_id_once() -> None:
+    entry = AuditEntry(
+        at=T0,
+        action="failed",
+        actor_id="system",
+        detail="Ask <@U0BOB>. (RequestId `RID-7`) <!channel>",
+        request_id="RID-7",
+    )
+    text = build_history([entry], now=T0)["blocks"][1]["text"]["text"]
+    assert "Ask <@U0BOB>." in text
+    assert text.count("RID-7") == 1
+    assert "<!channel>" not in text
 
 
 def test_confirmation_warns_about_a_locked_or_busy_gateway() -> None:

@@ -13,12 +13,14 @@ from bot.errors import NotAllowed, UsageError
 from bot.slack.ids import ActionId
 from bot.slack.parse import (
     FOREIGN_BUTTON,
+    MALFORMED_COMMAND,
     ButtonClick,
     DeleteCommand,
     HelpCommand,
     HistoryCommand,
     parse_click,
     parse_command,
+    parse_slash_command,
 )
 
 DEFAULT = "cn-hangzhou"
@@ -273,3 +275,34 @@ def test_any_json_click_is_parsed_or_refused(junk: object) -> None:
     body = json.loads(json.dumps({"actions": [junk], "message": junk, "user": junk, "container": junk}))
     with contextlib.suppress(NotAllowed):
         parse_click(body)
+
+
+def test_slash_command_payload_is_checked_by_the_id_rules() -> None:
+    body = {
+        "command": "/vpn",
+        "text": "delete vco-abcd1234",
+        "user_id": "U0ALICE",
+        "channel_id": "C0VPNOPS",
+        "team_id": "T0VPNDEMO",
+        "response_url": "http://127.0.0.1:1/response/x",
+    }
+    request = parse_slash_command(body)
+    assert (request.user_id, request.channel_id, request.team_id) == ("U0ALICE", "C0VPNOPS", "T0VPNDEMO")
+    assert parse_slash_command({**body, "team_id": None}).team_id is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"user_id": "<!channel>"},
+        {"user_id": None},
+        {"channel_id": "#general"},
+        {"text": ["x"]},
+        {"team_id": 5},
+    ],
+)
+def test_malformed_slash_command_payloads_are_refused(change: dict) -> None:
+    body = {"text": "help", "user_id": "U0ALICE", "channel_id": "C0VPNOPS", **change}
+    with pytest.raises(NotAllowed) as info:
+        parse_slash_command(body)
+    assert info.value.friendly == MALFORMED_COMMAND

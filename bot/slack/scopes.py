@@ -1,0 +1,35 @@
+"""The Slack scopes the bot asks for, and why: one row per Web API method the code calls.
+
+``manifest.yml`` asks for exactly :data:`BOT_SCOPES`; ``tests/test_manifest.py`` checks that every
+method called on the Web API client is in :data:`METHOD_SCOPES` and that no scope is asked for
+which no method (or the slash command) needs. The doctor compares the granted scopes with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+__all__ = ["BOT_SCOPES", "COMMAND_SCOPE", "METHOD_SCOPES"]
+
+# Receiving /vpn needs the commands scope; it is the only scope not tied to a Web API method.
+COMMAND_SCOPE: Final = "commands"
+
+METHOD_SCOPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "auth.test": (),
+        # The app-level token (xapp-…) carries connections:write; no bot scope is involved.
+        "apps.connections.open": (),
+        # chat:write.public lets the bot post in public channels it has not been invited to.
+        "chat.postMessage": ("chat:write", "chat:write.public"),
+        "chat.update": ("chat:write",),
+        # Approver and requester lists may name user groups (S…).
+        "usergroups.users.list": ("usergroups:read",),
+    }
+)
+
+BOT_SCOPES: Final[tuple[str, ...]] = (
+    COMMAND_SCOPE,
+    *dict.fromkeys(scope for scopes in METHOD_SCOPES.values() for scope in scopes),
+)
