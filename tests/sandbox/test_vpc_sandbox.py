@@ -399,9 +399,13 @@ async def test_describe_vpn_pbr_route_entries_shape(caller: Caller) -> None:
     body = await caller.ok("DescribeVpnPbrRouteEntries", {**HZ, "VpnGatewayId": SEED_VPN_HANGZHOU})
 
     entries = body["VpnPbrRouteEntries"]["VpnPbrRouteEntry"]
-    assert body["TotalCount"] == len(entries) == 2
+    assert body["TotalCount"] == len(entries) == 3
     assert set(entries[0]) >= {"RouteSource", "RouteDest", "NextHop", "Priority", "Weight", "State"}
-    assert {e["NextHop"] for e in entries} == {SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_TUNNELS}
+    assert {e["NextHop"] for e in entries} == {
+        SEED_VCO_HANGZHOU,
+        SEED_VCO_HANGZHOU_TUNNELS,
+        SEED_VCO_HANGZHOU_BGP,
+    }
 
 
 # --- DeleteVpnConnection -------------------------------------------------------------------------------
