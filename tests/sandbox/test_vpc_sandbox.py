@@ -504,16 +504,70 @@ async def test_client_token_with_other_parameters_mismatches(caller: Caller, san
     assert sandbox.state.gateways[SEED_VPN_HANGZHOU_2].status == "active"
 
 
-async def test_errors_are_not_cached_under_a_client_token(caller: Caller, sandbox: RunningSandbox) -> None:
+async def test_busy_answer_is_replayed_under_its_token_and_a_fresh_token_goes_through(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
     sandbox.state.faults.add(action="DeleteVpnConnection", code="VpnTask.CONFLICT", times=1)
 
-    failed = await caller.call("DeleteVpnConnection", delete_params(token="tok-retry"))
-    retried = await caller.call("DeleteVpnConnection", delete_params(token="tok-retry"))
+    busy = await caller.call("DeleteVpnConnection", delete_params(token="tok-busy"))
+    replayed = await caller.call("DeleteVpnConnection", delete_params(token="tok-busy"))
+    fresh = await caller.call("DeleteVpnConnection", delete_params(token="tok-busy-2"))
 
-    assert_error(failed, "VpnTask.CONFLICT", 400)
-    assert retried.status_code == 200
-    assert retried.json()["RequestId"] != failed.json()["RequestId"]
+    first = assert_error(busy, "VpnTask.CONFLICT", 400)
+    # The documented rule: the same token gets the first answer again, error and RequestId included.
+    assert assert_error(replayed, "VpnTask.CONFLICT", 400) == first
+    assert fresh.status_code == 200
+    assert [r.outcome for r in sandbox.state.calls("DeleteVpnConnection")] == ["fault", "replayed", "ok"]
     assert len(sandbox.state.accepted("DeleteVpnConnection")) == 1
+
+
+async def test_real_busy_gateway_answer_stays_replayed_after_the_gateway_is_free(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
+    await caller.ok("DeleteVpnConnection", delete_params(token="tok-first"))
+    busy = await caller.call("DeleteVpnConnection", delete_params(SEED_VCO_HANGZHOU_BGP, token="tok-second"))
+
+    async def active() -> bool:
+        return await gateway_status(caller) == "active"
+
+    await eventually(active)
+    same_token = await caller.call(
+        "DeleteVpnConnection", delete_params(SEED_VCO_HANGZHOU_BGP, token="tok-second")
+    )
+    new_token = await caller.call(
+        "DeleteVpnConnection", delete_params(SEED_VCO_HANGZHOU_BGP, token="tok-third")
+    )
+
+    body = assert_error(busy, "VpnTask.CONFLICT", 400)
+    assert assert_error(same_token, "VpnTask.CONFLICT", 400)["RequestId"] == body["RequestId"]
+    assert new_token.status_code == 200
+    assert await gateway_status(caller) == "updating"
+
+
+async def test_server_errors_are_not_kept_under_a_token(caller: Caller, sandbox: RunningSandbox) -> None:
+    sandbox.state.faults.add(action="DeleteVpnConnection", code="InternalError", times=1)
+
+    failed = await caller.call("DeleteVpnConnection", delete_params(token="tok-5xx"))
+    retried = await caller.call("DeleteVpnConnection", delete_params(token="tok-5xx"))
+
+    # A 5xx says nothing about what was done: the documented advice is to retry with the same token.
+    assert_error(failed, "InternalError", 500)
+    assert retried.status_code == 200
+    assert len(sandbox.state.accepted("DeleteVpnConnection")) == 1
+
+
+async def test_operation_errors_are_replayed_and_a_mismatch_is_still_a_mismatch(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
+    locked = await caller.call("DeleteVpnConnection", delete_params(SEED_VCO_LOCKED, token="tok-locked"))
+    sandbox.state.gateways[SEED_VPN_LOCKED].business_status = "Normal"  # paid meanwhile
+    again = await caller.call("DeleteVpnConnection", delete_params(SEED_VCO_LOCKED, token="tok-locked"))
+    other = await caller.call("DeleteVpnConnection", delete_params(token="tok-locked"))
+
+    assert assert_error(again, "VpnGateway.FinancialLocked", 400) == locked.json()
+    assert_error(other, "IdempotentParameterMismatch", 400)
+    assert SEED_VCO_LOCKED in sandbox.state.connections
+    assert sandbox.state.gateways[SEED_VPN_LOCKED].status == "active"
 
 
 @pytest.mark.parametrize("token", ["x" * 65, "tök"])
@@ -616,10 +670,14 @@ async def test_latency_fault_times_out_a_short_client(sandbox: RunningSandbox) -
             await Caller(http, sandbox.url).call("DescribeRegions")
 
 
+@pytest.mark.parametrize("spec", [{"drop_after": True}, {"drop": True, "after_processing": True}])
 async def test_answer_lost_after_processing_then_token_retry_gets_first_answer(
-    caller: Caller, sandbox: RunningSandbox
+    caller: Caller, sandbox: RunningSandbox, spec: dict[str, Any]
 ) -> None:
-    sandbox.state.faults.add(action="DeleteVpnConnection", drop=True, after_processing=True, times=1)
+    created = await caller.http.post(
+        f"{sandbox.url}/_sandbox/faults", json={"action": "DeleteVpnConnection", "times": 1, **spec}
+    )
+    assert created.status_code == 201
 
     with pytest.raises(httpx.RemoteProtocolError):
         await caller.call("DeleteVpnConnection", delete_params(token="tok-lost"))
