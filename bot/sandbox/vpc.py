@@ -373,11 +373,18 @@ def _describe_vpn_connections(state: SandboxState, params: Mapping[str, str]) ->
         "VpnConnectionId": "id",
         "CustomerGatewayId": "customer_gateway_id",
     }
+    # Tag.N.Key / Tag.N.Value: a connection must carry every tag asked for.
+    tags = {
+        params[f"Tag.{n}.Key"]: params.get(f"Tag.{n}.Value", "")
+        for n in range(1, 21)
+        if params.get(f"Tag.{n}.Key")
+    }
     found = [
         c
         for c in state.connections.values()
         if c.region == region
         and all(getattr(c, attr) == params[name] for name, attr in filters.items() if params.get(name))
+        and all(c.tags.get(k) == v for k, v in tags.items())
     ]
     number, size, page = _page(params, found)
     return {

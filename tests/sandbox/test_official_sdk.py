@@ -8,7 +8,11 @@ the default credential chain (which would read the environment and start an APSc
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import re
+from typing import Any
 
 import pytest
 from alibabacloud_tea_openapi import models as open_api_models
@@ -16,7 +20,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_vpc20160428 import models as vpc_models
 from alibabacloud_vpc20160428.client import Client
 from darabonba.exceptions import UnretryableException
-from vpc_sandbox_support import eventually
+from vpc_sandbox_support import Caller, eventually
 
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
 from bot.sandbox.vpc_state import (
@@ -352,3 +356,58 @@ async def test_sdk_route_refusal_arrives_with_its_code(sandbox: RunningSandbox) 
         )
 
     assert (refused.value.code, refused.value.status_code) == ("InvalidParameter", 400)
+
+
+# --- every field the SDK knows ------------------------------------------------------------------------
+
+
+def sdk_fields(model_module: str) -> set[str]:
+    """Every key an official SDK response model reads (its ``to_map`` writes them all)."""
+    source = inspect.getsource(importlib.import_module(f"alibabacloud_vpc20160428.models.{model_module}"))
+    return set(re.findall(r"result\['([A-Za-z]+)'\]", source))
+
+
+def keys_in(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in keys_in(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys_in(v)}
+    return set()
+
+
+async def test_answers_carry_every_field_the_sdk_models_know(caller: Caller) -> None:
+    hz = {"RegionId": SEED_REGION}
+    gateway = {**hz, "VpnGatewayId": SEED_VPN_HANGZHOU}
+    # Single-tunnel, BGP with health check, and dual-tunnel connections together use every field.
+    described = [
+        await caller.ok("DescribeVpnConnection", {**hz, "VpnConnectionId": vco})
+        for vco in (SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNELS)
+    ]
+    answers = {
+        "_describe_vpn_connection_response_body": described,
+        "_describe_vpn_connections_response_body": await caller.ok("DescribeVpnConnections", hz),
+        "_describe_vpn_gateway_response_body": await caller.ok(
+            "DescribeVpnGateway", {**gateway, "IncludeReservationData": "true"}
+        ),
+        "_describe_vpn_route_entries_response_body": [
+            await caller.ok("DescribeVpnRouteEntries", {**gateway, "RouteEntryType": kind})
+            for kind in ("custom", "bgp")
+        ],
+        "_describe_vpn_pbr_route_entries_response_body": await caller.ok(
+            "DescribeVpnPbrRouteEntries", gateway
+        ),
+        "_create_vpn_route_entry_response_body": await caller.ok(
+            "CreateVpnRouteEntry",
+            {
+                **gateway,
+                "RouteDest": "192.168.98.0/24",
+                "NextHop": SEED_VCO_HANGZHOU,
+                "PublishVpc": "true",
+                "Weight": "100",
+            },
+        ),
+    }
+
+    missing = {module: sdk_fields(module) - keys_in(answer) for module, answer in answers.items()}
+
+    assert missing == {module: set() for module in answers}

@@ -332,6 +332,7 @@ async def test_describe_vpn_connections_pages_and_filters(caller: Caller) -> Non
         seen += [c["VpnConnectionId"] for c in body["VpnConnections"]["VpnConnection"]]
     by_gateway = await caller.ok("DescribeVpnConnections", {**HZ, "VpnGatewayId": SEED_VPN_HANGZHOU_2})
     by_id = await caller.ok("DescribeVpnConnections", {**HZ, "VpnConnectionId": SEED_VCO_HANGZHOU_BGP})
+    by_tag = await caller.ok("DescribeVpnConnections", {**HZ, "Tag.1.Key": "team", "Tag.1.Value": "netops"})
     shanghai = await caller.ok("DescribeVpnConnections", {"RegionId": SEED_REGION_OTHER})
 
     assert total >= 4
@@ -340,6 +341,7 @@ async def test_describe_vpn_connections_pages_and_filters(caller: Caller) -> Non
     assert [c["VpnConnectionId"] for c in by_gateway["VpnConnections"]["VpnConnection"]] == [
         SEED_VCO_HANGZHOU_GW2
     ]
+    assert [c["VpnConnectionId"] for c in by_tag["VpnConnections"]["VpnConnection"]] == [SEED_VCO_HANGZHOU]
     [listed] = by_id["VpnConnections"]["VpnConnection"]
     # The list spells tags ``Tag.Tag`` and its BGP block has no EnableBgp (reference §3.3).
     assert "Tag" in listed
