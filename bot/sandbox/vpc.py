@@ -13,9 +13,10 @@ gateway, customer gateway or connection), DescribeVpnRouteEntries, DescribeVpnPb
 
 ClientToken, as Alibaba documents it: a reused token with the same parameters gets the *first*
 answer replayed verbatim (same RequestId, status and body — errors included) and changes
-nothing; the same token with other parameters gets ``IdempotentParameterMismatch``. Only a 5xx
-is not kept (it says nothing about what was done: the documented advice is to retry it with the
-same token). So after a busy answer only a fresh token goes through.
+nothing; the same token with other parameters gets ``IdempotentParameterMismatch``. Not kept: a
+5xx (it says nothing about what was done: the documented advice is to retry it with the same
+token) and what the API gateway answers before the service runs (signature, date, nonce,
+AccessKey, throttling). So after a busy answer only a fresh token goes through.
 
 Control endpoints (no signature, for tests and the demo; bind to loopback only):
 ``GET /_sandbox/state``, ``POST /_sandbox/reset``, ``POST /_sandbox/settings``,
@@ -115,6 +116,23 @@ _EXTRA_CODES: Mapping[str, tuple[int, str]] = {
         "Specified SecurityToken mismatch with the AccessKey.",
     ),
 }
+
+
+# Answers the API gateway gives before the VPC service runs (authentication, replay guards, flow
+# control, routing): the service never saw the ClientToken, so nothing is kept under it.
+_GATEWAY_CODES = (
+    "Throttling",
+    "Rejected.Throttling",
+    "SignatureDoesNotMatch",
+    "SignatureNonceUsed",
+    "IncompleteSignature",
+    "InvalidTimeStamp",
+    "InvalidAccessKeyId",
+    "Forbidden.AccessKeyDisabled",
+    "InvalidSecurityToken",
+    "InvalidAction",
+    "InvalidVersion",
+)
 
 
 def _dumps(body: Mapping[str, Any]) -> str:
@@ -655,8 +673,8 @@ class _VpcSandbox:
         """Run the operation, or replay the first answer to its ClientToken.
 
         Return ``(status, body, outcome)``. Every answer the service gives under a ClientToken
-        (success or error, but not a 5xx: that one says nothing about what was done) is kept and
-        replayed verbatim for the same token and parameters, as Alibaba documents.
+        (success or error; not a 5xx, nor the API gateway's own refusals) is kept and replayed
+        verbatim for the same token and parameters, as Alibaba documents.
         """
         try:
             operation = self._operation(ex)
@@ -695,7 +713,10 @@ class _VpcSandbox:
 
     def _remember(self, ex: _Exchange, status: int, answer: Mapping[str, Any]) -> None:
         """Keep the first answer given under the request's ClientToken (see :meth:`_run`)."""
-        if status >= 500 or answer.get("Code") == "DryRunOperation" or ex.action not in OPERATIONS:
+        code = str(answer.get("Code") or "")
+        if status >= 500 or code == "DryRunOperation" or code.startswith(_GATEWAY_CODES):
+            return
+        if ex.action not in OPERATIONS:
             return
         try:
             key = _token_key(ex)

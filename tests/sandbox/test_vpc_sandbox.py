@@ -870,3 +870,18 @@ async def test_serve_forever_prints_demo_keys_and_loads_faults(
 
     assert_error(throttled, "Throttling.User", 400)
     assert fine.status_code == 200
+
+
+@pytest.mark.parametrize("code", ["Throttling.User", "SignatureNonceUsed", "InvalidTimeStamp.Expired"])
+async def test_api_gateway_refusals_are_not_kept_under_a_token(
+    caller: Caller, sandbox: RunningSandbox, code: str
+) -> None:
+    sandbox.state.faults.add(action="DeleteVpnConnection", code=code, times=1)
+
+    refused = await caller.call("DeleteVpnConnection", delete_params(token="tok-gateway"))
+    retried = await caller.call("DeleteVpnConnection", delete_params(token="tok-gateway"))
+
+    # The API gateway answered before the VPC service saw the token: the retry runs.
+    assert_error(refused, code, 400)
+    assert retried.status_code == 200
+    assert [r.outcome for r in sandbox.state.calls("DeleteVpnConnection")] == ["fault", "ok"]
