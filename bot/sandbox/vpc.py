@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl
 
 import yaml
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from bot.cloud.codes import lookup
 from bot.cloud.signer import (
@@ -116,6 +117,22 @@ _EXTRA_CODES: Mapping[str, tuple[int, str]] = {
         "Specified SecurityToken mismatch with the AccessKey.",
     ),
 }
+
+
+class _AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path and action, never the query (create calls carry keys)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        action = request.headers.get("x-acs-action", "")
+        self.logger.info(
+            '%s "%s %s%s" %s %.4fs',
+            request.remote,
+            request.method,
+            request.path,
+            f" {action}" if action else "",
+            response.status,
+            time,
+        )
 
 
 # Answers the API gateway gives before the VPC service runs (authentication, replay guards, flow
@@ -966,7 +983,7 @@ async def start_vpc_sandbox(
     )
     # A short shutdown grace: a handler still sleeping in injected latency is woken by on_shutdown.
     log = logging.getLogger("aiohttp.access") if access_log else None
-    runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=log)
+    runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=log, access_log_class=_AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

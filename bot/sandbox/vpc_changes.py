@@ -407,6 +407,7 @@ def create_vpn_connection(state: SandboxState, params: Mapping[str, str]) -> dic
     name = params.get("Name") or ""
     if len(name) > 100 or name.lower().startswith(("http://", "https://")):
         raise invalid("Name", "1 to 100 characters, not starting with http:// or https://")
+    bool_param(params, "AutoConfigRoute", True)  # checked; routes are not configured automatically here
     tunnels_bgp = bool_param(params, "EnableTunnelsBgp", False)
     tunnels = _tunnels(params, bgp_on=tunnels_bgp)
     if tunnels:

@@ -9,6 +9,7 @@ runs, so nothing leaks between tests and a fake clock can step time forward.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -302,10 +303,30 @@ class RecordedRequest:
     fault_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-able view for the control API, with the keys a create call carries masked."""
         data = dataclasses.asdict(self)
         data["at"] = self.at.isoformat()
-        data["params"] = dict(self.params)
+        data["params"] = {k: _mask_param(k, v) for k, v in self.params.items()}
         return data
+
+
+_SECRET_NAMES = ("Psk", "AuthKey")
+_MASK = "***"
+
+
+def _mask_param(name: str, value: str) -> str:
+    """Mask a secret parameter, or the secrets inside a JSON one (IkeConfig, BgpConfig)."""
+    if name.rsplit(".", 1)[-1] in _SECRET_NAMES:
+        return _MASK
+    if not any(secret in value for secret in _SECRET_NAMES):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return _MASK
+    if not isinstance(parsed, dict):
+        return _MASK
+    return json.dumps({k: _MASK if k in _SECRET_NAMES else v for k, v in parsed.items()})
 
 
 _FAULT_FIELDS = frozenset(
@@ -821,6 +842,12 @@ class SandboxState:
             # Routes pointing at the connection go with it: a next hop that no longer exists.
             self.routes = [r for r in self.routes if r.next_hop != vco_id]
             self.pbr_routes = [r for r in self.pbr_routes if r.next_hop != vco_id]
+        created = self.connections.get(gw.pending_create or "")
+        if created is not None:
+            # The sandbox's peers always answer: a new connection comes up once it is set up.
+            created.status = "ipsec_sa_established"
+            for tunnel in created.tunnels:
+                tunnel.status = "ipsec_sa_established"
         gw.status, gw.updating_until = "active", None
         gw.task = gw.pending_delete = gw.pending_create = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -13,7 +14,7 @@ from vpc_sandbox_support import DEMO, Caller, eventually
 
 from bot.cloud.codes import ERROR_TABLE
 from bot.cloud.signer import AcsV3Auth, canonical_query
-from bot.sandbox.vpc import RunningSandbox, load_faults_file
+from bot.sandbox.vpc import RunningSandbox, load_faults_file, start_vpc_sandbox
 from bot.sandbox.vpc_state import (
     SEED_REGION,
     SEED_REGION_OTHER,
@@ -439,3 +440,41 @@ def test_seeded_connections_carry_secrets_for_secret_tests() -> None:
     assert set(bgp.secrets) == {bgp.psk, bgp.bgp.auth_key}
     assert len(tunnels.secrets) == 2  # each tunnel has its own key
     assert all(t.bgp is not None for t in tunnels.tunnels)
+
+
+# --- keys stay out of the control API and the access log --------------------------------------------
+
+
+async def test_keys_of_create_calls_stay_out_of_the_control_api(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
+    created = await caller.ok("CreateVpnConnection", single_tunnel(ClientToken="tok-keys"))
+    await settled(caller, SEED_VPN_HANGZHOU_2)
+    dual = await caller.ok("CreateVpnConnection", dual_tunnel())
+
+    requests = await caller.http.get(
+        f"{sandbox.url}/_sandbox/requests", params={"action": "CreateVpnConnection"}
+    )
+    state = await caller.http.get(f"{sandbox.url}/_sandbox/state")
+
+    for text in (requests.text, state.text):
+        for secret in ("new-key-42!", "bgp-key", "tunnel-key-1", "tunnel-key-2"):
+            assert secret not in text
+    first = requests.json()[0]["params"]
+    assert json.loads(first["IkeConfig"])["IkeVersion"] == "ikev2"  # the rest stays readable
+    assert json.loads(first["IkeConfig"])["Psk"] == "***"
+    # In memory the recording keeps what was sent, for tests to assert on.
+    assert "new-key-42!" in sandbox.state.accepted("CreateVpnConnection")[0].params["IkeConfig"]
+    # Once set up, the new connection's tunnel is up (the sandbox's peers always answer).
+    assert sandbox.state.connections[created["VpnConnectionId"]].status == "ipsec_sa_established"
+    assert sandbox.state.gateways[SEED_VPN_HANGZHOU_2].pending_create == dual["VpnConnectionId"]
+
+
+async def test_access_log_names_the_action_but_not_the_query(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    async with await start_vpc_sandbox(access_log=True) as sandbox, httpx.AsyncClient() as http:
+        await Caller(http, sandbox.url).ok("CreateVpnConnection", single_tunnel())
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert any('"POST / CreateVpnConnection" 200' in line for line in lines), lines
+    assert not any("new-key-42!" in line or "IkeConfig" in line for line in lines)
