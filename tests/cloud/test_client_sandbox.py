@@ -20,6 +20,7 @@ from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningS
 from bot.sandbox.vpc_state import (
     SEED_REGION,
     SEED_VCO_HANGZHOU,
+    SEED_VCO_HANGZHOU_BGP,
     SEED_VCO_HANGZHOU_TUNNELS,
     SEED_VCO_LOCKED,
     SEED_VPN_HANGZHOU,
@@ -283,3 +284,44 @@ async def test_recreate_a_dual_tunnel_connection_from_its_description(sandbox: R
         if t.tunnel_ike_config and t.tunnel_ike_config.psk
     ]
     assert keys == ["new-key-1", "new-key-2"]
+
+
+async def test_delete_busy_answer_stays_with_its_token_and_a_new_token_deletes_once_free(
+    sandbox: RunningSandbox,
+) -> None:
+    async with _client(sandbox) as client:
+        await client.delete_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, client_token="del-1")
+        with pytest.raises(CloudApiError) as busy:
+            await client.delete_vpn_connection(
+                region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP, client_token="del-2"
+            )
+        await _wait_active(client, SEED_VPN_HANGZHOU)
+        with pytest.raises(CloudApiError) as replayed:
+            await client.delete_vpn_connection(
+                region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP, client_token="del-2"
+            )
+        deleted = await client.delete_vpn_connection(
+            region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP, client_token="del-3"
+        )
+
+    assert (busy.value.code, busy.value.retry) == ("VpnTask.CONFLICT", RetryClass.BUSY)
+    assert replayed.value.request_id == busy.value.request_id
+    assert deleted
+    assert sandbox.state.gateways[SEED_VPN_HANGZHOU].pending_delete == SEED_VCO_HANGZHOU_BGP
+
+
+async def test_delete_answer_lost_is_retried_with_the_same_token_and_replayed(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.state.faults.add(action="DeleteVpnConnection", drop_after=True, times=1)
+    async with _client(sandbox) as client:
+        request_id = await client.delete_vpn_connection(
+            region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, client_token="del-lost"
+        )
+        await _wait_active(client, SEED_VPN_HANGZHOU)
+
+    lost, replayed = sandbox.state.calls("DeleteVpnConnection")
+    assert (lost.outcome, lost.status, replayed.outcome) == ("ok", 0, "replayed")
+    assert lost.client_token == replayed.client_token == "del-lost"
+    assert request_id == lost.request_id
+    assert SEED_VCO_HANGZHOU not in sandbox.state.connections  # carried out by the first, lost call

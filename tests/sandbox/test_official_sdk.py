@@ -167,18 +167,25 @@ def delete_request(token: str, vco: str = SEED_VCO_HANGZHOU) -> vpc_models.Delet
 
 async def test_sdk_busy_answer_is_replayed_until_a_fresh_token(sandbox: RunningSandbox) -> None:
     client = sdk_client(sandbox)
-    sandbox.state.faults.add(action="DeleteVpnConnection", code="VpnTask.CONFLICT", times=1)
+    await client.delete_vpn_connection_async(delete_request("sdk-first"))
 
     with pytest.raises(ClientException) as busy:
-        await client.delete_vpn_connection_async(delete_request("sdk-busy"))
+        await client.delete_vpn_connection_async(delete_request("sdk-busy", SEED_VCO_HANGZHOU_BGP))
+
+    async def active() -> bool:
+        return await gateway_status(client) == "active"
+
+    await eventually(active)
     with pytest.raises(ClientException) as replayed:
-        await client.delete_vpn_connection_async(delete_request("sdk-busy"))
-    fresh = await client.delete_vpn_connection_async(delete_request("sdk-busy-2"))
+        await client.delete_vpn_connection_async(delete_request("sdk-busy", SEED_VCO_HANGZHOU_BGP))
+    fresh = await client.delete_vpn_connection_async(delete_request("sdk-busy-2", SEED_VCO_HANGZHOU_BGP))
 
     assert busy.value.code == replayed.value.code == "VpnTask.CONFLICT"
+    # The gateway was free by then, but the token's first answer stands.
     assert replayed.value.request_id == busy.value.request_id
     assert fresh.body.request_id
     assert await gateway_status(client) == "updating"
+    assert sandbox.state.gateways[SEED_VPN_HANGZHOU].pending_delete == SEED_VCO_HANGZHOU_BGP
 
 
 async def test_sdk_answer_lost_then_same_token_gets_the_replayed_success(sandbox: RunningSandbox) -> None:
