@@ -75,7 +75,7 @@ _BGP_KEYS = frozenset({"EnableBgp", "LocalAsn", "TunnelCidr", "LocalBgpIp", "Aut
 _TUNNEL_KEYS = frozenset(
     {"CustomerGatewayId", "Role", "EnableDpd", "EnableNatTraversal", "RemoteCaCertificate"}
 )
-_LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
+_LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 _SHARED_SPACE = ipaddress.ip_network("100.64.0.0/10")
 # Alibaba's documented Psk alphabet: letters, digits and these symbols, no spaces.
 _PSK_CHARS = frozenset(string.ascii_letters + string.digits + '~!`@#$%^&*()_-+={}[]\\|;:",.<>/?')
@@ -299,7 +299,7 @@ def _tunnel_cidr(raw: Mapping[str, Any], where: str) -> tuple[str, str, str]:
         net = ipaddress.ip_network(str(raw.get("TunnelCidr") or ""), strict=True)
     except ValueError:
         raise invalid(f"{where}.TunnelCidr", "a /30 inside 169.254.0.0/16") from None
-    if net.prefixlen != 30 or not net.subnet_of(_LINK_LOCAL):  # type: ignore[arg-type]
+    if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen != 30 or not net.subnet_of(_LINK_LOCAL):
         raise invalid(f"{where}.TunnelCidr", "a /30 inside 169.254.0.0/16")
     first, second = list(net.hosts())
     local = str(raw.get("LocalBgpIp") or first)

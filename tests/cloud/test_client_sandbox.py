@@ -325,3 +325,19 @@ async def test_delete_answer_lost_is_retried_with_the_same_token_and_replayed(
     assert lost.client_token == replayed.client_token == "del-lost"
     assert request_id == lost.request_id
     assert SEED_VCO_HANGZHOU not in sandbox.state.connections  # carried out by the first, lost call
+
+
+async def test_listing_500_connections_pages_fifty_at_a_time(sandbox: RunningSandbox) -> None:
+    added = sandbox.state.seed_connections(SEED_REGION, 500)
+    async with _client(sandbox) as client:
+        listed = await client.describe_vpn_connections(region=SEED_REGION)
+        one_gateway = await client.describe_vpn_connections(
+            region=SEED_REGION, vpn_gateway_id=sandbox.state.connections[added[0]].gateway_id
+        )
+
+    ids = [c.vpn_connection_id for c in listed]
+    assert len(ids) == len(set(ids)) == 505
+    assert set(added) <= set(ids)
+    pages = [c.params for c in sandbox.state.calls("DescribeVpnConnections")]
+    assert [(p["PageNumber"], p["PageSize"]) for p in pages[:11]] == [(str(n), "50") for n in range(1, 12)]
+    assert len(one_gateway) == 50
