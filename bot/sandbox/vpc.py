@@ -1046,7 +1046,10 @@ async def serve_forever(host: str, port: int, faults_file: str | None, update_se
     else:
         lines.append(f"  accepting AccessKey id {key_id} from the environment (secret not shown)")
     if faults_file:
-        lines.append(f"  faults loaded from {faults_file}: {len(state.faults.rules)}")
+        lines.append(
+            f"  loaded from {faults_file}: {len(state.faults.rules)} fault(s), "
+            f"{len(state.connections)} connection(s) in all"
+        )
     print("\n".join(lines), flush=True)  # noqa: T201 - the CLI's startup banner tells the user where to connect
     try:
         await asyncio.Event().wait()

@@ -845,7 +845,9 @@ async def test_serve_forever_prints_demo_keys_and_loads_faults(
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", raising=False)
     faults = tmp_path / "faults.yaml"
-    faults.write_text("faults:\n  - {action: DescribeRegions, code: Throttling.User, times: 1}\n")
+    faults.write_text(
+        "seed_connections: 60\nfaults:\n  - {action: DescribeRegions, code: Throttling.User, times: 1}\n"
+    )
     printed: list[str] = []
 
     def banner() -> bool:
@@ -860,6 +862,7 @@ async def test_serve_forever_prints_demo_keys_and_loads_faults(
         assert url is not None
         assert DEMO_ACCESS_KEY_ID in out
         assert DEMO_ACCESS_KEY_SECRET in out
+        assert "1 fault(s), 67 connection(s) in all" in out  # 7 seeded + 60 from the file
         async with httpx.AsyncClient() as http:
             caller = Caller(http, url.group(1))
             throttled = await caller.call("DescribeRegions")
