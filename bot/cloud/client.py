@@ -36,6 +36,9 @@ from bot.cloud.codes import TRANSPORT_BAD_RESPONSE, TRANSPORT_CONNECT_ERROR, TRA
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
 from bot.cloud.endpoints import EndpointResolver
 from bot.cloud.models import (
+    CreateVpnConnectionResponse,
+    CreateVpnPbrRouteEntryResponse,
+    CreateVpnRouteEntryResponse,
     DeleteResponse,
     DescribeRegionsResponse,
     DescribeVpnConnectionsPage,
@@ -49,6 +52,7 @@ from bot.cloud.models import (
     VpnRouteEntry,
 )
 from bot.cloud.signer import AcsV3Auth, canonical_query
+from bot.cloud.specs import VpnConnectionSpec, route_entry_params
 from bot.domain import VpnConnection, VpnGateway
 from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass, UsageError
 
@@ -512,6 +516,98 @@ class VpcClient:
             {"AcceptLanguage": accept_language},
         )
         return answer.items
+
+    async def create_vpn_connection(
+        self,
+        *,
+        region: str,
+        spec: VpnConnectionSpec,
+        client_token: str,
+        on_retry: OnRetry | None = None,
+    ) -> CreateVpnConnectionResponse:
+        """CreateVpnConnection with ``client_token``; the gateway is ``updating`` until it is done."""
+        params = {
+            "RegionId": region,
+            **spec.to_params(),
+            "ClientToken": validate_client_token(client_token),
+        }
+        return await self._get(
+            CreateVpnConnectionResponse,
+            "CreateVpnConnection",
+            region,
+            params,
+            resource_id=spec.vpn_gateway_id,
+            on_retry=on_retry,
+        )
+
+    async def create_vpn_route_entry(
+        self,
+        *,
+        region: str,
+        gateway_id: str,
+        route_dest: str,
+        next_hop: str,
+        client_token: str,
+        weight: int = 100,
+        publish_vpc: bool = True,
+        description: str | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> CreateVpnRouteEntryResponse:
+        """CreateVpnRouteEntry: a destination-based route to connection ``next_hop``."""
+        params = route_entry_params(
+            region=region,
+            gateway_id=gateway_id,
+            route_dest=route_dest,
+            next_hop=next_hop,
+            weight=weight,
+            publish_vpc=publish_vpc,
+            description=description,
+            client_token=validate_client_token(client_token),
+        )
+        return await self._get(
+            CreateVpnRouteEntryResponse,
+            "CreateVpnRouteEntry",
+            region,
+            params,
+            resource_id=gateway_id,
+            on_retry=on_retry,
+        )
+
+    async def create_vpn_pbr_route_entry(
+        self,
+        *,
+        region: str,
+        gateway_id: str,
+        route_source: str,
+        route_dest: str,
+        next_hop: str,
+        client_token: str,
+        priority: int = 10,
+        weight: int = 100,
+        publish_vpc: bool = True,
+        description: str | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> CreateVpnPbrRouteEntryResponse:
+        """CreateVpnPbrRouteEntry: a policy-based route from ``route_source`` to ``route_dest``."""
+        params = route_entry_params(
+            region=region,
+            gateway_id=gateway_id,
+            route_dest=route_dest,
+            next_hop=next_hop,
+            weight=weight,
+            publish_vpc=publish_vpc,
+            description=description,
+            client_token=validate_client_token(client_token),
+        )
+        params |= {"RouteSource": route_source, "Priority": str(priority)}
+        return await self._get(
+            CreateVpnPbrRouteEntryResponse,
+            "CreateVpnPbrRouteEntry",
+            region,
+            params,
+            resource_id=gateway_id,
+            on_retry=on_retry,
+        )
 
     # --- bot.ports.VpcApi ------------------------------------------------------------------------------
 

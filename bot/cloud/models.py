@@ -4,6 +4,7 @@ Field names are snake_case; aliases are Alibaba's PascalCase (``to_pascal``). Un
 ignored so a new API field never breaks the bot. Secrets (IKE ``Psk``, BGP ``AuthKey``, the
 tunnels' ``Psk``) are ``SecretStr``: they show as ``**********`` in ``repr``, ``str`` and
 ``model_dump_json``. ``to_domain()`` gives the secret-free records of :mod:`bot.domain`.
+The parameters of CreateVpnConnection are in :mod:`bot.cloud.specs`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pydantic.alias_generators import to_pascal
 from bot.domain import VpnConnection, VpnGateway
 
 __all__ = [
+    "CreateVpnConnectionResponse",
+    "CreateVpnPbrRouteEntryResponse",
+    "CreateVpnRouteEntryResponse",
     "DeleteResponse",
     "DescribeRegionsResponse",
     "DescribeVpnConnectionsPage",
@@ -25,12 +29,17 @@ __all__ = [
     "Page",
     "Region",
     "Tag",
+    "TunnelBgpConfig",
+    "TunnelIkeConfig",
+    "TunnelIpsecConfig",
     "TunnelOptions",
+    "VcoHealthCheck",
     "VpnBgpConfig",
     "VpnConnectionDetail",
     "VpnGatewayDetail",
     "VpnPbrRouteEntriesPage",
     "VpnPbrRouteEntry",
+    "VpnRouteCount",
     "VpnRouteEntriesPage",
     "VpnRouteEntry",
     "epoch_ms_to_datetime",
@@ -152,6 +161,7 @@ class TunnelOptions(_Model):
     zone_no: str | None = None
     enable_dpd: OptBool = None
     enable_nat_traversal: OptBool = None
+    remote_ca_certificate: str | None = None
     tunnel_ike_config: TunnelIkeConfig | None = None
     tunnel_ipsec_config: TunnelIpsecConfig | None = None
     tunnel_bgp_config: TunnelBgpConfig | None = None
@@ -180,11 +190,16 @@ class VpnConnectionDetail(_Model):
     enable_tunnels_bgp: OptBool = None
     internet_ip: str | None = None
     network_type: str | None = None
+    remote_ca_certificate: str | None = None
     resource_group_id: str | None = None
     spec: str | None = None
+    tunnel_bandwidth: str | None = None
+    zone_no: str | None = None
     attach_type: str | None = None
     attach_instance_id: str | None = None
+    cross_account_authorized: OptBool = None
     transit_router_id: str | None = None
+    transit_router_name: str | None = None
     ike_config: IkeConfig | None = None
     ipsec_config: IpsecConfig | None = None
     vpn_bgp_config: VpnBgpConfig | None = None
@@ -303,14 +318,28 @@ class VpnRouteEntry(_Model):
     community: str | None = None
     create_time: OptInt = None
     vpn_instance_id: str | None = None
+    # Only in CreateVpnRouteEntry's answer.
+    overlay_mode: str | None = None
+    description: str | None = None
 
 
 class _VpnRouteEntryList(_Model):
     vpn_route_entry: list[VpnRouteEntry] = Field(default_factory=list)
 
 
+class VpnRouteCount(_Model):
+    route_count: OptInt = None
+    route_entry_type: str | None = None
+    source: str | None = None
+
+
+class _VpnRouteCountList(_Model):
+    vpn_route_count: list[VpnRouteCount] = Field(default_factory=list)
+
+
 class VpnRouteEntriesPage(Page):
     vpn_route_entries: _VpnRouteEntryList = Field(default_factory=_VpnRouteEntryList)
+    vpn_route_counts: _VpnRouteCountList = Field(default_factory=_VpnRouteCountList)
 
     @property
     def items(self) -> list[VpnRouteEntry]:
@@ -329,6 +358,9 @@ class VpnPbrRouteEntry(_Model):
     state: str | None = None
     create_time: OptInt = None
     vpn_instance_id: str | None = None
+    # Only in CreateVpnPbrRouteEntry's answer.
+    overlay_mode: str | None = None
+    description: str | None = None
 
 
 class _VpnPbrRouteEntryList(_Model):
@@ -363,4 +395,28 @@ class DescribeRegionsResponse(_Model):
 
 
 class DeleteResponse(_Model):
+    request_id: str
+
+
+# --- the create answers -------------------------------------------------------------------------------
+
+
+class CreateVpnConnectionResponse(_Model):
+    """CreateVpnConnection's answer: the new connection's id (the gateway is now ``updating``)."""
+
+    request_id: str
+    vpn_connection_id: str
+    name: str = ""
+    create_time: OptInt = None
+
+
+class CreateVpnRouteEntryResponse(VpnRouteEntry):
+    """CreateVpnRouteEntry's answer: the route as created."""
+
+    request_id: str
+
+
+class CreateVpnPbrRouteEntryResponse(VpnPbrRouteEntry):
+    """CreateVpnPbrRouteEntry's answer: the policy-based route as created."""
+
     request_id: str

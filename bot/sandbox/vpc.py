@@ -6,9 +6,17 @@ signatures checked by rebuilding the canonical request with :mod:`bot.cloud.sign
 answers, and errors as ``{"RequestId","HostId","Code","Message","Recommend"}`` with the status
 from :data:`bot.cloud.codes.ERROR_TABLE`.
 
-ClientToken: a token whose first call *succeeded* is answered with exactly that first answer
-(same RequestId) and changes nothing; the same token with other parameters gets
-``IdempotentParameterMismatch``. Errors are not cached, so a retry after an error runs again.
+Operations: DescribeRegions, DescribeVpnGateway, DescribeVpnConnection(s) (paged, filtered by
+gateway, customer gateway or connection), DescribeVpnRouteEntries, DescribeVpnPbrRouteEntries
+(paged), DeleteVpnConnection, and the changes in :mod:`bot.sandbox.vpc_changes`
+(CreateVpnConnection, CreateVpnRouteEntry, CreateVpnPbrRouteEntry).
+
+ClientToken, as Alibaba documents it: a reused token with the same parameters gets the *first*
+answer replayed verbatim (same RequestId, status and body — errors included) and changes
+nothing; the same token with other parameters gets ``IdempotentParameterMismatch``. Not kept: a
+5xx (it says nothing about what was done: the documented advice is to retry it with the same
+token) and what the API gateway answers before the service runs (signature, date, nonce,
+AccessKey, throttling). So after a busy answer only a fresh token goes through.
 
 Control endpoints (no signature, for tests and the demo; bind to loopback only):
 ``GET /_sandbox/state``, ``POST /_sandbox/reset``, ``POST /_sandbox/settings``,
@@ -32,6 +40,7 @@ from urllib.parse import parse_qsl
 
 import yaml
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from bot.cloud.codes import lookup
 from bot.cloud.signer import (
@@ -43,14 +52,29 @@ from bot.cloud.signer import (
     sign,
     string_to_sign,
 )
+from bot.sandbox.vpc_changes import (
+    create_vpn_connection,
+    create_vpn_pbr_route_entry,
+    create_vpn_route_entry,
+    gateway_of,
+    int_param,
+    invalid,
+    missing,
+    region_of,
+    require,
+)
 from bot.sandbox.vpc_state import (
     Connection,
     Fault,
     Gateway,
+    HealthCheck,
+    IkeSettings,
+    IpsecSettings,
     RecordedRequest,
     SandboxApiError,
     SandboxState,
     TokenRecord,
+    TunnelBgp,
     new_request_id,
 )
 
@@ -95,6 +119,39 @@ _EXTRA_CODES: Mapping[str, tuple[int, str]] = {
 }
 
 
+class _AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path and action, never the query (create calls carry keys)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        action = request.headers.get("x-acs-action", "")
+        self.logger.info(
+            '%s "%s %s%s" %s %.4fs',
+            request.remote,
+            request.method,
+            request.path,
+            f" {action}" if action else "",
+            response.status,
+            time,
+        )
+
+
+# Answers the API gateway gives before the VPC service runs (authentication, replay guards, flow
+# control, routing): the service never saw the ClientToken, so nothing is kept under it.
+_GATEWAY_CODES = (
+    "Throttling",
+    "Rejected.Throttling",
+    "SignatureDoesNotMatch",
+    "SignatureNonceUsed",
+    "IncompleteSignature",
+    "InvalidTimeStamp",
+    "InvalidAccessKeyId",
+    "Forbidden.AccessKeyDisabled",
+    "InvalidSecurityToken",
+    "InvalidAction",
+    "InvalidVersion",
+)
+
+
 def _dumps(body: Mapping[str, Any]) -> str:
     # UTF-8 as the real API answers (LocalName is Chinese by default).
     return json.dumps(body, ensure_ascii=False)
@@ -109,33 +166,9 @@ def _resolve(code: str, message: str, status: int | None) -> tuple[int, str]:
     return final_status, message or info.api_message or extra_message or code
 
 
-def _missing(name: str) -> SandboxApiError:
-    return SandboxApiError(
-        "MissingParameter",
-        f'The input parameter "{name}" that is mandatory for processing this request is not supplied.',
-    )
-
-
-def _invalid(name: str, why: str) -> SandboxApiError:
-    return SandboxApiError("InvalidParameter", f'The specified parameter "{name}" is not valid: {why}')
-
-
-def _int_param(params: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _invalid(name, "not an integer") from None
-    if not low <= value <= high:
-        raise _invalid(name, f"must be between {low} and {high}")
-    return value
-
-
 def _page(params: Mapping[str, str], items: Sequence[Any]) -> tuple[int, int, Sequence[Any]]:
-    number = _int_param(params, "PageNumber", 1, low=1, high=1_000_000)
-    size = _int_param(params, "PageSize", 10, low=1, high=50)
+    number = int_param(params, "PageNumber", 1, low=1, high=1_000_000)
+    size = int_param(params, "PageSize", 10, low=1, high=50)
     start = (number - 1) * size
     return number, size, items[start : start + size]
 
@@ -190,55 +223,96 @@ def _gateway_json(gw: Gateway, *, reservation: bool) -> dict[str, Any]:
     return body
 
 
-def _ike(conn: Connection, gw: Gateway | None) -> dict[str, Any]:
+def _ike(ike: IkeSettings, psk: str, *, local_id: str, remote_id: str) -> dict[str, Any]:
     return {
-        "IkeVersion": "ikev2",
-        "IkeMode": "main",
-        "IkeEncAlg": "aes",
-        "IkeAuthAlg": "sha1",
-        "IkePfs": "group2",
-        "IkeLifetime": 86400,
-        "LocalId": gw.internet_ip if gw else "",
-        "RemoteId": conn.remote_ip,
-        "Psk": conn.psk,
+        "IkeVersion": ike.version,
+        "IkeMode": ike.mode,
+        "IkeEncAlg": ike.enc_alg,
+        "IkeAuthAlg": ike.auth_alg,
+        "IkePfs": ike.pfs,
+        "IkeLifetime": ike.lifetime,
+        "LocalId": ike.local_id or local_id,
+        "RemoteId": ike.remote_id or remote_id,
+        "Psk": psk,
     }
 
 
-def _ipsec() -> dict[str, Any]:
-    return {"IpsecEncAlg": "aes", "IpsecAuthAlg": "sha1", "IpsecPfs": "group2", "IpsecLifetime": 86400}
+def _ipsec(ipsec: IpsecSettings) -> dict[str, Any]:
+    return {
+        "IpsecEncAlg": ipsec.enc_alg,
+        "IpsecAuthAlg": ipsec.auth_alg,
+        "IpsecPfs": ipsec.pfs,
+        "IpsecLifetime": ipsec.lifetime,
+    }
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+def _tunnel_bgp(bgp: TunnelBgp | None) -> dict[str, str]:
+    if bgp is None:
+        return dict.fromkeys(("LocalAsn", "LocalBgpIp", "PeerAsn", "PeerBgpIp", "TunnelCidr"), "") | {
+            "BgpStatus": "false"
+        }
+    return {
+        "BgpStatus": bgp.status,
+        "LocalAsn": str(bgp.local_asn),
+        "LocalBgpIp": bgp.local_bgp_ip,
+        "PeerAsn": _as_text(bgp.peer_asn),
+        "PeerBgpIp": bgp.peer_bgp_ip,
+        "TunnelCidr": bgp.tunnel_cidr,
+    }
 
 
 def _tunnels(conn: Connection, gw: Gateway | None) -> dict[str, Any]:
+    # Inside TunnelOptions every value is a string, lifetimes and ASNs included (reference §3.2).
     tunnels = []
-    for index, role in ((1, "master"), (2, "slave")):
-        ike = {k: str(v) for k, v in _ike(conn, gw).items()}
-        ipsec = {k: str(v) for k, v in _ipsec().items()}
+    for tunnel in conn.tunnels:
+        ike = _ike(tunnel.ike, tunnel.psk, local_id=gw.internet_ip if gw else "", remote_id=conn.remote_ip)
         tunnels.append(
             {
-                "TunnelId": f"tun-{conn.id[4:7]}{conn.id[-17:-1]}{index}",
-                "TunnelIndex": index,
-                "Role": role,
-                "State": "active",
-                "Status": conn.status,
-                "CustomerGatewayId": conn.customer_gateway_id,
+                "TunnelId": f"tun-{conn.id[4:7]}{conn.id[-17:-1]}{tunnel.index}",
+                "TunnelIndex": tunnel.index,
+                "Role": tunnel.role,
+                "State": tunnel.state,
+                "Status": tunnel.status,
+                "CustomerGatewayId": tunnel.customer_gateway_id,
                 "InternetIp": gw.internet_ip if gw else "",
-                "ZoneNo": f"{conn.region}-{'h' if index == 1 else 'i'}",
-                "EnableDpd": "true",
-                "EnableNatTraversal": "true",
+                "ZoneNo": f"{conn.region}-{'h' if tunnel.index == 1 else 'i'}",
+                "EnableDpd": _as_text(tunnel.enable_dpd),
+                "EnableNatTraversal": _as_text(tunnel.enable_nat_traversal),
                 "RemoteCaCertificate": "",
-                "TunnelIkeConfig": ike,
-                "TunnelIpsecConfig": ipsec,
-                "TunnelBgpConfig": {
-                    "BgpStatus": "false",
-                    "LocalAsn": "",
-                    "LocalBgpIp": "",
-                    "PeerAsn": "",
-                    "PeerBgpIp": "",
-                    "TunnelCidr": "",
-                },
+                "TunnelIkeConfig": {k: _as_text(v) for k, v in ike.items()},
+                "TunnelIpsecConfig": {k: _as_text(v) for k, v in _ipsec(tunnel.ipsec).items()},
+                "TunnelBgpConfig": _tunnel_bgp(tunnel.bgp),
             }
         )
     return {"TunnelOptions": tunnels}
+
+
+def _health_check(check: HealthCheck | None) -> dict[str, Any]:
+    if check is None:
+        return {
+            "Enable": "false",
+            "Sip": "",
+            "Dip": "",
+            "Interval": 3,
+            "Retry": 3,
+            "Status": "",
+            "Policy": "",
+        }
+    return {
+        "Enable": _as_text(check.enable),
+        "Sip": check.sip,
+        "Dip": check.dip,
+        "Interval": check.interval,
+        "Retry": check.retry,
+        "Status": check.status,
+        "Policy": check.policy,
+    }
 
 
 def _bgp(conn: Connection, *, listing: bool) -> dict[str, Any]:
@@ -271,10 +345,10 @@ def _connection_json(conn: Connection, gw: Gateway | None, *, listing: bool) -> 
         "LocalSubnet": conn.local_subnet,
         "RemoteSubnet": conn.remote_subnet,
         "CreateTime": conn.create_time_ms,
-        "EffectImmediately": False,
-        "EnableDpd": True,
-        "EnableNatTraversal": True,
-        "EnableTunnelsBgp": False,
+        "EffectImmediately": conn.effect_immediately,
+        "EnableDpd": conn.enable_dpd,
+        "EnableNatTraversal": conn.enable_nat_traversal,
+        "EnableTunnelsBgp": conn.enable_tunnels_bgp,
         "InternetIp": gw.internet_ip if gw else "",
         "NetworkType": "public",
         "RemoteCaCertificate": "",
@@ -288,21 +362,14 @@ def _connection_json(conn: Connection, gw: Gateway | None, *, listing: bool) -> 
         "TransitRouterId": "",
         "TransitRouterName": "",
         "VpnBgpConfig": _bgp(conn, listing=listing),
-        "VcoHealthCheck": {
-            "Enable": "false",
-            "Sip": "",
-            "Dip": "",
-            "Interval": 3,
-            "Retry": 3,
-            "Status": "",
-            "Policy": "",
-        },
+        "VcoHealthCheck": _health_check(conn.health_check),
     }
     if conn.tunnels:
         body["TunnelOptionsSpecification"] = _tunnels(conn, gw)
     else:
-        body["IkeConfig"] = _ike(conn, gw)
-        body["IpsecConfig"] = _ipsec()
+        local_id = gw.internet_ip if gw else ""
+        body["IkeConfig"] = _ike(conn.ike, conn.psk, local_id=local_id, remote_id=conn.remote_ip)
+        body["IpsecConfig"] = _ipsec(conn.ipsec)
     body["Tag" if listing else "Tags"] = _tags(conn.tags)
     return body
 
@@ -310,28 +377,6 @@ def _connection_json(conn: Connection, gw: Gateway | None, *, listing: bool) -> 
 # --- operations -------------------------------------------------------------------------------------
 
 Operation = Callable[[SandboxState, Mapping[str, str]], dict[str, Any]]
-
-
-def _require(params: Mapping[str, str], *names: str) -> None:
-    for name in names:
-        if not params.get(name):
-            raise _missing(name)
-
-
-def _region(state: SandboxState, params: Mapping[str, str]) -> str:
-    _require(params, "RegionId")
-    region = params["RegionId"]
-    if region not in state.regions:
-        raise SandboxApiError("InvalidRegionId.NotFound")
-    return region
-
-
-def _gateway(state: SandboxState, params: Mapping[str, str], region: str) -> Gateway:
-    _require(params, "VpnGatewayId")
-    gw = state.gateways.get(params["VpnGatewayId"])
-    if gw is None or gw.region != region:
-        raise SandboxApiError("InvalidVpnGatewayInstanceId.NotFound")
-    return gw
 
 
 def _describe_regions(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
@@ -348,8 +393,8 @@ def _describe_regions(state: SandboxState, params: Mapping[str, str]) -> dict[st
 
 
 def _describe_vpn_connection(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
-    region = _region(state, params)
-    _require(params, "VpnConnectionId")
+    region = region_of(state, params)
+    require(params, "VpnConnectionId")
     conn = state.connections.get(params["VpnConnectionId"])
     if conn is None or conn.region != region:
         raise SandboxApiError("InvalidVpnConnectionInstanceId.NotFound")
@@ -357,17 +402,24 @@ def _describe_vpn_connection(state: SandboxState, params: Mapping[str, str]) -> 
 
 
 def _describe_vpn_connections(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
-    region = _region(state, params)
+    region = region_of(state, params)
     filters = {
         "VpnGatewayId": "gateway_id",
         "VpnConnectionId": "id",
         "CustomerGatewayId": "customer_gateway_id",
+    }
+    # Tag.N.Key / Tag.N.Value: a connection must carry every tag asked for.
+    tags = {
+        params[f"Tag.{n}.Key"]: params.get(f"Tag.{n}.Value", "")
+        for n in range(1, 21)
+        if params.get(f"Tag.{n}.Key")
     }
     found = [
         c
         for c in state.connections.values()
         if c.region == region
         and all(getattr(c, attr) == params[name] for name, attr in filters.items() if params.get(name))
+        and all(c.tags.get(k) == v for k, v in tags.items())
     ]
     number, size, page = _page(params, found)
     return {
@@ -383,23 +435,23 @@ def _describe_vpn_connections(state: SandboxState, params: Mapping[str, str]) ->
 
 
 def _describe_vpn_gateway(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
-    gw = _gateway(state, params, _region(state, params))
+    gw = gateway_of(state, params, region_of(state, params))
     reservation = params.get("IncludeReservationData", "false").lower() == "true"
     return _gateway_json(gw, reservation=reservation)
 
 
 def _delete_vpn_connection(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
-    region = _region(state, params)
-    _require(params, "VpnConnectionId")
+    region = region_of(state, params)
+    require(params, "VpnConnectionId")
     state.delete_connection(region=region, vco_id=params["VpnConnectionId"])
     return {}
 
 
 def _describe_vpn_route_entries(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
-    gw = _gateway(state, params, _region(state, params))
+    gw = gateway_of(state, params, region_of(state, params))
     kind = params.get("RouteEntryType") or "custom"
     if kind not in ("custom", "bgp"):
-        raise _invalid("RouteEntryType", "must be custom or bgp")
+        raise invalid("RouteEntryType", "must be custom or bgp")
     on_gateway = [r for r in state.routes if r.gateway_id == gw.id]
     found = [r for r in on_gateway if r.kind == kind]
     number, size, page = _page(params, found)
@@ -438,7 +490,7 @@ def _describe_vpn_route_entries(state: SandboxState, params: Mapping[str, str]) 
 
 
 def _describe_vpn_pbr_route_entries(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
-    gw = _gateway(state, params, _region(state, params))
+    gw = gateway_of(state, params, region_of(state, params))
     found = [r for r in state.pbr_routes if r.gateway_id == gw.id]
     number, size, page = _page(params, found)
     return {
@@ -472,6 +524,9 @@ OPERATIONS: Mapping[str, Operation] = {
     "DeleteVpnConnection": _delete_vpn_connection,
     "DescribeVpnRouteEntries": _describe_vpn_route_entries,
     "DescribeVpnPbrRouteEntries": _describe_vpn_pbr_route_entries,
+    "CreateVpnConnection": create_vpn_connection,
+    "CreateVpnRouteEntry": create_vpn_route_entry,
+    "CreateVpnPbrRouteEntry": create_vpn_pbr_route_entry,
 }
 
 
@@ -501,6 +556,17 @@ def _parse_authorization(value: str | None) -> tuple[str, list[str], str]:
     return credential, [n.strip().lower() for n in signed.split(";")], signature
 
 
+def _token_key(ex: _Exchange) -> tuple[tuple[str, str], tuple[tuple[str, str], ...]] | None:
+    """Return ``((action, token), parameter fingerprint)`` for a request with a ClientToken."""
+    token = ex.params.get("ClientToken") or None
+    if token is None:
+        return None
+    if len(token) > 64 or not token.isascii():
+        raise invalid("ClientToken", "at most 64 ASCII characters")
+    fingerprint = tuple(sorted((k, v) for k, v in ex.params.items() if k != "ClientToken"))
+    return (ex.action, token), fingerprint
+
+
 def _same(a: str, b: str) -> bool:
     # Bytes, because compare_digest raises TypeError on non-ASCII str (a garbled header is a 4xx, not a 500).
     return hmac.compare_digest(a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape"))
@@ -523,6 +589,7 @@ class _Exchange:
     params: dict[str, str]
     nonce: str | None
     request_id: str
+    host: str = ""
     access_key_id: str | None = None
     fault: Fault | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
@@ -552,35 +619,25 @@ class _VpcSandbox:
             params=params,
             nonce=request.headers.get("x-acs-signature-nonce"),
             request_id=new_request_id(),
+            host=request.host,
         )
         try:
             ex.access_key_id = self._authenticate(request, query_pairs, body)
         except SandboxApiError as err:
-            return self._error(request, ex, err)
+            return self._respond(ex, *self._error_answer(ex, err), outcome="error")
 
         fault = ex.fault = self.state.faults.take(ex.action, params)
         if fault is not None and not fault.after_processing:
             await self._pause(fault.latency)
             if fault.answers:
                 return self._fault_answer(request, ex, fault, outcome="fault")
-        try:
-            answer, outcome = self._run(ex)
-        except SandboxApiError as err:
-            if fault is not None and fault.after_processing:
-                await self._pause(fault.latency)
-                if fault.answers:
-                    return self._fault_answer(request, ex, fault, outcome="error")
-            return self._error(request, ex, err)
+        status, answer, outcome = self._run(ex)
         if fault is not None and fault.after_processing:
             await self._pause(fault.latency)
             if fault.answers:
+                # The operation ran (or failed) and its answer is remembered; only delivery is spoilt.
                 return self._fault_answer(request, ex, fault, outcome=outcome)
-        self._record(ex, status=200, outcome=outcome)
-        return web.Response(
-            text=_dumps(answer),
-            content_type="application/json",
-            headers={"x-acs-request-id": str(answer["RequestId"])},
-        )
+        return self._respond(ex, status, answer, outcome=outcome)
 
     def _authenticate(self, request: web.Request, query_pairs: list[tuple[str, str]], body: bytes) -> str:
         """Verify the ACS3 signature and replay guards; return the AccessKey id."""
@@ -629,10 +686,39 @@ class _VpcSandbox:
             raise SandboxApiError("SignatureNonceUsed")
         return ak
 
-    def _run(self, ex: _Exchange) -> tuple[dict[str, Any], str]:
-        """Run the operation (or replay its ClientToken answer); return ``(body, outcome)``."""
+    def _run(self, ex: _Exchange) -> tuple[int, dict[str, Any], str]:
+        """Run the operation, or replay the first answer to its ClientToken.
+
+        Return ``(status, body, outcome)``. Every answer the service gives under a ClientToken
+        (success or error; not a 5xx, nor the API gateway's own refusals) is kept and replayed
+        verbatim for the same token and parameters, as Alibaba documents.
+        """
+        try:
+            operation = self._operation(ex)
+            self.state.settle()
+            key = _token_key(ex)
+            if key is not None:
+                seen = self.state.tokens.get(key[0])
+                if seen is not None:
+                    if seen.fingerprint != key[1]:
+                        raise SandboxApiError("IdempotentParameterMismatch")
+                    return seen.status, dict(seen.body), "replayed"
+        except SandboxApiError as err:
+            return *self._error_answer(ex, err), "error"
+        try:
+            status, answer, outcome = (
+                200,
+                {"RequestId": ex.request_id} | operation(self.state, ex.params),
+                "ok",
+            )
+        except SandboxApiError as err:
+            (status, answer), outcome = self._error_answer(ex, err), "error"
+        self._remember(ex, status, answer)
+        return status, answer, outcome
+
+    def _operation(self, ex: _Exchange) -> Operation:
         if not ex.action:
-            raise _missing("Action")
+            raise missing("Action")
         if ex.version != API_VERSION:
             raise SandboxApiError(
                 "InvalidVersion", f"Specified parameter Version is not valid: {ex.version}."
@@ -640,23 +726,22 @@ class _VpcSandbox:
         operation = OPERATIONS.get(ex.action)
         if operation is None:
             raise SandboxApiError("InvalidAction.NotFound", f"Specified api is not found: {ex.action}.")
-        self.state.settle()
-        token = ex.params.get("ClientToken") or None
-        key = fingerprint = None
-        if token is not None:
-            if len(token) > 64 or not token.isascii():
-                raise _invalid("ClientToken", "at most 64 ASCII characters")
-            key = (ex.action, token)
-            fingerprint = tuple(sorted((k, v) for k, v in ex.params.items() if k != "ClientToken"))
-            seen = self.state.tokens.get(key)
-            if seen is not None:
-                if seen.fingerprint != fingerprint:
-                    raise SandboxApiError("IdempotentParameterMismatch")
-                return dict(seen.body), "replayed"
-        answer = {"RequestId": ex.request_id} | operation(self.state, ex.params)
-        if key is not None and fingerprint is not None:
-            self.state.tokens[key] = TokenRecord(fingerprint=fingerprint, body=dict(answer))
-        return answer, "ok"
+        return operation
+
+    def _remember(self, ex: _Exchange, status: int, answer: Mapping[str, Any]) -> None:
+        """Keep the first answer given under the request's ClientToken (see :meth:`_run`)."""
+        code = str(answer.get("Code") or "")
+        if status >= 500 or code == "DryRunOperation" or code.startswith(_GATEWAY_CODES):
+            return
+        if ex.action not in OPERATIONS:
+            return
+        try:
+            key = _token_key(ex)
+        except SandboxApiError:
+            return
+        if key is not None:
+            record = TokenRecord(fingerprint=key[1], body=dict(answer), status=status)
+            self.state.tokens.setdefault(key[0], record)
 
     async def _pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -681,21 +766,27 @@ class _VpcSandbox:
             )
         )
 
-    def _error(
-        self, request: web.Request, ex: _Exchange, err: SandboxApiError, *, outcome: str = "error"
-    ) -> web.Response:
+    def _error_answer(self, ex: _Exchange, err: SandboxApiError) -> tuple[int, dict[str, Any]]:
         status, message = _resolve(err.code, err.message, err.http_status)
-        self._record(ex, status=status, outcome=outcome, code=err.code)
         body = {
             "RequestId": ex.request_id,
-            "HostId": request.host,
+            "HostId": ex.host,
             "Code": err.code,
             "Message": message,
             "Recommend": f"https://api.alibabacloud.com/troubleshoot?q={err.code}&product=Vpc&requestId={ex.request_id}",
         }
-        headers = {"x-acs-request-id": ex.request_id, **ex.extra_headers}
+        return status, body
+
+    def _respond(
+        self, ex: _Exchange, status: int, answer: Mapping[str, Any], *, outcome: str
+    ) -> web.Response:
+        code = answer.get("Code")
+        self._record(ex, status=status, outcome=outcome, code=str(code) if code else None)
+        headers = {"x-acs-request-id": str(answer["RequestId"])}
+        if status >= 400:
+            headers |= ex.extra_headers
         return web.Response(
-            status=status, text=json.dumps(body), content_type="application/json", headers=headers
+            status=status, text=_dumps(answer), content_type="application/json", headers=headers
         )
 
     def _fault_answer(
@@ -714,9 +805,13 @@ class _VpcSandbox:
             page = "<html><head><title>502 Bad Gateway</title></head><body>sandbox fault</body></html>"
             return web.Response(status=status, text=page, content_type="text/html", headers=ex.extra_headers)
         if fault.code is not None:
-            # After processing, ``outcome`` still says whether the operation ran; only the answer is replaced.
             err = SandboxApiError(fault.code, fault.message or "", http_status=fault.http_status)
-            return self._error(request, ex, err, outcome=outcome)
+            status, answer = self._error_answer(ex, err)
+            if outcome == "fault":
+                # The service itself gave this answer: remembered under the token like any other.
+                self._remember(ex, status, answer)
+            # After processing, ``outcome`` still says whether the operation ran; only the answer is replaced.
+            return self._respond(ex, status, answer, outcome=outcome)
         status = fault.http_status or 500
         self._record(ex, status=status, outcome=outcome)
         text = fault.message or f"{status} sandbox fault"
@@ -732,11 +827,19 @@ class _VpcSandbox:
         return web.json_response([r.to_json() for r in self.state.calls(action)])
 
     async def post_reset(self, request: web.Request) -> web.Response:
-        seconds = _update_seconds(await _json_body(request, default={}))
+        options = await _json_body(request, default={})
+        seconds = _update_seconds(options)
+        seed = {"seed_connections": options["seed_connections"]} if "seed_connections" in options else []
+        fresh = SandboxState(update_seconds=self.state.update_seconds, clock=self.state.clock)
+        try:
+            fresh.load_config(seed)  # checked on a scratch state first: a bad body changes nothing
+        except (ValueError, TypeError) as exc:
+            raise _bad_request(str(exc)) from exc
         self.state.reset()
+        self.state.load_config(seed)
         if seconds is not None:
             self.state.update_seconds = seconds
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "connections": len(self.state.connections)})
 
     async def post_settings(self, request: web.Request) -> web.Response:
         seconds = _update_seconds(await _json_body(request, default={}))
@@ -880,7 +983,7 @@ async def start_vpc_sandbox(
     )
     # A short shutdown grace: a handler still sleeping in injected latency is woken by on_shutdown.
     log = logging.getLogger("aiohttp.access") if access_log else None
-    runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=log)
+    runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=log, access_log_class=_AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -900,7 +1003,11 @@ async def start_vpc_sandbox(
 
 
 def load_faults_file(path: str) -> Any:
-    """Read a faults file (JSON or YAML; YAML is a superset of JSON)."""
+    """Read a faults file (JSON or YAML; YAML is a superset of JSON).
+
+    It holds a list of faults, or a mapping with ``faults`` and/or ``seed_connections`` (a count
+    for cn-hangzhou, or ``{region: count}``: that many extra connections, for paging).
+    """
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
@@ -915,7 +1022,7 @@ async def serve_forever(host: str, port: int, faults_file: str | None, update_se
     token = None if demo else os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None
     state = SandboxState(update_seconds=update_seconds)
     if faults_file:
-        state.faults.load(await asyncio.to_thread(load_faults_file, faults_file))
+        state.load_config(await asyncio.to_thread(load_faults_file, faults_file))
     sandbox = await start_vpc_sandbox(
         host,
         port,
@@ -939,7 +1046,10 @@ async def serve_forever(host: str, port: int, faults_file: str | None, update_se
     else:
         lines.append(f"  accepting AccessKey id {key_id} from the environment (secret not shown)")
     if faults_file:
-        lines.append(f"  faults loaded from {faults_file}: {len(state.faults.rules)}")
+        lines.append(
+            f"  loaded from {faults_file}: {len(state.faults.rules)} fault(s), "
+            f"{len(state.connections)} connection(s) in all"
+        )
     print("\n".join(lines), flush=True)  # noqa: T201 - the CLI's startup banner tells the user where to connect
     try:
         await asyncio.Event().wait()

@@ -9,6 +9,7 @@ runs, so nothing leaks between tests and a fake clock can step time forward.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ __all__ = [
     "Fault",
     "FaultSet",
     "Gateway",
+    "HealthCheck",
+    "IkeSettings",
+    "IpsecSettings",
     "PbrRoute",
     "RecordedRequest",
     "Region",
@@ -42,7 +46,11 @@ __all__ = [
     "SandboxApiError",
     "SandboxState",
     "TokenRecord",
+    "Tunnel",
+    "TunnelBgp",
     "new_request_id",
+    "new_resource_id",
+    "region_prefix",
 ]
 
 DEFAULT_UPDATE_SECONDS = 3.0
@@ -114,9 +122,78 @@ class Gateway:
     create_time_ms: int = 1_700_000_000_000
     end_time_ms: int = 32_503_651_200_000
     tags: dict[str, str] = field(default_factory=dict)
-    # The deletion in flight while ``status == "updating"``.
+    # The change in flight while ``status == "updating"``: its action, and the connection it
+    # deletes or creates.
+    task: str | None = None
     pending_delete: str | None = None
+    pending_create: str | None = None
     updating_until: datetime | None = None
+
+
+@dataclass(slots=True)
+class IkeSettings:
+    """Phase-1 settings (``IkeConfig`` / a tunnel's ``TunnelIkeConfig``, without the key)."""
+
+    version: str = "ikev2"
+    mode: str = "main"
+    enc_alg: str = "aes"
+    auth_alg: str = "sha1"
+    pfs: str = "group2"
+    lifetime: int = 86400
+    local_id: str = ""
+    remote_id: str = ""
+
+
+@dataclass(slots=True)
+class IpsecSettings:
+    """Phase-2 settings (``IpsecConfig`` / a tunnel's ``TunnelIpsecConfig``)."""
+
+    enc_alg: str = "aes"
+    auth_alg: str = "sha1"
+    pfs: str = "group2"
+    lifetime: int = 86400
+
+
+@dataclass(slots=True)
+class HealthCheck:
+    """The connection's health check (``VcoHealthCheck``; created from ``HealthCheckConfig``)."""
+
+    enable: bool = True
+    dip: str = ""
+    sip: str = ""
+    interval: int = 3
+    retry: int = 3
+    policy: str = "revoke_route"
+    status: str = "success"
+
+
+@dataclass(slots=True)
+class TunnelBgp:
+    """One tunnel's BGP settings (``TunnelBgpConfig``; Alibaba sends no AuthKey for tunnels)."""
+
+    local_asn: int
+    tunnel_cidr: str
+    local_bgp_ip: str
+    peer_asn: int | None = None
+    peer_bgp_ip: str = ""
+    status: str = "success"
+
+
+@dataclass(slots=True)
+class Tunnel:
+    """One tunnel of a dual-tunnel connection (``TunnelOptionsSpecification.TunnelOptions[]``)."""
+
+    index: int
+    role: str
+    customer_gateway_id: str
+    psk: str = field(repr=False)
+    ike: IkeSettings = field(default_factory=IkeSettings)
+    ipsec: IpsecSettings = field(default_factory=IpsecSettings)
+    bgp: TunnelBgp | None = None
+    enable_dpd: bool = True
+    enable_nat_traversal: bool = True
+    status: str = "ipsec_sa_established"
+    state: str = "active"
 
 
 @dataclass(slots=True)
@@ -144,9 +221,24 @@ class Connection:
     remote_ip: str = "203.0.113.10"
     create_time_ms: int = 1_700_000_000_000
     bgp: BgpConfig | None = None
-    # Dual-tunnel connections describe each tunnel in TunnelOptionsSpecification.
-    tunnels: bool = False
+    ike: IkeSettings = field(default_factory=IkeSettings)
+    ipsec: IpsecSettings = field(default_factory=IpsecSettings)
+    health_check: HealthCheck | None = None
+    # Dual-tunnel connections describe each tunnel in TunnelOptionsSpecification instead of IkeConfig.
+    tunnels: list[Tunnel] = field(default_factory=list)
+    enable_dpd: bool = True
+    enable_nat_traversal: bool = True
+    effect_immediately: bool = False
+    enable_tunnels_bgp: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret this connection answers with (Psk, BGP AuthKey, the tunnels' Psk)."""
+        found = [self.psk, *(t.psk for t in self.tunnels)]
+        if self.bgp is not None:
+            found.append(self.bgp.auth_key)
+        return list(dict.fromkeys(s for s in found if s))
 
 
 @dataclass(slots=True)
@@ -160,6 +252,8 @@ class Route:
     state: str = "published"
     weight: int = 100
     create_time_ms: int = 1_700_000_000_000
+    description: str = ""
+    overlay_mode: str = "Ipsec"
 
 
 @dataclass(slots=True)
@@ -174,14 +268,17 @@ class PbrRoute:
     weight: int = 100
     state: str = "published"
     create_time_ms: int = 1_700_000_000_000
+    description: str = ""
+    overlay_mode: str = "Ipsec"
 
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """The first successful answer for a ClientToken, replayed verbatim on reuse."""
+    """The first answer for a ClientToken (success or error), replayed verbatim on reuse."""
 
     fingerprint: tuple[tuple[str, str], ...]
     body: Mapping[str, Any]
+    status: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +303,30 @@ class RecordedRequest:
     fault_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-able view for the control API, with the keys a create call carries masked."""
         data = dataclasses.asdict(self)
         data["at"] = self.at.isoformat()
-        data["params"] = dict(self.params)
+        data["params"] = {k: _mask_param(k, v) for k, v in self.params.items()}
         return data
+
+
+_SECRET_NAMES = ("Psk", "AuthKey")
+_MASK = "***"
+
+
+def _mask_param(name: str, value: str) -> str:
+    """Mask a secret parameter, or the secrets inside a JSON one (IkeConfig, BgpConfig)."""
+    if name.rsplit(".", 1)[-1] in _SECRET_NAMES:
+        return _MASK
+    if not any(secret in value for secret in _SECRET_NAMES):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return _MASK
+    if not isinstance(parsed, dict):
+        return _MASK
+    return json.dumps({k: _MASK if k in _SECRET_NAMES else v for k, v in parsed.items()})
 
 
 _FAULT_FIELDS = frozenset(
@@ -226,6 +343,7 @@ _FAULT_FIELDS = frozenset(
         "params",
         "retry_after_ms",
         "after_processing",
+        "drop_after",
     }
 )
 
@@ -241,7 +359,10 @@ class Fault:
     answer Alibaba's error JSON for ``code`` (status from the error table unless
     ``http_status``), answer a bare ``http_status`` with a plain-text body, or, with latency
     only, answer normally. With ``after_processing`` the operation runs first and the fault
-    spoils only the answer (the "deleted, but the reply was lost" case).
+    spoils only the answer (the "deleted, but the reply was lost" case); ``drop_after`` is the
+    short form of ``drop`` + ``after_processing``: carry out the call, then close the connection
+    without an answer. A ClientToken sent with such a call is remembered with the real answer,
+    so a retry with the same token gets that answer replayed.
     """
 
     id: int
@@ -304,8 +425,11 @@ class FaultSet:
         params: Mapping[str, str] | None = None,
         retry_after_ms: int | None = None,
         after_processing: bool = False,
+        drop_after: bool = False,
     ) -> Fault:
         """Inject a fault; see :class:`Fault` for the meaning of each field."""
+        if drop_after:
+            drop, after_processing = True, True
         # Our client's own transport codes have no wire form: map them to the fault that causes them.
         if code == "Transport.ConnectError":
             code, drop = None, True
@@ -447,6 +571,30 @@ def _seed_gateways() -> list[Gateway]:
     ]
 
 
+def _seed_tunnels() -> list[Tunnel]:
+    # The master tunnel is up, the standby is not: the preview shows each tunnel's role and state.
+    ike = IkeSettings(version="ikev2", enc_alg="aes256", auth_alg="sha256", pfs="group14")
+    return [
+        Tunnel(
+            index=1,
+            role="master",
+            customer_gateway_id="cgw-bp1t2u3n4n5e6l7s8a9ba",
+            psk="sandbox-psk-partner-c0de",
+            ike=ike,
+            bgp=TunnelBgp(65010, "169.254.20.0/30", "169.254.20.1", 65020, "169.254.20.2"),
+        ),
+        Tunnel(
+            index=2,
+            role="slave",
+            customer_gateway_id="cgw-bp1t2u3n4n5e6l7s8a9bb",
+            psk="sandbox-psk-partner-standby-d1e2",
+            ike=dataclasses.replace(ike),
+            bgp=TunnelBgp(65010, "169.254.21.0/30", "169.254.21.1", 65020, "169.254.21.2", "false"),
+            status="ipsec_sa_not_established",
+        ),
+    ]
+
+
 def _seed_connections() -> list[Connection]:
     return [
         Connection(
@@ -481,6 +629,10 @@ def _seed_connections() -> list[Connection]:
                 peer_bgp_ip="169.254.11.2",
                 auth_key="sandbox-bgp-md5-4d2e",
             ),
+            ike=IkeSettings(enc_alg="aes256", auth_alg="sha256", pfs="group14", lifetime=28800),
+            ipsec=IpsecSettings(enc_alg="aes256", auth_alg="sha256", pfs="group14", lifetime=3600),
+            health_check=HealthCheck(dip="10.200.0.1", sip="169.254.11.1", interval=5, retry=4),
+            effect_immediately=True,
         ),
         Connection(
             id=SEED_VCO_HANGZHOU_TUNNELS,
@@ -494,7 +646,9 @@ def _seed_connections() -> list[Connection]:
             remote_ip="198.51.100.30",
             status="ipsec_sa_not_established",
             create_time_ms=1_700_300_000_000,
-            tunnels=True,
+            tunnels=_seed_tunnels(),
+            enable_tunnels_bgp=True,
+            tags={"team": "partners", "site": "dual"},
         ),
         Connection(
             id=SEED_VCO_HANGZHOU_GW2,
@@ -562,9 +716,75 @@ def _seed_routes() -> tuple[list[Route], list[PbrRoute]]:
     pbr = [
         PbrRoute(SEED_VPN_HANGZHOU, "10.10.1.0/24", "192.168.10.128/25", SEED_VCO_HANGZHOU, priority=5),
         PbrRoute(SEED_VPN_HANGZHOU, "10.20.1.0/24", "172.16.1.0/24", SEED_VCO_HANGZHOU_TUNNELS),
+        PbrRoute(SEED_VPN_HANGZHOU, "10.10.2.0/24", "10.200.8.0/24", SEED_VCO_HANGZHOU_BGP, priority=20),
         PbrRoute(SEED_VPN_SHANGHAI, "10.50.1.0/24", "192.168.50.0/25", SEED_VCO_SHANGHAI),
     ]
     return routes, pbr
+
+
+_MAX_SEEDED = 10_000
+# The id prefix Alibaba gives resources in a region (vco-bp1… in Hangzhou, vco-uf6… in Shanghai).
+_REGION_PREFIX: Mapping[str, str] = {
+    "cn-hangzhou": "bp1",
+    "cn-shanghai": "uf6",
+    "cn-beijing": "2ze",
+    "cn-shenzhen": "wz9",
+    "ap-southeast-1": "t4n",
+    "eu-central-1": "gw8",
+}
+_BULK_KINDS = ("office", "branch", "store", "dc", "partner", "lab")
+_BULK_CITIES = ("beijing", "shanghai", "shenzhen", "chengdu", "wuhan", "xian", "nanjing", "singapore")
+
+
+def region_prefix(region: str) -> str:
+    """The three characters after ``vco-``/``vpn-`` in the region's resource ids."""
+    return _REGION_PREFIX.get(region, "0jl")
+
+
+def new_resource_id(kind: str, region: str) -> str:
+    """Return a fresh id shaped like Alibaba's, e.g. ``vco-bp1`` + 18 lower-case characters."""
+    return f"{kind}-{region_prefix(region)}{uuid.uuid4().hex[:18]}"
+
+
+def _bulk_gateway(gw_id: str, region: str, number: int) -> Gateway:
+    return Gateway(
+        id=gw_id,
+        region=region,
+        name=f"bulk-gw-{number:03d}",
+        vpc_id=f"vpc-{gw_id[4:]}",
+        vswitch_id=f"vsw-{gw_id[4:]}",
+        internet_ip=f"198.18.{number // 250 % 250}.{number % 250 + 1}",
+        create_time_ms=1_690_000_000_000 + number,
+    )
+
+
+def _bulk_connection(vco_id: str, region: str, gw_id: str, n: int) -> Connection:
+    # Names mix a few words so that filtering by part of a name ("office") has something to find.
+    name = f"{_BULK_KINDS[n % len(_BULK_KINDS)]}-{_BULK_CITIES[n // len(_BULK_KINDS) % len(_BULK_CITIES)]}-{n:04d}"
+    return Connection(
+        id=vco_id,
+        region=region,
+        gateway_id=gw_id,
+        customer_gateway_id=f"cgw-{vco_id[4:]}",
+        name=name,
+        local_subnet=f"10.{100 + n // 250 % 100}.{n % 250}.0/24",
+        remote_subnet=f"192.168.{n % 250}.0/24",
+        psk=f"bulk-psk-{n:04d}-{uuid.uuid4().hex[:8]}",
+        remote_ip=f"198.19.{n // 250 % 250}.{n % 250 + 1}",
+        status=("ipsec_sa_established", "ipsec_sa_not_established", "ike_sa_not_established")[n % 3],
+        create_time_ms=1_700_000_000_000 + n * 1000,
+    )
+
+
+def _seed_counts(value: Any, regions: Mapping[str, Region]) -> dict[str, int]:
+    """Read ``seed_connections``: a count for the seed region, or a mapping of region to count."""
+    counts = value if isinstance(value, Mapping) else {SEED_REGION: value}
+    for region, count in counts.items():
+        if region not in regions:
+            raise ValueError(f"seed_connections: unknown region {region!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_SEEDED:
+            raise ValueError(f"seed_connections: the count must be a whole number from 0 to {_MAX_SEEDED}")
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 class SandboxState:
@@ -609,20 +829,46 @@ class SandboxState:
     # --- time-driven transitions ---------------------------------------------------------------
 
     def settle(self) -> None:
-        """Finish every deletion whose ``updating`` time is over."""
+        """Finish every gateway change whose ``updating`` time is over."""
         now = self.clock()
         for gw in self.gateways.values():
             if gw.updating_until is not None and gw.updating_until <= now:
-                self._finish_delete(gw)
+                self._finish(gw)
 
-    def _finish_delete(self, gw: Gateway) -> None:
+    def _finish(self, gw: Gateway) -> None:
         vco_id = gw.pending_delete
         if vco_id is not None:
             self.connections.pop(vco_id, None)
             # Routes pointing at the connection go with it: a next hop that no longer exists.
             self.routes = [r for r in self.routes if r.next_hop != vco_id]
             self.pbr_routes = [r for r in self.pbr_routes if r.next_hop != vco_id]
-        gw.status, gw.pending_delete, gw.updating_until = "active", None, None
+        created = self.connections.get(gw.pending_create or "")
+        if created is not None:
+            # The sandbox's peers always answer: a new connection comes up once it is set up.
+            created.status = "ipsec_sa_established"
+            for tunnel in created.tunnels:
+                tunnel.status = "ipsec_sa_established"
+        gw.status, gw.updating_until = "active", None
+        gw.task = gw.pending_delete = gw.pending_create = None
+
+    def _begin_update(
+        self, gw: Gateway, task: str, *, delete: str | None = None, create: str | None = None
+    ) -> None:
+        gw.status, gw.task = "updating", task
+        gw.pending_delete, gw.pending_create = delete, create
+        gw.updating_until = self.clock() + timedelta(seconds=self.update_seconds)
+
+    def writable_gateway(self, *, region: str, gateway_id: str, busy_code: str) -> Gateway:
+        """Return the gateway a change may start on, or raise what Alibaba would answer."""
+        self.settle()
+        gw = self.gateways.get(gateway_id)
+        if gw is None or gw.region != region:
+            raise SandboxApiError("InvalidVpnGatewayInstanceId.NotFound")
+        if gw.business_status == "FinancialLocked":
+            raise SandboxApiError("VpnGateway.FinancialLocked")
+        if gw.status != "active":
+            raise SandboxApiError(busy_code)
+        return gw
 
     def delete_connection(self, *, region: str, vco_id: str) -> None:
         """Start the asynchronous deletion, or raise the error Alibaba would answer."""
@@ -630,16 +876,61 @@ class SandboxState:
         conn = self.connections.get(vco_id)
         if conn is None or conn.region != region:
             raise SandboxApiError("InvalidVpnConnectionInstanceId.NotFound")
-        gw = self.gateways.get(conn.gateway_id)
-        if gw is None:
-            raise SandboxApiError("InvalidVpnGatewayInstanceId.NotFound")
-        if gw.business_status == "FinancialLocked":
-            raise SandboxApiError("VpnGateway.FinancialLocked")
-        if gw.status != "active":
-            raise SandboxApiError("VpnTask.CONFLICT")
-        gw.status = "updating"
-        gw.pending_delete = vco_id
-        gw.updating_until = self.clock() + timedelta(seconds=self.update_seconds)
+        gw = self.writable_gateway(region=region, gateway_id=conn.gateway_id, busy_code="VpnTask.CONFLICT")
+        self._begin_update(gw, "DeleteVpnConnection", delete=vco_id)
+
+    def create_connection(self, conn: Connection) -> None:
+        """Add ``conn`` and start the gateway's asynchronous update (the caller checked the gateway)."""
+        self.connections[conn.id] = conn
+        self._begin_update(self.gateways[conn.gateway_id], "CreateVpnConnection", create=conn.id)
+
+    def add_route(self, route: Route | PbrRoute) -> None:
+        """Add a route and start the gateway's asynchronous update (the caller checked the gateway)."""
+        if isinstance(route, PbrRoute):
+            self.pbr_routes.append(route)
+            task = "CreateVpnPbrRouteEntry"
+        else:
+            self.routes.append(route)
+            task = "CreateVpnRouteEntry"
+        self._begin_update(self.gateways[route.gateway_id], task)
+
+    # --- bulk seeding (paging tests) -----------------------------------------------------------
+
+    def seed_connections(self, region: str, count: int, *, per_gateway: int = 50) -> list[str]:
+        """Add ``count`` connections in ``region``, ``per_gateway`` on each new gateway; return their ids."""
+        if region not in self.regions:
+            raise ValueError(f"seed_connections: unknown region {region!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_SEEDED:
+            raise ValueError(f"seed_connections: the count must be a whole number from 0 to {_MAX_SEEDED}")
+        prefix = region_prefix(region)
+        start = sum(1 for c in self.connections.values() if c.id.startswith(f"vco-{prefix}bk"))
+        ids: list[str] = []
+        for n in range(start, start + count):
+            gw_id = f"vpn-{prefix}bk{n // per_gateway:016d}"
+            if gw_id not in self.gateways:
+                self.gateways[gw_id] = _bulk_gateway(gw_id, region, n // per_gateway)
+            conn = _bulk_connection(f"vco-{prefix}bk{n:016d}", region, gw_id, n)
+            self.connections[conn.id] = conn
+            ids.append(conn.id)
+        return ids
+
+    def load_config(self, data: Any) -> None:
+        """Apply a sandbox file or control body: faults, optionally with ``seed_connections``.
+
+        ``seed_connections`` is a count (for the seed region) or ``{region: count}``. All or
+        nothing: a bad entry adds no fault and seeds nothing.
+        """
+        counts: dict[str, int] = {}
+        faults = data
+        if isinstance(data, Mapping) and "seed_connections" in data:
+            unknown = set(data) - {"seed_connections", "faults"}
+            if unknown:
+                raise ValueError(f"unknown sandbox file key(s): {', '.join(sorted(unknown))}")
+            counts = _seed_counts(data["seed_connections"], self.regions)
+            faults = data.get("faults") or []
+        self.faults.load(faults)
+        for region, count in counts.items():
+            self.seed_connections(region, count)
 
     # --- replay protection ---------------------------------------------------------------------
 
@@ -676,7 +967,9 @@ class SandboxState:
                     "name": g.name,
                     "status": g.status,
                     "business_status": g.business_status,
+                    "task": g.task,
                     "pending_delete": g.pending_delete,
+                    "pending_create": g.pending_create,
                     "updating_until": g.updating_until.isoformat() if g.updating_until else None,
                     "connections": [c.id for c in self.connections.values() if c.gateway_id == g.id],
                 }

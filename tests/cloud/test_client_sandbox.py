@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
+from bot.cloud.models import VpnConnectionDetail
 from bot.cloud.signer import Credentials
+from bot.cloud.specs import BgpSpec, HealthCheckSpec, IkeSpec, VpnConnectionSpec
 from bot.errors import CloudApiError, RetryClass
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
 from bot.sandbox.vpc_state import (
     SEED_REGION,
     SEED_VCO_HANGZHOU,
+    SEED_VCO_HANGZHOU_BGP,
+    SEED_VCO_HANGZHOU_TUNNELS,
     SEED_VCO_LOCKED,
     SEED_VPN_HANGZHOU,
+    SEED_VPN_HANGZHOU_2,
     SandboxState,
 )
 
@@ -85,3 +94,250 @@ async def test_transient_errors_are_retried_with_fresh_signatures(sandbox: Runni
     calls = sandbox.state.calls("DescribeVpnGateway")
     assert len(calls) == 3
     assert len({c.nonce for c in calls}) == 3
+
+
+# --- the create actions ----------------------------------------------------------------------------
+
+
+async def _wait_active(client: VpcClient, gateway_id: str, *, within: float = 5.0) -> None:
+    """Poll the gateway until it is ``active`` again (creates are asynchronous)."""
+    deadline = time.monotonic() + within
+    while (await client.describe_vpn_gateway(region=SEED_REGION, gateway_id=gateway_id)).status != "active":
+        assert time.monotonic() < deadline, f"{gateway_id} still updating"
+        await asyncio.sleep(0.02)
+
+
+def _single_spec(psk: str) -> VpnConnectionSpec:
+    return VpnConnectionSpec(
+        vpn_gateway_id=SEED_VPN_HANGZHOU_2,
+        customer_gateway_id="cgw-bp1c1ientc1ientc1ienta",
+        name="client-created",
+        local_subnet="10.30.0.0/16",
+        remote_subnet="192.168.32.0/24",
+        ike_config=IkeSpec(psk=SecretStr(psk), ike_version="ikev2"),
+        health_check_config=HealthCheckSpec(dip="10.30.0.1", sip="169.254.32.1"),
+        bgp_config=BgpSpec(
+            local_asn=65100, tunnel_cidr="169.254.32.0/30", auth_key=SecretStr("client-bgp-key")
+        ),
+        tags={"team": "netops"},
+    )
+
+
+async def test_create_connection_and_routes_through_the_client(
+    sandbox: RunningSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The bot's own loggers at DEBUG; httpx stays at WARNING as bot.logs sets it (its INFO line
+    # would print the request URL, and CreateVpnConnection's parameters travel in the query).
+    caplog.set_level(logging.DEBUG, logger="bot")
+    caplog.set_level(logging.WARNING, logger="httpx")
+    psk = "client-psk-VERY-secret"
+    async with _client(sandbox) as client:
+        created = await client.create_vpn_connection(
+            region=SEED_REGION, spec=_single_spec(psk), client_token="vpnbot-create-1"
+        )
+        with pytest.raises(CloudApiError) as busy:
+            await client.create_vpn_route_entry(
+                region=SEED_REGION,
+                gateway_id=SEED_VPN_HANGZHOU_2,
+                route_dest="192.168.32.0/24",
+                next_hop=created.vpn_connection_id,
+                client_token="vpnbot-route-busy",
+            )
+        await _wait_active(client, SEED_VPN_HANGZHOU_2)
+        detail = await client.describe_vpn_connection_detail(
+            region=SEED_REGION, vco_id=created.vpn_connection_id
+        )
+        route = await client.create_vpn_route_entry(
+            region=SEED_REGION,
+            gateway_id=SEED_VPN_HANGZHOU_2,
+            route_dest="192.168.32.0/24",
+            next_hop=created.vpn_connection_id,
+            description="recreated",
+            client_token="vpnbot-route-1",
+        )
+        await _wait_active(client, SEED_VPN_HANGZHOU_2)
+        pbr = await client.create_vpn_pbr_route_entry(
+            region=SEED_REGION,
+            gateway_id=SEED_VPN_HANGZHOU_2,
+            route_source="10.30.1.0/24",
+            route_dest="192.168.32.0/25",
+            next_hop=created.vpn_connection_id,
+            priority=5,
+            weight=0,
+            publish_vpc=False,
+            client_token="vpnbot-route-2",
+        )
+        await _wait_active(client, SEED_VPN_HANGZHOU_2)
+        routes = await client.describe_vpn_route_entries(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU_2)
+        pbr_routes = await client.describe_vpn_pbr_route_entries(
+            region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU_2
+        )
+
+    assert created.vpn_connection_id.startswith("vco-bp1")
+    assert created.name == "client-created"
+    assert (busy.value.code, busy.value.retry) == ("VpnGateway.Configuring", RetryClass.BUSY)
+    assert detail.ike_config is not None
+    assert detail.ike_config.psk is not None
+    assert detail.ike_config.psk.get_secret_value() == psk
+    assert detail.vco_health_check is not None
+    assert (detail.vco_health_check.enable, detail.vco_health_check.dip) == (True, "10.30.0.1")
+    assert detail.vpn_bgp_config is not None
+    assert detail.vpn_bgp_config.local_asn == 65100
+    assert [(t.key, t.value) for t in detail.tag_list] == [("team", "netops")]
+    assert (route.next_hop, route.state, route.description, route.request_id != "") == (
+        created.vpn_connection_id,
+        "published",
+        "recreated",
+        True,
+    )
+    assert (pbr.route_source, pbr.priority, pbr.weight, pbr.state) == ("10.30.1.0/24", 5, 0, "normal")
+    assert ("192.168.32.0/24", created.vpn_connection_id) in {(r.route_dest, r.next_hop) for r in routes}
+    assert [r.route_source for r in pbr_routes] == ["10.30.1.0/24"]
+    # The keys went out in the parameters but never into a log line.
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "vpc call" in logged
+    assert psk not in logged
+    assert "client-bgp-key" not in logged
+
+
+async def test_create_answer_lost_is_retried_with_the_same_token_and_replayed(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.state.faults.add(action="CreateVpnConnection", drop_after=True, times=1)
+    async with _client(sandbox) as client:
+        created = await client.create_vpn_connection(
+            region=SEED_REGION, spec=_single_spec("lost-answer-psk"), client_token="vpnbot-create-lost"
+        )
+
+    lost, replayed = sandbox.state.calls("CreateVpnConnection")
+    assert (lost.outcome, lost.status, replayed.outcome) == ("ok", 0, "replayed")
+    assert lost.client_token == replayed.client_token == "vpnbot-create-lost"
+    assert created.request_id == lost.request_id
+    assert created.vpn_connection_id in sandbox.state.connections
+    assert len([c for c in sandbox.state.connections.values() if c.name == "client-created"]) == 1
+
+
+async def test_busy_answer_is_replayed_to_the_same_token_and_a_new_token_succeeds(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.state.faults.add(action="CreateVpnRouteEntry", code="VpnGateway.Configuring", times=1)
+    async with _client(sandbox) as client:
+
+        async def create(token: str) -> str:
+            route = await client.create_vpn_route_entry(
+                region=SEED_REGION,
+                gateway_id=SEED_VPN_HANGZHOU,
+                route_dest="192.168.77.0/24",
+                next_hop=SEED_VCO_HANGZHOU,
+                client_token=token,
+            )
+            return route.next_hop
+
+        with pytest.raises(CloudApiError) as first:
+            await create("vpnbot-route-a")
+        with pytest.raises(CloudApiError) as again:
+            await create("vpnbot-route-a")
+        next_hop = await create("vpnbot-route-b")
+
+    assert first.value.code == again.value.code == "VpnGateway.Configuring"
+    assert again.value.request_id == first.value.request_id
+    assert next_hop == SEED_VCO_HANGZHOU
+    assert [c.outcome for c in sandbox.state.calls("CreateVpnRouteEntry")] == ["fault", "replayed", "ok"]
+
+
+async def test_recreate_a_dual_tunnel_connection_from_its_description(sandbox: RunningSandbox) -> None:
+    async with _client(sandbox) as client:
+        old = await client.describe_vpn_connection_detail(
+            region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_TUNNELS
+        )
+        spec = VpnConnectionSpec.from_detail(
+            old,
+            vpn_gateway_id=SEED_VPN_HANGZHOU_2,
+            tunnel_psks=[SecretStr("new-key-1"), SecretStr("new-key-2")],
+        )
+        created = await client.create_vpn_connection(
+            region=SEED_REGION, spec=spec, client_token="vpnbot-recreate"
+        )
+        new = await client.describe_vpn_connection_detail(
+            region=SEED_REGION, vco_id=created.vpn_connection_id
+        )
+
+    def shape(detail: VpnConnectionDetail) -> list[tuple[object, ...]]:
+        return [
+            (
+                t.role,
+                t.customer_gateway_id,
+                t.tunnel_ike_config.ike_version if t.tunnel_ike_config else None,
+                t.tunnel_ike_config.ike_enc_alg if t.tunnel_ike_config else None,
+                t.tunnel_bgp_config.tunnel_cidr if t.tunnel_bgp_config else None,
+                t.tunnel_bgp_config.local_asn if t.tunnel_bgp_config else None,
+            )
+            for t in detail.tunnels
+        ]
+
+    assert shape(new) == shape(old)
+    assert (new.local_subnet, new.remote_subnet, new.name) == (old.local_subnet, old.remote_subnet, old.name)
+    assert [(t.key, t.value) for t in new.tag_list] == [(t.key, t.value) for t in old.tag_list]
+    keys = [
+        t.tunnel_ike_config.psk.get_secret_value()
+        for t in new.tunnels
+        if t.tunnel_ike_config and t.tunnel_ike_config.psk
+    ]
+    assert keys == ["new-key-1", "new-key-2"]
+
+
+async def test_delete_busy_answer_stays_with_its_token_and_a_new_token_deletes_once_free(
+    sandbox: RunningSandbox,
+) -> None:
+    async with _client(sandbox) as client:
+        await client.delete_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, client_token="del-1")
+        with pytest.raises(CloudApiError) as busy:
+            await client.delete_vpn_connection(
+                region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP, client_token="del-2"
+            )
+        await _wait_active(client, SEED_VPN_HANGZHOU)
+        with pytest.raises(CloudApiError) as replayed:
+            await client.delete_vpn_connection(
+                region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP, client_token="del-2"
+            )
+        deleted = await client.delete_vpn_connection(
+            region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP, client_token="del-3"
+        )
+
+    assert (busy.value.code, busy.value.retry) == ("VpnTask.CONFLICT", RetryClass.BUSY)
+    assert replayed.value.request_id == busy.value.request_id
+    assert deleted
+    assert sandbox.state.gateways[SEED_VPN_HANGZHOU].pending_delete == SEED_VCO_HANGZHOU_BGP
+
+
+async def test_delete_answer_lost_is_retried_with_the_same_token_and_replayed(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.state.faults.add(action="DeleteVpnConnection", drop_after=True, times=1)
+    async with _client(sandbox) as client:
+        request_id = await client.delete_vpn_connection(
+            region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, client_token="del-lost"
+        )
+        await _wait_active(client, SEED_VPN_HANGZHOU)
+
+    lost, replayed = sandbox.state.calls("DeleteVpnConnection")
+    assert (lost.outcome, lost.status, replayed.outcome) == ("ok", 0, "replayed")
+    assert lost.client_token == replayed.client_token == "del-lost"
+    assert request_id == lost.request_id
+    assert SEED_VCO_HANGZHOU not in sandbox.state.connections  # carried out by the first, lost call
+
+
+async def test_listing_500_connections_pages_fifty_at_a_time(sandbox: RunningSandbox) -> None:
+    added = sandbox.state.seed_connections(SEED_REGION, 500)
+    async with _client(sandbox) as client:
+        listed = await client.describe_vpn_connections(region=SEED_REGION)
+        one_gateway = await client.describe_vpn_connections(
+            region=SEED_REGION, vpn_gateway_id=sandbox.state.connections[added[0]].gateway_id
+        )
+
+    ids = [c.vpn_connection_id for c in listed]
+    assert len(ids) == len(set(ids)) == 505
+    assert set(added) <= set(ids)
+    pages = [c.params for c in sandbox.state.calls("DescribeVpnConnections")]
+    assert [(p["PageNumber"], p["PageSize"]) for p in pages[:11]] == [(str(n), "50") for n in range(1, 12)]
+    assert len(one_gateway) == 50

@@ -7,8 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from bot.cloud.models import (
+    CreateVpnConnectionResponse,
+    CreateVpnPbrRouteEntryResponse,
+    CreateVpnRouteEntryResponse,
     DeleteResponse,
     DescribeRegionsResponse,
     DescribeVpnConnectionsPage,
@@ -290,3 +294,91 @@ def test_regions_and_delete() -> None:
 )
 def test_epoch_ms_to_datetime(ms: int | None, expected: datetime | None) -> None:
     assert epoch_ms_to_datetime(ms) == expected
+
+
+def test_route_counts_and_the_fields_only_create_answers_carry() -> None:
+    routes = VpnRouteEntriesPage.model_validate(
+        {
+            "VpnRouteCounts": {
+                "VpnRouteCount": [{"RouteCount": 3, "RouteEntryType": "custom", "Source": "CUSTOM"}]
+            }
+        }
+    )
+    created = CreateVpnRouteEntryResponse.model_validate(
+        {
+            "RequestId": "R1",
+            "VpnInstanceId": "vpn-bp1gw",
+            "RouteDest": "192.168.1.0/24",
+            "NextHop": "vco-bp1new",
+            "Weight": 100,
+            "OverlayMode": "Ipsec",
+            "Description": "back",
+            "CreateTime": 1700000000000,
+            "State": "published",
+        }
+    )
+    pbr = CreateVpnPbrRouteEntryResponse.model_validate(
+        {
+            "RequestId": "R2",
+            "RouteSource": "10.0.0.0/24",
+            "RouteDest": "10.1.0.0/24",
+            "Priority": 5,
+            "Weight": 0,
+        }
+    )
+    connection = CreateVpnConnectionResponse.model_validate(
+        {"RequestId": "R3", "VpnConnectionId": "vco-bp1new", "Name": "office", "CreateTime": 1700000000000}
+    )
+
+    [count] = routes.vpn_route_counts.vpn_route_count
+    assert (count.route_count, count.route_entry_type, count.source) == (3, "custom", "CUSTOM")
+    assert (created.request_id, created.next_hop, created.overlay_mode, created.description) == (
+        "R1",
+        "vco-bp1new",
+        "Ipsec",
+        "back",
+    )
+    assert (pbr.route_source, pbr.priority, pbr.weight) == ("10.0.0.0/24", 5, 0)
+    assert (connection.vpn_connection_id, connection.create_time) == ("vco-bp1new", 1700000000000)
+    with pytest.raises(ValidationError):
+        CreateVpnConnectionResponse.model_validate({"RequestId": "R4"})  # no id: not a create answer
+
+
+def test_connection_detail_keeps_every_field_of_the_answer() -> None:
+    detail = VpnConnectionDetail.model_validate(
+        connection_json(
+            RemoteCaCertificate="-----BEGIN CERTIFICATE-----",
+            TunnelBandwidth="M1",
+            ZoneNo="cn-hangzhou-h",
+            CrossAccountAuthorized=False,
+            TransitRouterId="tr-1",
+            TransitRouterName="tr-name",
+            AttachInstanceId="cen-1",
+            VcoHealthCheck={
+                "Enable": "true",
+                "Dip": "10.0.0.1",
+                "Sip": "169.254.1.1",
+                "Interval": 3,
+                "Retry": 3,
+                "Policy": "revoke_route",
+                "Status": "success",
+            },
+        )
+    )
+
+    assert (detail.remote_ca_certificate, detail.tunnel_bandwidth, detail.zone_no) == (
+        "-----BEGIN CERTIFICATE-----",
+        "M1",
+        "cn-hangzhou-h",
+    )
+    assert (detail.cross_account_authorized, detail.transit_router_name, detail.attach_instance_id) == (
+        False,
+        "tr-name",
+        "cen-1",
+    )
+    assert detail.vco_health_check is not None
+    assert (detail.vco_health_check.enable, detail.vco_health_check.dip, detail.vco_health_check.policy) == (
+        True,
+        "10.0.0.1",
+        "revoke_route",
+    )

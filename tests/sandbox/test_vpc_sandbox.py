@@ -332,6 +332,7 @@ async def test_describe_vpn_connections_pages_and_filters(caller: Caller) -> Non
         seen += [c["VpnConnectionId"] for c in body["VpnConnections"]["VpnConnection"]]
     by_gateway = await caller.ok("DescribeVpnConnections", {**HZ, "VpnGatewayId": SEED_VPN_HANGZHOU_2})
     by_id = await caller.ok("DescribeVpnConnections", {**HZ, "VpnConnectionId": SEED_VCO_HANGZHOU_BGP})
+    by_tag = await caller.ok("DescribeVpnConnections", {**HZ, "Tag.1.Key": "team", "Tag.1.Value": "netops"})
     shanghai = await caller.ok("DescribeVpnConnections", {"RegionId": SEED_REGION_OTHER})
 
     assert total >= 4
@@ -340,6 +341,7 @@ async def test_describe_vpn_connections_pages_and_filters(caller: Caller) -> Non
     assert [c["VpnConnectionId"] for c in by_gateway["VpnConnections"]["VpnConnection"]] == [
         SEED_VCO_HANGZHOU_GW2
     ]
+    assert [c["VpnConnectionId"] for c in by_tag["VpnConnections"]["VpnConnection"]] == [SEED_VCO_HANGZHOU]
     [listed] = by_id["VpnConnections"]["VpnConnection"]
     # The list spells tags ``Tag.Tag`` and its BGP block has no EnableBgp (reference §3.3).
     assert "Tag" in listed
@@ -399,9 +401,13 @@ async def test_describe_vpn_pbr_route_entries_shape(caller: Caller) -> None:
     body = await caller.ok("DescribeVpnPbrRouteEntries", {**HZ, "VpnGatewayId": SEED_VPN_HANGZHOU})
 
     entries = body["VpnPbrRouteEntries"]["VpnPbrRouteEntry"]
-    assert body["TotalCount"] == len(entries) == 2
+    assert body["TotalCount"] == len(entries) == 3
     assert set(entries[0]) >= {"RouteSource", "RouteDest", "NextHop", "Priority", "Weight", "State"}
-    assert {e["NextHop"] for e in entries} == {SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_TUNNELS}
+    assert {e["NextHop"] for e in entries} == {
+        SEED_VCO_HANGZHOU,
+        SEED_VCO_HANGZHOU_TUNNELS,
+        SEED_VCO_HANGZHOU_BGP,
+    }
 
 
 # --- DeleteVpnConnection -------------------------------------------------------------------------------
@@ -500,16 +506,70 @@ async def test_client_token_with_other_parameters_mismatches(caller: Caller, san
     assert sandbox.state.gateways[SEED_VPN_HANGZHOU_2].status == "active"
 
 
-async def test_errors_are_not_cached_under_a_client_token(caller: Caller, sandbox: RunningSandbox) -> None:
+async def test_busy_answer_is_replayed_under_its_token_and_a_fresh_token_goes_through(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
     sandbox.state.faults.add(action="DeleteVpnConnection", code="VpnTask.CONFLICT", times=1)
 
-    failed = await caller.call("DeleteVpnConnection", delete_params(token="tok-retry"))
-    retried = await caller.call("DeleteVpnConnection", delete_params(token="tok-retry"))
+    busy = await caller.call("DeleteVpnConnection", delete_params(token="tok-busy"))
+    replayed = await caller.call("DeleteVpnConnection", delete_params(token="tok-busy"))
+    fresh = await caller.call("DeleteVpnConnection", delete_params(token="tok-busy-2"))
 
-    assert_error(failed, "VpnTask.CONFLICT", 400)
-    assert retried.status_code == 200
-    assert retried.json()["RequestId"] != failed.json()["RequestId"]
+    first = assert_error(busy, "VpnTask.CONFLICT", 400)
+    # The documented rule: the same token gets the first answer again, error and RequestId included.
+    assert assert_error(replayed, "VpnTask.CONFLICT", 400) == first
+    assert fresh.status_code == 200
+    assert [r.outcome for r in sandbox.state.calls("DeleteVpnConnection")] == ["fault", "replayed", "ok"]
     assert len(sandbox.state.accepted("DeleteVpnConnection")) == 1
+
+
+async def test_real_busy_gateway_answer_stays_replayed_after_the_gateway_is_free(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
+    await caller.ok("DeleteVpnConnection", delete_params(token="tok-first"))
+    busy = await caller.call("DeleteVpnConnection", delete_params(SEED_VCO_HANGZHOU_BGP, token="tok-second"))
+
+    async def active() -> bool:
+        return await gateway_status(caller) == "active"
+
+    await eventually(active)
+    same_token = await caller.call(
+        "DeleteVpnConnection", delete_params(SEED_VCO_HANGZHOU_BGP, token="tok-second")
+    )
+    new_token = await caller.call(
+        "DeleteVpnConnection", delete_params(SEED_VCO_HANGZHOU_BGP, token="tok-third")
+    )
+
+    body = assert_error(busy, "VpnTask.CONFLICT", 400)
+    assert assert_error(same_token, "VpnTask.CONFLICT", 400)["RequestId"] == body["RequestId"]
+    assert new_token.status_code == 200
+    assert await gateway_status(caller) == "updating"
+
+
+async def test_server_errors_are_not_kept_under_a_token(caller: Caller, sandbox: RunningSandbox) -> None:
+    sandbox.state.faults.add(action="DeleteVpnConnection", code="InternalError", times=1)
+
+    failed = await caller.call("DeleteVpnConnection", delete_params(token="tok-5xx"))
+    retried = await caller.call("DeleteVpnConnection", delete_params(token="tok-5xx"))
+
+    # A 5xx says nothing about what was done: the documented advice is to retry with the same token.
+    assert_error(failed, "InternalError", 500)
+    assert retried.status_code == 200
+    assert len(sandbox.state.accepted("DeleteVpnConnection")) == 1
+
+
+async def test_operation_errors_are_replayed_and_a_mismatch_is_still_a_mismatch(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
+    locked = await caller.call("DeleteVpnConnection", delete_params(SEED_VCO_LOCKED, token="tok-locked"))
+    sandbox.state.gateways[SEED_VPN_LOCKED].business_status = "Normal"  # paid meanwhile
+    again = await caller.call("DeleteVpnConnection", delete_params(SEED_VCO_LOCKED, token="tok-locked"))
+    other = await caller.call("DeleteVpnConnection", delete_params(token="tok-locked"))
+
+    assert assert_error(again, "VpnGateway.FinancialLocked", 400) == locked.json()
+    assert_error(other, "IdempotentParameterMismatch", 400)
+    assert SEED_VCO_LOCKED in sandbox.state.connections
+    assert sandbox.state.gateways[SEED_VPN_LOCKED].status == "active"
 
 
 @pytest.mark.parametrize("token", ["x" * 65, "tök"])
@@ -612,10 +672,14 @@ async def test_latency_fault_times_out_a_short_client(sandbox: RunningSandbox) -
             await Caller(http, sandbox.url).call("DescribeRegions")
 
 
+@pytest.mark.parametrize("spec", [{"drop_after": True}, {"drop": True, "after_processing": True}])
 async def test_answer_lost_after_processing_then_token_retry_gets_first_answer(
-    caller: Caller, sandbox: RunningSandbox
+    caller: Caller, sandbox: RunningSandbox, spec: dict[str, Any]
 ) -> None:
-    sandbox.state.faults.add(action="DeleteVpnConnection", drop=True, after_processing=True, times=1)
+    created = await caller.http.post(
+        f"{sandbox.url}/_sandbox/faults", json={"action": "DeleteVpnConnection", "times": 1, **spec}
+    )
+    assert created.status_code == 201
 
     with pytest.raises(httpx.RemoteProtocolError):
         await caller.call("DeleteVpnConnection", delete_params(token="tok-lost"))
@@ -781,7 +845,9 @@ async def test_serve_forever_prints_demo_keys_and_loads_faults(
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", raising=False)
     faults = tmp_path / "faults.yaml"
-    faults.write_text("faults:\n  - {action: DescribeRegions, code: Throttling.User, times: 1}\n")
+    faults.write_text(
+        "seed_connections: 60\nfaults:\n  - {action: DescribeRegions, code: Throttling.User, times: 1}\n"
+    )
     printed: list[str] = []
 
     def banner() -> bool:
@@ -796,6 +862,7 @@ async def test_serve_forever_prints_demo_keys_and_loads_faults(
         assert url is not None
         assert DEMO_ACCESS_KEY_ID in out
         assert DEMO_ACCESS_KEY_SECRET in out
+        assert "1 fault(s), 67 connection(s) in all" in out  # 7 seeded + 60 from the file
         async with httpx.AsyncClient() as http:
             caller = Caller(http, url.group(1))
             throttled = await caller.call("DescribeRegions")
@@ -806,3 +873,18 @@ async def test_serve_forever_prints_demo_keys_and_loads_faults(
 
     assert_error(throttled, "Throttling.User", 400)
     assert fine.status_code == 200
+
+
+@pytest.mark.parametrize("code", ["Throttling.User", "SignatureNonceUsed", "InvalidTimeStamp.Expired"])
+async def test_api_gateway_refusals_are_not_kept_under_a_token(
+    caller: Caller, sandbox: RunningSandbox, code: str
+) -> None:
+    sandbox.state.faults.add(action="DeleteVpnConnection", code=code, times=1)
+
+    refused = await caller.call("DeleteVpnConnection", delete_params(token="tok-gateway"))
+    retried = await caller.call("DeleteVpnConnection", delete_params(token="tok-gateway"))
+
+    # The API gateway answered before the VPC service saw the token: the retry runs.
+    assert_error(refused, code, 400)
+    assert retried.status_code == 200
+    assert [r.outcome for r in sandbox.state.calls("DeleteVpnConnection")] == ["fault", "ok"]
