@@ -523,7 +523,6 @@ class VpcClient:
         region: str,
         spec: VpnConnectionSpec,
         client_token: str,
-        on_retry: OnRetry | None = None,
     ) -> CreateVpnConnectionResponse:
         """CreateVpnConnection with ``client_token``; the gateway is ``updating`` until it is done."""
         params = {
@@ -537,7 +536,6 @@ class VpcClient:
             region,
             params,
             resource_id=spec.vpn_gateway_id,
-            on_retry=on_retry,
         )
 
     async def create_vpn_route_entry(
@@ -551,7 +549,6 @@ class VpcClient:
         weight: int = 100,
         publish_vpc: bool = True,
         description: str | None = None,
-        on_retry: OnRetry | None = None,
     ) -> CreateVpnRouteEntryResponse:
         """CreateVpnRouteEntry: a destination-based route to connection ``next_hop``."""
         params = route_entry_params(
@@ -570,7 +567,6 @@ class VpcClient:
             region,
             params,
             resource_id=gateway_id,
-            on_retry=on_retry,
         )
 
     async def create_vpn_pbr_route_entry(
@@ -586,7 +582,6 @@ class VpcClient:
         weight: int = 100,
         publish_vpc: bool = True,
         description: str | None = None,
-        on_retry: OnRetry | None = None,
     ) -> CreateVpnPbrRouteEntryResponse:
         """CreateVpnPbrRouteEntry: a policy-based route from ``route_source`` to ``route_dest``."""
         params = route_entry_params(
@@ -606,7 +601,6 @@ class VpcClient:
             region,
             params,
             resource_id=gateway_id,
-            on_retry=on_retry,
         )
 
     # --- bot.ports.VpcApi ------------------------------------------------------------------------------
