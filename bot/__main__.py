@@ -186,9 +186,7 @@ async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool)
             token = settings.slack_app_token.get_secret_value()
             socket_handler = await _connect_socket_mode(app, token, stop)
             if socket_handler is not None:
-                log.info(
-                    "vpn-bot serving in Socket Mode; /healthz and /metrics on http://%s:%d", host, port
-                )
+                log.info("vpn-bot serving in Socket Mode; /healthz and /metrics on http://%s:%d", host, port)
         else:
             log.info("vpn-bot serving Slack on http://%s:%d/slack/events", host, port)
         await stop.wait()

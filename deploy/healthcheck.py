@@ -15,7 +15,7 @@ def main() -> int:
     if os.environ.get("SLACK_APP_TOKEN"):
         port = os.environ.get("VPNBOT_METRICS_PORT") or port
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=4) as reply:  # noqa: S310 - fixed loopback URL
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=4) as reply:
             return 0 if reply.status == 200 else 1
     except (urllib.error.URLError, OSError):
         return 1
