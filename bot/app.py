@@ -25,7 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.cloud.client import VpcClient
 from bot.config import Settings
 from bot.errors import ConfigError
-from bot.metrics import MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
+from bot.metrics import MeteredAsyncApp, MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
 from bot.ports import Clock, SystemClock, VpcApi
 from bot.slack import InFlight, register
 from bot.slack.http import make_aiohttp_handler
@@ -169,7 +169,9 @@ async def create_app(
     )
     configure_retries(slack)
     with _quiet_bolt_token_warning():
-        bolt = AsyncApp(
+        bolt = MeteredAsyncApp(
+            name="vpn-bot",
+            metrics=metrics,
             client=slack,
             signing_secret=signing_secret or "socket-mode-does-not-sign",
             request_verification_enabled=signing_secret is not None,
@@ -223,9 +225,7 @@ async def create_app(
         return web.json_response({"ok": True, "instance": workflow.instance_id})
 
     if signing_secret is not None:
-        web_app.router.add_post(
-            "/slack/events", make_aiohttp_handler(bolt, signing_secret=signing_secret, metrics=metrics)
-        )
+        web_app.router.add_post("/slack/events", make_aiohttp_handler(bolt, signing_secret=signing_secret))
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/metrics", make_metrics_handler(metrics, store))
     return BotApp(

@@ -8,6 +8,8 @@ The instruments attach at the boundaries, without changing the code they measure
   is given, with event hooks (action, Alibaba ``Code``, latency) and a transport wrapper that
   counts failures as the client's ``Transport.*`` pseudo-codes;
 - Slack Web API calls: :class:`MeteredWebClient`, the ``AsyncWebClient`` handed to Bolt;
+- slash-command ack latency: :class:`MeteredAsyncApp`, Bolt's app timing its own dispatch (HTTP mode
+  and Socket Mode alike);
 - operations in flight and queued deletions: read from the store when ``/metrics`` is scraped
   (:func:`make_metrics_handler`), under a short timeout, so every replica reports the same truth.
 """
@@ -26,6 +28,9 @@ from aiohttp import FormData, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
@@ -35,6 +40,7 @@ from bot.domain import TERMINAL_STATES, OpState
 
 __all__ = [
     "MAX_LABEL_VALUES",
+    "MeteredAsyncApp",
     "MeteredTransport",
     "MeteredWebClient",
     "Metrics",
@@ -156,7 +162,7 @@ class Metrics:
         )
         self._ack_seconds = Histogram(
             "vpnbot_slash_command_ack_seconds",
-            "Time from receiving a /vpn command over HTTP to answering it (Slack allows 3 s).",
+            "Time from Bolt receiving a /vpn command to its ack being ready (Slack allows 3 s).",
             buckets=_ACK_BUCKETS,
             registry=reg,
         )
@@ -373,4 +379,20 @@ class MeteredWebClient(AsyncWebClient):
             self.metrics.slack_call(api_method, "transport")
             raise
         self.metrics.slack_call(api_method, "ok")
+        return response
+
+
+class MeteredAsyncApp(AsyncApp):
+    """Bolt's AsyncApp, timing each slash command from dispatch to ack (both modes dispatch here)."""
+
+    def __init__(self, *args: Any, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._vpnbot_metrics = metrics
+
+    async def async_dispatch(self, req: AsyncBoltRequest) -> BoltResponse:
+        started = time.perf_counter()
+        response = await super().async_dispatch(req)
+        # Bolt returns once the listener has acked (process_before_response=False); the rest runs on.
+        if isinstance(req.body, dict) and req.body.get("command"):
+            self._vpnbot_metrics.observe_ack(time.perf_counter() - started)
         return response

@@ -57,10 +57,6 @@ class LoadMeter(Protocol):
         """Count one request turned away because too much work was in flight."""
         ...
 
-    def observe_ack(self, seconds: float) -> None:
-        """Record how long one /vpn command took to be acked."""
-        ...
-
 
 class InFlight:
     """Listener work still running after ``ack()``.

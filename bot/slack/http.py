@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,8 +24,6 @@ from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import Clock, SignatureVerifier
-
-from bot.slack.deps import LoadMeter
 
 __all__ = ["MAX_BODY_BYTES", "dispatch_http", "make_aiohttp_handler", "parse_slack_body"]
 
@@ -110,10 +107,8 @@ async def dispatch_http(
     *,
     verifier: SignatureVerifier,
     query: str = "",
-    metrics: LoadMeter | None = None,
 ) -> BoltResponse:
     """Verify, parse and dispatch one HTTP request from Slack; 401 if it is not signed by Slack."""
-    started = time.perf_counter()
     lowered = {k.lower(): v for k, v in headers.items()}
     problem = _verify(verifier, raw_body, lowered)
     if problem is not None:
@@ -137,16 +132,11 @@ async def dispatch_http(
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):
         log.warning("rejected a signed request with an unreadable body", extra={"bytes": len(raw_body)})
         return BoltResponse(status=400, body={"error": "unreadable body"})
-    response = await app.async_dispatch(request)
-    if metrics is not None and "command" in body:  # Bolt answers once the listener has acked
-        metrics.observe_ack(time.perf_counter() - started)
-    return response
+    return await app.async_dispatch(request)
 
 
-def make_aiohttp_handler(
-    app: AsyncApp, *, signing_secret: str, clock: Clock | None = None, metrics: LoadMeter | None = None
-) -> AiohttpHandler:
-    """Return an aiohttp handler to mount at ``POST /slack/events``; ``metrics`` records ack times."""
+def make_aiohttp_handler(app: AsyncApp, *, signing_secret: str, clock: Clock | None = None) -> AiohttpHandler:
+    """Return an aiohttp handler to mount at ``POST /slack/events``."""
     verifier = SignatureVerifier(signing_secret, clock=clock or Clock())
 
     async def handle_slack_request(request: web.Request) -> web.StreamResponse:
@@ -162,9 +152,7 @@ def make_aiohttp_handler(
             log.warning("rejected a request that is not UTF-8", extra={"bytes": len(raw)})
             return web.json_response({"error": "invalid request"}, status=400)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        bolt_response = await dispatch_http(
-            app, text, headers, verifier=verifier, query=request.query_string, metrics=metrics
-        )
+        bolt_response = await dispatch_http(app, text, headers, verifier=verifier, query=request.query_string)
         return await to_aiohttp_response(bolt_response)
 
     return handle_slack_request

@@ -235,6 +235,7 @@ async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
         samples = await scrape(process.url)
         assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 1
         assert get(samples, "vpnbot_slack_api_calls_total", method="apps.connections.open", error="ok") == 1
+        assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1  # acked over the socket
         assert get(samples, "vpnbot_vpc_api_requests_total", action="DescribeVpnConnection", code="ok") >= 1
         async with httpx.AsyncClient(trust_env=False, timeout=2) as http:
             with pytest.raises(httpx.ConnectError):  # --port is not listened on: the metrics port is
