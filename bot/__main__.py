@@ -163,6 +163,8 @@ async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool)
             loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app.web, handle_signals=False)
     socket_handler = None
+    if socket_mode:  # the HTTP listener then serves only /healthz and /metrics
+        port = settings.metrics_port or port
     try:
         await app.start()
         await runner.setup()
@@ -172,7 +174,7 @@ async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool)
             token = settings.slack_app_token.get_secret_value()
             socket_handler = await _connect_socket_mode(app, token, stop)
             if socket_handler is not None:
-                log.info("vpn-bot serving in Socket Mode; health on http://%s:%d/healthz", host, port)
+                log.info("vpn-bot serving in Socket Mode; /healthz and /metrics on http://%s:%d", host, port)
         else:
             log.info("vpn-bot serving Slack on http://%s:%d/slack/events", host, port)
         await stop.wait()

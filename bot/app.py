@@ -7,22 +7,26 @@ Nothing is created at import time, so each test builds a fresh app.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cloud.client import VpcClient
 from bot.config import Settings
 from bot.errors import ConfigError, StoreUnavailable
+from bot.metrics import MeteredAsyncApp, MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
 from bot.ports import Clock, SystemClock, VpcApi
 from bot.slack import InFlight, register
 from bot.slack.http import make_aiohttp_handler
@@ -58,6 +62,31 @@ def require_slack_settings(settings: Settings, *, socket_mode: bool) -> None:
         raise ConfigError(problems)
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+@contextlib.contextmanager
+def _quiet_bolt_token_warning() -> Iterator[None]:
+    """Silence Bolt's "token will be unused" while it is built with our client.
+
+    Bolt reads SLACK_BOT_TOKEN from the environment by itself and warns that it is ignored when a
+    client is given, even though the client carries that very token.
+    """
+    logger = logging.getLogger("slack_bolt.AsyncApp")
+    quiet = _DropMessage(warning_client_prioritized_and_token_skipped())
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 class RegionCache:
     """The regions DescribeRegions knows, fetched once an hour; ``None`` while it cannot say."""
 
@@ -90,7 +119,9 @@ class BotApp:
     slack: AsyncWebClient
     web: web.Application
     inflight: InFlight = field(default_factory=InFlight)
+    metrics: Metrics = field(default_factory=Metrics)
     _owned_vpc: VpcClient | None = None
+    _owned_http: httpx.AsyncClient | None = None
     _started: bool = field(default=False)
 
     async def start(self) -> None:
@@ -108,6 +139,8 @@ class BotApp:
         finally:
             if self._owned_vpc is not None:
                 await self._owned_vpc.aclose()
+            if self._owned_http is not None:
+                await self._owned_http.aclose()
             await self.store.close()
             session = getattr(self.slack, "session", None)
             if session is not None and not session.closed:
@@ -129,27 +162,34 @@ async def create_app(
     signing_secret = (
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     )
-    # Bolt builds the Web API client from the token; passing our own client as well makes Bolt warn
-    # that the token (which it also reads from SLACK_BOT_TOKEN) is ignored. Configure Bolt's instead.
-    bolt = AsyncApp(
+    metrics = Metrics()
+    slack = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(),
-        signing_secret=signing_secret or "socket-mode-does-not-sign",
-        request_verification_enabled=signing_secret is not None,
-        process_before_response=False,
-        raise_error_for_unhandled_request=False,
-    )
-    slack = bolt.client
-    slack.base_url = (
-        settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
+        base_url=settings.slack_api_url
+        if settings.slack_api_url.endswith("/")
+        else settings.slack_api_url + "/",
+        metrics=metrics,
     )
     configure_retries(slack)
+    with _quiet_bolt_token_warning():
+        bolt = MeteredAsyncApp(
+            name="vpn-bot",
+            metrics=metrics,
+            client=slack,
+            signing_secret=signing_secret or "socket-mode-does-not-sign",
+            request_verification_enabled=signing_secret is not None,
+            process_before_response=False,
+            raise_error_for_unhandled_request=False,
+        )
 
     store = await Store.open(settings.database_url)
-    inflight = InFlight()
+    inflight = InFlight(metrics=metrics)
     owned_vpc: VpcClient | None = None
+    owned_http: httpx.AsyncClient | None = None
     try:
         if vpc is None:
-            owned_vpc = VpcClient.from_settings(settings)
+            owned_http = metered_vpc_http(metrics)
+            owned_vpc = VpcClient.from_settings(settings, http=owned_http)
             vpc = owned_vpc
         workflow = Workflow(
             store=store,
@@ -159,6 +199,7 @@ async def create_app(
             clock=clock or SystemClock(),
             config=WorkflowConfig.from_settings(settings),
             instance_id=instance_id or default_instance_id(),
+            meter=metrics,
         )
         register(
             bolt,
@@ -171,6 +212,8 @@ async def create_app(
     except BaseException:
         if owned_vpc is not None:
             await owned_vpc.aclose()
+        if owned_http is not None:
+            await owned_http.aclose()
         await store.close()
         raise
 
@@ -192,6 +235,7 @@ async def create_app(
     if signing_secret is not None:
         web_app.router.add_post("/slack/events", make_aiohttp_handler(bolt, signing_secret=signing_secret))
     web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/metrics", make_metrics_handler(metrics, store))
     return BotApp(
         settings=settings,
         bolt=bolt,
@@ -201,5 +245,7 @@ async def create_app(
         slack=slack,
         web=web_app,
         inflight=inflight,
+        metrics=metrics,
         _owned_vpc=owned_vpc,
+        _owned_http=owned_http,
     )

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # --- the bot -------------------------------------------------------------------------------
     database_url: str = Field(default="sqlite:///vpn-bot.db", validation_alias="VPNBOT_DATABASE_URL")
     port: int = Field(default=3000, ge=1, le=65535, validation_alias="VPNBOT_PORT")
+    # Socket Mode only: where /metrics and /healthz listen (default: VPNBOT_PORT).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, validation_alias="VPNBOT_METRICS_PORT")
     poll_interval_seconds: float = Field(
         default=5.0, gt=0, le=300, validation_alias="VPNBOT_POLL_INTERVAL_SECONDS"
     )

@@ -24,7 +24,16 @@ from bot.domain import (
     VpnGateway,
 )
 
-__all__ = ["Clock", "Notifier", "OperationStore", "Policy", "SystemClock", "VpcApi"]
+__all__ = [
+    "Clock",
+    "NoMeter",
+    "Notifier",
+    "OperationMeter",
+    "OperationStore",
+    "Policy",
+    "SystemClock",
+    "VpcApi",
+]
 
 
 class VpcApi(Protocol):
@@ -94,6 +103,19 @@ class Policy(Protocol):
     async def check_history(self, *, user_id: str, channel_id: str) -> None:
         """Who may read the audit trail: people who may request or approve, in allowed channels."""
         ...
+
+
+class OperationMeter(Protocol):
+    """Counts operations reaching a final state (implemented by bot.metrics.Metrics)."""
+
+    def operation_finished(self, outcome: str, approval_to_final_s: float | None) -> None: ...
+
+
+class NoMeter:
+    """Counts nothing (tests and tools that need no metrics)."""
+
+    def operation_finished(self, outcome: str, approval_to_final_s: float | None) -> None:
+        return None
 
 
 class Clock(Protocol):

@@ -72,6 +72,7 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                     )
                     await send(respond, build_history(entries, now=datetime.now(UTC)))
             case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
+                deps.inflight.shed()
                 await ack(**build_busy(vco_id, region))
             case DeleteCommand(vco_id=vco_id, region=region):
                 await ack(**build_looking_up(vco_id, region))

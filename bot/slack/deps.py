@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation
 
-__all__ = ["InFlight", "OperationLookup", "Regions", "SlackDeps", "WorkflowApi"]
+__all__ = ["InFlight", "LoadMeter", "OperationLookup", "Regions", "SlackDeps", "WorkflowApi"]
 
 # The regions DescribeRegions knows (cached by the caller).
 Regions = Callable[[], Awaitable[Collection[str]]]
@@ -50,6 +50,14 @@ class WorkflowApi(Protocol):
         ...
 
 
+class LoadMeter(Protocol):
+    """Where the Slack layer reports load (implemented by :class:`bot.metrics.Metrics`)."""
+
+    def request_shed(self) -> None:
+        """Count one request turned away because too much work was in flight."""
+        ...
+
+
 class InFlight:
     """Listener work still running after ``ack()``.
 
@@ -58,11 +66,17 @@ class InFlight:
     under it).
     """
 
-    def __init__(self, *, limit: int = 2000) -> None:
+    def __init__(self, *, limit: int = 2000, metrics: LoadMeter | None = None) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Past this many, new delete requests are turned away in the ack (nothing started) rather
         # than queued: each waiting request holds its whole Bolt context in memory.
         self.limit = limit
+        self.metrics = metrics
+
+    def shed(self) -> None:
+        """Note that a request was turned away because :attr:`full`."""
+        if self.metrics is not None:
+            self.metrics.request_shed()
 
     @property
     def full(self) -> bool:

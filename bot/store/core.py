@@ -464,6 +464,39 @@ class Store(OutboxMixin):
         async with self._tx() as conn:
             return [_row_to_audit(r) for r in await conn.execute(stmt)]
 
+    # --- metrics (read when /metrics is scraped) ---------------------------------------------
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many operations are in each state that is not final (states with none are absent)."""
+        stmt = (
+            select(operations.c.state, func.count())
+            .where(operations.c.state.not_in(_states(TERMINAL_STATES)))
+            .group_by(operations.c.state)
+        )
+        async with self._tx() as conn:
+            return {str(state): int(n) for state, n in await conn.execute(stmt)}
+
+    async def count_queued(self) -> int:
+        """How many approved operations wait for a gateway another unfinished operation holds."""
+        holder = operations.alias("holder")
+        stmt = (
+            select(func.count())
+            .select_from(operations)
+            .join(
+                gateway_locks,
+                (gateway_locks.c.region == operations.c.region)
+                & (gateway_locks.c.gateway_id == operations.c.gateway_id),
+            )
+            .join(holder, holder.c.id == gateway_locks.c.op_id)
+            .where(
+                operations.c.state == OpState.APPROVED.value,
+                gateway_locks.c.op_id != operations.c.id,
+                holder.c.state.not_in(_states(TERMINAL_STATES)),
+            )
+        )
+        async with self._tx() as conn:
+            return int((await conn.execute(stmt)).scalar() or 0)
+
 
 def _make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):

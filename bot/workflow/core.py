@@ -44,7 +44,7 @@ from bot.domain import (
 )
 from bot.errors import ConfirmationClosed, NotAllowed, SlackError
 from bot.outbox import OutboxConfig, OutboxDispatcher
-from bot.ports import Clock, Notifier, OperationStore, Policy, VpcApi
+from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.steps import CARD, SYSTEM_ACTOR, LostOperation, Steps, Stopping, thread
 
@@ -67,6 +67,7 @@ class Workflow:
         clock: Clock,
         config: WorkflowConfig,
         instance_id: str,
+        meter: OperationMeter | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
@@ -94,6 +95,7 @@ class Workflow:
             owner=instance_id,
             outbox=self.outbox,
             pause=self._pause,
+            meter=meter or NoMeter(),
         )
 
     # --- public API (the Slack layer calls exactly these) ----------------------------------------
@@ -222,6 +224,7 @@ class Workflow:
         if cancelled is None:
             raise ConfirmationClosed(await self._load(op_id))
         self.outbox.kick(op_id)
+        self._steps.finished(cancelled)
         return cancelled
 
     async def history(
@@ -347,6 +350,7 @@ class Workflow:
         )
         if expired is not None:
             self.outbox.kick(op.id)
+            self._steps.finished(expired)
 
     async def _confirmation_not_posted(self, op: Operation, err: SlackError) -> None:
         """The outbox could not post the confirmation: fail the request and tell the requester."""
@@ -366,6 +370,7 @@ class Workflow:
         )
         if failed is not None:
             self.outbox.kick(op.id)
+            self._steps.finished(failed)
 
     # --- driving one operation ---------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from bot.domain import (
 )
 from bot.errors import CloudError
 from bot.outbox import OutboxDispatcher
-from bot.ports import Clock, OperationStore, VpcApi
+from bot.ports import Clock, OperationMeter, OperationStore, VpcApi
 from bot.workflow.config import WorkflowConfig
 
 __all__ = ["CONNECTION_NOT_FOUND", "SYSTEM_ACTOR", "LostOperation", "Steps", "Stopping"]
@@ -76,6 +76,7 @@ class Steps:
         owner: str,
         outbox: OutboxDispatcher,
         pause: Callable[[float], Awaitable[None]],
+        meter: OperationMeter,
     ) -> None:
         self._store = store
         self._vpc = vpc
@@ -84,6 +85,7 @@ class Steps:
         self._owner = owner
         self._outbox = outbox
         self._pause = pause
+        self._meter = meter
         # Jitter spreads busy retries of several replicas; it is not security-relevant.
         self._random = random.Random()  # noqa: S311 - backoff jitter, not cryptography
 
@@ -195,8 +197,10 @@ class Steps:
             audit_entry=self.entry(op, "failed", actor_id=SYSTEM_ACTOR, detail=f"lookup: {event.code}"),
             effects=[Effect(EffectKind.RESPOND, event)] if reply else (),
         )
-        if failed is not None and reply:
-            self._outbox.kick(op.id)
+        if failed is not None:
+            self.finished(failed)
+            if reply:
+                self._outbox.kick(op.id)
         return failed or op
 
     async def _step_approved(self, op: Operation, queued_posted: bool) -> tuple[Operation, bool]:
@@ -392,12 +396,22 @@ class Steps:
         if done is None:
             raise LostOperation(op.id)
         self._outbox.kick(op.id)
+        self.finished(done)
         log.info("operation %s", action, extra={"op_id": op.id, "vco_id": op.vco_id, "state": to.value})
         return done
 
     async def _sleep_until_deadline(self, op: Operation, delay: float) -> None:
         remaining = (self._deadline(op) - self._clock.now()).total_seconds()
         await self._pause(max(0.0, min(delay, remaining)))
+
+    def finished(self, done: Operation) -> None:
+        """Count an operation that just reached its final state (once: only the CAS winner calls this)."""
+        took = (
+            (done.finished_at - done.approved_at).total_seconds()
+            if done.finished_at and done.approved_at
+            else None
+        )
+        self._meter.operation_finished(done.state.value, took)
 
     def entry(
         self, op: Operation, action: str, *, actor_id: str, detail: str = "", request_id: str | None = None

@@ -1,0 +1,254 @@
+"""/metrics end to end: the real bot over HTTP, scraped and parsed with prometheus_client's parser.
+
+The counts are checked against what the stand-ins themselves recorded, request by request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack, start_local_stack
+from bot.sandbox.slack import start_slack_standin
+from bot.sandbox.slack_user import SocketModeUser
+from bot.sandbox.vpc import start_vpc_sandbox
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SandboxState
+from bot.slack.ids import ActionId
+
+from .support import ALICE, BOB, CHANNEL, BotProcess, bot_env, free_port, wait_confirmation, wait_parent
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(base_url: str) -> Samples:
+    """GET /metrics and parse it: (name, labels) -> value."""
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        reply = await http.get(f"{base_url}/metrics")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(reply.text)
+        for s in family.samples
+    }
+
+
+def get(samples: Samples, name: str, **labels: str) -> float:
+    """The sample's value; 0 for a labelled counter that never counted (it has no series yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def by_label(samples: Samples, name: str, *keys: str) -> dict[tuple[str, ...], float]:
+    """Every sample of ``name`` keyed by the values of ``keys``, zeros left out."""
+    return {tuple(dict(labels)[k] for k in keys): v for (n, labels), v in samples.items() if n == name and v}
+
+
+def vpc_requests_seen_by_sandbox(stack: LocalStack) -> dict[tuple[str, str], float]:
+    """What the sandbox answered, as (action, ok-or-code) -> count."""
+    return dict(Counter((r.action, r.code or "ok") for r in stack.vpc.state.requests))
+
+
+async def _request(stack: LocalStack, text: str) -> None:
+    reply = await stack.agent.slash_command(ALICE, CHANNEL, text)
+    assert reply.status == 200, reply.body
+
+
+async def _approve(stack: LocalStack, vco_id: str) -> str:
+    confirmation = await wait_confirmation(stack.slack.state, vco_id)
+    reply = await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    assert reply.status == 200
+    return confirmation.ts
+
+
+async def _settled(stack: LocalStack) -> Samples:
+    """Scrape once no operation is left unfinished (the store says so, through the gauges)."""
+    for _ in range(200):
+        samples = await scrape(stack.bot.url)
+        if get(samples, "vpnbot_store_up") == 1 and not by_label(
+            samples, "vpnbot_operations_in_flight", "state"
+        ):
+            return samples
+        await asyncio.sleep(0.05)
+    pytest.fail(f"operations still in flight: {by_label(samples, 'vpnbot_operations_in_flight', 'state')}")
+
+
+async def test_a_deletion_is_counted_call_by_call(stack: LocalStack) -> None:
+    """Every VPC request and Slack call of a deletion shows up once, with the ack of its command."""
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    ts = await _approve(stack, SEED_VCO_HANGZHOU)
+    await wait_parent(stack.slack.state, ts, "Deleted")
+    samples = await _settled(stack)
+
+    vpc = by_label(samples, "vpnbot_vpc_api_requests_total", "action", "code")
+    assert vpc == vpc_requests_seen_by_sandbox(stack)
+    assert vpc[("DeleteVpnConnection", "ok")] == 1
+    for action, _code in vpc:
+        assert get(samples, "vpnbot_vpc_api_request_duration_seconds_count", action=action) == sum(
+            n for (a, _), n in vpc.items() if a == action
+        )
+    slack = by_label(samples, "vpnbot_slack_api_calls_total", "method", "error")
+    # Bolt's own auth.test goes through a client Bolt builds per request, outside our instrument.
+    calls = [c for c in stack.slack.state.calls() if c.method != "auth.test"]
+    assert slack == dict(Counter((c.method, "ok" if c.ok else str(c.error)) for c in calls))
+    assert slack[("chat.postMessage", "ok")] >= 2  # the confirmation and its thread
+    assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1
+    assert get(samples, "vpnbot_slack_requests_shed_total") == 0
+    assert get(samples, "vpnbot_deletions_queued") == 0
+    assert get(samples, "vpnbot_operations_finished_total", outcome="deleted") == 1
+    assert get(samples, "vpnbot_operation_approval_to_final_seconds_count", outcome="deleted") == 1
+
+
+async def test_a_failed_deletion_counts_alibabas_code_and_slacks_error(stack: LocalStack) -> None:
+    stack.vpc.state.faults.add(action="DeleteVpnConnection", code="Forbidden.RAM", times=1)
+    stack.slack.state.fail("chat.postMessage", "not_in_channel")  # the first confirmation is refused
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU_BGP}")
+    await stack.slack.state.wait_for(
+        lambda: any("not_in_channel" in c.error for c in stack.slack.state.calls() if c.error),
+        what="the refused post",
+    )
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    ts = await _approve(stack, SEED_VCO_HANGZHOU)
+    await wait_parent(stack.slack.state, ts, "Forbidden.RAM")
+    samples = await _settled(stack)
+
+    assert (
+        get(samples, "vpnbot_vpc_api_requests_total", action="DeleteVpnConnection", code="Forbidden.RAM") == 1
+    )
+    assert get(samples, "vpnbot_vpc_api_requests_total", action="DeleteVpnConnection", code="ok") == 0
+    assert (
+        get(samples, "vpnbot_slack_api_calls_total", method="chat.postMessage", error="not_in_channel") == 1
+    )
+    assert by_label(
+        samples, "vpnbot_vpc_api_requests_total", "action", "code"
+    ) == vpc_requests_seen_by_sandbox(stack)
+    assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 2
+    # Both requests failed: the refused confirmation and the refused delete.
+    assert get(samples, "vpnbot_operations_finished_total", outcome="failed") == 2
+    assert get(samples, "vpnbot_operation_approval_to_final_seconds_count", outcome="failed") == 1
+
+
+async def test_a_throttled_call_is_counted_then_its_retry(stack: LocalStack) -> None:
+    stack.vpc.state.faults.add(action="DescribeVpnConnection", code="Throttling.User", times=1)
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU, within=20)
+    samples = await scrape(stack.bot.url)
+    described = by_label(samples, "vpnbot_vpc_api_requests_total", "action", "code")
+    assert described[("DescribeVpnConnection", "Throttling.User")] == 1
+    assert described[("DescribeVpnConnection", "ok")] >= 1
+    assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 1
+
+
+async def test_requests_shed_under_load_are_counted(stack: LocalStack) -> None:
+    stack.bot.app.inflight.limit = 0  # as if 2,000 requests were already being worked on
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    samples = await scrape(stack.bot.url)
+    assert get(samples, "vpnbot_slack_requests_shed_total") == 1
+    assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1
+    assert by_label(samples, "vpnbot_vpc_api_requests_total", "action", "code") == {}
+
+
+@pytest.fixture
+async def slow_gateway_stack(sqlite_url: str) -> AsyncIterator[LocalStack]:
+    """A gateway that stays 'updating' long enough to see a second deletion queue behind the first."""
+    running = await start_local_stack(database_url=sqlite_url, update_seconds=2.0)
+    try:
+        yield running
+    finally:
+        await running.aclose()
+
+
+async def test_gauges_show_operations_by_state_and_the_queue(slow_gateway_stack: LocalStack) -> None:
+    stack = slow_gateway_stack
+    for vco in (SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP):  # two connections on one gateway
+        await _request(stack, f"delete {vco}")
+        await wait_confirmation(stack.slack.state, vco)
+    samples = await scrape(stack.bot.url)
+    assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 2
+    # Whichever takes the gateway first, the other waits: the gateway stays updating for 2 s.
+    first = await _approve(stack, SEED_VCO_HANGZHOU)
+    second = await _approve(stack, SEED_VCO_HANGZHOU_BGP)
+
+    for _ in range(200):
+        samples = await scrape(stack.bot.url)
+        # Two queries, two moments: wait until both show both approvals.
+        states = by_label(samples, "vpnbot_operations_in_flight", "state")
+        if (
+            get(samples, "vpnbot_deletions_queued") == 1
+            and ("awaiting_approval",) not in states
+            and states.get(("approved",)) == 1
+        ):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail(f"no queued deletion seen: {by_label(samples, 'vpnbot_operations_in_flight', 'state')}")
+    assert sum(states.values()) == 2  # the queued one approved, the other one past it
+
+    await wait_parent(stack.slack.state, first, "Deleted", within=30)
+    await wait_parent(stack.slack.state, second, "Deleted", within=30)
+    samples = await _settled(stack)
+    assert get(samples, "vpnbot_deletions_queued") == 0
+    assert get(samples, "vpnbot_vpc_api_requests_total", action="DeleteVpnConnection", code="ok") == 2
+
+
+# --- Socket Mode: /healthz and /metrics on VPNBOT_METRICS_PORT ------------------------------------
+
+APP_TOKEN = "xapp-1-A0VPNBOT-1-metrics-e2e"
+
+
+class _SocketProcess(BotProcess):
+    @staticmethod
+    def command(*, port: int) -> list[str]:
+        return [sys.executable, "-m", "bot", "serve", "--socket", "--host", "127.0.0.1", "--port", str(port)]
+
+
+async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)  # slack_sdk's socket client reads them itself
+    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
+    slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, app_token=APP_TOKEN)
+    metrics_port = free_port()
+    env = bot_env(
+        tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'bot.db'}",
+        vpc=vpc,
+        slack=slack,
+        SLACK_APP_TOKEN=APP_TOKEN,
+        VPNBOT_METRICS_PORT=str(metrics_port),
+    )
+    del env["SLACK_SIGNING_SECRET"]
+    process = _SocketProcess(env=env, cwd=tmp_path, log_path=tmp_path / "socket.log")
+    try:
+        main_url, process.url = process.url, f"http://127.0.0.1:{metrics_port}"
+        health = await process.wait_healthy()
+        assert health["ok"] is True
+        await slack.state.socket_mode.wait_connected(timeout=20)
+        ack = await SocketModeUser(state=slack.state, ack_timeout=10).slash_command(
+            ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}"
+        )
+        assert ack.payload is not None
+        await wait_confirmation(slack.state, SEED_VCO_HANGZHOU)
+
+        samples = await scrape(process.url)
+        assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 1
+        assert get(samples, "vpnbot_slack_api_calls_total", method="apps.connections.open", error="ok") == 1
+        assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1  # acked over the socket
+        assert get(samples, "vpnbot_vpc_api_requests_total", action="DescribeVpnConnection", code="ok") >= 1
+        async with httpx.AsyncClient(trust_env=False, timeout=2) as http:
+            with pytest.raises(httpx.ConnectError):  # --port is not listened on: the metrics port is
+                await http.get(f"{main_url}/healthz")
+        process.terminate()
+        assert await process.wait_exit(within=10) == 0, process.log()
+        assert "Traceback" not in process.log()
+    finally:
+        process.close()
+        await slack.close()
+        await vpc.close()
