@@ -222,8 +222,12 @@ async def create_app(
     async def healthz(_: web.Request) -> web.Response:
         """Liveness and readiness: the process answers and the database takes a write, in time."""
         try:
-            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-                await store.heartbeat(instance=workflow.instance_id, now=datetime.now(UTC))
+            # Shielded: a slow write finishes in the background; cutting it off halfway could
+            # leave a pooled connection holding a transaction open.
+            write = asyncio.ensure_future(
+                store.heartbeat(instance=workflow.instance_id, now=datetime.now(UTC))
+            )
+            await asyncio.wait_for(asyncio.shield(write), HEALTH_TIMEOUT_SECONDS)
         except TimeoutError:
             log.warning("health check: the database did not answer within %.0f s", HEALTH_TIMEOUT_SECONDS)
             return web.json_response({"ok": False, "store": "timeout"}, status=503)

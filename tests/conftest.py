@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import stamina
 from fakes import FakeClock
 from pgtools import fresh_postgres_database
+from workflow_harness import Harness, make_harness
 
 from bot.store import Store
 
@@ -23,6 +25,16 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _stamina_test_mode() -> Iterator[None]:
+    """Retries without back-off waits; cap=True keeps each caller's own attempt limit.
+
+    Tests of the back-off itself turn it off with ``stamina.set_testing(False)``.
+    """
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
 
 
 @pytest.fixture
@@ -53,3 +65,10 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+async def h(store: Store, clock: FakeClock) -> AsyncIterator[Harness]:
+    """A workflow harness on each backend (see tests/workflow_harness.py)."""
+    async with make_harness(store, clock) as harness:
+        yield harness

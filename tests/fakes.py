@@ -234,6 +234,8 @@ class FakeNotifier:
     post_error: SlackError | None = None
     # While set, every call fails with this error (e.g. a transient outage).
     fail_with: SlackError | None = None
+    # While set and not yet set free, every call hangs (Slack accepting connections, never answering).
+    hang: asyncio.Event | None = None
     posted: list[Operation] = field(default_factory=list)
     parent_updates: list[Operation] = field(default_factory=list)
     events: list[tuple[str, Progress]] = field(default_factory=list)
@@ -242,6 +244,8 @@ class FakeNotifier:
 
     async def _call(self) -> None:
         await asyncio.sleep(0)
+        if self.hang is not None:
+            await self.hang.wait()
         if self.fail_with is not None:
             raise self.fail_with
 

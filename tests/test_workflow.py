@@ -1,26 +1,23 @@
-"""The deletion workflow with Protocol fakes, on SQLite and PostgreSQL: no Slack, no HTTP."""
+"""The deletion workflow with Protocol fakes, on SQLite and PostgreSQL: no Slack, no HTTP.
+
+The harness (tests/workflow_harness.py, fixture ``h``) runs on a virtual clock: nothing sleeps.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
 from fakes import (
     REGION,
-    AllowAllPolicy,
-    FakeClock,
-    FakeNotifier,
     FakePolicy,
     FakeVpc,
     api_error,
     busy_error,
-    run_until,
 )
+from workflow_harness import CONFIG, GW, Harness
 
 from bot.domain import (
     Accepted,
@@ -40,117 +37,11 @@ from bot.domain import (
     client_token_for,
 )
 from bot.errors import ConfirmationClosed, NotAllowed, SlackError
-from bot.ports import Policy
 from bot.slack.blocks import closed_text
 from bot.store import Store
-from bot.workflow import Workflow, WorkflowConfig
+
 
 # Real-sized timings: the clock is virtual, so nothing here waits for them.
-CONFIG = WorkflowConfig(
-    poll_interval_s=5,
-    delete_timeout_s=900,
-    confirmation_ttl_s=600,
-    lease_s=30,
-    busy_retry_attempts=4,
-    busy_retry_base_s=10,
-    busy_retry_max_s=40,
-    loop_interval_s=10,
-)
-GW = "vpn-gw1"
-
-
-@dataclass
-class Harness:
-    store: Store
-    clock: FakeClock
-    vpc: FakeVpc = field(default_factory=FakeVpc)
-    notifier: FakeNotifier = field(default_factory=FakeNotifier)
-    workflows: list[Workflow] = field(default_factory=list)
-
-    def workflow(
-        self,
-        *,
-        instance_id: str = "wf-1",
-        policy: Policy | None = None,
-        store: Store | None = None,
-        **config: float,
-    ) -> Workflow:
-        wf = Workflow(
-            store=store or self.store,
-            vpc=self.vpc,
-            notifier=self.notifier,
-            policy=policy or AllowAllPolicy(),
-            clock=self.clock,
-            config=dataclasses.replace(CONFIG, **config),  # type: ignore[arg-type]
-            instance_id=instance_id,
-        )
-        self.workflows.append(wf)
-        return wf
-
-    async def request(self, wf: Workflow, vco_id: str = "vco-1", user_id: str = "U0REQ") -> Operation:
-        return await wf.request_delete(
-            team_id="T0",
-            user_id=user_id,
-            channel_id="C0OPS",
-            vco_id=vco_id,
-            region=REGION,
-            response_url="https://hooks.slack.test/r",
-        )
-
-    async def op(self, op_id: str) -> Operation:
-        op = await self.store.get_operation(op_id=op_id)
-        assert op is not None
-        return op
-
-    async def eventually(self, check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
-        """Let virtual time pass until ``check`` holds."""
-        await run_until(self.clock, check, within=within)
-
-    async def wait_state(self, op_id: str, *states: OpState, within: float = 10.0) -> Operation:
-        async def reached() -> bool:
-            return (await self.op(op_id)).state in states
-
-        await self.eventually(reached, within=within)
-        op = await self.op(op_id)
-        if op.is_terminal:
-            # Slack is told after the state changes (the outbox); let it finish.
-            async def told() -> bool:
-                return not await self.store.pending_effects(op_id=op_id)
-
-            await self.eventually(told, within=within)
-        return op
-
-    async def wait_event(self, op_id: str, kind: type, within: float = 10.0) -> None:
-        async def seen() -> bool:
-            return any(isinstance(e, kind) for e in self.notifier.events_for(op_id))
-
-        await self.eventually(seen, within=within)
-
-    async def settle(self) -> None:
-        """Wait until every workflow is idle and has told Slack everything."""
-        async with asyncio.timeout(10):
-            for wf in self.workflows:
-                await wf.wait_idle()
-
-    def parent_states(self, op_id: str) -> list[OpState]:
-        return [op.state for op in self.notifier.parent_updates if op.id == op_id]
-
-    async def audit_actions(self, op_id: str) -> list[str]:
-        return [e.action for e in reversed(await self.store.recent_audit(limit=100, op_id=op_id))]
-
-
-@pytest.fixture
-async def h(store: Store, clock: FakeClock) -> AsyncIterator[Harness]:
-    harness = Harness(store=store, clock=clock)
-    harness.vpc.add_connection("vco-1", GW)
-    harness.vpc.add_connection("vco-2", GW)
-    try:
-        yield harness
-    finally:
-        for wf in harness.workflows:
-            await wf.stop()
-
-
 async def test_happy_path_reports_progress_in_order(h: Harness) -> None:
     wf = h.workflow()
     op = await h.request(wf)

@@ -9,6 +9,7 @@ Driver failures that mean "the database is not there right now" become :class:`S
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,6 +39,7 @@ from bot.domain import (
 )
 from bot.errors import StoreUnavailable
 from bot.store.outbox import OutboxMixin, insert_effects
+from bot.store.shield import shielded
 from bot.store.tables import MIGRATIONS, audit, gateway_locks, heartbeats, operations, schema_version
 
 __all__ = ["Store", "async_url"]
@@ -140,6 +142,7 @@ class Store(OutboxMixin):
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -153,8 +156,10 @@ class Store(OutboxMixin):
             raise
         return store
 
-    async def close(self) -> None:
-        """Close every pooled connection."""
+    async def close(self, *, grace_s: float = 10.0) -> None:
+        """Let transactions under way end (their callers may be gone), then close every connection."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=grace_s)
         await self._engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -186,12 +191,14 @@ class Store(OutboxMixin):
                     insert(schema_version).values(version=number, applied_at=datetime.now(UTC))
                 )
 
+    @shielded
     async def schema_versions(self) -> list[int]:
         """The applied migration numbers, in order (for tests and ``doctor``)."""
         async with self._tx() as conn:
             rows = await conn.execute(select(schema_version.c.version).order_by(schema_version.c.version))
             return [r[0] for r in rows]
 
+    @shielded
     async def heartbeat(self, *, instance: str, now: datetime) -> None:
         """Write this instance's heartbeat row: proves the database takes writes (``/healthz``)."""
         async with self._tx() as conn:
@@ -200,6 +207,7 @@ class Store(OutboxMixin):
 
     # --- operations --------------------------------------------------------------------------
 
+    @shielded
     async def create_operation(
         self,
         *,
@@ -224,12 +232,14 @@ class Store(OutboxMixin):
             _log_audit(audit_entry, created.state)
         return created
 
+    @shielded
     async def get_operation(self, *, op_id: str) -> Operation | None:
         """The operation, or None if there is no such id."""
         async with self._tx() as conn:
             row = (await conn.execute(select(operations).where(operations.c.id == op_id))).first()
         return _row_to_op(row) if row else None
 
+    @shielded
     async def transition(
         self,
         op_id: str,
@@ -287,6 +297,7 @@ class Store(OutboxMixin):
             _log_audit(audit_entry, moved.state)
         return moved
 
+    @shielded
     async def set_fields(
         self,
         op_id: str,
@@ -312,6 +323,7 @@ class Store(OutboxMixin):
 
     # --- leases ------------------------------------------------------------------------------
 
+    @shielded
     async def claim_lease(
         self, *, op_id: str, owner: str, until: datetime, now: datetime
     ) -> Operation | None:
@@ -331,6 +343,7 @@ class Store(OutboxMixin):
             ).first()
         return _row_to_op(row) if row is not None else None
 
+    @shielded
     async def renew_lease(self, *, op_id: str, owner: str, until: datetime) -> bool:
         """Extend a lease this owner still holds; False if it was lost."""
         async with self._tx() as conn:
@@ -342,6 +355,7 @@ class Store(OutboxMixin):
             )
             return result.first() is not None
 
+    @shielded
     async def release_lease(self, *, op_id: str, owner: str) -> None:
         """Give a lease back so another worker may resume the operation at once."""
         async with self._tx() as conn:
@@ -351,6 +365,7 @@ class Store(OutboxMixin):
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
+    @shielded
     async def lease_of(self, *, op_id: str) -> tuple[str | None, datetime | None]:
         """``(owner, expires_at)`` of the lease on ``op_id`` (for diagnostics and tests)."""
         async with self._tx() as conn:
@@ -367,6 +382,7 @@ class Store(OutboxMixin):
     def _lease_free(now: datetime) -> Any:
         return or_(operations.c.lease_owner.is_(None), operations.c.lease_expires_at < now)
 
+    @shielded
     async def list_resumable(self, *, now: datetime) -> list[Operation]:
         """Active operations nobody holds a live lease on (crashed or stopped workers)."""
         async with self._tx() as conn:
@@ -377,6 +393,7 @@ class Store(OutboxMixin):
             )
             return [_row_to_op(r) for r in rows]
 
+    @shielded
     async def list_expired_confirmations(self, *, now: datetime) -> list[Operation]:
         """Confirmations still awaiting approval whose ``expires_at`` has passed."""
         async with self._tx() as conn:
@@ -387,6 +404,7 @@ class Store(OutboxMixin):
             )
             return [_row_to_op(r) for r in rows]
 
+    @shielded
     async def list_operations(self, *, states: Collection[OpState] | None = None) -> list[Operation]:
         """Operations, oldest first, optionally only in ``states``."""
         stmt = select(operations).order_by(operations.c.created_at)
@@ -397,6 +415,7 @@ class Store(OutboxMixin):
 
     # --- per-gateway serialisation -----------------------------------------------------------
 
+    @shielded
     async def acquire_gateway(self, *, region: str, gateway_id: str, op_id: str, now: datetime) -> str:
         """Take the gateway for ``op_id`` if free or held by a finished operation; return the holder.
 
@@ -436,6 +455,7 @@ class Store(OutboxMixin):
             # The holder released between our statements; try again.
         raise RuntimeError(f"could not settle the lock on gateway {gateway_id}")  # pragma: no cover
 
+    @shielded
     async def gateway_holder(self, *, region: str, gateway_id: str) -> str | None:
         """The op id holding the gateway lock, if any."""
         async with self._tx() as conn:
@@ -449,6 +469,7 @@ class Store(OutboxMixin):
 
     # --- audit -------------------------------------------------------------------------------
 
+    @shielded
     async def add_audit(self, entry: AuditEntry) -> AuditEntry:
         """Append one audit record that goes with no state change (e.g. a refusal)."""
         async with self._tx() as conn:
@@ -456,6 +477,7 @@ class Store(OutboxMixin):
         _log_audit(entry, None)
         return entry
 
+    @shielded
     async def recent_audit(self, *, limit: int = 10, op_id: str | None = None) -> list[AuditEntry]:
         """The newest audit records first, optionally for one operation."""
         stmt = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
@@ -466,6 +488,7 @@ class Store(OutboxMixin):
 
     # --- metrics (read when /metrics is scraped) ---------------------------------------------
 
+    @shielded
     async def count_by_state(self) -> dict[str, int]:
         """How many operations are in each state that is not final (states with none are absent)."""
         stmt = (
@@ -476,6 +499,7 @@ class Store(OutboxMixin):
         async with self._tx() as conn:
             return {str(state): int(n) for state, n in await conn.execute(stmt)}
 
+    @shielded
     async def count_queued(self) -> int:
         """How many approved operations wait for a gateway another unfinished operation holds."""
         holder = operations.alias("holder")

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import Effect, EffectKind, PendingEffect, event_from_json, event_to_json
+from bot.store.shield import shielded
 from bot.store.tables import operations, outbox, outbox_claims
 
 __all__ = ["OutboxMixin", "insert_effects"]
@@ -66,11 +67,13 @@ class OutboxMixin:
     def _insert(self, table: Any) -> Any:
         raise NotImplementedError  # pragma: no cover - provided by Store
 
+    @shielded
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None:
         """Add effects that go with no state change (progress notes such as "queued")."""
         async with self._tx() as conn:
             await insert_effects(conn, op_id=op_id, effects=effects, now=now)
 
+    @shielded
     async def claim_outbox(self, *, op_id: str, owner: str, until: datetime, now: datetime) -> bool:
         """Take the right to deliver ``op_id``'s effects if nobody (else) holds it live."""
         async with self._tx() as conn:
@@ -82,6 +85,7 @@ class OutboxMixin:
             )
             return (await conn.execute(ins.returning(outbox_claims.c.op_id))).first() is not None
 
+    @shielded
     async def release_outbox(self, *, op_id: str, owner: str) -> None:
         """Give the delivery claim back."""
         async with self._tx() as conn:
@@ -89,6 +93,7 @@ class OutboxMixin:
                 delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
             )
 
+    @shielded
     async def pending_effects(self, *, op_id: str) -> list[PendingEffect]:
         """The operation's undelivered effects, oldest first."""
         async with self._tx() as conn:
@@ -99,6 +104,7 @@ class OutboxMixin:
             )
             return [_row_to_effect(r) for r in rows]
 
+    @shielded
     async def ops_with_due_effects(self, *, now: datetime, limit: int = 100) -> list[str]:
         """Operations with an effect due now and no live delivery claim (any replica may take them)."""
         claimed = select(outbox_claims.c.op_id).where(outbox_claims.c.until >= now)
@@ -112,6 +118,7 @@ class OutboxMixin:
         async with self._tx() as conn:
             return [r[0] for r in await conn.execute(stmt)]
 
+    @shielded
     async def complete_effects(self, *, ids: Sequence[int], now: datetime, error: str | None = None) -> None:
         """Mark effects done: delivered, superseded, or (with ``error``) given up."""
         async with self._tx() as conn:
@@ -119,6 +126,7 @@ class OutboxMixin:
                 update(outbox).where(outbox.c.id.in_(list(ids))).values(done_at=now, last_error=error)
             )
 
+    @shielded
     async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None:
         """Try an effect again at ``next_at`` (a transient Slack failure)."""
         async with self._tx() as conn:
@@ -128,6 +136,7 @@ class OutboxMixin:
                 .values(next_at=next_at, attempts=outbox.c.attempts + 1, last_error=error)
             )
 
+    @shielded
     async def confirmation_posted(self, *, effect_id: int, op_id: str, ts: str, now: datetime) -> None:
         """Record the posted confirmation's ts and complete its effect, in one transaction."""
         async with self._tx() as conn:

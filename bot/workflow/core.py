@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 import uuid
@@ -52,6 +53,8 @@ __all__ = ["Workflow"]
 
 log = logging.getLogger("bot.workflow")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+# Set, in the task that drives an operation, to the event its heartbeat sets when the lease is lost.
+_LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
 
 
 class Workflow:
@@ -297,17 +300,24 @@ class Workflow:
                 await self._pause(self._config.loop_s)
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep on the clock, unless the workflow is stopping: then raise Stopping at this safe point."""
-        if not self._stopping.is_set() and seconds > 0:
-            sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-            stopper = asyncio.ensure_future(self._stopping.wait())
+        """Sleep on the clock; at this safe point raise Stopping on shutdown, LostOperation on a lost lease."""
+        lost = _LEASE_LOST.get()
+        if not self._stopping.is_set() and not (lost and lost.is_set()) and seconds > 0:
+            waits = {
+                asyncio.ensure_future(self._clock.sleep(seconds)),
+                asyncio.ensure_future(self._stopping.wait()),
+            }
+            if lost is not None:
+                waits.add(asyncio.ensure_future(lost.wait()))
             try:
-                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                sleeper.cancel()
-                stopper.cancel()
+                for waiting in waits:
+                    waiting.cancel()
         if self._stopping.is_set():
             raise Stopping
+        if lost is not None and lost.is_set():
+            raise LostOperation
 
     async def _resume_pass(self) -> None:
         now = self._clock.now()
@@ -391,20 +401,19 @@ class Workflow:
         """Drive ``op`` while renewing its lease; count unexpected failures against its crash budget."""
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(op.id, lost), name=f"vpnbot-lease-{op.id}")
-        driver = asyncio.create_task(self._steps.drive(op), name=f"vpnbot-drive-{op.id}")
-        lost_wait = asyncio.create_task(lost.wait(), name=f"vpnbot-lost-{op.id}")
+        # A lost lease is not a cancellation: the driver stops at its next pause or its next
+        # compare-and-set (which fails without the lease), never halfway through a database call
+        # (a cut-off SQLite transaction would keep the database locked) or after its final commit.
+        token = _LEASE_LOST.set(lost)
         try:
-            await asyncio.wait({driver, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
-            if not driver.done():
-                current = await self._store.get_operation(op_id=op.id)
-                if current is None or not current.is_terminal:
-                    log.warning("lease lost; another worker owns the operation now", extra={"op_id": op.id})
-                    return
-                # Finishing dropped the lease: that is not a loss, and what follows must not be cut off.
-                await asyncio.wait({driver})
+            driver = asyncio.create_task(self._steps.drive(op), name=f"vpnbot-drive-{op.id}")
+        finally:
+            _LEASE_LOST.reset(token)
+        try:
+            await asyncio.wait({driver})
             driver.result()
         except LostOperation:
-            log.info("another worker owns the operation now; stopping here", extra={"op_id": op.id})
+            log.warning("lease lost; another worker owns the operation now", extra={"op_id": op.id})
         except Stopping:
             log.info(
                 "shutting down; the operation resumes on the next start or another replica",
@@ -413,10 +422,10 @@ class Workflow:
         except Exception as exc:
             await self._crashed(op.id, exc)
         finally:
-            for task in (driver, heartbeat, lost_wait):
+            for task in (driver, heartbeat):
                 task.cancel()
             # Wait for them even when we are being cancelled, so nothing outlives stop().
-            await asyncio.gather(driver, heartbeat, lost_wait, return_exceptions=True)
+            await asyncio.gather(driver, heartbeat, return_exceptions=True)
 
     async def _crashed(self, op_id: str, exc: Exception) -> None:
         """Count a crash; past the budget fail the operation, else let a resume pass retry it."""

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-import stamina
 
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 
 from .fakes import AK, FakeVpc
-
-
-@pytest.fixture(autouse=True)
-def _stamina_no_waits() -> Iterator[None]:
-    # Test mode: no real backoff; cap=True keeps the client's own max_attempts.
-    with stamina.set_testing(True, attempts=1000, cap=True):
-        yield
 
 
 @pytest.fixture

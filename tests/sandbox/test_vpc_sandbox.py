@@ -830,13 +830,10 @@ async def test_close_does_not_wait_for_injected_latency() -> None:
     async with httpx.AsyncClient(timeout=10.0) as http:
         pending = asyncio.create_task(Caller(http, sandbox.url).call("DescribeRegions"))
         await eventually(lambda: sandbox.state.faults.rules[0].fired == 1)
-        started = time.monotonic()
-        await sandbox.close()
-        closing_took = time.monotonic() - started
+        # Closing does not wait out the 60 s latency of the request in flight.
+        await asyncio.wait_for(sandbox.close(), timeout=10)
         pending.cancel()
         await asyncio.gather(pending, return_exceptions=True)
-
-    assert closing_took < 1.5
 
 
 async def test_serve_forever_prints_demo_keys_and_loads_faults(
