@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cloud.client import VpcClient
@@ -30,7 +31,14 @@ from bot.slack.policy import SlackGroupDirectory, SlackPolicy
 from bot.store import Store
 from bot.workflow import Workflow, WorkflowConfig
 
-__all__ = ["BotApp", "RegionCache", "create_app", "default_instance_id", "require_slack_settings"]
+__all__ = [
+    "BotApp",
+    "RegionCache",
+    "check_bot_token",
+    "create_app",
+    "default_instance_id",
+    "require_serve_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +50,58 @@ def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def require_slack_settings(settings: Settings, *, socket_mode: bool) -> None:
-    """Raise ConfigError listing every Slack setting ``serve`` needs but lacks."""
+def require_serve_settings(settings: Settings, *, socket_mode: bool) -> None:
+    """Raise ConfigError listing every setting the bot needs but lacks (Slack, approvers)."""
     problems = []
     if settings.slack_bot_token is None:
         problems.append("SLACK_BOT_TOKEN: required (the bot token, xoxb-…)")
     if socket_mode and settings.slack_app_token is None:
         problems.append("SLACK_APP_TOKEN: required for Socket Mode (an app-level token, xapp-…)")
     if not socket_mode and settings.slack_signing_secret is None:
-        problems.append("SLACK_SIGNING_SECRET: required in HTTP mode (Basic Information → Signing Secret)")
+        problems.append(
+            "SLACK_SIGNING_SECRET: required in HTTP mode (Basic Information → Signing Secret); "
+            "or set SLACK_APP_TOKEN (xapp-…) to use Socket Mode, which needs no signing secret"
+        )
+    if not settings.approvers:
+        # Secure by default: nobody gets to approve production deletions by an unset variable.
+        problems.append(
+            "VPNBOT_APPROVERS: required; set who may approve deletions as Slack user or group ids "
+            "(VPNBOT_APPROVERS=U0123ABCD,S0456EFGH), or * to let anyone who sees the confirmation approve"
+        )
     if problems:
         raise ConfigError(problems)
+
+
+# auth.test answers that mean the bot token itself is wrong: no retry or restart can fix them.
+_REFUSED_BOT_TOKEN = frozenset({"invalid_auth", "not_authed", "token_revoked", "account_inactive"})
+
+
+async def check_bot_token(settings: Settings) -> None:
+    """Ask Slack (auth.test) whose token this is: refused is a ConfigError, unreachable a warning."""
+    if settings.slack_bot_token is None:
+        return
+    # A client of its own, before the app exists: a refused token should stop the start before
+    # anything (a database file, migrations) is created.
+    slack = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=_base_url(settings))
+    try:
+        await slack.auth_test()
+    except SlackApiError as exc:
+        error = str(exc.response.get("error", "")) if exc.response is not None else ""
+        if error in _REFUSED_BOT_TOKEN:
+            raise ConfigError(
+                [
+                    f"SLACK_BOT_TOKEN: Slack refused it ({error}); copy the Bot User OAuth Token "
+                    "(xoxb-…) from OAuth & Permissions, and reinstall the app if it was revoked"
+                ]
+            ) from None
+        log.warning("auth.test failed (%s); starting anyway", error or exc.response.status_code)
+    except Exception as exc:  # network errors vary by transport; Slack calls are retried later
+        log.warning("Slack is unreachable (auth.test: %s); starting anyway", type(exc).__name__)
+
+
+def _base_url(settings: Settings) -> str:
+    url = settings.slack_api_url
+    return url if url.endswith("/") else url + "/"
 
 
 class RegionCache:
@@ -120,7 +169,7 @@ async def create_app(
     socket_mode: bool = False,
 ) -> BotApp:
     """Build the bot from ``settings``; ``vpc`` and ``clock`` may be injected (tests, demo)."""
-    require_slack_settings(settings, socket_mode=socket_mode)
+    require_serve_settings(settings, socket_mode=socket_mode)
     assert settings.slack_bot_token is not None  # noqa: S101 - checked just above, for mypy
 
     signing_secret = (
@@ -136,9 +185,7 @@ async def create_app(
         raise_error_for_unhandled_request=False,
     )
     slack = bolt.client
-    slack.base_url = (
-        settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
-    )
+    slack.base_url = _base_url(settings)
     configure_retries(slack)
 
     store = await Store.open(settings.database_url)

@@ -8,6 +8,7 @@ itself to a person in Slack (``friendly``) without a traceback::
     ├── NotAllowed              a policy refused the request or the click (someone else must act)
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
     ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
+    ├── StartupError            the process cannot start: database, port or faults file (one line + fix)
     ├── SlackError              the Slack Web API refused a call (e.g. not_in_channel)
     └── CloudError              anything that went wrong talking to Alibaba Cloud
         ├── CloudApiError       Alibaba answered with an error ``Code`` (dispatch is on the code)
@@ -33,6 +34,7 @@ __all__ = [
     "NotAllowed",
     "RetryClass",
     "SlackError",
+    "StartupError",
     "UsageError",
     "Who",
 ]
@@ -117,6 +119,15 @@ class ConfigError(BotError):
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
         self.problems = problems
         self.fields = fields or []
+
+
+class StartupError(BotError):
+    """The process cannot start (database unreachable, port in use, …): ``problem`` and its ``fix``."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}\n  fix: {fix}")
+        self.problem = problem
+        self.fix = fix
 
 
 class SlackError(BotError):

@@ -290,12 +290,20 @@ def _gateway_warnings(op: Operation) -> str:
     return "\n".join(lines)
 
 
-def build_confirmation(op: Operation) -> Message:
-    """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel."""
+def build_confirmation(op: Operation, *, anyone_may_approve: bool = False) -> Message:
+    """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
+
+    ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
+    """
+    who = (
+        "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*): clicking *Delete* deletes"
+        if anyone_may_approve
+        else "Someone allowed to approve clicks *Delete*"
+    )
     summary = (
         f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
         f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
-        f"Someone allowed to approve clicks *Delete*; *Cancel* closes the request. "
+        f"{who}; *Cancel* closes the request. "
         f"It expires at {format_time(op.expires_at)} if nobody acts."
     )
     warnings = _gateway_warnings(op)
@@ -384,14 +392,14 @@ def _status_text(op: Operation) -> str:
             return ""
 
 
-def build_parent(op: Operation) -> Message:
+def build_parent(op: Operation, *, anyone_may_approve: bool = False) -> Message:
     """The confirmation message re-rendered for the operation's current state.
 
     Slack has no disabled buttons, so every state but ``awaiting_approval`` drops the actions
     block and says what happened instead.
     """
     if op.state is OpState.AWAITING_APPROVAL:
-        return build_confirmation(op)
+        return build_confirmation(op, anyone_may_approve=anyone_may_approve)
     status = _status_text(op)
     header = _HEADERS[op.state].format(_name(op))
     blocks = [
