@@ -13,6 +13,8 @@ import annotated_types
 from pydantic import (
     AliasChoices,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -132,23 +134,27 @@ class Settings(BaseSettings):
 
     # Other ALIBABA_CLOUD_* lines of the .env file (e.g. ALIBABA_CLOUD_ECS_METADATA_DISABLED), for the
     # credential chain library, which reads only the process environment (see bot.cloud.credentials).
-    credential_chain_env: dict[str, str] = Field(default_factory=dict, exclude=True)
+    # Private: not a setting of the bot, only passed on.
+    _credential_chain_env: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _chain_env(cls, data: Any) -> Any:
+    def _chain_env(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
         """Keep the .env file's undeclared ALIBABA_CLOUD_* lines (pydantic-settings passes them lowercased)."""
-        if not isinstance(data, dict):
-            return data
-        declared = {str(info.validation_alias).lower() for info in cls.model_fields.values()}
-        chain = {
-            str(key).upper(): str(value)
-            for key, value in data.items()
-            if str(key).startswith(_CHAIN_PREFIX) and str(key) not in declared and value is not None
-        }
-        if chain:
-            data = {**data, "credential_chain_env": {**chain, **data.get("credential_chain_env", {})}}
-        return data
+        settings = handler(data)
+        if isinstance(data, dict):
+            declared = {str(info.validation_alias).lower() for info in cls.model_fields.values()}
+            settings._credential_chain_env = {
+                str(key).upper(): str(value)
+                for key, value in data.items()
+                if str(key).startswith(_CHAIN_PREFIX) and str(key) not in declared and value is not None
+            }
+        return settings
+
+    @property
+    def credential_chain_env(self) -> dict[str, str]:
+        """The ``.env`` file's ALIBABA_CLOUD_* lines that are not settings of the bot itself."""
+        return dict(self._credential_chain_env)
 
     @property
     def anyone_may_approve(self) -> bool:

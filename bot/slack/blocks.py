@@ -296,7 +296,7 @@ def build_confirmation(op: Operation, *, anyone_may_approve: bool = False) -> Me
     ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
     """
     who = (
-        "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*): clicking *Delete* deletes"
+        "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*) by clicking *Delete*"
         if anyone_may_approve
         else "Someone allowed to approve clicks *Delete*"
     )

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import re
 import shlex
 import signal
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.__main__ import _parser
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.signer import Credentials
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
-from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU
+from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, Fault, SandboxState
 
 from .support import BotProcess, child_env, free_port, run_to_exit
 
@@ -180,3 +183,16 @@ async def test_no_command_prints_help_and_exits_two(tmp_path: Path) -> None:
     assert status == 2
     assert "serve" in stdout
     assert "demo" in stdout
+
+
+def test_readme_documents_every_fault_field_and_its_example_loads() -> None:
+    """The README's faults file table names every field the sandbox accepts; its example loads."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("The faults file (`--faults`)", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", section, flags=re.M))
+    names = {name for pair in documented for name in pair if name}
+    accepted = {f.name for f in dataclasses.fields(Fault)} - {"id", "seen", "fired"}
+    assert names == accepted
+    example = re.search(r"```yaml\n(.*?)```", section, flags=re.S)
+    assert example is not None
+    assert len(SandboxState().faults.load(yaml.safe_load(example.group(1)))) == 2
