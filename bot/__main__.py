@@ -60,7 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vpn-bot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(sub)
+    _add_sandbox(sub)
+    sub.add_parser(
+        "demo",
+        help="run the whole flow locally: bot, VPC sandbox and Slack stand-in (no options)",
+        description="Run a scripted conversation against the real bot on loopback and print the channel.",
+    )
+    sub.add_parser(
+        "doctor",
+        help="check settings, Slack, Alibaba Cloud and the database before going live (no options)",
+        description="Check every setting and connection and print one line per check; exit 1 on a FAIL.",
+    )
+    return parser
 
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser(
         "serve",
         help="run the bot (HTTP mode, or Socket Mode when SLACK_APP_TOKEN is set)",
@@ -79,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         "--http", action="store_true", help="use HTTP mode even when SLACK_APP_TOKEN is set (default: off)"
     )
 
+
+def _add_sandbox(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sandbox = sub.add_parser(
         "sandbox",
         help="run the local VPC OpenAPI sandbox, and with --slack the Slack stand-in (no accounts needed)",
@@ -105,18 +122,6 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--slack-port", type=int, default=9001, help="Slack stand-in port, with --slack (default: 9001)"
     )
-
-    sub.add_parser(
-        "demo",
-        help="run the whole flow locally: bot, VPC sandbox and Slack stand-in (no options)",
-        description="Run a scripted conversation against the real bot on loopback and print the channel.",
-    )
-    sub.add_parser(
-        "doctor",
-        help="check settings, Slack, Alibaba Cloud and the database before going live (no options)",
-        description="Check every setting and connection and print one line per check; exit 1 on a FAIL.",
-    )
-    return parser
 
 
 def _settings_or_exit() -> Settings:
