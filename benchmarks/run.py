@@ -460,6 +460,7 @@ async def bench_memory(sizes: Sizes, *, database_url: str | None = None) -> list
                 "VPNBOT_DATABASE_URL": db_url,
                 "VPNBOT_LOG_LEVEL": "ERROR",
                 "VPNBOT_LOG_FORMAT": "text",
+                "VPNBOT_APPROVERS": "*",  # serve refuses to start without approvers
             },
         )
         log_path = home / "bot.log"

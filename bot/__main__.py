@@ -1,7 +1,8 @@
 """The ``vpn-bot`` command: ``serve`` | ``sandbox`` | ``demo`` | ``doctor``.
 
-Configuration problems print one clear message listing each problem and exit with status 2;
-no traceback reaches the terminal for them.
+Configuration and start-up problems (database, port, faults file, a refused Slack token) print
+one clear message listing each problem and exit with status 2; no traceback reaches the terminal.
+``serve`` and ``sandbox`` stop on SIGINT or SIGTERM through one signal path (:func:`_until_stopped`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot import __version__
 from bot.config import Settings, load_settings
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StartupError
 from bot.logs import configure_logging, secret_values
 
 if TYPE_CHECKING:
@@ -28,38 +29,99 @@ if TYPE_CHECKING:
 log = logging.getLogger("bot")
 
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
+
+
+FAULTS_FORMAT = """\
+faults file (--faults): YAML or JSON, a list of faults (or {"faults": [...]}); each fault is a mapping:
+  action          the API action it matches, e.g. DeleteVpnConnection (default: every action)
+  params          parameters the request must carry, e.g. {VpnConnectionId: vco-123}
+  after, times    let the first `after` matches pass (default 0), then fire `times` times (default: always)
+  latency         seconds to wait before answering (default 0)
+  and one way to answer (default: the real answer, after the latency):
+  code            answer Alibaba's error JSON for this code, e.g. VpnGateway.Configuring
+  message         the error message to send with `code`
+  http_status     the HTTP status (default: the one Alibaba uses for `code`; alone: a bare status)
+  drop            true: close the connection without an answer
+  non_json        true: answer a body that is not JSON
+  after_processing  true: carry the call out first, then spoil only the answer
+  retry_after_ms  a Retry-After hint to send with the error
+example:
+  - {action: DeleteVpnConnection, code: VpnGateway.Configuring, times: 2}
+  - {action: DescribeVpnGateway, latency: 3}
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vpn-bot",
-        description="Delete Alibaba Cloud IPsec-VPN connections from Slack, with approval.",
+        description="Delete Alibaba Cloud IPsec-VPN connections from Slack, with approval. "
+        "Settings come from the environment and a .env file (see the README or .env.example).",
     )
     parser.add_argument("--version", action="version", version=f"vpn-bot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(sub)
+    _add_sandbox(sub)
+    sub.add_parser(
+        "demo",
+        help="run the whole flow locally: bot, VPC sandbox and Slack stand-in (no options)",
+        description="Run a scripted conversation against the real bot on loopback and print the channel.",
+    )
+    sub.add_parser(
+        "doctor",
+        help="check settings, Slack, Alibaba Cloud and the database before going live (no options)",
+        description="Check every setting and connection and print one line per check; exit 1 on a FAIL.",
+    )
+    return parser
 
-    serve = sub.add_parser("serve", help="run the bot (HTTP mode, or Socket Mode with SLACK_APP_TOKEN)")
-    serve.add_argument("--port", type=int, default=None, help="HTTP port (default VPNBOT_PORT or 3000)")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104 - a server
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the bot (HTTP mode, or Socket Mode when SLACK_APP_TOKEN is set)",
+        description="Run the bot until SIGINT or SIGTERM. Problems with settings, the database or "
+        "the port are printed in one or two lines, exit status 2.",
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help="HTTP port (default: VPNBOT_PORT, which defaults to 3000)"
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")  # noqa: S104 - a server
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument(
-        "--socket", action="store_true", help="use Socket Mode (default when SLACK_APP_TOKEN is set)"
+        "--socket", action="store_true", help="use Socket Mode (default: on when SLACK_APP_TOKEN is set)"
     )
-    mode.add_argument("--http", action="store_true", help="use HTTP mode even when SLACK_APP_TOKEN is set")
-
-    sandbox = sub.add_parser("sandbox", help="run the local VPC OpenAPI sandbox (no Alibaba account needed)")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=9000)
-    sandbox.add_argument(
-        "--faults", default=None, metavar="FILE", help="JSON or YAML file of faults to inject"
-    )
-    sandbox.add_argument(
-        "--update-seconds", type=float, default=5.0, help="how long a gateway stays 'updating' after a delete"
+    mode.add_argument(
+        "--http", action="store_true", help="use HTTP mode even when SLACK_APP_TOKEN is set (default: off)"
     )
 
-    sub.add_parser("demo", help="run the whole flow locally: bot, VPC sandbox and Slack stand-in")
-    sub.add_parser("doctor", help="check settings, Slack, Alibaba Cloud and the database before going live")
-    return parser
+
+def _add_sandbox(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="run the local VPC OpenAPI sandbox, and with --slack the Slack stand-in (no accounts needed)",
+        description="Serve Alibaba Cloud's VPC OpenAPI (signature-checked) on loopback, and with --slack "
+        "the Slack Web API stand-in, until Ctrl-C. Prints the `export` lines that point "
+        "`vpn-bot serve` and `vpn-bot doctor` at them.",
+        epilog=FAULTS_FORMAT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=9000, help="VPC sandbox port (default: 9000)")
+    sandbox.add_argument(
+        "--faults", default=None, metavar="FILE", help="YAML or JSON file of faults to inject (default: none)"
+    )
+    sandbox.add_argument(
+        "--update-seconds",
+        type=float,
+        default=5.0,
+        help="how long a gateway stays 'updating' after a delete (default: 5.0)",
+    )
+    sandbox.add_argument(
+        "--slack", action="store_true", help="also start the Slack Web API stand-in (default: off)"
+    )
+    sandbox.add_argument(
+        "--slack-port", type=int, default=9001, help="Slack stand-in port, with --slack (default: 9001)"
+    )
 
 
 def _settings_or_exit() -> Settings:
@@ -78,7 +140,7 @@ def _defaults_for(env_names: Sequence[str]) -> dict[str, Any]:
 
 def _serve_settings_or_exit(args: argparse.Namespace) -> tuple[Settings, bool]:
     """Settings and mode for ``serve``; exit 2 listing every problem, the Slack ones included."""
-    from bot.app import require_slack_settings
+    from bot.app import require_serve_settings
 
     problems: list[str] = []
     try:
@@ -94,13 +156,39 @@ def _serve_settings_or_exit(args: argparse.Namespace) -> tuple[Settings, bool]:
     if settings is not None:
         socket_mode = bool(args.socket or (settings.slack_app_token is not None and not args.http))
         try:
-            require_slack_settings(settings, socket_mode=socket_mode)
+            require_serve_settings(settings, socket_mode=socket_mode)
         except ConfigError as exc:
-            problems += exc.problems
+            # A setting already reported as invalid is not "required" on top of that.
+            reported = {line.partition(":")[0] for line in problems}
+            problems += [p for p in exc.problems if p.partition(":")[0] not in reported]
     if problems or settings is None:
         print(f"vpn-bot: {ConfigError(problems).message}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
     return settings, socket_mode
+
+
+class _OneLineRetries(logging.Filter):
+    """Shorten the Socket Mode client's failures to one WARNING line each.
+
+    slack_sdk logs every failed connection attempt with a full traceback, once per retry (10 s)
+    for as long as Slack is unreachable; the exception's one-line text says all a reader needs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is not None:
+            first_line = record.getMessage().splitlines()[0] if record.getMessage() else "failed"
+            record.msg, record.args = "Socket Mode: %s", (first_line,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+def _socket_mode_logger() -> logging.Logger:
+    """The logger handed to the Socket Mode client, with tracebacks shortened to one line."""
+    logger = logging.getLogger("bot.socket_mode")
+    if not any(isinstance(f, _OneLineRetries) for f in logger.filters):
+        logger.addFilter(_OneLineRetries())
+    return logger
 
 
 async def _connect_socket_mode(app: BotApp, token: str, stop: asyncio.Event) -> AsyncSocketModeHandler | None:
@@ -113,7 +201,7 @@ async def _connect_socket_mode(app: BotApp, token: str, stop: asyncio.Event) -> 
     from bot.slack.codes import SLACK_FAILURES, lookup, translate
 
     # Bolt's handler opens URLs with the app's client, so with its base_url (VPNBOT_SLACK_API_URL).
-    handler = AsyncSocketModeHandler(app.bolt, token)
+    handler = AsyncSocketModeHandler(app.bolt, token, logger=_socket_mode_logger())
     try:
         # The SDK retries every failure to connect forever, a wrong token included; ask once ourselves.
         opened = await app.slack.apps_connections_open(app_token=token)
@@ -150,25 +238,76 @@ async def _connect_socket_mode(app: BotApp, token: str, stop: asyncio.Event) -> 
     return handler
 
 
-async def _serve(settings: Settings, *, host: str, port: int, socket_mode: bool) -> None:
-    from aiohttp import web
+async def _until_stopped(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``run(stop)``, where SIGINT and SIGTERM set ``stop``: the one signal path of every command.
 
-    from bot.app import create_app
-
-    app = await create_app(settings, socket_mode=socket_mode)
+    The handlers are installed on the loop explicitly. Python's own KeyboardInterrupt is not enough:
+    a process started in the background without job control inherits SIGINT *ignored*, and then
+    Ctrl-C (or a test's SIGINT) never reaches it.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(stop)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+
+
+def _run(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run a long-running command; settings and start-up problems print one message and exit 2."""
+    try:
+        asyncio.run(_until_stopped(run))
+    except (ConfigError, StartupError) as exc:
+        print(f"vpn-bot: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:  # Ctrl-C before the handlers were installed (during start-up)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+async def _open_app(settings: Settings, *, socket_mode: bool) -> BotApp:
+    """Build the app; a database that cannot be opened is a StartupError saying how to fix it."""
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.app import create_app
+    from bot.startup import database_error
+
+    try:
+        return await create_app(settings, socket_mode=socket_mode)
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        error = database_error(settings.database_url, exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, *, host: str, port: int, socket_mode: bool) -> None:
+    from aiohttp import web
+
+    from bot.app import check_bot_token
+    from bot.startup import listen_error
+
+    await check_bot_token(settings)
+    app = await _open_app(settings, socket_mode=socket_mode)
     runner = web.AppRunner(app.web, handle_signals=False)
     socket_handler = None
     if socket_mode:  # the HTTP listener then serves only /healthz and /metrics
         port = settings.metrics_port or port
     try:
-        await app.start()
+        if settings.anyone_may_approve:
+            log.warning("VPNBOT_APPROVERS=*: anyone who can see a confirmation may approve the deletion")
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise listen_error(host, port, exc, setting="--port or VPNBOT_PORT") from None
+        await app.start()
         if socket_mode:
             assert settings.slack_app_token is not None  # noqa: S101 - create_app checked it
             token = settings.slack_app_token.get_secret_value()
@@ -194,16 +333,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.command == "sandbox":
-        from bot.sandbox.vpc import serve_forever
+        from bot.sandbox.local import serve_local_tools
 
         configure_logging(level="INFO", fmt="text")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(
-                serve_forever(
-                    args.host, args.port, faults_file=args.faults, update_seconds=args.update_seconds
-                )
+        return _run(
+            lambda stop: serve_local_tools(
+                stop,
+                host=args.host,
+                port=args.port,
+                faults_file=args.faults,
+                update_seconds=args.update_seconds,
+                slack_port=args.slack_port if args.slack else None,
             )
-        return 0
+        )
 
     if args.command == "demo":
         from bot.demo import run_demo
@@ -223,16 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings, socket_mode = _serve_settings_or_exit(args)
     configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=secret_values(settings))
-    try:
-        asyncio.run(
-            _serve(settings, host=args.host, port=args.port or settings.port, socket_mode=socket_mode)
-        )
-    except ConfigError as exc:
-        print(f"vpn-bot: {exc.message}", file=sys.stderr)
-        return EXIT_CONFIG
-    except KeyboardInterrupt:
-        pass
-    return 0
+    port = args.port or settings.port
+    return _run(lambda stop: _serve(settings, stop, host=args.host, port=port, socket_mode=socket_mode))
 
 
 if __name__ == "__main__":

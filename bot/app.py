@@ -29,13 +29,22 @@ from bot.errors import ConfigError, StoreUnavailable
 from bot.metrics import MeteredAsyncApp, MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
 from bot.ports import Clock, SystemClock, VpcApi
 from bot.slack import InFlight, register
+from bot.slack.codes import SLACK_FAILURES, translate
+from bot.slack.codes import lookup as slack_lookup
 from bot.slack.http import make_aiohttp_handler
 from bot.slack.notifier import SlackNotifier, configure_retries
 from bot.slack.policy import SlackGroupDirectory, SlackPolicy
 from bot.store import Store
 from bot.workflow import Workflow, WorkflowConfig
 
-__all__ = ["BotApp", "RegionCache", "create_app", "default_instance_id", "require_slack_settings"]
+__all__ = [
+    "BotApp",
+    "RegionCache",
+    "check_bot_token",
+    "create_app",
+    "default_instance_id",
+    "require_serve_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +58,24 @@ def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def require_slack_settings(settings: Settings, *, socket_mode: bool) -> None:
-    """Raise ConfigError listing every Slack setting ``serve`` needs but lacks."""
+def require_serve_settings(settings: Settings, *, socket_mode: bool) -> None:
+    """Raise ConfigError listing every setting the bot needs but lacks (Slack, approvers)."""
     problems = []
     if settings.slack_bot_token is None:
         problems.append("SLACK_BOT_TOKEN: required (the bot token, xoxb-…)")
     if socket_mode and settings.slack_app_token is None:
         problems.append("SLACK_APP_TOKEN: required for Socket Mode (an app-level token, xapp-…)")
     if not socket_mode and settings.slack_signing_secret is None:
-        problems.append("SLACK_SIGNING_SECRET: required in HTTP mode (Basic Information → Signing Secret)")
+        problems.append(
+            "SLACK_SIGNING_SECRET: required in HTTP mode (Basic Information → Signing Secret); "
+            "or set SLACK_APP_TOKEN (xapp-…) to use Socket Mode, which needs no signing secret"
+        )
+    if not settings.approvers:
+        # Secure by default: nobody gets to approve production deletions by an unset variable.
+        problems.append(
+            "VPNBOT_APPROVERS: required; set who may approve deletions as Slack user or group ids "
+            "(VPNBOT_APPROVERS=U0123ABCD,S0456EFGH), or * to let anyone who sees the confirmation approve"
+        )
     if problems:
         raise ConfigError(problems)
 
@@ -85,6 +103,32 @@ def _quiet_bolt_token_warning() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(quiet)
+
+
+async def check_bot_token(settings: Settings) -> None:
+    """Ask Slack (auth.test) whose token this is: refused is a ConfigError, unreachable a warning."""
+    if settings.slack_bot_token is None:
+        return
+    # A client of its own, before the app exists: a refused token should stop the start before
+    # anything (a database file, migrations) is created.
+    slack = AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=_base_url(settings))
+    try:
+        await slack.auth_test()
+    except SLACK_FAILURES as exc:
+        error = translate(exc)
+        if slack_lookup(error.error).token_refused:
+            raise ConfigError(
+                [
+                    f"SLACK_BOT_TOKEN: Slack refused it ({error.error}); copy the Bot User OAuth Token "
+                    "(xoxb-…) from OAuth & Permissions, and reinstall the app if it was revoked"
+                ]
+            ) from None
+        log.warning("Slack did not confirm the bot token (auth.test: %s); starting anyway", error.error)
+
+
+def _base_url(settings: Settings) -> str:
+    url = settings.slack_api_url
+    return url if url.endswith("/") else url + "/"
 
 
 class RegionCache:
@@ -156,7 +200,7 @@ async def create_app(
     socket_mode: bool = False,
 ) -> BotApp:
     """Build the bot from ``settings``; ``vpc`` and ``clock`` may be injected (tests, demo)."""
-    require_slack_settings(settings, socket_mode=socket_mode)
+    require_serve_settings(settings, socket_mode=socket_mode)
     assert settings.slack_bot_token is not None  # noqa: S101 - checked just above, for mypy
 
     signing_secret = (
@@ -165,9 +209,7 @@ async def create_app(
     metrics = Metrics()
     slack = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(),
-        base_url=settings.slack_api_url
-        if settings.slack_api_url.endswith("/")
-        else settings.slack_api_url + "/",
+        base_url=_base_url(settings),
         metrics=metrics,
     )
     configure_retries(slack)
@@ -194,7 +236,9 @@ async def create_app(
         workflow = Workflow(
             store=store,
             vpc=vpc,
-            notifier=SlackNotifier(slack, now=(clock or SystemClock()).now),
+            notifier=SlackNotifier(
+                slack, now=(clock or SystemClock()).now, anyone_may_approve=settings.anyone_may_approve
+            ),
             policy=SlackPolicy(settings, directory=SlackGroupDirectory(slack)),
             clock=clock or SystemClock(),
             config=WorkflowConfig.from_settings(settings),

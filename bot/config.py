@@ -7,15 +7,56 @@ turns pydantic's validation error into one :class:`bot.errors.ConfigError` listi
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+import annotated_types
+from pydantic import (
+    AliasChoices,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot import ids
 from bot.errors import ConfigError
 
-__all__ = ["Settings", "explicit_settings", "load_settings"]
+__all__ = ["ANYONE", "PLACEHOLDERS", "Settings", "explicit_settings", "load_settings"]
+
+# VPNBOT_APPROVERS=* : anyone who sees the confirmation may approve (an explicit opt-in).
+ANYONE = "*"
+
+# The values .env.example ships with: a copied but unedited file must not start a bot.
+PLACEHOLDERS: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "xoxb-your-bot-token",
+    "SLACK_SIGNING_SECRET": "your-signing-secret",
+    "SLACK_APP_TOKEN": "xapp-your-app-token",
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI-your-access-key-id",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "your-access-key-secret",
+}
+_CHAIN_PREFIX = "alibaba_cloud_"
+
+# Where each secret comes from, for the lines that reject a placeholder or a wrong kind of token.
+_HOW = {
+    "SLACK_BOT_TOKEN": "set the Bot User OAuth Token (xoxb-…, OAuth & Permissions)",
+    "SLACK_SIGNING_SECRET": "set the Signing Secret (Basic Information → App Credentials)",
+    "SLACK_APP_TOKEN": "set an app-level token (xapp-…, Basic Information → App-Level Tokens) or unset it",
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": "set the RAM user's AccessKey id, or comment out both AccessKey lines",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "set the RAM user's AccessKey secret, or comment out both lines",
+}
+
+
+def _masked(secret: str) -> str:
+    """Enough of a secret to recognise its kind (a Slack token's prefix), never the secret itself."""
+    kind = re.match(r"^(xox[a-z]-|xapp-)", secret)
+    return f"'{kind.group(1)}…' (masked)" if kind else "the value (masked)"
 
 
 def _split_csv(value: Any) -> Any:
@@ -72,7 +113,7 @@ class Settings(BaseSettings):
         default=60.0, gt=0, le=3600, validation_alias="VPNBOT_API_DEADLINE_SECONDS"
     )
     log_level: str = Field(default="INFO", validation_alias="VPNBOT_LOG_LEVEL")
-    log_format: str = Field(default="json", pattern="^(json|text)$", validation_alias="VPNBOT_LOG_FORMAT")
+    log_format: Literal["json", "text"] = Field(default="json", validation_alias="VPNBOT_LOG_FORMAT")
 
     # --- policy (who may do what) ----------------------------------------------------------------
     approvers: Annotated[list[str], NoDecode] = Field(
@@ -88,6 +129,35 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="VPNBOT_ALLOWED_REGIONS"
     )
     require_second_approver: bool = Field(default=False, validation_alias="VPNBOT_REQUIRE_SECOND_APPROVER")
+
+    # Other ALIBABA_CLOUD_* lines of the .env file (e.g. ALIBABA_CLOUD_ECS_METADATA_DISABLED), for the
+    # credential chain library, which reads only the process environment (see bot.cloud.credentials).
+    # Private: not a setting of the bot, only passed on.
+    _credential_chain_env: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _chain_env(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Keep the .env file's undeclared ALIBABA_CLOUD_* lines (pydantic-settings passes them lowercased)."""
+        settings = handler(data)
+        if isinstance(data, dict):
+            declared = {str(info.validation_alias).lower() for info in cls.model_fields.values()}
+            settings._credential_chain_env = {
+                str(key).upper(): str(value)
+                for key, value in data.items()
+                if str(key).startswith(_CHAIN_PREFIX) and str(key) not in declared and value is not None
+            }
+        return settings
+
+    @property
+    def credential_chain_env(self) -> dict[str, str]:
+        """The ``.env`` file's ALIBABA_CLOUD_* lines that are not settings of the bot itself."""
+        return dict(self._credential_chain_env)
+
+    @property
+    def anyone_may_approve(self) -> bool:
+        """True when VPNBOT_APPROVERS is ``*``: whoever sees the confirmation may approve."""
+        return self.approvers == [ANYONE]
 
     @field_validator("approvers", "requesters", "allowed_channels", "allowed_regions", mode="before")
     @classmethod
@@ -125,6 +195,45 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a region id like cn-hangzhou")
         return value
 
+    @field_validator("approvers", mode="wrap")
+    @classmethod
+    def _anyone(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[str]:
+        """``*`` alone opts in to "anyone who sees the confirmation"; the id checks see the rest."""
+        ids = _split_csv(value)
+        if isinstance(ids, list) and ANYONE in ids:
+            if ids != [ANYONE]:
+                raise ValueError("'*' (anyone) cannot be combined with ids; set either * or a list of ids")
+            return [ANYONE]
+        result: list[str] = handler(value)
+        return result
+
+    @field_validator(
+        "slack_bot_token", "slack_signing_secret", "slack_app_token", "access_key_id", "access_key_secret"
+    )
+    @classmethod
+    def _not_placeholder(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        env = _env_name(str(info.field_name))
+        if value is not None and value.get_secret_value().strip() == PLACEHOLDERS.get(env):
+            raise ValueError(f"{value.get_secret_value()!r} is the .env.example placeholder; {_HOW[env]}")
+        return value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value().strip() if value is not None else ""
+        if value is not None and not token.startswith("xoxb-"):
+            kind = "an app-level token" if token.startswith("xapp-") else "not a bot token"
+            raise ValueError(f"{_masked(token)} is {kind}; {_HOW['SLACK_BOT_TOKEN']}")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        token = value.get_secret_value().strip() if value is not None else ""
+        if value is not None and not token.startswith("xapp-"):
+            raise ValueError(f"{_masked(token)} is not an app-level token; {_HOW['SLACK_APP_TOKEN']}")
+        return value
+
     @field_validator("vpc_endpoint", "slack_api_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -136,7 +245,9 @@ class Settings(BaseSettings):
     @classmethod
     def _db_url(cls, value: str) -> str:
         if not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", value):
-            raise ValueError("must start with sqlite:/// or postgresql://")
+            # The URL may hold a password: name only its scheme.
+            scheme = value.partition("://")[0] if "://" in value else "a value without a scheme"
+            raise ValueError(f"{scheme!r} is not accepted; use sqlite:///path/to/file.db or postgresql://…")
         return value
 
     @field_validator("log_level")
@@ -144,7 +255,7 @@ class Settings(BaseSettings):
     def _level(cls, value: str) -> str:
         level = value.upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+            raise ValueError(f"{value!r} is not accepted; use DEBUG, INFO, WARNING or ERROR")
         return level
 
 
@@ -181,16 +292,56 @@ def _env_name(field_name: str) -> str:
     return field_name.upper()
 
 
+def _field_of(loc_name: str) -> str | None:
+    """The field name for an error's location, which is the env name or (for overrides) the field."""
+    if loc_name in Settings.model_fields:
+        return loc_name
+    return next((name for name in Settings.model_fields if _env_name(name) == loc_name), None)
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _accepted(field_name: str | None) -> str:
+    """The accepted form of a setting, from its type and bounds: "an integer from 1 to 65535"."""
+    info = Settings.model_fields.get(field_name or "")
+    if info is None:
+        return "a valid value"
+    kinds = {int: "an integer", float: "a number", bool: "true or false"}
+    kind = kinds.get(info.annotation, "a valid value")  # type: ignore[arg-type]  # annotation is a type here
+    bounds: dict[str, object] = {}
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge | annotated_types.Gt | annotated_types.Le):
+            bounds.update({k: getattr(item, k) for k in ("ge", "gt", "le") if hasattr(item, k)})
+    if "ge" in bounds and "le" in bounds:
+        return f"{kind} from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    parts = [f"greater than {_number(bounds['gt'])}"] if "gt" in bounds else []
+    parts += [f"at most {_number(bounds['le'])}"] if "le" in bounds else []
+    return f"{kind} {' and '.join(parts)}".strip()
+
+
+def _problem(err: ErrorDetails) -> tuple[str, str]:
+    """(env name, one line naming the setting, the bad value and the accepted form) for one error."""
+    loc = str((err.get("loc") or ("?",))[0])
+    field = _field_of(loc)
+    env_name = _env_name(field) if field else loc
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "value_error":  # our own validators' sentences already name the values and the form
+        return env_name, f"{env_name}: {ctx.get('error', err['msg'])}"
+    info = Settings.model_fields.get(field or "")
+    secret = info is not None and SecretStr in getattr(info.annotation, "__args__", (info.annotation,))
+    raw = err.get("input")
+    shown = _masked(str(raw)) if secret else repr(raw if isinstance(raw, str) else str(raw))
+    if kind == "literal_error":
+        return env_name, f"{env_name}: {shown} is not accepted; use {ctx.get('expected', 'a listed value')}"
+    return env_name, f"{env_name}: {shown} is not accepted; use {_accepted(field)}"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from env, ``.env`` and ``overrides``; raise ConfigError listing every problem."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems, fields = [], []
-        for err in exc.errors(include_url=False, include_input=False):
-            loc = err.get("loc") or ("?",)
-            env_name = _env_name(str(loc[0]))
-            fields.append(env_name)
-            msg = str(err.get("msg", "invalid"))
-            problems.append(f"{env_name}: {msg.removeprefix('Value error, ')}")
-        raise ConfigError(problems, fields=fields) from None
+        named = [_problem(err) for err in exc.errors(include_url=False)]
+        raise ConfigError([line for _, line in named], fields=[name for name, _ in named]) from None

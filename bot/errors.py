@@ -8,6 +8,7 @@ itself to a person in Slack (``friendly``) without a traceback::
     ├── NotAllowed              a policy refused the request or the click (someone else must act)
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
     ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
+    ├── StartupError            the process cannot start: database, port or faults file (one line + fix)
     ├── SlackError              a Slack Web API call failed (e.g. not_in_channel; transient or not)
     ├── StoreUnavailable        the bot's database cannot be reached or written right now
     └── CloudError              anything that went wrong talking to Alibaba Cloud
@@ -38,6 +39,7 @@ __all__ = [
     "NotAllowed",
     "RetryClass",
     "SlackError",
+    "StartupError",
     "StoreUnavailable",
     "UsageError",
     "Who",
@@ -131,6 +133,15 @@ class ConfigError(BotError):
         super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
         self.problems = problems
         self.fields = fields or []
+
+
+class StartupError(BotError):
+    """The process cannot start (database unreachable, port in use, …): ``problem`` and its ``fix``."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}\n  fix: {fix}")
+        self.problem = problem
+        self.fix = fix
 
 
 class SlackError(BotError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import AliasChoices
 
-from bot.config import Settings, load_settings
+from bot.config import ANYONE, PLACEHOLDERS, Settings, load_settings
 from bot.errors import ConfigError
 
 
@@ -126,3 +126,121 @@ def test_overrides_are_validated_like_env(monkeypatch: pytest.MonkeyPatch) -> No
     assert info.value.problems == [
         "VPNBOT_APPROVERS: not Slack user ids (U…/W…) or user-group ids (S…): nobody"
     ]
+
+
+# --- placeholders, tokens, approvers and the wording of every problem -------------------------
+
+
+def test_env_example_placeholders_are_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    problems = _problems(monkeypatch, **PLACEHOLDERS)
+    assert [p.split(":", 1)[0] for p in problems] == list(PLACEHOLDERS)
+    assert all("is the .env.example placeholder; set" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (
+            "SLACK_BOT_TOKEN",
+            "xapp-1-A0APP-1-abcdef0123456789",
+            "SLACK_BOT_TOKEN: 'xapp-…' (masked) is an app-level token; set the Bot User OAuth Token "
+            "(xoxb-…, OAuth & Permissions)",
+        ),
+        (
+            "SLACK_BOT_TOKEN",
+            "hunter2-not-a-token",
+            "SLACK_BOT_TOKEN: the value (masked) is not a bot token; set the Bot User OAuth Token "
+            "(xoxb-…, OAuth & Permissions)",
+        ),
+        (
+            "SLACK_APP_TOKEN",
+            "xoxb-1-bot-token-in-the-wrong-place",
+            "SLACK_APP_TOKEN: 'xoxb-…' (masked) is not an app-level token; set an app-level token "
+            "(xapp-…, Basic Information → App-Level Tokens) or unset it",
+        ),
+    ],
+)
+def test_a_token_of_the_wrong_kind_is_named_masked(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    assert _problems(monkeypatch, **{name: value}) == [expected]
+
+
+def test_approvers_star_is_the_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VPNBOT_APPROVERS", " * ")
+    settings = load_settings()
+    assert settings.approvers == [ANYONE]
+    assert settings.anyone_may_approve
+    assert not load_settings(approvers=["U0BOB"]).anyone_may_approve
+
+
+def test_approvers_star_cannot_be_mixed_with_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _problems(monkeypatch, VPNBOT_APPROVERS="*,U0BOB") == [
+        "VPNBOT_APPROVERS: '*' (anyone) cannot be combined with ids; set either * or a list of ids"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("VPNBOT_PORT", "http", "VPNBOT_PORT: 'http' is not accepted; use an integer from 1 to 65535"),
+        ("VPNBOT_PORT", "0", "VPNBOT_PORT: '0' is not accepted; use an integer from 1 to 65535"),
+        (
+            "VPNBOT_POLL_INTERVAL_SECONDS",
+            "-1",
+            "VPNBOT_POLL_INTERVAL_SECONDS: '-1' is not accepted; use a number greater than 0 and at most 300",
+        ),
+        ("VPNBOT_LOG_FORMAT", "xml", "VPNBOT_LOG_FORMAT: 'xml' is not accepted; use 'json' or 'text'"),
+        (
+            "VPNBOT_REQUIRE_SECOND_APPROVER",
+            "maybe",
+            "VPNBOT_REQUIRE_SECOND_APPROVER: 'maybe' is not accepted; use true or false",
+        ),
+        (
+            "VPNBOT_LOG_LEVEL",
+            "LOUD",
+            "VPNBOT_LOG_LEVEL: 'LOUD' is not accepted; use DEBUG, INFO, WARNING or ERROR",
+        ),
+        (
+            "VPNBOT_DATABASE_URL",
+            "mysql://root:pw-hidden@db/vpn",
+            "VPNBOT_DATABASE_URL: 'mysql' is not accepted; use sqlite:///path/to/file.db or postgresql://…",
+        ),
+    ],
+)
+def test_each_line_names_setting_value_and_accepted_form(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    """No raw pydantic text ("Input should be…", "String should match pattern…"): our own sentence."""
+    assert _problems(monkeypatch, **{name: value}) == [expected]
+
+
+def test_no_line_is_raw_pydantic_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    problems = _problems(
+        monkeypatch,
+        VPNBOT_PORT="x",
+        VPNBOT_LEASE_SECONDS="0",
+        VPNBOT_API_DEADLINE_SECONDS="soon",
+        VPNBOT_BUSY_RETRY_ATTEMPTS="1.5",
+        VPNBOT_LOG_FORMAT="yaml",
+        VPNBOT_REQUIRE_SECOND_APPROVER="perhaps",
+    )
+    assert len(problems) == 6
+    for line in problems:
+        assert "should" not in line.lower(), line
+        assert "Value error" not in line, line
+        assert "is not accepted; use " in line, line
+
+
+def test_no_settings_at_all_points_at_socket_mode_for_the_signing_secret() -> None:
+    """`serve` with nothing set: the signing-secret line names Socket Mode as the alternative."""
+    from bot.app import require_serve_settings
+
+    with pytest.raises(ConfigError) as info:
+        require_serve_settings(load_settings(), socket_mode=False)
+    by_name = {p.split(":", 1)[0]: p for p in info.value.problems}
+    assert set(by_name) == {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "VPNBOT_APPROVERS"}
+    assert "SLACK_APP_TOKEN" in by_name["SLACK_SIGNING_SECRET"]
+    assert "Socket Mode" in by_name["SLACK_SIGNING_SECRET"]
+    assert "VPNBOT_APPROVERS=U0123ABCD,S0456EFGH" in by_name["VPNBOT_APPROVERS"]
+    assert "* to let anyone" in by_name["VPNBOT_APPROVERS"]

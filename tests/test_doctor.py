@@ -241,18 +241,28 @@ async def test_unreachable_database_fails_and_the_other_checks_still_run(
     assert_no_secrets(text)
 
 
-async def test_empty_approvers_warns_but_passes(
+async def test_unset_approvers_fail_as_serve_would(
     standin: SlackStandin, sandbox: RunningSandbox, tmp_path: Path
 ) -> None:
-    code, text, rows = await doctor(make_settings(standin, sandbox, tmp_path, approvers=[]))
+    code, _text, rows = await doctor(make_settings(standin, sandbox, tmp_path, approvers=[]))
+
+    assert code == 1
+    status, row = rows["Approvers"]
+    assert status == "FAIL"
+    assert "refuses to start" in row
+    assert "VPNBOT_APPROVERS" in row
+    assert "User group S0NETADM" not in rows
+
+
+async def test_anyone_may_approve_is_a_warning(
+    standin: SlackStandin, sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    code, _text, rows = await doctor(make_settings(standin, sandbox, tmp_path, approvers=["*"]))
 
     assert code == 0
     status, row = rows["Approvers"]
     assert status == "WARN"
-    assert "anyone who sees the message may approve" in row
-    assert "VPNBOT_APPROVERS" in row
-    assert "User group S0NETADM" not in rows
-    assert "1 warning" in text
+    assert "anyone who sees the confirmation may approve" in row
 
 
 async def test_unknown_user_group_fails(

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from bot.cloud.codes import ERROR_TABLE
-from bot.config import Settings, load_settings
+from bot.config import PLACEHOLDERS, Settings, load_settings
+from bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -38,16 +41,30 @@ def test_every_setting_is_documented_in_readme_and_env_example() -> None:
         assert name in example, name
 
 
-def test_env_example_is_valid_settings() -> None:
-    """Every uncommented line of .env.example parses as a valid setting."""
+def test_env_example_is_valid_settings_except_its_placeholders() -> None:
+    """Every uncommented line of .env.example parses as a valid setting, except the placeholders,
+    which are refused (a copied, unedited file must not start a bot), one line each."""
     values = {}
     for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             values[key] = value
     fields = {str(f.validation_alias): name for name, f in Settings.model_fields.items()}
-    settings = load_settings(**{fields[k]: v for k, v in values.items() if v != ""})
+    with pytest.raises(ConfigError) as info:
+        load_settings(**{fields[k]: v for k, v in values.items() if v != ""})
+    assert set(info.value.fields) == {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"}
+    assert all(".env.example placeholder" in problem for problem in info.value.problems)
+    real = {k: v for k, v in values.items() if v != "" and k not in PLACEHOLDERS}
+    settings = load_settings(**{fields[k]: v for k, v in real.items()})
     assert settings.default_region == "cn-hangzhou"
+
+
+def test_env_example_access_key_lines_are_commented_out_placeholders() -> None:
+    """Its own comment says to leave the pair unset for the credential chain: so it ships unset."""
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+        assert f"# {name}={PLACEHOLDERS[name]}" in example
+        assert f"\n{name}=" not in example
 
 
 def test_every_error_code_has_a_troubleshooting_row() -> None:

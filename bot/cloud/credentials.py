@@ -12,16 +12,23 @@
 
 About the chain library (imported lazily, on the first :meth:`ChainCredentialsProvider.get`):
 
-- it reads its ``ALIBABA_CLOUD_*`` environment variables once, when it is first imported;
+- it reads its ``ALIBABA_CLOUD_*`` environment variables once, when it is first imported, from
+  the process environment only. The ``.env`` file's ``ALIBABA_CLOUD_*`` lines
+  (``Settings.credential_chain_env``) are therefore exported to ``os.environ`` here, in one place,
+  just before that import, without overriding a variable the environment already sets (the same
+  precedence as the settings). Passing them explicitly is not possible without re-building the
+  library's chain: its default chain takes no arguments and each provider reads module constants;
 - unless ``ALIBABA_CLOUD_ECS_METADATA_DISABLED=true`` is set, the default chain probes the ECS
   metadata service (100.100.100.200, 1 s timeouts) and starts an APScheduler background thread.
-  Off ECS, set ``ALIBABA_CLOUD_ECS_METADATA_DISABLED=true`` to skip both; that is the operator's
-  choice, so the bot never sets it itself.
+  Off ECS, set ``ALIBABA_CLOUD_ECS_METADATA_DISABLED=true`` (environment or ``.env``) to skip both;
+  that is the operator's choice, so the bot never sets it itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.cloud.codes import CREDENTIALS_UNAVAILABLE, lookup
@@ -77,12 +84,14 @@ class ChainCredentialsProvider:
     """The standard Alibaba Cloud credential chain, or one explicit ``alibabacloud_credentials`` Config.
 
     ``config`` is an ``alibabacloud_credentials.models.Config`` (e.g. ``type="credentials_uri"``);
-    without it the library's default chain is used. Expiring STS credentials are refreshed by
-    the library; each :meth:`get` returns the current ones.
+    without it the library's default chain is used. ``environ`` holds ``ALIBABA_CLOUD_*`` settings
+    from the ``.env`` file, exported before the library is imported. Expiring STS credentials are
+    refreshed by the library; each :meth:`get` returns the current ones.
     """
 
-    def __init__(self, config: Any | None = None) -> None:
+    def __init__(self, config: Any | None = None, *, environ: Mapping[str, str] | None = None) -> None:
         self._config = config
+        self._environ = dict(environ or {})
         self._client: Any | None = None
         # The library holds a threading.Lock across an await while refreshing: a second
         # concurrent caller would block the event loop, so calls are serialised here.
@@ -90,6 +99,9 @@ class ChainCredentialsProvider:
 
     def _ensure_client(self) -> Any:
         if self._client is None:
+            # The library reads os.environ when first imported: the .env lines must be there first.
+            for name, value in self._environ.items():
+                os.environ.setdefault(name, value)
             # Lazy: importing the library reads the environment and may start a scheduler thread.
             from alibabacloud_credentials.client import Client
 
@@ -124,4 +136,4 @@ def build_credentials_provider(settings: Settings) -> CredentialsProvider:
     static = StaticCredentialsProvider.from_settings(settings)
     if static is not None:
         return static
-    return ChainCredentialsProvider()
+    return ChainCredentialsProvider(environ=settings.credential_chain_env)

@@ -118,12 +118,12 @@ def _approvers_row(settings: Settings) -> Check:
         return Check(
             SETTINGS,
             name,
-            Status.WARN,
-            "VPNBOT_APPROVERS is empty: anyone who sees the message may approve.",
+            Status.FAIL,
+            "VPNBOT_APPROVERS is not set: `vpn-bot serve` refuses to start without it.",
             "Set VPNBOT_APPROVERS to the Slack user ids (U…) and/or user-group ids (S…) allowed to approve, "
-            "comma-separated.",
+            "comma-separated, or to * to let anyone who sees the confirmation approve.",
         )
-    if approvers == ["*"]:  # the explicit opt-in to "anyone who sees the confirmation"
+    if settings.anyone_may_approve:  # the explicit opt-in to "anyone who sees the confirmation"
         return Check(
             SETTINGS,
             name,

@@ -1,7 +1,8 @@
 """Local stand-ins speaking the real wire protocols, so tests and the demo need no accounts.
 
 :mod:`bot.sandbox.vpc` serves Alibaba Cloud's VPC OpenAPI (2016-04-28) over the state in
-:mod:`bot.sandbox.vpc_state`.
+:mod:`bot.sandbox.vpc_state`; :mod:`bot.sandbox.slack` is the Slack stand-in; and
+:func:`bot.sandbox.local.serve_local_tools` runs both for ``vpn-bot sandbox [--slack]``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,38 @@
 """A whole vpn-bot world on loopback: the VPC sandbox, the Slack stand-in and one or more bot
-replicas serving real HTTP. Used by ``vpn-bot demo`` and by the end-to-end tests.
+replicas serving real HTTP. Used by ``vpn-bot demo`` and by the end-to-end tests; and
+:func:`serve_local_tools`, the stand-ins alone for ``vpn-bot sandbox``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
+import yaml
 from aiohttp import web
 
 from bot.app import BotApp, create_app
-from bot.config import Settings, explicit_settings
+from bot.config import ANYONE, Settings, explicit_settings
+from bot.errors import StartupError
 from bot.ports import Clock
 from bot.sandbox.slack import SlackStandin, SlackUserAgent, demo_workspace, start_slack_standin
-from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
+from bot.sandbox.vpc import (
+    API_VERSION,
+    DEMO_ACCESS_KEY_ID,
+    DEMO_ACCESS_KEY_SECRET,
+    RunningSandbox,
+    load_faults_file,
+    start_vpc_sandbox,
+)
 from bot.sandbox.vpc_state import SandboxState
+from bot.startup import listen_error
 
-__all__ = ["LOCAL_SIGNING_SECRET", "LocalStack", "Replica", "start_local_stack"]
+__all__ = ["LOCAL_SIGNING_SECRET", "LocalStack", "Replica", "serve_local_tools", "start_local_stack"]
 
 LOCAL_SIGNING_SECRET = "local-signing-secret-0123456789"  # noqa: S105 - loopback-only demo value
 LOCAL_BOT_TOKEN = "xoxb-local-demo-token"  # noqa: S105 - loopback-only demo value
@@ -104,6 +119,8 @@ def local_settings(*, database_url: str, vpc_url: str, slack_url: str, **overrid
         "poll_interval_seconds": 0.2,
         "busy_retry_base_seconds": 0.2,
         "api_deadline_seconds": 10.0,
+        # The local world has no real people to protect; tests that check the policy set their own.
+        "approvers": [ANYONE],
     }
     values.update(overrides)
     # Built from these values only, never from the developer's environment or .env file.
@@ -135,3 +152,106 @@ async def start_local_stack(
         await stack.aclose()
         raise
     return stack
+
+
+def _load_faults(state: SandboxState, path: str) -> None:
+    """Load ``path`` into the sandbox's faults; any problem is a StartupError naming the file."""
+    fix = "see `vpn-bot sandbox --help` for the faults file format"
+    try:
+        added = state.faults.load(load_faults_file(path))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StartupError(
+            f"cannot read the faults file {path} ({reason})", "check the path after --faults"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise StartupError(f"the faults file {path} is not YAML or JSON{where}", fix) from None
+    except ValueError as exc:
+        raise StartupError(f"the faults file {path} is not valid: {exc}", fix) from None
+    except TypeError:  # a comparison or conversion inside FaultSet.add met a value of the wrong type
+        raise StartupError(
+            f"the faults file {path} has a value of the wrong type (numbers for latency, times, after, "
+            "http_status; true/false for drop, non_json, after_processing)",
+            fix,
+        ) from None
+    if not added:
+        raise StartupError(f"the faults file {path} holds no faults", fix)
+
+
+def _banner(vpc: RunningSandbox, slack: SlackStandin | None, *, demo_keys: bool) -> str:
+    """Where the tools listen, and the ``export`` lines that point serve and doctor at them."""
+    lines = [f"VPC sandbox (API {API_VERSION}) listening on {vpc.url}"]
+    lines.append(f"  control API: {vpc.url}/_sandbox/state (also /_sandbox/faults, /_sandbox/reset)")
+    if slack is not None:
+        lines.append(f"Slack Web API stand-in listening on {slack.url}")
+    lines += ["Point `vpn-bot serve` and `vpn-bot doctor` at them (paste into their shell):"]
+    exports = [f"VPNBOT_VPC_ENDPOINT={vpc.url}"]
+    if demo_keys:
+        # The demo key pair is public and only opens this sandbox, so printing it is safe.
+        exports += [
+            f"ALIBABA_CLOUD_ACCESS_KEY_ID={vpc.credentials.access_key_id}",
+            f"ALIBABA_CLOUD_ACCESS_KEY_SECRET={vpc.credentials.access_key_secret}",
+        ]
+    else:
+        lines.append(
+            f"  (accepting AccessKey id {vpc.credentials.access_key_id} from the environment; secret not shown)"
+        )
+    if slack is not None:
+        exports += [
+            f"VPNBOT_SLACK_API_URL={slack.url}",
+            f"SLACK_BOT_TOKEN={LOCAL_BOT_TOKEN}",
+            f"SLACK_SIGNING_SECRET={LOCAL_SIGNING_SECRET}",
+            "VPNBOT_APPROVERS='*'",
+        ]
+    lines += [f"  export {line}" for line in exports]
+    return "\n".join(lines)
+
+
+async def serve_local_tools(
+    stop: asyncio.Event,
+    *,
+    host: str,
+    port: int,
+    faults_file: str | None,
+    update_seconds: float,
+    slack_port: int | None,
+    out: TextIO | None = None,
+) -> None:
+    """``vpn-bot sandbox``: serve the VPC sandbox (and the Slack stand-in) until ``stop`` is set.
+
+    The sandbox accepts the AccessKey pair from the environment if both halves are set, else the
+    public demo pair. Failures to start (busy port, bad faults file) are StartupErrors.
+    """
+    env_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    env_secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    demo_keys = not (env_id and env_secret)
+    state = SandboxState(update_seconds=update_seconds)
+    if faults_file:
+        _load_faults(state, faults_file)
+    async with contextlib.AsyncExitStack() as running:
+        try:
+            vpc = await start_vpc_sandbox(
+                host,
+                port,
+                state=state,
+                access_key_id=DEMO_ACCESS_KEY_ID if demo_keys else str(env_id),
+                access_key_secret=DEMO_ACCESS_KEY_SECRET if demo_keys else str(env_secret),
+                security_token=None if demo_keys else os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None,
+                access_log=True,
+            )
+        except OSError as exc:
+            raise listen_error(host, port, exc, setting="--port") from None
+        running.push_async_callback(vpc.close)
+        slack = None
+        if slack_port is not None:
+            try:
+                slack = await start_slack_standin(
+                    host, slack_port, bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace()
+                )
+            except OSError as exc:
+                raise listen_error(host, slack_port, exc, setting="--slack-port") from None
+            running.push_async_callback(slack.close)
+        print(_banner(vpc, slack, demo_keys=demo_keys), file=out or sys.stdout, flush=True)
+        await stop.wait()

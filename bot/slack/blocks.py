@@ -302,16 +302,24 @@ def _gateway_warnings(op: Operation) -> str:
     return "\n".join(lines)
 
 
-def build_confirmation(op: Operation, *, now: datetime | None = None) -> Message:
+def build_confirmation(
+    op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False
+) -> Message:
     """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
 
     ``now`` decides whether times need their date; it defaults to when the op last changed.
+    ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
     """
     now = now or op.updated_at
+    who = (
+        "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*) by clicking *Delete*"
+        if anyone_may_approve
+        else "Someone allowed to approve clicks *Delete*"
+    )
     summary = (
         f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
         f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
-        f"Someone allowed to approve clicks *Delete*; *Cancel* closes the request. "
+        f"{who}; *Cancel* closes the request. "
         f"It expires at {format_time(op.expires_at, now=now)} if nobody acts."
     )
     warnings = _gateway_warnings(op)
@@ -465,7 +473,7 @@ def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
     return f"This request is finished ({state}). See the thread for details."
 
 
-def build_parent(op: Operation, *, now: datetime | None = None) -> Message:
+def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False) -> Message:
     """The confirmation message re-rendered for the operation's current state.
 
     Slack has no disabled buttons, so every state but ``awaiting_approval`` drops the actions
@@ -473,7 +481,7 @@ def build_parent(op: Operation, *, now: datetime | None = None) -> Message:
     """
     now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
-        return build_confirmation(op, now=now)
+        return build_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
     status = _status_text(op, now)
     header = _HEADERS[op.state].format(_name(op))
     blocks = [

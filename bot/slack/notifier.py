@@ -39,14 +39,22 @@ def configure_retries(client: AsyncWebClient) -> None:
 class SlackNotifier:
     """Posts, updates and threads the confirmation message through an injected AsyncWebClient."""
 
-    def __init__(self, client: AsyncWebClient, *, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        now: Callable[[], datetime] | None = None,
+        anyone_may_approve: bool = False,
+    ) -> None:
         self._client = client
+        # VPNBOT_APPROVERS=*: the card says that anyone who sees it may approve.
+        self._anyone = anyone_may_approve
         # Cards say times with their date unless it is today: "today" is the clock's.
         self._now = now or (lambda: datetime.now(UTC))
 
     async def post_confirmation(self, op: Operation) -> str:
         """Post the confirmation in ``op.channel_id`` and return its ts."""
-        message = build_confirmation(op, now=self._now())
+        message = build_confirmation(op, now=self._now(), anyone_may_approve=self._anyone)
         try:
             response = await self._client.chat_postMessage(
                 channel=op.channel_id, text=message["text"], blocks=message["blocks"]
@@ -60,7 +68,7 @@ class SlackNotifier:
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation for the op's state."""
-        message = build_parent(op, now=self._now())
+        message = build_parent(op, now=self._now(), anyone_may_approve=self._anyone)
         try:
             await self._client.chat_update(
                 channel=op.channel_id, ts=op.message_ts or "", text=message["text"], blocks=message["blocks"]

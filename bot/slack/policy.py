@@ -91,7 +91,8 @@ class SlackPolicy:
     """:class:`bot.ports.Policy` from the settings' approver, requester, channel and region lists."""
 
     def __init__(self, settings: Settings, *, directory: GroupDirectory) -> None:
-        self._approvers = tuple(settings.approvers)
+        # ``*`` (an explicit opt-in) lists nobody in particular: anyone who sees the card may approve.
+        self._approvers = () if settings.anyone_may_approve else tuple(settings.approvers)
         self._requesters = tuple(settings.requesters)
         self._channels = frozenset(settings.allowed_channels)
         self._regions = tuple(settings.allowed_regions)

@@ -170,6 +170,7 @@ def bot_env(
         "VPNBOT_BUSY_RETRY_BASE_SECONDS": "0.2",
         "VPNBOT_LEASE_SECONDS": "2",
         "VPNBOT_LOG_FORMAT": "json",
+        "VPNBOT_APPROVERS": "*",
     }
     return child_env(home, **{**settings, **overrides})
 

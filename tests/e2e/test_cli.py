@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
+import re
+import shlex
 import signal
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
+
+from bot.__main__ import _parser
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.signer import Credentials
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
-from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU
+from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, Fault, SandboxState
 
-from .support import child_env, free_port, run_to_exit
+from .support import BotProcess, child_env, free_port, run_to_exit
 
 
 async def _run(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
@@ -22,19 +30,37 @@ async def _run(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
     )
 
 
-async def test_sandbox_command_serves_the_vpc_api_until_interrupted(tmp_path: Path) -> None:
+def _sandbox_command(port: int, *args: str, sigint_ignored: bool = False) -> list[str]:
+    command = [sys.executable, "-m", "bot", "sandbox", "--port", str(port), *args]
+    if sigint_ignored:
+        # What a background job without job control gets (`cmd &` in a script, some CI runners):
+        # SIGINT ignored, inherited through exec. Python then never raises KeyboardInterrupt.
+        return ["/bin/sh", "-c", "trap '' INT; exec \"$@\"", "sh", *command]
+    return command
+
+
+async def _read_banner(process: asyncio.subprocess.Process, last: str) -> str:
+    """The sandbox's start-up lines, up to the one containing ``last``."""
+    assert process.stdout is not None
+    banner = ""
+    async with asyncio.timeout(30):
+        while last not in banner:
+            line = await process.stdout.readline()
+            assert line, f"the sandbox exited before printing its banner:\n{banner}"
+            banner += line.decode()
+    return banner
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["foreground", "background-job"])
+async def test_sandbox_command_serves_the_vpc_api_until_interrupted(
+    tmp_path: Path, sigint_ignored: bool
+) -> None:
     """`vpn-bot sandbox --port N` prints where to connect and the demo keys, answers signed calls,
-    and stops cleanly on Ctrl-C."""
+    and stops cleanly on SIGINT, also when started with SIGINT ignored (the old flaky failure:
+    the sandbox waited for a KeyboardInterrupt that such a process never gets)."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "sandbox",
-        "--port",
-        str(port),
-        "--update-seconds",
-        "0.2",
+        *_sandbox_command(port, "--update-seconds", "0.2", sigint_ignored=sigint_ignored),
         env=child_env(tmp_path),
         cwd=tmp_path,
         stdin=asyncio.subprocess.DEVNULL,
@@ -42,14 +68,8 @@ async def test_sandbox_command_serves_the_vpc_api_until_interrupted(tmp_path: Pa
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        assert process.stdout is not None
-        banner = ""
-        async with asyncio.timeout(20):
-            while "ALIBABA_CLOUD_ACCESS_KEY_SECRET=" not in banner:
-                line = await process.stdout.readline()
-                assert line, "the sandbox exited before printing its banner"
-                banner += line.decode()
-        assert f"VPNBOT_VPC_ENDPOINT=http://127.0.0.1:{port}" in banner
+        banner = await _read_banner(process, "ALIBABA_CLOUD_ACCESS_KEY_SECRET=")
+        assert f"export VPNBOT_VPC_ENDPOINT=http://127.0.0.1:{port}" in banner
         assert DEMO_ACCESS_KEY_ID in banner
 
         creds = StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
@@ -65,6 +85,82 @@ async def test_sandbox_command_serves_the_vpc_api_until_interrupted(tmp_path: Pa
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def _exports(banner: str) -> dict[str, str]:
+    """The ``export NAME=value`` lines of the banner, as a shell would read them."""
+    found = {}
+    for line in banner.splitlines():
+        if line.strip().startswith("export "):
+            name, _, value = line.strip().removeprefix("export ").partition("=")
+            found[name] = shlex.split(value)[0]
+    return found
+
+
+async def test_sandbox_with_slack_prints_the_exports_a_bot_runs_on(tmp_path: Path) -> None:
+    """`vpn-bot sandbox --slack`: the printed exports are enough for `vpn-bot serve` to start
+    against both stand-ins (auth.test answered, so no "unreachable" warning) and stop on SIGTERM."""
+    port, slack_port = free_port(), free_port()
+    process = await asyncio.create_subprocess_exec(
+        *_sandbox_command(port, "--slack", "--slack-port", str(slack_port)),
+        env=child_env(tmp_path),
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        exports = _exports(await _read_banner(process, "VPNBOT_APPROVERS="))
+        assert exports["VPNBOT_SLACK_API_URL"] == f"http://127.0.0.1:{slack_port}/api/"
+        assert exports["VPNBOT_VPC_ENDPOINT"] == f"http://127.0.0.1:{port}"
+        assert set(exports) >= {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID"}
+
+        bot = BotProcess(
+            env=child_env(tmp_path, **exports, VPNBOT_LOG_FORMAT="text"),
+            cwd=tmp_path,
+            log_path=tmp_path / "bot.log",
+        )
+        try:
+            await bot.wait_healthy()
+            bot.terminate()
+            assert await bot.wait_exit(within=10) == 0, bot.log()
+            log = bot.log()
+        finally:
+            bot.close()
+        assert "unreachable" not in log
+        assert "anyone who can see a confirmation may approve" in log  # the * opt-in is announced
+        assert "Traceback" not in log
+        process.terminate()
+        await asyncio.wait_for(process.communicate(), timeout=20)
+        assert process.returncode == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_every_subcommand_and_option_has_help_with_its_default() -> None:
+    """The parser itself: each subcommand has help, each option's help names its default."""
+    parser = _parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help for choice in subcommands._choices_actions}
+    assert set(helps) == {"serve", "sandbox", "demo", "doctor"}
+    assert all(helps.values())
+    for name, sub in subcommands.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings}"
+            assert "(default:" in action.help, f"{name} {action.option_strings}"
+
+
+async def test_sandbox_help_documents_the_faults_file(tmp_path: Path) -> None:
+    status, out, _ = await _run(tmp_path, "sandbox", "--help")
+    assert status == 0
+    for field in ("action", "params", "after, times", "latency", "code", "http_status", "drop", "non_json"):
+        assert f"\n  {field} " in out, field  # the faults file format, field by field
+    assert "after_processing" in out
+    assert "example:" in out
 
 
 async def test_demo_command_exits_zero(tmp_path: Path) -> None:
@@ -87,3 +183,16 @@ async def test_no_command_prints_help_and_exits_two(tmp_path: Path) -> None:
     assert status == 2
     assert "serve" in stdout
     assert "demo" in stdout
+
+
+def test_readme_documents_every_fault_field_and_its_example_loads() -> None:
+    """The README's faults file table names every field the sandbox accepts; its example loads."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("The faults file (`--faults`)", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", section, flags=re.M))
+    names = {name for pair in documented for name in pair if name}
+    accepted = {f.name for f in dataclasses.fields(Fault)} - {"id", "seen", "fired"}
+    assert names == accepted
+    example = re.search(r"```yaml\n(.*?)```", section, flags=re.S)
+    assert example is not None
+    assert len(SandboxState().faults.load(yaml.safe_load(example.group(1)))) == 2

@@ -208,13 +208,21 @@ async def test_sigterm_exits_cleanly_and_releases_the_lease(world: World, postgr
     [
         pytest.param(
             {"VPNBOT_PORT": "abc", "SLACK_SIGNING_SECRET": "s3cret-signing"},
-            ["VPNBOT_PORT", "SLACK_BOT_TOKEN"],
+            ["VPNBOT_PORT", "SLACK_BOT_TOKEN", "VPNBOT_APPROVERS"],
             id="invalid-port-and-no-token",
         ),
-        pytest.param({}, ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"], id="no-slack-settings"),
+        pytest.param(
+            {}, ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "VPNBOT_APPROVERS"], id="no-settings-at-all"
+        ),
         pytest.param(
             {"VPNBOT_PORT": "abc", "VPNBOT_LOG_FORMAT": "xml"},
-            ["VPNBOT_PORT", "VPNBOT_LOG_FORMAT", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"],
+            [
+                "VPNBOT_PORT",
+                "VPNBOT_LOG_FORMAT",
+                "SLACK_BOT_TOKEN",
+                "SLACK_SIGNING_SECRET",
+                "VPNBOT_APPROVERS",
+            ],
             id="everything-wrong",
         ),
     ],
