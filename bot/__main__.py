@@ -276,11 +276,12 @@ async def _open_app(settings: Settings, *, socket_mode: bool) -> BotApp:
     from sqlalchemy.exc import DBAPIError
 
     from bot.app import create_app
+    from bot.errors import StoreUnavailable
     from bot.startup import database_error
 
     try:
         return await create_app(settings, socket_mode=socket_mode)
-    except (DBAPIError, OSError, TimeoutError) as exc:
+    except (StoreUnavailable, DBAPIError, OSError, TimeoutError) as exc:
         error = database_error(settings.database_url, exc)
         if error is None:
             raise

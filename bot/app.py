@@ -123,7 +123,10 @@ async def check_bot_token(settings: Settings) -> None:
                     "(xoxb-…) from OAuth & Permissions, and reinstall the app if it was revoked"
                 ]
             ) from None
-        log.warning("Slack did not confirm the bot token (auth.test: %s); starting anyway", error.error)
+        if error.transient:
+            log.warning("Slack is unreachable (auth.test: %s); starting anyway", error.error)
+        else:
+            log.warning("Slack did not confirm the bot token (auth.test: %s); starting anyway", error.error)
 
 
 def _base_url(settings: Settings) -> str:

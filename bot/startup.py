@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from bot.errors import StartupError
+from bot.errors import StartupError, StoreUnavailable
 
 __all__ = ["database_error", "listen_error"]
 
@@ -99,6 +99,8 @@ def database_error(url: str, exc: BaseException) -> StartupError | None:
         backend = make_url(url).get_backend_name()
     except ArgumentError:
         return None
+    if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+        exc = exc.__cause__  # the store's translation of the driver's error: look at the original
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     if backend == "sqlite" and isinstance(orig, sqlite3.Error):
         return _sqlite_error(url, orig)
