@@ -322,7 +322,8 @@ def metered_vpc_http(metrics: Metrics) -> httpx.AsyncClient:
         await response.aread()  # the client reads the whole body anyway; it is kept for it
         metrics.vpc_request(_action(response.request), _alibaba_code(response), _elapsed(response.request))
 
-    limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+    # Enough connections never to be the bottleneck below the rate limiter's ceiling.
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(15.0, connect=5.0),
         transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), metrics),

@@ -32,7 +32,13 @@ import httpx
 import stamina
 from pydantic import BaseModel, ValidationError
 
-from bot.cloud.codes import TRANSPORT_BAD_RESPONSE, TRANSPORT_CONNECT_ERROR, TRANSPORT_TIMEOUT, lookup
+from bot.cloud.codes import (
+    TRANSPORT_BAD_RESPONSE,
+    TRANSPORT_CONNECT_ERROR,
+    TRANSPORT_TIMEOUT,
+    is_throttling,
+    lookup,
+)
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
 from bot.cloud.endpoints import EndpointResolver
 from bot.cloud.models import (
@@ -51,6 +57,7 @@ from bot.cloud.models import (
     VpnRouteEntriesPage,
     VpnRouteEntry,
 )
+from bot.cloud.ratelimit import AdaptiveRateLimiter
 from bot.cloud.signer import AcsV3Auth, canonical_query
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
 from bot.cloud.wire import SECRET_KEYS, parse_retry_after, redact, translate_response, validate_client_token
@@ -76,6 +83,8 @@ log = logging.getLogger("bot.cloud")
 
 API_VERSION: Final = "2016-04-28"
 PAGE_SIZE: Final = 50
+# Requests per second when no limiter is given (the setting's default).
+_DEFAULT_RATE: Final = 50.0
 # Never follow pagination forever if the server keeps claiming more.
 _MAX_PAGES: Final = 200
 
@@ -86,7 +95,8 @@ _ItemT = TypeVar("_ItemT")
 def _default_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(15.0, connect=5.0),
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        # Enough connections never to be the bottleneck below the rate limiter's ceiling.
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"user-agent": "vpn-bot (httpx)"},
     )
 
@@ -129,6 +139,7 @@ class VpcClient:
         clock: Callable[[], datetime] | None = None,
         nonce: Callable[[], str] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        limiter: AdaptiveRateLimiter | None = None,
     ) -> None:
         self._credentials = credentials
         self._owns_http = http is None
@@ -146,6 +157,8 @@ class VpcClient:
         if nonce is not None:
             self._auth_kw["nonce"] = nonce
         self._monotonic = monotonic
+        # Concurrency is paced by rate (Alibaba throttles per account and API), not by pool size.
+        self._limiter = limiter or AdaptiveRateLimiter(_DEFAULT_RATE)
 
     @classmethod
     def from_settings(
@@ -162,6 +175,7 @@ class VpcClient:
             endpoint=settings.vpc_endpoint,
             default_region=settings.default_region,
             api_deadline_seconds=settings.api_deadline_seconds,
+            limiter=AdaptiveRateLimiter(settings.api_rate_per_second),
         )
 
     async def aclose(self) -> None:
@@ -197,6 +211,7 @@ class VpcClient:
         auth = AcsV3Auth(credentials, **self._auth_kw)
         try:
             async with asyncio.timeout(budget):
+                await self._limiter.acquire()
                 response = await self._http.send(request, auth=auth)
         except (httpx.TransportError, TimeoutError) as exc:
             raise _transport_error(
@@ -205,6 +220,8 @@ class VpcClient:
         try:
             body = translate_response(response, action=action, resource_id=resource_id)
         except CloudError as err:
+            if is_throttling(err.code):
+                self._limiter.throttled()
             log.warning(
                 "vpc call failed",
                 extra={
@@ -216,6 +233,7 @@ class VpcClient:
                 },
             )
             raise
+        self._limiter.succeeded()
         log.info(
             "vpc call",
             extra={

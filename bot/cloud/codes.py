@@ -21,6 +21,7 @@ __all__ = [
     "TRANSPORT_BAD_RESPONSE",
     "TRANSPORT_CONNECT_ERROR",
     "TRANSPORT_TIMEOUT",
+    "is_throttling",
     "lookup",
 ]
 
@@ -332,6 +333,11 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
 )
 
 ERROR_TABLE: Mapping[str, ErrorInfo] = MappingProxyType({info.code: info for info in _ENTRIES})
+
+
+def is_throttling(code: str) -> bool:
+    """Alibaba Cloud's flow control answered: the account or API is over its request rate."""
+    return code.startswith("Throttling") or code == "Rejected.Throttling"
 
 
 def _match(code: str) -> ErrorInfo | None:

@@ -1,0 +1,86 @@
+"""The adaptive rate limiter on a fake clock: pacing, slowing down on throttling, recovering."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from bot.cloud.client import VpcClient
+from bot.cloud.credentials import StaticCredentialsProvider
+from bot.cloud.ratelimit import AdaptiveRateLimiter
+
+from .fakes import AK, FakeVpc, error_reply, json_reply
+
+
+class FakeTime:
+    """A monotonic clock that only moves when the limiter sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def limiter(rate: float, clock: FakeTime) -> AdaptiveRateLimiter:
+    return AdaptiveRateLimiter(rate, monotonic=clock.monotonic, sleep=clock.sleep)
+
+
+async def test_requests_are_paced_at_the_rate_and_never_above_it() -> None:
+    clock = FakeTime()
+    bucket = limiter(10, clock)
+    stamps = []
+    for _ in range(50):
+        await bucket.acquire()
+        stamps.append(clock.now)
+    # After the first second's burst, one request every 0.1 s: 50 requests take about 4.9 s.
+    assert stamps[-1] == pytest.approx(4.9, abs=0.01)
+    for start in stamps:
+        in_window = [t for t in stamps if start <= t < start + 1.0]
+        assert len(in_window) <= 10 + 1
+
+
+async def test_throttling_halves_the_rate_and_successes_win_it_back() -> None:
+    clock = FakeTime()
+    bucket = limiter(40, clock)
+    bucket.throttled()
+    assert bucket.rate == 20
+    bucket.throttled()
+    bucket.throttled()
+    assert bucket.rate == 5
+    for _ in range(20):
+        bucket.succeeded()
+    assert bucket.rate == 9  # +10% of the ceiling after a run of successes
+    for _ in range(20 * 20):
+        bucket.succeeded()
+    assert bucket.rate == 40  # never above the ceiling
+
+
+async def test_the_rate_never_drops_below_its_floor() -> None:
+    bucket = limiter(2, FakeTime())
+    for _ in range(10):
+        bucket.throttled()
+    assert bucket.rate == bucket.floor == 0.5
+
+
+def test_a_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        AdaptiveRateLimiter(0)
+
+
+async def test_the_client_slows_down_when_alibaba_throttles(fake: FakeVpc) -> None:
+    fake.replies = [error_reply("Throttling.User"), json_reply({"RequestId": "R", "Regions": {"Region": []}})]
+    bucket = AdaptiveRateLimiter(30)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as http:
+        client = VpcClient(StaticCredentialsProvider(AK), http=http, limiter=bucket, wait_jitter=0.0)
+        await client.describe_regions()
+    assert len(fake.requests) == 2
+    assert bucket.rate == 15
