@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+POLLING_PY = RUN_PY.with_name("polling.py")
 
 
 def _load() -> ModuleType:
@@ -107,3 +108,16 @@ def test_cli_rejects_an_unknown_benchmark(capsys: pytest.CaptureFixture[str]) ->
         run.main(["--only", "nope"])
     assert exc.value.code == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_polling_benchmark_runs_and_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("vpnbot_benchmarks_polling", POLLING_PY)
+    assert spec is not None
+    assert spec.loader is not None
+    polling = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = polling  # dataclasses look their module up there
+    spec.loader.exec_module(polling)
+    polling.main(["--quick"])
+    table = capsys.readouterr().out
+    assert table.count("| bot (history) |") == 3
+    assert table.count("| fixed 5 s |") == 3

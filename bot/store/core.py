@@ -413,6 +413,24 @@ class Store(OutboxMixin):
         async with self._tx() as conn:
             return [_row_to_op(r) for r in await conn.execute(stmt)]
 
+    @shielded
+    async def recent_durations(self, *, region: str, gateway_id: str, limit: int = 20) -> list[float]:
+        """Seconds from start to end of the latest deletions on this gateway, else in the region."""
+        done = select(operations.c.started_at, operations.c.finished_at).where(
+            operations.c.state == OpState.DELETED.value,
+            operations.c.region == region,
+            operations.c.started_at.is_not(None),
+            operations.c.finished_at.is_not(None),
+        )
+        async with self._tx() as conn:
+            for scope in (done.where(operations.c.gateway_id == gateway_id), done):
+                rows = (
+                    await conn.execute(scope.order_by(operations.c.finished_at.desc()).limit(limit))
+                ).all()
+                if len(rows) >= 2:
+                    return [(end - start).total_seconds() for start, end in rows]
+        return []
+
     # --- per-gateway serialisation -----------------------------------------------------------
 
     @shielded

@@ -38,6 +38,7 @@ from bot.errors import CloudError
 from bot.outbox import OutboxDispatcher
 from bot.ports import Clock, OperationMeter, OperationStore, VpcApi
 from bot.workflow.config import WorkflowConfig
+from bot.workflow.polling import expected_duration, poll_delay
 
 __all__ = ["CONNECTION_NOT_FOUND", "SYSTEM_ACTOR", "LostOperation", "Steps", "Stopping"]
 
@@ -307,8 +308,13 @@ class Steps:
         return moved
 
     async def _step_waiting(self, op: Operation) -> Operation:
-        interval = self._config.poll_interval_s
+        expected = expected_duration(
+            await self._store.recent_durations(region=op.region, gateway_id=op.gateway_id)
+        )
+        accepted_at = op.started_at or self._clock.now()
         updating_posted = False
+        # With history, the first look waits until the update is nearly done (see polling.py).
+        await self._sleep_until_deadline(op, poll_delay(0.0, expected, 0.0))
         while self._clock.now() < self._deadline(op):
             try:
                 gateway = await self._vpc.describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
@@ -322,8 +328,8 @@ class Steps:
                     return await self._move(
                         op, OpState.VERIFYING, event=GatewayActive(gateway_id=op.gateway_id)
                     )
-            await self._sleep_until_deadline(op, interval)
-            interval = min(interval * 1.5, self._config.poll_interval_s * 4)
+            elapsed = (self._clock.now() - accepted_at).total_seconds()
+            await self._sleep_until_deadline(op, poll_delay(elapsed, expected, self._config.poll_interval_s))
         return op
 
     async def _step_verifying(self, op: Operation) -> Operation:
