@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         default=60.0, gt=0, le=3600, validation_alias="VPNBOT_API_DEADLINE_SECONDS"
     )
     api_rate_per_second: float = Field(
-        default=50.0, gt=0, le=10_000, validation_alias="VPNBOT_API_RATE_PER_SECOND"
+        default=100.0, gt=0, le=10_000, validation_alias="VPNBOT_API_RATE_PER_SECOND"
     )
     log_level: str = Field(default="INFO", validation_alias="VPNBOT_LOG_LEVEL")
     log_format: Literal["json", "text"] = Field(default="json", validation_alias="VPNBOT_LOG_FORMAT")

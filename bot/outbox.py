@@ -119,25 +119,22 @@ class OutboxDispatcher:
                 return
 
     async def _deliver(self, op_id: str) -> None:
-        if not await self._claim(op_id):
-            return  # another replica delivers it
-        try:
-            # The claim is renewed before each effect, so a slow Slack never lets two replicas in.
-            while await self._deliver_next(op_id) and await self._claim(op_id):
-                pass
-        finally:
-            await self._store.release_outbox(op_id=op_id, owner=self._owner)
+        """Deliver ``op_id``'s effects in order while this replica holds (and renews) the claim."""
+        while True:
+            now = self._clock.now()
+            until = now + timedelta(seconds=self._config.claim_s)
+            taken = await self._store.take_next(op_id=op_id, owner=self._owner, until=until, now=now)
+            if taken is None:
+                return  # another replica delivers it
+            effects, op = taken
+            if not effects:
+                return  # all delivered; the claim went back with the last read
+            if not await self._deliver_first(effects, op):
+                await self._store.release_outbox(op_id=op_id, owner=self._owner)
+                return
 
-    async def _claim(self, op_id: str) -> bool:
-        now = self._clock.now()
-        until = now + timedelta(seconds=self._config.claim_s)
-        return await self._store.claim_outbox(op_id=op_id, owner=self._owner, until=until, now=now)
-
-    async def _deliver_next(self, op_id: str) -> bool:
-        """Deliver the oldest pending effect; True to go on with the next one."""
-        effects = await self._store.pending_effects(op_id=op_id)
-        if not effects:
-            return False
+    async def _deliver_first(self, effects: list[PendingEffect], op: Operation | None) -> bool:
+        """Deliver the oldest pending effect; False to stop here (backing off) and keep the order."""
         first = effects[0]
         now = self._clock.now()
         if first.next_at > now:
@@ -148,10 +145,9 @@ class OutboxDispatcher:
             # A newer card update follows; it renders the same (current) state. Skip to it.
             await self._store.complete_effects(ids=[first.id], now=now, error="superseded")
             return True
-        op = await self._store.get_operation(op_id=op_id)
         if op is None:
             await self._store.complete_effects(ids=[e.id for e in effects], now=now, error="no operation")
-            return False
+            return True
         return await self._send(first, op)
 
     async def _send(self, effect: PendingEffect, op: Operation) -> bool:

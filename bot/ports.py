@@ -208,6 +208,10 @@ class OperationStore(Protocol):
 
     async def pending_effects(self, *, op_id: str) -> list[PendingEffect]: ...
 
+    async def take_next(
+        self, *, op_id: str, owner: str, until: datetime, now: datetime
+    ) -> tuple[list[PendingEffect], Operation | None] | None: ...
+
     async def ops_with_due_effects(self, *, now: datetime, limit: int = 100) -> list[str]: ...
 
     async def complete_effects(

@@ -84,7 +84,7 @@ log = logging.getLogger("bot.cloud")
 API_VERSION: Final = "2016-04-28"
 PAGE_SIZE: Final = 50
 # Requests per second when no limiter is given (the setting's default).
-_DEFAULT_RATE: Final = 50.0
+_DEFAULT_RATE: Final = 100.0
 # Never follow pagination forever if the server keeps claiming more.
 _MAX_PAGES: Final = 200
 

@@ -140,6 +140,8 @@ def _unavailable(exc: BaseException) -> bool:
 class Store(OutboxMixin):
     """The operation store. Build with ``await Store.open(url)``; ``await close()`` at the end."""
 
+    _op_from_row = staticmethod(_row_to_op)
+
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._inflight: set[asyncio.Future[Any]] = set()

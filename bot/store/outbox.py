@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain import Effect, EffectKind, PendingEffect, event_from_json, event_to_json
+from bot.domain import Effect, EffectKind, Operation, PendingEffect, event_from_json, event_to_json
 from bot.store.shield import shielded
 from bot.store.tables import operations, outbox, outbox_claims
 
@@ -67,6 +67,49 @@ class OutboxMixin:
     def _insert(self, table: Any) -> Any:
         raise NotImplementedError  # pragma: no cover - provided by Store
 
+    @staticmethod
+    def _op_from_row(row: Any) -> Operation:
+        raise NotImplementedError  # pragma: no cover - provided by Store
+
+    @shielded
+    async def take_next(
+        self, *, op_id: str, owner: str, until: datetime, now: datetime
+    ) -> tuple[list[PendingEffect], Operation | None] | None:
+        """Claim (or renew the claim on) ``op_id``'s delivery and read its pending effects, in one go.
+
+        None: another replica holds the claim. With nothing pending the claim is given back in the
+        same transaction and ``([], None)`` returned.
+        """
+        async with self._tx() as conn:
+            if not await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
+                return None
+            rows = await conn.execute(
+                select(outbox)
+                .where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None))
+                .order_by(outbox.c.id)
+            )
+            effects = [_row_to_effect(r) for r in rows]
+            if not effects:
+                await conn.execute(
+                    delete(outbox_claims).where(
+                        outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner
+                    )
+                )
+                return [], None
+            row = (await conn.execute(select(operations).where(operations.c.id == op_id))).first()
+            return effects, self._op_from_row(row) if row is not None else None
+
+    async def _claim(
+        self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
+    ) -> bool:
+        ins = self._insert(outbox_claims).values(op_id=op_id, owner=owner, until=until)
+        ins = ins.on_conflict_do_update(
+            index_elements=["op_id"],
+            set_={"owner": owner, "until": until},
+            where=or_(outbox_claims.c.until < now, outbox_claims.c.owner == owner),
+        )
+        return (await conn.execute(ins.returning(outbox_claims.c.op_id))).first() is not None
+
     @shielded
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None:
         """Add effects that go with no state change (progress notes such as "queued")."""
@@ -77,13 +120,7 @@ class OutboxMixin:
     async def claim_outbox(self, *, op_id: str, owner: str, until: datetime, now: datetime) -> bool:
         """Take the right to deliver ``op_id``'s effects if nobody (else) holds it live."""
         async with self._tx() as conn:
-            ins = self._insert(outbox_claims).values(op_id=op_id, owner=owner, until=until)
-            ins = ins.on_conflict_do_update(
-                index_elements=["op_id"],
-                set_={"owner": owner, "until": until},
-                where=or_(outbox_claims.c.until < now, outbox_claims.c.owner == owner),
-            )
-            return (await conn.execute(ins.returning(outbox_claims.c.op_id))).first() is not None
+            return await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now)
 
     @shielded
     async def release_outbox(self, *, op_id: str, owner: str) -> None:
