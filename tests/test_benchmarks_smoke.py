@@ -121,3 +121,20 @@ def test_polling_benchmark_runs_and_prints_its_table(capsys: pytest.CaptureFixtu
     table = capsys.readouterr().out
     assert table.count("| bot (history) |") == 3
     assert table.count("| fixed 5 s |") == 3
+
+
+def test_baselines_benchmark_runs_every_app_in_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "vpnbot_benchmarks_baselines", RUN_PY.with_name("baselines.py")
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    baselines = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = baselines  # dataclasses look their module up there
+    spec.loader.exec_module(baselines)
+    assert baselines.main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    for app in ("| vpn-bot |", "| vpn-bot, no rate limit |", "| bare Bolt |", "| raw aiohttp |"):
+        assert table.count(app) == 3, table
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ") and "scenario" not in line]
+    assert [cells[5].strip() for cells in rows] == ["0"] * 12  # every command got its confirmation

@@ -1,0 +1,326 @@
+"""The confirmation at the speed of a hand-written bot: vpn-bot against two baselines (issue 14).
+
+Three Slack apps answer the same signed ``/vpn delete <vco> <region>`` commands, each with its own
+fresh VPC sandbox and Slack stand-in (the same code for all three):
+
+- **vpn-bot** — the real bot (``start_local_stack``: SQLite, outbox, policy, audit);
+- **bare Bolt** — an ``AsyncApp`` that acks, looks the connection and its gateway up with the
+  official Alibaba SDK (async) and posts a confirmation with two buttons;
+- **raw aiohttp** — a handler that checks Slack's signature, acks and does the same.
+
+For every command: the *ack* is the HTTP answer's latency; *command → confirmation* runs from
+sending the command to the stand-in receiving the confirmation (its message ts, which the
+stand-in takes from the same wall clock). The benchmark reports percentiles and the ratios of
+vpn-bot to bare Bolt; the goals are in benchmarks/README.md. Nothing here runs in the test suite
+except ``--quick``, which only checks the script still works.
+
+    .venv/bin/python benchmarks/baselines.py           # prints a markdown table
+    .venv/bin/python benchmarks/baselines.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiohttp import web
+from alibabacloud_tea_openapi import models as open_api_models
+from alibabacloud_vpc20160428 import models as vpc_models
+from alibabacloud_vpc20160428.client import Client as VpcSdkClient
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, start_local_stack
+from bot.sandbox.slack import SlackUserAgent, demo_workspace, start_slack_standin
+from bot.sandbox.slack_api import StandinState
+from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, start_vpc_sandbox
+from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, SandboxState
+
+CHANNEL = "C0VPNOPS"
+WARMUP = 3
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A running Slack app: where Slack sends events, and the stand-ins it talks to."""
+
+    name: str
+    events_url: str
+    slack: StandinState
+    vpc_faults: Any  # the sandbox's FaultSet
+
+
+@dataclass(frozen=True)
+class Timings:
+    ack: list[float]
+    confirmation: list[float]
+    missing: int
+
+
+# --- the baselines ---------------------------------------------------------------------------------
+
+
+def _sdk(endpoint: str) -> VpcSdkClient:
+    return VpcSdkClient(
+        open_api_models.Config(
+            access_key_id=DEMO_ACCESS_KEY_ID,
+            access_key_secret=DEMO_ACCESS_KEY_SECRET,
+            endpoint=endpoint,
+            protocol="http",
+            region_id=SEED_REGION,
+        )
+    )
+
+
+async def _look_up_and_post(sdk: VpcSdkClient, slack: AsyncWebClient, command: dict[str, str]) -> None:
+    """What a hand-written bot does after the ack: two lookups, one confirmation with buttons."""
+    vco_id, _, region = command["text"].removeprefix("delete ").partition(" ")
+    region = region or SEED_REGION
+    conn = await sdk.describe_vpn_connection_async(
+        vpc_models.DescribeVpnConnectionRequest(region_id=region, vpn_connection_id=vco_id)
+    )
+    gateway = await sdk.describe_vpn_gateway_async(
+        vpc_models.DescribeVpnGatewayRequest(region_id=region, vpn_gateway_id=conn.body.vpn_gateway_id)
+    )
+    text = f"<@{command['user_id']}> asked to delete {conn.body.name} ({vco_id}) on {gateway.body.name}."
+    await slack.chat_postMessage(
+        channel=command["channel_id"],
+        text=text,
+        blocks=[
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": "approve",
+                        "style": "danger",
+                        "text": {"type": "plain_text", "text": "Delete"},
+                    },
+                    {
+                        "type": "button",
+                        "action_id": "cancel",
+                        "text": {"type": "plain_text", "text": "Cancel"},
+                    },
+                ],
+            },
+        ],
+    )
+
+
+def bolt_app(sdk: VpcSdkClient, slack_url: str) -> web.Application:
+    """The bare Bolt baseline as an aiohttp application."""
+    client = AsyncWebClient(token=LOCAL_BOT_TOKEN, base_url=slack_url)
+    app = AsyncApp(client=client, signing_secret=LOCAL_SIGNING_SECRET)
+
+    @app.command("/vpn")
+    async def handle(ack: Any, command: dict[str, str]) -> None:
+        await ack("Looking it up…")
+        await _look_up_and_post(sdk, client, command)
+
+    return app.web_app()
+
+
+def aiohttp_app(sdk: VpcSdkClient, slack_url: str) -> web.Application:
+    """The raw aiohttp baseline: verify the signature, ack, work in a task."""
+    client = AsyncWebClient(token=LOCAL_BOT_TOKEN, base_url=slack_url)
+    verifier = SignatureVerifier(LOCAL_SIGNING_SECRET)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def events(request: web.Request) -> web.Response:
+        body = await request.text()
+        if not verifier.is_valid_request(body, dict(request.headers)):
+            return web.Response(status=401)
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        task = asyncio.create_task(_look_up_and_post(sdk, client, form))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return web.json_response({"text": "Looking it up…"})
+
+    app = web.Application()
+    app.router.add_post("/slack/events", events)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_baseline(
+    name: str, build: Callable[[VpcSdkClient, str], web.Application]
+) -> AsyncIterator[Contender]:
+    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.5))
+    slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
+    runner = web.AppRunner(build(_sdk(vpc.endpoint), slack.url), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield Contender(name, f"http://127.0.0.1:{port}/slack/events", slack.state, vpc.state.faults)
+    finally:
+        await runner.cleanup()
+        await slack.close()
+        await vpc.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_bot(name: str = "vpn-bot", **settings: Any) -> AsyncIterator[Contender]:
+    """The real bot on SQLite with its production timings (and ``settings`` on top)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = await start_local_stack(
+            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+            settings={"api_deadline_seconds": 60.0, **settings},
+        )
+        try:
+            yield Contender(name, f"{stack.bot.url}/slack/events", stack.slack.state, stack.vpc.state.faults)
+        finally:
+            await stack.aclose()
+
+
+# --- the measurement -----------------------------------------------------------------------------
+
+
+async def measure(contender: Contender, *, commands: int, concurrency: int, latency: float) -> Timings:
+    """Send ``commands`` signed commands, ``concurrency`` at a time; time acks and confirmations."""
+    async with SlackUserAgent(
+        events_url=contender.events_url, signing_secret=LOCAL_SIGNING_SECRET, state=contender.slack
+    ) as agent:
+        for i in range(WARMUP):  # Bolt's first auth.test, connection pools, region lists
+            await agent.slash_command(f"U0WARM{i:04d}", CHANNEL, f"delete {SEED_VCO_HANGZHOU} {SEED_REGION}")
+        await _until(
+            lambda: _confirmed(contender.slack, [f"U0WARM{i:04d}" for i in range(WARMUP)]) == WARMUP, 30
+        )
+        if latency:
+            contender.vpc_faults.add(action="DescribeVpnConnection", latency=latency)
+        users = [f"U0B{i:06d}" for i in range(commands)]
+        sent: dict[str, float] = {}
+        acks: list[float] = []
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(user: str) -> None:
+            async with gate:
+                sent[user] = time.time()
+                started = time.perf_counter()
+                reply = await agent.slash_command(user, CHANNEL, f"delete {SEED_VCO_HANGZHOU} {SEED_REGION}")
+                acks.append(time.perf_counter() - started)
+                if reply.status != 200:
+                    raise RuntimeError(f"{contender.name}: HTTP {reply.status}")
+
+        await asyncio.gather(*(one(u) for u in users))
+        await _until(lambda: _confirmed(contender.slack, users) == len(users), 60 + latency * commands / 10)
+    arrived = _arrivals(contender.slack, users)
+    return Timings(
+        ack=acks,
+        confirmation=[arrived[u] - sent[u] for u in users if u in arrived],
+        missing=len(users) - len(arrived),
+    )
+
+
+def _arrivals(state: StandinState, users: Sequence[str]) -> dict[str, float]:
+    """When each user's confirmation reached the stand-in (the message's ts is its wall-clock time)."""
+    wanted = {f"<@{u}>": u for u in users}
+    found: dict[str, float] = {}
+    for msg in state.messages(CHANNEL):
+        for mention, user in wanted.items():
+            if user not in found and mention in msg.text:
+                found[user] = float(msg.ts)
+    return found
+
+
+def _confirmed(state: StandinState, users: Sequence[str]) -> int:
+    return len(_arrivals(state, users))
+
+
+async def _until(condition: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return  # counted as missing
+        await asyncio.sleep(0.05)
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def scenario(name: str, *, commands: int, concurrency: int, latency: float) -> list[str]:
+    contenders: list[Callable[[], contextlib.AbstractAsyncContextManager[Contender]]] = [
+        serve_bot,
+        # The same bot with its Alibaba Cloud rate limiter out of the way: the bot's own overhead.
+        lambda: serve_bot("vpn-bot, no rate limit", api_rate_per_second=10_000.0),
+        lambda: serve_baseline("bare Bolt", bolt_app),
+        lambda: serve_baseline("raw aiohttp", aiohttp_app),
+    ]
+    results: dict[str, Timings] = {}
+    for start in contenders:
+        async with start() as contender:
+            results[contender.name] = await measure(
+                contender, commands=commands, concurrency=concurrency, latency=latency
+            )
+    bolt = results["bare Bolt"]
+    lines = []
+    for who, t in results.items():
+        conf99, ack99 = pct(t.confirmation, 99), pct(t.ack, 99)
+        ratio = (
+            f"{conf99 / pct(bolt.confirmation, 99):.2f}× / {ack99 / pct(bolt.ack, 99):.2f}×"
+            if who.startswith("vpn-bot")
+            else "—"
+        )
+        lines.append(
+            f"| {name} | {who} | {pct(t.ack, 50) * 1000:.0f} / {ack99 * 1000:.0f} ms | "
+            f"{pct(t.confirmation, 50):.2f} / {conf99:.2f} s | {t.missing} | {ratio} |"
+        )
+    return lines
+
+
+async def amain(quick: bool) -> None:
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    scale = 0.1 if quick else 1.0
+    print(
+        "| scenario | app | ack p50 / p99 | command → confirmation p50 / p99 | missing | vpn-bot ÷ bare Bolt (confirmation p99 / ack p99) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, commands, concurrency, latency in (
+        ("200 commands, 50 at a time, instant cloud", 200, 50, 0.0),
+        ("50 at once, DescribeVpnConnection +2 s", 50, 50, 2.0),
+        ("50 at once, DescribeVpnConnection +5 s", 50, 50, 5.0),
+    ):
+        for line in await scenario(
+            name,
+            commands=max(4, int(commands * scale)),
+            concurrency=max(2, int(concurrency * scale)),
+            latency=latency * scale,
+        ):
+            print(line, flush=True)
+    print(f"\n{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="vpn-bot against a bare Bolt app and a raw aiohttp app")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the sizes: checks the script works")
+    args = parser.parse_args(argv)
+    asyncio.run(amain(args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
