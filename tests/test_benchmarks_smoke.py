@@ -136,5 +136,7 @@ def test_baselines_benchmark_runs_every_app_in_every_scenario(capsys: pytest.Cap
     table = capsys.readouterr().out
     for app in ("| vpn-bot |", "| vpn-bot, no rate limit |", "| bare Bolt |", "| raw aiohttp |"):
         assert table.count(app) == 3, table
-    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ") and "scenario" not in line]
+    rows = [
+        line.split("|") for line in table.splitlines() if line.startswith("| ") and "scenario" not in line
+    ]
     assert [cells[5].strip() for cells in rows] == ["0"] * 12  # every command got its confirmation
