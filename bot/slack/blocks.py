@@ -386,7 +386,7 @@ def _unread_text(part: str, impact: Impact) -> str | None:
     if unread is None:
         return None
     why = f"Alibaba Cloud code {code(unread.code, 80)}" if unread.code else escape(cap(unread.reason, 200))
-    return f":grey_question: {escape(part).capitalize()}: could not be read ({why})"
+    return f":grey_question: {escape(part[:1].upper() + part[1:])}: could not be read ({why})"
 
 
 def _traffic_lines(impact: Impact) -> list[str]:
