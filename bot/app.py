@@ -194,28 +194,14 @@ class BotApp:
                 await session.close()
 
 
-async def create_app(
-    settings: Settings,
-    *,
-    vpc: VpcApi | None = None,
-    clock: Clock | None = None,
-    instance_id: str | None = None,
-    socket_mode: bool = False,
-) -> BotApp:
-    """Build the bot from ``settings``; ``vpc`` and ``clock`` may be injected (tests, demo)."""
-    require_serve_settings(settings, socket_mode=socket_mode)
-    assert settings.slack_bot_token is not None  # noqa: S101 - checked just above, for mypy
-
-    signing_secret = (
-        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
-    )
-    metrics = Metrics()
+def _build_slack(settings: Settings, metrics: Metrics) -> tuple[MeteredWebClient, MeteredAsyncApp]:
+    """The Web API client (metered, with slack_sdk's retry handlers) and the Bolt app around it."""
+    assert settings.slack_bot_token is not None  # noqa: S101 - require_serve_settings checked it
     slack = MeteredWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
-        base_url=_base_url(settings),
-        metrics=metrics,
+        token=settings.slack_bot_token.get_secret_value(), base_url=_base_url(settings), metrics=metrics
     )
     configure_retries(slack)
+    signing_secret = _signing_secret(settings)
     with _quiet_bolt_token_warning():
         bolt = MeteredAsyncApp(
             name="vpn-bot",
@@ -226,7 +212,54 @@ async def create_app(
             process_before_response=False,
             raise_error_for_unhandled_request=False,
         )
+    return slack, bolt
 
+
+def _signing_secret(settings: Settings) -> str | None:
+    return settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+
+
+def _build_web(
+    settings: Settings, *, bolt: AsyncApp, store: Store, metrics: Metrics, instance_id: str
+) -> web.Application:
+    """The HTTP side: Slack's events (HTTP mode), /healthz and /metrics."""
+    web_app = web.Application(client_max_size=1024 * 1024)
+
+    async def healthz(_: web.Request) -> web.Response:
+        """Liveness and readiness: the process answers and the database takes a write, in time."""
+        try:
+            # Store calls are shielded: a slow write finishes in the background after we answer.
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                await store.heartbeat(instance=instance_id, now=datetime.now(UTC))
+        except TimeoutError:
+            log.warning("health check: the database did not answer within %.0f s", HEALTH_TIMEOUT_SECONDS)
+            return web.json_response({"ok": False, "store": "timeout"}, status=503)
+        except StoreUnavailable as err:
+            log.warning("health check: the database takes no writes: %s", err.detail)
+            return web.json_response({"ok": False, "store": "unavailable", "reason": err.detail}, status=503)
+        return web.json_response({"ok": True, "instance": instance_id})
+
+    signing_secret = _signing_secret(settings)
+    if signing_secret is not None:
+        web_app.router.add_post("/slack/events", make_aiohttp_handler(bolt, signing_secret=signing_secret))
+    web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/metrics", make_metrics_handler(metrics, store))
+    return web_app
+
+
+async def create_app(
+    settings: Settings,
+    *,
+    vpc: VpcApi | None = None,
+    clock: Clock | None = None,
+    instance_id: str | None = None,
+    socket_mode: bool = False,
+) -> BotApp:
+    """Build the bot from ``settings``; ``vpc`` and ``clock`` may be injected (tests, demo)."""
+    require_serve_settings(settings, socket_mode=socket_mode)
+
+    metrics = Metrics()
+    slack, bolt = _build_slack(settings, metrics)
     store = await Store.open(settings.database_url)
     inflight = InFlight(metrics=metrics)
     owned_vpc: VpcClient | None = None
@@ -264,29 +297,7 @@ async def create_app(
         await store.close()
         raise
 
-    web_app = web.Application(client_max_size=1024 * 1024)
-
-    async def healthz(_: web.Request) -> web.Response:
-        """Liveness and readiness: the process answers and the database takes a write, in time."""
-        try:
-            # Shielded: a slow write finishes in the background; cutting it off halfway could
-            # leave a pooled connection holding a transaction open.
-            write = asyncio.ensure_future(
-                store.heartbeat(instance=workflow.instance_id, now=datetime.now(UTC))
-            )
-            await asyncio.wait_for(asyncio.shield(write), HEALTH_TIMEOUT_SECONDS)
-        except TimeoutError:
-            log.warning("health check: the database did not answer within %.0f s", HEALTH_TIMEOUT_SECONDS)
-            return web.json_response({"ok": False, "store": "timeout"}, status=503)
-        except StoreUnavailable as err:
-            log.warning("health check: the database takes no writes: %s", err.detail)
-            return web.json_response({"ok": False, "store": "unavailable", "reason": err.detail}, status=503)
-        return web.json_response({"ok": True, "instance": workflow.instance_id})
-
-    if signing_secret is not None:
-        web_app.router.add_post("/slack/events", make_aiohttp_handler(bolt, signing_secret=signing_secret))
-    web_app.router.add_get("/healthz", healthz)
-    web_app.router.add_get("/metrics", make_metrics_handler(metrics, store))
+    web_app = _build_web(settings, bolt=bolt, store=store, metrics=metrics, instance_id=workflow.instance_id)
     return BotApp(
         settings=settings,
         bolt=bolt,

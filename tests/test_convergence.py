@@ -20,6 +20,7 @@ from bot.domain import (
     Operation,
     OpState,
     Resumed,
+    VpnConnection,
     VpnGateway,
     client_token_for,
 )
@@ -156,33 +157,33 @@ async def test_finishing_is_not_cut_off_by_a_lease_that_ended_with_the_operation
         assert h.notifier.event_types(op.id)[-1] == "Deleted"
 
 
-async def test_a_lookup_cut_short_by_a_crash_is_finished_by_another_worker(h: Harness) -> None:
-    wf1 = h.workflow(instance_id="wf-1")
-    # The request is recorded, then wf-1 dies during the lookup (its lease stays).
+async def _recorded_lookup(h: Harness, op_id: str, vco_id: str) -> Operation:
+    """A request recorded before its lookup by a worker that died then (its lease is left behind)."""
     now = h.clock.now()
-    created = await h.store.create_operation(
+    return await h.store.create_operation(
         op=Operation(
-            id="op-lookup",
+            id=op_id,
             state=OpState.LOOKING_UP,
             region="cn-hangzhou",
-            connection=h.vpc.connections[("cn-hangzhou", "vco-1")].__class__(
-                "vco-1", "cn-hangzhou", "", "", "", "", "", ""
-            ),
+            connection=VpnConnection(vco_id, "cn-hangzhou", "", "", "", "", "", ""),
             gateway=VpnGateway("", "cn-hangzhou", "", ""),
             requester_id="U0REQ",
             channel_id="C0OPS",
             created_at=now,
             updated_at=now,
             expires_at=now,
-            client_token=client_token_for("op-lookup"),
+            client_token=client_token_for(op_id),
             response_url="https://hooks.slack.test/r",
         ),
-        lease=("wf-1", now),
+        lease=("wf-dead", now),
     )
-    del wf1
-    wf2 = h.workflow(instance_id="wf-2")
+
+
+async def test_a_lookup_cut_short_by_a_crash_is_finished_by_another_worker(h: Harness) -> None:
+    created = await _recorded_lookup(h, "op-lookup", "vco-1")
+    wf = h.workflow(instance_id="wf-2")
     h.clock.advance(1)
-    await wf2.start()
+    await wf.start()
     op = await h.eventually_state(created.id, OpState.AWAITING_APPROVAL)
     await _told(h, op.id)
     assert [p.id for p in h.notifier.posted] == [op.id]
@@ -190,26 +191,7 @@ async def test_a_lookup_cut_short_by_a_crash_is_finished_by_another_worker(h: Ha
 
 
 async def test_a_resumed_lookup_that_fails_answers_the_requester(h: Harness) -> None:
-    now = h.clock.now()
-    await h.store.create_operation(
-        op=Operation(
-            id="op-gone",
-            state=OpState.LOOKING_UP,
-            region="cn-hangzhou",
-            connection=h.vpc.connections[("cn-hangzhou", "vco-1")].__class__(
-                "vco-404", "cn-hangzhou", "", "", "", "", "", ""
-            ),
-            gateway=VpnGateway("", "cn-hangzhou", "", ""),
-            requester_id="U0REQ",
-            channel_id="C0OPS",
-            created_at=now,
-            updated_at=now,
-            expires_at=now,
-            client_token=client_token_for("op-gone"),
-            response_url="https://hooks.slack.test/r",
-        ),
-        lease=("wf-dead", now),
-    )
+    await _recorded_lookup(h, "op-gone", "vco-404")
     wf = h.workflow()
     h.clock.advance(1)
     await wf.start()

@@ -54,8 +54,9 @@ from bot.cloud.models import (
 )
 from bot.cloud.signer import AcsV3Auth, canonical_query
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
+from bot.cloud.wire import SECRET_KEYS, parse_retry_after, redact, translate_response, validate_client_token
 from bot.domain import PART_CONNECTION, PART_POLICY_ROUTES, PART_ROUTES, Impact, VpnConnection, VpnGateway
-from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass, UsageError
+from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -78,11 +79,6 @@ API_VERSION: Final = "2016-04-28"
 PAGE_SIZE: Final = 50
 # Never follow pagination forever if the server keeps claiming more.
 _MAX_PAGES: Final = 200
-# The SDK caps x-acs-retry-after at 120 s.
-_MAX_RETRY_AFTER_S: Final = 120.0
-
-SECRET_KEYS: Final = frozenset({"psk", "authkey", "accesskeysecret", "securitytoken"})
-_MASK: Final = "***"
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _ItemT = TypeVar("_ItemT")
@@ -96,86 +92,23 @@ def _default_http_client() -> httpx.AsyncClient:
     )
 
 
-def redact(obj: Any) -> Any:
-    """Return a copy of a JSON-like value with Psk, AuthKey, AccessKeySecret and SecurityToken masked at any depth."""
-    if isinstance(obj, Mapping):
-        return {
-            k: (_MASK if str(k).replace("_", "").lower() in SECRET_KEYS else redact(v))
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list | tuple):
-        return [redact(v) for v in obj]
-    return obj
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Return the ``x-acs-retry-after`` hint in seconds (the header is milliseconds, as the SDK reads it)."""
-    if not value:
-        return None
-    try:
-        ms = int(value.strip())
-    except ValueError:
-        return None
-    if ms <= 0:
-        return None
-    return min(ms / 1000.0, _MAX_RETRY_AFTER_S)
-
-
-def validate_client_token(token: str) -> str:
-    """Refuse a ClientToken that Alibaba would refuse: empty, over 64 characters, or not printable ASCII."""
-    if not token or len(token) > 64 or not token.isascii() or not token.isprintable():
-        raise UsageError("the ClientToken must be 1 to 64 printable ASCII characters")
-    return token
-
-
-def translate_response(
-    response: httpx.Response, *, action: str, resource_id: str | None = None
-) -> dict[str, Any]:
-    """Return the JSON body of a successful answer; raise CloudApiError/CloudTransportError otherwise."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError
-        info = lookup(TRANSPORT_BAD_RESPONSE, http_status=status)
-        raise CloudTransportError(
-            f"{action}: HTTP {status} with a body that is not JSON",
-            info=info,
-            request_id=response.headers.get("x-acs-request-id"),
-            action=action,
-            resource_id=resource_id,
-        ) from exc
-    if not isinstance(body, dict):
-        info = lookup(TRANSPORT_BAD_RESPONSE, http_status=status)
-        raise CloudTransportError(
-            f"{action}: HTTP {status} with a JSON body that is not an object",
-            info=info,
-            action=action,
-            resource_id=resource_id,
+def _transport_error(
+    exc: httpx.TransportError | TimeoutError, *, action: str, region: str, host: str, resource_id: str | None
+) -> CloudTransportError:
+    """No usable answer: a timeout, a broken answer or no connection, as a ``Transport.*`` error."""
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        log.warning("vpc call timed out", extra={"action": action, "region": region})
+        message, code = f"{action}: no answer from {host} in time", TRANSPORT_TIMEOUT
+    elif isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
+        log.warning("vpc call got a broken answer", extra={"action": action, "region": region})
+        message, code = f"{action}: broken HTTP answer from {host}", TRANSPORT_BAD_RESPONSE
+    else:
+        log.warning(
+            "vpc call could not connect",
+            extra={"action": action, "region": region, "error": type(exc).__name__},
         )
-    request_id = body.get("RequestId") or response.headers.get("x-acs-request-id")
-    code = body.get("Code")
-    if code:
-        message = str(body.get("Message") or "")
-        raise CloudApiError(
-            f"{action} failed: {code}: {message}".rstrip(": "),
-            info=lookup(str(code), message=message, http_status=status),
-            http_status=status,
-            request_id=str(request_id) if request_id else None,
-            action=action,
-            resource_id=resource_id,
-            retry_after=parse_retry_after(response.headers.get("x-acs-retry-after")),
-        )
-    if response.is_error:
-        # An error status without a Code is not Alibaba speaking (a proxy, a wrong endpoint).
-        info = lookup(TRANSPORT_BAD_RESPONSE, http_status=status)
-        raise CloudTransportError(
-            f"{action}: HTTP {status} without an error Code",
-            info=info,
-            request_id=str(request_id) if request_id else None,
-            action=action,
-            resource_id=resource_id,
-        )
-    return body
+        message, code = f"{action}: could not reach {host} ({type(exc).__name__})", TRANSPORT_CONNECT_ERROR
+    return CloudTransportError(message, info=lookup(code), action=action, resource_id=resource_id)
 
 
 class VpcClient:
@@ -266,32 +199,9 @@ class VpcClient:
         try:
             async with asyncio.timeout(budget):
                 response = await self._http.send(request, auth=auth)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            log.warning("vpc call timed out", extra={"action": action, "region": region})
-            raise CloudTransportError(
-                f"{action}: no answer from {request.url.host} in time",
-                info=lookup(TRANSPORT_TIMEOUT),
-                action=action,
-                resource_id=resource_id,
-            ) from exc
-        except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
-            log.warning("vpc call got a broken answer", extra={"action": action, "region": region})
-            raise CloudTransportError(
-                f"{action}: broken HTTP answer from {request.url.host}",
-                info=lookup(TRANSPORT_BAD_RESPONSE),
-                action=action,
-                resource_id=resource_id,
-            ) from exc
-        except httpx.TransportError as exc:
-            log.warning(
-                "vpc call could not connect",
-                extra={"action": action, "region": region, "error": type(exc).__name__},
-            )
-            raise CloudTransportError(
-                f"{action}: could not reach {request.url.host} ({type(exc).__name__})",
-                info=lookup(TRANSPORT_CONNECT_ERROR),
-                action=action,
-                resource_id=resource_id,
+        except (httpx.TransportError, TimeoutError) as exc:
+            raise _transport_error(
+                exc, action=action, region=region, host=request.url.host, resource_id=resource_id
             ) from exc
         try:
             body = translate_response(response, action=action, resource_id=resource_id)
