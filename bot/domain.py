@@ -15,6 +15,10 @@ from typing import Any, TypedDict
 
 __all__ = [
     "ACTIVE_STATES",
+    "IPSEC_UP",
+    "PART_CONNECTION",
+    "PART_POLICY_ROUTES",
+    "PART_ROUTES",
     "TERMINAL_STATES",
     "Accepted",
     "AuditEntry",
@@ -25,6 +29,10 @@ __all__ = [
     "Failed",
     "GatewayActive",
     "GatewayUpdating",
+    "Impact",
+    "ImpactBgp",
+    "ImpactRoute",
+    "ImpactTunnel",
     "LookupFailed",
     "OpFields",
     "OpState",
@@ -39,6 +47,7 @@ __all__ = [
     "StillExists",
     "TimedOut",
     "Unanswered",
+    "Unread",
     "VpnConnection",
     "VpnGateway",
     "client_token_for",
@@ -71,6 +80,101 @@ class VpnGateway:
     name: str
     status: str
     business_status: str = "Normal"
+
+
+# --- the impact preview: what deleting a connection takes down ---------------------------------------
+#
+# Built by the cloud adapter at request time from DescribeVpnConnection, DescribeVpnRouteEntries
+# and DescribeVpnPbrRouteEntries, stored with the operation as JSON and rendered on its card.
+# Only plain, secret-free values: no Psk, no BGP AuthKey, no raw answer.
+
+IPSEC_UP = "ipsec_sa_established"
+# The parts of the preview, each looked up on its own; these names are shown as "<part>: could not be read".
+PART_CONNECTION = "tunnel, BGP and health check"
+PART_ROUTES = "routes"
+PART_POLICY_ROUTES = "policy-based routes"
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactBgp:
+    """BGP on a connection or one of its tunnels (the AuthKey is never kept)."""
+
+    enabled: bool
+    local_asn: int | None = None
+    peer_asn: int | None = None
+    peer_ip: str = ""
+    status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactTunnel:
+    """One tunnel of a dual-tunnel connection: its role (master/slave), state and IPsec status."""
+
+    index: int | None
+    role: str
+    state: str
+    status: str
+    bgp: ImpactBgp | None = None
+
+    @property
+    def is_up(self) -> bool:
+        return self.status == IPSEC_UP
+
+
+@dataclass(frozen=True, slots=True)
+class ImpactRoute:
+    """A gateway route whose next hop is the connection: ``kind`` is custom, bgp or policy."""
+
+    kind: str
+    destination: str
+    # Policy-based routes only: the traffic's source CIDR.
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A part of the preview that could not be read: Alibaba's ``code``, or none for a missed deadline."""
+
+    part: str
+    reason: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Impact:
+    """What deleting one connection takes down, as looked up when the deletion was requested."""
+
+    status: str = ""
+    tunnels: tuple[ImpactTunnel, ...] = ()
+    bgp: ImpactBgp | None = None
+    health_check: bool | None = None
+    health_check_ip: str = ""
+    # AttachType (CEN, VPNGW, NO_ASSOCIATED) and the instance it is attached to.
+    attach_type: str = ""
+    attach_instance_id: str = ""
+    # The routes through the connection (the first 100 kept) and how many there are in all.
+    routes: tuple[ImpactRoute, ...] = ()
+    route_count: int = 0
+    unread: tuple[Unread, ...] = ()
+
+    @property
+    def is_up(self) -> bool:
+        """Whether a tunnel has IPsec up: traffic may be flowing through it right now."""
+        return self.status == IPSEC_UP or any(t.is_up for t in self.tunnels)
+
+    @property
+    def wider_attachment(self) -> bool:
+        """Whether the connection is attached to a CEN or transit router (the blast radius is wider)."""
+        return self.attach_type.upper() == "CEN" or self.attach_instance_id.startswith(("cen-", "tr-"))
+
+    def unread_part(self, part: str) -> Unread | None:
+        return next((u for u in self.unread if u.part == part), None)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> Impact:
+        """A preview of which nothing could be read, for ``reason``."""
+        parts = (PART_CONNECTION, PART_ROUTES, PART_POLICY_ROUTES)
+        return cls(unread=tuple(Unread(part=p, reason=reason) for p in parts))
 
 
 class OpState(StrEnum):
@@ -129,6 +233,8 @@ class Operation:
     expires_at: datetime
     client_token: str
     team_id: str = ""
+    # The impact preview looked up with the connection (None: requested before the preview existed).
+    impact: Impact | None = None
     message_ts: str | None = None
     response_url: str | None = None
     approver_id: str | None = None
@@ -176,6 +282,7 @@ class OpFields(TypedDict, total=False):
 
     connection: VpnConnection
     gateway: VpnGateway
+    impact: Impact | None
     message_ts: str | None
     approver_id: str | None
     approved_at: datetime | None

@@ -15,6 +15,7 @@ from typing import Protocol, Unpack
 from bot.domain import (
     AuditEntry,
     Effect,
+    Impact,
     Operation,
     OpFields,
     OpState,
@@ -62,6 +63,14 @@ class VpcApi(Protocol):
 
     async def list_regions(self) -> list[str]:
         """Return the region ids the VPC API knows (DescribeRegions)."""
+        ...
+
+    async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
+        """Return what deleting ``connection`` takes down: tunnels, BGP, health check, routes through it.
+
+        Never raises a CloudError: each part is looked up in parallel within ``deadline_s`` and a
+        part that fails or is slow comes back as an :class:`bot.domain.Unread` with the reason.
+        """
         ...
 
 

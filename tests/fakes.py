@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.domain import Operation, Progress, VpnConnection, VpnGateway
+from bot.domain import Impact, ImpactRoute, Operation, Progress, VpnConnection, VpnGateway
 from bot.errors import (
     CloudApiError,
     CloudError,
@@ -225,6 +225,12 @@ class FakeVpc:
 
     async def list_regions(self) -> list[str]:
         return [REGION, "cn-shanghai"]
+
+    async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
+        """A preview with the connection's status and one destination route through it."""
+        await asyncio.sleep(0)
+        route = ImpactRoute(kind="custom", destination=connection.remote_subnet or "192.168.0.0/24")
+        return Impact(status=connection.status, routes=(route,), route_count=1)
 
 
 @dataclass

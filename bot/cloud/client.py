@@ -41,6 +41,7 @@ from bot.cloud.codes import (
 )
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
 from bot.cloud.endpoints import EndpointResolver
+from bot.cloud.impact import build_impact, within
 from bot.cloud.models import (
     CreateVpnConnectionResponse,
     CreateVpnPbrRouteEntryResponse,
@@ -61,7 +62,7 @@ from bot.cloud.ratelimit import AdaptiveRateLimiter
 from bot.cloud.signer import AcsV3Auth, canonical_query
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
 from bot.cloud.wire import SECRET_KEYS, parse_retry_after, redact, translate_response, validate_client_token
-from bot.domain import VpnConnection, VpnGateway
+from bot.domain import PART_CONNECTION, PART_POLICY_ROUTES, PART_ROUTES, Impact, VpnConnection, VpnGateway
 from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass
 
 if TYPE_CHECKING:
@@ -543,6 +544,29 @@ class VpcClient:
 
     async def list_regions(self) -> list[str]:
         return [r.region_id for r in await self.describe_regions()]
+
+    async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
+        """What deleting ``connection`` takes down; each sub-lookup has ``deadline_s`` and may come back unread."""
+        vco_id, gateway_id = connection.id, connection.gateway_id
+        detail, custom, bgp, policy = await asyncio.gather(
+            within(
+                PART_CONNECTION, deadline_s, self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
+            ),
+            within(
+                PART_ROUTES, deadline_s, self.describe_vpn_route_entries(region=region, gateway_id=gateway_id)
+            ),
+            within(
+                PART_ROUTES,
+                deadline_s,
+                self.describe_vpn_route_entries(region=region, gateway_id=gateway_id, route_entry_type="bgp"),
+            ),
+            within(
+                PART_POLICY_ROUTES,
+                deadline_s,
+                self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+            ),
+        )
+        return build_impact(vco_id, detail, custom, bgp, policy)
 
 
 if TYPE_CHECKING:

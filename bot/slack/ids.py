@@ -27,6 +27,8 @@ class BlockId(StrEnum):
     HEADER = "vpn-delete-header"
     SUMMARY = "vpn-delete-summary"
     DETAILS = "vpn-delete-details"
+    IMPACT = "vpn-delete-impact"
+    ROUTES = "vpn-delete-routes"
     ACTIONS = "vpn-delete-actions"
     STATUS = "vpn-delete-status"
     FOOTER = "vpn-delete-footer"

@@ -31,6 +31,7 @@ from bot.domain import (
     TERMINAL_STATES,
     AuditEntry,
     Effect,
+    Impact,
     Operation,
     OpFields,
     OpState,
@@ -55,8 +56,11 @@ _PG_COMMAND_TIMEOUT_S = 15.0
 
 _CONNECTION = TypeAdapter(VpnConnection)
 _GATEWAY = TypeAdapter(VpnGateway)
+_IMPACT = TypeAdapter(Impact | None)
 # Operation fields stored as plain columns of the same name.
-_PLAIN = tuple(f.name for f in fields(Operation) if f.name not in {"state", "connection", "gateway"})
+_PLAIN = tuple(
+    f.name for f in fields(Operation) if f.name not in {"state", "connection", "gateway", "impact"}
+)
 
 
 def async_url(url: str) -> str:
@@ -81,6 +85,8 @@ def _values(op_fields: OpFields) -> dict[str, Any]:
         values["gateway_id"] = connection.gateway_id
     if "gateway" in op_fields:
         values["gateway"] = _GATEWAY.dump_python(op_fields["gateway"], mode="json")
+    if "impact" in op_fields:
+        values["impact"] = _IMPACT.dump_python(op_fields["impact"], mode="json")
     return values
 
 
@@ -95,6 +101,7 @@ def _row_to_op(row: Row[Any]) -> Operation:
         state=OpState(m["state"]),
         connection=_CONNECTION.validate_python(_loads(m["connection"])),
         gateway=_GATEWAY.validate_python(_loads(m["gateway"])),
+        impact=_IMPACT.validate_python(_loads(m["impact"])),
         **{name: m[name] for name in _PLAIN},
     )
 
@@ -220,7 +227,7 @@ class Store(OutboxMixin):
         """Insert a new operation, optionally leased to its creator, with its first audit entry."""
         values = {
             **{name: getattr(op, name) for name in _PLAIN},
-            **_values({"connection": op.connection, "gateway": op.gateway}),
+            **_values({"connection": op.connection, "gateway": op.gateway, "impact": op.impact}),
             "state": op.state.value,
         }
         if lease is not None:

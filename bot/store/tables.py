@@ -111,6 +111,8 @@ operations = Table(
     # Added by migration 2.
     Column("token_seq", Integer, nullable=False, default=0, server_default="0"),
     Column("crashes", Integer, nullable=False, default=0, server_default="0"),
+    # Added by migration 3: the impact preview shown on the card (bot.domain.Impact, secret-free).
+    Column("impact", JSON, nullable=True),
     Index("ix_operations_state", "state"),
 )
 
@@ -184,6 +186,14 @@ def _migration_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[outbox, outbox_claims, heartbeats], checkfirst=True)
 
 
+def _migration_3(conn: Connection) -> None:
+    # The impact preview stored with the operation, so the outbox can re-render the card any time.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    if "impact" not in present:
+        kind = conn.dialect.type_compiler_instance.process(JSON())
+        conn.execute(text(f"ALTER TABLE operations ADD COLUMN impact {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
-MIGRATIONS: Sequence[Callable[[Connection], None]] = (_migration_1, _migration_2)
+MIGRATIONS: Sequence[Callable[[Connection], None]] = (_migration_1, _migration_2, _migration_3)
 SCHEMA_VERSION = len(MIGRATIONS)

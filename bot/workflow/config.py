@@ -31,6 +31,9 @@ class WorkflowConfig:
     crash_budget: int = 3
     # How long the outbox keeps trying to tell Slack before it gives up (with an ERROR log line).
     slack_give_up_s: float = 6 * 3600.0
+    # Each part of the confirmation's impact preview (status, routes, ...) gets this long; a part
+    # that takes longer is shown as "could not be read" rather than holding up the confirmation.
+    impact_deadline_s: float = 3.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowConfig:

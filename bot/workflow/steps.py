@@ -7,6 +7,7 @@ take over at any step. See :mod:`bot.workflow` for the rules.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from bot.domain import (
     Failed,
     GatewayActive,
     GatewayUpdating,
+    Impact,
     LookupFailed,
     Operation,
     OpState,
@@ -32,6 +34,7 @@ from bot.domain import (
     StillExists,
     TimedOut,
     Unanswered,
+    VpnConnection,
     client_token_for,
 )
 from bot.errors import CloudError
@@ -163,7 +166,16 @@ class Steps:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
             connection = await self._vpc.describe_vpn_connection(region=op.region, vco_id=op.vco_id)
-            gateway = await self._vpc.describe_vpn_gateway(region=op.region, gateway_id=connection.gateway_id)
+            # The preview is looked up alongside the gateway; it never fails and has its own deadline.
+            preview = asyncio.create_task(self._preview(op.region, connection), name=f"vpnbot-impact-{op.id}")
+            try:
+                gateway = await self._vpc.describe_vpn_gateway(
+                    region=op.region, gateway_id=connection.gateway_id
+                )
+            except BaseException:
+                preview.cancel()
+                raise
+            impact = await preview
         except CloudError as err:
             failed = await self._lookup_failed(
                 op, LookupFailed(code=err.code, reason=err.friendly), reply=reply_on_failure
@@ -178,12 +190,28 @@ class Steps:
             now=self._clock.now(),
             connection=connection,
             gateway=gateway,
+            impact=impact,
             effects=[Effect(EffectKind.POST_CONFIRMATION)],
         )
         if found is None:
             return await self._store.get_operation(op_id=op.id) or op  # another worker finished the lookup
         self._outbox.kick(op.id)
         return found
+
+    async def _preview(self, region: str, connection: VpnConnection) -> Impact:
+        """The impact preview, or one saying it could not be read: it must never stop the confirmation."""
+        deadline = self._config.impact_deadline_s
+        try:
+            # A margin over the per-part deadline, in case an adapter does not keep its own.
+            async with asyncio.timeout(deadline + 1.0):
+                return await self._vpc.describe_impact(
+                    region=region, connection=connection, deadline_s=deadline
+                )
+        except TimeoutError:
+            return Impact.unavailable(f"no answer within {deadline:g} s")
+        except Exception:
+            log.warning("impact preview failed", exc_info=True, extra={"vco_id": connection.id})
+            return Impact.unavailable("an unexpected error (see the bot's log)")
 
     async def _lookup_failed(self, op: Operation, event: LookupFailed, *, reply: bool) -> Operation:
         now = self._clock.now()

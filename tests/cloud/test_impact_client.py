@@ -1,0 +1,137 @@
+"""VpcClient.describe_impact against the local sandbox: real signing, real paging, real faults."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+
+import pytest
+
+from bot.cloud.client import VpcClient
+from bot.cloud.credentials import StaticCredentialsProvider
+from bot.cloud.signer import Credentials
+from bot.domain import PART_CONNECTION, PART_POLICY_ROUTES, PART_ROUTES, Impact, ImpactRoute, VpnConnection
+from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
+from bot.sandbox.vpc_state import (
+    SEED_REGION,
+    SEED_VCO_HANGZHOU,
+    SEED_VCO_HANGZHOU_BGP,
+    SEED_VCO_HANGZHOU_TUNNELS,
+    SEED_VPN_HANGZHOU,
+    Route,
+    SandboxState,
+)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    running = await start_vpc_sandbox(state=SandboxState(update_seconds=0.2))
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+def _client(sandbox: RunningSandbox) -> VpcClient:
+    creds = StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
+    return VpcClient(creds, endpoint=sandbox.url, wait_initial=0.01, wait_max=0.05, api_deadline_seconds=5)
+
+
+async def _impact(sandbox: RunningSandbox, vco_id: str, *, deadline_s: float = 3.0) -> Impact:
+    async with _client(sandbox) as client:
+        connection: VpnConnection = await client.describe_vpn_connection(region=SEED_REGION, vco_id=vco_id)
+        return await client.describe_impact(region=SEED_REGION, connection=connection, deadline_s=deadline_s)
+
+
+async def test_lists_only_the_routes_through_this_connection(sandbox: RunningSandbox) -> None:
+    impact = await _impact(sandbox, SEED_VCO_HANGZHOU)
+
+    assert impact.unread == ()
+    assert impact.is_up
+    assert set(impact.routes) == {
+        ImpactRoute(kind="custom", destination="192.168.10.0/24"),
+        ImpactRoute(kind="custom", destination="192.168.11.0/24"),
+        ImpactRoute(kind="policy", destination="192.168.10.128/25", source="10.10.1.0/24"),
+    }
+    assert impact.route_count == 3
+    # The gateway's other connections have routes too (172.16.0.0/16, 10.200.0.0/16, ...): not listed.
+    assert {r.destination for r in impact.routes}.isdisjoint(
+        {"172.16.0.0/16", "10.200.0.0/16", "10.200.8.0/24"}
+    )
+
+
+async def test_bgp_health_check_and_learned_routes(sandbox: RunningSandbox) -> None:
+    impact = await _impact(sandbox, SEED_VCO_HANGZHOU_BGP)
+
+    assert impact.bgp is not None
+    assert (impact.bgp.enabled, impact.bgp.local_asn, impact.bgp.peer_asn) == (True, 45104, 65001)
+    assert impact.bgp.peer_ip == "169.254.11.2"
+    assert (impact.health_check, impact.health_check_ip) == (True, "10.200.0.1")
+    assert {(r.kind, r.destination) for r in impact.routes} == {
+        ("bgp", "10.200.0.0/16"),
+        ("bgp", "10.201.0.0/16"),
+        ("policy", "10.200.8.0/24"),
+    }
+    assert impact.attach_type == "VPNGW"
+    assert not impact.wider_attachment
+    # The record is plain JSON and holds no secret of the connection.
+    dumped = json.dumps(asdict(impact))
+    for secret in sandbox.state.connections[SEED_VCO_HANGZHOU_BGP].secrets:
+        assert secret not in dumped
+
+
+async def test_dual_tunnels_each_with_role_state_and_status(sandbox: RunningSandbox) -> None:
+    impact = await _impact(sandbox, SEED_VCO_HANGZHOU_TUNNELS)
+
+    assert [(t.index, t.role, t.state, t.status) for t in impact.tunnels] == [
+        (1, "master", "active", "ipsec_sa_established"),
+        (2, "slave", "active", "ipsec_sa_not_established"),
+    ]
+    # The connection says not established, but the master tunnel is up: traffic may flow.
+    assert impact.status == "ipsec_sa_not_established"
+    assert impact.is_up
+    master_bgp = impact.tunnels[0].bgp
+    assert master_bgp is not None
+    assert master_bgp.peer_asn == 65020
+    dumped = json.dumps(asdict(impact))
+    for secret in sandbox.state.connections[SEED_VCO_HANGZHOU_TUNNELS].secrets:
+        assert secret not in dumped
+
+
+async def test_every_page_of_routes_is_read(sandbox: RunningSandbox) -> None:
+    sandbox.state.routes += [
+        Route(SEED_VPN_HANGZHOU, f"10.{100 + n // 250}.{n % 250}.0/24", SEED_VCO_HANGZHOU) for n in range(120)
+    ]
+    impact = await _impact(sandbox, SEED_VCO_HANGZHOU)
+
+    assert impact.route_count == 123  # 120 + the 3 seeded; the client asked for 3 pages of 50
+    assert len(impact.routes) == 100  # the record keeps the first 100
+    assert len(sandbox.state.calls("DescribeVpnRouteEntries")) >= 4  # custom (3 pages) + bgp
+
+
+async def test_a_forbidden_part_is_unread_and_the_rest_is_there(sandbox: RunningSandbox) -> None:
+    sandbox.state.faults.add(action="DescribeVpnRouteEntries", code="Forbidden")
+    impact = await _impact(sandbox, SEED_VCO_HANGZHOU)
+
+    unread = impact.unread_part(PART_ROUTES)
+    assert unread is not None
+    assert unread.code == "Forbidden"
+    assert impact.unread_part(PART_CONNECTION) is None
+    assert impact.unread_part(PART_POLICY_ROUTES) is None
+    assert impact.is_up
+    assert impact.routes == (
+        ImpactRoute(kind="policy", destination="192.168.10.128/25", source="10.10.1.0/24"),
+    )
+
+
+async def test_a_slow_part_is_unread_after_its_deadline(sandbox: RunningSandbox) -> None:
+    sandbox.state.faults.add(action="DescribeVpnPbrRouteEntries", latency=5.0)
+    impact = await _impact(sandbox, SEED_VCO_HANGZHOU, deadline_s=0.5)
+
+    unread = impact.unread_part(PART_POLICY_ROUTES)
+    assert unread is not None
+    assert unread.code is None
+    assert "0.5 s" in unread.reason
+    assert impact.unread_part(PART_ROUTES) is None
+    assert {r.destination for r in impact.routes} == {"192.168.10.0/24", "192.168.11.0/24"}
