@@ -12,12 +12,20 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bot.sandbox.local import LocalStack, start_local_stack
+import pytest
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bot.app import create_app
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack, local_settings, start_local_stack
+from bot.sandbox.slack import demo_workspace, start_slack_standin
 from bot.sandbox.slack_api import Message
+from bot.sandbox.slack_user import SocketModeUser
+from bot.sandbox.vpc import start_vpc_sandbox
 from bot.sandbox.vpc_state import (
     SEED_VCO_HANGZHOU,
     SEED_VCO_SHANGHAI,
     SEED_VPN_HANGZHOU,
+    SandboxState,
 )
 from bot.slack.ids import ActionId
 
@@ -284,3 +292,51 @@ async def test_policy_refuses_channel_person_and_region(sqlite_url: str) -> None
         )
         await _reply(stack, "not enabled for this bot")
         assert all(r.params.get("RegionId") != "cn-shanghai" for r in stack.vpc.state.requests)
+
+
+async def test_list_and_paging_over_socket_mode(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same listing and a Next click, delivered as Socket Mode envelopes."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)  # slack_sdk's socket client reads them itself
+    app_token = "xapp-1-A0VPNBOT-1-find-e2e"
+    async with contextlib.AsyncExitStack() as cleanup:
+        vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
+        cleanup.push_async_callback(vpc.close)
+        slack = await start_slack_standin(
+            bot_token=LOCAL_BOT_TOKEN, app_token=app_token, workspace=demo_workspace()
+        )
+        cleanup.push_async_callback(slack.close)
+        settings = local_settings(
+            database_url=sqlite_url,
+            vpc_url=vpc.url,
+            slack_url=slack.url,
+            slack_app_token=app_token,
+            slack_signing_secret=None,
+        )
+        app = await create_app(settings, socket_mode=True)
+        cleanup.push_async_callback(app.aclose)
+        await app.start()
+        handler = AsyncSocketModeHandler(app.bolt, app_token)
+        cleanup.push_async_callback(handler.close_async)
+        await handler.connect_async()
+        await slack.state.socket_mode.wait_connected()
+
+        vpc.state.seed_connections("cn-hangzhou", 30)
+        total = sum(1 for c in vpc.state.connections.values() if c.region == "cn-hangzhou")
+        user = SocketModeUser(state=slack.state)
+        await user.slash_command(ALICE, CHANNEL, "list")
+
+        def first_page() -> Message | None:
+            return next(
+                (m for m in slack.state.ephemerals(ALICE, CHANNEL) if "IPsec-VPN" in all_text(m)), None
+            )
+
+        page = await slack.state.wait_for(first_page, timeout=10, what="the first page")
+        assert f"1–15 of {total}" in all_text(page)
+        await user.click(ALICE, CHANNEL, page.ts, ActionId.LIST_NEXT)
+
+        def second_page() -> Message | None:
+            msg = slack.state.message(CHANNEL, page.ts)
+            return msg if msg is not None and f"16–30 of {total}" in all_text(msg) else None
+
+        await slack.state.wait_for(second_page, timeout=10, what="the second page")
