@@ -168,8 +168,8 @@ async def _start_delete(deps: SlackDeps, click: ListClick, value: RowDelete, res
         deps.inflight.shed()
         await respond(**build_busy(value.v, value.r), replace_original=False)
         return
-    await respond(**build_looking_up(value.v, value.r), replace_original=False)
     await check_region(deps, value.r)
+    await respond(**build_looking_up(value.v, value.r), replace_original=False)
     await deps.workflow.request_delete(
         team_id=click.team_id,
         user_id=click.user_id,
