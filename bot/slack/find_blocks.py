@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain import ACTIVE_STATES, TERMINAL_STATES, Operation, OpState, VpnGateway
-from bot.ids import is_channel_id
+from bot.ids import is_channel_id, is_vco_id
 from bot.slack.blocks import (
     CONTEXT_MAX,
     SECTION_MAX,
@@ -116,8 +116,13 @@ def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int
     title = f"*IPsec-VPN connections in {scope}* — {first}–{last} of {total}"
     blocks: list[Block] = [_section(title, BlockId.LIST_HEADER.value)]
     for row in rows:
-        value = RowDelete(r=page.r, v=row.id).to_value()
-        blocks.append(_section(_row_text(row), accessory=_button("Delete…", ActionId.LIST_DELETE, value)))
+        # An id the API spelled unexpectedly gets no button: its click would be refused anyway.
+        delete = (
+            _button("Delete…", ActionId.LIST_DELETE, RowDelete(r=page.r, v=row.id).to_value())
+            if is_vco_id(row.id)
+            else None
+        )
+        blocks.append(_section(_row_text(row), accessory=delete))
     nav: list[Block] = []
     if page.p > 0:
         previous = page.model_copy(update={"p": page.p - 1}).to_value()
@@ -130,9 +135,7 @@ def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int
     blocks.append(
         _context(
             f"Page {page.p + 1} of {pages}. Delete… asks for the usual confirmation in this channel. "
-            f"`{SLASH_COMMAND} status <vco-id>` shows one connection live.".replace("<", "&lt;").replace(
-                ">", "&gt;"
-            ),
+            f"`{SLASH_COMMAND} status &lt;vco-id&gt;` shows one connection live.",
             BlockId.LIST_FOOTER.value,
         )
     )

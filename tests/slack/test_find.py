@@ -213,6 +213,13 @@ def test_list_page_blocks_and_buttons() -> None:
     assert values[ActionId.LIST_NEXT].f == ("office",)
 
 
+def test_a_row_with_an_unexpected_id_has_no_delete_button() -> None:
+    message = build_list_page([row(1, id="vco-UPPER"), row(2)], ListPage(r="cn-hangzhou", p=0), total=2)
+    valid_block_kit(message)
+    values = [b["accessory"]["value"] for b in message["blocks"] if "accessory" in b]
+    assert [json.loads(v)["v"] for v in values] == [row(2).id]
+
+
 def test_single_page_has_no_navigation_and_empty_listing_says_so() -> None:
     message = build_list_page([row(1)], ListPage(r="cn-hangzhou", p=0), total=1)
     valid_block_kit(message)
