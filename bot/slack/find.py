@@ -50,13 +50,15 @@ def _inventory(deps: SlackDeps) -> tuple[Inventory, ListingCache]:
 
 
 async def _check_read(deps: SlackDeps, *, user_id: str, channel_id: str, region: str) -> None:
+    # None only where register() was given no policy (Slack-layer tests); create_app always wires one.
     if deps.read_policy is not None:
         await deps.read_policy.check_read(user_id=user_id, channel_id=channel_id, region=region)
 
 
 async def render_page(deps: SlackDeps, page: ListPage, *, user_id: str, channel_id: str) -> Message:
-    """Check the policy, then render one page of the (cached) listing."""
+    """Check the region and the policy, then render one page of the (cached) listing."""
     _, listings = _inventory(deps)
+    await check_region(deps, page.r)
     await _check_read(deps, user_id=user_id, channel_id=channel_id, region=page.r)
     rows = await listings.rows(region=page.r, gateway_id=page.g)
     matched = [row for row in rows if row.matches(page.f)]

@@ -251,6 +251,17 @@ async def test_page_out_of_range_is_explained(stack: LocalStack) -> None:
     )
     reply = await _reply(stack, "There is no page 8")
     assert "1 page" in all_text(reply)
+    scans = _cloud_actions(stack).count("DescribeVpnConnections")
+    await stack.agent.click(
+        ALICE,
+        CHANNEL,
+        page.ts,
+        ActionId.LIST_NEXT,
+        value=json.dumps({"r": "xx-nowhere", "p": 0}),
+        require_button=False,
+    )
+    await _reply(stack, "no VPC region")
+    assert _cloud_actions(stack).count("DescribeVpnConnections") == scans
 
 
 async def test_bad_command_text(stack: LocalStack) -> None:

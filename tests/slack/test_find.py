@@ -9,11 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from fakes import FakePolicy
 from slack_sdk.models.blocks import Block
-from slackfakes import T0, make_op, make_settings
+from slackfakes import T0, FakeWorkflow, make_op, make_settings
 
 from bot.domain import OpState, VpnGateway
 from bot.errors import NotAllowed, UsageError
+from bot.slack.deps import SlackDeps
+from bot.slack.find import NOT_SET_UP, render_page
 from bot.slack.find_blocks import (
     PAGE_SIZE,
     build_connection_status,
@@ -384,3 +387,38 @@ async def test_check_read_follows_channels_requesters_and_regions() -> None:
 async def test_check_read_with_no_lists_allows_anyone() -> None:
     policy = SlackPolicy(make_settings(), directory=NoGroups())
     await policy.check_read(user_id="U0ANY", channel_id="C0ANY", region="eu-central-1")
+
+
+# --- listeners' helpers --------------------------------------------------------------------------
+
+
+async def test_listing_without_an_inventory_says_it_is_not_set_up() -> None:
+    async def no_regions() -> frozenset[str]:
+        return frozenset()
+
+    deps = SlackDeps(workflow=FakeWorkflow(), settings=make_settings(), regions=no_regions)
+    with pytest.raises(UsageError) as info:
+        await render_page(deps, ListPage(r="cn-hangzhou", p=0), user_id="U0ALICE", channel_id="C0VPNOPS")
+    assert info.value.friendly == NOT_SET_UP
+
+
+async def test_a_page_is_policy_checked_before_the_cloud_is_asked() -> None:
+    async def regions() -> frozenset[str]:
+        return frozenset({"cn-hangzhou", "cn-shanghai"})
+
+    inventory = CountingInventory([row(1)])
+    deps = SlackDeps(
+        workflow=FakeWorkflow(),
+        settings=make_settings(),
+        regions=regions,
+        inventory=inventory,
+        listings=ListingCache(inventory),
+        read_policy=FakePolicy(channels={"C0VPNOPS"}),
+    )
+    page = ListPage(r="cn-shanghai", p=0)
+    with pytest.raises(NotAllowed):
+        await render_page(deps, page, user_id="U0ALICE", channel_id="C0RANDOM")
+    assert inventory.calls == []
+    message = await render_page(deps, page, user_id="U0ALICE", channel_id="C0VPNOPS")
+    assert inventory.calls == [("cn-shanghai", None)]
+    valid_block_kit(message)
