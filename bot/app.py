@@ -24,11 +24,13 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cloud.client import VpcClient
+from bot.cloud.models import VpnConnectionDetail
 from bot.config import Settings
+from bot.domain import VpnGateway
 from bot.errors import ConfigError, StoreUnavailable
 from bot.metrics import MeteredAsyncApp, MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
 from bot.ports import Clock, SystemClock, VpcApi
-from bot.slack import InFlight, register
+from bot.slack import ConnectionRow, InFlight, register
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.codes import lookup as slack_lookup
 from bot.slack.http import make_aiohttp_handler
@@ -154,6 +156,42 @@ class RegionCache:
         return self._regions
 
 
+def _row(detail: VpnConnectionDetail) -> ConnectionRow:
+    return ConnectionRow(
+        id=detail.vpn_connection_id,
+        name=detail.name,
+        gateway_id=detail.vpn_gateway_id,
+        status=detail.status,
+        remote_subnet=detail.remote_subnet,
+        local_subnet=detail.local_subnet,
+        tunnels=tuple(t.status or t.state or "" for t in detail.tunnels),
+    )
+
+
+class VpcInventory:
+    """:class:`bot.slack.Inventory` over the VPC client: the reads behind /vpn list and /vpn status."""
+
+    def __init__(self, vpc: VpcClient) -> None:
+        self._vpc = vpc
+
+    async def connections(self, *, region: str, gateway_id: str | None = None) -> list[ConnectionRow]:
+        found = await self._vpc.describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
+        return [_row(d) for d in found]
+
+    async def connection(self, *, region: str, vco_id: str) -> ConnectionRow:
+        return _row(await self._vpc.describe_vpn_connection_detail(region=region, vco_id=vco_id))
+
+    async def gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+        return await self._vpc.describe_vpn_gateway(region=region, gateway_id=gateway_id)
+
+    async def route_count(self, *, region: str, gateway_id: str, vco_id: str) -> int:
+        routes, pbr = await asyncio.gather(
+            self._vpc.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
+            self._vpc.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+        )
+        return sum(r.next_hop == vco_id for r in routes) + sum(r.next_hop == vco_id for r in pbr)
+
+
 @dataclass
 class BotApp:
     """A running vpn-bot: the Bolt app, the workflow and an aiohttp app serving HTTP mode."""
@@ -269,13 +307,14 @@ async def create_app(
             owned_http = metered_vpc_http(metrics)
             owned_vpc = VpcClient.from_settings(settings, http=owned_http)
             vpc = owned_vpc
+        policy = SlackPolicy(settings, directory=SlackGroupDirectory(slack))
         workflow = Workflow(
             store=store,
             vpc=vpc,
             notifier=SlackNotifier(
                 slack, now=(clock or SystemClock()).now, anyone_may_approve=settings.anyone_may_approve
             ),
-            policy=SlackPolicy(settings, directory=SlackGroupDirectory(slack)),
+            policy=policy,
             clock=clock or SystemClock(),
             config=WorkflowConfig.from_settings(settings),
             instance_id=instance_id or default_instance_id(),
@@ -288,6 +327,9 @@ async def create_app(
             regions=RegionCache(vpc),
             operation=lambda op_id: store.get_operation(op_id=op_id),
             inflight=inflight,
+            # Listing needs the full client (an injected VpcApi fake has no list calls).
+            inventory=VpcInventory(vpc) if isinstance(vpc, VpcClient) else None,
+            read_policy=policy,
         )
     except BaseException:
         if owned_vpc is not None:

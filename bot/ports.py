@@ -113,6 +113,11 @@ class Policy(Protocol):
         """Who may read the audit trail: people who may request or approve, in allowed channels."""
         ...
 
+    async def check_read(self, *, user_id: str, channel_id: str, region: str) -> None:
+        """Who may list and inspect a region's connections: requesters and approvers, in allowed
+        channels, for allowed regions (read-only, yet it shows the company's network)."""
+        ...
+
 
 class OperationMeter(Protocol):
     """Counts operations reaching a final state (implemented by bot.metrics.Metrics)."""

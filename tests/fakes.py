@@ -296,6 +296,9 @@ class AllowAllPolicy:
     async def check_history(self, *, user_id: str, channel_id: str) -> None:
         return None
 
+    async def check_read(self, *, user_id: str, channel_id: str, region: str) -> None:
+        return None
+
 
 @dataclass
 class FakePolicy:
@@ -326,6 +329,12 @@ class FakePolicy:
     async def check_history(self, *, user_id: str, channel_id: str) -> None:
         if self.channels and channel_id not in self.channels:
             raise NotAllowed("History cannot be shown in this channel.")
+
+    async def check_read(self, *, user_id: str, channel_id: str, region: str) -> None:
+        if self.requesters and user_id not in self.requesters | self.approvers:
+            raise NotAllowed("You may not list connections.", who_can="Ask a listed requester.")
+        if self.channels and channel_id not in self.channels:
+            raise NotAllowed("Connections cannot be listed in this channel.")
 
 
 class FakeClock:

@@ -156,7 +156,10 @@ def test_manifest_matches_schema(manifest: dict[str, Any]) -> None:
 def test_slash_command_and_interactivity(manifest: dict[str, Any]) -> None:
     [cmd] = manifest["features"]["slash_commands"]
     assert cmd["command"] == "/vpn"
-    assert cmd["usage_hint"] == "delete <vco-id> [region] | history [count] | help"
+    assert (
+        cmd["usage_hint"]
+        == "delete <vco-id> [region] | list [region] [words] | status <id> | history [count] | help"
+    )
     assert cmd["should_escape"] is False
     assert "url" not in cmd  # Socket Mode needs no URL
     assert manifest["settings"]["interactivity"]["is_enabled"] is True

@@ -12,11 +12,23 @@ from slack_bolt.app.async_app import AsyncApp
 from bot.config import Settings
 from bot.slack.actions import make_approve_listener, make_cancel_listener
 from bot.slack.commands import make_vpn_command_listener
-from bot.slack.deps import InFlight, OperationLookup, Regions, SlackDeps, WorkflowApi
+from bot.slack.deps import InFlight, OperationLookup, ReadPolicy, Regions, SlackDeps, WorkflowApi
 from bot.slack.errors import register_error_handler
+from bot.slack.find import make_list_delete_listener, make_list_page_listener
 from bot.slack.ids import SLASH_COMMAND, ActionId
+from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
 
-__all__ = ["InFlight", "OperationLookup", "Regions", "SlackDeps", "WorkflowApi", "register"]
+__all__ = [
+    "ConnectionRow",
+    "InFlight",
+    "Inventory",
+    "OperationLookup",
+    "ReadPolicy",
+    "Regions",
+    "SlackDeps",
+    "WorkflowApi",
+    "register",
+]
 
 
 def register(
@@ -27,13 +39,16 @@ def register(
     regions: Regions,
     operation: OperationLookup | None = None,
     inflight: InFlight | None = None,
+    inventory: Inventory | None = None,
+    read_policy: ReadPolicy | None = None,
 ) -> None:
-    """Register the /vpn command, the Delete/Cancel buttons and the error funnel on ``app``.
+    """Register the /vpn command, the confirmation and list buttons and the error funnel on ``app``.
 
     ``operation`` (optional) loads an operation by id so a click can be checked against the
     message the operation was posted in; without it the click is checked against Slack's copy
     of the clicked message only. ``inflight`` collects listener work still running after
-    ``ack()``, so the caller can wait for it on shutdown.
+    ``ack()``, so the caller can wait for it on shutdown. ``inventory`` and ``read_policy`` serve
+    ``/vpn list`` and ``/vpn status`` (listings are cached briefly for paging).
     """
     deps = SlackDeps(
         workflow=workflow,
@@ -41,8 +56,15 @@ def register(
         regions=regions,
         operation=operation,
         inflight=inflight if inflight is not None else InFlight(),
+        inventory=inventory,
+        listings=ListingCache(inventory) if inventory is not None else None,
+        read_policy=read_policy,
     )
     app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
     app.action(ActionId.APPROVE.value)(make_approve_listener(deps))
     app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))
+    page_listener = make_list_page_listener(deps)
+    app.action(ActionId.LIST_NEXT.value)(page_listener)
+    app.action(ActionId.LIST_PREVIOUS.value)(page_listener)
+    app.action(ActionId.LIST_DELETE.value)(make_list_delete_listener(deps))
     register_error_handler(app)

@@ -1,56 +1,44 @@
-"""The ``/vpn`` slash command: ack at once, parse, then help, history or a delete request."""
+"""The ``/vpn`` slash command: ack at once, parse, then help, history, list, status or a delete request."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import NotAllowed, UsageError
-from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage, code
+from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
-from bot.slack.parse import DeleteCommand, HelpCommand, HistoryCommand, parse_command, parse_slash_command
+from bot.slack.find import show_list, show_status
+from bot.slack.parse import (
+    DeleteCommand,
+    HelpCommand,
+    HistoryCommand,
+    ListCommand,
+    StatusCommand,
+    parse_command,
+    parse_slash_command,
+)
+from bot.slack.replies import check_region, send
 
 __all__ = ["check_region", "make_vpn_command_listener", "send"]
 
 log = logging.getLogger(__name__)
 
 
-async def send(respond: AsyncRespond, message: Mapping[str, Any]) -> None:
-    """Reply through the response_url; a refused reply is logged (respond() does not raise on HTTP errors)."""
-    response = await respond(**message)
-    if response.status_code != 200:
-        log.warning("response_url refused a reply", extra={"status": response.status_code})
-
-
-async def check_region(deps: SlackDeps, region: str) -> None:
-    """Refuse a region DescribeRegions does not know; if that list is unavailable, allow it."""
-    try:
-        async with asyncio.timeout(deps.regions_timeout):
-            known = await deps.regions()
-    # Availability over strictness: Alibaba Cloud rejects unknown regions itself, so a failing
-    # DescribeRegions must not block every request.
-    except Exception as exc:
-        log.warning(
-            "region list unavailable; accepting any well-formed region", extra={"error": type(exc).__name__}
-        )
-        return
-    if known and region not in known:
-        listed = ", ".join(code(r, 40) for r in sorted(known)[:30])
-        raise UsageError(f"Alibaba Cloud has no VPC region {code(region, 40)}. Known regions: {listed}.")
-
-
 def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     """Build the ``/vpn`` listener bound to ``deps``."""
 
-    async def handle_vpn_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle /vpn: ack first, then help, history or a delete request."""
+    async def handle_vpn_command(
+        ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        """Handle /vpn: ack first, then help, history, list, status or a delete request."""
         try:
             request = parse_slash_command(command)
             parsed = parse_command(request.text, default_region=deps.settings.default_region)
@@ -71,6 +59,23 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                         limit=limit, user_id=request.user_id, channel_id=request.channel_id
                     )
                     await send(respond, build_history(entries, now=datetime.now(UTC)))
+            case ListCommand():
+                await ack()
+                async with errors_to_user(command, respond, inflight=deps.inflight):
+                    await show_list(
+                        deps, parsed, user_id=request.user_id, channel_id=request.channel_id, respond=respond
+                    )
+            case StatusCommand():
+                await ack()
+                async with errors_to_user(command, respond, inflight=deps.inflight):
+                    await show_status(
+                        deps,
+                        parsed,
+                        user_id=request.user_id,
+                        channel_id=request.channel_id,
+                        respond=respond,
+                        client=client,
+                    )
             case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
                 deps.inflight.shed()
                 await ack(**build_busy(vco_id, region))

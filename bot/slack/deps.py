@@ -10,8 +10,9 @@ from typing import Any, Protocol
 
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation
+from bot.slack.inventory import Inventory, ListingCache
 
-__all__ = ["InFlight", "LoadMeter", "OperationLookup", "Regions", "SlackDeps", "WorkflowApi"]
+__all__ = ["InFlight", "LoadMeter", "OperationLookup", "ReadPolicy", "Regions", "SlackDeps", "WorkflowApi"]
 
 # The regions DescribeRegions knows (cached by the caller).
 Regions = Callable[[], Awaitable[Collection[str]]]
@@ -47,6 +48,14 @@ class WorkflowApi(Protocol):
         self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
     ) -> list[AuditEntry]:
         """The latest audit entries, newest first (raises NotAllowed if ``user_id`` may not read them)."""
+        ...
+
+
+class ReadPolicy(Protocol):
+    """Who may list and inspect connections (implemented by :class:`bot.slack.policy.SlackPolicy`)."""
+
+    async def check_read(self, *, user_id: str, channel_id: str, region: str) -> None:
+        """Raise NotAllowed if ``user_id`` may not read ``region`` in ``channel_id``."""
         ...
 
 
@@ -115,3 +124,7 @@ class SlackDeps:
     operation: OperationLookup | None = None
     regions_timeout: float = 3.0
     inflight: InFlight = field(default_factory=InFlight)
+    # /vpn list and /vpn status; without them those commands say they are not set up.
+    inventory: Inventory | None = None
+    listings: ListingCache | None = None
+    read_policy: ReadPolicy | None = None

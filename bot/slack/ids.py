@@ -1,7 +1,8 @@
 """Every Slack id the bot uses, in one place: the slash command, action ids and block ids.
 
 Builders, listeners and tests share these spellings. Values are kebab-case, as in Slack's own
-samples; a button's ``value`` is only the operation id (the server looks everything else up).
+samples; a Delete/Cancel button's ``value`` is only the operation id (the server looks everything
+else up); a ``/vpn list`` button's value is a small JSON object checked by :mod:`bot.slack.parse`.
 The id rules themselves (users, channels, regions, connections, operations) live in :mod:`bot.ids`.
 """
 
@@ -19,6 +20,10 @@ class ActionId(StrEnum):
 
     APPROVE = "vpn-delete-approve"
     CANCEL = "vpn-delete-cancel"
+    # /vpn list: page through a listing, or start the delete confirmation for one row.
+    LIST_NEXT = "vpn-list-next"
+    LIST_PREVIOUS = "vpn-list-previous"
+    LIST_DELETE = "vpn-list-delete"
 
 
 class BlockId(StrEnum):
@@ -35,3 +40,7 @@ class BlockId(StrEnum):
     USAGE = "vpn-usage"
     HISTORY = "vpn-history"
     REFUSAL = "vpn-refusal"
+    LIST_HEADER = "vpn-list-header"
+    LIST_NAV = "vpn-list-nav"
+    LIST_FOOTER = "vpn-list-footer"
+    LOOKUP = "vpn-status"

@@ -26,6 +26,7 @@ from bot.ids import (
     parse_vco_id,
 )
 from bot.slack.blocks import code
+from bot.slack.find_parse import ListCommand, StatusCommand, parse_list, parse_status
 from bot.slack.ids import SLASH_COMMAND, ActionId
 
 __all__ = [
@@ -39,7 +40,9 @@ __all__ = [
     "DeleteCommand",
     "HelpCommand",
     "HistoryCommand",
+    "ListCommand",
     "SlashCommand",
+    "StatusCommand",
     "parse_click",
     "parse_command",
     "parse_slash_command",
@@ -104,7 +107,7 @@ class HelpCommand:
     """``/vpn``, ``/vpn help``."""
 
 
-Command = DeleteCommand | HistoryCommand | HelpCommand
+Command = DeleteCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
 
 
 def _echo(token: str) -> str:
@@ -195,6 +198,10 @@ def parse_command(text: str, *, default_region: str) -> Command:
         return _parse_delete(args, default_region)
     if word == "history":
         return _parse_history(args)
+    if word == "list":
+        return parse_list(args, default_region=default_region)
+    if word == "status":
+        return parse_status(args, default_region=default_region)
     candidate = _clean(tokens[0])
     if candidate.isascii() and is_vco_id(candidate.lower()):
         raise _usage(f"Did you mean `{SLASH_COMMAND} delete {candidate.lower()}`?")

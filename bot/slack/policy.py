@@ -190,6 +190,28 @@ class SlackPolicy:
                 who_can=who_can_text(readers, verb="Ask"),
             )
 
+    async def check_read(self, *, user_id: str, channel_id: str, region: str) -> None:
+        """Listing and status are for people who may request or approve, in allowed channels and regions."""
+        if self._channels and channel_id not in self._channels:
+            channels = ", ".join(f"<#{c}>" for c in sorted(self._channels)[:_WHO_MAX])
+            raise NotAllowed(
+                f"VPN connections can't be listed or inspected in this channel. Run `/vpn` in {channels}.",
+                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_CHANNELS).",
+            )
+        readers = (*self._requesters, *self._approvers)
+        if self._requesters and not await self._member_or_refuse(user_id, readers):
+            raise NotAllowed(
+                "Only people who may request or approve VPN deletions can list or inspect connections.",
+                who_can=who_can_text(self._requesters, verb="Ask")
+                + " The bot administrator can add you (VPNBOT_REQUESTERS).",
+            )
+        if self._regions and region not in self._regions:
+            allowed = ", ".join(code(r, 40) for r in self._regions[:20])
+            raise NotAllowed(
+                f"Region {code(region, 40)} is not enabled for this bot. Allowed: {allowed}.",
+                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_REGIONS).",
+            )
+
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
         """The requester and anyone who may approve may cancel."""
         if user_id == op.requester_id or not self._approvers:

@@ -24,6 +24,8 @@ METHOD_SCOPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         # chat:write.public lets the bot post in public channels it has not been invited to.
         "chat.postMessage": ("chat:write", "chat:write.public"),
         "chat.update": ("chat:write",),
+        # /vpn status links an operation's thread; Slack requires no scope for it.
+        "chat.getPermalink": (),
         # Approver and requester lists may name user groups (S…).
         "usergroups.users.list": ("usergroups:read",),
     }

@@ -1,0 +1,201 @@
+"""Pure Block Kit builders for ``/vpn list`` and ``/vpn status``: records in, ephemeral messages out.
+
+As in :mod:`bot.slack.blocks`: every text from a person or an API is escaped and capped, every
+message has a ``text`` fallback, and no secret is in the records to render.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.domain import ACTIVE_STATES, TERMINAL_STATES, Operation, OpState, VpnGateway
+from bot.ids import is_channel_id, is_vco_id
+from bot.slack.blocks import (
+    CONTEXT_MAX,
+    SECTION_MAX,
+    TEXT_MAX,
+    cap,
+    code,
+    escape,
+    format_time,
+    mention,
+    safe_mrkdwn,
+)
+from bot.slack.find_parse import ListPage, RowDelete
+from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
+from bot.slack.inventory import ConnectionRow
+
+__all__ = ["PAGE_SIZE", "build_connection_status", "build_list_page", "build_operation_status", "page_count"]
+
+Message = dict[str, Any]
+Block = dict[str, Any]
+
+# A link from chat.getPermalink is only rendered if nothing in it can end or alter the mrkdwn link.
+_SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+/[A-Za-z0-9/._?=&%-]*", re.ASCII)
+PAGE_SIZE = 15
+BUTTON_TEXT_MAX = 75
+_NAME_MAX = 128  # Alibaba allows 1 to 100 characters; a little room in case that grows
+_SUBNETS_MAX = 300
+
+
+def page_count(total: int) -> int:
+    """How many pages ``total`` rows fill (at least one, so an empty listing has a page)."""
+    return max(1, -(-total // PAGE_SIZE))
+
+
+def _mrkdwn(text: str, limit: int) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": cap(text or " ", limit)}
+
+
+def _section(text: str, block_id: str | None = None, accessory: Block | None = None) -> Block:
+    block: Block = {"type": "section", "text": _mrkdwn(text, SECTION_MAX)}
+    if block_id:
+        block["block_id"] = block_id
+    if accessory:
+        block["accessory"] = accessory
+    return block
+
+
+def _context(text: str, block_id: str) -> Block:
+    return {"type": "context", "block_id": block_id, "elements": [_mrkdwn(text, CONTEXT_MAX)]}
+
+
+def _button(label: str, action_id: ActionId, value: str) -> Block:
+    return {
+        "type": "button",
+        "action_id": action_id.value,
+        "text": {"type": "plain_text", "text": cap(label, BUTTON_TEXT_MAX), "emoji": True},
+        "value": value,
+    }
+
+
+def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
+    return {"response_type": "ephemeral", "text": cap(text, TEXT_MAX), "blocks": list(blocks)}
+
+
+def _subnets(value: str) -> str:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    return escape(cap(", ".join(parts), _SUBNETS_MAX)) if parts else "—"
+
+
+def _tunnel_status(row: ConnectionRow) -> str:
+    if row.tunnels:
+        return " / ".join(escape(cap(t or "unknown", 40)) for t in row.tunnels)
+    return escape(cap(row.status or "unknown", 40))
+
+
+def _row_text(row: ConnectionRow) -> str:
+    name = f"*{escape(cap(row.name, _NAME_MAX))}* " if row.name else ""
+    return (
+        f"{name}{code(row.id)}\n"
+        f"gateway {code(row.gateway_id or '—')} · tunnel {_tunnel_status(row)} · remote {_subnets(row.remote_subnet)}"
+    )
+
+
+def _scope_text(page: ListPage) -> str:
+    parts = [f"region {code(page.r, 40)}"]
+    if page.g:
+        parts.append(f"gateway {code(page.g)}")
+    if page.f:
+        parts.append("matching " + " ".join(code(w, 40) for w in page.f))
+    return ", ".join(parts)
+
+
+def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int) -> Message:
+    """One page of a listing; ``rows`` are the page's rows, ``total`` the matching count."""
+    scope = _scope_text(page)
+    if total == 0:
+        text = f"No IPsec-VPN connections in {scope}."
+        return _ephemeral(text, [_section(text, BlockId.LIST_HEADER.value)])
+    pages = page_count(total)
+    first = page.p * PAGE_SIZE + 1
+    last = first + len(rows) - 1
+    title = f"*IPsec-VPN connections in {scope}* — {first}–{last} of {total}"
+    blocks: list[Block] = [_section(title, BlockId.LIST_HEADER.value)]
+    for row in rows:
+        # An id the API spelled unexpectedly gets no button: its click would be refused anyway.
+        delete = (
+            _button("Delete…", ActionId.LIST_DELETE, RowDelete(r=page.r, v=row.id).to_value())
+            if is_vco_id(row.id)
+            else None
+        )
+        blocks.append(_section(_row_text(row), accessory=delete))
+    nav: list[Block] = []
+    if page.p > 0:
+        previous = page.model_copy(update={"p": page.p - 1}).to_value()
+        nav.append(_button("Previous", ActionId.LIST_PREVIOUS, previous))
+    if page.p + 1 < pages:
+        following = page.model_copy(update={"p": page.p + 1}).to_value()
+        nav.append(_button("Next", ActionId.LIST_NEXT, following))
+    if nav:
+        blocks.append({"type": "actions", "block_id": BlockId.LIST_NAV.value, "elements": nav})
+    blocks.append(
+        _context(
+            f"Page {page.p + 1} of {pages}. Delete… asks for the usual confirmation in this channel. "
+            f"`{SLASH_COMMAND} status &lt;vco-id&gt;` shows one connection live.",
+            BlockId.LIST_FOOTER.value,
+        )
+    )
+    fallback = f"IPsec-VPN connections in {page.r}: {first}–{last} of {total} (page {page.p + 1} of {pages})"
+    return _ephemeral(fallback, blocks)
+
+
+def build_connection_status(
+    row: ConnectionRow, gateway: VpnGateway | None, *, region: str, routes: int | None
+) -> Message:
+    """A connection's live state: tunnels, gateway state and the routes pointing at it."""
+    name = escape(cap(row.name, _NAME_MAX)) if row.name else "(no name)"
+    gateway_state = (
+        f"{code(gateway.status or 'unknown', 40)}"
+        + (f" ({escape(cap(gateway.business_status, 40))})" if gateway.business_status != "Normal" else "")
+        if gateway is not None
+        else "unknown (DescribeVpnGateway did not answer)"
+    )
+    route_text = "unknown (the route tables did not answer)" if routes is None else str(routes)
+    lines = [
+        f"*{name}* {code(row.id)} in {code(region, 40)}",
+        f"• Tunnel status: {_tunnel_status(row)}",
+        f"• Gateway {code(row.gateway_id or '—')}: {gateway_state}",
+        f"• Routes with this connection as next hop: {route_text}",
+        f"• Local subnets: {_subnets(row.local_subnet)}",
+        f"• Remote subnets: {_subnets(row.remote_subnet)}",
+    ]
+    text = "\n".join(lines)
+    fallback = f"{row.id} in {region}: tunnel {row.tunnels or row.status}, gateway {gateway.status if gateway else 'unknown'}"
+    return _ephemeral(fallback, [_section(text, BlockId.LOOKUP.value)])
+
+
+def _state_phrase(op: Operation) -> str:
+    if op.state is OpState.AWAITING_APPROVAL:
+        return "waiting for approval"
+    if op.state in ACTIVE_STATES:
+        return f"in progress ({op.state.value.replace('_', ' ')})"
+    return op.state.value.replace("_", " ")
+
+
+def build_operation_status(op: Operation, *, permalink: str | None, now: datetime) -> Message:
+    """An operation's state, who asked and who decided, its times and a link to its thread."""
+    lines = [
+        f"*Request {code(op.id, 64)}*: {_state_phrase(op)}",
+        f"• Connection {code(op.connection.id)} in {code(op.region, 40)}",
+        f"• Requested by {mention(op.requester_id)} at {format_time(op.created_at, now=now)}",
+    ]
+    if op.approver_id:
+        lines.append(f"• Approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}")
+    if op.cancelled_by:
+        lines.append(f"• Cancelled by {mention(op.cancelled_by)}")
+    if op.state is OpState.AWAITING_APPROVAL:
+        lines.append(f"• The confirmation expires at {format_time(op.expires_at, now=now)}")
+    if op.state in TERMINAL_STATES and op.finished_at is not None:
+        lines.append(f"• Finished at {format_time(op.finished_at, now=now)}")
+    if op.error_text:
+        lines.append(f"• {safe_mrkdwn(cap(op.error_text, 300))}")
+    if permalink and _SAFE_LINK_RE.fullmatch(permalink):
+        lines.append(f"<{permalink.replace('&', '&amp;')}|Open the thread>")
+    elif is_channel_id(op.channel_id):
+        lines.append(f"Posted in <#{op.channel_id}>.")
+    fallback = f"Request {op.id}: {_state_phrase(op)} ({op.connection.id} in {op.region})"
+    return _ephemeral(fallback, [_section("\n".join(lines), BlockId.LOOKUP.value)])
