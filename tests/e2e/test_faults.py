@@ -220,6 +220,7 @@ async def test_click_while_the_database_is_cut_is_answered_plainly_and_works_aft
         await _card_recorded(stack, op_id, confirmation.ts)
 
         proxy.cut()
+        cut_at = len(caplog.records)
         reply = await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
         assert reply.status == 200
 
@@ -227,6 +228,14 @@ async def test_click_while_the_database_is_cut_is_answered_plainly_and_works_aft
             return next((m for m in stack.slack.state.ephemerals(BOB) if UNREACHABLE in m.text), None)
 
         answer = await stack.slack.state.wait_for(told, timeout=20, what="the database-unreachable reply")
+
+        def loops_met_the_outage() -> bool:
+            return any(r.name == "bot.workflow" and "loop" in r.getMessage() for r in caplog.records[cut_at:])
+
+        # The background passes (resume, expiry, outbox) meet the outage too, and say so plainly.
+        await stack.slack.state.wait_for(
+            loops_met_the_outage, timeout=10, what="a background pass in the outage"
+        )
         assert "error id" not in all_text(answer).lower()
         outage = [r for r in caplog.records if "database is unreachable" in r.getMessage()]
         assert outage
