@@ -8,8 +8,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncpg
 import pytest
 from fakes import make_connection
+from pgtools import PG_URL, fresh_postgres_database
+from sqlalchemy import exc as sa_exc
 
 from bot.domain import (
     ACTIVE_STATES,
@@ -23,8 +26,17 @@ from bot.domain import (
 )
 from bot.errors import StoreUnavailable
 from bot.store import SCHEMA_VERSION, Store, async_url
+from bot.store.core import _unavailable
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_URL, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 def make_op(
@@ -435,3 +447,37 @@ async def test_a_read_only_database_is_unavailable_not_a_bug(tmp_path: Path) -> 
 async def test_an_unreachable_database_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await Store.open("postgresql://postgres@127.0.0.1:9/none")
+
+
+@pytest.mark.postgres
+async def test_a_read_only_postgresql_is_unavailable_not_a_bug() -> None:
+    """SQLSTATE 25006 (read-only transaction) is an outage: reads still work, writes say unavailable."""
+    async with fresh_postgres_database() as url:
+        name = url.rpartition("/")[2]
+        store = await Store.open(url)
+        try:
+            await _admin(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+            await store.close()  # the setting applies to new sessions
+            assert await store.recent_audit() == []
+            with pytest.raises(StoreUnavailable) as refused:
+                await store.heartbeat(instance="i-1", now=T0)
+            assert "read-only" in refused.value.detail
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (asyncpg.exceptions.DiskFullError("could not extend file"), True),
+        (asyncpg.exceptions.ReadOnlySQLTransactionError("read-only transaction"), True),
+        (asyncpg.exceptions.TooManyConnectionsError("too many clients"), True),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), True),
+        (asyncpg.exceptions.UndefinedColumnError("no such column"), False),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key"), False),
+    ],
+)
+def test_postgresql_errors_are_classified_by_sqlstate(error: Exception, unavailable: bool) -> None:
+    """Disk full, read-only, too many connections, shutdown: outages; a bad query stays a bug."""
+    wrapped = sa_exc.DBAPIError("INSERT INTO heartbeats", None, error)
+    assert _unavailable(wrapped) is unavailable

@@ -131,10 +131,20 @@ def _states(states: Collection[OpState]) -> list[str]:
     return [OpState(s).value for s in states]
 
 
+# PostgreSQL SQLSTATEs (or classes, by prefix) that say the server cannot take our work right now:
+# connection exceptions (08), read-only transaction (25006: a read-only replica or database),
+# insufficient resources (53: disk full, out of memory, too many connections), operator
+# intervention shutting down or starting up (57P). asyncpg maps most of them to a plain DBAPIError.
+_UNAVAILABLE_SQLSTATES = ("08", "25006", "53", "57P")
+
+
 def _unavailable(exc: BaseException) -> bool:
     """Whether a driver error means the database is unreachable or unwritable, not a bug of ours."""
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
             return True
         # OperationalError: refused or lost connections, SQLite's locked, read-only or full database.
         # InterfaceError: the driver's connection is closed or broken.

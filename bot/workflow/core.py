@@ -43,7 +43,7 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import ConfirmationClosed, NotAllowed, SlackError
+from bot.errors import ConfirmationClosed, NotAllowed, SlackError, StoreUnavailable
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi
 from bot.workflow.config import WorkflowConfig
@@ -295,6 +295,13 @@ class Workflow:
             while True:
                 try:
                     await job()
+                except StoreUnavailable as err:
+                    # An outage, not a bug: one line per pass, no traceback; the next pass tries again.
+                    log.warning(
+                        "the %s loop: the database is unreachable; trying again",
+                        name,
+                        extra={"error": err.detail},
+                    )
                 except Exception:
                     log.exception("the %s loop failed; trying again", name)
                 await self._pause(self._config.loop_s)
