@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 from fakes import FakeVpc
@@ -24,7 +25,7 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import SlackError
+from bot.errors import SlackError, StoreUnavailable
 from bot.store import Store
 from bot.workflow import Workflow
 
@@ -231,3 +232,23 @@ async def test_a_kill_at_a_random_moment_never_deletes_twice_and_always_converge
     assert actions.count("requested") == actions.count("approved") == actions.count("deleted") == 1
     assert actions[-1] == "deleted"
     assert await h.store.pending_effects(op_id=op.id) == []  # Slack was told everything
+
+
+class _ReadsFail:
+    """The store, except that reading an operation back fails as if the database just dropped."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get_operation(self, *, op_id: str) -> Operation | None:
+        raise StoreUnavailable("connection reset")
+
+
+async def test_a_database_drop_after_the_post_does_not_tell_the_requester_nothing_changed(h: Harness) -> None:
+    wf = h.workflow(store=_ReadsFail(h.store))  # type: ignore[arg-type]
+    op = await h.request(wf)  # no StoreUnavailable: the request exists and its card was posted
+    assert op.state is OpState.AWAITING_APPROVAL
+    assert [p.id for p in h.notifier.posted] == [op.id]

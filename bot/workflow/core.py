@@ -160,7 +160,12 @@ class Workflow:
         finally:
             self._looking_up.discard(op.id)
         await self.outbox.deliver(op.id)
-        return await self._load(op.id)
+        try:
+            return await self._load(op.id)
+        except StoreUnavailable:
+            # The request is recorded and its confirmation is on its way (the outbox retries it):
+            # telling the requester "nothing was changed" now would be untrue.
+            return op
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve once (the first click wins), then delete in the background; return at once.
