@@ -1,0 +1,85 @@
+"""Pure Block Kit builders: domain records in, message dicts out. No I/O, no clients.
+
+Every message has a ``text`` fallback (notifications, screen readers). Every string that came
+from a user or from an API is escaped for mrkdwn (``& < >``), so a connection named
+``<!channel>`` cannot ping anyone, and every text is capped to Slack's limits. Pre-shared keys
+and BGP AuthKeys are not in the domain records, and raw API bodies are never rendered.
+
+The package: ``text`` (escaping, limits, times, block primitives), ``cards`` (the confirmation and
+its later states), ``impact`` (the impact preview on it), ``thread`` (thread replies and replies
+through the response_url), ``ephemeral`` (usage, refusals, errors, history).
+"""
+
+from bot.slack.blocks.cards import build_confirmation, build_parent, closed_text
+from bot.slack.blocks.ephemeral import (
+    build_busy,
+    build_history,
+    build_looking_up,
+    build_refusal,
+    build_unexpected_error,
+    build_usage,
+    explain_slack_error,
+)
+from bot.slack.blocks.impact import build_impact_blocks, impact_summary
+from bot.slack.blocks.text import (
+    BLOCKS_MAX,
+    CONFIRM_BUTTON_MAX,
+    CONFIRM_TEXT_MAX,
+    CONFIRM_TITLE_MAX,
+    CONTEXT_MAX,
+    FIELD_MAX,
+    HEADER_MAX,
+    ROUTES_SHOWN,
+    SECTION_MAX,
+    TEXT_MAX,
+    USAGE_LINE,
+    USAGE_TEXT,
+    Block,
+    Message,
+    cap,
+    code,
+    escape,
+    format_duration,
+    format_time,
+    mention,
+    safe_mrkdwn,
+)
+from bot.slack.blocks.thread import build_progress, build_respond
+
+__all__ = [
+    "BLOCKS_MAX",
+    "CONFIRM_BUTTON_MAX",
+    "CONFIRM_TEXT_MAX",
+    "CONFIRM_TITLE_MAX",
+    "CONTEXT_MAX",
+    "FIELD_MAX",
+    "HEADER_MAX",
+    "ROUTES_SHOWN",
+    "SECTION_MAX",
+    "TEXT_MAX",
+    "USAGE_LINE",
+    "USAGE_TEXT",
+    "Block",
+    "Message",
+    "build_busy",
+    "build_confirmation",
+    "build_history",
+    "build_impact_blocks",
+    "build_looking_up",
+    "build_parent",
+    "build_progress",
+    "build_refusal",
+    "build_respond",
+    "build_unexpected_error",
+    "build_usage",
+    "cap",
+    "closed_text",
+    "code",
+    "escape",
+    "explain_slack_error",
+    "format_duration",
+    "format_time",
+    "impact_summary",
+    "mention",
+    "safe_mrkdwn",
+]

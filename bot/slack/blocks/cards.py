@@ -1,0 +1,319 @@
+"""The confirmation card and how it reads in each later state, and why a click is closed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from bot.domain import (
+    ACTIVE_STATES,
+    Operation,
+    OpState,
+)
+from bot.slack.blocks.impact import build_impact_blocks, impact_summary
+from bot.slack.blocks.text import (
+    CONFIRM_BUTTON_MAX,
+    CONFIRM_TEXT_MAX,
+    CONFIRM_TITLE_MAX,
+    FIELD_MAX,
+    Block,
+    Message,
+    _context,
+    _header,
+    _message,
+    _mrkdwn,
+    _name,
+    _plain,
+    _section,
+    _subnets,
+    cap,
+    code,
+    escape,
+    format_duration,
+    format_time,
+    mention,
+    safe_mrkdwn,
+)
+from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
+
+# --- the confirmation and its later states -----------------------------------------------------
+
+
+def _details(op: Operation) -> Block:
+    conn, gw = op.connection, op.gateway
+    conn_name = escape(conn.name) if conn.name else "_(no name)_"
+    gw_name = escape(gw.name) if gw.name else "_(no name)_"
+    # The states were looked up for the confirmation; once it is decided they are history.
+    when = "" if op.state is OpState.AWAITING_APPROVAL else " at request time"
+    fields = [
+        f"*Connection*\n{code(conn.id)}\n{conn_name}",
+        f"*Gateway*\n{code(gw.id or conn.gateway_id)} {gw_name}\nstate{when}: {code(gw.status or 'unknown', 40)}",
+        f"*Connection status{when}*\n{code(conn.status or 'unknown', 40)}",
+        f"*Customer gateway*\n{code(conn.customer_gateway_id) if conn.customer_gateway_id else '—'}",
+        f"*Local subnets*\n{_subnets(conn.local_subnet)}",
+        f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
+        f"*Region*\n{code(op.region, 64)}",
+        f"*Requested by*\n{mention(op.requester_id)}",
+    ]
+    return {
+        "type": "section",
+        "block_id": BlockId.DETAILS.value,
+        "fields": [_mrkdwn(f, FIELD_MAX) for f in fields],
+    }
+
+
+def _confirm_dialog(op: Operation) -> dict[str, Any]:
+    name = op.connection.name or "(no name)"
+    return {
+        "title": _plain(f"Delete {op.connection.id}?", CONFIRM_TITLE_MAX),
+        "text": _plain(
+            f"This deletes VPN connection {cap(name, 80)} ({op.connection.id}) on gateway "
+            f"{op.gateway.id or op.connection.gateway_id}. The tunnel goes down and this cannot be undone.",
+            CONFIRM_TEXT_MAX,
+        ),
+        "confirm": _plain("Delete connection", CONFIRM_BUTTON_MAX),
+        "deny": _plain("Keep it", CONFIRM_BUTTON_MAX),
+        "style": "danger",
+    }
+
+
+def _actions(op: Operation) -> Block:
+    return {
+        "type": "actions",
+        "block_id": BlockId.ACTIONS.value,
+        "elements": [
+            {
+                "type": "button",
+                "action_id": ActionId.APPROVE.value,
+                "text": _plain("Delete", 75),
+                "value": op.id,
+                "style": "danger",
+                "confirm": _confirm_dialog(op),
+            },
+            {
+                "type": "button",
+                "action_id": ActionId.CANCEL.value,
+                "text": _plain("Cancel", 75),
+                "value": op.id,
+            },
+        ],
+    }
+
+
+def _footer(op: Operation) -> Block:
+    parts = [f"Request {code(op.id, 64)}"]
+    if op.delete_request_id:
+        parts.append(f"Alibaba Cloud RequestId {code(op.delete_request_id, 80)}")
+    return _context(" · ".join(parts), BlockId.FOOTER.value)
+
+
+def _gateway_warnings(op: Operation) -> str:
+    """What the approver should know about the gateway before clicking Delete."""
+    lines = []
+    if op.gateway.business_status == "FinancialLocked":
+        lines.append(
+            ":warning: This gateway is locked for an overdue payment: Alibaba Cloud will refuse the "
+            "deletion until the account owner tops up the account."
+        )
+    if op.gateway.status and op.gateway.status != "active":
+        lines.append(
+            f":hourglass_flowing_sand: The gateway is {code(op.gateway.status, 40)} right now; after approval "
+            "the bot waits for it before deleting."
+        )
+    return "\n".join(lines)
+
+
+def build_confirmation(
+    op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False
+) -> Message:
+    """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
+
+    ``now`` decides whether times need their date; it defaults to when the op last changed.
+    ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
+    """
+    now = now or op.updated_at
+    who = (
+        "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*) by clicking *Delete*"
+        if anyone_may_approve
+        else "Someone allowed to approve clicks *Delete*"
+    )
+    summary = (
+        f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
+        f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
+        f"{who}; *Cancel* closes the request. "
+        f"It expires at {format_time(op.expires_at, now=now)} if nobody acts."
+    )
+    warnings = _gateway_warnings(op)
+    if warnings:
+        summary += "\n" + warnings
+    blocks = [
+        _header(f"Delete VPN connection {_name(op)}?"),
+        _section(summary, BlockId.SUMMARY.value),
+        *build_impact_blocks(op.impact),
+        _details(op),
+        _actions(op),
+        _footer(op),
+    ]
+    text = (
+        f"{mention(op.requester_id)} asks to delete VPN connection {escape(op.connection.id)} "
+        f"({escape(op.connection.name or 'no name')}) in {escape(op.region)}: approve or cancel."
+    )
+    if op.impact is not None:
+        text += f" {impact_summary(op.impact)}."
+    return _message(text, blocks)
+
+
+_HEADERS: dict[OpState, str] = {
+    OpState.APPROVED: "Deleting VPN connection {}…",
+    OpState.DELETING: "Deleting VPN connection {}…",
+    OpState.WAITING_GATEWAY: "Deleting VPN connection {}…",
+    OpState.VERIFYING: "Deleting VPN connection {}…",
+    OpState.DELETED: "Deleted VPN connection {}",
+    OpState.FAILED: "Could not delete VPN connection {}",
+    OpState.TIMED_OUT: "Deletion of VPN connection {} timed out",
+    OpState.CANCELLED: "Cancelled: delete VPN connection {}",
+    OpState.EXPIRED: "Expired: delete VPN connection {}",
+}
+
+
+def _elapsed(op: Operation) -> float | None:
+    # From the click, as the thread's "Deleted in" counts, so both show the same number.
+    start = op.approved_at or op.started_at
+    if start is None or op.finished_at is None:
+        return None
+    return (op.finished_at - start).total_seconds()
+
+
+def _status_text(op: Operation, now: datetime) -> str:
+    approved = f"Approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
+    gateway = code(op.gateway.id or op.connection.gateway_id)
+    retry_cmd = code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}", 200)
+    match op.state:
+        case OpState.APPROVED | OpState.DELETING:
+            return f":hourglass_flowing_sand: {approved}, deleting…"
+        case OpState.WAITING_GATEWAY:
+            return (
+                f":hourglass_flowing_sand: {approved}. Alibaba Cloud accepted the deletion; "
+                f"waiting for gateway {gateway} to finish updating…"
+            )
+        case OpState.VERIFYING:
+            return f":hourglass_flowing_sand: {approved}. Checking that the connection is gone…"
+        case OpState.DELETED:
+            elapsed = _elapsed(op)
+            took = f" in {format_duration(elapsed)}" if elapsed is not None else ""
+            return f":white_check_mark: {approved} and deleted{took}."
+        case OpState.FAILED:
+            return f":x: {approved}. {_failure_text(op)}"
+        case OpState.TIMED_OUT:
+            return f":warning: {approved}. {_timeout_text(op)}"
+        case OpState.CANCELLED:
+            when = format_time(op.finished_at or op.updated_at, now=now)
+            return f":no_entry_sign: Cancelled by {mention(op.cancelled_by)} at {when}. Nothing was deleted."
+        case OpState.EXPIRED:
+            return (
+                f":hourglass: Expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
+                f"deleted. Run {retry_cmd} again if it is still needed."
+            )
+        case OpState.AWAITING_APPROVAL | OpState.LOOKING_UP:  # pragma: no cover - not rendered as a card
+            return ""
+
+
+def _console_check(op: Operation) -> str:
+    return (
+        f"check gateway {code(op.gateway.id or op.connection.gateway_id)} and connection "
+        f"{code(op.connection.id)} in region {code(op.region, 64)} in the console (VPN › IPsec Connections)"
+    )
+
+
+def _failure_text(op: Operation) -> str:
+    """Why an operation failed, and the one next step."""
+    retry_cmd = code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}", 200)
+    error = op.error_code or "unknown"
+    if error == "still_exists":
+        if op.delete_request_id is None:
+            return (
+                "Alibaba Cloud never answered the delete, and the gateway is active again with the "
+                f"connection still there: it was not deleted. Run {retry_cmd} again."
+            )
+        return (
+            "Alibaba Cloud accepted the delete, but the gateway is active again and the connection "
+            f"still exists. Check it in the console and run {retry_cmd} again; if it stays, open an "
+            "Alibaba Cloud ticket quoting the RequestId."
+        )
+    if error.startswith("crash:"):
+        return (
+            f"The bot failed unexpectedly on this deletion several times (error id {code(error[6:], 20)}). "
+            f"It may or may not have been deleted: {_console_check(op)}, and give the error id to the "
+            "bot's administrator."
+        )
+    # The friendly text of a known error already says what to do; add a step only without it.
+    reason = (
+        safe_mrkdwn(op.error_text)
+        if op.error_text
+        else f"Alibaba Cloud refused it with code {code(error, 80)}. Fix the cause, then run {retry_cmd} again."
+    )
+    return f"The connection was not deleted. {reason}"
+
+
+def _timeout_text(op: Operation) -> str:
+    """What a timeout means for this operation, from how far it got."""
+    if op.attempts == 0:
+        return (
+            f"Gave up waiting: gateway {code(op.gateway.id or op.connection.gateway_id)} stayed busy with "
+            f"another deletion, so {code(op.connection.id)} was never sent for deletion and still exists. "
+            f"Run {code(f'{SLASH_COMMAND} delete {op.connection.id} {op.region}', 200)} again later."
+        )
+    return (
+        f"No confirmation that {code(op.connection.id)} is gone before the deadline; the deletion may "
+        f"still finish. {_console_check(op).capitalize()}: gateway `updating` means still working, "
+        "`active` means done."
+    )
+
+
+def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
+    """Why a click on ``op``'s confirmation does nothing now (``now``: when the click came)."""
+    if op is None:
+        return (
+            "This confirmation was not found; it may belong to another bot installation. "
+            "Request the deletion again."
+        )
+    now = now or op.updated_at
+    if op.state is OpState.CANCELLED:
+        return (
+            f"This request was already cancelled by {mention(op.cancelled_by)} at "
+            f"{format_time(op.finished_at or op.updated_at, now=now)}. Nothing was deleted."
+        )
+    if op.state is OpState.EXPIRED:
+        return (
+            f"This confirmation expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
+            "deleted; request the deletion again if it is still needed."
+        )
+    state = op.state.value.replace("_", " ")
+    approved = f"approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
+    if op.approver_id and op.state in ACTIVE_STATES:
+        return f"This request was already {approved}; the deletion is in progress — follow the thread."
+    if op.approver_id:
+        return f"This request is finished ({state}); it was {approved}. See the thread for the outcome."
+    return f"This request is finished ({state}). See the thread for details."
+
+
+def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False) -> Message:
+    """The confirmation message re-rendered for the operation's current state.
+
+    Slack has no disabled buttons, so every state but ``awaiting_approval`` drops the actions
+    block and says what happened instead. ``now`` defaults to when the op last changed.
+    """
+    now = now or op.updated_at
+    if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
+        return build_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
+    status = _status_text(op, now)
+    header = _HEADERS[op.state].format(_name(op))
+    blocks = [
+        _header(header),
+        _section(status, BlockId.STATUS.value),
+        _details(op),
+        *build_impact_blocks(op.impact, later=True),
+        _footer(op),
+    ]
+    # The header is plain_text (never parsed); the fallback text is mrkdwn, so escape it there.
+    return _message(f"{escape(header)}. {status}", blocks)

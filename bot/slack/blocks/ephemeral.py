@@ -1,0 +1,135 @@
+"""Replies only the asker sees: usage, looking up, refusals, errors, history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from bot.domain import (
+    AuditEntry,
+)
+from bot.slack import codes as slack_codes
+from bot.slack.blocks.text import (
+    BLOCKS_MAX,
+    SECTION_MAX,
+    USAGE_LINE,
+    USAGE_TEXT,
+    Block,
+    Message,
+    _message,
+    _section,
+    cap,
+    code,
+    escape,
+    format_time,
+    mention,
+    safe_mrkdwn,
+)
+from bot.slack.ids import SLASH_COMMAND, BlockId
+
+# --- ephemeral replies ---------------------------------------------------------------------------
+
+
+def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
+    message = _message(text, blocks)
+    message["response_type"] = "ephemeral"
+    return message
+
+
+def build_usage(error: str | None = None) -> Message:
+    """Help text, optionally after a one-line explanation of what was wrong (bot-written mrkdwn)."""
+    blocks: list[Block] = []
+    if error:
+        error = safe_mrkdwn(error)
+        blocks.append(_section(f":warning: {error}", BlockId.REFUSAL.value))
+    blocks.append(_section(USAGE_TEXT, BlockId.USAGE.value))
+    text = f"{error} Usage: {USAGE_LINE}" if error else USAGE_TEXT
+    return _ephemeral(text, blocks)
+
+
+def build_looking_up(vco_id: str, region: str) -> Message:
+    """The immediate ack for a delete request."""
+    text = f":mag: Looking up {code(vco_id)} in region {code(region, 64)}…"
+    return _ephemeral(text, [_section(text)])
+
+
+def build_busy(vco_id: str, region: str) -> Message:
+    """The ack when the bot has too much in flight: nothing was started, try again."""
+    text = (
+        ":hourglass: I'm working through a lot of requests right now, so I did not start this one; "
+        f"nothing was looked up or deleted. Run `{SLASH_COMMAND} delete {escape(vco_id)} {escape(region)}` again "
+        "in a minute."
+    )
+    return _ephemeral(text, [_section(text)])
+
+
+def build_refusal(text: str) -> Message:
+    """An ephemeral refusal or error; ``text`` is bot-written mrkdwn (mentions kept, rest escaped)."""
+    body = f":no_entry: {safe_mrkdwn(text)}"
+    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+
+
+def build_unexpected_error(error_id: str, *, nothing_deleted: bool) -> Message:
+    """The reply for a bug: an error id to quote, never a traceback."""
+    if nothing_deleted:
+        tail = (
+            "Nothing was deleted. Try again; if it keeps failing, give the error id to the bot administrator."
+        )
+    else:
+        tail = "The request's message shows its real state; give the error id to the bot administrator."
+    body = f":warning: Something went wrong on our side (error id {code(error_id, 16)}). {tail}"
+    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+
+
+def explain_slack_error(error: str) -> str:
+    """What a Slack error means when posting the confirmation, and what to do (from the table)."""
+    return f"{slack_codes.lookup(error).text} Nothing was deleted."
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def _history_line(entry: AuditEntry, now: datetime) -> str:
+    parts = [
+        code(format_time(entry.at, now=now), 40),
+        mention(entry.actor_id),
+        f"*{escape(cap(entry.action, 40))}*",
+    ]
+    if entry.vco_id:
+        parts.append(code(entry.vco_id))
+    if entry.region:
+        parts.append(code(entry.region, 64))
+    detail = safe_mrkdwn(cap(entry.detail, 200))
+    if detail:
+        # Details are bot-written (refusals, error texts): keep their mentions, escape the rest.
+        parts.append(detail)
+    if entry.request_id and entry.request_id not in detail:
+        parts.append(f"(RequestId {code(entry.request_id, 80)})")
+    return " ".join(parts)
+
+
+def _chunks(lines: Iterable[str], limit: int) -> list[str]:
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit and current:
+            chunks.append(current)
+            current = line
+        else:
+            current = candidate
+    if current:
+        chunks.append(current)
+    return [cap(c, limit) for c in chunks]
+
+
+def build_history(entries: Sequence[AuditEntry], *, now: datetime) -> Message:
+    """The last audit entries, newest first as given, as an ephemeral list."""
+    if not entries:
+        text = "No VPN deletions recorded yet."
+        return _ephemeral(text, [_section(text, BlockId.HISTORY.value)])
+    title = f"*Last {len(entries)} action{'s' if len(entries) != 1 else ''}*"
+    lines = [_history_line(e, now) for e in entries]
+    blocks = [_section(title, BlockId.HISTORY.value)]
+    blocks += [_section(chunk) for chunk in _chunks(lines, SECTION_MAX)][: BLOCKS_MAX - 1]
+    return _ephemeral(f"Last {len(entries)} VPN bot actions", blocks)

@@ -1,0 +1,169 @@
+"""Block Kit primitives: escaping, caps, ids in code spans, mentions, times and durations, blocks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.domain import (
+    Operation,
+)
+from bot.ids import CHANNEL_BODY, USER_BODY, USERGROUP_BODY, is_user_id
+from bot.slack.ids import SLASH_COMMAND, BlockId
+
+Message = dict[str, Any]
+Block = dict[str, Any]
+
+# Slack's limits (Block Kit reference; slack_sdk.models.blocks).
+SECTION_MAX = 3000
+FIELD_MAX = 2000
+HEADER_MAX = 150
+CONTEXT_MAX = 2000
+TEXT_MAX = 3000  # our own cap for the fallback ``text``; Slack truncates at 40k
+CONFIRM_TITLE_MAX = 100
+CONFIRM_TEXT_MAX = 300
+CONFIRM_BUTTON_MAX = 30
+BLOCKS_MAX = 50
+# Routes listed on the card; past that it says "and N more".
+ROUTES_SHOWN = 20
+
+# Tokens the bot itself writes into "trusted" texts (policy refusals, workflow reasons): user,
+# user-group and channel mentions, and entities that are already escaped. Nothing else survives.
+_SAFE_TOKEN_RE = re.compile(
+    rf"<@(?:{USER_BODY})>|<!subteam\^(?:{USERGROUP_BODY})>|<#(?:{CHANNEL_BODY})>|&(?:amp|lt|gt);",
+    re.ASCII,
+)
+# A cut that ends inside an entity or a mention would render as garbage; trim back to before it.
+_DANGLING_RE = re.compile(r"(&[a-z]{0,4}|<[^>]{0,40})$", re.ASCII)
+
+# One placeholder for the connection id everywhere (manifest usage hint, README, replies).
+# "<" is escaped: Slack would read <vco-id> as a link even inside a code span.
+USAGE_LINE = f"{SLASH_COMMAND} delete &lt;vco-id&gt; [region]"
+USAGE_TEXT = (
+    "*Usage*\n"
+    f"• `{USAGE_LINE}` shows the VPN connection and asks an approver to delete it.\n"
+    f"• `{SLASH_COMMAND} list [region] [gateway-id] [words]` lists the region's connections, only to you; "
+    "words narrow by name or id.\n"
+    f"• `{SLASH_COMMAND} status &lt;vco-id | request-id&gt; [region]` shows a connection's live state or a "
+    "request's progress, only to you.\n"
+    f"• `{SLASH_COMMAND} history [count]` shows the last actions (1–50, default 10).\n"
+    f"• `{SLASH_COMMAND} help` shows this help.\n"
+    f"`&lt;vco-id&gt;` is the connection's id, such as `vco-bp1abc2def3gh`. The region, such as "
+    f"`cn-hangzhou`, may also be written `--region cn-hangzhou`; without it the bot's default "
+    f"region is used."
+)
+
+
+# --- text helpers ------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Escape ``& < >`` so Slack shows the text literally (no links, mentions or pings)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def safe_mrkdwn(text: str) -> str:
+    """Escape a bot-written text but keep its user, user-group and channel mentions."""
+    out: list[str] = []
+    pos = 0
+    for match in _SAFE_TOKEN_RE.finditer(text):
+        out.append(escape(text[pos : match.start()]))
+        out.append(match.group(0))
+        pos = match.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
+def cap(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` characters, ending with "…" if it was cut."""
+    if len(text) <= limit:
+        return text
+    cut = _DANGLING_RE.sub("", text[: limit - 1])
+    return cut + "…"
+
+
+def code(text: str, limit: int = 100) -> str:
+    """Render an id as inline code, escaped and bounded (a backtick would end the span)."""
+    inner = escape(cap(text.replace("`", "'"), limit))
+    return f"`{inner}`"
+
+
+def mention(user_id: str | None) -> str:
+    """``<@U…>`` for a Slack user id; anything else is shown escaped, never as markup."""
+    if not user_id:
+        return "someone"
+    if is_user_id(user_id):
+        return f"<@{user_id}>"
+    return escape(cap(user_id, 80))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def format_time(at: datetime | None, *, now: datetime) -> str:
+    """``HH:MM UTC`` on the day of ``now``, else ``YYYY-MM-DD HH:MM UTC``; naive times are UTC."""
+    if at is None:
+        return "an unknown time"
+    at = _utc(at)
+    if at.date() == _utc(now).date():
+        return at.strftime("%H:%M UTC")
+    return at.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_duration(seconds: float) -> str:
+    """``12 s``, ``2.5 s``, ``1 min 12 s``, ``3 min``, ``1 h 5 min``."""
+    seconds = max(0.0, seconds)
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        minutes, secs = divmod(total, 60)
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, rest = divmod(total, 3600)
+    minutes = rest // 60
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": cap(text or " ", limit), "emoji": True}
+
+
+def _mrkdwn(text: str, limit: int) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": cap(text or " ", limit)}
+
+
+def _section(text: str, block_id: str | None = None) -> Block:
+    block: Block = {"type": "section", "text": _mrkdwn(text, SECTION_MAX)}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _context(text: str, block_id: str | None = None) -> Block:
+    block: Block = {"type": "context", "elements": [_mrkdwn(text, CONTEXT_MAX)]}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _header(text: str) -> Block:
+    # plain_text never parses mentions, so a name here cannot ping; it is only capped.
+    return {"type": "header", "block_id": BlockId.HEADER.value, "text": _plain(text, HEADER_MAX)}
+
+
+def _message(text: str, blocks: Sequence[Block]) -> Message:
+    return {"text": cap(text, TEXT_MAX), "blocks": list(blocks)[:BLOCKS_MAX]}
+
+
+def _subnets(value: str) -> str:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    return ", ".join(escape(p) for p in parts) if parts else "—"
+
+
+def _name(op: Operation) -> str:
+    return op.connection.name or op.connection.id

@@ -1,0 +1,88 @@
+"""Thread replies for the workflow's events and outcomes, and the replies through the response_url."""
+
+from __future__ import annotations
+
+from bot.domain import (
+    Accepted,
+    Crashed,
+    Deleted,
+    Failed,
+    GatewayActive,
+    GatewayUpdating,
+    LookupFailed,
+    PostFailed,
+    Progress,
+    Queued,
+    Resumed,
+    Retrying,
+    StillExists,
+    TimedOut,
+    Unanswered,
+)
+from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
+from bot.slack.blocks.text import Message, cap, code, format_duration, safe_mrkdwn
+
+# --- thread replies ----------------------------------------------------------------------------
+
+
+def build_progress(event: Progress) -> str:
+    """The thread reply (mrkdwn) for one progress event or outcome."""
+    match event:
+        case Accepted(request_id=request_id):
+            return f"Request accepted by Alibaba Cloud (RequestId {code(request_id, 80)})."
+        case GatewayUpdating(gateway_id=gateway_id):
+            return f"Gateway {code(gateway_id)} is updating…"
+        case GatewayActive(gateway_id=gateway_id):
+            return f"Gateway {code(gateway_id)} is `active` again; checking that the connection is gone…"
+        case Retrying(reason=reason, delay_s=delay, attempt=attempt, max_attempts=most, code=err_code):
+            why = safe_mrkdwn(cap(reason, 500)) if reason else "A temporary error"
+            suffix = f" (code {code(err_code, 80)})" if err_code else ""
+            return f"{why.rstrip('.')}; sending again in {format_duration(delay)} (attempt {attempt} of {most}){suffix}."
+        case Unanswered(code=err_code):
+            return (
+                f"Alibaba Cloud gave no usable answer to the delete (code {code(err_code, 80)}); it may have "
+                "been carried out. Watching the gateway and checking whether the connection is gone…"
+            )
+        case Queued(blocking_vco_id=other):
+            return f"Waiting for {code(other)} on the same gateway to finish."
+        case Resumed(instance=instance):
+            return f"Picked up again by bot instance {code(instance, 80)} after a restart; continuing."
+        case Deleted(elapsed_s=elapsed):
+            # The parent says who approved; the thread adds the final check.
+            return f":white_check_mark: Deleted in {format_duration(elapsed)}: Alibaba Cloud no longer finds the connection."
+        case Failed(code=err_code, request_id=request_id):
+            # The parent carries the explanation and the next step; the thread keeps the facts.
+            rid = f", RequestId {code(request_id, 80)}" if request_id else ""
+            return f":x: Stopped (code {code(err_code or 'unknown', 80)}{rid})."
+        case StillExists(status=status, request_id=request_id, unanswered=unanswered):
+            said = "never answered the delete" if unanswered else "accepted the delete"
+            rid = f" (RequestId {code(request_id, 80)})" if request_id else ""
+            return (
+                f":x: Alibaba Cloud {said}, but the connection still exists (status {code(status, 80)}){rid}."
+            )
+        case TimedOut(phase=phase, waited_s=waited, sent=sent, request_id=request_id):
+            rid = f" RequestId {code(request_id, 80)}." if request_id else ""
+            what = "the delete may still finish" if sent else "the delete was never sent"
+            return f":warning: Timed out after {format_duration(waited)} in {code(phase, 40)}: {what}.{rid}"
+        case Crashed(error_id=error_id):
+            return f":x: Stopped after repeated unexpected errors (error id {code(error_id, 20)})."
+        case LookupFailed() | PostFailed():
+            return str(build_respond(event)["text"])
+
+
+def build_respond(event: Progress) -> Message:
+    """The ephemeral reply to the requester for an outcome told through the response_url."""
+    match event:
+        case LookupFailed(code="interrupted"):
+            text = "The bot restarted while looking the connection up, too late to continue. Nothing was changed; run the command again."
+        case LookupFailed(reason=reason, code=err_code):
+            text = (
+                safe_mrkdwn(cap(reason, 2000))
+                if reason
+                else f"The lookup failed (code {code(err_code, 80)})."
+            )
+        case PostFailed(error=error):
+            text = explain_slack_error(error)
+        case _:
+            text = build_progress(event)
+    return build_refusal(text)
