@@ -140,3 +140,16 @@ def test_baselines_benchmark_runs_every_app_in_every_scenario(capsys: pytest.Cap
         line.split("|") for line in table.splitlines() if line.startswith("| ") and "scenario" not in line
     ]
     assert [cells[5].strip() for cells in rows] == ["0"] * 12  # every command got its confirmation
+
+
+def test_scale_and_startup_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("vpnbot_benchmarks_scale", RUN_PY.with_name("scale.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    scale = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = scale  # dataclasses look their module up there
+    spec.loader.exec_module(scale)
+    assert scale.main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    assert "50/50 finished" in table
+    assert "`vpn-bot serve` start-up" in table
