@@ -216,6 +216,26 @@ async def bench_scale(n: int, *, update_s: float, db_url: str | None) -> ScaleRe
         await vpc.close()
 
 
+@contextlib.asynccontextmanager
+async def _scratch(server_url: str | None) -> AsyncIterator[str | None]:
+    """A fresh PostgreSQL database on ``server_url``'s server for the run, dropped after (None: SQLite)."""
+    if server_url is None:
+        yield None
+        return
+    import asyncpg  # no stubs; used only for the scratch database
+
+    name = f"vpnbot_scale_{os.getpid()}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{server_url.rpartition('/')[0]}/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 async def bench_startup(runs: int) -> tuple[float, float]:
     """(median seconds from exec to the first answered /healthz, seconds to import the bot)."""
     vpc = await start_vpc_sandbox(state=SandboxState())
@@ -249,7 +269,8 @@ async def amain(quick: bool, postgres: str | None) -> None:
     for label, url in (("SQLite", None), ("PostgreSQL", postgres)):
         if label == "PostgreSQL" and url is None:
             continue
-        r = await bench_scale(n, update_s=update, db_url=url)
+        async with _scratch(url) as scratch:
+            r = await bench_scale(n, update_s=update, db_url=scratch)
         met = r.finished == n and r.peak_rss_mb < 150 and r.busiest_10s_per_s <= CEILING
         print(
             f"| {n} approved operations on {n} gateways ({label}) | {r.finished}/{n} finished in {r.took_s:.0f} s; "
