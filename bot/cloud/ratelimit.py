@@ -24,7 +24,10 @@ _RECOVERY_RUN = 20
 
 
 class AdaptiveRateLimiter:
-    """A token bucket shared by all calls of a process: ``await acquire()`` before each request."""
+    """A token bucket shared by all calls of a process: ``await acquire()`` before each request.
+
+    It holds at most one token: requests are paced 1/rate apart, never in bursts.
+    """
 
     def __init__(
         self,
@@ -41,7 +44,8 @@ class AdaptiveRateLimiter:
         self._rate = rate_per_second
         self._monotonic = monotonic
         self._sleep = sleep
-        # Starts with one request's worth; fills up to one second's worth while idle.
+        # Never more than one request's worth saved up: requests are spaced 1/rate apart, so no
+        # window of any length sees more than the rate (bursts would break the ceiling).
         self._tokens = 1.0
         self._updated = monotonic()
         self._successes = 0
@@ -81,5 +85,5 @@ class AdaptiveRateLimiter:
 
     def _refill(self) -> None:
         now = self._monotonic()
-        self._tokens = min(max(1.0, self._rate), self._tokens + (now - self._updated) * self._rate)
+        self._tokens = min(1.0, self._tokens + (now - self._updated) * self._rate)
         self._updated = now
