@@ -121,38 +121,23 @@ class Workflow:
         try:
             await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=region)
         except NotAllowed as err:
-            await self._store.add_audit(
-                AuditEntry(
-                    at=self._clock.now(),
-                    action="refused",
-                    actor_id=user_id,
-                    vco_id=vco_id,
-                    region=region,
-                    detail=f"request: {err.friendly}",
-                )
+            entry = AuditEntry(
+                at=self._clock.now(),
+                action="refused",
+                actor_id=user_id,
+                vco_id=vco_id,
+                region=region,
+                detail=f"request: {err.friendly}",
             )
+            await self._store.add_audit(entry)
             raise
-        now = self._clock.now()
-        op_id = uuid.uuid4().hex
-        op = Operation(
-            id=op_id,
-            state=OpState.LOOKING_UP,
-            region=region,
-            connection=VpnConnection(vco_id, region, "", "", "", "", "", ""),
-            gateway=VpnGateway("", region, "", ""),
-            requester_id=user_id,
-            channel_id=channel_id,
+        op = await self._record_request(
             team_id=team_id,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
-            client_token=client_token_for(op_id),
+            user_id=user_id,
+            channel_id=channel_id,
+            vco_id=vco_id,
+            region=region,
             response_url=response_url,
-        )
-        op = await self._store.create_operation(
-            op=op,
-            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
-            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
         )
         self._looking_up.add(op.id)
         try:
@@ -166,6 +151,41 @@ class Workflow:
             # The request is recorded and its confirmation is on its way (the outbox retries it):
             # telling the requester "nothing was changed" now would be untrue.
             return op
+
+    async def _record_request(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        channel_id: str,
+        vco_id: str,
+        region: str,
+        response_url: str | None,
+    ) -> Operation:
+        """Store the request (leased to this worker) before anything is looked up."""
+        now = self._clock.now()
+        op_id = uuid.uuid4().hex
+        op = Operation(
+            id=op_id,
+            state=OpState.LOOKING_UP,
+            region=region,
+            # Placeholders until the lookup fills them in.
+            connection=VpnConnection(vco_id, region, "", "", "", "", "", ""),
+            gateway=VpnGateway("", region, "", ""),
+            requester_id=user_id,
+            channel_id=channel_id,
+            team_id=team_id,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
+            client_token=client_token_for(op_id),
+            response_url=response_url,
+        )
+        return await self._store.create_operation(
+            op=op,
+            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
+            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
+        )
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve once (the first click wins), then delete in the background; return at once.
