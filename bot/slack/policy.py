@@ -138,26 +138,32 @@ class SlackPolicy:
                 who_can=who_can_text(ids, verb="Or ask"),
             ) from None
 
-    async def check_request(self, *, user_id: str, channel_id: str, region: str) -> None:
-        """Refuse requests from the wrong channel, person or region."""
+    def _check_channel(self, channel_id: str, refusal: str, command: str) -> None:
         if self._channels and channel_id not in self._channels:
             channels = ", ".join(f"<#{c}>" for c in sorted(self._channels)[:_WHO_MAX])
             raise NotAllowed(
-                f"VPN deletions can't be requested in this channel. Run `/vpn` in {channels}.",
+                f"{refusal}. Run {command} in {channels}.",
                 who_can="The bot administrator sets the list (VPNBOT_ALLOWED_CHANNELS).",
             )
-        if self._requesters and not await self._member_or_refuse(user_id, self._requesters):
-            raise NotAllowed(
-                "You are not on the list of people who may request VPN deletions.",
-                who_can=who_can_text(self._requesters, verb="Ask")
-                + " The bot administrator can add you (VPNBOT_REQUESTERS).",
-            )
+
+    def _check_region(self, region: str) -> None:
         if self._regions and region not in self._regions:
             allowed = ", ".join(code(r, 40) for r in self._regions[:20])
             raise NotAllowed(
                 f"Region {code(region, 40)} is not enabled for this bot. Allowed: {allowed}.",
                 who_can="The bot administrator sets the list (VPNBOT_ALLOWED_REGIONS).",
             )
+
+    async def check_request(self, *, user_id: str, channel_id: str, region: str) -> None:
+        """Refuse requests from the wrong channel, person or region."""
+        self._check_channel(channel_id, "VPN deletions can't be requested in this channel", "`/vpn`")
+        if self._requesters and not await self._member_or_refuse(user_id, self._requesters):
+            raise NotAllowed(
+                "You are not on the list of people who may request VPN deletions.",
+                who_can=who_can_text(self._requesters, verb="Ask")
+                + " The bot administrator can add you (VPNBOT_REQUESTERS).",
+            )
+        self._check_region(region)
 
     async def check_approval(self, *, user_id: str, op: Operation) -> None:
         """Refuse approval by the requester (four-eyes) or by someone not on the approver list."""
@@ -177,12 +183,9 @@ class SlackPolicy:
 
     async def check_history(self, *, user_id: str, channel_id: str) -> None:
         """The audit trail is for people who may request or approve, in the allowed channels."""
-        if self._channels and channel_id not in self._channels:
-            channels = ", ".join(f"<#{c}>" for c in sorted(self._channels)[:_WHO_MAX])
-            raise NotAllowed(
-                f"The VPN audit history can't be shown in this channel. Run `/vpn history` in {channels}.",
-                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_CHANNELS).",
-            )
+        self._check_channel(
+            channel_id, "The VPN audit history can't be shown in this channel", "`/vpn history`"
+        )
         readers = (*self._requesters, *self._approvers)
         if self._requesters and self._approvers and not await self._member_or_refuse(user_id, readers):
             raise NotAllowed(
@@ -192,12 +195,9 @@ class SlackPolicy:
 
     async def check_read(self, *, user_id: str, channel_id: str, region: str) -> None:
         """Listing and status are for people who may request or approve, in allowed channels and regions."""
-        if self._channels and channel_id not in self._channels:
-            channels = ", ".join(f"<#{c}>" for c in sorted(self._channels)[:_WHO_MAX])
-            raise NotAllowed(
-                f"VPN connections can't be listed or inspected in this channel. Run `/vpn` in {channels}.",
-                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_CHANNELS).",
-            )
+        self._check_channel(
+            channel_id, "VPN connections can't be listed or inspected in this channel", "`/vpn`"
+        )
         readers = (*self._requesters, *self._approvers)
         if self._requesters and not await self._member_or_refuse(user_id, readers):
             raise NotAllowed(
@@ -205,12 +205,7 @@ class SlackPolicy:
                 who_can=who_can_text(self._requesters, verb="Ask")
                 + " The bot administrator can add you (VPNBOT_REQUESTERS).",
             )
-        if self._regions and region not in self._regions:
-            allowed = ", ".join(code(r, 40) for r in self._regions[:20])
-            raise NotAllowed(
-                f"Region {code(region, 40)} is not enabled for this bot. Allowed: {allowed}.",
-                who_can="The bot administrator sets the list (VPNBOT_ALLOWED_REGIONS).",
-            )
+        self._check_region(region)
 
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
         """The requester and anyone who may approve may cancel."""
