@@ -15,8 +15,9 @@ from bot.slack.commands import make_vpn_command_listener
 from bot.slack.deps import InFlight, OperationLookup, ReadPolicy, Regions, SlackDeps, WorkflowApi
 from bot.slack.errors import register_error_handler
 from bot.slack.find import make_list_delete_listener, make_list_page_listener
-from bot.slack.ids import SLASH_COMMAND, ActionId
+from bot.slack.ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
+from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener
 
 __all__ = [
     "ConnectionRow",
@@ -67,4 +68,6 @@ def register(
     app.action(ActionId.LIST_NEXT.value)(page_listener)
     app.action(ActionId.LIST_PREVIOUS.value)(page_listener)
     app.action(ActionId.LIST_DELETE.value)(make_list_delete_listener(deps))
+    app.options(ActionId.PICK_CONNECTION.value)(make_picker_suggest_listener(deps))
+    app.view(CallbackId.PICKER.value)(make_picker_submit_listener(deps))
     register_error_handler(app)
