@@ -174,9 +174,17 @@ def selected_option(option: dict[str, Any], kind: str = "static_select") -> dict
 
 
 def block_suggestion_payload(
-    state: StandinState, user_id: str, view: dict[str, Any], action_id: str, value: str
+    state: StandinState,
+    user_id: str,
+    view: dict[str, Any],
+    action_id: str,
+    value: str,
+    values: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Return the block_suggestion Slack sends while ``user_id`` types ``value`` in an external select."""
+    """Return the block_suggestion Slack sends while ``user_id`` types ``value`` in an external select.
+
+    ``values`` is what the other inputs hold so far (Slack sends them in ``view.state.values``).
+    """
     ws = state.workspace
     block_id = next(
         (
@@ -198,7 +206,7 @@ def block_suggestion_payload(
         "team": {"id": ws.team_id, "domain": ws.team_domain},
         "enterprise": None,
         "is_enterprise_install": False,
-        "view": view,
+        "view": {**view, "state": {"values": values or {}}},
     }
 
 
@@ -352,10 +360,17 @@ class SlackUserAgent:
         )
         return reply
 
-    async def suggest(self, user_id: str, view_id: str, action_id: str, value: str) -> HttpReply:
+    async def suggest(
+        self,
+        user_id: str,
+        view_id: str,
+        action_id: str,
+        value: str,
+        values: dict[str, dict[str, Any]] | None = None,
+    ) -> HttpReply:
         """Type ``value`` in the external select ``action_id`` of an open modal (block_suggestion)."""
         payload = block_suggestion_payload(
-            self.state, user_id, _open_view(self.state, view_id), action_id, value
+            self.state, user_id, _open_view(self.state, view_id), action_id, value, values
         )
         return await self._post_payload(payload)
 
@@ -468,10 +483,17 @@ class SocketModeUser:
         # Slack accepts no response payload in a block_actions ack; replies go through response_url.
         return await self._deliver("interactive", payload, accepts_response_payload=False)
 
-    async def suggest(self, user_id: str, view_id: str, action_id: str, value: str) -> SocketAck:
+    async def suggest(
+        self,
+        user_id: str,
+        view_id: str,
+        action_id: str,
+        value: str,
+        values: dict[str, dict[str, Any]] | None = None,
+    ) -> SocketAck:
         """Type ``value`` in an external select of an open modal; the ack carries the options."""
         payload = block_suggestion_payload(
-            self.state, user_id, _open_view(self.state, view_id), action_id, value
+            self.state, user_id, _open_view(self.state, view_id), action_id, value, values
         )
         return await self._deliver("interactive", payload, accepts_response_payload=True)
 

@@ -22,7 +22,7 @@ from bot.sandbox.slack import demo_workspace, start_slack_standin
 from bot.sandbox.slack_api import StandinState
 from bot.sandbox.slack_user import SocketModeUser, selected_option
 from bot.sandbox.vpc import start_vpc_sandbox
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI, SandboxState
 from bot.slack.ids import ActionId, BlockId, CallbackId
 
 from .conftest import ALICE, CHANNEL
@@ -79,6 +79,23 @@ async def test_picker_from_typing_office_to_a_posted_confirmation(sqlite_url: st
         assert not done.json(), "a plain ack closes the modal"
         await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
         assert view["id"] not in stack.slack.state.views
+
+
+async def test_picker_searches_the_region_chosen_in_the_modal(sqlite_url: str) -> None:
+    """After choosing another region, the search lists that region's connections."""
+    async with running(sqlite_url) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+        view = await _open_view(stack.slack.state)
+        regions = [o["value"] for o in view["blocks"][0]["element"]["options"]]
+        assert regions[0] == "cn-hangzhou"
+        assert "cn-shanghai" in regions
+        found = await stack.agent.suggest(
+            ALICE, view["id"], ActionId.PICK_CONNECTION, "OFFICE", _values("cn-shanghai", None)
+        )
+        assert [o["value"] for o in found.json()["options"]] == [SEED_VCO_SHANGHAI]
+        done = await stack.agent.submit(ALICE, view["id"], _values("cn-shanghai", found.json()["options"][0]))
+        assert done.status == 200, done.body
+        await wait_confirmation(stack.slack.state, SEED_VCO_SHANGHAI)
 
 
 async def test_picker_search_is_refused_for_a_forged_region_and_odd_text(sqlite_url: str) -> None:
@@ -173,3 +190,21 @@ async def test_picker_over_socket_mode(sqlite_url: str, monkeypatch: pytest.Monk
         assert [o["value"] for o in options] == [SEED_VCO_HANGZHOU]
         await user.submit(ALICE, view["id"], _values("cn-hangzhou", options[0]))
         await wait_confirmation(slack.state, SEED_VCO_HANGZHOU)
+
+
+async def test_a_forged_channel_in_the_modal_is_refused_by_the_policy(sqlite_url: str) -> None:
+    """Swapping the channel carried in private_metadata for one outside the allowed list posts nothing."""
+    async with running(sqlite_url, allowed_channels=[CHANNEL]) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+        view = await _open_view(stack.slack.state)
+        forged = {**view, "private_metadata": json.dumps({"c": "C0RANDOM", "r": "cn-hangzhou"})}
+        stack.slack.state.views[view["id"]] = forged
+        reply = await stack.agent.submit(
+            ALICE, view["id"], _values("cn-hangzhou", {"value": SEED_VCO_HANGZHOU})
+        )
+        body = reply.json()
+        assert body["response_action"] == "errors"
+        assert "can't be listed or inspected in this channel" in body["errors"][BlockId.PICK_REGION]
+        assert not stack.slack.state.messages("C0RANDOM")
+        assert not stack.slack.state.messages(CHANNEL)
+        assert "DescribeVpnConnection" not in _cloud_actions(stack)
