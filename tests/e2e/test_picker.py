@@ -208,3 +208,18 @@ async def test_a_forged_channel_in_the_modal_is_refused_by_the_policy(sqlite_url
         assert not stack.slack.state.messages("C0RANDOM")
         assert not stack.slack.state.messages(CHANNEL)
         assert "DescribeVpnConnection" not in _cloud_actions(stack)
+
+
+async def test_an_empty_region_says_so_in_the_search_and_on_submit(sqlite_url: str) -> None:
+    """A region without connections answers the search with one explanatory option; submitting it is refused."""
+    async with running(sqlite_url) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+        view = await _open_view(stack.slack.state)
+        found = await stack.agent.suggest(
+            ALICE, view["id"], ActionId.PICK_CONNECTION, "", _values("eu-central-1", None)
+        )
+        [only] = found.json()["options"]
+        assert only["text"]["text"] == "No IPsec connections in eu-central-1"
+        reply = await stack.agent.submit(ALICE, view["id"], _values("eu-central-1", only))
+        assert reply.json()["response_action"] == "errors"
+        assert not stack.slack.state.messages(CHANNEL)
