@@ -213,3 +213,38 @@ def test_submission_carries_channel_region_and_connection() -> None:
 def test_forged_submissions_are_refused(values: dict[str, Any]) -> None:
     with pytest.raises(NotAllowed):
         parse_submission(_submission(values))
+
+
+# --- the Home listener against the Slack stand-in ------------------------------------------------
+
+
+async def test_home_listener_publishes_for_a_real_user_and_ignores_a_forged_one() -> None:
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.sandbox.slack import start_slack_standin
+    from bot.slack.home import make_home_listener
+
+    ops = [make_op(id="op-w"), make_op(id="op-d", state=OpState.DELETED, finished_at=T0)]
+    asked: list[dict[str, Any]] = []
+
+    async def recent(**kwargs: Any) -> list[Any]:
+        asked.append(kwargs)
+        return ops
+
+    standin = await start_slack_standin(bot_token="xoxb-home")
+    try:
+        client = AsyncWebClient(token="xoxb-home", base_url=standin.url)
+        listener = make_home_listener(recent=recent, read_policy=None, approvals=None)
+        await listener(event={"type": "app_home_opened", "user": "<!channel>", "tab": "home"}, client=client)
+        await listener(event={"type": "app_home_opened", "user": ALICE, "tab": "messages"}, client=client)
+        assert standin.state.home_views == {}
+        assert asked == []
+        await listener(event={"type": "app_home_opened", "user": ALICE, "tab": "home"}, client=client)
+        view = standin.state.home_views[ALICE]
+        text = json.dumps(view["blocks"])
+        assert "op-w" not in text  # ids of requests are not shown; the connection is
+        assert BlockId.HOME_PENDING in text
+        assert asked == [{"finished": 10}]
+        assert [c.method for c in standin.state.api_calls] == ["chat.getPermalink"] * 2 + ["views.publish"]
+    finally:
+        await standin.close()
