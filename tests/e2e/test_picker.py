@@ -25,7 +25,7 @@ from bot.sandbox.vpc import start_vpc_sandbox
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI, SandboxState
 from bot.slack.ids import ActionId, BlockId, CallbackId
 
-from .conftest import ALICE, CHANNEL
+from .conftest import ALICE, CAROL, CHANNEL
 from .support import wait_confirmation
 
 
@@ -223,3 +223,24 @@ async def test_an_empty_region_says_so_in_the_search_and_on_submit(sqlite_url: s
         reply = await stack.agent.submit(ALICE, view["id"], _values("eu-central-1", only))
         assert reply.json()["response_action"] == "errors"
         assert not stack.slack.state.messages(CHANNEL)
+
+
+async def test_a_refusal_after_the_modal_closed_reaches_the_requester_privately(sqlite_url: str) -> None:
+    """An approver who may look but not request passes the modal's read check; the request is refused to her alone."""
+    async with running(sqlite_url, requesters=[CAROL], approvers=[ALICE]) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+        view = await _open_view(stack.slack.state)
+        reply = await stack.agent.submit(
+            ALICE, view["id"], _values("cn-hangzhou", {"value": SEED_VCO_HANGZHOU})
+        )
+        assert not reply.json()
+
+        def refused() -> bool:
+            return any(
+                "not on the list of people who may request" in m.text
+                for m in stack.slack.state.ephemerals(ALICE, CHANNEL)
+            )
+
+        await stack.slack.state.wait_for(refused, timeout=10, what="the private refusal")
+        assert not stack.slack.state.messages(CHANNEL)
+        assert "DeleteVpnConnection" not in _cloud_actions(stack)
