@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -97,8 +98,12 @@ def make_picker_suggest_listener(deps: SlackDeps) -> Callable[..., Awaitable[Non
     return handle_picker_suggestion
 
 
+# A modal error is plain text: Slack would show "<#C123>" literally, so mentions become "#C123".
+_MENTION_RE = re.compile(r"<([#@])([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
 def _short(err: BotError) -> str:
-    text = err.friendly.replace("`", "").replace("*", "")
+    text = _MENTION_RE.sub(r"\1\2", err.friendly).replace("`", "").replace("*", "")
     return text if len(text) <= _FIELD_ERROR_MAX else text[: _FIELD_ERROR_MAX - 1] + "…"
 
 

@@ -205,6 +205,8 @@ async def test_a_forged_channel_in_the_modal_is_refused_by_the_policy(sqlite_url
         body = reply.json()
         assert body["response_action"] == "errors"
         assert "can't be listed or inspected in this channel" in body["errors"][BlockId.PICK_REGION]
+        assert f"#{CHANNEL}" in body["errors"][BlockId.PICK_REGION]
+        assert "<#" not in body["errors"][BlockId.PICK_REGION], "modal errors are plain text"
         assert not stack.slack.state.messages("C0RANDOM")
         assert not stack.slack.state.messages(CHANNEL)
         assert "DescribeVpnConnection" not in _cloud_actions(stack)
