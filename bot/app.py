@@ -330,6 +330,8 @@ async def create_app(
             # Listing needs the full client (an injected VpcApi fake has no list calls).
             inventory=VpcInventory(vpc) if isinstance(vpc, VpcClient) else None,
             read_policy=policy,
+            recent_operations=store.recent_operations,
+            approvals=policy,
         )
     except BaseException:
         if owned_vpc is not None:

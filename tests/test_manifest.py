@@ -59,6 +59,15 @@ SCHEMA: dict[str, Any] = {
                         "always_online": {"type": "boolean"},
                     },
                 },
+                "app_home": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "home_tab_enabled": {"type": "boolean"},
+                        "messages_tab_enabled": {"type": "boolean"},
+                        "messages_tab_read_only_enabled": {"type": "boolean"},
+                    },
+                },
                 "slash_commands": {
                     "type": "array",
                     "minItems": 1,
@@ -106,7 +115,23 @@ SCHEMA: dict[str, Any] = {
                         "message_menu_options_url": URL,
                     },
                 },
-                "event_subscriptions": {"type": "object"},
+                "event_subscriptions": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "request_url": URL,
+                        "bot_events": {
+                            "type": "array",
+                            "items": {"type": "string", "maxLength": 50},
+                            "maxItems": 100,
+                        },
+                        "user_events": {
+                            "type": "array",
+                            "items": {"type": "string", "maxLength": 50},
+                            "maxItems": 100,
+                        },
+                    },
+                },
                 "allowed_ip_address_ranges": {"type": "array", "maxItems": 50},
                 "org_deploy_enabled": {"type": "boolean"},
                 "socket_mode_enabled": {"type": "boolean"},
@@ -203,12 +228,23 @@ def test_readme_lists_the_manifest_scopes(manifest: dict[str, Any]) -> None:
 def test_http_mode_as_the_comments_describe_is_valid(manifest: dict[str, Any]) -> None:
     text = MANIFEST.read_text(encoding="utf-8")
     assert "socket_mode_enabled to false" in text
-    assert text.count("https://YOUR-HOST/slack/events") >= 3  # the how-to plus both commented keys
+    assert text.count("https://YOUR-HOST/slack/events") >= 5  # the how-to plus the commented keys
+    for key in ("# request_url:", "# message_menu_options_url:", "# url:"):
+        assert key in text, f"manifest.yml lacks the commented HTTP-mode key {key}"
     http = copy.deepcopy(manifest)
+    url = "https://vpn-bot.example.com/slack/events"
     http["settings"]["socket_mode_enabled"] = False
-    http["features"]["slash_commands"][0]["url"] = "https://vpn-bot.example.com/slack/events"
-    http["settings"]["interactivity"]["request_url"] = "https://vpn-bot.example.com/slack/events"
+    http["features"]["slash_commands"][0]["url"] = url
+    http["settings"]["interactivity"]["request_url"] = url
+    http["settings"]["interactivity"]["message_menu_options_url"] = url
+    http["settings"]["event_subscriptions"]["request_url"] = url
     jsonschema.validate(http, SCHEMA)
+
+
+def test_home_tab_and_its_event(manifest: dict[str, Any]) -> None:
+    """The Home tab is on and app_home_opened is subscribed (the bot publishes the tab on it)."""
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
 
 
 @pytest.mark.parametrize(
@@ -223,6 +259,8 @@ def test_http_mode_as_the_comments_describe_is_valid(manifest: dict[str, Any]) -
         (("features", "slash_commands", 0, "escape"), True),
         (("settings", "interactivity", "is_enabled"), "yes"),
         (("settings", "socket_mode"), True),
+        (("features", "app_home", "home_tab"), True),
+        (("settings", "event_subscriptions", "bot_events"), "app_home_opened"),
         (("oauth_config", "scopes", "bot", 0), "x" * 51),
     ],
 )

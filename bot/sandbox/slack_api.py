@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.views import View
 
 from bot.sandbox.slack_socket import SOCKET_MODE_PATH, SocketModeServer
 
@@ -60,9 +62,14 @@ _METHOD_SCOPES: dict[str, str | None] = {
     "usergroups.list": "usergroups:read",
     "usergroups.users.list": "usergroups:read",
     "conversations.info": None,
+    # Opening and publishing views needs no scope (a trigger id or the Home tab is the permission).
+    "views.open": None,
+    "views.update": None,
+    "views.publish": None,
 }
 DEFAULT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read")  # as manifest.yml
 DEFAULT_APP_TOKEN = "xapp-1-A0VPNBOT-1-standin"  # noqa: S105  # a fake app-level token for a local stand-in
+TRIGGER_TTL_SECONDS = 3.0
 RESPONSE_URL_MAX_USES = 5
 RESPONSE_URL_TTL_SECONDS = 30 * 60
 
@@ -307,6 +314,10 @@ class StandinState:
         self._faults: dict[str, list[_Fault]] = {}
         self._latency: dict[str, float] = {}
         self._ids = itertools.count(1)
+        # Modals opened by the bot, by view id; the Home tab each user was last shown.
+        self.views: dict[str, Json] = {}
+        self.home_views: dict[str, Json] = {}
+        self._triggers: dict[str, float] = {}
 
     # ------------------------------------------------------------------ clocks and ids
 
@@ -317,8 +328,10 @@ class StandinState:
         return f"{self._last_ts:.6f}"
 
     def new_trigger_id(self) -> str:
-        """Return a trigger id shaped like Slack's."""
-        return f"{next(self._ids)}.{self.workspace.team_id}.{secrets.token_hex(8)}"
+        """Return a trigger id shaped like Slack's (usable once, for 3 seconds, by views.open)."""
+        trigger = f"{next(self._ids)}.{self.workspace.team_id}.{secrets.token_hex(8)}"
+        self._triggers[trigger] = self._clock()
+        return trigger
 
     # ------------------------------------------------------------------ workspace helpers
 
@@ -715,7 +728,64 @@ class StandinState:
         return {"ok": True, "channel": channel.to_api()}
 
 
+def _checked_view(value: object) -> tuple[Json | None, str | None]:
+    """Parse a ``view`` argument and validate it with slack_sdk's own model, as Slack would."""
+    try:
+        view = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(view, dict):
+            return None, "invalid_arguments"
+        View(**view).validate_json()
+    except (ValueError, TypeError, SlackObjectFormationError):
+        return None, "invalid_arguments"
+    return view, None
+
+
+def _views_open(state: StandinState, params: Json) -> Json:
+    trigger = str(params.get("trigger_id", ""))
+    issued = state._triggers.pop(trigger, None)
+    if issued is None:
+        return _err("invalid_trigger_id")
+    if state._clock() - issued > TRIGGER_TTL_SECONDS:
+        return _err("expired_trigger_id")
+    view, error = _checked_view(params.get("view"))
+    if view is None:
+        return _err(error or "invalid_arguments")
+    view_id = f"V{next(state._ids):08d}"
+    stored = {**view, "id": view_id, "hash": secrets.token_hex(6), "team_id": state.workspace.team_id}
+    state.views[view_id] = stored
+    return {"ok": True, "view": stored}
+
+
+def _views_update(state: StandinState, params: Json) -> Json:
+    view_id = str(params.get("view_id", ""))
+    if view_id not in state.views:
+        return _err("not_found")
+    view, error = _checked_view(params.get("view"))
+    if view is None:
+        return _err(error or "invalid_arguments")
+    stored = {**view, "id": view_id, "hash": secrets.token_hex(6), "team_id": state.workspace.team_id}
+    state.views[view_id] = stored
+    return {"ok": True, "view": stored}
+
+
+def _views_publish(state: StandinState, params: Json) -> Json:
+    user_id = str(params.get("user_id", ""))
+    if user_id not in state.users:
+        return _err("user_not_found")
+    view, error = _checked_view(params.get("view"))
+    if view is None:
+        return _err(error or "invalid_arguments")
+    if view.get("type") != "home":
+        return _err("invalid_arguments")
+    stored = {**view, "id": f"V{next(state._ids):08d}", "team_id": state.workspace.team_id}
+    state.home_views[user_id] = stored
+    return {"ok": True, "view": stored}
+
+
 _HANDLERS: dict[str, Callable[[StandinState, Json], Json]] = {
+    "views.open": _views_open,
+    "views.update": _views_update,
+    "views.publish": _views_publish,
     "auth.test": StandinState._auth_test,
     "apps.connections.open": StandinState._apps_connections_open,
     "chat.postMessage": StandinState._post_message,

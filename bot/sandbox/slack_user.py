@@ -15,6 +15,7 @@ Each request gets a fresh ``response_url`` on the stand-in, and the bot's reply 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
@@ -30,11 +31,15 @@ __all__ = [
     "HttpReply",
     "SlackUserAgent",
     "SocketModeUser",
+    "app_home_opened_payload",
     "block_actions_payload",
+    "block_suggestion_payload",
     "button_action",
     "clickable_message",
     "find_button",
+    "selected_option",
     "slash_command_payload",
+    "view_submission_payload",
 ]
 
 
@@ -151,6 +156,107 @@ def block_actions_payload(
     return payload
 
 
+def _user(state: StandinState, user_id: str) -> dict[str, Any]:
+    name = state.user_name(user_id)
+    return {"id": user_id, "username": name, "name": name, "team_id": state.workspace.team_id}
+
+
+def _open_view(state: StandinState, view_id: str) -> dict[str, Any]:
+    view = state.views.get(view_id)
+    if view is None:
+        raise LookupError(f"no open view {view_id}")
+    return view
+
+
+def selected_option(option: dict[str, Any], kind: str = "static_select") -> dict[str, Any]:
+    """Return a select's entry in ``view.state.values`` once ``option`` is chosen."""
+    return {"type": kind, "selected_option": option}
+
+
+def block_suggestion_payload(
+    state: StandinState,
+    user_id: str,
+    view: dict[str, Any],
+    action_id: str,
+    value: str,
+    values: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Return the block_suggestion Slack sends while ``user_id`` types ``value`` in an external select.
+
+    ``values`` is what the other inputs hold so far (Slack sends them in ``view.state.values``).
+    """
+    ws = state.workspace
+    block_id = next(
+        (
+            str(b.get("block_id", ""))
+            for b in view.get("blocks", [])
+            if isinstance(b.get("element"), dict) and b["element"].get("action_id") == action_id
+        ),
+        "",
+    )
+    return {
+        "type": "block_suggestion",
+        "user": _user(state, user_id),
+        "container": {"type": "view", "view_id": view.get("id", "")},
+        "api_app_id": ws.app_id,
+        "token": ws.verification_token,
+        "action_id": action_id,
+        "block_id": block_id,
+        "value": value,
+        "team": {"id": ws.team_id, "domain": ws.team_domain},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "view": {**view, "state": {"values": values or {}}},
+    }
+
+
+def view_submission_payload(
+    state: StandinState, user_id: str, view: dict[str, Any], values: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Return the view_submission Slack sends when ``user_id`` submits ``view`` with ``values``."""
+    ws = state.workspace
+    return {
+        "type": "view_submission",
+        "team": {"id": ws.team_id, "domain": ws.team_domain},
+        "user": _user(state, user_id),
+        "api_app_id": ws.app_id,
+        "token": ws.verification_token,
+        "trigger_id": state.new_trigger_id(),
+        "view": {**view, "state": {"values": values}},
+        "response_urls": [],
+        "enterprise": None,
+        "is_enterprise_install": False,
+    }
+
+
+def app_home_opened_payload(state: StandinState, user_id: str) -> dict[str, Any]:
+    """Return the Events API body Slack sends when ``user_id`` opens the app's Home tab."""
+    ws = state.workspace
+    ts = state.next_ts()
+    event: dict[str, Any] = {
+        "type": "app_home_opened",
+        "user": user_id,
+        "channel": f"D{user_id[1:]}",
+        "tab": "home",
+        "event_ts": ts,
+    }
+    if user_id in state.home_views:
+        event["view"] = state.home_views[user_id]
+    return {
+        "token": ws.verification_token,
+        "team_id": ws.team_id,
+        "api_app_id": ws.app_id,
+        "event": event,
+        "type": "event_callback",
+        "event_id": f"Ev{secrets.token_hex(5).upper()}",
+        "event_time": int(float(ts)),
+        "authorizations": [
+            {"team_id": ws.team_id, "user_id": ws.bot_user_id, "is_bot": True, "is_enterprise_install": False}
+        ],
+        "is_ext_shared_channel": False,
+    }
+
+
 class SlackUserAgent:
     """Drives a bot's events endpoint as Slack does on behalf of people in the workspace."""
 
@@ -254,11 +360,53 @@ class SlackUserAgent:
         )
         return reply
 
-    async def _post(self, body: str, *, timestamp: int | None, signature: str | None) -> HttpReply:
+    async def suggest(
+        self,
+        user_id: str,
+        view_id: str,
+        action_id: str,
+        value: str,
+        values: dict[str, dict[str, Any]] | None = None,
+    ) -> HttpReply:
+        """Type ``value`` in the external select ``action_id`` of an open modal (block_suggestion)."""
+        payload = block_suggestion_payload(
+            self.state, user_id, _open_view(self.state, view_id), action_id, value, values
+        )
+        return await self._post_payload(payload)
+
+    async def submit(self, user_id: str, view_id: str, values: dict[str, dict[str, Any]]) -> HttpReply:
+        """Submit an open modal with ``values`` (``view.state.values`` as Slack sends it)."""
+        payload = view_submission_payload(self.state, user_id, _open_view(self.state, view_id), values)
+        reply = await self._post_payload(payload)
+        if reply.status == 200 and not (reply.json() or {}).get("response_action"):
+            self.state.views.pop(view_id, None)  # a plain ack closes the modal
+        return reply
+
+    async def open_home(self, user_id: str) -> HttpReply:
+        """Open the app's Home tab (an ``app_home_opened`` event)."""
+        body = json.dumps(app_home_opened_payload(self.state, user_id), separators=(",", ":"))
+        return await self._post(body, timestamp=None, signature=None, content_type="application/json")
+
+    async def post_payload(self, payload: dict[str, Any]) -> HttpReply:
+        """Post an arbitrary (e.g. forged) interactive payload, signed."""
+        return await self._post_payload(payload)
+
+    async def _post_payload(self, payload: dict[str, Any]) -> HttpReply:
+        body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
+        return await self._post(body, timestamp=None, signature=None)
+
+    async def _post(
+        self,
+        body: str,
+        *,
+        timestamp: int | None,
+        signature: str | None,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> HttpReply:
         ts = str(timestamp if timestamp is not None else int(self._clock()))
         sig = signature or self._verifier.generate_signature(timestamp=ts, body=body) or ""
         headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Type": content_type,
             "X-Slack-Request-Timestamp": ts,
             "X-Slack-Signature": sig,
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
@@ -335,9 +483,36 @@ class SocketModeUser:
         # Slack accepts no response payload in a block_actions ack; replies go through response_url.
         return await self._deliver("interactive", payload, accepts_response_payload=False)
 
+    async def suggest(
+        self,
+        user_id: str,
+        view_id: str,
+        action_id: str,
+        value: str,
+        values: dict[str, dict[str, Any]] | None = None,
+    ) -> SocketAck:
+        """Type ``value`` in an external select of an open modal; the ack carries the options."""
+        payload = block_suggestion_payload(
+            self.state, user_id, _open_view(self.state, view_id), action_id, value, values
+        )
+        return await self._deliver("interactive", payload, accepts_response_payload=True)
+
+    async def submit(self, user_id: str, view_id: str, values: dict[str, dict[str, Any]]) -> SocketAck:
+        """Submit an open modal; the ack may carry ``response_action: errors``."""
+        payload = view_submission_payload(self.state, user_id, _open_view(self.state, view_id), values)
+        ack = await self._deliver("interactive", payload, accepts_response_payload=True)
+        if not (ack.payload or {}).get("response_action"):
+            self.state.views.pop(view_id, None)
+        return ack
+
+    async def open_home(self, user_id: str) -> SocketAck:
+        """Open the app's Home tab (an ``events_api`` envelope)."""
+        payload = app_home_opened_payload(self.state, user_id)
+        return await self._deliver("events_api", payload, accepts_response_payload=False)
+
     async def _deliver(
         self,
-        kind: Literal["slash_commands", "interactive"],
+        kind: Literal["slash_commands", "interactive", "events_api"],
         payload: dict[str, Any],
         *,
         accepts_response_payload: bool,

@@ -15,15 +15,19 @@ from bot.slack.commands import make_vpn_command_listener
 from bot.slack.deps import InFlight, OperationLookup, ReadPolicy, Regions, SlackDeps, WorkflowApi
 from bot.slack.errors import register_error_handler
 from bot.slack.find import make_list_delete_listener, make_list_page_listener
-from bot.slack.ids import SLASH_COMMAND, ActionId
+from bot.slack.home import ApprovalPolicy, RecentOperations, make_home_listener
+from bot.slack.ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
+from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener
 
 __all__ = [
+    "ApprovalPolicy",
     "ConnectionRow",
     "InFlight",
     "Inventory",
     "OperationLookup",
     "ReadPolicy",
+    "RecentOperations",
     "Regions",
     "SlackDeps",
     "WorkflowApi",
@@ -41,6 +45,8 @@ def register(
     inflight: InFlight | None = None,
     inventory: Inventory | None = None,
     read_policy: ReadPolicy | None = None,
+    recent_operations: RecentOperations | None = None,
+    approvals: ApprovalPolicy | None = None,
 ) -> None:
     """Register the /vpn command, the confirmation and list buttons and the error funnel on ``app``.
 
@@ -48,7 +54,8 @@ def register(
     message the operation was posted in; without it the click is checked against Slack's copy
     of the clicked message only. ``inflight`` collects listener work still running after
     ``ack()``, so the caller can wait for it on shutdown. ``inventory`` and ``read_policy`` serve
-    ``/vpn list`` and ``/vpn status`` (listings are cached briefly for paging).
+    ``/vpn list`` and ``/vpn status`` (listings are cached briefly for paging) and the
+    ``/vpn delete`` picker. ``recent_operations`` (one store call) and ``approvals`` feed the Home tab.
     """
     deps = SlackDeps(
         workflow=workflow,
@@ -67,4 +74,10 @@ def register(
     app.action(ActionId.LIST_NEXT.value)(page_listener)
     app.action(ActionId.LIST_PREVIOUS.value)(page_listener)
     app.action(ActionId.LIST_DELETE.value)(make_list_delete_listener(deps))
+    app.options(ActionId.PICK_CONNECTION.value)(make_picker_suggest_listener(deps))
+    app.view(CallbackId.PICKER.value)(make_picker_submit_listener(deps))
+    if recent_operations is not None:
+        app.event("app_home_opened")(
+            make_home_listener(recent=recent_operations, read_policy=read_policy, approvals=approvals)
+        )
     register_error_handler(app)

@@ -21,10 +21,12 @@ from bot.slack.parse import (
     HelpCommand,
     HistoryCommand,
     ListCommand,
+    PickCommand,
     StatusCommand,
     parse_command,
     parse_slash_command,
 )
+from bot.slack.picker import open_picker
 from bot.slack.replies import check_region, send
 
 __all__ = ["check_region", "make_vpn_command_listener", "send"]
@@ -75,6 +77,20 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                         channel_id=request.channel_id,
                         respond=respond,
                         client=client,
+                    )
+            case PickCommand(region=region):
+                await ack()
+                async with errors_to_user(command, respond, inflight=deps.inflight):
+                    if not request.trigger_id:
+                        raise UsageError(
+                            "Which connection? Give its id, e.g. `/vpn delete vco-bp1abc2def3gh cn-hangzhou`."
+                        )
+                    await open_picker(
+                        deps,
+                        client,
+                        trigger_id=request.trigger_id,
+                        channel_id=request.channel_id,
+                        region=region,
                     )
             case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
                 deps.inflight.shed()

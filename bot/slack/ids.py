@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["SLASH_COMMAND", "ActionId", "BlockId"]
+__all__ = ["SLASH_COMMAND", "ActionId", "BlockId", "CallbackId"]
 
 SLASH_COMMAND = "/vpn"
 
@@ -24,6 +24,9 @@ class ActionId(StrEnum):
     LIST_NEXT = "vpn-list-next"
     LIST_PREVIOUS = "vpn-list-previous"
     LIST_DELETE = "vpn-list-delete"
+    # The /vpn delete picker modal: the region select and the connection search (external select).
+    PICK_REGION = "vpn-pick-region"
+    PICK_CONNECTION = "vpn-pick-connection"
 
 
 class BlockId(StrEnum):
@@ -44,3 +47,15 @@ class BlockId(StrEnum):
     LIST_NAV = "vpn-list-nav"
     LIST_FOOTER = "vpn-list-footer"
     LOOKUP = "vpn-status"
+    PICK_REGION = "vpn-pick-region-block"
+    PICK_CONNECTION = "vpn-pick-connection-block"
+    HOME_HEADER = "vpn-home-header"
+    HOME_PENDING = "vpn-home-pending"
+    HOME_RUNNING = "vpn-home-running"
+    HOME_FINISHED = "vpn-home-finished"
+
+
+class CallbackId(StrEnum):
+    """``callback_id`` of every modal."""
+
+    PICKER = "vpn-delete-picker"

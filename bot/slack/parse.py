@@ -41,6 +41,7 @@ __all__ = [
     "HelpCommand",
     "HistoryCommand",
     "ListCommand",
+    "PickCommand",
     "SlashCommand",
     "StatusCommand",
     "parse_click",
@@ -74,6 +75,8 @@ class SlashCommand(_Payload):
     channel_id: ChannelId
     team_id: TeamId | None = None
     response_url: str | None = None
+    # Opens the picker modal (views.open); Slack's are ~60 characters.
+    trigger_id: str | None = Field(default=None, max_length=200)
 
 
 _SLASH_COMMAND = TypeAdapter(SlashCommand)
@@ -96,6 +99,13 @@ class DeleteCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class PickCommand:
+    """``/vpn delete`` with no id: open the picker modal, starting at ``region``."""
+
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryCommand:
     """``/vpn history [count]``."""
 
@@ -107,7 +117,7 @@ class HelpCommand:
     """``/vpn``, ``/vpn help``."""
 
 
-Command = DeleteCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
+Command = DeleteCommand | PickCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
 
 
 def _echo(token: str) -> str:
@@ -132,7 +142,7 @@ def _region(token: str) -> str:
     return parse_region(_clean(token), shown=_echo(token))
 
 
-def _parse_delete(args: list[str], default_region: str) -> DeleteCommand:
+def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickCommand:
     positional: list[str] = []
     region: str | None = None
     i = 0
@@ -158,9 +168,7 @@ def _parse_delete(args: list[str], default_region: str) -> DeleteCommand:
         i += 1
 
     if not positional:
-        raise _usage(
-            f"Which connection? Give its id, e.g. `{SLASH_COMMAND} delete vco-bp1abc2def3gh cn-hangzhou`."
-        )
+        return PickCommand(region=region or default_region)
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:
         if region is not None:

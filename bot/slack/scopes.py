@@ -24,6 +24,11 @@ METHOD_SCOPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         # chat:write.public lets the bot post in public channels it has not been invited to.
         "chat.postMessage": ("chat:write", "chat:write.public"),
         "chat.update": ("chat:write",),
+        # The picker tells the requester privately when a request fails after the modal closed.
+        "chat.postEphemeral": ("chat:write",),
+        # The /vpn delete picker modal and the Home tab: a trigger id or the Home tab is the permission.
+        "views.open": (),
+        "views.publish": (),
         # /vpn status links an operation's thread; Slack requires no scope for it.
         "chat.getPermalink": (),
         # Approver and requester lists may name user groups (S…).

@@ -433,6 +433,26 @@ class Store(OutboxMixin):
             return [_row_to_op(r) for r in await conn.execute(stmt)]
 
     @shielded
+    async def recent_operations(self, *, finished: int = 10, open_limit: int = 100) -> list[Operation]:
+        """Open operations (newest first, at most ``open_limit``), then the last ``finished`` finished ones."""
+        open_ops = (
+            select(operations)
+            .where(operations.c.state.not_in(_states(TERMINAL_STATES)))
+            .order_by(operations.c.created_at.desc())
+            .limit(open_limit)
+        )
+        done = (
+            select(operations)
+            .where(operations.c.state.in_(_states(TERMINAL_STATES)))
+            .order_by(operations.c.updated_at.desc())
+            .limit(finished)
+        )
+        # One transaction, so the Home tab never shows an operation both open and finished.
+        async with self._tx() as conn:
+            rows = [*await conn.execute(open_ops), *await conn.execute(done)]
+        return [_row_to_op(r) for r in rows]
+
+    @shielded
     async def recent_durations(self, *, region: str, gateway_id: str, limit: int = 20) -> list[float]:
         """Seconds from start to end of the latest deletions on this gateway, else in the region."""
         done = select(operations.c.started_at, operations.c.finished_at).where(

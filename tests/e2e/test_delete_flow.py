@@ -133,7 +133,14 @@ async def test_not_found_names_id_and_region(stack: LocalStack) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "help", "delete", "delete not-an-id", f"delete {SEED_VCO_HANGZHOU} cn-hangzhou extra", "frobnicate"],
+    [
+        "",
+        "help",
+        "delete --region",
+        "delete not-an-id",
+        f"delete {SEED_VCO_HANGZHOU} cn-hangzhou extra",
+        "frobnicate",
+    ],
 )
 async def test_bad_input_gets_usage_and_changes_nothing(stack: LocalStack, text: str) -> None:
     """Missing, malformed or extra arguments get an ephemeral usage reply; nothing is posted."""

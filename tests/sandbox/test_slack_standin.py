@@ -595,3 +595,83 @@ def test_render_transcript_layout() -> None:
     everyone = render_transcript(state, OPS)
     assert "(only visible to @bob)" in everyone
     assert "(only visible to @alice)" in everyone
+
+
+# ------------------------------------------------------------------ views (modals, Home tab)
+
+MODAL: dict[str, Any] = {
+    "type": "modal",
+    "callback_id": "pick",
+    "title": {"type": "plain_text", "text": "Pick"},
+    "submit": {"type": "plain_text", "text": "Go"},
+    "blocks": [
+        {
+            "type": "input",
+            "block_id": "conn",
+            "label": {"type": "plain_text", "text": "Connection"},
+            "element": {"type": "external_select", "action_id": "search"},
+        }
+    ],
+}
+
+
+async def test_views_open_needs_a_fresh_trigger_and_a_valid_view(
+    client: AsyncWebClient, standin: SlackStandin
+) -> None:
+    trigger = standin.state.new_trigger_id()
+    opened = await client.views_open(trigger_id=trigger, view=MODAL)
+    view_id = opened["view"]["id"]
+    assert standin.state.views[view_id]["callback_id"] == "pick"
+    with pytest.raises(SlackApiError) as used:
+        await client.views_open(trigger_id=trigger, view=MODAL)
+    assert used.value.response["error"] == "invalid_trigger_id"
+    long_title = {**MODAL, "title": {"type": "plain_text", "text": "x" * 25}}
+    with pytest.raises(SlackApiError) as invalid:
+        await client.views_open(trigger_id=standin.state.new_trigger_id(), view=long_title)
+    assert invalid.value.response["error"] == "invalid_arguments"
+    updated = await client.views_update(view_id=view_id, view={**MODAL, "callback_id": "again"})
+    assert updated["view"]["id"] == view_id
+    assert standin.state.views[view_id]["callback_id"] == "again"
+
+
+async def test_views_publish_keeps_each_users_home_tab(client: AsyncWebClient, standin: SlackStandin) -> None:
+    home = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]}
+    await client.views_publish(user_id=ALICE, view=home)
+    assert standin.state.home_views[ALICE]["blocks"] == home["blocks"]
+    assert BOB not in standin.state.home_views
+    with pytest.raises(SlackApiError) as modal:
+        await client.views_publish(user_id=ALICE, view=MODAL)
+    assert modal.value.response["error"] == "invalid_arguments"
+    with pytest.raises(SlackApiError) as nobody:
+        await client.views_publish(user_id="U0NOBODY", view=home)
+    assert nobody.value.response["error"] == "user_not_found"
+
+
+async def test_agent_sends_view_payloads_and_home_events_as_slack_does(
+    client: AsyncWebClient, standin: SlackStandin, capture_server: tuple[str, Captured]
+) -> None:
+    url, captured = capture_server
+    opened = await client.views_open(trigger_id=standin.state.new_trigger_id(), view=MODAL)
+    view_id = opened["view"]["id"]
+    async with SlackUserAgent(events_url=url, signing_secret=SECRET, state=standin.state) as agent:
+        await agent.suggest(ALICE, view_id, "search", "office")
+        await agent.submit(ALICE, view_id, {"conn": {"search": {"type": "external_select"}}})
+        await agent.open_home(BOB)
+    verifier = SignatureVerifier(SECRET)
+    assert all(verifier.is_valid_request(body, headers) for headers, body in captured.requests)
+    suggestion = json.loads(parse_qs(captured.requests[0][1])["payload"][0])
+    assert suggestion["type"] == "block_suggestion"
+    assert (suggestion["action_id"], suggestion["block_id"], suggestion["value"]) == (
+        "search",
+        "conn",
+        "office",
+    )
+    assert suggestion["view"]["id"] == view_id
+    submission = json.loads(parse_qs(captured.requests[1][1])["payload"][0])
+    assert submission["type"] == "view_submission"
+    assert submission["view"]["state"]["values"] == {"conn": {"search": {"type": "external_select"}}}
+    headers, body = captured.requests[2]
+    assert headers["Content-Type"] == "application/json"
+    event = json.loads(body)
+    assert event["type"] == "event_callback"
+    assert event["event"] == {**event["event"], "type": "app_home_opened", "user": BOB, "tab": "home"}

@@ -199,7 +199,6 @@ async def test_too_much_in_flight_turns_new_deletes_away_in_the_ack(harness: Har
         ("", "*Usage*"),
         ("help", "*Usage*"),
         ("frobnicate", "I don't know the command `frobnicate`"),
-        ("delete", "Which connection?"),
         ("delete vco-abcd cn-hangzhou extra", "Too many words"),
     ],
 )

@@ -18,6 +18,7 @@ from bot.slack.parse import (
     DeleteCommand,
     HelpCommand,
     HistoryCommand,
+    PickCommand,
     parse_click,
     parse_command,
     parse_slash_command,
@@ -79,7 +80,7 @@ def test_any_text_is_a_command_or_a_usage_error(text: str) -> None:
         assert "<!" not in friendly, "echoed text is escaped"
         assert "<@" not in friendly, "echoed text is escaped"
         return
-    assert isinstance(result, DeleteCommand | HistoryCommand | HelpCommand)
+    assert isinstance(result, DeleteCommand | PickCommand | HistoryCommand | HelpCommand)
     if isinstance(result, DeleteCommand):
         assert result.vco_id.isascii()
         assert result.vco_id == result.vco_id.lower()
@@ -123,6 +124,8 @@ def test_empty_or_help_is_help(text: str) -> None:
         ("/vpn delete vco-abcd --region ap-southeast-1", DeleteCommand("vco-abcd", "ap-southeast-1")),
         ("delete\u00a0vco-abcd\tus-west-1", DeleteCommand("vco-abcd", "us-west-1")),
         ("delete vco-payload1 cn-hangzhou", DeleteCommand("vco-payload1", "cn-hangzhou")),
+        ("delete", PickCommand(DEFAULT)),
+        ("delete --region cn-shanghai", PickCommand("cn-shanghai")),
         ("history", HistoryCommand(10)),
         ("history 50", HistoryCommand(50)),
         ("history 1", HistoryCommand(1)),
@@ -136,7 +139,6 @@ def test_valid_commands(text: str, expected: object) -> None:
     ("text", "fragment"),
     [
         ("frobnicate", "I don't know the command `frobnicate`"),
-        ("delete", "Which connection?"),
         ("delete payload-x", "`payload-x` is not a VPN connection id"),
         ("delete vco-ab", "is not a VPN connection id"),
         ("delete vco-" + "a" * 65, "is not a VPN connection id"),

@@ -1,0 +1,185 @@
+"""Modals and the Home tab: the ``/vpn delete`` picker and the per-person overview.
+
+Every view here passes slack_sdk's own ``View(...).validate_json()`` (see tests/slack/test_views.py).
+Connection names come from the cloud (up to 128 characters at Alibaba) and are cut to Slack's
+75-character option text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.domain import ACTIVE_STATES, Operation, OpState
+from bot.ids import is_channel_id
+from bot.slack.blocks.text import (
+    SECTION_MAX,
+    _context,
+    _header,
+    _plain,
+    _section,
+    cap,
+    code,
+    escape,
+    format_time,
+    mention,
+)
+from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.slack.inventory import ConnectionRow
+
+__all__ = [
+    "HOME_SECTION_MAX",
+    "OPTIONS_MAX",
+    "build_connection_options",
+    "build_home",
+    "build_picker",
+    "picker_metadata",
+]
+
+View = dict[str, Any]
+OPTION_TEXT_MAX = 75  # Slack's limit on an option's text
+OPTIONS_MAX = 100  # Slack shows at most 100 options per select
+MODAL_TITLE_MAX = 24
+
+
+def picker_metadata(*, channel_id: str, region: str) -> str:
+    """The ``private_metadata`` of the picker: where the command came from, and its first region."""
+    return json.dumps({"c": channel_id, "r": region}, separators=(",", ":"))
+
+
+def _option(text: str, value: str) -> dict[str, Any]:
+    return {"text": _plain(text, OPTION_TEXT_MAX), "value": value}
+
+
+def build_picker(*, regions: Collection[str], region: str, channel_id: str) -> View:
+    """The modal ``/vpn delete`` opens without an id: a region select and a connection search."""
+    shown = list(dict.fromkeys([region, *sorted(regions)]))[:OPTIONS_MAX]
+    region_options = [_option(r, r) for r in shown]
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.PICKER.value,
+        "private_metadata": picker_metadata(channel_id=channel_id, region=region),
+        "title": _plain("Delete a VPN connection", MODAL_TITLE_MAX),
+        "submit": _plain("Ask for approval", MODAL_TITLE_MAX),
+        "close": _plain("Cancel", MODAL_TITLE_MAX),
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": BlockId.PICK_REGION.value,
+                "label": _plain("Region", 2000),
+                "element": {
+                    "type": "static_select",
+                    "action_id": ActionId.PICK_REGION.value,
+                    "options": region_options,
+                    "initial_option": region_options[0],
+                },
+            },
+            {
+                "type": "input",
+                "block_id": BlockId.PICK_CONNECTION.value,
+                "label": _plain("Connection", 2000),
+                "hint": _plain("Type part of its name or id, e.g. office or vco-bp1.", 2000),
+                "element": {
+                    "type": "external_select",
+                    "action_id": ActionId.PICK_CONNECTION.value,
+                    "placeholder": _plain("Search by name or id", 150),
+                    "min_query_length": 0,
+                },
+            },
+        ],
+    }
+
+
+def _label(row: ConnectionRow) -> str:
+    # The id is what identifies it; the name is cut so the id always shows.
+    room = OPTION_TEXT_MAX - len(row.id) - 3
+    return f"{cap(row.name, room)} · {row.id}" if row.name and room > 4 else row.id
+
+
+def build_connection_options(rows: Sequence[ConnectionRow]) -> dict[str, Any]:
+    """The options answering a block_suggestion: at most 100 matching connections."""
+    return {"options": [_option(_label(row), row.id) for row in rows[:OPTIONS_MAX]]}
+
+
+# --- the Home tab ----------------------------------------------------------------------------------
+
+HOME_SECTION_MAX = 20  # operations shown per heading (a Home view holds at most 100 blocks)
+_SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9/._~?=%&#+-]*")
+
+
+def _phrase(op: Operation) -> str:
+    if op.state is OpState.AWAITING_APPROVAL:
+        return "waiting for approval"
+    if op.state in ACTIVE_STATES:
+        return f"in progress ({op.state.value.replace('_', ' ')})"
+    return op.state.value.replace("_", " ")
+
+
+def _where(op: Operation, link: str | None) -> str:
+    if link and _SAFE_LINK_RE.fullmatch(link):
+        return f"<{link.replace('&', '&amp;')}|thread>"
+    return f"in <#{op.channel_id}>" if is_channel_id(op.channel_id) else ""
+
+
+def _home_line(op: Operation, link: str | None, now: datetime) -> str:
+    name = escape(cap(op.connection.name, 128)) if op.connection.name else ""
+    what = f"*{name}* {code(op.connection.id)}" if name else code(op.connection.id)
+    when = format_time(op.finished_at or op.created_at, now=now)
+    return (
+        f"{what} in {code(op.region, 40)}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} "
+        f"{_where(op, link)}"
+    ).strip()
+
+
+def _home_part(
+    title: str, block_id: str, ops: Sequence[Operation], links: Mapping[str, str], now: datetime, empty: str
+) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [_section(f"*{title}*", block_id)]
+    if not ops:
+        return [*blocks, _context(empty)]
+    shown = ops[:HOME_SECTION_MAX]
+    blocks += [_section(cap(_home_line(op, links.get(op.id), now), SECTION_MAX)) for op in shown]
+    if len(ops) > len(shown):
+        blocks.append(_context(f"…and {len(ops) - len(shown)} more. `/vpn history` shows the audit trail."))
+    return blocks
+
+
+def build_home(
+    *,
+    pending: Sequence[Operation] | None,
+    running: Sequence[Operation],
+    finished: Sequence[Operation],
+    links: Mapping[str, str],
+    now: datetime,
+    refused: str | None = None,
+) -> View:
+    """The Home tab: confirmations waiting for this person (None: they may not approve), work in flight, the last finished."""
+    blocks: list[dict[str, Any]] = [_header("VPN deletions")]
+    if refused is not None:
+        blocks.append(_section(refused, BlockId.HOME_HEADER.value))
+        return {"type": "home", "blocks": blocks}
+    blocks.append(
+        _context(
+            f"Type `/vpn delete` in a channel to pick a connection, `/vpn list` to browse. Updated {format_time(now, now=now)}.",
+            BlockId.HOME_HEADER.value,
+        )
+    )
+    if pending is not None:
+        blocks += _home_part(
+            "Waiting for your approval",
+            BlockId.HOME_PENDING.value,
+            pending,
+            links,
+            now,
+            "Nothing is waiting for you.",
+        )
+    blocks += _home_part(
+        "In flight", BlockId.HOME_RUNNING.value, running, links, now, "No deletion is in flight."
+    )
+    blocks += _home_part(
+        "Last finished", BlockId.HOME_FINISHED.value, finished, links, now, "Nothing has finished yet."
+    )
+    return {"type": "home", "blocks": blocks}

@@ -1,0 +1,151 @@
+"""The picker modal's payloads (block_suggestion, view_submission), checked before anything is used.
+
+Everything in them came through the person's browser: the channel in ``private_metadata``, the
+region and the connection id are checked by the id rules here, and by the policy afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from bot.errors import NotAllowed
+from bot.ids import ChannelId, RegionId, TeamId, UserId, VcoId
+from bot.slack.ids import ActionId, BlockId, CallbackId
+
+__all__ = [
+    "FOREIGN_VIEW",
+    "PickerMeta",
+    "PickerSubmission",
+    "Suggestion",
+    "parse_submission",
+    "parse_suggestion",
+]
+
+FOREIGN_VIEW = "That form did not come from this bot, or it was changed on the way; run `/vpn delete` again."
+# What someone may type in the connection search: part of a name or an id, nothing else.
+SEARCH_MAX = 64
+SearchText = Annotated[str, StringConstraints(pattern=r"^[\w .:/-]*$", max_length=SEARCH_MAX)]
+
+
+class _Payload(BaseModel):
+    # Slack adds fields over time; only the ones read here are checked.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class PickerMeta(_Payload):
+    """The modal's ``private_metadata``: where the command was typed, and the region first shown."""
+
+    c: ChannelId
+    r: RegionId
+
+
+class _Id(_Payload):
+    id: str
+
+
+class _User(_Payload):
+    id: UserId
+
+
+class _Team(_Payload):
+    id: TeamId
+
+
+class _Option(_Payload):
+    value: str = Field(max_length=150)
+
+
+class _Select(_Payload):
+    selected_option: _Option | None = None
+
+
+class _State(_Payload):
+    values: dict[str, dict[str, _Select]] = {}
+
+
+class _View(_Payload):
+    callback_id: Literal[CallbackId.PICKER]
+    private_metadata: str = Field(max_length=3000)
+    state: _State = _State()
+
+
+class _SuggestionPayload(_Payload):
+    type: Literal["block_suggestion"]
+    user: _User
+    action_id: Literal[ActionId.PICK_CONNECTION]
+    value: str = Field(max_length=2000)
+    view: _View
+
+
+class _SubmissionPayload(_Payload):
+    type: Literal["view_submission"]
+    user: _User
+    team: _Team | None = None
+    view: _View
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """Someone typing in the connection search: the region chosen so far and the words typed."""
+
+    user_id: str
+    channel_id: str
+    region: str
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PickerSubmission:
+    """A submitted picker: the same request as ``/vpn delete <vco_id> <region>`` in ``channel_id``."""
+
+    user_id: str
+    team_id: str
+    channel_id: str
+    region: str
+    vco_id: str | None
+
+
+_META = TypeAdapter(PickerMeta)
+_SEARCH: TypeAdapter[str] = TypeAdapter(SearchText)
+_REGION: TypeAdapter[str] = TypeAdapter(RegionId)
+_VCO: TypeAdapter[str] = TypeAdapter(VcoId)
+
+
+def _selected(view: _View, block: BlockId, action: ActionId) -> str | None:
+    choice = view.state.values.get(block.value, {}).get(action.value)
+    return choice.selected_option.value if choice is not None and choice.selected_option else None
+
+
+def _region(view: _View, meta: PickerMeta) -> str:
+    chosen = _selected(view, BlockId.PICK_REGION, ActionId.PICK_REGION)
+    return _REGION.validate_python(chosen) if chosen is not None else meta.r
+
+
+def parse_suggestion(body: Mapping[str, Any]) -> Suggestion:
+    """Validate a block_suggestion; raise NotAllowed if it is not ours or carries anything odd."""
+    try:
+        payload = _SuggestionPayload.model_validate(body)
+        meta = _META.validate_json(payload.view.private_metadata)
+        words = _SEARCH.validate_python(payload.value.strip()).split()
+        region = _region(payload.view, meta)
+    except ValidationError:
+        raise NotAllowed(FOREIGN_VIEW) from None
+    return Suggestion(payload.user.id, meta.c, region, tuple(words))
+
+
+def parse_submission(body: Mapping[str, Any]) -> PickerSubmission:
+    """Validate a view_submission of the picker; raise NotAllowed if it is not ours or was tampered with."""
+    try:
+        payload = _SubmissionPayload.model_validate(body)
+        meta = _META.validate_json(payload.view.private_metadata)
+        region = _region(payload.view, meta)
+        vco = _selected(payload.view, BlockId.PICK_CONNECTION, ActionId.PICK_CONNECTION)
+        vco_id = _VCO.validate_python(vco) if vco is not None else None
+    except ValidationError:
+        raise NotAllowed(FOREIGN_VIEW) from None
+    team_id = payload.team.id if payload.team else ""
+    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id)

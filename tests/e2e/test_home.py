@@ -1,0 +1,155 @@
+"""The Home tab end to end: the real bot over HTTP (and Socket Mode), the VPC sandbox, the Slack stand-in.
+
+Opening the tab publishes a view for that person: confirmations waiting for them (only if they may
+approve), work in flight and the last finished, each linking to its thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.models.views import View
+
+from bot.app import create_app
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack, local_settings, start_local_stack
+from bot.sandbox.slack import demo_workspace, start_slack_standin
+from bot.sandbox.slack_api import StandinState
+from bot.sandbox.slack_user import SocketModeUser
+from bot.sandbox.vpc import start_vpc_sandbox
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
+from bot.slack.ids import ActionId, BlockId
+
+from .conftest import ALICE, BOB, CAROL, CHANNEL
+from .support import op_id_of, wait_confirmation
+
+
+@contextlib.asynccontextmanager
+async def running(sqlite_url: str, **settings: Any) -> AsyncIterator[LocalStack]:
+    stack = await start_local_stack(database_url=sqlite_url, update_seconds=0.3, settings=settings)
+    try:
+        yield stack
+    finally:
+        await stack.aclose()
+
+
+def _text(view: dict[str, Any]) -> str:
+    return json.dumps(view["blocks"])
+
+
+async def _home(state: StandinState, user: str, after: dict[str, Any] | None = None) -> dict[str, Any]:
+    def published() -> dict[str, Any] | None:
+        view = state.home_views.get(user)
+        return view if view is not None and view is not after else None
+
+    view = await state.wait_for(published, timeout=10, what=f"the Home tab of {user}")
+    View(**{k: v for k, v in view.items() if k not in ("id", "team_id")}).validate_json()
+    return view
+
+
+def _section(view: dict[str, Any], block_id: str) -> list[str]:
+    """The texts of the blocks under the heading ``block_id``, up to the next heading."""
+    out: list[str] = []
+    inside = False
+    for block in view["blocks"]:
+        if block.get("block_id", "").startswith("vpn-home-"):
+            inside = block["block_id"] == block_id
+            continue
+        if inside:
+            out.append(json.dumps(block))
+    return out
+
+
+async def test_home_lists_a_pending_confirmation_for_an_approver_only(sqlite_url: str) -> None:
+    """Bob (approver) sees Alice's confirmation waiting for him; Carol (not one) and Alice (four-eyes) do not."""
+    async with running(sqlite_url, approvers=[BOB]) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
+        confirmation = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+
+        reply = await stack.agent.open_home(BOB)
+        assert reply.status == 200
+        bob = await _home(stack.slack.state, BOB)
+        pending = _section(bob, BlockId.HOME_PENDING)
+        assert any(SEED_VCO_HANGZHOU in b for b in pending), bob
+        assert any(f"p{confirmation.ts.replace('.', '')}" in b for b in pending), "links to its thread"
+
+        await stack.agent.open_home(CAROL)
+        carol = await _home(stack.slack.state, CAROL)
+        assert BlockId.HOME_PENDING not in _text(carol)
+        assert any(SEED_VCO_HANGZHOU in b for b in _section(carol, BlockId.HOME_RUNNING))
+
+        await stack.agent.open_home(ALICE)
+        alice = await _home(stack.slack.state, ALICE)
+        assert BlockId.HOME_PENDING not in _text(alice), "the requester cannot approve her own request"
+
+
+async def test_home_shows_finished_after_approval_and_refreshes(sqlite_url: str) -> None:
+    """Once approved and done, the operation moves to Last finished the next time the tab opens."""
+    async with running(sqlite_url) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
+        confirmation = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+        await stack.agent.open_home(BOB)
+        first = await _home(stack.slack.state, BOB)
+        assert not any(SEED_VCO_HANGZHOU in b for b in _section(first, BlockId.HOME_FINISHED))
+        await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+        op_id = op_id_of(confirmation)
+
+        async def finished() -> bool:
+            op = await stack.bot.app.store.get_operation(op_id=op_id)
+            return op is not None and op.is_terminal
+
+        await stack.slack.state.wait_for(finished, timeout=20, what="the deletion to finish")
+        await stack.agent.open_home(BOB)
+        second = await _home(stack.slack.state, BOB, after=first)
+        done = _section(second, BlockId.HOME_FINISHED)
+        assert any(SEED_VCO_HANGZHOU in b and "deleted" in b for b in done), second
+
+
+async def test_home_hides_operations_a_non_requester_may_not_see(sqlite_url: str) -> None:
+    """With a requester list, someone not on it sees none of the operations."""
+    async with running(sqlite_url, requesters=[ALICE], approvers=[BOB]) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
+        await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+        await stack.agent.open_home(CAROL)
+        carol = await _home(stack.slack.state, CAROL)
+        assert SEED_VCO_HANGZHOU not in _text(carol)
+
+
+async def test_home_over_socket_mode(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """app_home_opened arrives as an events_api envelope; the view is published the same way."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)  # slack_sdk's socket client reads them itself
+    app_token = "xapp-1-A0VPNBOT-1-home-e2e"
+    async with contextlib.AsyncExitStack() as cleanup:
+        vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
+        cleanup.push_async_callback(vpc.close)
+        slack = await start_slack_standin(
+            bot_token=LOCAL_BOT_TOKEN, app_token=app_token, workspace=demo_workspace()
+        )
+        cleanup.push_async_callback(slack.close)
+        settings = local_settings(
+            database_url=sqlite_url,
+            vpc_url=vpc.url,
+            slack_url=slack.url,
+            slack_app_token=app_token,
+            slack_signing_secret=None,
+            approvers=[BOB],
+        )
+        app = await create_app(settings, socket_mode=True)
+        cleanup.push_async_callback(app.aclose)
+        await app.start()
+        handler = AsyncSocketModeHandler(app.bolt, app_token)
+        cleanup.push_async_callback(handler.close_async)
+        await handler.connect_async()
+        await slack.state.socket_mode.wait_connected()
+
+        user = SocketModeUser(state=slack.state)
+        await user.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
+        await wait_confirmation(slack.state, SEED_VCO_HANGZHOU)
+        await user.open_home(BOB)
+        bob = await _home(slack.state, BOB)
+        assert any(SEED_VCO_HANGZHOU in b for b in _section(bob, BlockId.HOME_PENDING))
