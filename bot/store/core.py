@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
@@ -168,10 +169,12 @@ class Store(OutboxMixin):
         """Connect to ``url`` (sqlite:///… or postgresql://…) and apply pending migrations."""
         engine = _make_engine(async_url(url))
         store = cls(engine)
+        before = set(threading.enumerate())
         try:
             await store._migrate()
         except BaseException:
             await engine.dispose()
+            await _sqlite_threads_finished(set(threading.enumerate()) - before)
             raise
         return store
 
@@ -577,6 +580,18 @@ class Store(OutboxMixin):
         )
         async with self._tx() as conn:
             return int((await conn.execute(stmt)).scalar() or 0)
+
+
+async def _sqlite_threads_finished(started: set[threading.Thread], within: float = 2.0) -> None:
+    """Let aiosqlite's worker threads of a failed connect end while the event loop still runs.
+
+    A connect that fails stops its worker thread by a message the thread answers on the event
+    loop; if the process exits first (a start-up failure), the thread finds the loop closed and
+    prints a traceback. Waiting here (in a thread, so the loop keeps running) lets it finish.
+    """
+    workers = [t for t in started if "_connection_worker_thread" in t.name and t.is_alive()]
+    for worker in workers:
+        await asyncio.to_thread(worker.join, within)
 
 
 def _make_engine(url: str) -> AsyncEngine:
