@@ -7,17 +7,19 @@ channel is printed as a person would see it.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack import render_timeline
 from bot.sandbox.slack_api import Message
+from bot.sandbox.slack_user import selected_option
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED
-from bot.slack.ids import ActionId
+from bot.slack.ids import ActionId, BlockId
 
 __all__ = ["RULE", "run_demo"]
 
@@ -89,6 +91,33 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     say("5. @alice reads the audit trail with /vpn history.\n")
     await _ephemeral_after(stack, ALICE, "history 5", "Last ", what="the history")
 
+    say("6. @alice finds connections from Slack: /vpn list with a filter word.\n")
+    await _ephemeral_after(stack, ALICE, "list cn-hangzhou staging", "staging-lab", what="the list")
+
+    say("7. /vpn delete with no id opens a picker; @alice types 'staging', picks it, submits.\n")
+    await _pick(stack, "staging")
+    picked = await _confirmation_for(stack, SEED_VCO_HANGZHOU_GW2)
+    await stack.agent.click(ALICE, CHANNEL, picked.ts, ActionId.CANCEL)
+    await _until_final(stack, picked.ts)
+
+
+async def _pick(stack: LocalStack, typed: str) -> None:
+    """Open the picker, type ``typed`` in the connection field, take the first match and submit."""
+    state = stack.slack.state
+    await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+
+    def opened() -> dict[str, Any]:
+        return next(iter(state.views.values()), {})  # empty (falsy) until the modal is open
+
+    view: dict[str, Any] = await state.wait_for(opened, timeout=STEP_TIMEOUT, what="the picker")
+    found = await stack.agent.suggest(ALICE, view["id"], ActionId.PICK_CONNECTION, typed)
+    option = found.json()["options"][0]
+    values: dict[str, dict[str, Any]] = {
+        BlockId.PICK_REGION: {ActionId.PICK_REGION: selected_option({"text": {}, "value": "cn-hangzhou"})},
+        BlockId.PICK_CONNECTION: {ActionId.PICK_CONNECTION: selected_option(option, "external_select")},
+    }
+    await stack.agent.submit(ALICE, view["id"], values)
+
 
 async def _ephemeral_after(stack: LocalStack, user: str, command: str, marker: str, *, what: str) -> None:
     """Run ``command`` as ``user`` and wait for the ephemeral answer containing ``marker``."""
@@ -96,7 +125,10 @@ async def _ephemeral_after(stack: LocalStack, user: str, command: str, marker: s
     await stack.agent.slash_command(user, CHANNEL, command)
 
     def answered() -> bool:
-        return any(marker in m.text for m in stack.slack.state.ephemerals(user)[before:])
+        return any(
+            marker in m.text or marker in json.dumps(m.blocks)
+            for m in stack.slack.state.ephemerals(user)[before:]
+        )
 
     await stack.slack.state.wait_for(answered, timeout=STEP_TIMEOUT, what=what)
 
