@@ -43,7 +43,8 @@ _DANGLING_RE = re.compile(r"(&[a-z]{0,4}|<[^>]{0,40})$", re.ASCII)
 USAGE_LINE = f"{SLASH_COMMAND} delete &lt;vco-id&gt; [region]"
 USAGE_TEXT = (
     "*Usage*\n"
-    f"• `{USAGE_LINE}` shows the VPN connection and asks an approver to delete it.\n"
+    f"• `{USAGE_LINE}` shows the VPN connection and asks an approver to delete it; "
+    f"`{SLASH_COMMAND} delete` alone opens a picker to find it by name.\n"
     f"• `{SLASH_COMMAND} list [region] [gateway-id] [words]` lists the region's connections, only to you; "
     "words narrow by name or id.\n"
     f"• `{SLASH_COMMAND} status &lt;vco-id | request-id&gt; [region]` shows a connection's live state or a "
