@@ -11,7 +11,7 @@ import yaml
 from slack_sdk.models.blocks import Block
 
 from bot.cloud.models import VpnConnectionDetail, VpnPbrRouteEntriesPage, VpnRouteEntriesPage
-from bot.cloud.snapshot import build_snapshot as snapshot_from_answers
+from bot.cloud.snapshot import build_snapshot
 from bot.cloud.specs import VpnConnectionSpec
 from bot.domain import (
     PART_CONFIGURATION,
@@ -25,7 +25,7 @@ from bot.domain import (
     event_from_json,
     event_to_json,
 )
-from bot.slack.blocks import SECTION_MAX, build_progress, build_snapshot, build_thread_reply
+from bot.slack.blocks import SECTION_MAX, build_progress, build_snapshot_reply, build_thread_reply
 
 VCO = "vco-bp1abc2def3gh"
 PSK = "psk-must-never-show-9f8e"
@@ -132,11 +132,11 @@ def _snapshot(detail: dict[str, Any] | Unread = DETAIL) -> Snapshot:
     bgp = _routes(("10.200.0.0/16", VCO, "bgp"), ("10.99.0.0/16", "vco-other", "bgp"))
     pbr = _pbr(("10.0.1.0/24", "192.168.1.0/24", VCO), ("10.0.2.0/24", "192.168.2.0/24", "vco-other"))
     answer = detail if isinstance(detail, Unread) else VpnConnectionDetail.model_validate(detail)
-    return snapshot_from_answers(CONNECTION, answer, custom.items, bgp.items, pbr.items)
+    return build_snapshot(CONNECTION, answer, custom.items, bgp.items, pbr.items)
 
 
 def _everything(snapshot: Snapshot) -> str:
-    message = build_snapshot(snapshot)
+    message = build_snapshot_reply(snapshot)
     return json.dumps(
         [message, event_to_json(SnapshotTaken(snapshot)), build_progress(SnapshotTaken(snapshot))]
     )
@@ -232,9 +232,7 @@ def test_unread_parts_keep_their_reason_and_the_rest() -> None:
 
     custom = Unread(part=PART_ROUTES, reason="no answer within 5 s")
     policy = Unread(part=PART_POLICY_ROUTES, reason="throttled", code="Throttling")
-    partial = snapshot_from_answers(
-        CONNECTION, VpnConnectionDetail.model_validate(DETAIL), custom, custom, policy
-    )
+    partial = build_snapshot(CONNECTION, VpnConnectionDetail.model_validate(DETAIL), custom, custom, policy)
     assert partial.taken
     assert [u.part for u in partial.unread] == [PART_ROUTES, PART_POLICY_ROUTES]
     assert partial.routes == ()
@@ -304,7 +302,7 @@ def test_the_reply_is_a_summary_then_the_configuration_as_yaml() -> None:
 
 def test_a_snapshot_not_taken_says_why_and_shows_what_was_known() -> None:
     snap = Snapshot.unavailable(CONNECTION, "not allowed", code="Forbidden.RAM")
-    message = build_snapshot(snap)
+    message = build_snapshot_reply(snap)
     _valid(message)
     summary = message["blocks"][0]["text"]["text"]
     assert (
@@ -329,7 +327,7 @@ def test_long_configurations_split_across_blocks_within_slacks_limits() -> None:
     snap = replace(_snapshot(), routes=routes, local_subnet=long_value)
     assert snap.config is not None
     snap = replace(snap, config={**snap.config, "local_subnet": long_value})
-    message = build_snapshot(snap)
+    message = build_snapshot_reply(snap)
     _valid(message)
     assert len(message["blocks"]) == 50
     assert message["blocks"][-1]["type"] == "context"  # the note saying where the rest is
@@ -345,7 +343,7 @@ def test_long_configurations_split_across_blocks_within_slacks_limits() -> None:
 
 def test_a_long_but_fitting_configuration_keeps_every_route() -> None:
     routes = tuple(SnapshotRoute(kind="custom", destination=f"10.1.{i}.0/24") for i in range(120))
-    message = build_snapshot(replace(_snapshot(), routes=routes))
+    message = build_snapshot_reply(replace(_snapshot(), routes=routes))
     _valid(message)
     assert len(message["blocks"]) > 2
     document = yaml.safe_load(_code_text(message))

@@ -22,7 +22,7 @@ from bot.slack.blocks.ephemeral import (
     explain_slack_error,
 )
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
-from bot.slack.blocks.snapshot import build_snapshot, snapshot_document, snapshot_summary
+from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_document, snapshot_summary
 from bot.slack.blocks.text import (
     BLOCKS_MAX,
     CONFIRM_BUTTON_MAX,
@@ -72,7 +72,7 @@ __all__ = [
     "build_progress",
     "build_refusal",
     "build_respond",
-    "build_snapshot",
+    "build_snapshot_reply",
     "build_thread_reply",
     "build_unexpected_error",
     "build_usage",

@@ -23,7 +23,7 @@ from bot.slack.blocks.text import (
     escape,
 )
 
-__all__ = ["build_snapshot", "snapshot_document", "snapshot_summary"]
+__all__ = ["build_snapshot_reply", "snapshot_document", "snapshot_summary"]
 
 _FENCE = "```"
 # Room for the fence and its two line breaks in one section.
@@ -123,7 +123,7 @@ def _chunks(document: str) -> list[str]:
     return chunks
 
 
-def build_snapshot(snapshot: Snapshot) -> Message:
+def build_snapshot_reply(snapshot: Snapshot) -> Message:
     """The thread reply with the saved configuration: a summary, then YAML code blocks."""
     summary = snapshot_summary(snapshot)
     blocks: list[Block] = [_section(summary)]

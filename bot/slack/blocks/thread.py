@@ -21,7 +21,7 @@ from bot.domain import (
     Unanswered,
 )
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
-from bot.slack.blocks.snapshot import build_snapshot, snapshot_summary
+from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
 from bot.slack.blocks.text import Message, cap, code, format_duration, safe_mrkdwn
 
 # --- thread replies ----------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def build_progress(event: Progress) -> str:
 def build_thread_reply(event: Progress) -> Message:
     """The thread reply as a message: text alone, or with blocks for the configuration snapshot."""
     if isinstance(event, SnapshotTaken):
-        return build_snapshot(event.snapshot)
+        return build_snapshot_reply(event.snapshot)
     return {"text": build_progress(event)}
 
 
