@@ -8,14 +8,18 @@ these records with ``to_domain()``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any, TypedDict
+
+from pydantic import TypeAdapter
 
 __all__ = [
     "ACTIVE_STATES",
     "IPSEC_UP",
+    "PART_CONFIGURATION",
     "PART_CONNECTION",
     "PART_POLICY_ROUTES",
     "PART_ROUTES",
@@ -44,6 +48,9 @@ __all__ = [
     "Queued",
     "Resumed",
     "Retrying",
+    "Snapshot",
+    "SnapshotRoute",
+    "SnapshotTaken",
     "StillExists",
     "TimedOut",
     "Unanswered",
@@ -177,6 +184,68 @@ class Impact:
         return cls(unread=tuple(Unread(part=p, reason=reason) for p in parts))
 
 
+# --- the configuration snapshot: what recreating a deleted connection needs ----------------------------
+#
+# Taken by the workflow just before DeleteVpnConnection is first sent, stored with the operation as
+# JSON and posted in the thread after the deletion. Built from DescribeVpnConnection and the gateway's
+# routes with the keys left out: no Psk, no BGP AuthKey, no tunnel key.
+
+PART_CONFIGURATION = "configuration"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRoute:
+    """A gateway route whose next hop was the connection: ``kind`` is custom, bgp or policy."""
+
+    kind: str
+    destination: str
+    # Policy-based routes only: the traffic's source CIDR and the route's priority.
+    source: str = ""
+    priority: int | None = None
+    weight: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A connection's configuration as it was just before its deletion, without any key."""
+
+    vco_id: str
+    region: str
+    name: str = ""
+    gateway_id: str = ""
+    customer_gateway_id: str = ""
+    local_subnet: str = ""
+    remote_subnet: str = ""
+    # CreateVpnConnection's parameters as bot.cloud.specs.VpnConnectionSpec dumps them (keys left
+    # out: VpnConnectionSpec.model_validate(config) gives the spec back); None when it was not read.
+    config: dict[str, Any] | None = None
+    routes: tuple[SnapshotRoute, ...] = ()
+    unread: tuple[Unread, ...] = ()
+
+    @property
+    def taken(self) -> bool:
+        """Whether the connection's configuration itself was read (the routes may still be missing)."""
+        return self.config is not None
+
+    def unread_part(self, part: str) -> Unread | None:
+        return next((u for u in self.unread if u.part == part), None)
+
+    @classmethod
+    def unavailable(cls, connection: VpnConnection, reason: str, code: str | None = None) -> Snapshot:
+        """A snapshot of which nothing could be read, for ``reason``: only what the operation knew."""
+        return cls(
+            vco_id=connection.id,
+            region=connection.region,
+            name=connection.name,
+            gateway_id=connection.gateway_id,
+            customer_gateway_id=connection.customer_gateway_id,
+            local_subnet=connection.local_subnet,
+            remote_subnet=connection.remote_subnet,
+            unread=(Unread(part=PART_CONFIGURATION, reason=reason, code=code),),
+        )
+
+
 class OpState(StrEnum):
     """The states of one deletion operation.
 
@@ -235,6 +304,8 @@ class Operation:
     team_id: str = ""
     # The impact preview looked up with the connection (None: requested before the preview existed).
     impact: Impact | None = None
+    # The configuration taken just before the first DeleteVpnConnection (None: not taken yet).
+    snapshot: Snapshot | None = None
     message_ts: str | None = None
     response_url: str | None = None
     approver_id: str | None = None
@@ -283,6 +354,7 @@ class OpFields(TypedDict, total=False):
     connection: VpnConnection
     gateway: VpnGateway
     impact: Impact | None
+    snapshot: Snapshot | None
     message_ts: str | None
     approver_id: str | None
     approved_at: datetime | None
@@ -431,6 +503,13 @@ class PostFailed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotTaken:
+    """After the deletion: the configuration taken before it (or why it could not be taken)."""
+
+    snapshot: Snapshot
+
+
 Progress = (
     Accepted
     | GatewayUpdating
@@ -446,6 +525,7 @@ Progress = (
     | Crashed
     | LookupFailed
     | PostFailed
+    | SnapshotTaken
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed
 
@@ -466,20 +546,28 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         Crashed,
         LookupFailed,
         PostFailed,
+        SnapshotTaken,
     )
 }
 
 
+@cache
+def _adapter(kind: str) -> TypeAdapter[Any]:
+    # pydantic turns nested records (a Snapshot's routes) into JSON values and back.
+    return TypeAdapter(_EVENT_TYPES[kind])
+
+
 def event_to_json(event: Progress) -> dict[str, Any]:
     """The event as a JSON object with its type under ``kind``."""
-    return {"kind": type(event).__name__, **asdict(event)}
+    kind = type(event).__name__
+    return {"kind": kind, **_adapter(kind).dump_python(event, mode="json")}
 
 
 def event_from_json(data: Mapping[str, Any]) -> Progress:
     """Rebuild an event written by :func:`event_to_json`."""
     values = dict(data)
-    cls = _EVENT_TYPES[str(values.pop("kind"))]
-    return cls(**values)
+    event: Progress = _adapter(str(values.pop("kind"))).validate_python(values)
+    return event
 
 
 class EffectKind(StrEnum):

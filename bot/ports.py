@@ -21,6 +21,7 @@ from bot.domain import (
     OpState,
     PendingEffect,
     Progress,
+    Snapshot,
     VpnConnection,
     VpnGateway,
 )
@@ -70,6 +71,16 @@ class VpcApi(Protocol):
 
         Never raises a CloudError: each part is looked up in parallel within ``deadline_s`` and a
         part that fails or is slow comes back as an :class:`bot.domain.Unread` with the reason.
+        """
+        ...
+
+    async def describe_snapshot(
+        self, *, region: str, connection: VpnConnection, deadline_s: float
+    ) -> Snapshot:
+        """Return the configuration that recreates ``connection`` and the routes through it, keys left out.
+
+        Never raises a CloudError: each part is read within ``deadline_s``; a part that fails or is
+        slow is listed in ``Snapshot.unread`` (the configuration itself under PART_CONFIGURATION).
         """
         ...
 

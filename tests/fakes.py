@@ -16,7 +16,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.domain import Impact, ImpactRoute, Operation, Progress, VpnConnection, VpnGateway
+from bot.domain import (
+    Impact,
+    ImpactRoute,
+    Operation,
+    Progress,
+    Snapshot,
+    SnapshotRoute,
+    VpnConnection,
+    VpnGateway,
+)
 from bot.errors import (
     CloudApiError,
     CloudError,
@@ -130,6 +139,8 @@ class FakeVpc:
         self._ids = itertools.count(1)
         self.max_concurrent_calls = 0
         self._calls_now = 0
+        # How many deletes had been sent when each snapshot was read (0: before the first send).
+        self.snapshot_reads: list[int] = []
 
     def add_connection(
         self, vco_id: str = "vco-1", gateway_id: str = "vpn-gw1", region: str = REGION
@@ -231,6 +242,32 @@ class FakeVpc:
         await asyncio.sleep(0)
         route = ImpactRoute(kind="custom", destination=connection.remote_subnet or "192.168.0.0/24")
         return Impact(status=connection.status, routes=(route,), route_count=1)
+
+    async def describe_snapshot(
+        self, *, region: str, connection: VpnConnection, deadline_s: float
+    ) -> Snapshot:
+        """The connection's create parameters (no key) and one destination route through it."""
+        await asyncio.sleep(0)
+        self.snapshot_reads.append(len(self.delete_calls))
+        config = {
+            "vpn_gateway_id": connection.gateway_id,
+            "customer_gateway_id": connection.customer_gateway_id,
+            "local_subnet": connection.local_subnet,
+            "remote_subnet": connection.remote_subnet,
+            "name": connection.name,
+        }
+        route = SnapshotRoute(kind="custom", destination=connection.remote_subnet or "192.168.0.0/24")
+        return Snapshot(
+            vco_id=connection.id,
+            region=region,
+            name=connection.name,
+            gateway_id=connection.gateway_id,
+            customer_gateway_id=connection.customer_gateway_id,
+            local_subnet=connection.local_subnet,
+            remote_subnet=connection.remote_subnet,
+            config=config,
+            routes=(route,),
+        )
 
 
 @dataclass

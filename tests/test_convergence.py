@@ -68,7 +68,13 @@ async def test_a_slack_outage_after_approval_delays_but_never_loses_the_card_or_
     await _told(h, op.id)
     assert (h.clock.now() - started).total_seconds() < 600  # retried within minutes, not hours
     assert h.parent_states(op.id)[-1] is OpState.DELETED
-    assert h.notifier.event_types(op.id) == ["Accepted", "GatewayUpdating", "GatewayActive", "Deleted"]
+    assert h.notifier.event_types(op.id) == [
+        "Accepted",
+        "GatewayUpdating",
+        "GatewayActive",
+        "Deleted",
+        "SnapshotTaken",
+    ]
     assert await h.audit_actions(op.id) == ["requested", "approved", "delete_sent", "deleted"]
     assert done.state is OpState.DELETED
 
@@ -87,7 +93,7 @@ async def test_a_kill_right_after_the_final_commit_still_updates_the_card(h: Har
     await wf2.start()
     await _told(h, op.id)
     assert h.parent_states(op.id) == [OpState.DELETED]  # collapsed to the latest state
-    assert h.notifier.event_types(op.id)[-1] == "Deleted"
+    assert h.notifier.event_types(op.id)[-2:] == ["Deleted", "SnapshotTaken"]
     assert len(h.vpc.delete_calls) == 1
 
 
@@ -155,7 +161,7 @@ async def test_finishing_is_not_cut_off_by_a_lease_that_ended_with_the_operation
         await h.wait_state(op.id, OpState.DELETED)
         assert (await h.audit_actions(op.id))[-1] == "deleted"
         assert h.parent_states(op.id)[-1] is OpState.DELETED
-        assert h.notifier.event_types(op.id)[-1] == "Deleted"
+        assert h.notifier.event_types(op.id)[-2:] == ["Deleted", "SnapshotTaken"]
 
 
 async def _recorded_lookup(h: Harness, op_id: str, vco_id: str) -> Operation:
@@ -227,7 +233,7 @@ async def test_a_kill_at_a_random_moment_never_deletes_twice_and_always_converge
     assert done.state is OpState.DELETED
     assert h.vpc.effective_deletes == ["vco-1"]  # exactly one accepted delete
     assert h.parent_states(op.id)[-1] is OpState.DELETED  # a final card
-    assert h.notifier.event_types(op.id)[-1] == "Deleted"
+    assert h.notifier.event_types(op.id)[-2:] == ["Deleted", "SnapshotTaken"]
     actions = await h.audit_actions(op.id)
     assert actions.count("requested") == actions.count("approved") == actions.count("deleted") == 1
     assert actions[-1] == "deleted"

@@ -24,7 +24,8 @@ from bot.sandbox.slack import Interaction, StandinState, demo_workspace, render_
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_LOCKED
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-_SAMPLE = re.compile(r"(## What the demo shows\n.*?```text\n)(.*?)(```)", re.S)
+# The closing fence is the first at a line's start: thread replies hold indented ``` of their own.
+_SAMPLE = re.compile(r"(## What the demo shows\n.*?```text\n)(.*?)(^```$)", re.S | re.M)
 _VOLATILE = (
     (re.compile(r"\b\d\d:\d\d:\d\d\b"), "<hh:mm:ss>"),
     (re.compile(r"\b(?:\d{4}-\d\d-\d\d )?\d\d:\d\d UTC\b"), "<hh:mm> UTC"),

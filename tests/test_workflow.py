@@ -62,7 +62,13 @@ async def test_happy_path_reports_progress_in_order(h: Harness) -> None:
     assert done.state is OpState.DELETED
     assert done.delete_request_id == "REQ-0001"
     assert done.finished_at is not None
-    assert h.notifier.event_types(op.id) == ["Accepted", "GatewayUpdating", "GatewayActive", "Deleted"]
+    assert h.notifier.event_types(op.id) == [
+        "Accepted",
+        "GatewayUpdating",
+        "GatewayActive",
+        "Deleted",
+        "SnapshotTaken",
+    ]
     events = h.notifier.events_for(op.id)
     assert events[0] == Accepted(request_id="REQ-0001")
     assert events[1] == GatewayUpdating(gateway_id=GW)
@@ -208,7 +214,13 @@ async def test_busy_gateway_is_retried_with_a_new_token_each_time(h: Harness) ->
         (3, 4, "VpnTask.CONFLICT"),
     ]
     assert all(0 < r.delay_s <= CONFIG.busy_retry_max_s * 1.2 for r in retries)
-    assert h.notifier.event_types(op.id)[2:] == ["Accepted", "GatewayUpdating", "GatewayActive", "Deleted"]
+    assert h.notifier.event_types(op.id)[2:] == [
+        "Accepted",
+        "GatewayUpdating",
+        "GatewayActive",
+        "Deleted",
+        "SnapshotTaken",
+    ]
 
 
 async def test_a_reused_token_would_replay_busy_so_the_retry_succeeds_only_with_a_new_one(h: Harness) -> None:
@@ -275,7 +287,7 @@ async def test_not_found_after_a_lost_answer_means_already_deleted(h: Harness) -
     done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
     assert done.state is OpState.DELETED
     assert len(h.vpc.delete_calls) == 1
-    assert [type(e).__name__ for e in h.notifier.events_for(op.id)] == ["Deleted"]
+    assert [type(e).__name__ for e in h.notifier.events_for(op.id)] == ["Deleted", "SnapshotTaken"]
 
 
 async def test_carried_out_but_unanswered_is_verified_and_reported_deleted(h: Harness) -> None:
@@ -287,7 +299,7 @@ async def test_carried_out_but_unanswered_is_verified_and_reported_deleted(h: Ha
     done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED)
     assert done.state is OpState.DELETED
     assert h.notifier.event_types(op.id)[0] == "Unanswered"
-    assert h.notifier.event_types(op.id)[-1] == "Deleted"
+    assert h.notifier.event_types(op.id)[-2:] == ["Deleted", "SnapshotTaken"]
     assert await h.audit_actions(op.id) == ["requested", "approved", "delete_unanswered", "deleted"]
 
 

@@ -60,9 +60,18 @@ from bot.cloud.models import (
 )
 from bot.cloud.ratelimit import AdaptiveRateLimiter
 from bot.cloud.signer import AcsV3Auth, canonical_query
+from bot.cloud.snapshot import build_snapshot
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
 from bot.cloud.wire import SECRET_KEYS, parse_retry_after, redact, translate_response, validate_client_token
-from bot.domain import PART_CONNECTION, PART_POLICY_ROUTES, PART_ROUTES, Impact, VpnConnection, VpnGateway
+from bot.domain import (
+    PART_CONNECTION,
+    PART_POLICY_ROUTES,
+    PART_ROUTES,
+    Impact,
+    Snapshot,
+    VpnConnection,
+    VpnGateway,
+)
 from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass
 
 if TYPE_CHECKING:
@@ -567,6 +576,31 @@ class VpcClient:
             ),
         )
         return build_impact(vco_id, detail, custom, bgp, policy)
+
+    async def describe_snapshot(
+        self, *, region: str, connection: VpnConnection, deadline_s: float
+    ) -> Snapshot:
+        """The configuration that recreates ``connection`` and the routes through it, without any key."""
+        vco_id, gateway_id = connection.id, connection.gateway_id
+        detail, custom, bgp, policy = await asyncio.gather(
+            within(
+                PART_CONNECTION, deadline_s, self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
+            ),
+            within(
+                PART_ROUTES, deadline_s, self.describe_vpn_route_entries(region=region, gateway_id=gateway_id)
+            ),
+            within(
+                PART_ROUTES,
+                deadline_s,
+                self.describe_vpn_route_entries(region=region, gateway_id=gateway_id, route_entry_type="bgp"),
+            ),
+            within(
+                PART_POLICY_ROUTES,
+                deadline_s,
+                self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+            ),
+        )
+        return build_snapshot(connection, detail, custom, bgp, policy)
 
 
 if TYPE_CHECKING:

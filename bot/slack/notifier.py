@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain import Operation, Progress
-from bot.slack.blocks import build_confirmation, build_parent, build_progress, build_respond
+from bot.slack.blocks import build_confirmation, build_parent, build_respond, build_thread_reply
 from bot.slack.codes import NO_TS, SLACK_FAILURES, slack_error, translate
 
 __all__ = ["SlackNotifier", "configure_retries"]
@@ -78,9 +78,13 @@ class SlackNotifier:
 
     async def reply_in_thread(self, op: Operation, event: Progress) -> None:
         """Reply in the confirmation's thread."""
+        message = build_thread_reply(event)
         try:
             await self._client.chat_postMessage(
-                channel=op.channel_id, thread_ts=op.message_ts, text=build_progress(event)
+                channel=op.channel_id,
+                thread_ts=op.message_ts,
+                text=message["text"],
+                blocks=message.get("blocks"),
             )
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc

@@ -36,6 +36,7 @@ from bot.domain import (
     Operation,
     OpFields,
     OpState,
+    Snapshot,
     VpnConnection,
     VpnGateway,
 )
@@ -58,9 +59,12 @@ _PG_COMMAND_TIMEOUT_S = 15.0
 _CONNECTION = TypeAdapter(VpnConnection)
 _GATEWAY = TypeAdapter(VpnGateway)
 _IMPACT = TypeAdapter(Impact | None)
+_SNAPSHOT = TypeAdapter(Snapshot | None)
 # Operation fields stored as plain columns of the same name.
 _PLAIN = tuple(
-    f.name for f in fields(Operation) if f.name not in {"state", "connection", "gateway", "impact"}
+    f.name
+    for f in fields(Operation)
+    if f.name not in {"state", "connection", "gateway", "impact", "snapshot"}
 )
 
 
@@ -88,6 +92,8 @@ def _values(op_fields: OpFields) -> dict[str, Any]:
         values["gateway"] = _GATEWAY.dump_python(op_fields["gateway"], mode="json")
     if "impact" in op_fields:
         values["impact"] = _IMPACT.dump_python(op_fields["impact"], mode="json")
+    if "snapshot" in op_fields:
+        values["snapshot"] = _SNAPSHOT.dump_python(op_fields["snapshot"], mode="json")
     return values
 
 
@@ -103,6 +109,7 @@ def _row_to_op(row: Row[Any]) -> Operation:
         connection=_CONNECTION.validate_python(_loads(m["connection"])),
         gateway=_GATEWAY.validate_python(_loads(m["gateway"])),
         impact=_IMPACT.validate_python(_loads(m["impact"])),
+        snapshot=_SNAPSHOT.validate_python(_loads(m["snapshot"])),
         **{name: m[name] for name in _PLAIN},
     )
 
@@ -240,7 +247,14 @@ class Store(OutboxMixin):
         """Insert a new operation, optionally leased to its creator, with its first audit entry."""
         values = {
             **{name: getattr(op, name) for name in _PLAIN},
-            **_values({"connection": op.connection, "gateway": op.gateway, "impact": op.impact}),
+            **_values(
+                {
+                    "connection": op.connection,
+                    "gateway": op.gateway,
+                    "impact": op.impact,
+                    "snapshot": op.snapshot,
+                }
+            ),
             "state": op.state.value,
         }
         if lease is not None:

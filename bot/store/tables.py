@@ -113,6 +113,8 @@ operations = Table(
     Column("crashes", Integer, nullable=False, default=0, server_default="0"),
     # Added by migration 3: the impact preview shown on the card (bot.domain.Impact, secret-free).
     Column("impact", JSON, nullable=True),
+    # Added by migration 4: the configuration taken before the deletion (bot.domain.Snapshot, no keys).
+    Column("snapshot", JSON, nullable=True),
     Index("ix_operations_state", "state"),
 )
 
@@ -194,6 +196,19 @@ def _migration_3(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE operations ADD COLUMN impact {kind}"))
 
 
+def _migration_4(conn: Connection) -> None:
+    # The configuration snapshot, taken before the first delete and posted in the thread after it.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    if "snapshot" not in present:
+        kind = conn.dialect.type_compiler_instance.process(JSON())
+        conn.execute(text(f"ALTER TABLE operations ADD COLUMN snapshot {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
-MIGRATIONS: Sequence[Callable[[Connection], None]] = (_migration_1, _migration_2, _migration_3)
+MIGRATIONS: Sequence[Callable[[Connection], None]] = (
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,6 +34,9 @@ class WorkflowConfig:
     # Each part of the confirmation's impact preview (status, routes, ...) gets this long; a part
     # that takes longer is shown as "could not be read" rather than holding up the confirmation.
     impact_deadline_s: float = 3.0
+    # Reading the configuration snapshot just before the first delete gets this long per part; past
+    # it the deletion goes on without it and the thread later says it could not be taken.
+    snapshot_deadline_s: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowConfig:

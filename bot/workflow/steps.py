@@ -31,6 +31,8 @@ from bot.domain import (
     Progress,
     Queued,
     Retrying,
+    Snapshot,
+    SnapshotTaken,
     StillExists,
     TimedOut,
     Unanswered,
@@ -248,6 +250,8 @@ class Steps:
     async def _step_deleting(self, op: Operation) -> Operation:
         # attempts > 0 on entry: a previous worker may have sent its current token before crashing.
         maybe_sent = op.attempts > 0
+        if op.snapshot is None and not maybe_sent:
+            op = await self._take_snapshot(op)
         while True:
             # Record the send before making it: a crash in between resends the stored token.
             marked = await self._store.set_fields(
@@ -294,6 +298,40 @@ class Steps:
                 audit_action="delete_sent",
                 delete_request_id=request_id,
             )
+
+    async def _take_snapshot(self, op: Operation) -> Operation:
+        """Store the connection's configuration before the first send; a failure is stored too, never raised.
+
+        Taken here rather than at approval, which must never wait on the cloud; and only once, so
+        a resumed operation never reads a connection that may already be half deleted.
+        """
+        deadline = self._config.snapshot_deadline_s
+        try:
+            # A margin over the per-part deadline, in case an adapter does not keep its own.
+            async with asyncio.timeout(deadline + 1.0):
+                snapshot = await self._vpc.describe_snapshot(
+                    region=op.region, connection=op.connection, deadline_s=deadline
+                )
+        except TimeoutError:
+            snapshot = Snapshot.unavailable(op.connection, f"no answer within {deadline:g} s")
+        except Exception:
+            log.warning("configuration snapshot failed", exc_info=True, extra={"op_id": op.id})
+            snapshot = Snapshot.unavailable(op.connection, "an unexpected error (see the bot's log)")
+        stored = await self._store.set_fields(
+            op.id,
+            now=self._clock.now(),
+            states={OpState.DELETING},
+            require_owner=self._owner,
+            snapshot=snapshot,
+        )
+        if stored is None:
+            raise LostOperation(op.id)
+        log.info(
+            "configuration snapshot %s",
+            "taken" if snapshot.taken else "not taken",
+            extra={"op_id": op.id, "vco_id": op.vco_id, "routes": len(snapshot.routes)},
+        )
+        return stored
 
     def _busy_retry(self, op: Operation, err: CloudError) -> float | None:
         """The wait before resending after ``err``, or None if the deletion must fail now."""
@@ -424,7 +462,8 @@ class Steps:
                 request_id=request_id,
             ),
             # The thread's last reply first: once the card shows the end, the thread says why.
-            effects=[thread(outcome), CARD],
+            # After a deletion the configuration it took away follows, as the very last reply.
+            effects=[thread(outcome), CARD, *self._snapshot_reply(op, to)],
             **extra,
         )
         if done is None:
@@ -433,6 +472,12 @@ class Steps:
         self.finished(done)
         log.info("operation %s", action, extra={"op_id": op.id, "vco_id": op.vco_id, "state": to.value})
         return done
+
+    @staticmethod
+    def _snapshot_reply(op: Operation, to: OpState) -> list[Effect]:
+        if to is not OpState.DELETED or op.snapshot is None:
+            return []
+        return [thread(SnapshotTaken(snapshot=op.snapshot))]
 
     async def _sleep_until_deadline(self, op: Operation, delay: float) -> None:
         remaining = (self._deadline(op) - self._clock.now()).total_seconds()

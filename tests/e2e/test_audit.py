@@ -119,6 +119,8 @@ async def test_every_step_is_audited_with_who_when_and_what(sqlite_url: str) -> 
         await _audit_has(stack, "refused", 2)
         t_approved = clock.advance(60)
         await stack.agent.click(BOB, CHANNEL, deleted_msg.ts, ActionId.APPROVE)
+        # The click is handled after its ack: let the approval land before time starts to pass.
+        await _audit_has(stack, "approved")
         async with time_passes(clock):  # the workflow polls the gateway on this clock
             await _parent_says(stack, deleted_msg.ts, "eleted")
             await _audit_has(stack, "deleted")

@@ -6,7 +6,8 @@ from a user or from an API is escaped for mrkdwn (``& < >``), so a connection na
 and BGP AuthKeys are not in the domain records, and raw API bodies are never rendered.
 
 The package: ``text`` (escaping, limits, times, block primitives), ``cards`` (the confirmation and
-its later states), ``impact`` (the impact preview on it), ``thread`` (thread replies and replies
+its later states), ``impact`` (the impact preview on it), ``snapshot`` (the configuration posted
+after a deletion), ``thread`` (thread replies and replies
 through the response_url), ``ephemeral`` (usage, refusals, errors, history).
 """
 
@@ -21,6 +22,7 @@ from bot.slack.blocks.ephemeral import (
     explain_slack_error,
 )
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
+from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_document, snapshot_summary
 from bot.slack.blocks.text import (
     BLOCKS_MAX,
     CONFIRM_BUTTON_MAX,
@@ -44,7 +46,7 @@ from bot.slack.blocks.text import (
     mention,
     safe_mrkdwn,
 )
-from bot.slack.blocks.thread import build_progress, build_respond
+from bot.slack.blocks.thread import build_progress, build_respond, build_thread_reply
 
 __all__ = [
     "BLOCKS_MAX",
@@ -70,6 +72,8 @@ __all__ = [
     "build_progress",
     "build_refusal",
     "build_respond",
+    "build_snapshot_reply",
+    "build_thread_reply",
     "build_unexpected_error",
     "build_usage",
     "cap",
@@ -82,4 +86,6 @@ __all__ = [
     "impact_summary",
     "mention",
     "safe_mrkdwn",
+    "snapshot_document",
+    "snapshot_summary",
 ]

@@ -15,11 +15,13 @@ from bot.domain import (
     Queued,
     Resumed,
     Retrying,
+    SnapshotTaken,
     StillExists,
     TimedOut,
     Unanswered,
 )
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
+from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
 from bot.slack.blocks.text import Message, cap, code, format_duration, safe_mrkdwn
 
 # --- thread replies ----------------------------------------------------------------------------
@@ -66,8 +68,17 @@ def build_progress(event: Progress) -> str:
             return f":warning: Timed out after {format_duration(waited)} in {code(phase, 40)}: {what}.{rid}"
         case Crashed(error_id=error_id):
             return f":x: Stopped after repeated unexpected errors (error id {code(error_id, 20)})."
+        case SnapshotTaken(snapshot=snapshot):
+            return snapshot_summary(snapshot)
         case LookupFailed() | PostFailed():
             return str(build_respond(event)["text"])
+
+
+def build_thread_reply(event: Progress) -> Message:
+    """The thread reply as a message: text alone, or with blocks for the configuration snapshot."""
+    if isinstance(event, SnapshotTaken):
+        return build_snapshot_reply(event.snapshot)
+    return {"text": build_progress(event)}
 
 
 def build_respond(event: Progress) -> Message:

@@ -1,0 +1,140 @@
+"""The configuration snapshot posted as the thread's last reply after a deletion.
+
+A summary line, then the whole configuration as YAML in code blocks, split on line boundaries so
+each section stays within Slack's 3,000 characters. The record holds no key, so none is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from bot.domain import PART_CONFIGURATION, Snapshot, SnapshotRoute, Unread
+from bot.slack.blocks.text import (
+    BLOCKS_MAX,
+    SECTION_MAX,
+    Block,
+    Message,
+    _context,
+    _message,
+    _section,
+    code,
+    escape,
+)
+
+__all__ = ["build_snapshot_reply", "snapshot_document", "snapshot_summary"]
+
+_FENCE = "```"
+# Room for the fence and its two line breaks in one section.
+_CHUNK_MAX = SECTION_MAX - 2 * len(_FENCE) - 2
+_CUT_NOTE = (
+    "The configuration is longer than one Slack message can hold; the rest is stored with the "
+    "operation in the bot's database (`operations.snapshot`)."
+)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _reason(unread: Unread) -> str:
+    why = escape(unread.reason) if unread.reason else "unknown reason"
+    return f"{why} (Alibaba Cloud code {code(unread.code, 80)})" if unread.code else why
+
+
+def snapshot_summary(snapshot: Snapshot) -> str:
+    """The one-line summary (mrkdwn): what was saved, or why it could not be."""
+    name = f" ({escape(snapshot.name)})" if snapshot.name else ""
+    missing = snapshot.unread_part(PART_CONFIGURATION)
+    if missing is not None:
+        return (
+            f":warning: The configuration of {code(snapshot.vco_id)}{name} could not be taken before the "
+            f"deletion: {_reason(missing)}. The deletion went on; what the bot knew is below."
+        )
+    parts = [f"gateway {code(snapshot.gateway_id)}"]
+    if snapshot.customer_gateway_id:
+        parts.append(f"customer gateway {code(snapshot.customer_gateway_id, 200)}")
+    parts.append(_plural(len(snapshot.routes), "route pointed at it", "routes pointed at it"))
+    return (
+        f":floppy_disk: *Configuration before the deletion* of {code(snapshot.vco_id)}{name}: "
+        f"{', '.join(parts)}. Everything to recreate it is below; keys are never kept."
+    )
+
+
+def _route(route: SnapshotRoute) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": route.kind, "destination": route.destination}
+    if route.source:
+        out["source"] = route.source
+    for key in ("priority", "weight"):
+        if getattr(route, key) is not None:
+            out[key] = getattr(route, key)
+    if route.description:
+        out["description"] = route.description
+    return out
+
+
+def snapshot_document(snapshot: Snapshot) -> str:
+    """The configuration and the routes as YAML (plain text, not yet escaped for Slack)."""
+    known = {
+        "name": snapshot.name,
+        "vpn_gateway_id": snapshot.gateway_id,
+        "customer_gateway_id": snapshot.customer_gateway_id,
+        "local_subnet": snapshot.local_subnet,
+        "remote_subnet": snapshot.remote_subnet,
+    }
+    connection = {"vpn_connection_id": snapshot.vco_id, "region": snapshot.region}
+    connection |= snapshot.config if snapshot.config is not None else {k: v for k, v in known.items() if v}
+    document: dict[str, Any] = {"connection": connection, "routes": [_route(r) for r in snapshot.routes]}
+    unread = [u for u in snapshot.unread if u.part != PART_CONFIGURATION]
+    if unread:
+        document["not_read"] = {u.part: u.reason + (f" ({u.code})" if u.code else "") for u in unread}
+    dumped: str = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    return dumped
+
+
+def _cut_at(line: str) -> int:
+    # Never inside an escaped entity (&amp; &lt; &gt;): Slack would show the broken halves.
+    amp = line.rfind("&", _CHUNK_MAX - 4, _CHUNK_MAX)
+    return amp if amp > 0 and ";" not in line[amp:_CHUNK_MAX] else _CHUNK_MAX
+
+
+def _chunks(document: str) -> list[str]:
+    """Escaped pieces of ``document``, each at most _CHUNK_MAX characters, cut at line ends."""
+    # A backtick could close the code block early; an apostrophe reads the same.
+    lines = escape(document.replace("`", "'")).rstrip("\n").split("\n")
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        while len(line) > _CHUNK_MAX:  # one very long value: cut it, it reads on in the next block
+            at = _cut_at(line)
+            head, line = line[:at], line[at:]
+            if current:
+                chunks.append(current)
+            chunks.append(head)
+            current = ""
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > _CHUNK_MAX:
+            chunks.append(current)
+            candidate = line
+        current = candidate
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def build_snapshot_reply(snapshot: Snapshot) -> Message:
+    """The thread reply with the saved configuration: a summary, then YAML code blocks."""
+    summary = snapshot_summary(snapshot)
+    blocks: list[Block] = [_section(summary)]
+    chunks = _chunks(snapshot_document(snapshot))
+    room = BLOCKS_MAX - 1
+    if len(chunks) > room:
+        chunks = chunks[: room - 1]
+        tail: list[Block] = [_context(_CUT_NOTE)]
+    else:
+        tail = []
+    blocks += [_section(f"{_FENCE}\n{chunk}\n{_FENCE}") for chunk in chunks]
+    blocks += tail
+    fallback = summary.replace("*", "")
+    return _message(fallback, blocks)
