@@ -26,7 +26,7 @@ from bot.domain import (
 )
 from bot.errors import StoreUnavailable
 from bot.store import SCHEMA_VERSION, Store, async_url
-from bot.store.core import _unavailable
+from bot.store.engine import unavailable as is_unavailable
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -480,4 +480,4 @@ async def test_a_read_only_postgresql_is_unavailable_not_a_bug() -> None:
 def test_postgresql_errors_are_classified_by_sqlstate(error: Exception, unavailable: bool) -> None:
     """Disk full, read-only, too many connections, shutdown: outages; a bad query stays a bug."""
     wrapped = sa_exc.DBAPIError("INSERT INTO heartbeats", None, error)
-    assert _unavailable(wrapped) is unavailable
+    assert is_unavailable(wrapped) is unavailable

@@ -22,6 +22,7 @@ from bot.slack.parse import (
     HistoryCommand,
     ListCommand,
     PickCommand,
+    SlashCommand,
     StatusCommand,
     parse_command,
     parse_slash_command,
@@ -54,58 +55,48 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
         match parsed:
             case HelpCommand():
                 await ack(**build_usage())
-            case HistoryCommand(limit=limit):
-                await ack()
-                async with errors_to_user(command, respond, inflight=deps.inflight):
-                    entries = await deps.workflow.history(
-                        limit=limit, user_id=request.user_id, channel_id=request.channel_id
-                    )
-                    await send(respond, build_history(entries, now=datetime.now(UTC)))
-            case ListCommand():
-                await ack()
-                async with errors_to_user(command, respond, inflight=deps.inflight):
-                    await show_list(
-                        deps, parsed, user_id=request.user_id, channel_id=request.channel_id, respond=respond
-                    )
-            case StatusCommand():
-                await ack()
-                async with errors_to_user(command, respond, inflight=deps.inflight):
-                    await show_status(
-                        deps,
-                        parsed,
-                        user_id=request.user_id,
-                        channel_id=request.channel_id,
-                        respond=respond,
-                        client=client,
-                    )
-            case PickCommand(region=region):
-                await ack()
-                async with errors_to_user(command, respond, inflight=deps.inflight):
-                    if not request.trigger_id:
-                        raise UsageError(
-                            "Which connection? Give its id, e.g. `/vpn delete vco-bp1abc2def3gh cn-hangzhou`."
-                        )
-                    await open_picker(
-                        deps,
-                        client,
-                        trigger_id=request.trigger_id,
-                        channel_id=request.channel_id,
-                        region=region,
-                    )
+                return
             case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
                 deps.inflight.shed()
                 await ack(**build_busy(vco_id, region))
+                return
             case DeleteCommand(vco_id=vco_id, region=region):
                 await ack(**build_looking_up(vco_id, region))
-                async with errors_to_user(command, respond, inflight=deps.inflight):
-                    await check_region(deps, region)
-                    await deps.workflow.request_delete(
-                        team_id=request.team_id or "",
-                        user_id=request.user_id,
-                        channel_id=request.channel_id,
-                        vco_id=vco_id,
-                        region=region,
-                        response_url=request.response_url or None,
-                    )
+            case _:
+                await ack()
+        async with errors_to_user(command, respond, inflight=deps.inflight):
+            await _after_ack(deps, parsed, request, respond, client)
 
     return handle_vpn_command
+
+
+async def _after_ack(
+    deps: SlackDeps, parsed: Any, request: SlashCommand, respond: AsyncRespond, client: AsyncWebClient
+) -> None:
+    """The work behind an acknowledged ``/vpn`` command (errors go to the funnel)."""
+    who = {"user_id": request.user_id, "channel_id": request.channel_id}
+    match parsed:
+        case HistoryCommand(limit=limit):
+            entries = await deps.workflow.history(limit=limit, **who)
+            await send(respond, build_history(entries, now=datetime.now(UTC)))
+        case ListCommand():
+            await show_list(deps, parsed, respond=respond, **who)
+        case StatusCommand():
+            await show_status(deps, parsed, respond=respond, client=client, **who)
+        case PickCommand(region=region):
+            if not request.trigger_id:
+                raise UsageError(
+                    "Which connection? Give its id, e.g. `/vpn delete vco-bp1abc2def3gh cn-hangzhou`."
+                )
+            await open_picker(
+                deps, client, trigger_id=request.trigger_id, channel_id=request.channel_id, region=region
+            )
+        case DeleteCommand(vco_id=vco_id, region=region):
+            await check_region(deps, region)
+            await deps.workflow.request_delete(
+                team_id=request.team_id or "",
+                vco_id=vco_id,
+                region=region,
+                response_url=request.response_url or None,
+                **who,
+            )

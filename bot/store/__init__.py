@@ -4,7 +4,8 @@
 ``tables`` the schema and its migrations.
 """
 
-from bot.store.core import Store, async_url
+from bot.store.core import Store
+from bot.store.engine import async_url
 from bot.store.tables import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Store", "async_url"]

@@ -20,12 +20,10 @@ from datetime import UTC, datetime
 from typing import Any, Unpack
 
 from pydantic import TypeAdapter
-from sqlalchemy import delete, event, func, insert, or_, select, text, update
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.domain import (
     ACTIVE_STATES,
@@ -41,6 +39,7 @@ from bot.domain import (
     VpnGateway,
 )
 from bot.errors import StoreUnavailable
+from bot.store.engine import async_url, make_engine, sqlite_threads_finished, unavailable
 from bot.store.outbox import OutboxMixin, insert_effects
 from bot.store.shield import shielded
 from bot.store.tables import MIGRATIONS, audit, gateway_locks, heartbeats, operations, schema_version
@@ -51,10 +50,6 @@ log = logging.getLogger("bot.store")
 
 # Arbitrary constant naming our migration lock among the database's advisory locks.
 _MIGRATION_LOCK_KEY = 0x76706E626F74  # "vpnbot"
-# A PostgreSQL that does not answer must not hang a click or a health check for long.
-_PG_CONNECT_TIMEOUT_S = 5.0
-_PG_COMMAND_TIMEOUT_S = 15.0
-
 
 _CONNECTION = TypeAdapter(VpnConnection)
 _GATEWAY = TypeAdapter(VpnGateway)
@@ -66,18 +61,6 @@ _PLAIN = tuple(
     for f in fields(Operation)
     if f.name not in {"state", "connection", "gateway", "impact", "snapshot"}
 )
-
-
-def async_url(url: str) -> str:
-    """Map a plain database URL to its asyncio driver: aiosqlite or asyncpg."""
-    for prefix, driver in (
-        ("sqlite://", "sqlite+aiosqlite://"),
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-    ):
-        if url.startswith(prefix):
-            return driver + url.removeprefix(prefix)
-    return url
 
 
 def _values(op_fields: OpFields) -> dict[str, Any]:
@@ -139,29 +122,6 @@ def _states(states: Collection[OpState]) -> list[str]:
     return [OpState(s).value for s in states]
 
 
-# PostgreSQL SQLSTATEs (or classes, by prefix) that say the server cannot take our work right now:
-# connection exceptions (08), read-only transaction (25006: a read-only replica or database),
-# insufficient resources (53: disk full, out of memory, too many connections), operator
-# intervention shutting down or starting up (57P). asyncpg maps most of them to a plain DBAPIError.
-_UNAVAILABLE_SQLSTATES = ("08", "25006", "53", "57P")
-
-
-def _unavailable(exc: BaseException) -> bool:
-    """Whether a driver error means the database is unreachable or unwritable, not a bug of ours."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-            return True
-        # OperationalError: refused or lost connections, SQLite's locked, read-only or full database.
-        # InterfaceError: the driver's connection is closed or broken.
-        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or isinstance(
-            exc.orig, OSError | TimeoutError
-        )
-    return isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError)
-
-
 class Store(OutboxMixin):
     """The operation store. Build with ``await Store.open(url)``; ``await close()`` at the end."""
 
@@ -174,14 +134,14 @@ class Store(OutboxMixin):
     @classmethod
     async def open(cls, url: str) -> Store:
         """Connect to ``url`` (sqlite:///… or postgresql://…) and apply pending migrations."""
-        engine = _make_engine(async_url(url))
+        engine = make_engine(async_url(url))
         store = cls(engine)
         before = set(threading.enumerate())
         try:
             await store._migrate()
         except BaseException:
             await engine.dispose()
-            await _sqlite_threads_finished(set(threading.enumerate()) - before)
+            await sqlite_threads_finished(set(threading.enumerate()) - before)
             raise
         return store
 
@@ -198,7 +158,7 @@ class Store(OutboxMixin):
             async with self._engine.begin() as conn:
                 yield conn
         except Exception as exc:
-            if _unavailable(exc):
+            if unavailable(exc):
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
             raise
 
@@ -210,7 +170,7 @@ class Store(OutboxMixin):
             if self._engine.dialect.name == "postgresql":
                 # Replicas starting together queue here; the lock ends with the transaction.
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-            # On SQLite the transaction is BEGIN IMMEDIATE (see _make_engine), which serialises too.
+            # On SQLite the transaction is BEGIN IMMEDIATE (see bot/store/engine.py), which serialises too.
             await conn.run_sync(lambda c: schema_version.create(c, checkfirst=True))
             current = (await conn.execute(select(func.max(schema_version.c.version)))).scalar() or 0
             for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
@@ -594,57 +554,3 @@ class Store(OutboxMixin):
         )
         async with self._tx() as conn:
             return int((await conn.execute(stmt)).scalar() or 0)
-
-
-async def _sqlite_threads_finished(started: set[threading.Thread], within: float = 2.0) -> None:
-    """Let aiosqlite's worker threads of a failed connect end while the event loop still runs.
-
-    A connect that fails stops its worker thread by a message the thread answers on the event
-    loop; if the process exits first (a start-up failure), the thread finds the loop closed and
-    prints a traceback. Waiting here (in a thread, so the loop keeps running) lets it finish.
-    """
-    workers = [t for t in started if "_connection_worker_thread" in t.name and t.is_alive()]
-    for worker in workers:
-        await asyncio.to_thread(worker.join, within)
-
-
-def _make_engine(url: str) -> AsyncEngine:
-    if url.startswith("sqlite"):
-        memory = ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")
-        # One connection per process, handed to one transaction at a time in arrival order.
-        # SQLite has one writer anyway, and every transaction takes the write lock up front
-        # (BEGIN IMMEDIATE, below); with a pool of many connections, waiters inside one process
-        # raced for the lock unfairly and a burst could outwait busy_timeout ("database is
-        # locked"). An in-memory database must live in one connection in any case.
-        engine = create_async_engine(
-            url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0, pool_timeout=120
-        )
-        _configure_sqlite(engine, wal=not memory)
-        return engine
-    return create_async_engine(
-        url,
-        pool_pre_ping=True,
-        pool_timeout=_PG_COMMAND_TIMEOUT_S,
-        connect_args={"timeout": _PG_CONNECT_TIMEOUT_S, "command_timeout": _PG_COMMAND_TIMEOUT_S},
-    )
-
-
-def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # We issue BEGIN ourselves (below); the driver must not.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        # Wait (rather than fail) when another process holds the write lock; set before WAL,
-        # whose switch itself needs the lock when two processes open a new file together.
-        cursor.execute("PRAGMA busy_timeout = 15000")
-        if wal:
-            cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
-        # fail with SQLITE_BUSY on upgrade, and busy_timeout applies instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
