@@ -285,6 +285,32 @@ def _build_web(
     return web_app
 
 
+def _build_workflow(
+    settings: Settings,
+    *,
+    store: Store,
+    vpc: VpcApi,
+    slack: AsyncWebClient,
+    policy: SlackPolicy,
+    clock: Clock | None,
+    instance_id: str | None,
+    meter: Metrics,
+) -> Workflow:
+    """The workflow with its Slack notifier, on the app's clock."""
+    clock = clock or SystemClock()
+    notifier = SlackNotifier(slack, now=clock.now, anyone_may_approve=settings.anyone_may_approve)
+    return Workflow(
+        store=store,
+        vpc=vpc,
+        notifier=notifier,
+        policy=policy,
+        clock=clock,
+        config=WorkflowConfig.from_settings(settings),
+        instance_id=instance_id or default_instance_id(),
+        meter=meter,
+    )
+
+
 async def create_app(
     settings: Settings,
     *,
@@ -308,16 +334,14 @@ async def create_app(
             owned_vpc = VpcClient.from_settings(settings, http=owned_http)
             vpc = owned_vpc
         policy = SlackPolicy(settings, directory=SlackGroupDirectory(slack))
-        workflow = Workflow(
+        workflow = _build_workflow(
+            settings,
             store=store,
             vpc=vpc,
-            notifier=SlackNotifier(
-                slack, now=(clock or SystemClock()).now, anyone_may_approve=settings.anyone_may_approve
-            ),
+            slack=slack,
             policy=policy,
-            clock=clock or SystemClock(),
-            config=WorkflowConfig.from_settings(settings),
-            instance_id=instance_id or default_instance_id(),
+            clock=clock,
+            instance_id=instance_id,
             meter=metrics,
         )
         register(
