@@ -69,6 +69,7 @@ from bot.domain import (
     PART_ROUTES,
     Impact,
     Snapshot,
+    Unread,
     VpnConnection,
     VpnGateway,
 )
@@ -554,10 +555,17 @@ class VpcClient:
     async def list_regions(self) -> list[str]:
         return [r.region_id for r in await self.describe_regions()]
 
-    async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
-        """What deleting ``connection`` takes down; each sub-lookup has ``deadline_s`` and may come back unread."""
+    async def _read_parts(
+        self, region: str, connection: VpnConnection, deadline_s: float
+    ) -> tuple[
+        VpnConnectionDetail | Unread,
+        list[VpnRouteEntry] | Unread,
+        list[VpnRouteEntry] | Unread,
+        list[VpnPbrRouteEntry] | Unread,
+    ]:
+        """The connection's detail and the routes through its gateway, in parallel, each within ``deadline_s``."""
         vco_id, gateway_id = connection.id, connection.gateway_id
-        detail, custom, bgp, policy = await asyncio.gather(
+        return await asyncio.gather(
             within(
                 PART_CONNECTION, deadline_s, self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
             ),
@@ -575,31 +583,17 @@ class VpcClient:
                 self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
             ),
         )
-        return build_impact(vco_id, detail, custom, bgp, policy)
+
+    async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
+        """What deleting ``connection`` takes down; each sub-lookup has ``deadline_s`` and may come back unread."""
+        detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s)
+        return build_impact(connection.id, detail, custom, bgp, policy)
 
     async def describe_snapshot(
         self, *, region: str, connection: VpnConnection, deadline_s: float
     ) -> Snapshot:
         """The configuration that recreates ``connection`` and the routes through it, without any key."""
-        vco_id, gateway_id = connection.id, connection.gateway_id
-        detail, custom, bgp, policy = await asyncio.gather(
-            within(
-                PART_CONNECTION, deadline_s, self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
-            ),
-            within(
-                PART_ROUTES, deadline_s, self.describe_vpn_route_entries(region=region, gateway_id=gateway_id)
-            ),
-            within(
-                PART_ROUTES,
-                deadline_s,
-                self.describe_vpn_route_entries(region=region, gateway_id=gateway_id, route_entry_type="bgp"),
-            ),
-            within(
-                PART_POLICY_ROUTES,
-                deadline_s,
-                self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
-            ),
-        )
+        detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s)
         return build_snapshot(connection, detail, custom, bgp, policy)
 
 
