@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,11 +21,14 @@ import pytest
 
 # Re-exported for the e2e modules.
 from pgtools import fresh_postgres_database as fresh_postgres_database
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET
-from bot.sandbox.slack import SlackStandin, find_button
+from bot.app import BotApp, create_app
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, local_settings
+from bot.sandbox.slack import SlackStandin, demo_workspace, find_button, start_slack_standin
 from bot.sandbox.slack_api import Message, StandinState
-from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
+from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
+from bot.sandbox.vpc_state import SandboxState
 from bot.slack.ids import ActionId
 
 CHANNEL = "C0VPNOPS"
@@ -251,3 +257,70 @@ class BotProcess:
             self.proc.wait(timeout=10)
         finally:
             self._log.close()
+
+
+@dataclass
+class SocketWorld:
+    """The bot in Socket Mode, connected to the stand-in, with the VPC sandbox behind it."""
+
+    vpc: RunningSandbox
+    slack: SlackStandin
+    app: BotApp
+
+
+@contextlib.asynccontextmanager
+async def socket_mode_bot(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, *, app_token: str, **settings: Any
+) -> AsyncIterator[SocketWorld]:
+    """Start the sandbox, the stand-in and the bot in Socket Mode; tear all of it down after."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)  # slack_sdk's socket client reads them itself
+    async with contextlib.AsyncExitStack() as cleanup:
+        vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
+        cleanup.push_async_callback(vpc.close)
+        slack = await start_slack_standin(
+            bot_token=LOCAL_BOT_TOKEN, app_token=app_token, workspace=demo_workspace()
+        )
+        cleanup.push_async_callback(slack.close)
+        bot_settings = local_settings(
+            database_url=database_url,
+            vpc_url=vpc.url,
+            slack_url=slack.url,
+            slack_app_token=app_token,
+            slack_signing_secret=None,
+            **settings,
+        )
+        app = await create_app(bot_settings, socket_mode=True)
+        cleanup.push_async_callback(app.aclose)
+        await app.start()
+        handler = AsyncSocketModeHandler(app.bolt, app_token)
+        cleanup.push_async_callback(handler.close_async)
+        await handler.connect_async()
+        await slack.state.socket_mode.wait_connected()
+        yield SocketWorld(vpc=vpc, slack=slack, app=app)
+
+
+class LogLines(logging.Handler):
+    """Every record, formatted with its extras, at DEBUG, with no redaction (to look for secrets)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
+        self.lines.append(f"{record.getMessage()} {record.__dict__!r} {exc}")
+
+
+@contextlib.contextmanager
+def all_logs() -> Iterator[LogLines]:
+    """Capture every log line of the process at DEBUG inside the block."""
+    root = logging.getLogger()
+    handler, level = LogLines(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

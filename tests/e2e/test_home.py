@@ -12,20 +12,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.models.views import View
 
-from bot.app import create_app
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack, local_settings, start_local_stack
-from bot.sandbox.slack import demo_workspace, start_slack_standin
+from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack_api import StandinState
 from bot.sandbox.slack_user import SocketModeUser
-from bot.sandbox.vpc import start_vpc_sandbox
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
 from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import op_id_of, wait_confirmation
+from .support import op_id_of, socket_mode_bot, wait_confirmation
 
 
 @contextlib.asynccontextmanager
@@ -121,31 +117,10 @@ async def test_home_hides_operations_a_non_requester_may_not_see(sqlite_url: str
 
 async def test_home_over_socket_mode(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """app_home_opened arrives as an events_api envelope; the view is published the same way."""
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)  # slack_sdk's socket client reads them itself
-    app_token = "xapp-1-A0VPNBOT-1-home-e2e"
-    async with contextlib.AsyncExitStack() as cleanup:
-        vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
-        cleanup.push_async_callback(vpc.close)
-        slack = await start_slack_standin(
-            bot_token=LOCAL_BOT_TOKEN, app_token=app_token, workspace=demo_workspace()
-        )
-        cleanup.push_async_callback(slack.close)
-        settings = local_settings(
-            database_url=sqlite_url,
-            vpc_url=vpc.url,
-            slack_url=slack.url,
-            slack_app_token=app_token,
-            slack_signing_secret=None,
-            approvers=[BOB],
-        )
-        app = await create_app(settings, socket_mode=True)
-        cleanup.push_async_callback(app.aclose)
-        await app.start()
-        handler = AsyncSocketModeHandler(app.bolt, app_token)
-        cleanup.push_async_callback(handler.close_async)
-        await handler.connect_async()
-        await slack.state.socket_mode.wait_connected()
+    async with socket_mode_bot(
+        sqlite_url, monkeypatch, app_token="xapp-1-A0VPNBOT-1-home-e2e", approvers=[BOB]
+    ) as world:
+        slack = world.slack
 
         user = SocketModeUser(state=slack.state)
         await user.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")

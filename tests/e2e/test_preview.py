@@ -7,11 +7,8 @@ Psk or BGP AuthKey reaches Slack, a log line or a database row.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import sqlite3
-from collections.abc import Iterator
 
 from bot.domain import OpState
 from bot.sandbox.local import LocalStack
@@ -23,7 +20,7 @@ from bot.sandbox.vpc_state import (
 from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CHANNEL
-from .support import all_text, wait_confirmation, wait_parent
+from .support import all_logs, all_text, wait_confirmation, wait_parent
 
 # Routes the sandbox seeds on the same gateway for the other connections.
 OTHER_CONNECTIONS_ROUTES = (
@@ -114,36 +111,11 @@ async def test_slow_route_lookup_degrades_after_its_deadline(stack: LocalStack) 
     assert "`192.168.10.128/25` from `10.10.1.0/24` (policy-based)" in routes
 
 
-class _Lines(logging.Handler):
-    """Every record, formatted with its extras, at DEBUG, with no redaction."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
-        self.lines.append(f"{record.getMessage()} {record.__dict__!r} {exc}")
-
-
-@contextlib.contextmanager
-def _all_logs() -> Iterator[_Lines]:
-    root = logging.getLogger()
-    handler, level = _Lines(), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
 async def test_no_psk_or_auth_key_in_slack_logs_or_database(stack: LocalStack, sqlite_url: str) -> None:
     connections = [SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNELS]
     secrets = {s for vco in connections for s in stack.vpc.state.connections[vco].secrets}
     assert stack.vpc.state.connections[SEED_VCO_HANGZHOU_BGP].bgp is not None  # an AuthKey is among them
-    with _all_logs() as logs:
+    with all_logs() as logs:
         for vco in connections:
             await _request(stack, vco)
             card = await wait_confirmation(stack.slack.state, vco)

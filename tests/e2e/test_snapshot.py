@@ -7,11 +7,8 @@ code blocks; no Psk, BGP AuthKey or tunnel key reaches Slack, a log line or a da
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -27,7 +24,7 @@ from bot.sandbox.vpc_state import (
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
-from .support import all_text, wait_confirmation, wait_parent
+from .support import all_logs, all_text, wait_confirmation, wait_parent
 
 SUMMARY = "Configuration before the deletion"
 
@@ -131,36 +128,11 @@ async def test_a_snapshot_that_cannot_be_read_does_not_stop_the_deletion(stack: 
     assert SEED_VCO_HANGZHOU not in stack.vpc.state.connections
 
 
-class _Lines(logging.Handler):
-    """Every record, formatted with its extras, at DEBUG, with no redaction."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
-        self.lines.append(f"{record.getMessage()} {record.__dict__!r} {exc}")
-
-
-@contextlib.contextmanager
-def _all_logs() -> Iterator[_Lines]:
-    root = logging.getLogger()
-    handler, level = _Lines(), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
 async def test_no_key_in_the_snapshot_slack_logs_or_database(stack: LocalStack, sqlite_url: str) -> None:
     connections = [SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNELS]
     secrets = {s for vco in connections for s in stack.vpc.state.connections[vco].secrets}
     assert len(secrets) >= 4  # the Psks, the BGP AuthKey and the tunnels' keys
-    with _all_logs() as logs:
+    with all_logs() as logs:
         for vco in connections:
             await _snapshot_reply(stack, await _delete(stack, vco))
 
