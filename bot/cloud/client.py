@@ -98,6 +98,9 @@ PAGE_SIZE: Final = 50
 _DEFAULT_RATE: Final = 100.0
 # Never follow pagination forever if the server keeps claiming more.
 _MAX_PAGES: Final = 200
+# A connection read for a confirmation serves its impact preview for this long (and so many at most).
+_JUST_READ_TTL_S: Final = 10.0
+_JUST_READ_MAX: Final = 1024
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _ItemT = TypeVar("_ItemT")
@@ -170,6 +173,8 @@ class VpcClient:
         self._monotonic = monotonic
         # Concurrency is paced by rate (Alibaba throttles per account and API), not by pool size.
         self._limiter = limiter or AdaptiveRateLimiter(_DEFAULT_RATE)
+        # Connections just read for a confirmation, kept for its impact preview (see _fresh_detail).
+        self._just_read: dict[tuple[str, str], tuple[float, VpnConnectionDetail]] = {}
 
     @classmethod
     def from_settings(
@@ -546,7 +551,30 @@ class VpcClient:
 
     async def describe_vpn_connection(self, *, region: str, vco_id: str) -> VpnConnection:
         detail = await self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
+        self._remember(region, vco_id, detail)
         return detail.to_domain(region)
+
+    def _remember(self, region: str, vco_id: str, detail: VpnConnectionDetail) -> None:
+        """Keep ``detail`` for the impact preview that follows the lookup (milliseconds later)."""
+        now = self._monotonic()
+        self._just_read.pop((region, vco_id), None)
+        self._just_read[(region, vco_id)] = (now, detail)
+        # Oldest first: drop what is stale, and never keep more than a burst's worth.
+        for key, (at, _) in list(self._just_read.items()):
+            if now - at <= _JUST_READ_TTL_S and len(self._just_read) <= _JUST_READ_MAX:
+                break
+            del self._just_read[key]
+
+    def _fresh_detail(self, region: str, vco_id: str) -> VpnConnectionDetail | None:
+        """The detail ``describe_vpn_connection`` read moments ago, taken (used once), or None.
+
+        The confirmation reads the connection, then its preview needs the same answer: reading it
+        twice would double both the time to the confirmation and the API calls.
+        """
+        kept = self._just_read.pop((region, vco_id), None)
+        if kept is None or self._monotonic() - kept[0] > _JUST_READ_TTL_S:
+            return None
+        return kept[1]
 
     async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
         detail = await self.describe_vpn_gateway_detail(region=region, gateway_id=gateway_id)
@@ -556,18 +584,27 @@ class VpcClient:
         return [r.region_id for r in await self.describe_regions()]
 
     async def _read_parts(
-        self, region: str, connection: VpnConnection, deadline_s: float
+        self, region: str, connection: VpnConnection, deadline_s: float, *, reuse: bool = False
     ) -> tuple[
         VpnConnectionDetail | Unread,
         list[VpnRouteEntry] | Unread,
         list[VpnRouteEntry] | Unread,
         list[VpnPbrRouteEntry] | Unread,
     ]:
-        """The connection's detail and the routes through its gateway, in parallel, each within ``deadline_s``."""
+        """The connection's detail and the routes through its gateway, in parallel, each within ``deadline_s``.
+
+        With ``reuse``, a detail that :meth:`describe_vpn_connection` has just read is used instead of
+        reading it again.
+        """
         vco_id, gateway_id = connection.id, connection.gateway_id
+        fresh = self._fresh_detail(region, vco_id) if reuse else None
         return await asyncio.gather(
             within(
-                PART_CONNECTION, deadline_s, self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
+                PART_CONNECTION,
+                deadline_s,
+                _ready(fresh)
+                if fresh is not None
+                else self.describe_vpn_connection_detail(region=region, vco_id=vco_id),
             ),
             within(
                 PART_ROUTES, deadline_s, self.describe_vpn_route_entries(region=region, gateway_id=gateway_id)
@@ -586,7 +623,7 @@ class VpcClient:
 
     async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
         """What deleting ``connection`` takes down; each sub-lookup has ``deadline_s`` and may come back unread."""
-        detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s)
+        detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s, reuse=True)
         return build_impact(connection.id, detail, custom, bgp, policy)
 
     async def describe_snapshot(
@@ -595,6 +632,10 @@ class VpcClient:
         """The configuration that recreates ``connection`` and the routes through it, without any key."""
         detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s)
         return build_snapshot(connection, detail, custom, bgp, policy)
+
+
+async def _ready(value: _ItemT) -> _ItemT:
+    return value
 
 
 if TYPE_CHECKING:

@@ -149,3 +149,14 @@ async def test_no_psk_or_auth_key_in_slack_logs_or_database(stack: LocalStack, s
         assert not [t for t in slack if secret in t], "a secret reached Slack"
         assert not [line for line in logs.lines if secret in line], "a secret reached the logs"
         assert not [row for row in rows if secret in row], "a secret reached the database"
+
+
+async def test_the_connection_is_read_once_for_its_confirmation_and_preview(stack: LocalStack) -> None:
+    # The preview reuses the lookup's DescribeVpnConnection answer: reading it twice doubled the
+    # time to the confirmation when Alibaba answers slowly (issue 14), and the API calls.
+    await _request(stack, SEED_VCO_HANGZHOU)
+    card = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+
+    assert "Tunnel up" in _block_text(card, BlockId.IMPACT)
+    reads = stack.vpc.state.calls("DescribeVpnConnection")
+    assert len(reads) == 1, [r.params for r in reads]
