@@ -566,12 +566,13 @@ class VpcClient:
             del self._just_read[key]
 
     def _fresh_detail(self, region: str, vco_id: str) -> VpnConnectionDetail | None:
-        """The detail ``describe_vpn_connection`` read moments ago, taken (used once), or None.
+        """The detail ``describe_vpn_connection`` read at most ``_JUST_READ_TTL_S`` ago, or None.
 
         The confirmation reads the connection, then its preview needs the same answer: reading it
-        twice would double both the time to the confirmation and the API calls.
+        twice would double both the time to the confirmation and the API calls. Not taken on use:
+        several requests for the same connection at once each find one.
         """
-        kept = self._just_read.pop((region, vco_id), None)
+        kept = self._just_read.get((region, vco_id))
         if kept is None or self._monotonic() - kept[0] > _JUST_READ_TTL_S:
             return None
         return kept[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -135,3 +136,23 @@ async def test_a_slow_part_is_unread_after_its_deadline(sandbox: RunningSandbox)
     assert "0.5 s" in unread.reason
     assert impact.unread_part(PART_ROUTES) is None
     assert {r.destination for r in impact.routes} == {"192.168.10.0/24", "192.168.11.0/24"}
+
+
+async def test_the_preview_reuses_a_fresh_read_of_the_connection(sandbox: RunningSandbox) -> None:
+    # Lookups of one connection at once (two people asking) each find a read to reuse; a read older
+    # than the reuse window is read again.
+    now = [1000.0]
+    creds = StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
+    async with VpcClient(creds, endpoint=sandbox.url, monotonic=lambda: now[0]) as client:
+        read = client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+        first, second = await asyncio.gather(
+            read, client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+        )
+        for connection in (first, second):
+            impact = await client.describe_impact(region=SEED_REGION, connection=connection, deadline_s=3.0)
+            assert impact.is_up and impact.unread == ()
+        assert len(sandbox.state.calls("DescribeVpnConnection")) == 2
+
+        now[0] += 11.0
+        await client.describe_impact(region=SEED_REGION, connection=first, deadline_s=3.0)
+        assert len(sandbox.state.calls("DescribeVpnConnection")) == 3
