@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum, auto
 
 from bot.domain import EffectKind, Operation, PendingEffect
 from bot.errors import SlackError, StoreUnavailable
@@ -38,6 +39,14 @@ class OutboxConfig:
     backoff_max_s: float = 300.0
     # Longest a single Slack call may take before it counts as a transient failure.
     call_timeout_s: float = 30.0
+
+
+class _Step(Enum):
+    """What delivering the oldest effect leaves: back off, go on, or all done (claim given back)."""
+
+    STOP = auto()
+    MORE = auto()
+    DONE = auto()
 
 
 class OutboxDispatcher:
@@ -129,28 +138,31 @@ class OutboxDispatcher:
             effects, op = taken
             if not effects:
                 return  # all delivered; the claim went back with the last read
-            if not await self._deliver_first(effects, op):
+            step = await self._deliver_first(effects, op)
+            if step is _Step.STOP:
                 await self._store.release_outbox(op_id=op_id, owner=self._owner)
                 return
+            if step is _Step.DONE:
+                return  # nothing left; the claim went back with the last completion
 
-    async def _deliver_first(self, effects: list[PendingEffect], op: Operation | None) -> bool:
-        """Deliver the oldest pending effect; False to stop here (backing off) and keep the order."""
+    async def _deliver_first(self, effects: list[PendingEffect], op: Operation | None) -> _Step:
+        """Deliver the oldest pending effect; STOP to stop here (backing off) and keep the order."""
         first = effects[0]
         now = self._clock.now()
         if first.next_at > now:
-            return False  # waiting out a back-off; a later pass takes it
+            return _Step.STOP  # waiting out a back-off; a later pass takes it
         if first.kind is EffectKind.UPDATE_CARD and any(
             e.kind is EffectKind.UPDATE_CARD for e in effects[1:]
         ):
             # A newer card update follows; it renders the same (current) state. Skip to it.
             await self._store.complete_effects(ids=[first.id], now=now, error="superseded")
-            return True
+            return _Step.MORE
         if op is None:
             await self._store.complete_effects(ids=[e.id for e in effects], now=now, error="no operation")
-            return True
+            return _Step.MORE
         return await self._send(first, op)
 
-    async def _send(self, effect: PendingEffect, op: Operation) -> bool:
+    async def _send(self, effect: PendingEffect, op: Operation) -> _Step:
         now = self._clock.now()
         missing = self._missing_target(effect, op)
         if missing is not None:
@@ -159,7 +171,7 @@ class OutboxDispatcher:
                 extra={"op_id": op.id, "kind": effect.kind.value, "reason": missing},
             )
             await self._store.complete_effects(ids=[effect.id], now=now, error=missing)
-            return True
+            return _Step.MORE
         try:
             async with asyncio.timeout(self._config.call_timeout_s):
                 ts = await self._call(effect, op)
@@ -169,13 +181,16 @@ class OutboxDispatcher:
             )
         except SlackError as err:
             return await self._failed(effect, op, err)
+        # Completing the effect also gives the claim back when nothing is left: one transaction, not two.
         if ts is not None:
-            await self._store.confirmation_posted(
-                effect_id=effect.id, op_id=op.id, ts=ts, now=self._clock.now()
+            left = await self._store.confirmation_posted(
+                effect_id=effect.id, op_id=op.id, ts=ts, now=self._clock.now(), owner=self._owner
             )
         else:
-            await self._store.complete_effects(ids=[effect.id], now=self._clock.now())
-        return True
+            left = await self._store.complete_effects(
+                ids=[effect.id], now=self._clock.now(), release=(op.id, self._owner)
+            )
+        return _Step.MORE if left else _Step.DONE
 
     @staticmethod
     def _missing_target(effect: PendingEffect, op: Operation) -> str | None:
@@ -202,8 +217,8 @@ class OutboxDispatcher:
                 await self._notifier.respond(op, effect.event)
         return None
 
-    async def _failed(self, effect: PendingEffect, op: Operation, err: SlackError) -> bool:
-        """Handle a failed call: back off (False: stop here, keep order) or give it up (True)."""
+    async def _failed(self, effect: PendingEffect, op: Operation, err: SlackError) -> _Step:
+        """Handle a failed call: back off (STOP here, keep the order) or give it up (MORE)."""
         now = self._clock.now()
         extra = {
             "op_id": op.id,
@@ -223,7 +238,7 @@ class OutboxDispatcher:
             await self._store.reschedule_effect(
                 effect_id=effect.id, next_at=now + timedelta(seconds=delay), error=err.error
             )
-            return False
+            return _Step.STOP
         if err.transient:
             log.error("outbox: gave up after Slack failed for too long", extra={**extra, "age_s": round(age)})
         else:
@@ -231,4 +246,4 @@ class OutboxDispatcher:
         await self._store.complete_effects(ids=[effect.id], now=now, error=err.error)
         if effect.kind is EffectKind.POST_CONFIRMATION:
             await self._on_post_failed(op, err)
-        return True
+        return _Step.MORE

@@ -242,9 +242,16 @@ class OperationStore(Protocol):
     async def ops_with_due_effects(self, *, now: datetime, limit: int = 100) -> list[str]: ...
 
     async def complete_effects(
-        self, *, ids: Sequence[int], now: datetime, error: str | None = None
-    ) -> None: ...
+        self,
+        *,
+        ids: Sequence[int],
+        now: datetime,
+        error: str | None = None,
+        release: tuple[str, str] | None = None,
+    ) -> bool: ...
 
     async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None: ...
 
-    async def confirmation_posted(self, *, effect_id: int, op_id: str, ts: str, now: datetime) -> None: ...
+    async def confirmation_posted(
+        self, *, effect_id: int, op_id: str, ts: str, now: datetime, owner: str | None = None
+    ) -> bool: ...

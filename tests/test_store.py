@@ -409,6 +409,30 @@ async def test_confirmation_posted_records_the_ts_with_the_effect(store: Store) 
     assert await store.pending_effects(op_id="op-1") == []
 
 
+async def test_completing_the_last_effect_gives_the_delivery_claim_back_in_the_same_go(store: Store) -> None:
+    # The deliverer learns whether anything is left without another transaction, and a claim
+    # given back lets another replica deliver what is written next.
+    await store.create_operation(op=make_op())
+    effects = [Effect(EffectKind.POST_CONFIRMATION), Effect(EffectKind.UPDATE_CARD)]
+    await store.enqueue(op_id="op-1", effects=effects, now=T0)
+    until = T0 + timedelta(seconds=30)
+    assert await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
+    posted, card = await store.pending_effects(op_id="op-1")
+
+    left = await store.confirmation_posted(effect_id=posted.id, op_id="op-1", ts="1.1", now=T0, owner="a")
+    assert left is True
+    assert not await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)  # still a's
+
+    left = await store.complete_effects(ids=[card.id], now=T0, release=("op-1", "a"))
+    assert left is False
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)  # given back
+    # Without ``release`` nothing is given back, and the answer says only "maybe".
+    await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.UPDATE_CARD)], now=T0)
+    (last,) = await store.pending_effects(op_id="op-1")
+    assert await store.complete_effects(ids=[last.id], now=T0) is True
+    assert not await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
+
+
 async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     store = await Store.open(db_url)
     await store.create_operation(op=make_op())

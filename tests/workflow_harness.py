@@ -57,7 +57,8 @@ class Harness:
         return wf
 
     async def request(self, wf: Workflow, vco_id: str = "vco-1", user_id: str = "U0REQ") -> Operation:
-        return await wf.request_delete(
+        """Request a deletion; the operation as stored once the request returns (its card's ts included)."""
+        op = await wf.request_delete(
             team_id="T0",
             user_id=user_id,
             channel_id="C0OPS",
@@ -65,6 +66,7 @@ class Harness:
             region=REGION,
             response_url="https://hooks.slack.test/r",
         )
+        return await self.store.get_operation(op_id=op.id) or op
 
     async def op(self, op_id: str) -> Operation:
         op = await self.store.get_operation(op_id=op_id)

@@ -156,12 +156,39 @@ class OutboxMixin:
             return [r[0] for r in await conn.execute(stmt)]
 
     @shielded
-    async def complete_effects(self, *, ids: Sequence[int], now: datetime, error: str | None = None) -> None:
-        """Mark effects done: delivered, superseded, or (with ``error``) given up."""
+    async def complete_effects(
+        self,
+        *,
+        ids: Sequence[int],
+        now: datetime,
+        error: str | None = None,
+        release: tuple[str, str] | None = None,
+    ) -> bool:
+        """Mark effects done: delivered, superseded, or (with ``error``) given up.
+
+        With ``release`` (op_id, owner), the delivery claim goes back in the same transaction when
+        nothing of the operation is left to deliver. Returns whether something is left (True
+        without ``release``), which saves the deliverer a transaction to find out.
+        """
         async with self._tx() as conn:
             await conn.execute(
                 update(outbox).where(outbox.c.id.in_(list(ids))).values(done_at=now, last_error=error)
             )
+            return await self._release_if_done(conn, release)
+
+    async def _release_if_done(self, conn: AsyncConnection, release: tuple[str, str] | None) -> bool:
+        if release is None:
+            return True
+        op_id, owner = release
+        left = await conn.execute(
+            select(outbox.c.id).where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None)).limit(1)
+        )
+        if left.first() is not None:
+            return True
+        await conn.execute(
+            delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
+        )
+        return False
 
     @shielded
     async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None:
@@ -174,8 +201,14 @@ class OutboxMixin:
             )
 
     @shielded
-    async def confirmation_posted(self, *, effect_id: int, op_id: str, ts: str, now: datetime) -> None:
-        """Record the posted confirmation's ts and complete its effect, in one transaction."""
+    async def confirmation_posted(
+        self, *, effect_id: int, op_id: str, ts: str, now: datetime, owner: str | None = None
+    ) -> bool:
+        """Record the posted confirmation's ts and complete its effect, in one transaction.
+
+        With ``owner``, the delivery claim goes back as in :meth:`complete_effects`; returns
+        whether something of the operation is left to deliver.
+        """
         async with self._tx() as conn:
             await conn.execute(
                 update(operations)
@@ -183,3 +216,4 @@ class OutboxMixin:
                 .values(message_ts=ts, updated_at=now, version=operations.c.version + 1)
             )
             await conn.execute(update(outbox).where(outbox.c.id == effect_id).values(done_at=now))
+            return await self._release_if_done(conn, None if owner is None else (op_id, owner))

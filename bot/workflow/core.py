@@ -144,13 +144,11 @@ class Workflow:
             op = await self._steps.look_up(op, reply_on_failure=False)
         finally:
             self._looking_up.discard(op.id)
+        # Posted (or its delivery is retried) before this returns. The operation is returned as the
+        # lookup left it, without the message's ts: reading it back would cost every request one
+        # more store transaction, and no caller needs it.
         await self.outbox.deliver(op.id)
-        try:
-            return await self._load(op.id)
-        except StoreUnavailable:
-            # The request is recorded and its confirmation is on its way (the outbox retries it):
-            # telling the requester "nothing was changed" now would be untrue.
-            return op
+        return op
 
     async def _record_request(
         self,
