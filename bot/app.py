@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
@@ -232,11 +233,22 @@ class BotApp:
                 await session.close()
 
 
+# slack_sdk's own default for one Web API call.
+_SLACK_CALL_TIMEOUT_S = 30.0
+
+
 def _build_slack(settings: Settings, metrics: Metrics) -> tuple[MeteredWebClient, MeteredAsyncApp]:
     """The Web API client (metered, with slack_sdk's retry handlers) and the Bolt app around it."""
     assert settings.slack_bot_token is not None  # noqa: S101 - require_serve_settings checked it
+    # One long-lived session (closed in BotApp.aclose): without it slack_sdk opens a new session, so
+    # a new connection and TLS handshake, for every call. Its timeout is the client's per-call one.
+    timeout = aiohttp.ClientTimeout(total=_SLACK_CALL_TIMEOUT_S)
     slack = MeteredWebClient(
-        token=settings.slack_bot_token.get_secret_value(), base_url=_base_url(settings), metrics=metrics
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=_base_url(settings),
+        metrics=metrics,
+        timeout=int(_SLACK_CALL_TIMEOUT_S),
+        session=aiohttp.ClientSession(timeout=timeout, trust_env=False),
     )
     configure_retries(slack)
     signing_secret = _signing_secret(settings)

@@ -238,6 +238,8 @@ class ApiCall:
     status: int
     ok: bool
     error: str | None = None
+    # The caller's TCP port: calls on one kept-alive connection share it.
+    client_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -883,7 +885,9 @@ def _make_app(state: StandinState) -> web.Application:
 
         def reply(body: Json, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
             error = None if body.get("ok") else str(body.get("error"))
-            state.api_calls.append(ApiCall(method, params, status, bool(body.get("ok")), error))
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
+            state.api_calls.append(ApiCall(method, params, status, bool(body.get("ok")), error, port))
             return web.json_response(body, status=status, headers={**scope_header, **(headers or {})})
 
         if not token:

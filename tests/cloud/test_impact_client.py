@@ -150,7 +150,8 @@ async def test_the_preview_reuses_a_fresh_read_of_the_connection(sandbox: Runnin
         )
         for connection in (first, second):
             impact = await client.describe_impact(region=SEED_REGION, connection=connection, deadline_s=3.0)
-            assert impact.is_up and impact.unread == ()
+            assert impact.is_up
+            assert impact.unread == ()
         assert len(sandbox.state.calls("DescribeVpnConnection")) == 2
 
         now[0] += 11.0

@@ -94,6 +94,22 @@ async def test_happy_path_deletes_and_reports_in_thread(stack: LocalStack) -> No
     assert "psk" not in json.dumps([m.blocks for m in stack.slack.state.messages(CHANNEL)]).lower()
 
 
+async def test_the_bot_keeps_one_connection_to_slack_across_calls(stack: LocalStack) -> None:
+    # slack_sdk opens a new session (a new connection, a new TLS handshake) per call unless it is
+    # given one; the bot gives it a long-lived session, so its calls reuse a kept-alive connection.
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU} cn-hangzhou")
+    confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
+    reply = await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    assert reply.status == 200
+    await _final_parent(stack, confirmation.ts, "eleted")
+
+    bot_calls = [c for c in stack.slack.state.api_calls if c.method.startswith("chat.")]
+    assert len(bot_calls) >= 4  # the card, its updates, the thread replies
+    ports = {c.client_port for c in bot_calls}
+    assert None not in ports
+    assert len(ports) < len(bot_calls) / 2, ports
+
+
 async def test_cancel_changes_nothing_in_the_cloud(stack: LocalStack) -> None:
     """Cancel updates the parent and makes no API call; a later Delete click is refused."""
     await _request(stack, f"delete {SEED_VCO_HANGZHOU_BGP}")
