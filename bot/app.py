@@ -228,9 +228,13 @@ class BotApp:
             if self._owned_http is not None:
                 await self._owned_http.aclose()
             await self.store.close()
-            session = getattr(self.slack, "session", None)
-            if session is not None and not session.closed:
-                await session.close()
+            await _close_session(self.slack)
+
+
+async def _close_session(slack: AsyncWebClient) -> None:
+    session = getattr(slack, "session", None)
+    if session is not None and not session.closed:
+        await session.close()
 
 
 # slack_sdk's own default for one Web API call.
@@ -336,7 +340,11 @@ async def create_app(
 
     metrics = Metrics()
     slack, bolt = _build_slack(settings, metrics)
-    store = await Store.open(settings.database_url)
+    try:
+        store = await Store.open(settings.database_url)
+    except BaseException:
+        await _close_session(slack)
+        raise
     inflight = InFlight(metrics=metrics)
     owned_vpc: VpcClient | None = None
     owned_http: httpx.AsyncClient | None = None
@@ -375,6 +383,7 @@ async def create_app(
         if owned_http is not None:
             await owned_http.aclose()
         await store.close()
+        await _close_session(slack)
         raise
 
     web_app = _build_web(settings, bolt=bolt, store=store, metrics=metrics, instance_id=workflow.instance_id)

@@ -79,6 +79,7 @@ async def serve_fails(env: dict[str, str], cwd: Path, *, port: int | None = None
     )
     assert status == 2, err
     assert "Traceback" not in err
+    assert "Unclosed" not in err  # nothing opened before the failure is left open (aiohttp says so)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("{")]
     assert lines[0].startswith("vpn-bot: "), err
     assert len(lines) <= 3, err  # the problem and its fix, not a stack
