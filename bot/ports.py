@@ -87,7 +87,6 @@ class VpcApi(Protocol):
         """
         ...
 
-
     async def recreate_connection(
         self,
         *,

@@ -174,7 +174,11 @@ class VpnConnectionSpec(_Spec):
         if self.tunnel_options_specification:
             update["tunnel_options_specification"] = tuple(
                 t.model_copy(
-                    update={"tunnel_ike_config": (t.tunnel_ike_config or IkeSpec()).model_copy(update={"psk": psk})}
+                    update={
+                        "tunnel_ike_config": (t.tunnel_ike_config or IkeSpec()).model_copy(
+                            update={"psk": psk}
+                        )
+                    }
                 )
                 for t in self.tunnel_options_specification
             )

@@ -276,9 +276,7 @@ class Workflow:
                     op, "recreate_requested", actor_id=user_id, detail=f"of {parent.id}"
                 ),
             )
-            await self._store.enqueue(
-                op_id=new_id, effects=[Effect(EffectKind.POST_CONFIRMATION)], now=now
-            )
+            await self._store.enqueue(op_id=new_id, effects=[Effect(EffectKind.POST_CONFIRMATION)], now=now)
         except BaseException:
             self._keys.pop(new_id, None)
             raise

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import SecretStr
@@ -430,7 +430,9 @@ class Steps:
                 if gateway.status == "active":
                     if op.is_recreate and op.new_vco_id:
                         ready = ConnectionReady(
-                            gateway_id=op.gateway_id, new_vco_id=op.new_vco_id, routes=sum(r.kind != "bgp" for r in _to_recreate(op))
+                            gateway_id=op.gateway_id,
+                            new_vco_id=op.new_vco_id,
+                            routes=sum(r.kind != "bgp" for r in _to_recreate(op)),
                         )
                         return await self._move(op, OpState.ROUTING, event=ready)
                     return await self._move(
@@ -653,7 +655,9 @@ class Steps:
             try:
                 found = await self._created_before(op)
             except CloudError as err:
-                log.warning("could not look for the created connection (%s)", err.code, extra={"op_id": op.id})
+                log.warning(
+                    "could not look for the created connection (%s)", err.code, extra={"op_id": op.id}
+                )
                 await self._sleep_until_deadline(op, self._config.poll_interval_s)
                 return op
             if found is not None:
@@ -678,7 +682,8 @@ class Steps:
                 conn.name == (config.get("name") or conn.id)
                 and conn.local_subnet == config.get("local_subnet")
                 and conn.remote_subnet == config.get("remote_subnet")
-                and conn.customer_gateway_id == (config.get("customer_gateway_id") or conn.customer_gateway_id)
+                and conn.customer_gateway_id
+                == (config.get("customer_gateway_id") or conn.customer_gateway_id)
             )
             if same and (conn.created_at is None or conn.created_at >= since):
                 return conn.id
