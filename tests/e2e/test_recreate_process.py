@@ -21,7 +21,7 @@ from bot.slack.ids import ActionId
 from bot.store import Store
 
 from .support import ALICE, BOB, CHANNEL, BotProcess, bot_env, wait_confirmation, wait_parent, wait_thread
-from .test_recreate import KEY, psk_values, recreate_confirmation, routes_to
+from .test_recreate import KEY, psk_values, recreate_confirmation
 
 
 @dataclass
@@ -116,7 +116,9 @@ async def test_killed_while_the_create_is_in_flight_a_new_process_finishes_witho
 
 def _recreated(vpc: SandboxState) -> list[str]:
     """Connections like the deleted one that the sandbox holds now."""
-    return [c.id for c in vpc.connections.values() if c.name == "office-beijing" and c.id != SEED_VCO_HANGZHOU]
+    return [
+        c.id for c in vpc.connections.values() if c.name == "office-beijing" and c.id != SEED_VCO_HANGZHOU
+    ]
 
 
 def routes_to_state(vpc: SandboxState, vco_id: str) -> int:
@@ -154,5 +156,7 @@ async def _delete_and_ask_to_recreate_held(world: World, bot: BotProcess) -> tup
     vpc = world.vpc.state
     fault = vpc.faults.add(action="CreateVpnConnection", code="VpnGateway.Configuring", latency=60, times=1)
     ts, confirmation_ts = await _delete_and_ask_to_recreate(world, bot)
-    await world.slack.state.wait_for(lambda: fault.fired > 0 or None, timeout=15, what="the create to be sent")
+    await world.slack.state.wait_for(
+        lambda: fault.fired > 0 or None, timeout=15, what="the create to be sent"
+    )
     return ts, confirmation_ts

@@ -321,7 +321,7 @@ def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_appro
     now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
         return build_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
-    if op.is_recreate:
+    if op.is_recreate or op.state in (OpState.CREATING, OpState.ROUTING, OpState.RECREATED):
         return build_recreate_parent(op, now=now)
     status = _status_text(op, now)
     if op.state is OpState.DELETED and op.new_vco_id:

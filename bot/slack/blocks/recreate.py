@@ -361,6 +361,8 @@ _HEADERS: dict[OpState, str] = {
 def _routes_summary(results: Sequence[RouteResult]) -> str:
     created = [r for r in results if r.ok and r.code != "bgp"]
     wanted = [r for r in results if r.code != "bgp"]
+    if not wanted:
+        return "No routes to put back."
     text = f"{len(created)} of {len(wanted)} route{'s' if len(wanted) != 1 else ''} back on it."
     failed = [r for r in results if not r.ok]
     if failed:
