@@ -541,8 +541,8 @@ class TimedOut:
     waited_s: float
     sent: bool
     request_id: str | None = None
-    # What was under way: a deletion, or a recreation (KIND_*).
-    kind: str = "delete"
+    # What was under way: a deletion, or a recreation (KIND_*; not "kind", which names the event in JSON).
+    change: str = "delete"
 
 
 @dataclass(frozen=True, slots=True)

@@ -473,7 +473,7 @@ class Steps:
             waited_s=waited,
             sent=op.attempts > 0,
             request_id=op.delete_request_id,
-            kind=op.kind,
+            change=op.kind,
         )
         return await self.finish(op, OpState.TIMED_OUT, outcome, error_code="timeout")
 

@@ -24,6 +24,8 @@ from bot.domain import (
     SnapshotRoute,
     TimedOut,
     VpnConnection,
+    event_from_json,
+    event_to_json,
 )
 from bot.errors import RecreateRefused
 from bot.slack.blocks import build_confirmation, build_parent, build_progress, build_recreate_modal
@@ -186,6 +188,22 @@ def test_a_lost_key_asks_for_it_again() -> None:
     assert "after sending the create" in build_progress(KeyLost(sent=True))
 
 
+def test_recreation_events_survive_the_outbox_json() -> None:
+    events = [
+        Created(new_vco_id="vco-bp1new", request_id="R-1"),
+        ConnectionReady(gateway_id="vpn-1", new_vco_id="vco-bp1new", routes=2),
+        Recreated(
+            new_vco_id="vco-bp1new",
+            elapsed_s=3.0,
+            routes=(RouteResult(kind="custom", destination="1.0.0.0/8"),),
+        ),
+        KeyLost(sent=True),
+        TimedOut(phase="creating", waited_s=9, sent=True, change=KIND_RECREATE),
+    ]
+    for event in events:
+        assert event_from_json(json.loads(json.dumps(event_to_json(event)))) == event
+
+
 def test_thread_replies() -> None:
     assert "`vco-bp1new`" in build_progress(Created(new_vco_id="vco-bp1new", request_id="R-1"))
     assert "already made" in build_progress(Created(new_vco_id="vco-bp1new", found=True))
@@ -195,7 +213,7 @@ def test_thread_replies() -> None:
     done = build_progress(Recreated(new_vco_id="vco-bp1new", elapsed_s=3.0, routes=()))
     assert "Recreated in 3 s as `vco-bp1new`. No routes to put back." in done
     assert "the create was never sent" in build_progress(
-        TimedOut(phase="approved", waited_s=9, sent=False, kind=KIND_RECREATE)
+        TimedOut(phase="approved", waited_s=9, sent=False, change=KIND_RECREATE)
     )
 
 

@@ -251,7 +251,6 @@ def build_recreate_modal(op: Operation) -> View:
 
 def _details(op: Operation) -> Block:
     conn = op.connection
-    when = "" if op.state is OpState.AWAITING_APPROVAL else " at request time"
     fields = [
         f"*Deleted connection*\n{code(conn.id)}\n{escape(conn.name) if conn.name else '_(no name)_'}",
         f"*Gateway*\n{code(op.gateway.id or conn.gateway_id)}",
@@ -260,7 +259,7 @@ def _details(op: Operation) -> Block:
         f"*Local subnets*\n{_subnets(conn.local_subnet)}",
         f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
         f"*Region*\n{code(op.region, 64)}",
-        f"*Requested by{when}*\n{mention(op.requester_id)}",
+        f"*Requested by*\n{mention(op.requester_id)}",
     ]
     return {
         "type": "section",

@@ -68,7 +68,7 @@ def build_progress(event: Progress) -> str:
             return (
                 f":x: Alibaba Cloud {said}, but the connection still exists (status {code(status, 80)}){rid}."
             )
-        case TimedOut(phase=phase, waited_s=waited, sent=sent, request_id=request_id, kind=kind):
+        case TimedOut(phase=phase, waited_s=waited, sent=sent, request_id=request_id, change=kind):
             rid = f" RequestId {code(request_id, 80)}." if request_id else ""
             change = "create" if kind == KIND_RECREATE else "delete"
             what = f"the {change} may still finish" if sent else f"the {change} was never sent"
