@@ -120,9 +120,10 @@ async def _recreate(stack: LocalStack, ts: str) -> None:
     def confirmation() -> Message | None:
         return next((m for m in state.thread(CHANNEL, ts) if _has_buttons(m)), None)
 
-    posted: Message = await state.wait_for(
+    posted: Message | None = await state.wait_for(
         confirmation, timeout=STEP_TIMEOUT, what="the recreate confirmation"
     )
+    assert posted is not None  # noqa: S101 - wait_for returns only a truthy result
     await stack.agent.click(BOB, CHANNEL, posted.ts, ActionId.APPROVE)
     await _until_final(stack, posted.ts)
 
