@@ -470,7 +470,9 @@ class Workflow:
             if claimed is None:
                 continue  # another replica was faster
             log.info("resuming operation in state %s", claimed.state.value, extra={"op_id": claimed.id})
-            if claimed.state is not OpState.LOOKING_UP:
+            # A recreation approved on another replica and handed to its key holder is no restart.
+            handed_over = claimed.is_recreate and claimed.id in self._keys and claimed.attempts == 0
+            if claimed.state is not OpState.LOOKING_UP and not handed_over:
                 await self._store.enqueue(
                     op_id=claimed.id, effects=[thread(Resumed(instance=self.instance_id))], now=now
                 )

@@ -244,3 +244,23 @@ async def test_undo_window_zero_turns_recreate_off(sqlite_url: str) -> None:
         assert "Recreate" not in all_text(card)
     finally:
         await stack.aclose()
+
+
+async def test_a_route_that_fails_is_listed_with_its_reason_and_the_rest_go_on(stack: LocalStack) -> None:
+    state = stack.slack.state
+    ts = await delete(stack)
+    view = await open_modal(stack, ts)
+    assert (await stack.agent.submit(ALICE, view["id"], psk_values(KEY))).status == 200
+    confirmation = await recreate_confirmation(state, ts)
+    stack.vpc.state.faults.add(action="CreateVpnPbrRouteEntry", code="Forbidden", times=1)
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+    thread = await wait_thread(state, ts, "Recreated in", within=20)
+    assert "2 of 3 routes back on it. Not recreated:" in thread
+    assert "`192.168.10.128/25` from `10.10.1.0/24`" in thread
+    assert "`Forbidden`" in thread
+    [recreation] = [op for op in await stack.bot.app.store.list_operations() if op.is_recreate]
+    assert recreation.new_vco_id is not None
+    assert routes_to(stack, recreation.new_vco_id) == {
+        ("custom", "192.168.10.0/24"),
+        ("custom", "192.168.11.0/24"),
+    }
