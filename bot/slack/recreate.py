@@ -20,7 +20,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import BotError, NotAllowed
+from bot.errors import NotAllowed
 from bot.ids import OperationId, UserId
 from bot.slack.actions import check_click
 from bot.slack.blocks import build_recreate_modal
@@ -167,12 +167,12 @@ def make_recreate_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[No
             await ack(response_action="errors", errors={BlockId.RECREATE_PSK.value: _short(err)})
             return
         assert sub.psk is not None  # noqa: S101 - parse_recreate_submission refuses a missing key
-        parent = await deps.operation(sub.op_id) if deps.operation is not None else None
-        channel_id = parent.channel_id if parent is not None else ""
         try:
-            # Checked again by the workflow; here so a refusal shows in the modal.
+            parent = await deps.operation(sub.op_id) if deps.operation is not None else None
+            channel_id = parent.channel_id if parent is not None else ""
+            # Checked again by the workflow; here so a refusal (or a database outage) shows in the modal.
             await deps.workflow.recreate_target(op_id=sub.op_id, user_id=sub.user_id, channel_id=channel_id)
-        except BotError as err:
+        except Exception as err:
             text = reply_for(err, kind="view_submission")["text"]
             await ack(response_action="errors", errors={BlockId.RECREATE_PSK.value: field_error(text)})
             return

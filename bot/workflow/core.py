@@ -538,6 +538,7 @@ class Workflow:
             effects=[Effect(EffectKind.RESPOND, PostFailed(error=err.error, reason=err.friendly))],
         )
         if failed is not None:
+            self._keys.pop(op.id, None)
             self.outbox.kick(op.id)
             self._steps.finished(failed)
 

@@ -264,3 +264,38 @@ async def test_a_route_that_fails_is_listed_with_its_reason_and_the_rest_go_on(s
         ("custom", "192.168.10.0/24"),
         ("custom", "192.168.11.0/24"),
     }
+
+
+async def test_a_slack_outage_delays_what_people_see_never_the_recreation(stack: LocalStack) -> None:
+    state = stack.slack.state
+    ts = await delete(stack)
+    view = await open_modal(stack, ts)
+    assert (await stack.agent.submit(ALICE, view["id"], psk_values(KEY))).status == 200
+    confirmation = await recreate_confirmation(state, ts)
+    # slack_sdk retries a 5xx once, so these outlast several of the outbox's own attempts.
+    state.server_error("chat.update", times=4, status=500)
+    state.server_error("chat.postMessage", times=4, status=500)
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+
+    async def recreated() -> bool:
+        ops = await stack.bot.app.store.list_operations()
+        return any(op.is_recreate and op.state is OpState.RECREATED for op in ops)
+
+    assert await state.wait_for(recreated, timeout=20, what="the recreation to finish")
+    assert len(stack.vpc.state.accepted("CreateVpnConnection")) == 1
+    await wait_thread(state, ts, "Recreated in", within=60)
+    await wait_parent(state, confirmation.ts, "Recreated VPN connection", within=60)
+
+
+async def test_a_modal_slack_cannot_open_is_explained_and_changes_nothing(stack: LocalStack) -> None:
+    state = stack.slack.state
+    ts = await delete(stack)
+    state.fail("views.open", "internal_error")
+    reply = await stack.agent.click(ALICE, CHANNEL, ts, ActionId.RECREATE_OPEN)
+    assert reply.status == 200
+    await state.wait_for(lambda: state.ephemerals(ALICE) or None, timeout=10, what="the explanation")
+    assert not state.views
+    assert "Traceback" not in json.dumps([m.text for m in state.ephemerals(ALICE)])
+    assert len(await stack.bot.app.store.list_operations()) == 1
+    # Slack is back: the same button works.
+    assert (await open_modal(stack, ts))["blocks"]
