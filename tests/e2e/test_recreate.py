@@ -23,7 +23,14 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU
 from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import all_logs, all_text, has_buttons, wait_confirmation, wait_parent, wait_thread
+from .support import (
+    all_logs,
+    all_text,
+    offers_recreate,
+    wait_confirmation,
+    wait_parent,
+    wait_thread,
+)
 
 KEY = "Rebuilt-Key_7f3a9c!"
 
@@ -150,7 +157,7 @@ async def test_recreate_with_the_key_from_the_modal_once_across_a_double_click(s
     assert "3 of 3 routes back on it" in thread
     # The deleted card says what it was recreated as, and offers Recreate… no more.
     parent = await wait_parent(state, ts, f"Recreated as `{new_id}`")
-    assert not has_buttons(parent)
+    assert not offers_recreate(parent)
     done = await wait_parent(state, confirmation.ts, "Recreated VPN connection")
     assert new_id in all_text(done)
 
@@ -219,7 +226,9 @@ async def test_after_the_window_the_button_goes_and_a_click_says_why(sqlite_url:
         assert op.undo_until is not None
         # The expiry pass takes the button away once the window has closed.
         await state.wait_for(
-            lambda: not has_buttons(state.message(CHANNEL, ts)) or None, timeout=10, what="the button to go"
+            lambda: not offers_recreate(state.message(CHANNEL, ts)) or None,
+            timeout=10,
+            what="the button to go",
         )
         await stack.agent.click(ALICE, CHANNEL, ts, ActionId.RECREATE_OPEN, value=op.id, require_button=False)
         await state.wait_for(
@@ -240,7 +249,7 @@ async def test_undo_window_zero_turns_recreate_off(sqlite_url: str) -> None:
     try:
         ts = await delete(stack)
         card = await wait_parent(stack.slack.state, ts, "Deleted VPN connection")
-        assert not has_buttons(card)
+        assert not offers_recreate(card)
         assert "Recreate" not in all_text(card)
     finally:
         await stack.aclose()
