@@ -260,6 +260,10 @@ class OperationStore(Protocol):
 
     async def recreations_of(self, *, parent_op_id: str) -> list[Operation]: ...
 
+    async def create_recreation(
+        self, *, op: Operation, audit_entry: AuditEntry, effects: Sequence[Effect] = ()
+    ) -> Operation | None: ...
+
     # The outbox.
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None: ...
 

@@ -243,6 +243,52 @@ class Store(OutboxMixin):
         return created
 
     @shielded
+    async def create_recreation(
+        self, *, op: Operation, audit_entry: AuditEntry, effects: Sequence[Effect] = ()
+    ) -> Operation | None:
+        """Insert recreation ``op`` unless its parent already has one open or done; None if it has.
+
+        The parent's row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction
+        is exclusive), so two modals submitted at once cannot both start a recreation. A recreation
+        blocks another while it is not final, once it recreated the connection, or once it created
+        one (``new_vco_id``) even if it did not finish.
+        """
+        values = {
+            **{name: getattr(op, name) for name in _PLAIN},
+            **_values(
+                {
+                    "connection": op.connection,
+                    "gateway": op.gateway,
+                    "impact": op.impact,
+                    "snapshot": op.snapshot,
+                    "route_results": op.route_results,
+                }
+            ),
+            "state": op.state.value,
+        }
+        parent = select(operations.c.id).where(operations.c.id == op.parent_op_id)
+        if self._engine.dialect.name == "postgresql":
+            parent = parent.with_for_update()
+        blocking = select(operations.c.id).where(
+            operations.c.parent_op_id == op.parent_op_id,
+            or_(
+                operations.c.state.not_in(_states(TERMINAL_STATES)),
+                operations.c.state == OpState.RECREATED.value,
+                operations.c.new_vco_id.is_not(None),
+            ),
+        )
+        async with self._tx() as conn:
+            await conn.execute(parent)
+            if (await conn.execute(blocking)).first() is not None:
+                return None
+            row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
+            await conn.execute(insert(audit).values(**asdict(audit_entry)))
+            await insert_effects(conn, op_id=op.id, effects=effects, now=op.created_at)
+        created = _row_to_op(row)
+        _log_audit(audit_entry, created.state)
+        return created
+
+    @shielded
     async def get_operation(self, *, op_id: str) -> Operation | None:
         """The operation, or None if there is no such id."""
         async with self._tx() as conn:

@@ -270,16 +270,22 @@ class Workflow:
         )
         self._keys[new_id] = RecreateKeys(psk=psk, bgp_auth_key=bgp_auth_key)
         try:
-            created = await self._store.create_operation(
+            # One transaction with the parent locked: a modal submitted twice at once starts one.
+            created = await self._store.create_recreation(
                 op=op,
                 audit_entry=self._steps.entry(
                     op, "recreate_requested", actor_id=user_id, detail=f"of {parent.id}"
                 ),
+                effects=[Effect(EffectKind.POST_CONFIRMATION)],
             )
-            await self._store.enqueue(op_id=new_id, effects=[Effect(EffectKind.POST_CONFIRMATION)], now=now)
         except BaseException:
             self._keys.pop(new_id, None)
             raise
+        if created is None:
+            self._keys.pop(new_id, None)
+            # Another submission won the race: say why, as a click would.
+            await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
+            raise RecreateRefused("in_progress", parent)
         await self.outbox.deliver(new_id)
         return created
 

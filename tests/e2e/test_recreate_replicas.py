@@ -5,6 +5,7 @@ replica gone, the recreation fails without creating anything and the thread asks
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -73,3 +74,26 @@ async def test_with_the_key_holder_gone_nothing_is_created_and_the_key_is_asked_
         parent = stack.slack.state.message(CHANNEL, ts)
         assert parent is not None
         assert "Recreate…" in str(parent.blocks)
+
+
+async def test_two_modals_submitted_at_once_on_two_replicas_start_one_recreation() -> None:
+    async with two_replicas() as stack:
+        state = stack.slack.state
+        ts = await delete(stack)
+        first = await open_modal(stack, ts)
+        second = await open_modal(stack, ts, user=BOB)
+        replies = await asyncio.gather(
+            stack.agents[0].submit(ALICE, first["id"], psk_values(KEY)),
+            stack.agents[1].submit(BOB, second["id"], psk_values(KEY + "2")),
+        )
+        assert [r.status for r in replies] == [200, 200]
+        await recreate_confirmation(state, ts)
+
+        def told() -> bool:
+            return any(
+                "already asked to recreate" in m.text for u in (ALICE, BOB) for m in state.ephemerals(u)
+            )
+
+        await state.wait_for(told, timeout=10, what="the second submitter told why")
+        recreations = [op for op in await stack.bot.app.store.list_operations() if op.is_recreate]
+        assert len(recreations) == 1
