@@ -30,6 +30,7 @@ from bot.domain import (
 from bot.errors import RecreateRefused
 from bot.slack.blocks import build_confirmation, build_parent, build_progress, build_recreate_modal
 from bot.slack.blocks.recreate import recreate_refused_text
+from bot.slack.find_blocks import build_operation_status
 from bot.slack.ids import ActionId, BlockId
 
 LONG_NAME = "n" * 100  # Alibaba's longest connection name
@@ -221,3 +222,11 @@ def test_thread_replies() -> None:
 def test_every_refusal_says_nothing_changed(reason: str) -> None:
     text = recreate_refused_text(RecreateRefused(reason, make_op()), now=T0)
     assert "Nothing was changed" in text
+
+
+def test_vpn_status_of_a_recreation_and_of_a_recreated_deletion() -> None:
+    text = json.dumps(build_operation_status(recreation(new_vco_id="vco-bp1new"), permalink=None, now=T0))
+    assert "Recreation of deleted connection `vco-bp1abc2def3gh`" in text
+    assert "New connection `vco-bp1new`" in text
+    deleted = make_op(state=OpState.DELETED, new_vco_id="vco-bp1new")
+    assert "Recreated as `vco-bp1new`" in json.dumps(build_operation_status(deleted, permalink=None, now=T0))
