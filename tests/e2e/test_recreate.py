@@ -308,3 +308,46 @@ async def test_a_modal_slack_cannot_open_is_explained_and_changes_nothing(stack:
     assert len(await stack.bot.app.store.list_operations()) == 1
     # Slack is back: the same button works.
     assert (await open_modal(stack, ts))["blocks"]
+
+
+async def test_four_eyes_the_modal_submitter_is_the_requester(sqlite_url: str) -> None:
+    stack = await start_local_stack(
+        database_url=sqlite_url,
+        update_seconds=0.3,
+        settings={"approvers": [ALICE, BOB], "require_second_approver": True},
+    )
+    try:
+        state = stack.slack.state
+        ts = await delete(stack)  # asked by Alice, approved by Bob
+        view = await open_modal(stack, ts, user=BOB)
+        assert (await stack.agent.submit(BOB, view["id"], psk_values(KEY))).status == 200
+        confirmation = await recreate_confirmation(state, ts)
+        await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+        await state.wait_for(
+            lambda: any("You requested this recreation" in m.text for m in state.ephemerals(BOB)),
+            timeout=10,
+            what="the four-eyes refusal",
+        )
+        assert not stack.vpc.state.accepted("CreateVpnConnection")
+        await stack.agent.click(ALICE, CHANNEL, confirmation.ts, ActionId.APPROVE)
+        await wait_thread(state, ts, "Recreated in", within=20)
+        [recreation] = [op for op in await stack.bot.app.store.list_operations() if op.is_recreate]
+        assert (recreation.requester_id, recreation.approver_id) == (BOB, ALICE)
+    finally:
+        await stack.aclose()
+
+
+async def test_someone_who_may_not_request_cannot_open_the_modal(sqlite_url: str) -> None:
+    stack = await start_local_stack(
+        database_url=sqlite_url, update_seconds=0.3, settings={"approvers": [BOB], "requesters": [ALICE]}
+    )
+    try:
+        state = stack.slack.state
+        state.add_user(CAROL, "carol")
+        ts = await delete(stack)
+        await stack.agent.click(CAROL, CHANNEL, ts, ActionId.RECREATE_OPEN)
+        await state.wait_for(lambda: state.ephemerals(CAROL) or None, timeout=10, what="the refusal")
+        assert not state.views
+        assert len(await stack.bot.app.store.list_operations()) == 1
+    finally:
+        await stack.aclose()
