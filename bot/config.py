@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     confirmation_ttl_seconds: float = Field(
         default=900.0, gt=0, le=7 * 86400, validation_alias="VPNBOT_CONFIRMATION_TTL_SECONDS"
     )
+    # How long a deleted card offers Recreate…; 0 turns Recreate off.
+    undo_window_seconds: float = Field(
+        default=86400.0, ge=0, le=30 * 86400, validation_alias="VPNBOT_UNDO_WINDOW_SECONDS"
+    )
     lease_seconds: float = Field(default=30.0, gt=0, le=3600, validation_alias="VPNBOT_LEASE_SECONDS")
     busy_retry_attempts: int = Field(default=5, ge=1, le=50, validation_alias="VPNBOT_BUSY_RETRY_ATTEMPTS")
     busy_retry_base_seconds: float = Field(

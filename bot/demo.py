@@ -69,7 +69,10 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     await stack.agent.click(BOB, CHANNEL, first.ts, ActionId.APPROVE)
     await _until_final(stack, first.ts)
 
-    say("2. @carol, who is not an approver, clicks Delete on another request: refused.\n")
+    say("2. It was the wrong one: @alice clicks Recreate…, types a new pre-shared key; @bob approves.\n")
+    await _recreate(stack, first.ts)
+
+    say("3. @carol, who is not an approver, clicks Delete on another request: refused.\n")
     await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU_GW2}")
     second = await _confirmation_for(stack, SEED_VCO_HANGZHOU_GW2)
     await stack.agent.click(CAROL, CHANNEL, second.ts, ActionId.APPROVE)
@@ -79,26 +82,50 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     await stack.agent.click(ALICE, CHANNEL, second.ts, ActionId.CANCEL)
     await _until_final(stack, second.ts)
 
-    say("3. A gateway whose account is in arrears: Alibaba Cloud refuses, the bot explains.\n")
+    say("4. A gateway whose account is in arrears: Alibaba Cloud refuses, the bot explains.\n")
     await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_LOCKED}")
     third = await _confirmation_for(stack, SEED_VCO_LOCKED)
     await stack.agent.click(BOB, CHANNEL, third.ts, ActionId.APPROVE)
     await _until_final(stack, third.ts)
 
-    say("4. A typo gets a usage reply, only for the person who typed it.\n")
+    say("5. A typo gets a usage reply, only for the person who typed it.\n")
     await _ephemeral_after(stack, ALICE, "delete vpn-123", "Usage", what="the usage reply")
 
-    say("5. @alice reads the audit trail with /vpn history.\n")
+    say("6. @alice reads the audit trail with /vpn history.\n")
     await _ephemeral_after(stack, ALICE, "history 5", "Last ", what="the history")
 
-    say("6. @alice finds connections from Slack: /vpn list with a filter word.\n")
+    say("7. @alice finds connections from Slack: /vpn list with a filter word.\n")
     await _ephemeral_after(stack, ALICE, "list cn-hangzhou staging", "staging-lab", what="the list")
 
-    say("7. /vpn delete with no id opens a picker; @alice types 'staging', picks it, submits.\n")
+    say("8. /vpn delete with no id opens a picker; @alice types 'staging', picks it, submits.\n")
     await _pick(stack, "staging")
     picked = await _confirmation_for(stack, SEED_VCO_HANGZHOU_GW2)
     await stack.agent.click(ALICE, CHANNEL, picked.ts, ActionId.CANCEL)
     await _until_final(stack, picked.ts)
+
+
+async def _recreate(stack: LocalStack, ts: str) -> None:
+    """Recreate… on the deleted card ``ts``, a key in the modal, the confirmation in the thread, approve."""
+    state = stack.slack.state
+    before = set(state.views)
+    await stack.agent.click(ALICE, CHANNEL, ts, ActionId.RECREATE_OPEN)
+
+    def opened() -> dict[str, Any]:
+        return next((v for k, v in state.views.items() if k not in before), {})
+
+    view: dict[str, Any] = await state.wait_for(opened, timeout=STEP_TIMEOUT, what="the Recreate modal")
+    typed = {"type": "plain_text_input", "value": "demo-Key_only-in-memory"}
+    await stack.agent.submit(ALICE, view["id"], {BlockId.RECREATE_PSK: {ActionId.RECREATE_PSK: typed}})
+
+    def confirmation() -> Message | None:
+        return next((m for m in state.thread(CHANNEL, ts) if _has_buttons(m)), None)
+
+    posted: Message | None = await state.wait_for(
+        confirmation, timeout=STEP_TIMEOUT, what="the recreate confirmation"
+    )
+    assert posted is not None  # noqa: S101 - wait_for returns only a truthy result
+    await stack.agent.click(BOB, CHANNEL, posted.ts, ActionId.APPROVE)
+    await _until_final(stack, posted.ts)
 
 
 async def _pick(stack: LocalStack, typed: str) -> None:

@@ -19,6 +19,8 @@ from pydantic import TypeAdapter
 __all__ = [
     "ACTIVE_STATES",
     "IPSEC_UP",
+    "KIND_DELETE",
+    "KIND_RECREATE",
     "PART_CONFIGURATION",
     "PART_CONNECTION",
     "PART_POLICY_ROUTES",
@@ -26,7 +28,9 @@ __all__ = [
     "TERMINAL_STATES",
     "Accepted",
     "AuditEntry",
+    "ConnectionReady",
     "Crashed",
+    "Created",
     "Deleted",
     "Effect",
     "EffectKind",
@@ -37,6 +41,7 @@ __all__ = [
     "ImpactBgp",
     "ImpactRoute",
     "ImpactTunnel",
+    "KeyLost",
     "LookupFailed",
     "OpFields",
     "OpState",
@@ -46,8 +51,10 @@ __all__ = [
     "PostFailed",
     "Progress",
     "Queued",
+    "Recreated",
     "Resumed",
     "Retrying",
+    "RouteResult",
     "Snapshot",
     "SnapshotRoute",
     "SnapshotTaken",
@@ -271,6 +278,10 @@ class OpState(StrEnum):
     WAITING_GATEWAY = "waiting_gateway"
     VERIFYING = "verifying"
     DELETED = "deleted"
+    # Recreations only (kind ``recreate``): CreateVpnConnection, then the routes, then done.
+    CREATING = "creating"
+    ROUTING = "routing"
+    RECREATED = "recreated"
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
@@ -278,12 +289,43 @@ class OpState(StrEnum):
 
 
 TERMINAL_STATES: frozenset[OpState] = frozenset(
-    {OpState.DELETED, OpState.FAILED, OpState.CANCELLED, OpState.EXPIRED, OpState.TIMED_OUT}
+    {
+        OpState.DELETED,
+        OpState.RECREATED,
+        OpState.FAILED,
+        OpState.CANCELLED,
+        OpState.EXPIRED,
+        OpState.TIMED_OUT,
+    }
 )
 # States in which the bot owes work: a worker holding the lease drives them forward.
 ACTIVE_STATES: frozenset[OpState] = frozenset(
-    {OpState.LOOKING_UP, OpState.APPROVED, OpState.DELETING, OpState.WAITING_GATEWAY, OpState.VERIFYING}
+    {
+        OpState.LOOKING_UP,
+        OpState.APPROVED,
+        OpState.DELETING,
+        OpState.WAITING_GATEWAY,
+        OpState.VERIFYING,
+        OpState.CREATING,
+        OpState.ROUTING,
+    }
 )
+# Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
+KIND_DELETE = "delete"
+KIND_RECREATE = "recreate"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    """One route of a recreation: put back on the new connection (``ok``), or why not."""
+
+    kind: str
+    destination: str
+    source: str = ""
+    ok: bool = True
+    # Alibaba's code and the friendly reason when it failed; "bgp" routes are skipped (learned again).
+    code: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +366,23 @@ class Operation:
     # Unexpected failures while driving the operation; past a few it fails (the crash budget).
     crashes: int = 0
     version: int = 0
+    # ``delete`` or ``recreate`` (KIND_*). A recreation carries its deleted parent's snapshot.
+    kind: str = KIND_DELETE
+    # Recreations: the deletion it undoes, whose card's thread it lives in (``thread_ts``).
+    parent_op_id: str | None = None
+    thread_ts: str | None = None
+    # Recreations: the instance whose memory holds the keys from the modal (never the keys).
+    key_holder: str | None = None
+    # Recreations: the connection CreateVpnConnection made; deletions: what they were recreated as.
+    new_vco_id: str | None = None
+    # Recreations: each route of the snapshot once it was tried, in order.
+    route_results: tuple[RouteResult, ...] = ()
+    # Deletions: until when the deleted card offers Recreate… (None: not offered, or closed).
+    undo_until: datetime | None = None
+
+    @property
+    def is_recreate(self) -> bool:
+        return self.kind == KIND_RECREATE
 
     @property
     def vco_id(self) -> str:
@@ -369,6 +428,10 @@ class OpFields(TypedDict, total=False):
     token_seq: int
     client_token: str
     crashes: int
+    key_holder: str | None
+    new_vco_id: str | None
+    route_results: tuple[RouteResult, ...]
+    undo_until: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,6 +541,8 @@ class TimedOut:
     waited_s: float
     sent: bool
     request_id: str | None = None
+    # What was under way: a deletion, or a recreation (KIND_*; not "kind", which names the event in JSON).
+    change: str = "delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,6 +569,44 @@ class PostFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Created:
+    """Alibaba Cloud accepted CreateVpnConnection (or the bot found what it created before a restart)."""
+
+    new_vco_id: str
+    request_id: str | None = None
+    # True when found on the gateway after a restart rather than from the create's answer.
+    found: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionReady:
+    """The gateway is active again after the create; ``routes`` routes are put back next."""
+
+    gateway_id: str
+    new_vco_id: str
+    routes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recreated:
+    """The recreation is done: the new connection and what became of each route."""
+
+    new_vco_id: str
+    elapsed_s: float
+    routes: tuple[RouteResult, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLost:
+    """The bot restarted before CreateVpnConnection went out with the key: nothing was created.
+
+    ``sent``: a create may have been sent, but no connection it made was found on the gateway.
+    """
+
+    sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotTaken:
     """After the deletion: the configuration taken before it (or why it could not be taken)."""
 
@@ -526,8 +629,12 @@ Progress = (
     | LookupFailed
     | PostFailed
     | SnapshotTaken
+    | Created
+    | ConnectionReady
+    | Recreated
+    | KeyLost
 )
-Outcome = Deleted | Failed | StillExists | TimedOut | Crashed
+Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
 _EVENT_TYPES: dict[str, type[Progress]] = {
     cls.__name__: cls
@@ -547,6 +654,10 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         LookupFailed,
         PostFailed,
         SnapshotTaken,
+        Created,
+        ConnectionReady,
+        Recreated,
+        KeyLost,
     )
 }
 

@@ -37,6 +37,7 @@ __all__ = [
     "ConfirmationClosed",
     "ErrorInfo",
     "NotAllowed",
+    "RecreateRefused",
     "RetryClass",
     "SlackError",
     "StartupError",
@@ -124,6 +125,21 @@ class ConfirmationClosed(BotError):
         state = op.state.value if op is not None else "unknown"
         super().__init__(f"the confirmation is closed (operation {state})")
         self.op = op
+
+
+class RecreateRefused(BotError):
+    """Recreate… cannot be used on ``parent`` now; ``reason`` says why, the Slack layer words it.
+
+    Reasons: ``off`` (VPNBOT_UNDO_WINDOW_SECONDS=0), ``not_deleted``, ``no_snapshot``,
+    ``window_closed``, ``recreated`` (``other`` is the finished recreation), ``in_progress``
+    (``other`` is the open one).
+    """
+
+    def __init__(self, reason: str, parent: Operation | None, other: Operation | None = None) -> None:
+        super().__init__(f"recreate refused: {reason}")
+        self.reason = reason
+        self.parent = parent
+        self.other = other
 
 
 class ConfigError(BotError):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Protocol, Unpack
+from typing import Any, Protocol, Unpack
+
+from pydantic import SecretStr
 
 from bot.domain import (
     AuditEntry,
@@ -22,6 +24,7 @@ from bot.domain import (
     PendingEffect,
     Progress,
     Snapshot,
+    SnapshotRoute,
     VpnConnection,
     VpnGateway,
 )
@@ -82,6 +85,31 @@ class VpcApi(Protocol):
         Never raises a CloudError: each part is read within ``deadline_s``; a part that fails or is
         slow is listed in ``Snapshot.unread`` (the configuration itself under PART_CONFIGURATION).
         """
+        ...
+
+    async def recreate_connection(
+        self,
+        *,
+        region: str,
+        config: dict[str, Any],
+        psk: SecretStr,
+        bgp_auth_key: SecretStr | None,
+        client_token: str,
+    ) -> tuple[str, str]:
+        """CreateVpnConnection from a snapshot's ``config`` with the keys given anew; ``(vco id, RequestId)``.
+
+        The keys are revealed only in the request sent. Errors as for :meth:`delete_vpn_connection`.
+        """
+        ...
+
+    async def create_route(
+        self, *, region: str, gateway_id: str, route: SnapshotRoute, next_hop: str, client_token: str
+    ) -> str:
+        """CreateVpnRouteEntry (``custom``) or CreateVpnPbrRouteEntry (``policy``) to ``next_hop``; the RequestId."""
+        ...
+
+    async def gateway_connections(self, *, region: str, gateway_id: str) -> list[VpnConnection]:
+        """The gateway's connections (DescribeVpnConnections, every page)."""
         ...
 
 
@@ -225,6 +253,16 @@ class OperationStore(Protocol):
     async def recent_operations(self, *, finished: int = 10, open_limit: int = 100) -> list[Operation]: ...
 
     async def heartbeat(self, *, instance: str, now: datetime) -> None: ...
+
+    async def instance_seen(self, *, instance: str) -> datetime | None: ...
+
+    async def list_undo_closing(self, *, now: datetime) -> list[Operation]: ...
+
+    async def recreations_of(self, *, parent_op_id: str) -> list[Operation]: ...
+
+    async def create_recreation(
+        self, *, op: Operation, audit_entry: AuditEntry, effects: Sequence[Effect] = ()
+    ) -> Operation | None: ...
 
     # The outbox.
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None: ...

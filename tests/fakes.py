@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import SecretStr
 
 from bot.domain import (
     Impact,
@@ -114,6 +118,8 @@ class DeleteCall:
 class _InFlight:
     vco_id: str
     polls_left: int
+    # A create (Recreate) in flight: the connection stays when it finishes.
+    creating: bool = False
 
 
 class FakeVpc:
@@ -141,6 +147,10 @@ class FakeVpc:
         self._calls_now = 0
         # How many deletes had been sent when each snapshot was read (0: before the first send).
         self.snapshot_reads: list[int] = []
+        # Recreate: keys the creates carried, errors for the next creates, routes made.
+        self.created_keys: list[str] = []
+        self.create_script: list[CloudError] = []
+        self.routes_created: list[tuple[str, str, str]] = []
 
     def add_connection(
         self, vco_id: str = "vco-1", gateway_id: str = "vpn-gw1", region: str = REGION
@@ -172,7 +182,8 @@ class FakeVpc:
             entry.polls_left -= 1
             if entry.polls_left < 0:
                 del self._in_flight[key]
-                self.connections.pop((region, entry.vco_id), None)
+                if not entry.creating:
+                    self.connections.pop((region, entry.vco_id), None)
                 entry = None
         status = "updating" if entry is not None else "active"
         return VpnGateway(id=gateway_id, region=region, name=self.gateway_names[key], status=status)
@@ -236,6 +247,64 @@ class FakeVpc:
 
     async def list_regions(self) -> list[str]:
         return [REGION, "cn-shanghai"]
+
+    # --- Recreate: creates honour ClientToken replay; keys are recorded to check what was sent ---
+
+    async def recreate_connection(
+        self,
+        *,
+        region: str,
+        config: dict[str, Any],
+        psk: SecretStr,
+        bgp_auth_key: SecretStr | None,
+        client_token: str,
+    ) -> tuple[str, str]:
+        await asyncio.sleep(0)
+        if client_token in self.tokens:
+            first = self.tokens[client_token]
+            if isinstance(first, CloudError):
+                raise first
+            new_id, request_id = first.split("|")
+            return new_id, request_id
+        if self.create_script:
+            error = self.create_script.pop(0)
+            self.tokens[client_token] = error
+            raise error
+        new_id = f"vco-new{next(self._ids):04d}"
+        request_id = f"REQ-{next(self._ids):04d}"
+        gateway_id = str(config["vpn_gateway_id"])
+        self.connections[(region, new_id)] = dataclasses.replace(
+            make_connection(new_id, gateway_id, region),
+            name=str(config.get("name") or new_id),
+            customer_gateway_id=str(config.get("customer_gateway_id") or ""),
+            local_subnet=str(config.get("local_subnet") or ""),
+            remote_subnet=str(config.get("remote_subnet") or ""),
+            created_at=None,
+        )
+        self.created_keys.append(psk.get_secret_value())
+        self.tokens[client_token] = f"{new_id}|{request_id}"
+        self._in_flight[(region, gateway_id)] = _InFlight(
+            vco_id=new_id, polls_left=self.updating_polls, creating=True
+        )
+        return new_id, request_id
+
+    async def create_route(
+        self, *, region: str, gateway_id: str, route: SnapshotRoute, next_hop: str, client_token: str
+    ) -> str:
+        await asyncio.sleep(0)
+        if client_token in self.tokens:
+            first = self.tokens[client_token]
+            if isinstance(first, CloudError):
+                raise first
+            return first
+        request_id = f"REQ-{next(self._ids):04d}"
+        self.tokens[client_token] = request_id
+        self.routes_created.append((route.destination, next_hop, client_token))
+        return request_id
+
+    async def gateway_connections(self, *, region: str, gateway_id: str) -> list[VpnConnection]:
+        await asyncio.sleep(0)
+        return [c for (r, _), c in self.connections.items() if r == region and c.gateway_id == gateway_id]
 
     async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
         """A preview with the connection's status and one destination route through it."""

@@ -32,6 +32,8 @@ _VOLATILE = (
     (re.compile(r"\b[0-9a-f]{32}\b"), "<op-id>"),
     (re.compile(r"\b[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}\b"), "<request-id>"),
     (re.compile(r"\b\d+(?:\.\d)? s\b"), "<n> s"),
+    # The recreated connection's id is the sandbox's fresh one (vco-bp1 and 18 hex digits).
+    (re.compile(r"\bvco-bp1[0-9a-f]{18}\b"), "<new-vco-id>"),
 )
 
 
@@ -57,6 +59,8 @@ def test_demo_runs_the_whole_story(demo_output: str) -> None:
     timeline = _timeline(demo_output)
     assert SEED_VCO_HANGZHOU in timeline
     assert "Deleted in" in timeline  # the approved delete finished
+    assert "Recreated in" in timeline  # and was recreated with its routes
+    assert "3 of 3 routes back on it" in timeline
     assert "not allowed to approve" in timeline  # the refusal
     assert "VpnGateway.FinancialLocked" in timeline
     assert SEED_VCO_LOCKED in timeline

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 import stamina
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from bot.cloud.codes import (
     TRANSPORT_BAD_RESPONSE,
@@ -69,6 +69,7 @@ from bot.domain import (
     PART_ROUTES,
     Impact,
     Snapshot,
+    SnapshotRoute,
     Unread,
     VpnConnection,
     VpnGateway,
@@ -583,6 +584,43 @@ class VpcClient:
 
     async def list_regions(self) -> list[str]:
         return [r.region_id for r in await self.describe_regions()]
+
+    async def recreate_connection(
+        self,
+        *,
+        region: str,
+        config: dict[str, Any],
+        psk: SecretStr,
+        bgp_auth_key: SecretStr | None,
+        client_token: str,
+    ) -> tuple[str, str]:
+        spec = VpnConnectionSpec.model_validate(config).with_keys(psk, bgp_auth_key)
+        answer = await self.create_vpn_connection(region=region, spec=spec, client_token=client_token)
+        return answer.vpn_connection_id, answer.request_id
+
+    async def create_route(
+        self, *, region: str, gateway_id: str, route: SnapshotRoute, next_hop: str, client_token: str
+    ) -> str:
+        common: dict[str, Any] = {
+            "region": region,
+            "gateway_id": gateway_id,
+            "route_dest": route.destination,
+            "next_hop": next_hop,
+            "client_token": client_token,
+            "weight": route.weight if route.weight is not None else 100,
+            "description": route.description or None,
+        }
+        if route.kind == "policy":
+            pbr = await self.create_vpn_pbr_route_entry(
+                route_source=route.source, priority=route.priority or 10, **common
+            )
+            return pbr.request_id
+        entry = await self.create_vpn_route_entry(**common)
+        return entry.request_id
+
+    async def gateway_connections(self, *, region: str, gateway_id: str) -> list[VpnConnection]:
+        found = await self.describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
+        return [c.to_domain(region) for c in found]
 
     async def _read_parts(
         self, region: str, connection: VpnConnection, deadline_s: float, *, reuse: bool = False

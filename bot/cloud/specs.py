@@ -164,6 +164,30 @@ class VpnConnectionSpec(_Spec):
             params |= {f"Tags.{index}.Key": key, f"Tags.{index}.Value": value}
         return params
 
+    def with_keys(self, psk: SecretStr, auth_key: SecretStr | None = None) -> VpnConnectionSpec:
+        """This spec with the keys given anew: ``psk`` for the connection (or every tunnel), BGP ``auth_key``.
+
+        A snapshot's spec has no key (none is ever kept); the recreation adds the ones typed in the
+        modal here, just before the create is sent.
+        """
+        update: dict[str, Any] = {}
+        if self.tunnel_options_specification:
+            update["tunnel_options_specification"] = tuple(
+                t.model_copy(
+                    update={
+                        "tunnel_ike_config": (t.tunnel_ike_config or IkeSpec()).model_copy(
+                            update={"psk": psk}
+                        )
+                    }
+                )
+                for t in self.tunnel_options_specification
+            )
+        else:
+            update["ike_config"] = (self.ike_config or IkeSpec()).model_copy(update={"psk": psk})
+        if self.bgp_config is not None and auth_key is not None:
+            update["bgp_config"] = self.bgp_config.model_copy(update={"auth_key": auth_key})
+        return self.model_copy(update=update)
+
     @classmethod
     def from_detail(
         cls,

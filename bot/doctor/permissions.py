@@ -6,7 +6,9 @@ sets name rows of the bot's error table (:data:`bot.cloud.codes.ERROR_TABLE`; a 
 in step); any other answer is read through that table's retry class and who must act.
 
 **DeleteVpnConnection is probed without deleting anything**: it is called for
-:data:`PROBE_VCO_ID` (with a fresh ClientToken), which no account can have.
+:data:`PROBE_VCO_ID` (with a fresh ClientToken), which no account can have. Likewise the create
+actions Recreate uses are called on :data:`PROBE_GATEWAY_ID`, a gateway no account can have, so
+nothing is ever created.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from bot.cloud.specs import VpnConnectionSpec
 from bot.doctor.model import CLOUD, Check, Status, unexpected
 from bot.errors import CloudApiError, CloudError, RetryClass
 
@@ -47,6 +50,10 @@ RAM_ACTIONS: Final = (
     "vpc:DescribeRegions",
     "vpc:DescribeVpnRouteEntries",
     "vpc:DescribeVpnPbrRouteEntries",
+    # Recreate… (the connection, then the routes that pointed at it).
+    "vpc:CreateVpnConnection",
+    "vpc:CreateVpnRouteEntry",
+    "vpc:CreateVpnPbrRouteEntry",
 )
 # Error-table rows (bot/cloud/codes.py) that answer a probe of a missing resource: authorised.
 ALLOWED_ANSWERS: Final = frozenset(
@@ -75,6 +82,25 @@ class DoctorVpc(Protocol):
 
     async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str: ...
 
+    async def create_vpn_connection(
+        self, *, region: str, spec: VpnConnectionSpec, client_token: str
+    ) -> object: ...
+
+    async def create_vpn_route_entry(
+        self, *, region: str, gateway_id: str, route_dest: str, next_hop: str, client_token: str
+    ) -> object: ...
+
+    async def create_vpn_pbr_route_entry(
+        self,
+        *,
+        region: str,
+        gateway_id: str,
+        route_source: str,
+        route_dest: str,
+        next_hop: str,
+        client_token: str,
+    ) -> object: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Probe:
@@ -87,8 +113,20 @@ class Probe:
 
 def _delete_probe(vpc: DoctorVpc, region: str) -> Awaitable[object]:
     # A fresh token, so the answer is never a replay of an earlier probe's.
-    token = f"vpnbot-doctor-{uuid.uuid4().hex}"
-    return vpc.delete_vpn_connection(region=region, vco_id=PROBE_VCO_ID, client_token=token)
+    return vpc.delete_vpn_connection(region=region, vco_id=PROBE_VCO_ID, client_token=_token())
+
+
+def _token() -> str:
+    return f"vpnbot-doctor-{uuid.uuid4().hex}"
+
+
+# Documentation ranges (RFC 5737), on a gateway that cannot exist: nothing is created.
+_PROBE_SPEC = VpnConnectionSpec(
+    vpn_gateway_id=PROBE_GATEWAY_ID,
+    local_subnet="192.0.2.0/24",
+    remote_subnet="198.51.100.0/24",
+    customer_gateway_id="cgw-vpnbotdoctorprobe00000000",
+)
 
 
 PROBES: Final = (
@@ -121,6 +159,34 @@ PROBES: Final = (
         "DeleteVpnConnection",
         f"DeleteVpnConnection for {PROBE_VCO_ID}, an id that cannot exist",
         _delete_probe,
+    ),
+    Probe(
+        "CreateVpnConnection",
+        f"CreateVpnConnection on {PROBE_GATEWAY_ID}, a gateway that cannot exist",
+        lambda vpc, region: vpc.create_vpn_connection(region=region, spec=_PROBE_SPEC, client_token=_token()),
+    ),
+    Probe(
+        "CreateVpnRouteEntry",
+        f"CreateVpnRouteEntry on {PROBE_GATEWAY_ID}",
+        lambda vpc, region: vpc.create_vpn_route_entry(
+            region=region,
+            gateway_id=PROBE_GATEWAY_ID,
+            route_dest="198.51.100.0/24",
+            next_hop=PROBE_VCO_ID,
+            client_token=_token(),
+        ),
+    ),
+    Probe(
+        "CreateVpnPbrRouteEntry",
+        f"CreateVpnPbrRouteEntry on {PROBE_GATEWAY_ID}",
+        lambda vpc, region: vpc.create_vpn_pbr_route_entry(
+            region=region,
+            gateway_id=PROBE_GATEWAY_ID,
+            route_source="192.0.2.0/24",
+            route_dest="198.51.100.0/24",
+            next_hop=PROBE_VCO_ID,
+            client_token=_token(),
+        ),
     ),
 )
 

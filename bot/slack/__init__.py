@@ -19,6 +19,7 @@ from bot.slack.home import ApprovalPolicy, RecentOperations, make_home_listener
 from bot.slack.ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
 from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener
+from bot.slack.recreate import make_recreate_open_listener, make_recreate_submit_listener
 
 __all__ = [
     "ApprovalPolicy",
@@ -76,6 +77,8 @@ def register(
     app.action(ActionId.LIST_DELETE.value)(make_list_delete_listener(deps))
     app.options(ActionId.PICK_CONNECTION.value)(make_picker_suggest_listener(deps))
     app.view(CallbackId.PICKER.value)(make_picker_submit_listener(deps))
+    app.action(ActionId.RECREATE_OPEN.value)(make_recreate_open_listener(deps))
+    app.view(CallbackId.RECREATE.value)(make_recreate_submit_listener(deps))
     if recent_operations is not None:
         app.event("app_home_opened")(
             make_home_listener(recent=recent_operations, read_policy=read_policy, approvals=approvals)

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation
 from bot.slack.inventory import Inventory, ListingCache
@@ -42,6 +44,22 @@ class WorkflowApi(Protocol):
 
     async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Cancel a confirmation that is still open."""
+        ...
+
+    async def recreate_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
+        """The deleted operation if Recreate… may be used on it now (raises RecreateRefused, NotAllowed)."""
+        ...
+
+    async def request_recreate(
+        self,
+        *,
+        op_id: str,
+        user_id: str,
+        channel_id: str,
+        psk: SecretStr,
+        bgp_auth_key: SecretStr | None = None,
+    ) -> Operation:
+        """Record a recreation (keys in memory only) and post its confirmation in the card's thread."""
         ...
 
     async def history(

@@ -29,13 +29,14 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
 
-from bot.errors import BotError, ConfirmationClosed, SlackError, StoreUnavailable, UsageError
+from bot.errors import BotError, ConfirmationClosed, RecreateRefused, SlackError, StoreUnavailable, UsageError
 from bot.slack.blocks import (
     build_refusal,
     build_unexpected_error,
     build_usage,
     closed_text,
     explain_slack_error,
+    recreate_refused_text,
 )
 from bot.slack.deps import InFlight
 
@@ -66,6 +67,8 @@ def reply_for(error: Exception, *, kind: str) -> dict[str, Any]:
         message = build_usage(error=error.friendly)
     elif isinstance(error, ConfirmationClosed):
         message = build_refusal(closed_text(error.op, now=datetime.now(UTC)))
+    elif isinstance(error, RecreateRefused):
+        message = build_refusal(recreate_refused_text(error, now=datetime.now(UTC)))
     elif isinstance(error, SlackError) and error.error in _CHANNEL_ERRORS:
         message = build_refusal(explain_slack_error(error.error))
     elif isinstance(error, BotError):

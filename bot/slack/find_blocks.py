@@ -180,9 +180,12 @@ def build_operation_status(op: Operation, *, permalink: str | None, now: datetim
     """An operation's state, who asked and who decided, its times and a link to its thread."""
     lines = [
         f"*Request {code(op.id, 64)}*: {_state_phrase(op)}",
-        f"• Connection {code(op.connection.id)} in {code(op.region, 40)}",
+        f"• {'Recreation of deleted connection' if op.is_recreate else 'Connection'} "
+        f"{code(op.connection.id)} in {code(op.region, 40)}",
         f"• Requested by {mention(op.requester_id)} at {format_time(op.created_at, now=now)}",
     ]
+    if op.new_vco_id:
+        lines.append(f"• {'New connection' if op.is_recreate else 'Recreated as'} {code(op.new_vco_id)}")
     if op.approver_id:
         lines.append(f"• Approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}")
     if op.cancelled_by:

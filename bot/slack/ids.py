@@ -27,6 +27,10 @@ class ActionId(StrEnum):
     # The /vpn delete picker modal: the region select and the connection search (external select).
     PICK_REGION = "vpn-pick-region"
     PICK_CONNECTION = "vpn-pick-connection"
+    # Recreate: the deleted card's Recreate… button, and the modal's key inputs.
+    RECREATE_OPEN = "vpn-recreate-open"
+    RECREATE_PSK = "vpn-recreate-psk"
+    RECREATE_BGP_KEY = "vpn-recreate-bgp-key"
 
 
 class BlockId(StrEnum):
@@ -53,9 +57,14 @@ class BlockId(StrEnum):
     HOME_PENDING = "vpn-home-pending"
     HOME_RUNNING = "vpn-home-running"
     HOME_FINISHED = "vpn-home-finished"
+    RECREATE = "vpn-recreate-offer"
+    RECREATE_ROUTES = "vpn-recreate-routes"
+    RECREATE_PSK = "vpn-recreate-psk-block"
+    RECREATE_BGP_KEY = "vpn-recreate-bgp-key-block"
 
 
 class CallbackId(StrEnum):
     """``callback_id`` of every modal."""
 
     PICKER = "vpn-delete-picker"
+    RECREATE = "vpn-recreate"

@@ -56,8 +56,9 @@ class SlackNotifier:
         """Post the confirmation in ``op.channel_id`` and return its ts."""
         message = build_confirmation(op, now=self._now(), anyone_may_approve=self._anyone)
         try:
+            # A recreation's confirmation goes in the deleted card's thread.
             response = await self._client.chat_postMessage(
-                channel=op.channel_id, text=message["text"], blocks=message["blocks"]
+                channel=op.channel_id, thread_ts=op.thread_ts, text=message["text"], blocks=message["blocks"]
             )
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc
@@ -82,7 +83,7 @@ class SlackNotifier:
         try:
             await self._client.chat_postMessage(
                 channel=op.channel_id,
-                thread_ts=op.message_ts,
+                thread_ts=op.thread_ts or op.message_ts,
                 text=message["text"],
                 blocks=message.get("blocks"),
             )

@@ -228,6 +228,8 @@ class ButtonClick:
     user_id: str
     channel_id: str
     message_ts: str
+    # For a button that opens a modal (Recreate…): views.open needs it within 3 seconds.
+    trigger_id: str | None = None
 
 
 class _ClickedButton(_Payload):
@@ -283,6 +285,7 @@ class _BlockActions(_Payload):
     channel: _Channel | None = None
     container: _Container
     message: _Message | None = None
+    trigger_id: str | None = Field(default=None, max_length=200)
 
 
 _BLOCK_ACTIONS = TypeAdapter(_BlockActions)
@@ -315,4 +318,5 @@ def parse_click(body: Mapping[str, Any]) -> ButtonClick:
         user_id=payload.user.id,
         channel_id=channel_id,
         message_ts=message_ts,
+        trigger_id=payload.trigger_id,
     )

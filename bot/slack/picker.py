@@ -27,7 +27,7 @@ from bot.slack.ids import BlockId
 from bot.slack.picker_parse import PickerSubmission, parse_submission, parse_suggestion
 from bot.slack.replies import check_region
 
-__all__ = ["make_picker_submit_listener", "make_picker_suggest_listener", "open_picker"]
+__all__ = ["field_error", "make_picker_submit_listener", "make_picker_suggest_listener", "open_picker"]
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,14 @@ def make_picker_suggest_listener(deps: SlackDeps) -> Callable[..., Awaitable[Non
 _MENTION_RE = re.compile(r"<([#@])([A-Z0-9]+)(?:\|[^>]*)?>")
 
 
-def _short(err: BotError) -> str:
-    text = _MENTION_RE.sub(r"\1\2", err.friendly).replace("`", "").replace("*", "")
+def field_error(text: str) -> str:
+    """``text`` as a modal field error: plain (no mrkdwn, mentions as #C123) and short."""
+    text = _MENTION_RE.sub(r"\1\2", text).replace("`", "").replace("*", "")
     return text if len(text) <= _FIELD_ERROR_MAX else text[: _FIELD_ERROR_MAX - 1] + "…"
+
+
+def _short(err: BotError) -> str:
+    return field_error(err.friendly)
 
 
 async def _check_submission(deps: SlackDeps, sub: PickerSubmission) -> Errors:

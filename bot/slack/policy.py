@@ -173,8 +173,9 @@ class SlackPolicy:
                 if self._approvers
                 else "Ask a colleague in this channel to click Delete."
             )
+            what = "recreation" if op.is_recreate else "deletion"
             raise NotAllowed(
-                "You requested this deletion, so someone else must approve it (four-eyes rule).", who_can=who
+                f"You requested this {what}, so someone else must approve it (four-eyes rule).", who_can=who
             )
         if self._approvers and not await self._member_or_refuse(user_id, self._approvers):
             raise NotAllowed(

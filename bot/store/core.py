@@ -34,6 +34,7 @@ from bot.domain import (
     Operation,
     OpFields,
     OpState,
+    RouteResult,
     Snapshot,
     VpnConnection,
     VpnGateway,
@@ -55,11 +56,12 @@ _CONNECTION = TypeAdapter(VpnConnection)
 _GATEWAY = TypeAdapter(VpnGateway)
 _IMPACT = TypeAdapter(Impact | None)
 _SNAPSHOT = TypeAdapter(Snapshot | None)
+_ROUTE_RESULTS = TypeAdapter(tuple[RouteResult, ...])
 # Operation fields stored as plain columns of the same name.
 _PLAIN = tuple(
     f.name
     for f in fields(Operation)
-    if f.name not in {"state", "connection", "gateway", "impact", "snapshot"}
+    if f.name not in {"state", "connection", "gateway", "impact", "snapshot", "route_results"}
 )
 
 
@@ -77,6 +79,8 @@ def _values(op_fields: OpFields) -> dict[str, Any]:
         values["impact"] = _IMPACT.dump_python(op_fields["impact"], mode="json")
     if "snapshot" in op_fields:
         values["snapshot"] = _SNAPSHOT.dump_python(op_fields["snapshot"], mode="json")
+    if "route_results" in op_fields:
+        values["route_results"] = _ROUTE_RESULTS.dump_python(op_fields["route_results"], mode="json")
     return values
 
 
@@ -93,6 +97,7 @@ def _row_to_op(row: Row[Any]) -> Operation:
         gateway=_GATEWAY.validate_python(_loads(m["gateway"])),
         impact=_IMPACT.validate_python(_loads(m["impact"])),
         snapshot=_SNAPSHOT.validate_python(_loads(m["snapshot"])),
+        route_results=_ROUTE_RESULTS.validate_python(_loads(m["route_results"]) or ()),
         **{name: m[name] for name in _PLAIN},
     )
 
@@ -194,6 +199,14 @@ class Store(OutboxMixin):
             stmt = self._insert(heartbeats).values(instance=instance, at=now)
             await conn.execute(stmt.on_conflict_do_update(index_elements=["instance"], set_={"at": now}))
 
+    @shielded
+    async def instance_seen(self, *, instance: str) -> datetime | None:
+        """When ``instance`` last wrote its heartbeat (None: never)."""
+        async with self._tx() as conn:
+            return (
+                await conn.execute(select(heartbeats.c.at).where(heartbeats.c.instance == instance))
+            ).scalar()
+
     # --- operations --------------------------------------------------------------------------
 
     @shielded
@@ -213,6 +226,7 @@ class Store(OutboxMixin):
                     "gateway": op.gateway,
                     "impact": op.impact,
                     "snapshot": op.snapshot,
+                    "route_results": op.route_results,
                 }
             ),
             "state": op.state.value,
@@ -226,6 +240,52 @@ class Store(OutboxMixin):
         created = _row_to_op(row)
         if audit_entry is not None:
             _log_audit(audit_entry, created.state)
+        return created
+
+    @shielded
+    async def create_recreation(
+        self, *, op: Operation, audit_entry: AuditEntry, effects: Sequence[Effect] = ()
+    ) -> Operation | None:
+        """Insert recreation ``op`` unless its parent already has one open or done; None if it has.
+
+        The parent's row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction
+        is exclusive), so two modals submitted at once cannot both start a recreation. A recreation
+        blocks another while it is not final, once it recreated the connection, or once it created
+        one (``new_vco_id``) even if it did not finish.
+        """
+        values = {
+            **{name: getattr(op, name) for name in _PLAIN},
+            **_values(
+                {
+                    "connection": op.connection,
+                    "gateway": op.gateway,
+                    "impact": op.impact,
+                    "snapshot": op.snapshot,
+                    "route_results": op.route_results,
+                }
+            ),
+            "state": op.state.value,
+        }
+        parent = select(operations.c.id).where(operations.c.id == op.parent_op_id)
+        if self._engine.dialect.name == "postgresql":
+            parent = parent.with_for_update()
+        blocking = select(operations.c.id).where(
+            operations.c.parent_op_id == op.parent_op_id,
+            or_(
+                operations.c.state.not_in(_states(TERMINAL_STATES)),
+                operations.c.state == OpState.RECREATED.value,
+                operations.c.new_vco_id.is_not(None),
+            ),
+        )
+        async with self._tx() as conn:
+            await conn.execute(parent)
+            if (await conn.execute(blocking)).first() is not None:
+                return None
+            row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
+            await conn.execute(insert(audit).values(**asdict(audit_entry)))
+            await insert_effects(conn, op_id=op.id, effects=effects, now=op.created_at)
+        created = _row_to_op(row)
+        _log_audit(audit_entry, created.state)
         return created
 
     @shielded
@@ -397,6 +457,26 @@ class Store(OutboxMixin):
                 select(operations).where(
                     operations.c.state == OpState.AWAITING_APPROVAL.value, operations.c.expires_at <= now
                 )
+            )
+            return [_row_to_op(r) for r in rows]
+
+    @shielded
+    async def list_undo_closing(self, *, now: datetime) -> list[Operation]:
+        """Deleted operations whose card still offers Recreate… though the window has closed."""
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                select(operations).where(operations.c.undo_until.is_not(None), operations.c.undo_until <= now)
+            )
+            return [_row_to_op(r) for r in rows]
+
+    @shielded
+    async def recreations_of(self, *, parent_op_id: str) -> list[Operation]:
+        """The recreations asked for a deleted operation, oldest first."""
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                select(operations)
+                .where(operations.c.parent_op_id == parent_op_id)
+                .order_by(operations.c.created_at)
             )
             return [_row_to_op(r) for r in rows]
 

@@ -115,6 +115,15 @@ operations = Table(
     Column("impact", JSON, nullable=True),
     # Added by migration 4: the configuration taken before the deletion (bot.domain.Snapshot, no keys).
     Column("snapshot", JSON, nullable=True),
+    # Added by migration 5 (Recreate): see bot.domain.Operation. No key is ever stored: key_holder
+    # names the instance whose memory holds it.
+    Column("kind", String(16), nullable=False, default="delete", server_default="delete"),
+    Column("parent_op_id", String(64)),
+    Column("thread_ts", String(64)),
+    Column("key_holder", String(128)),
+    Column("new_vco_id", String(128)),
+    Column("route_results", JSON, nullable=True),
+    Column("undo_until", UtcDateTime),
     Index("ix_operations_state", "state"),
 )
 
@@ -204,11 +213,32 @@ def _migration_4(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE operations ADD COLUMN snapshot {kind}"))
 
 
+def _migration_5(conn: Connection) -> None:
+    # Recreate: the operation's kind, its parent deletion, the instance holding the key in memory,
+    # the new connection, the routes put back, and how long a deleted card offers Recreate….
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    json_type = conn.dialect.type_compiler_instance.process(JSON())
+    time_type = conn.dialect.type_compiler_instance.process(DateTime(timezone=True))
+    columns = {
+        "kind": "VARCHAR(16) NOT NULL DEFAULT 'delete'",
+        "parent_op_id": "VARCHAR(64)",
+        "thread_ts": "VARCHAR(64)",
+        "key_holder": "VARCHAR(128)",
+        "new_vco_id": "VARCHAR(128)",
+        "route_results": json_type,
+        "undo_until": time_type,
+    }
+    for name, kind in columns.items():
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -37,6 +37,8 @@ class WorkflowConfig:
     # Reading the configuration snapshot just before the first delete gets this long per part; past
     # it the deletion goes on without it and the thread later says it could not be taken.
     snapshot_deadline_s: float = 5.0
+    # How long a deleted card offers Recreate… (VPNBOT_UNDO_WINDOW_SECONDS; 0 turns it off).
+    undo_window_s: float = 86400.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowConfig:
@@ -48,6 +50,7 @@ class WorkflowConfig:
             lease_s=settings.lease_seconds,
             busy_retry_attempts=settings.busy_retry_attempts,
             busy_retry_base_s=settings.busy_retry_base_seconds,
+            undo_window_s=settings.undo_window_seconds,
         )
 
     @property

@@ -27,10 +27,13 @@ import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
+
 from bot.domain import (
+    KIND_RECREATE,
     AuditEntry,
     Crashed,
     Effect,
@@ -43,11 +46,11 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import ConfirmationClosed, NotAllowed, SlackError, StoreUnavailable
+from bot.errors import ConfirmationClosed, NotAllowed, RecreateRefused, SlackError, StoreUnavailable
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi
 from bot.workflow.config import WorkflowConfig
-from bot.workflow.steps import CARD, SYSTEM_ACTOR, LostOperation, Steps, Stopping, thread
+from bot.workflow.steps import CARD, SYSTEM_ACTOR, LostOperation, RecreateKeys, Steps, Stopping, thread
 
 __all__ = ["Workflow"]
 
@@ -90,6 +93,8 @@ class Workflow:
         self._looking_up: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        # Recreations' keys, in this process's memory only (see Steps, "recreations").
+        self._keys: dict[str, RecreateKeys] = {}
         self._steps = Steps(
             store=store,
             vpc=vpc,
@@ -99,6 +104,7 @@ class Workflow:
             outbox=self.outbox,
             pause=self._pause,
             meter=meter or NoMeter(),
+            keys=self._keys,
         )
 
     # --- public API (the Slack layer calls exactly these) ----------------------------------------
@@ -185,6 +191,102 @@ class Workflow:
             audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
         )
 
+    async def recreate_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
+        """The deleted operation ``op_id`` if Recreate… may be used on it now by ``user_id``.
+
+        Raises RecreateRefused (window closed, already recreated or under way, …) or NotAllowed.
+        """
+        parent = await self._store.get_operation(op_id=op_id)
+        if self._config.undo_window_s <= 0:
+            raise RecreateRefused("off", parent)
+        if parent is None or parent.is_recreate or parent.state is not OpState.DELETED:
+            raise RecreateRefused("not_deleted", parent)
+        if parent.snapshot is None or parent.snapshot.config is None:
+            raise RecreateRefused("no_snapshot", parent)
+        for other in await self._store.recreations_of(parent_op_id=parent.id):
+            if other.state is OpState.RECREATED:
+                raise RecreateRefused("recreated", parent, other)
+            if not other.is_terminal:
+                raise RecreateRefused("in_progress", parent, other)
+        if parent.new_vco_id:
+            raise RecreateRefused("recreated", parent)
+        if parent.undo_until is None or self._clock.now() >= parent.undo_until:
+            raise RecreateRefused("window_closed", parent)
+        await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=parent.region)
+        return parent
+
+    async def request_recreate(
+        self,
+        *,
+        op_id: str,
+        user_id: str,
+        channel_id: str,
+        psk: SecretStr,
+        bgp_auth_key: SecretStr | None = None,
+    ) -> Operation:
+        """Record a recreation of deleted ``op_id`` and post its confirmation in the card's thread.
+
+        ``user_id`` submitted the modal: they are the requester (four-eyes counts them). The keys
+        stay in this process's memory (``key_holder`` names it); they are never stored.
+        """
+        try:
+            parent = await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
+        except NotAllowed as err:
+            refused = await self._store.get_operation(op_id=op_id)
+            await self._store.add_audit(
+                AuditEntry(
+                    at=self._clock.now(),
+                    action="recreate_refused",
+                    actor_id=user_id,
+                    op_id=op_id,
+                    vco_id=refused.vco_id if refused else None,
+                    region=refused.region if refused else None,
+                    detail=f"request: {err.friendly}",
+                )
+            )
+            raise
+        now = self._clock.now()
+        new_id = uuid.uuid4().hex
+        op = Operation(
+            id=new_id,
+            state=OpState.AWAITING_APPROVAL,
+            region=parent.region,
+            connection=parent.connection,
+            gateway=parent.gateway,
+            requester_id=user_id,
+            channel_id=parent.channel_id,
+            team_id=parent.team_id,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
+            client_token=client_token_for(new_id),
+            snapshot=parent.snapshot,
+            kind=KIND_RECREATE,
+            parent_op_id=parent.id,
+            thread_ts=parent.message_ts,
+            key_holder=self.instance_id,
+        )
+        self._keys[new_id] = RecreateKeys(psk=psk, bgp_auth_key=bgp_auth_key)
+        try:
+            # One transaction with the parent locked: a modal submitted twice at once starts one.
+            created = await self._store.create_recreation(
+                op=op,
+                audit_entry=self._steps.entry(
+                    op, "recreate_requested", actor_id=user_id, detail=f"of {parent.id}"
+                ),
+                effects=[Effect(EffectKind.POST_CONFIRMATION)],
+            )
+        except BaseException:
+            self._keys.pop(new_id, None)
+            raise
+        if created is None:
+            self._keys.pop(new_id, None)
+            # Another submission won the race: say why, as a click would.
+            await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
+            raise RecreateRefused("in_progress", parent)
+        await self.outbox.deliver(new_id)
+        return created
+
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve once (the first click wins), then delete in the background; return at once.
 
@@ -205,6 +307,9 @@ class Workflow:
         if now >= op.expires_at:
             await self._expire(op)
             raise ConfirmationClosed(await self._load(op_id))
+        # A recreation is driven by the replica holding its key: another replica approves it
+        # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
+        ours = not op.is_recreate or op.id in self._keys
         approved = await self._store.transition(
             op_id,
             from_states=_AWAITING,
@@ -215,14 +320,15 @@ class Workflow:
             deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
             message_ts=op.message_ts or message_ts,
             # Lease in the same CAS: no other replica may see it approved and unowned.
-            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
+            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)) if ours else None,
             audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
             effects=[CARD],
         )
         if approved is None:
             raise ConfirmationClosed(await self._load(op_id))
         self.outbox.kick(op_id)
-        self._start_driving(approved)
+        if ours:
+            self._start_driving(approved)
         return approved
 
     async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
@@ -249,6 +355,7 @@ class Workflow:
         )
         if cancelled is None:
             raise ConfirmationClosed(await self._load(op_id))
+        self._keys.pop(op_id, None)
         self.outbox.kick(op_id)
         self._steps.finished(cancelled)
         return cancelled
@@ -351,8 +458,12 @@ class Workflow:
 
     async def _resume_pass(self) -> None:
         now = self._clock.now()
+        # Proves this instance alive to the others (a recreation's key holder must be).
+        await self._store.heartbeat(instance=self.instance_id, now=now)
         for op in await self._store.list_resumable(now=now):
             if op.id in self._driving or op.id in self._looking_up:
+                continue
+            if await self._key_elsewhere(op, now):
                 continue
             claimed = await self._store.claim_lease(
                 op_id=op.id,
@@ -363,7 +474,9 @@ class Workflow:
             if claimed is None:
                 continue  # another replica was faster
             log.info("resuming operation in state %s", claimed.state.value, extra={"op_id": claimed.id})
-            if claimed.state is not OpState.LOOKING_UP:
+            # A recreation approved on another replica and handed to its key holder is no restart.
+            handed_over = claimed.is_recreate and claimed.id in self._keys and claimed.attempts == 0
+            if claimed.state is not OpState.LOOKING_UP and not handed_over:
                 await self._store.enqueue(
                     op_id=claimed.id, effects=[thread(Resumed(instance=self.instance_id))], now=now
                 )
@@ -373,9 +486,28 @@ class Workflow:
             )
             self._start_driving(claimed)
 
+    async def _key_elsewhere(self, op: Operation, now: datetime) -> bool:
+        """Whether a live replica other than this one holds ``op``'s key: leave the recreation to it."""
+        if not op.is_recreate or op.id in self._keys or op.new_vco_id:
+            return False
+        holder = op.key_holder
+        if holder is None or holder == self.instance_id:
+            return False
+        seen = await self._store.instance_seen(instance=holder)
+        # Alive: its heartbeat (written every loop pass) is younger than a lease.
+        return seen is not None and now - seen < timedelta(seconds=self._config.lease_s)
+
     async def _expiry_pass(self) -> None:
-        for op in await self._store.list_expired_confirmations(now=self._clock.now()):
+        now = self._clock.now()
+        for op in await self._store.list_expired_confirmations(now=now):
             await self._expire(op)
+        # Deleted cards whose Recreate… window closed lose the button.
+        for op in await self._store.list_undo_closing(now=now):
+            closed = await self._store.set_fields(
+                op.id, now=now, states={OpState.DELETED}, undo_until=None, effects=[CARD]
+            )
+            if closed is not None:
+                self.outbox.kick(op.id)
 
     async def _expire(self, op: Operation) -> None:
         now = self._clock.now()
@@ -389,6 +521,7 @@ class Workflow:
             effects=[CARD],
         )
         if expired is not None:
+            self._keys.pop(op.id, None)
             self.outbox.kick(op.id)
             self._steps.finished(expired)
 
@@ -409,6 +542,7 @@ class Workflow:
             effects=[Effect(EffectKind.RESPOND, PostFailed(error=err.error, reason=err.friendly))],
         )
         if failed is not None:
+            self._keys.pop(op.id, None)
             self.outbox.kick(op.id)
             self._steps.finished(failed)
 

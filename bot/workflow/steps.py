@@ -11,12 +11,18 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
+
 from bot.domain import (
+    KIND_RECREATE,
     Accepted,
     AuditEntry,
+    ConnectionReady,
+    Created,
     Deleted,
     Effect,
     EffectKind,
@@ -24,14 +30,18 @@ from bot.domain import (
     GatewayActive,
     GatewayUpdating,
     Impact,
+    KeyLost,
     LookupFailed,
     Operation,
     OpState,
     Outcome,
     Progress,
     Queued,
+    Recreated,
     Retrying,
+    RouteResult,
     Snapshot,
+    SnapshotRoute,
     SnapshotTaken,
     StillExists,
     TimedOut,
@@ -45,7 +55,7 @@ from bot.ports import Clock, OperationMeter, OperationStore, VpcApi
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.polling import expected_duration, poll_delay
 
-__all__ = ["CONNECTION_NOT_FOUND", "SYSTEM_ACTOR", "LostOperation", "Steps", "Stopping"]
+__all__ = ["CONNECTION_NOT_FOUND", "SYSTEM_ACTOR", "LostOperation", "RecreateKeys", "Steps", "Stopping"]
 
 log = logging.getLogger("bot.workflow")
 
@@ -54,6 +64,22 @@ SYSTEM_ACTOR = "vpn-bot"
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
 CARD = Effect(EffectKind.UPDATE_CARD)
+ROUTE_EXISTS = "VpnRouteEntry.AlreadyExists"
+# A connection found on the gateway after a restart counts as ours only if created after the
+# create was first sent, give or take this much clock difference between us and Alibaba.
+_CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class RecreateKeys:
+    """The keys typed in the Recreate modal, held in this process's memory only, never stored.
+
+    ``repr`` shows nothing secret (SecretStr); they are revealed only in the CreateVpnConnection
+    request (bot.cloud.specs.VpnConnectionSpec.to_params) and dropped once it got a definite answer.
+    """
+
+    psk: SecretStr
+    bgp_auth_key: SecretStr | None = None
 
 
 def thread(event: Progress) -> Effect:
@@ -83,6 +109,7 @@ class Steps:
         outbox: OutboxDispatcher,
         pause: Callable[[float], Awaitable[None]],
         meter: OperationMeter,
+        keys: dict[str, RecreateKeys] | None = None,
     ) -> None:
         self._store = store
         self._vpc = vpc
@@ -92,6 +119,8 @@ class Steps:
         self._outbox = outbox
         self._pause = pause
         self._meter = meter
+        # Recreations' keys by operation id, shared with the Workflow that took them from the modal.
+        self._keys: dict[str, RecreateKeys] = keys if keys is not None else {}
         # Jitter spreads busy retries of several replicas; it is not security-relevant.
         self._random = random.Random()  # noqa: S311 - backoff jitter, not cryptography
 
@@ -106,6 +135,10 @@ class Steps:
                 return
             if op.state is OpState.APPROVED:
                 op, queued_posted = await self._step_approved(op, queued_posted)
+            elif op.state is OpState.CREATING:
+                op = await self._step_creating(op)
+            elif op.state is OpState.ROUTING:
+                op = await self._step_routing(op)
             elif op.state is OpState.DELETING:
                 op = await self._step_deleting(op)
             elif op.state is OpState.WAITING_GATEWAY:
@@ -239,7 +272,9 @@ class Steps:
             region=op.region, gateway_id=op.gateway_id, op_id=op.id, now=self._clock.now()
         )
         if holder == op.id:
-            return await self._move(op, OpState.DELETING, started_at=self._clock.now()), queued_posted
+            # A recreation takes the same per-gateway turn: one change per gateway at a time.
+            to = OpState.CREATING if op.is_recreate else OpState.DELETING
+            return await self._move(op, to, started_at=self._clock.now()), queued_posted
         if not queued_posted:
             blocking = await self._store.get_operation(op_id=holder)
             await self._note(op, Queued(blocking_vco_id=blocking.vco_id if blocking else holder))
@@ -344,12 +379,14 @@ class Steps:
         hint = getattr(err, "retry_after", None) or 0.0
         return min(max(hint, base * self._random.uniform(0.8, 1.2)), remaining)
 
-    async def _next_token(self, op: Operation, err: CloudError, delay: float) -> Operation:
+    async def _next_token(
+        self, op: Operation, err: CloudError, delay: float, *, state: OpState = OpState.DELETING
+    ) -> Operation:
         seq = op.token_seq + 1
         moved = await self._store.set_fields(
             op.id,
             now=self._clock.now(),
-            states={OpState.DELETING},
+            states={state},
             require_owner=self._owner,
             token_seq=seq,
             client_token=client_token_for(op.id, seq),
@@ -391,6 +428,13 @@ class Steps:
                     updating_posted = True
                     await self._note(op, GatewayUpdating(gateway_id=op.gateway_id))
                 if gateway.status == "active":
+                    if op.is_recreate and op.new_vco_id:
+                        ready = ConnectionReady(
+                            gateway_id=op.gateway_id,
+                            new_vco_id=op.new_vco_id,
+                            routes=sum(r.kind != "bgp" for r in _to_recreate(op)),
+                        )
+                        return await self._move(op, OpState.ROUTING, event=ready)
                     return await self._move(
                         op, OpState.VERIFYING, event=GatewayActive(gateway_id=op.gateway_id)
                     )
@@ -425,7 +469,11 @@ class Steps:
     async def _time_out(self, op: Operation) -> Operation:
         waited = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
         outcome = TimedOut(
-            phase=op.state.value, waited_s=waited, sent=op.attempts > 0, request_id=op.delete_request_id
+            phase=op.state.value,
+            waited_s=waited,
+            sent=op.attempts > 0,
+            request_id=op.delete_request_id,
+            change=op.kind,
         )
         return await self.finish(op, OpState.TIMED_OUT, outcome, error_code="timeout")
 
@@ -440,11 +488,24 @@ class Steps:
     ) -> Operation:
         """Reach a final state: the state, its audit entry, the card and the thread's last reply, at once."""
         now = self._clock.now()
-        action = {OpState.DELETED: "deleted", OpState.FAILED: "failed", OpState.TIMED_OUT: "timed_out"}[to]
+        action = {
+            OpState.DELETED: "deleted",
+            OpState.RECREATED: "recreated",
+            OpState.FAILED: "failed",
+            OpState.TIMED_OUT: "timed_out",
+        }[to]
+        if op.is_recreate:
+            # Keys are dropped with the operation's end, whatever it was.
+            self._keys.pop(op.id, None)
+            if to is OpState.RECREATED and op.parent_op_id and op.new_vco_id:
+                await self._tell_parent(op.parent_op_id, op.new_vco_id)
         code = error_code if error_code is not None else getattr(outcome, "code", None)
         reason = getattr(outcome, "reason", None)
         request_id = getattr(outcome, "request_id", None) or op.delete_request_id
         extra: dict[str, Any] = {} if crashes is None else {"crashes": crashes}
+        if to is OpState.DELETED and self._config.undo_window_s > 0 and op.snapshot and op.snapshot.taken:
+            # The deleted card offers Recreate… until then; the expiry pass takes the button away.
+            extra["undo_until"] = now + timedelta(seconds=self._config.undo_window_s)
         done = await self._store.transition(
             op.id,
             from_states={op.state},
@@ -495,6 +556,9 @@ class Steps:
     def entry(
         self, op: Operation, action: str, *, actor_id: str, detail: str = "", request_id: str | None = None
     ) -> AuditEntry:
+        if op.kind == KIND_RECREATE and not action.startswith("recreate"):
+            # The trail tells recreations apart: recreate_requested, recreate_approved, ….
+            action = f"recreate_{action}"
         return AuditEntry(
             at=self._clock.now(),
             action=action,
@@ -505,3 +569,219 @@ class Steps:
             detail=detail,
             request_id=request_id,
         )
+
+    # --- recreations ---------------------------------------------------------------------------
+    #
+    # The key (pre-shared key, BGP AuthKey) exists only in ``self._keys`` of the replica that took
+    # the modal submission (Operation.key_holder names it; the key is never stored). Hazards:
+    #
+    # - The approval click may land on another replica: it approves without taking the lease, and
+    #   the holder's resume pass drives the recreation. Other replicas leave it alone while the
+    #   holder's heartbeat is fresh; once the holder is gone the first one to claim it fails the
+    #   recreation with KeyLost, and the thread asks for the key again (Recreate… on the card).
+    # - kill -9 after the create was sent: the send is recorded (``attempts``) before it is made,
+    #   with a stored ClientToken. After a restart the key is gone, and resending the token without
+    #   it is unsafe: if the first send never reached Alibaba, a keyless create would make a
+    #   connection with a random key. So a resumed recreation never resends; it looks for the
+    #   connection on the gateway (same name, customer gateway and subnets, created after the
+    #   first send) and carries on with it if found, else fails with KeyLost(sent=True).
+    # - Routes: each has its own deterministic token chain (``vpnbot-<op>-r<i>-<n>``), so a resend
+    #   after a crash replays Alibaba's first answer; each result is stored as soon as it is known,
+    #   and a route already stored is never sent again. One at a time, each after the gateway is
+    #   ``active`` again (Alibaba refuses concurrent changes on a gateway).
+
+    async def _step_creating(self, op: Operation) -> Operation:
+        """CREATING -> WAITING_GATEWAY with the new connection, or a final failure."""
+        if op.new_vco_id:
+            return await self._move(op, OpState.WAITING_GATEWAY)
+        keys = self._keys.get(op.id)
+        if keys is None:
+            return await self._without_key(op)
+        config = op.snapshot.config if op.snapshot is not None else None
+        if config is None:  # pragma: no cover - request_recreate refuses a snapshot without it
+            return await self.finish(op, OpState.FAILED, Failed(code="no_snapshot", reason=""))
+        while True:
+            marked = await self._store.set_fields(
+                op.id,
+                now=self._clock.now(),
+                states={OpState.CREATING},
+                require_owner=self._owner,
+                attempts=op.attempts + 1,
+            )
+            if marked is None:
+                raise LostOperation(op.id)
+            op = marked
+            try:
+                new_vco_id, request_id = await self._vpc.recreate_connection(
+                    region=op.region,
+                    config=config,
+                    psk=keys.psk,
+                    bgp_auth_key=keys.bgp_auth_key,
+                    client_token=op.client_token,
+                )
+            except CloudError as err:
+                if not err.definite:
+                    # No usable answer: it may have been carried out. We still hold the key, so a
+                    # resend with the same token is safe (Alibaba replays the first answer).
+                    log.info("create got no answer; resending the same token", extra={"op_id": op.id})
+                    await self._sleep_until_deadline(op, self._config.poll_interval_s)
+                    if self._clock.now() >= self._deadline(op):
+                        return op
+                    continue
+                retry_in = self._busy_retry(op, err)
+                if retry_in is None:
+                    return await self.finish(
+                        op,
+                        OpState.FAILED,
+                        Failed(code=err.code, reason=err.friendly, request_id=err.request_id),
+                    )
+                op = await self._next_token(op, err, retry_in, state=OpState.CREATING)
+                await self._pause(retry_in)
+                continue
+            # The key has done its job: it leaves memory now.
+            self._keys.pop(op.id, None)
+            return await self._move(
+                op,
+                OpState.WAITING_GATEWAY,
+                event=Created(new_vco_id=new_vco_id, request_id=request_id),
+                audit_action="recreate_sent",
+                delete_request_id=request_id,
+                new_vco_id=new_vco_id,
+            )
+
+    async def _without_key(self, op: Operation) -> Operation:
+        """Resumed without the key: carry on with what a sent create made, else ask for the key again."""
+        if op.attempts > 0:
+            try:
+                found = await self._created_before(op)
+            except CloudError as err:
+                log.warning(
+                    "could not look for the created connection (%s)", err.code, extra={"op_id": op.id}
+                )
+                await self._sleep_until_deadline(op, self._config.poll_interval_s)
+                return op
+            if found is not None:
+                log.info("found the connection the create made before a restart", extra={"op_id": op.id})
+                return await self._move(
+                    op,
+                    OpState.WAITING_GATEWAY,
+                    event=Created(new_vco_id=found, found=True),
+                    audit_action="recreate_sent",
+                    new_vco_id=found,
+                )
+        return await self.finish(op, OpState.FAILED, KeyLost(sent=op.attempts > 0), error_code="key_lost")
+
+    async def _created_before(self, op: Operation) -> str | None:
+        """The id of the connection this recreation's create made, if it is on the gateway."""
+        config = (op.snapshot.config if op.snapshot else None) or {}
+        since = (op.started_at or op.approved_at or op.created_at) - _CLOCK_SKEW
+        for conn in await self._vpc.gateway_connections(region=op.region, gateway_id=op.gateway_id):
+            if conn.id == op.vco_id:
+                continue
+            same = (
+                conn.name == (config.get("name") or conn.id)
+                and conn.local_subnet == config.get("local_subnet")
+                and conn.remote_subnet == config.get("remote_subnet")
+                and conn.customer_gateway_id
+                == (config.get("customer_gateway_id") or conn.customer_gateway_id)
+            )
+            if same and (conn.created_at is None or conn.created_at >= since):
+                return conn.id
+        return None
+
+    async def _step_routing(self, op: Operation) -> Operation:
+        """ROUTING -> RECREATED: put each route back on the new connection, one at a time."""
+        new_vco_id = op.new_vco_id
+        assert new_vco_id is not None  # noqa: S101 - ROUTING is entered only with it
+        tried = len(op.route_results)
+        for index, route in enumerate(_to_recreate(op)):
+            if index < tried:
+                continue
+            if route.kind == "bgp":
+                result = RouteResult(kind=route.kind, destination=route.destination, ok=True, code="bgp")
+            else:
+                result = await self._create_route(op, index, route)
+            stored = await self._store.set_fields(
+                op.id,
+                now=self._clock.now(),
+                states={OpState.ROUTING},
+                require_owner=self._owner,
+                route_results=(*op.route_results, result),
+            )
+            if stored is None:
+                raise LostOperation(op.id)
+            op = stored
+        elapsed = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
+        outcome = Recreated(new_vco_id=new_vco_id, elapsed_s=elapsed, routes=op.route_results)
+        return await self.finish(op, OpState.RECREATED, outcome)
+
+    async def _create_route(self, op: Operation, index: int, route: SnapshotRoute) -> RouteResult:
+        """One route, exactly once: wait for the gateway, send with this route's token chain."""
+        assert op.new_vco_id is not None  # noqa: S101 - see _step_routing
+        seq = 0
+        last: CloudError | None = None
+        while seq < self._config.busy_retry_attempts and self._clock.now() < self._deadline(op):
+            await self._gateway_active(op)
+            token = f"vpnbot-{op.id}-r{index}-{seq}"[:64]
+            try:
+                await self._vpc.create_route(
+                    region=op.region,
+                    gateway_id=op.gateway_id,
+                    route=route,
+                    next_hop=op.new_vco_id,
+                    client_token=token,
+                )
+            except CloudError as err:
+                last = err
+                if err.code == ROUTE_EXISTS:
+                    break  # already there, pointing at the new connection: done
+                if not err.definite:
+                    await self._sleep_until_deadline(op, self._config.poll_interval_s)
+                    continue  # same token: a replay if it got there
+                if not err.retryable:
+                    return _route_failed(route, err)
+                seq += 1  # a definite refusal (busy): the next send needs a new token
+                await self._sleep_until_deadline(op, self._config.busy_retry_base_s)
+                continue
+            break
+        else:
+            return _route_failed(route, last) if last else _route_failed(route, None)
+        return RouteResult(kind=route.kind, destination=route.destination, source=route.source)
+
+    async def _gateway_active(self, op: Operation) -> None:
+        """Wait (until the deadline) for the gateway to be ``active``: changes on it go one at a time."""
+        while self._clock.now() < self._deadline(op):
+            try:
+                gateway = await self._vpc.describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
+            except CloudError as err:
+                log.warning("polling the gateway failed (%s); polling on", err.code, extra={"op_id": op.id})
+            else:
+                if gateway.status == "active":
+                    return
+            await self._sleep_until_deadline(op, self._config.poll_interval_s)
+
+    async def _tell_parent(self, parent_op_id: str, new_vco_id: str) -> None:
+        """The deleted card now says what it was recreated as, and offers Recreate… no more."""
+        await self._store.set_fields(
+            parent_op_id,
+            now=self._clock.now(),
+            new_vco_id=new_vco_id,
+            undo_until=None,
+            effects=[CARD],
+        )
+        self._outbox.kick(parent_op_id)
+
+
+def _to_recreate(op: Operation) -> tuple[SnapshotRoute, ...]:
+    return op.snapshot.routes if op.snapshot is not None else ()
+
+
+def _route_failed(route: SnapshotRoute, err: CloudError | None) -> RouteResult:
+    return RouteResult(
+        kind=route.kind,
+        destination=route.destination,
+        source=route.source,
+        ok=False,
+        code=err.code if err else "timeout",
+        reason=err.friendly if err else "",
+    )

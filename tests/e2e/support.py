@@ -63,7 +63,27 @@ def all_text(message: Message) -> str:
 
 
 def has_buttons(message: Message) -> bool:
-    return any(block.get("type") == "actions" for block in message.blocks)
+    """Whether the message still asks for a decision: an Approve (Delete/Recreate) or Cancel button.
+
+    A deleted card's Recreate… button (an offer, not a decision) does not count: see offers_recreate.
+    """
+    decision = {ActionId.APPROVE.value, ActionId.CANCEL.value}
+    return any(
+        element.get("action_id") in decision
+        for block in message.blocks
+        if block.get("type") == "actions"
+        for element in block.get("elements", [])
+    )
+
+
+def offers_recreate(message: Message) -> bool:
+    """Whether a deleted card still carries its Recreate… button."""
+    return any(
+        element.get("action_id") == ActionId.RECREATE_OPEN.value
+        for block in message.blocks
+        if block.get("type") == "actions"
+        for element in block.get("elements", [])
+    )
 
 
 def op_id_of(message: Message) -> str:

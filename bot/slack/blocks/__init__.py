@@ -22,6 +22,10 @@ from bot.slack.blocks.ephemeral import (
     explain_slack_error,
 )
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
+from bot.slack.blocks.recreate import (
+    build_recreate_modal,
+    recreate_refused_text,
+)
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_document, snapshot_summary
 from bot.slack.blocks.text import (
     BLOCKS_MAX,
@@ -70,6 +74,7 @@ __all__ = [
     "build_looking_up",
     "build_parent",
     "build_progress",
+    "build_recreate_modal",
     "build_refusal",
     "build_respond",
     "build_snapshot_reply",
@@ -85,6 +90,7 @@ __all__ = [
     "format_time",
     "impact_summary",
     "mention",
+    "recreate_refused_text",
     "safe_mrkdwn",
     "snapshot_document",
     "snapshot_summary",

@@ -11,6 +11,12 @@ from bot.domain import (
     OpState,
 )
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
+from bot.slack.blocks.recreate import (
+    build_recreate_confirmation,
+    build_recreate_parent,
+    recreate_offer_blocks,
+    recreated_line,
+)
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
     CONFIRM_TEXT_MAX,
@@ -131,6 +137,8 @@ def build_confirmation(
     ``now`` decides whether times need their date; it defaults to when the op last changed.
     ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
     """
+    if op.is_recreate:
+        return build_recreate_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
     now = now or op.updated_at
     who = (
         "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*) by clicking *Delete*"
@@ -214,7 +222,13 @@ def _status_text(op: Operation, now: datetime) -> str:
                 f":hourglass: Expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
                 f"deleted. Run {retry_cmd} again if it is still needed."
             )
-        case OpState.AWAITING_APPROVAL | OpState.LOOKING_UP:  # pragma: no cover - not rendered as a card
+        case (
+            OpState.AWAITING_APPROVAL
+            | OpState.LOOKING_UP
+            | OpState.CREATING
+            | OpState.ROUTING
+            | OpState.RECREATED
+        ):  # pragma: no cover - not rendered on a deletion's card
             return ""
 
 
@@ -290,8 +304,9 @@ def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
         )
     state = op.state.value.replace("_", " ")
     approved = f"approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
+    work = "recreation" if op.is_recreate else "deletion"
     if op.approver_id and op.state in ACTIVE_STATES:
-        return f"This request was already {approved}; the deletion is in progress — follow the thread."
+        return f"This request was already {approved}; the {work} is in progress — follow the thread."
     if op.approver_id:
         return f"This request is finished ({state}); it was {approved}. See the thread for the outcome."
     return f"This request is finished ({state}). See the thread for details."
@@ -306,13 +321,18 @@ def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_appro
     now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
         return build_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
+    if op.is_recreate or op.state in (OpState.CREATING, OpState.ROUTING, OpState.RECREATED):
+        return build_recreate_parent(op, now=now)
     status = _status_text(op, now)
+    if op.state is OpState.DELETED and op.new_vco_id:
+        status += "\n" + recreated_line(op)
     header = _HEADERS[op.state].format(_name(op))
     blocks = [
         _header(header),
         _section(status, BlockId.STATUS.value),
         _details(op),
         *build_impact_blocks(op.impact, later=True),
+        *recreate_offer_blocks(op, now=now),
         _footer(op),
     ]
     # The header is plain_text (never parsed); the fallback text is mrkdwn, so escape it there.

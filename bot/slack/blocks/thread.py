@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from bot.domain import (
+    KIND_RECREATE,
     Accepted,
+    ConnectionReady,
     Crashed,
+    Created,
     Deleted,
     Failed,
     GatewayActive,
     GatewayUpdating,
+    KeyLost,
     LookupFailed,
     PostFailed,
     Progress,
     Queued,
+    Recreated,
     Resumed,
     Retrying,
     SnapshotTaken,
@@ -21,6 +26,7 @@ from bot.domain import (
     Unanswered,
 )
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
+from bot.slack.blocks.recreate import recreate_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
 from bot.slack.blocks.text import Message, cap, code, format_duration, safe_mrkdwn
 
@@ -62,14 +68,17 @@ def build_progress(event: Progress) -> str:
             return (
                 f":x: Alibaba Cloud {said}, but the connection still exists (status {code(status, 80)}){rid}."
             )
-        case TimedOut(phase=phase, waited_s=waited, sent=sent, request_id=request_id):
+        case TimedOut(phase=phase, waited_s=waited, sent=sent, request_id=request_id, change=kind):
             rid = f" RequestId {code(request_id, 80)}." if request_id else ""
-            what = "the delete may still finish" if sent else "the delete was never sent"
+            change = "create" if kind == KIND_RECREATE else "delete"
+            what = f"the {change} may still finish" if sent else f"the {change} was never sent"
             return f":warning: Timed out after {format_duration(waited)} in {code(phase, 40)}: {what}.{rid}"
         case Crashed(error_id=error_id):
             return f":x: Stopped after repeated unexpected errors (error id {code(error_id, 20)})."
         case SnapshotTaken(snapshot=snapshot):
             return snapshot_summary(snapshot)
+        case Created() | ConnectionReady() | Recreated() | KeyLost():
+            return recreate_progress(event)
         case LookupFailed() | PostFailed():
             return str(build_respond(event)["text"])
 

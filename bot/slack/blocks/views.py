@@ -127,6 +127,8 @@ def _where(op: Operation, link: str | None) -> str:
 def _home_line(op: Operation, link: str | None, now: datetime) -> str:
     name = escape(cap(op.connection.name, 128)) if op.connection.name else ""
     what = f"*{name}* {code(op.connection.id)}" if name else code(op.connection.id)
+    if op.is_recreate:
+        what = f"Recreate {what}" + (f" as {code(op.new_vco_id)}" if op.new_vco_id else "")
     when = format_time(op.finished_at or op.created_at, now=now)
     return (
         f"{what} in {code(op.region, 40)}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} "

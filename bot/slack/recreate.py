@@ -1,0 +1,200 @@
+"""Recreate: the deleted card's Recreate… button, and the modal that asks for the key.
+
+The click opens the modal (views.open) showing what will be created; its submission is checked
+here (the key's form: empty, too long, spaces or characters Alibaba refuses become errors shown
+in the modal, and nothing changes), then handed to the workflow, which posts the confirmation
+with a Recreate button in the card's thread. The key goes from the payload straight into a
+SecretStr: it is never logged, stored or echoed (a field error never quotes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import NotAllowed
+from bot.ids import OperationId, UserId
+from bot.slack.actions import check_click
+from bot.slack.blocks import build_recreate_modal
+from bot.slack.blocks.recreate import (
+    BGP_KEY_BAD,
+    BGP_KEY_MAX,
+    FOREIGN_FORM,
+    PSK_CHARS,
+    PSK_MAX,
+    PSK_MISSING,
+    PSK_TOO_LONG,
+)
+from bot.slack.codes import SLACK_FAILURES, translate
+from bot.slack.deps import SlackDeps
+from bot.slack.errors import errors_to_user, reply_for
+from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.slack.parse import parse_click
+from bot.slack.picker import _short, field_error
+
+__all__ = ["KeyProblem", "RecreateSubmission", "make_recreate_open_listener", "make_recreate_submit_listener"]
+
+log = logging.getLogger(__name__)
+
+# Alibaba's Psk: 1-100 characters, no spaces, letters, digits and these symbols.
+_PSK_RE = re.compile(r'^[A-Za-z0-9~!`@#$%^&*()_\-+={}\[\]\\|;:",.<>/?]{1,100}$')
+# A BGP AuthKey: 1-64 printable ASCII characters without spaces or "?".
+_BGP_KEY_RE = re.compile(r"^[!-~]{1,64}$")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class _Input(_Payload):
+    # Longer than any key Alibaba takes, so a too-long key is reported, not refused as foreign.
+    value: str | None = Field(default=None, max_length=3000)
+
+
+class _State(_Payload):
+    values: dict[str, dict[str, _Input]] = {}
+
+
+class _View(_Payload):
+    callback_id: Literal[CallbackId.RECREATE]
+    private_metadata: OperationId
+    state: _State = _State()
+
+
+class _User(_Payload):
+    id: UserId
+
+
+class _Submission(_Payload):
+    type: Literal["view_submission"]
+    user: _User
+    view: _View
+
+
+@dataclass(frozen=True, slots=True)
+class RecreateSubmission:
+    """A submitted Recreate modal: who, which deleted operation, and the keys (secret)."""
+
+    user_id: str
+    op_id: str
+    psk: SecretStr | None
+    bgp_auth_key: SecretStr | None
+
+
+class KeyProblem(Exception):
+    """A key in the modal is not usable; ``errors`` maps block ids to the texts shown under them."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("key problem")
+        self.errors = errors
+
+
+def _typed(view: _View, block: BlockId, action: ActionId) -> str | None:
+    typed = view.state.values.get(block.value, {}).get(action.value)
+    return typed.value if typed is not None and typed.value else None
+
+
+def parse_recreate_submission(body: Mapping[str, Any]) -> RecreateSubmission:
+    """Validate a submitted Recreate modal; NotAllowed if it is not ours, KeyProblem if a key is unusable."""
+    try:
+        payload = _Submission.model_validate(body)
+    except ValidationError:
+        raise NotAllowed(FOREIGN_FORM) from None
+    psk = _typed(payload.view, BlockId.RECREATE_PSK, ActionId.RECREATE_PSK)
+    bgp = _typed(payload.view, BlockId.RECREATE_BGP_KEY, ActionId.RECREATE_BGP_KEY)
+    errors: dict[str, str] = {}
+    if psk is None:
+        errors[BlockId.RECREATE_PSK.value] = PSK_MISSING
+    elif len(psk) > PSK_MAX:
+        errors[BlockId.RECREATE_PSK.value] = PSK_TOO_LONG
+    elif not _PSK_RE.match(psk):
+        errors[BlockId.RECREATE_PSK.value] = PSK_CHARS
+    if bgp is not None and (len(bgp) > BGP_KEY_MAX or not _BGP_KEY_RE.match(bgp) or "?" in bgp):
+        errors[BlockId.RECREATE_BGP_KEY.value] = BGP_KEY_BAD
+    if errors:
+        raise KeyProblem(errors)
+    return RecreateSubmission(
+        user_id=payload.user.id,
+        op_id=payload.view.private_metadata,
+        psk=SecretStr(psk) if psk else None,
+        bgp_auth_key=SecretStr(bgp) if bgp else None,
+    )
+
+
+def make_recreate_open_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the Recreate… button listener: check the window and the policy, then open the modal."""
+
+    async def handle_recreate_open(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
+        """Open the modal (a trigger id lasts 3 seconds, so nothing slow comes before it)."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await check_click(deps, click)
+            op = await deps.workflow.recreate_target(
+                op_id=click.op_id, user_id=click.user_id, channel_id=click.channel_id
+            )
+            if not click.trigger_id:
+                raise NotAllowed(FOREIGN_FORM)
+            try:
+                await client.views_open(trigger_id=click.trigger_id, view=build_recreate_modal(op))
+            except SLACK_FAILURES as exc:
+                raise translate(exc) from exc
+
+    return handle_recreate_open
+
+
+def make_recreate_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the Recreate modal's view_submission listener."""
+
+    async def handle_recreate_submission(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Key errors stay in the modal; then the confirmation goes to approvers in the card's thread."""
+        try:
+            sub = parse_recreate_submission(body)
+        except KeyProblem as problem:
+            await ack(response_action="errors", errors=problem.errors)
+            return
+        except NotAllowed as err:
+            await ack(response_action="errors", errors={BlockId.RECREATE_PSK.value: _short(err)})
+            return
+        assert sub.psk is not None  # noqa: S101 - parse_recreate_submission refuses a missing key
+        try:
+            parent = await deps.operation(sub.op_id) if deps.operation is not None else None
+            channel_id = parent.channel_id if parent is not None else ""
+            # Checked again by the workflow; here so a refusal (or a database outage) shows in the modal.
+            await deps.workflow.recreate_target(op_id=sub.op_id, user_id=sub.user_id, channel_id=channel_id)
+        except Exception as err:
+            text = reply_for(err, kind="view_submission")["text"]
+            await ack(response_action="errors", errors={BlockId.RECREATE_PSK.value: field_error(text)})
+            return
+        await ack()
+        with deps.inflight.track():
+            try:
+                await deps.workflow.request_recreate(
+                    op_id=sub.op_id,
+                    user_id=sub.user_id,
+                    channel_id=channel_id,
+                    psk=sub.psk,
+                    bgp_auth_key=sub.bgp_auth_key,
+                )
+            except Exception as error:
+                message = reply_for(error, kind="view_submission")
+                try:
+                    await client.chat_postEphemeral(channel=channel_id, user=sub.user_id, **message)
+                except SLACK_FAILURES as exc:
+                    log.warning(
+                        "recreate: could not send the error reply", extra={"error": type(exc).__name__}
+                    )
+                return
+        log.info("recreate: asked for approval", extra={"op_id": sub.op_id})
+
+    return handle_recreate_submission

@@ -1,0 +1,99 @@
+"""Recreate across replicas (PostgreSQL): the key lives only in the memory of the replica that took
+the modal, so that replica sends the create even when the approval lands on another one; with that
+replica gone, the recreation fails without creating anything and the thread asks for the key again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.domain import OpState
+from bot.sandbox.local import LocalStack, start_local_stack
+from bot.slack.ids import ActionId
+
+from .support import CHANNEL, fresh_postgres_database, wait_parent, wait_thread
+from .test_recreate import ALICE, BOB, KEY, delete, open_modal, psk_values, recreate_confirmation, routes_to
+
+pytestmark = pytest.mark.postgres
+
+
+@contextlib.asynccontextmanager
+async def two_replicas() -> AsyncIterator[LocalStack]:
+    async with fresh_postgres_database() as url:
+        stack = await start_local_stack(
+            database_url=url, update_seconds=0.3, replicas=2, settings={"lease_seconds": 1.5}
+        )
+        try:
+            yield stack
+        finally:
+            await stack.aclose()
+
+
+async def _asked_on_the_first(stack: LocalStack) -> tuple[str, str]:
+    """Delete, then Recreate… with the key, all through replica 0; return (card ts, confirmation ts)."""
+    ts = await delete(stack)
+    view = await open_modal(stack, ts)
+    assert (await stack.agents[0].submit(ALICE, view["id"], psk_values(KEY))).status == 200
+    return ts, (await recreate_confirmation(stack.slack.state, ts)).ts
+
+
+async def test_approved_on_another_replica_the_key_holder_creates_it() -> None:
+    async with two_replicas() as stack:
+        holder = stack.replicas[0].app.workflow.instance_id
+        ts, confirmation_ts = await _asked_on_the_first(stack)
+        assert (await stack.agents[1].click(BOB, CHANNEL, confirmation_ts, ActionId.APPROVE)).status == 200
+        thread = await wait_thread(stack.slack.state, ts, "Recreated in", within=20)
+        assert "Picked up again" not in thread
+        assert len(stack.vpc.state.accepted("CreateVpnConnection")) == 1
+        [recreation] = [op for op in await stack.bot.app.store.list_operations() if op.is_recreate]
+        assert recreation.state is OpState.RECREATED
+        assert recreation.key_holder == holder
+        audit = await stack.bot.app.store.recent_audit(op_id=recreation.id, limit=50)
+        assert [e.detail for e in audit if e.action == "recreate_resumed"] == [f"by {holder}"]
+        assert stack.vpc.state.connections[recreation.new_vco_id or ""].psk == KEY
+        assert len(routes_to(stack, recreation.new_vco_id or "")) == 3
+
+
+async def test_with_the_key_holder_gone_nothing_is_created_and_the_key_is_asked_again() -> None:
+    async with two_replicas() as stack:
+        ts, confirmation_ts = await _asked_on_the_first(stack)
+        # The replica holding the key stops (its memory, and the key, go with it).
+        gone = stack.replicas.pop(0)
+        await stack.agents.pop(0).aclose()
+        await gone.aclose()
+        assert (await stack.agents[0].click(BOB, CHANNEL, confirmation_ts, ActionId.APPROVE)).status == 200
+        thread = await wait_thread(stack.slack.state, ts, "give the key again", within=20)
+        assert "before it sent the create" in thread
+        await wait_parent(stack.slack.state, confirmation_ts, "Could not recreate")
+        assert not stack.vpc.state.accepted("CreateVpnConnection")
+        # The deleted card still offers Recreate…, to give the key again.
+        parent = stack.slack.state.message(CHANNEL, ts)
+        assert parent is not None
+        assert "Recreate…" in str(parent.blocks)
+
+
+async def test_two_modals_submitted_at_once_on_two_replicas_start_one_recreation() -> None:
+    async with two_replicas() as stack:
+        state = stack.slack.state
+        ts = await delete(stack)
+        first = await open_modal(stack, ts)
+        second = await open_modal(stack, ts, user=BOB)
+        replies = await asyncio.gather(
+            stack.agents[0].submit(ALICE, first["id"], psk_values(KEY)),
+            stack.agents[1].submit(BOB, second["id"], psk_values(KEY + "2")),
+        )
+        assert [r.status for r in replies] == [200, 200]
+        await recreate_confirmation(state, ts)
+
+        def told() -> bool:
+            return any(
+                "already asked to recreate" in m.text for u in (ALICE, BOB) for m in state.ephemerals(u)
+            )
+
+        await state.wait_for(told, timeout=10, what="the second submitter told why")
+        recreations = [op for op in await stack.bot.app.store.list_operations() if op.is_recreate]
+        assert len(recreations) == 1
