@@ -23,13 +23,15 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.cloud.accounts import AccountClients
 from bot.cloud.client import VpcClient
+from bot.cloud.credentials import build_credentials_provider
 from bot.cloud.models import VpnConnectionDetail
 from bot.config import Settings
 from bot.domain import VpnGateway
 from bot.errors import ConfigError, StoreUnavailable
 from bot.metrics import MeteredAsyncApp, MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
-from bot.ports import Clock, SystemClock, VpcApi
+from bot.ports import Clock, SystemClock, VpcApi, VpcApis
 from bot.slack import ConnectionRow, InFlight, register
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.codes import lookup as slack_lookup
@@ -290,6 +292,7 @@ def _build_workflow(
     *,
     store: Store,
     vpc: VpcApi,
+    vpcs: VpcApis | None,
     slack: AsyncWebClient,
     policy: SlackPolicy,
     clock: Clock | None,
@@ -302,6 +305,7 @@ def _build_workflow(
     return Workflow(
         store=store,
         vpc=vpc,
+        vpcs=vpcs,
         notifier=notifier,
         policy=policy,
         clock=clock,
@@ -322,22 +326,35 @@ async def create_app(
     """Build the bot from ``settings``; ``vpc`` and ``clock`` may be injected (tests, demo)."""
     require_serve_settings(settings, socket_mode=socket_mode)
 
-    metrics = Metrics()
+    metrics = Metrics(accounts=settings.accounts)
     slack, bolt = _build_slack(settings, metrics)
     store = await Store.open(settings.database_url)
     inflight = InFlight(metrics=metrics)
     owned_vpc: VpcClient | None = None
     owned_http: httpx.AsyncClient | None = None
     try:
+        accounts: AccountClients | None = None
         if vpc is None:
             owned_http = metered_vpc_http(metrics)
-            owned_vpc = VpcClient.from_settings(settings, http=owned_http)
+            base_credentials = build_credentials_provider(settings)
+            owned_vpc = VpcClient.from_settings(settings, credentials=base_credentials, http=owned_http)
             vpc = owned_vpc
+            if settings.multi_account:
+                # The bot's own credentials only assume each account's role; every call goes through one.
+                accounts = AccountClients.from_settings(
+                    settings,
+                    base=owned_vpc,
+                    base_credentials=base_credentials,
+                    on_assume=metrics.role_assumed,
+                )
+                # Region lists and listings read through the first account's role.
+                vpc = accounts.for_account(accounts.names[0])
         policy = SlackPolicy(settings, directory=SlackGroupDirectory(slack))
         workflow = _build_workflow(
             settings,
             store=store,
             vpc=vpc,
+            vpcs=accounts,
             slack=slack,
             policy=policy,
             clock=clock,

@@ -180,7 +180,8 @@ def build_operation_status(op: Operation, *, permalink: str | None, now: datetim
     """An operation's state, who asked and who decided, its times and a link to its thread."""
     lines = [
         f"*Request {code(op.id, 64)}*: {_state_phrase(op)}",
-        f"• Connection {code(op.connection.id)} in {code(op.region, 40)}",
+        f"• Connection {code(op.connection.id)} in {code(op.region, 40)}"
+        + (f", account {code(op.account, 40)}" if op.account else ""),
         f"• Requested by {mention(op.requester_id)} at {format_time(op.created_at, now=now)}",
     ]
     if op.approver_id:

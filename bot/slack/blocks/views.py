@@ -128,9 +128,9 @@ def _home_line(op: Operation, link: str | None, now: datetime) -> str:
     name = escape(cap(op.connection.name, 128)) if op.connection.name else ""
     what = f"*{name}* {code(op.connection.id)}" if name else code(op.connection.id)
     when = format_time(op.finished_at or op.created_at, now=now)
+    where = f"{code(op.account, 40)} / {code(op.region, 40)}" if op.account else code(op.region, 40)
     return (
-        f"{what} in {code(op.region, 40)}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} "
-        f"{_where(op, link)}"
+        f"{what} in {where}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} {_where(op, link)}"
     ).strip()
 
 
