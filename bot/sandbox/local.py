@@ -21,6 +21,7 @@ from bot.config import ANYONE, Settings, explicit_settings
 from bot.errors import StartupError
 from bot.ports import Clock
 from bot.sandbox.slack import SlackStandin, SlackUserAgent, demo_workspace, start_slack_standin
+from bot.sandbox.sts import KeyRing, RunningSts, SandboxAccount, start_sts_sandbox
 from bot.sandbox.vpc import (
     API_VERSION,
     DEMO_ACCESS_KEY_ID,
@@ -64,6 +65,9 @@ class LocalStack:
     settings: Settings
     replicas: list[Replica] = field(default_factory=list)
     agents: list[SlackUserAgent] = field(default_factory=list)
+    # With several accounts: the STS sandbox (TLS) and each account by its VPNBOT_ACCOUNTS name.
+    sts: RunningSts | None = None
+    accounts: dict[str, SandboxAccount] = field(default_factory=dict)
 
     @property
     def bot(self) -> Replica:
@@ -103,6 +107,8 @@ class LocalStack:
             await replica.aclose()
         await self.slack.close()
         await self.vpc.close()
+        if self.sts is not None:
+            await self.sts.close()
 
 
 def local_settings(*, database_url: str, vpc_url: str, slack_url: str, **overrides: Any) -> Settings:
@@ -134,16 +140,39 @@ async def start_local_stack(
     settings: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     replicas: int = 1,
+    accounts: Mapping[str, SandboxAccount] | None = None,
+    sts_lifetime_s: float | None = None,
 ) -> LocalStack:
-    """Start the sandbox, the Slack stand-in and ``replicas`` bots sharing ``database_url``."""
-    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=update_seconds))
+    """Start the sandbox, the Slack stand-in and ``replicas`` bots sharing ``database_url``.
+
+    ``accounts`` (VPNBOT_ACCOUNTS name -> sandbox account) adds the STS sandbox over TLS and sets
+    VPNBOT_ACCOUNTS (each account's first role) and VPNBOT_STS_ENDPOINT; the caller must make the
+    bot trust ``stack.sts.ca_file`` (SSL_CERT_FILE) before an operation assumes a role.
+    """
+    keys = KeyRing()
+    by_uid = {a.uid: a.state for a in (accounts or {}).values()}
+    vpc = await start_vpc_sandbox(
+        state=SandboxState(update_seconds=update_seconds), keys=keys, accounts=by_uid
+    )
+    sts: RunningSts | None = None
+    extra: dict[str, Any] = {}
+    if accounts:
+        sts = await start_sts_sandbox(
+            keys=keys, accounts={a.uid: a for a in accounts.values()}, lifetime_s=sts_lifetime_s
+        )
+        extra = {
+            "accounts": ",".join(f"{name}={a.role_arn(next(iter(a.roles)))}" for name, a in accounts.items()),
+            "sts_endpoint": sts.endpoint,
+        }
     slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
     stack = LocalStack(
         vpc=vpc,
         slack=slack,
         settings=local_settings(
-            database_url=database_url, vpc_url=vpc.url, slack_url=slack.url, **dict(settings or {})
+            database_url=database_url, vpc_url=vpc.url, slack_url=slack.url, **(extra | dict(settings or {}))
         ),
+        sts=sts,
+        accounts=dict(accounts or {}),
     )
     try:
         for _ in range(replicas):

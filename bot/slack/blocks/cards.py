@@ -74,6 +74,11 @@ def _where(op: Operation) -> str:
     return f"in account {op.account}, region {op.region}" if op.account else f"in {op.region}"
 
 
+def _account_line(op: Operation) -> str:
+    """With several accounts, which one comes first: the same ids mean nothing without it."""
+    return f":office: *Account {code(op.account, 40)}* · region {code(op.region, 64)}\n" if op.account else ""
+
+
 def _confirm_dialog(op: Operation) -> dict[str, Any]:
     name = op.connection.name or "(no name)"
     return {
@@ -150,11 +155,7 @@ def build_confirmation(
         if anyone_may_approve
         else "Someone allowed to approve clicks *Delete*"
     )
-    # With several accounts, which one comes first: the same ids mean nothing without it.
-    account = (
-        f":office: *Account {code(op.account, 40)}* · region {code(op.region, 64)}\n" if op.account else ""
-    )
-    summary = account + (
+    summary = _account_line(op) + (
         f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
         f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
         f"{who}; *Cancel* closes the request. "
@@ -328,7 +329,7 @@ def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_appro
     header = _HEADERS[op.state].format(_name(op))
     blocks = [
         _header(header),
-        _section(status, BlockId.STATUS.value),
+        _section(_account_line(op) + status, BlockId.STATUS.value),
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         _footer(op),
