@@ -7,7 +7,7 @@ SSL_CERT_FILE). Each account's VPC state only answers keys STS issued for that a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,7 +36,7 @@ def _accounts(update_seconds: float) -> tuple[dict[str, SandboxAccount], str]:
 
 
 @pytest.fixture
-def trust_sandbox_ca(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def trust_sandbox_ca(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Trust the STS sandbox's CA the standard way (SSL_CERT_FILE / REQUESTS_CA_BUNDLE)."""
 
     def trust(stack: LocalStack) -> None:
@@ -44,7 +44,7 @@ def trust_sandbox_ca(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setenv("SSL_CERT_FILE", stack.sts.ca_file)
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", stack.sts.ca_file)
 
-    yield trust
+    return trust
 
 
 async def _stack(
@@ -123,7 +123,8 @@ async def test_a_deletion_in_each_of_two_accounts_goes_through_its_role(
         # ActionTrail sees the approver: the delete was signed in the session named after them.
         assert _signed_by(stack, delete) == (arn, f"vpnbot-{BOB}")
         lookups = state.accepted("DescribeVpnConnection")
-        assert lookups and all(_signed_by(stack, r) == (arn, "vpnbot") for r in lookups)
+        assert lookups
+        assert all(_signed_by(stack, r) == (arn, "vpnbot") for r in lookups)
     # Nothing reached the home account with the bot's own key.
     assert not stack.vpc.state.accepted("DeleteVpnConnection")
     # Bounded: one AssumeRole per (account, session) for the credentials' lifetime.
@@ -138,7 +139,8 @@ async def test_a_deletion_in_each_of_two_accounts_goes_through_its_role(
     await stack.slack.state.wait_for(audited, timeout=5, what="the audit to name both accounts")
     await stack.agent.slash_command(ALICE, CHANNEL, "history 20")
     history = await _told(stack, "*delete_sent*")
-    assert "account `staging`" in history and "account `prod`" in history
+    assert "account `staging`" in history
+    assert "account `prod`" in history
 
 
 async def test_a_connection_of_staging_is_not_found_with_prod_credentials(
@@ -159,8 +161,10 @@ async def test_several_accounts_and_no_choice_lists_the_accounts(
     stack, _ = two_accounts
     await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
     text = await _told(stack, "Which Alibaba Cloud account?")
-    assert "`prod`" in text and "`staging`" in text
-    assert stack.sts is not None and not stack.sts.calls
+    assert "`prod`" in text
+    assert "`staging`" in text
+    assert stack.sts is not None
+    assert not stack.sts.calls
     assert not await stack.bot.app.store.list_operations()
 
 
@@ -211,14 +215,16 @@ async def test_a_role_that_cannot_be_assumed_is_explained_and_nothing_starts(
         assert reply.status == 200
 
         text = await _told(stack, code)
-        assert "Account `staging`" in text and arn in text
+        assert "Account `staging`" in text
+        assert arn in text
         assert "administrator" in text
         assert "Traceback" not in text
         # No card, nothing sent to the VPC API of either account.
         assert not [m for m in stack.slack.state.messages(CHANNEL) if staging_vco in all_text(m)]
         assert not _state(stack, "staging").requests
         (op,) = await stack.bot.app.store.list_operations()
-        assert op.state is OpState.FAILED and op.account == "staging"
+        assert op.state is OpState.FAILED
+        assert op.account == "staging"
     finally:
         await stack.aclose()
 
@@ -270,9 +276,11 @@ async def test_a_resume_on_another_replica_uses_the_operation_account(
 
         staging_arn = stack.accounts["staging"].role_arn(ROLE)
         later = stack.sts.calls[stopped_at:]
-        assert later and all(c.role_arn == staging_arn and c.code is None for c in later)
+        assert later
+        assert all(c.role_arn == staging_arn and c.code is None for c in later)
         (op,) = await second.app.store.list_operations()
-        assert op.state is OpState.DELETED and op.account == "staging"
+        assert op.state is OpState.DELETED
+        assert op.account == "staging"
         assert not _state(stack, "prod").accepted("DeleteVpnConnection")
     finally:
         await stack.aclose()
