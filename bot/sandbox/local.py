@@ -21,7 +21,7 @@ from bot.config import ANYONE, Settings, explicit_settings
 from bot.errors import StartupError
 from bot.ports import Clock
 from bot.sandbox.slack import SlackStandin, SlackUserAgent, demo_workspace, start_slack_standin
-from bot.sandbox.sts import KeyRing, RunningSts, SandboxAccount, start_sts_sandbox
+from bot.sandbox.sts import KeyRing, RunningSts, SandboxAccount, SandboxRole, start_sts_sandbox
 from bot.sandbox.vpc import (
     API_VERSION,
     DEMO_ACCESS_KEY_ID,
@@ -209,10 +209,43 @@ def _load_faults(state: SandboxState, path: str) -> None:
         raise StartupError(f"the faults file {path} holds no faults", fix)
 
 
-def _banner(vpc: RunningSandbox, slack: SlackStandin | None, *, demo_keys: bool) -> str:
+# ``vpn-bot sandbox --accounts``: two demo accounts behind the STS sandbox. prod's resources are the
+# usual seeded world (the same the bot's own key sees); staging has three connections of its own.
+DEMO_ACCOUNTS = {"prod": "1000000000000001", "staging": "1000000000000002"}
+DEMO_ROLE = "vpn-bot"
+DEMO_STAGING_CONNECTIONS = 3
+
+
+def demo_accounts(home: SandboxState, *, update_seconds: float) -> dict[str, SandboxAccount]:
+    """The demo accounts by VPNBOT_ACCOUNTS name: prod over ``home``, staging on its own."""
+    staging = SandboxState(update_seconds=update_seconds, seed=False)
+    staging.seed_connections("cn-hangzhou", DEMO_STAGING_CONNECTIONS)
+    roles = {DEMO_ROLE: SandboxRole(DEMO_ROLE)}
+    return {
+        "prod": SandboxAccount(DEMO_ACCOUNTS["prod"], home, dict(roles)),
+        "staging": SandboxAccount(DEMO_ACCOUNTS["staging"], staging, dict(roles)),
+    }
+
+
+def _banner(
+    vpc: RunningSandbox,
+    slack: SlackStandin | None,
+    *,
+    demo_keys: bool,
+    sts: RunningSts | None = None,
+    accounts: Mapping[str, SandboxAccount] | None = None,
+) -> str:
     """Where the tools listen, and the ``export`` lines that point serve and doctor at them."""
     lines = [f"VPC sandbox (API {API_VERSION}) listening on {vpc.url}"]
     lines.append(f"  control API: {vpc.url}/_sandbox/state (also /_sandbox/faults, /_sandbox/reset)")
+    if sts is not None and accounts:
+        lines.append(
+            f"STS sandbox (AssumeRole, TLS) listening on https://{sts.endpoint}, its CA in {sts.ca_file}"
+        )
+        lines += [
+            f"  account {name}: {a.uid}, {len(a.state.connections)} connections"
+            for name, a in accounts.items()
+        ]
     if slack is not None:
         lines.append(f"Slack Web API stand-in listening on {slack.url}")
     lines += ["Point `vpn-bot serve` and `vpn-bot doctor` at them (paste into their shell):"]
@@ -234,6 +267,15 @@ def _banner(vpc: RunningSandbox, slack: SlackStandin | None, *, demo_keys: bool)
             f"SLACK_SIGNING_SECRET={LOCAL_SIGNING_SECRET}",
             "VPNBOT_APPROVERS='*'",
         ]
+    if sts is not None and accounts:
+        roles = ",".join(f"{name}={a.role_arn(DEMO_ROLE)}" for name, a in accounts.items())
+        exports += [
+            f"VPNBOT_STS_ENDPOINT={sts.endpoint}",
+            f"VPNBOT_ACCOUNTS={roles}",
+            # The bot trusts the sandbox's CA the standard way; TLS verification stays on.
+            f"SSL_CERT_FILE={sts.ca_file}",
+            f"REQUESTS_CA_BUNDLE={sts.ca_file}",
+        ]
     lines += [f"  export {line}" for line in exports]
     return "\n".join(lines)
 
@@ -247,11 +289,14 @@ async def serve_local_tools(
     update_seconds: float,
     slack_port: int | None,
     out: TextIO | None = None,
+    sts_port: int | None = None,
+    sts_lifetime_s: float | None = None,
 ) -> None:
     """``vpn-bot sandbox``: serve the VPC sandbox (and the Slack stand-in) until ``stop`` is set.
 
     The sandbox accepts the AccessKey pair from the environment if both halves are set, else the
-    public demo pair. Failures to start (busy port, bad faults file) are StartupErrors.
+    public demo pair. With ``sts_port``, the STS sandbox serves AssumeRole over TLS for two demo
+    accounts (prod, staging). Failures to start (busy port, bad faults file) are StartupErrors.
     """
     env_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
     env_secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
@@ -259,12 +304,16 @@ async def serve_local_tools(
     state = SandboxState(update_seconds=update_seconds)
     if faults_file:
         _load_faults(state, faults_file)
+    keys = KeyRing()
+    accounts = demo_accounts(state, update_seconds=update_seconds) if sts_port is not None else {}
     async with contextlib.AsyncExitStack() as running:
         try:
             vpc = await start_vpc_sandbox(
                 host,
                 port,
                 state=state,
+                keys=keys,
+                accounts={a.uid: a.state for a in accounts.values()},
                 access_key_id=DEMO_ACCESS_KEY_ID if demo_keys else str(env_id),
                 access_key_secret=DEMO_ACCESS_KEY_SECRET if demo_keys else str(env_secret),
                 security_token=None if demo_keys else os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None,
@@ -273,6 +322,19 @@ async def serve_local_tools(
         except OSError as exc:
             raise listen_error(host, port, exc, setting="--port") from None
         running.push_async_callback(vpc.close)
+        sts: RunningSts | None = None
+        if sts_port is not None:
+            try:
+                sts = await start_sts_sandbox(
+                    keys=keys,
+                    accounts={a.uid: a for a in accounts.values()},
+                    host=host,
+                    port=sts_port,
+                    lifetime_s=sts_lifetime_s,
+                )
+            except OSError as exc:
+                raise listen_error(host, sts_port, exc, setting="--sts-port") from None
+            running.push_async_callback(sts.close)
         slack = None
         if slack_port is not None:
             try:
@@ -282,5 +344,6 @@ async def serve_local_tools(
             except OSError as exc:
                 raise listen_error(host, slack_port, exc, setting="--slack-port") from None
             running.push_async_callback(slack.close)
-        print(_banner(vpc, slack, demo_keys=demo_keys), file=out or sys.stdout, flush=True)
+        banner = _banner(vpc, slack, demo_keys=demo_keys, sts=sts, accounts=accounts)
+        print(banner, file=out or sys.stdout, flush=True)
         await stop.wait()
