@@ -171,25 +171,35 @@ def _row(detail: VpnConnectionDetail) -> ConnectionRow:
 
 
 class VpcInventory:
-    """:class:`bot.slack.Inventory` over the VPC client: the reads behind /vpn list and /vpn status."""
+    """:class:`bot.slack.Inventory` over the VPC client: the reads behind /vpn list and /vpn status.
 
-    def __init__(self, vpc: VpcClient) -> None:
+    With several accounts, ``accounts`` gives each account's client (its role's read-only session).
+    """
+
+    def __init__(self, vpc: VpcClient, *, accounts: AccountClients | None = None) -> None:
         self._vpc = vpc
+        self._accounts = accounts
 
-    async def connections(self, *, region: str, gateway_id: str | None = None) -> list[ConnectionRow]:
-        found = await self._vpc.describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
+    def _client(self, account: str) -> VpcClient:
+        return self._accounts.client(account) if self._accounts is not None else self._vpc
+
+    async def connections(
+        self, *, region: str, gateway_id: str | None = None, account: str = ""
+    ) -> list[ConnectionRow]:
+        found = await self._client(account).describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
         return [_row(d) for d in found]
 
-    async def connection(self, *, region: str, vco_id: str) -> ConnectionRow:
-        return _row(await self._vpc.describe_vpn_connection_detail(region=region, vco_id=vco_id))
+    async def connection(self, *, region: str, vco_id: str, account: str = "") -> ConnectionRow:
+        return _row(await self._client(account).describe_vpn_connection_detail(region=region, vco_id=vco_id))
 
-    async def gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
-        return await self._vpc.describe_vpn_gateway(region=region, gateway_id=gateway_id)
+    async def gateway(self, *, region: str, gateway_id: str, account: str = "") -> VpnGateway:
+        return await self._client(account).describe_vpn_gateway(region=region, gateway_id=gateway_id)
 
-    async def route_count(self, *, region: str, gateway_id: str, vco_id: str) -> int:
+    async def route_count(self, *, region: str, gateway_id: str, vco_id: str, account: str = "") -> int:
+        vpc = self._client(account)
         routes, pbr = await asyncio.gather(
-            self._vpc.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
-            self._vpc.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+            vpc.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
+            vpc.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
         )
         return sum(r.next_hop == vco_id for r in routes) + sum(r.next_hop == vco_id for r in pbr)
 
@@ -369,7 +379,7 @@ async def create_app(
             operation=lambda op_id: store.get_operation(op_id=op_id),
             inflight=inflight,
             # Listing needs the full client (an injected VpcApi fake has no list calls).
-            inventory=VpcInventory(vpc) if isinstance(vpc, VpcClient) else None,
+            inventory=VpcInventory(vpc, accounts=accounts) if isinstance(vpc, VpcClient) else None,
             read_policy=policy,
             recent_operations=store.recent_operations,
             approvals=policy,

@@ -306,6 +306,10 @@ class AccountClients:
     def for_account(self, account: str, *, acting_user: str | None = None) -> VpcApi:
         return self._client(account, session_name(acting_user))
 
+    def client(self, account: str, *, acting_user: str | None = None) -> VpcClient:
+        """The full client of ``account`` (listings need calls beyond :class:`bot.ports.VpcApi`)."""
+        return self._client(account, session_name(acting_user))
+
     def _client(self, account: str, session: str) -> VpcClient:
         key = (account, session)
         client = self._clients.get(key)

@@ -51,6 +51,8 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 # Pure and instant (settings only): a refusal rides on the ack, nothing is started.
                 account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
                 parsed = dataclasses.replace(parsed, account=account)
+            elif isinstance(parsed, PickCommand) and parsed.account is not None:
+                choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
         except NotAllowed as err:
             await ack(**build_refusal(err.friendly))
@@ -89,13 +91,18 @@ async def _after_ack(
             await show_list(deps, parsed, respond=respond, **who)
         case StatusCommand():
             await show_status(deps, parsed, respond=respond, client=client, **who)
-        case PickCommand(region=region):
+        case PickCommand(region=region, account=asked):
             if not request.trigger_id:
                 raise UsageError(
                     "Which connection? Give its id, e.g. `/vpn delete vco-bp1abc2def3gh cn-hangzhou`."
                 )
             await open_picker(
-                deps, client, trigger_id=request.trigger_id, channel_id=request.channel_id, region=region
+                deps,
+                client,
+                trigger_id=request.trigger_id,
+                channel_id=request.channel_id,
+                region=region,
+                account=asked,
             )
         case DeleteCommand(vco_id=vco_id, region=region, account=account):
             await check_region(deps, region)

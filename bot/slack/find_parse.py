@@ -18,6 +18,7 @@ from bot.errors import NotAllowed, UsageError
 from bot.ids import (
     OPERATION_BODY,
     VPN_GATEWAY_BODY,
+    AccountName,
     ChannelId,
     RegionId,
     TeamId,
@@ -239,6 +240,8 @@ class ListPage(_Value):
     g: VpnGatewayId | None = None
     f: tuple[FilterWord, ...] = Field(default=(), max_length=FILTER_WORDS_MAX)
     p: int = Field(ge=0, le=PAGE_MAX)
+    # The account listed, with several (checked again against the channel on every click).
+    a: AccountName | None = None
 
     def to_value(self) -> str:
         """The button value (compact JSON, well under Slack's 2,000 characters)."""
@@ -250,10 +253,11 @@ class RowDelete(_Value):
 
     r: RegionId
     v: VcoId
+    a: AccountName | None = None
 
     def to_value(self) -> str:
         """The button value."""
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_none=True)
 
 
 class _Payload(BaseModel):

@@ -7,6 +7,7 @@ SSL_CERT_FILE). Each account's VPC state only answers keys STS issued for that a
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -284,3 +285,98 @@ async def test_a_resume_on_another_replica_uses_the_operation_account(
         assert not _state(stack, "prod").accepted("DeleteVpnConnection")
     finally:
         await stack.aclose()
+
+
+def _rows(message: Any) -> list[str]:
+    return [
+        json.loads(b["accessory"]["value"])["v"]
+        for b in message.blocks
+        if b.get("accessory", {}).get("action_id") == ActionId.LIST_DELETE
+    ]
+
+
+async def _ephemeral(stack: LocalStack, needle: str) -> Any:
+    def found() -> Any:
+        return next(
+            (m for m in reversed(stack.slack.state.ephemerals(ALICE, CHANNEL)) if needle in all_text(m)), None
+        )
+
+    return await stack.slack.state.wait_for(found, timeout=10, what=f"ephemeral with {needle!r}")
+
+
+async def test_list_and_status_read_the_chosen_account_and_delete_from_its_row(
+    two_accounts: tuple[LocalStack, str],
+) -> None:
+    """`/vpn list account=staging` lists staging's connections only; its row's Delete… asks in staging."""
+    stack, staging_vco = two_accounts
+    await stack.agent.slash_command(ALICE, CHANNEL, "list cn-hangzhou account=staging")
+    page = await _ephemeral(stack, "IPsec-VPN connections in account `staging`")
+    assert _rows(page) == [staging_vco]
+
+    await stack.agent.slash_command(ALICE, CHANNEL, f"status {staging_vco} --account staging")
+    status = await _ephemeral(stack, f"{staging_vco}` in `cn-hangzhou`, account `staging`")
+    assert "Tunnel status" in all_text(status)
+    await stack.agent.slash_command(ALICE, CHANNEL, f"status {staging_vco} account=prod")
+    await _told(stack, "InvalidVpnConnectionInstanceId.NotFound")
+
+    await stack.agent.click(ALICE, CHANNEL, page.ts, ActionId.LIST_DELETE)
+    card = await wait_confirmation(stack.slack.state, staging_vco)
+    assert "*Account `staging`*" in all_text(card)
+    (op,) = await stack.bot.app.store.list_operations()
+    assert op.account == "staging"
+
+
+async def test_a_listing_button_for_another_account_is_refused_in_a_bound_channel(
+    sqlite_url: str, trust_sandbox_ca: Any
+) -> None:
+    """Buttons are checked again on click: a Delete… naming staging, in a channel bound to prod, starts nothing."""
+    stack, staging_vco = await _stack(
+        sqlite_url, trust_sandbox_ca, settings={"channel_accounts": f"{CHANNEL}=prod"}
+    )
+    try:
+        await stack.agent.slash_command(ALICE, CHANNEL, "list office")
+        page = await _ephemeral(stack, "IPsec-VPN connections in account `prod`")
+        forged = json.dumps({"r": "cn-hangzhou", "v": staging_vco, "a": "staging"})
+        await stack.agent.click(
+            ALICE, CHANNEL, page.ts, ActionId.LIST_DELETE, value=forged, require_button=False
+        )
+        await _told(stack, "may act only on the account `prod`, not `staging`")
+        assert not await stack.bot.app.store.list_operations()
+        assert stack.sts is not None
+        assert not stack.sts.assumed(role_arn=stack.accounts["staging"].role_arn(ROLE))
+    finally:
+        await stack.aclose()
+
+
+async def test_the_picker_offers_the_accounts_and_searches_the_chosen_one(
+    two_accounts: tuple[LocalStack, str],
+) -> None:
+    from slack_sdk.models.views import View
+
+    from bot.sandbox.slack_user import selected_option
+    from bot.slack.ids import BlockId
+
+    stack, staging_vco = two_accounts
+    await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+    view = await stack.slack.state.wait_for(
+        lambda: next(iter(stack.slack.state.views.values()), None), timeout=10, what="the picker"
+    )
+    View(**{k: v for k, v in view.items() if k not in ("id", "hash", "team_id")}).validate_json()
+    select = next(b for b in view["blocks"] if b["block_id"] == BlockId.PICK_ACCOUNT)
+    assert [o["value"] for o in select["element"]["options"]] == ["prod", "staging"]
+
+    values = {
+        BlockId.PICK_ACCOUNT: {ActionId.PICK_ACCOUNT: selected_option({"text": {}, "value": "staging"})},
+        BlockId.PICK_REGION: {ActionId.PICK_REGION: selected_option({"text": {}, "value": "cn-hangzhou"})},
+    }
+    found = await stack.agent.suggest(ALICE, view["id"], ActionId.PICK_CONNECTION, "", values)
+    options = found.json()["options"]
+    assert [o["value"] for o in options] == [staging_vco]
+    values[BlockId.PICK_CONNECTION] = {
+        ActionId.PICK_CONNECTION: selected_option(options[0], "external_select")
+    }
+    done = await stack.agent.submit(ALICE, view["id"], values)
+    assert done.status == 200
+    assert not done.json()
+    card = await wait_confirmation(stack.slack.state, staging_vco)
+    assert "*Account `staging`*" in all_text(card)
