@@ -174,8 +174,12 @@ class _StsSandbox:
         self.lifetime_s = lifetime_s
         self.calls: list[AssumeRecord] = []
         self._nonces: set[str] = set()
+        # An outage: every request gets a 503 with a body that is not JSON (a load balancer's page).
+        self.down = False
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.Response(status=503, text="<html><body>503 Service Unavailable</body></html>")
         params = dict(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
             params.update(
@@ -315,6 +319,10 @@ class RunningSts:
             and (role_arn is None or c.role_arn == role_arn)
             and (session is None or c.session == session)
         ]
+
+    def outage(self, down: bool) -> None:
+        """Answer every request with a 503 page (True) or serve again (False)."""
+        self.sandbox.down = down
 
     def set_lifetime(self, seconds: float | None) -> None:
         """How long credentials issued from now on live (None: DurationSeconds)."""

@@ -380,3 +380,39 @@ async def test_the_picker_offers_the_accounts_and_searches_the_chosen_one(
     assert not done.json()
     card = await wait_confirmation(stack.slack.state, staging_vco)
     assert "*Account `staging`*" in all_text(card)
+
+
+async def test_a_role_refused_at_delete_time_fails_without_deleting(
+    two_accounts: tuple[LocalStack, str],
+) -> None:
+    """The trust policy changes between the card and the click: the approver's session cannot be
+    had, so DeleteVpnConnection is never sent and the card says which account and what to fix."""
+    stack, staging_vco = two_accounts
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {staging_vco} account=staging")
+    card = await wait_confirmation(stack.slack.state, staging_vco)
+    stack.accounts["staging"].roles[ROLE].trusted = False
+    await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE, None)
+    final = await wait_parent(stack.slack.state, card.ts, "Could not delete VPN connection")
+    text = all_text(final)
+    assert "Account `staging`" in text
+    assert "NoPermission" in text
+    assert "trust policy" in text
+    assert not _state(stack, "staging").calls("DeleteVpnConnection")
+    assert staging_vco in _state(stack, "staging").connections
+
+
+async def test_an_sts_outage_at_delete_time_is_waited_out(two_accounts: tuple[LocalStack, str]) -> None:
+    """STS answers 503 when the approver's session is first needed: the bot says so in the thread,
+    retries with a fresh token (nothing was sent), and deletes once STS is back."""
+    stack, staging_vco = two_accounts
+    assert stack.sts is not None
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {staging_vco} account=staging")
+    card = await wait_confirmation(stack.slack.state, staging_vco)
+    stack.sts.outage(True)
+    await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE, None)
+    await wait_thread(stack.slack.state, card.ts, "could not get an answer from Alibaba Cloud STS")
+    assert not _state(stack, "staging").calls("DeleteVpnConnection")
+    stack.sts.outage(False)
+    await wait_parent(stack.slack.state, card.ts, "Deleted VPN connection", within=20)
+    (delete,) = _state(stack, "staging").accepted("DeleteVpnConnection")
+    assert _signed_by(stack, delete)[1] == f"vpnbot-{BOB}"
