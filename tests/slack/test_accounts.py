@@ -127,3 +127,19 @@ def test_history_and_acks_name_the_account() -> None:
     _valid(ack)
     assert "account `staging`, region `cn-hangzhou`" in ack["text"]
     _valid(build_refusal("Which Alibaba Cloud account? Add `account=NAME`; you may use: `prod`."))
+
+
+def test_home_names_the_account_of_each_operation() -> None:
+    from datetime import UTC, datetime
+
+    from slack_sdk.models.views import View
+
+    from bot.slack.blocks.views import build_home
+
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    op = make_op(state=OpState.WAITING_GATEWAY, account=LONGEST)
+    view = build_home(pending=[], running=[op], finished=[make_op()], links={}, now=now)
+    View(**view).validate_json()
+    text = str(view)
+    assert f"`{LONGEST}` / `cn-hangzhou`" in text
+    assert text.count(" / `cn-hangzhou`") == 1  # the single-account operation shows its region only
