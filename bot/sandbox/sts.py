@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -373,8 +372,3 @@ async def start_sts_sandbox(
     return RunningSts(
         endpoint=f"{url_host}:{bound[1]}", ca_file=ca_file, sandbox=sandbox, _runner=runner, _tmpdir=tmpdir
     )
-
-
-def describe(accounts: Mapping[str, SandboxAccount]) -> str:
-    """``name=ARN`` lines for VPNBOT_ACCOUNTS (the first role of each account), for banners."""
-    return json.dumps({uid: [a.role_arn(r) for r in a.roles] for uid, a in accounts.items()})

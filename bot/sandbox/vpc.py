@@ -18,6 +18,10 @@ nothing; the same token with other parameters gets ``IdempotentParameterMismatch
 token) and what the API gateway answers before the service runs (signature, date, nonce,
 AccessKey, throttling). So after a busy answer only a fresh token goes through.
 
+Several accounts: the configured key opens the home state; keys the STS sandbox
+(:mod:`bot.sandbox.sts`) issues open only their account's state, until they expire
+(``InvalidSecurityToken.Expired``). Faults, requests and ClientTokens are kept per account.
+
 Control endpoints (no signature, for tests and the demo; bind to loopback only):
 ``GET /_sandbox/state``, ``POST /_sandbox/reset``, ``POST /_sandbox/settings``,
 ``GET|POST|DELETE /_sandbox/faults``, ``DELETE /_sandbox/faults/{id}``, ``GET /_sandbox/requests``.
