@@ -20,10 +20,11 @@ Without ``VPNBOT_ACCOUNTS``, :class:`OneAccount` hands out the one client, exact
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from bot.cloud.codes import ACCOUNT_NOT_CONFIGURED, STS_UNREACHABLE, lookup
@@ -54,6 +55,30 @@ _MAX_MARGIN_S: Final = 15 * 60.0
 _CODE_RE = re.compile(r'"Code"\s*:\s*"([A-Za-z0-9_.-]{1,100})"')
 _REQUEST_ID_RE = re.compile(r'"RequestId"\s*:\s*"([A-Za-z0-9-]{1,64})"')
 _STATUS_RE = re.compile(r"http_code:\s*([0-9]{3})")
+
+
+class _ToDebug(logging.Filter):
+    """Drop the credential library's records (it logs tracebacks through a stderr handler of its
+    own); at DEBUG, log them again under ``bot.cloud``, through the bot's handler and masking."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("credentials: %s", record.getMessage())
+        return False
+
+
+_QUIET = _ToDebug()
+
+
+@contextlib.contextmanager
+def _library_quiet() -> Iterator[None]:
+    # Our own warning (account, session, STS code, RequestId) says what happened, once.
+    library = logging.getLogger("credentials")
+    library.addFilter(_QUIET)
+    try:
+        yield
+    finally:
+        library.removeFilter(_QUIET)
 
 
 def session_name(acting_user: str | None) -> str:
@@ -144,7 +169,8 @@ class RoleCredentialsProvider:
             if self._cached is not None and self._wall() < self._refresh_at:
                 return self._cached
             try:
-                model = await self._library_provider().get_credentials_async()
+                with _library_quiet():
+                    model = await self._library_provider().get_credentials_async()
             except CloudError as err:
                 # The base credentials themselves failed (the chain found none).
                 raise RoleNotAssumed(

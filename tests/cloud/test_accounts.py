@@ -177,3 +177,22 @@ async def test_account_clients_sign_with_the_role_per_account_and_user(world: Wo
             await clients.for_account("retired").describe_vpn_connection(region=SEED_REGION, vco_id=world.vco)
         assert gone.value.code == ACCOUNT_NOT_CONFIGURED
         assert "`retired`" in gone.value.friendly
+
+
+async def test_a_refused_role_is_logged_once_by_us_without_the_library_traceback(
+    world: World, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = RoleCredentialsProvider(
+        base=BASE,
+        account="staging",
+        role_arn=f"acs:ram::{UID}:role/missing",
+        session="vpnbot",
+        sts_endpoint=world.sts.endpoint,
+    )
+    with caplog.at_level("INFO"), pytest.raises(RoleNotAssumed):
+        await provider.get()
+    assert "Traceback" not in capfd.readouterr().err
+    (ours,) = [r for r in caplog.records if r.name == "bot.cloud"]
+    assert ours.getMessage() == "could not assume the role"
+    assert ours.__dict__["code"] == "EntityNotExist.Role"
+    assert not [r for r in caplog.records if r.name == "credentials"]
