@@ -13,7 +13,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import NotAllowed, UsageError
-from bot.slack.accounts import choose_account
+from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
@@ -58,11 +58,11 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             await ack(**build_refusal(err.friendly))
             return
         except UsageError as err:
-            await ack(**build_usage(error=err.friendly))
+            await ack(**build_usage(error=err.friendly, accounts=_accounts_here(deps, command)))
             return
         match parsed:
             case HelpCommand():
-                await ack(**build_usage())
+                await ack(**build_usage(accounts=_accounts_here(deps, command)))
                 return
             case DeleteCommand(vco_id=vco_id, region=region, account=chosen) if deps.inflight.full:
                 deps.inflight.shed()
@@ -76,6 +76,14 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             await _after_ack(deps, parsed, request, respond, client)
 
     return handle_vpn_command
+
+
+def _accounts_here(deps: SlackDeps, command: dict[str, Any]) -> tuple[str, ...]:
+    """With several accounts, those the command's channel may use (for the help); else none."""
+    channel = command.get("channel_id")
+    if not deps.settings.multi_account or not isinstance(channel, str):
+        return ()
+    return allowed_accounts(deps.settings, channel)[0]
 
 
 async def _after_ack(

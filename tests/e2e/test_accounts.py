@@ -184,6 +184,9 @@ async def test_a_channel_bound_to_one_account_is_refused_on_the_other(
         assert not stack.sts.calls
         assert not await stack.bot.app.store.list_operations()
 
+        await stack.agent.slash_command(ALICE, CHANNEL, "help")
+        await _told(stack, "here you may use `prod` (`prod` when you give none).")
+
         ts = await _delete(stack, f"delete {SEED_VCO_HANGZHOU}", SEED_VCO_HANGZHOU)
         await wait_parent(stack.slack.state, ts, "Deleted VPN connection")
         (op,) = await stack.bot.app.store.list_operations()

@@ -143,3 +143,16 @@ def test_home_names_the_account_of_each_operation() -> None:
     text = str(view)
     assert f"`{LONGEST}` / `cn-hangzhou`" in text
     assert text.count(" / `cn-hangzhou`") == 1  # the single-account operation shows its region only
+
+
+def test_help_names_the_accounts_only_with_several() -> None:
+    from bot.slack.blocks import build_usage
+
+    plain = build_usage()
+    assert "account" not in str(plain).lower()
+    several = build_usage(accounts=("prod", "staging"))
+    _valid(several)
+    assert "here you may use `prod`, `staging`." in str(several)
+    bound = build_usage(error="oops", accounts=("prod",))
+    _valid(bound)
+    assert "(`prod` when you give none)" in str(bound)

@@ -36,13 +36,24 @@ def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
     return message
 
 
-def build_usage(error: str | None = None) -> Message:
-    """Help text, optionally after a one-line explanation of what was wrong (bot-written mrkdwn)."""
+def build_usage(error: str | None = None, *, accounts: Sequence[str] = ()) -> Message:
+    """Help text, optionally after a one-line explanation of what was wrong (bot-written mrkdwn).
+
+    ``accounts``: with several Alibaba Cloud accounts, those this channel may use (a line is added).
+    """
     blocks: list[Block] = []
     if error:
         error = safe_mrkdwn(error)
         blocks.append(_section(f":warning: {error}", BlockId.REFUSAL.value))
     blocks.append(_section(USAGE_TEXT, BlockId.USAGE.value))
+    if accounts:
+        names = ", ".join(code(a, 40) for a in accounts)
+        line = (
+            "*Alibaba Cloud accounts:* add `account=NAME` (or `--account NAME`) to `delete`, `list` and "
+            f"`status`; here you may use {names}"
+            + (f" ({code(accounts[0], 40)} when you give none)." if len(accounts) == 1 else ".")
+        )
+        blocks.append(_section(line))
     text = f"{error} Usage: {USAGE_LINE}" if error else USAGE_TEXT
     return _ephemeral(text, blocks)
 
