@@ -122,6 +122,21 @@ def _add_sandbox(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     sandbox.add_argument(
         "--slack-port", type=int, default=9001, help="Slack stand-in port, with --slack (default: 9001)"
     )
+    sandbox.add_argument(
+        "--accounts",
+        action="store_true",
+        help="also serve STS AssumeRole over TLS (local CA) for two demo accounts, prod and staging, "
+        "each with its own connections (default: off)",
+    )
+    sandbox.add_argument(
+        "--sts-port", type=int, default=9002, help="STS sandbox port, with --accounts (default: 9002)"
+    )
+    sandbox.add_argument(
+        "--sts-lifetime-seconds",
+        type=float,
+        default=None,
+        help="how long issued credentials live, with --accounts (default: the DurationSeconds asked for)",
+    )
 
 
 def _settings_or_exit() -> Settings:
@@ -345,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 faults_file=args.faults,
                 update_seconds=args.update_seconds,
                 slack_port=args.slack_port if args.slack else None,
+                sts_port=args.sts_port if args.accounts else None,
+                sts_lifetime_s=args.sts_lifetime_seconds,
             )
         )
 

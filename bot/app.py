@@ -24,13 +24,15 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.cloud.accounts import AccountClients
 from bot.cloud.client import VpcClient
+from bot.cloud.credentials import build_credentials_provider
 from bot.cloud.models import VpnConnectionDetail
 from bot.config import Settings
 from bot.domain import VpnGateway
 from bot.errors import ConfigError, StoreUnavailable
 from bot.metrics import MeteredAsyncApp, MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
-from bot.ports import Clock, SystemClock, VpcApi
+from bot.ports import Clock, SystemClock, VpcApi, VpcApis
 from bot.slack import ConnectionRow, InFlight, register
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.codes import lookup as slack_lookup
@@ -170,25 +172,35 @@ def _row(detail: VpnConnectionDetail) -> ConnectionRow:
 
 
 class VpcInventory:
-    """:class:`bot.slack.Inventory` over the VPC client: the reads behind /vpn list and /vpn status."""
+    """:class:`bot.slack.Inventory` over the VPC client: the reads behind /vpn list and /vpn status.
 
-    def __init__(self, vpc: VpcClient) -> None:
+    With several accounts, ``accounts`` gives each account's client (its role's read-only session).
+    """
+
+    def __init__(self, vpc: VpcClient, *, accounts: AccountClients | None = None) -> None:
         self._vpc = vpc
+        self._accounts = accounts
 
-    async def connections(self, *, region: str, gateway_id: str | None = None) -> list[ConnectionRow]:
-        found = await self._vpc.describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
+    def _client(self, account: str) -> VpcClient:
+        return self._accounts.client(account) if self._accounts is not None else self._vpc
+
+    async def connections(
+        self, *, region: str, gateway_id: str | None = None, account: str = ""
+    ) -> list[ConnectionRow]:
+        found = await self._client(account).describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
         return [_row(d) for d in found]
 
-    async def connection(self, *, region: str, vco_id: str) -> ConnectionRow:
-        return _row(await self._vpc.describe_vpn_connection_detail(region=region, vco_id=vco_id))
+    async def connection(self, *, region: str, vco_id: str, account: str = "") -> ConnectionRow:
+        return _row(await self._client(account).describe_vpn_connection_detail(region=region, vco_id=vco_id))
 
-    async def gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
-        return await self._vpc.describe_vpn_gateway(region=region, gateway_id=gateway_id)
+    async def gateway(self, *, region: str, gateway_id: str, account: str = "") -> VpnGateway:
+        return await self._client(account).describe_vpn_gateway(region=region, gateway_id=gateway_id)
 
-    async def route_count(self, *, region: str, gateway_id: str, vco_id: str) -> int:
+    async def route_count(self, *, region: str, gateway_id: str, vco_id: str, account: str = "") -> int:
+        vpc = self._client(account)
         routes, pbr = await asyncio.gather(
-            self._vpc.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
-            self._vpc.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+            vpc.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
+            vpc.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
         )
         return sum(r.next_hop == vco_id for r in routes) + sum(r.next_hop == vco_id for r in pbr)
 
@@ -306,6 +318,7 @@ def _build_workflow(
     *,
     store: Store,
     vpc: VpcApi,
+    vpcs: VpcApis | None,
     slack: AsyncWebClient,
     policy: SlackPolicy,
     clock: Clock | None,
@@ -318,6 +331,7 @@ def _build_workflow(
     return Workflow(
         store=store,
         vpc=vpc,
+        vpcs=vpcs,
         notifier=notifier,
         policy=policy,
         clock=clock,
@@ -338,7 +352,7 @@ async def create_app(
     """Build the bot from ``settings``; ``vpc`` and ``clock`` may be injected (tests, demo)."""
     require_serve_settings(settings, socket_mode=socket_mode)
 
-    metrics = Metrics()
+    metrics = Metrics(accounts=settings.accounts)
     slack, bolt = _build_slack(settings, metrics)
     try:
         store = await Store.open(settings.database_url)
@@ -349,15 +363,28 @@ async def create_app(
     owned_vpc: VpcClient | None = None
     owned_http: httpx.AsyncClient | None = None
     try:
+        accounts: AccountClients | None = None
         if vpc is None:
             owned_http = metered_vpc_http(metrics)
-            owned_vpc = VpcClient.from_settings(settings, http=owned_http)
+            base_credentials = build_credentials_provider(settings)
+            owned_vpc = VpcClient.from_settings(settings, credentials=base_credentials, http=owned_http)
             vpc = owned_vpc
+            if settings.multi_account:
+                # The bot's own credentials only assume each account's role; every call goes through one.
+                accounts = AccountClients.from_settings(
+                    settings,
+                    base=owned_vpc,
+                    base_credentials=base_credentials,
+                    on_assume=metrics.role_assumed,
+                )
+                # Region lists and listings read through the first account's role.
+                vpc = accounts.for_account(accounts.names[0])
         policy = SlackPolicy(settings, directory=SlackGroupDirectory(slack))
         workflow = _build_workflow(
             settings,
             store=store,
             vpc=vpc,
+            vpcs=accounts,
             slack=slack,
             policy=policy,
             clock=clock,
@@ -372,7 +399,7 @@ async def create_app(
             operation=lambda op_id: store.get_operation(op_id=op_id),
             inflight=inflight,
             # Listing needs the full client (an injected VpcApi fake has no list calls).
-            inventory=VpcInventory(vpc) if isinstance(vpc, VpcClient) else None,
+            inventory=VpcInventory(vpc, accounts=accounts) if isinstance(vpc, VpcClient) else None,
             read_policy=policy,
             recent_operations=store.recent_operations,
             approvals=policy,

@@ -89,6 +89,20 @@ class Settings(BaseSettings):
     security_token: SecretStr | None = Field(default=None, validation_alias="ALIBABA_CLOUD_SECURITY_TOKEN")
     default_region: str = Field(default="cn-hangzhou", validation_alias="VPNBOT_DEFAULT_REGION")
     vpc_endpoint: str | None = Field(default=None, validation_alias="VPNBOT_VPC_ENDPOINT")
+    # Several accounts: name=RAM role ARN, each assumed through STS (unset: the one account of the key).
+    accounts: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias="VPNBOT_ACCOUNTS"
+    )
+    # Channel -> the accounts it may act on, the first its default (C0PROD=prod,C0OPS=prod,C0OPS=staging).
+    channel_accounts: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict, validation_alias="VPNBOT_CHANNEL_ACCOUNTS"
+    )
+    # host[:port] of STS (a private endpoint, the sandbox); default sts.aliyuncs.com. Always HTTPS.
+    sts_endpoint: str | None = Field(default=None, validation_alias="VPNBOT_STS_ENDPOINT")
+    # How long assumed-role credentials are asked for (STS allows 900 up to the role's maximum).
+    sts_duration_seconds: int = Field(
+        default=3600, ge=900, le=43200, validation_alias="VPNBOT_STS_DURATION_SECONDS"
+    )
 
     # --- the bot -------------------------------------------------------------------------------
     database_url: str = Field(default="sqlite:///vpn-bot.db", validation_alias="VPNBOT_DATABASE_URL")
@@ -194,6 +208,66 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"not region ids like cn-hangzhou: {', '.join(bad)}")
         return value
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _accounts(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found: dict[str, str] = {}
+        for part in _split_csv(value):
+            name, sep, arn = (p.strip() for p in part.partition("="))
+            if not sep or not ids.is_account_name(name):
+                raise ValueError(
+                    f"{part!r} is not name=role-ARN; names are 1-32 lowercase letters, digits, - or _, "
+                    "e.g. prod=acs:ram::1234567890123456:role/vpn-bot"
+                )
+            if not ids.is_role_arn(arn):
+                raise ValueError(
+                    f"{arn!r} (account {name}) is not a RAM role ARN like acs:ram::1234567890123456:role/vpn-bot"
+                )
+            if name in found:
+                raise ValueError(f"the account {name} is given twice")
+            found[name] = arn
+        return found
+
+    @field_validator("channel_accounts", mode="before")
+    @classmethod
+    def _channel_accounts(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        bound: dict[str, list[str]] = {}
+        for part in _split_csv(value):
+            channel, sep, name = (p.strip() for p in part.partition("="))
+            if not sep or not ids.is_channel_id(channel) or not ids.is_account_name(name):
+                raise ValueError(f"{part!r} is not CHANNEL_ID=account, e.g. C0PROD=prod")
+            names = bound.setdefault(channel, [])
+            if name not in names:
+                names.append(name)
+        return bound
+
+    @field_validator("sts_endpoint")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", value):
+            raise ValueError(f"{value!r} must be host or host:port (no scheme: STS is always HTTPS)")
+        return value
+
+    @model_validator(mode="after")
+    def _bound_accounts_exist(self) -> Settings:
+        if self.channel_accounts and not self.accounts:
+            raise ValueError("VPNBOT_CHANNEL_ACCOUNTS needs VPNBOT_ACCOUNTS (name=role-ARN for each account)")
+        unknown = sorted({n for names in self.channel_accounts.values() for n in names} - set(self.accounts))
+        if unknown:
+            raise ValueError(
+                f"VPNBOT_CHANNEL_ACCOUNTS names accounts VPNBOT_ACCOUNTS does not define: {', '.join(unknown)}"
+            )
+        return self
+
+    @property
+    def multi_account(self) -> bool:
+        """Whether VPNBOT_ACCOUNTS is set: every operation then runs in a named account, through its role."""
+        return bool(self.accounts)
 
     @field_validator("default_region")
     @classmethod

@@ -344,6 +344,8 @@ class Operation:
     expires_at: datetime
     client_token: str
     team_id: str = ""
+    # The Alibaba Cloud account (a VPNBOT_ACCOUNTS name) it runs in; "" for the single-account bot.
+    account: str = ""
     # The impact preview looked up with the connection (None: requested before the preview existed).
     impact: Impact | None = None
     # The configuration taken just before the first DeleteVpnConnection (None: not taken yet).
@@ -446,6 +448,8 @@ class AuditEntry:
     region: str | None = None
     detail: str = ""
     request_id: str | None = None
+    # The operation's account (VPNBOT_ACCOUNTS name), when the bot serves several.
+    account: str | None = None
 
 
 # --- events: what the workflow tells people; the Slack layer words them ---------------------------
@@ -456,9 +460,10 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """Alibaba Cloud accepted DeleteVpnConnection."""
+    """Alibaba Cloud accepted DeleteVpnConnection (in ``account``, when the bot serves several)."""
 
     request_id: str
+    account: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ itself to a person in Slack (``friendly``) without a traceback::
     ├── StoreUnavailable        the bot's database cannot be reached or written right now
     └── CloudError              anything that went wrong talking to Alibaba Cloud
         ├── CloudApiError       Alibaba answered with an error ``Code`` (dispatch is on the code)
-        └── CloudTransportError no usable answer: timeout, connection failure, non-JSON body
+        ├── CloudTransportError no usable answer: timeout, connection failure, non-JSON body
+        └── RoleNotAssumed      an account's RAM role could not be assumed (nothing was sent)
 
 Third-party exceptions (httpx, slack_sdk, SQLAlchemy) are translated into this tree once, at the
 boundary that touches them, with ``raise ... from exc``.
@@ -39,6 +40,7 @@ __all__ = [
     "NotAllowed",
     "RecreateRefused",
     "RetryClass",
+    "RoleNotAssumed",
     "SlackError",
     "StartupError",
     "StoreUnavailable",
@@ -266,3 +268,33 @@ class CloudApiError(CloudError):
 
 class CloudTransportError(CloudError):
     """No usable answer from Alibaba Cloud (timeout, connection error, or a body that is not JSON)."""
+
+
+class RoleNotAssumed(CloudError):
+    """The RAM role of ``account`` could not be assumed through STS: nothing reached the VPC API.
+
+    ``friendly`` names the account and what its administrator must fix (from the error table).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        info: ErrorInfo,
+        account: str,
+        role_arn: str,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, info=info, request_id=request_id, action="AssumeRole")
+        self.account = account
+        self.role_arn = role_arn
+
+    @property
+    def definite(self) -> bool:
+        # Raised before any VPC request was signed: nothing was carried out.
+        return True
+
+    @property
+    def friendly(self) -> str:
+        role = f" (`{self.role_arn}`)" if self.role_arn else ""
+        return f"Account `{self.account}`{role}: {super().friendly}"

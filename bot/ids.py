@@ -18,30 +18,40 @@ from pydantic import StringConstraints, TypeAdapter, ValidationError
 from bot.errors import UsageError
 
 __all__ = [
+    "ACCOUNT_BODY",
     "CHANNEL_BODY",
     "CUSTOMER_GATEWAY_BODY",
     "MESSAGE_TS_BODY",
     "OPERATION_BODY",
     "REGION_BODY",
     "REGION_MAX",
+    "ROLE_ARN_BODY",
+    "ROLE_SESSION_BODY",
     "TEAM_BODY",
     "USERGROUP_BODY",
     "USER_BODY",
     "VCO_BODY",
     "VPN_GATEWAY_BODY",
+    "AccountName",
     "ChannelId",
     "CustomerGatewayId",
     "MessageTs",
     "OperationId",
     "RegionId",
+    "RoleArn",
+    "RoleSessionName",
     "SlackPrincipal",
     "TeamId",
     "UserGroupId",
     "UserId",
     "VcoId",
     "VpnGatewayId",
+    "account_uid",
+    "is_account_name",
     "is_channel_id",
     "is_region",
+    "is_role_arn",
+    "is_role_session_name",
     "is_slack_principal",
     "is_user_group_id",
     "is_user_id",
@@ -71,10 +81,17 @@ VCO_BODY: Final = r"vco-[a-z0-9]{4,64}"
 VPN_GATEWAY_BODY: Final = r"vpn-[a-z0-9]{4,64}"
 CUSTOMER_GATEWAY_BODY: Final = r"cgw-[a-z0-9]{4,64}"
 
+# A RAM role ARN: acs:ram::<16-digit account uid>:role/<role name (1-64 letters, digits, . or -)>.
+ROLE_ARN_BODY: Final = r"acs:ram::[0-9]{6,20}:role/[A-Za-z0-9.-]{1,64}"
+# STS RoleSessionName: 2-64 characters of letters, digits, ``.@-_``.
+ROLE_SESSION_BODY: Final = r"[A-Za-z0-9.@_-]{2,64}"
+
 # --- ours --------------------------------------------------------------------------------------
 # Operation ids are minted by the workflow (uuid hex, ulid or "op-…"); the rule only bounds what a
 # button payload may carry before anything looks it up.
 OPERATION_BODY: Final = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+# Account names in VPNBOT_ACCOUNTS: short lowercase words people type (account=prod).
+ACCOUNT_BODY: Final = r"[a-z0-9][a-z0-9_-]{0,31}"
 
 
 def _id(body: str, max_length: int = 80) -> StringConstraints:
@@ -93,6 +110,9 @@ VcoId = Annotated[str, _id(VCO_BODY)]
 VpnGatewayId = Annotated[str, _id(VPN_GATEWAY_BODY)]
 CustomerGatewayId = Annotated[str, _id(CUSTOMER_GATEWAY_BODY)]
 OperationId = Annotated[str, _id(OPERATION_BODY, 64)]
+AccountName = Annotated[str, _id(ACCOUNT_BODY, 32)]
+RoleArn = Annotated[str, _id(ROLE_ARN_BODY, 120)]
+RoleSessionName = Annotated[str, _id(ROLE_SESSION_BODY, 64)]
 
 _USER: TypeAdapter[str] = TypeAdapter(UserId)
 _USER_GROUP: TypeAdapter[str] = TypeAdapter(UserGroupId)
@@ -100,6 +120,9 @@ _PRINCIPAL: TypeAdapter[str] = TypeAdapter(SlackPrincipal)
 _CHANNEL: TypeAdapter[str] = TypeAdapter(ChannelId)
 _REGION: TypeAdapter[str] = TypeAdapter(RegionId)
 _VCO: TypeAdapter[str] = TypeAdapter(VcoId)
+_ACCOUNT: TypeAdapter[str] = TypeAdapter(AccountName)
+_ROLE_ARN: TypeAdapter[str] = TypeAdapter(RoleArn)
+_ROLE_SESSION: TypeAdapter[str] = TypeAdapter(RoleSessionName)
 
 
 def _valid(adapter: TypeAdapter[str], value: object) -> bool:
@@ -138,6 +161,26 @@ def is_region(value: object) -> bool:
 def is_vco_id(value: object) -> bool:
     """Whether ``value`` is a VPN connection id exactly as the API spells it (lowercase)."""
     return _valid(_VCO, value)
+
+
+def is_account_name(value: object) -> bool:
+    """Whether ``value`` is an account name as VPNBOT_ACCOUNTS defines them (``prod``, ``bu-retail``)."""
+    return _valid(_ACCOUNT, value)
+
+
+def is_role_arn(value: object) -> bool:
+    """Whether ``value`` is a RAM role ARN (``acs:ram::1234567890123456:role/vpn-bot``)."""
+    return _valid(_ROLE_ARN, value)
+
+
+def is_role_session_name(value: object) -> bool:
+    """Whether ``value`` is an STS RoleSessionName (2-64 of letters, digits, ``.@-_``)."""
+    return _valid(_ROLE_SESSION, value)
+
+
+def account_uid(role_arn: str) -> str:
+    """The account id inside a role ARN (``acs:ram::<uid>:role/…``)."""
+    return role_arn.split(":")[3]
 
 
 def _lowered(value: str) -> str | None:

@@ -138,9 +138,12 @@ class _StoreGauges(Collector):
 class Metrics:
     """Every metric of one bot app, in its own registry (tests build several apps side by side)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, accounts: Iterable[str] = ()) -> None:
+        """``accounts`` (VPNBOT_ACCOUNTS names) adds an ``account`` label bounded by them; none: no label."""
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
+        self._accounts = tuple(accounts)
+        by_account = ["account"] if self._accounts else []
         self._vpc_requests = Counter(
             "vpnbot_vpc_api_requests",
             "VPC OpenAPI requests (each attempt), by action and code: ok, the Alibaba code, or Transport.*.",
@@ -173,19 +176,26 @@ class Metrics:
         )
         self._finished = Counter(
             "vpnbot_operations_finished",
-            "Operations that reached a final state, by outcome.",
-            ["outcome"],
+            "Operations that reached a final state, by outcome (and account, with several).",
+            ["outcome", *by_account],
             registry=reg,
         )
         self._approval_to_final = Histogram(
             "vpnbot_operation_approval_to_final_seconds",
-            "Time from approval to the final state, by outcome (approved operations only).",
-            ["outcome"],
+            "Time from approval to the final state, by outcome (and account; approved operations only).",
+            ["outcome", *by_account],
             buckets=_FINAL_BUCKETS,
             registry=reg,
         )
+        self._assumed = Counter(
+            "vpnbot_sts_assume_role",
+            "STS AssumeRole calls for an account's RAM role, by account and code: ok or STS's code.",
+            ["account", "code"],
+            registry=reg,
+        )
         for outcome in OUTCOMES:  # present from the start, so rate() and increase() see the first one
-            self._finished.labels(outcome)
+            for account in self._accounts or (None,):
+                self._finished.labels(outcome, *([account] if account else []))
         self._store = _StoreGauges()
         reg.register(self._store)
         self._action = _Bounded()
@@ -215,12 +225,21 @@ class Metrics:
         """Count one request turned away under load."""
         self._shed.inc()
 
-    def operation_finished(self, outcome: str, approval_to_final_s: float | None) -> None:
+    def _account_labels(self, account: str) -> list[str]:
+        if not self._accounts:
+            return []
+        return [account if account in self._accounts else _OTHER]
+
+    def operation_finished(self, outcome: str, approval_to_final_s: float | None, account: str = "") -> None:
         """Count an operation reaching its final state; the workflow calls this once per operation."""
-        outcome = self._outcome(outcome)
-        self._finished.labels(outcome).inc()
+        labels = [self._outcome(outcome), *self._account_labels(account)]
+        self._finished.labels(*labels).inc()
         if approval_to_final_s is not None:
-            self._approval_to_final.labels(outcome).observe(max(0.0, approval_to_final_s))
+            self._approval_to_final.labels(*labels).observe(max(0.0, approval_to_final_s))
+
+    def role_assumed(self, account: str, code: str) -> None:
+        """Count one AssumeRole for ``account``: ``ok`` or STS's code."""
+        self._assumed.labels(*self._account_labels(account) or [account], self._code(code)).inc()
 
     # --- scraping ----------------------------------------------------------------------------
 

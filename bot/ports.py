@@ -38,6 +38,7 @@ __all__ = [
     "Policy",
     "SystemClock",
     "VpcApi",
+    "VpcApis",
 ]
 
 
@@ -113,6 +114,18 @@ class VpcApi(Protocol):
         ...
 
 
+class VpcApis(Protocol):
+    """The VPC API of each Alibaba Cloud account the bot serves (implemented in bot.cloud.accounts).
+
+    ``account`` is an operation's account (``""`` for the single-account bot); ``acting_user`` is
+    the person a change is made for (the approver of a delete or a create): it names the role
+    session, so Alibaba's own audit (ActionTrail) records them. Read-only lookups pass none.
+    Credentials that cannot be had raise :class:`bot.errors.RoleNotAssumed` from the call.
+    """
+
+    def for_account(self, account: str, *, acting_user: str | None = None) -> VpcApi: ...
+
+
 class Notifier(Protocol):
     """How the outbox talks to people. Implemented by the Slack layer.
 
@@ -161,13 +174,15 @@ class Policy(Protocol):
 class OperationMeter(Protocol):
     """Counts operations reaching a final state (implemented by bot.metrics.Metrics)."""
 
-    def operation_finished(self, outcome: str, approval_to_final_s: float | None) -> None: ...
+    def operation_finished(
+        self, outcome: str, approval_to_final_s: float | None, account: str = ""
+    ) -> None: ...
 
 
 class NoMeter:
     """Counts nothing (tests and tools that need no metrics)."""
 
-    def operation_finished(self, outcome: str, approval_to_final_s: float | None) -> None:
+    def operation_finished(self, outcome: str, approval_to_final_s: float | None, account: str = "") -> None:
         return None
 
 

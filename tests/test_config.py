@@ -244,3 +244,51 @@ def test_no_settings_at_all_points_at_socket_mode_for_the_signing_secret() -> No
     assert "Socket Mode" in by_name["SLACK_SIGNING_SECRET"]
     assert "VPNBOT_APPROVERS=U0123ABCD,S0456EFGH" in by_name["VPNBOT_APPROVERS"]
     assert "* to let anyone" in by_name["VPNBOT_APPROVERS"]
+
+
+ARN_PROD = "acs:ram::1234567890123456:role/vpn-bot"
+ARN_STAGING = "acs:ram::6543210987654321:role/vpn-bot"
+
+
+def test_accounts_and_channel_bindings_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VPNBOT_ACCOUNTS", f" prod={ARN_PROD} , staging={ARN_STAGING}")
+    monkeypatch.setenv("VPNBOT_CHANNEL_ACCOUNTS", "C0PROD=prod,C0OPS=prod,C0OPS=staging")
+    monkeypatch.setenv("VPNBOT_STS_ENDPOINT", "sts-vpc.cn-hangzhou.aliyuncs.com")
+    settings = load_settings()
+    assert settings.accounts == {"prod": ARN_PROD, "staging": ARN_STAGING}
+    assert settings.channel_accounts == {"C0PROD": ["prod"], "C0OPS": ["prod", "staging"]}
+    assert settings.multi_account
+    assert settings.sts_endpoint == "sts-vpc.cn-hangzhou.aliyuncs.com"
+
+
+def test_without_accounts_the_bot_is_single_account() -> None:
+    settings = load_settings()
+    assert settings.accounts == {}
+    assert not settings.multi_account
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"VPNBOT_ACCOUNTS": "prod"}, "is not name=role-ARN"),
+        ({"VPNBOT_ACCOUNTS": "Prod!=" + ARN_PROD}, "is not name=role-ARN"),
+        ({"VPNBOT_ACCOUNTS": "prod=acs:ram::123:user/bot"}, "is not a RAM role ARN"),
+        ({"VPNBOT_ACCOUNTS": f"prod={ARN_PROD},prod={ARN_STAGING}"}, "given twice"),
+        ({"VPNBOT_CHANNEL_ACCOUNTS": "C0PROD=prod"}, "needs VPNBOT_ACCOUNTS"),
+        (
+            {"VPNBOT_ACCOUNTS": f"prod={ARN_PROD}", "VPNBOT_CHANNEL_ACCOUNTS": "C0X=staging"},
+            "does not define: staging",
+        ),
+        (
+            {"VPNBOT_ACCOUNTS": f"prod={ARN_PROD}", "VPNBOT_CHANNEL_ACCOUNTS": "general=prod"},
+            "CHANNEL_ID=account",
+        ),
+        ({"VPNBOT_STS_ENDPOINT": "https://sts.aliyuncs.com"}, "no scheme"),
+        ({"VPNBOT_STS_DURATION_SECONDS": "60"}, "VPNBOT_STS_DURATION_SECONDS"),
+    ],
+)
+def test_bad_account_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], says: str
+) -> None:
+    problems = _problems(monkeypatch, **env)
+    assert any(says in p for p in problems), problems

@@ -28,7 +28,7 @@ DEPLOY = ROOT / "deploy"
 SETTINGS = {str(f.validation_alias) for f in Settings.model_fields.values()}
 EXPORTED = exported_names(Metrics().registry)
 # Labels the bot puts on its series, plus what Prometheus adds and histogram_quantile needs.
-LABELS = {"action", "code", "method", "error", "outcome", "state", "le", "instance", "job"}
+LABELS = {"action", "code", "method", "error", "outcome", "state", "account", "le", "instance", "job"}
 # Set for the Python runtime and pip inside the image, not for the bot.
 RUNTIME_ENV = {
     "PYTHONDONTWRITEBYTECODE",

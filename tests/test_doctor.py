@@ -576,3 +576,44 @@ async def test_doctor_in_an_empty_directory_creates_nothing(tmp_path: Path) -> N
     assert re.search(r"FAIL  Credentials +no Alibaba Cloud credentials found", stdout)
     assert files(work) == {}
     assert stderr == ""
+
+
+async def test_several_accounts_assume_each_role_and_probe_through_it(
+    standin: SlackStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prod's role is assumed and every permission passes through it; staging's role does not
+    exist: its AssumeRole row fails with the fix, its probes are skipped; nothing is deleted."""
+    from bot.sandbox.sts import KeyRing, SandboxAccount, SandboxRole, start_sts_sandbox
+    from bot.sandbox.vpc_state import SandboxState
+
+    keys = KeyRing()
+    prod = SandboxAccount("1000000000000001", SandboxState(), {"vpn-bot": SandboxRole("vpn-bot")})
+    staging = SandboxAccount("1000000000000002", SandboxState(seed=False), {})
+    accounts = {a.uid: a for a in (prod, staging)}
+    async with await start_vpc_sandbox(keys=keys, accounts={u: a.state for u, a in accounts.items()}) as vpc:
+        sts = await start_sts_sandbox(keys=keys, accounts=accounts)
+        try:
+            monkeypatch.setenv("SSL_CERT_FILE", sts.ca_file)
+            settings = make_settings(
+                standin,
+                vpc,
+                tmp_path,
+                accounts=f"prod={prod.role_arn('vpn-bot')},staging={staging.role_arn('vpn-bot')}",
+                sts_endpoint=sts.endpoint,
+            )
+            code, text, rows = await doctor(settings)
+        finally:
+            await sts.close()
+    assert code == 1, text
+    assert rows["[prod] AssumeRole"][0] == "PASS"
+    assert all(rows[f"[prod] {action}"][0] == "PASS" for action in RAM_ACTIONS), text
+    status, line = rows["[staging] AssumeRole"]
+    assert status == "FAIL"
+    assert "EntityNotExist.Role" in line
+    assert "trust policy" in line
+    assert rows["[staging] vpc:DeleteVpnConnection"][0] == "SKIP"
+    # The bot's own key is not probed for VPC permissions: it only assumes roles.
+    assert "vpc:DescribeRegions" not in rows
+    assert not vpc.state.requests
+    assert [r.params["VpnConnectionId"] for r in prod.state.calls("DeleteVpnConnection")] == [PROBE_VCO_ID]
+    assert_no_secrets(text)

@@ -325,3 +325,29 @@ async def test_a_slow_store_does_not_hold_the_scrape() -> None:
     assert names["vpnbot_store_up"] == 0
     assert "vpnbot_operations_in_flight" not in names
     assert "vpnbot_deletions_queued" not in names
+
+
+def test_account_label_is_bounded_by_the_configured_accounts() -> None:
+    metrics = Metrics(accounts=["prod", "staging"])
+    assert value(metrics, "vpnbot_operations_finished_total", outcome="deleted", account="staging") == 0
+    metrics.operation_finished("deleted", 12.0, "staging")
+    metrics.operation_finished("failed", None, "made-up")
+    metrics.role_assumed("prod", "ok")
+    metrics.role_assumed("prod", "NoPermission")
+    assert value(metrics, "vpnbot_operations_finished_total", outcome="deleted", account="staging") == 1
+    assert value(metrics, "vpnbot_operations_finished_total", outcome="failed", account="other") == 1
+    assert (
+        value(
+            metrics, "vpnbot_operation_approval_to_final_seconds_count", outcome="deleted", account="staging"
+        )
+        == 1
+    )
+    assert value(metrics, "vpnbot_sts_assume_role_total", account="prod", code="ok") == 1
+    assert value(metrics, "vpnbot_sts_assume_role_total", account="prod", code="NoPermission") == 1
+
+
+def test_a_single_account_bot_has_no_account_label() -> None:
+    metrics = Metrics()
+    metrics.operation_finished("deleted", 1.0)
+    assert value(metrics, "vpnbot_operations_finished_total", outcome="deleted") == 1
+    assert b'account="' not in metrics.exposition()

@@ -505,3 +505,32 @@ def test_postgresql_errors_are_classified_by_sqlstate(error: Exception, unavaila
     """Disk full, read-only, too many connections, shutdown: outages; a bad query stays a bug."""
     wrapped = sa_exc.DBAPIError("INSERT INTO heartbeats", None, error)
     assert is_unavailable(wrapped) is unavailable
+
+
+async def test_a_version_4_database_gains_the_account_columns(db_url: str) -> None:
+    """Migration 5 adds operations.account ("" for the single-account rows) and audit.account."""
+    store = await Store.open(db_url)
+    await store.create_operation(op=make_op())
+    async with store._engine.begin() as conn:
+        for table in ("operations", "audit"):
+            await conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN account")
+        await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 4")
+    await store.close()
+
+    upgraded = await Store.open(db_url)
+    try:
+        assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        old = await upgraded.get_operation(op_id="op-1")
+        assert old is not None
+        assert old.account == ""
+        await upgraded.create_operation(
+            op=make_op("op-2", account="staging"),
+            audit_entry=AuditEntry(at=T0, action="requested", actor_id="U1", op_id="op-2", account="staging"),
+        )
+        again = await upgraded.get_operation(op_id="op-2")
+        assert again is not None
+        assert again.account == "staging"
+        (entry,) = await upgraded.recent_audit(op_id="op-2")
+        assert entry.account == "staging"
+    finally:
+        await upgraded.close()

@@ -20,6 +20,7 @@ raised at once, and so is any definite rejection of a call that carries a Client
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import time
@@ -194,6 +195,24 @@ class VpcClient:
             api_deadline_seconds=settings.api_deadline_seconds,
             limiter=AdaptiveRateLimiter(settings.api_rate_per_second),
         )
+
+    @property
+    def _credentials_provider(self) -> CredentialsProvider:
+        return self._credentials
+
+    def with_credentials(
+        self, credentials: CredentialsProvider, *, limiter: AdaptiveRateLimiter | None = None
+    ) -> VpcClient:
+        """The same client (HTTP pool, endpoints, retries) signing with ``credentials``.
+
+        ``limiter`` paces it separately (Alibaba throttles per account); the copy never closes the pool.
+        """
+        twin = copy.copy(self)
+        twin._credentials = credentials
+        twin._owns_http = False
+        if limiter is not None:
+            twin._limiter = limiter
+        return twin
 
     async def aclose(self) -> None:
         """Close the HTTP client if this instance built it."""

@@ -4,7 +4,9 @@ Dispatch is on ``Code``, never on the HTTP status (the docs list the same code u
 statuses). :func:`lookup` also matches every ``Throttling*`` code and both spellings of the
 sub-user code (``Forbbiden.SubUser`` as DeleteVpnConnection spells it, and ``Forbidden.SubUser``).
 Codes starting with ``Transport.`` are ours: no usable answer arrived; ``Credentials.Unavailable``
-is ours too: the credential chain gave no AccessKey.
+is ours too: the credential chain gave no AccessKey; so are ``Sts.Unreachable`` (no usable answer
+from STS) and ``Account.NotConfigured`` (an operation's account is gone from VPNBOT_ACCOUNTS). The
+STS rows explain why an account's RAM role could not be assumed (AssumeRole, STS 2015-04-01).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from types import MappingProxyType
 from bot.errors import ErrorInfo, RetryClass, Who
 
 __all__ = [
+    "ACCOUNT_NOT_CONFIGURED",
     "CREDENTIALS_UNAVAILABLE",
     "ERROR_TABLE",
+    "STS_UNREACHABLE",
     "TRANSPORT_BAD_RESPONSE",
     "TRANSPORT_CONNECT_ERROR",
     "TRANSPORT_TIMEOUT",
@@ -29,6 +33,9 @@ TRANSPORT_TIMEOUT = "Transport.Timeout"
 TRANSPORT_CONNECT_ERROR = "Transport.ConnectError"
 TRANSPORT_BAD_RESPONSE = "Transport.BadResponse"
 CREDENTIALS_UNAVAILABLE = "Credentials.Unavailable"
+# Ours, for several accounts: STS gave no usable answer; an operation names an account no longer set.
+STS_UNREACHABLE = "Sts.Unreachable"
+ACCOUNT_NOT_CONFIGURED = "Account.NotConfigured"
 
 _T = RetryClass.TRANSIENT
 _B = RetryClass.BUSY
@@ -332,7 +339,90 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
     ),
 )
 
-ERROR_TABLE: Mapping[str, ErrorInfo] = MappingProxyType({info.code: info for info in _ENTRIES})
+# --- STS AssumeRole: an account's RAM role (VPNBOT_ACCOUNTS) ----------------------------------------
+_STS_ENTRIES: tuple[ErrorInfo, ...] = (
+    _e(
+        "EntityNotExist.Role",
+        404,
+        "The role not exists.",
+        "The RAM role this account's VPNBOT_ACCOUNTS entry names does not exist.",
+        "The account's administrator must create the role (README: Several accounts) or the bot "
+        "administrator must correct its ARN in VPNBOT_ACCOUNTS.",
+        Who.ADMIN,
+        _N,
+    ),
+    _e(
+        "NoPermission",
+        403,
+        "You are not authorized to do this action. You should be authorized by RAM.",
+        "The bot may not assume this account's RAM role.",
+        "The account's administrator must let the bot's RAM identity in the role's trust policy, and "
+        "the bot's own identity needs sts:AssumeRole on the role's ARN (README: Several accounts).",
+        Who.ADMIN,
+        _N,
+    ),
+    _e(
+        "InvalidParameter.RoleArn",
+        400,
+        "The parameter RoleArn is wrongly formed.",
+        "The role ARN set for this account is not valid.",
+        "The bot administrator must correct it in VPNBOT_ACCOUNTS (acs:ram::ACCOUNT_ID:role/ROLE_NAME).",
+        Who.ADMIN,
+        _N,
+    ),
+    _e(
+        "InvalidParameter.DurationSeconds",
+        400,
+        "The Min/Max value of DurationSeconds is 15min/1hr.",
+        "The session length the bot asks for is longer than this role allows.",
+        "The account's administrator must raise the role's maximum session duration, or the bot "
+        "administrator must lower VPNBOT_STS_DURATION_SECONDS.",
+        Who.ADMIN,
+        _N,
+    ),
+    _e(
+        "InvalidParameter.RoleSessionName",
+        400,
+        "The parameter RoleSessionName is wrongly formed.",
+        "STS refused the session name the bot chose.",
+        "The bot administrator should report this: session names are vpnbot or vpnbot- and a Slack user id.",
+        Who.ADMIN,
+        _N,
+    ),
+    _e(
+        "InvalidSecurityToken.Expired",
+        400,
+        "Specified SecurityToken is expired.",
+        "The bot's own temporary credentials have expired, so it cannot assume the account's role.",
+        "The bot administrator must renew the bot's base credentials (ALIBABA_CLOUD_SECURITY_TOKEN "
+        "or the credential chain's source).",
+        Who.ADMIN,
+        _N,
+    ),
+    _e(
+        STS_UNREACHABLE,
+        None,
+        "",
+        "The bot could not get an answer from Alibaba Cloud STS to assume the account's role.",
+        "The bot retries; if it persists, the bot administrator must check VPNBOT_STS_ENDPOINT, DNS, "
+        "proxy and the trusted CA certificates.",
+        Who.ADMIN,
+        _T,
+    ),
+    _e(
+        ACCOUNT_NOT_CONFIGURED,
+        None,
+        "",
+        "This operation's account is no longer in the bot's settings.",
+        "The bot administrator must add the account back to VPNBOT_ACCOUNTS to finish it.",
+        Who.ADMIN,
+        _N,
+    ),
+)
+
+ERROR_TABLE: Mapping[str, ErrorInfo] = MappingProxyType(
+    {info.code: info for info in (*_ENTRIES, *_STS_ENTRIES)}
+)
 
 
 def is_throttling(code: str) -> bool:

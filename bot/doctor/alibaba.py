@@ -8,6 +8,7 @@ Failures are read through the bot's error table (``CloudError.info``, from
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -17,6 +18,7 @@ from bot.doctor.permissions import PROBES, DoctorVpc, code_of, is_denied, permis
 from bot.errors import CloudError, CloudTransportError, RetryClass
 
 if TYPE_CHECKING:
+    from bot.cloud.accounts import AccountClients
     from bot.config import Settings
 
 __all__ = ["check_cloud"]
@@ -44,12 +46,44 @@ async def check_cloud(
     credentials: CredentialsProvider | None,
     problems: tuple[str, ...] = (),
     vpc: DoctorVpc | None,
+    accounts: AccountClients | None = None,
 ) -> list[Check]:
-    """The Alibaba Cloud rows; ``problems`` are the credential settings' own (a half AccessKey pair)."""
+    """The Alibaba Cloud rows; ``problems`` are the credential settings' own (a half AccessKey pair).
+
+    With several accounts (``accounts``), the bot's own credentials only assume roles: each
+    account's role is assumed and every permission probed through it, in rows named after it.
+    """
     found = await _credentials_row(credentials, problems)
     if found.status is not Status.PASS or vpc is None:
         return _skipped(found, "skipped: no usable Alibaba Cloud credentials.", signature=True)
-    return [found, *await _api_rows(settings, vpc)]
+    if accounts is None:
+        return [found, *await _api_rows(settings, vpc)]
+    per_account = await asyncio.gather(*(_account_rows(settings, accounts, name) for name in accounts.names))
+    return [found, *(row for rows in per_account for row in rows)]
+
+
+def _named(rows: list[Check], account: str) -> list[Check]:
+    return [dataclasses.replace(r, name=f"[{account}] {r.name}") for r in rows]
+
+
+async def _account_rows(settings: Settings, accounts: AccountClients, account: str) -> list[Check]:
+    """AssumeRole for ``account``, then the same API rows as for one account, through its role."""
+    arn = accounts.role_arn(account) or "?"
+    try:
+        await accounts.credentials(account).get()
+    except CloudError as err:
+        log.debug("doctor: AssumeRole failed for %s", account, exc_info=True)
+        assumed = Check(
+            CLOUD,
+            "AssumeRole",
+            Status.FAIL,
+            f"{arn}: {err.info.friendly} ({code_of(err)}).",
+            f"{err.info.action} Let the bot's identity in the role's trust policy and grant it sts:AssumeRole "
+            "on the role (README: Several Alibaba Cloud accounts).",
+        )
+        return _named(_skipped(assumed, "skipped: the role could not be assumed.", signature=True), account)
+    assumed = Check(CLOUD, "AssumeRole", Status.PASS, f"assumed {arn} (STS, session vpnbot).")
+    return _named([assumed, *await _api_rows(settings, accounts.client(account))], account)
 
 
 async def _credentials_row(credentials: CredentialsProvider | None, problems: tuple[str, ...]) -> Check:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.cloud.accounts import AccountClients
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
 from bot.doctor.alibaba import check_cloud
@@ -48,6 +49,8 @@ class DoctorClients:
     vpc: DoctorVpc | None
     credentials: CredentialsProvider | None
     credential_problems: tuple[str, ...] = ()
+    # With several accounts: each account's role, assumed over ``credentials``.
+    accounts: AccountClients | None = None
 
 
 @contextlib.asynccontextmanager
@@ -63,6 +66,7 @@ async def open_clients(settings: Settings) -> AsyncIterator[DoctorClients]:
     credentials: CredentialsProvider | None = None
     problems: tuple[str, ...] = ()
     vpc: VpcClient | None = None
+    accounts: AccountClients | None = None
     try:
         credentials = build_credentials_provider(settings)
     except ConfigError as exc:
@@ -71,8 +75,12 @@ async def open_clients(settings: Settings) -> AsyncIterator[DoctorClients]:
         deadline = min(settings.api_deadline_seconds, _CLOUD_DEADLINE_S)
         short = settings.model_copy(update={"api_deadline_seconds": deadline})
         vpc = VpcClient.from_settings(short, credentials=credentials)
+        if settings.multi_account:
+            accounts = AccountClients.from_settings(short, base=vpc, base_credentials=credentials)
     try:
-        yield DoctorClients(slack=slack, vpc=vpc, credentials=credentials, credential_problems=problems)
+        yield DoctorClients(
+            slack=slack, vpc=vpc, credentials=credentials, credential_problems=problems, accounts=accounts
+        )
     finally:
         if vpc is not None:
             await vpc.aclose()
@@ -98,6 +106,7 @@ async def diagnose(settings: Settings, clients: DoctorClients) -> list[Check]:
                     credentials=clients.credentials,
                     problems=clients.credential_problems,
                     vpc=clients.vpc,
+                    accounts=clients.accounts,
                 ),
             ),
             guarded(DATABASE, check_database(settings.database_url)),

@@ -21,6 +21,7 @@ from bot.config import ANYONE, Settings, explicit_settings
 from bot.errors import StartupError
 from bot.ports import Clock
 from bot.sandbox.slack import SlackStandin, SlackUserAgent, demo_workspace, start_slack_standin
+from bot.sandbox.sts import KeyRing, RunningSts, SandboxAccount, SandboxRole, start_sts_sandbox
 from bot.sandbox.vpc import (
     API_VERSION,
     DEMO_ACCESS_KEY_ID,
@@ -64,6 +65,9 @@ class LocalStack:
     settings: Settings
     replicas: list[Replica] = field(default_factory=list)
     agents: list[SlackUserAgent] = field(default_factory=list)
+    # With several accounts: the STS sandbox (TLS) and each account by its VPNBOT_ACCOUNTS name.
+    sts: RunningSts | None = None
+    accounts: dict[str, SandboxAccount] = field(default_factory=dict)
 
     @property
     def bot(self) -> Replica:
@@ -103,6 +107,8 @@ class LocalStack:
             await replica.aclose()
         await self.slack.close()
         await self.vpc.close()
+        if self.sts is not None:
+            await self.sts.close()
 
 
 def local_settings(*, database_url: str, vpc_url: str, slack_url: str, **overrides: Any) -> Settings:
@@ -134,16 +140,39 @@ async def start_local_stack(
     settings: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
     replicas: int = 1,
+    accounts: Mapping[str, SandboxAccount] | None = None,
+    sts_lifetime_s: float | None = None,
 ) -> LocalStack:
-    """Start the sandbox, the Slack stand-in and ``replicas`` bots sharing ``database_url``."""
-    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=update_seconds))
+    """Start the sandbox, the Slack stand-in and ``replicas`` bots sharing ``database_url``.
+
+    ``accounts`` (VPNBOT_ACCOUNTS name -> sandbox account) adds the STS sandbox over TLS and sets
+    VPNBOT_ACCOUNTS (each account's first role) and VPNBOT_STS_ENDPOINT; the caller must make the
+    bot trust ``stack.sts.ca_file`` (SSL_CERT_FILE) before an operation assumes a role.
+    """
+    keys = KeyRing()
+    by_uid = {a.uid: a.state for a in (accounts or {}).values()}
+    vpc = await start_vpc_sandbox(
+        state=SandboxState(update_seconds=update_seconds), keys=keys, accounts=by_uid
+    )
+    sts: RunningSts | None = None
+    extra: dict[str, Any] = {}
+    if accounts:
+        sts = await start_sts_sandbox(
+            keys=keys, accounts={a.uid: a for a in accounts.values()}, lifetime_s=sts_lifetime_s
+        )
+        extra = {
+            "accounts": ",".join(f"{name}={a.role_arn(next(iter(a.roles)))}" for name, a in accounts.items()),
+            "sts_endpoint": sts.endpoint,
+        }
     slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
     stack = LocalStack(
         vpc=vpc,
         slack=slack,
         settings=local_settings(
-            database_url=database_url, vpc_url=vpc.url, slack_url=slack.url, **dict(settings or {})
+            database_url=database_url, vpc_url=vpc.url, slack_url=slack.url, **(extra | dict(settings or {}))
         ),
+        sts=sts,
+        accounts=dict(accounts or {}),
     )
     try:
         for _ in range(replicas):
@@ -180,10 +209,43 @@ def _load_faults(state: SandboxState, path: str) -> None:
         raise StartupError(f"the faults file {path} holds no faults", fix)
 
 
-def _banner(vpc: RunningSandbox, slack: SlackStandin | None, *, demo_keys: bool) -> str:
+# ``vpn-bot sandbox --accounts``: two demo accounts behind the STS sandbox. prod's resources are the
+# usual seeded world (the same the bot's own key sees); staging has three connections of its own.
+DEMO_ACCOUNTS = {"prod": "1000000000000001", "staging": "1000000000000002"}
+DEMO_ROLE = "vpn-bot"
+DEMO_STAGING_CONNECTIONS = 3
+
+
+def demo_accounts(home: SandboxState, *, update_seconds: float) -> dict[str, SandboxAccount]:
+    """The demo accounts by VPNBOT_ACCOUNTS name: prod over ``home``, staging on its own."""
+    staging = SandboxState(update_seconds=update_seconds, seed=False)
+    staging.seed_connections("cn-hangzhou", DEMO_STAGING_CONNECTIONS)
+    roles = {DEMO_ROLE: SandboxRole(DEMO_ROLE)}
+    return {
+        "prod": SandboxAccount(DEMO_ACCOUNTS["prod"], home, dict(roles)),
+        "staging": SandboxAccount(DEMO_ACCOUNTS["staging"], staging, dict(roles)),
+    }
+
+
+def _banner(
+    vpc: RunningSandbox,
+    slack: SlackStandin | None,
+    *,
+    demo_keys: bool,
+    sts: RunningSts | None = None,
+    accounts: Mapping[str, SandboxAccount] | None = None,
+) -> str:
     """Where the tools listen, and the ``export`` lines that point serve and doctor at them."""
     lines = [f"VPC sandbox (API {API_VERSION}) listening on {vpc.url}"]
     lines.append(f"  control API: {vpc.url}/_sandbox/state (also /_sandbox/faults, /_sandbox/reset)")
+    if sts is not None and accounts:
+        lines.append(
+            f"STS sandbox (AssumeRole, TLS) listening on https://{sts.endpoint}, its CA in {sts.ca_file}"
+        )
+        lines += [
+            f"  account {name}: {a.uid}, {len(a.state.connections)} connections"
+            for name, a in accounts.items()
+        ]
     if slack is not None:
         lines.append(f"Slack Web API stand-in listening on {slack.url}")
     lines += ["Point `vpn-bot serve` and `vpn-bot doctor` at them (paste into their shell):"]
@@ -205,6 +267,15 @@ def _banner(vpc: RunningSandbox, slack: SlackStandin | None, *, demo_keys: bool)
             f"SLACK_SIGNING_SECRET={LOCAL_SIGNING_SECRET}",
             "VPNBOT_APPROVERS='*'",
         ]
+    if sts is not None and accounts:
+        roles = ",".join(f"{name}={a.role_arn(DEMO_ROLE)}" for name, a in accounts.items())
+        exports += [
+            f"VPNBOT_STS_ENDPOINT={sts.endpoint}",
+            f"VPNBOT_ACCOUNTS={roles}",
+            # The bot trusts the sandbox's CA the standard way; TLS verification stays on.
+            f"SSL_CERT_FILE={sts.ca_file}",
+            f"REQUESTS_CA_BUNDLE={sts.ca_file}",
+        ]
     lines += [f"  export {line}" for line in exports]
     return "\n".join(lines)
 
@@ -218,11 +289,14 @@ async def serve_local_tools(
     update_seconds: float,
     slack_port: int | None,
     out: TextIO | None = None,
+    sts_port: int | None = None,
+    sts_lifetime_s: float | None = None,
 ) -> None:
     """``vpn-bot sandbox``: serve the VPC sandbox (and the Slack stand-in) until ``stop`` is set.
 
     The sandbox accepts the AccessKey pair from the environment if both halves are set, else the
-    public demo pair. Failures to start (busy port, bad faults file) are StartupErrors.
+    public demo pair. With ``sts_port``, the STS sandbox serves AssumeRole over TLS for two demo
+    accounts (prod, staging). Failures to start (busy port, bad faults file) are StartupErrors.
     """
     env_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
     env_secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
@@ -230,12 +304,16 @@ async def serve_local_tools(
     state = SandboxState(update_seconds=update_seconds)
     if faults_file:
         _load_faults(state, faults_file)
+    keys = KeyRing()
+    accounts = demo_accounts(state, update_seconds=update_seconds) if sts_port is not None else {}
     async with contextlib.AsyncExitStack() as running:
         try:
             vpc = await start_vpc_sandbox(
                 host,
                 port,
                 state=state,
+                keys=keys,
+                accounts={a.uid: a.state for a in accounts.values()},
                 access_key_id=DEMO_ACCESS_KEY_ID if demo_keys else str(env_id),
                 access_key_secret=DEMO_ACCESS_KEY_SECRET if demo_keys else str(env_secret),
                 security_token=None if demo_keys else os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None,
@@ -244,6 +322,19 @@ async def serve_local_tools(
         except OSError as exc:
             raise listen_error(host, port, exc, setting="--port") from None
         running.push_async_callback(vpc.close)
+        sts: RunningSts | None = None
+        if sts_port is not None:
+            try:
+                sts = await start_sts_sandbox(
+                    keys=keys,
+                    accounts={a.uid: a for a in accounts.values()},
+                    host=host,
+                    port=sts_port,
+                    lifetime_s=sts_lifetime_s,
+                )
+            except OSError as exc:
+                raise listen_error(host, sts_port, exc, setting="--sts-port") from None
+            running.push_async_callback(sts.close)
         slack = None
         if slack_port is not None:
             try:
@@ -253,5 +344,6 @@ async def serve_local_tools(
             except OSError as exc:
                 raise listen_error(host, slack_port, exc, setting="--slack-port") from None
             running.push_async_callback(slack.close)
-        print(_banner(vpc, slack, demo_keys=demo_keys), file=out or sys.stdout, flush=True)
+        banner = _banner(vpc, slack, demo_keys=demo_keys, sts=sts, accounts=accounts)
+        print(banner, file=out or sys.stdout, flush=True)
         await stop.wait()

@@ -18,6 +18,10 @@ nothing; the same token with other parameters gets ``IdempotentParameterMismatch
 token) and what the API gateway answers before the service runs (signature, date, nonce,
 AccessKey, throttling). So after a busy answer only a fresh token goes through.
 
+Several accounts: the configured key opens the home state; keys the STS sandbox
+(:mod:`bot.sandbox.sts`) issues open only their account's state, until they expire
+(``InvalidSecurityToken.Expired``). Faults, requests and ClientTokens are kept per account.
+
 Control endpoints (no signature, for tests and the demo; bind to loopback only):
 ``GET /_sandbox/state``, ``POST /_sandbox/reset``, ``POST /_sandbox/settings``,
 ``GET|POST|DELETE /_sandbox/faults``, ``DELETE /_sandbox/faults/{id}``, ``GET /_sandbox/requests``.
@@ -52,6 +56,7 @@ from bot.cloud.signer import (
     sign,
     string_to_sign,
 )
+from bot.sandbox.sts import IssuedKey, KeyRing
 from bot.sandbox.vpc_changes import (
     create_vpn_connection,
     create_vpn_pbr_route_entry,
@@ -593,14 +598,24 @@ class _Exchange:
     access_key_id: str | None = None
     fault: Fault | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # The account's resources the request acts on (the key's account); None before authentication.
+    state: SandboxState | None = None
 
 
 class _VpcSandbox:
-    """The request handlers, bound to one state and one set of keys."""
+    """The request handlers, bound to the key ring and each account's state.
 
-    def __init__(self, state: SandboxState, keys: Mapping[str, Credentials]) -> None:
+    ``state`` is the home account's (the configured key's); an STS key opens only its account's
+    state in ``accounts``. Faults, requests and ClientTokens are kept per account; nonces and the
+    clock are the home state's.
+    """
+
+    def __init__(
+        self, state: SandboxState, keys: KeyRing, accounts: Mapping[str, SandboxState] | None = None
+    ) -> None:
         self.state = state
-        self._keys = dict(keys)
+        self._keys = keys
+        self._accounts = dict(accounts or {})
         # Set on shutdown so injected latency does not hold the server open.
         self.closing = asyncio.Event()
 
@@ -622,11 +637,11 @@ class _VpcSandbox:
             host=request.host,
         )
         try:
-            ex.access_key_id = self._authenticate(request, query_pairs, body)
+            ex.access_key_id, ex.state = self._authenticate(request, query_pairs, body)
         except SandboxApiError as err:
             return self._respond(ex, *self._error_answer(ex, err), outcome="error")
 
-        fault = ex.fault = self.state.faults.take(ex.action, params)
+        fault = ex.fault = ex.state.faults.take(ex.action, params)
         if fault is not None and not fault.after_processing:
             await self._pause(fault.latency)
             if fault.answers:
@@ -639,12 +654,15 @@ class _VpcSandbox:
                 return self._fault_answer(request, ex, fault, outcome=outcome)
         return self._respond(ex, status, answer, outcome=outcome)
 
-    def _authenticate(self, request: web.Request, query_pairs: list[tuple[str, str]], body: bytes) -> str:
-        """Verify the ACS3 signature and replay guards; return the AccessKey id."""
+    def _authenticate(
+        self, request: web.Request, query_pairs: list[tuple[str, str]], body: bytes
+    ) -> tuple[str, SandboxState]:
+        """Verify the ACS3 signature and replay guards; return the AccessKey id and its account's state."""
         ak, signed, signature = _parse_authorization(request.headers.get("Authorization"))
-        creds = self._keys.get(ak)
-        if creds is None:
+        key = self._keys.get(ak)
+        if key is None:
             raise SandboxApiError("InvalidAccessKeyId.NotFound")
+        creds = key.credentials
         headers = request.headers
         missing = [n for n in _REQUIRED_SIGNED if n not in headers]
         if missing:
@@ -682,9 +700,14 @@ class _VpcSandbox:
             token is not None and expected is not None and not _same(token, expected)
         ):
             raise SandboxApiError("InvalidSecurityToken.MismatchWithAccessKey")
+        if key.expires_at is not None and self.state.clock() >= key.expires_at:
+            raise SandboxApiError("InvalidSecurityToken.Expired")
         if not self.state.use_nonce(headers["x-acs-signature-nonce"]):
             raise SandboxApiError("SignatureNonceUsed")
-        return ak
+        state = self._accounts.get(key.account, self.state) if key.account else self.state
+        if key.account and key.account not in self._accounts:
+            raise SandboxApiError("InvalidAccessKeyId.NotFound")
+        return ak, state
 
     def _run(self, ex: _Exchange) -> tuple[int, dict[str, Any], str]:
         """Run the operation, or replay the first answer to its ClientToken.
@@ -693,12 +716,13 @@ class _VpcSandbox:
         (success or error; not a 5xx, nor the API gateway's own refusals) is kept and replayed
         verbatim for the same token and parameters, as Alibaba documents.
         """
+        state = ex.state or self.state
         try:
             operation = self._operation(ex)
-            self.state.settle()
+            state.settle()
             key = _token_key(ex)
             if key is not None:
-                seen = self.state.tokens.get(key[0])
+                seen = state.tokens.get(key[0])
                 if seen is not None:
                     if seen.fingerprint != key[1]:
                         raise SandboxApiError("IdempotentParameterMismatch")
@@ -708,7 +732,7 @@ class _VpcSandbox:
         try:
             status, answer, outcome = (
                 200,
-                {"RequestId": ex.request_id} | operation(self.state, ex.params),
+                {"RequestId": ex.request_id} | operation(state, ex.params),
                 "ok",
             )
         except SandboxApiError as err:
@@ -741,7 +765,7 @@ class _VpcSandbox:
             return
         if key is not None:
             record = TokenRecord(fingerprint=key[1], body=dict(answer), status=status)
-            self.state.tokens.setdefault(key[0], record)
+            (ex.state or self.state).tokens.setdefault(key[0], record)
 
     async def _pause(self, seconds: float) -> None:
         if seconds > 0:
@@ -749,7 +773,7 @@ class _VpcSandbox:
                 await asyncio.wait_for(self.closing.wait(), seconds)
 
     def _record(self, ex: _Exchange, *, status: int, outcome: str, code: str | None = None) -> None:
-        self.state.requests.append(
+        (ex.state or self.state).requests.append(
             RecordedRequest(
                 at=self.state.clock(),
                 method=ex.method,
@@ -905,8 +929,13 @@ def create_vpc_sandbox(
     access_key_secret: str,
     security_token: str | None = None,
     clock: Callable[[], datetime] | None = None,
+    keys: KeyRing | None = None,
+    accounts: Mapping[str, SandboxState] | None = None,
 ) -> web.Application:
     """Build the sandbox app over ``state``, accepting requests signed with the given key.
+
+    ``keys`` (shared with the STS sandbox) adds the keys STS issues; each opens its account's
+    state in ``accounts`` only.
 
     ``clock`` (wall clock, UTC) replaces ``state.clock``: it drives both the ``x-acs-date``
     window and the ``updating`` time of gateways. With ``security_token`` the key is an STS key
@@ -915,7 +944,9 @@ def create_vpc_sandbox(
     if clock is not None:
         state.clock = clock
     creds = Credentials(access_key_id, access_key_secret, security_token)
-    sandbox = _VpcSandbox(state, {access_key_id: creds})
+    keys = keys if keys is not None else KeyRing()
+    keys.add(IssuedKey(credentials=creds, may_assume=True))
+    sandbox = _VpcSandbox(state, keys, accounts)
     app = web.Application()
     app[STATE_KEY] = state
 
@@ -971,6 +1002,8 @@ async def start_vpc_sandbox(
     security_token: str | None = None,
     clock: Callable[[], datetime] | None = None,
     access_log: bool = False,
+    keys: KeyRing | None = None,
+    accounts: Mapping[str, SandboxState] | None = None,
 ) -> RunningSandbox:
     """Start a sandbox on ``host:port`` (0 picks a free port) and return it running."""
     state = state if state is not None else SandboxState()
@@ -980,6 +1013,8 @@ async def start_vpc_sandbox(
         access_key_secret=access_key_secret,
         security_token=security_token,
         clock=clock,
+        keys=keys,
+        accounts=accounts,
     )
     # A short shutdown grace: a handler still sleeping in injected latency is woken by on_shutdown.
     log = logging.getLogger("aiohttp.access") if access_log else None

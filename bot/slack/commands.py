@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import NotAllowed, UsageError
+from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
@@ -45,29 +47,43 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
         try:
             request = parse_slash_command(command)
             parsed = parse_command(request.text, default_region=deps.settings.default_region)
+            if isinstance(parsed, DeleteCommand):
+                # Pure and instant (settings only): a refusal rides on the ack, nothing is started.
+                account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
+                parsed = dataclasses.replace(parsed, account=account)
+            elif isinstance(parsed, PickCommand) and parsed.account is not None:
+                choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
         except NotAllowed as err:
             await ack(**build_refusal(err.friendly))
             return
         except UsageError as err:
-            await ack(**build_usage(error=err.friendly))
+            await ack(**build_usage(error=err.friendly, accounts=_accounts_here(deps, command)))
             return
         match parsed:
             case HelpCommand():
-                await ack(**build_usage())
+                await ack(**build_usage(accounts=_accounts_here(deps, command)))
                 return
-            case DeleteCommand(vco_id=vco_id, region=region) if deps.inflight.full:
+            case DeleteCommand(vco_id=vco_id, region=region, account=chosen) if deps.inflight.full:
                 deps.inflight.shed()
-                await ack(**build_busy(vco_id, region))
+                await ack(**build_busy(vco_id, region, chosen or ""))
                 return
-            case DeleteCommand(vco_id=vco_id, region=region):
-                await ack(**build_looking_up(vco_id, region))
+            case DeleteCommand(vco_id=vco_id, region=region, account=chosen):
+                await ack(**build_looking_up(vco_id, region, chosen or ""))
             case _:
                 await ack()
         async with errors_to_user(command, respond, inflight=deps.inflight):
             await _after_ack(deps, parsed, request, respond, client)
 
     return handle_vpn_command
+
+
+def _accounts_here(deps: SlackDeps, command: dict[str, Any]) -> tuple[str, ...]:
+    """With several accounts, those the command's channel may use (for the help); else none."""
+    channel = command.get("channel_id")
+    if not deps.settings.multi_account or not isinstance(channel, str):
+        return ()
+    return allowed_accounts(deps.settings, channel)[0]
 
 
 async def _after_ack(
@@ -83,20 +99,26 @@ async def _after_ack(
             await show_list(deps, parsed, respond=respond, **who)
         case StatusCommand():
             await show_status(deps, parsed, respond=respond, client=client, **who)
-        case PickCommand(region=region):
+        case PickCommand(region=region, account=asked):
             if not request.trigger_id:
                 raise UsageError(
                     "Which connection? Give its id, e.g. `/vpn delete vco-bp1abc2def3gh cn-hangzhou`."
                 )
             await open_picker(
-                deps, client, trigger_id=request.trigger_id, channel_id=request.channel_id, region=region
+                deps,
+                client,
+                trigger_id=request.trigger_id,
+                channel_id=request.channel_id,
+                region=region,
+                account=asked,
             )
-        case DeleteCommand(vco_id=vco_id, region=region):
+        case DeleteCommand(vco_id=vco_id, region=region, account=account):
             await check_region(deps, region)
             await deps.workflow.request_delete(
                 team_id=request.team_id or "",
                 vco_id=vco_id,
                 region=region,
                 response_url=request.response_url or None,
+                account=account or "",
                 **who,
             )

@@ -34,8 +34,9 @@ class WorkflowApi(Protocol):
         vco_id: str,
         region: str,
         response_url: str | None,
+        account: str = "",
     ) -> Operation:
-        """Check policy, look the connection up and post the confirmation."""
+        """Check policy, look the connection up and post the confirmation (in ``account``)."""
         ...
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:

@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain import Operation, VpnGateway
 from bot.errors import CloudError, UsageError
 from bot.ids import is_channel_id
+from bot.slack.accounts import choose_account
 from bot.slack.blocks import build_busy, build_looking_up, code
 from bot.slack.codes import SLACK_FAILURES
 from bot.slack.deps import SlackDeps
@@ -56,11 +57,12 @@ async def _check_read(deps: SlackDeps, *, user_id: str, channel_id: str, region:
 
 
 async def render_page(deps: SlackDeps, page: ListPage, *, user_id: str, channel_id: str) -> Message:
-    """Check the region and the policy, then render one page of the (cached) listing."""
+    """Check the account, the region and the policy, then render one page of the (cached) listing."""
     _, listings = _inventory(deps)
+    account = choose_account(deps.settings, channel_id=channel_id, asked=page.a)
     await check_region(deps, page.r)
     await _check_read(deps, user_id=user_id, channel_id=channel_id, region=page.r)
-    rows = await listings.rows(region=page.r, gateway_id=page.g)
+    rows = await listings.rows(region=page.r, gateway_id=page.g, account=account)
     matched = [row for row in rows if row.matches(page.f)]
     pages = page_count(len(matched))
     if page.p >= pages:
@@ -83,22 +85,27 @@ async def show_list(
         if not command.guessed:
             raise
         command = command.as_filter(deps.settings.default_region)
-    page = ListPage(r=command.region, g=command.gateway_id, f=command.words, p=0)
+    account = choose_account(deps.settings, channel_id=channel_id, asked=command.account)
+    page = ListPage(r=command.region, g=command.gateway_id, f=command.words, p=0, a=account or None)
     await send(respond, await render_page(deps, page, user_id=user_id, channel_id=channel_id))
 
 
-async def _gateway(inventory: Inventory, region: str, gateway_id: str) -> VpnGateway | None:
+async def _gateway(inventory: Inventory, region: str, gateway_id: str, account: str) -> VpnGateway | None:
     try:
-        return await inventory.gateway(region=region, gateway_id=gateway_id)
+        return await inventory.gateway(region=region, gateway_id=gateway_id, account=account)
     # The connection's own state is the answer; a missing gateway state is shown as unknown.
     except CloudError as exc:
         log.warning("status: DescribeVpnGateway failed", extra={"error": exc.message})
         return None
 
 
-async def _routes(inventory: Inventory, region: str, gateway_id: str, vco_id: str) -> int | None:
+async def _routes(
+    inventory: Inventory, region: str, gateway_id: str, vco_id: str, account: str
+) -> int | None:
     try:
-        return await inventory.route_count(region=region, gateway_id=gateway_id, vco_id=vco_id)
+        return await inventory.route_count(
+            region=region, gateway_id=gateway_id, vco_id=vco_id, account=account
+        )
     except CloudError as exc:
         log.warning("status: route lookup failed", extra={"error": exc.message})
         return None
@@ -139,14 +146,16 @@ async def show_status(
         return
     inventory, _ = _inventory(deps)
     assert command.vco_id is not None  # noqa: S101 - parse_status sets one of the two
+    account = choose_account(deps.settings, channel_id=channel_id, asked=command.account)
     await check_region(deps, command.region)
     await _check_read(deps, user_id=user_id, channel_id=channel_id, region=command.region)
-    row = await inventory.connection(region=command.region, vco_id=command.vco_id)
+    row = await inventory.connection(region=command.region, vco_id=command.vco_id, account=account)
     gateway, routes = await asyncio.gather(
-        _gateway(inventory, command.region, row.gateway_id),
-        _routes(inventory, command.region, row.gateway_id, row.id),
+        _gateway(inventory, command.region, row.gateway_id, account),
+        _routes(inventory, command.region, row.gateway_id, row.id, account),
     )
-    await send(respond, build_connection_status(row, gateway, region=command.region, routes=routes))
+    status = build_connection_status(row, gateway, region=command.region, routes=routes, account=account)
+    await send(respond, status)
 
 
 def make_list_page_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
@@ -166,12 +175,13 @@ def make_list_page_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
 
 
 async def _start_delete(deps: SlackDeps, click: ListClick, value: RowDelete, respond: AsyncRespond) -> None:
+    account = choose_account(deps.settings, channel_id=click.channel_id, asked=value.a)
     if deps.inflight.full:
         deps.inflight.shed()
-        await respond(**build_busy(value.v, value.r), replace_original=False)
+        await respond(**build_busy(value.v, value.r, account), replace_original=False)
         return
     await check_region(deps, value.r)
-    await respond(**build_looking_up(value.v, value.r), replace_original=False)
+    await respond(**build_looking_up(value.v, value.r, account), replace_original=False)
     await deps.workflow.request_delete(
         team_id=click.team_id,
         user_id=click.user_id,
@@ -179,9 +189,10 @@ async def _start_delete(deps: SlackDeps, click: ListClick, value: RowDelete, res
         vco_id=value.v,
         region=value.r,
         response_url=click.response_url,
+        account=account,
     )
     if deps.listings is not None:
-        deps.listings.forget(region=value.r)
+        deps.listings.forget(region=value.r, account=account)
 
 
 def make_list_delete_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:

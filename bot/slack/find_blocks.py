@@ -96,7 +96,9 @@ def _row_text(row: ConnectionRow) -> str:
 
 
 def _scope_text(page: ListPage) -> str:
-    parts = [f"region {code(page.r, 40)}"]
+    parts = [
+        f"account {code(page.a, 40)}, region {code(page.r, 40)}" if page.a else f"region {code(page.r, 40)}"
+    ]
     if page.g:
         parts.append(f"gateway {code(page.g)}")
     if page.f:
@@ -118,7 +120,7 @@ def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int
     for row in rows:
         # An id the API spelled unexpectedly gets no button: its click would be refused anyway.
         delete = (
-            _button("Delete…", ActionId.LIST_DELETE, RowDelete(r=page.r, v=row.id).to_value())
+            _button("Delete…", ActionId.LIST_DELETE, RowDelete(r=page.r, v=row.id, a=page.a).to_value())
             if is_vco_id(row.id)
             else None
         )
@@ -144,7 +146,7 @@ def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int
 
 
 def build_connection_status(
-    row: ConnectionRow, gateway: VpnGateway | None, *, region: str, routes: int | None
+    row: ConnectionRow, gateway: VpnGateway | None, *, region: str, routes: int | None, account: str = ""
 ) -> Message:
     """A connection's live state: tunnels, gateway state and the routes pointing at it."""
     name = escape(cap(row.name, _NAME_MAX)) if row.name else "(no name)"
@@ -156,7 +158,8 @@ def build_connection_status(
     )
     route_text = "unknown (the route tables did not answer)" if routes is None else str(routes)
     lines = [
-        f"*{name}* {code(row.id)} in {code(region, 40)}",
+        f"*{name}* {code(row.id)} in {code(region, 40)}"
+        + (f", account {code(account, 40)}" if account else ""),
         f"• Tunnel status: {_tunnel_status(row)}",
         f"• Gateway {code(row.gateway_id or '—')}: {gateway_state}",
         f"• Routes with this connection as next hop: {route_text}",
@@ -181,7 +184,8 @@ def build_operation_status(op: Operation, *, permalink: str | None, now: datetim
     lines = [
         f"*Request {code(op.id, 64)}*: {_state_phrase(op)}",
         f"• {'Recreation of deleted connection' if op.is_recreate else 'Connection'} "
-        f"{code(op.connection.id)} in {code(op.region, 40)}",
+        f"{code(op.connection.id)} in {code(op.region, 40)}"
+        + (f", account {code(op.account, 40)}" if op.account else ""),
         f"• Requested by {mention(op.requester_id)} at {format_time(op.created_at, now=now)}",
     ]
     if op.new_vco_id:

@@ -18,12 +18,14 @@ from bot.errors import NotAllowed, UsageError
 from bot.ids import (
     OPERATION_BODY,
     VPN_GATEWAY_BODY,
+    AccountName,
     ChannelId,
     RegionId,
     TeamId,
     UserId,
     VcoId,
     VpnGatewayId,
+    is_account_name,
     is_region,
     parse_region,
     parse_vco_id,
@@ -69,10 +71,12 @@ class ListCommand:
     words: tuple[str, ...] = ()
     # The region was a bare first word: if no such region exists, it was meant as a filter word.
     guessed: bool = False
+    # ``account=NAME``: None when not given (the channel's default applies).
+    account: str | None = None
 
     def as_filter(self, default_region: str) -> ListCommand:
         """The same listing with the guessed region read as a filter word instead."""
-        return ListCommand(default_region, self.gateway_id, (self.region, *self.words))
+        return ListCommand(default_region, self.gateway_id, (self.region, *self.words), account=self.account)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class StatusCommand:
     region: str
     vco_id: str | None = None
     op_id: str | None = None
+    account: str | None = None
 
 
 def _unescape(token: str) -> str:
@@ -96,6 +101,37 @@ def _clean(token: str) -> str:
 
 def _echo(token: str) -> str:
     return code(_unescape(token), 40)
+
+
+def split_account(args: list[str]) -> tuple[list[str], str | None]:
+    """Take ``--account NAME`` / ``--account=NAME`` / ``account=NAME`` out of ``args``."""
+    rest: list[str] = []
+    account: str | None = None
+    i = 0
+    while i < len(args):
+        arg, lowered = args[i], args[i].lower()
+        value: str | None = None
+        if lowered == "--account":
+            if i + 1 >= len(args):
+                raise UsageError("`--account` needs a value, e.g. `--account prod`.")
+            value = args[i + 1]
+            i += 1
+        elif lowered.startswith(("--account=", "account=")):
+            value = arg.split("=", 1)[1]
+            if not value:
+                raise UsageError("`account=` needs a value, e.g. `account=prod`.")
+        else:
+            rest.append(arg)
+        i += 1
+        if value is None:
+            continue
+        if account is not None:
+            raise UsageError("The account is given twice; give it once.")
+        name = _clean(value).lower()
+        if not is_account_name(name):
+            raise UsageError(f"{_echo(value)} is not an account name; names look like `prod` or `staging`.")
+        account = name
+    return rest, account
 
 
 def _split_region(args: list[str]) -> tuple[list[str], str | None]:
@@ -127,6 +163,7 @@ def _lower_ascii(token: str) -> str | None:
 
 def parse_list(args: list[str], *, default_region: str) -> ListCommand:
     """``[region] [gateway-id] [words…]``: a leading region-shaped word is the region."""
+    args, account = split_account(args)
     rest, region = _split_region(args)
     guessed = False
     first = _lower_ascii(rest[0]) if rest else None
@@ -153,11 +190,12 @@ def parse_list(args: list[str], *, default_region: str) -> ListCommand:
         raise UsageError(f"Give at most {FILTER_WORDS_MAX} filter words.")
     if guessed and len(words) >= FILTER_WORDS_MAX:
         raise UsageError(f"Give at most {FILTER_WORDS_MAX} filter words.")
-    return ListCommand(region or default_region, gateway_id, tuple(words), guessed=guessed)
+    return ListCommand(region or default_region, gateway_id, tuple(words), guessed=guessed, account=account)
 
 
 def parse_status(args: list[str], *, default_region: str) -> StatusCommand:
     """``<vco-id | request-id> [region]``."""
+    args, account = split_account(args)
     rest, region = _split_region(args)
     if not rest:
         raise UsageError(
@@ -174,9 +212,11 @@ def parse_status(args: list[str], *, default_region: str) -> StatusCommand:
     region = region or default_region
     target = _clean(rest[0])
     if target.lower().startswith("vco-"):
-        return StatusCommand(region=region, vco_id=parse_vco_id(target, shown=_echo(rest[0])))
+        return StatusCommand(
+            region=region, vco_id=parse_vco_id(target, shown=_echo(rest[0])), account=account
+        )
     if target.isascii() and _OPERATION_RE.fullmatch(target):
-        return StatusCommand(region=region, op_id=target.lower())
+        return StatusCommand(region=region, op_id=target.lower(), account=account)
     raise UsageError(
         f"{_echo(rest[0])} is neither a connection id (`vco-…`) nor a request id (the one shown under "
         "a confirmation, such as `3f2a…`)."
@@ -200,6 +240,8 @@ class ListPage(_Value):
     g: VpnGatewayId | None = None
     f: tuple[FilterWord, ...] = Field(default=(), max_length=FILTER_WORDS_MAX)
     p: int = Field(ge=0, le=PAGE_MAX)
+    # The account listed, with several (checked again against the channel on every click).
+    a: AccountName | None = None
 
     def to_value(self) -> str:
         """The button value (compact JSON, well under Slack's 2,000 characters)."""
@@ -211,10 +253,11 @@ class RowDelete(_Value):
 
     r: RegionId
     v: VcoId
+    a: AccountName | None = None
 
     def to_value(self) -> str:
         """The button value."""
-        return self.model_dump_json()
+        return self.model_dump_json(exclude_none=True)
 
 
 class _Payload(BaseModel):

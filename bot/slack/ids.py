@@ -26,6 +26,7 @@ class ActionId(StrEnum):
     LIST_DELETE = "vpn-list-delete"
     # The /vpn delete picker modal: the region select and the connection search (external select).
     PICK_REGION = "vpn-pick-region"
+    PICK_ACCOUNT = "vpn-pick-account"
     PICK_CONNECTION = "vpn-pick-connection"
     # Recreate: the deleted card's Recreate… button, and the modal's key inputs.
     RECREATE_OPEN = "vpn-recreate-open"
@@ -52,6 +53,7 @@ class BlockId(StrEnum):
     LIST_FOOTER = "vpn-list-footer"
     LOOKUP = "vpn-status"
     PICK_REGION = "vpn-pick-region-block"
+    PICK_ACCOUNT = "vpn-pick-account-block"
     PICK_CONNECTION = "vpn-pick-connection-block"
     HOME_HEADER = "vpn-home-header"
     HOME_PENDING = "vpn-home-pending"

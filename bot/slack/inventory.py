@@ -46,19 +46,21 @@ class ConnectionRow:
 class Inventory(Protocol):
     """The read-only cloud calls behind ``/vpn list`` and ``/vpn status``."""
 
-    async def connections(self, *, region: str, gateway_id: str | None = None) -> Sequence[ConnectionRow]:
-        """Every IPsec connection in the region (DescribeVpnConnections, all pages)."""
+    async def connections(
+        self, *, region: str, gateway_id: str | None = None, account: str = ""
+    ) -> Sequence[ConnectionRow]:
+        """Every IPsec connection in the region (DescribeVpnConnections, all pages), in ``account``."""
         ...
 
-    async def connection(self, *, region: str, vco_id: str) -> ConnectionRow:
+    async def connection(self, *, region: str, vco_id: str, account: str = "") -> ConnectionRow:
         """One connection (DescribeVpnConnection); CloudApiError ``…NotFound`` if it is gone."""
         ...
 
-    async def gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+    async def gateway(self, *, region: str, gateway_id: str, account: str = "") -> VpnGateway:
         """The connection's VPN gateway (DescribeVpnGateway)."""
         ...
 
-    async def route_count(self, *, region: str, gateway_id: str, vco_id: str) -> int:
+    async def route_count(self, *, region: str, gateway_id: str, vco_id: str, account: str = "") -> int:
         """How many of the gateway's destination and policy routes have the connection as next hop."""
         ...
 
@@ -81,18 +83,22 @@ class ListingCache:
         self._ttl = ttl
         self._clock = clock
         self._max = max_entries
-        self._entries: OrderedDict[tuple[str, str], tuple[float, tuple[ConnectionRow, ...]]] = OrderedDict()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._entries: OrderedDict[tuple[str, str, str], tuple[float, tuple[ConnectionRow, ...]]] = (
+            OrderedDict()
+        )
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
-    def _fresh(self, key: tuple[str, str]) -> tuple[ConnectionRow, ...] | None:
+    def _fresh(self, key: tuple[str, str, str]) -> tuple[ConnectionRow, ...] | None:
         entry = self._entries.get(key)
         if entry is None or self._clock() - entry[0] >= self._ttl:
             return None
         return entry[1]
 
-    async def rows(self, *, region: str, gateway_id: str | None = None) -> tuple[ConnectionRow, ...]:
-        """The listing, from the cache while fresh, else from the cloud."""
-        key = (region, gateway_id or "")
+    async def rows(
+        self, *, region: str, gateway_id: str | None = None, account: str = ""
+    ) -> tuple[ConnectionRow, ...]:
+        """The listing (of ``account``, with several), from the cache while fresh, else from the cloud."""
+        key = (account, region, gateway_id or "")
         cached = self._fresh(key)
         if cached is not None:
             return cached
@@ -101,7 +107,9 @@ class ListingCache:
             cached = self._fresh(key)
             if cached is not None:
                 return cached
-            rows = tuple(await self._inventory.connections(region=region, gateway_id=gateway_id))
+            rows = tuple(
+                await self._inventory.connections(region=region, gateway_id=gateway_id, account=account)
+            )
             self._entries[key] = (self._clock(), rows)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
@@ -109,6 +117,6 @@ class ListingCache:
                 self._locks.pop(old, None)
         return rows
 
-    def forget(self, *, region: str, gateway_id: str | None = None) -> None:
+    def forget(self, *, region: str, gateway_id: str | None = None, account: str = "") -> None:
         """Drop a listing (after a deletion request, so the next page is fetched anew)."""
-        self._entries.pop((region, gateway_id or ""), None)
+        self._entries.pop((account, region, gateway_id or ""), None)

@@ -26,7 +26,7 @@ from bot.ids import (
     parse_vco_id,
 )
 from bot.slack.blocks import code
-from bot.slack.find_parse import ListCommand, StatusCommand, parse_list, parse_status
+from bot.slack.find_parse import ListCommand, StatusCommand, parse_list, parse_status, split_account
 from bot.slack.ids import SLASH_COMMAND, ActionId
 
 __all__ = [
@@ -96,6 +96,8 @@ class DeleteCommand:
 
     vco_id: str
     region: str
+    # ``account=NAME`` / ``--account NAME``: None when not given (the channel's default applies).
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class PickCommand:
     """``/vpn delete`` with no id: open the picker modal, starting at ``region``."""
 
     region: str
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,7 @@ def _region(token: str) -> str:
 
 
 def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickCommand:
+    args, account = split_account(args)
     positional: list[str] = []
     region: str | None = None
     i = 0
@@ -168,7 +172,7 @@ def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickC
         i += 1
 
     if not positional:
-        return PickCommand(region=region or default_region)
+        return PickCommand(region=region or default_region, account=account)
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:
         if region is not None:
@@ -179,7 +183,7 @@ def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickC
             f"Too many words: {_echo(' '.join(positional[2:]))}. `{SLASH_COMMAND} delete` takes a "
             f"connection id and an optional region."
         )
-    return DeleteCommand(vco_id=vco_id, region=region or default_region)
+    return DeleteCommand(vco_id=vco_id, region=region or default_region, account=account)
 
 
 def _parse_history(args: list[str]) -> HistoryCommand:

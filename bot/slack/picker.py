@@ -19,6 +19,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import BotError, CloudApiError, NotAllowed, UsageError
+from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks.views import build_connection_options, build_picker
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.deps import SlackDeps
@@ -51,10 +52,30 @@ async def _regions(deps: SlackDeps) -> Collection[str]:
 
 
 async def open_picker(
-    deps: SlackDeps, client: AsyncWebClient, *, trigger_id: str, channel_id: str, region: str
+    deps: SlackDeps,
+    client: AsyncWebClient,
+    *,
+    trigger_id: str,
+    channel_id: str,
+    region: str,
+    account: str | None = None,
 ) -> None:
-    """Open the picker modal for the person who typed ``/vpn delete`` (trigger ids last 3 seconds)."""
-    view = build_picker(regions=await _regions(deps), region=region, channel_id=channel_id)
+    """Open the picker modal for the person who typed ``/vpn delete`` (trigger ids last 3 seconds).
+
+    With several accounts it offers those the channel may use, ``account`` (checked) first.
+    """
+    allowed: tuple[str, ...] = ()
+    if deps.settings.multi_account:
+        allowed, _ = allowed_accounts(deps.settings, channel_id)
+        if account is not None:
+            account = choose_account(deps.settings, channel_id=channel_id, asked=account)
+    view = build_picker(
+        regions=await _regions(deps),
+        region=region,
+        channel_id=channel_id,
+        accounts=allowed,
+        account=account or "",
+    )
     try:
         await client.views_open(trigger_id=trigger_id, view=view)
     except SLACK_FAILURES as exc:
@@ -79,13 +100,16 @@ def make_picker_suggest_listener(deps: SlackDeps) -> Callable[..., Awaitable[Non
         """Answer what was typed with the region's matching connections (from the cached listing)."""
         try:
             suggestion = parse_suggestion(body)
+            account = choose_account(
+                deps.settings, channel_id=suggestion.channel_id, asked=suggestion.account
+            )
             await check_region(deps, suggestion.region)
             await _check_read(
                 deps, user_id=suggestion.user_id, channel_id=suggestion.channel_id, region=suggestion.region
             )
             if deps.listings is None:
                 raise UsageError("Listing connections is not set up on this bot.")
-            rows = await deps.listings.rows(region=suggestion.region)
+            rows = await deps.listings.rows(region=suggestion.region, account=account)
         except BotError as err:
             log.info("picker search refused", extra={"error_type": type(err).__name__, "reason": err.message})
             await ack(**_error_option(_short(err)))
@@ -112,7 +136,7 @@ def _short(err: BotError) -> str:
     return field_error(err.friendly)
 
 
-async def _check_submission(deps: SlackDeps, sub: PickerSubmission) -> Errors:
+async def _check_submission(deps: SlackDeps, sub: PickerSubmission, account: str) -> Errors:
     """Check a submitted picker; return the field errors to show in the modal (empty if fine)."""
     try:
         await check_region(deps, sub.region)
@@ -126,14 +150,14 @@ async def _check_submission(deps: SlackDeps, sub: PickerSubmission) -> Errors:
     try:
         # Slack waits 3 seconds for the answer; past the deadline the workflow's own lookup decides.
         async with asyncio.timeout(_CHECK_TIMEOUT):
-            await deps.inventory.connection(region=sub.region, vco_id=sub.vco_id)
+            await deps.inventory.connection(region=sub.region, vco_id=sub.vco_id, account=account)
     except TimeoutError:
         log.info("picker: connection check too slow; the request's lookup will decide")
         return {}
     except CloudApiError as err:
         if err.code == _GONE:
             if deps.listings is not None:
-                deps.listings.forget(region=sub.region)
+                deps.listings.forget(region=sub.region, account=account)
             return {BlockId.PICK_CONNECTION.value: f"{sub.vco_id} no longer exists in {sub.region}."}
         return {BlockId.PICK_CONNECTION.value: _short(err)}
     except BotError as err:
@@ -160,7 +184,12 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         except NotAllowed as err:
             await ack(response_action="errors", errors={BlockId.PICK_CONNECTION.value: _short(err)})
             return
-        errors = await _check_submission(deps, sub)
+        try:
+            account = choose_account(deps.settings, channel_id=sub.channel_id, asked=sub.account)
+        except BotError as err:
+            await ack(response_action="errors", errors={BlockId.PICK_ACCOUNT.value: _short(err)})
+            return
+        errors = await _check_submission(deps, sub, account)
         if errors:
             await ack(response_action="errors", errors=errors)
             return
@@ -175,12 +204,13 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
                     vco_id=sub.vco_id,
                     region=sub.region,
                     response_url=None,
+                    account=account,
                 )
             except Exception as error:
                 await _tell(client, sub, error)
                 return
         if deps.listings is not None:
-            deps.listings.forget(region=sub.region)
+            deps.listings.forget(region=sub.region, account=account)
         log.info("picker: asked for approval", extra={"vco_id": sub.vco_id, "region": sub.region})
 
     return handle_picker_submission

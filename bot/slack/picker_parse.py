@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from bot.errors import NotAllowed
-from bot.ids import ChannelId, RegionId, TeamId, UserId, VcoId
+from bot.ids import AccountName, ChannelId, RegionId, TeamId, UserId, VcoId
 from bot.slack.ids import ActionId, BlockId, CallbackId
 
 __all__ = [
@@ -41,6 +41,8 @@ class PickerMeta(_Payload):
 
     c: ChannelId
     r: RegionId
+    # The account first shown, with several accounts.
+    a: AccountName | None = None
 
 
 class _Id(_Payload):
@@ -96,6 +98,7 @@ class Suggestion:
     channel_id: str
     region: str
     words: tuple[str, ...]
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +110,14 @@ class PickerSubmission:
     channel_id: str
     region: str
     vco_id: str | None
+    account: str | None = None
 
 
 _META = TypeAdapter(PickerMeta)
 _SEARCH: TypeAdapter[str] = TypeAdapter(SearchText)
 _REGION: TypeAdapter[str] = TypeAdapter(RegionId)
 _VCO: TypeAdapter[str] = TypeAdapter(VcoId)
+_ACCOUNT: TypeAdapter[str] = TypeAdapter(AccountName)
 
 
 def _selected(view: _View, block: BlockId, action: ActionId) -> str | None:
@@ -125,6 +130,11 @@ def _region(view: _View, meta: PickerMeta) -> str:
     return _REGION.validate_python(chosen) if chosen is not None else meta.r
 
 
+def _account(view: _View, meta: PickerMeta) -> str | None:
+    chosen = _selected(view, BlockId.PICK_ACCOUNT, ActionId.PICK_ACCOUNT)
+    return _ACCOUNT.validate_python(chosen) if chosen is not None else meta.a
+
+
 def parse_suggestion(body: Mapping[str, Any]) -> Suggestion:
     """Validate a block_suggestion; raise NotAllowed if it is not ours or carries anything odd."""
     try:
@@ -132,9 +142,10 @@ def parse_suggestion(body: Mapping[str, Any]) -> Suggestion:
         meta = _META.validate_json(payload.view.private_metadata)
         words = _SEARCH.validate_python(payload.value.strip()).split()
         region = _region(payload.view, meta)
+        account = _account(payload.view, meta)
     except ValidationError:
         raise NotAllowed(FOREIGN_VIEW) from None
-    return Suggestion(payload.user.id, meta.c, region, tuple(words))
+    return Suggestion(payload.user.id, meta.c, region, tuple(words), account)
 
 
 def parse_submission(body: Mapping[str, Any]) -> PickerSubmission:
@@ -145,7 +156,8 @@ def parse_submission(body: Mapping[str, Any]) -> PickerSubmission:
         region = _region(payload.view, meta)
         vco = _selected(payload.view, BlockId.PICK_CONNECTION, ActionId.PICK_CONNECTION)
         vco_id = _VCO.validate_python(vco) if vco is not None else None
+        account = _account(payload.view, meta)
     except ValidationError:
         raise NotAllowed(FOREIGN_VIEW) from None
     team_id = payload.team.id if payload.team else ""
-    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id)
+    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account)

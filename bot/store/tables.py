@@ -124,6 +124,8 @@ operations = Table(
     Column("new_vco_id", String(128)),
     Column("route_results", JSON, nullable=True),
     Column("undo_until", UtcDateTime),
+    # Added by migration 6: the account (VPNBOT_ACCOUNTS name) the operation runs in; "" for one account.
+    Column("account", String(64), nullable=False, default="", server_default=""),
     Index("ix_operations_state", "state"),
 )
 
@@ -148,6 +150,8 @@ audit = Table(
     Column("region", String(64)),
     Column("detail", Text, nullable=False, default=""),
     Column("request_id", String(128)),
+    # Added by migration 5.
+    Column("account", String(64)),
     Index("ix_audit_at", "at"),
 )
 
@@ -233,6 +237,17 @@ def _migration_5(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
 
 
+def _migration_6(conn: Connection) -> None:
+    # Several accounts: each operation (and its audit entries) names the account it runs in.
+    for table, ddl in (
+        ("operations", "account VARCHAR(64) NOT NULL DEFAULT ''"),
+        ("audit", "account VARCHAR(64)"),
+    ):
+        present = {c["name"] for c in inspect(conn).get_columns(table)}
+        if "account" not in present:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -240,5 +255,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

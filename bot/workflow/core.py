@@ -48,7 +48,7 @@ from bot.domain import (
 )
 from bot.errors import ConfirmationClosed, NotAllowed, RecreateRefused, SlackError, StoreUnavailable
 from bot.outbox import OutboxConfig, OutboxDispatcher
-from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi
+from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.steps import CARD, SYSTEM_ACTOR, LostOperation, RecreateKeys, Steps, Stopping, thread
 
@@ -60,6 +60,16 @@ _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 _LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
 
 
+class _OneVpc:
+    """One VPC API for every account (the single-account bot and tests)."""
+
+    def __init__(self, vpc: VpcApi) -> None:
+        self._vpc = vpc
+
+    def for_account(self, account: str, *, acting_user: str | None = None) -> VpcApi:
+        return self._vpc
+
+
 class Workflow:
     """Drives deletion operations from the slash command to a final state."""
 
@@ -67,7 +77,8 @@ class Workflow:
         self,
         *,
         store: OperationStore,
-        vpc: VpcApi,
+        vpc: VpcApi | None = None,
+        vpcs: VpcApis | None = None,
         notifier: Notifier,
         policy: Policy,
         clock: Clock,
@@ -75,6 +86,11 @@ class Workflow:
         instance_id: str,
         meter: OperationMeter | None = None,
     ) -> None:
+        """``vpcs`` gives each account's VPC API; a plain ``vpc`` serves the single-account bot."""
+        if vpcs is None:
+            if vpc is None:
+                raise TypeError("Workflow needs vpc or vpcs")
+            vpcs = _OneVpc(vpc)
         self._store = store
         self._policy = policy
         self._clock = clock
@@ -97,7 +113,7 @@ class Workflow:
         self._keys: dict[str, RecreateKeys] = {}
         self._steps = Steps(
             store=store,
-            vpc=vpc,
+            vpcs=vpcs,
             clock=clock,
             config=config,
             owner=instance_id,
@@ -118,8 +134,12 @@ class Workflow:
         vco_id: str,
         region: str,
         response_url: str | None,
+        account: str = "",
     ) -> Operation:
         """Check policy, record the request, look the connection up and post the confirmation.
+
+        ``account`` is the VPNBOT_ACCOUNTS name it runs in (the Slack layer chose and checked it);
+        ``""`` for the single-account bot.
 
         The request is recorded (leased to this worker) before the lookup, so if this process
         dies during it another worker finishes the lookup and answers the requester.
@@ -134,6 +154,7 @@ class Workflow:
                 vco_id=vco_id,
                 region=region,
                 detail=f"request: {err.friendly}",
+                account=account or None,
             )
             await self._store.add_audit(entry)
             raise
@@ -144,6 +165,7 @@ class Workflow:
             vco_id=vco_id,
             region=region,
             response_url=response_url,
+            account=account,
         )
         self._looking_up.add(op.id)
         try:
@@ -165,6 +187,7 @@ class Workflow:
         vco_id: str,
         region: str,
         response_url: str | None,
+        account: str,
     ) -> Operation:
         """Store the request (leased to this worker) before anything is looked up."""
         now = self._clock.now()
@@ -184,6 +207,7 @@ class Workflow:
             expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
             client_token=client_token_for(op_id),
             response_url=response_url,
+            account=account,
         )
         return await self._store.create_operation(
             op=op,
@@ -265,6 +289,8 @@ class Workflow:
             parent_op_id=parent.id,
             thread_ts=parent.message_ts,
             key_holder=self.instance_id,
+            # The deleted connection's account: it is recreated where it was.
+            account=parent.account,
         )
         self._keys[new_id] = RecreateKeys(psk=psk, bgp_auth_key=bgp_auth_key)
         try:

@@ -51,7 +51,7 @@ from bot.domain import (
 )
 from bot.errors import CloudError
 from bot.outbox import OutboxDispatcher
-from bot.ports import Clock, OperationMeter, OperationStore, VpcApi
+from bot.ports import Clock, OperationMeter, OperationStore, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.polling import expected_duration, poll_delay
 
@@ -102,7 +102,7 @@ class Steps:
         self,
         *,
         store: OperationStore,
-        vpc: VpcApi,
+        vpcs: VpcApis,
         clock: Clock,
         config: WorkflowConfig,
         owner: str,
@@ -112,7 +112,7 @@ class Steps:
         keys: dict[str, RecreateKeys] | None = None,
     ) -> None:
         self._store = store
-        self._vpc = vpc
+        self._vpcs = vpcs
         self._clock = clock
         self._config = config
         self._owner = owner
@@ -123,6 +123,14 @@ class Steps:
         self._keys: dict[str, RecreateKeys] = keys if keys is not None else {}
         # Jitter spreads busy retries of several replicas; it is not security-relevant.
         self._random = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+    def _read(self, op: Operation) -> VpcApi:
+        """The VPC API of ``op``'s account for lookups (the shared read-only session)."""
+        return self._vpcs.for_account(op.account)
+
+    def _write(self, op: Operation) -> VpcApi:
+        """The VPC API of ``op``'s account for changes, in its approver's name (ActionTrail shows them)."""
+        return self._vpcs.for_account(op.account, acting_user=op.approver_id)
 
     async def drive(self, op: Operation) -> None:
         queued_posted = False
@@ -200,11 +208,11 @@ class Steps:
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
-            connection = await self._vpc.describe_vpn_connection(region=op.region, vco_id=op.vco_id)
+            connection = await self._read(op).describe_vpn_connection(region=op.region, vco_id=op.vco_id)
             # The preview is looked up alongside the gateway; it never fails and has its own deadline.
-            preview = asyncio.create_task(self._preview(op.region, connection), name=f"vpnbot-impact-{op.id}")
+            preview = asyncio.create_task(self._preview(op, connection), name=f"vpnbot-impact-{op.id}")
             try:
-                gateway = await self._vpc.describe_vpn_gateway(
+                gateway = await self._read(op).describe_vpn_gateway(
                     region=op.region, gateway_id=connection.gateway_id
                 )
             except BaseException:
@@ -233,14 +241,14 @@ class Steps:
         self._outbox.kick(op.id)
         return found
 
-    async def _preview(self, region: str, connection: VpnConnection) -> Impact:
+    async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
         """The impact preview, or one saying it could not be read: it must never stop the confirmation."""
         deadline = self._config.impact_deadline_s
         try:
             # A margin over the per-part deadline, in case an adapter does not keep its own.
             async with asyncio.timeout(deadline + 1.0):
-                return await self._vpc.describe_impact(
-                    region=region, connection=connection, deadline_s=deadline
+                return await self._read(op).describe_impact(
+                    region=op.region, connection=connection, deadline_s=deadline
                 )
         except TimeoutError:
             return Impact.unavailable(f"no answer within {deadline:g} s")
@@ -300,7 +308,9 @@ class Steps:
                 raise LostOperation(op.id)
             op = marked
             try:
-                request_id = await self._vpc.delete_vpn_connection(
+                # Signed in a role session named after the approver: ActionTrail records who approved.
+                deleter = self._vpcs.for_account(op.account, acting_user=op.approver_id)
+                request_id = await deleter.delete_vpn_connection(
                     region=op.region, vco_id=op.vco_id, client_token=op.client_token
                 )
             except CloudError as err:
@@ -329,7 +339,7 @@ class Steps:
             return await self._move(
                 op,
                 OpState.WAITING_GATEWAY,
-                event=Accepted(request_id=request_id),
+                event=Accepted(request_id=request_id, account=op.account),
                 audit_action="delete_sent",
                 delete_request_id=request_id,
             )
@@ -344,7 +354,7 @@ class Steps:
         try:
             # A margin over the per-part deadline, in case an adapter does not keep its own.
             async with asyncio.timeout(deadline + 1.0):
-                snapshot = await self._vpc.describe_snapshot(
+                snapshot = await self._read(op).describe_snapshot(
                     region=op.region, connection=op.connection, deadline_s=deadline
                 )
         except TimeoutError:
@@ -420,7 +430,9 @@ class Steps:
         await self._sleep_until_deadline(op, poll_delay(0.0, expected, 0.0))
         while self._clock.now() < self._deadline(op):
             try:
-                gateway = await self._vpc.describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
+                gateway = await self._read(op).describe_vpn_gateway(
+                    region=op.region, gateway_id=op.gateway_id
+                )
             except CloudError as err:
                 log.warning("polling the gateway failed (%s); polling on", err.code, extra={"op_id": op.id})
             else:
@@ -446,7 +458,7 @@ class Steps:
         seen = 0
         while self._clock.now() < self._deadline(op):
             try:
-                connection = await self._vpc.describe_vpn_connection(region=op.region, vco_id=op.vco_id)
+                connection = await self._read(op).describe_vpn_connection(region=op.region, vco_id=op.vco_id)
             except CloudError as err:
                 if err.code == CONNECTION_NOT_FOUND:
                     elapsed = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
@@ -551,7 +563,7 @@ class Steps:
             if done.finished_at and done.approved_at
             else None
         )
-        self._meter.operation_finished(done.state.value, took)
+        self._meter.operation_finished(done.state.value, took, done.account)
 
     def entry(
         self, op: Operation, action: str, *, actor_id: str, detail: str = "", request_id: str | None = None
@@ -568,6 +580,7 @@ class Steps:
             region=op.region,
             detail=detail,
             request_id=request_id,
+            account=op.account or None,
         )
 
     # --- recreations ---------------------------------------------------------------------------
@@ -612,7 +625,7 @@ class Steps:
                 raise LostOperation(op.id)
             op = marked
             try:
-                new_vco_id, request_id = await self._vpc.recreate_connection(
+                new_vco_id, request_id = await self._write(op).recreate_connection(
                     region=op.region,
                     config=config,
                     psk=keys.psk,
@@ -675,7 +688,7 @@ class Steps:
         """The id of the connection this recreation's create made, if it is on the gateway."""
         config = (op.snapshot.config if op.snapshot else None) or {}
         since = (op.started_at or op.approved_at or op.created_at) - _CLOCK_SKEW
-        for conn in await self._vpc.gateway_connections(region=op.region, gateway_id=op.gateway_id):
+        for conn in await self._read(op).gateway_connections(region=op.region, gateway_id=op.gateway_id):
             if conn.id == op.vco_id:
                 continue
             same = (
@@ -724,7 +737,7 @@ class Steps:
             await self._gateway_active(op)
             token = f"vpnbot-{op.id}-r{index}-{seq}"[:64]
             try:
-                await self._vpc.create_route(
+                await self._write(op).create_route(
                     region=op.region,
                     gateway_id=op.gateway_id,
                     route=route,
@@ -752,7 +765,7 @@ class Steps:
         """Wait (until the deadline) for the gateway to be ``active``: changes on it go one at a time."""
         while self._clock.now() < self._deadline(op):
             try:
-                gateway = await self._vpc.describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
+                gateway = await self._read(op).describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
             except CloudError as err:
                 log.warning("polling the gateway failed (%s); polling on", err.code, extra={"op_id": op.id})
             else:

@@ -196,3 +196,56 @@ def test_readme_documents_every_fault_field_and_its_example_loads() -> None:
     example = re.search(r"```yaml\n(.*?)```", section, flags=re.S)
     assert example is not None
     assert len(SandboxState().faults.load(yaml.safe_load(example.group(1)))) == 2
+
+
+async def test_sandbox_with_accounts_serves_sts_over_tls_for_two_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vpn-bot sandbox --accounts`: the printed exports (STS endpoint, VPNBOT_ACCOUNTS, the CA file)
+    are enough to assume each account's role and see that account's connections only."""
+    from bot.cloud.accounts import AccountClients
+
+    port, sts_port = free_port(), free_port()
+    process = await asyncio.create_subprocess_exec(
+        *_sandbox_command(port, "--accounts", "--sts-port", str(sts_port)),
+        env=child_env(tmp_path),
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        exports = _exports(await _read_banner(process, "REQUESTS_CA_BUNDLE="))
+        assert exports["VPNBOT_STS_ENDPOINT"] == f"127.0.0.1:{sts_port}"
+        assert exports["SSL_CERT_FILE"] == exports["REQUESTS_CA_BUNDLE"]
+        monkeypatch.setenv("SSL_CERT_FILE", exports["SSL_CERT_FILE"])
+        roles = dict(part.split("=", 1) for part in exports["VPNBOT_ACCOUNTS"].split(","))
+        assert set(roles) == {"prod", "staging"}
+
+        base = StaticCredentialsProvider(
+            Credentials(exports["ALIBABA_CLOUD_ACCESS_KEY_ID"], exports["ALIBABA_CLOUD_ACCESS_KEY_SECRET"])
+        )
+        async with VpcClient(base, endpoint=exports["VPNBOT_VPC_ENDPOINT"]) as client:
+            accounts = AccountClients(
+                base=client, base_credentials=base, roles=roles, sts_endpoint=exports["VPNBOT_STS_ENDPOINT"]
+            )
+            prod = {c.vpn_connection_id for c in await client.describe_vpn_connections(region=SEED_REGION)}
+            staging = accounts.for_account("staging")
+            seen = {c.vpn_connection_id for c in await staging.describe_vpn_connections(region=SEED_REGION)}  # type: ignore[attr-defined]
+            via_prod = accounts.for_account("prod")
+            prod_seen = {
+                c.vpn_connection_id for c in await via_prod.describe_vpn_connections(region=SEED_REGION)
+            }  # type: ignore[attr-defined]
+        assert SEED_VCO_HANGZHOU in prod_seen
+        assert prod_seen == prod  # prod is the usual seeded world
+        assert len(seen) == 3
+        assert not seen & prod_seen
+
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+        assert process.returncode == 0
+        assert "Traceback" not in stderr.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -91,8 +91,9 @@ async def test_home_shows_finished_after_approval_and_refreshes(sqlite_url: str)
         await stack.agent.open_home(BOB)
         first = await _home(stack.slack.state, BOB)
         assert not any(SEED_VCO_HANGZHOU in b for b in _section(first, BlockId.HOME_FINISHED))
-        await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+        # Read the id before the click: the stand-in updates the message in place once approved.
         op_id = op_id_of(confirmation)
+        await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
 
         async def finished() -> bool:
             op = await stack.bot.app.store.get_operation(op_id=op_id)

@@ -163,6 +163,7 @@ class FakeWorkflow:
         vco_id: str,
         region: str,
         response_url: str | None,
+        account: str = "",
     ) -> Operation:
         self.started.set()
         try:
@@ -174,6 +175,8 @@ class FakeWorkflow:
                 "region": region,
                 "response_url": response_url,
             }
+            if account:  # only with several accounts, so single-account expectations stay as they were
+                kwargs["account"] = account
             if self.hold is not None:
                 await self.hold.wait()
             self._enter("request_delete", kwargs)

@@ -305,18 +305,20 @@ class CountingInventory:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def connections(self, *, region: str, gateway_id: str | None = None) -> list[ConnectionRow]:
+    async def connections(
+        self, *, region: str, gateway_id: str | None = None, account: str = ""
+    ) -> list[ConnectionRow]:
         self.calls.append((region, gateway_id))
         await self.gate.wait()
         return self.rows
 
-    async def connection(self, *, region: str, vco_id: str) -> ConnectionRow:
+    async def connection(self, *, region: str, vco_id: str, account: str = "") -> ConnectionRow:
         raise NotImplementedError
 
-    async def gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+    async def gateway(self, *, region: str, gateway_id: str, account: str = "") -> VpnGateway:
         raise NotImplementedError
 
-    async def route_count(self, *, region: str, gateway_id: str, vco_id: str) -> int:
+    async def route_count(self, *, region: str, gateway_id: str, vco_id: str, account: str = "") -> int:
         raise NotImplementedError
 
 

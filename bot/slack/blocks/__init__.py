@@ -13,6 +13,8 @@ through the response_url), ``ephemeral`` (usage, refusals, errors, history).
 
 from bot.slack.blocks.cards import build_confirmation, build_parent, closed_text
 from bot.slack.blocks.ephemeral import (
+    ONE_ACCOUNT_TEXT,
+    account_choice_text,
     build_busy,
     build_history,
     build_looking_up,
@@ -60,6 +62,7 @@ __all__ = [
     "CONTEXT_MAX",
     "FIELD_MAX",
     "HEADER_MAX",
+    "ONE_ACCOUNT_TEXT",
     "ROUTES_SHOWN",
     "SECTION_MAX",
     "TEXT_MAX",
@@ -67,6 +70,7 @@ __all__ = [
     "USAGE_TEXT",
     "Block",
     "Message",
+    "account_choice_text",
     "build_busy",
     "build_confirmation",
     "build_history",

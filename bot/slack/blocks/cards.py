@@ -58,6 +58,7 @@ def _details(op: Operation) -> Block:
         f"*Customer gateway*\n{code(conn.customer_gateway_id) if conn.customer_gateway_id else '—'}",
         f"*Local subnets*\n{_subnets(conn.local_subnet)}",
         f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
+        *([f"*Account*\n{code(op.account, 40)}"] if op.account else []),
         f"*Region*\n{code(op.region, 64)}",
         f"*Requested by*\n{mention(op.requester_id)}",
     ]
@@ -68,13 +69,30 @@ def _details(op: Operation) -> Block:
     }
 
 
+def retry_command(op: Operation) -> str:
+    """The ``/vpn delete`` that asks again for the same connection, in the same account and region."""
+    account = f" account={op.account}" if op.account else ""
+    return code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}{account}", 200)
+
+
+def _where(op: Operation) -> str:
+    """``in prod / cn-hangzhou`` with several accounts, else ``in cn-hangzhou`` (plain text)."""
+    return f"in account {op.account}, region {op.region}" if op.account else f"in {op.region}"
+
+
+def _account_line(op: Operation) -> str:
+    """With several accounts, which one comes first: the same ids mean nothing without it."""
+    return f":office: *Account {code(op.account, 40)}* · region {code(op.region, 64)}\n" if op.account else ""
+
+
 def _confirm_dialog(op: Operation) -> dict[str, Any]:
     name = op.connection.name or "(no name)"
     return {
         "title": _plain(f"Delete {op.connection.id}?", CONFIRM_TITLE_MAX),
         "text": _plain(
             f"This deletes VPN connection {cap(name, 80)} ({op.connection.id}) on gateway "
-            f"{op.gateway.id or op.connection.gateway_id}. The tunnel goes down and this cannot be undone.",
+            f"{op.gateway.id or op.connection.gateway_id}{f' in account {op.account}' if op.account else ''}. "
+            "The tunnel goes down and this cannot be undone.",
             CONFIRM_TEXT_MAX,
         ),
         "confirm": _plain("Delete connection", CONFIRM_BUTTON_MAX),
@@ -145,7 +163,7 @@ def build_confirmation(
         if anyone_may_approve
         else "Someone allowed to approve clicks *Delete*"
     )
-    summary = (
+    summary = _account_line(op) + (
         f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
         f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
         f"{who}; *Cancel* closes the request. "
@@ -164,7 +182,7 @@ def build_confirmation(
     ]
     text = (
         f"{mention(op.requester_id)} asks to delete VPN connection {escape(op.connection.id)} "
-        f"({escape(op.connection.name or 'no name')}) in {escape(op.region)}: approve or cancel."
+        f"({escape(op.connection.name or 'no name')}) {escape(_where(op))}: approve or cancel."
     )
     if op.impact is not None:
         text += f" {impact_summary(op.impact)}."
@@ -195,7 +213,7 @@ def _elapsed(op: Operation) -> float | None:
 def _status_text(op: Operation, now: datetime) -> str:
     approved = f"Approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
     gateway = code(op.gateway.id or op.connection.gateway_id)
-    retry_cmd = code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}", 200)
+    retry_cmd = retry_command(op)
     match op.state:
         case OpState.APPROVED | OpState.DELETING:
             return f":hourglass_flowing_sand: {approved}, deleting…"
@@ -235,13 +253,14 @@ def _status_text(op: Operation, now: datetime) -> str:
 def _console_check(op: Operation) -> str:
     return (
         f"check gateway {code(op.gateway.id or op.connection.gateway_id)} and connection "
-        f"{code(op.connection.id)} in region {code(op.region, 64)} in the console (VPN › IPsec Connections)"
+        f"{code(op.connection.id)} in region {code(op.region, 64)}"
+        f"{f' of account {code(op.account, 40)}' if op.account else ''} in the console (VPN › IPsec Connections)"
     )
 
 
 def _failure_text(op: Operation) -> str:
     """Why an operation failed, and the one next step."""
-    retry_cmd = code(f"{SLASH_COMMAND} delete {op.connection.id} {op.region}", 200)
+    retry_cmd = retry_command(op)
     error = op.error_code or "unknown"
     if error == "still_exists":
         if op.delete_request_id is None:
@@ -275,7 +294,7 @@ def _timeout_text(op: Operation) -> str:
         return (
             f"Gave up waiting: gateway {code(op.gateway.id or op.connection.gateway_id)} stayed busy with "
             f"another deletion, so {code(op.connection.id)} was never sent for deletion and still exists. "
-            f"Run {code(f'{SLASH_COMMAND} delete {op.connection.id} {op.region}', 200)} again later."
+            f"Run {retry_command(op)} again later."
         )
     return (
         f"No confirmation that {code(op.connection.id)} is gone before the deadline; the deletion may "
@@ -329,7 +348,7 @@ def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_appro
     header = _HEADERS[op.state].format(_name(op))
     blocks = [
         _header(header),
-        _section(status, BlockId.STATUS.value),
+        _section(_account_line(op) + status, BlockId.STATUS.value),
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         *recreate_offer_blocks(op, now=now),

@@ -36,28 +36,41 @@ def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
     return message
 
 
-def build_usage(error: str | None = None) -> Message:
-    """Help text, optionally after a one-line explanation of what was wrong (bot-written mrkdwn)."""
+def build_usage(error: str | None = None, *, accounts: Sequence[str] = ()) -> Message:
+    """Help text, optionally after a one-line explanation of what was wrong (bot-written mrkdwn).
+
+    ``accounts``: with several Alibaba Cloud accounts, those this channel may use (a line is added).
+    """
     blocks: list[Block] = []
     if error:
         error = safe_mrkdwn(error)
         blocks.append(_section(f":warning: {error}", BlockId.REFUSAL.value))
     blocks.append(_section(USAGE_TEXT, BlockId.USAGE.value))
+    if accounts:
+        names = ", ".join(code(a, 40) for a in accounts)
+        line = (
+            "*Alibaba Cloud accounts:* add `account=NAME` (or `--account NAME`) to `delete`, `list` and "
+            f"`status`; here you may use {names}"
+            + (f" ({code(accounts[0], 40)} when you give none)." if len(accounts) == 1 else ".")
+        )
+        blocks.append(_section(line))
     text = f"{error} Usage: {USAGE_LINE}" if error else USAGE_TEXT
     return _ephemeral(text, blocks)
 
 
-def build_looking_up(vco_id: str, region: str) -> Message:
+def build_looking_up(vco_id: str, region: str, account: str = "") -> Message:
     """The immediate ack for a delete request."""
-    text = f":mag: Looking up {code(vco_id)} in region {code(region, 64)}…"
+    where = f"account {code(account, 40)}, region" if account else "region"
+    text = f":mag: Looking up {code(vco_id)} in {where} {code(region, 64)}…"
     return _ephemeral(text, [_section(text)])
 
 
-def build_busy(vco_id: str, region: str) -> Message:
+def build_busy(vco_id: str, region: str, account: str = "") -> Message:
     """The ack when the bot has too much in flight: nothing was started, try again."""
+    suffix = f" account={escape(account)}" if account else ""
     text = (
         ":hourglass: I'm working through a lot of requests right now, so I did not start this one; "
-        f"nothing was looked up or deleted. Run `{SLASH_COMMAND} delete {escape(vco_id)} {escape(region)}` again "
+        f"nothing was looked up or deleted. Run `{SLASH_COMMAND} delete {escape(vco_id)} {escape(region)}{suffix}` again "
         "in a minute."
     )
     return _ephemeral(text, [_section(text)])
@@ -81,6 +94,20 @@ def build_unexpected_error(error_id: str, *, nothing_deleted: bool) -> Message:
     return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
 
 
+def account_choice_text(allowed: Sequence[str], *, asked: str | None, bound: bool) -> str:
+    """Why the account could not be chosen, with the accounts this person may use here."""
+    names = ", ".join(code(n, 40) for n in allowed)
+    where = "this channel may use" if bound else "you may use"
+    if asked is None:
+        return f"Which Alibaba Cloud account? Add `account=NAME`; {where}: {names}."
+    if bound:
+        return f"This channel may act only on the account{'s' if len(allowed) != 1 else ''} {names}, not {code(asked, 40)}."
+    return f"There is no account {code(asked, 40)}; {where}: {names}."
+
+
+ONE_ACCOUNT_TEXT = "This bot serves one Alibaba Cloud account; leave `account=` out."
+
+
 def explain_slack_error(error: str) -> str:
     """What a Slack error means when posting the confirmation, and what to do (from the table)."""
     return f"{slack_codes.lookup(error).text} Nothing was deleted."
@@ -97,6 +124,8 @@ def _history_line(entry: AuditEntry, now: datetime) -> str:
     ]
     if entry.vco_id:
         parts.append(code(entry.vco_id))
+    if entry.account:
+        parts.append(f"account {code(entry.account, 40)}")
     if entry.region:
         parts.append(code(entry.region, 64))
     detail = safe_mrkdwn(cap(entry.detail, 200))

@@ -36,6 +36,11 @@ from bot.slack.blocks.text import Message, cap, code, format_duration, safe_mrkd
 def build_progress(event: Progress) -> str:
     """The thread reply (mrkdwn) for one progress event or outcome."""
     match event:
+        case Accepted(request_id=request_id, account=account) if account:
+            return (
+                f"Request accepted by Alibaba Cloud in account {code(account, 40)}, in a role session named "
+                f"after the approver (RequestId {code(request_id, 80)})."
+            )
         case Accepted(request_id=request_id):
             return f"Request accepted by Alibaba Cloud (RequestId {code(request_id, 80)})."
         case GatewayUpdating(gateway_id=gateway_id):

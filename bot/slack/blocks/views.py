@@ -45,27 +45,62 @@ OPTIONS_MAX = 100  # Slack shows at most 100 options per select
 MODAL_TITLE_MAX = 24
 
 
-def picker_metadata(*, channel_id: str, region: str) -> str:
-    """The ``private_metadata`` of the picker: where the command came from, and its first region."""
-    return json.dumps({"c": channel_id, "r": region}, separators=(",", ":"))
+def picker_metadata(*, channel_id: str, region: str, account: str = "") -> str:
+    """The ``private_metadata`` of the picker: where the command came from, its first region (and account)."""
+    meta = {"c": channel_id, "r": region} | ({"a": account} if account else {})
+    return json.dumps(meta, separators=(",", ":"))
 
 
 def _option(text: str, value: str) -> dict[str, Any]:
     return {"text": _plain(text, OPTION_TEXT_MAX), "value": value}
 
 
-def build_picker(*, regions: Collection[str], region: str, channel_id: str) -> View:
-    """The modal ``/vpn delete`` opens without an id: a region select and a connection search."""
+def _account_select(accounts: Sequence[str], account: str) -> list[dict[str, Any]]:
+    """With several accounts: which one, the chosen (or the channel's default) first."""
+    if not accounts:
+        return []
+    shown = list(dict.fromkeys([account, *accounts] if account else accounts))[:OPTIONS_MAX]
+    options = [_option(a, a) for a in shown]
+    return [
+        {
+            "type": "input",
+            "block_id": BlockId.PICK_ACCOUNT.value,
+            "label": _plain("Alibaba Cloud account", 2000),
+            "hint": _plain("The connection search looks in this account.", 2000),
+            "element": {
+                "type": "static_select",
+                "action_id": ActionId.PICK_ACCOUNT.value,
+                "options": options,
+                "initial_option": options[0],
+            },
+        }
+    ]
+
+
+def build_picker(
+    *,
+    regions: Collection[str],
+    region: str,
+    channel_id: str,
+    accounts: Sequence[str] = (),
+    account: str = "",
+) -> View:
+    """The modal ``/vpn delete`` opens without an id: a region select and a connection search.
+
+    ``accounts`` (those the channel may use, with several) adds an account select, ``account`` first.
+    """
     shown = list(dict.fromkeys([region, *sorted(regions)]))[:OPTIONS_MAX]
     region_options = [_option(r, r) for r in shown]
+    first = account or (accounts[0] if accounts else "")
     return {
         "type": "modal",
         "callback_id": CallbackId.PICKER.value,
-        "private_metadata": picker_metadata(channel_id=channel_id, region=region),
+        "private_metadata": picker_metadata(channel_id=channel_id, region=region, account=first),
         "title": _plain("Delete a VPN connection", MODAL_TITLE_MAX),
         "submit": _plain("Ask for approval", MODAL_TITLE_MAX),
         "close": _plain("Cancel", MODAL_TITLE_MAX),
         "blocks": [
+            *_account_select(accounts, first),
             {
                 "type": "input",
                 "block_id": BlockId.PICK_REGION.value,
@@ -130,9 +165,9 @@ def _home_line(op: Operation, link: str | None, now: datetime) -> str:
     if op.is_recreate:
         what = f"Recreate {what}" + (f" as {code(op.new_vco_id)}" if op.new_vco_id else "")
     when = format_time(op.finished_at or op.created_at, now=now)
+    where = f"{code(op.account, 40)} / {code(op.region, 40)}" if op.account else code(op.region, 40)
     return (
-        f"{what} in {code(op.region, 40)}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} "
-        f"{_where(op, link)}"
+        f"{what} in {where}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} {_where(op, link)}"
     ).strip()
 
 
