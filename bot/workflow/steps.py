@@ -765,7 +765,9 @@ class Steps:
         """Wait (until the deadline) for the gateway to be ``active``: changes on it go one at a time."""
         while self._clock.now() < self._deadline(op):
             try:
-                gateway = await self._read(op).describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
+                gateway = await self._read(op).describe_vpn_gateway(
+                    region=op.region, gateway_id=op.gateway_id
+                )
             except CloudError as err:
                 log.warning("polling the gateway failed (%s); polling on", err.code, extra={"op_id": op.id})
             else:

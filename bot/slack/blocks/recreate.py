@@ -190,7 +190,8 @@ def build_recreate_modal(op: Operation) -> View:
     routes = snapshot.routes
     intro = (
         f"This asks for approval to create a new IPsec-VPN connection like the deleted "
-        f"{code(op.vco_id)} in {code(op.region, 64)}, then put its {len(routes)} "
+        f"{code(op.vco_id)} in {f'account {code(op.account, 40)}, region ' if op.account else ''}"
+        f"{code(op.region, 64)}, then put its {len(routes)} "
         f"route{'s' if len(routes) != 1 else ''} back on it:"
     )
     blocks: list[Block] = [_section(intro), _section(_what(snapshot))]
@@ -258,6 +259,8 @@ def _details(op: Operation) -> Block:
         f"*Customer gateway*\n{code(conn.customer_gateway_id) if conn.customer_gateway_id else '—'}",
         f"*Local subnets*\n{_subnets(conn.local_subnet)}",
         f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
+        # With several accounts, the account comes with the region: it is recreated where it was.
+        *([f"*Account*\n{code(op.account, 40)}"] if op.account else []),
         f"*Region*\n{code(op.region, 64)}",
         f"*Requested by*\n{mention(op.requester_id)}",
     ]
