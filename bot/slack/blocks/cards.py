@@ -32,6 +32,7 @@ from bot.slack.blocks.text import (
     _plain,
     _section,
     _subnets,
+    account_line,
     cap,
     code,
     escape,
@@ -78,11 +79,6 @@ def retry_command(op: Operation) -> str:
 def _where(op: Operation) -> str:
     """``in prod / cn-hangzhou`` with several accounts, else ``in cn-hangzhou`` (plain text)."""
     return f"in account {op.account}, region {op.region}" if op.account else f"in {op.region}"
-
-
-def _account_line(op: Operation) -> str:
-    """With several accounts, which one comes first: the same ids mean nothing without it."""
-    return f":office: *Account {code(op.account, 40)}* · region {code(op.region, 64)}\n" if op.account else ""
 
 
 def _confirm_dialog(op: Operation) -> dict[str, Any]:
@@ -163,7 +159,7 @@ def build_confirmation(
         if anyone_may_approve
         else "Someone allowed to approve clicks *Delete*"
     )
-    summary = _account_line(op) + (
+    summary = account_line(op) + (
         f"{mention(op.requester_id)} asked to delete this IPsec-VPN connection. Deleting it tears "
         f"down the tunnel: traffic between the local and remote subnets stops, and it cannot be undone.\n"
         f"{who}; *Cancel* closes the request. "
@@ -348,7 +344,7 @@ def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_appro
     header = _HEADERS[op.state].format(_name(op))
     blocks = [
         _header(header),
-        _section(_account_line(op) + status, BlockId.STATUS.value),
+        _section(account_line(op) + status, BlockId.STATUS.value),
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         *recreate_offer_blocks(op, now=now),

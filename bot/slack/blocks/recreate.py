@@ -38,6 +38,7 @@ from bot.slack.blocks.text import (
     _plain,
     _section,
     _subnets,
+    account_line,
     cap,
     code,
     escape,
@@ -296,7 +297,7 @@ def build_recreate_confirmation(
         if anyone_may_approve
         else "Someone allowed to approve clicks *Recreate*"
     )
-    summary = (
+    summary = account_line(op) + (
         f"{mention(op.requester_id)} asked to recreate the deleted VPN connection {code(op.vco_id)} from "
         f"its configuration snapshot, with the new pre-shared key they gave (held in the bot's memory only).\n"
         f"{who}; *Cancel* closes the request. It expires at {format_time(op.expires_at, now=now)} if "
@@ -317,7 +318,8 @@ def build_recreate_confirmation(
                     "title": _plain("Recreate the connection?", CONFIRM_TITLE_MAX),
                     "text": _plain(
                         f"This creates a new VPN connection {cap(name, 80)} on gateway "
-                        f"{op.gateway.id or op.connection.gateway_id} and puts its routes back on it.",
+                        f"{op.gateway.id or op.connection.gateway_id}"
+                        f"{f' in account {op.account}' if op.account else ''} and puts its routes back on it.",
                         CONFIRM_TEXT_MAX,
                     ),
                     "confirm": _plain("Recreate", CONFIRM_BUTTON_MAX),
@@ -450,7 +452,12 @@ def build_recreate_parent(op: Operation, *, now: datetime | None = None) -> Mess
     now = now or op.updated_at
     status = _status(op, now)
     header = _HEADERS[op.state].format(_name(op))
-    blocks = [_header(header), _section(status, BlockId.STATUS.value), _details(op), _footer(op)]
+    blocks = [
+        _header(header),
+        _section(account_line(op) + status, BlockId.STATUS.value),
+        _details(op),
+        _footer(op),
+    ]
     return _message(f"{escape(header)}. {status}", blocks)
 
 

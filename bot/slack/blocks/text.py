@@ -130,6 +130,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def account_line(op: Operation) -> str:
+    """With several accounts, which one comes first on a card: the same ids mean nothing without it."""
+    return f":office: *Account {code(op.account, 40)}* · region {code(op.region, 64)}\n" if op.account else ""
+
+
 def _plain(text: str, limit: int) -> dict[str, Any]:
     return {"type": "plain_text", "text": cap(text or " ", limit), "emoji": True}
 
