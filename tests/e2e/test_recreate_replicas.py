@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
+from netproxy import TcpProxy, running_proxy
+from pgtools import PG_URL
 
 from bot.domain import OpState
+from bot.errors import StoreUnavailable
 from bot.sandbox.local import LocalStack, start_local_stack
 from bot.slack.ids import ActionId
 
@@ -19,6 +24,7 @@ from .support import CHANNEL, fresh_postgres_database, wait_parent, wait_thread
 from .test_recreate import ALICE, BOB, KEY, delete, open_modal, psk_values, recreate_confirmation, routes_to
 
 pytestmark = pytest.mark.postgres
+UNREACHABLE = StoreUnavailable("").friendly
 
 
 @contextlib.asynccontextmanager
@@ -97,3 +103,37 @@ async def test_two_modals_submitted_at_once_on_two_replicas_start_one_recreation
         await state.wait_for(told, timeout=10, what="the second submitter told why")
         recreations = [op for op in await stack.bot.app.store.list_operations() if op.is_recreate]
         assert len(recreations) == 1
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    """A cuttable TCP proxy in front of the test PostgreSQL."""
+    target = urlsplit(PG_URL)
+    async with running_proxy(target.hostname or "127.0.0.1", target.port or 5432) as running:
+        yield running
+
+
+async def test_a_modal_submitted_while_the_database_is_cut_says_so_in_the_modal(proxy: TcpProxy) -> None:
+    async with fresh_postgres_database() as url:
+        stack = await start_local_stack(
+            database_url=proxy.url_for(url), update_seconds=0.3, settings={"lease_seconds": 3.0}
+        )
+        try:
+            state = stack.slack.state
+            ts = await delete(stack)
+            await stack.bot.app.workflow.wait_idle()
+            view = await open_modal(stack, ts)
+            proxy.cut()
+            reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
+            assert reply.status == 200
+            answer = reply.json()
+            assert answer["response_action"] == "errors"
+            assert UNREACHABLE.split(".")[0] in json.dumps(answer)
+            assert KEY not in json.dumps(answer)
+            proxy.restore()
+            assert [op for op in await stack.bot.app.store.list_operations() if op.is_recreate] == []
+            # The database is back: the same modal goes through.
+            assert (await stack.agent.submit(ALICE, view["id"], psk_values(KEY))).status == 200
+            await recreate_confirmation(state, ts)
+        finally:
+            await stack.aclose()
