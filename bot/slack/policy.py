@@ -167,19 +167,19 @@ class SlackPolicy:
 
     async def check_approval(self, *, user_id: str, op: Operation) -> None:
         """Refuse approval by the requester (four-eyes) or by someone not on the approver list."""
+        what, button = ("recreation", "Recreate") if op.is_recreate else ("deletion", "Delete")
         if self._four_eyes and user_id == op.requester_id:
             who = (
                 who_can_text([a for a in self._approvers if a != user_id] or self._approvers)
                 if self._approvers
-                else "Ask a colleague in this channel to click Delete."
+                else f"Ask a colleague in this channel to click {button}."
             )
-            what = "recreation" if op.is_recreate else "deletion"
             raise NotAllowed(
                 f"You requested this {what}, so someone else must approve it (four-eyes rule).", who_can=who
             )
         if self._approvers and not await self._member_or_refuse(user_id, self._approvers):
             raise NotAllowed(
-                "You are not allowed to approve VPN deletions.", who_can=who_can_text(self._approvers)
+                f"You are not allowed to approve VPN {what}s.", who_can=who_can_text(self._approvers)
             )
 
     async def check_history(self, *, user_id: str, channel_id: str) -> None:

@@ -6,6 +6,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from slackfakes import FakeSlack, make_op, make_settings
 
+from bot.domain import KIND_RECREATE
 from bot.errors import NotAllowed, SlackError
 from bot.slack.policy import SlackGroupDirectory, SlackPolicy, who_can_text
 
@@ -89,6 +90,18 @@ async def test_non_approver_is_told_who_can_approve() -> None:
     assert info.value.friendly == (
         "You are not allowed to approve VPN deletions. Ask one of <@U0BOSS>, <!subteam^S0LEADS>."
     )
+
+
+async def test_a_recreation_is_named_as_such_when_refused() -> None:
+    p = policy(approvers=["U0BOSS"])
+    with pytest.raises(NotAllowed) as info:
+        await p.check_approval(user_id="U0INTERN", op=make_op(kind=KIND_RECREATE))
+    assert info.value.friendly == "You are not allowed to approve VPN recreations. Ask <@U0BOSS>."
+    lone = policy(approvers=[], require_second_approver=True)
+    with pytest.raises(NotAllowed) as info:
+        await lone.check_approval(user_id="U0REQ", op=make_op(kind=KIND_RECREATE, requester_id="U0REQ"))
+    assert "recreation" in info.value.friendly
+    assert "click Recreate" in info.value.friendly
 
 
 async def test_four_eyes_refuses_self_approval_even_for_approvers() -> None:
