@@ -65,6 +65,23 @@ _PLAIN = tuple(
 )
 
 
+def _row_values(op: Operation) -> dict[str, Any]:
+    """Every column of a new row for ``op``."""
+    return {
+        **{name: getattr(op, name) for name in _PLAIN},
+        **_values(
+            {
+                "connection": op.connection,
+                "gateway": op.gateway,
+                "impact": op.impact,
+                "snapshot": op.snapshot,
+                "route_results": op.route_results,
+            }
+        ),
+        "state": op.state.value,
+    }
+
+
 def _values(op_fields: OpFields) -> dict[str, Any]:
     """Column values for ``op_fields``: the connection and gateway go to JSON (and their id columns)."""
     values: dict[str, Any] = dict(op_fields)
@@ -218,19 +235,7 @@ class Store(OutboxMixin):
         audit_entry: AuditEntry | None = None,
     ) -> Operation:
         """Insert a new operation, optionally leased to its creator, with its first audit entry."""
-        values = {
-            **{name: getattr(op, name) for name in _PLAIN},
-            **_values(
-                {
-                    "connection": op.connection,
-                    "gateway": op.gateway,
-                    "impact": op.impact,
-                    "snapshot": op.snapshot,
-                    "route_results": op.route_results,
-                }
-            ),
-            "state": op.state.value,
-        }
+        values = _row_values(op)
         if lease is not None:
             values["lease_owner"], values["lease_expires_at"] = lease
         async with self._tx() as conn:
@@ -253,19 +258,7 @@ class Store(OutboxMixin):
         blocks another while it is not final, once it recreated the connection, or once it created
         one (``new_vco_id``) even if it did not finish.
         """
-        values = {
-            **{name: getattr(op, name) for name in _PLAIN},
-            **_values(
-                {
-                    "connection": op.connection,
-                    "gateway": op.gateway,
-                    "impact": op.impact,
-                    "snapshot": op.snapshot,
-                    "route_results": op.route_results,
-                }
-            ),
-            "state": op.state.value,
-        }
+        values = _row_values(op)
         parent = select(operations.c.id).where(operations.c.id == op.parent_op_id)
         if self._engine.dialect.name == "postgresql":
             parent = parent.with_for_update()

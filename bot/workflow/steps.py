@@ -290,6 +290,18 @@ class Steps:
         await self._sleep_until_deadline(op, self._config.poll_interval_s)
         return op, queued_posted
 
+    async def _record_send(self, op: Operation, state: OpState) -> Operation:
+        """Count the send about to be made (``attempts``), while this worker still owns ``op``.
+
+        Recorded before the call: after a crash, ``attempts > 0`` says the stored token may have been sent.
+        """
+        marked = await self._store.set_fields(
+            op.id, now=self._clock.now(), states={state}, require_owner=self._owner, attempts=op.attempts + 1
+        )
+        if marked is None:
+            raise LostOperation(op.id)
+        return marked
+
     async def _step_deleting(self, op: Operation) -> Operation:
         # attempts > 0 on entry: a previous worker may have sent its current token before crashing.
         maybe_sent = op.attempts > 0
@@ -297,16 +309,7 @@ class Steps:
             op = await self._take_snapshot(op)
         while True:
             # Record the send before making it: a crash in between resends the stored token.
-            marked = await self._store.set_fields(
-                op.id,
-                now=self._clock.now(),
-                states={OpState.DELETING},
-                require_owner=self._owner,
-                attempts=op.attempts + 1,
-            )
-            if marked is None:
-                raise LostOperation(op.id)
-            op = marked
+            op = await self._record_send(op, OpState.DELETING)
             try:
                 # Signed in a role session named after the approver: ActionTrail records who approved.
                 deleter = self._vpcs.for_account(op.account, acting_user=op.approver_id)
@@ -614,16 +617,7 @@ class Steps:
         if config is None:  # pragma: no cover - request_recreate refuses a snapshot without it
             return await self.finish(op, OpState.FAILED, Failed(code="no_snapshot", reason=""))
         while True:
-            marked = await self._store.set_fields(
-                op.id,
-                now=self._clock.now(),
-                states={OpState.CREATING},
-                require_owner=self._owner,
-                attempts=op.attempts + 1,
-            )
-            if marked is None:
-                raise LostOperation(op.id)
-            op = marked
+            op = await self._record_send(op, OpState.CREATING)
             try:
                 new_vco_id, request_id = await self._write(op).recreate_connection(
                     region=op.region,
