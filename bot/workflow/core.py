@@ -609,6 +609,13 @@ class Workflow:
                 "shutting down; the operation resumes on the next start or another replica",
                 extra={"op_id": op.id},
             )
+        except StoreUnavailable as err:
+            # An outage, not a bug: no crash is counted. The lease runs out and a resume pass
+            # (here or on another replica) picks the operation up where its last write left it.
+            log.warning(
+                "the database is unreachable; the operation resumes once it is back",
+                extra={"op_id": op.id, "error": err.detail},
+            )
         except Exception as exc:
             await self._crashed(op.id, exc)
         finally:
