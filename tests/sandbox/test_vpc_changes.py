@@ -255,6 +255,8 @@ async def test_create_replays_under_its_token(caller: Caller, sandbox: RunningSa
 async def test_create_answer_lost_then_retry_with_the_token_gets_the_new_id(
     caller: Caller, sandbox: RunningSandbox
 ) -> None:
+    # Long enough that the gateway is still updating at the last assertion, however busy the machine.
+    sandbox.state.update_seconds = 30.0
     sandbox.state.faults.add(action="CreateVpnConnection", drop_after=True, times=1)
 
     with pytest.raises(httpx.RemoteProtocolError):
