@@ -6,11 +6,9 @@ traceback reaches Slack. Names that came from the cloud or the user are shown es
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +22,7 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
+from .support import all_logs
 from .support import all_text as _all_text
 from .support import has_buttons as _has_buttons
 
@@ -37,33 +36,6 @@ async def stack(sqlite_url: str) -> AsyncIterator[LocalStack]:
         yield running
     finally:
         await running.aclose()
-
-
-class _Collect(logging.Handler):
-    """Keep every record with all its fields as text, unfiltered."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.texts: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
-        self.texts.append(f"{record.getMessage()} {record.__dict__!r} {exc}")
-
-
-@contextlib.contextmanager
-def captured_logs() -> Iterator[_Collect]:
-    """Every log record of every logger at DEBUG, for the duration of the block."""
-    root = logging.getLogger()
-    handler = _Collect()
-    saved = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -298,11 +270,11 @@ async def test_malformed_values_change_nothing(stack: LocalStack, value: Any) ->
 async def test_broken_payloads_get_a_client_error_and_change_nothing(stack: LocalStack, body: str) -> None:
     await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
     confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
-    with captured_logs() as logs:
+    with all_logs() as logs:
         reply = await _post_signed(stack, body)
     assert reply.status_code < 500
     assert "Traceback" not in reply.text
-    assert not any("Traceback" in text for text in logs.texts)
+    assert not any("Traceback" in text for text in logs.lines)
     _assert_nothing_changed(stack, confirmation)
     _assert_no_traceback_to_slack(stack)
 
@@ -333,7 +305,7 @@ async def test_unknown_action_id_changes_nothing(stack: LocalStack) -> None:
 async def test_rejected_requests_are_not_logged_with_their_body(stack: LocalStack) -> None:
     """Bad signature or a stale timestamp: 401, nothing done, and the body never reaches a log line."""
     canary = "vco-hostilecanary4242"
-    with captured_logs() as logs:
+    with all_logs() as logs:
         forged = await stack.agent.slash_command(
             ALICE, CHANNEL, f"delete {canary} cn-hangzhou", signature="v0=" + "1" * 64
         )
@@ -351,8 +323,8 @@ async def test_rejected_requests_are_not_logged_with_their_body(stack: LocalStac
     assert stale.status == 401
     assert unsigned_click.status_code == 401
     assert canary not in forged.body + stale.body + unsigned_click.text
-    assert logs.texts, "the rejection itself should be logged"
-    for text in logs.texts:
+    assert logs.lines, "the rejection itself should be logged"
+    for text in logs.lines:
         assert canary not in text, text
         assert "/response/" not in text, text
     assert stack.vpc.state.requests == []
@@ -378,7 +350,7 @@ async def test_oversized_bodies_are_rejected_without_reading_them_all(
         "X-Slack-Signature": "v0=" + "0" * 64,
     }
     started = time.monotonic()
-    with captured_logs() as logs:
+    with all_logs() as logs:
         async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client:
             try:
                 reply = await client.post(
@@ -389,7 +361,7 @@ async def test_oversized_bodies_are_rejected_without_reading_them_all(
     assert time.monotonic() - started < 5
     if reply is not None:
         assert reply.status_code in (401, 413)
-    assert not any("A" * 100 in text for text in logs.texts)
+    assert not any("A" * 100 in text for text in logs.lines)
     assert stack.slack.state.api_calls == []
     # The bot is still healthy afterwards.
     reply2 = await stack.agent.slash_command(ALICE, CHANNEL, "help")
