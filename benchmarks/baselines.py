@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -199,12 +200,12 @@ async def measure(contender: Contender, *, commands: int, concurrency: int, late
     ) as agent:
         for i in range(WARMUP):  # Bolt's first auth.test, connection pools, region lists
             await agent.slash_command(f"U0WARM{i:04d}", CHANNEL, f"delete {SEED_VCO_HANGZHOU} {SEED_REGION}")
-        await _until(
-            lambda: _confirmed(contender.slack, [f"U0WARM{i:04d}" for i in range(WARMUP)]) == WARMUP, 30
-        )
+        warm = _Arrivals(contender.slack, [f"U0WARM{i:04d}" for i in range(WARMUP)])
+        await _until(lambda: warm.count() == WARMUP, 30)
         if latency:
             contender.vpc_faults.add(action="DescribeVpnConnection", latency=latency)
         users = [f"U0B{i:06d}" for i in range(commands)]
+        arrivals = _Arrivals(contender.slack, users)
         sent: dict[str, float] = {}
         acks: list[float] = []
         gate = asyncio.Semaphore(concurrency)
@@ -219,8 +220,8 @@ async def measure(contender: Contender, *, commands: int, concurrency: int, late
                     raise RuntimeError(f"{contender.name}: HTTP {reply.status}")
 
         await asyncio.gather(*(one(u) for u in users))
-        await _until(lambda: _confirmed(contender.slack, users) == len(users), 60 + latency * commands / 10)
-    arrived = _arrivals(contender.slack, users)
+        await _until(lambda: arrivals.count() == len(users), 60 + latency * commands / 10)
+    arrived = arrivals.found
     return Timings(
         ack=acks,
         confirmation=[arrived[u] - sent[u] for u in users if u in arrived],
@@ -228,19 +229,33 @@ async def measure(contender: Contender, *, commands: int, concurrency: int, late
     )
 
 
-def _arrivals(state: StandinState, users: Sequence[str]) -> dict[str, float]:
-    """When each user's confirmation reached the stand-in (the message's ts is its wall-clock time)."""
-    wanted = {f"<@{u}>": u for u in users}
-    found: dict[str, float] = {}
-    for msg in state.messages(CHANNEL):
-        for mention, user in wanted.items():
-            if user not in found and mention in msg.text:
-                found[user] = float(msg.ts)
-    return found
+class _Arrivals:
+    """When each user's confirmation reached the stand-in (the message's ts is its wall-clock time).
+
+    Reads only the messages that arrived since the last look, so waiting costs the contender
+    under test (it shares the loop) next to nothing.
+    """
+
+    def __init__(self, state: StandinState, users: Sequence[str]) -> None:
+        self._state = state
+        self._wanted = {f"<@{u}>": u for u in users}
+        self._read = 0
+        self.found: dict[str, float] = {}
+
+    def count(self) -> int:
+        messages = self._state.arrived(CHANNEL, self._read)
+        self._read += len(messages)
+        for msg in messages:
+            if msg.is_reply or msg.is_ephemeral:
+                continue
+            for mention in _MENTION.findall(msg.text):
+                user = self._wanted.get(mention)
+                if user is not None and user not in self.found:
+                    self.found[user] = float(msg.ts)
+        return len(self.found)
 
 
-def _confirmed(state: StandinState, users: Sequence[str]) -> int:
-    return len(_arrivals(state, users))
+_MENTION = re.compile(r"<@[A-Z0-9]+>")
 
 
 async def _until(condition: Callable[[], bool], within: float) -> None:

@@ -453,6 +453,13 @@ class StandinState:
                 return msg
         return None
 
+    def arrived(self, channel: str, start: int = 0) -> list[Message]:
+        """Return a channel's stored messages in the order they arrived, from the ``start``-th on.
+
+        Cheap to call again and again with the count already read (a benchmark's wait).
+        """
+        return self._messages.get(channel, [])[start:]
+
     def all_messages(self, channel: str) -> list[Message]:
         """Return every stored message of a channel, replies and ephemerals included, by ts."""
         return sorted(self._messages.get(channel, []), key=lambda m: float(m.ts))

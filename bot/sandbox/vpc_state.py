@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -812,7 +813,7 @@ class SandboxState:
         self.pbr_routes: list[PbrRoute] = []
         self.requests: list[RecordedRequest] = []
         self.tokens: dict[tuple[str, str], TokenRecord] = {}
-        self._nonces: dict[str, datetime] = {}
+        self._nonces: OrderedDict[str, datetime] = OrderedDict()
         self.reset(seed=seed)
 
     def reset(self, *, seed: bool = True) -> None:
@@ -937,10 +938,17 @@ class SandboxState:
     def use_nonce(self, nonce: str) -> bool:
         """Remember ``nonce``; return ``False`` if it was seen within the replay window."""
         now = self.clock()
-        self._nonces = {n: t for n, t in self._nonces.items() if now - t < _NONCE_MEMORY}
-        if nonce in self._nonces:
+        # Oldest first: forgetting the expired ones costs only what expired (a burst stays linear).
+        while self._nonces:
+            oldest, seen = next(iter(self._nonces.items()))
+            if now - seen < _NONCE_MEMORY:
+                break
+            del self._nonces[oldest]
+        seen = self._nonces.get(nonce)
+        if seen is not None and now - seen < _NONCE_MEMORY:
             return False
         self._nonces[nonce] = now
+        self._nonces.move_to_end(nonce)
         return True
 
     # --- assertions and the control API ---------------------------------------------------------
