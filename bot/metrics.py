@@ -36,6 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.cloud.codes import TRANSPORT_BAD_RESPONSE, TRANSPORT_CONNECT_ERROR, TRANSPORT_TIMEOUT
+from bot.cloud.transport import VpcTransport
 from bot.domain import TERMINAL_STATES, OpState
 
 __all__ = [
@@ -332,7 +333,7 @@ def _elapsed(request: httpx.Request) -> float | None:
 
 
 def metered_vpc_http(metrics: Metrics) -> httpx.AsyncClient:
-    """The VPC client's HTTP client (same timeouts and pool as its default), with metrics attached."""
+    """The VPC client's HTTP client (same timeouts and transport as its default), with metrics attached."""
 
     async def on_request(request: httpx.Request) -> None:
         request.extensions[_STARTED] = time.perf_counter()
@@ -341,11 +342,9 @@ def metered_vpc_http(metrics: Metrics) -> httpx.AsyncClient:
         await response.aread()  # the client reads the whole body anyway; it is kept for it
         metrics.vpc_request(_action(response.request), _alibaba_code(response), _elapsed(response.request))
 
-    # Enough connections never to be the bottleneck below the rate limiter's ceiling.
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(15.0, connect=5.0),
-        transport=MeteredTransport(httpx.AsyncHTTPTransport(limits=limits), metrics),
+        transport=MeteredTransport(VpcTransport(), metrics),
         headers={"user-agent": "vpn-bot (httpx)"},
         event_hooks={"request": [on_request], "response": [on_response]},
     )

@@ -63,6 +63,7 @@ from bot.cloud.ratelimit import AdaptiveRateLimiter
 from bot.cloud.signer import AcsV3Auth, canonical_query
 from bot.cloud.snapshot import build_snapshot
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
+from bot.cloud.transport import VpcTransport
 from bot.cloud.wire import SECRET_KEYS, parse_retry_after, redact, translate_response, validate_client_token
 from bot.domain import (
     PART_CONNECTION,
@@ -111,8 +112,7 @@ _ItemT = TypeVar("_ItemT")
 def _default_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(15.0, connect=5.0),
-        # Enough connections never to be the bottleneck below the rate limiter's ceiling.
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        transport=VpcTransport(),
         headers={"user-agent": "vpn-bot (httpx)"},
     )
 

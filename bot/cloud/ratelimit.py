@@ -2,9 +2,9 @@
 
 Alibaba Cloud throttles per account and per API (``Throttling.User``, ``Throttling.Api``), not per
 connection, so the client paces its requests by rate rather than by a connection pool's size.
-:class:`AdaptiveRateLimiter` is a token bucket whose rate halves when Alibaba throttles and grows
-back by a tenth of the ceiling after each run of successes (additive increase, multiplicative
-decrease), never above the configured ceiling.
+:class:`AdaptiveRateLimiter` hands out request slots 1/rate apart; its rate halves when Alibaba
+throttles and grows back by a tenth of the ceiling after each run of successes (additive increase,
+multiplicative decrease), never above the configured ceiling.
 
 aiolimiter (a leaky bucket) paces well but has no notion of changing its rate while waiters queue;
 the adaptive part is the point here, so this is the small bucket it needs.
@@ -24,9 +24,11 @@ _RECOVERY_RUN = 20
 
 
 class AdaptiveRateLimiter:
-    """A token bucket shared by all calls of a process: ``await acquire()`` before each request.
+    """Slots 1/rate apart, shared by all calls of a process: ``await acquire()`` before each request.
 
-    It holds at most one token: requests are paced 1/rate apart, never in bursts.
+    Each caller reserves the next free slot and sleeps until it, once; there is no lock to hand
+    over, so a burst of waiters costs one timer each. Nothing is saved up while idle: requests are
+    paced 1/rate apart, never in bursts, so no window of any length sees more than the rate.
     """
 
     def __init__(
@@ -44,12 +46,10 @@ class AdaptiveRateLimiter:
         self._rate = rate_per_second
         self._monotonic = monotonic
         self._sleep = sleep
-        # Never more than one request's worth saved up: requests are spaced 1/rate apart, so no
-        # window of any length sees more than the rate (bursts would break the ceiling).
-        self._tokens = 1.0
-        self._updated = monotonic()
+        self._next = monotonic()  # the earliest free slot
+        # Bumped by a throttle: slots handed out before it are void, their holders reserve again.
+        self._epoch = 0
         self._successes = 0
-        self._lock = asyncio.Lock()
 
     @property
     def rate(self) -> float:
@@ -57,20 +57,24 @@ class AdaptiveRateLimiter:
         return self._rate
 
     async def acquire(self) -> None:
-        """Wait for a request slot; callers are served in arrival order."""
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1.0 - _EPSILON:  # floating point: 0.1 s x 10/s may be 0.999…
-                    self._tokens = max(0.0, self._tokens - 1.0)
-                    return
-                await self._sleep((1.0 - self._tokens) / self._rate)
+        """Wait for this request's slot; slots go out in arrival order."""
+        while True:
+            now = self._monotonic()
+            slot = max(now, self._next)
+            self._next = slot + 1.0 / self._rate
+            if slot - now <= _EPSILON:
+                return
+            epoch = self._epoch
+            await self._sleep(slot - now)
+            if epoch == self._epoch:
+                return
+            # Alibaba throttled while this request waited: its slot was at the old rate.
 
     def throttled(self) -> None:
-        """Alibaba said slow down: halve the rate (not below the floor)."""
-        self._refill()
+        """Alibaba said slow down: halve the rate (not below the floor) and start the slots again."""
         self._rate = max(self.floor, self._rate / 2)
-        self._tokens = min(self._tokens, 0.0)
+        self._epoch += 1
+        self._next = self._monotonic() + 1.0 / self._rate
         self._successes = 0
 
     def succeeded(self) -> None:
@@ -79,11 +83,5 @@ class AdaptiveRateLimiter:
             return
         self._successes += 1
         if self._successes >= _RECOVERY_RUN:
-            self._refill()
             self._rate = min(self.ceiling, self._rate + self.ceiling / 10)
             self._successes = 0
-
-    def _refill(self) -> None:
-        now = self._monotonic()
-        self._tokens = min(1.0, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now

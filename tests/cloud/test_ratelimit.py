@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 
 import httpx
 import pytest
@@ -80,6 +82,66 @@ async def test_the_rate_never_drops_below_its_floor() -> None:
     for _ in range(10):
         bucket.throttled()
     assert bucket.rate == bucket.floor == 0.5
+
+
+class VirtualTime:
+    """A clock for many sleepers at once: time jumps to the earliest wake-up once all are asleep."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + seconds, id(wake), wake))
+        await wake
+
+    async def run(self, *tasks: asyncio.Task[None]) -> None:
+        while not all(t.done() for t in tasks):
+            for _ in range(5):  # let everything that can run reach its next sleep
+                await asyncio.sleep(0)
+            if self._sleepers:
+                self.now, _, wake = heapq.heappop(self._sleepers)
+                wake.set_result(None)
+        await asyncio.gather(*tasks)
+
+
+async def test_a_burst_of_waiters_goes_out_in_arrival_order_at_the_rate() -> None:
+    clock = VirtualTime()
+    bucket = AdaptiveRateLimiter(10, monotonic=clock.monotonic, sleep=clock.sleep)
+    sent: list[tuple[int, float]] = []
+
+    async def request(n: int) -> None:
+        await bucket.acquire()
+        sent.append((n, clock.now))
+
+    await clock.run(*(asyncio.create_task(request(n)) for n in range(30)))
+    assert [n for n, _ in sent] == list(range(30))
+    assert [t for _, t in sent] == pytest.approx([n / 10 for n in range(30)])
+
+
+async def test_a_throttle_slows_down_the_requests_already_waiting() -> None:
+    clock = VirtualTime()
+    bucket = AdaptiveRateLimiter(10, monotonic=clock.monotonic, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def request(n: int) -> None:
+        await bucket.acquire()
+        sent.append(clock.now)
+        if n == 9:  # the tenth answer is a Throttling.User
+            bucket.throttled()
+
+    await clock.run(*(asyncio.create_task(request(n)) for n in range(30)))
+    assert len(sent) == 30
+    before, after = sent[:10], sent[10:]
+    assert before == pytest.approx([n / 10 for n in range(10)])
+    # The twenty that were already waiting go out at the halved rate, 0.2 s apart.
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert min(gaps) >= 0.2 - 1e-9
+    assert after[0] >= sent[9] + 0.2 - 1e-9
 
 
 def test_a_rate_must_be_positive() -> None:
