@@ -187,20 +187,26 @@ class VpcInventory:
     async def connections(
         self, *, region: str, gateway_id: str | None = None, account: str = ""
     ) -> list[ConnectionRow]:
-        found = await self._client(account).describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
+        # Everything here only informs a person: reads join the same reads already on the way.
+        found = await self._client(account).describe_vpn_connections(
+            region=region, vpn_gateway_id=gateway_id, shared=True
+        )
         return [_row(d) for d in found]
 
     async def connection(self, *, region: str, vco_id: str, account: str = "") -> ConnectionRow:
-        return _row(await self._client(account).describe_vpn_connection_detail(region=region, vco_id=vco_id))
+        vpc = self._client(account)
+        return _row(await vpc.describe_vpn_connection_detail(region=region, vco_id=vco_id, shared=True))
 
     async def gateway(self, *, region: str, gateway_id: str, account: str = "") -> VpnGateway:
-        return await self._client(account).describe_vpn_gateway(region=region, gateway_id=gateway_id)
+        return await self._client(account).describe_vpn_gateway(
+            region=region, gateway_id=gateway_id, shared=True
+        )
 
     async def route_count(self, *, region: str, gateway_id: str, vco_id: str, account: str = "") -> int:
         vpc = self._client(account)
         routes, pbr = await asyncio.gather(
-            vpc.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
-            vpc.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+            vpc.describe_vpn_route_entries(region=region, gateway_id=gateway_id, shared=True),
+            vpc.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id, shared=True),
         )
         return sum(r.next_hop == vco_id for r in routes) + sum(r.next_hop == vco_id for r in pbr)
 

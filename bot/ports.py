@@ -49,12 +49,19 @@ class VpcApi(Protocol):
     caller is final for that call.
     """
 
-    async def describe_vpn_connection(self, *, region: str, vco_id: str) -> VpnConnection:
-        """Return the connection; raise CloudApiError ``InvalidVpnConnectionInstanceId.NotFound`` if gone."""
+    async def describe_vpn_connection(
+        self, *, region: str, vco_id: str, shared: bool = False
+    ) -> VpnConnection:
+        """Return the connection; raise CloudApiError ``InvalidVpnConnectionInstanceId.NotFound`` if gone.
+
+        ``shared``: the answer may be that of the same read already on the way for another caller
+        (a burst of lookups costs one call). Only for reads that inform a person, never for one
+        that must come after a change (the check after a delete).
+        """
         ...
 
-    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
-        """Return the gateway with its current ``status``."""
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
+        """Return the gateway with its current ``status`` (``shared`` as above; never when polling)."""
         ...
 
     async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:

@@ -164,14 +164,16 @@ class FakeVpc:
         entry = self._in_flight.get((region, gateway_id))
         return entry.vco_id if entry else None
 
-    async def describe_vpn_connection(self, *, region: str, vco_id: str) -> VpnConnection:
+    async def describe_vpn_connection(
+        self, *, region: str, vco_id: str, shared: bool = False
+    ) -> VpnConnection:
         await asyncio.sleep(0)
         conn = self.connections.get((region, vco_id))
         if conn is None:
             raise not_found_error(vco_id)
         return conn
 
-    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
         await asyncio.sleep(0)
         self.describe_gateway_calls += 1
         key = (region, gateway_id)

@@ -122,7 +122,9 @@ async def test_an_operation_that_keeps_crashing_fails_with_an_error_id(
 
         calls = 0
 
-        async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+        async def describe_vpn_gateway(
+            self, *, region: str, gateway_id: str, shared: bool = False
+        ) -> VpnGateway:
             self.calls += 1
             if self.calls > 1:
                 raise RuntimeError("bug in the client")

@@ -62,7 +62,7 @@ class _BrokenPreview(FakeVpc):
 
 
 class _GatewayForbidden(_HangingPreview):
-    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
         await asyncio.sleep(0)
         raise api_error("Forbidden.RAM", http_status=403)
 

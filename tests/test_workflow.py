@@ -473,7 +473,7 @@ async def test_slack_post_failure_fails_the_request_and_tells_the_requester(h: H
 
 
 class _BrokenVpc(FakeVpc):
-    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
         raise RuntimeError("bug in the client")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -107,6 +108,8 @@ _JUST_READ_MAX: Final = 1024
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _ItemT = TypeVar("_ItemT")
+# A read as the wire sees it: action, region and parameters.
+_ReadKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 def _default_http_client() -> httpx.AsyncClient:
@@ -177,6 +180,8 @@ class VpcClient:
         self._limiter = limiter or AdaptiveRateLimiter(_DEFAULT_RATE)
         # Connections just read for a confirmation, kept for its impact preview (see _fresh_detail).
         self._just_read: dict[tuple[str, str], tuple[float, VpnConnectionDetail]] = {}
+        # Reads that other callers may join while they are on the way (see _shared_get).
+        self._in_flight: dict[_ReadKey, asyncio.Task[BaseModel]] = {}
 
     @classmethod
     def from_settings(
@@ -210,6 +215,9 @@ class VpcClient:
         twin = copy.copy(self)
         twin._credentials = credentials
         twin._owns_http = False
+        # What one account (and role session) read is never another's answer.
+        twin._just_read = {}
+        twin._in_flight = {}
         if limiter is not None:
             twin._limiter = limiter
         return twin
@@ -348,7 +356,10 @@ class VpcClient:
         params: Mapping[str, str],
         *,
         resource_id: str | None = None,
+        shared: bool = False,
     ) -> _ModelT:
+        if shared:
+            return await self._shared_get(model, action, region, params, resource_id=resource_id)
         body = await self._call(action, region, params, resource_id=resource_id)
         try:
             return model.model_validate(body)
@@ -365,6 +376,41 @@ class VpcClient:
                 resource_id=resource_id,
             ) from exc
 
+    async def _shared_get(
+        self,
+        model: type[_ModelT],
+        action: str,
+        region: str,
+        params: Mapping[str, str],
+        *,
+        resource_id: str | None,
+    ) -> _ModelT:
+        """:meth:`_get`, joining an identical read of this client's that is already on the way.
+
+        For reads that only inform a person (a confirmation and its preview): a burst of
+        commands on one gateway then costs one call per distinct read, not one per command,
+        which is what Alibaba's per-API throttling wants too. The answer is as fresh as the
+        caller's own would be, give or take the read's round trip, so a read that must follow a
+        change (the check after a delete, gateway polling) never joins one: it is not shared.
+        Each caller waits on its own: one that gives up (its deadline) leaves the read to the
+        others. The shared read logs under the context of the caller that started it.
+        """
+        key: _ReadKey = (action, region, tuple(sorted(params.items())))
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._get(model, action, region, params, resource_id=resource_id))
+            self._in_flight[key] = task
+            task.add_done_callback(functools.partial(self._read_landed, key))
+        answer = await asyncio.shield(task)
+        assert isinstance(answer, model)  # noqa: S101 - the key includes the action, hence the model
+        return answer
+
+    def _read_landed(self, key: _ReadKey, task: asyncio.Task[BaseModel]) -> None:
+        if self._in_flight.get(key) is task:
+            del self._in_flight[key]
+        if not task.cancelled():
+            task.exception()  # every waiter got it already; nobody is left to be told twice
+
     async def _all_pages(
         self,
         model: type[_ModelT],
@@ -374,11 +420,12 @@ class VpcClient:
         params: Mapping[str, str],
         *,
         resource_id: str | None = None,
+        shared: bool = False,
     ) -> list[_ItemT]:
         collected: list[_ItemT] = []
         for number in range(1, _MAX_PAGES + 1):
             page_params = {**params, "PageNumber": str(number), "PageSize": str(PAGE_SIZE)}
-            page = await self._get(model, action, region, page_params, resource_id=resource_id)
+            page = await self._get(model, action, region, page_params, resource_id=resource_id, shared=shared)
             got = items(page)
             collected.extend(got)
             if not got or not (isinstance(page, Page) and page.has_more):
@@ -387,14 +434,20 @@ class VpcClient:
 
     # --- operations ----------------------------------------------------------------------------------
 
-    async def describe_vpn_connection_detail(self, *, region: str, vco_id: str) -> VpnConnectionDetail:
-        """DescribeVpnConnection: the full connection (secrets stay SecretStr)."""
+    async def describe_vpn_connection_detail(
+        self, *, region: str, vco_id: str, shared: bool = False
+    ) -> VpnConnectionDetail:
+        """DescribeVpnConnection: the full connection (secrets stay SecretStr).
+
+        ``shared``: the answer may be that of the same read already on the way (see _shared_get).
+        """
         return await self._get(
             VpnConnectionDetail,
             "DescribeVpnConnection",
             region,
             {"RegionId": region, "VpnConnectionId": vco_id},
             resource_id=vco_id,
+            shared=shared,
         )
 
     async def describe_vpn_connections(
@@ -404,6 +457,7 @@ class VpcClient:
         vpn_gateway_id: str | None = None,
         customer_gateway_id: str | None = None,
         vpn_connection_id: str | None = None,
+        shared: bool = False,
     ) -> list[VpnConnectionDetail]:
         """DescribeVpnConnections: every page, 50 at a time."""
         params = {"RegionId": region}
@@ -421,16 +475,20 @@ class VpcClient:
             region,
             params,
             resource_id=vpn_connection_id or vpn_gateway_id,
+            shared=shared,
         )
 
-    async def describe_vpn_gateway_detail(self, *, region: str, gateway_id: str) -> VpnGatewayDetail:
-        """DescribeVpnGateway."""
+    async def describe_vpn_gateway_detail(
+        self, *, region: str, gateway_id: str, shared: bool = False
+    ) -> VpnGatewayDetail:
+        """DescribeVpnGateway (``shared`` as for :meth:`describe_vpn_connection_detail`)."""
         return await self._get(
             VpnGatewayDetail,
             "DescribeVpnGateway",
             region,
             {"RegionId": region, "VpnGatewayId": gateway_id},
             resource_id=gateway_id,
+            shared=shared,
         )
 
     async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:
@@ -448,7 +506,7 @@ class VpcClient:
         return answer.request_id
 
     async def describe_vpn_route_entries(
-        self, *, region: str, gateway_id: str, route_entry_type: str = "custom"
+        self, *, region: str, gateway_id: str, route_entry_type: str = "custom", shared: bool = False
     ) -> list[VpnRouteEntry]:
         """DescribeVpnRouteEntries (destination-based ``custom`` or ``bgp``), every page."""
         return await self._all_pages(
@@ -458,9 +516,12 @@ class VpcClient:
             region,
             {"RegionId": region, "VpnGatewayId": gateway_id, "RouteEntryType": route_entry_type},
             resource_id=gateway_id,
+            shared=shared,
         )
 
-    async def describe_vpn_pbr_route_entries(self, *, region: str, gateway_id: str) -> list[VpnPbrRouteEntry]:
+    async def describe_vpn_pbr_route_entries(
+        self, *, region: str, gateway_id: str, shared: bool = False
+    ) -> list[VpnPbrRouteEntry]:
         """DescribeVpnPbrRouteEntries (policy-based routes), every page."""
         return await self._all_pages(
             VpnPbrRouteEntriesPage,
@@ -468,6 +529,7 @@ class VpcClient:
             "DescribeVpnPbrRouteEntries",
             region,
             {"RegionId": region, "VpnGatewayId": gateway_id},
+            shared=shared,
             resource_id=gateway_id,
         )
 
@@ -569,8 +631,10 @@ class VpcClient:
 
     # --- bot.ports.VpcApi ------------------------------------------------------------------------------
 
-    async def describe_vpn_connection(self, *, region: str, vco_id: str) -> VpnConnection:
-        detail = await self.describe_vpn_connection_detail(region=region, vco_id=vco_id)
+    async def describe_vpn_connection(
+        self, *, region: str, vco_id: str, shared: bool = False
+    ) -> VpnConnection:
+        detail = await self.describe_vpn_connection_detail(region=region, vco_id=vco_id, shared=shared)
         self._remember(region, vco_id, detail)
         return detail.to_domain(region)
 
@@ -597,8 +661,8 @@ class VpcClient:
             return None
         return kept[1]
 
-    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> VpnGateway:
-        detail = await self.describe_vpn_gateway_detail(region=region, gateway_id=gateway_id)
+    async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
+        detail = await self.describe_vpn_gateway_detail(region=region, gateway_id=gateway_id, shared=shared)
         return detail.to_domain(region)
 
     async def list_regions(self) -> list[str]:
@@ -651,8 +715,10 @@ class VpcClient:
     ]:
         """The connection's detail and the routes through its gateway, in parallel, each within ``deadline_s``.
 
-        With ``reuse``, a detail that :meth:`describe_vpn_connection` has just read is used instead of
-        reading it again.
+        With ``reuse`` (the preview), a detail that :meth:`describe_vpn_connection` has just read is
+        used instead of reading it again, and the reads are shared with the same reads already on
+        the way (a burst of confirmations on one gateway reads its routes once). The snapshot that
+        recreates a connection reads everything afresh.
         """
         vco_id, gateway_id = connection.id, connection.gateway_id
         fresh = self._fresh_detail(region, vco_id) if reuse else None
@@ -662,20 +728,24 @@ class VpcClient:
                 deadline_s,
                 _ready(fresh)
                 if fresh is not None
-                else self.describe_vpn_connection_detail(region=region, vco_id=vco_id),
-            ),
-            within(
-                PART_ROUTES, deadline_s, self.describe_vpn_route_entries(region=region, gateway_id=gateway_id)
+                else self.describe_vpn_connection_detail(region=region, vco_id=vco_id, shared=reuse),
             ),
             within(
                 PART_ROUTES,
                 deadline_s,
-                self.describe_vpn_route_entries(region=region, gateway_id=gateway_id, route_entry_type="bgp"),
+                self.describe_vpn_route_entries(region=region, gateway_id=gateway_id, shared=reuse),
+            ),
+            within(
+                PART_ROUTES,
+                deadline_s,
+                self.describe_vpn_route_entries(
+                    region=region, gateway_id=gateway_id, route_entry_type="bgp", shared=reuse
+                ),
             ),
             within(
                 PART_POLICY_ROUTES,
                 deadline_s,
-                self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+                self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id, shared=reuse),
             ),
         )
 

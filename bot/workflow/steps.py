@@ -208,12 +208,16 @@ class Steps:
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
-            connection = await self._read(op).describe_vpn_connection(region=op.region, vco_id=op.vco_id)
+            # Reads for the confirmation only inform the approver: they may join the same reads
+            # already on the way for other requests (a burst on one gateway reads it once).
+            connection = await self._read(op).describe_vpn_connection(
+                region=op.region, vco_id=op.vco_id, shared=True
+            )
             # The preview is looked up alongside the gateway; it never fails and has its own deadline.
             preview = asyncio.create_task(self._preview(op, connection), name=f"vpnbot-impact-{op.id}")
             try:
                 gateway = await self._read(op).describe_vpn_gateway(
-                    region=op.region, gateway_id=connection.gateway_id
+                    region=op.region, gateway_id=connection.gateway_id, shared=True
                 )
             except BaseException:
                 preview.cancel()
