@@ -63,7 +63,7 @@ class Contender:
     name: str
     events_url: str
     slack: StandinState
-    vpc_faults: Any  # the sandbox's FaultSet
+    vpc: SandboxState
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ async def serve_baseline(
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield Contender(name, f"http://127.0.0.1:{port}/slack/events", slack.state, vpc.state.faults)
+        yield Contender(name, f"http://127.0.0.1:{port}/slack/events", slack.state, vpc.state)
     finally:
         await runner.cleanup()
         await slack.close()
@@ -186,7 +186,7 @@ async def serve_bot(name: str = "vpn-bot", **settings: Any) -> AsyncIterator[Con
             settings={"api_deadline_seconds": 60.0, **settings},
         )
         try:
-            yield Contender(name, f"{stack.bot.url}/slack/events", stack.slack.state, stack.vpc.state.faults)
+            yield Contender(name, f"{stack.bot.url}/slack/events", stack.slack.state, stack.vpc.state)
         finally:
             await stack.aclose()
 
@@ -194,8 +194,14 @@ async def serve_bot(name: str = "vpn-bot", **settings: Any) -> AsyncIterator[Con
 # --- the measurement -----------------------------------------------------------------------------
 
 
-async def measure(contender: Contender, *, commands: int, concurrency: int, latency: float) -> Timings:
-    """Send ``commands`` signed commands, ``concurrency`` at a time; time acks and confirmations."""
+async def measure(
+    contender: Contender, *, commands: int, concurrency: int, latency: float, distinct: bool = False
+) -> Timings:
+    """Send ``commands`` signed commands, ``concurrency`` at a time; time acks and confirmations.
+
+    All for the seeded connection, or with ``distinct`` each for a connection of its own, four to a
+    gateway (what the bot shares between requests on one connection or gateway is then no help).
+    """
     async with SlackUserAgent(
         events_url=contender.events_url,
         signing_secret=LOCAL_SIGNING_SECRET,
@@ -209,8 +215,14 @@ async def measure(contender: Contender, *, commands: int, concurrency: int, late
         warm = _Arrivals(contender.slack, [f"U0WARM{i:04d}" for i in range(WARMUP)])
         await _until(lambda: warm.count() == WARMUP, 30)
         if latency:
-            contender.vpc_faults.add(action="DescribeVpnConnection", latency=latency)
+            contender.vpc.faults.add(action="DescribeVpnConnection", latency=latency)
         users = [f"U0B{i:06d}" for i in range(commands)]
+        targets = (
+            contender.vpc.seed_connections(SEED_REGION, commands, per_gateway=4)
+            if distinct
+            else [SEED_VCO_HANGZHOU] * commands
+        )
+        target = dict(zip(users, targets, strict=True))
         arrivals = _Arrivals(contender.slack, users)
         sent: dict[str, float] = {}
         acks: list[float] = []
@@ -220,7 +232,7 @@ async def measure(contender: Contender, *, commands: int, concurrency: int, late
             async with gate:
                 sent[user] = time.time()
                 started = time.perf_counter()
-                reply = await agent.slash_command(user, CHANNEL, f"delete {SEED_VCO_HANGZHOU} {SEED_REGION}")
+                reply = await agent.slash_command(user, CHANNEL, f"delete {target[user]} {SEED_REGION}")
                 acks.append(time.perf_counter() - started)
                 if reply.status != 200:
                     raise RuntimeError(f"{contender.name}: HTTP {reply.status}")
@@ -282,7 +294,9 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def scenario(name: str, *, commands: int, concurrency: int, latency: float) -> list[str]:
+async def scenario(
+    name: str, *, commands: int, concurrency: int, latency: float, distinct: bool = False
+) -> list[str]:
     contenders: list[Callable[[], contextlib.AbstractAsyncContextManager[Contender]]] = [
         serve_bot,
         # The same bot with its Alibaba Cloud rate limiter out of the way: the bot's own overhead.
@@ -294,7 +308,7 @@ async def scenario(name: str, *, commands: int, concurrency: int, latency: float
     for start in contenders:
         async with start() as contender:
             results[contender.name] = await measure(
-                contender, commands=commands, concurrency=concurrency, latency=latency
+                contender, commands=commands, concurrency=concurrency, latency=latency, distinct=distinct
             )
     bolt = results["bare Bolt"]
     lines = []
@@ -320,16 +334,19 @@ async def amain(quick: bool) -> None:
         "| scenario | app | ack p50 / p99 | command → confirmation p50 / p99 | missing | vpn-bot ÷ bare Bolt (confirmation p99 / ack p99) |"
     )
     print("|---|---|---|---|---|---|")
-    for name, commands, concurrency, latency in (
-        ("200 commands, 50 at a time, instant cloud", 200, 50, 0.0),
-        ("50 at once, DescribeVpnConnection +2 s", 50, 50, 2.0),
-        ("50 at once, DescribeVpnConnection +5 s", 50, 50, 5.0),
+    for name, commands, concurrency, latency, distinct in (
+        ("200 commands, 50 at a time, instant cloud", 200, 50, 0.0, False),
+        ("the same on 200 connections (4 per gateway)", 200, 50, 0.0, True),
+        ("50 at once, DescribeVpnConnection +2 s", 50, 50, 2.0, False),
+        ("the same on 50 connections (4 per gateway)", 50, 50, 2.0, True),
+        ("50 at once, DescribeVpnConnection +5 s", 50, 50, 5.0, False),
     ):
         for line in await scenario(
             name,
             commands=max(4, int(commands * scale)),
             concurrency=max(2, int(concurrency * scale)),
             latency=latency * scale,
+            distinct=distinct,
         ):
             print(line, flush=True)
     print(f"\n{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
