@@ -135,11 +135,11 @@ def test_baselines_benchmark_runs_every_app_in_every_scenario(capsys: pytest.Cap
     assert baselines.main(["--quick"]) == 0
     table = capsys.readouterr().out
     for app in ("| vpn-bot |", "| vpn-bot, no rate limit |", "| bare Bolt |", "| raw aiohttp |"):
-        assert table.count(app) == 3, table
+        assert table.count(app) == 5, table
     rows = [
         line.split("|") for line in table.splitlines() if line.startswith("| ") and "scenario" not in line
     ]
-    assert [cells[5].strip() for cells in rows] == ["0"] * 12  # every command got its confirmation
+    assert [cells[5].strip() for cells in rows] == ["0"] * 20  # every command got its confirmation
 
 
 def test_scale_and_startup_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,7 @@
 
 Alibaba Cloud throttles per account and per API (``Throttling.User``, ``Throttling.Api``), not per
 connection, so the client paces its requests by rate rather than by a connection pool's size.
-:class:`AdaptiveRateLimiter` hands out request slots 1/rate apart; its rate halves when Alibaba
+:class:`AdaptiveRateLimiter` lets requests go 1/rate apart; its rate halves when Alibaba
 throttles and grows back by a tenth of the ceiling after each run of successes (additive increase,
 multiplicative decrease), never above the configured ceiling.
 
@@ -13,7 +13,9 @@ the adaptive part is the point here, so this is the small bucket it needs.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 __all__ = ["AdaptiveRateLimiter"]
@@ -24,11 +26,13 @@ _RECOVERY_RUN = 20
 
 
 class AdaptiveRateLimiter:
-    """Slots 1/rate apart, shared by all calls of a process: ``await acquire()`` before each request.
+    """Requests 1/rate apart, shared by all calls of a process: ``await acquire()`` before each one.
 
-    Each caller reserves the next free slot and sleeps until it, once; there is no lock to hand
-    over, so a burst of waiters costs one timer each. Nothing is saved up while idle: requests are
-    paced 1/rate apart, never in bursts, so no window of any length sees more than the rate.
+    Waiters queue in arrival order and one pacer lets them go, each at least 1/rate after the one
+    before by the clock at the moment it goes (not by a schedule made in advance): a busy event
+    loop that wakes the pacer late delays the queue, it never lets a clump through to catch up.
+    Nothing is saved up while idle, so no window of any length sees more than the rate, give or
+    take one. An uncontended call goes straight through without touching the event loop.
     """
 
     def __init__(
@@ -46,9 +50,9 @@ class AdaptiveRateLimiter:
         self._rate = rate_per_second
         self._monotonic = monotonic
         self._sleep = sleep
-        self._next = monotonic()  # the earliest free slot
-        # Bumped by a throttle: slots handed out before it are void, their holders reserve again.
-        self._epoch = 0
+        self._last = -math.inf  # when the last request went
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._pacer: asyncio.Task[None] | None = None
         self._successes = 0
 
     @property
@@ -57,24 +61,33 @@ class AdaptiveRateLimiter:
         return self._rate
 
     async def acquire(self) -> None:
-        """Wait for this request's slot; slots go out in arrival order."""
-        while True:
-            now = self._monotonic()
-            slot = max(now, self._next)
-            self._next = slot + 1.0 / self._rate
-            if slot - now <= _EPSILON:
-                return
-            epoch = self._epoch
-            await self._sleep(slot - now)
-            if epoch == self._epoch:
-                return
-            # Alibaba throttled while this request waited: its slot was at the old rate.
+        """Wait for this request's turn; turns go in arrival order."""
+        now = self._monotonic()
+        if not self._waiters and now - self._last >= 1.0 / self._rate - _EPSILON:
+            self._last = now
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.create_task(self._pace(), name="vpnbot-rate-limiter")
+        await turn  # a cancelled waiter's turn is cancelled with it, and skipped
+
+    async def _pace(self) -> None:
+        while self._waiters:
+            wait = self._last + 1.0 / self._rate - self._monotonic()
+            if wait > _EPSILON:
+                await self._sleep(wait)
+                continue  # the rate may have changed meanwhile (a throttle): look again
+            turn = self._waiters.popleft()
+            if turn.done():
+                continue
+            self._last = self._monotonic()
+            turn.set_result(None)
 
     def throttled(self) -> None:
-        """Alibaba said slow down: halve the rate (not below the floor) and start the slots again."""
+        """Alibaba said slow down: halve the rate (not below the floor); the next request waits a full interval."""
         self._rate = max(self.floor, self._rate / 2)
-        self._epoch += 1
-        self._next = self._monotonic() + 1.0 / self._rate
+        self._last = max(self._last, self._monotonic())
         self._successes = 0
 
     def succeeded(self) -> None:

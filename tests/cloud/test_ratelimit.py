@@ -90,13 +90,17 @@ class VirtualTime:
     def __init__(self) -> None:
         self.now = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self.late: dict[int, float] = {}  # the n-th sleep wakes this much late (a busy event loop)
+        self._slept = 0
 
     def monotonic(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + seconds, id(wake), wake))
+        self._slept += 1
+        late = self.late.get(self._slept, 0.0)
+        heapq.heappush(self._sleepers, (self.now + seconds + late, id(wake), wake))
         await wake
 
     async def run(self, *tasks: asyncio.Task[None]) -> None:
@@ -142,6 +146,24 @@ async def test_a_throttle_slows_down_the_requests_already_waiting() -> None:
     gaps = [b - a for a, b in itertools.pairwise(after)]
     assert min(gaps) >= 0.2 - 1e-9
     assert after[0] >= sent[9] + 0.2 - 1e-9
+
+
+async def test_a_late_wake_up_never_lets_a_clump_through() -> None:
+    clock = VirtualTime()
+    clock.late[3] = 0.55  # the event loop was busy for half a second
+    bucket = AdaptiveRateLimiter(10, monotonic=clock.monotonic, sleep=clock.sleep)
+    sent: list[float] = []
+
+    async def request() -> None:
+        await bucket.acquire()
+        sent.append(clock.now)
+
+    await clock.run(*(asyncio.create_task(request()) for _ in range(30)))
+    assert len(sent) == 30
+    # However late the loop, two requests never go closer than 1/rate: no catching up.
+    assert min(b - a for a, b in itertools.pairwise(sent)) >= 0.1 - 1e-9
+    for start in sent:
+        assert len([t for t in sent if start <= t < start + 1.0 - 1e-9]) <= 10
 
 
 def test_a_rate_must_be_positive() -> None:
