@@ -112,6 +112,14 @@ _ItemT = TypeVar("_ItemT")
 _ReadKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
+@dataclasses.dataclass(slots=True)
+class _SharedRead:
+    """A read on the way, and how many callers wait for it."""
+
+    task: asyncio.Task[BaseModel]
+    waiters: int = 0
+
+
 def _default_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(15.0, connect=5.0),
@@ -181,7 +189,7 @@ class VpcClient:
         # Connections just read for a confirmation, kept for its impact preview (see _fresh_detail).
         self._just_read: dict[tuple[str, str], tuple[float, VpnConnectionDetail]] = {}
         # Reads that other callers may join while they are on the way (see _shared_get).
-        self._in_flight: dict[_ReadKey, asyncio.Task[BaseModel]] = {}
+        self._in_flight: dict[_ReadKey, _SharedRead] = {}
 
     @classmethod
     def from_settings(
@@ -393,20 +401,31 @@ class VpcClient:
         caller's own would be, give or take the read's round trip, so a read that must follow a
         change (the check after a delete, gateway polling) never joins one: it is not shared.
         Each caller waits on its own: one that gives up (its deadline) leaves the read to the
-        others. The shared read logs under the context of the caller that started it.
+        others, and the read (with its retries) stops when the last one has gone. The shared read
+        logs under the context of the caller that started it.
         """
         key: _ReadKey = (action, region, tuple(sorted(params.items())))
-        task = self._in_flight.get(key)
-        if task is None:
+        read = self._in_flight.get(key)
+        if read is None:
             task = asyncio.ensure_future(self._get(model, action, region, params, resource_id=resource_id))
-            self._in_flight[key] = task
+            read = self._in_flight[key] = _SharedRead(task)
             task.add_done_callback(functools.partial(self._read_landed, key))
-        answer = await asyncio.shield(task)
+        read.waiters += 1
+        try:
+            answer = await asyncio.shield(read.task)
+        finally:
+            read.waiters -= 1
+            if read.waiters == 0 and not read.task.done():
+                # Nobody wants the answer any more; a caller that comes now starts a read of its own.
+                if self._in_flight.get(key) is read:
+                    del self._in_flight[key]
+                read.task.cancel()
         assert isinstance(answer, model)  # noqa: S101 - the key includes the action, hence the model
         return answer
 
     def _read_landed(self, key: _ReadKey, task: asyncio.Task[BaseModel]) -> None:
-        if self._in_flight.get(key) is task:
+        read = self._in_flight.get(key)
+        if read is not None and read.task is task:
             del self._in_flight[key]
         if not task.cancelled():
             task.exception()  # every waiter got it already; nobody is left to be told twice

@@ -7,9 +7,10 @@ overlap. A read that is not shared (the check after a delete, gateway polling) a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+import stamina
 
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
@@ -65,7 +66,9 @@ async def test_only_identical_reads_are_joined(sandbox: RunningSandbox) -> None:
     async with _client(sandbox) as client:
         await asyncio.gather(
             *(
-                client.describe_vpn_route_entries(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU, shared=True)
+                client.describe_vpn_route_entries(
+                    region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU, shared=True
+                )
                 for _ in range(5)
             ),
             *(
@@ -97,7 +100,52 @@ async def test_a_caller_that_gives_up_leaves_the_read_to_the_others(sandbox: Run
     assert len(sandbox.state.calls("DescribeVpnConnection")) == 1
 
 
-async def test_an_error_reaches_every_caller_and_the_next_read_goes_out_again(sandbox: RunningSandbox) -> None:
+async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until ``condition`` holds (plain data: there is no event to await), or fail."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polling plain data, bounded by the timeout
+            await asyncio.sleep(0.01)
+
+
+async def test_the_read_stops_when_its_last_caller_gives_up(sandbox: RunningSandbox) -> None:
+    # Alibaba is unavailable: an orphaned read would go on retrying for the whole API deadline.
+    sandbox.state.faults.add(action="DescribeVpnConnection", code="ServiceUnavailable", http_status=503)
+    creds = StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
+    client = VpcClient(
+        creds,
+        endpoint=sandbox.url,
+        max_attempts=1000,
+        wait_initial=0.1,
+        wait_max=0.1,
+        api_deadline_seconds=60,
+    )
+
+    def reads_on_the_way() -> list[asyncio.Task[object]]:
+        return [
+            t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "VpcClient._get" and not t.done()
+        ]
+
+    with stamina.set_testing(False):  # the real back-off: retries for the whole deadline
+        async with client:
+            caller = asyncio.create_task(
+                client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
+            )
+            await eventually(lambda: len(sandbox.state.calls("DescribeVpnConnection")) >= 2)  # retrying
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            await eventually(lambda: not reads_on_the_way())
+            # A caller that comes afterwards gets a read of its own, not the cancelled one.
+            sandbox.state.faults.clear()
+            found = await client.describe_vpn_connection(
+                region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True
+            )
+    assert found.id == SEED_VCO_HANGZHOU
+
+
+async def test_an_error_reaches_every_caller_and_the_next_read_goes_out_again(
+    sandbox: RunningSandbox,
+) -> None:
     sandbox.state.faults.add(
         action="DescribeVpnConnection", code="Throttling.User", http_status=400, latency=SLOW, times=1
     )
@@ -111,7 +159,9 @@ async def test_an_error_reaches_every_caller_and_the_next_read_goes_out_again(sa
         )
         assert all(isinstance(a, CloudApiError) and a.code == "Throttling.User" for a in answers)
         # Nothing is kept once a read has landed: the next one asks Alibaba again.
-        again = await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
+        again = await client.describe_vpn_connection(
+            region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True
+        )
     assert again.id == SEED_VCO_HANGZHOU
     assert len(sandbox.state.calls("DescribeVpnConnection")) == 2
 
