@@ -940,8 +940,8 @@ class SandboxState:
         now = self.clock()
         # Oldest first: forgetting the expired ones costs only what expired (a burst stays linear).
         while self._nonces:
-            oldest, seen = next(iter(self._nonces.items()))
-            if now - seen < _NONCE_MEMORY:
+            oldest, oldest_seen = next(iter(self._nonces.items()))
+            if now - oldest_seen < _NONCE_MEMORY:
                 break
             del self._nonces[oldest]
         seen = self._nonces.get(nonce)
