@@ -433,6 +433,89 @@ async def test_completing_the_last_effect_gives_the_delivery_claim_back_in_the_s
     assert not await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
 
 
+async def test_a_transition_can_take_the_delivery_claim_and_read_the_effects_in_the_same_go(
+    store: Store,
+) -> None:
+    # The lookup's move hands its card to the outbox without the outbox's own claim-and-read.
+    await store.create_operation(op=make_op(state=OpState.LOOKING_UP))
+    await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.THREAD, Accepted(request_id="R0"))], now=T0)
+    until = T0 + timedelta(seconds=30)
+    entry = AuditEntry(at=T0, action="looked_up", actor_id="vpn-bot", op_id="op-1")
+    taken = await store.transition_and_claim(
+        "op-1",
+        claim=("a", until),
+        from_states={OpState.LOOKING_UP},
+        to=OpState.AWAITING_APPROVAL,
+        now=T0,
+        audit_entry=entry,
+        effects=[Effect(EffectKind.POST_CONFIRMATION)],
+        message_ts="1.1",
+    )
+    assert taken is not None
+    moved, pending = taken
+    assert (moved.state, moved.message_ts) == (OpState.AWAITING_APPROVAL, "1.1")
+    assert moved == await store.get_operation(op_id="op-1")
+    # Everything pending, oldest first, as the outbox's own read (take_next) would have it.
+    assert pending == await store.pending_effects(op_id="op-1")
+    assert [e.kind for e in pending] == [EffectKind.THREAD, EffectKind.POST_CONFIRMATION]
+    assert [e.action for e in await store.recent_audit(op_id="op-1")] == ["looked_up"]
+    assert await store.ops_with_due_effects(now=T0) == []  # claimed: no pass takes it
+    assert not await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    # Held until it runs out: then any replica's pass delivers it.
+    later = until + timedelta(seconds=1)
+    assert await store.ops_with_due_effects(now=later) == ["op-1"]
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=later, now=later)
+
+
+async def test_a_transition_that_finds_the_delivery_claimed_elsewhere_still_moves(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.LOOKING_UP))
+    until = T0 + timedelta(seconds=30)
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    taken = await store.transition_and_claim(
+        "op-1",
+        claim=("a", until),
+        from_states={OpState.LOOKING_UP},
+        to=OpState.AWAITING_APPROVAL,
+        now=T0,
+        effects=[Effect(EffectKind.POST_CONFIRMATION)],
+    )
+    assert taken is not None
+    moved, pending = taken
+    assert moved.state is OpState.AWAITING_APPROVAL
+    assert pending is None  # b delivers it (or its claim runs out)
+    assert [e.kind for e in await store.pending_effects(op_id="op-1")] == [EffectKind.POST_CONFIRMATION]
+    assert not await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)  # still b's
+
+
+async def test_a_transition_that_loses_claims_nothing_and_writes_nothing(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.AWAITING_APPROVAL))
+    until = T0 + timedelta(seconds=30)
+    lost = await store.transition_and_claim(
+        "op-1",
+        claim=("a", until),
+        from_states={OpState.LOOKING_UP},
+        to=OpState.AWAITING_APPROVAL,
+        now=T0,
+        audit_entry=AuditEntry(at=T0, action="looked_up", actor_id="vpn-bot", op_id="op-1"),
+        effects=[Effect(EffectKind.POST_CONFIRMATION)],
+    )
+    assert lost is None
+    assert await store.pending_effects(op_id="op-1") == []
+    assert await store.recent_audit(op_id="op-1") == []
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+
+
+async def test_a_transition_with_nothing_to_deliver_gives_the_claim_back_at_once(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.WAITING_GATEWAY))
+    until = T0 + timedelta(seconds=30)
+    taken = await store.transition_and_claim(
+        "op-1", claim=("a", until), from_states={OpState.WAITING_GATEWAY}, to=OpState.VERIFYING, now=T0
+    )
+    assert taken is not None
+    assert taken[1] == []
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+
+
 async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     store = await Store.open(db_url)
     await store.create_operation(op=make_op())

@@ -34,6 +34,7 @@ from bot.domain import (
     Operation,
     OpFields,
     OpState,
+    PendingEffect,
     RouteResult,
     Snapshot,
     VpnConnection,
@@ -310,6 +311,82 @@ class Store(OutboxMixin):
         terminal state drops the lease and frees the operation's gateway. ``audit_entry`` and
         ``effects`` are written in the same transaction, only if the move wins.
         """
+        async with self._tx() as conn:
+            moved = await self._move(
+                conn,
+                op_id,
+                from_states=from_states,
+                to=to,
+                now=now,
+                require_owner=require_owner,
+                lease=lease,
+                audit_entry=audit_entry,
+                effects=effects,
+                op_fields=op_fields,
+            )
+        if moved is not None and audit_entry is not None:
+            _log_audit(audit_entry, moved.state)
+        return moved
+
+    @shielded
+    async def transition_and_claim(
+        self,
+        op_id: str,
+        *,
+        claim: tuple[str, datetime],
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+        require_owner: str | None = None,
+        lease: tuple[str, datetime] | None = None,
+        audit_entry: AuditEntry | None = None,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
+    ) -> tuple[Operation, list[PendingEffect] | None] | None:
+        """:meth:`transition`, and if it wins, take the outbox's delivery claim in the same transaction.
+
+        ``claim`` is ``(owner, until)`` as for :meth:`take_next`, whose read it saves the deliverer:
+        the result is ``(moved, effects)`` with the operation's pending effects, oldest first, the
+        claim held by ``owner`` (with nothing pending it is given back at once and ``effects`` is
+        empty). ``effects`` is None when another replica holds a live claim: the move still won,
+        and delivery goes as after :meth:`transition`. None: the move lost, nothing was claimed.
+        """
+        owner, until = claim
+        async with self._tx() as conn:
+            moved = await self._move(
+                conn,
+                op_id,
+                from_states=from_states,
+                to=to,
+                now=now,
+                require_owner=require_owner,
+                lease=lease,
+                audit_entry=audit_entry,
+                effects=effects,
+                op_fields=op_fields,
+            )
+            if moved is None:
+                return None
+            pending = await self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
+        if audit_entry is not None:
+            _log_audit(audit_entry, moved.state)
+        return moved, pending
+
+    async def _move(
+        self,
+        conn: AsyncConnection,
+        op_id: str,
+        *,
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+        require_owner: str | None,
+        lease: tuple[str, datetime] | None,
+        audit_entry: AuditEntry | None,
+        effects: Sequence[Effect],
+        op_fields: OpFields,
+    ) -> Operation | None:
+        """The compare-and-set of :meth:`transition` inside the caller's transaction."""
         values: dict[str, Any] = {
             **_values(op_fields),
             "state": OpState(to).value,
@@ -326,24 +403,21 @@ class Store(OutboxMixin):
         )
         if require_owner is not None:
             stmt = stmt.where(operations.c.lease_owner == require_owner)
-        async with self._tx() as conn:
-            row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
-            if row is None:
-                return None
-            moved = _row_to_op(row)
-            if to in TERMINAL_STATES:
-                await conn.execute(
-                    delete(gateway_locks).where(
-                        gateway_locks.c.region == moved.region,
-                        gateway_locks.c.gateway_id == moved.gateway_id,
-                        gateway_locks.c.op_id == op_id,
-                    )
+        row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
+        if row is None:
+            return None
+        moved = _row_to_op(row)
+        if to in TERMINAL_STATES:
+            await conn.execute(
+                delete(gateway_locks).where(
+                    gateway_locks.c.region == moved.region,
+                    gateway_locks.c.gateway_id == moved.gateway_id,
+                    gateway_locks.c.op_id == op_id,
                 )
-            if audit_entry is not None:
-                await conn.execute(insert(audit).values(**asdict(audit_entry)))
-            await insert_effects(conn, op_id=op_id, effects=effects, now=now)
+            )
         if audit_entry is not None:
-            _log_audit(audit_entry, moved.state)
+            await conn.execute(insert(audit).values(**asdict(audit_entry)))
+        await insert_effects(conn, op_id=op_id, effects=effects, now=now)
         return moved
 
     @shielded

@@ -81,23 +81,30 @@ class OutboxMixin:
         same transaction and ``([], None)`` returned.
         """
         async with self._tx() as conn:
-            if not await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
-                return None
-            rows = await conn.execute(
-                select(outbox)
-                .where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None))
-                .order_by(outbox.c.id)
-            )
-            effects = [_row_to_effect(r) for r in rows]
+            effects = await self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
             if not effects:
-                await conn.execute(
-                    delete(outbox_claims).where(
-                        outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner
-                    )
-                )
-                return [], None
+                return None if effects is None else ([], None)
             row = (await conn.execute(select(operations).where(operations.c.id == op_id))).first()
             return effects, self._op_from_row(row) if row is not None else None
+
+    async def _take(
+        self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
+    ) -> list[PendingEffect] | None:
+        """Claim ``op_id``'s delivery and read its pending effects in the caller's transaction.
+
+        None: another replica holds the claim. With nothing pending the claim is given back at once.
+        """
+        if not await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
+            return None
+        rows = await conn.execute(
+            select(outbox).where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None)).order_by(outbox.c.id)
+        )
+        effects = [_row_to_effect(r) for r in rows]
+        if not effects:
+            await conn.execute(
+                delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
+            )
+        return effects
 
     async def _claim(
         self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
