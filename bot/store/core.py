@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Unpack
 
 from pydantic import TypeAdapter
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -64,6 +65,55 @@ _PLAIN = tuple(
     for f in fields(Operation)
     if f.name not in {"state", "connection", "gateway", "impact", "snapshot", "route_results"}
 )
+
+
+# Built once: their rows come as execute() parameters, so neither is rebuilt nor re-keyed per call.
+_INSERT_OPERATION = insert(operations)
+_INSERT_AUDIT = insert(audit)
+
+
+def _check_columns() -> None:
+    """Fail at import if the store would write a field that has no column.
+
+    Unlike ``.values()``, execute() parameters that name no column are dropped without a word.
+    """
+    written = {
+        operations: {*_PLAIN, *OpFields.__annotations__, "state", "vco_id", "gateway_id"},
+        audit: {f.name for f in fields(AuditEntry)},
+    }
+    for table, names in written.items():
+        missing = names - set(table.c.keys())
+        if missing:
+            raise RuntimeError(f"table {table.name} has no column for {sorted(missing)}")
+
+
+_check_columns()
+
+
+@functools.cache
+def _update_statement(states: bool, owned: bool) -> Any:
+    """The compare-and-set UPDATE of an operation, built once per shape (see :func:`_update_operation`)."""
+    stmt = update(operations).where(operations.c.id == bindparam("b_id"))
+    if states:
+        stmt = stmt.where(operations.c.state.in_(bindparam("b_states", expanding=True)))
+    if owned:
+        stmt = stmt.where(operations.c.lease_owner == bindparam("b_owner"))
+    return stmt.values(version=operations.c.version + 1).returning(*operations.c)
+
+
+def _update_operation(
+    op_id: str, values: dict[str, Any], states: Collection[OpState] | None, owner: str | None
+) -> tuple[Any, dict[str, Any]]:
+    """``execute()`` arguments that set ``values`` (columns) on ``op_id`` if in ``states`` and leased to ``owner``.
+
+    The SET columns are the parameters' keys, so the statement itself is never rebuilt per call.
+    """
+    params = {**values, "b_id": op_id}
+    if states is not None:
+        params["b_states"] = _states(states)
+    if owner is not None:
+        params["b_owner"] = owner
+    return _update_statement(states is not None, owner is not None), params
 
 
 def _row_values(op: Operation) -> dict[str, Any]:
@@ -235,18 +285,20 @@ class Store(OutboxMixin):
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
     ) -> Operation:
-        """Insert a new operation, optionally leased to its creator, with its first audit entry."""
+        """Insert a new operation, optionally leased to its creator, with its first audit entry.
+
+        Returns ``op``: the row holds exactly its fields (nothing is read back).
+        """
         values = _row_values(op)
         if lease is not None:
             values["lease_owner"], values["lease_expires_at"] = lease
         async with self._tx() as conn:
-            row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
+            await conn.execute(_INSERT_OPERATION, values)
             if audit_entry is not None:
-                await conn.execute(insert(audit).values(**asdict(audit_entry)))
-        created = _row_to_op(row)
+                await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
         if audit_entry is not None:
-            _log_audit(audit_entry, created.state)
-        return created
+            _log_audit(audit_entry, op.state)
+        return op
 
     @shielded
     async def create_recreation(
@@ -275,12 +327,11 @@ class Store(OutboxMixin):
             await conn.execute(parent)
             if (await conn.execute(blocking)).first() is not None:
                 return None
-            row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
-            await conn.execute(insert(audit).values(**asdict(audit_entry)))
+            await conn.execute(_INSERT_OPERATION, values)
+            await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
             await insert_effects(conn, op_id=op.id, effects=effects, now=op.created_at)
-        created = _row_to_op(row)
-        _log_audit(audit_entry, created.state)
-        return created
+        _log_audit(audit_entry, op.state)
+        return op
 
     @shielded
     async def get_operation(self, *, op_id: str) -> Operation | None:
@@ -391,19 +442,13 @@ class Store(OutboxMixin):
             **_values(op_fields),
             "state": OpState(to).value,
             "updated_at": now,
-            "version": operations.c.version + 1,
         }
         if lease is not None:
             values["lease_owner"], values["lease_expires_at"] = lease
         if to in TERMINAL_STATES:
             values["lease_owner"] = None
             values["lease_expires_at"] = None
-        stmt = update(operations).where(
-            operations.c.id == op_id, operations.c.state.in_(_states(from_states))
-        )
-        if require_owner is not None:
-            stmt = stmt.where(operations.c.lease_owner == require_owner)
-        row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
+        row = (await conn.execute(*_update_operation(op_id, values, from_states, require_owner))).first()
         if row is None:
             return None
         moved = _row_to_op(row)
@@ -416,7 +461,7 @@ class Store(OutboxMixin):
                 )
             )
         if audit_entry is not None:
-            await conn.execute(insert(audit).values(**asdict(audit_entry)))
+            await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
         await insert_effects(conn, op_id=op_id, effects=effects, now=now)
         return moved
 
@@ -432,14 +477,9 @@ class Store(OutboxMixin):
         **op_fields: Unpack[OpFields],
     ) -> Operation | None:
         """Set ``op_fields`` without changing the state; None if the op is gone or a condition failed."""
-        stmt = update(operations).where(operations.c.id == op_id)
-        if states is not None:
-            stmt = stmt.where(operations.c.state.in_(_states(states)))
-        if require_owner is not None:
-            stmt = stmt.where(operations.c.lease_owner == require_owner)
-        values = {**_values(op_fields), "updated_at": now, "version": operations.c.version + 1}
+        values = {**_values(op_fields), "updated_at": now}
         async with self._tx() as conn:
-            row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
+            row = (await conn.execute(*_update_operation(op_id, values, states, require_owner))).first()
             if row is not None:
                 await insert_effects(conn, op_id=op_id, effects=effects, now=now)
         return _row_to_op(row) if row else None
@@ -654,7 +694,7 @@ class Store(OutboxMixin):
     async def add_audit(self, entry: AuditEntry) -> AuditEntry:
         """Append one audit record that goes with no state change (e.g. a refusal)."""
         async with self._tx() as conn:
-            await conn.execute(insert(audit).values(**asdict(entry)))
+            await conn.execute(_INSERT_AUDIT, asdict(entry))
         _log_audit(entry, None)
         return entry
 
