@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import Effect, EffectKind, Operation, PendingEffect, event_from_json, event_to_json
@@ -20,6 +20,18 @@ from bot.store.shield import shielded
 from bot.store.tables import operations, outbox, outbox_claims
 
 __all__ = ["OutboxMixin", "insert_effects"]
+
+# The claim goes back only when nothing of the operation is left to deliver: one statement that
+# checks and deletes (and says whether it did), not a read and then a delete.
+_RELEASE_IF_DONE = (
+    delete(outbox_claims)
+    .where(
+        outbox_claims.c.op_id == bindparam("b_op"),
+        outbox_claims.c.owner == bindparam("b_owner"),
+        ~exists().where(outbox.c.op_id == bindparam("b_op"), outbox.c.done_at.is_(None)),
+    )
+    .returning(outbox_claims.c.op_id)
+)
 
 
 async def insert_effects(
@@ -184,18 +196,13 @@ class OutboxMixin:
             return await self._release_if_done(conn, release)
 
     async def _release_if_done(self, conn: AsyncConnection, release: tuple[str, str] | None) -> bool:
+        """Give the claim back if nothing is left to deliver; False if it went back (True: maybe more)."""
         if release is None:
             return True
         op_id, owner = release
-        left = await conn.execute(
-            select(outbox.c.id).where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None)).limit(1)
-        )
-        if left.first() is not None:
-            return True
-        await conn.execute(
-            delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
-        )
-        return False
+        released = await conn.execute(_RELEASE_IF_DONE, {"b_op": op_id, "b_owner": owner})
+        # Not released: something is left, or the claim is no longer ours (the next read says which).
+        return released.first() is None
 
     @shielded
     async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None:
