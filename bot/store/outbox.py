@@ -8,6 +8,7 @@ once delivered, superseded (a newer card update) or given up; until then it is r
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,19 @@ from bot.store.shield import shielded
 from bot.store.tables import operations, outbox, outbox_claims
 
 __all__ = ["OutboxMixin", "insert_effects"]
+
+# The statements of the request path, built once: their values come as execute() parameters, so
+# SQLAlchemy neither rebuilds nor re-keys them on every call.
+_INSERT_EFFECTS = insert(outbox)
+_PENDING = (
+    select(outbox)
+    .where(outbox.c.op_id == bindparam("b_op"), outbox.c.done_at.is_(None))
+    .order_by(outbox.c.id)
+)
+_COMPLETE = update(outbox).where(outbox.c.id == bindparam("b_id"))
+_RECORD_TS = (
+    update(operations).where(operations.c.id == bindparam("b_op")).values(version=operations.c.version + 1)
+)
 
 # The claim goes back only when nothing of the operation is left to deliver: one statement that
 # checks and deletes (and says whether it did), not a read and then a delete.
@@ -41,7 +55,7 @@ async def insert_effects(
     if not effects:
         return
     await conn.execute(
-        insert(outbox),
+        _INSERT_EFFECTS,
         [
             {
                 "op_id": op_id,
@@ -108,10 +122,7 @@ class OutboxMixin:
         """
         if not await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
             return None
-        rows = await conn.execute(
-            select(outbox).where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None)).order_by(outbox.c.id)
-        )
-        effects = [_row_to_effect(r) for r in rows]
+        effects = [_row_to_effect(r) for r in await conn.execute(_PENDING, {"b_op": op_id})]
         if not effects:
             await conn.execute(
                 delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
@@ -121,13 +132,20 @@ class OutboxMixin:
     async def _claim(
         self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
     ) -> bool:
-        ins = self._insert(outbox_claims).values(op_id=op_id, owner=owner, until=until)
-        ins = ins.on_conflict_do_update(
+        params = {"op_id": op_id, "owner": owner, "until": until, "b_now": now}
+        return (await conn.execute(self._claim_statement, params)).first() is not None
+
+    @functools.cached_property
+    def _claim_statement(self) -> Any:
+        """Take the claim if there is none, it ran out (before ``b_now``) or it is the claimant's own."""
+        ins = self._insert(outbox_claims)
+        return ins.on_conflict_do_update(
             index_elements=["op_id"],
-            set_={"owner": owner, "until": until},
-            where=or_(outbox_claims.c.until < now, outbox_claims.c.owner == owner),
-        )
-        return (await conn.execute(ins.returning(outbox_claims.c.op_id))).first() is not None
+            set_={"owner": ins.excluded.owner, "until": ins.excluded.until},
+            where=or_(
+                outbox_claims.c.until < bindparam("b_now"), outbox_claims.c.owner == ins.excluded.owner
+            ),
+        ).returning(outbox_claims.c.op_id)
 
     @shielded
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None:
@@ -224,10 +242,6 @@ class OutboxMixin:
         whether something of the operation is left to deliver.
         """
         async with self._tx() as conn:
-            await conn.execute(
-                update(operations)
-                .where(operations.c.id == op_id)
-                .values(message_ts=ts, updated_at=now, version=operations.c.version + 1)
-            )
-            await conn.execute(update(outbox).where(outbox.c.id == effect_id).values(done_at=now))
+            await conn.execute(_RECORD_TS, {"b_op": op_id, "message_ts": ts, "updated_at": now})
+            await conn.execute(_COMPLETE, {"b_id": effect_id, "done_at": now})
             return await self._release_if_done(conn, None if owner is None else (op_id, owner))
