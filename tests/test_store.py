@@ -322,6 +322,38 @@ async def test_concurrent_migrations_on_a_fresh_database(db_url: str) -> None:
         await asyncio.gather(*(s.close() for s in stores))
 
 
+async def test_a_sqlite_connection_returned_inside_a_transaction_is_rolled_back(sqlite_url: str) -> None:
+    # The pool skips its rollback on return when no transaction is open (bot/store/engine.py);
+    # one left open behind SQLAlchemy's back must still be rolled back, or it would keep the write
+    # lock and every later transaction would fail to begin.
+    store = await Store.open(sqlite_url)
+    try:
+        async with store._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.execute("BEGIN IMMEDIATE")
+            await raw.driver_connection.execute("DELETE FROM schema_version")
+        assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        await store.create_operation(op=make_op())
+        assert await store.get_operation(op_id="op-1") is not None
+    finally:
+        await store.close()
+
+
+async def test_a_sqlite_connection_closed_underneath_is_an_outage_once_then_replaced(sqlite_url: str) -> None:
+    # BEGIN IMMEDIATE goes to the driver directly (bot/store/engine.py); a failure must still come
+    # out as SQLAlchemy's error (StoreUnavailable) and the dead connection be replaced.
+    store = await Store.open(sqlite_url)
+    try:
+        async with store._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.close()
+        with pytest.raises(StoreUnavailable):
+            await store.schema_versions()
+        assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        await store.close()
+
+
 async def test_two_stores_on_one_sqlite_file_share_state(sqlite_url: str) -> None:
     a, b = await Store.open(sqlite_url), await Store.open(sqlite_url)
     try:
