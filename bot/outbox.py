@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum, auto
 
 from bot.domain import EffectKind, Operation, PendingEffect
@@ -77,7 +77,30 @@ class OutboxDispatcher:
         if running is not None and not running.done():
             self._again.add(op_id)
             return running
-        task = asyncio.create_task(self._deliver_loop(op_id), name=f"vpnbot-outbox-{op_id}")
+        return self._start(op_id, None)
+
+    def claim_terms(self) -> tuple[str, datetime]:
+        """``(owner, until)`` of a delivery claim taken now, for a transaction that takes it itself.
+
+        :meth:`bot.ports.OperationStore.transition_and_claim` takes it with its state change; what
+        it returns goes to :meth:`deliver_claimed`.
+        """
+        return self._owner, self._clock.now() + timedelta(seconds=self._config.claim_s)
+
+    def deliver_claimed(self, op: Operation, effects: list[PendingEffect] | None) -> asyncio.Task[None]:
+        """Deliver ``effects`` of ``op``, read under a claim the caller took with :meth:`claim_terms`.
+
+        They go out as :meth:`kick` would deliver them, without reading them again first; the claim
+        is renewed, kept or given back as there. ``effects`` None (another replica held the claim)
+        is a plain :meth:`kick`. If this process already delivers ``op``, that delivery reads them.
+        """
+        running = self._tasks.get(op.id)
+        if effects is None or (running is not None and not running.done()):
+            return self.kick(op.id)
+        return self._start(op.id, (effects, op))
+
+    def _start(self, op_id: str, claimed: tuple[list[PendingEffect], Operation] | None) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._deliver_loop(op_id, claimed), name=f"vpnbot-outbox-{op_id}")
         self._tasks[op_id] = task
         task.add_done_callback(
             lambda t: self._tasks.pop(op_id, None) if self._tasks.get(op_id) is t else None
@@ -109,11 +132,11 @@ class OutboxDispatcher:
 
     # --- delivery ----------------------------------------------------------------------------
 
-    async def _deliver_loop(self, op_id: str) -> None:
+    async def _deliver_loop(self, op_id: str, claimed: tuple[list[PendingEffect], Operation] | None) -> None:
         while True:
             self._again.discard(op_id)
             try:
-                await self._deliver(op_id)
+                await self._deliver(op_id, claimed)
             except StoreUnavailable as err:
                 log.warning(
                     "outbox: the database is unreachable; delivery resumes later",
@@ -126,16 +149,23 @@ class OutboxDispatcher:
                 return
             if op_id not in self._again:
                 return
+            claimed = None
 
-    async def _deliver(self, op_id: str) -> None:
-        """Deliver ``op_id``'s effects in order while this replica holds (and renews) the claim."""
+    async def _deliver(self, op_id: str, claimed: tuple[list[PendingEffect], Operation] | None) -> None:
+        """Deliver ``op_id``'s effects in order while this replica holds (and renews) the claim.
+
+        ``claimed``: effects already read under a claim this replica took (see :meth:`deliver_claimed`).
+        """
+        taken: tuple[list[PendingEffect], Operation | None] | None = claimed
         while True:
-            now = self._clock.now()
-            until = now + timedelta(seconds=self._config.claim_s)
-            taken = await self._store.take_next(op_id=op_id, owner=self._owner, until=until, now=now)
             if taken is None:
-                return  # another replica delivers it
+                now = self._clock.now()
+                until = now + timedelta(seconds=self._config.claim_s)
+                taken = await self._store.take_next(op_id=op_id, owner=self._owner, until=until, now=now)
+                if taken is None:
+                    return  # another replica delivers it
             effects, op = taken
+            taken = None
             if not effects:
                 return  # all delivered; the claim went back with the last read
             step = await self._deliver_first(effects, op)

@@ -241,6 +241,27 @@ class OperationStore(Protocol):
         **op_fields: Unpack[OpFields],
     ) -> Operation | None: ...
 
+    async def transition_and_claim(
+        self,
+        op_id: str,
+        *,
+        claim: tuple[str, datetime],
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+        require_owner: str | None = None,
+        lease: tuple[str, datetime] | None = None,
+        audit_entry: AuditEntry | None = None,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
+    ) -> tuple[Operation, list[PendingEffect] | None] | None:
+        """``transition``, claiming the outbox for ``claim = (owner, until)`` in the same transaction.
+
+        ``(moved, pending effects)`` with the claim held; ``(moved, None)`` if another replica holds
+        it; None if the move lost.
+        """
+        ...
+
     async def set_fields(
         self,
         op_id: str,

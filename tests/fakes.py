@@ -445,6 +445,26 @@ class FakePolicy:
             raise NotAllowed("Connections cannot be listed in this channel.")
 
 
+class CountingStore:
+    """A store (the real one, injected as the OperationStore) recording which methods are called.
+
+    Every store method is one transaction, so ``calls`` is the transactions a piece of work cost.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+
 class FakeClock:
     """A virtual UTC clock: ``sleep`` waits for virtual time, which only tests move.
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fakes import FakeVpc
-from workflow_harness import GW, Harness
+from workflow_harness import CONFIG, GW, Harness
 
 from bot.domain import (
     Crashed,
@@ -186,6 +187,56 @@ async def _recorded_lookup(h: Harness, op_id: str, vco_id: str) -> Operation:
         ),
         lease=("wf-dead", now),
     )
+
+
+class _DiesAfterTheLookup:
+    """The store, except that the process stops dead right after the lookup's move (and claim) commits."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.committed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def transition_and_claim(self, op_id: str, **kwargs: Any) -> Any:
+        taken = await self._inner.transition_and_claim(op_id, **kwargs)
+        self.committed.set()
+        await asyncio.Event().wait()  # nothing after the commit runs: the kill comes here
+        return taken
+
+
+async def test_a_kill_after_the_lookup_claimed_the_card_posts_it_once_the_claim_runs_out(
+    h: Harness, db_url: str
+) -> None:
+    own_store = await Store.open(db_url)  # the killed worker's own connections, as in its own process
+    dying = _DiesAfterTheLookup(own_store)
+    wf1 = h.workflow(instance_id="wf-1", store=dying)  # type: ignore[arg-type]
+    claimed_until = h.clock.now() + timedelta(seconds=CONFIG.lease_s)  # the outbox's claim_s
+    request = asyncio.create_task(h.request(wf1))
+    async with asyncio.timeout(10):
+        await dying.committed.wait()
+    request.cancel()  # the request handler dies with its process
+    await asyncio.gather(request, return_exceptions=True)
+    await _kill(wf1, own_store)
+    (op,) = await h.store.list_operations()
+    assert op.state is OpState.AWAITING_APPROVAL
+
+    wf2 = h.workflow(instance_id="wf-2")
+    await wf2.start()
+    # While the dead worker's claim lasts nobody posts: it might still have been posting.
+    assert h.notifier.posted == []
+
+    async def posted() -> bool:
+        return bool(h.notifier.posted)
+
+    await h.eventually(posted)
+    await _told(h, op.id)
+    assert h.clock.now() > claimed_until  # taken over once the claim ran out
+    assert [p.id for p in h.notifier.posted] == [op.id]  # once
+    stored = await h.op(op.id)
+    assert stored.message_ts == "1700000000.000001"
+    assert await h.audit_actions(op.id) == ["requested"]
 
 
 async def test_a_lookup_cut_short_by_a_crash_is_finished_by_another_worker(h: Harness) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from fakes import FakeClock, FakeNotifier
+from fakes import CountingStore, FakeClock, FakeNotifier
 from test_store import make_op
 
-from bot.domain import Effect, EffectKind, Operation, Queued
+from bot.domain import Effect, EffectKind, Operation, OpState, Queued
 from bot.errors import SlackError
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.store import Store
@@ -25,9 +27,23 @@ class Posted:
         self.failed.append((op.id, err.error))
 
 
-def dispatcher(store: Store, clock: FakeClock, notifier: FakeNotifier, hook: Posted) -> OutboxDispatcher:
+class EnteredNotifier(FakeNotifier):
+    """Tells when a card update has reached Slack (and may be hanging there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+
+    async def update_card(self, op: Operation) -> None:
+        self.entered.set()
+        await super().update_card(op)
+
+
+def dispatcher(
+    store: Store | CountingStore, clock: FakeClock, notifier: FakeNotifier, hook: Posted
+) -> OutboxDispatcher:
     return OutboxDispatcher(
-        store=store,
+        store=store,  # type: ignore[arg-type]
         notifier=notifier,
         clock=clock,
         instance_id="i-1",
@@ -116,3 +132,91 @@ async def test_another_replicas_live_claim_is_respected(store: Store, clock: Fak
     await dispatcher(store, clock, notifier, Posted()).deliver(op.id)
     assert notifier.parent_updates == []
     assert len(await store.pending_effects(op_id=op.id)) == 1
+
+
+async def _looked_up(store: Store, outbox: OutboxDispatcher, clock: FakeClock, *effects: Effect) -> Any:
+    """A lookup's move that takes the delivery claim with it (as Steps.look_up does)."""
+    op = await store.create_operation(op=make_op(state=OpState.LOOKING_UP))
+    return await store.transition_and_claim(
+        op.id,
+        claim=outbox.claim_terms(),
+        from_states={OpState.LOOKING_UP},
+        to=OpState.AWAITING_APPROVAL,
+        now=clock.now(),
+        effects=list(effects),
+    )
+
+
+async def test_effects_claimed_with_a_state_change_go_out_without_being_read_again(
+    store: Store, clock: FakeClock
+) -> None:
+    notifier = FakeNotifier()
+    counting = CountingStore(store)
+    outbox = dispatcher(counting, clock, notifier, Posted())
+    assert outbox.claim_terms() == ("i-1", clock.now() + timedelta(seconds=60))
+    taken = await _looked_up(
+        store, outbox, clock, Effect(EffectKind.POST_CONFIRMATION), Effect(EffectKind.THREAD, Queued("v"))
+    )
+    op, effects = taken
+    await outbox.deliver_claimed(op, effects)
+    # The card first, with no claim-and-read before it; the rest as usual.
+    assert counting.calls[0] == "confirmation_posted"
+    assert [p.id for p in notifier.posted] == [op.id]
+    assert notifier.events_for(op.id) == [Queued("v")]
+    assert await store.pending_effects(op_id=op.id) == []
+    stored = await store.get_operation(op_id=op.id)
+    assert stored is not None
+    assert stored.message_ts == "1700000000.000001"
+    # The claim went back with the last completion.
+    assert await store.claim_outbox(op_id=op.id, owner="i-2", until=clock.now(), now=clock.now())
+
+
+async def test_a_claimed_card_that_slack_refuses_for_now_gives_the_claim_back(
+    store: Store, clock: FakeClock
+) -> None:
+    notifier = FakeNotifier(fail_with=SlackError("down", error="http_503", transient=True))
+    outbox = dispatcher(store, clock, notifier, Posted())
+    op, effects = await _looked_up(store, outbox, clock, Effect(EffectKind.POST_CONFIRMATION))
+    await outbox.deliver_claimed(op, effects)
+    (pending,) = await store.pending_effects(op_id=op.id)
+    assert pending.attempts == 1
+    # Not held for the claim's minute: due again after the back-off, for any replica.
+    assert await store.ops_with_due_effects(now=clock.now() + timedelta(seconds=3)) == [op.id]
+    notifier.fail_with = None
+    clock.advance(3)
+    await outbox.pass_once()
+    await outbox.wait_idle()
+    assert [p.id for p in notifier.posted] == [op.id]
+    assert await store.pending_effects(op_id=op.id) == []
+
+
+async def test_a_claimed_batch_of_an_operation_already_being_delivered_is_left_to_that_delivery(
+    store: Store, clock: FakeClock
+) -> None:
+    notifier = EnteredNotifier()
+    notifier.hang = asyncio.Event()
+    outbox = dispatcher(store, clock, notifier, Posted())
+    op = await _with_effects(store, clock, Effect(EffectKind.UPDATE_CARD))
+    running = outbox.kick(op.id)
+    async with asyncio.timeout(10):
+        await notifier.entered.wait()  # the card update is in flight
+    # Meanwhile a state change of the same operation takes the claim (ours already) with a new effect.
+    taken = await store.transition_and_claim(
+        op.id,
+        claim=outbox.claim_terms(),
+        from_states={OpState.AWAITING_APPROVAL},
+        to=OpState.AWAITING_APPROVAL,
+        now=clock.now(),
+        effects=[Effect(EffectKind.THREAD, Queued("v"))],
+    )
+    assert taken is not None
+    moved, effects = taken
+    assert effects is not None
+    assert [e.kind for e in effects] == [EffectKind.UPDATE_CARD, EffectKind.THREAD]
+    assert outbox.deliver_claimed(moved, effects) is running
+    notifier.hang.set()
+    await outbox.wait_idle()
+    # Each effect once: a second delivery would have updated the card a second time.
+    assert len(notifier.parent_updates) == 1
+    assert notifier.events_for(op.id) == [Queued("v")]
+    assert await store.pending_effects(op_id=op.id) == []

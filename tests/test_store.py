@@ -322,6 +322,38 @@ async def test_concurrent_migrations_on_a_fresh_database(db_url: str) -> None:
         await asyncio.gather(*(s.close() for s in stores))
 
 
+async def test_a_sqlite_connection_returned_inside_a_transaction_is_rolled_back(sqlite_url: str) -> None:
+    # The pool skips its rollback on return when no transaction is open (bot/store/engine.py);
+    # one left open behind SQLAlchemy's back must still be rolled back, or it would keep the write
+    # lock and every later transaction would fail to begin.
+    store = await Store.open(sqlite_url)
+    try:
+        async with store._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.execute("BEGIN IMMEDIATE")
+            await raw.driver_connection.execute("DELETE FROM schema_version")
+        assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        await store.create_operation(op=make_op())
+        assert await store.get_operation(op_id="op-1") is not None
+    finally:
+        await store.close()
+
+
+async def test_a_sqlite_connection_closed_underneath_is_an_outage_once_then_replaced(sqlite_url: str) -> None:
+    # BEGIN IMMEDIATE goes to the driver directly (bot/store/engine.py); a failure must still come
+    # out as SQLAlchemy's error (StoreUnavailable) and the dead connection be replaced.
+    store = await Store.open(sqlite_url)
+    try:
+        async with store._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.close()
+        with pytest.raises(StoreUnavailable):
+            await store.schema_versions()
+        assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        await store.close()
+
+
 async def test_two_stores_on_one_sqlite_file_share_state(sqlite_url: str) -> None:
     a, b = await Store.open(sqlite_url), await Store.open(sqlite_url)
     try:
@@ -431,6 +463,89 @@ async def test_completing_the_last_effect_gives_the_delivery_claim_back_in_the_s
     (last,) = await store.pending_effects(op_id="op-1")
     assert await store.complete_effects(ids=[last.id], now=T0) is True
     assert not await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
+
+
+async def test_a_transition_can_take_the_delivery_claim_and_read_the_effects_in_the_same_go(
+    store: Store,
+) -> None:
+    # The lookup's move hands its card to the outbox without the outbox's own claim-and-read.
+    await store.create_operation(op=make_op(state=OpState.LOOKING_UP))
+    await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.THREAD, Accepted(request_id="R0"))], now=T0)
+    until = T0 + timedelta(seconds=30)
+    entry = AuditEntry(at=T0, action="looked_up", actor_id="vpn-bot", op_id="op-1")
+    taken = await store.transition_and_claim(
+        "op-1",
+        claim=("a", until),
+        from_states={OpState.LOOKING_UP},
+        to=OpState.AWAITING_APPROVAL,
+        now=T0,
+        audit_entry=entry,
+        effects=[Effect(EffectKind.POST_CONFIRMATION)],
+        message_ts="1.1",
+    )
+    assert taken is not None
+    moved, pending = taken
+    assert (moved.state, moved.message_ts) == (OpState.AWAITING_APPROVAL, "1.1")
+    assert moved == await store.get_operation(op_id="op-1")
+    # Everything pending, oldest first, as the outbox's own read (take_next) would have it.
+    assert pending == await store.pending_effects(op_id="op-1")
+    assert [e.kind for e in pending] == [EffectKind.THREAD, EffectKind.POST_CONFIRMATION]
+    assert [e.action for e in await store.recent_audit(op_id="op-1")] == ["looked_up"]
+    assert await store.ops_with_due_effects(now=T0) == []  # claimed: no pass takes it
+    assert not await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    # Held until it runs out: then any replica's pass delivers it.
+    later = until + timedelta(seconds=1)
+    assert await store.ops_with_due_effects(now=later) == ["op-1"]
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=later, now=later)
+
+
+async def test_a_transition_that_finds_the_delivery_claimed_elsewhere_still_moves(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.LOOKING_UP))
+    until = T0 + timedelta(seconds=30)
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    taken = await store.transition_and_claim(
+        "op-1",
+        claim=("a", until),
+        from_states={OpState.LOOKING_UP},
+        to=OpState.AWAITING_APPROVAL,
+        now=T0,
+        effects=[Effect(EffectKind.POST_CONFIRMATION)],
+    )
+    assert taken is not None
+    moved, pending = taken
+    assert moved.state is OpState.AWAITING_APPROVAL
+    assert pending is None  # b delivers it (or its claim runs out)
+    assert [e.kind for e in await store.pending_effects(op_id="op-1")] == [EffectKind.POST_CONFIRMATION]
+    assert not await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)  # still b's
+
+
+async def test_a_transition_that_loses_claims_nothing_and_writes_nothing(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.AWAITING_APPROVAL))
+    until = T0 + timedelta(seconds=30)
+    lost = await store.transition_and_claim(
+        "op-1",
+        claim=("a", until),
+        from_states={OpState.LOOKING_UP},
+        to=OpState.AWAITING_APPROVAL,
+        now=T0,
+        audit_entry=AuditEntry(at=T0, action="looked_up", actor_id="vpn-bot", op_id="op-1"),
+        effects=[Effect(EffectKind.POST_CONFIRMATION)],
+    )
+    assert lost is None
+    assert await store.pending_effects(op_id="op-1") == []
+    assert await store.recent_audit(op_id="op-1") == []
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+
+
+async def test_a_transition_with_nothing_to_deliver_gives_the_claim_back_at_once(store: Store) -> None:
+    await store.create_operation(op=make_op(state=OpState.WAITING_GATEWAY))
+    until = T0 + timedelta(seconds=30)
+    taken = await store.transition_and_claim(
+        "op-1", claim=("a", until), from_states={OpState.WAITING_GATEWAY}, to=OpState.VERIFYING, now=T0
+    )
+    assert taken is not None
+    assert taken[1] == []
+    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
 
 
 async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from fakes import (
     REGION,
+    CountingStore,
     FakePolicy,
     FakeVpc,
     api_error,
@@ -84,6 +85,18 @@ async def test_happy_path_reports_progress_in_order(h: Harness) -> None:
     assert await h.audit_actions(op.id) == ["requested", "approved", "delete_sent", "deleted"]
     history = await wf.history(limit=1)
     assert (history[0].action, history[0].request_id) == ("deleted", "REQ-0001")
+
+
+async def test_a_request_costs_three_transactions_the_lookups_move_claims_the_card(h: Harness) -> None:
+    # Recorded, looked up (the outbox claimed in the same transaction), posted and recorded: the
+    # dispatcher does not claim and read the card again before posting it.
+    counting = CountingStore(h.store)
+    wf = h.workflow(store=counting)  # type: ignore[arg-type]
+    op = await h.request(wf)
+    assert [p.id for p in h.notifier.posted] == [op.id]
+    assert op.message_ts == "1700000000.000001"
+    assert counting.calls == ["create_operation", "transition_and_claim", "confirmation_posted"]
+    assert await h.store.pending_effects(op_id=op.id) == []
 
 
 async def test_twenty_clicks_on_two_replicas_approve_once(h: Harness, db_url: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Unpack
 
 from pydantic import TypeAdapter
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -34,6 +35,7 @@ from bot.domain import (
     Operation,
     OpFields,
     OpState,
+    PendingEffect,
     RouteResult,
     Snapshot,
     VpnConnection,
@@ -63,6 +65,55 @@ _PLAIN = tuple(
     for f in fields(Operation)
     if f.name not in {"state", "connection", "gateway", "impact", "snapshot", "route_results"}
 )
+
+
+# Built once: their rows come as execute() parameters, so neither is rebuilt nor re-keyed per call.
+_INSERT_OPERATION = insert(operations)
+_INSERT_AUDIT = insert(audit)
+
+
+def _check_columns() -> None:
+    """Fail at import if the store would write a field that has no column.
+
+    Unlike ``.values()``, execute() parameters that name no column are dropped without a word.
+    """
+    written = {
+        operations: {*_PLAIN, *OpFields.__annotations__, "state", "vco_id", "gateway_id"},
+        audit: {f.name for f in fields(AuditEntry)},
+    }
+    for table, names in written.items():
+        missing = names - set(table.c.keys())
+        if missing:
+            raise RuntimeError(f"table {table.name} has no column for {sorted(missing)}")
+
+
+_check_columns()
+
+
+@functools.cache
+def _update_statement(states: bool, owned: bool) -> Any:
+    """The compare-and-set UPDATE of an operation, built once per shape (see :func:`_update_operation`)."""
+    stmt = update(operations).where(operations.c.id == bindparam("b_id"))
+    if states:
+        stmt = stmt.where(operations.c.state.in_(bindparam("b_states", expanding=True)))
+    if owned:
+        stmt = stmt.where(operations.c.lease_owner == bindparam("b_owner"))
+    return stmt.values(version=operations.c.version + 1).returning(*operations.c)
+
+
+def _update_operation(
+    op_id: str, values: dict[str, Any], states: Collection[OpState] | None, owner: str | None
+) -> tuple[Any, dict[str, Any]]:
+    """``execute()`` arguments that set ``values`` (columns) on ``op_id`` if in ``states`` and leased to ``owner``.
+
+    The SET columns are the parameters' keys, so the statement itself is never rebuilt per call.
+    """
+    params = {**values, "b_id": op_id}
+    if states is not None:
+        params["b_states"] = _states(states)
+    if owner is not None:
+        params["b_owner"] = owner
+    return _update_statement(states is not None, owner is not None), params
 
 
 def _row_values(op: Operation) -> dict[str, Any]:
@@ -234,18 +285,20 @@ class Store(OutboxMixin):
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
     ) -> Operation:
-        """Insert a new operation, optionally leased to its creator, with its first audit entry."""
+        """Insert a new operation, optionally leased to its creator, with its first audit entry.
+
+        Returns ``op``: the row holds exactly its fields (nothing is read back).
+        """
         values = _row_values(op)
         if lease is not None:
             values["lease_owner"], values["lease_expires_at"] = lease
         async with self._tx() as conn:
-            row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
+            await conn.execute(_INSERT_OPERATION, values)
             if audit_entry is not None:
-                await conn.execute(insert(audit).values(**asdict(audit_entry)))
-        created = _row_to_op(row)
+                await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
         if audit_entry is not None:
-            _log_audit(audit_entry, created.state)
-        return created
+            _log_audit(audit_entry, op.state)
+        return op
 
     @shielded
     async def create_recreation(
@@ -274,12 +327,11 @@ class Store(OutboxMixin):
             await conn.execute(parent)
             if (await conn.execute(blocking)).first() is not None:
                 return None
-            row = (await conn.execute(insert(operations).values(**values).returning(*operations.c))).one()
-            await conn.execute(insert(audit).values(**asdict(audit_entry)))
+            await conn.execute(_INSERT_OPERATION, values)
+            await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
             await insert_effects(conn, op_id=op.id, effects=effects, now=op.created_at)
-        created = _row_to_op(row)
-        _log_audit(audit_entry, created.state)
-        return created
+        _log_audit(audit_entry, op.state)
+        return op
 
     @shielded
     async def get_operation(self, *, op_id: str) -> Operation | None:
@@ -310,40 +362,107 @@ class Store(OutboxMixin):
         terminal state drops the lease and frees the operation's gateway. ``audit_entry`` and
         ``effects`` are written in the same transaction, only if the move wins.
         """
+        async with self._tx() as conn:
+            moved = await self._move(
+                conn,
+                op_id,
+                from_states=from_states,
+                to=to,
+                now=now,
+                require_owner=require_owner,
+                lease=lease,
+                audit_entry=audit_entry,
+                effects=effects,
+                op_fields=op_fields,
+            )
+        if moved is not None and audit_entry is not None:
+            _log_audit(audit_entry, moved.state)
+        return moved
+
+    @shielded
+    async def transition_and_claim(
+        self,
+        op_id: str,
+        *,
+        claim: tuple[str, datetime],
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+        require_owner: str | None = None,
+        lease: tuple[str, datetime] | None = None,
+        audit_entry: AuditEntry | None = None,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
+    ) -> tuple[Operation, list[PendingEffect] | None] | None:
+        """:meth:`transition`, and if it wins, take the outbox's delivery claim in the same transaction.
+
+        ``claim`` is ``(owner, until)`` as for :meth:`take_next`, whose read it saves the deliverer:
+        the result is ``(moved, effects)`` with the operation's pending effects, oldest first, the
+        claim held by ``owner`` (with nothing pending it is given back at once and ``effects`` is
+        empty). ``effects`` is None when another replica holds a live claim: the move still won,
+        and delivery goes as after :meth:`transition`. None: the move lost, nothing was claimed.
+        """
+        owner, until = claim
+        async with self._tx() as conn:
+            moved = await self._move(
+                conn,
+                op_id,
+                from_states=from_states,
+                to=to,
+                now=now,
+                require_owner=require_owner,
+                lease=lease,
+                audit_entry=audit_entry,
+                effects=effects,
+                op_fields=op_fields,
+            )
+            if moved is None:
+                return None
+            pending = await self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
+        if audit_entry is not None:
+            _log_audit(audit_entry, moved.state)
+        return moved, pending
+
+    async def _move(
+        self,
+        conn: AsyncConnection,
+        op_id: str,
+        *,
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+        require_owner: str | None,
+        lease: tuple[str, datetime] | None,
+        audit_entry: AuditEntry | None,
+        effects: Sequence[Effect],
+        op_fields: OpFields,
+    ) -> Operation | None:
+        """The compare-and-set of :meth:`transition` inside the caller's transaction."""
         values: dict[str, Any] = {
             **_values(op_fields),
             "state": OpState(to).value,
             "updated_at": now,
-            "version": operations.c.version + 1,
         }
         if lease is not None:
             values["lease_owner"], values["lease_expires_at"] = lease
         if to in TERMINAL_STATES:
             values["lease_owner"] = None
             values["lease_expires_at"] = None
-        stmt = update(operations).where(
-            operations.c.id == op_id, operations.c.state.in_(_states(from_states))
-        )
-        if require_owner is not None:
-            stmt = stmt.where(operations.c.lease_owner == require_owner)
-        async with self._tx() as conn:
-            row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
-            if row is None:
-                return None
-            moved = _row_to_op(row)
-            if to in TERMINAL_STATES:
-                await conn.execute(
-                    delete(gateway_locks).where(
-                        gateway_locks.c.region == moved.region,
-                        gateway_locks.c.gateway_id == moved.gateway_id,
-                        gateway_locks.c.op_id == op_id,
-                    )
+        row = (await conn.execute(*_update_operation(op_id, values, from_states, require_owner))).first()
+        if row is None:
+            return None
+        moved = _row_to_op(row)
+        if to in TERMINAL_STATES:
+            await conn.execute(
+                delete(gateway_locks).where(
+                    gateway_locks.c.region == moved.region,
+                    gateway_locks.c.gateway_id == moved.gateway_id,
+                    gateway_locks.c.op_id == op_id,
                 )
-            if audit_entry is not None:
-                await conn.execute(insert(audit).values(**asdict(audit_entry)))
-            await insert_effects(conn, op_id=op_id, effects=effects, now=now)
+            )
         if audit_entry is not None:
-            _log_audit(audit_entry, moved.state)
+            await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+        await insert_effects(conn, op_id=op_id, effects=effects, now=now)
         return moved
 
     @shielded
@@ -358,14 +477,9 @@ class Store(OutboxMixin):
         **op_fields: Unpack[OpFields],
     ) -> Operation | None:
         """Set ``op_fields`` without changing the state; None if the op is gone or a condition failed."""
-        stmt = update(operations).where(operations.c.id == op_id)
-        if states is not None:
-            stmt = stmt.where(operations.c.state.in_(_states(states)))
-        if require_owner is not None:
-            stmt = stmt.where(operations.c.lease_owner == require_owner)
-        values = {**_values(op_fields), "updated_at": now, "version": operations.c.version + 1}
+        values = {**_values(op_fields), "updated_at": now}
         async with self._tx() as conn:
-            row = (await conn.execute(stmt.values(**values).returning(*operations.c))).first()
+            row = (await conn.execute(*_update_operation(op_id, values, states, require_owner))).first()
             if row is not None:
                 await insert_effects(conn, op_id=op_id, effects=effects, now=now)
         return _row_to_op(row) if row else None
@@ -580,7 +694,7 @@ class Store(OutboxMixin):
     async def add_audit(self, entry: AuditEntry) -> AuditEntry:
         """Append one audit record that goes with no state change (e.g. a refusal)."""
         async with self._tx() as conn:
-            await conn.execute(insert(audit).values(**asdict(entry)))
+            await conn.execute(_INSERT_AUDIT, asdict(entry))
         _log_audit(entry, None)
         return entry
 

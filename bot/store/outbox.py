@@ -8,11 +8,12 @@ once delivered, superseded (a newer card update) or given up; until then it is r
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import Effect, EffectKind, Operation, PendingEffect, event_from_json, event_to_json
@@ -20,6 +21,31 @@ from bot.store.shield import shielded
 from bot.store.tables import operations, outbox, outbox_claims
 
 __all__ = ["OutboxMixin", "insert_effects"]
+
+# The statements of the request path, built once: their values come as execute() parameters, so
+# SQLAlchemy neither rebuilds nor re-keys them on every call.
+_INSERT_EFFECTS = insert(outbox)
+_PENDING = (
+    select(outbox)
+    .where(outbox.c.op_id == bindparam("b_op"), outbox.c.done_at.is_(None))
+    .order_by(outbox.c.id)
+)
+_COMPLETE = update(outbox).where(outbox.c.id == bindparam("b_id"))
+_RECORD_TS = (
+    update(operations).where(operations.c.id == bindparam("b_op")).values(version=operations.c.version + 1)
+)
+
+# The claim goes back only when nothing of the operation is left to deliver: one statement that
+# checks and deletes (and says whether it did), not a read and then a delete.
+_RELEASE_IF_DONE = (
+    delete(outbox_claims)
+    .where(
+        outbox_claims.c.op_id == bindparam("b_op"),
+        outbox_claims.c.owner == bindparam("b_owner"),
+        ~exists().where(outbox.c.op_id == bindparam("b_op"), outbox.c.done_at.is_(None)),
+    )
+    .returning(outbox_claims.c.op_id)
+)
 
 
 async def insert_effects(
@@ -29,7 +55,7 @@ async def insert_effects(
     if not effects:
         return
     await conn.execute(
-        insert(outbox),
+        _INSERT_EFFECTS,
         [
             {
                 "op_id": op_id,
@@ -81,34 +107,45 @@ class OutboxMixin:
         same transaction and ``([], None)`` returned.
         """
         async with self._tx() as conn:
-            if not await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
-                return None
-            rows = await conn.execute(
-                select(outbox)
-                .where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None))
-                .order_by(outbox.c.id)
-            )
-            effects = [_row_to_effect(r) for r in rows]
+            effects = await self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
             if not effects:
-                await conn.execute(
-                    delete(outbox_claims).where(
-                        outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner
-                    )
-                )
-                return [], None
+                return None if effects is None else ([], None)
             row = (await conn.execute(select(operations).where(operations.c.id == op_id))).first()
             return effects, self._op_from_row(row) if row is not None else None
+
+    async def _take(
+        self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
+    ) -> list[PendingEffect] | None:
+        """Claim ``op_id``'s delivery and read its pending effects in the caller's transaction.
+
+        None: another replica holds the claim. With nothing pending the claim is given back at once.
+        """
+        if not await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
+            return None
+        effects = [_row_to_effect(r) for r in await conn.execute(_PENDING, {"b_op": op_id})]
+        if not effects:
+            await conn.execute(
+                delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
+            )
+        return effects
 
     async def _claim(
         self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
     ) -> bool:
-        ins = self._insert(outbox_claims).values(op_id=op_id, owner=owner, until=until)
-        ins = ins.on_conflict_do_update(
+        params = {"op_id": op_id, "owner": owner, "until": until, "b_now": now}
+        return (await conn.execute(self._claim_statement, params)).first() is not None
+
+    @functools.cached_property
+    def _claim_statement(self) -> Any:
+        """Take the claim if there is none, it ran out (before ``b_now``) or it is the claimant's own."""
+        ins = self._insert(outbox_claims)
+        return ins.on_conflict_do_update(
             index_elements=["op_id"],
-            set_={"owner": owner, "until": until},
-            where=or_(outbox_claims.c.until < now, outbox_claims.c.owner == owner),
-        )
-        return (await conn.execute(ins.returning(outbox_claims.c.op_id))).first() is not None
+            set_={"owner": ins.excluded.owner, "until": ins.excluded.until},
+            where=or_(
+                outbox_claims.c.until < bindparam("b_now"), outbox_claims.c.owner == ins.excluded.owner
+            ),
+        ).returning(outbox_claims.c.op_id)
 
     @shielded
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None:
@@ -177,18 +214,13 @@ class OutboxMixin:
             return await self._release_if_done(conn, release)
 
     async def _release_if_done(self, conn: AsyncConnection, release: tuple[str, str] | None) -> bool:
+        """Give the claim back if nothing is left to deliver; False if it went back (True: maybe more)."""
         if release is None:
             return True
         op_id, owner = release
-        left = await conn.execute(
-            select(outbox.c.id).where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None)).limit(1)
-        )
-        if left.first() is not None:
-            return True
-        await conn.execute(
-            delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
-        )
-        return False
+        released = await conn.execute(_RELEASE_IF_DONE, {"b_op": op_id, "b_owner": owner})
+        # Not released: something is left, or the claim is no longer ours (the next read says which).
+        return released.first() is None
 
     @shielded
     async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None:
@@ -210,10 +242,6 @@ class OutboxMixin:
         whether something of the operation is left to deliver.
         """
         async with self._tx() as conn:
-            await conn.execute(
-                update(operations)
-                .where(operations.c.id == op_id)
-                .values(message_ts=ts, updated_at=now, version=operations.c.version + 1)
-            )
-            await conn.execute(update(outbox).where(outbox.c.id == effect_id).values(done_at=now))
+            await conn.execute(_RECORD_TS, {"b_op": op_id, "message_ts": ts, "updated_at": now})
+            await conn.execute(_COMPLETE, {"b_id": effect_id, "done_at": now})
             return await self._release_if_done(conn, None if owner is None else (op_id, owner))

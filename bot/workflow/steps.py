@@ -230,8 +230,12 @@ class Steps:
             if not reply_on_failure:
                 raise
             return failed
-        found = await self._store.transition(
+        # The outbox's delivery claim is taken with the move, so the card goes out without the
+        # dispatcher's own claim-and-read transaction first. Killed before it is posted, the claim
+        # runs out (OutboxConfig.claim_s) and any replica's outbox pass posts it.
+        moved = await self._store.transition_and_claim(
             op.id,
+            claim=self._outbox.claim_terms(),
             from_states={OpState.LOOKING_UP},
             to=OpState.AWAITING_APPROVAL,
             now=self._clock.now(),
@@ -240,9 +244,10 @@ class Steps:
             impact=impact,
             effects=[Effect(EffectKind.POST_CONFIRMATION)],
         )
-        if found is None:
+        if moved is None:
             return await self._store.get_operation(op_id=op.id) or op  # another worker finished the lookup
-        self._outbox.kick(op.id)
+        found, pending = moved
+        self._outbox.deliver_claimed(found, pending)
         return found
 
     async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
