@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from bot.domain import (
 )
 from bot.errors import StoreUnavailable
 from bot.store import SCHEMA_VERSION, Store, async_url
+from bot.store.engine import make_engine
 from bot.store.engine import unavailable as is_unavailable
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -352,6 +354,30 @@ async def test_a_sqlite_connection_closed_underneath_is_an_outage_once_then_repl
         assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
     finally:
         await store.close()
+
+
+async def test_a_sqlite_database_locked_by_another_process_is_an_outage_and_the_wait_is_restored(
+    sqlite_url: str,
+) -> None:
+    # The fast BEGIN IMMEDIATE falls back to SQLAlchemy's path on failure; that second try must not
+    # wait busy_timeout out again, and must leave the connection with its busy_timeout.
+    await (await Store.open(sqlite_url)).close()  # creates the file and its tables
+    path = sqlite_url.removeprefix("sqlite:///")
+    other = sqlite3.connect(path, isolation_level=None)
+    engine = make_engine(async_url(sqlite_url), sqlite_busy_timeout_ms=200)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(sa_exc.OperationalError, match="locked") as locked:
+            async with engine.begin():
+                pass
+        assert is_unavailable(locked.value)
+        other.execute("ROLLBACK")
+        async with engine.connect() as conn:
+            timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+        assert timeout == 200
+    finally:
+        other.close()
+        await engine.dispose()
 
 
 async def test_two_stores_on_one_sqlite_file_share_state(sqlite_url: str) -> None:

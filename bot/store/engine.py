@@ -38,6 +38,9 @@ def async_url(url: str) -> str:
 # insufficient resources (53: disk full, out of memory, too many connections), operator
 # intervention shutting down or starting up (57P). asyncpg maps most of them to a plain DBAPIError.
 _UNAVAILABLE_SQLSTATES = ("08", "25006", "53", "57P")
+# How long a SQLite transaction waits for another process's write lock before the database counts
+# as unavailable.
+_SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -68,7 +71,8 @@ async def sqlite_threads_finished(started: set[threading.Thread], within: float 
         await asyncio.to_thread(worker.join, within)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, *, sqlite_busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngine:
+    """The engine for ``url``; on SQLite, a transaction waits ``sqlite_busy_timeout_ms`` for the lock."""
     if url.startswith("sqlite"):
         memory = ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")
         # One connection per process, handed to one transaction at a time in arrival order.
@@ -85,7 +89,7 @@ def make_engine(url: str) -> AsyncEngine:
             # See _on_reset below: the pool rolls back only a connection still in a transaction.
             pool_reset_on_return=None,
         )
-        _configure_sqlite(engine, wal=not memory)
+        _configure_sqlite(engine, wal=not memory, busy_timeout_ms=sqlite_busy_timeout_ms)
         return engine
     return create_async_engine(
         url,
@@ -95,7 +99,7 @@ def make_engine(url: str) -> AsyncEngine:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below); the driver must not.
@@ -103,7 +107,7 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
         cursor = dbapi_conn.cursor()
         # Wait (rather than fail) when another process holds the write lock; set before WAL,
         # whose switch itself needs the lock when two processes open a new file together.
-        cursor.execute("PRAGMA busy_timeout = 15000")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if wal:
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -119,8 +123,13 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool) -> None:
             conn.connection.dbapi_connection.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))
         except Exception:
             # Failed (locked past busy_timeout, a closed connection, ...): once more through
-            # SQLAlchemy, which raises it as its own error and invalidates a connection that is gone.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # SQLAlchemy, which raises it as its own error and invalidates a connection that is gone,
+            # without waiting busy_timeout out a second time.
+            conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
