@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import platform
@@ -216,6 +217,8 @@ async def measure(
         await _until(lambda: warm.count() == WARMUP, 30)
         if latency:
             contender.vpc.faults.add(action="DescribeVpnConnection", latency=latency)
+        # The garbage of the contenders before (whole stacks) is collected now, not in the burst.
+        gc.collect()
         users = [f"U0B{i:06d}" for i in range(commands)]
         targets = (
             contender.vpc.seed_connections(SEED_REGION, commands, per_gateway=4)
