@@ -7,7 +7,7 @@ throttles and grows back by a tenth of the ceiling after each run of successes (
 multiplicative decrease), never above the configured ceiling.
 
 aiolimiter (a leaky bucket) paces well but has no notion of changing its rate while waiters queue;
-the adaptive part is the point here, so this is the small bucket it needs.
+the adaptive part is the point here, so this is the small pacer it needs.
 """
 
 from __future__ import annotations

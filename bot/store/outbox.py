@@ -35,17 +35,15 @@ _RECORD_TS = (
     update(operations).where(operations.c.id == bindparam("b_op")).values(version=operations.c.version + 1)
 )
 
-# The claim goes back only when nothing of the operation is left to deliver: one statement that
-# checks and deletes (and says whether it did), not a read and then a delete.
-_RELEASE_IF_DONE = (
-    delete(outbox_claims)
-    .where(
-        outbox_claims.c.op_id == bindparam("b_op"),
-        outbox_claims.c.owner == bindparam("b_owner"),
-        ~exists().where(outbox.c.op_id == bindparam("b_op"), outbox.c.done_at.is_(None)),
-    )
-    .returning(outbox_claims.c.op_id)
+# The claimant gives its delivery claim back.
+_RELEASE = delete(outbox_claims).where(
+    outbox_claims.c.op_id == bindparam("b_op"), outbox_claims.c.owner == bindparam("b_owner")
 )
+# ... only when nothing of the operation is left to deliver: one statement that checks and deletes
+# (and says whether it did), not a read and then a delete.
+_RELEASE_IF_DONE = _RELEASE.where(
+    ~exists().where(outbox.c.op_id == bindparam("b_op"), outbox.c.done_at.is_(None))
+).returning(outbox_claims.c.op_id)
 
 
 async def insert_effects(
@@ -124,9 +122,7 @@ class OutboxMixin:
             return None
         effects = [_row_to_effect(r) for r in await conn.execute(_PENDING, {"b_op": op_id})]
         if not effects:
-            await conn.execute(
-                delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
-            )
+            await conn.execute(_RELEASE, {"b_op": op_id, "b_owner": owner})
         return effects
 
     async def _claim(
@@ -163,9 +159,7 @@ class OutboxMixin:
     async def release_outbox(self, *, op_id: str, owner: str) -> None:
         """Give the delivery claim back."""
         async with self._tx() as conn:
-            await conn.execute(
-                delete(outbox_claims).where(outbox_claims.c.op_id == op_id, outbox_claims.c.owner == owner)
-            )
+            await conn.execute(_RELEASE, {"b_op": op_id, "b_owner": owner})
 
     @shielded
     async def pending_effects(self, *, op_id: str) -> list[PendingEffect]:
