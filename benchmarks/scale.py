@@ -2,9 +2,11 @@
 
 - **Scale**: N operations already approved, one per gateway, in the database before a real
   ``vpn-bot serve`` process starts; the gateways stay ``updating`` for a while after each delete.
-  The process resumes them all and drives them to the end. Reported: the process's peak RSS, the
-  Alibaba Cloud request rate the sandbox saw (the busiest 1 s and 10 s windows) against the rate
-  limiter's ceiling, and whether all finished.
+  The process resumes them and drives them to the end, at most ``VPNBOT_MAX_DRIVEN_OPERATIONS``
+  (200 by default) at once; the rest wait in the database for room. Reported: the process's peak
+  RSS, the Alibaba Cloud request rate the sandbox saw (the busiest 1 s and 10 s windows) against
+  the rate limiter's ceiling, and whether all finished. One more row, informative, lifts the limit
+  to N so that all are driven at once.
 - **Start-up**: from ``exec`` of ``vpn-bot serve`` to its first answered request (``/healthz``),
   the median of a few starts; and the time to import the bot's modules.
 
@@ -174,7 +176,9 @@ async def _approved(db_url: str, state: SandboxState, n: int) -> None:
         await store.close()
 
 
-async def bench_scale(n: int, *, update_s: float, db_url: str | None) -> ScaleResult:
+async def bench_scale(
+    n: int, *, update_s: float, db_url: str | None, max_driven: int | None = None
+) -> ScaleResult:
     vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=update_s))
     slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
     try:
@@ -184,7 +188,10 @@ async def bench_scale(n: int, *, update_s: float, db_url: str | None) -> ScaleRe
             await _approved(url, vpc.state, n)
             vpc.state.requests.clear()
             started = time.perf_counter()
-            async with serve(home, _settings(vpc.url, slack.url, url)) as (proc, base):
+            settings = _settings(vpc.url, slack.url, url)
+            if max_driven is not None:
+                settings["VPNBOT_MAX_DRIVEN_OPERATIONS"] = str(max_driven)
+            async with serve(home, settings) as (proc, base):
                 await _healthy(base, proc, within=60)
                 store = await Store.open(url)
                 try:
@@ -266,17 +273,22 @@ async def amain(quick: bool, postgres: str | None) -> None:
     n, update = (50, 2.0) if quick else (1000, 20.0)
     print("| benchmark | result | goal | met |")
     print("|---|---|---|---|")
-    for label, url in (("SQLite", None), ("PostgreSQL", postgres)):
+    runs = [("SQLite", None, None), ("PostgreSQL", postgres, None)]
+    # Informative: every operation driven at once, the per-process limit lifted to N.
+    runs.append(("PostgreSQL" if postgres else "SQLite", postgres, n))
+    for label, url, max_driven in runs:
         if label == "PostgreSQL" and url is None:
             continue
         async with _scratch(url) as scratch:
-            r = await bench_scale(n, update_s=update, db_url=scratch)
+            r = await bench_scale(n, update_s=update, db_url=scratch, max_driven=max_driven)
         met = r.finished == n and r.peak_rss_mb < 150 and r.busiest_10s_per_s <= CEILING
+        where = f"{label}, all {n} driven at once" if max_driven else f"{label}"
+        verdict = ("✅" if met else "❌") if max_driven is None else "(informative)"
         print(
-            f"| {n} approved operations on {n} gateways ({label}) | {r.finished}/{n} finished in {r.took_s:.0f} s; "
+            f"| {n} approved operations on {n} gateways ({where}) | {r.finished}/{n} finished in {r.took_s:.0f} s; "
             f"peak RSS {r.peak_rss_mb:.0f} MB; busiest second {r.busiest_1s} requests, busiest 10 s "
             f"{r.busiest_10s_per_s:.0f}/s (ceiling {CEILING:.0f}/s) | all finish, RSS < 150 MB, rate ≤ ceiling | "
-            f"{'✅' if met else '❌'} |",
+            f"{verdict} |",
             flush=True,
         )
     start, imports = await bench_startup(2 if quick else 5)

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         default=86400.0, ge=0, le=30 * 86400, validation_alias="VPNBOT_UNDO_WINDOW_SECONDS"
     )
     lease_seconds: float = Field(default=30.0, gt=0, le=3600, validation_alias="VPNBOT_LEASE_SECONDS")
+    # Operations one process carries out at once; past it, approved ones wait in the database for
+    # room here or on another replica. Bounds memory and spreads a burst over replicas.
+    max_driven_operations: int = Field(
+        default=200, ge=1, le=100_000, validation_alias="VPNBOT_MAX_DRIVEN_OPERATIONS"
+    )
     busy_retry_attempts: int = Field(default=5, ge=1, le=50, validation_alias="VPNBOT_BUSY_RETRY_ATTEMPTS")
     busy_retry_base_seconds: float = Field(
         default=10.0, gt=0, le=600, validation_alias="VPNBOT_BUSY_RETRY_BASE_SECONDS"

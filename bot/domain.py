@@ -31,6 +31,7 @@ __all__ = [
     "ConnectionReady",
     "Crashed",
     "Created",
+    "Deferred",
     "Deleted",
     "Effect",
     "EffectKind",
@@ -507,9 +508,21 @@ class Queued:
 
 @dataclass(frozen=True, slots=True)
 class Resumed:
-    """A (re)started bot instance picked the operation up again."""
+    """A bot instance picked the operation up: again after a restart, or (``fresh``) for the first time.
+
+    ``fresh``: approved and nothing sent to Alibaba Cloud yet (it waited for room, see :class:`Deferred`,
+    or its first driver stopped before doing anything), so there is nothing to continue.
+    """
 
     instance: str
+    fresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Approved while the approving instance drives as many operations as it may: it waits for room."""
+
+    driving: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,6 +638,7 @@ Progress = (
     | Retrying
     | Unanswered
     | Queued
+    | Deferred
     | Resumed
     | Deleted
     | Failed
@@ -650,6 +664,7 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         Retrying,
         Unanswered,
         Queued,
+        Deferred,
         Resumed,
         Deleted,
         Failed,

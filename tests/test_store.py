@@ -212,6 +212,18 @@ async def test_leases_claim_renew_release(store: Store) -> None:
     assert [o.id for o in await store.list_resumable(now=later)] == ["op-1"]
 
 
+async def test_resumable_are_listed_longest_untouched_first_up_to_the_limit(store: Store) -> None:
+    # A replica with room for two reads two, not its whole backlog (VPNBOT_MAX_DRIVEN_OPERATIONS).
+    for i, minutes in enumerate((3, 1, 2)):
+        await store.create_operation(
+            op=make_op(f"op-{i}", state=OpState.APPROVED, updated_at=T0 + timedelta(minutes=minutes))
+        )
+    later = T0 + timedelta(minutes=5)
+    assert [o.id for o in await store.list_resumable(now=later)] == ["op-1", "op-2", "op-0"]
+    assert [o.id for o in await store.list_resumable(now=later, limit=2)] == ["op-1", "op-2"]
+    assert await store.list_resumable(now=later, limit=0) == []
+
+
 async def test_concurrent_claims_have_one_winner(store: Store) -> None:
     await store.create_operation(op=make_op(state=OpState.APPROVED))
     results = await asyncio.gather(

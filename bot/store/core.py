@@ -546,13 +546,15 @@ class Store(OutboxMixin):
         return or_(operations.c.lease_owner.is_(None), operations.c.lease_expires_at < now)
 
     @shielded
-    async def list_resumable(self, *, now: datetime) -> list[Operation]:
-        """Active operations nobody holds a live lease on (crashed or stopped workers)."""
+    async def list_resumable(self, *, now: datetime, limit: int | None = None) -> list[Operation]:
+        """Active operations nobody holds a live lease on (crashed or stopped workers, or waiting for
+        room), the longest untouched first; at most ``limit`` of them."""
         async with self._tx() as conn:
             rows = await conn.execute(
                 select(operations)
                 .where(operations.c.state.in_(_states(ACTIVE_STATES)), self._lease_free(now))
-                .order_by(operations.c.updated_at)
+                .order_by(operations.c.updated_at, operations.c.id)
+                .limit(limit)
             )
             return [_row_to_op(r) for r in rows]
 

@@ -18,6 +18,8 @@ class WorkflowConfig:
     delete_timeout_s: float = 900.0
     confirmation_ttl_s: float = 900.0
     lease_s: float = 30.0
+    # Operations this instance drives at once (VPNBOT_MAX_DRIVEN_OPERATIONS); the rest wait for room.
+    max_driven: int = 200
     # Sends of DeleteVpnConnection after definite rejections (busy, throttled), each with a new token.
     busy_retry_attempts: int = 5
     busy_retry_base_s: float = 10.0
@@ -48,6 +50,7 @@ class WorkflowConfig:
             delete_timeout_s=settings.delete_timeout_seconds,
             confirmation_ttl_s=settings.confirmation_ttl_seconds,
             lease_s=settings.lease_seconds,
+            max_driven=settings.max_driven_operations,
             busy_retry_attempts=settings.busy_retry_attempts,
             busy_retry_base_s=settings.busy_retry_base_seconds,
             undo_window_s=settings.undo_window_seconds,

@@ -36,6 +36,7 @@ from bot.domain import (
     KIND_RECREATE,
     AuditEntry,
     Crashed,
+    Deferred,
     Effect,
     EffectKind,
     Operation,
@@ -56,6 +57,9 @@ __all__ = ["Workflow"]
 
 log = logging.getLogger("bot.workflow")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+# Resumable operations a pass reads beyond its room: ones it skips (another replica's recreation
+# keys) and, when full, enough to know that some wait.
+_RESUME_SLACK = 32
 # Set, in the task that drives an operation, to the event its heartbeat sets when the lease is lost.
 _LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
 
@@ -106,6 +110,11 @@ class Workflow:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: dict[str, asyncio.Task[None]] = {}
+        # Approvals between their room check and their driver's start, counted against max_driven.
+        self._starting = 0
+        # Set when an operation waits for room here; a driver ending then wakes the resume pass.
+        self._wants_room = False
+        self._room = asyncio.Event()
         self._looking_up: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -335,26 +344,48 @@ class Workflow:
             raise ConfirmationClosed(await self._load(op_id))
         # A recreation is driven by the replica holding its key: another replica approves it
         # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
-        ours = not op.is_recreate or op.id in self._keys
-        approved = await self._store.transition(
-            op_id,
-            from_states=_AWAITING,
-            to=OpState.APPROVED,
-            now=now,
-            approver_id=user_id,
-            approved_at=now,
-            deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
-            message_ts=op.message_ts or message_ts,
-            # Lease in the same CAS: no other replica may see it approved and unowned.
-            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)) if ours else None,
-            audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
-            effects=[CARD],
-        )
-        if approved is None:
-            raise ConfirmationClosed(await self._load(op_id))
-        self.outbox.kick(op_id)
+        # A deletion approved while this instance drives all it may (max_driven) is left unleased
+        # too: the first resume pass with room, here or on another replica, takes it.
+        ours = op.id in self._keys if op.is_recreate else self._has_room()
+        deferred = not ours and not op.is_recreate
+        effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
         if ours:
-            self._start_driving(approved)
+            self._starting += 1
+        try:
+            approved = await self._store.transition(
+                op_id,
+                from_states=_AWAITING,
+                to=OpState.APPROVED,
+                now=now,
+                approver_id=user_id,
+                approved_at=now,
+                deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
+                message_ts=op.message_ts or message_ts,
+                # Lease in the same CAS: no other replica may see it approved and unowned. A deferred
+                # one gets a lease that ends now, so the lookup's lease does not hold it back.
+                lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s))
+                if ours
+                else (self.instance_id, now)
+                if deferred
+                else None,
+                audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
+                effects=effects,
+            )
+            if approved is None:
+                raise ConfirmationClosed(await self._load(op_id))
+            self.outbox.kick(op_id)
+            if ours:
+                self._start_driving(approved)
+        finally:
+            if ours:
+                self._starting -= 1
+        if deferred:
+            self._wants_room = True
+            log.info(
+                "approved; waiting for room (%d operations driven here)",
+                len(self._driving),
+                extra={"op_id": op_id},
+            )
         return approved
 
     async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
@@ -398,7 +429,9 @@ class Workflow:
         """Resume what crashed or stopped replicas left, then keep resuming, expiring and delivering."""
         await self.run_once()
         self._loops = [
-            asyncio.create_task(self._every(self._resume_pass, "resume"), name="vpnbot-resume"),
+            asyncio.create_task(
+                self._every(self._resume_pass, "resume", wake=self._room), name="vpnbot-resume"
+            ),
             asyncio.create_task(self._every(self._expiry_pass, "expiry"), name="vpnbot-expiry"),
             asyncio.create_task(self._every(self.outbox.pass_once, "outbox"), name="vpnbot-outbox"),
         ]
@@ -446,9 +479,14 @@ class Workflow:
 
     # --- background passes -----------------------------------------------------------------------
 
-    async def _every(self, job: Callable[[], Awaitable[None]], name: str) -> None:
+    async def _every(
+        self, job: Callable[[], Awaitable[None]], name: str, *, wake: asyncio.Event | None = None
+    ) -> None:
+        """Run ``job`` every ``loop_s``, and as soon as ``wake`` is set (it is cleared before the run)."""
         with contextlib.suppress(Stopping):
             while True:
+                if wake is not None:
+                    wake.clear()
                 try:
                     await job()
                 except StoreUnavailable as err:
@@ -460,10 +498,13 @@ class Workflow:
                     )
                 except Exception:
                     log.exception("the %s loop failed; trying again", name)
-                await self._pause(self._config.loop_s)
+                await self._pause(self._config.loop_s, wake=wake)
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep on the clock; at this safe point raise Stopping on shutdown, LostOperation on a lost lease."""
+    async def _pause(self, seconds: float, *, wake: asyncio.Event | None = None) -> None:
+        """Sleep on the clock; at this safe point raise Stopping on shutdown, LostOperation on a lost lease.
+
+        ``wake``: end the sleep early once this event is set.
+        """
         lost = _LEASE_LOST.get()
         if not self._stopping.is_set() and not (lost and lost.is_set()) and seconds > 0:
             waits = {
@@ -472,6 +513,8 @@ class Workflow:
             }
             if lost is not None:
                 waits.add(asyncio.ensure_future(lost.wait()))
+            if wake is not None:
+                waits.add(asyncio.ensure_future(wake.wait()))
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -486,8 +529,19 @@ class Workflow:
         now = self._clock.now()
         # Proves this instance alive to the others (a recreation's key holder must be).
         await self._store.heartbeat(instance=self.instance_id, now=now)
-        for op in await self._store.list_resumable(now=now):
+        self._wants_room = False
+        # Only as many as there is room for (and a few to skip): with a backlog, every driver that
+        # ends runs a pass, which must not read the whole backlog each time. Recreations whose key
+        # is held here may go past the limit, so then the whole list is read.
+        room = max(0, self._config.max_driven - len(self._driving) - self._starting)
+        limit = None if self._keys else room + len(self._looking_up) + _RESUME_SLACK
+        for op in await self._store.list_resumable(now=now, limit=limit):
             if op.id in self._driving or op.id in self._looking_up:
+                continue
+            keyed = op.is_recreate and op.id in self._keys  # only this instance can drive it
+            if not keyed and not self._has_room():
+                # Full: leave it for a replica with room, or for this one once a driver ends.
+                self._wants_room = True
                 continue
             if await self._key_elsewhere(op, now):
                 continue
@@ -503,8 +557,14 @@ class Workflow:
             # A recreation approved on another replica and handed to its key holder is no restart.
             handed_over = claimed.is_recreate and claimed.id in self._keys and claimed.attempts == 0
             if claimed.state is not OpState.LOOKING_UP and not handed_over:
+                # Approved and nothing sent yet (it waited for room, or its driver stopped first).
+                fresh = (
+                    claimed.state is OpState.APPROVED and claimed.attempts == 0 and claimed.snapshot is None
+                )
                 await self._store.enqueue(
-                    op_id=claimed.id, effects=[thread(Resumed(instance=self.instance_id))], now=now
+                    op_id=claimed.id,
+                    effects=[thread(Resumed(instance=self.instance_id, fresh=fresh))],
+                    now=now,
                 )
                 self.outbox.kick(claimed.id)
             await self._store.add_audit(
@@ -580,12 +640,21 @@ class Workflow:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _has_room(self) -> bool:
+        """Whether this instance may start driving one more operation (``max_driven``)."""
+        return len(self._driving) + self._starting < self._config.max_driven
+
     def _start_driving(self, op: Operation) -> None:
         if op.id in self._driving:
             return
         task = self._spawn(self._run(op), name=f"vpnbot-op-{op.id}")
         self._driving[op.id] = task
-        task.add_done_callback(lambda _t: self._driving.pop(op.id, None))
+        task.add_done_callback(lambda _t: self._driver_ended(op.id))
+
+    def _driver_ended(self, op_id: str) -> None:
+        self._driving.pop(op_id, None)
+        if self._wants_room and not self._stopping.is_set():
+            self._room.set()  # the resume loop runs now instead of at its next pass
 
     async def _run(self, op: Operation) -> None:
         """Drive ``op`` while renewing its lease; count unexpected failures against its crash budget."""

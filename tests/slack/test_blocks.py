@@ -13,6 +13,7 @@ from bot.domain import (
     Accepted,
     AuditEntry,
     Crashed,
+    Deferred,
     Deleted,
     Failed,
     GatewayActive,
@@ -347,6 +348,13 @@ def test_cap_never_leaves_half_an_entity() -> None:
             ":white_check_mark: Deleted in 1 min 12 s: Alibaba Cloud no longer finds the connection.",
         ),
         (Resumed("pod-7"), "Picked up again by bot instance `pod-7` after a restart; continuing."),
+        (Resumed("pod-7", fresh=True), "Started by bot instance `pod-7`."),
+        (
+            Deferred(200),
+            "Approved; waiting to start. This bot instance is already carrying out 200 operations, as "
+            "many as it runs at once: this one starts as soon as one of them ends, here or on another "
+            "instance with room.",
+        ),
         (
             Failed("Forbidden", "No permission <!channel>.", "RID-2"),
             ":x: Stopped (code `Forbidden`, RequestId `RID-2`).",

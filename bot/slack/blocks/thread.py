@@ -8,6 +8,7 @@ from bot.domain import (
     ConnectionReady,
     Crashed,
     Created,
+    Deferred,
     Deleted,
     Failed,
     GatewayActive,
@@ -58,6 +59,14 @@ def build_progress(event: Progress) -> str:
             )
         case Queued(blocking_vco_id=other):
             return f"Waiting for {code(other)} on the same gateway to finish."
+        case Deferred(driving=driving):
+            return (
+                f"Approved; waiting to start. This bot instance is already carrying out {driving} "
+                "operations, as many as it runs at once: this one starts as soon as one of them ends, "
+                "here or on another instance with room."
+            )
+        case Resumed(instance=instance, fresh=True):
+            return f"Started by bot instance {code(instance, 80)}."
         case Resumed(instance=instance):
             return f"Picked up again by bot instance {code(instance, 80)} after a restart; continuing."
         case Deleted(elapsed_s=elapsed):
