@@ -397,6 +397,7 @@ async def create_app(
             instance_id=instance_id,
             meter=metrics,
         )
+        metrics.watch_driving(lambda: len(workflow.driving), settings.max_driven_operations)
         register(
             bolt,
             workflow=workflow,

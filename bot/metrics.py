@@ -25,7 +25,14 @@ from typing import Any, Final, Protocol
 
 import httpx
 from aiohttp import FormData, web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from slack_bolt.app.async_app import AsyncApp
@@ -188,6 +195,17 @@ class Metrics:
             buckets=_FINAL_BUCKETS,
             registry=reg,
         )
+        self._driven = Gauge(
+            "vpnbot_operations_driven",
+            "Operations this process carries out right now; past vpnbot_operations_driven_limit, "
+            "approvals wait for room.",
+            registry=reg,
+        )
+        self._driven_limit = Gauge(
+            "vpnbot_operations_driven_limit",
+            "How many operations this process carries out at once (VPNBOT_MAX_DRIVEN_OPERATIONS).",
+            registry=reg,
+        )
         self._assumed = Counter(
             "vpnbot_sts_assume_role",
             "STS AssumeRole calls for an account's RAM role, by account and code: ok or STS's code.",
@@ -221,6 +239,11 @@ class Metrics:
     def observe_ack(self, seconds: float) -> None:
         """Record how long one /vpn command took to be acked."""
         self._ack_seconds.observe(seconds)
+
+    def watch_driving(self, driving: Callable[[], int], limit: int) -> None:
+        """Report ``driving()``, the operations this process drives, at each scrape, and its ``limit``."""
+        self._driven.set_function(driving)
+        self._driven_limit.set(limit)
 
     def request_shed(self) -> None:
         """Count one request turned away under load."""

@@ -72,7 +72,19 @@ def test_every_name_starts_with_vpnbot_and_each_app_has_its_own_registry() -> No
         "vpnbot_operations_in_flight",
         "vpnbot_deletions_queued",
         "vpnbot_store_up",
+        "vpnbot_operations_driven",
+        "vpnbot_operations_driven_limit",
     } <= names
+
+
+def test_operations_driven_are_read_at_each_scrape_against_the_limit() -> None:
+    metrics = Metrics()
+    driving = [0]
+    metrics.watch_driving(lambda: driving[0], 200)
+    assert value(metrics, "vpnbot_operations_driven") == 0
+    assert value(metrics, "vpnbot_operations_driven_limit") == 200
+    driving[0] = 7
+    assert value(metrics, "vpnbot_operations_driven") == 7
 
 
 def test_exported_names_covers_a_foreign_registry_too() -> None:

@@ -189,11 +189,20 @@ async def test_gauges_show_operations_by_state_and_the_queue(slow_gateway_stack:
     else:
         pytest.fail(f"no queued deletion seen: {by_label(samples, 'vpnbot_operations_in_flight', 'state')}")
     assert sum(states.values()) == 2  # the queued one approved, the other one past it
+    # This replica drives both (one waits for the gateway), against the default limit.
+    assert get(samples, "vpnbot_operations_driven") == 2
+    assert get(samples, "vpnbot_operations_driven_limit") == 200
 
     await wait_parent(stack.slack.state, first, "Deleted", within=30)
     await wait_parent(stack.slack.state, second, "Deleted", within=30)
     samples = await _settled(stack)
     assert get(samples, "vpnbot_deletions_queued") == 0
+    for _ in range(200):  # a driver ends just after its final write
+        if get(samples, "vpnbot_operations_driven") == 0:
+            break
+        await asyncio.sleep(0.02)
+        samples = await scrape(stack.bot.url)
+    assert get(samples, "vpnbot_operations_driven") == 0
     assert get(samples, "vpnbot_vpc_api_requests_total", action="DeleteVpnConnection", code="ok") == 2
 
 
