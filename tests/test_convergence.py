@@ -239,6 +239,31 @@ async def test_a_kill_after_the_lookup_claimed_the_card_posts_it_once_the_claim_
     assert await h.audit_actions(op.id) == ["requested"]
 
 
+async def test_a_kill_after_the_approval_claimed_the_card_update_still_deletes_once_and_updates_it(
+    h: Harness, db_url: str
+) -> None:
+    op = await h.request(h.workflow(instance_id="wf-0"))
+    own_store = await Store.open(db_url)
+    dying = _DiesAfterTheLookup(own_store)  # dies after its first move that claims the outbox
+    wf1 = h.workflow(instance_id="wf-1", store=dying)  # type: ignore[arg-type]
+    click = asyncio.create_task(wf1.approve(op_id=op.id, user_id="U0BOSS"))
+    async with asyncio.timeout(10):
+        await dying.committed.wait()
+    click.cancel()
+    await asyncio.gather(click, return_exceptions=True)
+    await _kill(wf1, own_store)
+    assert (await h.op(op.id)).state is OpState.APPROVED
+    assert h.parent_states(op.id) == []  # the card still says "awaiting approval"
+
+    wf2 = h.workflow(instance_id="wf-2")
+    await wf2.start()
+    done = await h.wait_state(op.id, OpState.DELETED, OpState.FAILED, within=20)
+    assert done.state is OpState.DELETED
+    assert len(h.vpc.delete_calls) == 1
+    assert h.parent_states(op.id)[-1] is OpState.DELETED
+    assert await h.store.pending_effects(op_id=op.id) == []
+
+
 async def test_a_lookup_cut_short_by_a_crash_is_finished_by_another_worker(h: Harness) -> None:
     created = await _recorded_lookup(h, "op-lookup", "vco-1")
     wf = h.workflow(instance_id="wf-2")

@@ -99,6 +99,31 @@ async def test_a_request_costs_three_transactions_the_lookups_move_claims_the_ca
     assert await h.store.pending_effects(op_id=op.id) == []
 
 
+async def test_a_click_costs_two_transactions_the_move_claims_the_card_update(h: Harness) -> None:
+    # The state change takes the outbox claim and reads the card to send; delivering it costs one
+    # more write (its completion), not a claim-and-read first.
+    counting = CountingStore(h.store)
+    wf = h.workflow(store=counting)  # type: ignore[arg-type]
+    op = await h.request(wf)
+    counting.calls.clear()
+    await wf.cancel(op_id=op.id, user_id="U0REQ")
+    await h.settle()
+    assert counting.calls == ["get_operation", "transition_and_claim", "complete_effects"]
+    assert h.parent_states(op.id) == [OpState.CANCELLED]
+
+    other = await h.request(wf, "vco-2")
+    h.vpc.held.add(GW)
+    counting.calls.clear()
+    await wf.approve(op_id=other.id, user_id="U0BOSS")
+    await h.eventually_state(other.id, OpState.WAITING_GATEWAY)
+    assert counting.calls[:2] == ["get_operation", "transition_and_claim"]
+    assert h.parent_states(other.id)[0] is OpState.APPROVED
+    # The approval's card went out under the claim its move took: the first claim-and-read is
+    # for what the driver wrote after.
+    first_delivery = counting.calls.index("complete_effects")
+    assert "take_next" not in counting.calls[:first_delivery]
+
+
 async def test_twenty_clicks_on_two_replicas_approve_once(h: Harness, db_url: str) -> None:
     other_store = await Store.open(db_url)
     try:

@@ -349,11 +349,21 @@ class Workflow:
         ours = op.id in self._keys if op.is_recreate else self._has_room()
         deferred = not ours and not op.is_recreate
         effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
+        # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
+        # gets a lease that ends now, so the lookup's lease does not hold it back.
+        lease: tuple[str, datetime] | None = None
+        if ours:
+            lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s))
+        elif deferred:
+            lease = (self.instance_id, now)
         if ours:
             self._starting += 1
         try:
-            approved = await self._store.transition(
+            # The card's update is claimed in the same transaction (as the lookup's post is): the
+            # outbox does not claim and read it again first.
+            moved = await self._store.transition_and_claim(
                 op_id,
+                claim=self.outbox.claim_terms(),
                 from_states=_AWAITING,
                 to=OpState.APPROVED,
                 now=now,
@@ -361,19 +371,14 @@ class Workflow:
                 approved_at=now,
                 deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
                 message_ts=op.message_ts or message_ts,
-                # Lease in the same CAS: no other replica may see it approved and unowned. A deferred
-                # one gets a lease that ends now, so the lookup's lease does not hold it back.
-                lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s))
-                if ours
-                else (self.instance_id, now)
-                if deferred
-                else None,
+                lease=lease,
                 audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
                 effects=effects,
             )
-            if approved is None:
+            if moved is None:
                 raise ConfirmationClosed(await self._load(op_id))
-            self.outbox.kick(op_id)
+            approved, pending = moved
+            self.outbox.deliver_claimed(approved, pending)
             if ours:
                 self._start_driving(approved)
         finally:
@@ -399,8 +404,9 @@ class Workflow:
             )
             raise
         now = self._clock.now()
-        cancelled = await self._store.transition(
+        moved = await self._store.transition_and_claim(
             op_id,
+            claim=self.outbox.claim_terms(),
             from_states=_AWAITING,
             to=OpState.CANCELLED,
             now=now,
@@ -410,10 +416,11 @@ class Workflow:
             audit_entry=self._steps.entry(op, "cancelled", actor_id=user_id),
             effects=[CARD],
         )
-        if cancelled is None:
+        if moved is None:
             raise ConfirmationClosed(await self._load(op_id))
+        cancelled, pending = moved
         self._keys.pop(op_id, None)
-        self.outbox.kick(op_id)
+        self.outbox.deliver_claimed(cancelled, pending)
         self._steps.finished(cancelled)
         return cancelled
 
