@@ -191,7 +191,9 @@ async def test_leases_claim_renew_release(store: Store) -> None:
     assert await store.list_resumable(now=T0) == []
 
     # Renewing pushes the expiry; after it, the lease is up for grabs.
-    assert await store.renew_lease(op_id="op-1", owner="a", until=until + timedelta(seconds=30))
+    assert await store.renew_leases(op_ids=["op-1"], owner="a", until=until + timedelta(seconds=30)) == {
+        "op-1"
+    }
     assert (
         await store.claim_lease(op_id="op-1", owner="b", until=until, now=until + timedelta(seconds=1))
         is None
@@ -203,7 +205,7 @@ async def test_leases_claim_renew_release(store: Store) -> None:
         is not None
     )
     assert await store.lease_of(op_id="op-1") == ("b", later + timedelta(seconds=30))
-    assert not await store.renew_lease(op_id="op-1", owner="a", until=later)
+    assert await store.renew_leases(op_ids=["op-1"], owner="a", until=later) == set()
 
     # Releasing by a non-owner does nothing; by the owner frees it at once.
     await store.release_lease(op_id="op-1", owner="a")
@@ -222,6 +224,20 @@ async def test_resumable_are_listed_longest_untouched_first_up_to_the_limit(stor
     assert [o.id for o in await store.list_resumable(now=later)] == ["op-1", "op-2", "op-0"]
     assert [o.id for o in await store.list_resumable(now=later, limit=2)] == ["op-1", "op-2"]
     assert await store.list_resumable(now=later, limit=0) == []
+
+
+async def test_leases_are_renewed_together_only_where_the_owner_still_holds_them(store: Store) -> None:
+    until = T0 + timedelta(seconds=30)
+    for op_id, owner in (("op-1", "a"), ("op-2", "a"), ("op-3", "b")):
+        await store.create_operation(op=make_op(op_id, state=OpState.WAITING_GATEWAY), lease=(owner, until))
+    later = until + timedelta(seconds=30)
+    # More ids than one statement takes, most of them unknown: every one is looked at.
+    ids = [f"op-x{i}" for i in range(1_100)] + ["op-3", "op-2", "op-1"]
+    assert await store.renew_leases(op_ids=ids, owner="a", until=later) == {"op-1", "op-2"}
+    assert await store.lease_of(op_id="op-1") == ("a", later)
+    assert await store.lease_of(op_id="op-2") == ("a", later)
+    assert await store.lease_of(op_id="op-3") == ("b", until)  # someone else's: untouched
+    assert await store.renew_leases(op_ids=[], owner="a", until=later) == set()
 
 
 async def test_concurrent_claims_have_one_winner(store: Store) -> None:

@@ -53,6 +53,8 @@ log = logging.getLogger("bot.store")
 
 # Arbitrary constant naming our migration lock among the database's advisory locks.
 _MIGRATION_LOCK_KEY = 0x76706E626F74  # "vpnbot"
+# Leases renewed per statement: well under SQLite's bound-parameter limit.
+_RENEW_CHUNK = 500
 
 _CONNECTION = TypeAdapter(VpnConnection)
 _GATEWAY = TypeAdapter(VpnGateway)
@@ -507,16 +509,23 @@ class Store(OutboxMixin):
         return _row_to_op(row) if row is not None else None
 
     @shielded
-    async def renew_lease(self, *, op_id: str, owner: str, until: datetime) -> bool:
-        """Extend a lease this owner still holds; False if it was lost."""
+    async def renew_leases(self, *, op_ids: Collection[str], owner: str, until: datetime) -> set[str]:
+        """Extend every lease in ``op_ids`` this owner still holds, in one transaction; the ids renewed."""
+        ids = list(op_ids)
+        renewed: set[str] = set()
         async with self._tx() as conn:
-            result = await conn.execute(
-                update(operations)
-                .where(operations.c.id == op_id, operations.c.lease_owner == owner)
-                .values(lease_expires_at=until)
-                .returning(operations.c.id)
-            )
-            return result.first() is not None
+            for start in range(0, len(ids), _RENEW_CHUNK):
+                result = await conn.execute(
+                    update(operations)
+                    .where(
+                        operations.c.id.in_(ids[start : start + _RENEW_CHUNK]),
+                        operations.c.lease_owner == owner,
+                    )
+                    .values(lease_expires_at=until)
+                    .returning(operations.c.id)
+                )
+                renewed.update(row[0] for row in result)
+        return renewed
 
     @shielded
     async def release_lease(self, *, op_id: str, owner: str) -> None:

@@ -60,7 +60,7 @@ _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 # Resumable operations a pass reads beyond its room: ones it skips (another replica's recreation
 # keys) and, when full, enough to know that some wait.
 _RESUME_SLACK = 32
-# Set, in the task that drives an operation, to the event its heartbeat sets when the lease is lost.
+# Set, in the task that drives an operation, to the event the lease keeper sets when the lease is lost.
 _LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
 
 
@@ -115,6 +115,10 @@ class Workflow:
         # Set when an operation waits for room here; a driver ending then wakes the resume pass.
         self._wants_room = False
         self._room = asyncio.Event()
+        # The operations driven here, each with the event set when its lease is found lost; one
+        # keeper task renews all their leases together (see _keep_leases).
+        self._lost: dict[str, asyncio.Event] = {}
+        self._keeper: asyncio.Task[None] | None = None
         self._looking_up: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -665,8 +669,8 @@ class Workflow:
 
     async def _run(self, op: Operation) -> None:
         """Drive ``op`` while renewing its lease; count unexpected failures against its crash budget."""
-        lost = asyncio.Event()
-        heartbeat = asyncio.create_task(self._heartbeat(op.id, lost), name=f"vpnbot-lease-{op.id}")
+        lost = self._lost[op.id] = asyncio.Event()
+        self._keep_leases_running()
         # A lost lease is not a cancellation: the driver stops at its next pause or its next
         # compare-and-set (which fails without the lease), never halfway through a database call
         # (a cut-off SQLite transaction would keep the database locked) or after its final commit.
@@ -695,10 +699,11 @@ class Workflow:
         except Exception as exc:
             await self._crashed(op.id, exc)
         finally:
-            for task in (driver, heartbeat):
-                task.cancel()
-            # Wait for them even when we are being cancelled, so nothing outlives stop().
-            await asyncio.gather(driver, heartbeat, return_exceptions=True)
+            if self._lost.get(op.id) is lost:
+                del self._lost[op.id]
+            driver.cancel()
+            # Wait for it even when we are being cancelled, so nothing outlives stop().
+            await asyncio.gather(driver, return_exceptions=True)
 
     async def _crashed(self, op_id: str, exc: Exception) -> None:
         """Count a crash; past the budget fail the operation, else let a resume pass retry it."""
@@ -729,20 +734,43 @@ class Workflow:
         except Exception:
             log.exception("could not record the crash", extra={"op_id": op_id, "error_id": error_id})
 
-    async def _heartbeat(self, op_id: str, lost: asyncio.Event) -> None:
+    def _keep_leases_running(self) -> None:
+        """Start the lease keeper unless it runs (it stops by itself once nothing is driven here)."""
+        if self._keeper is None or self._keeper.done():
+            # A context of its own: it must not inherit a driver's lost-lease event.
+            self._keeper = asyncio.create_task(
+                self._keep_leases(), name="vpnbot-leases", context=contextvars.Context()
+            )
+            self._tasks.add(self._keeper)
+            self._keeper.add_done_callback(self._tasks.discard)
+
+    async def _keep_leases(self) -> None:
+        """Every lease_s/3, renew the lease of every operation driven here, in one statement.
+
+        One transaction per replica and period, not one per operation; an operation whose lease
+        was not renewed (another replica took it after it expired) has its lost event set, and its
+        driver stops at its next pause or compare-and-set. A failed renewal (a database hiccup) is
+        tried again next period, until the leases really expire.
+        """
         while True:
             try:
                 await self._pause(self._config.lease_s / 3)
             except Stopping:
                 return
+            if not self._lost:
+                self._keeper = None  # no await since the check: a driver starting now starts another
+                return
+            held = list(self._lost)
+            until = self._clock.now() + timedelta(seconds=self._config.lease_s)
             try:
-                until = self._clock.now() + timedelta(seconds=self._config.lease_s)
-                if not await self._store.renew_lease(op_id=op_id, owner=self.instance_id, until=until):
-                    lost.set()
-                    return
+                renewed = await self._store.renew_leases(op_ids=held, owner=self.instance_id, until=until)
             except Exception as exc:
-                # A database hiccup: keep trying until the lease really expires.
-                log.warning("could not renew the lease (%s)", type(exc).__name__, extra={"op_id": op_id})
+                log.warning("could not renew the leases (%s)", type(exc).__name__, extra={"count": len(held)})
+                continue
+            for op_id in held:
+                lost = self._lost.get(op_id)
+                if op_id not in renewed and lost is not None:
+                    lost.set()
 
     # --- small helpers -----------------------------------------------------------------------
 
