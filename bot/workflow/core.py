@@ -544,8 +544,7 @@ class Workflow:
         # Only as many as there is room for (and a few to skip): with a backlog, every driver that
         # ends runs a pass, which must not read the whole backlog each time. Recreations whose key
         # is held here may go past the limit, so then the whole list is read.
-        room = max(0, self._config.max_driven - len(self._driving) - self._starting)
-        limit = None if self._keys else room + len(self._looking_up) + _RESUME_SLACK
+        limit = None if self._keys else self._room_left() + len(self._looking_up) + _RESUME_SLACK
         for op in await self._store.list_resumable(now=now, limit=limit):
             if op.id in self._driving or op.id in self._looking_up:
                 continue
@@ -651,9 +650,12 @@ class Workflow:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _room_left(self) -> int:
+        """How many more operations this instance may start driving (``max_driven``)."""
+        return max(0, self._config.max_driven - len(self._driving) - self._starting)
+
     def _has_room(self) -> bool:
-        """Whether this instance may start driving one more operation (``max_driven``)."""
-        return len(self._driving) + self._starting < self._config.max_driven
+        return self._room_left() > 0
 
     def _start_driving(self, op: Operation) -> None:
         if op.id in self._driving:
