@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import event
@@ -18,6 +19,11 @@ __all__ = ["async_url", "make_engine", "sqlite_threads_finished", "unavailable"]
 
 # A PostgreSQL that does not answer must not hang a click or a health check for long.
 _PG_CONNECT_TIMEOUT_S = 5.0
+# Switching a new SQLite file to WAL while another connection does the same can fail at once with
+# "database is locked": SQLite skips the busy handler there to avoid a deadlock. Tries, and the
+# pause between them (blocking, but only ever while two openers race on a brand-new file).
+_WAL_ATTEMPTS = 20
+_WAL_PAUSE_S = 0.01
 _PG_COMMAND_TIMEOUT_S = 15.0
 
 
@@ -99,6 +105,18 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_
     )
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, tried again while a concurrent opener holds the lock."""
+    for attempt in range(1, _WAL_ATTEMPTS + 1):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as err:
+            if "locked" not in str(err) or attempt == _WAL_ATTEMPTS:
+                raise
+            time.sleep(_WAL_PAUSE_S * attempt)
+
+
 def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -109,7 +127,7 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -
         # whose switch itself needs the lock when two processes open a new file together.
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if wal:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
