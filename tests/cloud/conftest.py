@@ -10,8 +10,20 @@ import pytest
 
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
+from bot.sandbox.vpc import RunningSandbox, start_vpc_sandbox
+from bot.sandbox.vpc_state import SandboxState
 
 from .fakes import AK, FakeVpc
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    """The VPC sandbox on loopback, its gateways updating for 0.2 s after a change."""
+    running = await start_vpc_sandbox(state=SandboxState(update_seconds=0.2))
+    try:
+        yield running
+    finally:
+        await running.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
@@ -16,7 +15,7 @@ from bot.cloud.models import VpnConnectionDetail
 from bot.cloud.signer import Credentials
 from bot.cloud.specs import BgpSpec, HealthCheckSpec, IkeSpec, VpnConnectionSpec
 from bot.errors import CloudApiError, RetryClass
-from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
+from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
 from bot.sandbox.vpc_state import (
     SEED_REGION,
     SEED_VCO_HANGZHOU,
@@ -25,17 +24,7 @@ from bot.sandbox.vpc_state import (
     SEED_VCO_LOCKED,
     SEED_VPN_HANGZHOU,
     SEED_VPN_HANGZHOU_2,
-    SandboxState,
 )
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_vpc_sandbox(state=SandboxState(update_seconds=0.2))
-    try:
-        yield running
-    finally:
-        await running.close()
 
 
 def _client(sandbox: RunningSandbox, *, secret: str = DEMO_ACCESS_KEY_SECRET) -> VpcClient:

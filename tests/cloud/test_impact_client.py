@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from dataclasses import asdict
-
-import pytest
 
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.signer import Credentials
 from bot.domain import PART_CONNECTION, PART_POLICY_ROUTES, PART_ROUTES, Impact, ImpactRoute, VpnConnection
-from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
+from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
 from bot.sandbox.vpc_state import (
     SEED_REGION,
     SEED_VCO_HANGZHOU,
@@ -21,17 +18,7 @@ from bot.sandbox.vpc_state import (
     SEED_VCO_HANGZHOU_TUNNELS,
     SEED_VPN_HANGZHOU,
     Route,
-    SandboxState,
 )
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_vpc_sandbox(state=SandboxState(update_seconds=0.2))
-    try:
-        yield running
-    finally:
-        await running.close()
 
 
 def _client(sandbox: RunningSandbox) -> VpcClient:

@@ -7,7 +7,7 @@ overlap. A read that is not shared (the check after a delete, gateway polling) a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import stamina
@@ -16,19 +16,10 @@ from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.signer import Credentials
 from bot.errors import CloudApiError
-from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
-from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU, SandboxState
+from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
+from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU
 
 SLOW = 0.3  # each sandbox answer takes this long, so callers started together overlap
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_vpc_sandbox(state=SandboxState(update_seconds=0.2))
-    try:
-        yield running
-    finally:
-        await running.close()
 
 
 def _client(sandbox: RunningSandbox) -> VpcClient:
