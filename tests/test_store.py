@@ -396,11 +396,12 @@ async def test_a_sqlite_connection_closed_underneath_is_an_outage_once_then_repl
         await store.close()
 
 
-async def test_a_sqlite_database_locked_by_another_process_is_an_outage_and_the_wait_is_restored(
+async def test_a_sqlite_database_locked_by_another_process_is_an_outage_and_the_connection_recovers(
     sqlite_url: str,
 ) -> None:
-    # The fast BEGIN IMMEDIATE falls back to SQLAlchemy's path on failure; that second try must not
-    # wait busy_timeout out again, and must leave the connection with its busy_timeout.
+    # BEGIN IMMEDIATE travels with a transaction's first statement (bot/store/sqlite_driver.py): a
+    # lock held past busy_timeout comes back from that statement as SQLAlchemy's error, and the
+    # connection is usable (and not left in a transaction) once the lock is gone.
     await (await Store.open(sqlite_url)).close()  # creates the file and its tables
     path = sqlite_url.removeprefix("sqlite:///")
     other = sqlite3.connect(path, isolation_level=None)
@@ -408,13 +409,16 @@ async def test_a_sqlite_database_locked_by_another_process_is_an_outage_and_the_
     try:
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         with pytest.raises(sa_exc.OperationalError, match="locked") as locked:
-            async with engine.begin():
-                pass
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("SELECT 1")
         assert is_unavailable(locked.value)
         other.execute("ROLLBACK")
-        async with engine.connect() as conn:
+        async with engine.begin() as conn:
             timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+            await conn.exec_driver_sql("DELETE FROM heartbeats")
         assert timeout == 200
+        other.execute("BEGIN IMMEDIATE")  # the write lock is free again: nothing was left open
+        other.execute("ROLLBACK")
     finally:
         other.close()
         await engine.dispose()

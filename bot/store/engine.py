@@ -15,6 +15,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
 
+from bot.store.sqlite_driver import OneTripDBAPI, begin_immediate_on_first_statement
+
 __all__ = ["async_url", "make_engine", "sqlite_threads_finished", "unavailable"]
 
 # A PostgreSQL that does not answer must not hang a click or a health check for long.
@@ -88,6 +90,8 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_
         # locked"). An in-memory database must live in one connection in any case.
         engine = create_async_engine(
             url,
+            # SQLAlchemy's aiosqlite adapter with one round trip to the driver's thread per statement.
+            module=OneTripDBAPI(),
             poolclass=AsyncAdaptedQueuePool,
             pool_size=1,
             max_overflow=0,
@@ -134,20 +138,12 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
-        # fail with SQLITE_BUSY on upgrade, and busy_timeout applies instead.
-        # Sent to aiosqlite directly: one round trip to its thread, where SQLAlchemy's execution
-        # (cursor, execute, close, a result) took three and a sixth of a short transaction's CPU.
-        try:
-            conn.connection.dbapi_connection.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))
-        except Exception:
-            # Failed (locked past busy_timeout, a closed connection, ...): once more through
-            # SQLAlchemy, which raises it as its own error and invalidates a connection that is gone,
-            # without waiting busy_timeout out a second time.
-            conn.exec_driver_sql("PRAGMA busy_timeout = 0")
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            finally:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        # fail with SQLITE_BUSY on upgrade, and busy_timeout applies instead. It is sent in the
+        # round trip of the transaction's first statement (bot/store/sqlite_driver.py); an error
+        # there (locked past busy_timeout, a closed connection) comes back from that statement,
+        # raised and handled by SQLAlchemy like any other.
+        if not begin_immediate_on_first_statement(conn.connection.dbapi_connection):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:

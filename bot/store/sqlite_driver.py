@@ -1,0 +1,147 @@
+"""SQLite through aiosqlite with one round trip to its thread per statement.
+
+aiosqlite runs every sqlite3 call on a thread of its own and hands the result back to the event
+loop. SQLAlchemy's adapter makes one such round trip per cursor call: open the cursor, execute,
+fetch the rows, close the cursor, and one more for the BEGIN of each transaction. Every round trip
+costs a future, a wake-up of the loop and a hand-over of the GIL, and since a process has one SQLite
+connection (see :func:`bot.store.engine.make_engine`) the connection stays held through all of them:
+in a burst of commands, transactions queue behind each other's round trips while the loop is busy
+elsewhere. Here a statement is one round trip, with the transaction's ``BEGIN IMMEDIATE`` sent in
+the round trip of its first statement.
+
+The adapter is SQLAlchemy's own (:mod:`sqlalchemy.dialects.sqlite.aiosqlite`) with its cursor
+replaced; the dialect, its error handling and its pool are unchanged. It reaches into aiosqlite the
+way SQLAlchemy's adapter itself does (the connection's ``_execute`` and ``_conn``), which is why
+``pyproject.toml`` keeps both libraries to the minor versions tested.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from threading import Thread
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
+
+__all__ = ["OneTripDBAPI", "begin_immediate_on_first_statement"]
+
+_Description = tuple[tuple[Any, ...], ...] | None
+_Outcome = tuple[_Description, list[Any], int, int | None]
+
+
+def _run(conn: sqlite3.Connection, begin: bool, operation: str, parameters: Any, many: bool) -> _Outcome:
+    """On aiosqlite's thread: the transaction's BEGIN if due, the statement and all its rows."""
+    if begin:
+        conn.execute("BEGIN IMMEDIATE")
+    cursor = conn.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        else:
+            cursor.execute(operation, () if parameters is None else parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        return description, rows, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A cursor whose ``execute`` is one round trip; it keeps the rows and facts it got back."""
+
+    __slots__ = ("_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: Any) -> None:
+        # No driver cursor is opened here (that is a round trip of its own): _run opens one.
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._description: _Description = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid
+
+    async def _async_soft_close(self) -> None:
+        """Nothing to close: the driver cursor was closed on the thread with the statement."""
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        await self._round_trip(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        await self._round_trip(operation, seq_of_parameters, many=True)
+
+    async def _round_trip(self, operation: str, parameters: Any, *, many: bool) -> None:
+        adapt: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        async with adapt._execute_mutex:
+            begin, adapt.begin_pending = adapt.begin_pending, False
+            driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            outcome: _Outcome = await driver._execute(  # type: ignore[no-untyped-call]
+                _run, driver._conn, begin, operation, parameters, many
+            )
+        self._description, rows, self._rowcount, self._lastrowid = outcome
+        self._rows = collections.deque(rows)
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite connection adapter with :class:`_OneTripCursor` and a deferred BEGIN."""
+
+    __slots__ = ("begin_pending",)
+
+    _cursor_cls = _OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        # Set when SQLAlchemy begins a transaction; the next statement's round trip sends the BEGIN.
+        self.begin_pending = False
+
+
+class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module to pass as ``create_async_engine(..., module=OneTripDBAPI())``."""
+
+    def __init__(self) -> None:
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        if kw.pop("async_creator_fn", None) is not None:
+            raise TypeError("async_creator_fn is not supported by this adapter")
+        connection = aiosqlite.connect(*arg, **kw)
+        thread = getattr(connection, "_thread", None)
+        if isinstance(thread, Thread):
+            # As SQLAlchemy does: the driver's thread must not keep a process alive at exit.
+            thread.daemon = True
+        return OneTripConnection(self, await_(connection))
+
+
+def begin_immediate_on_first_statement(dbapi_connection: Any) -> bool:
+    """Defer this transaction's ``BEGIN IMMEDIATE`` to its first statement's round trip.
+
+    Returns False if ``dbapi_connection`` is not a :class:`OneTripConnection` (the caller then
+    sends BEGIN itself).
+    """
+    if not isinstance(dbapi_connection, OneTripConnection):
+        return False
+    dbapi_connection.begin_pending = True
+    return True
