@@ -259,6 +259,25 @@ async def _close_session(slack: AsyncWebClient) -> None:
 _SLACK_CALL_TIMEOUT_S = 30.0
 
 
+# The Web API client's logger: a child of slack_sdk's, so configure_logging's floor for library
+# chatter still applies to it (request bodies are never logged at our DEBUG).
+_SLACK_CLIENT_LOGGER = "slack_sdk.web.vpn_bot"
+
+
+def _slack_client_logger() -> logging.Logger:
+    """The client's logger, its own level set to the level logging is configured for now.
+
+    slack_sdk decides whether to build each call's debug lines (URL, parameters with the blocks,
+    headers, the whole answer) from ``logger.level``, the level set on that very logger, and not
+    from the effective one (slackapi/python-slack-sdk#1957): with the level left unset they are
+    formatted, then dropped, on every call. The level is fixed when the app is built, after
+    ``configure_logging``.
+    """
+    logger = logging.getLogger(_SLACK_CLIENT_LOGGER)
+    logger.setLevel(logger.getEffectiveLevel())
+    return logger
+
+
 def _build_slack(settings: Settings, metrics: Metrics) -> tuple[MeteredWebClient, MeteredAsyncApp]:
     """The Web API client (metered, with slack_sdk's retry handlers) and the Bolt app around it."""
     assert settings.slack_bot_token is not None  # noqa: S101 - require_serve_settings checked it
@@ -271,6 +290,7 @@ def _build_slack(settings: Settings, metrics: Metrics) -> tuple[MeteredWebClient
         metrics=metrics,
         timeout=int(_SLACK_CALL_TIMEOUT_S),
         session=aiohttp.ClientSession(timeout=timeout, trust_env=False),
+        logger=_slack_client_logger(),
     )
     configure_retries(slack)
     signing_secret = _signing_secret(settings)
