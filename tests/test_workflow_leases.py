@@ -25,6 +25,7 @@ class _RenewalsFail:
         self._inner = inner
         self.failing = False
         self.renewals = 0
+        self.failures = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -32,6 +33,7 @@ class _RenewalsFail:
     async def renew_leases(self, *, op_ids: Collection[str], owner: str, until: datetime) -> set[str]:
         self.renewals += 1
         if self.failing:
+            self.failures += 1
             raise ConnectionError("the database went away")
         return await self._inner.renew_leases(op_ids=op_ids, owner=owner, until=until)
 
@@ -83,11 +85,18 @@ async def test_a_lease_lost_while_renewals_failed_stops_the_driver_and_the_new_o
         assert len(h.vpc.delete_calls) == 1
 
         flaky.failing = True
+
+        async def a_renewal_failed() -> bool:
+            return flaky.failures > 0
+
+        # The keeper renews one period after another: once one has failed, none that succeeds is
+        # still on its way, so the lease read now is the last one renewed.
+        await h.eventually(a_renewal_failed)
         _owner, until = await h.store.lease_of(op_id=op.id)
         assert until is not None
 
         async def expired() -> bool:
-            return h.clock.now() > until and flaky.renewals > 0
+            return h.clock.now() > until
 
         await h.eventually(expired)
         assert wf1.driving == {op.id}  # failed renewals alone do not stop it

@@ -1,4 +1,4 @@
-"""SQLite through aiosqlite with one round trip to its thread per statement.
+"""SQLite through aiosqlite with two round trips to its thread per transaction.
 
 aiosqlite runs every sqlite3 call on a thread of its own and hands the result back to the event
 loop. SQLAlchemy's adapter makes one such round trip per cursor call: open the cursor, execute,
@@ -6,13 +6,24 @@ fetch the rows, close the cursor, and one more for the BEGIN of each transaction
 costs a future, a wake-up of the loop and a hand-over of the GIL, and since a process has one SQLite
 connection (see :func:`bot.store.engine.make_engine`) the connection stays held through all of them:
 in a burst of commands, transactions queue behind each other's round trips while the loop is busy
-elsewhere. Here a statement is one round trip, with the transaction's ``BEGIN IMMEDIATE`` sent in
-the round trip of its first statement.
+elsewhere.
+
+Here a transaction makes two:
+
+- its ``BEGIN IMMEDIATE`` travels with its first statement. That is the one call that may wait
+  (for another process's write lock, up to ``busy_timeout``), so it runs on the driver's thread;
+- the statements after it run at once on the event loop's thread: the transaction holds the write
+  lock, so they wait for nothing, and on a local file they take microseconds;
+- the COMMIT goes to the driver's thread, because it waits for the disk (fsync).
+
+A statement outside a transaction (the PRAGMAs when a connection opens) goes to the thread too.
 
 The adapter is SQLAlchemy's own (:mod:`sqlalchemy.dialects.sqlite.aiosqlite`) with its cursor
 replaced; the dialect, its error handling and its pool are unchanged. It reaches into aiosqlite the
 way SQLAlchemy's adapter itself does (the connection's ``_execute`` and ``_conn``), which is why
-``pyproject.toml`` keeps both libraries to the minor versions tested.
+``pyproject.toml`` keeps both libraries to the minor versions tested. The sqlite3 connection is
+opened with ``check_same_thread=False`` so that the loop's thread may use it; the adapter's mutex
+and the single pooled connection keep its calls one at a time.
 """
 
 from __future__ import annotations
@@ -55,7 +66,7 @@ def _run(conn: sqlite3.Connection, begin: bool, operation: str, parameters: Any,
 
 
 class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A cursor whose ``execute`` is one round trip; it keeps the rows and facts it got back."""
+    """A cursor whose ``execute`` is one round trip or none; it keeps the rows and facts it got back."""
 
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
@@ -98,9 +109,15 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         async with adapt._execute_mutex:
             begin, adapt.begin_pending = adapt.begin_pending, False
             driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-            outcome: _Outcome = await driver._execute(  # type: ignore[no-untyped-call]
-                _run, driver._conn, begin, operation, parameters, many
-            )
+            conn = driver._conn
+            outcome: _Outcome
+            if not begin and conn.in_transaction:
+                # The transaction holds the write lock: nothing to wait for, no hand-over.
+                outcome = _run(conn, False, operation, parameters, many)
+            else:
+                outcome = await driver._execute(  # type: ignore[no-untyped-call]
+                    _run, conn, begin, operation, parameters, many
+                )
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
@@ -127,6 +144,8 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         if kw.pop("async_creator_fn", None) is not None:
             raise TypeError("async_creator_fn is not supported by this adapter")
+        # Statements inside a transaction run on the event loop's thread (see the module's doc).
+        kw["check_same_thread"] = False
         connection = aiosqlite.connect(*arg, **kw)
         thread = getattr(connection, "_thread", None)
         if isinstance(thread, Thread):
