@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
+import greenlet
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from test_store import T0, make_op
 
+from bot.domain import Effect, EffectKind, OpState
 from bot.store import Store, async_url
 from bot.store.engine import make_engine
 
@@ -27,6 +32,17 @@ class _CountingQueue:
     def put_nowait(self, item: Any) -> None:
         self.puts += 1
         self.inner.put_nowait(item)
+
+
+@contextlib.contextmanager
+def _greenlet_switches() -> Iterator[list[str]]:
+    """The greenlet switches made meanwhile (greenlet's own tracing hook)."""
+    seen: list[str] = []
+    previous = greenlet.settrace(lambda event, _args: seen.append(event))
+    try:
+        yield seen
+    finally:
+        greenlet.settrace(previous)
 
 
 @pytest.fixture
@@ -62,6 +78,36 @@ async def test_a_transaction_is_two_round_trips_however_many_statements_it_has(e
     # loop's thread. SQLAlchemy's own adapter makes 1 + 5 * 3 + 4 + 1.
     assert trips.puts == 2
     assert [r.instance for r in rows] == [f"i{n}" for n in range(5)]
+
+
+async def test_a_store_transaction_of_four_statements_is_two_round_trips(sqlite_url: str) -> None:
+    # The store runs each transaction as one synchronous body (Store._run): the statements after
+    # the first neither go to the driver's thread nor leave SQLAlchemy's greenlet.
+    store = await Store.open(sqlite_url)
+    try:
+        op = make_op(state=OpState.LOOKING_UP)
+        await store.create_operation(op=op)
+        trips = await _count_round_trips(store._engine)
+        with _greenlet_switches() as one_statement:
+            await store.release_lease(op_id=op.id, owner="nobody")
+        with _greenlet_switches() as four_statements:
+            moved = await store.transition_and_claim(  # UPDATE, INSERT effect, claim, read the effects
+                op.id,
+                claim=("me", T0 + timedelta(minutes=1)),
+                from_states={OpState.LOOKING_UP},
+                to=OpState.AWAITING_APPROVAL,
+                now=T0,
+                effects=[Effect(EffectKind.POST_CONFIRMATION)],
+            )
+        assert trips.puts == 2 + 2
+        assert len(four_statements) == len(one_statement) > 0
+        assert moved is not None
+        found, pending = moved
+        assert found.state is OpState.AWAITING_APPROVAL
+        assert pending is not None
+        assert [e.kind for e in pending] == [EffectKind.POST_CONFIRMATION]
+    finally:
+        await store.close()
 
 
 async def test_rows_counts_and_many_parameter_sets_come_back_from_the_one_round_trip(

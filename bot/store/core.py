@@ -1,8 +1,9 @@
 """The durable operation store: SQLAlchemy Core over SQLite (one host) or PostgreSQL (replicas).
 
-Every public method is one atomic transaction. State changes are compare-and-set updates
-(``UPDATE … WHERE state IN (…)``), so two replicas racing on the same click or the same lease
-cannot both win; the audit entry and the Slack effects a change causes are written in the same
+Every public method is one atomic transaction, written as one synchronous function of a
+SQLAlchemy ``Connection`` and run in a single greenlet by :meth:`Store._run`. State changes are
+compare-and-set updates (``UPDATE … WHERE state IN (…)``), so two replicas racing on the same click
+or the same lease cannot both win; the audit entry and the Slack effects a change causes are written in the same
 transaction, so a crash can never keep one and lose the other. Times are aware UTC datetimes.
 Driver failures that mean "the database is not there right now" become :class:`StoreUnavailable`.
 """
@@ -10,21 +11,21 @@ Driver failures that mean "the database is not there right now" become :class:`S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 from pydantic import TypeAdapter
 from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from bot.domain import (
     ACTIVE_STATES,
@@ -45,11 +46,14 @@ from bot.errors import StoreUnavailable
 from bot.store.engine import async_url, make_engine, sqlite_threads_finished, unavailable
 from bot.store.outbox import OutboxMixin, insert_effects
 from bot.store.shield import shielded
+from bot.store.sqlite_driver import synchronous_statements
 from bot.store.tables import MIGRATIONS, audit, gateway_locks, heartbeats, operations, schema_version
 
 __all__ = ["Store", "async_url"]
 
 log = logging.getLogger("bot.store")
+
+T = TypeVar("T")
 
 # Arbitrary constant naming our migration lock among the database's advisory locks.
 _MIGRATION_LOCK_KEY = 0x76706E626F74  # "vpnbot"
@@ -226,12 +230,25 @@ class Store(OutboxMixin):
             await asyncio.wait(set(self._inflight), timeout=grace_s)
         await self._engine.dispose()
 
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; database outages become StoreUnavailable (translated once, here)."""
+    async def _run(self, body: Callable[[Connection], T]) -> T:
+        """Run ``body(conn)`` as one transaction; database outages become StoreUnavailable.
+
+        The whole transaction (checkout, BEGIN, the body's statements, COMMIT, return to the pool)
+        runs in one greenlet, as SQLAlchemy's asyncio extension runs each of its calls: one switch
+        into it per transaction instead of one per call, and on SQLite the statements that wait for
+        nothing do not leave it (:func:`bot.store.sqlite_driver.synchronous_statements`). Every wait
+        (the pool, the driver) is still awaited on the event loop.
+        """
+
+        def transaction() -> T:
+            with (
+                self._engine.sync_engine.begin() as conn,
+                synchronous_statements(conn.connection.dbapi_connection),
+            ):
+                return body(conn)
+
         try:
-            async with self._engine.begin() as conn:
-                yield conn
+            return await greenlet_spawn(transaction)
         except Exception as exc:
             if unavailable(exc):
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
@@ -241,41 +258,41 @@ class Store(OutboxMixin):
         return postgresql.insert(table) if self._engine.dialect.name == "postgresql" else sqlite.insert(table)
 
     async def _migrate(self) -> None:
-        async with self._tx() as conn:
-            if self._engine.dialect.name == "postgresql":
+        postgres = self._engine.dialect.name == "postgresql"
+
+        def migrate(conn: Connection) -> None:
+            if postgres:
                 # Replicas starting together queue here; the lock ends with the transaction.
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             # On SQLite the transaction is BEGIN IMMEDIATE (see bot/store/engine.py), which serialises too.
-            await conn.run_sync(lambda c: schema_version.create(c, checkfirst=True))
-            current = (await conn.execute(select(func.max(schema_version.c.version)))).scalar() or 0
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
             for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
                 log.info("applying database migration %d", number)
-                await conn.run_sync(step)
-                await conn.execute(
-                    insert(schema_version).values(version=number, applied_at=datetime.now(UTC))
-                )
+                step(conn)
+                conn.execute(insert(schema_version).values(version=number, applied_at=datetime.now(UTC)))
+
+        await self._run(migrate)
 
     @shielded
     async def schema_versions(self) -> list[int]:
         """The applied migration numbers, in order (for tests and ``doctor``)."""
-        async with self._tx() as conn:
-            rows = await conn.execute(select(schema_version.c.version).order_by(schema_version.c.version))
-            return [r[0] for r in rows]
+        stmt = select(schema_version.c.version).order_by(schema_version.c.version)
+        return await self._run(lambda conn: [r[0] for r in conn.execute(stmt)])
 
     @shielded
     async def heartbeat(self, *, instance: str, now: datetime) -> None:
         """Write this instance's heartbeat row: proves the database takes writes (``/healthz``)."""
-        async with self._tx() as conn:
-            stmt = self._insert(heartbeats).values(instance=instance, at=now)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["instance"], set_={"at": now}))
+        stmt = self._insert(heartbeats).values(instance=instance, at=now)
+        stmt = stmt.on_conflict_do_update(index_elements=["instance"], set_={"at": now})
+        await self._run(lambda conn: conn.execute(stmt))
 
     @shielded
     async def instance_seen(self, *, instance: str) -> datetime | None:
         """When ``instance`` last wrote its heartbeat (None: never)."""
-        async with self._tx() as conn:
-            return (
-                await conn.execute(select(heartbeats.c.at).where(heartbeats.c.instance == instance))
-            ).scalar()
+        stmt = select(heartbeats.c.at).where(heartbeats.c.instance == instance)
+        seen: datetime | None = await self._run(lambda conn: conn.execute(stmt).scalar())
+        return seen
 
     # --- operations --------------------------------------------------------------------------
 
@@ -294,10 +311,13 @@ class Store(OutboxMixin):
         values = _row_values(op)
         if lease is not None:
             values["lease_owner"], values["lease_expires_at"] = lease
-        async with self._tx() as conn:
-            await conn.execute(_INSERT_OPERATION, values)
+
+        def create(conn: Connection) -> None:
+            conn.execute(_INSERT_OPERATION, values)
             if audit_entry is not None:
-                await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+                conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+
+        await self._run(create)
         if audit_entry is not None:
             _log_audit(audit_entry, op.state)
         return op
@@ -325,21 +345,26 @@ class Store(OutboxMixin):
                 operations.c.new_vco_id.is_not(None),
             ),
         )
-        async with self._tx() as conn:
-            await conn.execute(parent)
-            if (await conn.execute(blocking)).first() is not None:
-                return None
-            await conn.execute(_INSERT_OPERATION, values)
-            await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
-            await insert_effects(conn, op_id=op.id, effects=effects, now=op.created_at)
+
+        def create(conn: Connection) -> bool:
+            conn.execute(parent)
+            if conn.execute(blocking).first() is not None:
+                return False
+            conn.execute(_INSERT_OPERATION, values)
+            conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+            insert_effects(conn, op_id=op.id, effects=effects, now=op.created_at)
+            return True
+
+        if not await self._run(create):
+            return None
         _log_audit(audit_entry, op.state)
         return op
 
     @shielded
     async def get_operation(self, *, op_id: str) -> Operation | None:
         """The operation, or None if there is no such id."""
-        async with self._tx() as conn:
-            row = (await conn.execute(select(operations).where(operations.c.id == op_id))).first()
+        stmt = select(operations).where(operations.c.id == op_id)
+        row = await self._run(lambda conn: conn.execute(stmt).first())
         return _row_to_op(row) if row else None
 
     @shielded
@@ -364,8 +389,9 @@ class Store(OutboxMixin):
         terminal state drops the lease and frees the operation's gateway. ``audit_entry`` and
         ``effects`` are written in the same transaction, only if the move wins.
         """
-        async with self._tx() as conn:
-            moved = await self._move(
+
+        def move(conn: Connection) -> Operation | None:
+            return _move(
                 conn,
                 op_id,
                 from_states=from_states,
@@ -377,6 +403,8 @@ class Store(OutboxMixin):
                 effects=effects,
                 op_fields=op_fields,
             )
+
+        moved = await self._run(move)
         if moved is not None and audit_entry is not None:
             _log_audit(audit_entry, moved.state)
         return moved
@@ -405,8 +433,9 @@ class Store(OutboxMixin):
         and delivery goes as after :meth:`transition`. None: the move lost, nothing was claimed.
         """
         owner, until = claim
-        async with self._tx() as conn:
-            moved = await self._move(
+
+        def move_and_take(conn: Connection) -> tuple[Operation, list[PendingEffect] | None] | None:
+            moved = _move(
                 conn,
                 op_id,
                 from_states=from_states,
@@ -420,52 +449,12 @@ class Store(OutboxMixin):
             )
             if moved is None:
                 return None
-            pending = await self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
-        if audit_entry is not None:
-            _log_audit(audit_entry, moved.state)
-        return moved, pending
+            return moved, self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
 
-    async def _move(
-        self,
-        conn: AsyncConnection,
-        op_id: str,
-        *,
-        from_states: Collection[OpState],
-        to: OpState,
-        now: datetime,
-        require_owner: str | None,
-        lease: tuple[str, datetime] | None,
-        audit_entry: AuditEntry | None,
-        effects: Sequence[Effect],
-        op_fields: OpFields,
-    ) -> Operation | None:
-        """The compare-and-set of :meth:`transition` inside the caller's transaction."""
-        values: dict[str, Any] = {
-            **_values(op_fields),
-            "state": OpState(to).value,
-            "updated_at": now,
-        }
-        if lease is not None:
-            values["lease_owner"], values["lease_expires_at"] = lease
-        if to in TERMINAL_STATES:
-            values["lease_owner"] = None
-            values["lease_expires_at"] = None
-        row = (await conn.execute(*_update_operation(op_id, values, from_states, require_owner))).first()
-        if row is None:
-            return None
-        moved = _row_to_op(row)
-        if to in TERMINAL_STATES:
-            await conn.execute(
-                delete(gateway_locks).where(
-                    gateway_locks.c.region == moved.region,
-                    gateway_locks.c.gateway_id == moved.gateway_id,
-                    gateway_locks.c.op_id == op_id,
-                )
-            )
-        if audit_entry is not None:
-            await conn.execute(_INSERT_AUDIT, asdict(audit_entry))
-        await insert_effects(conn, op_id=op_id, effects=effects, now=now)
-        return moved
+        result = await self._run(move_and_take)
+        if result is not None and audit_entry is not None:
+            _log_audit(audit_entry, result[0].state)
+        return result
 
     @shielded
     async def set_fields(
@@ -480,10 +469,14 @@ class Store(OutboxMixin):
     ) -> Operation | None:
         """Set ``op_fields`` without changing the state; None if the op is gone or a condition failed."""
         values = {**_values(op_fields), "updated_at": now}
-        async with self._tx() as conn:
-            row = (await conn.execute(*_update_operation(op_id, values, states, require_owner))).first()
+
+        def set_them(conn: Connection) -> Row[Any] | None:
+            row = conn.execute(*_update_operation(op_id, values, states, require_owner)).first()
             if row is not None:
-                await insert_effects(conn, op_id=op_id, effects=effects, now=now)
+                insert_effects(conn, op_id=op_id, effects=effects, now=now)
+            return row
+
+        row = await self._run(set_them)
         return _row_to_op(row) if row else None
 
     # --- leases ------------------------------------------------------------------------------
@@ -493,29 +486,28 @@ class Store(OutboxMixin):
         self, *, op_id: str, owner: str, until: datetime, now: datetime
     ) -> Operation | None:
         """Take the lease on active ``op_id`` if free, expired or already ours; the claimed op or None."""
-        async with self._tx() as conn:
-            row = (
-                await conn.execute(
-                    update(operations)
-                    .where(
-                        operations.c.id == op_id,
-                        operations.c.state.in_(_states(ACTIVE_STATES)),
-                        or_(self._lease_free(now), operations.c.lease_owner == owner),
-                    )
-                    .values(lease_owner=owner, lease_expires_at=until)
-                    .returning(*operations.c)
-                )
-            ).first()
+        stmt = (
+            update(operations)
+            .where(
+                operations.c.id == op_id,
+                operations.c.state.in_(_states(ACTIVE_STATES)),
+                or_(self._lease_free(now), operations.c.lease_owner == owner),
+            )
+            .values(lease_owner=owner, lease_expires_at=until)
+            .returning(*operations.c)
+        )
+        row = await self._run(lambda conn: conn.execute(stmt).first())
         return _row_to_op(row) if row is not None else None
 
     @shielded
     async def renew_leases(self, *, op_ids: Collection[str], owner: str, until: datetime) -> set[str]:
         """Extend every lease in ``op_ids`` this owner still holds, in one transaction; the ids renewed."""
         ids = list(op_ids)
-        renewed: set[str] = set()
-        async with self._tx() as conn:
+
+        def renew(conn: Connection) -> set[str]:
+            renewed: set[str] = set()
             for start in range(0, len(ids), _RENEW_CHUNK):
-                result = await conn.execute(
+                result = conn.execute(
                     update(operations)
                     .where(
                         operations.c.id.in_(ids[start : start + _RENEW_CHUNK]),
@@ -525,78 +517,70 @@ class Store(OutboxMixin):
                     .returning(operations.c.id)
                 )
                 renewed.update(row[0] for row in result)
-        return renewed
+            return renewed
+
+        return await self._run(renew)
 
     @shielded
     async def release_lease(self, *, op_id: str, owner: str) -> None:
         """Give a lease back so another worker may resume the operation at once."""
-        async with self._tx() as conn:
-            await conn.execute(
-                update(operations)
-                .where(operations.c.id == op_id, operations.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+        stmt = (
+            update(operations)
+            .where(operations.c.id == op_id, operations.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+        await self._run(lambda conn: conn.execute(stmt))
 
     @shielded
     async def lease_of(self, *, op_id: str) -> tuple[str | None, datetime | None]:
         """``(owner, expires_at)`` of the lease on ``op_id`` (for diagnostics and tests)."""
-        async with self._tx() as conn:
-            row = (
-                await conn.execute(
-                    select(operations.c.lease_owner, operations.c.lease_expires_at).where(
-                        operations.c.id == op_id
-                    )
-                )
-            ).first()
+        stmt = select(operations.c.lease_owner, operations.c.lease_expires_at).where(operations.c.id == op_id)
+        row = await self._run(lambda conn: conn.execute(stmt).first())
         return (row[0], row[1]) if row else (None, None)
 
     @staticmethod
     def _lease_free(now: datetime) -> Any:
         return or_(operations.c.lease_owner.is_(None), operations.c.lease_expires_at < now)
 
+    async def _operations(self, stmt: Any) -> list[Operation]:
+        """The operations ``stmt`` selects, in its order, read in a transaction of their own."""
+        return await self._run(lambda conn: [_row_to_op(r) for r in conn.execute(stmt)])
+
     @shielded
     async def list_resumable(self, *, now: datetime, limit: int | None = None) -> list[Operation]:
         """Active operations nobody holds a live lease on (crashed or stopped workers, or waiting for
         room), the longest untouched first; at most ``limit`` of them."""
-        async with self._tx() as conn:
-            rows = await conn.execute(
-                select(operations)
-                .where(operations.c.state.in_(_states(ACTIVE_STATES)), self._lease_free(now))
-                .order_by(operations.c.updated_at, operations.c.id)
-                .limit(limit)
-            )
-            return [_row_to_op(r) for r in rows]
+        return await self._operations(
+            select(operations)
+            .where(operations.c.state.in_(_states(ACTIVE_STATES)), self._lease_free(now))
+            .order_by(operations.c.updated_at, operations.c.id)
+            .limit(limit)
+        )
 
     @shielded
     async def list_expired_confirmations(self, *, now: datetime) -> list[Operation]:
         """Confirmations still awaiting approval whose ``expires_at`` has passed."""
-        async with self._tx() as conn:
-            rows = await conn.execute(
-                select(operations).where(
-                    operations.c.state == OpState.AWAITING_APPROVAL.value, operations.c.expires_at <= now
-                )
+        return await self._operations(
+            select(operations).where(
+                operations.c.state == OpState.AWAITING_APPROVAL.value, operations.c.expires_at <= now
             )
-            return [_row_to_op(r) for r in rows]
+        )
 
     @shielded
     async def list_undo_closing(self, *, now: datetime) -> list[Operation]:
         """Deleted operations whose card still offers Recreate… though the window has closed."""
-        async with self._tx() as conn:
-            rows = await conn.execute(
-                select(operations).where(operations.c.undo_until.is_not(None), operations.c.undo_until <= now)
-            )
-            return [_row_to_op(r) for r in rows]
+        return await self._operations(
+            select(operations).where(operations.c.undo_until.is_not(None), operations.c.undo_until <= now)
+        )
 
     @shielded
     async def recreations_of(self, *, parent_op_id: str) -> list[Operation]:
         """The recreations asked for a deleted operation, oldest first."""
-        async with self._tx() as conn:
-            rows = await conn.execute(
-                select(operations)
-                .where(operations.c.parent_op_id == parent_op_id)
-                .order_by(operations.c.created_at)
-            )
-            return [_row_to_op(r) for r in rows]
+        return await self._operations(
+            select(operations)
+            .where(operations.c.parent_op_id == parent_op_id)
+            .order_by(operations.c.created_at)
+        )
 
     @shielded
     async def list_operations(self, *, states: Collection[OpState] | None = None) -> list[Operation]:
@@ -604,8 +588,7 @@ class Store(OutboxMixin):
         stmt = select(operations).order_by(operations.c.created_at)
         if states is not None:
             stmt = stmt.where(operations.c.state.in_(_states(states)))
-        async with self._tx() as conn:
-            return [_row_to_op(r) for r in await conn.execute(stmt)]
+        return await self._operations(stmt)
 
     @shielded
     async def recent_operations(self, *, finished: int = 10, open_limit: int = 100) -> list[Operation]:
@@ -623,8 +606,7 @@ class Store(OutboxMixin):
             .limit(finished)
         )
         # One transaction, so the Home tab never shows an operation both open and finished.
-        async with self._tx() as conn:
-            rows = [*await conn.execute(open_ops), *await conn.execute(done)]
+        rows = await self._run(lambda conn: [*conn.execute(open_ops), *conn.execute(done)])
         return [_row_to_op(r) for r in rows]
 
     @shielded
@@ -636,14 +618,15 @@ class Store(OutboxMixin):
             operations.c.started_at.is_not(None),
             operations.c.finished_at.is_not(None),
         )
-        async with self._tx() as conn:
+
+        def durations(conn: Connection) -> list[float]:
             for scope in (done.where(operations.c.gateway_id == gateway_id), done):
-                rows = (
-                    await conn.execute(scope.order_by(operations.c.finished_at.desc()).limit(limit))
-                ).all()
+                rows = conn.execute(scope.order_by(operations.c.finished_at.desc()).limit(limit)).all()
                 if len(rows) >= 2:
                     return [(end - start).total_seconds() for start, end in rows]
-        return []
+            return []
+
+        return await self._run(durations)
 
     # --- per-gateway serialisation -----------------------------------------------------------
 
@@ -658,54 +641,57 @@ class Store(OutboxMixin):
         key = (gateway_locks.c.region == region, gateway_locks.c.gateway_id == gateway_id)
         finished = select(operations.c.id).where(operations.c.state.in_(_states(TERMINAL_STATES)))
         existing = select(operations.c.id)
+        ins = self._insert(gateway_locks).values(
+            region=region, gateway_id=gateway_id, op_id=op_id, acquired_at=now
+        )
+        ins = ins.on_conflict_do_nothing(index_elements=["region", "gateway_id"]).returning(
+            gateway_locks.c.op_id
+        )
+        takeover = (
+            update(gateway_locks)
+            .where(
+                *key,
+                or_(
+                    gateway_locks.c.op_id == op_id,
+                    gateway_locks.c.op_id.in_(finished),
+                    gateway_locks.c.op_id.not_in(existing),
+                ),
+            )
+            .values(op_id=op_id, acquired_at=now)
+            .returning(gateway_locks.c.op_id)
+        )
+
+        def acquire(conn: Connection) -> str | None:
+            if conn.execute(ins).first() is not None:
+                return op_id
+            if conn.execute(takeover).first() is not None:
+                return op_id
+            holder = conn.execute(select(gateway_locks.c.op_id).where(*key)).scalar()
+            return None if holder is None else str(holder)
+
         for _ in range(5):
-            async with self._tx() as conn:
-                ins = self._insert(gateway_locks).values(
-                    region=region, gateway_id=gateway_id, op_id=op_id, acquired_at=now
-                )
-                ins = ins.on_conflict_do_nothing(index_elements=["region", "gateway_id"])
-                if (await conn.execute(ins.returning(gateway_locks.c.op_id))).first() is not None:
-                    return op_id
-                taken = await conn.execute(
-                    update(gateway_locks)
-                    .where(
-                        *key,
-                        or_(
-                            gateway_locks.c.op_id == op_id,
-                            gateway_locks.c.op_id.in_(finished),
-                            gateway_locks.c.op_id.not_in(existing),
-                        ),
-                    )
-                    .values(op_id=op_id, acquired_at=now)
-                    .returning(gateway_locks.c.op_id)
-                )
-                if taken.first() is not None:
-                    return op_id
-                holder = (await conn.execute(select(gateway_locks.c.op_id).where(*key))).scalar()
-                if holder is not None:
-                    return str(holder)
+            holder = await self._run(acquire)
+            if holder is not None:
+                return holder
             # The holder released between our statements; try again.
         raise RuntimeError(f"could not settle the lock on gateway {gateway_id}")  # pragma: no cover
 
     @shielded
     async def gateway_holder(self, *, region: str, gateway_id: str) -> str | None:
         """The op id holding the gateway lock, if any."""
-        async with self._tx() as conn:
-            return (
-                await conn.execute(
-                    select(gateway_locks.c.op_id).where(
-                        gateway_locks.c.region == region, gateway_locks.c.gateway_id == gateway_id
-                    )
-                )
-            ).scalar()
+        stmt = select(gateway_locks.c.op_id).where(
+            gateway_locks.c.region == region, gateway_locks.c.gateway_id == gateway_id
+        )
+        holder: str | None = await self._run(lambda conn: conn.execute(stmt).scalar())
+        return holder
 
     # --- audit -------------------------------------------------------------------------------
 
     @shielded
     async def add_audit(self, entry: AuditEntry) -> AuditEntry:
         """Append one audit record that goes with no state change (e.g. a refusal)."""
-        async with self._tx() as conn:
-            await conn.execute(_INSERT_AUDIT, asdict(entry))
+        values = asdict(entry)
+        await self._run(lambda conn: conn.execute(_INSERT_AUDIT, values))
         _log_audit(entry, None)
         return entry
 
@@ -715,8 +701,7 @@ class Store(OutboxMixin):
         stmt = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
         if op_id is not None:
             stmt = stmt.where(audit.c.op_id == op_id)
-        async with self._tx() as conn:
-            return [_row_to_audit(r) for r in await conn.execute(stmt)]
+        return await self._run(lambda conn: [_row_to_audit(r) for r in conn.execute(stmt)])
 
     # --- metrics (read when /metrics is scraped) ---------------------------------------------
 
@@ -728,8 +713,7 @@ class Store(OutboxMixin):
             .where(operations.c.state.not_in(_states(TERMINAL_STATES)))
             .group_by(operations.c.state)
         )
-        async with self._tx() as conn:
-            return {str(state): int(n) for state, n in await conn.execute(stmt)}
+        return await self._run(lambda conn: {str(state): int(n) for state, n in conn.execute(stmt)})
 
     @shielded
     async def count_queued(self) -> int:
@@ -750,5 +734,46 @@ class Store(OutboxMixin):
                 holder.c.state.not_in(_states(TERMINAL_STATES)),
             )
         )
-        async with self._tx() as conn:
-            return int((await conn.execute(stmt)).scalar() or 0)
+        return await self._run(lambda conn: int(conn.execute(stmt).scalar() or 0))
+
+
+def _move(
+    conn: Connection,
+    op_id: str,
+    *,
+    from_states: Collection[OpState],
+    to: OpState,
+    now: datetime,
+    require_owner: str | None,
+    lease: tuple[str, datetime] | None,
+    audit_entry: AuditEntry | None,
+    effects: Sequence[Effect],
+    op_fields: OpFields,
+) -> Operation | None:
+    """The compare-and-set of :meth:`Store.transition` inside the caller's transaction."""
+    values: dict[str, Any] = {
+        **_values(op_fields),
+        "state": OpState(to).value,
+        "updated_at": now,
+    }
+    if lease is not None:
+        values["lease_owner"], values["lease_expires_at"] = lease
+    if to in TERMINAL_STATES:
+        values["lease_owner"] = None
+        values["lease_expires_at"] = None
+    row = conn.execute(*_update_operation(op_id, values, from_states, require_owner)).first()
+    if row is None:
+        return None
+    moved = _row_to_op(row)
+    if to in TERMINAL_STATES:
+        conn.execute(
+            delete(gateway_locks).where(
+                gateway_locks.c.region == moved.region,
+                gateway_locks.c.gateway_id == moved.gateway_id,
+                gateway_locks.c.op_id == op_id,
+            )
+        )
+    if audit_entry is not None:
+        conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+    insert_effects(conn, op_id=op_id, effects=effects, now=now)
+    return moved

@@ -7,20 +7,21 @@ once delivered, superseded (a newer card update) or given up; until then it is r
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bot.domain import Effect, EffectKind, Operation, PendingEffect, event_from_json, event_to_json
 from bot.store.shield import shielded
 from bot.store.tables import operations, outbox, outbox_claims
 
 __all__ = ["OutboxMixin", "insert_effects"]
+
+T = TypeVar("T")
 
 # The statements of the request path, built once: their values come as execute() parameters, so
 # SQLAlchemy neither rebuilds nor re-keys them on every call.
@@ -46,13 +47,11 @@ _RELEASE_IF_DONE = _RELEASE.where(
 ).returning(outbox_claims.c.op_id)
 
 
-async def insert_effects(
-    conn: AsyncConnection, *, op_id: str, effects: Sequence[Effect], now: datetime
-) -> None:
+def insert_effects(conn: Connection, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None:
     """Add ``effects`` for ``op_id`` inside the caller's transaction."""
     if not effects:
         return
-    await conn.execute(
+    conn.execute(
         _INSERT_EFFECTS,
         [
             {
@@ -82,10 +81,20 @@ def _row_to_effect(row: Any) -> PendingEffect:
     )
 
 
+def _release_if_done(conn: Connection, release: tuple[str, str] | None) -> bool:
+    """Give the claim back if nothing is left to deliver; False if it went back (True: maybe more)."""
+    if release is None:
+        return True
+    op_id, owner = release
+    released = conn.execute(_RELEASE_IF_DONE, {"b_op": op_id, "b_owner": owner})
+    # Not released: something is left, or the claim is no longer ours (the next read says which).
+    return released.first() is None
+
+
 class OutboxMixin:
     """The outbox half of :class:`bot.store.Store` (shares its engine and transactions)."""
 
-    def _tx(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+    async def _run(self, body: Callable[[Connection], T]) -> T:
         raise NotImplementedError  # pragma: no cover - provided by Store
 
     def _insert(self, table: Any) -> Any:
@@ -104,32 +113,33 @@ class OutboxMixin:
         None: another replica holds the claim. With nothing pending the claim is given back in the
         same transaction and ``([], None)`` returned.
         """
-        async with self._tx() as conn:
-            effects = await self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
+
+        def take(conn: Connection) -> tuple[list[PendingEffect], Operation | None] | None:
+            effects = self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
             if not effects:
                 return None if effects is None else ([], None)
-            row = (await conn.execute(select(operations).where(operations.c.id == op_id))).first()
+            row = conn.execute(select(operations).where(operations.c.id == op_id)).first()
             return effects, self._op_from_row(row) if row is not None else None
 
-    async def _take(
-        self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
+        return await self._run(take)
+
+    def _take(
+        self, conn: Connection, *, op_id: str, owner: str, until: datetime, now: datetime
     ) -> list[PendingEffect] | None:
         """Claim ``op_id``'s delivery and read its pending effects in the caller's transaction.
 
         None: another replica holds the claim. With nothing pending the claim is given back at once.
         """
-        if not await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
+        if not self._claim(conn, op_id=op_id, owner=owner, until=until, now=now):
             return None
-        effects = [_row_to_effect(r) for r in await conn.execute(_PENDING, {"b_op": op_id})]
+        effects = [_row_to_effect(r) for r in conn.execute(_PENDING, {"b_op": op_id})]
         if not effects:
-            await conn.execute(_RELEASE, {"b_op": op_id, "b_owner": owner})
+            conn.execute(_RELEASE, {"b_op": op_id, "b_owner": owner})
         return effects
 
-    async def _claim(
-        self, conn: AsyncConnection, *, op_id: str, owner: str, until: datetime, now: datetime
-    ) -> bool:
+    def _claim(self, conn: Connection, *, op_id: str, owner: str, until: datetime, now: datetime) -> bool:
         params = {"op_id": op_id, "owner": owner, "until": until, "b_now": now}
-        return (await conn.execute(self._claim_statement, params)).first() is not None
+        return conn.execute(self._claim_statement, params).first() is not None
 
     @functools.cached_property
     def _claim_statement(self) -> Any:
@@ -146,31 +156,24 @@ class OutboxMixin:
     @shielded
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None:
         """Add effects that go with no state change (progress notes such as "queued")."""
-        async with self._tx() as conn:
-            await insert_effects(conn, op_id=op_id, effects=effects, now=now)
+        await self._run(lambda conn: insert_effects(conn, op_id=op_id, effects=effects, now=now))
 
     @shielded
     async def claim_outbox(self, *, op_id: str, owner: str, until: datetime, now: datetime) -> bool:
         """Take the right to deliver ``op_id``'s effects if nobody (else) holds it live."""
-        async with self._tx() as conn:
-            return await self._claim(conn, op_id=op_id, owner=owner, until=until, now=now)
+        return await self._run(lambda conn: self._claim(conn, op_id=op_id, owner=owner, until=until, now=now))
 
     @shielded
     async def release_outbox(self, *, op_id: str, owner: str) -> None:
         """Give the delivery claim back."""
-        async with self._tx() as conn:
-            await conn.execute(_RELEASE, {"b_op": op_id, "b_owner": owner})
+        await self._run(lambda conn: conn.execute(_RELEASE, {"b_op": op_id, "b_owner": owner}))
 
     @shielded
     async def pending_effects(self, *, op_id: str) -> list[PendingEffect]:
         """The operation's undelivered effects, oldest first."""
-        async with self._tx() as conn:
-            rows = await conn.execute(
-                select(outbox)
-                .where(outbox.c.op_id == op_id, outbox.c.done_at.is_(None))
-                .order_by(outbox.c.id)
-            )
-            return [_row_to_effect(r) for r in rows]
+        return await self._run(
+            lambda conn: [_row_to_effect(r) for r in conn.execute(_PENDING, {"b_op": op_id})]
+        )
 
     @shielded
     async def ops_with_due_effects(self, *, now: datetime, limit: int = 100) -> list[str]:
@@ -183,8 +186,7 @@ class OutboxMixin:
             .order_by(func.min(outbox.c.id))
             .limit(limit)
         )
-        async with self._tx() as conn:
-            return [r[0] for r in await conn.execute(stmt)]
+        return await self._run(lambda conn: [r[0] for r in conn.execute(stmt)])
 
     @shielded
     async def complete_effects(
@@ -201,30 +203,23 @@ class OutboxMixin:
         nothing of the operation is left to deliver. Returns whether something is left (True
         without ``release``), which saves the deliverer a transaction to find out.
         """
-        async with self._tx() as conn:
-            await conn.execute(
-                update(outbox).where(outbox.c.id.in_(list(ids))).values(done_at=now, last_error=error)
-            )
-            return await self._release_if_done(conn, release)
+        stmt = update(outbox).where(outbox.c.id.in_(list(ids))).values(done_at=now, last_error=error)
 
-    async def _release_if_done(self, conn: AsyncConnection, release: tuple[str, str] | None) -> bool:
-        """Give the claim back if nothing is left to deliver; False if it went back (True: maybe more)."""
-        if release is None:
-            return True
-        op_id, owner = release
-        released = await conn.execute(_RELEASE_IF_DONE, {"b_op": op_id, "b_owner": owner})
-        # Not released: something is left, or the claim is no longer ours (the next read says which).
-        return released.first() is None
+        def complete(conn: Connection) -> bool:
+            conn.execute(stmt)
+            return _release_if_done(conn, release)
+
+        return await self._run(complete)
 
     @shielded
     async def reschedule_effect(self, *, effect_id: int, next_at: datetime, error: str) -> None:
         """Try an effect again at ``next_at`` (a transient Slack failure)."""
-        async with self._tx() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id == effect_id)
-                .values(next_at=next_at, attempts=outbox.c.attempts + 1, last_error=error)
-            )
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id == effect_id)
+            .values(next_at=next_at, attempts=outbox.c.attempts + 1, last_error=error)
+        )
+        await self._run(lambda conn: conn.execute(stmt))
 
     @shielded
     async def confirmation_posted(
@@ -235,7 +230,10 @@ class OutboxMixin:
         With ``owner``, the delivery claim goes back as in :meth:`complete_effects`; returns
         whether something of the operation is left to deliver.
         """
-        async with self._tx() as conn:
-            await conn.execute(_RECORD_TS, {"b_op": op_id, "message_ts": ts, "updated_at": now})
-            await conn.execute(_COMPLETE, {"b_id": effect_id, "done_at": now})
-            return await self._release_if_done(conn, None if owner is None else (op_id, owner))
+
+        def record(conn: Connection) -> bool:
+            conn.execute(_RECORD_TS, {"b_op": op_id, "message_ts": ts, "updated_at": now})
+            conn.execute(_COMPLETE, {"b_id": effect_id, "done_at": now})
+            return _release_if_done(conn, None if owner is None else (op_id, owner))
+
+        return await self._run(record)

@@ -13,7 +13,9 @@ Here a transaction makes two:
 - its ``BEGIN IMMEDIATE`` travels with its first statement. That is the one call that may wait
   (for another process's write lock, up to ``busy_timeout``), so it runs on the driver's thread;
 - the statements after it run at once on the event loop's thread: the transaction holds the write
-  lock, so they wait for nothing, and on a local file they take microseconds;
+  lock, so they wait for nothing, and on a local file they take microseconds. In a transaction
+  run as one synchronous body (:func:`synchronous_statements`, which is how the store runs every
+  transaction) they do not even leave SQLAlchemy's greenlet;
 - the COMMIT goes to the driver's thread, because it waits for the disk (fsync).
 
 A statement outside a transaction (the PRAGMAs when a connection opens) goes to the thread too.
@@ -29,7 +31,9 @@ and the single pooled connection keep its calls one at a time.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from threading import Thread
 from typing import Any
 
@@ -42,7 +46,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
-__all__ = ["OneTripDBAPI", "begin_immediate_on_first_statement"]
+__all__ = ["OneTripDBAPI", "begin_immediate_on_first_statement", "synchronous_statements"]
 
 _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[_Description, list[Any], int, int | None]
@@ -98,6 +102,38 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     def close(self) -> None:
         self._rows.clear()
 
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        if not self._ran_here(operation, parameters, many=False):
+            super().execute(operation, parameters)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        if not self._ran_here(operation, seq_of_parameters, many=True):
+            super().executemany(operation, seq_of_parameters)
+
+    def _ran_here(self, operation: str, parameters: Any, *, many: bool) -> bool:
+        """Run the statement now, on the loop's thread, if its transaction holds the write lock.
+
+        Only inside :func:`synchronous_statements`: then no coroutine is made and SQLAlchemy's
+        greenlet is not left either. False: it goes the long way (:meth:`_round_trip`), as a
+        transaction's first statement must; that too runs it on the loop's thread when it can.
+        """
+        adapt: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        if not adapt.run_here or adapt.begin_pending or adapt._execute_mutex.locked():
+            return False
+        driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        try:
+            conn = driver._conn
+        except ValueError:  # closed: the long way raises it as SQLAlchemy expects
+            return False
+        if not conn.in_transaction:
+            return False
+        try:
+            outcome = _run(conn, False, operation, parameters, many)
+        except Exception as error:
+            adapt._handle_exception(error)
+        self._keep(outcome)
+        return True
+
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
         await self._round_trip(operation, parameters, many=False)
 
@@ -112,12 +148,14 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             conn = driver._conn
             outcome: _Outcome
             if not begin and conn.in_transaction:
-                # The transaction holds the write lock: nothing to wait for, no hand-over.
                 outcome = _run(conn, False, operation, parameters, many)
             else:
                 outcome = await driver._execute(  # type: ignore[no-untyped-call]
                     _run, conn, begin, operation, parameters, many
                 )
+        self._keep(outcome)
+
+    def _keep(self, outcome: _Outcome) -> None:
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
@@ -125,7 +163,7 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """SQLAlchemy's aiosqlite connection adapter with :class:`_OneTripCursor` and a deferred BEGIN."""
 
-    __slots__ = ("begin_pending",)
+    __slots__ = ("begin_pending", "run_here")
 
     _cursor_cls = _OneTripCursor
 
@@ -133,6 +171,9 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         super().__init__(dbapi, connection)
         # Set when SQLAlchemy begins a transaction; the next statement's round trip sends the BEGIN.
         self.begin_pending = False
+        # Set by synchronous_statements: SQLAlchemy's asyncio API insists that each of its calls
+        # awaits something, so only a transaction run as one synchronous body may skip the await.
+        self.run_here = False
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
@@ -152,6 +193,23 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
             # As SQLAlchemy does: the driver's thread must not keep a process alive at exit.
             thread.daemon = True
         return OneTripConnection(self, await_(connection))
+
+
+@contextlib.contextmanager
+def synchronous_statements(dbapi_connection: Any) -> Iterator[None]:
+    """Within: statements that need no hand-over run without leaving SQLAlchemy's greenlet.
+
+    For a transaction whose body is one synchronous function run by ``greenlet_spawn``
+    (:meth:`bot.store.Store._run`); a no-op on any other driver.
+    """
+    if not isinstance(dbapi_connection, OneTripConnection):
+        yield
+        return
+    dbapi_connection.run_here = True
+    try:
+        yield
+    finally:
+        dbapi_connection.run_here = False
 
 
 def begin_immediate_on_first_statement(dbapi_connection: Any) -> bool:
