@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar, Unpack
 
@@ -176,9 +176,18 @@ def _row_to_op(row: Row[Any]) -> Operation:
     )
 
 
+_AUDIT_FIELDS = tuple(f.name for f in fields(AuditEntry))
+
+
+def _audit_row(entry: AuditEntry) -> dict[str, Any]:
+    """The audit row's values. Its fields are plain values: dataclasses.asdict's deep copy of each
+    was 1.4% of the process's CPU in a burst of commands."""
+    return {name: getattr(entry, name) for name in _AUDIT_FIELDS}
+
+
 def _row_to_audit(row: Row[Any]) -> AuditEntry:
     m = row._mapping
-    return AuditEntry(**{f.name: m[f.name] for f in fields(AuditEntry)})
+    return AuditEntry(**{name: m[name] for name in _AUDIT_FIELDS})
 
 
 def _log_audit(entry: AuditEntry, state: OpState | None) -> None:
@@ -315,7 +324,7 @@ class Store(OutboxMixin):
         def create(conn: Connection) -> None:
             conn.execute(_INSERT_OPERATION, values)
             if audit_entry is not None:
-                conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+                conn.execute(_INSERT_AUDIT, _audit_row(audit_entry))
 
         await self._run(create)
         if audit_entry is not None:
@@ -351,7 +360,7 @@ class Store(OutboxMixin):
             if conn.execute(blocking).first() is not None:
                 return False
             conn.execute(_INSERT_OPERATION, values)
-            conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+            conn.execute(_INSERT_AUDIT, _audit_row(audit_entry))
             insert_effects(conn, op_id=op.id, effects=effects, now=op.created_at)
             return True
 
@@ -690,7 +699,7 @@ class Store(OutboxMixin):
     @shielded
     async def add_audit(self, entry: AuditEntry) -> AuditEntry:
         """Append one audit record that goes with no state change (e.g. a refusal)."""
-        values = asdict(entry)
+        values = _audit_row(entry)
         await self._run(lambda conn: conn.execute(_INSERT_AUDIT, values))
         _log_audit(entry, None)
         return entry
@@ -774,6 +783,6 @@ def _move(
             )
         )
     if audit_entry is not None:
-        conn.execute(_INSERT_AUDIT, asdict(audit_entry))
+        conn.execute(_INSERT_AUDIT, _audit_row(audit_entry))
     insert_effects(conn, op_id=op_id, effects=effects, now=now)
     return moved
