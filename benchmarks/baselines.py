@@ -14,7 +14,7 @@ stand-in takes from the same wall clock). The benchmark reports percentiles and 
 vpn-bot to bare Bolt; the goals are in benchmarks/README.md. Nothing here runs in the test suite
 except ``--quick``, which only checks the script still works.
 
-    .venv/bin/python benchmarks/baselines.py           # prints a markdown table
+    .venv/bin/python benchmarks/baselines.py           # prints a markdown table (three rounds)
     .venv/bin/python benchmarks/baselines.py --quick
 """
 
@@ -28,6 +28,7 @@ import logging
 import os
 import platform
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -297,9 +298,19 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 async def scenario(
-    name: str, *, commands: int, concurrency: int, latency: float, distinct: bool = False
+    name: str, *, commands: int, concurrency: int, latency: float, distinct: bool = False, rounds: int = 1
 ) -> list[str]:
+    """Every contender ``rounds`` times, interleaved; each ratio is taken within its round.
+
+    A shared machine drifts by tens of percent from one minute to the next; a ratio within one
+    round compares runs a few seconds apart, and the median of the rounds (with their range) is
+    what one run can say.
+    """
     contenders: list[Callable[[], contextlib.AbstractAsyncContextManager[Contender]]] = [
         serve_bot,
         # The same bot with its Alibaba Cloud rate limiter out of the way: the bot's own overhead.
@@ -307,34 +318,40 @@ async def scenario(
         lambda: serve_baseline("bare Bolt", bolt_app),
         lambda: serve_baseline("raw aiohttp", aiohttp_app),
     ]
-    results: dict[str, Timings] = {}
-    for start in contenders:
-        async with start() as contender:
-            results[contender.name] = await measure(
-                contender, commands=commands, concurrency=concurrency, latency=latency, distinct=distinct
-            )
+    results: dict[str, list[Timings]] = {}
+    for _ in range(rounds):
+        for start in contenders:
+            async with start() as contender:
+                timings = await measure(
+                    contender, commands=commands, concurrency=concurrency, latency=latency, distinct=distinct
+                )
+                results.setdefault(contender.name, []).append(timings)
     bolt = results["bare Bolt"]
     lines = []
-    for who, t in results.items():
-        conf99, ack99 = pct(t.confirmation, 99), pct(t.ack, 99)
-        ratio = (
-            f"{conf99 / pct(bolt.confirmation, 99):.2f}× / {ack99 / pct(bolt.ack, 99):.2f}×"
-            if who.startswith("vpn-bot")
-            else "—"
-        )
+    for who, runs in results.items():
+        conf99 = [pct(t.confirmation, 99) for t in runs]
+        ack99 = [pct(t.ack, 99) for t in runs]
+        ratio = "—"
+        if who.startswith("vpn-bot"):
+            conf_ratios = [c / pct(b.confirmation, 99) for c, b in zip(conf99, bolt, strict=True)]
+            ack_ratios = [a / pct(b.ack, 99) for a, b in zip(ack99, bolt, strict=True)]
+            spread = f" ({min(conf_ratios):.2f}–{max(conf_ratios):.2f}×)" if len(runs) > 1 else ""
+            ratio = f"{_median(conf_ratios):.2f}×{spread} / {_median(ack_ratios):.2f}×"
+        ack50 = _median([pct(t.ack, 50) for t in runs])
+        conf50 = _median([pct(t.confirmation, 50) for t in runs])
         lines.append(
-            f"| {name} | {who} | {pct(t.ack, 50) * 1000:.0f} / {ack99 * 1000:.0f} ms | "
-            f"{pct(t.confirmation, 50):.2f} / {conf99:.2f} s | {t.missing} | {ratio} |"
+            f"| {name} | {who} | {ack50 * 1000:.0f} / {_median(ack99) * 1000:.0f} ms | "
+            f"{conf50:.2f} / {_median(conf99):.2f} s | {sum(t.missing for t in runs)} | {ratio} |"
         )
     return lines
 
 
-async def amain(quick: bool) -> None:
+async def amain(quick: bool, rounds: int) -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     scale = 0.1 if quick else 1.0
     print(
-        "| scenario | app | ack p50 / p99 | command → confirmation p50 / p99 | missing | vpn-bot ÷ bare Bolt (confirmation p99 / ack p99) |"
+        f"| scenario | app | ack p50 / p99 | command → confirmation p50 / p99 | missing | vpn-bot ÷ bare Bolt (confirmation p99 / ack p99; median of {rounds} rounds) |"
     )
     print("|---|---|---|---|---|---|")
     for name, commands, concurrency, latency, distinct in (
@@ -350,16 +367,24 @@ async def amain(quick: bool) -> None:
             concurrency=max(2, int(concurrency * scale)),
             latency=latency * scale,
             distinct=distinct,
+            rounds=rounds,
         ):
             print(line, flush=True)
-    print(f"\n{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
+    print(
+        f"\n{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}. "
+        f"Each scenario ran {rounds} round(s), the four apps one after the other in each; latencies "
+        "are the medians of the rounds, each ratio is taken within a round (range in brackets)."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="vpn-bot against a bare Bolt app and a raw aiohttp app")
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes: checks the script works")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds per scenario (default 3; 1 with --quick)"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(amain(args.quick))
+    asyncio.run(amain(args.quick, args.rounds or (1 if args.quick else 3)))
     return 0
 
 
