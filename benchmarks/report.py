@@ -1,6 +1,6 @@
 """Regenerate benchmarks/results.md with one command: every benchmark, on this machine, now.
 
-    .venv/bin/python benchmarks/report.py            # the full runs (about 10 minutes)
+    .venv/bin/python benchmarks/report.py            # the full runs (about 11 minutes)
     .venv/bin/python benchmarks/report.py --quick    # the quick runs, to check the report works
 
 It runs ``run.py``, ``baselines.py``, ``polling.py`` and ``scale.py`` one after the other (never
