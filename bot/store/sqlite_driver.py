@@ -52,7 +52,9 @@ _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[_Description, list[Any], int, int | None]
 
 
-def _run(conn: sqlite3.Connection, begin: bool, operation: str, parameters: Any, many: bool) -> _Outcome:
+def _statement(
+    conn: sqlite3.Connection, begin: bool, operation: str, parameters: Any, many: bool
+) -> _Outcome:
     """On aiosqlite's thread: the transaction's BEGIN if due, the statement and all its rows."""
     if begin:
         conn.execute("BEGIN IMMEDIATE")
@@ -75,7 +77,7 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: Any) -> None:
-        # No driver cursor is opened here (that is a round trip of its own): _run opens one.
+        # No driver cursor is opened here (that is a round trip of its own): _statement opens one.
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
         self._soft_closed_memoized = EMPTY_DICT
@@ -128,7 +130,7 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         if not conn.in_transaction:
             return False
         try:
-            outcome = _run(conn, False, operation, parameters, many)
+            outcome = _statement(conn, False, operation, parameters, many)
         except Exception as error:
             adapt._handle_exception(error)
         self._keep(outcome)
@@ -148,10 +150,10 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             conn = driver._conn
             outcome: _Outcome
             if not begin and conn.in_transaction:
-                outcome = _run(conn, False, operation, parameters, many)
+                outcome = _statement(conn, False, operation, parameters, many)
             else:
                 outcome = await driver._execute(  # type: ignore[no-untyped-call]
-                    _run, conn, begin, operation, parameters, many
+                    _statement, conn, begin, operation, parameters, many
                 )
         self._keep(outcome)
 
