@@ -18,6 +18,9 @@ Here a transaction makes two:
   transaction) they do not even leave SQLAlchemy's greenlet;
 - the COMMIT goes to the driver's thread, because it waits for the disk (fsync).
 
+So a statement that is not a transaction's first holds the event loop for as long as it runs. The
+store's are all small; a large read belongs alone in its transaction, where it runs on the thread.
+
 A statement outside a transaction (the PRAGMAs when a connection opens) goes to the thread too.
 
 The adapter is SQLAlchemy's own (:mod:`sqlalchemy.dialects.sqlite.aiosqlite`) with its cursor
