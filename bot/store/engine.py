@@ -90,7 +90,7 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_
         # locked"). An in-memory database must live in one connection in any case.
         engine = create_async_engine(
             url,
-            # SQLAlchemy's aiosqlite adapter with one round trip to the driver's thread per statement.
+            # SQLAlchemy's aiosqlite adapter with two round trips to the driver's thread per transaction.
             module=OneTripDBAPI(),
             poolclass=AsyncAdaptedQueuePool,
             pool_size=1,
