@@ -31,7 +31,9 @@ def test_quickstart_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
     assert "vpn-bot demo" in demo
     assert "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert tests.replace("pip install -e", "pip install -q -e") in ci
+    assert "-c requirements.lock" in demo
+    assert "-c requirements.lock" in tests
+    assert tests.replace("pip install -c", "pip install -q -c") in ci
 
 
 def test_every_setting_is_documented_in_readme_and_env_example() -> None:

@@ -300,7 +300,7 @@ class VpcClient:
             log.debug("vpc answer %s: %s", action, redact(body))
         return body
 
-    def _retry_hook(self, *, token_bound: bool, started: float) -> Callable[[Exception], bool | float]:
+    def _retry_hook(self, *, token_bound: bool, started: float) -> Callable[[BaseException], bool | float]:
         """Stamina's backoff hook: which errors to retry, and Alibaba's ``x-acs-retry-after`` when given.
 
         A call carrying a ClientToken is retried only after an ambiguous failure (no answer, 5xx):
@@ -308,7 +308,7 @@ class VpcClient:
         rejection (throttled, busy) would only get the same rejection; the caller decides then.
         """
 
-        def hook(exc: Exception) -> bool | float:
+        def hook(exc: BaseException) -> bool | float:
             if not isinstance(exc, CloudError) or exc.retry is not RetryClass.TRANSIENT:
                 return False
             if token_bound and exc.definite:
