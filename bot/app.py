@@ -39,6 +39,7 @@ from bot.slack.codes import lookup as slack_lookup
 from bot.slack.http import make_aiohttp_handler
 from bot.slack.notifier import SlackNotifier, configure_retries
 from bot.slack.policy import SlackGroupDirectory, SlackPolicy
+from bot.slack.visibility import SlackChannelDirectory, Visibility
 from bot.store import Store
 from bot.workflow import Workflow, WorkflowConfig
 
@@ -367,6 +368,18 @@ def _build_workflow(
     )
 
 
+def _log_account_binding(settings: Settings) -> None:
+    """Say at start which accounts DMs and channels without a binding may use."""
+    if not settings.multi_account:
+        return
+    reachable = settings.unbound_accounts
+    log.info(
+        "accounts reachable from DMs and unbound channels (VPNBOT_ACCOUNT_BINDING=%s): %s",
+        settings.account_binding,
+        ", ".join(reachable) if reachable else "none",
+    )
+
+
 async def create_app(
     settings: Settings,
     *,
@@ -430,7 +443,9 @@ async def create_app(
             read_policy=policy,
             recent_operations=store.recent_operations,
             approvals=policy,
+            visibility=Visibility(settings, directory=SlackChannelDirectory(slack), approvers=policy),
         )
+        _log_account_binding(settings)
     except BaseException:
         if owned_vpc is not None:
             await owned_vpc.aclose()

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     channel_accounts: Annotated[dict[str, list[str]], NoDecode] = Field(
         default_factory=dict, validation_alias="VPNBOT_CHANNEL_ACCOUNTS"
     )
+    # Whether a channel binding reserves its accounts: "exclusive" (a bound account is usable only from
+    # its bound channels; DMs and unbound channels see only unbound accounts) or "default-only".
+    account_binding: Literal["exclusive", "default-only"] = Field(
+        default="exclusive", validation_alias="VPNBOT_ACCOUNT_BINDING"
+    )
     # host[:port] of STS (a private endpoint, the sandbox); default sts.aliyuncs.com. Always HTTPS.
     sts_endpoint: str | None = Field(default=None, validation_alias="VPNBOT_STS_ENDPOINT")
     # How long assumed-role credentials are asked for (STS allows 900 up to the role's maximum).
@@ -273,6 +278,14 @@ class Settings(BaseSettings):
     def multi_account(self) -> bool:
         """Whether VPNBOT_ACCOUNTS is set: every operation then runs in a named account, through its role."""
         return bool(self.accounts)
+
+    @property
+    def unbound_accounts(self) -> tuple[str, ...]:
+        """The accounts a DM or a channel without a binding may use (all of them with ``default-only``)."""
+        if self.account_binding == "default-only":
+            return tuple(self.accounts)
+        bound = {name for names in self.channel_accounts.values() for name in names}
+        return tuple(name for name in self.accounts if name not in bound)
 
     @field_validator("default_region")
     @classmethod

@@ -291,7 +291,14 @@ class OperationStore(Protocol):
 
     async def add_audit(self, entry: AuditEntry) -> AuditEntry: ...
 
-    async def recent_audit(self, *, limit: int = 10, op_id: str | None = None) -> list[AuditEntry]: ...
+    async def recent_audit(
+        self,
+        *,
+        limit: int = 10,
+        op_id: str | None = None,
+        channel_id: str | None = None,
+        accounts: Collection[str] | None = None,
+    ) -> list[AuditEntry]: ...
 
     async def recent_operations(self, *, finished: int = 10, open_limit: int = 100) -> list[Operation]: ...
 

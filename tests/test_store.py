@@ -329,6 +329,30 @@ async def test_audit_newest_first(store: Store) -> None:
     assert [e.op_id for e in await store.recent_audit(limit=10, op_id="op-2")] == ["op-2"]
 
 
+async def test_audit_of_one_channel_and_its_accounts(store: Store) -> None:
+    """/vpn history in a channel: that channel's operations, in the accounts it may use, nothing else."""
+    for op_id, channel, account in (
+        ("p1", "C0PROD", "prod"),
+        ("s1", "C0STAGE", "staging"),
+        ("p2", "C0OPS", "prod"),
+    ):
+        await store.create_operation(
+            op=make_op(op_id, vco_id=f"vco-{op_id}", channel_id=channel, account=account),
+            audit_entry=AuditEntry(at=T0, action="requested", actor_id="U0", op_id=op_id, account=account),
+        )
+    await store.add_audit(AuditEntry(at=T0, action="refused", actor_id="U0", detail="no operation"))
+
+    def ops(entries: list[AuditEntry]) -> set[str | None]:
+        return {e.op_id for e in entries}
+
+    assert ops(await store.recent_audit(channel_id="C0PROD")) == {"p1"}
+    assert ops(await store.recent_audit(channel_id="C0OPS", accounts=["staging"])) == set()
+    assert ops(await store.recent_audit(channel_id="C0OPS", accounts=["prod"])) == {"p2"}
+    assert ops(await store.recent_audit(accounts=["prod"])) == {"p1", "p2"}
+    assert ops(await store.recent_audit(channel_id="C0PROD", accounts=[])) == set()
+    assert ops(await store.recent_audit()) == {"p1", "s1", "p2", None}
+
+
 async def test_migrations_run_once_and_reopen_keeps_data(db_url: str) -> None:
     first = await Store.open(db_url)
     await first.create_operation(op=make_op())

@@ -36,6 +36,7 @@ def check_settings(settings: Settings) -> list[Check]:
         _region_row(settings),
         _approvers_row(settings),
         _request_policy_row(settings),
+        *_account_binding_rows(settings),
     ]
 
 
@@ -176,3 +177,25 @@ def _request_policy_row(settings: Settings) -> Check:
         Status.PASS,
         f"requesters: {requesters}; channels: {channels}; regions: {regions}.",
     )
+
+
+def _account_binding_rows(settings: Settings) -> list[Check]:
+    """With several accounts: which of them DMs and channels without a binding can reach."""
+    if not settings.multi_account:
+        return []
+    name = "Accounts from unbound channels"
+    mode = f"VPNBOT_ACCOUNT_BINDING={settings.account_binding}"
+    reachable = settings.unbound_accounts
+    if settings.account_binding == "default-only" and settings.channel_accounts:
+        return [
+            Check(
+                SETTINGS,
+                name,
+                Status.WARN,
+                f"{', '.join(reachable)} ({mode}): a DM or any channel without a binding may act on, and "
+                "see operations of, accounts bound to other channels.",
+                "Unset VPNBOT_ACCOUNT_BINDING (exclusive) so a bound account is usable only from its channels.",
+            )
+        ]
+    detail = ", ".join(reachable) if reachable else "none (every account is bound to its channels)"
+    return [Check(SETTINGS, name, Status.PASS, f"{detail} ({mode}).")]

@@ -67,7 +67,14 @@ _METHOD_SCOPES: dict[str, str | None] = {
     "views.update": None,
     "views.publish": None,
 }
-DEFAULT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read")  # as manifest.yml
+DEFAULT_SCOPES = (  # as manifest.yml
+    "commands",
+    "chat:write",
+    "chat:write.public",
+    "usergroups:read",
+    "channels:read",
+    "groups:read",
+)
 DEFAULT_APP_TOKEN = "xapp-1-A0VPNBOT-1-standin"  # noqa: S105  # a fake app-level token for a local stand-in
 TRIGGER_TTL_SECONDS = 3.0
 RESPONSE_URL_MAX_USES = 5
@@ -113,6 +120,8 @@ class Channel:
     is_im: bool = False
     bot_is_member: bool = True
     is_archived: bool = False
+    # The people in it (users.conversations); None: every member of the workspace, like #general.
+    members: tuple[str, ...] | None = None
 
     def to_api(self) -> Json:
         """Return the ``conversations.info`` shape."""
@@ -365,6 +374,10 @@ class StandinState:
     def set_bot_membership(self, channel: str, is_member: bool) -> None:
         """Invite the bot to, or remove it from, a channel."""
         self.channels[channel] = replace(self.channels[channel], bot_is_member=is_member)
+
+    def set_members(self, channel: str, members: Iterable[str]) -> None:
+        """Say who is in a channel (users.conversations answers from it)."""
+        self.channels[channel] = replace(self.channels[channel], members=tuple(members))
 
     def resolve_channel(self, ref: str) -> Channel | None:
         """Find a channel by id, ``#name``/name, or a user id (which opens the app's DM with them)."""
@@ -968,3 +981,69 @@ async def start_slack_standin(
     origin = f"http://{bound_host}:{bound_port}"
     state.base_url = origin
     return SlackStandin(state, runner, origin)
+
+
+# ---------------------------------------------------------------------------- channel membership
+#
+# users.conversations, for the bot's visibility rule. Kept apart from the handler table above: it
+# checks its scopes per conversation type asked for, as Slack does.
+
+_TYPE_SCOPES = {"public_channel": "channels:read", "private_channel": "groups:read", "im": "im:read"}
+
+
+def _is_member(state: StandinState, channel: Channel, user_id: str) -> bool:
+    if channel.is_im:
+        return channel.name == user_id or channel.id == f"D{user_id}"
+    if channel.members is None:
+        return user_id in state.users
+    return user_id in channel.members
+
+
+def _conversation_type(channel: Channel) -> str:
+    if channel.is_im:
+        return "im"
+    return "private_channel" if channel.is_private else "public_channel"
+
+
+def _users_conversations(state: StandinState, params: Json) -> Json:
+    """``users.conversations``: the conversations ``user`` is in (private ones only where the bot is too)."""
+    types = [t for t in str(params.get("types") or "public_channel").split(",") if t]
+    unknown = [t for t in types if t not in _TYPE_SCOPES]
+    if unknown:
+        return _err("invalid_types")
+    if state.enforce_scopes:
+        for kind in types:
+            if _TYPE_SCOPES[kind] not in state.scopes:
+                return {
+                    **_err("missing_scope"),
+                    "needed": _TYPE_SCOPES[kind],
+                    "provided": ",".join(state.scopes),
+                }
+    user_id = str(params.get("user") or state.workspace.bot_user_id)
+    if user_id not in state.users:
+        return _err("user_not_found")
+    exclude_archived = str(params.get("exclude_archived", "")).lower() in {"1", "true"}
+    found = [
+        c
+        for c in state.channels.values()
+        if _conversation_type(c) in types
+        and _is_member(state, c, user_id)
+        # Slack shows a bot token only the private conversations the bot is in.
+        and (not (c.is_private or c.is_im) or c.bot_is_member)
+        and not (exclude_archived and c.is_archived)
+    ]
+    try:
+        limit = max(1, min(int(params.get("limit") or 100), 1000))
+        start = int(params.get("cursor") or 0)
+    except ValueError:
+        return _err("invalid_cursor")
+    page = found[start : start + limit]
+    more = start + limit < len(found)
+    return {
+        "ok": True,
+        "channels": [c.to_api() for c in page],
+        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+    }
+
+
+_HANDLERS["users.conversations"] = _users_conversations

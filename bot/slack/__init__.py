@@ -20,6 +20,7 @@ from bot.slack.ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
 from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener
 from bot.slack.recreate import make_recreate_open_listener, make_recreate_submit_listener
+from bot.slack.visibility import Visibility
 
 __all__ = [
     "ApprovalPolicy",
@@ -48,6 +49,7 @@ def register(
     read_policy: ReadPolicy | None = None,
     recent_operations: RecentOperations | None = None,
     approvals: ApprovalPolicy | None = None,
+    visibility: Visibility | None = None,
 ) -> None:
     """Register the /vpn command, the confirmation and list buttons and the error funnel on ``app``.
 
@@ -56,7 +58,8 @@ def register(
     of the clicked message only. ``inflight`` collects listener work still running after
     ``ack()``, so the caller can wait for it on shutdown. ``inventory`` and ``read_policy`` serve
     ``/vpn list`` and ``/vpn status`` (listings are cached briefly for paging) and the
-    ``/vpn delete`` picker. ``recent_operations`` (one store call) and ``approvals`` feed the Home tab.
+    ``/vpn delete`` picker. ``recent_operations`` (one store call) and ``approvals`` feed the Home tab. ``visibility`` (the
+    one visibility rule) decides which operations the Home tab and ``/vpn status`` show to whom.
     """
     deps = SlackDeps(
         workflow=workflow,
@@ -67,6 +70,7 @@ def register(
         inventory=inventory,
         listings=ListingCache(inventory) if inventory is not None else None,
         read_policy=read_policy,
+        visibility=visibility,
     )
     app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
     app.action(ActionId.APPROVE.value)(make_approve_listener(deps))
@@ -81,6 +85,8 @@ def register(
     app.view(CallbackId.RECREATE.value)(make_recreate_submit_listener(deps))
     if recent_operations is not None:
         app.event("app_home_opened")(
-            make_home_listener(recent=recent_operations, read_policy=read_policy, approvals=approvals)
+            make_home_listener(
+                recent=recent_operations, read_policy=read_policy, approvals=approvals, visibility=visibility
+            )
         )
     register_error_handler(app)

@@ -93,7 +93,13 @@ async def _after_ack(
     who = {"user_id": request.user_id, "channel_id": request.channel_id}
     match parsed:
         case HistoryCommand(limit=limit):
-            entries = await deps.workflow.history(limit=limit, **who)
+            # This channel's operations, in the accounts it may use (the visibility rule).
+            accounts = (
+                allowed_accounts(deps.settings, request.channel_id)[0]
+                if deps.settings.multi_account
+                else None
+            )
+            entries = await deps.workflow.history(limit=limit, accounts=accounts, **who)
             await send(respond, build_history(entries, now=datetime.now(UTC)))
         case ListCommand():
             await show_list(deps, parsed, respond=respond, **who)

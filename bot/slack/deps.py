@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation
 from bot.slack.inventory import Inventory, ListingCache
+from bot.slack.visibility import Visibility
 
 __all__ = ["InFlight", "LoadMeter", "OperationLookup", "ReadPolicy", "Regions", "SlackDeps", "WorkflowApi"]
 
@@ -64,9 +65,14 @@ class WorkflowApi(Protocol):
         ...
 
     async def history(
-        self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
+        self,
+        *,
+        limit: int = 10,
+        user_id: str | None = None,
+        channel_id: str = "",
+        accounts: Collection[str] | None = None,
     ) -> list[AuditEntry]:
-        """The latest audit entries, newest first (raises NotAllowed if ``user_id`` may not read them)."""
+        """``channel_id``'s latest audit entries in ``accounts``, newest first (NotAllowed if ``user_id`` may not)."""
         ...
 
 
@@ -147,3 +153,5 @@ class SlackDeps:
     inventory: Inventory | None = None
     listings: ListingCache | None = None
     read_policy: ReadPolicy | None = None
+    # Who sees which operation (/vpn status <request>); None only in Slack-layer tests.
+    visibility: Visibility | None = None

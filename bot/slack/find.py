@@ -1,8 +1,9 @@
 """``/vpn list`` and ``/vpn status``, and the list's Next / Previous / Delete… buttons.
 
 Read-only, and only to the person who asked: every reply is ephemeral. Each command and each
-click is checked by the read policy (channel, person, region) before anything is fetched, and
-button values are parsed by :mod:`bot.slack.find_parse`, never trusted.
+click is checked by the read policy (channel, person, region) and the account binding before
+anything is fetched, an operation's status by the visibility rule (:mod:`bot.slack.visibility`)
+too, and button values are parsed by :mod:`bot.slack.find_parse`, never trusted.
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ async def show_status(
                 f"I know no request {code(command.op_id, 64)}. Request ids are shown under each confirmation."
             )
         await _check_read(deps, user_id=user_id, channel_id=channel_id, region=op.region)
+        if deps.visibility is not None:
+            await deps.visibility.check(op, user_id=user_id, place=channel_id)
         permalink = await _permalink(client, op)
         await send(respond, build_operation_status(op, permalink=permalink, now=datetime.now(UTC)))
         return

@@ -2,8 +2,10 @@
 
 Refreshed on every ``app_home_opened`` with views.publish. Kept cheap: one store call
 (:meth:`bot.store.core.Store.recent_operations`), permalinks fetched concurrently with a short
-deadline, no cloud calls. Each operation is shown only if the read policy lets this person see its
-channel and region; confirmations are listed as theirs to approve only if the approval policy agrees.
+deadline, no cloud calls. Each operation is shown only if the visibility rule lets this person see
+it (:mod:`bot.slack.visibility`: their own, those awaiting them, their channels') and the read
+policy lets them read its channel and region; confirmations are listed as theirs to approve only if
+the approval policy agrees.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bot.ids import UserId, is_channel_id
 from bot.slack.blocks.views import build_home
 from bot.slack.codes import SLACK_FAILURES
 from bot.slack.deps import ReadPolicy
+from bot.slack.visibility import Visibility
 
 __all__ = ["ApprovalPolicy", "RecentOperations", "make_home_listener", "render_home"]
 
@@ -97,11 +100,14 @@ async def render_home(
     client: AsyncWebClient,
     read_policy: ReadPolicy | None,
     approvals: ApprovalPolicy | None,
+    visibility: Visibility | None = None,
 ) -> dict[str, Any]:
     """The Home view for ``user_id``: only operations they may see, confirmations only if they may approve."""
     ops = await recent(finished=FINISHED_SHOWN)
     seen = await asyncio.gather(*(_visible(read_policy, user_id, op) for op in ops))
     ops = [op for op, ok in zip(ops, seen, strict=True) if ok]
+    if visibility is not None:
+        ops = await visibility.visible(ops, user_id=user_id, place=None)
     waiting = [op for op in ops if op.state is OpState.AWAITING_APPROVAL]
     allowed = await asyncio.gather(*(_may_approve(approvals, user_id, op) for op in waiting))
     pending = [op for op, ok in zip(waiting, allowed, strict=True) if ok]
@@ -124,6 +130,7 @@ def make_home_listener(
     recent: RecentOperations,
     read_policy: ReadPolicy | None,
     approvals: ApprovalPolicy | None,
+    visibility: Visibility | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """Build the ``app_home_opened`` listener."""
 
@@ -138,7 +145,12 @@ def make_home_listener(
             return  # the Messages tab needs nothing from us
         try:
             view = await render_home(
-                opened.user, recent=recent, client=client, read_policy=read_policy, approvals=approvals
+                opened.user,
+                recent=recent,
+                client=client,
+                read_policy=read_policy,
+                approvals=approvals,
+                visibility=visibility,
             )
         except BotError as err:
             log.warning("home: could not load operations", extra={"error_type": type(err).__name__})

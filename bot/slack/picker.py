@@ -67,7 +67,8 @@ async def open_picker(
     allowed: tuple[str, ...] = ()
     if deps.settings.multi_account:
         allowed, _ = allowed_accounts(deps.settings, channel_id)
-        if account is not None:
+        # Checked (and refused with a reason) when asked for, or when no account may be used here.
+        if account is not None or not allowed:
             account = choose_account(deps.settings, channel_id=channel_id, asked=account)
     view = build_picker(
         regions=await _regions(deps),

@@ -208,6 +208,15 @@ class SlackPolicy:
             )
         self._check_region(region)
 
+    async def named_approver(self, user_id: str) -> bool:
+        """Whether ``user_id`` is on the approver list (``*`` names nobody); False when Slack can't say."""
+        if not self._approvers:
+            return False
+        try:
+            return await self._is_member(user_id, self._approvers)
+        except _LookupFailed:
+            return False
+
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
         """The requester and anyone who may approve may cancel."""
         if user_id == op.requester_id or not self._approvers:

@@ -33,6 +33,10 @@ METHOD_SCOPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "chat.getPermalink": (),
         # Approver and requester lists may name user groups (S…).
         "usergroups.users.list": ("usergroups:read",),
+        # The visibility rule: which channels a person is in, and whether an operation's channel is
+        # private (public channels need channels:read, private ones groups:read).
+        "users.conversations": ("channels:read", "groups:read"),
+        "conversations.info": ("channels:read", "groups:read"),
     }
 )
 

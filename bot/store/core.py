@@ -705,11 +705,29 @@ class Store(OutboxMixin):
         return entry
 
     @shielded
-    async def recent_audit(self, *, limit: int = 10, op_id: str | None = None) -> list[AuditEntry]:
-        """The newest audit records first, optionally for one operation."""
+    async def recent_audit(
+        self,
+        *,
+        limit: int = 10,
+        op_id: str | None = None,
+        channel_id: str | None = None,
+        accounts: Collection[str] | None = None,
+    ) -> list[AuditEntry]:
+        """The newest audit records first, optionally for one operation.
+
+        ``channel_id`` keeps the records of operations requested in that channel (records of no
+        operation, such as refused requests, are left out), ``accounts`` those run in one of them.
+        """
         stmt = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
         if op_id is not None:
             stmt = stmt.where(audit.c.op_id == op_id)
+        if channel_id is not None or accounts is not None:
+            ours = select(operations.c.id)
+            if channel_id is not None:
+                ours = ours.where(operations.c.channel_id == channel_id)
+            if accounts is not None:
+                ours = ours.where(operations.c.account.in_(list(accounts)))
+            stmt = stmt.where(audit.c.op_id.in_(ours))
         return await self._run(lambda conn: [_row_to_audit(r) for r in conn.execute(stmt)])
 
     # --- metrics (read when /metrics is scraped) ---------------------------------------------

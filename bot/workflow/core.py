@@ -26,7 +26,7 @@ import contextvars
 import logging
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -429,12 +429,23 @@ class Workflow:
         return cancelled
 
     async def history(
-        self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
+        self,
+        *,
+        limit: int = 10,
+        user_id: str | None = None,
+        channel_id: str = "",
+        accounts: Collection[str] | None = None,
     ) -> list[AuditEntry]:
-        """The newest audit entries first; with ``user_id``, only if the policy lets them read it."""
-        if user_id is not None:
-            await self._policy.check_history(user_id=user_id, channel_id=channel_id)
-        return await self._store.recent_audit(limit=limit)
+        """The newest audit entries first, all of them (the CLI) or, for ``user_id``, ``channel_id``'s.
+
+        For a person (``user_id``), only if the policy lets them read history, and only the entries of
+        operations requested in ``channel_id`` and, given ``accounts``, run in one of them: history in a
+        channel shows that channel's operations (see :mod:`bot.slack.visibility`).
+        """
+        if user_id is None:
+            return await self._store.recent_audit(limit=limit)
+        await self._policy.check_history(user_id=user_id, channel_id=channel_id)
+        return await self._store.recent_audit(limit=limit, channel_id=channel_id, accounts=accounts)
 
     async def start(self) -> None:
         """Resume what crashed or stopped replicas left, then keep resuming, expiring and delivering."""

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -193,9 +194,14 @@ class FakeWorkflow:
         return make_op(id=op_id, state=OpState.CANCELLED, cancelled_by=user_id)
 
     async def history(
-        self, *, limit: int = 10, user_id: str | None = None, channel_id: str = ""
+        self,
+        *,
+        limit: int = 10,
+        user_id: str | None = None,
+        channel_id: str = "",
+        accounts: Collection[str] | None = None,
     ) -> list[AuditEntry]:
-        self._enter("history", {"limit": limit})
+        self._enter("history", {"limit": limit, "channel_id": channel_id, "accounts": accounts})
         return self.entries[:limit]
 
 

@@ -233,7 +233,9 @@ async def test_history_is_sent_ephemerally(harness: Harness) -> None:
     (reply,) = await harness.replies()
     assert reply["response_type"] == "ephemeral"
     assert reply["text"] == "No VPN deletions recorded yet."
-    assert harness.workflow.called("history") == [{"limit": 3}]
+    # The channel's own history (the visibility rule); one account, so no account filter.
+    (call,) = harness.workflow.called("history")
+    assert call == {"limit": 3, "channel_id": "C0CHANNEL", "accounts": None}
 
 
 async def test_unknown_region_is_refused_after_the_ack(harness: Harness) -> None:
