@@ -197,29 +197,61 @@ class Visibility:
             )
             return True
 
-    async def sees(self, op: Operation, *, user_id: str, place: str | None) -> bool:
-        """Whether ``user_id`` may see ``op`` from ``place`` (a conversation id; None: the Home tab)."""
+    def _decide(
+        self,
+        op: Operation,
+        *,
+        user_id: str,
+        place: str | None,
+        mine: Mapping[str, bool] | None,
+        private: bool,
+        approver: bool,
+    ) -> bool:
         if place is not None and not account_usable(self._settings, place, op.account):
             return False
         if place == op.channel_id:
             return True
-        mine = await self._member_channels(user_id)
-        private = await self._private(op.channel_id, mine)
         if private and place is not None:
             return False
         if user_id == op.requester_id:
             return True
         if mine is not None and op.channel_id in mine:
             return True
-        if private or self._approvers is None:
-            return False
-        return await self._approvers.named_approver(user_id)
+        return approver and not private
 
     async def visible(self, ops: Iterable[Operation], *, user_id: str, place: str | None) -> list[Operation]:
-        """The operations of ``ops`` that ``user_id`` may see from ``place``, in their order."""
+        """The operations of ``ops`` that ``user_id`` may see from ``place``, in their order.
+
+        Slack is asked at most once per person and once per channel, however many operations.
+        """
         ops = list(ops)
-        seen = await asyncio.gather(*(self.sees(op, user_id=user_id, place=place) for op in ops))
-        return [op for op, ok in zip(ops, seen, strict=True) if ok]
+        usable = [op for op in ops if place is None or account_usable(self._settings, place, op.account)]
+        elsewhere = [op for op in usable if op.channel_id != place]
+        if not elsewhere:
+            return usable
+        mine = await self._member_channels(user_id)
+        channels = sorted({op.channel_id for op in elsewhere})
+        found = await asyncio.gather(*(self._private(c, mine) for c in channels))
+        private = dict(zip(channels, found, strict=True))
+        approver = False
+        if self._approvers is not None and any(not private[op.channel_id] for op in elsewhere):
+            approver = await self._approvers.named_approver(user_id)
+        return [
+            op
+            for op in ops
+            if self._decide(
+                op,
+                user_id=user_id,
+                place=place,
+                mine=mine,
+                private=private.get(op.channel_id, True),
+                approver=approver,
+            )
+        ]
+
+    async def sees(self, op: Operation, *, user_id: str, place: str | None) -> bool:
+        """Whether ``user_id`` may see ``op`` from ``place`` (a conversation id; None: the Home tab)."""
+        return bool(await self.visible([op], user_id=user_id, place=place))
 
     async def check(self, op: Operation, *, user_id: str, place: str) -> None:
         """Raise NotAllowed unless ``user_id`` may see ``op`` from ``place``."""

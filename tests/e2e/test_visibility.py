@@ -14,6 +14,7 @@ connection, id, account, requester or a link into #prod-ops — from the Home ta
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -55,6 +56,7 @@ class World:
         self.prod_op = op_id_of(prod_card)
         self.staging_card = staging_card
         self.staging_op = op_id_of(staging_card)
+        self.startup_log: list[str] = []
 
     def secrets(self) -> tuple[str, ...]:
         """What Carol must never be shown about the prod operation."""
@@ -71,7 +73,10 @@ async def _card_in(stack: LocalStack, channel: str, vco_id: str) -> Message:
 
 
 @pytest.fixture
-async def world(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+async def world(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[World]:
+    caplog.set_level(logging.INFO, logger="bot.app")
     accounts, staging_vco = _accounts()
     stack = await start_local_stack(
         database_url=sqlite_url,
@@ -95,7 +100,9 @@ async def world(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         await stack.agent.slash_command(ALICE, CHANNEL, f"delete {staging_vco} account=staging")
         staging_card = await wait_confirmation(state, staging_vco)
         assert "*Account `staging`*" in all_text(staging_card)
-        yield World(stack, staging_vco, prod_card, staging_card)
+        world = World(stack, staging_vco, prod_card, staging_card)
+        world.startup_log = [r.getMessage() for r in caplog.records if "unbound channels" in r.getMessage()]
+        yield world
     finally:
         await stack.aclose()
 
@@ -234,3 +241,9 @@ async def test_a_bound_channel_still_uses_its_account(world: World) -> None:
     assert op is not None
     assert op.account == "prod"
     assert op.approver_id == BOB
+
+
+async def test_the_start_up_log_says_which_accounts_unbound_channels_reach(world: World) -> None:
+    assert world.startup_log == [
+        "accounts reachable from DMs and unbound channels (VPNBOT_ACCOUNT_BINDING=exclusive): staging"
+    ]

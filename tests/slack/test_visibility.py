@@ -36,13 +36,16 @@ class FakeDirectory:
         self.members = members
         self.private = private
         self.broken = False
+        self.asked: list[str] = []
 
     async def channels_of(self, user_id: str) -> Mapping[str, bool]:
+        self.asked.append(user_id)
         if self.broken:
             raise SlackError("down", error="transport", transient=True)
         return {c: c in self.private for c, people in self.members.items() if user_id in people}
 
     async def is_private(self, channel_id: str) -> bool:
+        self.asked.append(channel_id)
         if self.broken:
             raise SlackError("down", error="transport", transient=True)
         return channel_id in self.private
@@ -135,12 +138,14 @@ async def test_when_slack_cannot_say_the_operation_stays_hidden() -> None:
     assert await vis.sees(op, user_id=CAROL, place=OTHER), "its own channel needs no lookup"
 
 
-async def test_visible_keeps_the_order() -> None:
-    vis, _ = _visibility()
+async def test_visible_keeps_the_order_and_asks_slack_once_per_person_and_channel() -> None:
+    vis, directory = _visibility()
     ops = [
         make_op(id=f"op-{i}", channel_id=c, account="dev") for i, c in enumerate([OTHER, STAGE, PROD, OTHER])
     ]
     assert [op.id for op in await vis.visible(ops, user_id=CAROL, place=None)] == ["op-0", "op-2", "op-3"]
+    # Carol's channels once, and the privacy of STAGE (not hers) once; never per operation.
+    assert sorted(directory.asked) == sorted([CAROL, STAGE])
 
 
 # --- the binding -------------------------------------------------------------------------------
