@@ -31,6 +31,7 @@ from bot.slack.parse import (
 )
 from bot.slack.picker import open_picker
 from bot.slack.replies import check_region, send
+from bot.slack.visibility import history_accounts
 
 __all__ = ["check_region", "make_vpn_command_listener", "send"]
 
@@ -94,11 +95,7 @@ async def _after_ack(
     match parsed:
         case HistoryCommand(limit=limit):
             # This channel's operations, in the accounts it may use (the visibility rule).
-            accounts = (
-                allowed_accounts(deps.settings, request.channel_id)[0]
-                if deps.settings.multi_account
-                else None
-            )
+            accounts = history_accounts(deps.settings, request.channel_id)
             entries = await deps.workflow.history(limit=limit, accounts=accounts, **who)
             await send(respond, build_history(entries, now=datetime.now(UTC)))
         case ListCommand():

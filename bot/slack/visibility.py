@@ -33,7 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.domain import Operation
 from bot.errors import NotAllowed, SlackError
-from bot.slack.accounts import account_usable
+from bot.slack.accounts import account_usable, allowed_accounts
 from bot.slack.codes import BAD_RESPONSE, SLACK_FAILURES, slack_error, translate
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "ChannelDirectory",
     "SlackChannelDirectory",
     "Visibility",
+    "history_accounts",
     "not_visible_text",
 ]
 
@@ -154,6 +155,15 @@ class SlackChannelDirectory:
             private = bool(info.get("is_private") or info.get("is_im") or info.get("is_group"))
         self._private[channel_id] = (now, private)
         return private
+
+
+def history_accounts(settings: Settings, place: str) -> tuple[str, ...] | None:
+    """The accounts whose operations ``/vpn history`` in ``place`` may list (None: one account, all).
+
+    History in a channel lists that channel's operations (its members see them there, rule 2) in
+    these accounts (rule 1); the store applies both as one query.
+    """
+    return allowed_accounts(settings, place)[0] if settings.multi_account else None
 
 
 def not_visible_text(op_id: str) -> str:
