@@ -109,8 +109,9 @@ class SlackChannelDirectory:
         cursor = ""
         for _ in range(_MAX_PAGES):
             try:
+                # Archived channels too: their members still see the operations they held.
                 response = await self._client.users_conversations(
-                    user=user_id, types=_TYPES, exclude_archived=True, limit=self._page, cursor=cursor or None
+                    user=user_id, types=_TYPES, limit=self._page, cursor=cursor or None
                 )
             except SLACK_FAILURES as exc:
                 raise translate(exc) from exc
