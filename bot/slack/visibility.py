@@ -1,4 +1,4 @@
-"""Who sees which operation, and from where: the one visibility rule (:meth:`Visibility.sees`).
+"""Who sees which operation, and from where: the one visibility rule (:meth:`Visibility.visible`).
 
 Reading is authorization too. A person sees an operation only if
 
@@ -12,12 +12,12 @@ Reading is authorization too. A person sees an operation only if
 
 ``/vpn history`` in a channel lists that channel's operations in the accounts it may use (the
 store filters, :meth:`bot.store.core.Store.recent_audit`); ``/vpn status <request>`` and the Home
-tab ask :meth:`Visibility.sees` for each operation; ``/vpn list``, ``/vpn status <vco-id>`` and the
+tab ask :meth:`Visibility.visible`; ``/vpn list``, ``/vpn status <vco-id>`` and the
 picker show the cloud, not operations, and apply rule 1 through :func:`choose_account`.
 
 Channel membership and privacy come from Slack (``users.conversations``, ``conversations.info``),
-cached for :data:`MEMBERSHIP_TTL_SECONDS`. When Slack cannot answer, the operation stays hidden
-(fail closed) and the log says why.
+cached for :data:`MEMBERSHIP_TTL_SECONDS`. When Slack cannot answer, the operation is shown only
+in its own channel and, on the Home tab, to its requester (fail closed); the log says why.
 """
 
 from __future__ import annotations
