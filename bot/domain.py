@@ -88,6 +88,7 @@ class VpnConnection:
     local_subnet: str
     remote_subnet: str
     created_at: datetime | None = None
+    resource_group_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

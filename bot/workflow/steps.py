@@ -33,6 +33,7 @@ from bot.domain import (
     Impact,
     KeyLost,
     LookupFailed,
+    NotCarried,
     Operation,
     OpState,
     Outcome,
@@ -739,9 +740,25 @@ class Steps:
             new_vco_id=new_vco_id,
             elapsed_s=elapsed,
             routes=op.route_results,
-            not_carried=op.snapshot.not_carried if op.snapshot is not None else (),
+            not_carried=await self._not_carried(op),
         )
         return await self.finish(op, OpState.RECREATED, outcome)
+
+    async def _not_carried(self, op: Operation) -> tuple[NotCarried, ...]:
+        """What the snapshot says cannot come back, less a resource group the new connection is in anyway."""
+        snapshot = op.snapshot
+        lost = snapshot.not_carried if snapshot is not None else ()
+        if snapshot is None or op.new_vco_id is None or not snapshot.resource_group_id:
+            return lost
+        try:
+            new = await self._read(op).describe_vpn_connection(region=op.region, vco_id=op.new_vco_id)
+        except CloudError as err:
+            log.warning("could not read the new connection (%s)", err.code, extra={"op_id": op.id})
+            return lost  # said as possibly lost: the thread tells people to check
+        if new.resource_group_id == snapshot.resource_group_id:
+            # The account's default group was the old one's: nothing lost there.
+            return tuple(n for n in lost if n.part != "resource_group")
+        return lost
 
     async def _present_routes(self, op: Operation) -> set[tuple[str, str, str]] | None:
         """The routes on the new connection now, by :attr:`SnapshotRoute.key`; None if unreadable."""
