@@ -196,7 +196,13 @@ class VpnConnectionSpec(_Spec):
         itself; false keeps the new connection's routes the snapshot's alone, each put back once.
         The tag (``vpnbot-operation=<id>``) is how the connection is found after a crash.
         """
-        kept = [(k, v) for k, v in self.tags.items() if k != OPERATION_TAG][: MAX_TAGS - 1]
+        # A snapshot taken before from_detail filtered tags may still hold ones Create refuses.
+        usable = [
+            (k, v)
+            for k, v in self.tags.items()
+            if k != OPERATION_TAG and not k.startswith(RESERVED_TAG_PREFIXES)
+        ]
+        kept = usable[: MAX_TAGS - 1]
         tags = dict(kept) | {OPERATION_TAG: operation_id}
         return self.with_keys(psk).model_copy(update={"auto_config_route": False, "tags": tags})
 

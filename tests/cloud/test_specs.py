@@ -183,7 +183,9 @@ def test_bgp_spec_has_no_auth_key_as_the_sdk_create_model_has_none() -> None:
 
 
 def test_a_recreation_sends_auto_config_route_false_and_its_operation_tag() -> None:
-    tags = {f"k{i:02d}": str(i) for i in range(20)} | {"vpnbot-operation": "older-op"}
+    tags = (
+        {"acs:rm:rgId": "rg-1"} | {f"k{i:02d}": str(i) for i in range(20)} | {"vpnbot-operation": "older-op"}
+    )
     spec = single().model_copy(update={"tags": tags})
 
     params = spec.for_recreation(psk=SecretStr(NEW_PSK), operation_id="op-123").to_params()
@@ -192,6 +194,7 @@ def test_a_recreation_sends_auto_config_route_false_and_its_operation_tag() -> N
     sent = {params[f"Tags.{i}.Key"]: params[f"Tags.{i}.Value"] for i in range(1, 21)}
     assert "Tags.21.Key" not in params  # Create takes 20
     assert sent["vpnbot-operation"] == "op-123"
+    assert "acs:rm:rgId" not in sent
     assert json.loads(params["IkeConfig"])["Psk"] == NEW_PSK
 
 
