@@ -36,7 +36,9 @@ from bot.slack.ids import ActionId, BlockId
 LONG_NAME = "n" * 100  # Alibaba's longest connection name
 ROUTES = (
     SnapshotRoute(kind="custom", destination="192.168.10.0/24", weight=100),
-    SnapshotRoute(kind="policy", destination="192.168.10.128/25", source="10.10.1.0/24", priority=5),
+    SnapshotRoute(
+        kind="policy", destination="192.168.10.128/25", source="10.10.1.0/24", priority=5, published=False
+    ),
     SnapshotRoute(kind="bgp", destination="10.200.0.0/16"),
 )
 SNAPSHOT = Snapshot(
@@ -126,6 +128,8 @@ def test_the_modal_shows_what_is_created_and_asks_only_for_the_pre_shared_key() 
     for shown in ("vpn-bp1gw0001", "cgw-bp1cgw0001", "192.168.10.128/25", "10.10.1.0/24", "BGP-learned"):
         assert shown in text
     assert "AutoConfigRoute=false" in text
+    assert "`192.168.10.128/25` from `10.10.1.0/24` (policy-based, not published to the VPC)" in text
+    assert "`192.168.10.0/24` (destination-based)" in text
     assert view["private_metadata"] == deleted.id
     # No BGP: nothing said of BGP authentication.
     plain = replace(SNAPSHOT, config={k: v for k, v in (SNAPSHOT.config or {}).items() if k != "bgp_config"})

@@ -149,13 +149,17 @@ def recreate_refused_text(err: RecreateRefused, *, now: datetime) -> str:
 
 
 def _route_line(route: SnapshotRoute) -> str:
+    # Recreated unpublished as it was: said, so nobody expects it in the VPC's route table.
+    unpublished = ", not published to the VPC" if route.published is False else ""
     match route.kind:
         case "policy":
-            return f"• {code(route.destination, 60)} from {code(route.source, 60)} (policy-based)"
+            return (
+                f"• {code(route.destination, 60)} from {code(route.source, 60)} (policy-based{unpublished})"
+            )
         case "bgp":
             return f"• {code(route.destination, 60)} (BGP-learned: learned again once BGP is up, not created)"
         case _:
-            return f"• {code(route.destination, 60)} (destination-based)"
+            return f"• {code(route.destination, 60)} (destination-based{unpublished})"
 
 
 def _route_lines(routes: Sequence[SnapshotRoute]) -> str:
