@@ -21,10 +21,13 @@ __all__ = [
     "IPSEC_UP",
     "KIND_DELETE",
     "KIND_RECREATE",
+    "MAX_TAGS",
+    "OPERATION_TAG",
     "PART_CONFIGURATION",
     "PART_CONNECTION",
     "PART_POLICY_ROUTES",
     "PART_ROUTES",
+    "RESERVED_TAG_PREFIXES",
     "TERMINAL_STATES",
     "Accepted",
     "AuditEntry",
@@ -44,6 +47,7 @@ __all__ = [
     "ImpactTunnel",
     "KeyLost",
     "LookupFailed",
+    "NotCarried",
     "OpFields",
     "OpState",
     "Operation",
@@ -84,6 +88,7 @@ class VpnConnection:
     local_subnet: str
     remote_subnet: str
     created_at: datetime | None = None
+    resource_group_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +217,38 @@ class SnapshotRoute:
     priority: int | None = None
     weight: int | None = None
     description: str = ""
+    # Whether it was published to the VPC's system route table (State ``published``); None in a
+    # snapshot taken before this was recorded, which is recreated published as it always was.
+    published: bool | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What tells two routes of one next hop apart: kind, destination and (policy) source."""
+        return (self.kind, self.destination, self.source)
+
+
+# The tag a recreation puts on the connection it creates (value: the operation's id), so that after
+# a crash the connection is found by it and by nothing else (CreateTime, name and subnets can lie).
+OPERATION_TAG = "vpnbot-operation"
+# Tag keys CreateVpnConnection refuses (SDK CreateVpnConnectionRequestTags): Alibaba's own tags.
+RESERVED_TAG_PREFIXES = ("aliyun", "acs:")
+# CreateVpnConnection takes at most 20 tags (SDK CreateVpnConnectionRequestTags).
+MAX_TAGS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class NotCarried:
+    """Something of the deleted connection that Recreate cannot put back, and what it was.
+
+    ``part`` is one of ``resource_group`` (CreateVpnConnection takes no ResourceGroupId),
+    ``health_check_policy`` (its HealthCheckConfig documents no policy), ``reserved_tags`` (keys
+    starting with aliyun or acs:, which Create refuses), ``tags_over_limit`` (past the 20 Create
+    takes, one place going to the bot's operation tag) and ``route_descriptions`` (not in
+    DescribeVpnRouteEntries' answers at all). ``values`` are what was lost (names, not secrets).
+    """
+
+    part: str
+    values: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +267,28 @@ class Snapshot:
     config: dict[str, Any] | None = None
     routes: tuple[SnapshotRoute, ...] = ()
     unread: tuple[Unread, ...] = ()
+    # What the described connection had that no create parameter carries (see NotCarried).
+    resource_group_id: str = ""
+    health_check_policy: str = ""
+    # Tags left out of ``config``: reserved keys, and those past Create's limit.
+    skipped_tags: tuple[str, ...] = ()
+    over_limit_tags: tuple[str, ...] = ()
+
+    @property
+    def not_carried(self) -> tuple[NotCarried, ...]:
+        """What Recreate will not put back, each with what it was (shown before the key is typed)."""
+        lost: list[NotCarried] = []
+        if self.resource_group_id:
+            lost.append(NotCarried("resource_group", (self.resource_group_id,)))
+        if self.health_check_policy:
+            lost.append(NotCarried("health_check_policy", (self.health_check_policy,)))
+        if self.skipped_tags:
+            lost.append(NotCarried("reserved_tags", self.skipped_tags))
+        if self.over_limit_tags:
+            lost.append(NotCarried("tags_over_limit", self.over_limit_tags))
+        if any(r.kind != "bgp" for r in self.routes):
+            lost.append(NotCarried("route_descriptions"))
+        return tuple(lost)
 
     @property
     def taken(self) -> bool:
@@ -612,6 +671,8 @@ class Recreated:
     new_vco_id: str
     elapsed_s: float
     routes: tuple[RouteResult, ...] = ()
+    # What the deleted connection had that was not put back (the modal listed it before).
+    not_carried: tuple[NotCarried, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,23 +101,32 @@ class VpcApi(Protocol):
         region: str,
         config: dict[str, Any],
         psk: SecretStr,
-        bgp_auth_key: SecretStr | None,
+        operation_id: str,
         client_token: str,
     ) -> tuple[str, str]:
-        """CreateVpnConnection from a snapshot's ``config`` with the keys given anew; ``(vco id, RequestId)``.
+        """CreateVpnConnection from a snapshot's ``config`` with the key given anew; ``(vco id, RequestId)``.
 
-        The keys are revealed only in the request sent. Errors as for :meth:`delete_vpn_connection`.
+        Sent with ``AutoConfigRoute=false`` (the routes put back are the snapshot's alone) and the
+        tag ``vpnbot-operation=<operation_id>``, by which :meth:`tagged_connections` finds it after a
+        crash. The key is revealed only in the request sent. Errors as for :meth:`delete_vpn_connection`.
         """
         ...
 
     async def create_route(
         self, *, region: str, gateway_id: str, route: SnapshotRoute, next_hop: str, client_token: str
     ) -> str:
-        """CreateVpnRouteEntry (``custom``) or CreateVpnPbrRouteEntry (``policy``) to ``next_hop``; the RequestId."""
+        """CreateVpnRouteEntry (``custom``) or CreateVpnPbrRouteEntry (``policy``) to ``next_hop``, published
+        to the VPC as ``route.published`` says; the RequestId."""
         ...
 
-    async def gateway_connections(self, *, region: str, gateway_id: str) -> list[VpnConnection]:
-        """The gateway's connections (DescribeVpnConnections, every page)."""
+    async def routes_to(self, *, region: str, gateway_id: str, vco_id: str) -> tuple[SnapshotRoute, ...]:
+        """The gateway's destination-based and policy-based routes whose next hop is ``vco_id``, as they are now."""
+        ...
+
+    async def tagged_connections(
+        self, *, region: str, gateway_id: str, key: str, value: str
+    ) -> list[VpnConnection]:
+        """The gateway's connections carrying the tag ``key=value`` (DescribeVpnConnections' Tag filter)."""
         ...
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from bot.domain import (
+    OPERATION_TAG,
     Impact,
     ImpactRoute,
     Operation,
@@ -151,6 +152,10 @@ class FakeVpc:
         self.created_keys: list[str] = []
         self.create_script: list[CloudError] = []
         self.routes_created: list[tuple[str, str, str]] = []
+        # Tags each created connection carries, and the routes on each next hop (what routes_to reads).
+        self.connection_tags: dict[tuple[str, str], dict[str, str]] = {}
+        self.routes_on: dict[str, list[SnapshotRoute]] = {}
+        self.route_script: list[CloudError] = []
 
     def add_connection(
         self, vco_id: str = "vco-1", gateway_id: str = "vpn-gw1", region: str = REGION
@@ -258,7 +263,7 @@ class FakeVpc:
         region: str,
         config: dict[str, Any],
         psk: SecretStr,
-        bgp_auth_key: SecretStr | None,
+        operation_id: str,
         client_token: str,
     ) -> tuple[str, str]:
         await asyncio.sleep(0)
@@ -284,6 +289,10 @@ class FakeVpc:
             created_at=None,
         )
         self.created_keys.append(psk.get_secret_value())
+        self.connection_tags[(region, new_id)] = {
+            **dict(config.get("tags") or {}),
+            OPERATION_TAG: operation_id,
+        }
         self.tokens[client_token] = f"{new_id}|{request_id}"
         self._in_flight[(region, gateway_id)] = _InFlight(
             vco_id=new_id, polls_left=self.updating_polls, creating=True
@@ -299,14 +308,31 @@ class FakeVpc:
             if isinstance(first, CloudError):
                 raise first
             return first
+        if self.route_script:
+            error = self.route_script.pop(0)
+            self.tokens[client_token] = error
+            raise error
         request_id = f"REQ-{next(self._ids):04d}"
         self.tokens[client_token] = request_id
         self.routes_created.append((route.destination, next_hop, client_token))
+        self.routes_on.setdefault(next_hop, []).append(route)
         return request_id
 
-    async def gateway_connections(self, *, region: str, gateway_id: str) -> list[VpnConnection]:
+    async def routes_to(self, *, region: str, gateway_id: str, vco_id: str) -> tuple[SnapshotRoute, ...]:
         await asyncio.sleep(0)
-        return [c for (r, _), c in self.connections.items() if r == region and c.gateway_id == gateway_id]
+        return tuple(self.routes_on.get(vco_id, ()))
+
+    async def tagged_connections(
+        self, *, region: str, gateway_id: str, key: str, value: str
+    ) -> list[VpnConnection]:
+        await asyncio.sleep(0)
+        return [
+            c
+            for (r, vco_id), c in self.connections.items()
+            if r == region
+            and c.gateway_id == gateway_id
+            and self.connection_tags.get((r, vco_id), {}).get(key) == value
+        ]
 
     async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
         """A preview with the connection's status and one destination route through it."""

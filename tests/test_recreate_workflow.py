@@ -7,14 +7,15 @@ The key lives only in the memory of the workflow that took it; these tests resta
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from fakes import busy_error
+from fakes import api_error, busy_error
 from pydantic import SecretStr
 from workflow_harness import Harness
 
-from bot.domain import ConnectionReady, Created, KeyLost, Operation, OpState, Recreated
+from bot.domain import OPERATION_TAG, ConnectionReady, Created, KeyLost, Operation, OpState, Recreated
 from bot.errors import RecreateRefused
 
 KEY = SecretStr("fresh-Key_123")
@@ -123,3 +124,74 @@ async def test_recreate_is_refused_once_recreated_and_after_the_window(h: Harnes
     with pytest.raises(RecreateRefused) as closed:
         await wf.recreate_target(op_id=parent.id, user_id="U0REQ", channel_id="C0OPS")
     assert closed.value.reason == "window_closed"
+
+
+async def test_a_route_refused_but_on_the_new_connection_counts_as_put_back_by_the_route_tables(
+    h: Harness,
+) -> None:
+    # No error code is trusted to mean "already there": the refusal is checked against the tables.
+    _, recreation = await _asked(h)
+    real = h.vpc.create_route
+
+    async def made_then_refused(**kwargs: Any) -> str:
+        await real(**kwargs)
+        raise api_error("SomeUndocumented.Code", friendly="Refused for a reason nobody documented.")
+
+    h.vpc.create_route = made_then_refused  # type: ignore[method-assign]
+    await h.workflows[-1].approve(op_id=recreation.id, user_id="U0BOSS")
+    done = await h.wait_state(recreation.id, OpState.RECREATED)
+    assert [r.ok for r in done.route_results] == [True]
+    assert len(h.vpc.routes_created) == 1
+
+
+async def test_a_route_refused_and_not_on_the_new_connection_is_reported(h: Harness) -> None:
+    _, recreation = await _asked(h)
+    h.vpc.route_script.append(api_error("SomeUndocumented.Code", friendly="Refused."))
+    await h.workflows[-1].approve(op_id=recreation.id, user_id="U0BOSS")
+    done = await h.wait_state(recreation.id, OpState.RECREATED)
+    assert [(r.ok, r.code) for r in done.route_results] == [(False, "SomeUndocumented.Code")]
+    assert h.vpc.routes_created == []
+
+
+async def test_the_create_carries_the_operation_tag(h: Harness) -> None:
+    _, recreation = await _asked(h)
+    await h.workflows[-1].approve(op_id=recreation.id, user_id="U0BOSS")
+    done = await h.wait_state(recreation.id, OpState.RECREATED)
+    assert done.new_vco_id is not None
+    assert h.vpc.connection_tags[(done.region, done.new_vco_id)][OPERATION_TAG] == recreation.id
+
+
+async def test_a_look_alike_without_the_tag_is_not_taken_for_what_the_create_made(h: Harness) -> None:
+    parent, recreation = await _asked(h, instance_id="wf-crash")
+    wf = h.workflows[-1]
+    sent = asyncio.Event()
+
+    async def lost_on_the_way(**kwargs: Any) -> tuple[str, str]:
+        sent.set()  # recorded as sent, but it never reaches Alibaba
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    real = h.vpc.recreate_connection
+    h.vpc.recreate_connection = lost_on_the_way  # type: ignore[method-assign]
+    await wf.approve(op_id=recreation.id, user_id="U0BOSS")
+
+    async def was_sent() -> bool:
+        return sent.is_set()
+
+    await h.eventually(was_sent)
+    await wf.stop(release_leases=False, grace_s=0.1)
+    h.workflows.remove(wf)
+    h.vpc.recreate_connection = real  # type: ignore[method-assign]
+    # Someone made a connection just like it by hand, just now: same name, gateway and subnets.
+    twin = h.vpc.add_connection("vco-twin", parent.gateway_id)
+    h.vpc.connections[(parent.region, "vco-twin")] = replace(
+        twin, name=parent.connection.name, created_at=h.clock.now()
+    )
+
+    other = h.workflow(instance_id="wf-other")
+    h.clock.advance(120)
+    await other.run_once()
+    failed = await h.wait_state(recreation.id, OpState.FAILED, within=60)
+    assert failed.error_code == "key_lost"
+    assert failed.new_vco_id is None
+    assert KeyLost(sent=True) in h.notifier.events_for(recreation.id)

@@ -114,7 +114,14 @@ CONNECTION = VpnConnection(
 
 def _routes(*items: tuple[str, str, str]) -> VpnRouteEntriesPage:
     entries = [
-        {"RouteDest": d, "NextHop": hop, "RouteEntryType": kind, "Weight": 100, "Description": "dc"}
+        {
+            "RouteDest": d,
+            "NextHop": hop,
+            "RouteEntryType": kind,
+            "Weight": 100,
+            "Description": "dc",
+            "State": "published",
+        }
         for d, hop, kind in items
     ]
     return VpnRouteEntriesPage.model_validate({"VpnRouteEntries": {"VpnRouteEntry": entries}})
@@ -122,7 +129,8 @@ def _routes(*items: tuple[str, str, str]) -> VpnRouteEntriesPage:
 
 def _pbr(*items: tuple[str, str, str]) -> VpnPbrRouteEntriesPage:
     entries = [
-        {"RouteSource": s, "RouteDest": d, "NextHop": hop, "Priority": 5, "Weight": 0} for s, d, hop in items
+        {"RouteSource": s, "RouteDest": d, "NextHop": hop, "Priority": 5, "Weight": 0, "State": "normal"}
+        for s, d, hop in items
     ]
     return VpnPbrRouteEntriesPage.model_validate({"VpnPbrRouteEntries": {"VpnPbrRouteEntry": entries}})
 
@@ -179,13 +187,49 @@ def test_snapshot_holds_what_recreating_needs_and_only_this_connections_routes()
     }
     assert config["health_check_config"]["dip"] == "10.0.0.9"
     assert config["tags"] == {"team": "netops"}
+    # Each route with whether it was published to the VPC (State published / normal).
     assert snap.routes == (
-        SnapshotRoute(kind="custom", destination="192.168.0.0/24", weight=100, description="dc"),
-        SnapshotRoute(kind="bgp", destination="10.200.0.0/16", weight=100, description="dc"),
         SnapshotRoute(
-            kind="policy", destination="192.168.1.0/24", source="10.0.1.0/24", priority=5, weight=0
+            kind="custom", destination="192.168.0.0/24", weight=100, description="dc", published=True
+        ),
+        SnapshotRoute(kind="bgp", destination="10.200.0.0/16", weight=100, description="dc", published=True),
+        SnapshotRoute(
+            kind="policy",
+            destination="192.168.1.0/24",
+            source="10.0.1.0/24",
+            priority=5,
+            weight=0,
+            published=False,
         ),
     )
+
+
+def test_what_create_cannot_carry_is_recorded_and_the_operation_tag_is_not_carried() -> None:
+    tags = [
+        {"Key": "team", "Value": "netops"},
+        {"Key": "acs:rm:rgId", "Value": "rg-1"},
+        {"Key": "aliyun-owner", "Value": "x"},
+        {"Key": "vpnbot-operation", "Value": "an-earlier-recreation"},
+    ]
+    check = {**DETAIL["VcoHealthCheck"], "Policy": "reserve_route"}
+    detail = {**DETAIL, "Tags": {"Tag": tags}, "ResourceGroupId": "rg-team", "VcoHealthCheck": check}
+    snap = _snapshot(detail)
+    assert snap.config is not None
+    assert snap.config["tags"] == {"team": "netops"}
+    assert snap.skipped_tags == ("acs:rm:rgId", "aliyun-owner")
+    assert (snap.resource_group_id, snap.health_check_policy) == ("rg-team", "reserve_route")
+    assert [n.part for n in snap.not_carried] == [
+        "resource_group",
+        "health_check_policy",
+        "reserved_tags",
+        "route_descriptions",
+    ]
+    # Twenty carried tags leave no place for the operation tag: the last is listed, not dropped silently.
+    many = [{"Key": f"k{i:02d}", "Value": str(i)} for i in range(20)]
+    snap = _snapshot({**DETAIL, "Tags": {"Tag": many}})
+    assert snap.config is not None
+    assert len(snap.config["tags"]) == 19
+    assert snap.over_limit_tags == ("k19",)
 
 
 def test_the_config_gives_back_the_create_spec_without_keys() -> None:

@@ -62,7 +62,7 @@ from bot.cloud.models import (
 )
 from bot.cloud.ratelimit import AdaptiveRateLimiter
 from bot.cloud.signer import AcsV3Auth, canonical_query
-from bot.cloud.snapshot import build_snapshot
+from bot.cloud.snapshot import build_snapshot, routes_through
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
 from bot.cloud.transport import VpcTransport
 from bot.cloud.wire import SECRET_KEYS, parse_retry_after, redact, translate_response, validate_client_token
@@ -476,9 +476,10 @@ class VpcClient:
         vpn_gateway_id: str | None = None,
         customer_gateway_id: str | None = None,
         vpn_connection_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
         shared: bool = False,
     ) -> list[VpnConnectionDetail]:
-        """DescribeVpnConnections: every page, 50 at a time."""
+        """DescribeVpnConnections: every page, 50 at a time; ``tags`` filter (``Tag.N.Key/Value``, all must match)."""
         params = {"RegionId": region}
         for name, value in (
             ("VpnGatewayId", vpn_gateway_id),
@@ -487,6 +488,8 @@ class VpcClient:
         ):
             if value:
                 params[name] = value
+        for index, (key, tag_value) in enumerate((tags or {}).items(), 1):
+            params |= {f"Tag.{index}.Key": key, f"Tag.{index}.Value": tag_value}
         return await self._all_pages(
             DescribeVpnConnectionsPage,
             lambda page: page.items,
@@ -693,10 +696,10 @@ class VpcClient:
         region: str,
         config: dict[str, Any],
         psk: SecretStr,
-        bgp_auth_key: SecretStr | None,
+        operation_id: str,
         client_token: str,
     ) -> tuple[str, str]:
-        spec = VpnConnectionSpec.model_validate(config).with_keys(psk, bgp_auth_key)
+        spec = VpnConnectionSpec.model_validate(config).for_recreation(psk=psk, operation_id=operation_id)
         answer = await self.create_vpn_connection(region=region, spec=spec, client_token=client_token)
         return answer.vpn_connection_id, answer.request_id
 
@@ -710,6 +713,8 @@ class VpcClient:
             "next_hop": next_hop,
             "client_token": client_token,
             "weight": route.weight if route.weight is not None else 100,
+            # A snapshot from before publish states were recorded: published, as it always was.
+            "publish_vpc": route.published is not False,
             "description": route.description or None,
         }
         if route.kind == "policy":
@@ -720,9 +725,24 @@ class VpcClient:
         entry = await self.create_vpn_route_entry(**common)
         return entry.request_id
 
-    async def gateway_connections(self, *, region: str, gateway_id: str) -> list[VpnConnection]:
-        found = await self.describe_vpn_connections(region=region, vpn_gateway_id=gateway_id)
-        return [c.to_domain(region) for c in found]
+    async def routes_to(self, *, region: str, gateway_id: str, vco_id: str) -> tuple[SnapshotRoute, ...]:
+        """The gateway's destination-based and policy-based routes whose next hop is ``vco_id``."""
+        custom, policy = await asyncio.gather(
+            self.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
+            self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
+        )
+        return routes_through(vco_id, custom, policy)
+
+    async def tagged_connections(
+        self, *, region: str, gateway_id: str, key: str, value: str
+    ) -> list[VpnConnection]:
+        found = await self.describe_vpn_connections(
+            region=region, vpn_gateway_id=gateway_id, tags={key: value}
+        )
+        # Filtered by Alibaba; checked again here, so a filter it ignored cannot pick a stranger.
+        return [
+            c.to_domain(region) for c in found if any(t.key == key and t.value == value for t in c.tag_list)
+        ]
 
     async def _read_parts(
         self, region: str, connection: VpnConnection, deadline_s: float, *, reuse: bool = False

@@ -234,6 +234,7 @@ class VpnConnectionDetail(_Model):
             local_subnet=self.local_subnet,
             remote_subnet=self.remote_subnet,
             created_at=epoch_ms_to_datetime(self.create_time),
+            resource_group_id=self.resource_group_id or "",
         )
 
 

@@ -2,7 +2,10 @@
 
 The connection's configuration goes through :meth:`bot.cloud.specs.VpnConnectionSpec.from_detail`
 with no key given, so the record holds CreateVpnConnection's parameters without any Psk or BGP
-AuthKey; the routes are those of the gateway whose next hop is the connection.
+AuthKey; the routes are those of the gateway whose next hop is the connection, each with whether
+it was published to the VPC. What the connection had that no create parameter carries (its
+resource group, its health check's policy, reserved tags) is recorded beside the parameters, so
+that the Recreate modal can say so before anyone types a key.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.cloud.models import VpnConnectionDetail, VpnPbrRouteEntry, VpnRouteEntry
-from bot.cloud.specs import VpnConnectionSpec
+from bot.cloud.specs import VpnConnectionSpec, carried_tags
 from bot.domain import (
     PART_CONFIGURATION,
     PART_ROUTES,
@@ -24,7 +27,7 @@ from bot.domain import (
     VpnConnection,
 )
 
-__all__ = ["build_snapshot", "connection_config"]
+__all__ = ["build_snapshot", "connection_config", "routes_through"]
 
 log = logging.getLogger("bot.cloud")
 
@@ -36,15 +39,22 @@ def connection_config(detail: VpnConnectionDetail) -> dict[str, Any]:
     return {key: value for key, value in dumped.items() if value not in ({}, [], "")}
 
 
-def _routes(
+def _published(state: str | None) -> bool:
+    # DescribeVpn(Pbr)RouteEntries' State: ``published`` (in the VPC's system route table) or ``normal``.
+    return (state or "").lower() == "published"
+
+
+def routes_through(
     vco_id: str, routes: Sequence[VpnRouteEntry], policy: Sequence[VpnPbrRouteEntry]
 ) -> tuple[SnapshotRoute, ...]:
+    """The gateway's routes whose next hop is ``vco_id`` (destination-based, BGP, policy-based)."""
     found = [
         SnapshotRoute(
             kind=(r.route_entry_type or "custom").lower(),
             destination=r.route_dest,
             weight=r.weight,
             description=r.description or "",
+            published=_published(r.state),
         )
         for r in routes
         if r.next_hop == vco_id
@@ -57,6 +67,7 @@ def _routes(
             priority=r.priority,
             weight=r.weight,
             description=r.description or "",
+            published=_published(r.state),
         )
         for r in policy
         if r.next_hop == vco_id
@@ -99,6 +110,7 @@ def build_snapshot(
             routes.extend(part)
     if isinstance(policy, Unread):
         unread.append(policy)
+    lost = _not_carried(detail) if isinstance(detail, VpnConnectionDetail) and config is not None else {}
     return Snapshot(
         vco_id=connection.id,
         region=connection.region,
@@ -108,6 +120,25 @@ def build_snapshot(
         local_subnet=known.local_subnet,
         remote_subnet=known.remote_subnet,
         config=None if isinstance(config, Unread) else config,
-        routes=_routes(connection.id, routes, [] if isinstance(policy, Unread) else policy),
+        routes=routes_through(connection.id, routes, [] if isinstance(policy, Unread) else policy),
         unread=tuple(unread),
+        **lost,
     )
+
+
+def _not_carried(detail: VpnConnectionDetail) -> dict[str, Any]:
+    """What ``detail`` has that CreateVpnConnection's parameters (SDK 7.2.x) cannot carry."""
+    _, reserved, over = carried_tags(detail)
+    check = detail.vco_health_check
+    # A dual-tunnel connection has no HealthCheckConfig on create, so nothing of it to lose here.
+    policy = (
+        check.policy or ""
+        if check is not None and check.enable and not detail.tunnels and check.policy
+        else ""
+    )
+    return {
+        "resource_group_id": detail.resource_group_id or "",
+        "health_check_policy": policy,
+        "skipped_tags": reserved,
+        "over_limit_tags": over,
+    }

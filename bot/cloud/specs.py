@@ -2,11 +2,14 @@
 
 :class:`VpnConnectionSpec` is a single-tunnel connection (customer gateway, ``IkeConfig``,
 ``IpsecConfig``, ``HealthCheckConfig``, ``BgpConfig`` as JSON text) or a dual-tunnel one
-(``TunnelOptionsSpecification.N.*``), reference ``recreate-accounts-modals.md`` §1. Keys (``Psk``,
-BGP ``AuthKey``) are ``SecretStr``: hidden in ``repr``/``str``/``model_dump_json``;
-:meth:`VpnConnectionSpec.to_params` is the only place they are revealed, to be sent.
+(``TunnelOptionsSpecification.N.*``), reference ``recreate-accounts-modals.md`` §1; every name and
+JSON key is one the official SDK's ``CreateVpnConnectionRequest`` documents (7.2.x). The key
+(``Psk``) is ``SecretStr``: hidden in ``repr``/``str``/``model_dump_json``;
+:meth:`VpnConnectionSpec.to_params` is the only place it is revealed, to be sent. There is no BGP
+``AuthKey`` here: CreateVpnConnection's ``BgpConfig`` has only EnableBgp, LocalAsn, TunnelCidr and
+LocalBgpIp; a BGP authentication key lives on the customer gateway, which a deletion leaves alone.
 :meth:`VpnConnectionSpec.from_detail` maps a described connection to the spec that recreates it
-(reference §1.7) with keys given anew, never copied from the answer.
+(reference §1.7) with the key given anew, never copied from the answer.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bot.cloud.models import (
     VpnBgpConfig,
     VpnConnectionDetail,
 )
+from bot.domain import MAX_TAGS, OPERATION_TAG, RESERVED_TAG_PREFIXES
 
 __all__ = [
     "BgpSpec",
@@ -37,6 +41,7 @@ __all__ = [
     "TunnelBgpSpec",
     "TunnelSpec",
     "VpnConnectionSpec",
+    "carried_tags",
     "route_entry_params",
 ]
 
@@ -100,8 +105,6 @@ class BgpSpec(_Spec):
     local_asn: int | None = Field(default=None, ge=1, le=4_294_967_295)
     tunnel_cidr: str | None = None
     local_bgp_ip: str | None = None
-    # Returned by DescribeVpnConnection; accepted on create per the sandbox (unverified live).
-    auth_key: SecretStr | None = None
 
 
 class TunnelBgpSpec(_Spec):
@@ -164,10 +167,10 @@ class VpnConnectionSpec(_Spec):
             params |= {f"Tags.{index}.Key": key, f"Tags.{index}.Value": value}
         return params
 
-    def with_keys(self, psk: SecretStr, auth_key: SecretStr | None = None) -> VpnConnectionSpec:
-        """This spec with the keys given anew: ``psk`` for the connection (or every tunnel), BGP ``auth_key``.
+    def with_keys(self, psk: SecretStr) -> VpnConnectionSpec:
+        """This spec with the pre-shared key given anew, for the connection (or every tunnel).
 
-        A snapshot's spec has no key (none is ever kept); the recreation adds the ones typed in the
+        A snapshot's spec has no key (none is ever kept); the recreation adds the one typed in the
         modal here, just before the create is sent.
         """
         update: dict[str, Any] = {}
@@ -184,9 +187,24 @@ class VpnConnectionSpec(_Spec):
             )
         else:
             update["ike_config"] = (self.ike_config or IkeSpec()).model_copy(update={"psk": psk})
-        if self.bgp_config is not None and auth_key is not None:
-            update["bgp_config"] = self.bgp_config.model_copy(update={"auth_key": auth_key})
         return self.model_copy(update=update)
+
+    def for_recreation(self, *, psk: SecretStr, operation_id: str) -> VpnConnectionSpec:
+        """What a recreation sends: the key given anew, ``AutoConfigRoute`` false, its operation's tag.
+
+        AutoConfigRoute defaults to true, which lets Alibaba add routes to the remote subnets
+        itself; false keeps the new connection's routes the snapshot's alone, each put back once.
+        The tag (``vpnbot-operation=<id>``) is how the connection is found after a crash.
+        """
+        # A snapshot taken before from_detail filtered tags may still hold ones Create refuses.
+        usable = [
+            (k, v)
+            for k, v in self.tags.items()
+            if k != OPERATION_TAG and not k.startswith(RESERVED_TAG_PREFIXES)
+        ]
+        kept = usable[: MAX_TAGS - 1]
+        tags = dict(kept) | {OPERATION_TAG: operation_id}
+        return self.with_keys(psk).model_copy(update={"auto_config_route": False, "tags": tags})
 
     @classmethod
     def from_detail(
@@ -195,10 +213,13 @@ class VpnConnectionSpec(_Spec):
         *,
         vpn_gateway_id: str | None = None,
         psk: SecretStr | None = None,
-        auth_key: SecretStr | None = None,
         tunnel_psks: Sequence[SecretStr | None] = (),
     ) -> VpnConnectionSpec:
-        """The spec that recreates ``detail`` (reference §1.7), with keys given anew, never copied."""
+        """The spec that recreates ``detail`` (reference §1.7), with keys given anew, never copied.
+
+        Tags Create refuses (reserved prefixes) and the bot's own operation tag are left out, and
+        at most ``MAX_TAGS - 1`` kept: the recreation adds its operation tag (see :func:`carried_tags`).
+        """
         tunnels = tuple(
             _tunnel_spec(t, tunnel_psks[i] if i < len(tunnel_psks) else psk)
             for i, t in enumerate(detail.tunnels)
@@ -217,10 +238,31 @@ class VpnConnectionSpec(_Spec):
             ike_config=None if tunnels else _ike_spec(detail.ike_config, psk),
             ipsec_config=None if tunnels else _ipsec_spec(detail.ipsec_config),
             health_check_config=None if tunnels else _health_spec(detail.vco_health_check),
-            bgp_config=None if tunnels else _bgp_spec(detail.vpn_bgp_config, auth_key),
+            bgp_config=None if tunnels else _bgp_spec(detail.vpn_bgp_config),
             tunnel_options_specification=tunnels,
-            tags={t.key: t.value for t in detail.tag_list if t.key},
+            tags=carried_tags(detail)[0],
         )
+
+
+def carried_tags(detail: VpnConnectionDetail) -> tuple[dict[str, str], tuple[str, ...], tuple[str, ...]]:
+    """``(tags Create will carry, reserved keys skipped, keys past the limit)`` of ``detail``.
+
+    The bot's operation tag is never carried (a recreation of a recreation gets its own), and one
+    of Create's 20 places is kept for it.
+    """
+    carried: dict[str, str] = {}
+    reserved: list[str] = []
+    over: list[str] = []
+    for tag in detail.tag_list:
+        if not tag.key or tag.key == OPERATION_TAG:
+            continue
+        if tag.key.startswith(RESERVED_TAG_PREFIXES):
+            reserved.append(tag.key)
+        elif len(carried) < MAX_TAGS - 1:
+            carried[tag.key] = tag.value
+        else:
+            over.append(tag.key)
+    return carried, tuple(reserved), tuple(over)
 
 
 def _flatten(prefix: str, wire: Mapping[str, Any]) -> dict[str, str]:
@@ -277,7 +319,7 @@ def _health_spec(check: VcoHealthCheck | None) -> HealthCheckSpec | None:
     )
 
 
-def _bgp_spec(bgp: VpnBgpConfig | None, auth_key: SecretStr | None) -> BgpSpec | None:
+def _bgp_spec(bgp: VpnBgpConfig | None) -> BgpSpec | None:
     # The list answer's VpnBgpConfig has no EnableBgp: a tunnel CIDR then says BGP is on.
     enabled = (
         bgp.enable_bgp if bgp is not None and bgp.enable_bgp is not None else bool(bgp and bgp.tunnel_cidr)
@@ -288,7 +330,6 @@ def _bgp_spec(bgp: VpnBgpConfig | None, auth_key: SecretStr | None) -> BgpSpec |
         local_asn=bgp.local_asn,
         tunnel_cidr=bgp.tunnel_cidr or None,
         local_bgp_ip=bgp.local_bgp_ip or None,
-        auth_key=auth_key,
     )
 
 

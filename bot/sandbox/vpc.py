@@ -357,7 +357,7 @@ def _connection_json(conn: Connection, gw: Gateway | None, *, listing: bool) -> 
         "InternetIp": gw.internet_ip if gw else "",
         "NetworkType": "public",
         "RemoteCaCertificate": "",
-        "ResourceGroupId": "rg-acfmzw2jz2z5sandbox",
+        "ResourceGroupId": conn.resource_group_id,
         "Spec": "",
         "TunnelBandwidth": "",
         "ZoneNo": "",

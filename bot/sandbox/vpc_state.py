@@ -232,6 +232,10 @@ class Connection:
     effect_immediately: bool = False
     enable_tunnels_bgp: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    resource_group_id: str = "rg-acfmzw2jz2z5sandbox"
+    # Created with AutoConfigRoute=true (the default): once set up, the gateway gets a published
+    # destination route to each remote subnet through it (done by _finish).
+    auto_config_route: bool = False
 
     @property
     def secrets(self) -> list[str]:
@@ -849,8 +853,22 @@ class SandboxState:
             created.status = "ipsec_sa_established"
             for tunnel in created.tunnels:
                 tunnel.status = "ipsec_sa_established"
+            if created.auto_config_route:
+                self._auto_routes(gw, created)
         gw.status, gw.updating_until = "active", None
         gw.task = gw.pending_delete = gw.pending_create = None
+
+    def _auto_routes(self, gw: Gateway, conn: Connection) -> None:
+        """AutoConfigRoute: a published route to each remote subnet (none for 0.0.0.0/0), made by Alibaba."""
+        now_ms = int(self.clock().timestamp() * 1000)
+        for cidr in conn.remote_subnet.split(","):
+            cidr = cidr.strip()
+            if not cidr or cidr == "0.0.0.0/0":
+                continue
+            if any((r.gateway_id, r.dest, r.next_hop) == (gw.id, cidr, conn.id) for r in self.routes):
+                continue
+            self.routes.append(Route(gw.id, cidr, conn.id, create_time_ms=now_ms))
+        conn.auto_config_route = False
 
     def _begin_update(
         self, gw: Gateway, task: str, *, delete: str | None = None, create: str | None = None

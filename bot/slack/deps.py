@@ -59,9 +59,8 @@ class WorkflowApi(Protocol):
         user_id: str,
         channel_id: str,
         psk: SecretStr,
-        bgp_auth_key: SecretStr | None = None,
     ) -> Operation:
-        """Record a recreation (keys in memory only) and post its confirmation in the card's thread."""
+        """Record a recreation (the key in memory only) and post its confirmation in the card's thread."""
         ...
 
     async def history(

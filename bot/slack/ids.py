@@ -31,7 +31,6 @@ class ActionId(StrEnum):
     # Recreate: the deleted card's Recreate… button, and the modal's key inputs.
     RECREATE_OPEN = "vpn-recreate-open"
     RECREATE_PSK = "vpn-recreate-psk"
-    RECREATE_BGP_KEY = "vpn-recreate-bgp-key"
 
 
 class BlockId(StrEnum):
@@ -62,7 +61,7 @@ class BlockId(StrEnum):
     RECREATE = "vpn-recreate-offer"
     RECREATE_ROUTES = "vpn-recreate-routes"
     RECREATE_PSK = "vpn-recreate-psk-block"
-    RECREATE_BGP_KEY = "vpn-recreate-bgp-key-block"
+    RECREATE_NOT_CARRIED = "vpn-recreate-not-carried"
 
 
 class CallbackId(StrEnum):

@@ -1,4 +1,4 @@
-"""Recreate: the deleted card's Recreate… button, and the modal that asks for the key.
+"""Recreate: the deleted card's Recreate… button, and the modal that asks for the pre-shared key.
 
 The click opens the modal (views.open) showing what will be created; its submission is checked
 here (the key's form: empty, too long, spaces or characters Alibaba refuses become errors shown
@@ -25,8 +25,6 @@ from bot.ids import OperationId, UserId
 from bot.slack.actions import check_click
 from bot.slack.blocks import build_recreate_modal
 from bot.slack.blocks.recreate import (
-    BGP_KEY_BAD,
-    BGP_KEY_MAX,
     FOREIGN_FORM,
     PSK_CHARS,
     PSK_MAX,
@@ -46,8 +44,6 @@ log = logging.getLogger(__name__)
 
 # Alibaba's Psk: 1-100 characters, no spaces, letters, digits and these symbols.
 _PSK_RE = re.compile(r'^[A-Za-z0-9~!`@#$%^&*()_\-+={}\[\]\\|;:",.<>/?]{1,100}$')
-# A BGP AuthKey: 1-64 printable ASCII characters without spaces or "?".
-_BGP_KEY_RE = re.compile(r"^[!-~]{1,64}$")
 
 
 class _Payload(BaseModel):
@@ -81,12 +77,11 @@ class _Submission(_Payload):
 
 @dataclass(frozen=True, slots=True)
 class RecreateSubmission:
-    """A submitted Recreate modal: who, which deleted operation, and the keys (secret)."""
+    """A submitted Recreate modal: who, which deleted operation, and the pre-shared key (secret)."""
 
     user_id: str
     op_id: str
     psk: SecretStr | None
-    bgp_auth_key: SecretStr | None
 
 
 class KeyProblem(Exception):
@@ -103,13 +98,12 @@ def _typed(view: _View, block: BlockId, action: ActionId) -> str | None:
 
 
 def parse_recreate_submission(body: Mapping[str, Any]) -> RecreateSubmission:
-    """Validate a submitted Recreate modal; NotAllowed if it is not ours, KeyProblem if a key is unusable."""
+    """Validate a submitted Recreate modal; NotAllowed if it is not ours, KeyProblem if the key is unusable."""
     try:
         payload = _Submission.model_validate(body)
     except ValidationError:
         raise NotAllowed(FOREIGN_FORM) from None
     psk = _typed(payload.view, BlockId.RECREATE_PSK, ActionId.RECREATE_PSK)
-    bgp = _typed(payload.view, BlockId.RECREATE_BGP_KEY, ActionId.RECREATE_BGP_KEY)
     errors: dict[str, str] = {}
     if psk is None:
         errors[BlockId.RECREATE_PSK.value] = PSK_MISSING
@@ -117,15 +111,12 @@ def parse_recreate_submission(body: Mapping[str, Any]) -> RecreateSubmission:
         errors[BlockId.RECREATE_PSK.value] = PSK_TOO_LONG
     elif not _PSK_RE.match(psk):
         errors[BlockId.RECREATE_PSK.value] = PSK_CHARS
-    if bgp is not None and (len(bgp) > BGP_KEY_MAX or not _BGP_KEY_RE.match(bgp) or "?" in bgp):
-        errors[BlockId.RECREATE_BGP_KEY.value] = BGP_KEY_BAD
     if errors:
         raise KeyProblem(errors)
     return RecreateSubmission(
         user_id=payload.user.id,
         op_id=payload.view.private_metadata,
         psk=SecretStr(psk) if psk else None,
-        bgp_auth_key=SecretStr(bgp) if bgp else None,
     )
 
 
@@ -184,7 +175,6 @@ def make_recreate_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[No
                     user_id=sub.user_id,
                     channel_id=channel_id,
                     psk=sub.psk,
-                    bgp_auth_key=sub.bgp_auth_key,
                 )
             except Exception as error:
                 message = reply_for(error, kind="view_submission")

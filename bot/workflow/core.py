@@ -259,12 +259,11 @@ class Workflow:
         user_id: str,
         channel_id: str,
         psk: SecretStr,
-        bgp_auth_key: SecretStr | None = None,
     ) -> Operation:
         """Record a recreation of deleted ``op_id`` and post its confirmation in the card's thread.
 
-        ``user_id`` submitted the modal: they are the requester (four-eyes counts them). The keys
-        stay in this process's memory (``key_holder`` names it); they are never stored.
+        ``user_id`` submitted the modal: they are the requester (four-eyes counts them). The key
+        stays in this process's memory (``key_holder`` names it); it is never stored.
         """
         try:
             parent = await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
@@ -305,7 +304,7 @@ class Workflow:
             # The deleted connection's account: it is recreated where it was.
             account=parent.account,
         )
-        self._keys[new_id] = RecreateKeys(psk=psk, bgp_auth_key=bgp_auth_key)
+        self._keys[new_id] = RecreateKeys(psk=psk)
         try:
             # One transaction with the parent locked: a modal submitted twice at once starts one.
             created = await self._store.create_recreation(

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from bot.domain import (
     KIND_RECREATE,
+    OPERATION_TAG,
     Accepted,
     AuditEntry,
     ConnectionReady,
@@ -32,6 +33,7 @@ from bot.domain import (
     Impact,
     KeyLost,
     LookupFailed,
+    NotCarried,
     Operation,
     OpState,
     Outcome,
@@ -64,22 +66,18 @@ SYSTEM_ACTOR = "vpn-bot"
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
 CARD = Effect(EffectKind.UPDATE_CARD)
-ROUTE_EXISTS = "VpnRouteEntry.AlreadyExists"
-# A connection found on the gateway after a restart counts as ours only if created after the
-# create was first sent, give or take this much clock difference between us and Alibaba.
-_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
 class RecreateKeys:
-    """The keys typed in the Recreate modal, held in this process's memory only, never stored.
+    """The key typed in the Recreate modal, held in this process's memory only, never stored.
 
-    ``repr`` shows nothing secret (SecretStr); they are revealed only in the CreateVpnConnection
+    ``repr`` shows nothing secret (SecretStr); it is revealed only in the CreateVpnConnection
     request (bot.cloud.specs.VpnConnectionSpec.to_params) and dropped once it got a definite answer.
+    There is no BGP key: CreateVpnConnection takes none (it lives on the customer gateway).
     """
 
     psk: SecretStr
-    bgp_auth_key: SecretStr | None = None
 
 
 def thread(event: Progress) -> Effect:
@@ -597,7 +595,7 @@ class Steps:
 
     # --- recreations ---------------------------------------------------------------------------
     #
-    # The key (pre-shared key, BGP AuthKey) exists only in ``self._keys`` of the replica that took
+    # The pre-shared key exists only in ``self._keys`` of the replica that took
     # the modal submission (Operation.key_holder names it; the key is never stored). Hazards:
     #
     # - The approval click may land on another replica: it approves without taking the lease, and
@@ -608,12 +606,17 @@ class Steps:
     #   with a stored ClientToken. After a restart the key is gone, and resending the token without
     #   it is unsafe: if the first send never reached Alibaba, a keyless create would make a
     #   connection with a random key. So a resumed recreation never resends; it looks for the
-    #   connection on the gateway (same name, customer gateway and subnets, created after the
-    #   first send) and carries on with it if found, else fails with KeyLost(sent=True).
-    # - Routes: each has its own deterministic token chain (``vpnbot-<op>-r<i>-<n>``), so a resend
-    #   after a crash replays Alibaba's first answer; each result is stored as soon as it is known,
-    #   and a route already stored is never sent again. One at a time, each after the gateway is
-    #   ``active`` again (Alibaba refuses concurrent changes on a gateway).
+    #   connection on the gateway by the tag the create carried (``vpnbot-operation=<op id>``)
+    #   and carries on with it if found, else fails with KeyLost(sent=True). Never by CreateTime,
+    #   name or subnets: a clock off by minutes, or a look-alike, would decide wrongly.
+    # - Routes: the create says AutoConfigRoute=false, so the new connection starts with none and
+    #   gets exactly the snapshot's. Before the first route (and after any refusal) the gateway's
+    #   route tables are read: a route already on the new connection is not sent again (no error
+    #   code is trusted to say "exists"). Each has its own deterministic token chain
+    #   (``vpnbot-<op>-r<i>-<n>``), so a resend after a crash replays Alibaba's first answer; each
+    #   result is stored as soon as it is known, and a route already stored is never sent again.
+    #   One at a time, each after the gateway is ``active`` again (Alibaba refuses concurrent
+    #   changes on a gateway).
 
     async def _step_creating(self, op: Operation) -> Operation:
         """CREATING -> WAITING_GATEWAY with the new connection, or a final failure."""
@@ -632,7 +635,7 @@ class Steps:
                     region=op.region,
                     config=config,
                     psk=keys.psk,
-                    bgp_auth_key=keys.bgp_auth_key,
+                    operation_id=op.id,
                     client_token=op.client_token,
                 )
             except CloudError as err:
@@ -688,35 +691,40 @@ class Steps:
         return await self.finish(op, OpState.FAILED, KeyLost(sent=op.attempts > 0), error_code="key_lost")
 
     async def _created_before(self, op: Operation) -> str | None:
-        """The id of the connection this recreation's create made, if it is on the gateway."""
-        config = (op.snapshot.config if op.snapshot else None) or {}
-        since = (op.started_at or op.approved_at or op.created_at) - _CLOCK_SKEW
-        for conn in await self._read(op).gateway_connections(region=op.region, gateway_id=op.gateway_id):
-            if conn.id == op.vco_id:
-                continue
-            same = (
-                conn.name == (config.get("name") or conn.id)
-                and conn.local_subnet == config.get("local_subnet")
-                and conn.remote_subnet == config.get("remote_subnet")
-                and conn.customer_gateway_id
-                == (config.get("customer_gateway_id") or conn.customer_gateway_id)
-            )
-            if same and (conn.created_at is None or conn.created_at >= since):
-                return conn.id
-        return None
+        """The id of the connection this recreation's create made, found by its operation tag."""
+        found = await self._read(op).tagged_connections(
+            region=op.region, gateway_id=op.gateway_id, key=OPERATION_TAG, value=op.id
+        )
+        ids = sorted(c.id for c in found if c.id != op.vco_id)
+        if len(ids) > 1:  # pragma: no cover - one create token, one connection; said if ever not
+            log.warning("several connections carry this recreation's tag: %s", ids, extra={"op_id": op.id})
+        return ids[0] if ids else None
 
     async def _step_routing(self, op: Operation) -> Operation:
         """ROUTING -> RECREATED: put each route back on the new connection, one at a time."""
         new_vco_id = op.new_vco_id
         assert new_vco_id is not None  # noqa: S101 - ROUTING is entered only with it
         tried = len(op.route_results)
+        # What is on the new connection now (after a crash, some may be there already).
+        present = await self._present_routes(op)
         for index, route in enumerate(_to_recreate(op)):
             if index < tried:
                 continue
             if route.kind == "bgp":
                 result = RouteResult(kind=route.kind, destination=route.destination, ok=True, code="bgp")
+            elif present is not None and route.key in present:
+                result = RouteResult(kind=route.kind, destination=route.destination, source=route.source)
             else:
                 result = await self._create_route(op, index, route)
+                if result.ok and present is not None:
+                    present.add(route.key)
+                elif not result.ok:
+                    # A refusal may mean it is there (no code says so reliably): the tables decide.
+                    present = await self._present_routes(op)
+                    if present is not None and route.key in present:
+                        result = RouteResult(
+                            kind=route.kind, destination=route.destination, source=route.source
+                        )
             stored = await self._store.set_fields(
                 op.id,
                 now=self._clock.now(),
@@ -728,8 +736,42 @@ class Steps:
                 raise LostOperation(op.id)
             op = stored
         elapsed = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
-        outcome = Recreated(new_vco_id=new_vco_id, elapsed_s=elapsed, routes=op.route_results)
+        outcome = Recreated(
+            new_vco_id=new_vco_id,
+            elapsed_s=elapsed,
+            routes=op.route_results,
+            not_carried=await self._not_carried(op),
+        )
         return await self.finish(op, OpState.RECREATED, outcome)
+
+    async def _not_carried(self, op: Operation) -> tuple[NotCarried, ...]:
+        """What the snapshot says cannot come back, less a resource group the new connection is in anyway."""
+        snapshot = op.snapshot
+        lost = snapshot.not_carried if snapshot is not None else ()
+        if snapshot is None or op.new_vco_id is None or not snapshot.resource_group_id:
+            return lost
+        try:
+            new = await self._read(op).describe_vpn_connection(region=op.region, vco_id=op.new_vco_id)
+        except CloudError as err:
+            log.warning("could not read the new connection (%s)", err.code, extra={"op_id": op.id})
+            return lost  # said as possibly lost: the thread tells people to check
+        if new.resource_group_id == snapshot.resource_group_id:
+            # The account's default group was the old one's: nothing lost there.
+            return tuple(n for n in lost if n.part != "resource_group")
+        return lost
+
+    async def _present_routes(self, op: Operation) -> set[tuple[str, str, str]] | None:
+        """The routes on the new connection now, by :attr:`SnapshotRoute.key`; None if unreadable."""
+        assert op.new_vco_id is not None  # noqa: S101 - see _step_routing
+        try:
+            routes = await self._read(op).routes_to(
+                region=op.region, gateway_id=op.gateway_id, vco_id=op.new_vco_id
+            )
+        except CloudError as err:
+            # Unread: each route is sent with its token chain, which replays rather than repeats.
+            log.warning("could not read the route tables (%s)", err.code, extra={"op_id": op.id})
+            return None
+        return {r.key for r in routes}
 
     async def _create_route(self, op: Operation, index: int, route: SnapshotRoute) -> RouteResult:
         """One route, exactly once: wait for the gateway, send with this route's token chain."""
@@ -749,8 +791,6 @@ class Steps:
                 )
             except CloudError as err:
                 last = err
-                if err.code == ROUTE_EXISTS:
-                    break  # already there, pointing at the new connection: done
                 if not err.definite:
                     await self._sleep_until_deadline(op, self._config.poll_interval_s)
                     continue  # same token: a replay if it got there

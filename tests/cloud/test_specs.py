@@ -6,6 +6,7 @@ import json
 
 import pytest
 from pydantic import SecretStr, ValidationError
+from pydantic.alias_generators import to_pascal
 
 from bot.cloud.models import VpnConnectionDetail
 from bot.cloud.specs import (
@@ -22,7 +23,6 @@ from bot.cloud.specs import (
 from .test_models import AUTH_KEY, PSK, TUNNEL_PSK, connection_json
 
 NEW_PSK = "new-psk-VERY-secret-5"
-NEW_AUTH = "new-auth-VERY-secret-6"
 
 
 def single() -> VpnConnectionSpec:
@@ -37,7 +37,7 @@ def single() -> VpnConnectionSpec:
         ike_config=IkeSpec(psk=SecretStr(NEW_PSK), ike_version="ikev2", ike_lifetime=28800),
         ipsec_config=IpsecSpec(ipsec_pfs="disabled"),
         health_check_config=HealthCheckSpec(dip="10.0.0.1", retry=5),
-        bgp_config=BgpSpec(local_asn=65100, tunnel_cidr="169.254.1.0/30", auth_key=SecretStr(NEW_AUTH)),
+        bgp_config=BgpSpec(local_asn=65100, tunnel_cidr="169.254.1.0/30"),
         tags={"team": "net", "env": "prod"},
     )
 
@@ -54,7 +54,6 @@ def test_single_tunnel_spec_renders_json_configs_and_flat_tags() -> None:
         "EnableBgp": "true",
         "LocalAsn": 65100,
         "TunnelCidr": "169.254.1.0/30",
-        "AuthKey": NEW_AUTH,
     }
     assert (params["EffectImmediately"], params["EnableDpd"]) == ("true", "false")
     assert params["Tags.2.Key"] == "env"
@@ -106,7 +105,6 @@ def test_keys_are_hidden_everywhere_but_the_parameters() -> None:
     shown = repr(spec) + str(spec) + spec.model_dump_json() + repr(spec.ike_config) + repr(spec.bgp_config)
 
     assert NEW_PSK not in shown
-    assert NEW_AUTH not in shown
     assert NEW_PSK in spec.to_params()["IkeConfig"]
 
 
@@ -133,7 +131,7 @@ def test_from_detail_recreates_a_single_tunnel_connection_with_new_keys() -> Non
         )
     )
 
-    spec = VpnConnectionSpec.from_detail(detail, psk=SecretStr(NEW_PSK), auth_key=SecretStr(NEW_AUTH))
+    spec = VpnConnectionSpec.from_detail(detail, psk=SecretStr(NEW_PSK))
     params = spec.to_params()
 
     assert (spec.vpn_gateway_id, spec.customer_gateway_id, spec.name) == (
@@ -152,13 +150,12 @@ def test_from_detail_recreates_a_single_tunnel_connection_with_new_keys() -> Non
         "LocalId": "1.2.3.4",
         "RemoteId": "5.6.7.8",
     }
-    # Status and the peer's side are not create parameters.
+    # Status, the peer's side and the AuthKey (the customer gateway's) are not create parameters.
     assert json.loads(params["BgpConfig"]) == {
         "EnableBgp": "true",
         "LocalAsn": 65530,
         "TunnelCidr": "169.254.10.0/30",
         "LocalBgpIp": "169.254.10.1",
-        "AuthKey": NEW_AUTH,
     }
     assert json.loads(params["HealthCheckConfig"]) == {
         "enable": "true",
@@ -170,6 +167,35 @@ def test_from_detail_recreates_a_single_tunnel_connection_with_new_keys() -> Non
     rendered = json.dumps(params)
     assert PSK not in rendered  # the old keys are never copied
     assert AUTH_KEY not in rendered
+    assert "AutoConfigRoute" not in params  # the recreation sets it (for_recreation)
+
+
+def test_bgp_spec_has_no_auth_key_as_the_sdk_create_model_has_none() -> None:
+    # CreateVpnConnection's BgpConfig (SDK 7.2.x): EnableBgp, LocalAsn, TunnelCidr, LocalBgpIp.
+    assert {to_pascal(n) for n in BgpSpec.model_fields} == {
+        "EnableBgp",
+        "LocalAsn",
+        "TunnelCidr",
+        "LocalBgpIp",
+    }
+    with pytest.raises(ValidationError):
+        BgpSpec.model_validate({"local_asn": 65100, "auth_key": "k"})
+
+
+def test_a_recreation_sends_auto_config_route_false_and_its_operation_tag() -> None:
+    tags = (
+        {"acs:rm:rgId": "rg-1"} | {f"k{i:02d}": str(i) for i in range(20)} | {"vpnbot-operation": "older-op"}
+    )
+    spec = single().model_copy(update={"tags": tags})
+
+    params = spec.for_recreation(psk=SecretStr(NEW_PSK), operation_id="op-123").to_params()
+
+    assert params["AutoConfigRoute"] == "false"
+    sent = {params[f"Tags.{i}.Key"]: params[f"Tags.{i}.Value"] for i in range(1, 21)}
+    assert "Tags.21.Key" not in params  # Create takes 20
+    assert sent["vpnbot-operation"] == "op-123"
+    assert "acs:rm:rgId" not in sent
+    assert json.loads(params["IkeConfig"])["Psk"] == NEW_PSK
 
 
 def test_from_detail_recreates_dual_tunnels_without_keys_unless_given() -> None:

@@ -1,5 +1,8 @@
 """Recreate with real processes: ``vpn-bot serve`` is killed (SIGKILL) while CreateVpnConnection is
 in flight, and a new process finishes the recreation without sending it again (it never had the key).
+
+The new process finds what the first one's create made by the tag it carried
+(``vpnbot-operation=<id>``), not by its creation time: a clock ten minutes off changes nothing.
 """
 
 from __future__ import annotations
@@ -7,12 +10,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.domain import OpState
+from bot.domain import OPERATION_TAG, OpState
 from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET
 from bot.sandbox.slack import SlackStandin, SlackUserAgent, demo_workspace, start_slack_standin
 from bot.sandbox.vpc import RunningSandbox, start_vpc_sandbox
@@ -112,6 +116,59 @@ async def test_killed_while_the_create_is_in_flight_a_new_process_finishes_witho
     assert f"`{new_id}`" in thread
     assert KEY not in first_log
     assert KEY not in second_log
+
+
+async def test_killed_right_after_the_create_with_the_clock_ten_minutes_off_makes_one_connection(
+    tmp_path: Path,
+) -> None:
+    # Alibaba's clock (the sandbox's) is ten minutes behind the bot's: the connection's CreateTime is
+    # "before" the bot sent the create. Within the 15-minute signature window, so every call passes.
+    skewed = SandboxState(update_seconds=1.0, clock=lambda: datetime.now(UTC) - timedelta(minutes=10))
+    vpc_sandbox = await start_vpc_sandbox(state=skewed)
+    slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
+    world = World(vpc=vpc_sandbox, slack=slack, home=tmp_path)
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    state, vpc = slack.state, skewed
+    try:
+        # The create is carried out, and the process is killed before its answer arrives.
+        vpc.faults.add(action="CreateVpnConnection", after_processing=True, latency=60, times=1)
+        with world.bot(url, "first") as first:
+            await first.wait_healthy()
+            ts, _ = await _delete_and_ask_to_recreate(world, first)
+            await state.wait_for(
+                lambda: _recreated(vpc) or None, timeout=15, what="the create to be carried out"
+            )
+            first.kill()
+            assert await first.wait_exit(within=5) != 0
+        [made] = _recreated(vpc)
+        created_at = datetime.fromtimestamp(vpc.connections[made].create_time_ms / 1000, tz=UTC)
+        assert created_at < datetime.now(UTC) - timedelta(minutes=9)
+
+        with world.bot(url, "second") as second:
+            await second.wait_healthy()
+            thread = await wait_thread(
+                state, ts, "found the connection the create had already made", within=20
+            )
+            thread = await wait_thread(state, ts, "Recreated in", within=30)
+
+        assert _recreated(vpc) == [made]  # exactly one connection
+        # The first create's answer was never sent (so never recorded); the second process sent none.
+        assert not vpc.calls("CreateVpnConnection")
+        assert "give the key again" not in thread
+        async with contextlib.AsyncExitStack() as stack:
+            store = await Store.open(url)
+            stack.push_async_callback(store.close)
+            recreation = next(op for op in await store.list_operations() if op.is_recreate)
+        assert recreation.state is OpState.RECREATED
+        assert recreation.new_vco_id == made
+        assert vpc.connections[made].tags[OPERATION_TAG] == recreation.id
+        # Found by its tag: the lookup asked DescribeVpnConnections for it.
+        lookups = [r for r in vpc.requests if r.action == "DescribeVpnConnections"]
+        assert any(r.params.get("Tag.1.Key") == OPERATION_TAG for r in lookups)
+        assert routes_to_state(vpc, made) == 3
+    finally:
+        await slack.close()
+        await vpc_sandbox.close()
 
 
 def _recreated(vpc: SandboxState) -> list[str]:

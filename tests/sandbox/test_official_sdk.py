@@ -221,6 +221,8 @@ async def test_sdk_creates_a_single_tunnel_connection_and_its_routes(sandbox: Ru
         health_check_config=json.dumps({"enable": "true", "dip": "10.30.0.9", "sip": "169.254.9.1"}),
         bgp_config=json.dumps({"EnableBgp": "true", "LocalAsn": 65300, "TunnelCidr": "169.254.9.0/30"}),
         tags=[vpc_models.CreateVpnConnectionRequestTags(key="team", value="sdk")],
+        # Else Alibaba adds the route to 192.168.31.0/24 itself, and the one below is refused.
+        auto_config_route=False,
         client_token=TOKEN,
     )
 
@@ -295,6 +297,15 @@ async def test_sdk_creates_a_single_tunnel_connection_and_its_routes(sandbox: Ru
         "10.30.1.0/24"
     ]
     assert len(sandbox.state.accepted("CreateVpnConnection")) == 1
+    # The Tag filter as the SDK sends it (Tag.N.Key/Value) finds the connection by its tag alone.
+    tagged = await client.describe_vpn_connections_async(
+        vpc_models.DescribeVpnConnectionsRequest(
+            region_id=SEED_REGION,
+            vpn_gateway_id=SEED_VPN_HANGZHOU_2,
+            tag=[vpc_models.DescribeVpnConnectionsRequestTag(key="team", value="sdk")],
+        )
+    )
+    assert [c.vpn_connection_id for c in tagged.body.vpn_connections.vpn_connection] == [vco]
 
 
 async def test_sdk_creates_a_dual_tunnel_connection_through_its_form_body(sandbox: RunningSandbox) -> None:

@@ -51,9 +51,7 @@ def single_tunnel(**extra: str) -> dict[str, str]:
         "HealthCheckConfig": _json(
             {"enable": "true", "dip": "10.30.0.1", "sip": "169.254.31.1", "retry": "5"}
         ),
-        "BgpConfig": _json(
-            {"EnableBgp": "true", "LocalAsn": "65100", "TunnelCidr": "169.254.31.0/30", "AuthKey": "bgp-key"}
-        ),
+        "BgpConfig": _json({"EnableBgp": "true", "LocalAsn": "65100", "TunnelCidr": "169.254.31.0/30"}),
         "Tags.1.Key": "team",
         "Tags.1.Value": "netops",
         **extra,
@@ -164,7 +162,7 @@ async def test_create_single_tunnel_connection_is_asynchronous_and_keeps_its_set
         "169.254.31.1",
         "169.254.31.2",
     )
-    assert bgp["AuthKey"] == "bgp-key"
+    assert bgp["AuthKey"] == ""  # the customer gateway's; never set by CreateVpnConnection
     assert described["Tags"] == {"Tag": [{"Key": "team", "Value": "netops"}]}
     assert len(sandbox.state.accepted("CreateVpnConnection")) == 1
 
@@ -207,6 +205,33 @@ async def test_create_dual_tunnel_connection_from_a_form_body(sandbox: RunningSa
     assert "IkeConfig" not in described
 
 
+async def test_auto_config_route_adds_a_published_route_per_remote_subnet_unless_false(
+    caller: Caller, sandbox: RunningSandbox
+) -> None:
+    subnets = "192.168.30.0/24,192.168.31.0/24"
+    auto = await caller.ok("CreateVpnConnection", single_tunnel(RemoteSubnet=subnets))
+    await settled(caller, SEED_VPN_HANGZHOU_2)
+    manual = await caller.ok(
+        "CreateVpnConnection",
+        single_tunnel(
+            RemoteSubnet=subnets,
+            AutoConfigRoute="false",
+            BgpConfig=_json({"EnableBgp": "true", "TunnelCidr": "169.254.32.0/30"}),
+        ),
+    )
+    await settled(caller, SEED_VPN_HANGZHOU_2)
+
+    def through(vco_id: str) -> set[tuple[str, str]]:
+        return {(r.dest, r.state) for r in sandbox.state.routes if r.next_hop == vco_id}
+
+    # The default (true): Alibaba adds the routes itself once the connection is set up.
+    assert through(auto["VpnConnectionId"]) == {
+        ("192.168.30.0/24", "published"),
+        ("192.168.31.0/24", "published"),
+    }
+    assert through(manual["VpnConnectionId"]) == set()
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
@@ -221,6 +246,15 @@ async def test_create_dual_tunnel_connection_from_a_form_body(sandbox: RunningSa
         ({"IpsecConfig": '{"IpsecLifetime": 90000}'}, "InvalidParameter"),
         ({"BgpConfig": '{"EnableBgp": "true", "TunnelCidr": "10.0.0.0/30"}'}, "InvalidParameter"),
         ({"HealthCheckConfig": '{"enable": "true"}'}, "InvalidParameter"),
+        # Keys CreateVpnConnection's docstring (SDK 7.2.x) does not document are refused.
+        (
+            {"BgpConfig": '{"EnableBgp": "true", "TunnelCidr": "169.254.31.0/30", "AuthKey": "k"}'},
+            "InvalidParameter",
+        ),
+        (
+            {"HealthCheckConfig": '{"enable": "true", "dip": "10.30.0.1", "policy": "reserve_route"}'},
+            "InvalidParameter",
+        ),
         ({"EnableDpd": "yes"}, "InvalidParameter"),
         ({"Name": "https://example.com"}, "InvalidParameter"),
         ({"VpnGatewayId": "vpn-bp1doesnotexist0000000"}, "InvalidVpnGatewayInstanceId.NotFound"),
@@ -324,14 +358,14 @@ async def test_create_route_entries_then_they_are_listed_and_go_with_their_conne
             {"NextHop": SEED_VCO_HANGZHOU_GW2},
             "InvalidVpnConnectionInstanceId.NotFound",
         ),
-        ("CreateVpnRouteEntry", {"RouteDest": "192.168.10.0/24"}, "VpnRouteEntry.AlreadyExists"),
+        ("CreateVpnRouteEntry", {"RouteDest": "192.168.10.0/24"}, "Sandbox.RouteEntryExists"),
         ("CreateVpnRouteEntry", {"DryRun": "true"}, "DryRunOperation"),
         ("CreateVpnPbrRouteEntry", {}, "MissingParameter"),
         ("CreateVpnPbrRouteEntry", {"RouteSource": "10.0.0.0/8", "Priority": "0"}, "InvalidParameter"),
         (
             "CreateVpnPbrRouteEntry",
             {"RouteSource": "10.10.1.0/24", "RouteDest": "192.168.10.128/25"},
-            "VpnRouteEntry.AlreadyExists",
+            "Sandbox.RouteEntryExists",
         ),
     ],
 )
@@ -460,7 +494,7 @@ async def test_keys_of_create_calls_stay_out_of_the_control_api(
     state = await caller.http.get(f"{sandbox.url}/_sandbox/state")
 
     for text in (requests.text, state.text):
-        for secret in ("new-key-42!", "bgp-key", "tunnel-key-1", "tunnel-key-2"):
+        for secret in ("new-key-42!", "tunnel-key-1", "tunnel-key-2"):
             assert secret not in text
     first = requests.json()[0]["params"]
     assert json.loads(first["IkeConfig"])["IkeVersion"] == "ikev2"  # the rest stays readable

@@ -36,7 +36,9 @@ from bot.slack.ids import ActionId, BlockId
 LONG_NAME = "n" * 100  # Alibaba's longest connection name
 ROUTES = (
     SnapshotRoute(kind="custom", destination="192.168.10.0/24", weight=100),
-    SnapshotRoute(kind="policy", destination="192.168.10.128/25", source="10.10.1.0/24", priority=5),
+    SnapshotRoute(
+        kind="policy", destination="192.168.10.128/25", source="10.10.1.0/24", priority=5, published=False
+    ),
     SnapshotRoute(kind="bgp", destination="10.200.0.0/16"),
 )
 SNAPSHOT = Snapshot(
@@ -111,22 +113,61 @@ def test_the_deleted_card_offers_recreate_until_the_window_closes() -> None:
     assert all(b["type"] != "actions" for b in recreated["blocks"])
 
 
-def test_the_modal_shows_what_is_created_and_asks_for_the_keys() -> None:
+def test_the_modal_shows_what_is_created_and_asks_only_for_the_pre_shared_key() -> None:
     deleted = make_op(state=OpState.DELETED, connection=CONN, snapshot=SNAPSHOT)
     view = build_recreate_modal(deleted)
     View(**view).validate_json()
     inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    # One key only: CreateVpnConnection takes no BGP key (the customer gateway keeps it).
+    assert list(inputs) == [BlockId.RECREATE_PSK]
     assert "pre-shared key" in inputs[BlockId.RECREATE_PSK]["label"]["text"].lower()
     assert inputs[BlockId.RECREATE_PSK]["element"]["type"] == "plain_text_input"
-    assert "BGP authentication key" in inputs[BlockId.RECREATE_BGP_KEY]["label"]["text"]
     text = json.dumps(view)
+    assert "BGP authentication* is not asked for" in text
+    assert "customer gateway" in text
     for shown in ("vpn-bp1gw0001", "cgw-bp1cgw0001", "192.168.10.128/25", "10.10.1.0/24", "BGP-learned"):
         assert shown in text
+    assert "AutoConfigRoute=false" in text
+    assert "`192.168.10.128/25` from `10.10.1.0/24` (policy-based, not published to the VPC)" in text
+    assert "`192.168.10.0/24` (destination-based)" in text
     assert view["private_metadata"] == deleted.id
-    # No BGP: no BGP key asked.
+    # No BGP: nothing said of BGP authentication.
     plain = replace(SNAPSHOT, config={k: v for k, v in (SNAPSHOT.config or {}).items() if k != "bgp_config"})
     view = build_recreate_modal(replace(deleted, snapshot=plain))
-    assert BlockId.RECREATE_BGP_KEY not in json.dumps(view)
+    assert "BGP authentication" not in json.dumps(view)
+
+
+def test_the_modal_lists_what_cannot_be_carried_before_the_key_input() -> None:
+    lossy = replace(
+        SNAPSHOT,
+        resource_group_id="rg-team-net",
+        health_check_policy="reserve_route",
+        skipped_tags=("acs:rm:rgId", "aliyun-owner"),
+        over_limit_tags=("zz-last",),
+    )
+    view = build_recreate_modal(make_op(state=OpState.DELETED, connection=CONN, snapshot=lossy))
+    View(**view).validate_json()
+    ids = [b.get("block_id") for b in view["blocks"]]
+    assert ids.index(BlockId.RECREATE_NOT_CARRIED) < ids.index(BlockId.RECREATE_PSK)
+    lost = next(b for b in view["blocks"] if b.get("block_id") == BlockId.RECREATE_NOT_CARRIED)["text"][
+        "text"
+    ]
+    for shown in (
+        "rg-team-net",
+        "reserve_route",
+        "acs:rm:rgId",
+        "aliyun-owner",
+        "zz-last",
+        "Route descriptions",
+    ):
+        assert shown in lost
+    # And once done, the thread says it again.
+    done = build_progress(
+        Recreated(new_vco_id="vco-bp1new", elapsed_s=60, routes=(), not_carried=lossy.not_carried)
+    )
+    assert "Not carried over" in done
+    assert "rg-team-net" in done
+    assert "reserve_route" in done
 
 
 def test_the_recreation_confirmation_has_recreate_and_cancel() -> None:

@@ -1,7 +1,9 @@
 """Recreate: the deleted card's offer, the modal that asks for the key, the recreation's card and replies.
 
-No key ever reaches these builders: the modal only has empty inputs for them, and the records
-rendered here (Operation, Snapshot, RouteResult) hold none.
+No key ever reaches these builders: the modal only has an empty input for the pre-shared key, and
+the records rendered here (Operation, Snapshot, RouteResult) hold none. What Recreate cannot put
+back (:attr:`bot.domain.Snapshot.not_carried`) is listed in the modal before anyone types a key,
+and again in the thread once it is done.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from bot.domain import (
     ConnectionReady,
     Created,
     KeyLost,
+    NotCarried,
     Operation,
     OpState,
     Recreated,
@@ -50,11 +53,11 @@ from bot.slack.blocks.text import (
 from bot.slack.ids import ActionId, BlockId, CallbackId
 
 __all__ = [
-    "BGP_KEY_MAX",
     "PSK_MAX",
     "build_recreate_confirmation",
     "build_recreate_modal",
     "build_recreate_parent",
+    "not_carried_lines",
     "recreate_offer_blocks",
     "recreate_progress",
     "recreate_refused_text",
@@ -64,7 +67,6 @@ __all__ = [
 View = dict[str, Any]
 MODAL_TITLE_MAX = 24
 PSK_MAX = 100  # Alibaba: Psk is 1-100 characters
-BGP_KEY_MAX = 64  # Alibaba: a BGP AuthKey is 1-64 ASCII characters
 ROUTES_LISTED = 20
 
 # The modal's field errors (plain text under the field; never quoting what was typed).
@@ -72,7 +74,11 @@ FOREIGN_FORM = "That form did not come from this bot, or it was changed on the w
 PSK_MISSING = "Type the pre-shared key the remote side uses."
 PSK_TOO_LONG = f"Too long: a pre-shared key has at most {PSK_MAX} characters."
 PSK_CHARS = 'Only letters, digits and ~!`@#$%^&*()_-+={}[]\\|;:",.<>/? are allowed, without spaces.'
-BGP_KEY_BAD = f"A BGP authentication key is 1-{BGP_KEY_MAX} ASCII characters, without spaces or ?."
+BGP_AUTH_NOTE = (
+    "*BGP authentication* is not asked for: CreateVpnConnection takes no BGP key. The key (if the "
+    "session had one) is set on the customer gateway, which deleting the connection left in place, "
+    "so the new connection's BGP session uses it as before."
+)
 
 
 # --- on the deleted card ---------------------------------------------------------------------------
@@ -143,13 +149,17 @@ def recreate_refused_text(err: RecreateRefused, *, now: datetime) -> str:
 
 
 def _route_line(route: SnapshotRoute) -> str:
+    # Recreated unpublished as it was: said, so nobody expects it in the VPC's route table.
+    unpublished = ", not published to the VPC" if route.published is False else ""
     match route.kind:
         case "policy":
-            return f"• {code(route.destination, 60)} from {code(route.source, 60)} (policy-based)"
+            return (
+                f"• {code(route.destination, 60)} from {code(route.source, 60)} (policy-based{unpublished})"
+            )
         case "bgp":
             return f"• {code(route.destination, 60)} (BGP-learned: learned again once BGP is up, not created)"
         case _:
-            return f"• {code(route.destination, 60)} (destination-based)"
+            return f"• {code(route.destination, 60)} (destination-based{unpublished})"
 
 
 def _route_lines(routes: Sequence[SnapshotRoute]) -> str:
@@ -185,19 +195,65 @@ def _what(snapshot: Snapshot) -> str:
     return "\n".join(lines)
 
 
+def not_carried_lines(lost: Sequence[NotCarried]) -> list[str]:
+    """One mrkdwn line per thing Recreate cannot put back, saying why and what to do instead."""
+    lines: list[str] = []
+    for item in lost:
+        values = ", ".join(code(v, 80) for v in item.values[:10])
+        if len(item.values) > 10:
+            values += f" and {len(item.values) - 10} more"
+        match item.part:
+            case "resource_group":
+                lines.append(
+                    f"• *Resource group* {values}: CreateVpnConnection takes none, so the new connection "
+                    "goes to the account's default resource group (nothing lost if that is this one; "
+                    "else move it in the console)."
+                )
+            case "health_check_policy":
+                lines.append(
+                    f"• *Health check policy* {values} (whether published routes are withdrawn when the "
+                    "check fails): CreateVpnConnection's HealthCheckConfig has no policy, so Alibaba's "
+                    "default applies; set it in the console if it differs."
+                )
+            case "reserved_tags":
+                lines.append(
+                    f"• *Tags* {values}: keys starting with `aliyun` or `acs:` are Alibaba's own; Create refuses them."
+                )
+            case "tags_over_limit":
+                lines.append(
+                    f"• *Tags* {values}: Create takes 20 tags, and one goes to the bot's "
+                    "`vpnbot-operation` tag (how it finds the new connection after a restart)."
+                )
+            case "route_descriptions":
+                lines.append(
+                    "• *Route descriptions*: Alibaba's route listings do not return them, so the routes "
+                    "come back without descriptions."
+                )
+            case _:  # pragma: no cover - every part is listed above
+                lines.append(f"• {escape(item.part)} {values}")
+    return lines
+
+
 def build_recreate_modal(op: Operation) -> View:
-    """The modal Recreate… opens: what will be created, and empty inputs for the keys."""
+    """The modal Recreate… opens: what will be created, what will not come back, and an empty key input."""
     snapshot = op.snapshot or Snapshot(vco_id=op.vco_id, region=op.region)
     routes = snapshot.routes
     intro = (
         f"This asks for approval to create a new IPsec-VPN connection like the deleted "
         f"{code(op.vco_id)} in {f'account {code(op.account, 40)}, region ' if op.account else ''}"
         f"{code(op.region, 64)}, then put its {len(routes)} "
-        f"route{'s' if len(routes) != 1 else ''} back on it:"
+        f"route{'s' if len(routes) != 1 else ''} back on it, each published to the VPC as it was "
+        "(Alibaba adds no route of its own: the create says AutoConfigRoute=false):"
     )
     blocks: list[Block] = [_section(intro), _section(_what(snapshot))]
     if routes:
         blocks.append(_section(_route_lines(routes), BlockId.RECREATE_ROUTES.value))
+    if _has_bgp(snapshot):
+        blocks.append(_section(BGP_AUTH_NOTE))
+    lost = not_carried_lines(snapshot.not_carried)
+    if lost:
+        text = "*Not carried over* — the API has no way to recreate these:\n" + "\n".join(lost)
+        blocks.append(_section(cap(text, SECTION_MAX), BlockId.RECREATE_NOT_CARRIED.value))
     blocks.append(
         {
             "type": "input",
@@ -215,21 +271,6 @@ def build_recreate_modal(op: Operation) -> View:
             },
         }
     )
-    if _has_bgp(snapshot):
-        blocks.append(
-            {
-                "type": "input",
-                "block_id": BlockId.RECREATE_BGP_KEY.value,
-                "optional": True,
-                "label": _plain("BGP authentication key", 2000),
-                "hint": _plain("Only if the BGP session had one: 1-64 characters, no spaces or ?.", 2000),
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": ActionId.RECREATE_BGP_KEY.value,
-                    "max_length": BGP_KEY_MAX,
-                },
-            }
-        )
     blocks.append(
         _context(
             "Alibaba Cloud never gives the old key back in a form the bot keeps, so it is asked again. "
@@ -482,11 +523,14 @@ def recreate_progress(event: Created | ConnectionReady | Recreated | KeyLost) ->
                 f"Gateway {code(gw)} is `active` again and {code(new)} exists. Putting {n} "
                 f"route{'s' if n != 1 else ''} back on it, one at a time…"
             )
-        case Recreated(new_vco_id=new, elapsed_s=elapsed, routes=routes):
-            return (
+        case Recreated(new_vco_id=new, elapsed_s=elapsed, routes=routes, not_carried=lost):
+            text = (
                 f":white_check_mark: Recreated in {format_duration(elapsed)} as {code(new)}. "
                 f"{_routes_summary(routes)}"
             )
+            if lost:
+                text += "\nNot carried over (the API has no way to):\n" + "\n".join(not_carried_lines(lost))
+            return text
         case KeyLost(sent=True):
             return (
                 ":x: The bot restarted after sending the create, and no connection it made is on the gateway: "
