@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,9 @@ import yaml
 from aiohttp import web
 
 from bot.__main__ import _parser
+from bot.cloud.codes import ERROR_TABLE
 from bot.config import Settings
+from bot.errors import RetryClass
 from bot.metrics import Metrics, exported_names
 from bot.sandbox.local import start_local_stack
 
@@ -28,7 +33,19 @@ DEPLOY = ROOT / "deploy"
 SETTINGS = {str(f.validation_alias) for f in Settings.model_fields.values()}
 EXPORTED = exported_names(Metrics().registry)
 # Labels the bot puts on its series, plus what Prometheus adds and histogram_quantile needs.
-LABELS = {"action", "code", "method", "error", "outcome", "state", "account", "le", "instance", "job"}
+LABELS = {
+    "action",
+    "code",
+    "method",
+    "error",
+    "outcome",
+    "state",
+    "account",
+    "le",
+    "instance",
+    "job",
+    "namespace",
+}
 # Set for the Python runtime and pip inside the image, not for the bot.
 RUNTIME_ENV = {
     "PYTHONDONTWRITEBYTECODE",
@@ -58,14 +75,21 @@ def check_command(argv: list[str]) -> None:
 # --- PromQL ---------------------------------------------------------------------------------------
 
 
-def check_promql(expr: str) -> None:
-    """Every metric named is exported; every label grouped or matched on exists; nothing else is read."""
+def check_promql(expr: str, *, scrape_health: bool = False) -> None:
+    """Every metric named is exported; every label grouped or matched on exists; nothing else is read.
+
+    ``scrape_health``: the expression is about the scrape itself and reads Prometheus's own ``up``.
+    """
     names = set(re.findall(r"\bvpnbot_\w+", expr))
-    assert names, f"names no vpn-bot metric: {expr}"
+    if scrape_health:
+        assert re.search(r"\bup\{job=\"vpn-bot\"\}", expr), expr
+    else:
+        assert names, f"names no vpn-bot metric: {expr}"
     assert names <= EXPORTED, f"{sorted(names - EXPORTED)} not exported (expr: {expr})"
-    # A selector is NAME{…} or NAME[…]: every one must be ours (no node_exporter, no `up`).
+    # A selector is NAME{…} or NAME[…]: every one must be ours (no node_exporter; `up` only for health).
     selectors = set(re.findall(r"\b([a-zA-Z_:][\w:]*)\s*[{\[]", expr)) - {"by", "without"}
-    assert selectors <= EXPORTED, f"reads {sorted(selectors - EXPORTED)} (expr: {expr})"
+    allowed = EXPORTED | ({"up"} if scrape_health else set())
+    assert selectors <= allowed, f"reads {sorted(selectors - allowed)} (expr: {expr})"
     for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
         used = {g.strip() for g in group.split(",") if g.strip()}
         assert used <= LABELS, f"unknown labels {sorted(used - LABELS)} (expr: {expr})"
@@ -113,13 +137,57 @@ def test_alerts_parse_and_read_only_exported_metrics() -> None:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"], name
-        check_promql(rule["expr"])
-    # What the issue asks for: stuck in waiting_gateway, error rate by code, throttling.
+        check_promql(rule["expr"], scrape_health=name in {"VpnBotDown", "VpnBotAbsent"})
+        # Several installations alert apart: everything aggregated keeps job and namespace.
+        for group in re.findall(r"\bby\s*\(([^)]*)\)", rule["expr"]):
+            assert {"job", "namespace"} <= {g.strip() for g in group.split(",")}, name
+    # Stuck: one operation's age past the delete timeout, not the state's population.
     stuck = alerts["VpnBotOperationStuckWaitingGateway"]
-    assert 'state="waiting_gateway"' in stuck["expr"]
-    assert _minutes(stuck["for"]) * 60 > Settings().delete_timeout_seconds
-    assert "by (code)" in alerts["VpnBotVpcApiErrorRate"]["expr"]
+    assert "vpnbot_operation_oldest_age_seconds" in stuck["expr"]
+    assert "waiting_gateway" in stuck["expr"]
+    threshold = float(re.search(r">\s*(\d+)", stuck["expr"])[1])  # type: ignore[index]
+    assert threshold > Settings().delete_timeout_seconds
+    assert "absent(up" in alerts["VpnBotAbsent"]["expr"]
+    assert "last_over_time(vpnbot_store_up" in alerts["VpnBotStoreUnreachable"]["expr"]
     assert "Throttling" in alerts["VpnBotVpcThrottled"]["expr"]
+    # What normal work produces never counts as an error: each deletion's verification (NotFound)
+    # and every code the bot waits out as a busy gateway.
+    errors = alerts["VpnBotVpcApiErrorRate"]["expr"]
+    excluded = re.search(r'code!~"([^"]*)"', errors)[1]  # type: ignore[index]
+    normal = {"InvalidVpnConnectionInstanceId.NotFound"} | {
+        code for code, row in ERROR_TABLE.items() if row.retry is RetryClass.BUSY
+    }
+    for code in normal:
+        assert re.fullmatch(excluded.replace("\\\\", "\\"), code), code
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        message = "promtool is not installed (Debian's prometheus package has it; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    """The real parser and evaluator: deploy/alerts.test.yml's timelines fire and clear each alert."""
+    promtool = _promtool()
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (DEPLOY / "alerts.test.yml").read_text(encoding="utf-8")))
+    rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text(encoding="utf-8"))
+    new = {
+        "VpnBotDown",
+        "VpnBotAbsent",
+        "VpnBotStoreUnreachable",
+        "VpnBotOperationStuckWaitingGateway",
+        "VpnBotVpcApiErrorRate",
+        "VpnBotVpcApiUnreachable",
+    }
+    assert new <= tested <= {r["alert"] for g in rules["groups"] for r in g["rules"]}
 
 
 def _minutes(duration: str) -> int:
@@ -253,3 +321,36 @@ def test_kubernetes_example_deployment_probes_secret_and_budget() -> None:
     budget = docs["PodDisruptionBudget"]["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
     assert budget["minAvailable"] == 1
+
+
+def test_dashboard_expressions_parse_with_promtool_and_follow_job_and_namespace(tmp_path: Path) -> None:
+    """Prometheus's own parser reads every panel's query (as a recording rule), with the variables set."""
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "job", "namespace"} <= variables
+    exprs = [t["expr"] for p in _panels(dashboard["panels"]) for t in p.get("targets", [])]
+    for expr in exprs:
+        for selector in re.findall(r"\bvpnbot_\w+(\{[^}]*\})?", expr):
+            assert 'job=~"$job"' in selector, expr
+            assert 'namespace=~"$namespace"' in selector, expr
+    concrete = [
+        e.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$namespace", ".*") for e in exprs
+    ]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"panel:{i}", "expr": e} for i, e in enumerate(concrete)],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    done = subprocess.run(
+        [_promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Counts per interval are not shown as a per-second rate.
+    for panel in _panels(dashboard["panels"]):
+        if any("increase(" in t["expr"] for t in panel.get("targets", [])):
+            assert panel.get("fieldConfig", {}).get("defaults", {}).get("unit") != "reqps", panel["title"]
