@@ -286,21 +286,49 @@ def _run(run: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     return 0
 
 
-async def _open_app(settings: Settings, *, socket_mode: bool) -> BotApp:
-    """Build the app; a database that cannot be opened is a StartupError saying how to fix it."""
+async def _open_app(settings: Settings, *, socket_mode: bool, stop: asyncio.Event | None = None) -> BotApp:
+    """Build the app; a database that cannot be opened is a StartupError saying how to fix it.
+
+    A PostgreSQL server out of reach is waited for up to VPNBOT_DATABASE_WAIT_SECONDS (a pod often
+    starts before its database), with one log line when the wait begins; a misconfiguration, or
+    ``stop`` set meanwhile, ends it at once.
+    """
     from sqlalchemy.exc import DBAPIError
 
     from bot.app import create_app
     from bot.errors import StoreUnavailable
-    from bot.startup import database_error
+    from bot.startup import database_error, database_unreachable
 
-    try:
-        return await create_app(settings, socket_mode=socket_mode)
-    except (StoreUnavailable, DBAPIError, OSError, TimeoutError) as exc:
-        error = database_error(settings.database_url, exc)
-        if error is None:
-            raise
-        raise error from None
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + settings.database_wait_seconds
+    pause, told = 0.5, False
+    while True:
+        try:
+            return await create_app(settings, socket_mode=socket_mode)
+        except (StoreUnavailable, DBAPIError, OSError, TimeoutError) as exc:
+            error = database_error(settings.database_url, exc)
+            if error is None:
+                raise
+            left = give_up_at - loop.time()
+            if not database_unreachable(settings.database_url, exc) or left <= 0 or (stop and stop.is_set()):
+                raise error from None
+            if not told:  # one line when the wait begins, not one per retry
+                told = True
+                log.warning(
+                    "%s; waiting up to %d s for it (VPNBOT_DATABASE_WAIT_SECONDS)",
+                    error.problem,
+                    settings.database_wait_seconds,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_stopped(stop), timeout=min(pause, left))
+            pause = min(pause * 2, 5.0)
+
+
+async def _stopped(stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.Future()  # never: only the timeout ends the pause
+    else:
+        await stop.wait()
 
 
 async def _serve(settings: Settings, stop: asyncio.Event, *, host: str, port: int, socket_mode: bool) -> None:
@@ -310,7 +338,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, *, host: str, port: in
     from bot.startup import listen_error
 
     await check_bot_token(settings)
-    app = await _open_app(settings, socket_mode=socket_mode)
+    app = await _open_app(settings, socket_mode=socket_mode, stop=stop)
     runner = web.AppRunner(app.web, handle_signals=False)
     socket_handler = None
     if socket_mode:  # the HTTP listener then serves only /healthz and /metrics

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
 
     # --- the bot -------------------------------------------------------------------------------
     database_url: str = Field(default="sqlite:///vpn-bot.db", validation_alias="VPNBOT_DATABASE_URL")
+    # `serve` waits this long for a database server it cannot reach at start (0: exit at once);
+    # a misconfiguration (bad URL, login refused, missing database) exits at once whatever this says.
+    database_wait_seconds: float = Field(
+        default=60.0, ge=0, le=3600, validation_alias="VPNBOT_DATABASE_WAIT_SECONDS"
+    )
     port: int = Field(default=3000, ge=1, le=65535, validation_alias="VPNBOT_PORT")
     # Socket Mode only: where /metrics and /healthz listen (default: VPNBOT_PORT).
     metrics_port: int | None = Field(default=None, ge=1, le=65535, validation_alias="VPNBOT_METRICS_PORT")

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import httpx
@@ -87,6 +88,10 @@ class StateCounts(Protocol):
         """Approved operations waiting for another one's delete on the same gateway."""
         ...
 
+    async def phase_started_by_state(self) -> dict[str, datetime]:
+        """For each unfinished state, when its oldest operation entered its current phase."""
+        ...
+
 
 class _Bounded:
     """Pass label values through until ``limit`` distinct ones were seen; later new ones become ``other``."""
@@ -111,15 +116,27 @@ class _StoreGauges(Collector):
     def __init__(self) -> None:
         self.by_state: dict[str, int] | None = None
         self.queued: int | None = None
+        self.oldest_age: dict[str, float] | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return self._families(by_state={}, queued=None, up=True)
+        return self._families(by_state={}, queued=None, oldest_age={}, up=True)
 
     def collect(self) -> Iterable[Metric]:
-        return self._families(by_state=self.by_state, queued=self.queued, up=self.by_state is not None)
+        return self._families(
+            by_state=self.by_state,
+            queued=self.queued,
+            oldest_age=self.oldest_age,
+            up=self.by_state is not None,
+        )
 
     @staticmethod
-    def _families(*, by_state: Mapping[str, int] | None, queued: int | None, up: bool) -> Iterator[Metric]:
+    def _families(
+        *,
+        by_state: Mapping[str, int] | None,
+        queued: int | None,
+        oldest_age: Mapping[str, float] | None,
+        up: bool,
+    ) -> Iterator[Metric]:
         in_flight = GaugeMetricFamily(
             "vpnbot_operations_in_flight",
             "Operations not finished yet, by state, as the store has them (all replicas).",
@@ -129,6 +146,16 @@ class _StoreGauges(Collector):
             for state in IN_FLIGHT_STATES:
                 in_flight.add_metric([state], by_state.get(state, 0))
         yield in_flight
+        oldest = GaugeMetricFamily(
+            "vpnbot_operation_oldest_age_seconds",
+            "Seconds since the oldest operation in each unfinished state entered its phase "
+            "(requested, approved, or delete sent); 0 where the state has none.",
+            labels=["state"],
+        )
+        if oldest_age is not None:
+            for state in IN_FLIGHT_STATES:
+                oldest.add_metric([state], oldest_age.get(state, 0.0))
+        yield oldest
         queued_family = GaugeMetricFamily(
             "vpnbot_deletions_queued",
             "Approved deletions waiting for another deletion on the same gateway to finish.",
@@ -267,17 +294,22 @@ class Metrics:
 
     # --- scraping ----------------------------------------------------------------------------
 
-    async def refresh_store(self, store: StateCounts, *, within: float) -> None:
+    async def refresh_store(self, store: StateCounts, *, within: float, now: datetime | None = None) -> None:
         """Read the in-flight gauges from the store; on error or timeout they are left out."""
         try:
             async with asyncio.timeout(within):
                 by_state = await store.count_by_state()
                 queued = await store.count_queued()
+                started = await store.phase_started_by_state()
         except Exception as exc:  # driver errors vary; a scrape only reports them
             log.warning("metrics: store query failed", extra={"error": type(exc).__name__})
-            self._store.by_state = self._store.queued = None
+            self._store.by_state = self._store.queued = self._store.oldest_age = None
         else:
+            at = now or datetime.now(UTC)
             self._store.by_state, self._store.queued = by_state, queued
+            self._store.oldest_age = {
+                state: max(0.0, (at - t).total_seconds()) for state, t in started.items()
+            }
 
     def exposition(self) -> bytes:
         """The text exposition format of every metric (fast: no I/O, a few hundred series)."""

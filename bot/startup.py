@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from bot.errors import StartupError, StoreUnavailable
 
-__all__ = ["database_error", "listen_error"]
+__all__ = ["database_error", "database_unreachable", "listen_error"]
 
 _URL_FIX = "or point VPNBOT_DATABASE_URL elsewhere"
 
@@ -107,6 +107,28 @@ def database_error(url: str, exc: BaseException) -> StartupError | None:
     if backend == "postgresql" and isinstance(exc, DBAPIError | OSError | TimeoutError):
         return _postgres_error(url, exc)
     return None
+
+
+def database_unreachable(url: str, exc: BaseException) -> bool:
+    """Whether ``exc`` says the database server is out of reach (worth waiting for), not misconfigured.
+
+    A refused, reset or timed-out connection to PostgreSQL may heal (the server is starting, a
+    failover); a name that does not resolve, a refused login, a missing database or anything about a
+    SQLite file needs a person.
+    """
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        return False
+    if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, DBAPIError) and isinstance(exc.orig, OSError | TimeoutError):
+        exc = exc.orig
+    return (
+        backend == "postgresql"
+        and isinstance(exc, OSError | TimeoutError)
+        and not isinstance(exc, socket.gaierror)
+    )
 
 
 def listen_error(host: str, port: int, exc: OSError, *, setting: str) -> StartupError:

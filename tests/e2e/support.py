@@ -209,7 +209,7 @@ class BotProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed arguments
+        self.proc = subprocess.Popen(
             self.command(port=self.port),
             env=dict(env),
             cwd=cwd,

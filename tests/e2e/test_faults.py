@@ -303,3 +303,43 @@ async def test_healthz_answers_503_with_the_reason_on_a_read_only_database(postg
         finally:
             await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = off')
             await admin.close()
+
+
+async def test_an_outage_mid_deletion_resumes_here_at_once_when_the_database_returns(
+    postgres_url: str, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The driver meets the outage; when the database is back the same process continues within
+    seconds (not a whole lease later), and the thread never says it was picked up after a restart."""
+    caplog.set_level(logging.INFO)
+    # A long lease: the operation must not wait for it to run out. Polls every 0.2 s meet the cut.
+    settings = {"lease_seconds": 60.0, "poll_interval_seconds": 0.2}
+    async with contextlib.AsyncExitStack() as cleanup:
+        stack = await start_local_stack(
+            database_url=proxy.url_for(postgres_url), update_seconds=4.0, settings=settings
+        )
+        cleanup.push_async_callback(stack.aclose)
+        confirmation = await _request(stack)
+        op_id = op_id_of(confirmation)
+        reply = await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+        assert reply.status == 200
+
+        async def waiting() -> bool:
+            op = await stack.bot.app.store.get_operation(op_id=op_id)
+            return op is not None and op.state is OpState.WAITING_GATEWAY
+
+        await stack.slack.state.wait_for(waiting, timeout=20, what="waiting_gateway")
+        proxy.cut()
+
+        def interrupted() -> bool:
+            return any("resumes once it is back" in r.getMessage() for r in caplog.records)
+
+        await stack.slack.state.wait_for(interrupted, timeout=20, what="the driver meeting the outage")
+        proxy.restore()
+        # Within a few seconds of the database's return, far inside the 60 s lease.
+        assert await _final_state(stack, op_id, within=20) is OpState.DELETED
+        await wait_parent(stack.slack.state, confirmation.ts, "Deleted", within=20)
+        await stack.bot.app.workflow.outbox.wait_idle()
+        shown = _everything_shown(stack, confirmation.ts)
+        assert "after a restart" not in shown
+        assert any("the database is back" in r.getMessage() for r in caplog.records)
+        assert len(stack.vpc.state.accepted("DeleteVpnConnection")) == 1

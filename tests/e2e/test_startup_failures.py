@@ -7,16 +7,20 @@ Slack's answers to ``auth.test`` come from the local Slack stand-in; the databas
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from netproxy import running_proxy
+from sqlalchemy.engine import make_url
 
 from bot.sandbox.local import LOCAL_BOT_TOKEN
 from bot.sandbox.slack import SlackStandin, demo_workspace, start_slack_standin
@@ -102,7 +106,10 @@ async def sandbox_fails(cwd: Path, *args: str) -> str:
 async def test_postgres_server_down(world: World) -> None:
     closed = free_port()
     err = await serve_fails(
-        world.env(VPNBOT_DATABASE_URL=f"postgresql://vpnbot:pw-not-shown@127.0.0.1:{closed}/vpnbot"),
+        world.env(
+            VPNBOT_DATABASE_URL=f"postgresql://vpnbot:pw-not-shown@127.0.0.1:{closed}/vpnbot",
+            VPNBOT_DATABASE_WAIT_SECONDS="0",
+        ),
         world.home,
     )
     assert f"cannot reach PostgreSQL on 127.0.0.1:{closed} (connection refused)" in err
@@ -110,12 +117,56 @@ async def test_postgres_server_down(world: World) -> None:
     assert "pw-not-shown" not in err
 
 
+async def test_postgres_server_down_is_waited_for_then_given_up_on(world: World) -> None:
+    """VPNBOT_DATABASE_WAIT_SECONDS: one line saying it waits, then the same exit 2 as without a wait."""
+    closed = free_port()
+    url = f"postgresql://vpnbot:pw-not-shown@127.0.0.1:{closed}/vpnbot"
+    err = await serve_fails(world.env(VPNBOT_DATABASE_URL=url, VPNBOT_DATABASE_WAIT_SECONDS="2"), world.home)
+    assert f"cannot reach PostgreSQL on 127.0.0.1:{closed} (connection refused)" in err
+    waits = [r for r in records(err) if "waiting up to 2 s" in str(r["message"])]
+    assert len(waits) == 1, err
+    assert "pw-not-shown" not in err
+
+
+@pytest.mark.postgres
+async def test_a_database_that_comes_up_during_the_wait_is_used(world: World) -> None:
+    """The pod starts before its database: serve waits, then starts without a restart."""
+    async with fresh_postgres_database() as real:
+        target = make_url(real)
+        async with running_proxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+            proxy.cut()
+            env = world.env(VPNBOT_DATABASE_URL=proxy.url_for(real), VPNBOT_DATABASE_WAIT_SECONDS="30")
+            bot = BotProcess(env=env, cwd=world.home, log_path=world.home / "wait.log")
+            try:
+                await wait_for_log(bot, "waiting up to 30 s")
+                proxy.restore()
+                await bot.wait_healthy(within=20)
+                assert bot.log().count("waiting up to 30 s") == 1
+                bot.terminate()
+                assert await bot.wait_exit(within=20) == 0
+            finally:
+                bot.close()
+
+
+async def wait_for_log(bot: BotProcess, needle: str, *, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while needle not in bot.log():
+        if bot.proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"no {needle!r} in the log:\n{bot.log()}")
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.postgres
 async def test_postgres_database_missing(world: World) -> None:
+    """A missing database is a misconfiguration: no wait, whatever VPNBOT_DATABASE_WAIT_SECONDS says."""
     async with fresh_postgres_database() as existing:
         missing = f"vpnbot_missing_{uuid.uuid4().hex[:8]}"
         url = f"{existing.rpartition('/')[0]}/{missing}"
-        err = await serve_fails(world.env(VPNBOT_DATABASE_URL=url), world.home)
+        started = time.monotonic()
+        err = await serve_fails(
+            world.env(VPNBOT_DATABASE_URL=url, VPNBOT_DATABASE_WAIT_SECONDS="600"), world.home
+        )
+        assert time.monotonic() - started < 30
     assert f"PostgreSQL database '{missing}' does not exist" in err
     assert f"createdb -h 127.0.0.1 {missing}" in err
 
