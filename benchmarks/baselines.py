@@ -16,6 +16,10 @@ except ``--quick``, which only checks the script still works.
 
     .venv/bin/python benchmarks/baselines.py           # prints a markdown table (three rounds)
     .venv/bin/python benchmarks/baselines.py --quick
+    .venv/bin/python benchmarks/baselines.py --only 1  # only the first scenario (numbers as listed)
+
+The last column is the process's CPU time (every thread: client, stand-ins and app together) from
+the first command to the last confirmation, per command.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Timings:
     ack: list[float]
     confirmation: list[float]
     missing: int
+    cpu_per_command: float
 
 
 # --- the baselines ---------------------------------------------------------------------------------
@@ -228,6 +233,7 @@ async def measure(
         )
         target = dict(zip(users, targets, strict=True))
         arrivals = _Arrivals(contender.slack, users)
+        cpu_started = time.process_time()
         sent: dict[str, float] = {}
         acks: list[float] = []
         gate = asyncio.Semaphore(concurrency)
@@ -243,11 +249,13 @@ async def measure(
 
         await asyncio.gather(*(one(u) for u in users))
         await _until(lambda: arrivals.count() == len(users), 60 + latency * commands / 10)
+        cpu = time.process_time() - cpu_started
     arrived = arrivals.found
     return Timings(
         ack=acks,
         confirmation=[arrived[u] - sent[u] for u in users if u in arrived],
         missing=len(users) - len(arrived),
+        cpu_per_command=cpu / commands,
     )
 
 
@@ -339,28 +347,35 @@ async def scenario(
             ratio = f"{_median(conf_ratios):.2f}×{spread} / {_median(ack_ratios):.2f}×"
         ack50 = _median([pct(t.ack, 50) for t in runs])
         conf50 = _median([pct(t.confirmation, 50) for t in runs])
+        cpu = _median([t.cpu_per_command for t in runs])
         lines.append(
             f"| {name} | {who} | {ack50 * 1000:.0f} / {_median(ack99) * 1000:.0f} ms | "
-            f"{conf50:.2f} / {_median(conf99):.2f} s | {sum(t.missing for t in runs)} | {ratio} |"
+            f"{conf50:.2f} / {_median(conf99):.2f} s | {sum(t.missing for t in runs)} | {ratio} | "
+            f"{cpu * 1000:.2f} ms |"
         )
     return lines
 
 
-async def amain(quick: bool, rounds: int) -> None:
+async def amain(quick: bool, rounds: int, only: set[int] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     scale = 0.1 if quick else 1.0
     print(
-        f"| scenario | app | ack p50 / p99 | command → confirmation p50 / p99 | missing | vpn-bot ÷ bare Bolt (confirmation p99 / ack p99; median of {rounds} rounds) |"
+        f"| scenario | app | ack p50 / p99 | command → confirmation p50 / p99 | missing | vpn-bot ÷ bare Bolt (confirmation p99 / ack p99; median of {rounds} rounds) | CPU per command |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, commands, concurrency, latency, distinct in (
-        ("200 commands, 50 at a time, instant cloud", 200, 50, 0.0, False),
-        ("the same on 200 connections (4 per gateway)", 200, 50, 0.0, True),
-        ("50 at once, DescribeVpnConnection +2 s", 50, 50, 2.0, False),
-        ("the same on 50 connections (4 per gateway)", 50, 50, 2.0, True),
-        ("50 at once, DescribeVpnConnection +5 s", 50, 50, 5.0, False),
+    print("|---|---|---|---|---|---|---|")
+    for number, (name, commands, concurrency, latency, distinct) in enumerate(
+        (
+            ("200 commands, 50 at a time, instant cloud", 200, 50, 0.0, False),
+            ("the same on 200 connections (4 per gateway)", 200, 50, 0.0, True),
+            ("50 at once, DescribeVpnConnection +2 s", 50, 50, 2.0, False),
+            ("the same on 50 connections (4 per gateway)", 50, 50, 2.0, True),
+            ("50 at once, DescribeVpnConnection +5 s", 50, 50, 5.0, False),
+        ),
+        start=1,
     ):
+        if only is not None and number not in only:
+            continue
         for line in await scenario(
             name,
             commands=max(4, int(commands * scale)),
@@ -383,8 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=None, help="rounds per scenario (default 3; 1 with --quick)"
     )
+    parser.add_argument(
+        "--only", default=None, help="comma-separated scenario numbers to run (1-5, as listed); default all"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(amain(args.quick, args.rounds or (1 if args.quick else 3)))
+    only = {int(n) for n in args.only.split(",")} if args.only else None
+    asyncio.run(amain(args.quick, args.rounds or (1 if args.quick else 3), only))
     return 0
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fakes import FakeVpc, api_error, make_connection
+from test_store import execute_sql
 from workflow_harness import Harness
 
 from bot.domain import (
@@ -148,9 +149,9 @@ async def test_the_store_keeps_the_preview_as_json(store: Store) -> None:
 async def test_a_version_2_database_gains_the_impact_column(db_url: str) -> None:
     store = await Store.open(db_url)
     await store.create_operation(op=_op())
-    async with store._engine.begin() as conn:
-        await conn.exec_driver_sql("ALTER TABLE operations DROP COLUMN impact")
-        await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 2")
+    await execute_sql(
+        store, "ALTER TABLE operations DROP COLUMN impact", "DELETE FROM schema_version WHERE version > 2"
+    )
     await store.close()
 
     upgraded = await Store.open(db_url)

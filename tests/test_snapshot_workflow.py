@@ -7,6 +7,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from fakes import FakeVpc, busy_error, make_connection
+from test_store import execute_sql
 from workflow_harness import Harness
 
 from bot.domain import (
@@ -176,9 +177,9 @@ async def test_the_store_keeps_the_snapshot_as_json(store: Store) -> None:
 async def test_a_version_3_database_gains_the_snapshot_column(db_url: str) -> None:
     store = await Store.open(db_url)
     await store.create_operation(op=_op())
-    async with store._engine.begin() as conn:
-        await conn.exec_driver_sql("ALTER TABLE operations DROP COLUMN snapshot")
-        await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 3")
+    await execute_sql(
+        store, "ALTER TABLE operations DROP COLUMN snapshot", "DELETE FROM schema_version WHERE version > 3"
+    )
     await store.close()
 
     upgraded = await Store.open(db_url)

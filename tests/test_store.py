@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from fakes import make_connection
 from pgtools import PG_URL, fresh_postgres_database
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from bot.domain import (
@@ -27,7 +28,7 @@ from bot.domain import (
 )
 from bot.errors import StoreUnavailable
 from bot.store import SCHEMA_VERSION, Store, async_url
-from bot.store.engine import make_engine
+from bot.store.engine import SQLiteDatabase
 from bot.store.engine import unavailable as is_unavailable
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -39,6 +40,16 @@ async def _admin(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def execute_sql(store: Store, *statements: str) -> None:
+    """Run ``statements`` in one of the store's transactions (to turn a database back into an older one)."""
+
+    def run(conn: Connection) -> None:
+        for sql in statements:
+            conn.exec_driver_sql(sql)
+
+    await store._run(run)
 
 
 def make_op(
@@ -70,8 +81,9 @@ def make_op(
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("sqlite:///var/lib/bot.db", "sqlite+aiosqlite:///var/lib/bot.db"),
-        ("sqlite:////abs/bot.db", "sqlite+aiosqlite:////abs/bot.db"),
+        # SQLite needs no asyncio driver: the store runs sqlite3 on a thread of its own.
+        ("sqlite:///var/lib/bot.db", "sqlite:///var/lib/bot.db"),
+        ("sqlite:////abs/bot.db", "sqlite:////abs/bot.db"),
         ("postgresql://u:p@db:5432/bot", "postgresql+asyncpg://u:p@db:5432/bot"),
         ("postgres://u@db/bot", "postgresql+asyncpg://u@db/bot"),
         ("postgresql+asyncpg://u@db/bot", "postgresql+asyncpg://u@db/bot"),
@@ -388,33 +400,13 @@ async def test_processes_opening_a_new_sqlite_file_together_all_start_in_wal_mod
             assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_a_sqlite_connection_returned_inside_a_transaction_is_rolled_back(sqlite_url: str) -> None:
-    # The pool skips its rollback on return when no transaction is open (bot/store/engine.py);
-    # one left open behind SQLAlchemy's back must still be rolled back, or it would keep the write
-    # lock and every later transaction would fail to begin.
-    store = await Store.open(sqlite_url)
-    try:
-        async with store._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.execute("BEGIN IMMEDIATE")
-            await raw.driver_connection.execute("DELETE FROM schema_version")
-        assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
-        await store.create_operation(op=make_op())
-        assert await store.get_operation(op_id="op-1") is not None
-    finally:
-        await store.close()
-
-
 async def test_a_sqlite_connection_closed_underneath_is_an_outage_once_then_replaced(sqlite_url: str) -> None:
-    # BEGIN IMMEDIATE goes to the driver directly (bot/store/engine.py); a failure must still come
-    # out as SQLAlchemy's error (StoreUnavailable) and the dead connection be replaced.
+    # The pooled sqlite3 connection closed in the middle of a transaction: its COMMIT fails, which
+    # SQLAlchemy tells as a disconnect (StoreUnavailable), and the next transaction gets a new one.
     store = await Store.open(sqlite_url)
     try:
-        async with store._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.close()
         with pytest.raises(StoreUnavailable):
-            await store.schema_versions()
+            await store._run(lambda conn: conn.connection.dbapi_connection.close())  # type: ignore[union-attr]
         assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
     finally:
         await store.close()
@@ -423,29 +415,30 @@ async def test_a_sqlite_connection_closed_underneath_is_an_outage_once_then_repl
 async def test_a_sqlite_database_locked_by_another_process_is_an_outage_and_the_connection_recovers(
     sqlite_url: str,
 ) -> None:
-    # BEGIN IMMEDIATE travels with a transaction's first statement (bot/store/sqlite_driver.py): a
-    # lock held past busy_timeout comes back from that statement as SQLAlchemy's error, and the
-    # connection is usable (and not left in a transaction) once the lock is gone.
+    # BEGIN IMMEDIATE waits busy_timeout for another process's write lock, then fails as
+    # SQLAlchemy's error; the connection is usable (and not left in a transaction) once the lock is gone.
     await (await Store.open(sqlite_url)).close()  # creates the file and its tables
     path = sqlite_url.removeprefix("sqlite:///")
     other = sqlite3.connect(path, isolation_level=None)
-    engine = make_engine(async_url(sqlite_url), sqlite_busy_timeout_ms=200)
+    db = SQLiteDatabase(sqlite_url, busy_timeout_ms=200)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         with pytest.raises(sa_exc.OperationalError, match="locked") as locked:
-            async with engine.begin() as conn:
-                await conn.exec_driver_sql("SELECT 1")
+            await db.run(lambda conn: conn.exec_driver_sql("SELECT 1"))
         assert is_unavailable(locked.value)
         other.execute("ROLLBACK")
-        async with engine.begin() as conn:
-            timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
-            await conn.exec_driver_sql("DELETE FROM heartbeats")
-        assert timeout == 200
+
+        def write(conn: Connection) -> object:
+            timeout = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            conn.exec_driver_sql("DELETE FROM heartbeats")
+            return timeout
+
+        assert await db.run(write) == 200
         other.execute("BEGIN IMMEDIATE")  # the write lock is free again: nothing was left open
         other.execute("ROLLBACK")
     finally:
         other.close()
-        await engine.dispose()
+        await db.close()
 
 
 async def test_two_stores_on_one_sqlite_file_share_state(sqlite_url: str) -> None:
@@ -646,12 +639,12 @@ async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     store = await Store.open(db_url)
     await store.create_operation(op=make_op())
     # Turn it back into what release 1 left behind.
-    async with store._engine.begin() as conn:
-        for column in ("token_seq", "crashes"):
-            await conn.exec_driver_sql(f"ALTER TABLE operations DROP COLUMN {column}")
-        for table in ("outbox", "outbox_claims", "heartbeats"):
-            await conn.exec_driver_sql(f"DROP TABLE {table}")
-        await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 1")
+    await execute_sql(
+        store,
+        *(f"ALTER TABLE operations DROP COLUMN {column}" for column in ("token_seq", "crashes")),
+        *(f"DROP TABLE {table}" for table in ("outbox", "outbox_claims", "heartbeats")),
+        "DELETE FROM schema_version WHERE version > 1",
+    )
     await store.close()
 
     upgraded = await Store.open(db_url)
@@ -720,10 +713,11 @@ async def test_a_version_4_database_gains_the_account_columns(db_url: str) -> No
     """Migration 5 adds operations.account ("" for the single-account rows) and audit.account."""
     store = await Store.open(db_url)
     await store.create_operation(op=make_op())
-    async with store._engine.begin() as conn:
-        for table in ("operations", "audit"):
-            await conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN account")
-        await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 4")
+    await execute_sql(
+        store,
+        *(f"ALTER TABLE {table} DROP COLUMN account" for table in ("operations", "audit")),
+        "DELETE FROM schema_version WHERE version > 4",
+    )
     await store.close()
 
     upgraded = await Store.open(db_url)

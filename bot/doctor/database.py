@@ -9,6 +9,7 @@ their message text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -20,9 +21,9 @@ from urllib.parse import quote
 
 import asyncpg.exceptions as pg
 from sqlalchemy import func, inspect, select
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from bot.doctor.model import DATABASE, Check, Status
@@ -65,20 +66,36 @@ async def check_database(url: str) -> list[Check]:
         missing = _missing_sqlite(parsed.database, shown)
         if missing is not None:
             return [missing]
-        engine = _sqlite_reader(Path(str(parsed.database)))
-    else:
-        engine = create_async_engine(
-            async_url(url), poolclass=NullPool, connect_args={"timeout": _CONNECT_TIMEOUT_S}
-        )
     try:
-        async with engine.connect() as conn:
-            version = await conn.run_sync(_read_version)
+        if parsed.get_backend_name() == "sqlite":
+            # The standard library's sqlite3, on a thread so the event loop does not wait for the file.
+            reader = _sqlite_reader(Path(str(parsed.database)))
+            version = await asyncio.to_thread(_read_sqlite_version, reader)
+        else:
+            version = await _read_postgres_version(url)
     except (SQLAlchemyError, OSError, pg.PostgresError) as exc:
         log.debug("doctor: reading the database failed", exc_info=True)
         return [_failure(exc, shown)]
+    return [_version_row(version, shown)]
+
+
+def _read_sqlite_version(engine: Engine) -> int | None:
+    try:
+        with engine.connect() as conn:
+            return _read_version(conn)
+    finally:
+        engine.dispose()
+
+
+async def _read_postgres_version(url: str) -> int | None:
+    engine = create_async_engine(
+        async_url(url), poolclass=NullPool, connect_args={"timeout": _CONNECT_TIMEOUT_S}
+    )
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_read_version)
     finally:
         await engine.dispose()
-    return [_version_row(version, shown)]
 
 
 def _missing_sqlite(database: str | None, shown: str) -> Check | None:
@@ -111,14 +128,14 @@ def _missing_sqlite(database: str | None, shown: str) -> Check | None:
     return _row(Status.PASS, shown, "no database yet; `serve` will create it.")
 
 
-def _sqlite_reader(path: Path) -> AsyncEngine:
+def _sqlite_reader(path: Path) -> Engine:
     """A read-only engine; ``immutable`` when no -wal file exists, so none is created."""
     query = {"mode": "ro", "uri": "true"}
     if not Path(f"{path}-wal").exists():
         # No writer has uncheckpointed data; a read-only WAL connection would create -wal and -shm.
         query["immutable"] = "1"
-    url = URL.create("sqlite+aiosqlite", database=f"file:{quote(str(path.resolve()))}", query=query)
-    return create_async_engine(url, poolclass=NullPool)
+    url = URL.create("sqlite", database=f"file:{quote(str(path.resolve()))}", query=query)
+    return create_engine(url, poolclass=NullPool)
 
 
 def _read_version(conn: Connection) -> int | None:

@@ -1,7 +1,8 @@
 """The durable operation store: SQLAlchemy Core over SQLite (one host) or PostgreSQL (replicas).
 
 Every public method is one atomic transaction, written as one synchronous function of a
-SQLAlchemy ``Connection`` and run in a single greenlet by :meth:`Store._run`. State changes are
+SQLAlchemy ``Connection`` and run by :meth:`Store._run` (on SQLite on the database's own thread,
+on PostgreSQL in one greenlet of the asyncio engine; see :mod:`bot.store.engine`). State changes are
 compare-and-set updates (``UPDATE … WHERE state IN (…)``), so two replicas racing on the same click
 or the same lease cannot both win; the audit entry and the Slack effects a change causes are written in the same
 transaction, so a crash can never keep one and lose the other. Times are aware UTC datetimes.
@@ -14,7 +15,6 @@ import asyncio
 import functools
 import json
 import logging
-import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -24,8 +24,6 @@ from pydantic import TypeAdapter
 from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from bot.domain import (
     ACTIVE_STATES,
@@ -43,10 +41,9 @@ from bot.domain import (
     VpnGateway,
 )
 from bot.errors import StoreUnavailable
-from bot.store.engine import async_url, make_engine, sqlite_threads_finished, unavailable
+from bot.store.engine import Database, async_url, open_database, unavailable
 from bot.store.outbox import OutboxMixin, insert_effects
 from bot.store.shield import shielded
-from bot.store.sqlite_driver import synchronous_statements
 from bot.store.tables import MIGRATIONS, audit, gateway_locks, heartbeats, operations, schema_version
 
 __all__ = ["Store", "async_url"]
@@ -215,59 +212,50 @@ class Store(OutboxMixin):
 
     _op_from_row = staticmethod(_row_to_op)
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._postgres = database.dialect_name == "postgresql"
         self._inflight: set[asyncio.Future[Any]] = set()
 
     @classmethod
     async def open(cls, url: str) -> Store:
         """Connect to ``url`` (sqlite:///… or postgresql://…) and apply pending migrations."""
-        engine = make_engine(async_url(url))
-        store = cls(engine)
-        before = set(threading.enumerate())
+        store = cls(open_database(url))
         try:
             await store._migrate()
         except BaseException:
-            await engine.dispose()
-            await sqlite_threads_finished(set(threading.enumerate()) - before)
+            await store._db.close()
             raise
         return store
 
     async def close(self, *, grace_s: float = 10.0) -> None:
-        """Let transactions under way end (their callers may be gone), then close every connection."""
+        """Let transactions under way end (their callers may be gone), then close every connection.
+
+        A transaction after this opens a connection again (and needs another ``close()``).
+        """
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=grace_s)
-        await self._engine.dispose()
+        await self._db.close()
 
     async def _run(self, body: Callable[[Connection], T]) -> T:
         """Run ``body(conn)`` as one transaction; database outages become StoreUnavailable.
 
-        The whole transaction (checkout, BEGIN, the body's statements, COMMIT, return to the pool)
-        runs in one greenlet, as SQLAlchemy's asyncio extension runs each of its calls: one switch
-        into it per transaction instead of one per call, and on SQLite the statements that wait for
-        nothing do not leave it (:func:`bot.store.sqlite_driver.synchronous_statements`). Every wait
-        (the pool, the driver) is still awaited on the event loop.
+        ``body`` is synchronous and runs whole, from BEGIN to COMMIT, where the database runs its
+        transactions (:meth:`bot.store.engine.Database.run`): on SQLite that is another thread, so
+        a body touches nothing but ``conn`` and its own values.
         """
-
-        def transaction() -> T:
-            with (
-                self._engine.sync_engine.begin() as conn,
-                synchronous_statements(conn.connection.dbapi_connection),
-            ):
-                return body(conn)
-
         try:
-            return await greenlet_spawn(transaction)
+            return await self._db.run(body)
         except Exception as exc:
             if unavailable(exc):
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
             raise
 
     def _insert(self, table: Any) -> Any:
-        return postgresql.insert(table) if self._engine.dialect.name == "postgresql" else sqlite.insert(table)
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
     async def _migrate(self) -> None:
-        postgres = self._engine.dialect.name == "postgresql"
+        postgres = self._postgres
 
         def migrate(conn: Connection) -> None:
             if postgres:
@@ -344,7 +332,7 @@ class Store(OutboxMixin):
         """
         values = _row_values(op)
         parent = select(operations.c.id).where(operations.c.id == op.parent_op_id)
-        if self._engine.dialect.name == "postgresql":
+        if self._postgres:
             parent = parent.with_for_update()
         blocking = select(operations.c.id).where(
             operations.c.parent_op_id == op.parent_op_id,

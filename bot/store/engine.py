@@ -1,43 +1,64 @@
-"""Engines and driver errors: SQLite's pragmas and pool, PostgreSQL's timeouts, outages told apart.
+"""The two databases behind :class:`bot.store.Store`, and driver errors: outages told apart.
 
-Everything here knows the drivers; :mod:`bot.store.core` only sees an engine and ``unavailable()``.
+Both run a transaction the same way: one synchronous function of a SQLAlchemy ``Connection``
+(``body``), awaited by :meth:`Database.run`. Everything here knows the drivers;
+:mod:`bot.store.core` only sees a :class:`Database` and ``unavailable()``.
+
+- **SQLite** (:class:`SQLiteDatabase`): SQLAlchemy's synchronous engine on the standard library's
+  ``sqlite3``, with every transaction run on one thread of its own. One thread, one connection:
+  transactions of a process run one after the other in arrival order, as SQLite's single write
+  lock would have them anyway, and the event loop never waits for the disk or the lock.
+- **PostgreSQL** (:class:`PostgresDatabase`): SQLAlchemy's asyncio engine on asyncpg, the body
+  run by ``AsyncConnection.run_sync``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextvars
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolResetState
+from sqlalchemy.pool import QueuePool, StaticPool
 
-from bot.store.sqlite_driver import OneTripDBAPI, begin_immediate_on_first_statement
+__all__ = [
+    "Database",
+    "PostgresDatabase",
+    "SQLiteDatabase",
+    "async_url",
+    "open_database",
+    "unavailable",
+]
 
-__all__ = ["async_url", "make_engine", "sqlite_threads_finished", "unavailable"]
+T = TypeVar("T")
 
 # A PostgreSQL that does not answer must not hang a click or a health check for long.
 _PG_CONNECT_TIMEOUT_S = 5.0
+_PG_COMMAND_TIMEOUT_S = 15.0
 # Switching a new SQLite file to WAL while another connection does the same can fail at once with
 # "database is locked": SQLite skips the busy handler there to avoid a deadlock. Tries, and the
-# pause between them (blocking, but only ever while two openers race on a brand-new file).
+# pause between them (on the database's own thread; only ever while two openers race on a new file).
 _WAL_ATTEMPTS = 20
 _WAL_PAUSE_S = 0.01
-_PG_COMMAND_TIMEOUT_S = 15.0
+# How long a SQLite transaction waits for another process's write lock before the database counts
+# as unavailable.
+_SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
 def async_url(url: str) -> str:
-    """Map a plain database URL to its asyncio driver: aiosqlite or asyncpg."""
-    for prefix, driver in (
-        ("sqlite://", "sqlite+aiosqlite://"),
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-    ):
+    """Map a plain PostgreSQL URL to its asyncio driver (asyncpg); any other URL is returned as is.
+
+    SQLite needs no asyncio driver: :class:`SQLiteDatabase` runs the standard library's ``sqlite3``
+    on a thread of its own.
+    """
+    for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return driver + url.removeprefix(prefix)
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
     return url
 
 
@@ -46,9 +67,6 @@ def async_url(url: str) -> str:
 # insufficient resources (53: disk full, out of memory, too many connections), operator
 # intervention shutting down or starting up (57P). asyncpg maps most of them to a plain DBAPIError.
 _UNAVAILABLE_SQLSTATES = ("08", "25006", "53", "57P")
-# How long a SQLite transaction waits for another process's write lock before the database counts
-# as unavailable.
-_SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
 def unavailable(exc: BaseException) -> bool:
@@ -67,46 +85,117 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError)
 
 
-async def sqlite_threads_finished(started: set[threading.Thread], within: float = 2.0) -> None:
-    """Let aiosqlite's worker threads of a failed connect end while the event loop still runs.
+class Database(Protocol):
+    """Where the store's transactions run."""
 
-    A connect that fails stops its worker thread by a message the thread answers on the event
-    loop; if the process exits first (a start-up failure), the thread finds the loop closed and
-    prints a traceback. Waiting here (in a thread, so the loop keeps running) lets it finish.
+    @property
+    def dialect_name(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        ...
+
+    async def run(self, body: Callable[[Connection], T]) -> T:
+        """Run ``body(conn)`` as one transaction: committed if it returns, rolled back if it raises."""
+        ...
+
+    async def close(self) -> None:
+        """Close every connection (and, on SQLite, the database's thread); a later ``run`` reopens them."""
+        ...
+
+
+def open_database(url: str, *, sqlite_busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_MS) -> Database:
+    """The database at ``url`` (``sqlite:///…`` or ``postgresql://…``); nothing is connected yet.
+
+    On SQLite, a transaction waits ``sqlite_busy_timeout_ms`` for another process's write lock.
     """
-    workers = [t for t in started if "_connection_worker_thread" in t.name and t.is_alive()]
-    for worker in workers:
-        await asyncio.to_thread(worker.join, within)
+    if make_url(url).get_backend_name() == "sqlite":
+        return SQLiteDatabase(url, busy_timeout_ms=sqlite_busy_timeout_ms)
+    return PostgresDatabase(async_url(url))
 
 
-def make_engine(url: str, *, sqlite_busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngine:
-    """The engine for ``url``; on SQLite, a transaction waits ``sqlite_busy_timeout_ms`` for the lock."""
-    if url.startswith("sqlite"):
-        memory = ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")
-        # One connection per process, handed to one transaction at a time in arrival order.
-        # SQLite has one writer anyway, and every transaction takes the write lock up front
-        # (BEGIN IMMEDIATE, below); with a pool of many connections, waiters inside one process
-        # raced for the lock unfairly and a burst could outwait busy_timeout ("database is
-        # locked"). An in-memory database must live in one connection in any case.
-        engine = create_async_engine(
-            url,
-            # SQLAlchemy's aiosqlite adapter with two round trips to the driver's thread per transaction.
-            module=OneTripDBAPI(),
-            poolclass=AsyncAdaptedQueuePool,
-            pool_size=1,
-            max_overflow=0,
-            pool_timeout=120,
-            # See _on_reset below: the pool rolls back only a connection still in a transaction.
-            pool_reset_on_return=None,
+class SQLiteDatabase:
+    """SQLite through SQLAlchemy's synchronous ``sqlite3`` engine, on one thread of its own.
+
+    Every transaction runs from BEGIN to COMMIT on that thread (a single-worker executor), so:
+
+    - the event loop waits for nothing: not for the write lock (``busy_timeout``, when another
+      process holds it), not for the disk (COMMIT's fsync), not for the statements;
+    - one transaction runs at a time, in the order they were asked for. That is how SQLite's one
+      write lock would order them anyway; inside one process it is fair (no waiter can lose the
+      race for the lock until ``busy_timeout``) and costs no lock traffic;
+    - the engine's one connection is only ever used by the thread that opened it.
+
+    A transaction is one hand-over to the thread and one back. Every transaction takes the write lock
+    up front (``BEGIN IMMEDIATE``, SQLAlchemy's documented recipe for SQLite): a read-then-write
+    transaction can then never fail on upgrading its lock, and another process's writer waits up to
+    ``busy_timeout`` instead. Files are in WAL mode, so other processes may read meanwhile.
+    """
+
+    dialect_name = "sqlite"
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = _SQLITE_BUSY_TIMEOUT_MS) -> None:
+        parsed = make_url(url)
+        memory = parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+        # One connection, for the one thread; an in-memory database lives in that connection.
+        pool: dict[str, Any] = (
+            {"poolclass": StaticPool}
+            if memory
+            else {"poolclass": QueuePool, "pool_size": 1, "max_overflow": 0}
         )
-        _configure_sqlite(engine, wal=not memory, busy_timeout_ms=sqlite_busy_timeout_ms)
-        return engine
-    return create_async_engine(
-        url,
-        pool_pre_ping=True,
-        pool_timeout=_PG_COMMAND_TIMEOUT_S,
-        connect_args={"timeout": _PG_CONNECT_TIMEOUT_S, "command_timeout": _PG_COMMAND_TIMEOUT_S},
-    )
+        self.engine: Engine = create_engine(url, **pool)
+        _configure_sqlite(self.engine, wal=not memory, busy_timeout_ms=busy_timeout_ms)
+        # Started by the first transaction, ended by close().
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def run(self, body: Callable[[Connection], T]) -> T:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpnbot-sqlite")
+        # The caller's context goes along, as asyncio.to_thread takes it (log fields, for one).
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, context.run, self._transaction, body
+        )
+
+    def _transaction(self, body: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return body(conn)
+
+    async def close(self) -> None:
+        """Close the connection and end the thread; a transaction after this starts them again."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        # The connection is closed by the thread that opened it, after every transaction queued
+        # before; then the thread, idle by now, ends.
+        try:
+            await asyncio.get_running_loop().run_in_executor(thread, self.engine.dispose)
+        finally:
+            thread.shutdown(wait=True)
+
+
+class PostgresDatabase:
+    """PostgreSQL through SQLAlchemy's asyncio engine on asyncpg; its pool serves many transactions at once."""
+
+    dialect_name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=_PG_COMMAND_TIMEOUT_S,
+            connect_args={"timeout": _PG_CONNECT_TIMEOUT_S, "command_timeout": _PG_COMMAND_TIMEOUT_S},
+        )
+
+    async def run(self, body: Callable[[Connection], T]) -> T:
+        def transaction(conn: Connection) -> T:
+            # BEGIN, the body and COMMIT in the one greenlet of run_sync, not one each.
+            with conn.begin():
+                return body(conn)
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(transaction)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
 
 
 def _switch_to_wal(cursor: Any) -> None:
@@ -121,8 +210,15 @@ def _switch_to_wal(cursor: Any) -> None:
             time.sleep(_WAL_PAUSE_S * attempt)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine, *, wal: bool, busy_timeout_ms: int) -> None:
+    """WAL, busy_timeout, foreign keys, and BEGIN IMMEDIATE for every transaction.
+
+    The BEGIN recipe is SQLAlchemy's ("Serializable isolation / Savepoints / Transactional DDL" in
+    its SQLite dialect's documentation): ``sqlite3`` is told not to begin transactions itself, and
+    the engine's ``begin`` event emits the BEGIN.
+    """
+
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below); the driver must not.
         dbapi_conn.isolation_level = None
@@ -135,27 +231,9 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout_ms: int) -
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
-        # fail with SQLITE_BUSY on upgrade, and busy_timeout applies instead. It is sent in the
-        # round trip of the transaction's first statement (bot/store/sqlite_driver.py); an error
-        # there (locked past busy_timeout, a closed connection) comes back from that statement,
-        # raised and handled by SQLAlchemy like any other.
-        if not begin_immediate_on_first_statement(conn.connection.dbapi_connection):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    @event.listens_for(engine.sync_engine, "reset")
-    def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
-        # Every transaction has ended (committed or rolled back) by the time its connection goes
-        # back to the pool, so the pool's own rollback on return cost a round trip to aiosqlite's
-        # thread for nothing. Only a connection still in a transaction (a commit that failed) is
-        # rolled back, as the pool would; a connection being thrown away is left to be closed.
-        if not state.asyncio_safe:
-            return
-        try:
-            open_transaction = dbapi_conn.driver_connection.in_transaction
-        except ValueError:  # aiosqlite's connection is closed: nothing to roll back
-            return
-        if open_transaction:
-            dbapi_conn.rollback()
+        # fail with SQLITE_BUSY on upgrade, and busy_timeout applies instead. An error here (locked
+        # past busy_timeout, a closed connection) is raised and handled by SQLAlchemy like any other.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
