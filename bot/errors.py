@@ -182,12 +182,20 @@ class SlackError(BotError):
 class StoreUnavailable(BotError):
     """The bot's database did not answer, refused a connection or cannot be written (disk full, read-only)."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(
-            "The bot's database is unreachable right now, so nothing was changed. "
-            "Try again in a minute; if it persists, tell the bot's administrator."
-        )
+    def __init__(self, detail: str, *, disk_full: bool = False) -> None:
+        if disk_full:
+            message = (
+                "The bot's database has no disk space left, so nothing was changed. "
+                "Tell the bot's administrator: its database server needs space before anything can be recorded."
+            )
+        else:
+            message = (
+                "The bot's database is unreachable right now, so nothing was changed. "
+                "Try again in a minute; if it persists, tell the bot's administrator."
+            )
+        super().__init__(message)
         self.detail = detail
+        self.disk_full = disk_full
 
 
 class CloudError(BotError):

@@ -28,7 +28,7 @@ from bot.domain import (
 )
 from bot.errors import StoreUnavailable
 from bot.store import SCHEMA_VERSION, Store, async_url
-from bot.store.engine import SQLiteDatabase
+from bot.store.engine import SQLiteDatabase, disk_full
 from bot.store.engine import unavailable as is_unavailable
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -737,3 +737,45 @@ async def test_a_version_4_database_gains_the_account_columns(db_url: str) -> No
         assert entry.account == "staging"
     finally:
         await upgraded.close()
+
+
+async def test_a_full_disk_is_said_as_a_full_disk_not_as_an_unreachable_database(sqlite_url: str) -> None:
+    """SQLITE_FULL (here from a page limit, as from a full disk) is StoreUnavailable with its own text."""
+    store = await Store.open(sqlite_url)
+    try:
+        # The store's one SQLite connection may grow the file by a few pages at most from here on.
+        pages: list[int] = []
+        await store._run(
+            lambda conn: pages.append(int(conn.exec_driver_sql("PRAGMA page_count").scalar_one()))
+        )
+        await execute_sql(store, f"PRAGMA max_page_count = {pages[0] + 2}")
+
+        async def fill() -> None:
+            for n in range(500):
+                url = "https://example.invalid/" + "x" * 4000
+                await store.create_operation(op=make_op(f"op-{n}", vco_id=f"vco-{n}", response_url=url))
+
+        with pytest.raises(StoreUnavailable) as caught:
+            await fill()
+        assert caught.value.disk_full
+        assert "no disk space left" in caught.value.friendly
+        assert "unreachable" not in caught.value.friendly
+    finally:
+        await store.close()
+
+
+def test_disk_full_is_recognised_by_postgres_sqlstate_and_sqlite_code() -> None:
+    class PgError(Exception):
+        sqlstate = "53100"
+
+    class OtherPgError(Exception):
+        sqlstate = "08006"
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    assert disk_full(PgError())
+    assert disk_full(full)
+    assert not disk_full(OtherPgError())
+    assert not disk_full(StoreUnavailable("x"))
+    assert not StoreUnavailable("x").disk_full
+    assert "unreachable" in StoreUnavailable("x").friendly

@@ -41,7 +41,7 @@ from bot.domain import (
     VpnGateway,
 )
 from bot.errors import StoreUnavailable
-from bot.store.engine import Database, async_url, open_database, unavailable
+from bot.store.engine import Database, async_url, disk_full, open_database, unavailable
 from bot.store.outbox import OutboxMixin, insert_effects
 from bot.store.shield import shielded
 from bot.store.tables import MIGRATIONS, audit, gateway_locks, heartbeats, operations, schema_version
@@ -248,7 +248,8 @@ class Store(OutboxMixin):
             return await self._db.run(body)
         except Exception as exc:
             if unavailable(exc):
-                raise StoreUnavailable(f"{type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
+                detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                raise StoreUnavailable(detail, disk_full=disk_full(exc)) from exc
             raise
 
     def _insert(self, table: Any) -> Any:

@@ -69,6 +69,18 @@ def async_url(url: str) -> str:
 _UNAVAILABLE_SQLSTATES = ("08", "25006", "53", "57P")
 
 
+# Out of disk: PostgreSQL's disk_full, SQLite's SQLITE_FULL (sqlite3 sets sqlite_errorcode).
+_DISK_FULL_SQLSTATE = "53100"
+_SQLITE_FULL = 13
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a driver error says the database's disk is full (a cause a person must fix, not wait out)."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return sqlstate == _DISK_FULL_SQLSTATE or getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether a driver error means the database is unreachable or unwritable, not a bug of ours."""
     if isinstance(exc, sa_exc.DBAPIError):

@@ -60,7 +60,14 @@ _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 # Resumable operations a pass reads beyond its room: ones it skips (another replica's recreation
 # keys) and, when full, enough to know that some wait.
 _RESUME_SLACK = 32
+
+
 # Set, in the task that drives an operation, to the event the lease keeper sets when the lease is lost.
+def _outage(err: StoreUnavailable) -> str:
+    """How the log names a database outage: a full disk needs a person, not patience."""
+    return "the database has no disk space left" if err.disk_full else "the database is unreachable"
+
+
 # After a pass that met a database outage, the next one comes this soon, doubling up to the period.
 _OUTAGE_FIRST_RETRY_S = 1.0
 _LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
@@ -521,8 +528,9 @@ class Workflow:
                     # again soon (1 s, doubling up to the loop's period), so the bot notices the
                     # database's return within seconds, not a whole lease later.
                     log.warning(
-                        "the %s loop: the database is unreachable; trying again",
+                        "the %s loop: %s; trying again",
                         name,
+                        _outage(err),
                         extra={"error": err.detail},
                     )
                     await self._pause(min(outage_pause, self._config.loop_s), wake=wake)
@@ -737,7 +745,8 @@ class Workflow:
             # dies meanwhile, the lease runs out and another replica picks it up.
             self._interrupted.add(op.id)
             log.warning(
-                "the database is unreachable; the operation resumes once it is back",
+                "%s; the operation resumes once it is back",
+                _outage(err),
                 extra={"op_id": op.id, "error": err.detail},
             )
         except Exception as exc:
