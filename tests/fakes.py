@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from bot.domain import (
+    Delivery,
     Impact,
     ImpactRoute,
     Operation,
@@ -363,7 +364,7 @@ class FakeNotifier:
         if self.fail_with is not None:
             raise self.fail_with
 
-    async def post_confirmation(self, op: Operation) -> str:
+    async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
         await self._call()
         if self.post_error is not None:
             raise self.post_error
@@ -374,7 +375,7 @@ class FakeNotifier:
         await self._call()
         self.parent_updates.append(op)
 
-    async def reply_in_thread(self, op: Operation, event: Progress) -> None:
+    async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
         await self._call()
         self.events.append((op.id, event))
 
