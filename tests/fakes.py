@@ -354,6 +354,8 @@ class FakeNotifier:
     posted: list[Operation] = field(default_factory=list)
     parent_updates: list[Operation] = field(default_factory=list)
     events: list[tuple[str, Progress]] = field(default_factory=list)
+    # What each post attempt (confirmation or thread reply, failed ones too) was told of its effect.
+    deliveries: list[Delivery | None] = field(default_factory=list)
     responses: list[tuple[str, Progress]] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -365,6 +367,7 @@ class FakeNotifier:
             raise self.fail_with
 
     async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
+        self.deliveries.append(delivery)
         await self._call()
         if self.post_error is not None:
             raise self.post_error
@@ -376,6 +379,7 @@ class FakeNotifier:
         self.parent_updates.append(op)
 
     async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
+        self.deliveries.append(delivery)
         await self._call()
         self.events.append((op.id, event))
 

@@ -201,12 +201,15 @@ def fits(blocks: Sequence[Block], budget: int = MESSAGE_BUDGET) -> bool:
 def fit_blocks(blocks: Sequence[Block], budget: int = MESSAGE_BUDGET) -> list[Block]:
     """``blocks`` (at most 50) cut to ``budget`` characters of text in all, keeping every block.
 
-    The longest section and context texts are shortened first (ending in "…"), never below a
-    short floor; buttons, headers and confirm dialogs keep their words. Builders that can say
-    more in another way (a file, a page, "and N more") do so first; this is the last guard, so
-    no message is ever refused by Slack for its size.
+    The longest section and context texts are shortened to one common length (ending in "…"),
+    never below a short floor, so each keeps its beginning; buttons, headers and confirm dialogs
+    keep their words. Builders that can say more in another way (a file, a page, "and N more") do
+    so first; this is the last guard, so that Slack never refuses a message for its size.
     """
     out = [_copy(b) for b in list(blocks)[:BLOCKS_MAX]]
+    total = blocks_text_length(out)
+    if total <= budget:
+        return out
     # Only free text shrinks: sections (text and fields) and contexts.
     shrinkable = [
         obj
@@ -215,15 +218,19 @@ def fit_blocks(blocks: Sequence[Block], budget: int = MESSAGE_BUDGET) -> list[Bl
         for obj in _text_objects([block.get("text"), block.get("fields"), block.get("elements")])
         if obj["type"] == "mrkdwn"
     ]
-    excess = blocks_text_length(out) - budget
-    while excess > 0:
-        longest = max(shrinkable, key=lambda obj: len(obj["text"]), default=None)
-        if longest is None or len(longest["text"]) <= _FIT_FLOOR:
-            break
-        before = len(longest["text"])
-        # Cut a little more than the excess (the "…"), but never a whole text away.
-        longest["text"] = cap(longest["text"], max(_FIT_FLOOR, before - excess - 1))
-        excess -= before - len(longest["text"])
+    lengths = [len(obj["text"]) for obj in shrinkable]
+    room = budget - (total - sum(lengths))
+    # The longest length every text may keep so that all fit: the largest such, by bisection.
+    low, high = _FIT_FLOOR, max(lengths, default=_FIT_FLOOR)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    for obj in shrinkable:
+        if len(obj["text"]) > low:
+            obj["text"] = cap(obj["text"], low)
     return out
 
 
