@@ -282,7 +282,7 @@ class OutboxDispatcher:
         posting (its look rate-limited, say) must not let the next one post without looking.
         """
         if effect.kind in _POSTS and (err.maybe_done or _maybe_done(effect)):
-            return err.error + MAYBE_DONE_MARK
+            return err.error[:100] + MAYBE_DONE_MARK  # the column holds 128
         return err.error
 
     async def _failed(self, effect: PendingEffect, op: Operation, err: SlackError) -> _Step:

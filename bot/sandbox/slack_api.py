@@ -35,6 +35,7 @@ from bot.sandbox.slack_socket import SOCKET_MODE_PATH, SocketModeServer
 __all__ = [
     "DEFAULT_APP_TOKEN",
     "DEFAULT_SCOPES",
+    "UPLOAD",
     "ApiCall",
     "Channel",
     "Interaction",
@@ -99,6 +100,8 @@ BLOCKS_TEXT_MAX = 12_000
 SECTION_TEXT_MAX = 3_000
 MESSAGE_TEXT_MAX = 40_000
 HISTORY_PAGE_MAX = 1000
+# The fault-injection name of the upload to the URL files.getUploadURLExternal gives out.
+UPLOAD = "files.upload"
 
 
 # ---------------------------------------------------------------------------- workspace
@@ -1211,6 +1214,9 @@ def _make_app(state: StandinState) -> web.Application:
         found = state.uploads.get(request.match_info["file_id"])
         if found is None or found.completed:
             return web.Response(status=404, text="file not found")
+        fault = state._take_fault(UPLOAD)  # server_error(UPLOAD): the upload host fails
+        if fault is not None and fault.kind == "server_error":
+            return web.Response(status=fault.status, text="upload failed")
         found.content = await request.read()
         return web.Response(text=f"OK - {len(found.content)}")
 

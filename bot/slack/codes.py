@@ -7,8 +7,9 @@ same call a little later (``transient``), what happened, what to do and who must
 
 Codes that are ours, not Slack's: ``transport`` (no connection), ``timeout`` (no answer in time),
 ``http_<status>`` (an HTTP error without a Slack error body), ``no_ts`` (Slack accepted a post
-but returned no message ts), ``bad_response`` (an answer without the expected field) and
-``client_error`` (slack_sdk refused the call before sending it).
+but returned no message ts), ``bad_response`` (an answer without the expected field),
+``client_error`` (slack_sdk refused the call before sending it) and ``file_upload_failed`` (the
+upload to the URL files.getUploadURLExternal gave did not answer 200).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bot.errors import SlackError, Who
 __all__ = [
     "BAD_RESPONSE",
     "CLIENT_ERROR",
+    "FILE_UPLOAD_FAILED",
     "NO_TS",
     "SLACK_CODES",
     "SLACK_FAILURES",
@@ -44,6 +46,7 @@ TIMEOUT: Final = "timeout"
 NO_TS: Final = "no_ts"
 BAD_RESPONSE: Final = "bad_response"
 CLIENT_ERROR: Final = "client_error"
+FILE_UPLOAD_FAILED: Final = "file_upload_failed"
 
 # What a Slack call can raise: catch these, then ``raise translate(exc) from exc``.
 SLACK_FAILURES: Final = (SlackClientError, aiohttp.ClientError, OSError, TimeoutError)
@@ -277,6 +280,13 @@ _ROWS: tuple[SlackCode, ...] = (
         "Slack's answer lacked what the bot asked for.",
         "Try again; if it keeps happening, the bot administrator should check VPNBOT_SLACK_API_URL.",
         Who.ADMIN,
+    ),
+    _row(
+        FILE_UPLOAD_FAILED,
+        True,
+        "Slack did not take the configuration file.",
+        "Nothing to do: the bot sends it again shortly.",
+        Who.NOBODY,
     ),
     _row(
         CLIENT_ERROR,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from slack_sdk.errors import SlackRequestError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -44,7 +45,7 @@ from bot.slack.blocks import (
     build_respond,
     build_thread_reply,
 )
-from bot.slack.codes import NO_TS, SLACK_FAILURES, slack_error, translate
+from bot.slack.codes import FILE_UPLOAD_FAILED, NO_TS, SLACK_FAILURES, slack_error, translate
 
 __all__ = ["EFFECT_EVENT", "SlackNotifier", "configure_retries"]
 
@@ -292,6 +293,9 @@ class SlackNotifier:
                 content=file.content,
                 snippet_type="yaml",
             )
+        except SlackRequestError as exc:
+            # The upload to the URL Slack gave answered other than 200: try again later.
+            raise slack_error(FILE_UPLOAD_FAILED) from exc
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc
 

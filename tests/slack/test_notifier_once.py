@@ -18,7 +18,7 @@ from slackfakes import make_op
 from bot.domain import Delivery, Queued, Snapshot, SnapshotRoute, SnapshotTaken
 from bot.errors import SlackError
 from bot.sandbox.slack import DEFAULT_SCOPES, SlackStandin, start_slack_standin
-from bot.sandbox.slack_api import file_content
+from bot.sandbox.slack_api import UPLOAD, file_content
 from bot.slack.notifier import EFFECT_EVENT, SlackNotifier, configure_retries
 
 TOKEN = "xoxb-once"
@@ -165,3 +165,25 @@ async def test_a_file_that_did_not_arrive_is_sent_after_the_summary_found(
     assert summary.metadata is not None
     assert shared.files
     assert len(standin.state.calls("chat.postMessage")) == 1
+
+
+async def test_an_upload_the_file_host_refuses_is_tried_again_without_a_second_summary(
+    client: AsyncWebClient, standin: SlackStandin
+) -> None:
+    notifier = SlackNotifier(client)
+    root = standin.state.add_message(OPS, text="card")
+    op = make_op(channel_id=OPS, message_ts=root.ts, thread_ts=None)
+    event = SnapshotTaken(_big_snapshot())
+    standin.state.server_error(UPLOAD, status=500, times=2)  # slack_sdk tries the upload twice
+    with pytest.raises(SlackError) as info:
+        await notifier.reply_in_thread(op, event, Delivery(key="op-1/9", since=SINCE))
+    assert (info.value.error, info.value.transient, info.value.maybe_done) == (
+        "file_upload_failed",
+        True,
+        True,
+    )
+    assert len(standin.state.thread(OPS, root.ts)) == 1
+    await notifier.reply_in_thread(op, event, Delivery(key="op-1/9", since=SINCE, maybe_done=True))
+    summary, shared = standin.state.thread(OPS, root.ts)
+    assert "Configuration before the deletion" in summary.text
+    assert shared.files[0]["name"] == "vco-bp1big-configuration.yaml"
