@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 import yaml
 from slack_sdk.models.blocks import Block
 
@@ -66,13 +67,16 @@ async def _approve(stack: LocalStack, vco_id: str) -> Message:
     return card
 
 
-async def test_a_thread_reply_whose_answer_was_lost_is_in_the_thread_once(stack: LocalStack) -> None:
+@pytest.mark.parametrize("hang_s", [0.0, 1.0], ids=["reset", "hang-then-reset"])
+async def test_a_thread_reply_whose_answer_was_lost_is_in_the_thread_once(
+    stack: LocalStack, hang_s: float
+) -> None:
     """Slack posts the reply and the connection resets before its answer: the outbox finds it, posts no copy."""
     reply = await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
     assert reply.status == 200, reply.body
     card = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
     # The next post is the thread's first reply: Slack carries it out, the bot never hears so.
-    stack.slack.state.drop_answer("chat.postMessage")
+    stack.slack.state.drop_answer("chat.postMessage", after=hang_s)
     await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
     await wait_parent(stack.slack.state, card.ts, "Deleted VPN connection")
     await wait_thread(stack.slack.state, card.ts, "Configuration before the deletion")
