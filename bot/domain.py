@@ -36,6 +36,7 @@ __all__ = [
     "Created",
     "Deferred",
     "Deleted",
+    "Delivery",
     "Effect",
     "EffectKind",
     "Failed",
@@ -790,3 +791,19 @@ class PendingEffect:
     attempts: int
     created_at: datetime
     next_at: datetime
+    # What the last attempt failed with (bot.slack.codes; None before the first failure).
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Which outbox effect a Slack post carries out, so that it is posted once.
+
+    ``key`` goes with the message (Slack message metadata); ``maybe_done`` says an earlier attempt
+    may have posted it already (its answer was lost), so the notifier looks for ``key`` among the
+    messages since ``since`` (when the effect was written) before posting again.
+    """
+
+    key: str
+    since: datetime
+    maybe_done: bool = False

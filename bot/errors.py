@@ -167,16 +167,25 @@ class SlackError(BotError):
 
     ``transient`` says whether the same call may pass a little later (rate limit, 5xx, network);
     ``retry_after`` is Slack's hint in seconds, when it gave one. Build it with
-    :func:`bot.slack.codes.translate` from the slack_sdk or aiohttp exception.
+    :func:`bot.slack.codes.translate` from the slack_sdk or aiohttp exception. ``maybe_done``: what
+    the call was for may be in Slack all the same (a lost answer, or a later step of it failed),
+    so the next attempt looks before posting again.
     """
 
     def __init__(
-        self, message: str, *, error: str, transient: bool = False, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        error: str,
+        transient: bool = False,
+        retry_after: float | None = None,
+        maybe_done: bool = False,
     ) -> None:
         super().__init__(message)
         self.error = error
         self.transient = transient
         self.retry_after = retry_after
+        self.maybe_done = maybe_done
 
 
 class StoreUnavailable(BotError):

@@ -6,6 +6,11 @@ tried again later, honouring Slack's Retry-After, across restarts and replicas, 
 ``give_up_s`` has passed since it was written. A card update is collapsed into the newest one,
 which renders the operation's state at delivery time, so the card always converges to the
 final state. Nothing here ever blocks the deletion: the workflow only kicks delivery.
+
+A post happens once. Each one carries its effect's key (:class:`bot.domain.Delivery`); when an
+attempt failed in a way that leaves it unknown whether Slack posted it (no answer, a reset, a
+timeout, a 5xx, or a later step of the effect failing), the effect's recorded error says so, and
+the next attempt has the notifier look for the message before posting again.
 """
 
 from __future__ import annotations
@@ -17,13 +22,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, auto
 
-from bot.domain import EffectKind, Operation, PendingEffect
+from bot.domain import Delivery, EffectKind, Operation, PendingEffect
 from bot.errors import SlackError, StoreUnavailable
 from bot.ports import Clock, Notifier, OperationStore
 
 __all__ = ["OutboxConfig", "OutboxDispatcher", "PostFailedHook"]
 
 log = logging.getLogger("bot.outbox")
+
+# Added to an effect's recorded error when the failed attempt may have been carried out all the same.
+MAYBE_DONE_MARK = "+maybe_done"
+# Effects that post a message: the ones to look for before posting again.
+_POSTS = (EffectKind.POST_CONFIRMATION, EffectKind.THREAD)
+
+
+def _maybe_done(effect: PendingEffect) -> bool:
+    """Whether an earlier attempt at ``effect`` may have posted it (its answer lost)."""
+    return effect.attempts > 0 and (effect.last_error or "").endswith(MAYBE_DONE_MARK)
+
 
 # Called when the confirmation can never be posted (the operation must then fail, and say why).
 PostFailedHook = Callable[[Operation, SlackError], Awaitable[None]]
@@ -207,7 +223,9 @@ class OutboxDispatcher:
                 ts = await self._call(effect, op)
         except TimeoutError:
             return await self._failed(
-                effect, op, SlackError("Slack did not answer in time.", error="timeout", transient=True)
+                effect,
+                op,
+                SlackError("Slack did not answer in time.", error="timeout", transient=True, maybe_done=True),
             )
         except SlackError as err:
             return await self._failed(effect, op, err)
@@ -232,20 +250,40 @@ class OutboxDispatcher:
             return "no event"
         return None
 
+    @staticmethod
+    def _delivery(effect: PendingEffect, op: Operation) -> Delivery:
+        """The effect's key for Slack, and whether an earlier attempt may have posted it."""
+        return Delivery(
+            key=f"{op.id}/{effect.id}",
+            since=effect.created_at,
+            maybe_done=_maybe_done(effect),
+        )
+
     async def _call(self, effect: PendingEffect, op: Operation) -> str | None:
         """Make the Slack call for ``effect``; return the ts of a posted confirmation."""
         match effect.kind:
             case EffectKind.POST_CONFIRMATION:
-                return await self._notifier.post_confirmation(op)
+                return await self._notifier.post_confirmation(op, self._delivery(effect, op))
             case EffectKind.UPDATE_CARD:
                 await self._notifier.update_card(op)
             case EffectKind.THREAD:
                 assert effect.event is not None  # noqa: S101 - checked by _missing_target
-                await self._notifier.reply_in_thread(op, effect.event)
+                await self._notifier.reply_in_thread(op, effect.event, self._delivery(effect, op))
             case EffectKind.RESPOND:
                 assert effect.event is not None  # noqa: S101 - checked by _missing_target
                 await self._notifier.respond(op, effect.event)
         return None
+
+    @staticmethod
+    def _recorded(effect: PendingEffect, err: SlackError) -> str:
+        """The error to record: marked when the effect may be in Slack, so the next attempt looks.
+
+        It stays marked while it is unsettled: an attempt that was to look first and failed before
+        posting (its look rate-limited, say) must not let the next one post without looking.
+        """
+        if effect.kind in _POSTS and (err.maybe_done or _maybe_done(effect)):
+            return err.error[:100] + MAYBE_DONE_MARK  # the column holds 128
+        return err.error
 
     async def _failed(self, effect: PendingEffect, op: Operation, err: SlackError) -> _Step:
         """Handle a failed call: back off (STOP here, keep the order) or give it up (MORE)."""
@@ -266,7 +304,7 @@ class OutboxDispatcher:
                 "outbox: Slack failed; trying again later", extra={**extra, "retry_in_s": round(delay, 1)}
             )
             await self._store.reschedule_effect(
-                effect_id=effect.id, next_at=now + timedelta(seconds=delay), error=err.error
+                effect_id=effect.id, next_at=now + timedelta(seconds=delay), error=self._recorded(effect, err)
             )
             return _Step.STOP
         if err.transient:

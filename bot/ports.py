@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from bot.domain import (
     AuditEntry,
+    Delivery,
     Effect,
     Impact,
     Operation,
@@ -149,16 +150,20 @@ class Notifier(Protocol):
     succeed later (``transient``); the outbox decides when to try again.
     """
 
-    async def post_confirmation(self, op: Operation) -> str:
-        """Post the confirmation (details + Delete/Cancel) in ``op.channel_id``; return its ts."""
+    async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
+        """Post the confirmation (details + Delete/Cancel) in ``op.channel_id``; return its ts.
+
+        ``delivery``: the outbox effect this post carries out; the message carries its key, and
+        when ``delivery.maybe_done`` the one already posted is found and its ts returned.
+        """
         ...
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation message from the operation's current state."""
         ...
 
-    async def reply_in_thread(self, op: Operation, event: Progress) -> None:
-        """Reply in the confirmation's thread."""
+    async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
+        """Reply in the confirmation's thread (once per ``delivery``, as in :meth:`post_confirmation`)."""
         ...
 
     async def respond(self, op: Operation, event: Progress) -> None:

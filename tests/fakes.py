@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from bot.domain import (
     OPERATION_TAG,
+    Delivery,
     Impact,
     ImpactRoute,
     Operation,
@@ -379,6 +380,8 @@ class FakeNotifier:
     posted: list[Operation] = field(default_factory=list)
     parent_updates: list[Operation] = field(default_factory=list)
     events: list[tuple[str, Progress]] = field(default_factory=list)
+    # What each post attempt (confirmation or thread reply, failed ones too) was told of its effect.
+    deliveries: list[Delivery | None] = field(default_factory=list)
     responses: list[tuple[str, Progress]] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -389,7 +392,8 @@ class FakeNotifier:
         if self.fail_with is not None:
             raise self.fail_with
 
-    async def post_confirmation(self, op: Operation) -> str:
+    async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
+        self.deliveries.append(delivery)
         await self._call()
         if self.post_error is not None:
             raise self.post_error
@@ -400,7 +404,8 @@ class FakeNotifier:
         await self._call()
         self.parent_updates.append(op)
 
-    async def reply_in_thread(self, op: Operation, event: Progress) -> None:
+    async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
+        self.deliveries.append(delivery)
         await self._call()
         self.events.append((op.id, event))
 

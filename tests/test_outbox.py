@@ -220,3 +220,83 @@ async def test_a_claimed_batch_of_an_operation_already_being_delivered_is_left_t
     assert len(notifier.parent_updates) == 1
     assert notifier.events_for(op.id) == [Queued("v")]
     assert await store.pending_effects(op_id=op.id) == []
+
+
+# --- posts happen once ------------------------------------------------------------------------------
+
+LOST = SlackError("Server disconnected", error="transport", transient=True, maybe_done=True)
+SLOW_DOWN = SlackError("slow down", error="ratelimited", transient=True, retry_after=1)
+
+
+async def _attempt(outbox: OutboxDispatcher, clock: FakeClock) -> None:
+    clock.advance(400)  # past any back-off
+    await outbox.pass_once()
+    await outbox.wait_idle()
+
+
+async def test_a_post_whose_answer_may_be_lost_is_looked_for_on_the_next_attempt(
+    store: Store, clock: FakeClock
+) -> None:
+    notifier = FakeNotifier(fail_with=LOST)
+    op = await _with_effects(store, clock, Effect(EffectKind.THREAD, Queued("v")))
+    outbox = dispatcher(store, clock, notifier, Posted())
+    await outbox.deliver(op.id)
+    (pending,) = await store.pending_effects(op_id=op.id)
+    notifier.fail_with = None
+    await _attempt(outbox, clock)
+    first, second = notifier.deliveries
+    assert first is not None
+    assert second is not None
+    # One key for the effect on every attempt; only the attempt after a lost answer looks first.
+    assert first.key == second.key == f"{op.id}/{pending.id}"
+    assert first.since == second.since == pending.created_at
+    assert (first.maybe_done, second.maybe_done) == (False, True)
+    assert await store.pending_effects(op_id=op.id) == []
+
+
+async def test_after_a_rate_limit_the_post_is_not_looked_for(store: Store, clock: FakeClock) -> None:
+    """A 429 says Slack did nothing: the next attempt posts without reading the thread first."""
+    notifier = FakeNotifier(fail_with=SLOW_DOWN)
+    op = await _with_effects(store, clock, Effect(EffectKind.POST_CONFIRMATION))
+    outbox = dispatcher(store, clock, notifier, Posted())
+    await outbox.deliver(op.id)
+    notifier.fail_with = None
+    await _attempt(outbox, clock)
+    assert [d.maybe_done for d in notifier.deliveries if d is not None] == [False, False]
+    assert len(notifier.posted) == 1
+
+
+async def test_a_post_stays_to_be_looked_for_until_a_look_settles_it(store: Store, clock: FakeClock) -> None:
+    """Lost answer, then an attempt rate-limited before it could look: the third attempt still looks."""
+    notifier = FakeNotifier(fail_with=LOST)
+    op = await _with_effects(store, clock, Effect(EffectKind.POST_CONFIRMATION))
+    outbox = dispatcher(store, clock, notifier, Posted())
+    await outbox.deliver(op.id)
+    notifier.fail_with = SLOW_DOWN
+    await _attempt(outbox, clock)
+    (pending,) = await store.pending_effects(op_id=op.id)
+    assert pending.last_error == "ratelimited+maybe_done"
+    notifier.fail_with = None
+    await _attempt(outbox, clock)
+    assert [d.maybe_done for d in notifier.deliveries if d is not None] == [False, True, True]
+    assert len(notifier.posted) == 1
+
+
+async def test_a_call_that_timed_out_may_have_posted(store: Store, clock: FakeClock) -> None:
+    hang = asyncio.Event()
+    notifier = FakeNotifier(hang=hang)
+    op = await _with_effects(store, clock, Effect(EffectKind.THREAD, Queued("v")))
+    outbox = OutboxDispatcher(
+        store=store,
+        notifier=notifier,
+        clock=clock,
+        instance_id="i-1",
+        on_post_failed=Posted(),
+        config=OutboxConfig(call_timeout_s=0.05),
+    )
+    await outbox.deliver(op.id)
+    (pending,) = await store.pending_effects(op_id=op.id)
+    assert pending.last_error == "timeout+maybe_done"
+    hang.set()
+    await _attempt(outbox, clock)
+    assert [d.maybe_done for d in notifier.deliveries if d is not None] == [False, True]

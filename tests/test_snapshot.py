@@ -25,7 +25,17 @@ from bot.domain import (
     event_from_json,
     event_to_json,
 )
-from bot.slack.blocks import SECTION_MAX, build_progress, build_snapshot_reply, build_thread_reply
+from bot.slack.blocks import (
+    FILE_KEY,
+    MESSAGE_BUDGET,
+    SECTION_MAX,
+    SnapshotFile,
+    blocks_text_length,
+    build_progress,
+    build_snapshot_reply,
+    build_thread_reply,
+    snapshot_document,
+)
 
 VCO = "vco-bp1abc2def3gh"
 PSK = "psk-must-never-show-9f8e"
@@ -357,7 +367,7 @@ def test_a_snapshot_not_taken_says_why_and_shows_what_was_known() -> None:
     assert document["connection"]["vpn_gateway_id"] == "vpn-bp1gw0001"
 
 
-def test_long_configurations_split_across_blocks_within_slacks_limits() -> None:
+def test_a_configuration_too_long_for_a_message_goes_as_a_yaml_file_with_a_summary() -> None:
     routes = tuple(
         SnapshotRoute(
             kind="policy",
@@ -367,18 +377,35 @@ def test_long_configurations_split_across_blocks_within_slacks_limits() -> None:
         )
         for i in range(300)
     )
-    long_value = "10.0.0.0/8," * 600  # one line far longer than a section
-    snap = replace(_snapshot(), routes=routes, local_subnet=long_value)
+    snap = replace(_snapshot(), routes=routes)
+    message = build_snapshot_reply(snap)
+    _valid(message)
+    # The message is the summary and a note, well within Slack's limit on a message's text.
+    assert blocks_text_length(message["blocks"]) <= MESSAGE_BUDGET
+    assert [b["type"] for b in message["blocks"]] == ["section", "context"]
+    assert "300 routes pointed at it" in message["blocks"][0]["text"]["text"]
+    file = message[FILE_KEY]
+    assert isinstance(file, SnapshotFile)
+    assert file.filename == "vco-bp1abc2def3gh-configuration.yaml"
+    assert f"`{file.filename}`" in message["blocks"][1]["elements"][0]["text"]
+    # The file is the whole document, as YAML, unescaped (a file is not mrkdwn).
+    assert file.content == snapshot_document(snap)
+    assert len(yaml.safe_load(file.content)["routes"]) == 300
+
+
+def test_a_long_line_is_cut_across_sections_never_inside_an_entity() -> None:
+    long_value = "<b>&" * 700  # one line far longer than a section, all entities once escaped
+    snap = replace(_snapshot(), routes=())
     assert snap.config is not None
     snap = replace(snap, config={**snap.config, "local_subnet": long_value})
     message = build_snapshot_reply(snap)
     _valid(message)
-    assert len(message["blocks"]) == 50
-    assert message["blocks"][-1]["type"] == "context"  # the note saying where the rest is
+    assert FILE_KEY not in message
+    assert len(message["blocks"]) > 4
     text = _code_text(message)
     assert "<" not in text
     assert "&amp;lt;" not in text  # escaped once
-    for block in message["blocks"][1:-1]:
+    for block in message["blocks"][1:]:
         inner = block["text"]["text"][4:-4]
         # Never cut inside an entity: every & starts a whole one, no piece starts with the rest of one.
         assert re.findall(r"&(?!amp;|lt;|gt;)", inner) == []

@@ -23,6 +23,7 @@ from workflow_harness import CONFIG, GW, Harness
 from bot.domain import (
     Accepted,
     Deleted,
+    Delivery,
     Failed,
     GatewayActive,
     GatewayUpdating,
@@ -552,8 +553,8 @@ async def test_a_click_before_the_ts_is_recorded_still_updates_the_message_and_t
     release = asyncio.Event()
     real_post = h.notifier.post_confirmation
 
-    async def slow_answer(op: Operation) -> str:
-        ts = await real_post(op)
+    async def slow_answer(op: Operation, delivery: Delivery | None = None) -> str:
+        ts = await real_post(op, delivery)
         posted.set()
         await release.wait()  # Slack has shown the message; our side has not stored its ts yet
         return ts

@@ -3,8 +3,11 @@
 It serves ``/api/<method>`` (query, form or JSON parameters, ``Authorization: Bearer``) and
 ``/response/<id>`` (the ``response_url`` webhooks ``respond()`` posts to), Socket Mode
 (``apps.connections.open`` and the WebSocket of :mod:`bot.sandbox.slack_socket`), records every call,
-keeps channels, threads, edits and ephemerals, and injects faults (rate limits, 5xx, latency,
-Slack error codes, channels the bot is not in). It runs in the caller's event loop.
+keeps channels, threads, edits, ephemerals, message metadata and files (the files.uploadV2 flow:
+files.getUploadURLExternal, the upload to the returned URL, files.completeUploadExternal), reads
+them back (conversations.history and conversations.replies), refuses messages over Slack's size
+limits, and injects faults (rate limits, 5xx, latency, Slack error codes, channels the bot is not
+in, a call carried out whose answer is lost). It runs in the caller's event loop.
 
 Where Slack's behaviour is not documented the stand-in is stricter than Slack, so a bug shows up
 here rather than in production: unknown ``thread_ts`` is ``thread_not_found``, scopes are enforced.
@@ -32,6 +35,7 @@ from bot.sandbox.slack_socket import SOCKET_MODE_PATH, SocketModeServer
 __all__ = [
     "DEFAULT_APP_TOKEN",
     "DEFAULT_SCOPES",
+    "UPLOAD",
     "ApiCall",
     "Channel",
     "Interaction",
@@ -44,6 +48,8 @@ __all__ = [
     "Usergroup",
     "Workspace",
     "demo_workspace",
+    "file_content",
+    "message_size_error",
     "start_slack_standin",
 ]
 
@@ -62,6 +68,11 @@ _METHOD_SCOPES: dict[str, str | None] = {
     "usergroups.list": "usergroups:read",
     "usergroups.users.list": "usergroups:read",
     "conversations.info": None,
+    # conversations.history and conversations.replies depend on the channel type (_history_scope).
+    "conversations.history": None,
+    "conversations.replies": None,
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
     # Opening and publishing views needs no scope (a trigger id or the Home tab is the permission).
     "views.open": None,
     "views.update": None,
@@ -74,11 +85,24 @@ DEFAULT_SCOPES = (  # as manifest.yml
     "usergroups:read",
     "channels:read",
     "groups:read",
+    "channels:history",
+    "groups:history",
+    "files:write",
 )
 DEFAULT_APP_TOKEN = "xapp-1-A0VPNBOT-1-standin"  # noqa: S105  # a fake app-level token for a local stand-in
 TRIGGER_TTL_SECONDS = 3.0
 RESPONSE_URL_MAX_USES = 5
 RESPONSE_URL_TTL_SECONDS = 30 * 60
+# Slack's size limits on a message. The 12,000 characters of block text in all
+# (msg_blocks_too_long) are not in Slack's reference: observed, reported in slackapi/bolt-js
+# issues #2509 and #2867. The others are in the Block Kit and chat.postMessage references.
+BLOCKS_PER_MESSAGE_MAX = 50
+BLOCKS_TEXT_MAX = 12_000
+SECTION_TEXT_MAX = 3_000
+MESSAGE_TEXT_MAX = 40_000
+HISTORY_PAGE_MAX = 1000
+# The fault-injection name of the upload to the URL files.getUploadURLExternal gives out.
+UPLOAD = "files.upload"
 
 
 # ---------------------------------------------------------------------------- workspace
@@ -210,6 +234,9 @@ class Message:
     via: Literal["api", "response_url", "ack"] = "api"
     edits: list[Revision] = field(default_factory=list)
     deleted: bool = False
+    # Message metadata ({"event_type": …, "event_payload": {…}}), and files shared with the message.
+    metadata: Json | None = None
+    files: list[Json] = field(default_factory=list)
 
     @property
     def is_ephemeral(self) -> bool:
@@ -226,8 +253,12 @@ class Message:
         """Whether it was changed after posting."""
         return bool(self.edits)
 
-    def to_api(self) -> Json:
-        """Return the shape Slack returns in ``message`` fields and interaction payloads."""
+    def to_api(self, *, metadata: bool = False) -> Json:
+        """Return the shape Slack returns in ``message`` fields and interaction payloads.
+
+        ``metadata``: include the message metadata, as conversations.history and
+        conversations.replies do with ``include_all_metadata``.
+        """
         out: Json = {"type": "message", "ts": self.ts, "text": self.text, "user": self.user}
         if self.blocks:
             out["blocks"] = [dict(b) for b in self.blocks]
@@ -235,6 +266,10 @@ class Message:
             out["bot_id"] = self.bot_id
         if self.thread_ts:
             out["thread_ts"] = self.thread_ts
+        if self.files:
+            out["files"] = [dict(f) for f in self.files]
+        if metadata and self.metadata is not None:
+            out["metadata"] = dict(self.metadata)
         return out
 
 
@@ -287,11 +322,23 @@ class _ResponseUrl:
 
 @dataclass(slots=True)
 class _Fault:
-    kind: Literal["ratelimit", "server_error", "error"]
+    kind: Literal["ratelimit", "server_error", "error", "drop_answer"]
     remaining: int
     status: int = 200
     retry_after: int = 1
     error: str = ""
+    after: float = 0.0
+
+
+@dataclass(slots=True)
+class _Upload:
+    """A file announced by files.getUploadURLExternal; ``content`` once uploaded to its URL."""
+
+    id: str
+    filename: str
+    length: int
+    content: bytes | None = None
+    completed: bool = False
 
 
 class StandinState:
@@ -329,6 +376,8 @@ class StandinState:
         self.views: dict[str, Json] = {}
         self.home_views: dict[str, Json] = {}
         self._triggers: dict[str, float] = {}
+        # Files by id, from files.getUploadURLExternal on.
+        self.uploads: dict[str, _Upload] = {}
 
     # ------------------------------------------------------------------ clocks and ids
 
@@ -407,6 +456,14 @@ class StandinState:
         """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
         self._faults.setdefault(method, []).append(_Fault("error", times, error=error))
 
+    def drop_answer(self, method: str, *, times: int = 1, after: float = 0.0) -> None:
+        """Carry out the next ``times`` calls of ``method``, then reset the connection unanswered.
+
+        What a lost answer looks like: the message is posted, the caller never hears so. ``after``
+        seconds pass (a hang) before the reset.
+        """
+        self._faults.setdefault(method, []).append(_Fault("drop_answer", times, after=after))
+
     def set_latency(self, seconds: float, method: str = "*") -> None:
         """Delay every answer to ``method`` ("*" for any) by ``seconds``."""
         self._latency[method] = seconds
@@ -434,6 +491,8 @@ class StandinState:
         thread_ts: str | None = None,
         visible_to: str | None = None,
         via: Literal["api", "response_url", "ack"] = "api",
+        metadata: Json | None = None,
+        files: Iterable[Json] = (),
     ) -> Message:
         """Store a message (by the bot unless ``user`` is given) and return it."""
         by_bot = user is None
@@ -447,6 +506,8 @@ class StandinState:
             thread_ts=thread_ts,
             visible_to=visible_to,
             via=via,
+            metadata=metadata,
+            files=[dict(f) for f in files],
         )
         self._messages.setdefault(channel, []).append(msg)
         return msg
@@ -562,6 +623,9 @@ class StandinState:
         blocks = _blocks(payload.get("blocks"))
         if not text and not blocks:
             return 400, "no_text"
+        too_big = message_size_error(text, blocks)
+        if too_big is not None:
+            return 400, too_big
         if payload.get("replace_original"):
             if original is None:
                 return 404, "message_not_found"
@@ -614,6 +678,8 @@ class StandinState:
         if method == "conversations.info":
             channel = self.resolve_channel(str(params.get("channel", "")))
             needed = _conversation_scope(channel)
+        if method in ("conversations.history", "conversations.replies"):
+            needed = _history_scope(self.resolve_channel(str(params.get("channel", ""))))
         if self.enforce_scopes and needed and needed not in self.scopes:
             return {**_err("missing_scope"), "needed": needed, "provided": ",".join(self.scopes)}
         return handler(self, params)
@@ -656,15 +722,19 @@ class StandinState:
         text, blocks = str(params.get("text") or ""), _blocks(params.get("blocks"))
         if not text and not blocks:
             return _err("no_text")
-        if len(text) > 40000:
-            return _err("msg_too_long")
+        too_big = message_size_error(text, blocks)
+        if too_big is not None:
+            return _err(too_big)
+        metadata, bad = _metadata(params.get("metadata"))
+        if bad is not None:
+            return _err(bad)
         thread_ts = _str_or_none(params.get("thread_ts"))
         if thread_ts is not None:
             parent = self.message(channel.id, thread_ts)
             if parent is None or parent.is_ephemeral:
                 return _err("thread_not_found")
             thread_ts = parent.thread_ts or parent.ts  # a reply to a reply joins the parent's thread
-        msg = self.add_message(channel.id, text=text, blocks=blocks, thread_ts=thread_ts)
+        msg = self.add_message(channel.id, text=text, blocks=blocks, thread_ts=thread_ts, metadata=metadata)
         return {"ok": True, "channel": channel.id, "ts": msg.ts, "message": msg.to_api()}
 
     def _update(self, params: Json) -> Json:
@@ -680,6 +750,9 @@ class StandinState:
         blocks = _blocks(params.get("blocks")) if "blocks" in params else None
         if not text and not blocks and not msg.text:
             return _err("no_text")
+        too_big = message_size_error(text or "", blocks or [])
+        if too_big is not None:
+            return _err(too_big)
         self.edit_message(msg, text=text, blocks=blocks)
         return {"ok": True, "channel": channel.id, "ts": msg.ts, "text": msg.text, "message": msg.to_api()}
 
@@ -693,6 +766,9 @@ class StandinState:
         text, blocks = str(params.get("text") or ""), _blocks(params.get("blocks"))
         if not text and not blocks:
             return _err("no_text")
+        too_big = message_size_error(text, blocks)
+        if too_big is not None:
+            return _err(too_big)
         msg = self.add_message(
             channel.id,
             text=text,
@@ -748,6 +824,193 @@ class StandinState:
         if channel is None or ((channel.is_private or channel.is_im) and not channel.bot_is_member):
             return _err("channel_not_found")
         return {"ok": True, "channel": channel.to_api()}
+
+
+# ---------------------------------------------------------------------------- message limits
+
+
+def _texts(node: object) -> list[str]:
+    """Every ``text`` string under ``node`` (text objects, buttons, confirm dialogs)."""
+    if isinstance(node, dict):
+        found: list[str] = []
+        for key, value in node.items():
+            if key == "text" and isinstance(value, str):
+                found.append(value)
+            else:
+                found += _texts(value)
+        return found
+    if isinstance(node, list):
+        return [t for item in node for t in _texts(item)]
+    return []
+
+
+def message_size_error(text: str, blocks: list[Json]) -> str | None:
+    """The error Slack answers a message too large with, or None if it fits.
+
+    50 blocks at most and 3,000 characters per section text (``invalid_blocks``), 12,000
+    characters of block text in all (``msg_blocks_too_long``, observed rather than documented),
+    40,000 characters of ``text`` (``msg_too_long``).
+    """
+    if len(text) > MESSAGE_TEXT_MAX:
+        return "msg_too_long"
+    if len(blocks) > BLOCKS_PER_MESSAGE_MAX:
+        return "invalid_blocks"
+    for block in blocks:
+        if block.get("type") != "section":
+            continue
+        inner = block.get("text")
+        if isinstance(inner, dict) and len(str(inner.get("text", ""))) > SECTION_TEXT_MAX:
+            return "invalid_blocks"
+    if sum(len(t) for t in _texts(blocks)) > BLOCKS_TEXT_MAX:
+        return "msg_blocks_too_long"
+    return None
+
+
+def _metadata(value: object) -> tuple[Json | None, str | None]:
+    """Parse chat.postMessage's ``metadata``: ``{"event_type": str, "event_payload": {...}}``."""
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None, "invalid_metadata_format"
+    if not isinstance(value, dict):
+        return None, "invalid_metadata_format"
+    event_type, payload = value.get("event_type"), value.get("event_payload")
+    if not isinstance(event_type, str) or not event_type or not isinstance(payload, dict):
+        return None, "invalid_metadata_schema"
+    return {"event_type": event_type, "event_payload": dict(payload)}, None
+
+
+# ---------------------------------------------------------------------------- reading messages back
+
+
+def _history_scope(channel: Channel | None) -> str | None:
+    if channel is None:
+        return None
+    if channel.is_im:
+        return "im:history"
+    return "groups:history" if channel.is_private else "channels:history"
+
+
+def _readable(state: StandinState, ref: str) -> tuple[Channel | None, str | None]:
+    channel = state.resolve_channel(ref)
+    if channel is None or ((channel.is_private or channel.is_im) and not channel.bot_is_member):
+        return None, "channel_not_found"
+    if not channel.bot_is_member:
+        return None, "not_in_channel"
+    return channel, None
+
+
+def _page(state: StandinState, params: Json, found: list[Message], *, newest_first: bool) -> Json:
+    """One page of ``found`` (filtered by ``oldest``/``latest``), as history and replies answer."""
+    try:
+        limit = min(HISTORY_PAGE_MAX, max(1, int(params.get("limit") or 100)))
+        start = int(str(params.get("cursor") or "0"))
+        oldest = float(params.get("oldest") or 0)
+        latest = float(params.get("latest") or "inf")
+    except ValueError:
+        return _err("invalid_arguments")
+    with_metadata = str(params.get("include_all_metadata", "")).lower() in {"1", "true"}
+    chosen = [m for m in found if oldest <= float(m.ts) <= latest]
+    if newest_first:
+        chosen.reverse()
+    window = chosen[start : start + limit]
+    more = start + limit < len(chosen)
+    return {
+        "ok": True,
+        "messages": [m.to_api(metadata=with_metadata) for m in window],
+        "has_more": more,
+        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+    }
+
+
+def _conversations_history(state: StandinState, params: Json) -> Json:
+    """A channel's top-level messages, newest first (threads' replies are not in it)."""
+    channel, error = _readable(state, str(params.get("channel", "")))
+    if channel is None:
+        return _err(error or "channel_not_found")
+    return _page(state, params, state.messages(channel.id), newest_first=True)
+
+
+def _conversations_replies(state: StandinState, params: Json) -> Json:
+    """A thread: its parent, then its replies, oldest first."""
+    channel, error = _readable(state, str(params.get("channel", "")))
+    if channel is None:
+        return _err(error or "channel_not_found")
+    parent = state.message(channel.id, str(params.get("ts", "")))
+    if parent is None or parent.is_ephemeral or parent.deleted:
+        return _err("thread_not_found")
+    root = state.message(channel.id, parent.thread_ts) if parent.is_reply and parent.thread_ts else parent
+    assert root is not None  # noqa: S101 - a reply's parent was stored before it
+    return _page(state, params, [root, *state.thread(channel.id, root.ts)], newest_first=False)
+
+
+# ---------------------------------------------------------------------------- files.uploadV2
+
+
+def _get_upload_url(state: StandinState, params: Json) -> Json:
+    """files.getUploadURLExternal: a file id and a URL on this stand-in to upload its bytes to."""
+    filename = str(params.get("filename") or "")
+    try:
+        length = int(params.get("length") or -1)
+    except ValueError:
+        length = -1
+    if not filename or length < 0:
+        return _err("invalid_arguments")
+    file_id = f"F{next(state._ids):010d}"
+    state.uploads[file_id] = _Upload(file_id, filename, length)
+    return {"ok": True, "file_id": file_id, "upload_url": f"{state.base_url}/upload/{file_id}"}
+
+
+def _complete_upload(state: StandinState, params: Json) -> Json:
+    """files.completeUploadExternal: share uploaded files, in a thread if ``thread_ts`` is given."""
+    raw = params.get("files")
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return _err("invalid_arguments")
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        return _err("invalid_arguments")
+    uploads = [state.uploads.get(str(i.get("id", ""))) for i in items]
+    if any(u is None or u.content is None or u.completed for u in uploads):
+        return _err("file_not_found")
+    shared: list[Json] = []
+    for item, upload in zip(items, uploads, strict=True):
+        assert upload is not None  # noqa: S101 - checked above
+        assert upload.content is not None  # noqa: S101 - checked above
+        upload.completed = True
+        shared.append(
+            {
+                "id": upload.id,
+                "name": upload.filename,
+                "title": str(item.get("title") or upload.filename),
+                "size": len(upload.content),
+                "mimetype": "text/plain",
+            }
+        )
+    channel_ref = _str_or_none(params.get("channel_id"))
+    if channel_ref is not None:
+        channel, error = state._postable(channel_ref)
+        if channel is None:
+            return _err(error or "channel_not_found")
+        thread_ts = _str_or_none(params.get("thread_ts"))
+        if thread_ts is not None:
+            parent = state.message(channel.id, thread_ts)
+            if parent is None or parent.is_ephemeral:
+                return _err("thread_not_found")
+            thread_ts = parent.thread_ts or parent.ts
+        comment = str(params.get("initial_comment") or "")
+        state.add_message(channel.id, text=comment, thread_ts=thread_ts, files=shared)
+    return {"ok": True, "files": shared}
+
+
+def file_content(state: StandinState, file_id: str) -> str:
+    """The text of an uploaded file (tests read what a person would download)."""
+    upload = state.uploads[file_id]
+    assert upload.content is not None  # noqa: S101 - a test helper: the file must have arrived
+    return upload.content.decode()
 
 
 def _checked_view(value: object) -> tuple[Json | None, str | None]:
@@ -818,6 +1081,10 @@ _HANDLERS: dict[str, Callable[[StandinState, Json], Json]] = {
     "usergroups.list": StandinState._usergroups_list,
     "usergroups.users.list": StandinState._usergroup_users,
     "conversations.info": StandinState._conversations_info,
+    "conversations.history": _conversations_history,
+    "conversations.replies": _conversations_replies,
+    "files.getUploadURLExternal": _get_upload_url,
+    "files.completeUploadExternal": _complete_upload,
 }
 
 
@@ -891,6 +1158,22 @@ async def _params(request: web.Request) -> Json:
     return params
 
 
+async def _drop_answer(
+    request: web.Request, state: StandinState, method: str, params: Json, after: float
+) -> web.StreamResponse:
+    """Carry the call out, then reset the connection without an answer (after ``after`` seconds)."""
+    body = state.handle_api(method, params)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
+    state.api_calls.append(ApiCall(method, params, 0, bool(body.get("ok")), "answer_dropped", port))
+    if after:
+        await asyncio.sleep(after)
+    if request.transport is not None:
+        request.transport.abort()
+    # Nothing reaches the caller: the transport is gone before aiohttp could write this.
+    return web.Response(status=204)
+
+
 def _make_app(state: StandinState) -> web.Application:
     async def api(request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
@@ -928,8 +1211,21 @@ def _make_app(state: StandinState) -> web.Application:
                 return reply(_err("ratelimited"), 429, {"Retry-After": str(fault.retry_after)})
             if fault.kind == "server_error":
                 return reply(_err("internal_error"), fault.status)
+            if fault.kind == "drop_answer":
+                return await _drop_answer(request, state, method, params, fault.after)
             return reply(_err(fault.error))
         return reply(state.handle_api(method, params))
+
+    async def upload(request: web.Request) -> web.StreamResponse:
+        # The URL files.getUploadURLExternal gave out is its own permission: no token.
+        found = state.uploads.get(request.match_info["file_id"])
+        if found is None or found.completed:
+            return web.Response(status=404, text="file not found")
+        fault = state._take_fault(UPLOAD)  # server_error(UPLOAD): the upload host fails
+        if fault is not None and fault.kind == "server_error":
+            return web.Response(status=fault.status, text="upload failed")
+        found.content = await request.read()
+        return web.Response(text=f"OK - {len(found.content)}")
 
     async def response_url(request: web.Request) -> web.StreamResponse:
         url_id = request.match_info["url_id"]
@@ -950,6 +1246,7 @@ def _make_app(state: StandinState) -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/api/{method}", api)
     app.router.add_post("/response/{url_id}", response_url)
+    app.router.add_post("/upload/{file_id}", upload)
     app.router.add_get(SOCKET_MODE_PATH, state.socket_mode.handle)
     app.on_shutdown.append(close_sockets)
     return app

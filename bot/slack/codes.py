@@ -7,8 +7,9 @@ same call a little later (``transient``), what happened, what to do and who must
 
 Codes that are ours, not Slack's: ``transport`` (no connection), ``timeout`` (no answer in time),
 ``http_<status>`` (an HTTP error without a Slack error body), ``no_ts`` (Slack accepted a post
-but returned no message ts), ``bad_response`` (an answer without the expected field) and
-``client_error`` (slack_sdk refused the call before sending it).
+but returned no message ts), ``bad_response`` (an answer without the expected field),
+``client_error`` (slack_sdk refused the call before sending it) and ``file_upload_failed`` (the
+upload to the URL files.getUploadURLExternal gave did not answer 200).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bot.errors import SlackError, Who
 __all__ = [
     "BAD_RESPONSE",
     "CLIENT_ERROR",
+    "FILE_UPLOAD_FAILED",
     "NO_TS",
     "SLACK_CODES",
     "SLACK_FAILURES",
@@ -44,6 +46,7 @@ TIMEOUT: Final = "timeout"
 NO_TS: Final = "no_ts"
 BAD_RESPONSE: Final = "bad_response"
 CLIENT_ERROR: Final = "client_error"
+FILE_UPLOAD_FAILED: Final = "file_upload_failed"
 
 # What a Slack call can raise: catch these, then ``raise translate(exc) from exc``.
 SLACK_FAILURES: Final = (SlackClientError, aiohttp.ClientError, OSError, TimeoutError)
@@ -64,10 +67,22 @@ class SlackCode:
     token_refused: bool = False
 
     @property
+    def ambiguous(self) -> bool:
+        """Whether Slack may have carried the call out although it failed: no answer, a timeout, a 5xx.
+
+        A rate limit and every definite Slack error (``ok: false`` with a code) mean it did not.
+        Before posting again after an ambiguous failure, look whether the first post arrived.
+        """
+        return self.transient and self.error not in _REFUSED_BEFORE_DOING
+
+    @property
     def text(self) -> str:
         """What happened and what to do, in one sentence pair (mrkdwn-safe, no secrets)."""
         return f"{self.friendly} {self.action}"
 
+
+# Transient answers that say Slack did nothing: it refused the call before carrying it out.
+_REFUSED_BEFORE_DOING = frozenset({"ratelimited", "rate_limited", "http_429"})
 
 _INVITE = "Invite me with `/invite @vpn-bot`, or use a channel where I'm a member."
 _FIX_BOT_CREDENTIAL = (
@@ -79,6 +94,7 @@ _SCOPES = (
     "reinstall the app to the workspace."
 )
 _LATER = "Slack usually recovers within a minute; try again shortly."
+_BOT_BUG = "This is a bot bug: the bot administrator should report it with the time it happened."
 _RESTRICTED = (
     "This workspace does not let me post in this channel.",
     "Ask a Slack admin, or use another channel.",
@@ -174,9 +190,58 @@ _ROWS: tuple[SlackCode, ...] = (
     _row(
         "invalid_blocks",
         False,
-        "Slack rejected the message layout.",
-        "This is a bot bug: the bot administrator should report it with the time it happened.",
+        "Slack rejected the message layout (an invalid block, or more than 50 blocks).",
+        _BOT_BUG,
         Who.ADMIN,
+    ),
+    _row(
+        "invalid_blocks_format",
+        False,
+        "Slack rejected the message layout (not a list of blocks).",
+        _BOT_BUG,
+        Who.ADMIN,
+    ),
+    # Not in Slack's reference: observed, reported in slackapi/bolt-js issues #2509 and #2867. Slack
+    # refuses a message whose blocks carry more than about 12,000 characters of text in all.
+    _row(
+        "msg_blocks_too_long",
+        False,
+        "Slack refused the message as too long (its blocks' text in all).",
+        _BOT_BUG,
+        Who.ADMIN,
+    ),
+    _row(
+        "msg_too_long",
+        False,
+        "Slack refused the message as too long (over 40,000 characters).",
+        _BOT_BUG,
+        Who.ADMIN,
+    ),
+    _row("no_text", False, "Slack refused an empty message.", _BOT_BUG, Who.ADMIN),
+    _row(
+        "too_many_attachments", False, "Slack refused the message: too many attachments.", _BOT_BUG, Who.ADMIN
+    ),
+    # --- files (the configuration snapshot, when it is too long for a message) ------------------------
+    _row(
+        "file_upload_size_restricted",
+        False,
+        "This workspace does not allow a file this large.",
+        "The configuration is still stored with the operation in the bot's database.",
+        Who.ADMIN,
+    ),
+    _row(
+        "file_uploads_disabled",
+        False,
+        "File uploads are turned off in this workspace.",
+        "The configuration is still stored with the operation in the bot's database.",
+        Who.ADMIN,
+    ),
+    _row(
+        "file_not_found",
+        False,
+        "Slack lost the uploaded file before it was shared.",
+        "Nothing to do: the bot uploads it again.",
+        Who.NOBODY,
     ),
     # --- Slack is busy or down ------------------------------------------------------------------------
     _busy("ratelimited", "Slack is rate-limiting the bot right now."),
@@ -215,6 +280,13 @@ _ROWS: tuple[SlackCode, ...] = (
         "Slack's answer lacked what the bot asked for.",
         "Try again; if it keeps happening, the bot administrator should check VPNBOT_SLACK_API_URL.",
         Who.ADMIN,
+    ),
+    _row(
+        FILE_UPLOAD_FAILED,
+        True,
+        "Slack did not take the configuration file.",
+        "Nothing to do: the bot sends it again shortly.",
+        Who.NOBODY,
     ),
     _row(
         CLIENT_ERROR,
@@ -271,7 +343,7 @@ def error_code(exc: BaseException) -> str:
 def slack_error(error: str) -> SlackError:
     """The :class:`SlackError` for one code, e.g. ``no_ts`` when Slack's answer lacks the ts."""
     row = lookup(error)
-    return SlackError(row.text, error=row.error, transient=row.transient)
+    return SlackError(row.text, error=row.error, transient=row.transient, maybe_done=row.ambiguous)
 
 
 def _retry_after(exc: BaseException) -> float | None:

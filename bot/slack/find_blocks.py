@@ -20,6 +20,7 @@ from bot.slack.blocks import (
     cap,
     code,
     escape,
+    fit_blocks,
     format_time,
     mention,
     safe_mrkdwn,
@@ -73,7 +74,8 @@ def _button(label: str, action_id: ActionId, value: str) -> Block:
 
 
 def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
-    return {"response_type": "ephemeral", "text": cap(text, TEXT_MAX), "blocks": list(blocks)}
+    # A page of long names and subnet lists could pass Slack's limit; the budget cuts the longest rows.
+    return {"response_type": "ephemeral", "text": cap(text, TEXT_MAX), "blocks": fit_blocks(blocks)}
 
 
 def _subnets(value: str) -> str:

@@ -37,6 +37,14 @@ METHOD_SCOPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         # private (public channels need channels:read, private ones groups:read).
         "users.conversations": ("channels:read", "groups:read"),
         "conversations.info": ("channels:read", "groups:read"),
+        # Posts happen once: after a post whose answer was lost, the outbox reads the thread or the
+        # channel for the message's metadata before posting again (public and private channels).
+        "conversations.replies": ("channels:history", "groups:history"),
+        "conversations.history": ("channels:history", "groups:history"),
+        # A configuration snapshot too long for one message goes as a file in the thread
+        # (slack_sdk's files_upload_v2 calls these two, with an upload to the URL between them).
+        "files.getUploadURLExternal": ("files:write",),
+        "files.completeUploadExternal": ("files:write",),
     }
 )
 

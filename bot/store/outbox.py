@@ -78,6 +78,7 @@ def _row_to_effect(row: Any) -> PendingEffect:
         attempts=m["attempts"],
         created_at=m["created_at"],
         next_at=m["next_at"],
+        last_error=m["last_error"],
     )
 
 

@@ -32,6 +32,7 @@ from bot.sandbox.slack import (
     render_transcript,
     start_slack_standin,
 )
+from bot.sandbox.slack_api import file_content
 
 TOKEN = "xoxb-sandbox"
 SECRET = "signing-secret-for-tests"
@@ -92,6 +93,11 @@ async def test_auth_test_reports_identity_and_granted_scopes(client: AsyncWebCli
         "chat:write.public",
         "usergroups:read",
         "users:read",
+        "channels:read",
+        "groups:read",
+        "channels:history",
+        "groups:history",
+        "files:write",
     }
 
 
@@ -245,10 +251,16 @@ async def test_usergroup_membership_is_configurable(client: AsyncWebClient, stan
     assert handles == ["network-admins", "auditors"]
 
 
-async def test_conversations_info_needs_a_scope_the_manifest_lacks(client: AsyncWebClient) -> None:
-    # The manifest grants no channels:read, so real Slack refuses this call too.
-    with pytest.raises(SlackApiError) as err:
-        await client.conversations_info(channel=OPS)
+async def test_conversations_info_needs_channels_read() -> None:
+    # An install from an older manifest, without channels:read: real Slack refuses this call too.
+    s = await start_slack_standin(bot_token=TOKEN, scopes=["commands", "chat:write"])
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = AsyncWebClient(token=TOKEN, base_url=s.url, session=session)
+            with pytest.raises(SlackApiError) as err:
+                await client.conversations_info(channel=OPS)
+    finally:
+        await s.close()
     assert (err.value.response["error"], err.value.response["needed"]) == ("missing_scope", "channels:read")
 
 
@@ -675,3 +687,116 @@ async def test_agent_sends_view_payloads_and_home_events_as_slack_does(
     event = json.loads(body)
     assert event["type"] == "event_callback"
     assert event["event"] == {**event["event"], "type": "app_home_opened", "user": BOB, "tab": "home"}
+
+
+# ------------------------------------------------------------------ message size, metadata, history, files
+
+
+def _sections(count: int, size: int) -> list[dict[str, Any]]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * size}} for _ in range(count)]
+
+
+async def test_an_oversized_message_is_refused_as_slack_refuses_it(
+    client: AsyncWebClient, standin: SlackStandin
+) -> None:
+    """12,000 characters of block text in all, 50 blocks, 3,000 per section, 40,000 of text."""
+    refused = {
+        "msg_blocks_too_long": {"text": "t", "blocks": _sections(5, 2_401)},  # 12,005 in all
+        "invalid_blocks": {"text": "t", "blocks": _sections(51, 10)},
+        "msg_too_long": {"text": "t" * 40_001},
+    }
+    for error, arguments in refused.items():
+        with pytest.raises(SlackApiError) as err:
+            await client.chat_postMessage(channel=OPS, **arguments)
+        assert err.value.response["error"] == error
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_postMessage(channel=OPS, text="t", blocks=_sections(1, 3_001))
+    assert err.value.response["error"] == "invalid_blocks"
+    assert standin.state.messages(OPS) == []
+    # At the limits it passes; an update and an ephemeral are held to the same limits.
+    root = await client.chat_postMessage(channel=OPS, text="t" * 40_000, blocks=_sections(4, 3_000))
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_update(channel=OPS, ts=root["ts"], text="t", blocks=_sections(5, 2_401))
+    assert err.value.response["error"] == "msg_blocks_too_long"
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_postEphemeral(channel=OPS, user=ALICE, text="t", blocks=_sections(5, 2_401))
+    assert err.value.response["error"] == "msg_blocks_too_long"
+    assert [m.ts for m in standin.state.messages(OPS)] == [root["ts"]]
+
+
+async def test_metadata_is_kept_and_read_back_with_history_and_replies(client: AsyncWebClient) -> None:
+    meta = {"event_type": "vpnbot_effect", "event_payload": {"effect_id": "op-1/7"}}
+    root = await client.chat_postMessage(channel=OPS, text="card", metadata=meta)
+    reply = await client.chat_postMessage(channel=OPS, thread_ts=root["ts"], text="reply", metadata=meta)
+    history = await client.conversations_history(channel=OPS, include_all_metadata=True)
+    assert [(m["text"], m["metadata"]) for m in history["messages"]] == [("card", meta)]
+    replies = await client.conversations_replies(channel=OPS, ts=root["ts"], include_all_metadata=True)
+    assert [(m["ts"], m["metadata"]) for m in replies["messages"]] == [
+        (root["ts"], meta),
+        (reply["ts"], meta),
+    ]
+    # Without include_all_metadata, as Slack: no metadata.
+    plain = await client.conversations_replies(channel=OPS, ts=root["ts"])
+    assert all("metadata" not in m for m in plain["messages"])
+    # Pages, newest first in a channel.
+    for i in range(3):
+        await client.chat_postMessage(channel=OPS, text=f"later {i}")
+    first = await client.conversations_history(channel=OPS, limit=2)
+    assert [m["text"] for m in first["messages"]] == ["later 2", "later 1"]
+    assert first["has_more"]
+    rest = await client.conversations_history(
+        channel=OPS, limit=2, cursor=first["response_metadata"]["next_cursor"]
+    )
+    assert [m["text"] for m in rest["messages"]] == ["later 0", "card"]
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_postMessage(channel=OPS, text="x", metadata={"event_type": "", "event_payload": {}})
+    assert err.value.response["error"] == "invalid_metadata_schema"
+
+
+async def test_history_needs_the_history_scope_of_the_channel_type() -> None:
+    async with (
+        await start_slack_standin(bot_token=TOKEN, scopes=["chat:write"]) as standin,
+        aiohttp.ClientSession() as session,
+    ):
+        client = AsyncWebClient(token=TOKEN, base_url=standin.url, session=session)
+        with pytest.raises(SlackApiError) as err:
+            await client.conversations_history(channel=OPS)
+        assert (err.value.response["error"], err.value.response["needed"]) == (
+            "missing_scope",
+            "channels:history",
+        )
+
+
+async def test_files_upload_v2_shares_the_file_in_the_thread(
+    client: AsyncWebClient, standin: SlackStandin
+) -> None:
+    root = await client.chat_postMessage(channel=OPS, text="card")
+    done = await client.files_upload_v2(
+        channel=OPS, thread_ts=root["ts"], filename="c.yaml", title="Config", content="a: 1\n"
+    )
+    [shared] = standin.state.thread(OPS, root["ts"])
+    assert shared.files == [done["file"]]
+    assert (done["file"]["name"], done["file"]["title"]) == ("c.yaml", "Config")
+    assert file_content(standin.state, done["file"]["id"]) == "a: 1\n"
+    assert [c.method for c in standin.state.api_calls] == [
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+    ]
+    # A file id is shared once.
+    with pytest.raises(SlackApiError) as err:
+        await client.files_completeUploadExternal(files=[{"id": done["file"]["id"]}], channel_id=OPS)
+    assert err.value.response["error"] == "file_not_found"
+
+
+async def test_a_dropped_answer_posts_the_message_and_resets_the_connection(standin: SlackStandin) -> None:
+    standin.state.drop_answer("chat.postMessage")
+    async with aiohttp.ClientSession() as session:
+        # No retry handlers: slack_sdk's default one would post again after the reset.
+        client = AsyncWebClient(token=TOKEN, base_url=standin.url, session=session, retry_handlers=[])
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await client.chat_postMessage(channel=OPS, text="posted, never confirmed")
+        await client.chat_postMessage(channel=OPS, text="answered")  # only the next call loses its answer
+    assert [m.text for m in standin.state.messages(OPS)] == ["posted, never confirmed", "answered"]
+    calls = standin.state.calls("chat.postMessage")
+    assert [(c.ok, c.error) for c in calls] == [(True, "answer_dropped"), (True, None)]

@@ -29,7 +29,10 @@ from bot.domain import (
     VpnConnection,
     VpnGateway,
 )
+from bot.sandbox.slack_api import message_size_error
 from bot.slack.blocks import (
+    MESSAGE_BUDGET,
+    blocks_text_length,
     build_confirmation,
     build_history,
     build_looking_up,
@@ -41,6 +44,7 @@ from bot.slack.blocks import (
     cap,
     escape,
     explain_slack_error,
+    fit_blocks,
     format_duration,
     format_time,
     safe_mrkdwn,
@@ -64,6 +68,9 @@ def walk_limits(message: dict) -> None:
     """Every block respects Slack's documented limits."""
     assert message["text"]
     assert len(message["blocks"]) <= 50
+    # The one budget every message keeps to, under Slack's 12,000 characters of block text in all.
+    assert blocks_text_length(message["blocks"]) <= MESSAGE_BUDGET
+    assert message_size_error(message["text"], message["blocks"]) is None
     for b in message["blocks"]:
         if b["type"] == "header":
             assert len(b["text"]["text"]) <= 150
@@ -484,3 +491,34 @@ def _op_for_warnings(*, business_status: str, status: str) -> Operation:
         business_status=business_status,
     )
     return make_op(gateway=gateway)
+
+
+def test_fit_blocks_shortens_the_longest_texts_alike_and_keeps_every_block() -> None:
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": "H" * 100}},
+        *(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"row {n} " + "x" * 3000}}
+            for n in range(5)
+        ),
+        {"type": "section", "text": {"type": "mrkdwn", "text": "short"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "c" * 1900}]},
+        {
+            "type": "actions",
+            "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Delete"}, "value": "v"}],
+        },
+    ]
+    assert blocks_text_length(blocks) > 15_000
+    fitted = fit_blocks(blocks, budget=10_000)
+    assert blocks_text_length(fitted) <= 10_000
+    assert [b["type"] for b in fitted] == [b["type"] for b in blocks]
+    # Each long text keeps its beginning; they are cut to one length; short texts, the header and
+    # the button are untouched.
+    long_texts = [b["text"]["text"] for b in fitted[1:6]]
+    assert all(t.startswith(f"row {n} ") and t.endswith("…") for n, t in enumerate(long_texts))
+    assert len({len(t) for t in long_texts}) == 1
+    assert fitted[6]["text"]["text"] == "short"
+    assert fitted[0] == blocks[0]
+    assert fitted[-1] == blocks[-1]
+    # The input is not changed, and what fits comes back as it was.
+    assert blocks[1]["text"]["text"].endswith("x")
+    assert fit_blocks(fitted, budget=10_000) == fitted

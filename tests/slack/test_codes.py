@@ -59,6 +59,21 @@ def test_every_row_says_what_happened_and_what_to_do() -> None:
         assert lookup(error) is row
 
 
+def test_a_failure_may_have_been_carried_out_unless_slack_refused_it() -> None:
+    """Only a rate limit among the transient failures says for sure that Slack did nothing."""
+    assert not any(lookup(e).ambiguous for e in ("ratelimited", "rate_limited", "http_429"))
+    assert all(lookup(e).ambiguous for e in (TRANSPORT, TIMEOUT, "internal_error", "http_502"))
+    assert not any(lookup(e).ambiguous for e in ("msg_blocks_too_long", "not_in_channel", "invalid_auth"))
+    assert (slack_error("transport").maybe_done, slack_error("ratelimited").maybe_done) == (True, False)
+
+
+def test_message_size_errors_are_known_rows() -> None:
+    for error in ("msg_blocks_too_long", "msg_too_long", "invalid_blocks"):
+        row = SLACK_CODES[error]
+        assert not row.transient
+        assert "bot bug" in row.action
+
+
 def test_only_rate_limits_outages_and_the_network_are_transient() -> None:
     transient = {error for error, row in SLACK_CODES.items() if row.transient}
     assert transient == {
@@ -68,6 +83,7 @@ def test_only_rate_limits_outages_and_the_network_are_transient() -> None:
         "fatal_error",
         "service_unavailable",
         "request_timeout",
+        "file_upload_failed",
         "http_429",
         TRANSPORT,
         TIMEOUT,

@@ -15,6 +15,8 @@ from slackfakes import T0, FakeWorkflow, make_op, make_settings
 
 from bot.domain import OpState, VpnGateway
 from bot.errors import NotAllowed, UsageError
+from bot.sandbox.slack_api import message_size_error
+from bot.slack.blocks import MESSAGE_BUDGET, blocks_text_length
 from bot.slack.deps import SlackDeps
 from bot.slack.find import NOT_SET_UP, render_page
 from bot.slack.find_blocks import (
@@ -424,3 +426,26 @@ async def test_a_page_is_policy_checked_before_the_cloud_is_asked() -> None:
     message = await render_page(deps, page, user_id="U0ALICE", channel_id="C0VPNOPS")
     assert inventory.calls == [("cn-shanghai", None)]
     valid_block_kit(message)
+
+
+def test_a_page_of_long_rows_fits_slacks_limit_on_a_message_and_keeps_every_id() -> None:
+    """Fifteen rows of long names, subnets and tunnel states escape to far more than Slack takes."""
+    hostile = "<&>" * 34  # 102 characters, 340 once escaped
+    rows = [
+        row(
+            n,
+            name=hostile,
+            tunnels=(hostile[:40], hostile[:40]),
+            remote_subnet=",".join(f"172.{i}.0.0/16" for i in range(200)),
+        )
+        for n in range(PAGE_SIZE)
+    ]
+    message = build_list_page(rows, ListPage(r="cn-hangzhou", f=(hostile[:40],), p=1), total=100)
+    valid_block_kit(message)
+    assert message_size_error(message["text"], message["blocks"]) is None
+    assert blocks_text_length(message["blocks"]) <= MESSAGE_BUDGET
+    text = rendered(message)
+    assert all(r.id in text for r in rows)
+    # Every row keeps its Delete… button and the page its navigation.
+    assert sum(1 for b in message["blocks"] if b.get("accessory")) == PAGE_SIZE
+    assert any(b["type"] == "actions" for b in message["blocks"])

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
@@ -99,10 +100,12 @@ def test_configure_retries_is_idempotent() -> None:
     before = len(client.retry_handlers)
     configure_retries(client)
     configure_retries(client)
-    kinds = [type(h) for h in client.retry_handlers]
-    assert len(kinds) == before + 2
-    assert AsyncRateLimitErrorRetryHandler in kinds
-    assert AsyncServerErrorRetryHandler in kinds
+    handlers = client.retry_handlers
+    assert len(handlers) == before + 2
+    assert any(isinstance(h, AsyncRateLimitErrorRetryHandler) for h in handlers)
+    assert sum(isinstance(h, AsyncServerErrorRetryHandler) for h in handlers) == 1
+    # slack_sdk's default retry after a lost connection stays, for calls that may run twice.
+    assert sum(isinstance(h, AsyncConnectionErrorRetryHandler) for h in handlers) == 1
 
 
 async def test_configured_client_retries_a_rate_limit(fake_slack: FakeSlack) -> None:
@@ -113,3 +116,20 @@ async def test_configured_client_retries_a_rate_limit(fake_slack: FakeSlack) -> 
     ts = await SlackNotifier(client).post_confirmation(make_op())
     assert ts
     assert len(fake_slack.calls("/api/chat.postMessage")) == 2
+
+
+async def test_a_configured_client_never_posts_twice_after_a_5xx_but_updates_again(
+    fake_slack: FakeSlack,
+) -> None:
+    """Slack may have posted before its 5xx: slack_sdk must not post again on its own (the outbox looks first)."""
+    fake_slack.statuses["chat.postMessage"] = [503]
+    fake_slack.statuses["chat.update"] = [503]
+    client = AsyncWebClient(token="xoxb-test", base_url=fake_slack.api_url)
+    configure_retries(client)
+    with pytest.raises(SlackError) as info:
+        await SlackNotifier(client).post_confirmation(make_op())
+    assert info.value.transient
+    assert len(fake_slack.calls("/api/chat.postMessage")) == 1
+    # An update is the same however often it runs: it is retried as before.
+    await SlackNotifier(client).update_card(make_op(state=OpState.DELETED))
+    assert len(fake_slack.calls("/api/chat.update")) == 2

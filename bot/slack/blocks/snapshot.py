@@ -1,18 +1,22 @@
 """The configuration snapshot posted as the thread's last reply after a deletion.
 
 A summary line, then the whole configuration as YAML in code blocks, split on line boundaries so
-each section stays within Slack's 3,000 characters. The record holds no key, so none is shown.
+each section stays within Slack's 3,000 characters. When that would not fit in one message (the
+message budget, :data:`bot.slack.blocks.text.MESSAGE_BUDGET`: a connection with many routes and
+tags), the reply is the summary alone and the YAML goes with it as a file in the thread
+(:class:`SnapshotFile`, uploaded by the notifier). The record holds no key, so none is shown.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from bot.domain import PART_CONFIGURATION, Snapshot, SnapshotRoute, Unread
 from bot.slack.blocks.text import (
-    BLOCKS_MAX,
     SECTION_MAX,
     Block,
     Message,
@@ -21,17 +25,36 @@ from bot.slack.blocks.text import (
     _section,
     code,
     escape,
+    fits,
 )
 
-__all__ = ["build_snapshot_reply", "snapshot_document", "snapshot_summary"]
+__all__ = ["FILE_KEY", "SnapshotFile", "build_snapshot_reply", "snapshot_document", "snapshot_summary"]
+
+# The key of a message that carries a file to upload with it (not a chat.postMessage argument).
+FILE_KEY = "file"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotFile:
+    """The configuration as a YAML file, for a thread reply too long for one message."""
+
+    filename: str
+    title: str
+    content: str
+
 
 _FENCE = "```"
 # Room for the fence and its two line breaks in one section.
 _CHUNK_MAX = SECTION_MAX - 2 * len(_FENCE) - 2
-_CUT_NOTE = (
-    "The configuration is longer than one Slack message can hold; the rest is stored with the "
-    "operation in the bot's database (`operations.snapshot`)."
-)
+
+
+def _file_note(filename: str) -> str:
+    return (
+        f"The configuration is too long for one Slack message, so it is attached below as a YAML file "
+        f"({code(filename, 120)}). It is also stored with the operation in the bot's database "
+        "(`operations.snapshot`)."
+    )
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -123,18 +146,28 @@ def _chunks(document: str) -> list[str]:
     return chunks
 
 
+def snapshot_filename(snapshot: Snapshot) -> str:
+    """The file name of the configuration: the connection id and ``-configuration.yaml``."""
+    stem = _UNSAFE_NAME.sub("-", snapshot.vco_id).strip("-.")[:80] or "connection"
+    return f"{stem}-configuration.yaml"
+
+
 def build_snapshot_reply(snapshot: Snapshot) -> Message:
-    """The thread reply with the saved configuration: a summary, then YAML code blocks."""
+    """The thread reply with the saved configuration: a summary, then YAML code blocks.
+
+    If the code blocks would not fit in one message, the reply is the summary and a note, and the
+    message carries the YAML under :data:`FILE_KEY` as a :class:`SnapshotFile` to upload after it.
+    """
     summary = snapshot_summary(snapshot)
-    blocks: list[Block] = [_section(summary)]
-    chunks = _chunks(snapshot_document(snapshot))
-    room = BLOCKS_MAX - 1
-    if len(chunks) > room:
-        chunks = chunks[: room - 1]
-        tail: list[Block] = [_context(_CUT_NOTE)]
-    else:
-        tail = []
-    blocks += [_section(f"{_FENCE}\n{chunk}\n{_FENCE}") for chunk in chunks]
-    blocks += tail
     fallback = summary.replace("*", "")
-    return _message(fallback, blocks)
+    document = snapshot_document(snapshot)
+    blocks: list[Block] = [_section(summary)]
+    blocks += [_section(f"{_FENCE}\n{chunk}\n{_FENCE}") for chunk in _chunks(document)]
+    if fits(blocks):
+        return _message(fallback, blocks)
+    filename = snapshot_filename(snapshot)
+    message = _message(fallback, [_section(summary), _context(_file_note(filename))])
+    message[FILE_KEY] = SnapshotFile(
+        filename=filename, title=f"Configuration of {snapshot.vco_id} before the deletion", content=document
+    )
+    return message

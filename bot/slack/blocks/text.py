@@ -26,6 +26,17 @@ CONFIRM_TITLE_MAX = 100
 CONFIRM_TEXT_MAX = 300
 CONFIRM_BUTTON_MAX = 30
 BLOCKS_MAX = 50
+# Slack refuses a message whose blocks carry more than about 12,000 characters of text in all
+# (``msg_blocks_too_long``). Not in Slack's reference: unverified but observed, reported in
+# slackapi/bolt-js issues #2509 and #2867. The stand-in counts every ``text`` string in the blocks.
+BLOCKS_TEXT_MAX = 12_000
+# The one budget every message builder keeps to: the blocks' text in all, with room to spare for
+# however Slack really counts (entities, emoji).
+MESSAGE_BUDGET = 11_000
+# Slack's cap on a message's top-level ``text`` (``msg_too_long``).
+MESSAGE_TEXT_MAX = 40_000
+# The shortest a text is cut to when a message must shrink to fit the budget.
+_FIT_FLOOR = 200
 # Routes listed on the card; past that it says "and N more".
 ROUTES_SHOWN = 20
 
@@ -162,8 +173,77 @@ def _header(text: str) -> Block:
     return {"type": "header", "block_id": BlockId.HEADER.value, "text": _plain(text, HEADER_MAX)}
 
 
+def _text_objects(node: object) -> list[dict[str, Any]]:
+    """Every text object (``{"type": "mrkdwn" | "plain_text", "text": …}``) under ``node``."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if node.get("type") in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
+            found.append(node)
+        for value in node.values():
+            if isinstance(value, dict | list):
+                found += _text_objects(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _text_objects(item)
+    return found
+
+
+def blocks_text_length(blocks: Sequence[Block]) -> int:
+    """The characters of text the blocks carry in all, the way Slack's message limit counts them."""
+    return sum(len(obj["text"]) for obj in _text_objects(list(blocks)))
+
+
+def fits(blocks: Sequence[Block], budget: int = MESSAGE_BUDGET) -> bool:
+    """Whether ``blocks`` keep within the message budget (and Slack's 50 blocks)."""
+    return len(blocks) <= BLOCKS_MAX and blocks_text_length(blocks) <= budget
+
+
+def fit_blocks(blocks: Sequence[Block], budget: int = MESSAGE_BUDGET) -> list[Block]:
+    """``blocks`` (at most 50) cut to ``budget`` characters of text in all, keeping every block.
+
+    The longest section and context texts are shortened to one common length (ending in "…"),
+    never below a short floor, so each keeps its beginning; buttons, headers and confirm dialogs
+    keep their words. Builders that can say more in another way (a file, a page, "and N more") do
+    so first; this is the last guard, so that Slack never refuses a message for its size.
+    """
+    out = [_copy(b) for b in list(blocks)[:BLOCKS_MAX]]
+    total = blocks_text_length(out)
+    if total <= budget:
+        return out
+    # Only free text shrinks: sections (text and fields) and contexts.
+    shrinkable = [
+        obj
+        for block in out
+        if block.get("type") in ("section", "context")
+        for obj in _text_objects([block.get("text"), block.get("fields"), block.get("elements")])
+        if obj["type"] == "mrkdwn"
+    ]
+    lengths = [len(obj["text"]) for obj in shrinkable]
+    room = budget - (total - sum(lengths))
+    # The longest length every text may keep so that all fit: the largest such, by bisection.
+    low, high = _FIT_FLOOR, max(lengths, default=_FIT_FLOOR)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    for obj in shrinkable:
+        if len(obj["text"]) > low:
+            obj["text"] = cap(obj["text"], low)
+    return out
+
+
+def _copy(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_copy(v) for v in node]
+    return node
+
+
 def _message(text: str, blocks: Sequence[Block]) -> Message:
-    return {"text": cap(text, TEXT_MAX), "blocks": list(blocks)[:BLOCKS_MAX]}
+    return {"text": cap(text, TEXT_MAX), "blocks": fit_blocks(blocks)}
 
 
 def _subnets(value: str) -> str:
