@@ -100,8 +100,8 @@ class BgpSpec(_Spec):
     local_asn: int | None = Field(default=None, ge=1, le=4_294_967_295)
     tunnel_cidr: str | None = None
     local_bgp_ip: str | None = None
-    # Returned by DescribeVpnConnection; accepted on create per the sandbox (unverified live).
-    auth_key: SecretStr | None = None
+    # No AuthKey: DescribeVpnConnection returns one, but the official SDK's CreateVpnConnection
+    # documents none for BgpConfig (tests/cloud/test_oracle.py), so it is not sent.
 
 
 class TunnelBgpSpec(_Spec):
@@ -184,8 +184,7 @@ class VpnConnectionSpec(_Spec):
             )
         else:
             update["ike_config"] = (self.ike_config or IkeSpec()).model_copy(update={"psk": psk})
-        if self.bgp_config is not None and auth_key is not None:
-            update["bgp_config"] = self.bgp_config.model_copy(update={"auth_key": auth_key})
+        # ``auth_key`` is not sent: CreateVpnConnection's BgpConfig has no AuthKey (see BgpSpec).
         return self.model_copy(update=update)
 
     @classmethod
@@ -288,7 +287,6 @@ def _bgp_spec(bgp: VpnBgpConfig | None, auth_key: SecretStr | None) -> BgpSpec |
         local_asn=bgp.local_asn,
         tunnel_cidr=bgp.tunnel_cidr or None,
         local_bgp_ip=bgp.local_bgp_ip or None,
-        auth_key=auth_key,
     )
 
 

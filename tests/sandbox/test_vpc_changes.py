@@ -51,9 +51,7 @@ def single_tunnel(**extra: str) -> dict[str, str]:
         "HealthCheckConfig": _json(
             {"enable": "true", "dip": "10.30.0.1", "sip": "169.254.31.1", "retry": "5"}
         ),
-        "BgpConfig": _json(
-            {"EnableBgp": "true", "LocalAsn": "65100", "TunnelCidr": "169.254.31.0/30", "AuthKey": "bgp-key"}
-        ),
+        "BgpConfig": _json({"EnableBgp": "true", "LocalAsn": "65100", "TunnelCidr": "169.254.31.0/30"}),
         "Tags.1.Key": "team",
         "Tags.1.Value": "netops",
         **extra,
@@ -164,7 +162,6 @@ async def test_create_single_tunnel_connection_is_asynchronous_and_keeps_its_set
         "169.254.31.1",
         "169.254.31.2",
     )
-    assert bgp["AuthKey"] == "bgp-key"
     assert described["Tags"] == {"Tag": [{"Key": "team", "Value": "netops"}]}
     assert len(sandbox.state.accepted("CreateVpnConnection")) == 1
 
