@@ -92,7 +92,8 @@ def capture_sdk_call(action: str, request: DaraModel, answer: Mapping[str, Any] 
 
 def _hints(cls: type) -> dict[str, Any]:
     module = inspect.getmodule(cls)
-    namespace = {**vars(module), "main_models": vpc_models} if module else {"main_models": vpc_models}
+    # Each SDK model module imports its package's models as ``main_models``.
+    namespace = {"main_models": vpc_models, **(vars(module) if module else {})}
     hints = typing.get_type_hints(cls.__init__, globalns=namespace)
     hints.pop("return", None)
     return hints
