@@ -43,7 +43,7 @@ from bot.cloud.codes import (
     lookup,
 )
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
-from bot.cloud.endpoints import EndpointResolver
+from bot.cloud.endpoints import EndpointResolver, Network
 from bot.cloud.impact import build_impact, within
 from bot.cloud.models import (
     CreateVpnConnectionResponse,
@@ -163,6 +163,7 @@ class VpcClient:
         http: httpx.AsyncClient | None = None,
         endpoint: str | None = None,
         endpoints: Mapping[str, str] | None = None,
+        network: Network = "public",
         default_region: str = "cn-hangzhou",
         api_deadline_seconds: float = 60.0,
         max_attempts: int = 5,
@@ -177,7 +178,9 @@ class VpcClient:
         self._credentials = credentials
         self._owns_http = http is None
         self._http = http if http is not None else _default_http_client()
-        self._endpoints = EndpointResolver(override=endpoint, per_region=dict(endpoints or {}))
+        self._endpoints = EndpointResolver(
+            override=endpoint, per_region=dict(endpoints or {}), network=network
+        )
         self._default_region = default_region
         self._deadline = api_deadline_seconds
         self._max_attempts = max(1, max_attempts)
@@ -210,10 +213,17 @@ class VpcClient:
             credentials if credentials is not None else build_credentials_provider(settings),
             http=http,
             endpoint=settings.vpc_endpoint,
+            endpoints=settings.vpc_endpoints,
+            network=settings.alibaba_network,
             default_region=settings.default_region,
             api_deadline_seconds=settings.api_deadline_seconds,
             limiter=AdaptiveRateLimiter(settings.api_rate_per_second),
         )
+
+    @property
+    def endpoints(self) -> EndpointResolver:
+        """Where each region's calls go (``vpn-bot doctor`` shows it)."""
+        return self._endpoints
 
     @property
     def _credentials_provider(self) -> CredentialsProvider:
