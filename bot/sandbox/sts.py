@@ -182,6 +182,8 @@ class AssumeRecord:
     access_key_id: str | None = None
     # How the request was signed: "HMAC-SHA1" (RPC v1) or "ACS3-HMAC-SHA256".
     signature: str = "HMAC-SHA1"
+    # AssumeRole's own parameters as sent (no signature parameters, no SecurityToken).
+    params: Mapping[str, str] = field(default_factory=dict)
 
 
 def _pct(value: str) -> str:
@@ -194,6 +196,10 @@ def rpc_signature(method: str, params: Mapping[str, str], secret: str) -> str:
     to_sign = f"{method}&{_pct('/')}&{_pct(query)}"
     digest = hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+def _own(params: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k not in _RPC_COMMON}
 
 
 def _acs3_key_id(authorization: str) -> str:
@@ -271,6 +277,7 @@ class _StsSandbox:
                     caller=caller,
                     code=err.code,
                     signature=ALGORITHM if acs3 else "HMAC-SHA1",
+                    params=_own(params),
                 )
             )
             answer = {
@@ -392,6 +399,7 @@ class _StsSandbox:
                 code=None,
                 access_key_id=issued.access_key_id,
                 signature=signature,
+                params=_own(params),
             )
         )
         return {

@@ -204,10 +204,14 @@ def _request_problems(exchange: Exchange) -> list[str]:
     leaves = leaf_types(action)
     for place, ours, theirs in (("query", exchange.query, call.query), ("body", exchange.body, call.body)):
         for name in sorted(ours.keys() ^ theirs.keys()):
-            if name in ours and name in {**call.query, **call.body}:
-                problems.append(f"{name}: sent in the {place}; the SDK sends it elsewhere")
-            elif name in theirs:
+            if name in theirs:
                 problems.append(f"{name}: the SDK sends it in the {place}, the bot does not")
+            elif name in call.params:
+                problems.append(f"{name}: sent in the {place}; the SDK sends it elsewhere")
+            else:
+                problems.append(
+                    f"{name}: sent in the {place}; the SDK, given the same values, does not send it"
+                )
         for name in sorted(ours.keys() & theirs.keys()):
             hint = leaves[re.sub(r"\.\d+(?=\.|$)", ".N", name)]
             if sdk_wire_value(theirs[name], hint) != ours[name]:
@@ -328,6 +332,7 @@ def test_the_oracle_catches_a_wrong_name_encoding_key_or_place() -> None:
         "BgpConfig": "keys the SDK does not document: AuthKey",
         "TunnelOptionsSpecification.1.Role": "the SDK sends it elsewhere",
         "Tags.1.Key": "",
+        "Tags.2.Value": "the SDK sends it in the query, the bot does not",
     }
     values = {
         "VpnGatewayID": "vpn-1",
@@ -335,6 +340,7 @@ def test_the_oracle_catches_a_wrong_name_encoding_key_or_place() -> None:
         "BgpConfig": json.dumps({"EnableBgp": "true", "AuthKey": "k"}),
         "TunnelOptionsSpecification.1.Role": "master",
         "Tags.1.Key": "team",
+        "Tags.2.Value": "net",  # numbered from 2: the SDK numbers its list from 1
     }
     for name, expected in cases.items():
         found = _request_problems(_exchange("CreateVpnConnection", good | {name: values[name]}))

@@ -9,8 +9,12 @@ is covered by tests/sandbox/test_sts_sandbox.py.
 
 from __future__ import annotations
 
+import json
+import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 from alibabacloud_sts20150401 import models as sts_models
 from alibabacloud_sts20150401.client import Client as StsClient
@@ -18,7 +22,9 @@ from alibabacloud_tea_openapi import models as open_api_models
 from alibabacloud_tea_openapi.exceptions import ClientException
 from darabonba.runtime import ExtendsParameters, RuntimeOptions
 
-from bot.cloud.signer import Credentials
+from bot.cloud.accounts import RoleCredentialsProvider
+from bot.cloud.credentials import StaticCredentialsProvider
+from bot.cloud.signer import AcsV3Auth, Credentials, canonical_query
 from bot.sandbox.sts import IssuedKey, KeyRing, RunningSts, SandboxAccount, SandboxRole, start_sts_sandbox
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from bot.sandbox.vpc_params import STS_PARAMETERS
@@ -41,6 +47,22 @@ async def sts() -> AsyncIterator[RunningSts]:
         yield running
     finally:
         await running.close()
+
+
+class _CapturingStsClient(StsClient):
+    """The official STS client with its public ``call_api`` capturing instead of calling out."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            open_api_models.Config(
+                access_key_id="oracle", access_key_secret="oracle", endpoint="sts.aliyuncs.com"
+            )
+        )
+        self.sent: list[Any] = []
+
+    def call_api(self, params: Any, request: Any, runtime: Any) -> dict[str, Any]:
+        self.sent.append((params, request))
+        return {"body": {}, "headers": {}, "statusCode": 200}
 
 
 def _client(sts: RunningSts, *, secret: str = DEMO_ACCESS_KEY_SECRET, **config: str) -> StsClient:
@@ -108,3 +130,54 @@ async def test_a_parameter_assume_role_does_not_have_is_refused(sts: RunningSts)
 
 def test_the_sandbox_takes_the_sdks_assume_role_parameters() -> None:
     assert STS_PARAMETERS["AssumeRole"] == set(model_fields(sts_models.AssumeRoleRequest))
+
+
+async def test_the_bots_assume_role_is_the_official_sdks(
+    sts: RunningSts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AssumeRole as the bot makes it (alibabacloud-credentials' RAM-role provider, RPC signature),
+    read back through the SDK's AssumeRoleRequest: the same names, with the SDK's types."""
+    monkeypatch.setenv("SSL_CERT_FILE", sts.ca_file)
+    provider = RoleCredentialsProvider(
+        base=StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET)),
+        account="prod",
+        role_arn=ARN,
+        session="vpnbot-U0BOB",
+        sts_endpoint=sts.endpoint,
+        duration_s=900,
+    )
+    assert (await provider.get()).security_token
+    (call,) = sts.calls
+    sent = dict(call.params)
+    assert call.code is None
+
+    fields = model_fields(sts_models.AssumeRoleRequest)
+    assert set(sent) <= set(fields), set(sent) - set(fields)
+    typed = {name: int(v) if fields[name].hint is int else v for name, v in sent.items()}
+    capturing = _CapturingStsClient()
+    capturing.assume_role_with_options(sts_models.AssumeRoleRequest().from_map(typed), RuntimeOptions())
+    ((params, request),) = capturing.sent
+    assert (params.action, params.version) == ("AssumeRole", "2015-04-01")
+    assert dict(request.query) == sent
+    assert request.body is None
+
+
+async def test_the_sandboxs_answer_is_the_official_sdks_response(sts: RunningSts) -> None:
+    """The raw AssumeRole answer (signed here with our own ACS3 signer) survives the SDK's model."""
+    query = {"RoleArn": ARN, "RoleSessionName": "vpnbot", "DurationSeconds": "900"}
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=sts.ca_file)) as http:
+        request = http.build_request(
+            "POST",
+            f"https://{sts.endpoint}/?{canonical_query(query)}",
+            headers={"x-acs-action": "AssumeRole", "x-acs-version": "2015-04-01"},
+            content=b"",
+        )
+        response = await http.send(
+            request, auth=AcsV3Auth(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
+        )
+    raw = response.json()
+    assert response.status_code == 200, raw
+    seen = sts_models.AssumeRoleResponseBody().from_map(json.loads(response.text)).to_map()
+    assert seen == raw
+    # What alibabacloud-credentials reads from it.
+    assert set(seen["Credentials"]) == {"AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration"}
