@@ -221,11 +221,6 @@ class VpcClient:
         )
 
     @property
-    def endpoints(self) -> EndpointResolver:
-        """Where each region's calls go (``vpn-bot doctor`` shows it)."""
-        return self._endpoints
-
-    @property
     def _credentials_provider(self) -> CredentialsProvider:
         return self._credentials
 
