@@ -36,6 +36,7 @@ __all__ = [
     "sdk_schema",
     "sdk_wire_value",
     "snake",
+    "type_problems",
 ]
 
 
@@ -316,3 +317,43 @@ def sdk_wire_value(value: str, hint: Any) -> str:
     oracle compares booleans without case and checks separately that the bot writes ``true``.
     """
     return value.lower() if hint is bool else value
+
+
+def type_problems(cls: type, value: Mapping[str, Any], path: str = "") -> list[str]:
+    """Where an answer's values are not of the types the SDK's response model declares.
+
+    The SDK's ``from_map`` copies values without converting them, so a number sent as text would
+    pass through it unnoticed: this walks the answer against the model's declared types instead.
+    """
+    fields = model_fields(cls)
+    problems: list[str] = []
+    for name, item in value.items():
+        fld = fields.get(name)
+        if fld is None:
+            problems.append(f"{path}{name}: not in the SDK's {cls.__name__}")
+            continue
+        element = _list_item(fld.hint)
+        values = item if element is not None else [item]
+        hint = element if element is not None else fld.hint
+        if element is not None and not isinstance(item, list):
+            problems.append(f"{path}{name}: a list for the SDK, got {type(item).__name__}")
+            continue
+        for one in values:
+            if _is_model(hint):
+                if isinstance(one, Mapping):
+                    problems += type_problems(hint, one, f"{path}{name}.")
+                else:
+                    problems.append(f"{path}{name}: an object for the SDK, got {type(one).__name__}")
+            elif one is not None and not _is_instance(one, hint):
+                problems.append(f"{path}{name}={one!r}: {getattr(hint, '__name__', hint)} for the SDK")
+    return problems
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a Dict[str, Any] or the like: any JSON value

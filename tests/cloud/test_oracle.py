@@ -49,6 +49,7 @@ from .oracle import (
     sdk_request_from_wire,
     sdk_schema,
     sdk_wire_value,
+    type_problems,
 )
 
 # The bot's model of each action's answer (what VpcClient._get validates it with).
@@ -236,6 +237,7 @@ def test_every_answer_is_the_official_sdks_response(exchanges: list[Exchange], a
         seen_by_sdk = call.response.body.to_map()
         # The sandbox answers nothing the SDK's model lacks, and nothing of another type.
         assert seen_by_sdk == exchange.answer
+        assert type_problems(type(call.response.body), exchange.answer) == []
         # The bot reads the same from the SDK's view of the answer as from the raw answer.
         assert model.model_validate(seen_by_sdk) == model.model_validate(exchange.answer)
 
@@ -351,6 +353,16 @@ def test_the_oracle_catches_a_wrong_name_encoding_key_or_place() -> None:
     # A route's weight as text is not an integer.
     route = {"RegionId": "cn-hangzhou", "VpnGatewayId": "vpn-1", "Weight": "heavy"}
     assert any("not an integer" in p for p in _request_problems(_exchange("CreateVpnRouteEntry", route)))
+
+
+def test_the_oracle_catches_an_answer_of_the_wrong_type() -> None:
+    body = vpc_models.DescribeVpnGatewayResponseBody
+    assert type_problems(body, {"VpnGatewayId": "vpn-1", "Spec": "5M", "EndTime": 1700000000000}) == []
+    assert type_problems(body, {"EndTime": "1700000000000", "Tags": {"Tag": "x"}, "Nope": 1}) == [
+        "EndTime='1700000000000': int for the SDK",
+        "Tags.Tag: a list for the SDK, got str",
+        "Nope: not in the SDK's DescribeVpnGatewayResponseBody",
+    ]
 
 
 def test_unknown_parameters_names_each_one() -> None:
