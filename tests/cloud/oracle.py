@@ -313,8 +313,8 @@ def sdk_request_from_wire(action: str, params: Mapping[str, str]) -> WireCheck:
 def sdk_wire_value(value: str, hint: Any) -> str:
     """The SDK's text for a value: its Python SDK writes ``str(True)``, i.e. ``True``.
 
-    Alibaba documents ``true``/``false`` (and the SDKs of other languages write those); the
-    oracle compares booleans without case and checks separately that the bot writes ``true``.
+    Alibaba's documentation writes ``true``/``false``, as the bot does; the oracle compares
+    booleans without case and checks separately (``_typed``) that the bot writes one of those.
     """
     return value.lower() if hint is bool else value
 
