@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     security_token: SecretStr | None = Field(default=None, validation_alias="ALIBABA_CLOUD_SECURITY_TOKEN")
     default_region: str = Field(default="cn-hangzhou", validation_alias="VPNBOT_DEFAULT_REGION")
     vpc_endpoint: str | None = Field(default=None, validation_alias="VPNBOT_VPC_ENDPOINT")
+    # public (default) or vpc: vpc-vpc.<region>.aliyuncs.com and sts-vpc.<region>.aliyuncs.com, for a
+    # bot inside Alibaba Cloud (bot.cloud.endpoints: as the official SDK resolves them).
+    alibaba_network: Literal["public", "vpc"] = Field(
+        default="public", validation_alias="VPNBOT_ALIBABA_NETWORK"
+    )
+    # One region's VPC endpoint (region=host or region=URL, comma-separated), before the SDK's own table.
+    vpc_endpoints: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias="VPNBOT_VPC_ENDPOINTS"
+    )
     # Several accounts: name=RAM role ARN, each assumed through STS (unset: the one account of the key).
     accounts: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, validation_alias="VPNBOT_ACCOUNTS"
@@ -244,6 +253,23 @@ class Settings(BaseSettings):
             if name in found:
                 raise ValueError(f"the account {name} is given twice")
             found[name] = arn
+        return found
+
+    @field_validator("vpc_endpoints", mode="before")
+    @classmethod
+    def _vpc_endpoints(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found: dict[str, str] = {}
+        for part in _split_csv(value):
+            region, sep, where = (p.strip() for p in part.partition("="))
+            if not sep or not ids.is_region(region):
+                raise ValueError(f"{part!r} is not region=host, e.g. cn-shanghai-finance-1=vpc.aliyuncs.com")
+            if not re.fullmatch(r"(https?://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", where):
+                raise ValueError(f"{where!r} (region {region}) is not a host, host:port or http(s) URL")
+            if region in found:
+                raise ValueError(f"the region {region} is given twice")
+            found[region] = where
         return found
 
     @field_validator("channel_accounts", mode="before")

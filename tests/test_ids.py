@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from bot import ids
-from bot.cloud.endpoints import default_host
+from bot.cloud.endpoints import SDK_ENDPOINT_MAP, default_host
 from bot.config import explicit_settings
 from bot.errors import ConfigError, NotAllowed, UsageError
 from bot.slack.blocks import mention, safe_mrkdwn
@@ -55,7 +55,7 @@ def test_settings_parser_and_endpoints_agree_on_regions(region: str) -> None:
     assert _config_accepts(default_region=region) is valid
     assert _config_accepts(allowed_regions=[region]) is valid
     try:
-        assert default_host(region) == f"vpc.{region}.aliyuncs.com"
+        assert default_host(region) == SDK_ENDPOINT_MAP.get(region, f"vpc.{region}.aliyuncs.com")
         hosted = True
     except UsageError:
         hosted = False

@@ -8,7 +8,8 @@ change is made for (``vpnbot-U012ABC``), so ActionTrail records the approver of 
 DeleteVpnConnection; read-only lookups share the session ``vpnbot``.
 
 AssumeRole is made by the ``alibabacloud_credentials`` RAM-role provider (it signs the RPC way and
-always speaks HTTPS, to ``VPNBOT_STS_ENDPOINT`` or ``sts.aliyuncs.com``). Its cache treats
+always speaks HTTPS, to ``VPNBOT_STS_ENDPOINT``, else ``sts.aliyuncs.com``, or with
+``VPNBOT_ALIBABA_NETWORK=vpc`` ``sts-vpc.<default region>.aliyuncs.com``). Its cache treats
 credentials as stale 15 minutes before they expire, which for a lifetime shorter than that means
 "assume again on every call"; :class:`RoleCredentialsProvider` therefore keeps what it got until
 a quarter of its lifetime (at most 15 minutes) is left, so AssumeRole calls stay bounded: one per
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bot.cloud.codes import ACCOUNT_NOT_CONFIGURED, STS_UNREACHABLE, lookup
 from bot.cloud.credentials import CredentialsProvider
+from bot.cloud.endpoints import sts_endpoint
 from bot.cloud.ratelimit import AdaptiveRateLimiter
 from bot.cloud.signer import Credentials
 from bot.errors import CloudError, RoleNotAssumed
@@ -311,7 +313,9 @@ class AccountClients:
             base=base,
             base_credentials=base_credentials,
             roles=settings.accounts,
-            sts_endpoint=settings.sts_endpoint,
+            sts_endpoint=sts_endpoint(
+                settings.sts_endpoint, settings.default_region, settings.alibaba_network
+            ),
             duration_s=settings.sts_duration_seconds,
             rate_per_second=settings.api_rate_per_second,
             on_assume=on_assume,

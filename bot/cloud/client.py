@@ -1,8 +1,9 @@
 """The Alibaba Cloud VPC OpenAPI client (version 2016-04-28) over httpx.
 
 This is the only module that touches httpx. Every call is ``POST https://{host}/?{canonical
-query}`` with an empty body, ``x-acs-action``/``x-acs-version`` headers and an ACS3-HMAC-SHA256
-signature (:class:`bot.cloud.signer.AcsV3Auth`), exactly as the official SDK sends it.
+query}`` with an empty body (a form body for the parameters the SDK puts there, ``_FORM_BODY``),
+``x-acs-action``/``x-acs-version`` headers and an ACS3-HMAC-SHA256 signature
+(:class:`bot.cloud.signer.AcsV3Auth`), exactly as the official SDK sends it.
 
 Errors are translated once, in :func:`translate_response` and :meth:`VpcClient._send`:
 
@@ -42,7 +43,7 @@ from bot.cloud.codes import (
     lookup,
 )
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
-from bot.cloud.endpoints import EndpointResolver
+from bot.cloud.endpoints import EndpointResolver, Network
 from bot.cloud.impact import build_impact, within
 from bot.cloud.models import (
     CreateVpnConnectionResponse,
@@ -108,6 +109,11 @@ _JUST_READ_MAX: Final = 1024
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _ItemT = TypeVar("_ItemT")
+# Parameters the official SDK sends in a form body (its ``body_flat``), by name prefix; the rest
+# go in the query (tests/cloud/test_oracle.py checks both against the SDK).
+_FORM_BODY: Final[Mapping[str, tuple[str, ...]]] = {
+    "CreateVpnConnection": ("TunnelOptionsSpecification.",),
+}
 # A read as the wire sees it: action, region and parameters.
 _ReadKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
@@ -157,6 +163,7 @@ class VpcClient:
         http: httpx.AsyncClient | None = None,
         endpoint: str | None = None,
         endpoints: Mapping[str, str] | None = None,
+        network: Network = "public",
         default_region: str = "cn-hangzhou",
         api_deadline_seconds: float = 60.0,
         max_attempts: int = 5,
@@ -171,7 +178,9 @@ class VpcClient:
         self._credentials = credentials
         self._owns_http = http is None
         self._http = http if http is not None else _default_http_client()
-        self._endpoints = EndpointResolver(override=endpoint, per_region=dict(endpoints or {}))
+        self._endpoints = EndpointResolver(
+            override=endpoint, per_region=dict(endpoints or {}), network=network
+        )
         self._default_region = default_region
         self._deadline = api_deadline_seconds
         self._max_attempts = max(1, max_attempts)
@@ -204,6 +213,8 @@ class VpcClient:
             credentials if credentials is not None else build_credentials_provider(settings),
             http=http,
             endpoint=settings.vpc_endpoint,
+            endpoints=settings.vpc_endpoints,
+            network=settings.alibaba_network,
             default_region=settings.default_region,
             api_deadline_seconds=settings.api_deadline_seconds,
             limiter=AdaptiveRateLimiter(settings.api_rate_per_second),
@@ -252,13 +263,16 @@ class VpcClient:
         self, action: str, region: str, params: Mapping[str, str], *, resource_id: str | None, budget: float
     ) -> dict[str, Any]:
         """One signed attempt; fresh credentials, nonce and date each time."""
-        url = f"{self._endpoints.base_url(region)}/?{canonical_query(params)}"
+        in_body = _FORM_BODY.get(action, ())
+        query = {k: v for k, v in params.items() if not k.startswith(in_body)} if in_body else params
+        form = {k: v for k, v in params.items() if k.startswith(in_body)} if in_body else {}
+        url = f"{self._endpoints.base_url(region)}/?{canonical_query(query)}"
+        headers = {"x-acs-action": action, "x-acs-version": API_VERSION, "accept": "application/json"}
+        if form:
+            headers["content-type"] = "application/x-www-form-urlencoded"
         credentials = await self._credentials.get()
         request = self._http.build_request(
-            "POST",
-            url,
-            headers={"x-acs-action": action, "x-acs-version": API_VERSION, "accept": "application/json"},
-            content=b"",
+            "POST", url, headers=headers, content=canonical_query(form).encode("ascii")
         )
         auth = AcsV3Auth(credentials, **self._auth_kw)
         try:

@@ -147,7 +147,7 @@ class TunnelBgpConfig(_Model):
     local_bgp_ip: str | None = None
     peer_bgp_ip: str | None = None
     tunnel_cidr: str | None = None
-    auth_key: SecretStr | None = None
+    # No AuthKey: the official SDK's TunnelBgpConfig has none (unknown fields are ignored anyway).
 
 
 class TunnelOptions(_Model):
@@ -319,8 +319,8 @@ class VpnRouteEntry(_Model):
     community: str | None = None
     create_time: OptInt = None
     vpn_instance_id: str | None = None
-    # Only in CreateVpnRouteEntry's answer.
-    overlay_mode: str | None = None
+    # Not in the official SDK's model of this list (tests/cloud/test_oracle.py says so): a
+    # snapshot keeps a route's description only if Alibaba sends one, unverified against the live API.
     description: str | None = None
 
 
@@ -359,8 +359,7 @@ class VpnPbrRouteEntry(_Model):
     state: str | None = None
     create_time: OptInt = None
     vpn_instance_id: str | None = None
-    # Only in CreateVpnPbrRouteEntry's answer.
-    overlay_mode: str | None = None
+    # As for VpnRouteEntry.description: not in the official SDK's model of this list.
     description: str | None = None
 
 
@@ -411,13 +410,22 @@ class CreateVpnConnectionResponse(_Model):
     create_time: OptInt = None
 
 
-class CreateVpnRouteEntryResponse(VpnRouteEntry):
-    """CreateVpnRouteEntry's answer: the route as created."""
+class CreateVpnRouteEntryResponse(_Model):
+    """CreateVpnRouteEntry's answer: the route as created (the official SDK's fields)."""
 
     request_id: str
+    route_dest: str = ""
+    next_hop: str = ""
+    weight: OptInt = None
+    state: str | None = None
+    create_time: OptInt = None
+    vpn_instance_id: str | None = None
+    overlay_mode: str | None = None
+    description: str | None = None
 
 
-class CreateVpnPbrRouteEntryResponse(VpnPbrRouteEntry):
+class CreateVpnPbrRouteEntryResponse(CreateVpnRouteEntryResponse):
     """CreateVpnPbrRouteEntry's answer: the policy-based route as created."""
 
-    request_id: str
+    route_source: str = ""
+    priority: OptInt = None

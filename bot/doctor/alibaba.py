@@ -13,9 +13,10 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from bot.cloud.credentials import CredentialsProvider, StaticCredentialsProvider
+from bot.cloud.endpoints import EndpointResolver, sts_endpoint
 from bot.doctor.model import CLOUD, Check, Status, plural, unexpected
 from bot.doctor.permissions import PROBES, DoctorVpc, code_of, is_denied, permission_fix, probe
-from bot.errors import CloudError, CloudTransportError, RetryClass
+from bot.errors import CloudError, CloudTransportError, RetryClass, UsageError
 
 if TYPE_CHECKING:
     from bot.cloud.accounts import AccountClients
@@ -53,6 +54,16 @@ async def check_cloud(
     With several accounts (``accounts``), the bot's own credentials only assume roles: each
     account's role is assumed and every permission probed through it, in rows named after it.
     """
+    return [_endpoints_row(settings), *await _cloud_rows(settings, credentials, problems, vpc, accounts)]
+
+
+async def _cloud_rows(
+    settings: Settings,
+    credentials: CredentialsProvider | None,
+    problems: tuple[str, ...],
+    vpc: DoctorVpc | None,
+    accounts: AccountClients | None,
+) -> list[Check]:
     found = await _credentials_row(credentials, problems)
     if found.status is not Status.PASS or vpc is None:
         return _skipped(found, "skipped: no usable Alibaba Cloud credentials.", signature=True)
@@ -60,6 +71,23 @@ async def check_cloud(
         return [found, *await _api_rows(settings, vpc)]
     per_account = await asyncio.gather(*(_account_rows(settings, accounts, name) for name in accounts.names))
     return [found, *(row for rows in per_account for row in rows)]
+
+
+def _endpoints_row(settings: Settings) -> Check:
+    """The host each configured region's calls go to (and STS's with several accounts), as resolved."""
+    resolver = EndpointResolver(
+        override=settings.vpc_endpoint, per_region=settings.vpc_endpoints, network=settings.alibaba_network
+    )
+    regions = [settings.default_region, *settings.allowed_regions, *settings.vpc_endpoints]
+    try:
+        hosts = "; ".join(f"{region}: {url.split('://', 1)[1]}" for region, url in resolver.describe(regions))
+    except UsageError as err:  # a region the settings let through but no host can be made of
+        return Check(CLOUD, "Endpoints", Status.FAIL, str(err))
+    text = f"network {settings.alibaba_network} (VPNBOT_ALIBABA_NETWORK): {hosts}"
+    if settings.multi_account:
+        sts = sts_endpoint(settings.sts_endpoint, settings.default_region, settings.alibaba_network)
+        text += f"; STS: {sts or 'sts.aliyuncs.com'}"
+    return Check(CLOUD, "Endpoints", Status.PASS, f"{text}.")
 
 
 def _named(rows: list[Check], account: str) -> list[Check]:

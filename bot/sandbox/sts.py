@@ -6,9 +6,17 @@ role here and gets temporary credentials (``STS.…`` id, secret, SecurityToken,
 the VPC sandbox then accepts for that account only, until they expire: a connection of one account
 is not found with another account's credentials.
 
-Wire protocol as the real STS answers the ``alibabacloud_credentials`` RAM-role provider: ``GET /``
-with every parameter in the query, an RPC signature (``SignatureMethod=HMAC-SHA1``, version 1.0,
-key ``secret + "&"``) checked here, ``Format=JSON`` answers, errors as ``{"RequestId", "HostId",
+Wire protocol as the real STS answers both official clients, each signature checked here:
+
+- the ``alibabacloud_credentials`` RAM-role provider: ``GET /`` with every parameter in the query
+  and an RPC signature (``SignatureMethod=HMAC-SHA1``, version 1.0, key ``secret + "&"``);
+- the official STS SDK (``alibabacloud-sts20150401``, through ``alibabacloud-tea-openapi`` 0.4,
+  whose ``do_request`` signs ``ACS3-HMAC-SHA256`` unless told otherwise): ``POST /`` with the
+  parameters in the query, ``x-acs-action``/``x-acs-version`` headers and an ``Authorization``
+  header, verified with :mod:`bot.cloud.signer` as the VPC sandbox does.
+
+Only AssumeRole's own parameters (:data:`bot.sandbox.vpc_params.STS_PARAMETERS`) and the RPC
+signature's are taken; another is ``InvalidParameter``. ``Format=JSON`` answers, errors as ``{"RequestId", "HostId",
 "Code", "Message", "Recommend"}``. The provider always speaks HTTPS, so the server serves TLS
 with a certificate from a local CA made by ``trustme``; its PEM is written to a file the bot trusts
 through ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE`` (verification is never turned off).
@@ -37,8 +45,16 @@ from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
 
-from bot.cloud.signer import Credentials
+from bot.cloud.signer import (
+    ALGORITHM,
+    Credentials,
+    canonical_headers,
+    canonical_query,
+    canonical_request,
+    sign,
+)
 from bot.ids import is_role_arn, is_role_session_name
+from bot.sandbox.vpc_params import STS_PARAMETERS
 from bot.sandbox.vpc_state import SandboxState, new_request_id
 
 __all__ = [
@@ -56,6 +72,31 @@ log = logging.getLogger(__name__)
 STS_VERSION = "2015-04-01"
 _TIMESTAMP_WINDOW = timedelta(minutes=15)
 _MIN_DURATION, _MAX_DURATION = 900, 3600
+# The RPC (v1) signature's own parameters, besides the action's (alibabacloud_credentials sends these).
+_RPC_COMMON = frozenset(
+    {
+        "AccessKeyId",
+        "Action",
+        "Format",
+        "SecurityToken",
+        "Signature",
+        "SignatureMethod",
+        "SignatureNonce",
+        "SignatureType",
+        "SignatureVersion",
+        "Timestamp",
+        "Version",
+    }
+)
+# Headers an ACS3 signature must cover.
+_ACS3_SIGNED = (
+    "host",
+    "x-acs-action",
+    "x-acs-content-sha256",
+    "x-acs-date",
+    "x-acs-signature-nonce",
+    "x-acs-version",
+)
 _STS_CODES: Mapping[str, tuple[int, str]] = {
     "InvalidAccessKeyId.NotFound": (404, "Specified access key is not found."),
     "SignatureDoesNotMatch": (400, "Specified signature is not matched with our calculation."),
@@ -77,6 +118,8 @@ _STS_CODES: Mapping[str, tuple[int, str]] = {
     "NoPermission": (403, "You are not authorized to do this action. You should be authorized by RAM."),
     "InvalidAction.NotFound": (404, "Specified api is not found, please check your url and method."),
     "InvalidVersion": (400, "Specified parameter Version is not valid."),
+    "IncompleteSignature": (400, "The request signature does not conform to Alibaba Cloud standards."),
+    "InvalidParameter": (400, "The specified parameter is not valid."),
 }
 
 
@@ -137,6 +180,10 @@ class AssumeRecord:
     caller: str
     code: str | None
     access_key_id: str | None = None
+    # How the request was signed: "HMAC-SHA1" (RPC v1) or "ACS3-HMAC-SHA256".
+    signature: str = "HMAC-SHA1"
+    # AssumeRole's own parameters as sent (no signature parameters, no SecurityToken).
+    params: Mapping[str, str] = field(default_factory=dict)
 
 
 def _pct(value: str) -> str:
@@ -149,6 +196,29 @@ def rpc_signature(method: str, params: Mapping[str, str], secret: str) -> str:
     to_sign = f"{method}&{_pct('/')}&{_pct(query)}"
     digest = hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+def _own(params: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k not in _RPC_COMMON}
+
+
+def _acs3_key_id(authorization: str) -> str:
+    try:
+        return _parse_acs3(authorization)[0]
+    except _StsError:
+        return ""
+
+
+def _parse_acs3(value: str) -> tuple[str, list[str], str]:
+    """``(access_key_id, signed header names, signature)`` of an ACS3 ``Authorization`` header."""
+    _, _, rest = value.strip().partition(" ")
+    parts = dict(item.strip().partition("=")[::2] for item in rest.split(","))
+    credential, signed, signature = (parts.get(n, "") for n in ("Credential", "SignedHeaders", "Signature"))
+    if not credential or not signed or not signature:
+        raise _StsError(
+            "IncompleteSignature", "Authorization must carry Credential, SignedHeaders and Signature."
+        )
+    return credential, [n.strip().lower() for n in signed.split(";")], signature
 
 
 class _StsError(Exception):
@@ -185,9 +255,18 @@ class _StsSandbox:
                 parse_qsl((await request.read()).decode("utf-8", "replace"), keep_blank_values=True)
             )
         request_id = new_request_id()
-        caller = params.get("AccessKeyId", "")
+        acs3 = request.headers.get("Authorization", "").startswith(ALGORITHM)
+        if acs3:
+            # The action and version travel in headers; the caller in the Authorization header.
+            params["Action"] = request.headers.get("x-acs-action", "")
+            params["Version"] = request.headers.get("x-acs-version", "")
+        caller = params.get("AccessKeyId", "") or _acs3_key_id(request.headers.get("Authorization", ""))
         try:
-            body = self._assume(request.method, params, request_id)
+            if acs3:
+                key = await self._authenticate_acs3(request)
+            else:
+                key = self._authenticate(request.method, params)
+            body = self._assume(key, params, request_id, signature=ALGORITHM if acs3 else "HMAC-SHA1")
         except _StsError as err:
             status, message = _STS_CODES.get(err.code, (400, err.code))
             self.calls.append(
@@ -197,6 +276,8 @@ class _StsSandbox:
                     session=params.get("RoleSessionName", ""),
                     caller=caller,
                     code=err.code,
+                    signature=ALGORITHM if acs3 else "HMAC-SHA1",
+                    params=_own(params),
                 )
             )
             answer = {
@@ -227,22 +308,62 @@ class _StsSandbox:
             raise _StsError("InvalidTimeStamp.Expired", "Timestamp is not YYYY-MM-DDThh:mm:ssZ.") from None
         if abs(self.clock() - sent) > _TIMESTAMP_WINDOW:
             raise _StsError("InvalidTimeStamp.Expired")
-        token = params.get("SecurityToken") or None
-        if token != key.credentials.security_token:
+        return self._check_key(key, params.get("SecurityToken"), params["SignatureNonce"])
+
+    async def _authenticate_acs3(self, request: web.Request) -> IssuedKey:
+        """Verify an ACS3-HMAC-SHA256 signature (the official STS SDK's default) and its replay guards."""
+        key_id, signed, signature = _parse_acs3(request.headers["Authorization"])
+        headers = request.headers
+        absent = [n for n in _ACS3_SIGNED if n not in headers or n not in signed]
+        if absent:
+            raise _StsError("IncompleteSignature", f"Header(s) missing or unsigned: {', '.join(absent)}.")
+        key = self.keys.get(key_id)
+        if key is None:
+            raise _StsError("InvalidAccessKeyId.NotFound")
+        body = await request.read()
+        payload_hash = hashlib.sha256(body).hexdigest()
+        if not hmac.compare_digest(headers["x-acs-content-sha256"].encode(), payload_hash.encode()):
+            raise _StsError("SignatureDoesNotMatch", "x-acs-content-sha256 does not match the body.")
+        canon_headers, signed_headers = canonical_headers(headers, signed=signed)
+        canonical = canonical_request(
+            method=request.method,
+            path=request.raw_path.split("?", 1)[0] or "/",
+            query=canonical_query(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True)),
+            headers=canon_headers,
+            signed_headers=signed_headers,
+            payload_hash=payload_hash,
+        )
+        expected = sign(key.credentials.access_key_secret, canonical)
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+            raise _StsError("SignatureDoesNotMatch")
+        try:
+            sent = datetime.strptime(headers["x-acs-date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            raise _StsError("InvalidTimeStamp.Expired", "x-acs-date is not YYYY-MM-DDThh:mm:ssZ.") from None
+        if abs(self.clock() - sent) > _TIMESTAMP_WINDOW:
+            raise _StsError("InvalidTimeStamp.Expired")
+        return self._check_key(key, headers.get("x-acs-security-token"), headers["x-acs-signature-nonce"])
+
+    def _check_key(self, key: IssuedKey, token: str | None, nonce: str) -> IssuedKey:
+        if (token or None) != key.credentials.security_token:
             raise _StsError("InvalidSecurityToken.MismatchWithAccessKey")
         if key.expires_at is not None and self.clock() >= key.expires_at:
             raise _StsError("InvalidSecurityToken.Expired")
-        if params["SignatureNonce"] in self._nonces:
+        if nonce in self._nonces:
             raise _StsError("SignatureNonceUsed")
-        self._nonces.add(params["SignatureNonce"])
+        self._nonces.add(nonce)
         return key
 
-    def _assume(self, method: str, params: Mapping[str, str], request_id: str) -> dict[str, Any]:
-        key = self._authenticate(method, params)
+    def _assume(
+        self, key: IssuedKey, params: Mapping[str, str], request_id: str, *, signature: str
+    ) -> dict[str, Any]:
         if params.get("Action") != "AssumeRole":
             raise _StsError("InvalidAction.NotFound")
         if params.get("Version") != STS_VERSION:
             raise _StsError("InvalidVersion")
+        unknown = sorted(set(params) - _RPC_COMMON - STS_PARAMETERS["AssumeRole"])
+        if unknown:
+            raise _StsError("InvalidParameter", f'The specified parameter "{unknown[0]}" is not valid.')
         arn, session = params.get("RoleArn", ""), params.get("RoleSessionName", "")
         if not arn:
             raise _StsError("MissingParameter", "The input parameter RoleArn is not supplied.")
@@ -277,6 +398,8 @@ class _StsSandbox:
                 caller=key.credentials.access_key_id,
                 code=None,
                 access_key_id=issued.access_key_id,
+                signature=signature,
+                params=_own(params),
             )
         )
         return {

@@ -150,7 +150,8 @@ def test_from_detail_recreates_a_single_tunnel_connection_with_new_keys() -> Non
         "LocalId": "1.2.3.4",
         "RemoteId": "5.6.7.8",
     }
-    # Status, the peer's side and the AuthKey (the customer gateway's) are not create parameters.
+    # Status and the peer's side are not create parameters; nor is an AuthKey, which the official
+    # SDK's CreateVpnConnection does not document for BgpConfig (tests/cloud/test_oracle.py).
     assert json.loads(params["BgpConfig"]) == {
         "EnableBgp": "true",
         "LocalAsn": 65530,

@@ -177,7 +177,9 @@ async def test_a_connection_with_200_routes_and_20_tags_fits_and_its_snapshot_re
     assert file["name"] == f"{SEED_VCO_HANGZHOU}-configuration.yaml"
     document = yaml.safe_load(file_content(stack.slack.state, str(file["id"])))
     assert document["connection"]["vpn_connection_id"] == SEED_VCO_HANGZHOU
-    assert len(document["connection"]["tags"]) == 21
+    # 21 tags on the connection; a recreation can send 20, one of them its own operation tag, so the
+    # snapshot's spec carries 19 and says which are not carried (tests/test_snapshot.py).
+    assert len(document["connection"]["tags"]) == 19
     grown = {f"172.{16 + i // 256}.{i % 256}.0/24" for i in range(200)}
     assert grown <= {r["destination"] for r in document["routes"]}
     assert "sandbox-psk" not in file_content(stack.slack.state, str(file["id"]))

@@ -162,7 +162,6 @@ async def test_create_single_tunnel_connection_is_asynchronous_and_keeps_its_set
         "169.254.31.1",
         "169.254.31.2",
     )
-    assert bgp["AuthKey"] == ""  # the customer gateway's; never set by CreateVpnConnection
     assert described["Tags"] == {"Tag": [{"Key": "team", "Value": "netops"}]}
     assert len(sandbox.state.accepted("CreateVpnConnection")) == 1
 

@@ -204,7 +204,8 @@ async def test_date_within_window_is_accepted(caller: Caller) -> None:
 
 async def test_query_in_another_wire_encoding_verifies_from_decoded_values(caller: Caller) -> None:
     # The official SDK sends an unsorted urlencode ('+' for space) but signs the RFC 3986 form.
-    params = {"VpnConnectionId": SEED_VCO_HANGZHOU, "RegionId": SEED_REGION, "Name": "a b*c~/é+x"}
+    # OwnerAccount: a free-text parameter DescribeVpnConnection has (the sandbox refuses others).
+    params = {"VpnConnectionId": SEED_VCO_HANGZHOU, "RegionId": SEED_REGION, "OwnerAccount": "a b*c~/é+x"}
 
     def reencode(request: httpx.Request) -> None:
         request.url = request.url.copy_with(query=urlencode(params).encode())
