@@ -140,7 +140,7 @@ async def test_unknown_command_text_gets_usage_on_the_ack(world: World, socket_b
 
 
 class SocketBotProcess(BotProcess):
-    """``python -m bot serve --socket``: Slack over the WebSocket, ``/healthz`` over HTTP."""
+    """``python -m bot serve --socket``: Slack over the WebSocket, the probes on VPNBOT_METRICS_PORT."""
 
     @staticmethod
     def command(*, port: int) -> list[str]:
