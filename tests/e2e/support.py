@@ -264,7 +264,8 @@ class BotProcess:
     async def wait_healthy(self, *, within: float = 20.0) -> dict[str, Any]:
         """Wait until the bot serves: ``GET /livez`` answers 200 and it logged that it serves.
 
-        Returns ``{"instance": …}``, the instance id from the log (the probes do not tell it).
+        Returns ``{"instance": …}``, the instance id from the JSON log (the probes do not tell it;
+        None with VPNBOT_LOG_FORMAT=text).
         """
         deadline = time.monotonic() + within
         async with httpx.AsyncClient(trust_env=False, timeout=1.0) as http:
@@ -273,11 +274,9 @@ class BotProcess:
                     pytest.fail(f"the bot exited with {self.proc.returncode} before serving:\n{self.log()}")
                 try:
                     reply = await http.get(f"{self.metrics_url}/livez")
-                    serving = [
-                        r for r in self.records() if "instance" in r and "serving" in str(r["message"])
-                    ]
-                    if reply.status_code == 200 and serving:
-                        return {"instance": serving[0]["instance"]}
+                    if reply.status_code == 200 and "vpn-bot serving" in self.log():
+                        serving = [r for r in self.records() if "instance" in r]
+                        return {"instance": serving[0]["instance"] if serving else None}
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
