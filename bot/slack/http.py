@@ -202,6 +202,11 @@ class ReplayGuard:
         self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
         self.throttle = LogThrottle(log)
 
+    @property
+    def remembered(self) -> int:
+        """How many requests this replica's memory holds now."""
+        return len(self._seen)
+
     def _forget_before(self) -> int:
         # A little beyond the window, so a request at its very edge is still remembered.
         return int(self._clock.now()) - SIGNATURE_WINDOW_SECONDS - 60
