@@ -83,7 +83,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "the port are printed in one or two lines, exit status 2.",
     )
     serve.add_argument(
-        "--port", type=int, default=None, help="HTTP port (default: VPNBOT_PORT, which defaults to 3000)"
+        "--port",
+        type=int,
+        default=None,
+        help="HTTP port for Slack, HTTP mode only (default: VPNBOT_PORT, which defaults to 3000)",
     )
     serve.add_argument(
         "--host",

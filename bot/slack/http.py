@@ -159,7 +159,7 @@ def _check_shape(body: Mapping[str, Any]) -> None:
 def _content_type(headers: Mapping[str, str]) -> str | None:
     """The media type without parameters, the way Bolt reads it."""
     value = headers.get("content-type")
-    return value.split(";")[0] if value else None
+    return value.split(";")[0].strip().lower() if value else None
 
 
 def _verify(verifier: SignatureVerifier, raw_body: str, headers: Mapping[str, str]) -> str | None:
