@@ -345,7 +345,6 @@ async def _serve(settings: Settings, stop: asyncio.Event, *, host: str, port: in
                     max_connections=cap,
                     header_timeout_s=settings.header_timeout_seconds,
                     throttle=throttle,
-                    on_refused=lambda: app.metrics.request_refused("connection_cap"),
                 )
             )
         except OSError as exc:

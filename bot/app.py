@@ -420,9 +420,7 @@ async def _no_tracebacks(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response({"error": "internal error"}, status=500)
 
 
-def _build_web(
-    settings: Settings, *, bolt: AsyncApp, store: Store, metrics: Metrics, readiness: Readiness
-) -> web.Application:
+def _build_web(settings: Settings, *, bolt: AsyncApp, store: Store, readiness: Readiness) -> web.Application:
     """The Slack side: Slack's events (HTTP mode) and the probes; never /metrics."""
     web_app = web.Application(client_max_size=1024 * 1024, middlewares=[_no_tracebacks])
     signing_secret = _signing_secret(settings)
@@ -433,9 +431,7 @@ def _build_web(
                 timestamp=timestamp, signature=signature, forget_before=forget_before
             )
 
-        handler = make_aiohttp_handler(
-            bolt, signing_secret=signing_secret, record_delivery=record, count_refusal=metrics.request_refused
-        )
+        handler = make_aiohttp_handler(bolt, signing_secret=signing_secret, record_delivery=record)
         web_app.router.add_post("/slack/events", handler)
     _probes(web_app, readiness)
     return web_app
@@ -558,7 +554,7 @@ async def create_app(
         store=store,
         vpc=vpc,
         slack=slack,
-        web=_build_web(settings, bolt=bolt, store=store, metrics=metrics, readiness=readiness),
+        web=_build_web(settings, bolt=bolt, store=store, readiness=readiness),
         ops=_build_ops(store=store, metrics=metrics, readiness=readiness),
         inflight=inflight,
         metrics=metrics,

@@ -182,13 +182,6 @@ class Metrics:
             "Delete requests turned away in the ack because too much work was in flight.",
             registry=reg,
         )
-        self._refused = Counter(
-            "vpnbot_http_requests_refused",
-            "Requests to the Slack endpoint refused, by reason (unsigned, unreadable, replay, too_large, "
-            "slow_body), and connections closed at the cap (connection_cap).",
-            ["reason"],
-            registry=reg,
-        )
         self._finished = Counter(
             "vpnbot_operations_finished",
             "Operations that reached a final state, by outcome (and account, with several).",
@@ -251,10 +244,6 @@ class Metrics:
         """Report ``driving()``, the operations this process drives, at each scrape, and its ``limit``."""
         self._driven.set_function(driving)
         self._driven_limit.set(limit)
-
-    def request_refused(self, reason: str) -> None:
-        """Count one request (or connection) refused for ``reason``: one of a fixed few."""
-        self._refused.labels(reason=reason).inc()
 
     def request_shed(self) -> None:
         """Count one request turned away under load."""

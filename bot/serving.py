@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import resource
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,11 +89,8 @@ async def listen(
     max_connections: int,
     header_timeout_s: float,
     throttle: LogThrottle,
-    on_refused: Callable[[], None] | None = None,
 ) -> Listener:
     """Serve ``app`` on ``host:port`` with the header timeout and the connection cap.
-
-    ``on_refused`` is called for each connection closed because of the cap (to count it).
 
     Raises OSError when the address cannot be bound (after cleaning up).
     """
@@ -115,8 +111,6 @@ async def listen(
             return http()
         if listener is not None:
             listener.refused += 1
-        if on_refused is not None:
-            on_refused()
         throttle.log(
             logging.WARNING,
             f"{name}: connection cap",

@@ -42,8 +42,6 @@ __all__ = [
     "BODY_TIMEOUT_SECONDS",
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
-    "REFUSALS",
-    "Refusals",
     "ReplayGuard",
     "dispatch_http",
     "make_aiohttp_handler",
@@ -177,31 +175,11 @@ def _verify(verifier: SignatureVerifier, raw_body: str, headers: Mapping[str, st
     return None
 
 
-REFUSALS = ("unsigned", "unreadable", "replay", "too_large", "slow_body")
-"""Why a request to the Slack endpoint was refused: the values of ``count`` in :class:`Refusals`."""
-
-
-class Refusals:
-    """What becomes of a refused request: counted by reason, logged once per kind per interval.
-
-    Anyone on the network can send such requests: a flood of them must not be a flood of lines.
-    """
-
-    def __init__(self, count: Callable[[str], None] | None = None) -> None:
-        self.throttle = LogThrottle(log)
-        self._count = count
-
-    def __call__(self, why: str, kind: str, message: str, **extra: Any) -> None:
-        if self._count is not None:
-            self._count(why)
-        self.throttle.log(logging.WARNING, kind, message, **extra)
-
-
-def _warn(refusals: Refusals | None, why: str, kind: str, message: str, **extra: Any) -> None:
-    if refusals is None:
+def _warn(throttle: LogThrottle | None, kind: str, message: str, **extra: Any) -> None:
+    if throttle is None:
         log.warning(message, extra=extra)
     else:
-        refusals(why, kind, message, **extra)
+        throttle.log(logging.WARNING, kind, message, **extra)
 
 
 RecordDelivery = Callable[[int, str, int], Awaitable[bool]]
@@ -265,25 +243,20 @@ async def dispatch_http(
     verifier: SignatureVerifier,
     query: str = "",
     replays: ReplayGuard | None = None,
-    refusals: Refusals | None = None,
+    throttle: LogThrottle | None = None,
 ) -> BoltResponse:
     """Verify, parse and dispatch one HTTP request from Slack.
 
     401 if it is not signed by Slack, 400 if its body cannot be read, 200 with no effect if it
-    is a replay of a request already accepted. With ``refusals``, each kind of refusal is counted
-    and logged once per interval rather than once per request.
+    is a replay of a request already accepted. With ``throttle``, each kind of refusal is logged
+    once per interval rather than once per request (anyone on the network can send them).
     """
     lowered = {k.lower(): v for k, v in headers.items()}
     problem = _verify(verifier, raw_body, lowered)
     if problem is not None:
         # Never log the body: it may carry a response_url, user text or a token.
         _warn(
-            refusals,
-            "unsigned",
-            problem,
-            "rejected a request not signed by Slack",
-            reason=problem,
-            bytes=len(raw_body),
+            throttle, problem, "rejected a request not signed by Slack", reason=problem, bytes=len(raw_body)
         )
         return _invalid()
     # Parse before building the Bolt request: its constructor runs Bolt's own parser, which
@@ -300,8 +273,7 @@ async def dispatch_http(
     # body is the sender's error (400), never a 500 with a traceback.
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError):
         _warn(
-            refusals,
-            "unreadable",
+            throttle,
             "unreadable body",
             "rejected a signed request with an unreadable body",
             bytes=len(raw_body),
@@ -309,7 +281,7 @@ async def dispatch_http(
         return BoltResponse(status=400, body={"error": "unreadable body"})
     timestamp, signature = lowered["x-slack-request-timestamp"], lowered["x-slack-signature"]
     if replays is not None and not await replays.first_time(int(timestamp), signature):
-        _warn(refusals, "replay", "replay", "ignored a replayed Slack request (accepted once already)")
+        _warn(throttle, "replay", "ignored a replayed Slack request (accepted once already)")
         return BoltResponse(status=200, body="")
     return await app.async_dispatch(request)
 
@@ -320,43 +292,33 @@ def make_aiohttp_handler(
     signing_secret: str,
     clock: Clock | None = None,
     record_delivery: RecordDelivery | None = None,
-    count_refusal: Callable[[str], None] | None = None,
 ) -> AiohttpHandler:
     """Return an aiohttp handler to mount at ``POST /slack/events``.
 
     ``record_delivery`` is the store's replay record, shared by the replicas; without it each
-    handler remembers the requests it accepted itself. ``count_refusal`` is called with one of
-    :data:`REFUSALS` for each request refused.
+    handler remembers the requests it accepted itself.
     """
     clock = clock or Clock()
     verifier = SignatureVerifier(signing_secret, clock=clock)
     replays = ReplayGuard(record_delivery, clock=clock)
-    refusals = Refusals(count_refusal)
+    throttle = replays.throttle
 
     async def handle_slack_request(request: web.Request) -> web.StreamResponse:
         """Handle one POST from Slack."""
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            _warn(
-                refusals,
-                "too_large",
-                "too large",
-                "rejected a request too large",
-                bytes=request.content_length,
-            )
             return web.json_response({"error": "request too large"}, status=413)
         try:
             async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
                 raw = await request.read()
         except TimeoutError:
-            _warn(refusals, "slow_body", "slow body", "dropped a request whose body did not arrive in time")
+            _warn(throttle, "slow body", "dropped a request whose body did not arrive in time")
             return web.json_response({"error": "request body too slow"}, status=408)
         if len(raw) > MAX_BODY_BYTES:
-            _warn(refusals, "too_large", "too large", "rejected a request too large", bytes=len(raw))
             return web.json_response({"error": "request too large"}, status=413)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            _warn(refusals, "unreadable", "not UTF-8", "rejected a request that is not UTF-8", bytes=len(raw))
+            _warn(throttle, "not UTF-8", "rejected a request that is not UTF-8", bytes=len(raw))
             return web.json_response({"error": "invalid request"}, status=400)
         headers = {k.lower(): v for k, v in request.headers.items()}
         bolt_response = await dispatch_http(
@@ -366,7 +328,7 @@ def make_aiohttp_handler(
             verifier=verifier,
             query=request.query_string,
             replays=replays,
-            refusals=refusals,
+            throttle=throttle,
         )
         return await to_aiohttp_response(bolt_response)
 

@@ -96,22 +96,14 @@ def _cards(stack: LocalStack, vco_id: str) -> list[str]:
     return [m.ts for m in stack.slack.state.messages(CHANNEL) if vco_id in all_text(m) and has_buttons(m)]
 
 
-def _sample(text: str, series: str) -> float:
-    """The value of ``series`` (name and labels, as exported) in a /metrics text; 0 if absent."""
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
-async def _metric(stack: LocalStack, series: str, replica: int = 0) -> float:
-    async with ops_listener(stack.replicas[replica].app) as url:
-        return _sample((await _get(f"{url}/metrics")).text, series)
-
-
 async def _acks(stack: LocalStack, replica: int = 0) -> float:
     """How many slash commands the replica dispatched (its /metrics counter)."""
-    return await _metric(stack, "vpnbot_slash_command_ack_seconds_count", replica)
+    async with ops_listener(stack.replicas[replica].app) as url:
+        text = (await _get(f"{url}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("vpnbot_slash_command_ack_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
 
 
 # --- replays ---------------------------------------------------------------------------------------
@@ -144,8 +136,6 @@ async def test_a_replayed_slash_command_makes_one_card_on_any_replica(two_replic
     # Never handed to Bolt: no slash command was dispatched by either replica for the replays.
     assert await _acks(stack, 0) == 1
     assert await _acks(stack, 1) == 0
-    for replica in (0, 1):
-        assert await _metric(stack, 'vpnbot_http_requests_refused_total{reason="replay"}', replica) == 1
     assert len(_cards(stack, SEED_VCO_HANGZHOU)) == 1
     assert len(await stack.bot.app.store.list_operations()) == 1
 
@@ -221,7 +211,6 @@ async def test_every_unreadable_signed_body_is_a_400_without_a_traceback(
     assert reply.json() == {"error": "unreadable body"}
     assert "Traceback" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert await _metric(stack, 'vpnbot_http_requests_refused_total{reason="unreadable"}') == 1
     # The bot is still there.
     assert (await _get(f"{stack.bot.url}/livez")).status_code == 200
 
@@ -384,8 +373,6 @@ async def test_idle_and_slow_connections_do_not_starve_the_probes_or_flood_the_l
         assert 1 <= len(refusals) <= 2, log[:20]  # one line per kind per minute, not one per connection
         assert len(log) < 20, log[:40]
         assert bot.proc.poll() is None
-        scraped = (await _get(f"{bot.metrics_url}/metrics")).text
-        assert _sample(scraped, 'vpnbot_http_requests_refused_total{reason="connection_cap"}') > 0
 
 
 async def test_metrics_listen_on_loopback_on_their_own_port(tmp_path: Path) -> None:
