@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import resource
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -60,7 +60,6 @@ class Listener:
     runner: web.AppRunner
     server: asyncio.Server
     max_connections: int
-    refused: int = field(default=0)
 
     @property
     def port(self) -> int:
@@ -104,13 +103,10 @@ async def listen(
     await runner.setup()
     http = runner.server
     assert http is not None  # noqa: S101 - set up just above
-    listener: Listener | None = None
 
     def protocol() -> asyncio.BaseProtocol:
         if len(http.connections) < max_connections:
             return http()
-        if listener is not None:
-            listener.refused += 1
         throttle.log(
             logging.WARNING,
             f"{name}: connection cap",
@@ -125,8 +121,7 @@ async def listen(
     except BaseException:
         await runner.cleanup()
         raise
-    listener = Listener(name=name, runner=runner, server=server, max_connections=max_connections)
-    return listener
+    return Listener(name=name, runner=runner, server=server, max_connections=max_connections)
 
 
 def fit_connection_caps(*caps: int) -> tuple[int, ...]:
