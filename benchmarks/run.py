@@ -483,6 +483,7 @@ async def bench_memory(sizes: Sizes, *, database_url: str | None = None) -> list
                 "VPNBOT_LOG_LEVEL": "ERROR",
                 "VPNBOT_LOG_FORMAT": "text",
                 "VPNBOT_APPROVERS": "*",  # serve refuses to start without approvers
+                "VPNBOT_METRICS_PORT": str(_free_port()),  # not the shared default 9464
             },
         )
         log_path = home / "bot.log"

@@ -88,9 +88,12 @@ async def serve(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    with socket.socket() as sock:  # the operations listener: not the shared default 9464
+        sock.bind(("127.0.0.1", 0))
+        metrics_port = sock.getsockname()[1]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", "--http", "--host", "127.0.0.1", "--port", str(port),
-        env=_env(home, settings), cwd=home, stdin=subprocess.DEVNULL,
+        env=_env(home, {"VPNBOT_METRICS_PORT": str(metrics_port), **settings}), cwd=home, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

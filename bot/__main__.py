@@ -83,9 +83,17 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "the port are printed in one or two lines, exit status 2.",
     )
     serve.add_argument(
-        "--port", type=int, default=None, help="HTTP port (default: VPNBOT_PORT, which defaults to 3000)"
+        "--port",
+        type=int,
+        default=None,
+        help="HTTP port for Slack, HTTP mode only (default: VPNBOT_PORT, which defaults to 3000)",
     )
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")  # noqa: S104 - a server
+    serve.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 - Slack must reach it; /metrics listens on VPNBOT_METRICS_HOST
+        help="address of the Slack port (default: 0.0.0.0); /metrics and the probes listen on "
+        "VPNBOT_METRICS_HOST:VPNBOT_METRICS_PORT (default: 127.0.0.1:9464)",
+    )
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument(
         "--socket", action="store_true", help="use Socket Mode (default: on when SLACK_APP_TOKEN is set)"
@@ -331,41 +339,90 @@ async def _stopped(stop: asyncio.Event | None) -> None:
         await stop.wait()
 
 
+# The operations listener (/metrics and probes) needs few connections: a scraper and the kubelet.
+_OPS_MAX_CONNECTIONS = 64
+
+
 async def _serve(settings: Settings, stop: asyncio.Event, *, host: str, port: int, socket_mode: bool) -> None:
     from aiohttp import web
 
     from bot.app import check_bot_token
+    from bot.logs import LogThrottle
+    from bot.serving import Listener, fit_connection_caps, listen, quiet_accept_errors
     from bot.startup import listen_error
 
     await check_bot_token(settings)
     app = await _open_app(settings, socket_mode=socket_mode, stop=stop)
-    runner = web.AppRunner(app.web, handle_signals=False)
+    throttle = LogThrottle(logging.getLogger("bot.serving"))
+    quiet_accept_errors(asyncio.get_running_loop(), throttle)
+    slack_cap, ops_cap = fit_connection_caps(
+        0 if socket_mode else settings.max_connections, min(settings.max_connections, _OPS_MAX_CONNECTIONS)
+    )
+    listeners: list[Listener] = []
+
+    async def serve_on(
+        web_app: web.Application, where: str, at: int, *, name: str, cap: int, setting: str, host_setting: str
+    ) -> None:
+        try:
+            listeners.append(
+                await listen(
+                    web_app,
+                    where,
+                    at,
+                    name=name,
+                    max_connections=cap,
+                    header_timeout_s=settings.header_timeout_seconds,
+                    throttle=throttle,
+                )
+            )
+        except OSError as exc:
+            raise listen_error(where, at, exc, setting=setting, host_setting=host_setting) from None
+
     socket_handler = None
-    if socket_mode:  # the HTTP listener then serves only /healthz and /metrics
-        port = settings.metrics_port or port
     try:
         if settings.anyone_may_approve:
             log.warning("VPNBOT_APPROVERS=*: anyone who can see a confirmation may approve the deletion")
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise listen_error(host, port, exc, setting="--port or VPNBOT_PORT") from None
+        if not socket_mode:  # Socket Mode receives Slack over its WebSocket: no Slack port at all
+            await serve_on(
+                app.web,
+                host,
+                port,
+                name="slack",
+                cap=slack_cap,
+                setting="--port or VPNBOT_PORT",
+                host_setting="--host",
+            )
+        ops_host, ops_port = settings.metrics_host, settings.metrics_port
+        await serve_on(
+            app.ops,
+            ops_host,
+            ops_port,
+            name="ops",
+            cap=ops_cap,
+            setting="VPNBOT_METRICS_PORT",
+            host_setting="VPNBOT_METRICS_HOST",
+        )
         await app.start()
+        ops = f"/metrics, /livez and /readyz on http://{ops_host}:{ops_port}"
+        instance = {"instance": app.workflow.instance_id}
         if socket_mode:
             assert settings.slack_app_token is not None  # noqa: S101 - create_app checked it
+            log.info("vpn-bot serving %s; connecting to Slack over Socket Mode", ops, extra=instance)
             token = settings.slack_app_token.get_secret_value()
             socket_handler = await _connect_socket_mode(app, token, stop)
             if socket_handler is not None:
-                log.info("vpn-bot serving in Socket Mode; /healthz and /metrics on http://%s:%d", host, port)
+                log.info("vpn-bot serving in Socket Mode; %s", ops, extra=instance)
         else:
-            log.info("vpn-bot serving Slack on http://%s:%d/slack/events", host, port)
+            log.info(
+                "vpn-bot serving Slack on http://%s:%d/slack/events; %s", host, port, ops, extra=instance
+            )
         await stop.wait()
         log.info("shutting down: finishing requests, releasing operation leases")
     finally:
         if socket_handler is not None:
             await socket_handler.close_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
-        await runner.cleanup()
+        for listener in reversed(listeners):
+            await listener.close()
         await app.aclose()
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import aiohttp
 import httpx
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.web.async_client import AsyncWebClient
@@ -31,6 +32,7 @@ from bot.cloud.models import VpnConnectionDetail
 from bot.config import Settings
 from bot.domain import VpnGateway
 from bot.errors import ConfigError, StoreUnavailable
+from bot.logs import LogThrottle
 from bot.metrics import MeteredAsyncApp, MeteredWebClient, Metrics, make_metrics_handler, metered_vpc_http
 from bot.ports import Clock, SystemClock, VpcApi, VpcApis
 from bot.slack import ConnectionRow, InFlight, register
@@ -45,6 +47,7 @@ from bot.workflow import Workflow, WorkflowConfig
 
 __all__ = [
     "BotApp",
+    "Readiness",
     "RegionCache",
     "check_bot_token",
     "create_app",
@@ -55,8 +58,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REGIONS_TTL_SECONDS = 3600.0
-# A health check must answer even when the database hangs: load balancers time out at a few seconds.
+# A probe must answer even when the database or Slack hangs: probes time out after a few seconds.
 HEALTH_TIMEOUT_SECONDS = 2.0
+# /readyz asks Slack (auth.test) at most this often; the answer is reused in between.
+SLACK_CHECK_INTERVAL_SECONDS = 15.0
 
 
 def default_instance_id() -> str:
@@ -214,7 +219,11 @@ class VpcInventory:
 
 @dataclass
 class BotApp:
-    """A running vpn-bot: the Bolt app, the workflow and an aiohttp app serving HTTP mode."""
+    """A running vpn-bot: the Bolt app, the workflow and its two aiohttp apps.
+
+    ``web`` serves Slack (``POST /slack/events``, HTTP mode) and the probes; ``ops`` serves
+    ``/metrics`` and the probes, on its own listener (VPNBOT_METRICS_HOST, VPNBOT_METRICS_PORT).
+    """
 
     settings: Settings
     bolt: AsyncApp
@@ -222,6 +231,7 @@ class BotApp:
     store: Store
     vpc: VpcApi
     slack: AsyncWebClient
+    ops: web.Application  # before ``web``: after it, that name is the field, not the module
     web: web.Application
     inflight: InFlight = field(default_factory=InFlight)
     metrics: Metrics = field(default_factory=Metrics)
@@ -312,32 +322,128 @@ def _signing_secret(settings: Settings) -> str | None:
     return settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
 
 
-def _build_web(
-    settings: Settings, *, bolt: AsyncApp, store: Store, metrics: Metrics, instance_id: str
-) -> web.Application:
-    """The HTTP side: Slack's events (HTTP mode), /healthz and /metrics."""
-    web_app = web.Application(client_max_size=1024 * 1024)
+# The probes' answers: a reason code and nothing else (no host, pid or driver text: the log has it).
+_OK = {"status": "ok"}
 
-    async def healthz(_: web.Request) -> web.Response:
-        """Liveness and readiness: the process answers and the database takes a write, in time."""
+
+def _not_ok(reason: str) -> web.Response:
+    return web.json_response({"status": "not ok", "reason": reason}, status=503)
+
+
+class Readiness:
+    """Whether this replica can do its work: the database takes a write, and Slack answers.
+
+    Each check has its own deadline, so a hung dependency is a quick "not ok". Checks running at
+    once share one run (a flood of probes is one database write), and Slack is asked at most once
+    per SLACK_CHECK_INTERVAL_SECONDS. Details go to the log, once per reason per minute.
+    """
+
+    def __init__(self, *, store: Store, slack: AsyncWebClient, instance_id: str) -> None:
+        self._store = store
+        self._slack = slack
+        self._instance = instance_id
+        self._running: asyncio.Future[str | None] | None = None
+        self._slack_checked = float("-inf")
+        self._slack_reason: str | None = None
+        self._throttle = LogThrottle(log)
+
+    async def reason(self) -> str | None:
+        """None when ready, else a reason code such as ``database_unreachable``."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._check())
+        # Shielded: a probe that gives up does not cancel the run the others wait for.
+        return await asyncio.shield(self._running)
+
+    async def _check(self) -> str | None:
+        return await self._database() or await self._slack_reachable()
+
+    async def _database(self) -> str | None:
         try:
             # Store calls are shielded: a slow write finishes in the background after we answer.
             async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-                await store.heartbeat(instance=instance_id, now=datetime.now(UTC))
+                await self._store.heartbeat(instance=self._instance, now=datetime.now(UTC))
         except TimeoutError:
-            log.warning("health check: the database did not answer within %.0f s", HEALTH_TIMEOUT_SECONDS)
-            return web.json_response({"ok": False, "store": "timeout"}, status=503)
+            self._warn(
+                "database_timeout", "the database did not answer within %.0f s", HEALTH_TIMEOUT_SECONDS
+            )
+            return "database_timeout"
         except StoreUnavailable as err:
-            log.warning("health check: the database takes no writes: %s", err.detail)
-            return web.json_response({"ok": False, "store": "unavailable", "reason": err.detail}, status=503)
-        return web.json_response({"ok": True, "instance": instance_id})
+            self._warn("database_unreachable", "the database takes no writes: %s", err.detail)
+            return "database_unreachable"
+        return None
 
+    async def _slack_reachable(self) -> str | None:
+        if time.monotonic() - self._slack_checked < SLACK_CHECK_INTERVAL_SECONDS:
+            return self._slack_reason
+        reason: str | None = None
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                await self._slack.auth_test()
+        except TimeoutError:
+            reason = "slack_timeout"
+            self._warn(reason, "Slack (auth.test) did not answer within %.0f s", HEALTH_TIMEOUT_SECONDS)
+        except SLACK_FAILURES as exc:
+            error = translate(exc)
+            reason = "slack_token_refused" if slack_lookup(error.error).token_refused else "slack_unreachable"
+            self._warn(reason, "Slack (auth.test) failed: %s", error.error)
+        self._slack_checked, self._slack_reason = time.monotonic(), reason
+        return reason
+
+    def _warn(self, reason: str, message: str, *args: object) -> None:
+        self._throttle.log(logging.WARNING, reason, "not ready: " + message, *args, reason=reason)
+
+
+def _probes(web_app: web.Application, readiness: Readiness) -> None:
+    """Add /livez, /readyz and /healthz (an alias of /readyz) to ``web_app``."""
+
+    async def livez(_: web.Request) -> web.Response:
+        """The process runs and its event loop answers; never looks at the database or Slack."""
+        return web.json_response(_OK)
+
+    async def readyz(_: web.Request) -> web.Response:
+        reason = await readiness.reason()
+        return web.json_response(_OK) if reason is None else _not_ok(reason)
+
+    web_app.router.add_get("/livez", livez)
+    web_app.router.add_get("/readyz", readyz)
+    web_app.router.add_get("/healthz", readyz)  # the name older deployments probe
+
+
+@web.middleware
+async def _no_tracebacks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unexpected error is a bare 500: logged here with its traceback, never sent to the client."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+def _build_web(settings: Settings, *, bolt: AsyncApp, store: Store, readiness: Readiness) -> web.Application:
+    """The Slack side: Slack's events (HTTP mode) and the probes; never /metrics."""
+    web_app = web.Application(client_max_size=1024 * 1024, middlewares=[_no_tracebacks])
     signing_secret = _signing_secret(settings)
     if signing_secret is not None:
-        web_app.router.add_post("/slack/events", make_aiohttp_handler(bolt, signing_secret=signing_secret))
-    web_app.router.add_get("/healthz", healthz)
-    web_app.router.add_get("/metrics", make_metrics_handler(metrics, store))
+
+        async def record(timestamp: int, signature: str, forget_before: int) -> bool:
+            return await store.first_delivery(
+                timestamp=timestamp, signature=signature, forget_before=forget_before
+            )
+
+        handler = make_aiohttp_handler(bolt, signing_secret=signing_secret, record_delivery=record)
+        web_app.router.add_post("/slack/events", handler)
+    _probes(web_app, readiness)
     return web_app
+
+
+def _build_ops(*, store: Store, metrics: Metrics, readiness: Readiness) -> web.Application:
+    """The operations side (VPNBOT_METRICS_HOST:VPNBOT_METRICS_PORT): /metrics and the probes."""
+    ops = web.Application(client_max_size=64 * 1024, middlewares=[_no_tracebacks])
+    ops.router.add_get("/metrics", make_metrics_handler(metrics, store))
+    _probes(ops, readiness)
+    return ops
 
 
 def _build_workflow(
@@ -455,7 +561,7 @@ async def create_app(
         await _close_session(slack)
         raise
 
-    web_app = _build_web(settings, bolt=bolt, store=store, metrics=metrics, instance_id=workflow.instance_id)
+    readiness = Readiness(store=store, slack=slack, instance_id=workflow.instance_id)
     return BotApp(
         settings=settings,
         bolt=bolt,
@@ -463,7 +569,8 @@ async def create_app(
         store=store,
         vpc=vpc,
         slack=slack,
-        web=web_app,
+        web=_build_web(settings, bolt=bolt, store=store, readiness=readiness),
+        ops=_build_ops(store=store, metrics=metrics, readiness=readiness),
         inflight=inflight,
         metrics=metrics,
         _owned_vpc=owned_vpc,

@@ -126,8 +126,17 @@ class Settings(BaseSettings):
         default=60.0, ge=0, le=3600, validation_alias="VPNBOT_DATABASE_WAIT_SECONDS"
     )
     port: int = Field(default=3000, ge=1, le=65535, validation_alias="VPNBOT_PORT")
-    # Socket Mode only: where /metrics and /healthz listen (default: VPNBOT_PORT).
-    metrics_port: int | None = Field(default=None, ge=1, le=65535, validation_alias="VPNBOT_METRICS_PORT")
+    # The operations listener: /metrics and the probes (/livez, /readyz), never Slack's events.
+    # Loopback by default: set VPNBOT_METRICS_HOST=0.0.0.0 where a scraper or the kubelet needs it.
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, validation_alias="VPNBOT_METRICS_HOST")
+    metrics_port: int = Field(default=9464, ge=1, le=65535, validation_alias="VPNBOT_METRICS_PORT")
+    # Open connections each listener accepts at once; more are closed at once (see bot/serving.py).
+    max_connections: int = Field(default=256, ge=8, le=65535, validation_alias="VPNBOT_MAX_CONNECTIONS")
+    # A client must send a whole request head within this many seconds of connecting (or of its
+    # previous response); idle and slow ("slowloris") connections are closed after it.
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, validation_alias="VPNBOT_HEADER_TIMEOUT_SECONDS"
+    )
     poll_interval_seconds: float = Field(
         default=5.0, gt=0, le=300, validation_alias="VPNBOT_POLL_INTERVAL_SECONDS"
     )

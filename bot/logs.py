@@ -9,16 +9,21 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["RedactingFilter", "configure_logging", "secret_values"]
+__all__ = ["QUIET_LOGGERS", "LogThrottle", "RedactingFilter", "configure_logging", "secret_values"]
 
 # Values that look like Slack tokens are masked even when we were not told about them.
 _TOKEN_RE = re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}|\bxapp-[A-Za-z0-9-]{8,}")
 _MASK = "***"
+
+# Database drivers log every statement with its parameters (a Slack response_url, user text) at
+# INFO or DEBUG: never below WARNING, whatever VPNBOT_LOG_LEVEL says.
+QUIET_LOGGERS = ("sqlalchemy", "asyncpg", "aiosqlite")
 
 
 class RedactingFilter(logging.Filter):
@@ -87,6 +92,42 @@ def configure_logging(
     # Library chatter that would otherwise log request bodies at DEBUG.
     for noisy in ("slack_sdk", "slack_bolt", "httpcore", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    for driver in QUIET_LOGGERS:
+        logging.getLogger(driver).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # httpx logs every request URL at INFO; our client logs each call with its outcome already.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     return handler
+
+
+class LogThrottle:
+    """At most one log line per kind of event per interval; the next one says how many were left out.
+
+    For events an outsider can cause at will (refused connections, replayed requests, failing
+    probes): a flood of them must not become a flood of log lines.
+    """
+
+    def __init__(
+        self, logger: logging.Logger, *, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._clock = clock
+        self._next: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, message: str, *args: object, **extra: Any) -> bool:
+        """Log ``message % args`` unless a line of this ``kind`` was logged within the interval.
+
+        Returns whether the line was written. ``extra`` is passed on as the record's extra fields.
+        """
+        now = self._clock()
+        if now < self._next.get(kind, float("-inf")):
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return False
+        self._next[kind] = now + self._interval
+        left_out = self._left_out.pop(kind, 0)
+        if left_out:
+            message += " (%d more since the last such line)"
+            args = (*args, left_out)
+        self._logger.log(level, message, *args, extra={"kind": kind, **extra})
+        return True

@@ -131,8 +131,11 @@ def database_unreachable(url: str, exc: BaseException) -> bool:
     )
 
 
-def listen_error(host: str, port: int, exc: OSError, *, setting: str) -> StartupError:
-    """The StartupError for a failure to listen on ``host:port``; ``setting`` names how to change it."""
+def listen_error(
+    host: str, port: int, exc: OSError, *, setting: str, host_setting: str = "--host"
+) -> StartupError:
+    """The StartupError for a failure to listen on ``host:port``; ``setting`` and ``host_setting``
+    name how to change the port and the address."""
     where = f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return StartupError(
@@ -145,7 +148,7 @@ def listen_error(host: str, port: int, exc: OSError, *, setting: str) -> Startup
         )
     if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
         return StartupError(
-            f"{host!r} is not an address of this machine", "use 0.0.0.0 or 127.0.0.1 with --host"
+            f"{host!r} is not an address of this machine", f"use 0.0.0.0 or 127.0.0.1 with {host_setting}"
         )
     return StartupError(
         f"cannot listen on {where} ({exc.strerror or exc})", f"choose another port with {setting}"

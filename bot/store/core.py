@@ -44,7 +44,15 @@ from bot.errors import StoreUnavailable
 from bot.store.engine import Database, async_url, disk_full, open_database, unavailable
 from bot.store.outbox import OutboxMixin, insert_effects
 from bot.store.shield import shielded
-from bot.store.tables import MIGRATIONS, audit, gateway_locks, heartbeats, operations, schema_version
+from bot.store.tables import (
+    MIGRATIONS,
+    audit,
+    gateway_locks,
+    heartbeats,
+    operations,
+    schema_version,
+    slack_requests,
+)
 
 __all__ = ["Store", "async_url"]
 
@@ -291,6 +299,27 @@ class Store(OutboxMixin):
         stmt = select(heartbeats.c.at).where(heartbeats.c.instance == instance)
         seen: datetime | None = await self._run(lambda conn: conn.execute(stmt).scalar())
         return seen
+
+    @shielded
+    async def first_delivery(self, *, timestamp: int, signature: str, forget_before: int) -> bool:
+        """Record a signed Slack request; False if it was recorded before (a replay).
+
+        Entries whose timestamp is older than ``forget_before`` (epoch seconds) are dropped in the
+        same transaction: Slack's signature check refuses such requests anyway.
+        """
+        claim = (
+            self._insert(slack_requests)
+            .values(timestamp=timestamp, signature=signature)
+            .on_conflict_do_nothing(index_elements=["timestamp", "signature"])
+            .returning(slack_requests.c.timestamp)
+        )
+        forget = delete(slack_requests).where(slack_requests.c.timestamp < forget_before)
+
+        def record(conn: Connection) -> bool:
+            conn.execute(forget)
+            return conn.execute(claim).first() is not None
+
+        return await self._run(record)
 
     # --- operations --------------------------------------------------------------------------
 

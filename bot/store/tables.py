@@ -8,7 +8,9 @@ Tables::
     audit           who did what, when, with Alibaba's RequestId
     outbox          Slack effects of state changes, written in the same transaction, delivered after
     outbox_claims   op_id -> the replica delivering that operation's effects, until when
-    heartbeats      instance -> last write (``/healthz`` proves the database takes writes)
+    heartbeats      instance -> last write (``/readyz`` proves the database takes writes)
+    slack_requests  (timestamp, signature) of each signed Slack request seen in the last minutes:
+                    a replayed request is refused by every replica
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "outbox",
     "outbox_claims",
     "schema_version",
+    "slack_requests",
 ]
 
 
@@ -186,6 +189,15 @@ heartbeats = Table(
     Column("at", UtcDateTime, nullable=False),
 )
 
+# A signed Slack request is accepted once: its (timestamp, signature) is kept while the timestamp is
+# inside Slack's 5-minute window (and a little longer), so a captured request cannot be replayed.
+slack_requests = Table(
+    "slack_requests",
+    metadata,
+    Column("timestamp", Integer, primary_key=True),
+    Column("signature", String(80), primary_key=True),
+)
+
 
 def _migration_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[operations, gateway_locks, audit], checkfirst=True)
@@ -248,6 +260,11 @@ def _migration_6(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))
 
 
+def _migration_7(conn: Connection) -> None:
+    # The replay cache of signed Slack requests (see slack_requests).
+    metadata.create_all(conn, tables=[slack_requests], checkfirst=True)
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -256,5 +273,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 # Re-exported for the e2e modules.
 from pgtools import fresh_postgres_database as fresh_postgres_database
@@ -136,6 +138,23 @@ def parent_updates(state: StandinState, ts: str) -> list[str]:
     ]
 
 
+# --- the operations listener of an in-process bot -------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def ops_listener(app: BotApp) -> AsyncIterator[str]:
+    """Serve ``app.ops`` (/metrics and the probes) on a loopback port of its own; yield its URL."""
+    runner = web.AppRunner(app.ops, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
 # --- a bot in its own process --------------------------------------------------------------------
 
 
@@ -204,13 +223,19 @@ def bot_env(
 class BotProcess:
     """``python -m bot serve --http`` in a child process; stderr goes to ``log_path``."""
 
-    def __init__(self, *, env: Mapping[str, str], cwd: Path, log_path: Path) -> None:
+    def __init__(
+        self, *, env: Mapping[str, str], cwd: Path, log_path: Path, wrap: list[str] | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # /metrics and the probes: a port of its own (VPNBOT_METRICS_PORT), one per process.
+        env = {"VPNBOT_METRICS_PORT": str(free_port()), **env}
+        self.metrics_port = int(env["VPNBOT_METRICS_PORT"])
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
         self.proc = subprocess.Popen(
-            self.command(port=self.port),
+            [*(wrap or []), *self.command(port=self.port)],
             env=dict(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -232,18 +257,26 @@ class BotProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records written so far."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+
     async def wait_healthy(self, *, within: float = 20.0) -> dict[str, Any]:
-        """Poll ``GET /healthz`` until it answers 200; fail early if the process died."""
+        """Wait until the bot serves: ``GET /livez`` answers 200 and it logged that it serves.
+
+        Returns ``{"instance": …}``, the instance id from the JSON log (the probes do not tell it;
+        None with VPNBOT_LOG_FORMAT=text).
+        """
         deadline = time.monotonic() + within
         async with httpx.AsyncClient(trust_env=False, timeout=1.0) as http:
             while True:
                 if self.proc.poll() is not None:
                     pytest.fail(f"the bot exited with {self.proc.returncode} before serving:\n{self.log()}")
                 try:
-                    reply = await http.get(f"{self.url}/healthz")
-                    if reply.status_code == 200:
-                        body: dict[str, Any] = reply.json()
-                        return body
+                    reply = await http.get(f"{self.metrics_url}/livez")
+                    if reply.status_code == 200 and "vpn-bot serving" in self.log():
+                        serving = [r for r in self.records() if "instance" in r]
+                        return {"instance": serving[0]["instance"] if serving else None}
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:

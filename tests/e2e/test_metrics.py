@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.app import BotApp
 from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack, start_local_stack
 from bot.sandbox.slack import start_slack_standin
 from bot.sandbox.slack_user import SocketModeUser
@@ -22,15 +23,28 @@ from bot.sandbox.vpc import start_vpc_sandbox
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SandboxState
 from bot.slack.ids import ActionId
 
-from .support import ALICE, BOB, CHANNEL, BotProcess, bot_env, free_port, wait_confirmation, wait_parent
+from .support import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    BotProcess,
+    bot_env,
+    free_port,
+    ops_listener,
+    wait_confirmation,
+    wait_parent,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-async def scrape(base_url: str) -> Samples:
-    """GET /metrics and parse it: (name, labels) -> value."""
+async def scrape(target: str | BotApp) -> Samples:
+    """GET /metrics (from a URL, or from an in-process bot's ops listener) and parse it."""
+    if not isinstance(target, str):
+        async with ops_listener(target) as url:
+            return await scrape(url)
     async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
-        reply = await http.get(f"{base_url}/metrics")
+        reply = await http.get(f"{target}/metrics")
     assert reply.status_code == 200, reply.text
     assert reply.headers["content-type"].startswith("text/plain")
     return {
@@ -70,7 +84,7 @@ async def _approve(stack: LocalStack, vco_id: str) -> str:
 async def _settled(stack: LocalStack) -> Samples:
     """Scrape once no operation is left unfinished (the store says so, through the gauges)."""
     for _ in range(200):
-        samples = await scrape(stack.bot.url)
+        samples = await scrape(stack.bot.app)
         if get(samples, "vpnbot_store_up") == 1 and not by_label(
             samples, "vpnbot_operations_in_flight", "state"
         ):
@@ -138,7 +152,7 @@ async def test_a_throttled_call_is_counted_then_its_retry(stack: LocalStack) -> 
     stack.vpc.state.faults.add(action="DescribeVpnConnection", code="Throttling.User", times=1)
     await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
     await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU, within=20)
-    samples = await scrape(stack.bot.url)
+    samples = await scrape(stack.bot.app)
     described = by_label(samples, "vpnbot_vpc_api_requests_total", "action", "code")
     assert described[("DescribeVpnConnection", "Throttling.User")] == 1
     assert described[("DescribeVpnConnection", "ok")] >= 1
@@ -148,7 +162,7 @@ async def test_a_throttled_call_is_counted_then_its_retry(stack: LocalStack) -> 
 async def test_requests_shed_under_load_are_counted(stack: LocalStack) -> None:
     stack.bot.app.inflight.limit = 0  # as if 2,000 requests were already being worked on
     await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
-    samples = await scrape(stack.bot.url)
+    samples = await scrape(stack.bot.app)
     assert get(samples, "vpnbot_slack_requests_shed_total") == 1
     assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1
     assert by_label(samples, "vpnbot_vpc_api_requests_total", "action", "code") == {}
@@ -169,14 +183,14 @@ async def test_gauges_show_operations_by_state_and_the_queue(slow_gateway_stack:
     for vco in (SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP):  # two connections on one gateway
         await _request(stack, f"delete {vco}")
         await wait_confirmation(stack.slack.state, vco)
-    samples = await scrape(stack.bot.url)
+    samples = await scrape(stack.bot.app)
     assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 2
     # Whichever takes the gateway first, the other waits: the gateway stays updating for 2 s.
     first = await _approve(stack, SEED_VCO_HANGZHOU)
     second = await _approve(stack, SEED_VCO_HANGZHOU_BGP)
 
     for _ in range(200):
-        samples = await scrape(stack.bot.url)
+        samples = await scrape(stack.bot.app)
         # Two queries, two moments: wait until both show both approvals.
         states = by_label(samples, "vpnbot_operations_in_flight", "state")
         if (
@@ -201,7 +215,7 @@ async def test_gauges_show_operations_by_state_and_the_queue(slow_gateway_stack:
         if get(samples, "vpnbot_operations_driven") == 0:
             break
         await asyncio.sleep(0.02)
-        samples = await scrape(stack.bot.url)
+        samples = await scrape(stack.bot.app)
     assert get(samples, "vpnbot_operations_driven") == 0
     assert get(samples, "vpnbot_vpc_api_requests_total", action="DeleteVpnConnection", code="ok") == 2
 
@@ -236,9 +250,7 @@ async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
     del env["SLACK_SIGNING_SECRET"]
     process = _SocketProcess(env=env, cwd=tmp_path, log_path=tmp_path / "socket.log")
     try:
-        main_url, process.url = process.url, f"http://127.0.0.1:{metrics_port}"
-        health = await process.wait_healthy()
-        assert health["ok"] is True
+        await process.wait_healthy()
         await slack.state.socket_mode.wait_connected(timeout=20)
         ack = await SocketModeUser(state=slack.state, ack_timeout=10).slash_command(
             ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}"
@@ -246,14 +258,15 @@ async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
         assert ack.payload is not None
         await wait_confirmation(slack.state, SEED_VCO_HANGZHOU)
 
-        samples = await scrape(process.url)
+        samples = await scrape(process.metrics_url)
         assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 1
         assert get(samples, "vpnbot_slack_api_calls_total", method="apps.connections.open", error="ok") == 1
         assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1  # acked over the socket
         assert get(samples, "vpnbot_vpc_api_requests_total", action="DescribeVpnConnection", code="ok") >= 1
         async with httpx.AsyncClient(trust_env=False, timeout=2) as http:
+            assert (await http.get(f"{process.metrics_url}/readyz")).json() == {"status": "ok"}
             with pytest.raises(httpx.ConnectError):  # --port is not listened on: the metrics port is
-                await http.get(f"{main_url}/healthz")
+                await http.get(f"{process.url}/healthz")
         process.terminate()
         assert await process.wait_exit(within=10) == 0, process.log()
         assert "Traceback" not in process.log()

@@ -140,7 +140,7 @@ async def test_unknown_command_text_gets_usage_on_the_ack(world: World, socket_b
 
 
 class SocketBotProcess(BotProcess):
-    """``python -m bot serve --socket``: Slack over the WebSocket, ``/healthz`` over HTTP."""
+    """``python -m bot serve --socket``: Slack over the WebSocket, the probes on VPNBOT_METRICS_PORT."""
 
     @staticmethod
     def command(*, port: int) -> list[str]:
@@ -166,7 +166,9 @@ async def test_serve_socket_process_handles_a_command_and_stops_on_sigterm(
         await wait_confirmation(state, SEED_VCO_HANGZHOU)
         async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
             # No signing secret, so no HTTP events endpoint: only the socket carries Slack traffic.
-            assert (await http.post(f"{process.url}/slack/events", content=b"{}")).status_code == 404
+            assert (await http.post(f"{process.metrics_url}/slack/events", content=b"{}")).status_code == 404
+            with pytest.raises(httpx.ConnectError):  # and no Slack port at all
+                await http.get(f"{process.url}/livez")
 
         process.terminate()
         assert await process.wait_exit(within=10) == 0, process.log()
