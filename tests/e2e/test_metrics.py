@@ -6,10 +6,13 @@ The counts are checked against what the stand-ins themselves recorded, request b
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from subprocess import PIPE
 
 import httpx
 import pytest
@@ -274,3 +277,25 @@ async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
         process.close()
         await slack.close()
         await vpc.close()
+
+
+async def test_a_live_scrape_passes_promtool_check_metrics(stack: LocalStack) -> None:
+    """Prometheus's own linter on what a scraper gets after a deletion (names, help, types, units)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        message = "promtool is not installed (Debian's prometheus package; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
+    ts = await _approve(stack, SEED_VCO_HANGZHOU)
+    await wait_parent(stack.slack.state, ts, "Deleted")
+    await _settled(stack)
+    async with ops_listener(stack.bot.app) as url, httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        exposition = (await http.get(f"{url}/metrics")).text
+    assert "vpnbot_operation_oldest_age_seconds" in exposition
+    checked = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(checked.communicate(exposition.encode()), timeout=60)
+    assert checked.returncode == 0, (out + err).decode()
