@@ -341,6 +341,22 @@ def test_compose_runs_two_replicas_on_postgres() -> None:
         check_command(bot["command"])
 
 
+def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
+    """The Compose Specification's own JSON schema (vendored by check-jsonschema), and a broken file fails it."""
+    tool = _tool("check-jsonschema", "check-jsonschema, a dev dependency")
+
+    def check(path: Path) -> subprocess.CompletedProcess[str]:
+        command = [tool, "--builtin-schema", "vendor.compose-spec", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    done = check(DEPLOY / "compose.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    broken["services"]["bot"]["stop_grace_period"] = {"seconds": 30}  # a duration is a string
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(broken), encoding="utf-8")
+    assert check(tmp_path / "compose.yaml").returncode != 0
+
+
 def _kubernetes() -> dict[str, dict[str, Any]]:
     docs = yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text(encoding="utf-8"))
     return {d["kind"]: d for d in docs}
