@@ -93,11 +93,11 @@ def test_confirmation_structure() -> None:
     for expected in (
         "`vco-bp1abc2def3gh`",
         "office-tunnel",
-        "`vpn-bp1gw0001` main-gw",
+        "`vpn-bp1gw0001` `main-gw`",
         "state: `active`",
         "`ike_sa_established`",
         "`cgw-bp1cgw0001`",
-        "10.0.0.0/24, 10.0.1.0/24",
+        "`10.0.0.0/24`, `10.0.1.0/24`",
         "192.168.0.0/16",
         "`cn-hangzhou`",
         "<@U0REQUEST>",

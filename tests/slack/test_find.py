@@ -264,8 +264,8 @@ def test_connection_status() -> None:
     )
     valid_block_kit(message)
     text = message["blocks"][0]["text"]["text"]
-    assert "ipsec_sa_established / ike_sa_not_established" in text
-    assert "`updating` (FinancialLocked)" in text
+    assert "`ipsec_sa_established` / `ike_sa_not_established`" in text
+    assert "`updating` (`FinancialLocked`)" in text
     assert "next hop: 3" in text
     assert "<!channel>" not in rendered(message)
     unknown = build_connection_status(row(1), None, region="cn-hangzhou", routes=None)

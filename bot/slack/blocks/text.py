@@ -1,4 +1,4 @@
-"""Block Kit primitives: escaping, caps, ids in code spans, mentions, times and durations, blocks."""
+"""Block Kit primitives: escaping, caps, names and ids made inert, mentions, times and durations, blocks."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ CONFIRM_TITLE_MAX = 100
 CONFIRM_TEXT_MAX = 300
 CONFIRM_BUTTON_MAX = 30
 BLOCKS_MAX = 50
+# Alibaba's longest connection or gateway name: shown whole, never cut.
+NAME_MAX = 128
+# Subnets listed on a card or a status line; past that it says "and N more".
+SUBNETS_SHOWN = 10
 # Routes listed on the card; past that it says "and N more".
 ROUTES_SHOWN = 20
 
@@ -35,6 +39,8 @@ _SAFE_TOKEN_RE = re.compile(
     rf"<@(?:{USER_BODY})>|<!subteam\^(?:{USERGROUP_BODY})>|<#(?:{CHANNEL_BODY})>|&(?:amp|lt|gt);",
     re.ASCII,
 )
+# Characters that break a line: a code span does not cross one, and a line starting with "&gt;" is a quote.
+_LINE_BREAK_RE = re.compile("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
 # A cut that ends inside an entity or a mention would render as garbage; trim back to before it.
 _DANGLING_RE = re.compile(r"(&[a-z]{0,4}|<[^>]{0,40})$", re.ASCII)
 
@@ -86,9 +92,33 @@ def cap(text: str, limit: int) -> str:
 
 
 def code(text: str, limit: int = 100) -> str:
-    """Render an id as inline code, escaped and bounded (a backtick would end the span)."""
-    inner = escape(cap(text.replace("`", "'"), limit))
-    return f"`{inner}`"
+    """Render a cloud- or person-provided string inert in mrkdwn: as inline code, escaped and bounded.
+
+    This is the one way an id, a name, a status or a subnet that the bot did not write enters
+    mrkdwn. Slack formats nothing inside a code span (no bold, italics, strike, emoji, quotes), so
+    ``*``, ``_``, ``~`` and ``:x:`` in a name stay literal; the only characters that could end the
+    span are neutralised: a backtick becomes its lookalike U+02CB and a line break a space.
+    ``& < >`` are escaped, so nothing links or pings. Ids (``vco-…``) keep every character, so they
+    copy and paste exactly. A blank string renders as "—" (an empty span would show two backticks).
+    """
+    flat = _LINE_BREAK_RE.sub(" ", text).replace("`", "\u02cb")
+    if not flat.strip():
+        return "—"
+    return f"`{escape(cap(flat, limit))}`"
+
+
+def inert_name(text: str | None, *, missing: str = "(no name)") -> str:
+    """A connection's or gateway's name, inert (see :func:`code`), whole up to Alibaba's 128 characters."""
+    return code(text, NAME_MAX) if text and text.strip() else missing
+
+
+def subnets(value: str) -> str:
+    """A comma-separated subnet list from the cloud, each inert, at most SUBNETS_SHOWN of them."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts:
+        return "—"
+    shown = ", ".join(code(p, 64) for p in parts[:SUBNETS_SHOWN])
+    return shown + (f" and {len(parts) - SUBNETS_SHOWN} more" if len(parts) > SUBNETS_SHOWN else "")
 
 
 def mention(user_id: str | None) -> str:
@@ -164,11 +194,6 @@ def _header(text: str) -> Block:
 
 def _message(text: str, blocks: Sequence[Block]) -> Message:
     return {"text": cap(text, TEXT_MAX), "blocks": list(blocks)[:BLOCKS_MAX]}
-
-
-def _subnets(value: str) -> str:
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    return ", ".join(escape(p) for p in parts) if parts else "—"
 
 
 def _name(op: Operation) -> str:
