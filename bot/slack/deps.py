@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation
 from bot.slack.inventory import Inventory, ListingCache
+from bot.slack.limits import UserRate
 
 __all__ = ["InFlight", "LoadMeter", "OperationLookup", "ReadPolicy", "Regions", "SlackDeps", "WorkflowApi"]
 
@@ -147,3 +148,5 @@ class SlackDeps:
     inventory: Inventory | None = None
     listings: ListingCache | None = None
     read_policy: ReadPolicy | None = None
+    # Commands and lookups per person (VPNBOT_USER_RATE_PER_MINUTE); off unless register() sets it.
+    rate: UserRate = field(default_factory=lambda: UserRate(0))

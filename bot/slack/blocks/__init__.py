@@ -17,6 +17,7 @@ from bot.slack.blocks.cards import build_confirmation, build_parent, closed_text
 from bot.slack.blocks.ephemeral import (
     ONE_ACCOUNT_TEXT,
     account_choice_text,
+    build_already_requested,
     build_busy,
     build_history,
     build_looking_up,
@@ -75,6 +76,7 @@ __all__ = [
     "Block",
     "Message",
     "account_choice_text",
+    "build_already_requested",
     "build_busy",
     "build_confirmation",
     "build_history",
