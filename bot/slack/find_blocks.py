@@ -1,7 +1,7 @@
 """Pure Block Kit builders for ``/vpn list`` and ``/vpn status``: records in, ephemeral messages out.
 
-As in :mod:`bot.slack.blocks`: every text from a person or an API is escaped and capped, every
-message has a ``text`` fallback, and no secret is in the records to render.
+As in :mod:`bot.slack.blocks`: every text from a person or an API enters mrkdwn through ``code()``
+(inert) and is capped, every message has a ``text`` fallback, and no secret is in the records to render.
 """
 
 from __future__ import annotations
