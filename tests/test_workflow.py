@@ -207,9 +207,15 @@ async def test_policy_refusals_are_audited(h: Harness) -> None:
 async def test_one_open_request_per_person_and_connection(h: Harness) -> None:
     """Asking again for a connection one already asked for points at that request; nothing is stored."""
     wf = h.workflow()
-    first = await h.request(wf)
-    at_once = await asyncio.gather(*(h.request(wf) for _ in range(5)), return_exceptions=True)
-    assert all(isinstance(r, AlreadyRequested) and r.op.id == first.id for r in at_once), at_once
+    # All at once, with nothing stored yet: the check and the insert share a transaction.
+    at_once = await asyncio.gather(*(h.request(wf) for _ in range(6)), return_exceptions=True)
+    created = [r for r in at_once if isinstance(r, Operation)]
+    assert len(created) == 1, at_once
+    first = created[0]
+    refused = [r for r in at_once if r is not first]
+    assert all(isinstance(r, AlreadyRequested) and r.op.id == first.id for r in refused), at_once
+    with pytest.raises(AlreadyRequested):
+        await h.request(wf)  # and later, while it is open
     assert [op.id for op in await h.store.list_operations()] == [first.id]
     assert await h.audit_actions(first.id) == ["requested"]
     assert [op.id for op in h.notifier.posted] == [first.id]
