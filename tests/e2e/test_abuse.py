@@ -205,3 +205,40 @@ async def test_a_refused_click_storm_is_one_audit_row_with_a_count(sqlite_url: s
         assert f"({clicks} times" in text
         assert text.count("*refused*") == 1
         assert has_buttons(stack.slack.state.message(CHANNEL, card.ts) or card)
+
+
+async def test_delete_from_a_list_row_twice_points_at_the_open_card(sqlite_url: str) -> None:
+    async with running(sqlite_url) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, f"list {SEED_VCO_HANGZHOU[:12]}")
+        page = await stack.slack.state.wait_for(
+            lambda: next(iter(_ephemerals_saying(stack, ALICE, "IPsec-VPN connections")), None),
+            timeout=10,
+            what="the list page",
+        )
+        await stack.agent.click(ALICE, CHANNEL, page.ts, ActionId.LIST_DELETE)
+        card = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+        await stack.agent.click(ALICE, CHANNEL, page.ts, ActionId.LIST_DELETE)
+        await stack.slack.state.wait_for(
+            lambda: _ephemerals_saying(stack, ALICE, "You already asked to delete") or None,
+            timeout=10,
+            what="a pointer to the open card",
+        )
+        assert _cards(stack, SEED_VCO_HANGZHOU) == [card]
+
+
+async def test_list_paging_counts_against_the_rate(sqlite_url: str) -> None:
+    async with running(sqlite_url, user_rate_per_minute=2) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, "list")
+        page = await stack.slack.state.wait_for(
+            lambda: next(iter(_ephemerals_saying(stack, ALICE, "IPsec-VPN connections")), None),
+            timeout=10,
+            what="the list page",
+        )
+        await stack.agent.click(ALICE, CHANNEL, page.ts, ActionId.LIST_DELETE)  # the second of two
+        await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+        before = len(stack.vpc.state.requests)
+        await stack.agent.click(ALICE, CHANNEL, page.ts, ActionId.LIST_DELETE)
+        await stack.slack.state.wait_for(
+            lambda: _ephemerals_saying(stack, ALICE, "Slow down") or None, timeout=10, what="slow down"
+        )
+        assert len(stack.vpc.state.requests) == before
