@@ -196,7 +196,14 @@ def renderings(name: str) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
+def _headers_keep_emoji_codes(payload: dict[str, Any]) -> None:
+    for block in payload["blocks"]:
+        if block["type"] == "header":
+            assert block["text"]["emoji"] is False  # a name ":boom:" stays text in plain_text too
+
+
 def _valid(kind: str, payload: dict[str, Any]) -> None:
+    _headers_keep_emoji_codes(payload)
     if kind == "view":
         View(**payload).validate_json()
         return

@@ -188,8 +188,10 @@ def _context(text: str, block_id: str | None = None) -> Block:
 
 
 def _header(text: str) -> Block:
-    # plain_text never parses mentions, so a name here cannot ping; it is only capped.
-    return {"type": "header", "block_id": BlockId.HEADER.value, "text": _plain(text, HEADER_MAX)}
+    # plain_text never parses mentions, so a name here cannot ping; it is only capped. Emoji codes
+    # are left as typed: a connection named ":fire:" is shown as that, not as a flame.
+    plain = _plain(text, HEADER_MAX) | {"emoji": False}
+    return {"type": "header", "block_id": BlockId.HEADER.value, "text": plain}
 
 
 def _message(text: str, blocks: Sequence[Block]) -> Message:
