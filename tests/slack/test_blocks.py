@@ -484,3 +484,33 @@ def _op_for_warnings(*, business_status: str, status: str) -> Operation:
         business_status=business_status,
     )
     return make_op(gateway=gateway)
+
+
+@pytest.mark.parametrize(
+    ("permalink", "linked"),
+    [
+        ("https://acme.slack.com/archives/C0CHANNEL/p1700000000000100", True),
+        ("https://acme.slack.com/archives/C0CHANNEL/p1|click here", False),
+        ("javascript:alert(1)", False),
+        (None, False),
+    ],
+)
+def test_already_requested_points_at_the_open_card(permalink: str | None, linked: bool) -> None:
+    from slack_sdk.models.blocks import Block
+
+    from bot.slack.blocks import build_already_requested
+
+    op = make_op(state=OpState.AWAITING_APPROVAL, channel_id="C0CHANNEL")
+    message = build_already_requested(op, permalink=permalink, now=T0)
+    walk_limits(message)
+    for raw in message["blocks"]:
+        Block.parse(raw).validate_json()  # type: ignore[union-attr]
+    assert message["response_type"] == "ephemeral"
+    text = message["blocks"][0]["text"]["text"]
+    assert "You already asked to delete `vco-bp1abc2def3gh`" in text
+    assert "Nothing new was posted" in text
+    assert (f"<{permalink}|its confirmation>" in text) is linked
+    if not linked:
+        assert "its confirmation in <#C0CHANNEL>" in text
+    looking = build_already_requested(make_op(state=OpState.LOOKING_UP), permalink=None, now=T0)
+    assert "being looked up" in looking["text"]
