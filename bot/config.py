@@ -183,6 +183,10 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="VPNBOT_ALLOWED_REGIONS"
     )
     require_second_approver: bool = Field(default=False, validation_alias="VPNBOT_REQUIRE_SECOND_APPROVER")
+    # Commands and lookups one person may make per minute (a token bucket in each process); 0: no limit.
+    user_rate_per_minute: int = Field(
+        default=20, ge=0, le=100_000, validation_alias="VPNBOT_USER_RATE_PER_MINUTE"
+    )
 
     # Other ALIBABA_CLOUD_* lines of the .env file (e.g. ALIBABA_CLOUD_ECS_METADATA_DISABLED), for the
     # credential chain library, which reads only the process environment (see bot.cloud.credentials).

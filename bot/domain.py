@@ -511,6 +511,9 @@ class AuditEntry:
     request_id: str | None = None
     # The operation's account (VPNBOT_ACCOUNTS name), when the bot serves several.
     account: str | None = None
+    # A refused click: how many times this person's clicks on this card were refused (one row, counted);
+    # None on every other entry.
+    times: int | None = None
 
 
 # --- events: what the workflow tells people; the Slack layer words them ---------------------------

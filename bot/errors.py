@@ -6,6 +6,8 @@ itself to a person in Slack (``friendly``) without a traceback::
     BotError
     ├── UsageError              the command text could not be understood (requester fixes it)
     ├── NotAllowed              a policy refused the request or the click (someone else must act)
+    ├── TooManyRequests         one person sent more commands or lookups than VPNBOT_USER_RATE_PER_MINUTE
+    ├── AlreadyRequested        the person already has an open request for that connection (its card)
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
     ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
     ├── StartupError            the process cannot start: database, port or faults file (one line + fix)
@@ -22,6 +24,7 @@ boundary that touches them, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from bot.domain import Operation
 
 __all__ = [
+    "AlreadyRequested",
     "BotError",
     "CloudApiError",
     "CloudError",
@@ -44,6 +48,7 @@ __all__ = [
     "SlackError",
     "StartupError",
     "StoreUnavailable",
+    "TooManyRequests",
     "UsageError",
     "Who",
 ]
@@ -115,6 +120,30 @@ class NotAllowed(BotError):
     @property
     def friendly(self) -> str:
         return f"{self.message} {self.who_can}".strip()
+
+
+class TooManyRequests(BotError):
+    """One person went past VPNBOT_USER_RATE_PER_MINUTE; ``retry_s``: seconds until they may again."""
+
+    def __init__(self, *, per_minute: int, retry_s: float) -> None:
+        wait = max(1, math.ceil(retry_s))
+        super().__init__(
+            f"Slow down: that is more than {per_minute} commands and lookups in a minute, the limit per "
+            f"person. Nothing was done; try again in {wait} s."
+        )
+        self.per_minute = per_minute
+        self.retry_s = retry_s
+
+
+class AlreadyRequested(BotError):
+    """The person already asked to delete this connection and that request is still open (``op``).
+
+    The Slack layer points at its card instead of posting another.
+    """
+
+    def __init__(self, op: Operation) -> None:
+        super().__init__(f"already requested: operation {op.id} is {op.state.value}")
+        self.op = op
 
 
 class ConfirmationClosed(BotError):

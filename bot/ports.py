@@ -237,6 +237,7 @@ class OperationStore(Protocol):
         op: Operation,
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
+        one_open: bool = False,
     ) -> Operation: ...
 
     async def get_operation(self, *, op_id: str) -> Operation | None: ...

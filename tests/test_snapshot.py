@@ -338,7 +338,7 @@ def test_the_reply_is_a_summary_then_the_configuration_as_yaml() -> None:
     _valid(message)
     summary = message["blocks"][0]["text"]["text"]
     assert summary.startswith(
-        ":floppy_disk: *Configuration before the deletion* of `vco-bp1abc2def3gh` (office)"
+        ":floppy_disk: *Configuration before the deletion* of `vco-bp1abc2def3gh` (`office`)"
     )
     assert "gateway `vpn-bp1gw0001`, customer gateway `cgw-bp1cg0001`, 3 routes pointed at it" in summary
     assert "Configuration before the deletion" in message["text"]

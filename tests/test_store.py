@@ -764,6 +764,35 @@ async def test_a_full_disk_is_said_as_a_full_disk_not_as_an_unreachable_database
         await store.close()
 
 
+async def test_refused_clicks_are_counted_on_one_row_per_person_and_operation(db_url: str) -> None:
+    store = await Store.open(db_url)
+    try:
+        await store.create_operation(op=make_op())
+        t0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+        def refused(actor: str, minute: int, detail: str = "approve: no") -> AuditEntry:
+            at = t0 + timedelta(minutes=minute)
+            return AuditEntry(at=at, action="refused", actor_id=actor, op_id="op-1", detail=detail, times=1)
+
+        for minute in range(3):
+            await store.add_audit(refused("U0CAROL", minute, detail=f"approve: no {minute}"))
+        await store.add_audit(refused("U0DAVE", 5))
+        note = AuditEntry(at=t0, action="note", actor_id="U0CAROL", op_id="op-1")
+        await store.add_audit(note)
+        await store.add_audit(note)  # uncounted entries are each a row, as before
+        rows = await store.recent_audit(limit=10, op_id="op-1")
+        assert [(e.actor_id, e.action, e.times) for e in rows] == [
+            ("U0DAVE", "refused", 1),
+            ("U0CAROL", "refused", 3),
+            ("U0CAROL", "note", None),
+            ("U0CAROL", "note", None),
+        ]
+        carol = rows[1]
+        assert (carol.at, carol.detail) == (t0 + timedelta(minutes=2), "approve: no 2")  # the latest
+    finally:
+        await store.close()
+
+
 def test_disk_full_is_recognised_by_postgres_sqlstate_and_sqlite_code() -> None:
     class PgError(Exception):
         sqlstate = "53100"
@@ -779,3 +808,40 @@ def test_disk_full_is_recognised_by_postgres_sqlstate_and_sqlite_code() -> None:
     assert not disk_full(StoreUnavailable("x"))
     assert not StoreUnavailable("x").disk_full
     assert "unreachable" in StoreUnavailable("x").friendly
+
+
+async def test_migration_8_keeps_refusal_rows_written_before_it(db_url: str) -> None:
+    """A database of schema 7 may hold many refusal rows for one card and person; they stay, uncounted."""
+    store = await Store.open(db_url)
+    await store.create_operation(op=make_op())
+    await store.close()
+    store = await Store.open(db_url)
+    insert = (
+        "INSERT INTO audit (at, action, actor_id, op_id, detail) "
+        "VALUES ('2025-01-01 00:00:00', 'refused', 'U0CAROL', 'op-1', 'approve: no')"
+    )
+    try:  # back to schema 7, with two rows for one click twice
+        await execute_sql(
+            store,
+            "DROP INDEX ux_audit_repeats",
+            "ALTER TABLE audit DROP COLUMN times",
+            "DELETE FROM schema_version WHERE version = 8",
+            insert,
+            insert,
+        )
+    finally:
+        await store.close()
+    store = await Store.open(db_url)
+    try:
+        assert await store.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        at = datetime(2025, 1, 2, tzinfo=UTC)
+        for _ in range(2):
+            await store.add_audit(
+                AuditEntry(
+                    at=at, action="refused", actor_id="U0CAROL", op_id="op-1", detail="approve: no", times=1
+                )
+            )
+        rows = await store.recent_audit(limit=10, op_id="op-1")
+        assert [e.times for e in rows] == [2, None, None]
+    finally:
+        await store.close()

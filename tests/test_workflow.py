@@ -38,7 +38,7 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import ConfirmationClosed, NotAllowed, SlackError
+from bot.errors import AlreadyRequested, ConfirmationClosed, NotAllowed, SlackError
 from bot.slack.blocks import closed_text
 from bot.store import Store
 
@@ -194,8 +194,38 @@ async def test_policy_refusals_are_audited(h: Harness) -> None:
     with pytest.raises(NotAllowed):
         await wf.cancel(op_id=op.id, user_id="U0INTERN")
     assert (await h.op(op.id)).state is OpState.AWAITING_APPROVAL
+    # One person's refused clicks on one card are one row, counted (the latest detail kept).
+    assert await h.audit_actions(op.id) == ["requested", "refused"]
+    refused = (await h.store.recent_audit(limit=1, op_id=op.id))[0]
+    assert (refused.actor_id, refused.times) == ("U0INTERN", 2)
+    assert refused.detail.startswith("cancel:")
+    with pytest.raises(NotAllowed):
+        await wf.approve(op_id=op.id, user_id="U0OTHER")  # another person: a row of their own
     assert await h.audit_actions(op.id) == ["requested", "refused", "refused"]
     assert [e.actor_id for e in await wf.history(limit=10) if e.action == "refused"][-1] == "U0STRANGER"
+
+
+async def test_one_open_request_per_person_and_connection(h: Harness) -> None:
+    """Asking again for a connection one already asked for points at that request; nothing is stored."""
+    wf = h.workflow()
+    # All at once, with nothing stored yet: the check and the insert share a transaction.
+    at_once = await asyncio.gather(*(h.request(wf) for _ in range(6)), return_exceptions=True)
+    created = [r for r in at_once if isinstance(r, Operation)]
+    assert len(created) == 1, at_once
+    first = created[0]
+    refused = [r for r in at_once if r is not first]
+    assert all(isinstance(r, AlreadyRequested) and r.op.id == first.id for r in refused), at_once
+    with pytest.raises(AlreadyRequested):
+        await h.request(wf)  # and later, while it is open
+    assert [op.id for op in await h.store.list_operations()] == [first.id]
+    assert await h.audit_actions(first.id) == ["requested"]
+    assert [op.id for op in h.notifier.posted] == [first.id]
+
+    other = await h.request(wf, user_id="U0OTHER")  # someone else may still ask once
+    assert other.id != first.id
+    await wf.cancel(op_id=first.id, user_id="U0REQ")
+    again = await h.request(wf)  # closed: a new request is a new card
+    assert again.id not in {first.id, other.id}
 
 
 async def test_unknown_operation_is_closed(h: Harness) -> None:

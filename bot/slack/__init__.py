@@ -18,6 +18,7 @@ from bot.slack.find import make_list_delete_listener, make_list_page_listener
 from bot.slack.home import ApprovalPolicy, RecentOperations, make_home_listener
 from bot.slack.ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
+from bot.slack.limits import UserRate
 from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener
 from bot.slack.recreate import make_recreate_open_listener, make_recreate_submit_listener
 from bot.slack.visibility import Visibility
@@ -71,6 +72,7 @@ def register(
         listings=ListingCache(inventory) if inventory is not None else None,
         read_policy=read_policy,
         visibility=visibility,
+        rate=UserRate(settings.user_rate_per_minute),
     )
     app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
     app.action(ActionId.APPROVE.value)(make_approve_listener(deps))

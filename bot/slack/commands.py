@@ -12,7 +12,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import NotAllowed, UsageError
+from bot.errors import AlreadyRequested, NotAllowed, TooManyRequests, UsageError
 from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
 from bot.slack.deps import SlackDeps
@@ -30,7 +30,7 @@ from bot.slack.parse import (
     parse_slash_command,
 )
 from bot.slack.picker import open_picker
-from bot.slack.replies import check_region, send
+from bot.slack.replies import already_requested, check_region, send
 from bot.slack.visibility import history_accounts
 
 __all__ = ["check_region", "make_vpn_command_listener", "send"]
@@ -47,6 +47,8 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
         """Handle /vpn: ack first, then help, history, list, status or a delete request."""
         try:
             request = parse_slash_command(command)
+            # Every command counts, before anything is parsed, looked up or stored.
+            deps.rate.take(request.user_id)
             parsed = parse_command(request.text, default_region=deps.settings.default_region)
             if isinstance(parsed, DeleteCommand):
                 # Pure and instant (settings only): a refusal rides on the ack, nothing is started.
@@ -55,7 +57,7 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             elif isinstance(parsed, PickCommand) and parsed.account is not None:
                 choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
-        except NotAllowed as err:
+        except (NotAllowed, TooManyRequests) as err:
             await ack(**build_refusal(err.friendly))
             return
         except UsageError as err:
@@ -117,11 +119,14 @@ async def _after_ack(
             )
         case DeleteCommand(vco_id=vco_id, region=region, account=account):
             await check_region(deps, region)
-            await deps.workflow.request_delete(
-                team_id=request.team_id or "",
-                vco_id=vco_id,
-                region=region,
-                response_url=request.response_url or None,
-                account=account or "",
-                **who,
-            )
+            try:
+                await deps.workflow.request_delete(
+                    team_id=request.team_id or "",
+                    vco_id=vco_id,
+                    region=region,
+                    response_url=request.response_url or None,
+                    account=account or "",
+                    **who,
+                )
+            except AlreadyRequested as err:
+                await send(respond, await already_requested(client, err.op))

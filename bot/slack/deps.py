@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation
 from bot.slack.inventory import Inventory, ListingCache
+from bot.slack.limits import UserRate
 from bot.slack.visibility import Visibility
 
 __all__ = ["InFlight", "LoadMeter", "OperationLookup", "ReadPolicy", "Regions", "SlackDeps", "WorkflowApi"]
@@ -154,3 +155,5 @@ class SlackDeps:
     read_policy: ReadPolicy | None = None
     # Who sees which operation (/vpn status <request>); None only in Slack-layer tests.
     visibility: Visibility | None = None
+    # Commands and lookups per person (VPNBOT_USER_RATE_PER_MINUTE); off unless register() sets it.
+    rate: UserRate = field(default_factory=lambda: UserRate(0))

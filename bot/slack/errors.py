@@ -29,8 +29,17 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
 
-from bot.errors import BotError, ConfirmationClosed, RecreateRefused, SlackError, StoreUnavailable, UsageError
+from bot.errors import (
+    AlreadyRequested,
+    BotError,
+    ConfirmationClosed,
+    RecreateRefused,
+    SlackError,
+    StoreUnavailable,
+    UsageError,
+)
 from bot.slack.blocks import (
+    build_already_requested,
     build_refusal,
     build_unexpected_error,
     build_usage,
@@ -65,6 +74,8 @@ def reply_for(error: Exception, *, kind: str) -> dict[str, Any]:
     """The ephemeral reply for ``error`` (logging unknown errors with their id)."""
     if isinstance(error, UsageError):
         message = build_usage(error=error.friendly)
+    elif isinstance(error, AlreadyRequested):
+        message = build_already_requested(error.op, permalink=None, now=datetime.now(UTC))
     elif isinstance(error, ConfirmationClosed):
         message = build_refusal(closed_text(error.op, now=datetime.now(UTC)))
     elif isinstance(error, RecreateRefused):

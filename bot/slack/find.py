@@ -18,12 +18,10 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain import Operation, VpnGateway
-from bot.errors import CloudError, UsageError
-from bot.ids import is_channel_id
+from bot.domain import VpnGateway
+from bot.errors import AlreadyRequested, CloudError, UsageError
 from bot.slack.accounts import choose_account
 from bot.slack.blocks import build_busy, build_looking_up, code
-from bot.slack.codes import SLACK_FAILURES
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.find_blocks import (
@@ -35,7 +33,7 @@ from bot.slack.find_blocks import (
 )
 from bot.slack.find_parse import ListClick, ListCommand, ListPage, RowDelete, StatusCommand, parse_list_click
 from bot.slack.inventory import Inventory, ListingCache
-from bot.slack.replies import check_region, send
+from bot.slack.replies import already_requested, check_region, permalink, send
 
 __all__ = ["make_list_delete_listener", "make_list_page_listener", "show_list", "show_status"]
 
@@ -112,19 +110,6 @@ async def _routes(
         return None
 
 
-async def _permalink(client: AsyncWebClient, op: Operation) -> str | None:
-    if op.message_ts is None or not is_channel_id(op.channel_id):
-        return None
-    try:
-        response = await client.chat_getPermalink(channel=op.channel_id, message_ts=op.message_ts)
-    # Without a link the reply names the channel instead; the status itself is what was asked.
-    except SLACK_FAILURES as exc:
-        log.warning("status: chat.getPermalink failed", extra={"error": type(exc).__name__})
-        return None
-    link = response.get("permalink")
-    return link if isinstance(link, str) else None
-
-
 async def show_status(
     deps: SlackDeps,
     command: StatusCommand,
@@ -144,8 +129,8 @@ async def show_status(
         await _check_read(deps, user_id=user_id, channel_id=channel_id, region=op.region)
         if deps.visibility is not None:
             await deps.visibility.check(op, user_id=user_id, place=channel_id)
-        permalink = await _permalink(client, op)
-        await send(respond, build_operation_status(op, permalink=permalink, now=datetime.now(UTC)))
+        link = await permalink(client, op)
+        await send(respond, build_operation_status(op, permalink=link, now=datetime.now(UTC)))
         return
     inventory, _ = _inventory(deps)
     assert command.vco_id is not None  # noqa: S101 - parse_status sets one of the two
@@ -169,6 +154,7 @@ def make_list_page_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
         await ack()
         async with errors_to_user(body, respond, inflight=deps.inflight):
             click = parse_list_click(body)
+            deps.rate.take(click.user_id)
             if not isinstance(click.value, ListPage):
                 raise UsageError("This button is not a page button.")
             message = await render_page(deps, click.value, user_id=click.user_id, channel_id=click.channel_id)
@@ -177,7 +163,9 @@ def make_list_page_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     return handle_list_page_click
 
 
-async def _start_delete(deps: SlackDeps, click: ListClick, value: RowDelete, respond: AsyncRespond) -> None:
+async def _start_delete(
+    deps: SlackDeps, click: ListClick, value: RowDelete, respond: AsyncRespond, client: AsyncWebClient
+) -> None:
     account = choose_account(deps.settings, channel_id=click.channel_id, asked=value.a)
     if deps.inflight.full:
         deps.inflight.shed()
@@ -185,15 +173,19 @@ async def _start_delete(deps: SlackDeps, click: ListClick, value: RowDelete, res
         return
     await check_region(deps, value.r)
     await respond(**build_looking_up(value.v, value.r, account), replace_original=False)
-    await deps.workflow.request_delete(
-        team_id=click.team_id,
-        user_id=click.user_id,
-        channel_id=click.channel_id,
-        vco_id=value.v,
-        region=value.r,
-        response_url=click.response_url,
-        account=account,
-    )
+    try:
+        await deps.workflow.request_delete(
+            team_id=click.team_id,
+            user_id=click.user_id,
+            channel_id=click.channel_id,
+            vco_id=value.v,
+            region=value.r,
+            response_url=click.response_url,
+            account=account,
+        )
+    except AlreadyRequested as err:
+        await respond(**await already_requested(client, err.op), replace_original=False)
+        return
     if deps.listings is not None:
         deps.listings.forget(region=value.r, account=account)
 
@@ -201,13 +193,16 @@ async def _start_delete(deps: SlackDeps, click: ListClick, value: RowDelete, res
 def make_list_delete_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     """Build the row Delete… listener bound to ``deps``."""
 
-    async def handle_list_delete_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def handle_list_delete_click(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         """Handle Delete… on a row: the same request as ``/vpn delete <id> <region>``."""
         await ack()
         async with errors_to_user(body, respond, inflight=deps.inflight):
             click = parse_list_click(body)
+            deps.rate.take(click.user_id)
             if not isinstance(click.value, RowDelete):
                 raise UsageError("This button is not a Delete… button.")
-            await _start_delete(deps, click, click.value, respond)
+            await _start_delete(deps, click, click.value, respond, client)
 
     return handle_list_delete_click

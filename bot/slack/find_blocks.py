@@ -1,7 +1,7 @@
 """Pure Block Kit builders for ``/vpn list`` and ``/vpn status``: records in, ephemeral messages out.
 
-As in :mod:`bot.slack.blocks`: every text from a person or an API is escaped and capped, every
-message has a ``text`` fallback, and no secret is in the records to render.
+As in :mod:`bot.slack.blocks`: every text from a person or an API enters mrkdwn through ``code()``
+(inert) and is capped, every message has a ``text`` fallback, and no secret is in the records to render.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from bot.slack.blocks import (
     TEXT_MAX,
     cap,
     code,
-    escape,
     fit_blocks,
     format_time,
+    inert_name,
     mention,
     safe_mrkdwn,
+    subnets,
 )
 from bot.slack.find_parse import ListPage, RowDelete
 from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
@@ -38,8 +39,6 @@ Block = dict[str, Any]
 _SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+/[A-Za-z0-9/._?=&%-]*", re.ASCII)
 PAGE_SIZE = 15
 BUTTON_TEXT_MAX = 75
-_NAME_MAX = 128  # Alibaba allows 1 to 100 characters; a little room in case that grows
-_SUBNETS_MAX = 300
 
 
 def page_count(total: int) -> int:
@@ -78,22 +77,17 @@ def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
     return {"response_type": "ephemeral", "text": cap(text, TEXT_MAX), "blocks": fit_blocks(blocks)}
 
 
-def _subnets(value: str) -> str:
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    return escape(cap(", ".join(parts), _SUBNETS_MAX)) if parts else "—"
-
-
 def _tunnel_status(row: ConnectionRow) -> str:
     if row.tunnels:
-        return " / ".join(escape(cap(t or "unknown", 40)) for t in row.tunnels)
-    return escape(cap(row.status or "unknown", 40))
+        return " / ".join(code(t or "unknown", 40) for t in row.tunnels)
+    return code(row.status or "unknown", 40)
 
 
 def _row_text(row: ConnectionRow) -> str:
-    name = f"*{escape(cap(row.name, _NAME_MAX))}* " if row.name else ""
+    name = f"{inert_name(row.name, missing='')} " if row.name and row.name.strip() else ""
     return (
         f"{name}{code(row.id)}\n"
-        f"gateway {code(row.gateway_id or '—')} · tunnel {_tunnel_status(row)} · remote {_subnets(row.remote_subnet)}"
+        f"gateway {code(row.gateway_id or '—')} · tunnel {_tunnel_status(row)} · remote {subnets(row.remote_subnet)}"
     )
 
 
@@ -151,25 +145,28 @@ def build_connection_status(
     row: ConnectionRow, gateway: VpnGateway | None, *, region: str, routes: int | None, account: str = ""
 ) -> Message:
     """A connection's live state: tunnels, gateway state and the routes pointing at it."""
-    name = escape(cap(row.name, _NAME_MAX)) if row.name else "(no name)"
+    name = inert_name(row.name)
     gateway_state = (
         f"{code(gateway.status or 'unknown', 40)}"
-        + (f" ({escape(cap(gateway.business_status, 40))})" if gateway.business_status != "Normal" else "")
+        + (f" ({code(gateway.business_status, 40)})" if gateway.business_status != "Normal" else "")
         if gateway is not None
         else "unknown (DescribeVpnGateway did not answer)"
     )
     route_text = "unknown (the route tables did not answer)" if routes is None else str(routes)
     lines = [
-        f"*{name}* {code(row.id)} in {code(region, 40)}"
+        f"{name} {code(row.id)} in {code(region, 40)}"
         + (f", account {code(account, 40)}" if account else ""),
         f"• Tunnel status: {_tunnel_status(row)}",
         f"• Gateway {code(row.gateway_id or '—')}: {gateway_state}",
         f"• Routes with this connection as next hop: {route_text}",
-        f"• Local subnets: {_subnets(row.local_subnet)}",
-        f"• Remote subnets: {_subnets(row.remote_subnet)}",
+        f"• Local subnets: {subnets(row.local_subnet)}",
+        f"• Remote subnets: {subnets(row.remote_subnet)}",
     ]
     text = "\n".join(lines)
-    fallback = f"{row.id} in {region}: tunnel {row.tunnels or row.status}, gateway {gateway.status if gateway else 'unknown'}"
+    fallback = (
+        f"{code(row.id)} in {code(region, 40)}: tunnel {_tunnel_status(row)}, "
+        f"gateway {code(gateway.status if gateway else 'unknown', 40)}"
+    )
     return _ephemeral(fallback, [_section(text, BlockId.LOOKUP.value)])
 
 

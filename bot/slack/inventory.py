@@ -86,7 +86,9 @@ class ListingCache:
         self._entries: OrderedDict[tuple[str, str, str], tuple[float, tuple[ConnectionRow, ...]]] = (
             OrderedDict()
         )
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # One lock per listing being fetched, with how many callers hold or wait for it; dropped when
+        # the last one leaves, whether the fetch succeeded or failed (a failed key kept its lock forever).
+        self._locks: dict[tuple[str, str, str], tuple[asyncio.Lock, int]] = {}
 
     def _fresh(self, key: tuple[str, str, str]) -> tuple[ConnectionRow, ...] | None:
         entry = self._entries.get(key)
@@ -102,19 +104,28 @@ class ListingCache:
         cached = self._fresh(key)
         if cached is not None:
             return cached
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self._fresh(key)
-            if cached is not None:
-                return cached
-            rows = tuple(
-                await self._inventory.connections(region=region, gateway_id=gateway_id, account=account)
-            )
-            self._entries[key] = (self._clock(), rows)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                old, _ = self._entries.popitem(last=False)
-                self._locks.pop(old, None)
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                cached = self._fresh(key)
+                if cached is not None:
+                    return cached
+                rows = tuple(
+                    await self._inventory.connections(region=region, gateway_id=gateway_id, account=account)
+                )
+                self._entries[key] = (self._clock(), rows)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+        finally:
+            _, users = self._locks[key]
+            if users > 1:
+                self._locks[key] = (lock, users - 1)
+            else:
+                del self._locks[key]
         return rows
 
     def forget(self, *, region: str, gateway_id: str | None = None, account: str = "") -> None:

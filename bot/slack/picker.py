@@ -18,7 +18,7 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import BotError, CloudApiError, NotAllowed, UsageError
+from bot.errors import AlreadyRequested, BotError, CloudApiError, NotAllowed, UsageError
 from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks.views import build_connection_options, build_picker
 from bot.slack.codes import SLACK_FAILURES, translate
@@ -26,7 +26,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import reply_for
 from bot.slack.ids import BlockId
 from bot.slack.picker_parse import PickerSubmission, parse_submission, parse_suggestion
-from bot.slack.replies import check_region
+from bot.slack.replies import already_requested, check_region
 
 __all__ = ["field_error", "make_picker_submit_listener", "make_picker_suggest_listener", "open_picker"]
 
@@ -101,6 +101,7 @@ def make_picker_suggest_listener(deps: SlackDeps) -> Callable[..., Awaitable[Non
         """Answer what was typed with the region's matching connections (from the cached listing)."""
         try:
             suggestion = parse_suggestion(body)
+            deps.rate.take(suggestion.user_id)
             account = choose_account(
                 deps.settings, channel_id=suggestion.channel_id, asked=suggestion.account
             )
@@ -140,6 +141,10 @@ def _short(err: BotError) -> str:
 async def _check_submission(deps: SlackDeps, sub: PickerSubmission, account: str) -> Errors:
     """Check a submitted picker; return the field errors to show in the modal (empty if fine)."""
     try:
+        deps.rate.take(sub.user_id)
+    except BotError as err:
+        return {BlockId.PICK_CONNECTION.value: _short(err)}
+    try:
         await check_region(deps, sub.region)
         await _check_read(deps, user_id=sub.user_id, channel_id=sub.channel_id, region=sub.region)
     except BotError as err:
@@ -167,7 +172,10 @@ async def _check_submission(deps: SlackDeps, sub: PickerSubmission, account: str
 
 
 async def _tell(client: AsyncWebClient, sub: PickerSubmission, error: Exception) -> None:
-    message = reply_for(error, kind="view_submission")
+    if isinstance(error, AlreadyRequested):
+        message = await already_requested(client, error.op)
+    else:
+        message = reply_for(error, kind="view_submission")
     try:
         await client.chat_postEphemeral(channel=sub.channel_id, user=sub.user_id, **message)
     # The modal is closed; if even this fails the log is all that is left.

@@ -1,19 +1,25 @@
-"""Small steps shared by the command and button listeners: reply through response_url, check a region."""
+"""Small steps shared by the command and button listeners: reply through response_url, check a region,
+find a message's permalink, point at a request that is already open."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain import Operation
 from bot.errors import UsageError
-from bot.slack.blocks import code
+from bot.ids import is_channel_id
+from bot.slack.blocks import build_already_requested, code
+from bot.slack.codes import SLACK_FAILURES
 from bot.slack.deps import SlackDeps
 
-__all__ = ["check_region", "send"]
+__all__ = ["already_requested", "check_region", "permalink", "send"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +29,25 @@ async def send(respond: AsyncRespond, message: Mapping[str, Any]) -> None:
     response = await respond(**message)
     if response.status_code != 200:
         log.warning("response_url refused a reply", extra={"status": response.status_code})
+
+
+async def permalink(client: AsyncWebClient, op: Operation) -> str | None:
+    """The link to ``op``'s message, or None (not posted yet, or Slack did not answer)."""
+    if op.message_ts is None or not is_channel_id(op.channel_id):
+        return None
+    try:
+        response = await client.chat_getPermalink(channel=op.channel_id, message_ts=op.message_ts)
+    # Without a link the reply names the channel instead.
+    except SLACK_FAILURES as exc:
+        log.warning("chat.getPermalink failed", extra={"error": type(exc).__name__})
+        return None
+    link = response.get("permalink")
+    return link if isinstance(link, str) else None
+
+
+async def already_requested(client: AsyncWebClient, op: Operation) -> dict[str, Any]:
+    """The ephemeral reply pointing at the open request ``op`` (with its permalink when Slack gives it)."""
+    return build_already_requested(op, permalink=await permalink(client, op), now=datetime.now(UTC))
 
 
 async def check_region(deps: SlackDeps, region: str) -> None:

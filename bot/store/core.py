@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection, Sequence
@@ -211,6 +212,30 @@ def _log_audit(entry: AuditEntry, state: OpState | None) -> None:
     )
 
 
+def _request_lock_key(op: Operation) -> int:
+    """A signed 64-bit advisory lock key for (requester, account, region, connection)."""
+    digest = hashlib.sha256(f"{op.requester_id}\0{op.account}\0{op.region}\0{op.vco_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _open_request(op: Operation) -> Any:
+    """The oldest open request by ``op``'s requester to delete ``op``'s connection (where ``op`` would be)."""
+    return (
+        select(operations)
+        .where(
+            operations.c.requester_id == op.requester_id,
+            operations.c.vco_id == op.vco_id,
+            operations.c.region == op.region,
+            operations.c.account == op.account,
+            operations.c.kind == op.kind,
+            operations.c.state.in_(_states((OpState.LOOKING_UP, OpState.AWAITING_APPROVAL))),
+            operations.c.expires_at > op.created_at,
+        )
+        .order_by(operations.c.created_at)
+        .limit(1)
+    )
+
+
 def _states(states: Collection[OpState]) -> list[str]:
     return [OpState(s).value for s in states]
 
@@ -330,21 +355,38 @@ class Store(OutboxMixin):
         op: Operation,
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
+        one_open: bool = False,
     ) -> Operation:
         """Insert a new operation, optionally leased to its creator, with its first audit entry.
 
-        Returns ``op``: the row holds exactly its fields (nothing is read back).
+        Returns ``op``: the row holds exactly its fields (nothing is read back). With ``one_open``,
+        if the same person already has an open request (looking up, or awaiting approval and not
+        expired) to delete the same connection, nothing is written and that operation is returned
+        instead, checked in the same transaction as the insert.
         """
         values = _row_values(op)
         if lease is not None:
             values["lease_owner"], values["lease_expires_at"] = lease
+        open_request = _open_request(op) if one_open else None
+        postgres = self._postgres
 
-        def create(conn: Connection) -> None:
+        def create(conn: Connection) -> Operation | None:
+            if open_request is not None:
+                if postgres:
+                    # Two replicas asked at once both see no open request under READ COMMITTED; this
+                    # lock (held to the commit) queues the second. SQLite's BEGIN IMMEDIATE already does.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _request_lock_key(op)})
+                row = conn.execute(open_request).first()
+                if row is not None:
+                    return _row_to_op(row)
             conn.execute(_INSERT_OPERATION, values)
             if audit_entry is not None:
                 conn.execute(_INSERT_AUDIT, _audit_row(audit_entry))
+            return None
 
-        await self._run(create)
+        existing = await self._run(create)
+        if existing is not None:
+            return existing
         if audit_entry is not None:
             _log_audit(audit_entry, op.state)
         return op
@@ -716,9 +758,28 @@ class Store(OutboxMixin):
 
     @shielded
     async def add_audit(self, entry: AuditEntry) -> AuditEntry:
-        """Append one audit record that goes with no state change (e.g. a refusal)."""
+        """Append one audit record that goes with no state change (e.g. a refusal).
+
+        An entry with ``times`` set (a refused click) is counted instead: if that person already has a
+        counted row of the same action on the same operation, that row's ``times`` goes up by one and
+        it takes this entry's time and detail, in one statement; so repeated clicks cannot push real
+        actions out of ``/vpn history``.
+        """
         values = _audit_row(entry)
-        await self._run(lambda conn: conn.execute(_INSERT_AUDIT, values))
+        if entry.times is None:
+            await self._run(lambda conn: conn.execute(_INSERT_AUDIT, values))
+        else:
+            insert_one = self._insert(audit).values(values)
+            upsert = insert_one.on_conflict_do_update(
+                index_elements=[audit.c.op_id, audit.c.actor_id, audit.c.action],
+                index_where=audit.c.times.isnot(None),
+                set_={
+                    "times": audit.c.times + 1,
+                    "at": insert_one.excluded.at,
+                    "detail": insert_one.excluded.detail,
+                },
+            )
+            await self._run(lambda conn: conn.execute(upsert))
         _log_audit(entry, None)
         return entry
 

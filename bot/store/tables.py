@@ -39,6 +39,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "audit",
+    "audit_repeats",
     "gateway_locks",
     "heartbeats",
     "metadata",
@@ -155,7 +156,20 @@ audit = Table(
     Column("request_id", String(128)),
     # Added by migration 5.
     Column("account", String(64)),
+    # Added by migration 7: set on a refused click's row, which counts that person's refused clicks on
+    # that card (one row each, updated) instead of a row per click; NULL on every other row.
+    Column("times", Integer),
     Index("ix_audit_at", "at"),
+)
+# At most one counted row per card, person and action: the refused click's upsert lands on it.
+audit_repeats = Index(
+    "ux_audit_repeats",
+    audit.c.op_id,
+    audit.c.actor_id,
+    audit.c.action,
+    unique=True,
+    sqlite_where=audit.c.times.isnot(None),
+    postgresql_where=audit.c.times.isnot(None),
 )
 
 outbox = Table(
@@ -265,6 +279,14 @@ def _migration_7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[slack_requests], checkfirst=True)
 
 
+def _migration_8(conn: Connection) -> None:
+    # Refused clicks are counted on one row per card and person (see audit.times).
+    present = {c["name"] for c in inspect(conn).get_columns("audit")}
+    if "times" not in present:
+        conn.execute(text("ALTER TABLE audit ADD COLUMN times INTEGER"))
+    audit_repeats.create(conn, checkfirst=True)
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -274,5 +296,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

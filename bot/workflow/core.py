@@ -47,7 +47,14 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import ConfirmationClosed, NotAllowed, RecreateRefused, SlackError, StoreUnavailable
+from bot.errors import (
+    AlreadyRequested,
+    ConfirmationClosed,
+    NotAllowed,
+    RecreateRefused,
+    SlackError,
+    StoreUnavailable,
+)
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
@@ -164,7 +171,9 @@ class Workflow:
         """Check policy, record the request, look the connection up and post the confirmation.
 
         ``account`` is the VPNBOT_ACCOUNTS name it runs in (the Slack layer chose and checked it);
-        ``""`` for the single-account bot.
+        ``""`` for the single-account bot. One open request per person and connection: if this
+        person's earlier request for it is still looking up or awaiting approval, nothing is
+        recorded and AlreadyRequested (with that operation) is raised.
 
         The request is recorded (leased to this worker) before the lookup, so if this process
         dies during it another worker finishes the lookup and answers the requester.
@@ -234,11 +243,15 @@ class Workflow:
             response_url=response_url,
             account=account,
         )
-        return await self._store.create_operation(
+        created = await self._store.create_operation(
             op=op,
             lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
             audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
+            one_open=True,
         )
+        if created.id != op.id:
+            raise AlreadyRequested(created)
+        return created
 
     async def recreate_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
         """The deleted operation ``op_id`` if Recreate… may be used on it now by ``user_id``.
@@ -347,8 +360,9 @@ class Workflow:
         try:
             await self._policy.check_approval(user_id=user_id, op=op)
         except NotAllowed as err:
+            # Counted on one row per person and card: a click storm cannot flood /vpn history.
             await self._store.add_audit(
-                self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}")
+                self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}", times=1)
             )
             raise
         if op.state is not OpState.AWAITING_APPROVAL:
@@ -415,7 +429,7 @@ class Workflow:
             await self._policy.check_cancel(user_id=user_id, op=op)
         except NotAllowed as err:
             await self._store.add_audit(
-                self._steps.entry(op, "refused", actor_id=user_id, detail=f"cancel: {err.friendly}")
+                self._steps.entry(op, "refused", actor_id=user_id, detail=f"cancel: {err.friendly}", times=1)
             )
             raise
         now = self._clock.now()

@@ -576,7 +576,14 @@ class Steps:
         self._meter.operation_finished(done.state.value, took, done.account)
 
     def entry(
-        self, op: Operation, action: str, *, actor_id: str, detail: str = "", request_id: str | None = None
+        self,
+        op: Operation,
+        action: str,
+        *,
+        actor_id: str,
+        detail: str = "",
+        request_id: str | None = None,
+        times: int | None = None,
     ) -> AuditEntry:
         if op.kind == KIND_RECREATE and not action.startswith("recreate"):
             # The trail tells recreations apart: recreate_requested, recreate_approved, ….
@@ -591,6 +598,7 @@ class Steps:
             detail=detail,
             request_id=request_id,
             account=op.account or None,
+            times=times,
         )
 
     # --- recreations ---------------------------------------------------------------------------

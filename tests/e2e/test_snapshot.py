@@ -65,7 +65,7 @@ async def test_the_last_reply_is_the_configuration_with_the_routes_that_pointed_
     reply = await _snapshot_reply(stack, ts)
 
     summary = reply.blocks[0]["text"]["text"]
-    assert f"of `{SEED_VCO_HANGZHOU}` (office-beijing)" in summary
+    assert f"of `{SEED_VCO_HANGZHOU}` (`office-beijing`)" in summary
     assert "3 routes pointed at it" in summary
     document = _document(reply)
     connection = document["connection"]
@@ -119,7 +119,7 @@ async def test_a_snapshot_that_cannot_be_read_does_not_stop_the_deletion(stack: 
 
     last = await _snapshot_reply(stack, card.ts, "could not be taken")
     summary = last.blocks[0]["text"]["text"]
-    assert f"The configuration of `{SEED_VCO_HANGZHOU}` (office-beijing) could not be taken" in summary
+    assert f"The configuration of `{SEED_VCO_HANGZHOU}` (`office-beijing`) could not be taken" in summary
     assert "(Alibaba Cloud code `Forbidden`). The deletion went on" in summary
     # What the bot knew, and the routes it could still read, are below.
     document = _document(last)

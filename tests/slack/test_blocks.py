@@ -100,11 +100,11 @@ def test_confirmation_structure() -> None:
     for expected in (
         "`vco-bp1abc2def3gh`",
         "office-tunnel",
-        "`vpn-bp1gw0001` main-gw",
+        "`vpn-bp1gw0001` `main-gw`",
         "state: `active`",
         "`ike_sa_established`",
         "`cgw-bp1cgw0001`",
-        "10.0.0.0/24, 10.0.1.0/24",
+        "`10.0.0.0/24`, `10.0.1.0/24`",
         "192.168.0.0/16",
         "`cn-hangzhou`",
         "<@U0REQUEST>",
@@ -522,3 +522,33 @@ def test_fit_blocks_shortens_the_longest_texts_alike_and_keeps_every_block() -> 
     # The input is not changed, and what fits comes back as it was.
     assert blocks[1]["text"]["text"].endswith("x")
     assert fit_blocks(fitted, budget=10_000) == fitted
+
+
+@pytest.mark.parametrize(
+    ("permalink", "linked"),
+    [
+        ("https://acme.slack.com/archives/C0CHANNEL/p1700000000000100", True),
+        ("https://acme.slack.com/archives/C0CHANNEL/p1|click here", False),
+        ("javascript:alert(1)", False),
+        (None, False),
+    ],
+)
+def test_already_requested_points_at_the_open_card(permalink: str | None, linked: bool) -> None:
+    from slack_sdk.models.blocks import Block
+
+    from bot.slack.blocks import build_already_requested
+
+    op = make_op(state=OpState.AWAITING_APPROVAL, channel_id="C0CHANNEL")
+    message = build_already_requested(op, permalink=permalink, now=T0)
+    walk_limits(message)
+    for raw in message["blocks"]:
+        Block.parse(raw).validate_json()  # type: ignore[union-attr]
+    assert message["response_type"] == "ephemeral"
+    text = message["blocks"][0]["text"]["text"]
+    assert "You already asked to delete `vco-bp1abc2def3gh`" in text
+    assert "Nothing new was posted" in text
+    assert (f"<{permalink}|its confirmation>" in text) is linked
+    if not linked:
+        assert "its confirmation in <#C0CHANNEL>" in text
+    looking = build_already_requested(make_op(state=OpState.LOOKING_UP), permalink=None, now=T0)
+    assert "being looked up" in looking["text"]

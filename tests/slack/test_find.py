@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import tracemalloc
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -266,8 +268,8 @@ def test_connection_status() -> None:
     )
     valid_block_kit(message)
     text = message["blocks"][0]["text"]["text"]
-    assert "ipsec_sa_established / ike_sa_not_established" in text
-    assert "`updating` (FinancialLocked)" in text
+    assert "`ipsec_sa_established` / `ike_sa_not_established`" in text
+    assert "`updating` (`FinancialLocked`)" in text
     assert "next hop: 3" in text
     assert "<!channel>" not in rendered(message)
     unknown = build_connection_status(row(1), None, region="cn-hangzhou", routes=None)
@@ -355,6 +357,53 @@ async def test_concurrent_misses_share_one_fetch_and_size_is_bounded() -> None:
         await cache.rows(region=region)
     await cache.rows(region="cn-hangzhou")  # evicted as the oldest
     assert inventory.calls[-1] == ("cn-hangzhou", None)
+
+
+class _Unavailable(Exception):
+    pass
+
+
+class FailingInventory(CountingInventory):
+    failed = 0
+
+    async def connections(
+        self, *, region: str, gateway_id: str | None = None, account: str = ""
+    ) -> list[ConnectionRow]:
+        self.failed += 1  # counted, not recorded: the test measures what the cache keeps
+        await self.gate.wait()
+        raise _Unavailable(region)
+
+
+async def test_failed_listings_leave_no_lock_behind() -> None:
+    """Each failing key (e.g. ``/vpn list`` of random gateways) used to keep its lock forever."""
+    inventory = FailingInventory([])
+    cache = ListingCache(inventory, clock=lambda: 0.0)
+
+    async def fail(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            with pytest.raises(_Unavailable):
+                await cache.rows(region="cn-hangzhou", gateway_id=f"vpn-bp1{i:020d}")
+        # Concurrent callers of one failing key share its lock; the last one out drops it.
+        inventory.gate.clear()
+        waiting = [asyncio.create_task(cache.rows(region=f"cn-x{first}")) for _ in range(3)]
+        await asyncio.sleep(0)
+        inventory.gate.set()
+        for task in waiting:
+            with pytest.raises(_Unavailable):
+                await task
+
+    await fail(0, 200)  # first-time allocations are not the leak
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        await fail(200, 5000)
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 100_000, f"{after - before} bytes kept for 5,000 failed listings"
+    assert inventory.failed == 200 + 5000 + 2 * 3  # no failure was cached
 
 
 # --- check_read ----------------------------------------------------------------------------------

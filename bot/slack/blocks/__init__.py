@@ -1,8 +1,10 @@
 """Pure Block Kit builders: domain records in, message dicts out. No I/O, no clients.
 
 Every message has a ``text`` fallback (notifications, screen readers). Every string that came
-from a user or from an API is escaped for mrkdwn (``& < >``), so a connection named
-``<!channel>`` cannot ping anyone, and every text is capped to Slack's limits. Pre-shared keys
+from a user or from an API enters mrkdwn through :func:`~bot.slack.blocks.text.code` (an inline
+code span, escaped, its backticks and line breaks neutralised), so a connection named
+``<!channel>`` cannot ping anyone and one named ``*x* ```y``` `` restyles nothing; every text is
+capped to Slack's limits. Pre-shared keys
 and BGP AuthKeys are not in the domain records, and raw API bodies are never rendered.
 
 The package: ``text`` (escaping, limits, times, block primitives), ``cards`` (the confirmation and
@@ -15,6 +17,7 @@ from bot.slack.blocks.cards import build_confirmation, build_parent, closed_text
 from bot.slack.blocks.ephemeral import (
     ONE_ACCOUNT_TEXT,
     account_choice_text,
+    build_already_requested,
     build_busy,
     build_history,
     build_looking_up,
@@ -61,8 +64,10 @@ from bot.slack.blocks.text import (
     fits,
     format_duration,
     format_time,
+    inert_name,
     mention,
     safe_mrkdwn,
+    subnets,
 )
 from bot.slack.blocks.thread import build_progress, build_respond, build_thread_reply
 
@@ -89,6 +94,7 @@ __all__ = [
     "SnapshotFile",
     "account_choice_text",
     "blocks_text_length",
+    "build_already_requested",
     "build_busy",
     "build_confirmation",
     "build_history",
@@ -113,9 +119,11 @@ __all__ = [
     "format_duration",
     "format_time",
     "impact_summary",
+    "inert_name",
     "mention",
     "recreate_refused_text",
     "safe_mrkdwn",
     "snapshot_document",
     "snapshot_summary",
+    "subnets",
 ]

@@ -31,15 +31,16 @@ from bot.slack.blocks.text import (
     _name,
     _plain,
     _section,
-    _subnets,
     account_line,
     cap,
     code,
     escape,
     format_duration,
     format_time,
+    inert_name,
     mention,
     safe_mrkdwn,
+    subnets,
 )
 from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 
@@ -48,8 +49,8 @@ from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 
 def _details(op: Operation) -> Block:
     conn, gw = op.connection, op.gateway
-    conn_name = escape(conn.name) if conn.name else "_(no name)_"
-    gw_name = escape(gw.name) if gw.name else "_(no name)_"
+    conn_name = inert_name(conn.name, missing="_(no name)_")
+    gw_name = inert_name(gw.name, missing="_(no name)_")
     # The states were looked up for the confirmation; once it is decided they are history.
     when = "" if op.state is OpState.AWAITING_APPROVAL else " at request time"
     fields = [
@@ -57,8 +58,8 @@ def _details(op: Operation) -> Block:
         f"*Gateway*\n{code(gw.id or conn.gateway_id)} {gw_name}\nstate{when}: {code(gw.status or 'unknown', 40)}",
         f"*Connection status{when}*\n{code(conn.status or 'unknown', 40)}",
         f"*Customer gateway*\n{code(conn.customer_gateway_id) if conn.customer_gateway_id else '—'}",
-        f"*Local subnets*\n{_subnets(conn.local_subnet)}",
-        f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
+        f"*Local subnets*\n{subnets(conn.local_subnet)}",
+        f"*Remote subnets*\n{subnets(conn.remote_subnet)}",
         *([f"*Account*\n{code(op.account, 40)}"] if op.account else []),
         f"*Region*\n{code(op.region, 64)}",
         f"*Requested by*\n{mention(op.requester_id)}",
@@ -177,8 +178,8 @@ def build_confirmation(
         _footer(op),
     ]
     text = (
-        f"{mention(op.requester_id)} asks to delete VPN connection {escape(op.connection.id)} "
-        f"({escape(op.connection.name or 'no name')}) {escape(_where(op))}: approve or cancel."
+        f"{mention(op.requester_id)} asks to delete VPN connection {code(op.connection.id)} "
+        f"({inert_name(op.connection.name, missing='no name')}) {escape(_where(op))}: approve or cancel."
     )
     if op.impact is not None:
         text += f" {impact_summary(op.impact)}."
@@ -341,14 +342,17 @@ def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_appro
     status = _status_text(op, now)
     if op.state is OpState.DELETED and op.new_vco_id:
         status += "\n" + recreated_line(op)
-    header = _HEADERS[op.state].format(_name(op))
+    header = _HEADERS[op.state]
     blocks = [
-        _header(header),
+        _header(header.format(_name(op))),
         _section(account_line(op) + status, BlockId.STATUS.value),
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         *recreate_offer_blocks(op, now=now),
         _footer(op),
     ]
-    # The header is plain_text (never parsed); the fallback text is mrkdwn, so escape it there.
-    return _message(f"{escape(header)}. {status}", blocks)
+    # The header is plain_text (never parsed); the fallback text is mrkdwn, so the name is inert there.
+    return _message(
+        f"{header.format(inert_name(op.connection.name) if op.connection.name else code(op.connection.id))}. {status}",
+        blocks,
+    )

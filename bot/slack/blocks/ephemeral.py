@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from bot.domain import (
     AuditEntry,
+    Operation,
+    OpState,
 )
+from bot.ids import is_channel_id
 from bot.slack import codes as slack_codes
 from bot.slack.blocks.text import (
     BLOCKS_MAX,
@@ -82,6 +86,33 @@ def build_refusal(text: str) -> Message:
     return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
 
 
+# A link from chat.getPermalink is only rendered if nothing in it can end or alter the mrkdwn link.
+_SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+/[A-Za-z0-9/._?=&%-]*", re.ASCII)
+
+
+def build_already_requested(op: Operation, *, permalink: str | None, now: datetime) -> Message:
+    """The reply to a second delete of a connection whose earlier request by the same person is still open."""
+    if permalink and _SAFE_LINK_RE.fullmatch(permalink):
+        card = f"<{permalink.replace('&', '&amp;')}|its confirmation>"
+    elif is_channel_id(op.channel_id):
+        card = f"its confirmation in <#{op.channel_id}>"
+    else:
+        card = "its confirmation"
+    if op.state is OpState.LOOKING_UP:
+        where = f" in <#{op.channel_id}>" if is_channel_id(op.channel_id) else ""
+        body = (
+            f":point_up: You already asked to delete {code(op.vco_id)} a moment ago; it is being looked up "
+            f"and its confirmation will appear{where}. Nothing new was posted."
+        )
+    else:
+        body = (
+            f":point_up: You already asked to delete {code(op.vco_id)}: {card} is still waiting for "
+            f"approval (until {format_time(op.expires_at, now=now)}). Nothing new was posted; cancel "
+            "that one there if you changed your mind."
+        )
+    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+
+
 def build_unexpected_error(error_id: str, *, nothing_deleted: bool) -> Message:
     """The reply for a bug: an error id to quote, never a traceback."""
     if nothing_deleted:
@@ -122,6 +153,8 @@ def _history_line(entry: AuditEntry, now: datetime) -> str:
         mention(entry.actor_id),
         f"*{escape(cap(entry.action, 40))}*",
     ]
+    if entry.times is not None and entry.times > 1:
+        parts.append(f"({entry.times} times, the last shown)")
     if entry.vco_id:
         parts.append(code(entry.vco_id))
     if entry.account:

@@ -40,15 +40,15 @@ from bot.slack.blocks.text import (
     _name,
     _plain,
     _section,
-    _subnets,
     account_line,
     cap,
     code,
-    escape,
     format_duration,
     format_time,
+    inert_name,
     mention,
     safe_mrkdwn,
+    subnets,
 )
 from bot.slack.ids import ActionId, BlockId, CallbackId
 
@@ -179,17 +179,17 @@ def _what(snapshot: Snapshot) -> str:
     tunnels = config.get("tunnel_options_specification") or []
     ike = config.get("ike_config") or {}
     lines = [
-        f"*Name* {escape(cap(str(config.get('name') or snapshot.name or '(no name)'), 128))}",
+        f"*Name* {inert_name(str(config.get('name') or snapshot.name or ''))}",
         f"*Gateway* {code(snapshot.gateway_id)}",
         f"*Customer gateway* {code(snapshot.customer_gateway_id) if snapshot.customer_gateway_id else '—'}",
-        f"*Local subnets* {_subnets(snapshot.local_subnet)}",
-        f"*Remote subnets* {_subnets(snapshot.remote_subnet)}",
+        f"*Local subnets* {subnets(snapshot.local_subnet)}",
+        f"*Remote subnets* {subnets(snapshot.remote_subnet)}",
     ]
     if tunnels:
         lines.append(f"*Tunnels* {len(tunnels)} (the same pre-shared key is set on each)")
     elif ike:
         lines.append(
-            f"*IKE* {escape(str(ike.get('ike_version', '')))} {escape(str(ike.get('ike_enc_alg', '')))}"
+            f"*IKE* {code(str(ike.get('ike_version', '')), 40)} {code(str(ike.get('ike_enc_alg', '')), 40)}"
         )
     lines.append(f"*BGP* {'on' if _has_bgp(snapshot) else 'off'}")
     return "\n".join(lines)
@@ -230,7 +230,7 @@ def not_carried_lines(lost: Sequence[NotCarried]) -> list[str]:
                     "come back without descriptions."
                 )
             case _:  # pragma: no cover - every part is listed above
-                lines.append(f"• {escape(item.part)} {values}")
+                lines.append(f"• {code(item.part, 80)} {values}")
     return lines
 
 
@@ -295,12 +295,12 @@ def build_recreate_modal(op: Operation) -> View:
 def _details(op: Operation) -> Block:
     conn = op.connection
     fields = [
-        f"*Deleted connection*\n{code(conn.id)}\n{escape(conn.name) if conn.name else '_(no name)_'}",
+        f"*Deleted connection*\n{code(conn.id)}\n{inert_name(conn.name, missing='_(no name)_')}",
         f"*Gateway*\n{code(op.gateway.id or conn.gateway_id)}",
         f"*New connection*\n{code(op.new_vco_id) if op.new_vco_id else '— (not created yet)'}",
         f"*Customer gateway*\n{code(conn.customer_gateway_id) if conn.customer_gateway_id else '—'}",
-        f"*Local subnets*\n{_subnets(conn.local_subnet)}",
-        f"*Remote subnets*\n{_subnets(conn.remote_subnet)}",
+        f"*Local subnets*\n{subnets(conn.local_subnet)}",
+        f"*Remote subnets*\n{subnets(conn.remote_subnet)}",
         # With several accounts, the account comes with the region: it is recreated where it was.
         *([f"*Account*\n{code(op.account, 40)}"] if op.account else []),
         f"*Region*\n{code(op.region, 64)}",
@@ -384,8 +384,8 @@ def build_recreate_confirmation(
         _footer(op),
     ]
     text = (
-        f"{mention(op.requester_id)} asks to recreate VPN connection {escape(op.vco_id)} "
-        f"({escape(name)}) in {escape(op.region)}: approve or cancel."
+        f"{mention(op.requester_id)} asks to recreate VPN connection {code(op.vco_id)} "
+        f"({inert_name(op.connection.name)}) in {code(op.region, 64)}: approve or cancel."
     )
     return _message(text, blocks)
 
@@ -492,14 +492,15 @@ def build_recreate_parent(op: Operation, *, now: datetime | None = None) -> Mess
     """The recreation's confirmation re-rendered for its current state (no buttons once decided)."""
     now = now or op.updated_at
     status = _status(op, now)
-    header = _HEADERS[op.state].format(_name(op))
+    header = _HEADERS[op.state]
     blocks = [
-        _header(header),
+        _header(header.format(_name(op))),
         _section(account_line(op) + status, BlockId.STATUS.value),
         _details(op),
         _footer(op),
     ]
-    return _message(f"{escape(header)}. {status}", blocks)
+    shown = inert_name(op.connection.name) if op.connection.name else code(op.connection.id)
+    return _message(f"{header.format(shown)}. {status}", blocks)
 
 
 # --- thread replies --------------------------------------------------------------------------------

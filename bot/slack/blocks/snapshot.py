@@ -26,6 +26,7 @@ from bot.slack.blocks.text import (
     code,
     escape,
     fits,
+    inert_name,
 )
 
 __all__ = ["FILE_KEY", "SnapshotFile", "build_snapshot_reply", "snapshot_document", "snapshot_summary"]
@@ -68,7 +69,7 @@ def _reason(unread: Unread) -> str:
 
 def snapshot_summary(snapshot: Snapshot) -> str:
     """The one-line summary (mrkdwn): what was saved, or why it could not be."""
-    name = f" ({escape(snapshot.name)})" if snapshot.name else ""
+    name = f" ({inert_name(snapshot.name)})" if snapshot.name and snapshot.name.strip() else ""
     missing = snapshot.unread_part(PART_CONFIGURATION)
     if missing is not None:
         return (

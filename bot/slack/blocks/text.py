@@ -1,4 +1,4 @@
-"""Block Kit primitives: escaping, caps, ids in code spans, mentions, times and durations, blocks."""
+"""Block Kit primitives: escaping, caps, names and ids made inert, mentions, times and durations, blocks."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ MESSAGE_BUDGET = 11_000
 MESSAGE_TEXT_MAX = 40_000
 # The shortest a text is cut to when a message must shrink to fit the budget.
 _FIT_FLOOR = 200
+# Alibaba's longest connection or gateway name: shown whole, never cut.
+NAME_MAX = 128
+# Subnets listed on a card or a status line; past that it says "and N more".
+SUBNETS_SHOWN = 10
 # Routes listed on the card; past that it says "and N more".
 ROUTES_SHOWN = 20
 
@@ -46,6 +50,8 @@ _SAFE_TOKEN_RE = re.compile(
     rf"<@(?:{USER_BODY})>|<!subteam\^(?:{USERGROUP_BODY})>|<#(?:{CHANNEL_BODY})>|&(?:amp|lt|gt);",
     re.ASCII,
 )
+# Characters that break a line: a code span does not cross one, and a line starting with "&gt;" is a quote.
+_LINE_BREAK_RE = re.compile("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
 # A cut that ends inside an entity or a mention would render as garbage; trim back to before it.
 _DANGLING_RE = re.compile(r"(&[a-z]{0,4}|<[^>]{0,40})$", re.ASCII)
 
@@ -97,9 +103,33 @@ def cap(text: str, limit: int) -> str:
 
 
 def code(text: str, limit: int = 100) -> str:
-    """Render an id as inline code, escaped and bounded (a backtick would end the span)."""
-    inner = escape(cap(text.replace("`", "'"), limit))
-    return f"`{inner}`"
+    """Render a cloud- or person-provided string inert in mrkdwn: as inline code, escaped and bounded.
+
+    This is the one way an id, a name, a status or a subnet that the bot did not write enters
+    mrkdwn. Slack formats nothing inside a code span (no bold, italics, strike, emoji, quotes), so
+    ``*``, ``_``, ``~`` and ``:x:`` in a name stay literal; the only characters that could end the
+    span are neutralised: a backtick becomes its lookalike U+02CB and a line break a space.
+    ``& < >`` are escaped, so nothing links or pings. Ids (``vco-…``) keep every character, so they
+    copy and paste exactly. A blank string renders as "—" (an empty span would show two backticks).
+    """
+    flat = _LINE_BREAK_RE.sub(" ", text).replace("`", "\u02cb")
+    if not flat.strip():
+        return "—"
+    return f"`{escape(cap(flat, limit))}`"
+
+
+def inert_name(text: str | None, *, missing: str = "(no name)") -> str:
+    """A connection's or gateway's name, inert (see :func:`code`), whole up to Alibaba's 128 characters."""
+    return code(text, NAME_MAX) if text and text.strip() else missing
+
+
+def subnets(value: str) -> str:
+    """A comma-separated subnet list from the cloud, each inert, at most SUBNETS_SHOWN of them."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts:
+        return "—"
+    shown = ", ".join(code(p, 64) for p in parts[:SUBNETS_SHOWN])
+    return shown + (f" and {len(parts) - SUBNETS_SHOWN} more" if len(parts) > SUBNETS_SHOWN else "")
 
 
 def mention(user_id: str | None) -> str:
@@ -169,8 +199,10 @@ def _context(text: str, block_id: str | None = None) -> Block:
 
 
 def _header(text: str) -> Block:
-    # plain_text never parses mentions, so a name here cannot ping; it is only capped.
-    return {"type": "header", "block_id": BlockId.HEADER.value, "text": _plain(text, HEADER_MAX)}
+    # plain_text never parses mentions, so a name here cannot ping; it is only capped. Emoji codes
+    # are left as typed: a connection named ":fire:" is shown as that, not as a flame.
+    plain = _plain(text, HEADER_MAX) | {"emoji": False}
+    return {"type": "header", "block_id": BlockId.HEADER.value, "text": plain}
 
 
 def _text_objects(node: object) -> list[dict[str, Any]]:
@@ -244,11 +276,6 @@ def _copy(node: Any) -> Any:
 
 def _message(text: str, blocks: Sequence[Block]) -> Message:
     return {"text": cap(text, TEXT_MAX), "blocks": fit_blocks(blocks)}
-
-
-def _subnets(value: str) -> str:
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    return ", ".join(escape(p) for p in parts) if parts else "—"
 
 
 def _name(op: Operation) -> str:

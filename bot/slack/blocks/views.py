@@ -23,8 +23,8 @@ from bot.slack.blocks.text import (
     _section,
     cap,
     code,
-    escape,
     format_time,
+    inert_name,
     mention,
 )
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -160,8 +160,8 @@ def _where(op: Operation, link: str | None) -> str:
 
 
 def _home_line(op: Operation, link: str | None, now: datetime) -> str:
-    name = escape(cap(op.connection.name, 128)) if op.connection.name else ""
-    what = f"*{name}* {code(op.connection.id)}" if name else code(op.connection.id)
+    name = inert_name(op.connection.name, missing="")
+    what = f"{name} {code(op.connection.id)}" if name else code(op.connection.id)
     if op.is_recreate:
         what = f"Recreate {what}" + (f" as {code(op.new_vco_id)}" if op.new_vco_id else "")
     when = format_time(op.finished_at or op.created_at, now=now)
