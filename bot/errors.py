@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from bot.inert import neutralise
+
 if TYPE_CHECKING:
     from bot.domain import Operation
 
@@ -281,10 +283,11 @@ class CloudError(BotError):
     @property
     def friendly(self) -> str:
         text = f"{self.info.friendly} {self.info.action}".strip()
+        # The code and the RequestId come from Alibaba's answer: shown inert (bot.inert).
         if self.request_id:
-            text += f" (Alibaba Cloud code `{self.info.code}`, RequestId `{self.request_id}`)"
+            text += f" (Alibaba Cloud code `{neutralise(self.info.code)}`, RequestId `{neutralise(self.request_id)}`)"
         else:
-            text += f" (code `{self.info.code}`)"
+            text += f" (code `{neutralise(self.info.code)}`)"
         return text
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from bot.errors import ErrorInfo, RetryClass, Who
+from bot.inert import neutralise
 
 __all__ = [
     "ACCOUNT_NOT_CONFIGURED",
@@ -454,12 +455,13 @@ def lookup(code: str, *, message: str = "", http_status: int | None = None) -> E
             http_status=http_status if http_status is not None else known.http_status,
         )
     server_side = http_status is not None and 500 <= http_status <= 599
-    shown = f" It said: “{message}”" if message else ""
+    # Both come from the answer, not from this table: shown inert, so they cannot restyle the reply.
+    shown = f" It said: `{neutralise(message[:300])}`" if message else ""
     return ErrorInfo(
         code=code,
         http_status=http_status,
         api_message=message,
-        friendly=f"Alibaba Cloud returned an error the bot does not know ({code}).{shown}",
+        friendly=f"Alibaba Cloud returned an error the bot does not know (`{neutralise(code)}`).{shown}",
         action=(
             "The bot retries it as a server-side failure; if it persists, the bot administrator should look it up."
             if server_side

@@ -135,3 +135,14 @@ def test_who_must_act() -> None:
     assert "id" in gone.action
     assert "region" in gone.action
     assert lookup("Throttling").who is Who.NOBODY
+
+
+def test_an_unknown_codes_text_from_alibaba_is_shown_inert() -> None:
+    """Alibaba's code and message for a code the bot does not know cannot restyle the reply."""
+    info = lookup("Odd.`Code`", message="*now* ```fenced```\n> quoted _it_", http_status=400)
+    assert "```" not in info.friendly
+    assert "\n" not in info.friendly
+    assert "(`Odd.ˋCodeˋ`)" in info.friendly
+    assert "`*now* ˋˋˋfencedˋˋˋ > quoted _it_`" in info.friendly
+    # Every backtick left is one of the spans' own: the outside text sits inside them.
+    assert info.friendly.count("`") == 4

@@ -11,6 +11,7 @@ from bot.domain import (
     Operation,
 )
 from bot.ids import CHANNEL_BODY, USER_BODY, USERGROUP_BODY, is_user_id
+from bot.inert import neutralise
 from bot.slack.ids import SLASH_COMMAND, BlockId
 
 Message = dict[str, Any]
@@ -51,7 +52,6 @@ _SAFE_TOKEN_RE = re.compile(
     re.ASCII,
 )
 # Characters that break a line: a code span does not cross one, and a line starting with "&gt;" is a quote.
-_LINE_BREAK_RE = re.compile("[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
 # A cut that ends inside an entity or a mention would render as garbage; trim back to before it.
 _DANGLING_RE = re.compile(r"(&[a-z]{0,4}|<[^>]{0,40})$", re.ASCII)
 
@@ -112,7 +112,7 @@ def code(text: str, limit: int = 100) -> str:
     ``& < >`` are escaped, so nothing links or pings. Ids (``vco-…``) keep every character, so they
     copy and paste exactly. A blank string renders as "—" (an empty span would show two backticks).
     """
-    flat = _LINE_BREAK_RE.sub(" ", text).replace("`", "\u02cb")
+    flat = neutralise(text)
     if not flat.strip():
         return "—"
     return f"`{escape(cap(flat, limit))}`"
