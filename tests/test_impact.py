@@ -12,7 +12,7 @@ import pytest
 from fakes import api_error
 from slack_sdk.models.blocks import Block
 
-from bot.cloud.impact import ROUTES_KEPT, build_impact, within
+from bot.cloud.impact import ROUTES_KEPT, build_impact, may_learn_bgp_routes, within
 from bot.cloud.models import VpnConnectionDetail, VpnPbrRouteEntriesPage, VpnRouteEntriesPage
 from bot.domain import (
     PART_POLICY_ROUTES,
@@ -375,3 +375,32 @@ def test_names_and_values_from_the_api_are_escaped() -> None:
     assert "<!channel>" not in json.dumps(message)
     assert "&lt;!channel&gt;" in _block(message, BlockId.ROUTES)
     assert "role `&lt;!channel&gt; &amp; &lt;@U1&gt;`" in _block(message, BlockId.IMPACT)
+
+
+# --- which connections can have BGP routes through them ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "may"),
+    [
+        ({"VpnBgpConfig": {"EnableBgp": "false", "Status": "false"}}, False),
+        ({"EnableTunnelsBgp": False}, False),
+        ({"VpnBgpConfig": {"Status": "false"}}, False),  # the list answer's shape
+        ({"VpnBgpConfig": {"EnableBgp": "true", "Status": "success"}}, True),
+        ({"EnableTunnelsBgp": True}, True),
+        (
+            {
+                "EnableTunnelsBgp": False,
+                "TunnelOptionsSpecification": {
+                    "TunnelOptions": [{"TunnelIndex": 1, "TunnelBgpConfig": {"BgpStatus": "success"}}]
+                },
+            },
+            True,
+        ),
+        ({}, True),  # says nothing either way: may
+        ({"VpnBgpConfig": {}}, True),
+    ],
+)
+def test_only_a_connection_that_says_bgp_is_off_has_no_bgp_routes(answer: dict[str, Any], may: bool) -> None:
+    detail = VpnConnectionDetail.model_validate({"VpnConnectionId": VCO, **answer})
+    assert may_learn_bgp_routes(detail) is may

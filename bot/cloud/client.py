@@ -44,7 +44,7 @@ from bot.cloud.codes import (
 )
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
 from bot.cloud.endpoints import EndpointResolver, Network
-from bot.cloud.impact import build_impact, within
+from bot.cloud.impact import build_impact, may_learn_bgp_routes, within
 from bot.cloud.models import (
     CreateVpnConnectionResponse,
     CreateVpnPbrRouteEntryResponse,
@@ -766,7 +766,10 @@ class VpcClient:
         list[VpnRouteEntry] | Unread,
         list[VpnPbrRouteEntry] | Unread,
     ]:
-        """The connection's detail and the routes through its gateway, in parallel, each within ``deadline_s``.
+        """The connection's detail and the routes through its gateway, in parallel, all within ``deadline_s``.
+
+        The BGP route list follows the detail, and only if BGP may run on the connection
+        (:func:`bot.cloud.impact.may_learn_bgp_routes`).
 
         With ``reuse`` (the preview), a detail that :meth:`describe_vpn_connection` has just read is
         used instead of reading it again, and the reads are shared with the same reads already on
@@ -775,26 +778,44 @@ class VpcClient:
         """
         vco_id, gateway_id = connection.id, connection.gateway_id
         fresh = self._fresh_detail(region, vco_id) if reuse else None
-        return await asyncio.gather(
+        started = asyncio.get_running_loop().time()
+        detail = asyncio.ensure_future(
             within(
                 PART_CONNECTION,
                 deadline_s,
                 _ready(fresh)
                 if fresh is not None
                 else self.describe_vpn_connection_detail(region=region, vco_id=vco_id, shared=reuse),
-            ),
+            )
+        )
+
+        async def learned() -> list[VpnRouteEntry] | Unread:
+            # BGP routes go through a connection only over its BGP session: without one, the list
+            # is not read (one call fewer per preview and per snapshot). The preview has the
+            # detail at hand; the snapshot waits for its own fresh read, within the same deadline.
+            read = await detail
+            if isinstance(read, VpnConnectionDetail) and not may_learn_bgp_routes(read):
+                return []
+            left = deadline_s - (asyncio.get_running_loop().time() - started)
+            found = await within(
+                PART_ROUTES,
+                max(left, 0.0),
+                self.describe_vpn_route_entries(
+                    region=region, gateway_id=gateway_id, route_entry_type="bgp", shared=reuse
+                ),
+            )
+            if isinstance(found, Unread) and found.code is None:  # the deadline, which people know whole
+                return Unread(part=PART_ROUTES, reason=f"no answer within {deadline_s:g} s")
+            return found
+
+        return await asyncio.gather(
+            detail,
             within(
                 PART_ROUTES,
                 deadline_s,
                 self.describe_vpn_route_entries(region=region, gateway_id=gateway_id, shared=reuse),
             ),
-            within(
-                PART_ROUTES,
-                deadline_s,
-                self.describe_vpn_route_entries(
-                    region=region, gateway_id=gateway_id, route_entry_type="bgp", shared=reuse
-                ),
-            ),
+            learned(),
             within(
                 PART_POLICY_ROUTES,
                 deadline_s,

@@ -34,6 +34,7 @@ from bot.errors import CloudError
 __all__ = [
     "ROUTES_KEPT",
     "build_impact",
+    "may_learn_bgp_routes",
     "within",
 ]
 
@@ -100,6 +101,29 @@ def _tunnel(tunnel: TunnelOptions) -> ImpactTunnel:
         status=tunnel.status or "",
         bgp=_tunnel_bgp(tunnel.tunnel_bgp_config),
     )
+
+
+_OFF = ("", "false")
+
+
+def may_learn_bgp_routes(detail: VpnConnectionDetail) -> bool:
+    """Whether BGP may run on the connection, so that BGP routes may have it as next hop.
+
+    Only a connection whose answer says BGP is off, and no tunnel of it says otherwise, has none:
+    a route is learned by BGP through a connection only over its BGP session. An answer that
+    says nothing either way counts as "may".
+    """
+    config = detail.vpn_bgp_config
+    tunnels_on = any(
+        t.tunnel_bgp_config is not None and (t.tunnel_bgp_config.bgp_status or "").lower() not in _OFF
+        for t in detail.tunnels
+    )
+    if detail.enable_tunnels_bgp or tunnels_on or (config is not None and config.enable_bgp):
+        return True
+    single_off = config is not None and (
+        config.enable_bgp is False or (config.enable_bgp is None and (config.status or "").lower() == "false")
+    )
+    return not (single_off or detail.enable_tunnels_bgp is False)
 
 
 def _from_detail(detail: VpnConnectionDetail) -> Impact:

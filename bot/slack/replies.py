@@ -12,6 +12,7 @@ from typing import Any
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.cloud.regions import PUBLIC_REGIONS
 from bot.domain import Operation
 from bot.errors import UsageError
 from bot.ids import is_channel_id
@@ -51,7 +52,13 @@ async def already_requested(client: AsyncWebClient, op: Operation) -> dict[str, 
 
 
 async def check_region(deps: SlackDeps, region: str) -> None:
-    """Refuse a region DescribeRegions does not know; if that list is unavailable, allow it."""
+    """Refuse a region DescribeRegions does not know; if that list is unavailable, allow it.
+
+    One of Alibaba's public regions needs no check: asking DescribeRegions first would put a
+    round trip in front of the first command after start-up (see bot.cloud.regions).
+    """
+    if region in PUBLIC_REGIONS:
+        return
     try:
         async with asyncio.timeout(deps.regions_timeout):
             known = await deps.regions()

@@ -175,8 +175,11 @@ class Workflow:
         person's earlier request for it is still looking up or awaiting approval, nothing is
         recorded and AlreadyRequested (with that operation) is raised.
 
-        The request is recorded (leased to this worker) before the lookup, so if this process
-        dies during it another worker finishes the lookup and answers the requester.
+        The request is recorded (leased to this worker) before the lookup goes on past its first
+        read, so if this process dies during it another worker finishes the lookup and answers the
+        requester. That first read, of the connection, is on its way while the request is
+        recorded: waiting for the store first put a transaction (a queue of them, in a burst) in
+        front of the first Alibaba round trip.
         """
         try:
             await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=region)
@@ -192,20 +195,29 @@ class Workflow:
             )
             await self._store.add_audit(entry)
             raise
-        op = await self._record_request(
-            team_id=team_id,
-            user_id=user_id,
-            channel_id=channel_id,
-            vco_id=vco_id,
-            region=region,
-            response_url=response_url,
-            account=account,
+        read = asyncio.ensure_future(
+            self._steps.read_connection(account=account, region=region, vco_id=vco_id)
         )
-        self._looking_up.add(op.id)
         try:
-            op = await self._steps.look_up(op, reply_on_failure=False)
+            op = await self._record_request(
+                team_id=team_id,
+                user_id=user_id,
+                channel_id=channel_id,
+                vco_id=vco_id,
+                region=region,
+                response_url=response_url,
+                account=account,
+            )
+            self._looking_up.add(op.id)
+            try:
+                op = await self._steps.look_up(op, reply_on_failure=False, connection=read)
+            finally:
+                self._looking_up.discard(op.id)
         finally:
-            self._looking_up.discard(op.id)
+            # Not recorded (the store failed), or the lookup ended before it needed the read.
+            read.cancel()
+            if read.done() and not read.cancelled():
+                read.exception()  # looked at: it was the lookup's to report, or nobody's
         # Posted (or its delivery is retried) before this returns. The operation is returned as the
         # lookup left it, without the message's ts: reading it back would cost every request one
         # more store transaction, and no caller needs it.

@@ -197,25 +197,37 @@ class Steps:
         await self._store.enqueue(op_id=op.id, effects=[thread(event)], now=self._clock.now())
         self._outbox.kick(op.id)
 
-    async def look_up(self, op: Operation, *, reply_on_failure: bool) -> Operation:
+    async def read_connection(self, *, account: str, region: str, vco_id: str) -> VpnConnection:
+        """The lookup's first read, which may start before the request is recorded (see look_up)."""
+        # Reads for the confirmation only inform the approver: they may join the same reads
+        # already on the way for other requests (a burst on one gateway reads it once).
+        return await self._vpcs.for_account(account).describe_vpn_connection(
+            region=region, vco_id=vco_id, shared=True
+        )
+
+    async def look_up(
+        self, op: Operation, *, reply_on_failure: bool, connection: Awaitable[VpnConnection] | None = None
+    ) -> Operation:
         """LOOKING_UP -> AWAITING_APPROVAL (and post the card), or FAILED with the reason.
 
+        ``connection`` is :meth:`read_connection` for ``op`` already on its way (the request path
+        starts it while the request is recorded); without it, the lookup reads the connection.
         On the request path the error is raised for the Slack layer to answer; a resumed lookup
         answers through the response_url (the outbox), as long as that still works.
         """
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
-            # Reads for the confirmation only inform the approver: they may join the same reads
-            # already on the way for other requests (a burst on one gateway reads it once).
-            connection = await self._read(op).describe_vpn_connection(
-                region=op.region, vco_id=op.vco_id, shared=True
+            found = await (
+                connection
+                if connection is not None
+                else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
             )
             # The preview is looked up alongside the gateway; it never fails and has its own deadline.
-            preview = asyncio.create_task(self._preview(op, connection), name=f"vpnbot-impact-{op.id}")
+            preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
             try:
                 gateway = await self._read(op).describe_vpn_gateway(
-                    region=op.region, gateway_id=connection.gateway_id, shared=True
+                    region=op.region, gateway_id=found.gateway_id, shared=True
                 )
             except BaseException:
                 preview.cancel()
@@ -237,16 +249,16 @@ class Steps:
             from_states={OpState.LOOKING_UP},
             to=OpState.AWAITING_APPROVAL,
             now=self._clock.now(),
-            connection=connection,
+            connection=found,
             gateway=gateway,
             impact=impact,
             effects=[Effect(EffectKind.POST_CONFIRMATION)],
         )
         if moved is None:
             return await self._store.get_operation(op_id=op.id) or op  # another worker finished the lookup
-        found, pending = moved
-        self._outbox.deliver_claimed(found, pending)
-        return found
+        awaiting, pending = moved
+        self._outbox.deliver_claimed(awaiting, pending)
+        return awaiting
 
     async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
         """The impact preview, or one saying it could not be read: it must never stop the confirmation."""

@@ -95,7 +95,9 @@ async def test_every_page_of_routes_is_read(sandbox: RunningSandbox) -> None:
 
     assert impact.route_count == 123  # 120 + the 3 seeded; the client asked for 3 pages of 50
     assert len(impact.routes) == 100  # the record keeps the first 100
-    assert len(sandbox.state.calls("DescribeVpnRouteEntries")) >= 4  # custom (3 pages) + bgp
+    # Custom routes, 3 pages; no BGP list: BGP is off on this connection, so no BGP route goes through it.
+    route_lists = [r.params.get("RouteEntryType") for r in sandbox.state.calls("DescribeVpnRouteEntries")]
+    assert route_lists == ["custom"] * 3
 
 
 async def test_a_forbidden_part_is_unread_and_the_rest_is_there(sandbox: RunningSandbox) -> None:
@@ -144,3 +146,52 @@ async def test_the_preview_reuses_a_fresh_read_of_the_connection(sandbox: Runnin
         now[0] += 11.0
         await client.describe_impact(region=SEED_REGION, connection=first, deadline_s=3.0)
         assert len(sandbox.state.calls("DescribeVpnConnection")) == 3
+
+
+def _route_lists(sandbox: RunningSandbox) -> list[str | None]:
+    return [r.params.get("RouteEntryType") for r in sandbox.state.calls("DescribeVpnRouteEntries")]
+
+
+async def test_the_bgp_route_list_is_read_only_for_a_connection_that_runs_bgp(
+    sandbox: RunningSandbox,
+) -> None:
+    await _impact(sandbox, SEED_VCO_HANGZHOU)
+    assert _route_lists(sandbox) == ["custom"]
+    await _impact(sandbox, SEED_VCO_HANGZHOU_BGP)
+    assert sorted(_route_lists(sandbox)) == ["bgp", "custom", "custom"]
+
+
+async def test_the_snapshot_reads_bgp_routes_after_its_own_fresh_read_of_the_connection(
+    sandbox: RunningSandbox,
+) -> None:
+    async with _client(sandbox) as client:
+        plain = await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+        bgp = await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP)
+        before = len(sandbox.state.requests)
+        without = await client.describe_snapshot(region=SEED_REGION, connection=plain, deadline_s=3.0)
+        assert [r.action for r in sandbox.state.requests[before:]].count("DescribeVpnConnection") == 1
+        assert _route_lists(sandbox) == ["custom"]
+        assert without.unread == ()
+
+        before = len(sandbox.state.requests)
+        snapshot = await client.describe_snapshot(region=SEED_REGION, connection=bgp, deadline_s=3.0)
+    actions = [(r.action, r.params.get("RouteEntryType")) for r in sandbox.state.requests[before:]]
+    # Fresh (never the lookup's read), and the BGP list asked only once the answer said BGP runs.
+    assert actions.index(("DescribeVpnConnection", None)) < actions.index(("DescribeVpnRouteEntries", "bgp"))
+    assert {r.kind for r in snapshot.routes} >= {"bgp"}
+
+
+async def test_the_bgp_list_after_a_slow_connection_read_keeps_the_parts_deadline(
+    sandbox: RunningSandbox,
+) -> None:
+    sandbox.state.faults.add(action="DescribeVpnConnection", latency=0.3)
+    sandbox.state.faults.add(action="DescribeVpnRouteEntries", params={"RouteEntryType": "bgp"}, latency=5.0)
+    async with _client(sandbox) as client:
+        connection = await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP)
+        started = asyncio.get_running_loop().time()
+        snapshot = await client.describe_snapshot(region=SEED_REGION, connection=connection, deadline_s=0.6)
+        took = asyncio.get_running_loop().time() - started
+    # One deadline for every part, the chained one included: not 0.3 s + 0.6 s.
+    assert took < 0.6 + 0.25
+    unread = next(u for u in snapshot.unread if u.part == PART_ROUTES)
+    assert unread.reason == "no answer within 0.6 s"

@@ -1,10 +1,10 @@
-"""The adaptive rate limiter on a fake clock: pacing, slowing down on throttling, recovering."""
+"""The adaptive rate limiter on a fake clock: bursts within the rate, slowing down on throttling, recovering."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
+import random
 
 import httpx
 import pytest
@@ -36,29 +36,51 @@ def limiter(rate: float, clock: FakeTime) -> AdaptiveRateLimiter:
     return AdaptiveRateLimiter(rate, monotonic=clock.monotonic, sleep=clock.sleep)
 
 
-async def test_requests_are_paced_at_the_rate_and_never_above_it() -> None:
+def _busiest(stamps: list[float], window: float) -> int:
+    """The most requests in any window of ``window`` seconds (float sums: a hair shorter)."""
+    return max(len([t for t in stamps if start <= t < start + window - 1e-6]) for start in stamps)
+
+
+async def test_a_burst_up_to_the_rate_goes_at_once() -> None:
+    clock = FakeTime()
+    bucket = limiter(10, clock)
+    for _ in range(10):
+        await bucket.acquire()
+    # Ten requests within the ceiling of 10/s: none of them waits (they used to go 0.1 s apart).
+    assert clock.now == 0.0
+    assert clock.slept == []
+
+
+async def test_requests_never_go_above_the_rate_in_any_second() -> None:
     clock = FakeTime()
     bucket = limiter(10, clock)
     stamps = []
     for _ in range(50):
         await bucket.acquire()
         stamps.append(clock.now)
-    # One request every 0.1 s: 50 requests take 4.9 s.
-    assert stamps[-1] == pytest.approx(4.9, abs=0.01)
-    for start in stamps:
-        in_window = [t for t in stamps if start <= t < start + 1.0 - 1e-6]  # float sums
-        assert len(in_window) <= 10
+    # Ten at once, then ten more each time the window (1 s and the 50 ms guard) has passed.
+    assert stamps == pytest.approx([1.05 * (n // 10) for n in range(50)])
+    assert _busiest(stamps, 1.0) == 10
+    assert _busiest(stamps, 10.0) <= 100
 
 
-async def test_idle_time_is_not_saved_up_for_a_burst() -> None:
+async def test_idle_time_is_saved_up_for_one_window_only() -> None:
     clock = FakeTime()
     bucket = limiter(10, clock)
     clock.now += 60.0  # a quiet minute
     stamps = []
-    for _ in range(20):
+    for _ in range(25):
         await bucket.acquire()
-        stamps.append(clock.now)
-    assert stamps[-1] - stamps[0] == pytest.approx(1.9, abs=0.01)
+        stamps.append(clock.now - 60.0)
+    assert stamps == pytest.approx([1.05 * (n // 10) for n in range(25)])
+
+
+async def test_a_slow_rate_lets_one_request_go_per_interval() -> None:
+    clock = FakeTime()
+    bucket = limiter(0.5, clock)
+    for _ in range(3):
+        await bucket.acquire()
+    assert clock.now == pytest.approx(2 * 2.05)
 
 
 async def test_throttling_halves_the_rate_and_successes_win_it_back() -> None:
@@ -113,7 +135,7 @@ class VirtualTime:
         await asyncio.gather(*tasks)
 
 
-async def test_a_burst_of_waiters_goes_out_in_arrival_order_at_the_rate() -> None:
+async def test_a_burst_of_waiters_goes_out_in_arrival_order_within_the_rate() -> None:
     clock = VirtualTime()
     bucket = AdaptiveRateLimiter(10, monotonic=clock.monotonic, sleep=clock.sleep)
     sent: list[tuple[int, float]] = []
@@ -124,7 +146,7 @@ async def test_a_burst_of_waiters_goes_out_in_arrival_order_at_the_rate() -> Non
 
     await clock.run(*(asyncio.create_task(request(n)) for n in range(30)))
     assert [n for n, _ in sent] == list(range(30))
-    assert [t for _, t in sent] == pytest.approx([n / 10 for n in range(30)])
+    assert [t for _, t in sent] == pytest.approx([1.05 * (n // 10) for n in range(30)])
 
 
 async def test_a_throttle_slows_down_the_requests_already_waiting() -> None:
@@ -141,16 +163,17 @@ async def test_a_throttle_slows_down_the_requests_already_waiting() -> None:
     await clock.run(*(asyncio.create_task(request(n)) for n in range(30)))
     assert len(sent) == 30
     before, after = sent[:10], sent[10:]
-    assert before == pytest.approx([n / 10 for n in range(10)])
-    # The twenty that were already waiting go out at the halved rate, 0.2 s apart.
-    gaps = [b - a for a, b in itertools.pairwise(after)]
-    assert min(gaps) >= 0.2 - 1e-9
-    assert after[0] >= sent[9] + 0.2 - 1e-9
+    assert before == [0.0] * 10
+    # Nothing goes for a full window at the halved rate, then five a window.
+    assert after[0] >= 1.05 - 1e-9
+    assert _busiest(after, 1.0) == 5
+    assert after == pytest.approx([1.05 * (1 + n // 5) for n in range(20)])
 
 
 async def test_a_late_wake_up_never_lets_a_clump_through() -> None:
     clock = VirtualTime()
-    clock.late[3] = 0.55  # the event loop was busy for half a second
+    clock.late[1] = 0.55  # the event loop was busy for half a second
+    clock.late[2] = 0.3
     bucket = AdaptiveRateLimiter(10, monotonic=clock.monotonic, sleep=clock.sleep)
     sent: list[float] = []
 
@@ -158,12 +181,31 @@ async def test_a_late_wake_up_never_lets_a_clump_through() -> None:
         await bucket.acquire()
         sent.append(clock.now)
 
-    await clock.run(*(asyncio.create_task(request()) for _ in range(30)))
-    assert len(sent) == 30
-    # However late the loop, two requests never go closer than 1/rate: no catching up.
-    assert min(b - a for a, b in itertools.pairwise(sent)) >= 0.1 - 1e-9
-    for start in sent:
-        assert len([t for t in sent if start <= t < start + 1.0 - 1e-9]) <= 10
+    await clock.run(*(asyncio.create_task(request()) for _ in range(40)))
+    assert len(sent) == 40
+    # However late the loop, no second (nor any window) sees more than the rate: no catching up.
+    assert _busiest(sent, 1.0) <= 10
+    assert _busiest(sent, 1.05) <= 10
+
+
+async def test_requests_arriving_at_random_never_exceed_the_rate_in_any_second() -> None:
+    clock = VirtualTime()
+    bucket = AdaptiveRateLimiter(20, monotonic=clock.monotonic, sleep=clock.sleep)
+    arrivals = random.Random(24)
+    sent: list[float] = []
+
+    async def request(at: float) -> None:
+        await clock.sleep(at)
+        await bucket.acquire()
+        sent.append(clock.now)
+
+    starts = sorted(arrivals.uniform(0, 5) for _ in range(200))
+    await clock.run(*(asyncio.create_task(request(at)) for at in starts))
+    assert len(sent) == 200
+    assert _busiest(sent, 1.0) <= 20
+    assert _busiest(sent, 10.0) <= 200
+    # Bursts go without waiting for a schedule: the first 20 go as they arrive.
+    assert sent[:20] == pytest.approx(starts[:20])
 
 
 def test_a_rate_must_be_positive() -> None:
