@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from fakes import FakeVpc
+from storetools import pending_effects
 from workflow_harness import CONFIG, GW, Harness
 
 from bot.domain import (
@@ -35,7 +36,7 @@ OUTAGE = SlackError("Slack is down.", error="http_503", transient=True)
 
 async def _told(h: Harness, op_id: str) -> None:
     async def drained() -> bool:
-        return not await h.store.pending_effects(op_id=op_id)
+        return not await pending_effects(h.store, op_id=op_id)
 
     await h.eventually(drained)
 
@@ -261,7 +262,7 @@ async def test_a_kill_after_the_approval_claimed_the_card_update_still_deletes_o
     assert done.state is OpState.DELETED
     assert len(h.vpc.delete_calls) == 1
     assert h.parent_states(op.id)[-1] is OpState.DELETED
-    assert await h.store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(h.store, op_id=op.id) == []
 
 
 async def test_a_lookup_cut_short_by_a_crash_is_finished_by_another_worker(h: Harness) -> None:
@@ -315,7 +316,7 @@ async def test_a_kill_at_a_random_moment_never_deletes_twice_and_always_converge
     actions = await h.audit_actions(op.id)
     assert actions.count("requested") == actions.count("approved") == actions.count("deleted") == 1
     assert actions[-1] == "deleted"
-    assert await h.store.pending_effects(op_id=op.id) == []  # Slack was told everything
+    assert await pending_effects(h.store, op_id=op.id) == []  # Slack was told everything
 
 
 class _ReadsFail:

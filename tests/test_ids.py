@@ -12,7 +12,7 @@ from bot.cloud.endpoints import SDK_ENDPOINT_MAP, default_host
 from bot.config import explicit_settings
 from bot.errors import ConfigError, NotAllowed, UsageError
 from bot.slack.blocks import mention, safe_mrkdwn
-from bot.slack.parse import DeleteCommand, parse_click, parse_command
+from bot.slack.parsing import DeleteCommand, parse_click, parse_command
 from bot.slack.policy import who_can_text
 
 # Near misses matter more than random text: mostly the characters ids are made of, a few that

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fakes import CountingStore, FakeClock, FakeNotifier
+from storetools import claim_outbox, pending_effects
 from test_store import make_op
 
 from bot.domain import Effect, EffectKind, Operation, OpState, Queued
@@ -64,7 +65,7 @@ async def test_slacks_retry_after_wins_over_the_back_off(store: Store, clock: Fa
     )
     op = await _with_effects(store, clock, Effect(EffectKind.UPDATE_CARD))
     await dispatcher(store, clock, notifier, Posted()).deliver(op.id)
-    (pending,) = await store.pending_effects(op_id=op.id)
+    (pending,) = await pending_effects(store, op_id=op.id)
     assert pending.next_at == clock.now() + timedelta(seconds=120)
     assert pending.attempts == 1
 
@@ -83,7 +84,7 @@ async def test_effects_go_out_in_order_and_card_updates_collapse(store: Store, c
     # The card renders the current state, so every pending update but the newest is skipped.
     assert len(notifier.parent_updates) == 1
     assert notifier.events_for(op.id) == [Queued("vco-2")]
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
 
 
 async def test_a_transient_failure_stops_delivery_to_keep_the_order(store: Store, clock: FakeClock) -> None:
@@ -93,12 +94,12 @@ async def test_a_transient_failure_stops_delivery_to_keep_the_order(store: Store
     )
     outbox = dispatcher(store, clock, notifier, Posted())
     await outbox.deliver(op.id)
-    assert len(await store.pending_effects(op_id=op.id)) == 2
+    assert len(await pending_effects(store, op_id=op.id)) == 2
     notifier.fail_with = None
     clock.advance(3)  # past the first back-off (2 s)
     await outbox.pass_once()
     await outbox.wait_idle()
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
     assert notifier.events_for(op.id) == [Queued("v")]
 
 
@@ -110,7 +111,7 @@ async def test_it_gives_up_after_the_horizon_with_an_error_line(
     clock.advance(3601)
     with caplog.at_level(logging.ERROR, logger="bot.outbox"):
         await dispatcher(store, clock, notifier, Posted()).deliver(op.id)
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
     assert any("gave up" in r.getMessage() for r in caplog.records)
 
 
@@ -120,18 +121,18 @@ async def test_a_confirmation_that_can_never_be_posted_is_handed_back(store: Sto
     hook = Posted()
     await dispatcher(store, clock, notifier, hook).deliver(op.id)
     assert hook.failed == [(op.id, "not_in_channel")]
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
 
 
 async def test_another_replicas_live_claim_is_respected(store: Store, clock: FakeClock) -> None:
     notifier = FakeNotifier()
     op = await _with_effects(store, clock, Effect(EffectKind.UPDATE_CARD))
-    await store.claim_outbox(
-        op_id=op.id, owner="i-2", until=clock.now() + timedelta(seconds=30), now=clock.now()
+    await claim_outbox(
+        store, op_id=op.id, owner="i-2", until=clock.now() + timedelta(seconds=30), now=clock.now()
     )
     await dispatcher(store, clock, notifier, Posted()).deliver(op.id)
     assert notifier.parent_updates == []
-    assert len(await store.pending_effects(op_id=op.id)) == 1
+    assert len(await pending_effects(store, op_id=op.id)) == 1
 
 
 async def _looked_up(store: Store, outbox: OutboxDispatcher, clock: FakeClock, *effects: Effect) -> Any:
@@ -163,12 +164,12 @@ async def test_effects_claimed_with_a_state_change_go_out_without_being_read_aga
     assert counting.calls[0] == "confirmation_posted"
     assert [p.id for p in notifier.posted] == [op.id]
     assert notifier.events_for(op.id) == [Queued("v")]
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
     stored = await store.get_operation(op_id=op.id)
     assert stored is not None
     assert stored.message_ts == "1700000000.000001"
     # The claim went back with the last completion.
-    assert await store.claim_outbox(op_id=op.id, owner="i-2", until=clock.now(), now=clock.now())
+    assert await claim_outbox(store, op_id=op.id, owner="i-2", until=clock.now(), now=clock.now())
 
 
 async def test_a_claimed_card_that_slack_refuses_for_now_gives_the_claim_back(
@@ -178,7 +179,7 @@ async def test_a_claimed_card_that_slack_refuses_for_now_gives_the_claim_back(
     outbox = dispatcher(store, clock, notifier, Posted())
     op, effects = await _looked_up(store, outbox, clock, Effect(EffectKind.POST_CONFIRMATION))
     await outbox.deliver_claimed(op, effects)
-    (pending,) = await store.pending_effects(op_id=op.id)
+    (pending,) = await pending_effects(store, op_id=op.id)
     assert pending.attempts == 1
     # Not held for the claim's minute: due again after the back-off, for any replica.
     assert await store.ops_with_due_effects(now=clock.now() + timedelta(seconds=3)) == [op.id]
@@ -187,7 +188,7 @@ async def test_a_claimed_card_that_slack_refuses_for_now_gives_the_claim_back(
     await outbox.pass_once()
     await outbox.wait_idle()
     assert [p.id for p in notifier.posted] == [op.id]
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
 
 
 async def test_a_claimed_batch_of_an_operation_already_being_delivered_is_left_to_that_delivery(
@@ -219,7 +220,7 @@ async def test_a_claimed_batch_of_an_operation_already_being_delivered_is_left_t
     # Each effect once: a second delivery would have updated the card a second time.
     assert len(notifier.parent_updates) == 1
     assert notifier.events_for(op.id) == [Queued("v")]
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
 
 
 # --- posts happen once ------------------------------------------------------------------------------
@@ -241,7 +242,7 @@ async def test_a_post_whose_answer_may_be_lost_is_looked_for_on_the_next_attempt
     op = await _with_effects(store, clock, Effect(EffectKind.THREAD, Queued("v")))
     outbox = dispatcher(store, clock, notifier, Posted())
     await outbox.deliver(op.id)
-    (pending,) = await store.pending_effects(op_id=op.id)
+    (pending,) = await pending_effects(store, op_id=op.id)
     notifier.fail_with = None
     await _attempt(outbox, clock)
     first, second = notifier.deliveries
@@ -251,7 +252,7 @@ async def test_a_post_whose_answer_may_be_lost_is_looked_for_on_the_next_attempt
     assert first.key == second.key == f"{op.id}/{pending.id}"
     assert first.since == second.since == pending.created_at
     assert (first.maybe_done, second.maybe_done) == (False, True)
-    assert await store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(store, op_id=op.id) == []
 
 
 async def test_after_a_rate_limit_the_post_is_not_looked_for(store: Store, clock: FakeClock) -> None:
@@ -274,7 +275,7 @@ async def test_a_post_stays_to_be_looked_for_until_a_look_settles_it(store: Stor
     await outbox.deliver(op.id)
     notifier.fail_with = SLOW_DOWN
     await _attempt(outbox, clock)
-    (pending,) = await store.pending_effects(op_id=op.id)
+    (pending,) = await pending_effects(store, op_id=op.id)
     assert pending.last_error == "ratelimited+maybe_done"
     notifier.fail_with = None
     await _attempt(outbox, clock)
@@ -295,7 +296,7 @@ async def test_a_call_that_timed_out_may_have_posted(store: Store, clock: FakeCl
         config=OutboxConfig(call_timeout_s=0.05),
     )
     await outbox.deliver(op.id)
-    (pending,) = await store.pending_effects(op_id=op.id)
+    (pending,) = await pending_effects(store, op_id=op.id)
     assert pending.last_error == "timeout+maybe_done"
     hang.set()
     await _attempt(outbox, clock)

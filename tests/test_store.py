@@ -15,6 +15,7 @@ from fakes import make_connection
 from pgtools import PG_URL, fresh_postgres_database
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
+from storetools import claim_outbox, gateway_holder, lease_of, pending_effects
 
 from bot.domain import (
     ACTIVE_STATES,
@@ -216,7 +217,7 @@ async def test_leases_claim_renew_release(store: Store) -> None:
         await store.claim_lease(op_id="op-1", owner="b", until=later + timedelta(seconds=30), now=later)
         is not None
     )
-    assert await store.lease_of(op_id="op-1") == ("b", later + timedelta(seconds=30))
+    assert await lease_of(store, op_id="op-1") == ("b", later + timedelta(seconds=30))
     assert await store.renew_leases(op_ids=["op-1"], owner="a", until=later) == set()
 
     # Releasing by a non-owner does nothing; by the owner frees it at once.
@@ -246,9 +247,9 @@ async def test_leases_are_renewed_together_only_where_the_owner_still_holds_them
     # More ids than one statement takes, most of them unknown: every one is looked at.
     ids = [f"op-x{i}" for i in range(1_100)] + ["op-3", "op-2", "op-1"]
     assert await store.renew_leases(op_ids=ids, owner="a", until=later) == {"op-1", "op-2"}
-    assert await store.lease_of(op_id="op-1") == ("a", later)
-    assert await store.lease_of(op_id="op-2") == ("a", later)
-    assert await store.lease_of(op_id="op-3") == ("b", until)  # someone else's: untouched
+    assert await lease_of(store, op_id="op-1") == ("a", later)
+    assert await lease_of(store, op_id="op-2") == ("a", later)
+    assert await lease_of(store, op_id="op-3") == ("b", until)  # someone else's: untouched
     assert await store.renew_leases(op_ids=[], owner="a", until=later) == set()
 
 
@@ -267,7 +268,7 @@ async def test_terminal_transition_drops_the_lease(store: Store) -> None:
     await store.create_operation(op=make_op(state=OpState.VERIFYING))
     await store.claim_lease(op_id="op-1", owner="a", until=T0 + timedelta(seconds=30), now=T0)
     await store.transition("op-1", from_states=ACTIVE_STATES, to=OpState.DELETED, now=T0, require_owner="a")
-    assert await store.lease_of(op_id="op-1") == (None, None)
+    assert await lease_of(store, op_id="op-1") == (None, None)
 
 
 async def test_expired_confirmations(store: Store) -> None:
@@ -298,9 +299,9 @@ async def test_gateway_lock_serialises_and_frees_on_terminal(store: Store) -> No
     # Ending an operation that does not hold the gateway leaves the holder in place; ending the
     # holder frees it in the same transaction.
     await store.transition("c", from_states={OpState.APPROVED}, to=OpState.CANCELLED, now=T0)
-    assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") == "b"
+    assert await gateway_holder(store, region="cn-hangzhou", gateway_id="vpn-gw1") == "b"
     await store.transition("b", from_states={OpState.APPROVED}, to=OpState.DELETED, now=T0)
-    assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") is None
+    assert await gateway_holder(store, region="cn-hangzhou", gateway_id="vpn-gw1") is None
 
 
 async def test_concurrent_gateway_acquires_have_one_holder(store: Store) -> None:
@@ -321,7 +322,7 @@ async def test_concurrent_gateway_acquires_have_one_holder(store: Store) -> None
         assert len(set(holders)) == 1
         winner = holders[0]
         assert winner in ids
-        assert await store.gateway_holder(region="cn-hangzhou", gateway_id="vpn-gw1") == winner
+        assert await gateway_holder(store, region="cn-hangzhou", gateway_id="vpn-gw1") == winner
         await store.transition(winner, from_states={OpState.APPROVED}, to=OpState.DELETED, now=T0)
         ids.remove(winner)
 
@@ -489,7 +490,7 @@ async def test_transition_writes_its_audit_entry_and_effects_only_when_it_wins(s
     )
     assert lost is None
     assert [e.action for e in await store.recent_audit(op_id="op-1")] == ["deleted"]
-    pending = await store.pending_effects(op_id="op-1")
+    pending = await pending_effects(store, op_id="op-1")
     assert [(e.kind, e.event) for e in pending] == [
         (EffectKind.UPDATE_CARD, None),
         (EffectKind.THREAD, Accepted(request_id="R1")),
@@ -501,31 +502,31 @@ async def test_outbox_claims_are_exclusive_and_due_effects_are_listed_once_uncla
     await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.UPDATE_CARD)], now=T0)
     assert await store.ops_with_due_effects(now=T0) == ["op-1"]
     until = T0 + timedelta(seconds=30)
-    assert await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
-    assert not await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    assert await claim_outbox(store, op_id="op-1", owner="a", until=until, now=T0)
+    assert not await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)
     assert await store.ops_with_due_effects(now=T0) == []  # someone delivers it
     # An expired claim (a crashed deliverer) is taken over.
     later = until + timedelta(seconds=1)
-    assert await store.claim_outbox(op_id="op-1", owner="b", until=later + timedelta(seconds=30), now=later)
+    assert await claim_outbox(store, op_id="op-1", owner="b", until=later + timedelta(seconds=30), now=later)
     await store.release_outbox(op_id="op-1", owner="b")
-    (effect,) = await store.pending_effects(op_id="op-1")
+    (effect,) = await pending_effects(store, op_id="op-1")
     await store.reschedule_effect(effect_id=effect.id, next_at=T0 + timedelta(minutes=5), error="ratelimited")
     assert await store.ops_with_due_effects(now=T0 + timedelta(minutes=1)) == []
-    (again,) = await store.pending_effects(op_id="op-1")
+    (again,) = await pending_effects(store, op_id="op-1")
     assert again.attempts == 1
     await store.complete_effects(ids=[effect.id], now=T0)
-    assert await store.pending_effects(op_id="op-1") == []
+    assert await pending_effects(store, op_id="op-1") == []
 
 
 async def test_confirmation_posted_records_the_ts_with_the_effect(store: Store) -> None:
     await store.create_operation(op=make_op())
     await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.POST_CONFIRMATION)], now=T0)
-    (effect,) = await store.pending_effects(op_id="op-1")
+    (effect,) = await pending_effects(store, op_id="op-1")
     await store.confirmation_posted(effect_id=effect.id, op_id="op-1", ts="1700000000.1", now=T0)
     op = await store.get_operation(op_id="op-1")
     assert op is not None
     assert op.message_ts == "1700000000.1"
-    assert await store.pending_effects(op_id="op-1") == []
+    assert await pending_effects(store, op_id="op-1") == []
 
 
 async def test_completing_the_last_effect_gives_the_delivery_claim_back_in_the_same_go(store: Store) -> None:
@@ -535,21 +536,21 @@ async def test_completing_the_last_effect_gives_the_delivery_claim_back_in_the_s
     effects = [Effect(EffectKind.POST_CONFIRMATION), Effect(EffectKind.UPDATE_CARD)]
     await store.enqueue(op_id="op-1", effects=effects, now=T0)
     until = T0 + timedelta(seconds=30)
-    assert await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
-    posted, card = await store.pending_effects(op_id="op-1")
+    assert await claim_outbox(store, op_id="op-1", owner="a", until=until, now=T0)
+    posted, card = await pending_effects(store, op_id="op-1")
 
     left = await store.confirmation_posted(effect_id=posted.id, op_id="op-1", ts="1.1", now=T0, owner="a")
     assert left is True
-    assert not await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)  # still a's
+    assert not await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)  # still a's
 
     left = await store.complete_effects(ids=[card.id], now=T0, release=("op-1", "a"))
     assert left is False
-    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)  # given back
+    assert await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)  # given back
     # Without ``release`` nothing is given back, and the answer says only "maybe".
     await store.enqueue(op_id="op-1", effects=[Effect(EffectKind.UPDATE_CARD)], now=T0)
-    (last,) = await store.pending_effects(op_id="op-1")
+    (last,) = await pending_effects(store, op_id="op-1")
     assert await store.complete_effects(ids=[last.id], now=T0) is True
-    assert not await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)
+    assert not await claim_outbox(store, op_id="op-1", owner="a", until=until, now=T0)
 
 
 async def test_a_transition_can_take_the_delivery_claim_and_read_the_effects_in_the_same_go(
@@ -575,21 +576,21 @@ async def test_a_transition_can_take_the_delivery_claim_and_read_the_effects_in_
     assert (moved.state, moved.message_ts) == (OpState.AWAITING_APPROVAL, "1.1")
     assert moved == await store.get_operation(op_id="op-1")
     # Everything pending, oldest first, as the outbox's own read (take_next) would have it.
-    assert pending == await store.pending_effects(op_id="op-1")
+    assert pending == await pending_effects(store, op_id="op-1")
     assert [e.kind for e in pending] == [EffectKind.THREAD, EffectKind.POST_CONFIRMATION]
     assert [e.action for e in await store.recent_audit(op_id="op-1")] == ["looked_up"]
     assert await store.ops_with_due_effects(now=T0) == []  # claimed: no pass takes it
-    assert not await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    assert not await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)
     # Held until it runs out: then any replica's pass delivers it.
     later = until + timedelta(seconds=1)
     assert await store.ops_with_due_effects(now=later) == ["op-1"]
-    assert await store.claim_outbox(op_id="op-1", owner="b", until=later, now=later)
+    assert await claim_outbox(store, op_id="op-1", owner="b", until=later, now=later)
 
 
 async def test_a_transition_that_finds_the_delivery_claimed_elsewhere_still_moves(store: Store) -> None:
     await store.create_operation(op=make_op(state=OpState.LOOKING_UP))
     until = T0 + timedelta(seconds=30)
-    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    assert await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)
     taken = await store.transition_and_claim(
         "op-1",
         claim=("a", until),
@@ -602,8 +603,8 @@ async def test_a_transition_that_finds_the_delivery_claimed_elsewhere_still_move
     moved, pending = taken
     assert moved.state is OpState.AWAITING_APPROVAL
     assert pending is None  # b delivers it (or its claim runs out)
-    assert [e.kind for e in await store.pending_effects(op_id="op-1")] == [EffectKind.POST_CONFIRMATION]
-    assert not await store.claim_outbox(op_id="op-1", owner="a", until=until, now=T0)  # still b's
+    assert [e.kind for e in await pending_effects(store, op_id="op-1")] == [EffectKind.POST_CONFIRMATION]
+    assert not await claim_outbox(store, op_id="op-1", owner="a", until=until, now=T0)  # still b's
 
 
 async def test_a_transition_that_loses_claims_nothing_and_writes_nothing(store: Store) -> None:
@@ -619,9 +620,9 @@ async def test_a_transition_that_loses_claims_nothing_and_writes_nothing(store: 
         effects=[Effect(EffectKind.POST_CONFIRMATION)],
     )
     assert lost is None
-    assert await store.pending_effects(op_id="op-1") == []
+    assert await pending_effects(store, op_id="op-1") == []
     assert await store.recent_audit(op_id="op-1") == []
-    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    assert await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)
 
 
 async def test_a_transition_with_nothing_to_deliver_gives_the_claim_back_at_once(store: Store) -> None:
@@ -632,7 +633,7 @@ async def test_a_transition_with_nothing_to_deliver_gives_the_claim_back_at_once
     )
     assert taken is not None
     assert taken[1] == []
-    assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
+    assert await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)
 
 
 async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:

@@ -18,6 +18,7 @@ from fakes import (
     api_error,
     busy_error,
 )
+from storetools import gateway_holder, lease_of, pending_effects
 from workflow_harness import CONFIG, GW, Harness
 
 from bot.domain import (
@@ -82,7 +83,7 @@ async def test_happy_path_reports_progress_in_order(h: Harness) -> None:
     assert final is OpState.DELETED
     assert [(c.vco_id, c.client_token) for c in h.vpc.delete_calls] == [("vco-1", op.client_token)]
     assert ("cn-hangzhou", "vco-1") not in h.vpc.connections
-    assert await h.store.gateway_holder(region=REGION, gateway_id=GW) is None
+    assert await gateway_holder(h.store, region=REGION, gateway_id=GW) is None
     assert await h.audit_actions(op.id) == ["requested", "approved", "delete_sent", "deleted"]
     history = await wf.history(limit=1)
     assert (history[0].action, history[0].request_id) == ("deleted", "REQ-0001")
@@ -97,7 +98,7 @@ async def test_a_request_costs_three_transactions_the_lookups_move_claims_the_ca
     assert [p.id for p in h.notifier.posted] == [op.id]
     assert op.message_ts == "1700000000.000001"
     assert counting.calls == ["create_operation", "transition_and_claim", "confirmation_posted"]
-    assert await h.store.pending_effects(op_id=op.id) == []
+    assert await pending_effects(h.store, op_id=op.id) == []
 
 
 async def test_a_click_costs_two_transactions_the_move_claims_the_card_update(h: Harness) -> None:
@@ -332,7 +333,7 @@ async def test_final_error_fails_with_friendly_text_and_frees_the_gateway(h: Har
     ]
     assert h.parent_states(op.id)[-1] is OpState.FAILED
     assert len(h.vpc.delete_calls) == 1
-    assert await h.store.gateway_holder(region=REGION, gateway_id=GW) is None
+    assert await gateway_holder(h.store, region=REGION, gateway_id=GW) is None
     assert (await h.audit_actions(op.id))[-1] == "failed"
 
 
@@ -425,7 +426,7 @@ async def test_deadline_times_out_with_what_to_check(h: Harness) -> None:
     assert timed_out.waited_s >= CONFIG.delete_timeout_s
     assert done.error_code == "timeout"
     assert h.parent_states(op.id)[-1] is OpState.TIMED_OUT
-    assert await h.store.gateway_holder(region=REGION, gateway_id=GW) is None
+    assert await gateway_holder(h.store, region=REGION, gateway_id=GW) is None
     assert (await h.audit_actions(op.id))[-1] == "timed_out"
 
 
@@ -437,7 +438,7 @@ async def test_crashed_worker_is_resumed_by_another_with_one_delete(h: Harness) 
     await h.wait_state(op.id, OpState.WAITING_GATEWAY)
     await h.wait_event(op.id, GatewayUpdating)
     await wf1.stop(release_leases=False)  # a crash: the lease stays until it expires
-    owner, until = await h.store.lease_of(op_id=op.id)
+    owner, until = await lease_of(h.store, op_id=op.id)
     assert owner == "wf-1"
     assert until is not None
     h.clock.set(until - timedelta(seconds=1))  # just before it expires
@@ -465,7 +466,7 @@ async def test_graceful_stop_lets_another_replica_resume_at_once(h: Harness) -> 
     await wf1.approve(op_id=op.id, user_id="U0BOSS")
     await h.wait_state(op.id, OpState.WAITING_GATEWAY)
     await wf1.stop()
-    assert await h.store.lease_of(op_id=op.id) == (None, None)
+    assert await lease_of(h.store, op_id=op.id) == (None, None)
 
     h.vpc.held.clear()
     wf2 = h.workflow(instance_id="wf-2")

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fakes import CountingStore
+from storetools import lease_of
 from workflow_harness import CONFIG, GW, Harness
 
 from bot.domain import OpState, Resumed
@@ -49,7 +50,7 @@ async def test_one_renewal_per_period_covers_every_operation_driven(h: Harness) 
         await wf.approve(op_id=op.id, user_id="U0BOSS")
     for op in ops:
         await h.eventually_state(op.id, OpState.WAITING_GATEWAY)
-    owners = [await h.store.lease_of(op_id=op.id) for op in ops]
+    owners = [await lease_of(h.store, op_id=op.id) for op in ops]
     start = h.clock.now()
     so_far = counting.calls.count("renew_leases")
 
@@ -60,7 +61,7 @@ async def test_one_renewal_per_period_covers_every_operation_driven(h: Harness) 
     # One statement for the three: the renewals are the periods, not the operations.
     assert counting.calls.count("renew_leases") <= so_far + 3
     for op, (owner, before) in zip(ops, owners, strict=True):
-        owner_now, until = await h.store.lease_of(op_id=op.id)
+        owner_now, until = await lease_of(h.store, op_id=op.id)
         assert owner_now == owner == "wf-1"
         assert before is not None
         assert until is not None
@@ -92,7 +93,7 @@ async def test_a_lease_lost_while_renewals_failed_stops_the_driver_and_the_new_o
         # The keeper renews one period after another: once one has failed, none that succeeds is
         # still on its way, so the lease read now is the last one renewed.
         await h.eventually(a_renewal_failed)
-        _owner, until = await h.store.lease_of(op_id=op.id)
+        _owner, until = await lease_of(h.store, op_id=op.id)
         assert until is not None
 
         async def expired() -> bool:
@@ -137,10 +138,10 @@ async def test_the_keeper_stops_when_nothing_is_driven_and_starts_again_with_the
     second = await h.request(wf, "vco-2")
     await wf.approve(op_id=second.id, user_id="U0BOSS")
     await h.eventually_state(second.id, OpState.WAITING_GATEWAY)
-    _owner, before = await h.store.lease_of(op_id=second.id)
+    _owner, before = await lease_of(h.store, op_id=second.id)
 
     async def renewed() -> bool:
-        _o, until = await h.store.lease_of(op_id=second.id)
+        _o, until = await lease_of(h.store, op_id=second.id)
         return until is not None and before is not None and until > before
 
     await h.eventually(renewed)

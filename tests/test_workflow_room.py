@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from storetools import lease_of
 from workflow_harness import GW, Harness
 
 from bot.domain import Deferred, Deleted, Operation, OpState, Resumed
@@ -44,7 +45,7 @@ async def test_an_approval_past_the_limit_waits_unleased_and_starts_as_soon_as_a
     assert approved.approver_id == "U0BOSS"
     assert wf.driving == {first.id}
     # Recorded with no live lease, and the thread says why nothing happens yet.
-    _owner, until = await h.store.lease_of(op_id=waiting.id)
+    _owner, until = await lease_of(h.store, op_id=waiting.id)
     assert until is not None
     assert until <= h.clock.now()
     await h.eventually_state(first.id, OpState.WAITING_GATEWAY)
@@ -110,7 +111,7 @@ async def test_the_resume_pass_claims_no_more_than_the_limit(h: Harness) -> None
     await wf.run_once()
     assert len(wf.driving) == 2
     (left,) = [op for op in ops if op.id not in wf.driving]
-    owner, _until = await h.store.lease_of(op_id=left.id)
+    owner, _until = await lease_of(h.store, op_id=left.id)
     assert owner == "wf-old"  # still the crashed one's expired lease: nobody claimed it
     await wf.start()
     h.vpc.held.clear()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fakes import REGION, AllowAllPolicy, FakeClock, FakeNotifier, FakeVpc, run_until
+from storetools import pending_effects
 
 from bot.domain import Operation, OpState
 from bot.ports import Policy
@@ -86,7 +87,7 @@ class Harness:
         if op.is_terminal:
             # Slack is told after the state changes (the outbox); let it finish.
             async def told() -> bool:
-                return not await self.store.pending_effects(op_id=op_id)
+                return not await pending_effects(self.store, op_id=op_id)
 
             await self.eventually(told, within=within)
         return op

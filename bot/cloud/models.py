@@ -1,9 +1,10 @@
 """Pydantic models of the VPC API (2016-04-28) responses the bot reads.
 
-Field names are snake_case; aliases are Alibaba's PascalCase (``to_pascal``). Unknown fields are
-ignored so a new API field never breaks the bot. Secrets (IKE ``Psk``, BGP ``AuthKey``, the
-tunnels' ``Psk``) are ``SecretStr``: they show as ``**********`` in ``repr``, ``str`` and
-``model_dump_json``. ``to_domain()`` gives the secret-free records of :mod:`bot.domain`.
+Field names are snake_case; aliases are Alibaba's PascalCase (``to_pascal``). A model declares
+only the fields the bot reads; everything else in an answer is ignored (``extra="ignore"``), so a
+new API field never breaks the bot. The secrets in an answer (IKE ``Psk``, BGP ``AuthKey``, the
+tunnels' ``Psk``) are never read, so they are not declared: a parsed answer does not hold them.
+``to_domain()`` gives the records of :mod:`bot.domain`.
 The parameters of CreateVpnConnection are in :mod:`bot.cloud.specs`.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_pascal
 
 from bot.domain import VpnConnection, VpnGateway
@@ -39,7 +40,6 @@ __all__ = [
     "VpnGatewayDetail",
     "VpnPbrRouteEntriesPage",
     "VpnPbrRouteEntry",
-    "VpnRouteCount",
     "VpnRouteEntriesPage",
     "VpnRouteEntry",
     "epoch_ms_to_datetime",
@@ -89,7 +89,6 @@ class IkeConfig(_Model):
     ike_lifetime: OptInt = None
     local_id: str | None = None
     remote_id: str | None = None
-    psk: SecretStr | None = None
 
 
 class IpsecConfig(_Model):
@@ -107,7 +106,6 @@ class VpnBgpConfig(_Model):
     local_bgp_ip: str | None = None
     peer_bgp_ip: str | None = None
     tunnel_cidr: str | None = None
-    auth_key: SecretStr | None = None
 
 
 class VcoHealthCheck(_Model):
@@ -116,7 +114,6 @@ class VcoHealthCheck(_Model):
     dip: str | None = None
     interval: OptInt = None
     retry: OptInt = None
-    status: str | None = None
     policy: str | None = None
 
 
@@ -130,7 +127,6 @@ class TunnelIkeConfig(_Model):
     ike_lifetime: str | int | None = None
     local_id: str | None = None
     remote_id: str | None = None
-    psk: SecretStr | None = None
 
 
 class TunnelIpsecConfig(_Model):
@@ -151,14 +147,11 @@ class TunnelBgpConfig(_Model):
 
 
 class TunnelOptions(_Model):
-    tunnel_id: str | None = None
     tunnel_index: OptInt = None
     role: str | None = None
     state: str | None = None
     status: str | None = None
     customer_gateway_id: str | None = None
-    internet_ip: str | None = None
-    zone_no: str | None = None
     enable_dpd: OptBool = None
     enable_nat_traversal: OptBool = None
     remote_ca_certificate: str | None = None
@@ -174,13 +167,11 @@ class _TunnelOptionsSpecification(_Model):
 class VpnConnectionDetail(_Model):
     """One IPsec-VPN connection (DescribeVpnConnection, or an item of DescribeVpnConnections)."""
 
-    request_id: str | None = None
     vpn_connection_id: str
     vpn_gateway_id: str = ""
     customer_gateway_id: str = ""
     name: str = ""
     status: str = ""
-    state: str | None = None
     local_subnet: str = ""
     remote_subnet: str = ""
     create_time: OptInt = None
@@ -188,18 +179,11 @@ class VpnConnectionDetail(_Model):
     enable_dpd: OptBool = None
     enable_nat_traversal: OptBool = None
     enable_tunnels_bgp: OptBool = None
-    internet_ip: str | None = None
-    network_type: str | None = None
     remote_ca_certificate: str | None = None
     resource_group_id: str | None = None
-    spec: str | None = None
-    tunnel_bandwidth: str | None = None
-    zone_no: str | None = None
     attach_type: str | None = None
     attach_instance_id: str | None = None
-    cross_account_authorized: OptBool = None
     transit_router_id: str | None = None
-    transit_router_name: str | None = None
     ike_config: IkeConfig | None = None
     ipsec_config: IpsecConfig | None = None
     vpn_bgp_config: VpnBgpConfig | None = None
@@ -241,7 +225,6 @@ class VpnConnectionDetail(_Model):
 class Page(_Model):
     """The paging fields common to Describe* list answers."""
 
-    request_id: str | None = None
     total_count: int = 0
     page_number: int = 1
     page_size: int = 10
@@ -263,36 +246,13 @@ class DescribeVpnConnectionsPage(Page):
         return list(self.vpn_connections.vpn_connection)
 
 
-class _EniInstanceIds(_Model):
-    eni_instance_id: list[str] = Field(default_factory=list)
-
-
 class VpnGatewayDetail(_Model):
     """One VPN gateway (DescribeVpnGateway)."""
 
-    request_id: str | None = None
     vpn_gateway_id: str
-    vpc_id: str | None = None
-    v_switch_id: str | None = None
     name: str = ""
-    description: str | None = None
     status: str = ""
     business_status: str = "Normal"
-    charge_type: str | None = None
-    spec: str | None = None
-    internet_ip: str | None = None
-    ipsec_vpn: str | None = None
-    ssl_vpn: str | None = None
-    enable_bgp: OptBool = None
-    gateway_type: str | None = None
-    network_type: str | None = None
-    create_time: OptInt = None
-    end_time: OptInt = None
-    resource_group_id: str | None = None
-    # System labels as one string ("VpnEnableBgp=true;..."), not the user tags.
-    tag: str | None = None
-    tags: _Tags | None = None
-    eni_instance_ids: _EniInstanceIds | None = None
 
     def to_domain(self, region: str) -> VpnGateway:
         """Return the record the workflow polls."""
@@ -310,15 +270,9 @@ class VpnRouteEntry(_Model):
 
     route_dest: str = ""
     next_hop: str = ""
-    next_hop_tunnel_id: str | None = None
     route_entry_type: str | None = None
     state: str | None = None
     weight: OptInt = None
-    source: str | None = None
-    as_path: str | None = None
-    community: str | None = None
-    create_time: OptInt = None
-    vpn_instance_id: str | None = None
     # Not in the official SDK's model of this list (tests/cloud/test_oracle.py says so): a
     # snapshot keeps a route's description only if Alibaba sends one, unverified against the live API.
     description: str | None = None
@@ -328,19 +282,8 @@ class _VpnRouteEntryList(_Model):
     vpn_route_entry: list[VpnRouteEntry] = Field(default_factory=list)
 
 
-class VpnRouteCount(_Model):
-    route_count: OptInt = None
-    route_entry_type: str | None = None
-    source: str | None = None
-
-
-class _VpnRouteCountList(_Model):
-    vpn_route_count: list[VpnRouteCount] = Field(default_factory=list)
-
-
 class VpnRouteEntriesPage(Page):
     vpn_route_entries: _VpnRouteEntryList = Field(default_factory=_VpnRouteEntryList)
-    vpn_route_counts: _VpnRouteCountList = Field(default_factory=_VpnRouteCountList)
 
     @property
     def items(self) -> list[VpnRouteEntry]:
@@ -353,12 +296,9 @@ class VpnPbrRouteEntry(_Model):
     route_source: str = ""
     route_dest: str = ""
     next_hop: str = ""
-    next_hop_tunnel_id: str | None = None
     priority: OptInt = None
     weight: OptInt = None
     state: str | None = None
-    create_time: OptInt = None
-    vpn_instance_id: str | None = None
     # As for VpnRouteEntry.description: not in the official SDK's model of this list.
     description: str | None = None
 
@@ -406,26 +346,13 @@ class CreateVpnConnectionResponse(_Model):
 
     request_id: str
     vpn_connection_id: str
-    name: str = ""
-    create_time: OptInt = None
 
 
 class CreateVpnRouteEntryResponse(_Model):
-    """CreateVpnRouteEntry's answer: the route as created (the official SDK's fields)."""
+    """CreateVpnRouteEntry's answer: its request id (the route's fields echo what was sent)."""
 
     request_id: str
-    route_dest: str = ""
-    next_hop: str = ""
-    weight: OptInt = None
-    state: str | None = None
-    create_time: OptInt = None
-    vpn_instance_id: str | None = None
-    overlay_mode: str | None = None
-    description: str | None = None
 
 
 class CreateVpnPbrRouteEntryResponse(CreateVpnRouteEntryResponse):
-    """CreateVpnPbrRouteEntry's answer: the policy-based route as created."""
-
-    route_source: str = ""
-    priority: OptInt = None
+    """CreateVpnPbrRouteEntry's answer: its request id, as for CreateVpnRouteEntry."""

@@ -11,7 +11,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from bot.errors import NotAllowed
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
-from bot.slack.parse import FOREIGN_BUTTON, ButtonClick, parse_click
+from bot.slack.parsing import FOREIGN_BUTTON, ButtonClick, parse_click
 
 __all__ = ["check_click", "make_approve_listener", "make_cancel_listener"]
 

@@ -18,7 +18,7 @@ from bot.slack.blocks import build_busy, build_history, build_looking_up, build_
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.find import show_list, show_status
-from bot.slack.parse import (
+from bot.slack.parsing import (
     DeleteCommand,
     HelpCommand,
     HistoryCommand,

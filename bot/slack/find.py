@@ -3,7 +3,7 @@
 Read-only, and only to the person who asked: every reply is ephemeral. Each command and each
 click is checked by the read policy (channel, person, region) and the account binding before
 anything is fetched, an operation's status by the visibility rule (:mod:`bot.slack.visibility`)
-too, and button values are parsed by :mod:`bot.slack.find_parse`, never trusted.
+too, and button values are parsed by :mod:`bot.slack.parsing.find`, never trusted.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from bot.slack.find_blocks import (
     build_operation_status,
     page_count,
 )
-from bot.slack.find_parse import ListClick, ListCommand, ListPage, RowDelete, StatusCommand, parse_list_click
 from bot.slack.inventory import Inventory, ListingCache
+from bot.slack.parsing import ListClick, ListCommand, ListPage, RowDelete, StatusCommand, parse_list_click
 from bot.slack.replies import already_requested, check_region, permalink, send
 
 __all__ = ["make_list_delete_listener", "make_list_page_listener", "show_list", "show_status"]

@@ -26,9 +26,9 @@ from bot.slack.blocks import (
     safe_mrkdwn,
     subnets,
 )
-from bot.slack.find_parse import ListPage, RowDelete
 from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.inventory import ConnectionRow
+from bot.slack.parsing import ListPage, RowDelete
 
 __all__ = ["PAGE_SIZE", "build_connection_status", "build_list_page", "build_operation_status", "page_count"]
 

@@ -2,7 +2,7 @@
 
 Builders, listeners and tests share these spellings. Values are kebab-case, as in Slack's own
 samples; a Delete/Cancel button's ``value`` is only the operation id (the server looks everything
-else up); a ``/vpn list`` button's value is a small JSON object checked by :mod:`bot.slack.parse`.
+else up); a ``/vpn list`` button's value is a small JSON object checked by :mod:`bot.slack.parsing.find`.
 The id rules themselves (users, channels, regions, connections, operations) live in :mod:`bot.ids`.
 """
 

@@ -3,7 +3,7 @@
 ``/vpn delete`` with no id opens the modal (views.open with the command's trigger id). Typing in
 the connection field sends block_suggestion requests, answered from the briefly cached region
 listing; submitting it posts the same confirmation as ``/vpn delete <id> <region>`` in the channel
-the command came from. Every payload is parsed by :mod:`bot.slack.picker_parse` and checked by the
+the command came from. Every payload is parsed by :mod:`bot.slack.parsing.picker` and checked by the
 region list and the read policy before the cloud is asked anything.
 """
 
@@ -25,7 +25,7 @@ from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import reply_for
 from bot.slack.ids import BlockId
-from bot.slack.picker_parse import PickerSubmission, parse_submission, parse_suggestion
+from bot.slack.parsing import PickerSubmission, parse_submission, parse_suggestion
 from bot.slack.replies import already_requested, check_region
 
 __all__ = ["field_error", "make_picker_submit_listener", "make_picker_suggest_listener", "open_picker"]

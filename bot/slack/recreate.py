@@ -1,123 +1,36 @@
 """Recreate: the deleted card's Recreate… button, and the modal that asks for the pre-shared key.
 
 The click opens the modal (views.open) showing what will be created; its submission is checked
-here (the key's form: empty, too long, spaces or characters Alibaba refuses become errors shown
-in the modal, and nothing changes), then handed to the workflow, which posts the confirmation
-with a Recreate button in the card's thread. The key goes from the payload straight into a
-SecretStr: it is never logged, stored or echoed (a field error never quotes it).
+by :mod:`bot.slack.parsing.recreate` (the key's form: empty, too long, spaces or characters Alibaba
+refuses become errors shown in the modal, and nothing changes), then handed to the workflow, which
+posts the confirmation with a Recreate button in the card's thread. The key is a SecretStr from the
+payload on: it is never logged, stored or echoed (a field error never quotes it).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import NotAllowed
-from bot.ids import OperationId, UserId
 from bot.slack.actions import check_click
 from bot.slack.blocks import build_recreate_modal
-from bot.slack.blocks.recreate import (
-    FOREIGN_FORM,
-    PSK_CHARS,
-    PSK_MAX,
-    PSK_MISSING,
-    PSK_TOO_LONG,
-)
+from bot.slack.blocks.recreate import FOREIGN_FORM
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user, reply_for
-from bot.slack.ids import ActionId, BlockId, CallbackId
-from bot.slack.parse import parse_click
+from bot.slack.ids import BlockId
+from bot.slack.parsing import KeyProblem, parse_click, parse_recreate_submission
 from bot.slack.picker import _short, field_error
 
-__all__ = ["KeyProblem", "RecreateSubmission", "make_recreate_open_listener", "make_recreate_submit_listener"]
+__all__ = ["make_recreate_open_listener", "make_recreate_submit_listener"]
 
 log = logging.getLogger(__name__)
-
-# Alibaba's Psk: 1-100 characters, no spaces, letters, digits and these symbols.
-_PSK_RE = re.compile(r'^[A-Za-z0-9~!`@#$%^&*()_\-+={}\[\]\\|;:",.<>/?]{1,100}$')
-
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class _Input(_Payload):
-    # Longer than any key Alibaba takes, so a too-long key is reported, not refused as foreign.
-    value: str | None = Field(default=None, max_length=3000)
-
-
-class _State(_Payload):
-    values: dict[str, dict[str, _Input]] = {}
-
-
-class _View(_Payload):
-    callback_id: Literal[CallbackId.RECREATE]
-    private_metadata: OperationId
-    state: _State = _State()
-
-
-class _User(_Payload):
-    id: UserId
-
-
-class _Submission(_Payload):
-    type: Literal["view_submission"]
-    user: _User
-    view: _View
-
-
-@dataclass(frozen=True, slots=True)
-class RecreateSubmission:
-    """A submitted Recreate modal: who, which deleted operation, and the pre-shared key (secret)."""
-
-    user_id: str
-    op_id: str
-    psk: SecretStr | None
-
-
-class KeyProblem(Exception):
-    """A key in the modal is not usable; ``errors`` maps block ids to the texts shown under them."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("key problem")
-        self.errors = errors
-
-
-def _typed(view: _View, block: BlockId, action: ActionId) -> str | None:
-    typed = view.state.values.get(block.value, {}).get(action.value)
-    return typed.value if typed is not None and typed.value else None
-
-
-def parse_recreate_submission(body: Mapping[str, Any]) -> RecreateSubmission:
-    """Validate a submitted Recreate modal; NotAllowed if it is not ours, KeyProblem if the key is unusable."""
-    try:
-        payload = _Submission.model_validate(body)
-    except ValidationError:
-        raise NotAllowed(FOREIGN_FORM) from None
-    psk = _typed(payload.view, BlockId.RECREATE_PSK, ActionId.RECREATE_PSK)
-    errors: dict[str, str] = {}
-    if psk is None:
-        errors[BlockId.RECREATE_PSK.value] = PSK_MISSING
-    elif len(psk) > PSK_MAX:
-        errors[BlockId.RECREATE_PSK.value] = PSK_TOO_LONG
-    elif not _PSK_RE.match(psk):
-        errors[BlockId.RECREATE_PSK.value] = PSK_CHARS
-    if errors:
-        raise KeyProblem(errors)
-    return RecreateSubmission(
-        user_id=payload.user.id,
-        op_id=payload.view.private_metadata,
-        psk=SecretStr(psk) if psk else None,
-    )
 
 
 def make_recreate_open_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:

@@ -600,13 +600,6 @@ class Store(OutboxMixin):
         )
         await self._run(lambda conn: conn.execute(stmt))
 
-    @shielded
-    async def lease_of(self, *, op_id: str) -> tuple[str | None, datetime | None]:
-        """``(owner, expires_at)`` of the lease on ``op_id`` (for diagnostics and tests)."""
-        stmt = select(operations.c.lease_owner, operations.c.lease_expires_at).where(operations.c.id == op_id)
-        row = await self._run(lambda conn: conn.execute(stmt).first())
-        return (row[0], row[1]) if row else (None, None)
-
     @staticmethod
     def _lease_free(now: datetime) -> Any:
         return or_(operations.c.lease_owner.is_(None), operations.c.lease_expires_at < now)
@@ -744,15 +737,6 @@ class Store(OutboxMixin):
                 return holder
             # The holder released between our statements; try again.
         raise RuntimeError(f"could not settle the lock on gateway {gateway_id}")  # pragma: no cover
-
-    @shielded
-    async def gateway_holder(self, *, region: str, gateway_id: str) -> str | None:
-        """The op id holding the gateway lock, if any."""
-        stmt = select(gateway_locks.c.op_id).where(
-            gateway_locks.c.region == region, gateway_locks.c.gateway_id == gateway_id
-        )
-        holder: str | None = await self._run(lambda conn: conn.execute(stmt).scalar())
-        return holder
 
     # --- audit -------------------------------------------------------------------------------
 

@@ -160,21 +160,9 @@ class OutboxMixin:
         await self._run(lambda conn: insert_effects(conn, op_id=op_id, effects=effects, now=now))
 
     @shielded
-    async def claim_outbox(self, *, op_id: str, owner: str, until: datetime, now: datetime) -> bool:
-        """Take the right to deliver ``op_id``'s effects if nobody (else) holds it live."""
-        return await self._run(lambda conn: self._claim(conn, op_id=op_id, owner=owner, until=until, now=now))
-
-    @shielded
     async def release_outbox(self, *, op_id: str, owner: str) -> None:
         """Give the delivery claim back."""
         await self._run(lambda conn: conn.execute(_RELEASE, {"b_op": op_id, "b_owner": owner}))
-
-    @shielded
-    async def pending_effects(self, *, op_id: str) -> list[PendingEffect]:
-        """The operation's undelivered effects, oldest first."""
-        return await self._run(
-            lambda conn: [_row_to_effect(r) for r in conn.execute(_PENDING, {"b_op": op_id})]
-        )
 
     @shielded
     async def ops_with_due_effects(self, *, now: datetime, limit: int = 100) -> list[str]:

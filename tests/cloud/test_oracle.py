@@ -289,13 +289,9 @@ def _sdk_body(action: str) -> type:
 # Fields the bot's models have although the SDK's model of that answer does not, each for a reason.
 # Anything else the bot reads must be a field of the SDK's response.
 READ_THOUGH_NOT_IN_THE_SDK: dict[str, set[str]] = {
-    # The list's items are read with the single answer's model; these exist only in that answer,
+    # The list's items are read with the single answer's model; this exists only in that answer,
     # and the bot copes without them (specs._bgp_spec: no EnableBgp in a list item).
-    "DescribeVpnConnections": {
-        "VpnConnections.VpnConnection.RequestId",
-        "VpnConnections.VpnConnection.ZoneNo",
-        "VpnConnections.VpnConnection.VpnBgpConfig.EnableBgp",
-    },
+    "DescribeVpnConnections": {"VpnConnections.VpnConnection.VpnBgpConfig.EnableBgp"},
     # A route's description, for the snapshot: not in the SDK's model of the lists, so a route
     # recreated from a live snapshot probably gets none (unverified against the live API).
     "DescribeVpnRouteEntries": {"VpnRouteEntries.VpnRouteEntry.Description"},

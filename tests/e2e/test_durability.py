@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from storetools import gateway_holder
 
 from bot.domain import OpState
 from bot.sandbox.local import LocalStack, start_local_stack
@@ -180,7 +181,7 @@ async def test_two_connections_on_one_gateway_are_deleted_one_after_the_other(po
         ops = await stack.bot.app.store.list_operations()
         assert {op.state for op in ops} == {OpState.DELETED}
         assert (
-            await stack.bot.app.store.gateway_holder(region="cn-hangzhou", gateway_id=SEED_VPN_HANGZHOU)
+            await gateway_holder(stack.bot.app.store, region="cn-hangzhou", gateway_id=SEED_VPN_HANGZHOU)
             is None
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from storetools import lease_of
 
 from bot.domain import OpState
 from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, LocalStack, local_settings
@@ -130,7 +131,7 @@ async def test_killed_process_is_resumed_by_a_new_process(world: World, tmp_path
         assert await first.wait_exit(within=5) != 0
 
     async with store_at(url) as store:
-        owner, _ = await store.lease_of(op_id=op_id)
+        owner, _ = await lease_of(store, op_id=op_id)
         assert owner == first_id  # a crash releases nothing: only expiry frees the operation
 
     with world.bot(url, "second") as second:
@@ -192,7 +193,7 @@ async def test_sigterm_exits_cleanly_and_releases_the_lease(world: World, postgr
         assert "Traceback" not in stopping.log()
 
     async with store_at(postgres_url) as store:
-        assert await store.lease_of(op_id=op_id) == (None, None)
+        assert await lease_of(store, op_id=op_id) == (None, None)
 
     with world.bot(postgres_url, "next", **long_lease) as following:
         started = time.monotonic()

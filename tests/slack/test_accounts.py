@@ -12,7 +12,7 @@ from bot.domain import AuditEntry, OpState
 from bot.errors import NotAllowed, UsageError
 from bot.slack.accounts import choose_account
 from bot.slack.blocks import build_confirmation, build_history, build_looking_up, build_parent, build_refusal
-from bot.slack.parse import DeleteCommand, parse_command
+from bot.slack.parsing import DeleteCommand, parse_command
 
 ARNS = {"prod": "acs:ram::1234567890123456:role/vpn-bot", "staging": "acs:ram::6543210987654321:role/vpn-bot"}
 

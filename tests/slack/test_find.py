@@ -28,18 +28,18 @@ from bot.slack.find_blocks import (
     build_operation_status,
     page_count,
 )
-from bot.slack.find_parse import (
+from bot.slack.ids import ActionId
+from bot.slack.inventory import ConnectionRow, ListingCache
+from bot.slack.parsing import (
     FILTER_WORDS_MAX,
     FOREIGN_LIST_BUTTON,
     ListCommand,
     ListPage,
     RowDelete,
     StatusCommand,
+    parse_command,
     parse_list_click,
 )
-from bot.slack.ids import ActionId
-from bot.slack.inventory import ConnectionRow, ListingCache
-from bot.slack.parse import parse_command
 from bot.slack.policy import SlackPolicy
 
 EVIL = "<!channel> *x* <@U0BOB> & `y`"
@@ -126,6 +126,10 @@ def test_a_guessed_region_can_become_a_filter_word() -> None:
         ("list " + " ".join(["w"] * (FILTER_WORDS_MAX + 1)), "at most"),
         ("list vpn-bp1gw0001 vpn-bp1gw0002", "one VPN gateway"),
         ("list --region", "needs a value"),
+        # One option splitter for every command: an empty value is named as such, as for delete.
+        ("list region=", "`region=` needs a value"),
+        ("status vco-bp1abc2def3gh --region=", "`region=` needs a value"),
+        ("list region=cn-hangzhou --region cn-beijing", "given twice"),
         ("list --region bad_region!", "not a region id"),
         ("status", "Status of what?"),
         ("status vco-BAD!", "not a VPN connection id"),

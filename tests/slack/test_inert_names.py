@@ -32,8 +32,8 @@ from bot.slack.blocks import (
 )
 from bot.slack.blocks.views import build_connection_options, build_home
 from bot.slack.find_blocks import build_connection_status, build_list_page, build_operation_status
-from bot.slack.find_parse import ListPage
 from bot.slack.inventory import ConnectionRow
+from bot.slack.parsing import ListPage
 
 NAME_MAX = 128  # Alibaba: connection and gateway names are at most 128 characters
 PLAIN = "office-tunnel"

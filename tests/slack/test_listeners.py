@@ -28,7 +28,7 @@ from bot.errors import ConfirmationClosed, NotAllowed, SlackError
 from bot.slack import InFlight, register
 from bot.slack.blocks import build_confirmation
 from bot.slack.http import make_aiohttp_handler
-from bot.slack.parse import FOREIGN_BUTTON
+from bot.slack.parsing import FOREIGN_BUTTON
 
 
 @dataclass

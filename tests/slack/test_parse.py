@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bot.errors import NotAllowed, UsageError
 from bot.slack.ids import ActionId
-from bot.slack.parse import (
+from bot.slack.parsing import (
     FOREIGN_BUTTON,
     MALFORMED_COMMAND,
     ButtonClick,
@@ -23,6 +23,7 @@ from bot.slack.parse import (
     parse_command,
     parse_slash_command,
 )
+from bot.slack.parsing.primitives import ECHO_MAX, echo
 
 DEFAULT = "cn-hangzhou"
 
@@ -169,6 +170,33 @@ def test_echoed_text_is_escaped() -> None:
         parse("<!channel>&")
     assert "&lt;!channel&gt;&amp;" in info.value.friendly
     assert "<!channel>" not in info.value.friendly
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "frob&lt;b&gt;&amp;",  # an unknown subcommand
+        "delete vco-&lt;b&gt;&amp;",  # a malformed connection id
+        "history &lt;b&gt;&amp;",  # a malformed count
+        "status vco-&lt;b&gt;&amp;",  # a malformed id for status (its own parser)
+        "list account=&lt;b&gt;&amp;",  # a malformed account name
+    ],
+)
+def test_echo_shows_what_was_typed_escaped_once(text: str) -> None:
+    """Slack sends ``<b>&`` as ``&lt;b&gt;&amp;``; every reply quotes it as typed, escaped once for mrkdwn."""
+    with pytest.raises(UsageError) as info:
+        parse(text)
+    assert "&lt;b&gt;&amp;" in info.value.friendly
+    assert "&amp;lt;" not in info.value.friendly, "Slack's entities are not escaped a second time"
+    assert "<b>" not in info.value.friendly
+
+
+def test_echo_unescapes_bounds_and_keeps_the_code_span() -> None:
+    assert echo("&lt;!here&gt;") == "`&lt;!here&gt;`"
+    assert echo("a`b") == "`a\u02cbb`"  # code(): a backtick cannot end the span
+    # The bound counts what was typed, not Slack's entities.
+    assert echo("&amp;" * 100) == echo("&" * 100)
+    assert 0 < echo("&" * 100).count("&amp;") < ECHO_MAX
 
 
 def test_oversized_text_is_not_echoed() -> None:

@@ -21,7 +21,7 @@ from bot.slack.blocks.views import (
 )
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.inventory import ConnectionRow
-from bot.slack.picker_parse import FOREIGN_VIEW, parse_submission, parse_suggestion
+from bot.slack.parsing import FOREIGN_VIEW, parse_submission, parse_suggestion
 
 CHANNEL = "C0VPNOPS"
 ALICE = "U0ALICE"

@@ -25,13 +25,19 @@ from bot.ids import (
     UserId,
     VcoId,
     VpnGatewayId,
-    is_account_name,
     is_region,
-    parse_region,
     parse_vco_id,
 )
-from bot.slack.blocks import code
 from bot.slack.ids import SLASH_COMMAND, ActionId
+from bot.slack.parsing.primitives import (
+    Payload,
+    clean,
+    echo,
+    region_word,
+    split_account,
+    split_region,
+    unescape,
+)
 
 __all__ = [
     "FILTER_WORDS_MAX",
@@ -56,8 +62,6 @@ VALUE_MAX = 2000  # Slack's limit for a button value
 FOREIGN_LIST_BUTTON = "This button's value is not one I made, so I ignored it; nothing was done."
 
 _RESOURCE_PREFIXES = ("vpn-", "vco-", "cgw-")
-_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&"))
-_WRAPPERS = "`'\"<>“”‘’"
 _GATEWAY_RE = re.compile(f"(?:{VPN_GATEWAY_BODY})", re.ASCII)
 _OPERATION_RE = re.compile(f"(?:{OPERATION_BODY})", re.ASCII)
 
@@ -89,82 +93,15 @@ class StatusCommand:
     account: str | None = None
 
 
-def _unescape(token: str) -> str:
-    for entity, char in _ENTITIES:
-        token = token.replace(entity, char)
-    return token
-
-
-def _clean(token: str) -> str:
-    return _unescape(token).strip(_WRAPPERS)
-
-
-def _echo(token: str) -> str:
-    return code(_unescape(token), 40)
-
-
-def split_account(args: list[str]) -> tuple[list[str], str | None]:
-    """Take ``--account NAME`` / ``--account=NAME`` / ``account=NAME`` out of ``args``."""
-    rest: list[str] = []
-    account: str | None = None
-    i = 0
-    while i < len(args):
-        arg, lowered = args[i], args[i].lower()
-        value: str | None = None
-        if lowered == "--account":
-            if i + 1 >= len(args):
-                raise UsageError("`--account` needs a value, e.g. `--account prod`.")
-            value = args[i + 1]
-            i += 1
-        elif lowered.startswith(("--account=", "account=")):
-            value = arg.split("=", 1)[1]
-            if not value:
-                raise UsageError("`account=` needs a value, e.g. `account=prod`.")
-        else:
-            rest.append(arg)
-        i += 1
-        if value is None:
-            continue
-        if account is not None:
-            raise UsageError("The account is given twice; give it once.")
-        name = _clean(value).lower()
-        if not is_account_name(name):
-            raise UsageError(f"{_echo(value)} is not an account name; names look like `prod` or `staging`.")
-        account = name
-    return rest, account
-
-
-def _split_region(args: list[str]) -> tuple[list[str], str | None]:
-    """Take ``--region R`` / ``--region=R`` / ``region=R`` out of ``args``."""
-    rest: list[str] = []
-    region: str | None = None
-    tokens = iter(args)
-    for arg in tokens:
-        lowered = arg.lower()
-        if lowered == "--region":
-            value = next(tokens, None)
-            if value is None:
-                raise UsageError("`--region` needs a value, e.g. `--region cn-hangzhou`.")
-        elif lowered.startswith(("--region=", "region=")):
-            value = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-            continue
-        if region is not None:
-            raise UsageError("The region is given twice; give it once.")
-        region = parse_region(_clean(value), shown=_echo(value))
-    return rest, region
-
-
 def _lower_ascii(token: str) -> str | None:
-    cleaned = _clean(token)
+    cleaned = clean(token)
     return cleaned.lower() if cleaned.isascii() else None
 
 
 def parse_list(args: list[str], *, default_region: str) -> ListCommand:
     """``[region] [gateway-id] [words…]``: a leading region-shaped word is the region."""
     args, account = split_account(args)
-    rest, region = _split_region(args)
+    rest, region = split_region(args)
     guessed = False
     first = _lower_ascii(rest[0]) if rest else None
     # Resource ids (vpn-…, vco-…) are shaped like regions too; they are never one.
@@ -180,10 +117,10 @@ def parse_list(args: list[str], *, default_region: str) -> ListCommand:
                 raise UsageError("Give at most one VPN gateway id.")
             gateway_id = lowered
             continue
-        word = _unescape(token)
+        word = unescape(token)
         if len(word) > FILTER_WORD_MAX:
             raise UsageError(
-                f"The filter word {_echo(token)} is too long (the limit is {FILTER_WORD_MAX} characters)."
+                f"The filter word {echo(token)} is too long (the limit is {FILTER_WORD_MAX} characters)."
             )
         words.append(word)
     if len(words) > FILTER_WORDS_MAX:
@@ -196,7 +133,7 @@ def parse_list(args: list[str], *, default_region: str) -> ListCommand:
 def parse_status(args: list[str], *, default_region: str) -> StatusCommand:
     """``<vco-id | request-id> [region]``."""
     args, account = split_account(args)
-    rest, region = _split_region(args)
+    rest, region = split_region(args)
     if not rest:
         raise UsageError(
             f"Status of what? Give a connection id or a request id, e.g. `{SLASH_COMMAND} status "
@@ -205,20 +142,18 @@ def parse_status(args: list[str], *, default_region: str) -> StatusCommand:
     if len(rest) >= 2:
         if region is not None or len(rest) > 2:
             raise UsageError(
-                f"Too many words: {_echo(' '.join(rest[1:]))}. `{SLASH_COMMAND} status` takes one id "
+                f"Too many words: {echo(' '.join(rest[1:]))}. `{SLASH_COMMAND} status` takes one id "
                 "and an optional region."
             )
-        region = parse_region(_clean(rest[1]), shown=_echo(rest[1]))
+        region = region_word(rest[1])
     region = region or default_region
-    target = _clean(rest[0])
+    target = clean(rest[0])
     if target.lower().startswith("vco-"):
-        return StatusCommand(
-            region=region, vco_id=parse_vco_id(target, shown=_echo(rest[0])), account=account
-        )
+        return StatusCommand(region=region, vco_id=parse_vco_id(target, shown=echo(rest[0])), account=account)
     if target.isascii() and _OPERATION_RE.fullmatch(target):
         return StatusCommand(region=region, op_id=target.lower(), account=account)
     raise UsageError(
-        f"{_echo(rest[0])} is neither a connection id (`vco-…`) nor a request id (the one shown under "
+        f"{echo(rest[0])} is neither a connection id (`vco-…`) nor a request id (the one shown under "
         "a confirmation, such as `3f2a…`)."
     )
 
@@ -260,24 +195,20 @@ class RowDelete(_Value):
         return self.model_dump_json(exclude_none=True)
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class _Button(_Payload):
+class _Button(Payload):
     action_id: ActionId
     value: str = Field(max_length=VALUE_MAX)
 
 
-class _Id(_Payload):
+class _Id(Payload):
     id: str
 
 
-class _Container(_Payload):
+class _Container(Payload):
     channel_id: ChannelId | None = None
 
 
-class _ListActions(_Payload):
+class _ListActions(Payload):
     actions: list[_Button] = Field(min_length=1, max_length=1)
     user: _Id
     channel: _Id | None = None
@@ -286,7 +217,7 @@ class _ListActions(_Payload):
     response_url: str | None = None
 
 
-class _Who(_Payload):
+class _Who(Payload):
     user_id: UserId
     channel_id: ChannelId
     team_id: TeamId | None = None

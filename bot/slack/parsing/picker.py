@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
 from bot.errors import NotAllowed
-from bot.ids import AccountName, ChannelId, RegionId, TeamId, UserId, VcoId
+from bot.ids import AccountName, ChannelId, RegionId, TeamId, VcoId
 from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.slack.parsing.primitives import Payload, User
 
 __all__ = [
     "FOREIGN_VIEW",
@@ -31,12 +32,7 @@ SEARCH_MAX = 64
 SearchText = Annotated[str, StringConstraints(pattern=r"^[\w .:/-]*$", max_length=SEARCH_MAX)]
 
 
-class _Payload(BaseModel):
-    # Slack adds fields over time; only the ones read here are checked.
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class PickerMeta(_Payload):
+class PickerMeta(Payload):
     """The modal's ``private_metadata``: where the command was typed, and the region first shown."""
 
     c: ChannelId
@@ -45,47 +41,39 @@ class PickerMeta(_Payload):
     a: AccountName | None = None
 
 
-class _Id(_Payload):
-    id: str
-
-
-class _User(_Payload):
-    id: UserId
-
-
-class _Team(_Payload):
+class _Team(Payload):
     id: TeamId
 
 
-class _Option(_Payload):
+class _Option(Payload):
     value: str = Field(max_length=150)
 
 
-class _Select(_Payload):
+class _Select(Payload):
     selected_option: _Option | None = None
 
 
-class _State(_Payload):
-    values: dict[str, dict[str, _Select]] = {}
+class _State(Payload):
+    values: dict[str, dict[str, _Select]] = Field(default_factory=dict)
 
 
-class _View(_Payload):
+class _View(Payload):
     callback_id: Literal[CallbackId.PICKER]
     private_metadata: str = Field(max_length=3000)
     state: _State = _State()
 
 
-class _SuggestionPayload(_Payload):
+class _SuggestionPayload(Payload):
     type: Literal["block_suggestion"]
-    user: _User
+    user: User
     action_id: Literal[ActionId.PICK_CONNECTION]
     value: str = Field(max_length=2000)
     view: _View
 
 
-class _SubmissionPayload(_Payload):
+class _SubmissionPayload(Payload):
     type: Literal["view_submission"]
-    user: _User
+    user: User
     team: _Team | None = None
     view: _View
 

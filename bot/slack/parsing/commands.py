@@ -1,0 +1,166 @@
+"""The ``/vpn`` slash command: its payload and its text, turned into typed commands.
+
+Parsing never raises anything but :class:`bot.errors.UsageError` (command text) or
+:class:`bot.errors.NotAllowed` (a payload without Slack's fields). Any text the user typed that is
+echoed back is unescaped, then escaped for mrkdwn and bounded (:func:`bot.slack.parsing.primitives.echo`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from bot.errors import NotAllowed, UsageError
+from bot.ids import (
+    ChannelId,
+    TeamId,
+    UserId,
+    is_vco_id,
+    parse_vco_id,
+)
+from bot.slack.ids import SLASH_COMMAND
+from bot.slack.parsing.find import ListCommand, StatusCommand, parse_list, parse_status
+from bot.slack.parsing.primitives import Payload, clean, echo, region_word, split_account, split_region
+
+__all__ = [
+    "HISTORY_DEFAULT",
+    "HISTORY_MAX",
+    "MALFORMED_COMMAND",
+    "TEXT_MAX",
+    "Command",
+    "DeleteCommand",
+    "HelpCommand",
+    "HistoryCommand",
+    "PickCommand",
+    "SlashCommand",
+    "parse_command",
+    "parse_slash_command",
+]
+
+TEXT_MAX = 1000
+HISTORY_DEFAULT = 10
+HISTORY_MAX = 50
+MALFORMED_COMMAND = "This request lacks the user or channel Slack sends with every command; nothing was done."
+
+_COUNT_RE = re.compile(r"[0-9]{1,3}", re.ASCII)
+_HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
+
+
+class SlashCommand(Payload):
+    """The fields of a ``/vpn`` request the bot reads, checked by the id rules."""
+
+    text: str = ""
+    user_id: UserId
+    channel_id: ChannelId
+    team_id: TeamId | None = None
+    response_url: str | None = None
+    # Opens the picker modal (views.open); Slack's are ~60 characters.
+    trigger_id: str | None = Field(default=None, max_length=200)
+
+
+_SLASH_COMMAND = TypeAdapter(SlashCommand)
+
+
+def parse_slash_command(body: Mapping[str, Any]) -> SlashCommand:
+    """Validate the slash-command payload; raise NotAllowed if Slack's fields are missing or malformed."""
+    try:
+        return _SLASH_COMMAND.validate_python(body)
+    except ValidationError:
+        raise NotAllowed(MALFORMED_COMMAND) from None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteCommand:
+    """``/vpn delete <vco-id> [region]``."""
+
+    vco_id: str
+    region: str
+    # ``account=NAME`` / ``--account NAME``: None when not given (the channel's default applies).
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PickCommand:
+    """``/vpn delete`` with no id: open the picker modal, starting at ``region``."""
+
+    region: str
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCommand:
+    """``/vpn history [count]``."""
+
+    limit: int = HISTORY_DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class HelpCommand:
+    """``/vpn``, ``/vpn help``."""
+
+
+Command = DeleteCommand | PickCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
+
+
+def _usage(message: str) -> UsageError:
+    return UsageError(message)
+
+
+def _vco_id(token: str) -> str:
+    return parse_vco_id(clean(token), shown=echo(token))
+
+
+def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickCommand:
+    args, account = split_account(args)
+    positional, region = split_region(args)
+    if not positional:
+        return PickCommand(region=region or default_region, account=account)
+    vco_id = _vco_id(positional[0])
+    if len(positional) >= 2:
+        if region is not None:
+            raise _usage("The region is given twice; give it once.")
+        region = region_word(positional[1])
+    if len(positional) > 2:
+        raise _usage(
+            f"Too many words: {echo(' '.join(positional[2:]))}. `{SLASH_COMMAND} delete` takes a "
+            f"connection id and an optional region."
+        )
+    return DeleteCommand(vco_id=vco_id, region=region or default_region, account=account)
+
+
+def _parse_history(args: list[str]) -> HistoryCommand:
+    if not args:
+        return HistoryCommand()
+    if len(args) > 1:
+        raise _usage(f"Too many words: {echo(' '.join(args[1:]))}. Use `{SLASH_COMMAND} history [count]`.")
+    if not _COUNT_RE.fullmatch(args[0]) or not 1 <= int(args[0]) <= HISTORY_MAX:
+        raise _usage(f"The history count must be a number from 1 to {HISTORY_MAX}, not {echo(args[0])}.")
+    return HistoryCommand(limit=int(args[0]))
+
+
+def parse_command(text: str, *, default_region: str) -> Command:
+    """Parse the text after ``/vpn``; raise UsageError with a friendly explanation."""
+    if len(text) > TEXT_MAX:
+        raise _usage(f"That command is too long ({len(text)} characters; the limit is {TEXT_MAX}).")
+    tokens = text.split()
+    if tokens and tokens[0].lower() == SLASH_COMMAND:
+        tokens = tokens[1:]
+    if not tokens or tokens[0].lower() in _HELP_WORDS:
+        return HelpCommand()
+    word, args = tokens[0].lower(), tokens[1:]
+    if word == "delete":
+        return _parse_delete(args, default_region)
+    if word == "history":
+        return _parse_history(args)
+    if word == "list":
+        return parse_list(args, default_region=default_region)
+    if word == "status":
+        return parse_status(args, default_region=default_region)
+    candidate = clean(tokens[0])
+    if candidate.isascii() and is_vco_id(candidate.lower()):
+        raise _usage(f"Did you mean `{SLASH_COMMAND} delete {candidate.lower()}`?")
+    raise _usage(f"I don't know the command {echo(tokens[0])}. Try `{SLASH_COMMAND} help`.")
