@@ -27,6 +27,7 @@ __all__ = [
     "PART_CONNECTION",
     "PART_POLICY_ROUTES",
     "PART_ROUTES",
+    "REASON_MAX",
     "RESERVED_TAG_PREFIXES",
     "TERMINAL_STATES",
     "Accepted",
@@ -371,6 +372,8 @@ ACTIVE_STATES: frozenset[OpState] = frozenset(
         OpState.ROUTING,
     }
 )
+# The longest reason a person may give for a request or a denial (a sentence and a ticket number).
+REASON_MAX = 500
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"
@@ -442,6 +445,12 @@ class Operation:
     route_results: tuple[RouteResult, ...] = ()
     # Deletions: until when the deleted card offers Recreate… (None: not offered, or closed).
     undo_until: datetime | None = None
+    # Why it was requested (``reason=…`` or the picker's field; person-typed, shown escaped) and the
+    # change ticket VPNBOT_TICKET_PATTERN found in it; None when not given.
+    reason: str | None = None
+    ticket: str | None = None
+    # Why it was denied (the Cancel modal's optional field); None when none was given.
+    cancel_reason: str | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -495,6 +504,7 @@ class OpFields(TypedDict, total=False):
     new_vco_id: str | None
     route_results: tuple[RouteResult, ...]
     undo_until: datetime | None
+    cancel_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,15 +36,19 @@ class WorkflowApi(Protocol):
         region: str,
         response_url: str | None,
         account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
     ) -> Operation:
-        """Check policy, look the connection up and post the confirmation (in ``account``)."""
+        """Check policy, look the connection up and post the confirmation (in ``account``, with ``reason``)."""
         ...
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve (raises NotAllowed or ConfirmationClosed) and start the deletion."""
         ...
 
-    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+    async def cancel(
+        self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
+    ) -> Operation:
         """Cancel a confirmation that is still open."""
         ...
 

@@ -149,8 +149,11 @@ class SlackNotifier:
         *,
         now: Callable[[], datetime] | None = None,
         anyone_may_approve: bool = False,
+        approval_rule: str = "",
     ) -> None:
         self._client = client
+        # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card.
+        self._rule = approval_rule
         # VPNBOT_APPROVERS=*: the card says that anyone who sees it may approve.
         self._anyone = anyone_may_approve
         # Cards say times with their date unless it is today: "today" is the clock's.
@@ -158,14 +161,16 @@ class SlackNotifier:
 
     async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
         """Post the confirmation in ``op.channel_id`` and return its ts (once per ``delivery``)."""
-        message = build_confirmation(op, now=self._now(), anyone_may_approve=self._anyone)
+        message = build_confirmation(
+            op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule
+        )
         # A recreation's confirmation goes in the deleted card's thread.
         ts, _ = await self._post_once(op.channel_id, op.thread_ts, message, delivery)
         return ts
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation for the op's state."""
-        message = build_parent(op, now=self._now(), anyone_may_approve=self._anyone)
+        message = build_parent(op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule)
         try:
             await self._client.chat_update(
                 channel=op.channel_id, ts=op.message_ts or "", text=message["text"], blocks=message["blocks"]

@@ -28,6 +28,7 @@ from bot.ids import (
 from bot.slack.blocks import code
 from bot.slack.find_parse import ListCommand, StatusCommand, parse_list, parse_status, split_account
 from bot.slack.ids import SLASH_COMMAND, ActionId
+from bot.slack.reason import split_reason
 
 __all__ = [
     "FOREIGN_BUTTON",
@@ -98,6 +99,8 @@ class DeleteCommand:
     region: str
     # ``account=NAME`` / ``--account NAME``: None when not given (the channel's default applies).
     account: str | None = None
+    # ``reason=…`` / ``--reason …`` (quoted text allowed): None when not given.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,8 @@ class PickCommand:
 
     region: str
     account: str | None = None
+    # Fills the modal's reason field.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +150,7 @@ def _region(token: str) -> str:
     return parse_region(_clean(token), shown=_echo(token))
 
 
-def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickCommand:
+def _parse_delete(args: list[str], default_region: str, reason: str | None) -> DeleteCommand | PickCommand:
     args, account = split_account(args)
     positional: list[str] = []
     region: str | None = None
@@ -172,7 +177,7 @@ def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickC
         i += 1
 
     if not positional:
-        return PickCommand(region=region or default_region, account=account)
+        return PickCommand(region=region or default_region, account=account, reason=reason)
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:
         if region is not None:
@@ -183,7 +188,7 @@ def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickC
             f"Too many words: {_echo(' '.join(positional[2:]))}. `{SLASH_COMMAND} delete` takes a "
             f"connection id and an optional region."
         )
-    return DeleteCommand(vco_id=vco_id, region=region or default_region, account=account)
+    return DeleteCommand(vco_id=vco_id, region=region or default_region, account=account, reason=reason)
 
 
 def _parse_history(args: list[str]) -> HistoryCommand:
@@ -200,6 +205,7 @@ def parse_command(text: str, *, default_region: str) -> Command:
     """Parse the text after ``/vpn``; raise UsageError with a friendly explanation."""
     if len(text) > TEXT_MAX:
         raise _usage(f"That command is too long ({len(text)} characters; the limit is {TEXT_MAX}).")
+    text, reason = split_reason(text)
     tokens = text.split()
     if tokens and tokens[0].lower() == SLASH_COMMAND:
         tokens = tokens[1:]
@@ -207,7 +213,9 @@ def parse_command(text: str, *, default_region: str) -> Command:
         return HelpCommand()
     word, args = tokens[0].lower(), tokens[1:]
     if word == "delete":
-        return _parse_delete(args, default_region)
+        return _parse_delete(args, default_region, reason)
+    if reason is not None:
+        raise _usage(f"A reason goes with `{SLASH_COMMAND} delete` only.")
     if word == "history":
         return _parse_history(args)
     if word == "list":

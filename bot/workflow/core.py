@@ -160,6 +160,8 @@ class Workflow:
         region: str,
         response_url: str | None,
         account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
     ) -> Operation:
         """Check policy, record the request, look the connection up and post the confirmation.
 
@@ -191,6 +193,8 @@ class Workflow:
             region=region,
             response_url=response_url,
             account=account,
+            reason=reason,
+            ticket=ticket,
         )
         self._looking_up.add(op.id)
         try:
@@ -213,6 +217,8 @@ class Workflow:
         region: str,
         response_url: str | None,
         account: str,
+        reason: str | None = None,
+        ticket: str | None = None,
     ) -> Operation:
         """Store the request (leased to this worker) before anything is looked up."""
         now = self._clock.now()
@@ -233,6 +239,8 @@ class Workflow:
             client_token=client_token_for(op_id),
             response_url=response_url,
             account=account,
+            reason=reason,
+            ticket=ticket,
         )
         return await self._store.create_operation(
             op=op,
@@ -408,8 +416,14 @@ class Workflow:
             )
         return approved
 
-    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
-        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`)."""
+    async def cancel(
+        self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
+    ) -> Operation:
+        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`).
+
+        ``reason`` (the Cancel modal's, person-typed) is shown on the closed card, told to the
+        requester and recorded in the audit entry.
+        """
         op = await self._load(op_id)
         try:
             await self._policy.check_cancel(user_id=user_id, op=op)
@@ -426,9 +440,12 @@ class Workflow:
             to=OpState.CANCELLED,
             now=now,
             cancelled_by=user_id,
+            cancel_reason=reason,
             finished_at=now,
             message_ts=op.message_ts or message_ts,
-            audit_entry=self._steps.entry(op, "cancelled", actor_id=user_id),
+            audit_entry=self._steps.entry(
+                op, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
+            ),
             effects=[CARD],
         )
         if moved is None:

@@ -581,6 +581,10 @@ class Steps:
         if op.kind == KIND_RECREATE and not action.startswith("recreate"):
             # The trail tells recreations apart: recreate_requested, recreate_approved, ….
             action = f"recreate_{action}"
+        if op.reason:
+            # Every entry of the operation says why it was asked for (and its ticket), as the card does.
+            ticket = f" (ticket {op.ticket})" if op.ticket else ""
+            detail = f"{detail}; reason{ticket}: {op.reason}" if detail else f"reason{ticket}: {op.reason}"
         return AuditEntry(
             at=self._clock.now(),
             action=action,
