@@ -38,8 +38,10 @@ __all__ = [
     "Deferred",
     "Deleted",
     "Delivery",
+    "Denied",
     "Effect",
     "EffectKind",
+    "Expired",
     "Failed",
     "GatewayActive",
     "GatewayUpdating",
@@ -697,6 +699,19 @@ class KeyLost:
 
 
 @dataclass(frozen=True, slots=True)
+class Denied:
+    """Someone clicked Cancel: the request is closed unapproved, with their ``reason`` (may be "")."""
+
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """Nobody approved the request before it expired; nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotTaken:
     """After the deletion: the configuration taken before it (or why it could not be taken)."""
 
@@ -724,6 +739,8 @@ Progress = (
     | ConnectionReady
     | Recreated
     | KeyLost
+    | Denied
+    | Expired
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
@@ -750,6 +767,8 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         ConnectionReady,
         Recreated,
         KeyLost,
+        Denied,
+        Expired,
     )
 }
 
@@ -780,6 +799,7 @@ class EffectKind(StrEnum):
     UPDATE_CARD = "update_card"  # chat.update of the card from the operation's current state
     THREAD = "thread"  # a reply in the card's thread (``event``)
     RESPOND = "respond"  # an ephemeral reply to the requester through the response_url (``event``)
+    DIRECT = "direct"  # a direct message to the requester with the outcome (``event``) and the card's link
 
 
 @dataclass(frozen=True, slots=True)

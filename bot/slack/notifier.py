@@ -45,7 +45,8 @@ from bot.slack.blocks import (
     build_respond,
     build_thread_reply,
 )
-from bot.slack.codes import FILE_UPLOAD_FAILED, NO_TS, SLACK_FAILURES, slack_error, translate
+from bot.slack.blocks.direct import build_direct_message
+from bot.slack.codes import BAD_RESPONSE, FILE_UPLOAD_FAILED, NO_TS, SLACK_FAILURES, slack_error, translate
 
 __all__ = ["EFFECT_EVENT", "SlackNotifier", "configure_retries"]
 
@@ -303,6 +304,34 @@ class SlackNotifier:
             raise slack_error(FILE_UPLOAD_FAILED) from exc
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc
+
+    async def direct_message(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
+        """Tell the requester in a direct message how the request ended, with the card's link (once).
+
+        The DM is opened with conversations.open (its channel id is where a lost answer is looked for);
+        a link that cannot be had (chat.getPermalink refused) is left out rather than failing the message.
+        """
+        try:
+            opened = await self._client.conversations_open(users=op.requester_id)
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
+        channel = opened.get("channel")
+        dm = channel.get("id") if isinstance(channel, dict) else None
+        if not isinstance(dm, str) or not dm:
+            raise slack_error(BAD_RESPONSE)
+        message = build_direct_message(op, event, permalink=await self._permalink(op))
+        await self._post_once(dm, None, message, delivery)
+
+    async def _permalink(self, op: Operation) -> str | None:
+        if not op.message_ts:
+            return None
+        try:
+            response = await self._client.chat_getPermalink(channel=op.channel_id, message_ts=op.message_ts)
+        except SLACK_FAILURES as exc:
+            log.info("notifier: no link to the card for the DM", extra={"error": translate(exc).error})
+            return None
+        link = response.get("permalink")
+        return link if isinstance(link, str) else None
 
     async def respond(self, op: Operation, event: Progress) -> None:
         """Tell the requester alone, through the response_url (valid for 30 minutes)."""

@@ -37,8 +37,10 @@ from bot.domain import (
     AuditEntry,
     Crashed,
     Deferred,
+    Denied,
     Effect,
     EffectKind,
+    Expired,
     Operation,
     OpState,
     PostFailed,
@@ -51,7 +53,16 @@ from bot.errors import ConfirmationClosed, NotAllowed, RecreateRefused, SlackErr
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
-from bot.workflow.steps import CARD, SYSTEM_ACTOR, LostOperation, RecreateKeys, Steps, Stopping, thread
+from bot.workflow.steps import (
+    CARD,
+    SYSTEM_ACTOR,
+    LostOperation,
+    RecreateKeys,
+    Steps,
+    Stopping,
+    direct,
+    thread,
+)
 
 __all__ = ["Workflow"]
 
@@ -446,7 +457,10 @@ class Workflow:
             audit_entry=self._steps.entry(
                 op, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
             ),
-            effects=[CARD],
+            # The requester is told unless they cancelled it themselves.
+            effects=[CARD]
+            if user_id == op.requester_id
+            else [CARD, direct(Denied(by=user_id, reason=reason or ""))],
         )
         if moved is None:
             raise ConfirmationClosed(await self._load(op_id))
@@ -679,7 +693,7 @@ class Workflow:
             now=now,
             finished_at=now,
             audit_entry=self._steps.entry(op, "expired", actor_id=SYSTEM_ACTOR, detail="no approval in time"),
-            effects=[CARD],
+            effects=[CARD, direct(Expired())],
         )
         if expired is not None:
             self._keys.pop(op.id, None)

@@ -57,7 +57,16 @@ from bot.ports import Clock, OperationMeter, OperationStore, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.polling import expected_duration, poll_delay
 
-__all__ = ["CONNECTION_NOT_FOUND", "SYSTEM_ACTOR", "LostOperation", "RecreateKeys", "Steps", "Stopping"]
+__all__ = [
+    "CONNECTION_NOT_FOUND",
+    "SYSTEM_ACTOR",
+    "LostOperation",
+    "RecreateKeys",
+    "Steps",
+    "Stopping",
+    "direct",
+    "thread",
+]
 
 log = logging.getLogger("bot.workflow")
 
@@ -83,6 +92,11 @@ class RecreateKeys:
 def thread(event: Progress) -> Effect:
     """A reply in the card's thread."""
     return Effect(EffectKind.THREAD, event)
+
+
+def direct(event: Progress) -> Effect:
+    """A direct message to the requester with the outcome (and the card's link)."""
+    return Effect(EffectKind.DIRECT, event)
 
 
 class Stopping(Exception):
@@ -546,7 +560,8 @@ class Steps:
             ),
             # The thread's last reply first: once the card shows the end, the thread says why.
             # After a deletion the configuration it took away follows, as the very last reply.
-            effects=[thread(outcome), CARD, *self._snapshot_reply(op, to)],
+            # The requester's direct message last: its link then shows the card as it ended.
+            effects=[thread(outcome), CARD, *self._snapshot_reply(op, to), direct(outcome)],
             **extra,
         )
         if done is None:
