@@ -213,7 +213,13 @@ def parse_command(text: str, *, default_region: str) -> Command:
         return HelpCommand()
     word, args = tokens[0].lower(), tokens[1:]
     if word == "delete":
-        return _parse_delete(args, default_region, reason)
+        try:
+            return _parse_delete(args, default_region, reason)
+        except UsageError as err:
+            if reason is None:
+                raise
+            # ``reason=two words`` leaves ``words`` behind: say how to give several words.
+            raise _usage(f'{err.friendly} A reason of several words goes in quotes: `reason="…"`.') from None
     if reason is not None:
         raise _usage(f"A reason goes with `{SLASH_COMMAND} delete` only.")
     if word == "history":
