@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fakes import FakeClock
 from slack_sdk.models.blocks import Block
 
 from bot.cloud.codes import ERROR_TABLE
@@ -25,8 +26,12 @@ DM_ALICE = f"D{ALICE}"
 
 
 @contextlib.asynccontextmanager
-async def running(sqlite_url: str, **settings: Any) -> AsyncIterator[LocalStack]:
-    stack = await start_local_stack(database_url=sqlite_url, update_seconds=0.3, settings=settings)
+async def running(
+    sqlite_url: str, clock: FakeClock | None = None, **settings: Any
+) -> AsyncIterator[LocalStack]:
+    stack = await start_local_stack(
+        database_url=sqlite_url, update_seconds=0.3, settings=settings, clock=clock
+    )
     try:
         yield stack
     finally:
@@ -141,3 +146,16 @@ async def test_the_requester_is_told_when_it_failed(sqlite_url: str) -> None:
         assert ERROR_TABLE["Forbidden.SubUser"].friendly in all_text(dm)
         _links_card(dm, card.ts)
         assert SEED_VCO_HANGZHOU in stack.vpc.state.connections
+
+
+async def test_the_requester_is_told_when_it_expired(sqlite_url: str) -> None:
+    clock = FakeClock()
+    async with running(sqlite_url, clock, approvers=[BOB]) as stack:
+        state = stack.slack.state
+        await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
+        card = await wait_confirmation(state, SEED_VCO_HANGZHOU)
+        clock.advance(stack.settings.confirmation_ttl_seconds + 1)
+        await stack.bot.app.workflow.run_once()
+        await wait_parent(state, card.ts, "xpired")
+        dm = await _dm(stack, "expired: nobody approved it in time. Nothing was changed.")
+        _links_card(dm, card.ts)
