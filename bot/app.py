@@ -552,6 +552,7 @@ async def create_app(
             # Listing needs the full client (an injected VpcApi fake has no list calls).
             inventory=VpcInventory(vpc, accounts=accounts) if isinstance(vpc, VpcClient) else None,
             read_policy=policy,
+            cancel_policy=policy,
             recent_operations=store.recent_operations,
             approvals=policy,
             visibility=Visibility(settings, directory=SlackChannelDirectory(slack), approvers=policy),

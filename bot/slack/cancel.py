@@ -111,6 +111,11 @@ async def _open_modal(deps: SlackDeps, client: AsyncWebClient, click: ButtonClic
     op = await deps.operation(click.op_id)
     if op is None or op.state is not OpState.AWAITING_APPROVAL:
         return False  # the workflow explains why it is closed
+    if deps.cancel_policy is not None:
+        try:
+            await deps.cancel_policy.check_cancel(user_id=click.user_id, op=op)
+        except NotAllowed:
+            return False  # the workflow refuses it, records the refusal and says who may
     view = build_cancel_modal(
         op_id=op.id, channel_id=click.channel_id, message_ts=click.message_ts, vco_id=op.vco_id
     )

@@ -87,6 +87,14 @@ class ReadPolicy(Protocol):
         ...
 
 
+class CancelPolicy(Protocol):
+    """Who may cancel (implemented by :class:`bot.slack.policy.SlackPolicy`): checked before the reason modal opens."""
+
+    async def check_cancel(self, *, user_id: str, op: Operation) -> None:
+        """Raise NotAllowed if ``user_id`` may not cancel ``op``."""
+        ...
+
+
 class LoadMeter(Protocol):
     """Where the Slack layer reports load (implemented by :class:`bot.metrics.Metrics`)."""
 
@@ -156,5 +164,7 @@ class SlackDeps:
     inventory: Inventory | None = None
     listings: ListingCache | None = None
     read_policy: ReadPolicy | None = None
+    # Someone who may not cancel is refused at the click, before typing a reason (the workflow decides).
+    cancel_policy: CancelPolicy | None = None
     # Who sees which operation (/vpn status <request>); None only in Slack-layer tests.
     visibility: Visibility | None = None

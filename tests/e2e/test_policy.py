@@ -227,8 +227,10 @@ async def test_who_may_cancel(sqlite_url: str) -> None:
         await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
         first = await _confirmation(stack, SEED_VCO_HANGZHOU)
 
-        await deny(stack, CAROL, first.ts)
+        # Refused at the click: no reason form opens for someone who may not cancel.
+        await stack.agent.click(CAROL, CHANNEL, first.ts, ActionId.CANCEL)
         refusal = await _refusal(stack, CAROL)
+        assert not any(v.get("callback_id") == "vpn-cancel" for v in stack.slack.state.views.values())
         assert f"Only <@{ALICE}> (who asked) or an approver can cancel" in refusal.text
         assert f"<@{BOB}>" in refusal.text
         _assert_untouched(stack, first)
