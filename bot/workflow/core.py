@@ -457,10 +457,7 @@ class Workflow:
             audit_entry=self._steps.entry(
                 op, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
             ),
-            # The requester is told unless they cancelled it themselves.
-            effects=[CARD]
-            if user_id == op.requester_id
-            else [CARD, direct(Denied(by=user_id, reason=reason or ""))],
+            effects=self._denial_effects(op, user_id, reason),
         )
         if moved is None:
             raise ConfirmationClosed(await self._load(op_id))
@@ -469,6 +466,13 @@ class Workflow:
         self.outbox.deliver_claimed(cancelled, pending)
         self._steps.finished(cancelled)
         return cancelled
+
+    @staticmethod
+    def _denial_effects(op: Operation, user_id: str, reason: str | None) -> list[Effect]:
+        """The card; a reason also in the thread; the requester told unless they cancelled it themselves."""
+        denied = Denied(by=user_id, reason=reason or "")
+        effects = [thread(denied), CARD] if reason else [CARD]
+        return effects if user_id == op.requester_id else [*effects, direct(denied)]
 
     async def history(
         self,

@@ -20,7 +20,7 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
 from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CHANNEL
-from .support import all_text, deny, op_id_of, wait_confirmation, wait_parent
+from .support import all_text, deny, op_id_of, wait_confirmation, wait_parent, wait_thread
 
 DM_ALICE = f"D{ALICE}"
 
@@ -80,6 +80,8 @@ async def test_deny_with_a_reason_reaches_the_card_the_audit_and_the_requester(s
         assert f"Cancelled by <@{BOB}>" in status
         assert "*Reason:* wrong one &lt;@U0CAROL&gt; — use the Shanghai link" in status
         assert "<@U0CAROL>" not in all_text(closed)
+        said = await wait_thread(state, card.ts, "Denied by")
+        assert "Reason: wrong one &lt;@U0CAROL&gt;" in said
 
         dm = await _dm(stack, f"was denied by <@{BOB}>")
         assert "wrong one &lt;@U0CAROL&gt;" in all_text(dm)
