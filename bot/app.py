@@ -40,7 +40,7 @@ from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.codes import lookup as slack_lookup
 from bot.slack.http import make_aiohttp_handler
 from bot.slack.notifier import SlackNotifier, configure_retries
-from bot.slack.policy import SlackGroupDirectory, SlackPolicy
+from bot.slack.policy import SlackGroupDirectory, SlackPolicy, approval_rule_text
 from bot.slack.visibility import SlackChannelDirectory, Visibility
 from bot.store import Store
 from bot.workflow import Workflow, WorkflowConfig
@@ -460,7 +460,12 @@ def _build_workflow(
 ) -> Workflow:
     """The workflow with its Slack notifier, on the app's clock."""
     clock = clock or SystemClock()
-    notifier = SlackNotifier(slack, now=clock.now, anyone_may_approve=settings.anyone_may_approve)
+    notifier = SlackNotifier(
+        slack,
+        now=clock.now,
+        anyone_may_approve=settings.anyone_may_approve,
+        approval_rule=approval_rule_text(settings),
+    )
     return Workflow(
         store=store,
         vpc=vpc,
@@ -547,6 +552,7 @@ async def create_app(
             # Listing needs the full client (an injected VpcApi fake has no list calls).
             inventory=VpcInventory(vpc, accounts=accounts) if isinstance(vpc, VpcClient) else None,
             read_policy=policy,
+            cancel_policy=policy,
             recent_operations=store.recent_operations,
             approvals=policy,
             visibility=Visibility(settings, directory=SlackChannelDirectory(slack), approvers=policy),

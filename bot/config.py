@@ -187,6 +187,15 @@ class Settings(BaseSettings):
     user_rate_per_minute: int = Field(
         default=20, ge=0, le=100_000, validation_alias="VPNBOT_USER_RATE_PER_MINUTE"
     )
+    # A deletion must say why: ``true`` in every account, or the account names that require it.
+    require_reason: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="VPNBOT_REQUIRE_REASON"
+    )
+    # account=regex: a request in that account must name a change ticket matching it in its reason
+    # (``*`` for every account, and the one of the single-account bot).
+    ticket_patterns: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias="VPNBOT_TICKET_PATTERN"
+    )
 
     # Other ALIBABA_CLOUD_* lines of the .env file (e.g. ALIBABA_CLOUD_ECS_METADATA_DISABLED), for the
     # credential chain library, which reads only the process environment (see bot.cloud.credentials).
@@ -267,6 +276,53 @@ class Settings(BaseSettings):
                 raise ValueError(f"the account {name} is given twice")
             found[name] = arn
         return found
+
+    @field_validator("require_reason", mode="before")
+    @classmethod
+    def _require_reason(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        word = value.strip().lower()
+        if word in {"true", "1", "yes", "on"}:
+            return [ANYONE]
+        if word in {"", "false", "0", "no", "off"}:
+            return []
+        names = _split_csv(value)
+        bad = [n for n in names if not ids.is_account_name(n)]
+        if bad:
+            raise ValueError(f"not true, false or account names: {', '.join(bad)}")
+        return names
+
+    @field_validator("ticket_patterns", mode="before")
+    @classmethod
+    def _ticket_patterns(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found: dict[str, str] = {}
+        for part in _split_csv(value):
+            name, sep, pattern = (p.strip() for p in part.partition("="))
+            if not sep or not pattern or not (name == ANYONE or ids.is_account_name(name)):
+                raise ValueError(f"{part!r} is not account=regex (or *=regex), e.g. prod=CHG-[0-9]+")
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"{pattern!r} (account {name}) is not a regular expression: {err}") from None
+            if name in found:
+                raise ValueError(f"the account {name} is given twice")
+            found[name] = pattern
+        return found
+
+    def reason_required(self, account: str) -> bool:
+        """Whether a deletion in ``account`` ("" for the single-account bot) must give a reason."""
+        return ANYONE in self.require_reason or (bool(account) and account in self.require_reason)
+
+    def ticket_pattern(self, account: str) -> str | None:
+        """The change-ticket regex a reason in ``account`` must match, if any (the account's, else ``*``)."""
+        return (
+            self.ticket_patterns.get(account)
+            if account in self.ticket_patterns
+            else self.ticket_patterns.get(ANYONE)
+        )
 
     @field_validator("vpc_endpoints", mode="before")
     @classmethod

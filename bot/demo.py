@@ -79,7 +79,7 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     await stack.slack.state.wait_for(
         lambda: stack.slack.state.ephemerals(CAROL), timeout=STEP_TIMEOUT, what="the refusal"
     )
-    await stack.agent.click(ALICE, CHANNEL, second.ts, ActionId.CANCEL)
+    await _deny(stack, second.ts, "Not this one: it still carries traffic.")
     await _until_final(stack, second.ts)
 
     say("4. A gateway whose account is in arrears: Alibaba Cloud refuses, the bot explains.\n")
@@ -100,8 +100,25 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     say("8. /vpn delete with no id opens a picker; @alice types 'staging', picks it, submits.\n")
     await _pick(stack, "staging")
     picked = await _confirmation_for(stack, SEED_VCO_HANGZHOU_GW2)
-    await stack.agent.click(ALICE, CHANNEL, picked.ts, ActionId.CANCEL)
+    await _deny(stack, picked.ts, None)
     await _until_final(stack, picked.ts)
+
+
+async def _deny(stack: LocalStack, ts: str, reason: str | None) -> None:
+    """@alice clicks Cancel on ``ts`` and submits the modal it opens, with ``reason`` (None: left empty)."""
+    state = stack.slack.state
+    before = set(state.views)
+    await stack.agent.click(ALICE, CHANNEL, ts, ActionId.CANCEL)
+
+    def opened() -> dict[str, Any]:
+        return next((v for k, v in state.views.items() if k not in before), {})
+
+    view: dict[str, Any] = await state.wait_for(opened, timeout=STEP_TIMEOUT, what="the Cancel modal")
+    values: dict[str, dict[str, Any]] = {}
+    if reason is not None:
+        typed = {"type": "plain_text_input", "value": reason}
+        values = {BlockId.CANCEL_REASON: {ActionId.CANCEL_REASON: typed}}
+    await stack.agent.submit(ALICE, view["id"], values)
 
 
 async def _recreate(stack: LocalStack, ts: str) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "PART_CONNECTION",
     "PART_POLICY_ROUTES",
     "PART_ROUTES",
+    "REASON_MAX",
     "RESERVED_TAG_PREFIXES",
     "TERMINAL_STATES",
     "Accepted",
@@ -37,8 +38,10 @@ __all__ = [
     "Deferred",
     "Deleted",
     "Delivery",
+    "Denied",
     "Effect",
     "EffectKind",
+    "Expired",
     "Failed",
     "GatewayActive",
     "GatewayUpdating",
@@ -371,6 +374,8 @@ ACTIVE_STATES: frozenset[OpState] = frozenset(
         OpState.ROUTING,
     }
 )
+# The longest reason a person may give for a request or a denial (a sentence and a ticket number).
+REASON_MAX = 500
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"
@@ -442,6 +447,12 @@ class Operation:
     route_results: tuple[RouteResult, ...] = ()
     # Deletions: until when the deleted card offers Recreate… (None: not offered, or closed).
     undo_until: datetime | None = None
+    # Why it was requested (``reason=…`` or the picker's field; person-typed, shown escaped) and the
+    # change ticket VPNBOT_TICKET_PATTERN found in it; None when not given.
+    reason: str | None = None
+    ticket: str | None = None
+    # Why it was denied (the Cancel modal's optional field); None when none was given.
+    cancel_reason: str | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -495,6 +506,7 @@ class OpFields(TypedDict, total=False):
     new_vco_id: str | None
     route_results: tuple[RouteResult, ...]
     undo_until: datetime | None
+    cancel_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -690,6 +702,19 @@ class KeyLost:
 
 
 @dataclass(frozen=True, slots=True)
+class Denied:
+    """Someone clicked Cancel: the request is closed unapproved, with their ``reason`` (may be "")."""
+
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """Nobody approved the request before it expired; nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotTaken:
     """After the deletion: the configuration taken before it (or why it could not be taken)."""
 
@@ -717,6 +742,8 @@ Progress = (
     | ConnectionReady
     | Recreated
     | KeyLost
+    | Denied
+    | Expired
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
@@ -743,6 +770,8 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         ConnectionReady,
         Recreated,
         KeyLost,
+        Denied,
+        Expired,
     )
 }
 
@@ -773,6 +802,7 @@ class EffectKind(StrEnum):
     UPDATE_CARD = "update_card"  # chat.update of the card from the operation's current state
     THREAD = "thread"  # a reply in the card's thread (``event``)
     RESPOND = "respond"  # an ephemeral reply to the requester through the response_url (``event``)
+    DIRECT = "direct"  # a direct message to the requester with the outcome (``event``) and the card's link
 
 
 @dataclass(frozen=True, slots=True)

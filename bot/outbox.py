@@ -33,7 +33,7 @@ log = logging.getLogger("bot.outbox")
 # Added to an effect's recorded error when the failed attempt may have been carried out all the same.
 MAYBE_DONE_MARK = "+maybe_done"
 # Effects that post a message: the ones to look for before posting again.
-_POSTS = (EffectKind.POST_CONFIRMATION, EffectKind.THREAD)
+_POSTS = (EffectKind.POST_CONFIRMATION, EffectKind.THREAD, EffectKind.DIRECT)
 
 
 def _maybe_done(effect: PendingEffect) -> bool:
@@ -246,7 +246,7 @@ class OutboxDispatcher:
             return "no confirmation message"
         if effect.kind is EffectKind.RESPOND and not op.response_url:
             return "no response_url"
-        if effect.kind in (EffectKind.THREAD, EffectKind.RESPOND) and effect.event is None:
+        if effect.kind in (EffectKind.THREAD, EffectKind.RESPOND, EffectKind.DIRECT) and effect.event is None:
             return "no event"
         return None
 
@@ -272,6 +272,9 @@ class OutboxDispatcher:
             case EffectKind.RESPOND:
                 assert effect.event is not None  # noqa: S101 - checked by _missing_target
                 await self._notifier.respond(op, effect.event)
+            case EffectKind.DIRECT:
+                assert effect.event is not None  # noqa: S101 - checked by _missing_target
+                await self._notifier.direct_message(op, effect.event, self._delivery(effect, op))
         return None
 
     @staticmethod

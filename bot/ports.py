@@ -170,6 +170,10 @@ class Notifier(Protocol):
         """Tell the requester alone, through the slash command's response_url."""
         ...
 
+    async def direct_message(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
+        """Tell the requester in a direct message how the request ended (once per ``delivery``)."""
+        ...
+
 
 class Policy(Protocol):
     """Server-side rules on who may request and who may approve. Raise NotAllowed to refuse."""

@@ -383,6 +383,8 @@ class FakeNotifier:
     # What each post attempt (confirmation or thread reply, failed ones too) was told of its effect.
     deliveries: list[Delivery | None] = field(default_factory=list)
     responses: list[tuple[str, Progress]] = field(default_factory=list)
+    # The requester's direct messages: (op id, outcome).
+    directs: list[tuple[str, Progress]] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def _call(self) -> None:
@@ -412,6 +414,10 @@ class FakeNotifier:
     async def respond(self, op: Operation, event: Progress) -> None:
         await self._call()
         self.responses.append((op.id, event))
+
+    async def direct_message(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
+        await self._call()
+        self.directs.append((op.id, event))
 
     def events_for(self, op_id: str) -> list[Progress]:
         return [event for oid, event in self.events if oid == op_id]

@@ -826,7 +826,7 @@ async def test_migration_8_keeps_refusal_rows_written_before_it(db_url: str) -> 
             store,
             "DROP INDEX ux_audit_repeats",
             "ALTER TABLE audit DROP COLUMN times",
-            "DELETE FROM schema_version WHERE version = 8",
+            "DELETE FROM schema_version WHERE version >= 8",  # and what came after it
             insert,
             insert,
         )
@@ -846,3 +846,38 @@ async def test_migration_8_keeps_refusal_rows_written_before_it(db_url: str) -> 
         assert [e.times for e in rows] == [2, None, None]
     finally:
         await store.close()
+
+
+async def test_a_version_8_database_gains_the_reason_columns(db_url: str) -> None:
+    """Migration 9 adds reason, ticket and cancel_reason (None for older rows); they round-trip."""
+    store = await Store.open(db_url)
+    await store.create_operation(op=make_op())
+    await execute_sql(
+        store,
+        *(f"ALTER TABLE operations DROP COLUMN {name}" for name in ("reason", "ticket", "cancel_reason")),
+        "DELETE FROM schema_version WHERE version > 8",
+    )
+    await store.close()
+
+    upgraded = await Store.open(db_url)
+    try:
+        assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        old = await upgraded.get_operation(op_id="op-1")
+        assert old is not None
+        assert (old.reason, old.ticket, old.cancel_reason) == (None, None, None)
+        reason = "CHG-9 <@U1> " + "x" * 480
+        await upgraded.create_operation(op=make_op("op-2", reason=reason, ticket="CHG-9"))
+        moved = await upgraded.transition(
+            "op-2",
+            from_states={OpState.AWAITING_APPROVAL},
+            to=OpState.CANCELLED,
+            now=T0,
+            cancelled_by="U2",
+            cancel_reason="not this one",
+        )
+        assert moved is not None
+        again = await upgraded.get_operation(op_id="op-2")
+        assert again is not None
+        assert (again.reason, again.ticket, again.cancel_reason) == (reason, "CHG-9", "not this one")
+    finally:
+        await upgraded.close()

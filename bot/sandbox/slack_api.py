@@ -71,6 +71,7 @@ _METHOD_SCOPES: dict[str, str | None] = {
     # conversations.history and conversations.replies depend on the channel type (_history_scope).
     "conversations.history": None,
     "conversations.replies": None,
+    "conversations.open": "im:write",
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
     # Opening and publishing views needs no scope (a trigger id or the Home tab is the permission).
@@ -87,6 +88,8 @@ DEFAULT_SCOPES = (  # as manifest.yml
     "groups:read",
     "channels:history",
     "groups:history",
+    "im:history",
+    "im:write",
     "files:write",
 )
 DEFAULT_APP_TOKEN = "xapp-1-A0VPNBOT-1-standin"  # noqa: S105  # a fake app-level token for a local stand-in
@@ -934,6 +937,19 @@ def _conversations_history(state: StandinState, params: Json) -> Json:
     return _page(state, params, state.messages(channel.id), newest_first=True)
 
 
+def _conversations_open(state: StandinState, params: Json) -> Json:
+    """Open (or find) the app's DM with one user, as Slack does for ``users=U…``; answers its id."""
+    users = [u for u in str(params.get("users", "")).split(",") if u]
+    if len(users) != 1:
+        return _err("not_enough_users" if not users else "too_many_users")
+    if users[0] not in state.users:
+        return _err("user_not_found")
+    channel = state.resolve_channel(users[0])
+    if channel is None:  # pragma: no cover - a known user always resolves to the DM
+        return _err("channel_not_found")
+    return {"ok": True, "channel": {"id": channel.id}}
+
+
 def _conversations_replies(state: StandinState, params: Json) -> Json:
     """A thread: its parent, then its replies, oldest first."""
     channel, error = _readable(state, str(params.get("channel", "")))
@@ -1082,6 +1098,7 @@ _HANDLERS: dict[str, Callable[[StandinState, Json], Json]] = {
     "usergroups.users.list": StandinState._usergroup_users,
     "conversations.info": StandinState._conversations_info,
     "conversations.history": _conversations_history,
+    "conversations.open": _conversations_open,
     "conversations.replies": _conversations_replies,
     "files.getUploadURLExternal": _get_upload_url,
     "files.completeUploadExternal": _complete_upload,

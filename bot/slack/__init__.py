@@ -10,9 +10,18 @@ from __future__ import annotations
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.slack.actions import make_approve_listener, make_cancel_listener
+from bot.slack.actions import make_approve_listener
+from bot.slack.cancel import make_cancel_listener, make_cancel_submit_listener
 from bot.slack.commands import make_vpn_command_listener
-from bot.slack.deps import InFlight, OperationLookup, ReadPolicy, Regions, SlackDeps, WorkflowApi
+from bot.slack.deps import (
+    CancelPolicy,
+    InFlight,
+    OperationLookup,
+    ReadPolicy,
+    Regions,
+    SlackDeps,
+    WorkflowApi,
+)
 from bot.slack.errors import register_error_handler
 from bot.slack.find import make_list_delete_listener, make_list_page_listener
 from bot.slack.home import ApprovalPolicy, RecentOperations, make_home_listener
@@ -48,6 +57,7 @@ def register(
     inflight: InFlight | None = None,
     inventory: Inventory | None = None,
     read_policy: ReadPolicy | None = None,
+    cancel_policy: CancelPolicy | None = None,
     recent_operations: RecentOperations | None = None,
     approvals: ApprovalPolicy | None = None,
     visibility: Visibility | None = None,
@@ -71,12 +81,14 @@ def register(
         inventory=inventory,
         listings=ListingCache(inventory) if inventory is not None else None,
         read_policy=read_policy,
+        cancel_policy=cancel_policy,
         visibility=visibility,
         rate=UserRate(settings.user_rate_per_minute),
     )
     app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
     app.action(ActionId.APPROVE.value)(make_approve_listener(deps))
     app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))
+    app.view(CallbackId.CANCEL.value)(make_cancel_submit_listener(deps))
     page_listener = make_list_page_listener(deps)
     app.action(ActionId.LIST_NEXT.value)(page_listener)
     app.action(ActionId.LIST_PREVIOUS.value)(page_listener)

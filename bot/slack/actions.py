@@ -1,4 +1,4 @@
-"""The Delete and Cancel buttons: ack at once, check the click belongs to its message, call the workflow."""
+"""The Delete button (Cancel: bot.slack.cancel): ack at once, check the click belongs to its message, call the workflow."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.parsing import FOREIGN_BUTTON, ButtonClick, parse_click
 
-__all__ = ["check_click", "make_approve_listener", "make_cancel_listener"]
+__all__ = ["check_click", "make_approve_listener"]
 
 
 async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
@@ -40,17 +40,3 @@ def make_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
             await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
 
     return handle_approve_click
-
-
-def make_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
-    """Build the Cancel-button listener bound to ``deps``."""
-
-    async def handle_cancel_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle a click on Cancel."""
-        await ack()
-        async with errors_to_user(body, respond, inflight=deps.inflight):
-            click = parse_click(body)
-            await check_click(deps, click)
-            await deps.workflow.cancel(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
-
-    return handle_cancel_click

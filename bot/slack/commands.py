@@ -30,6 +30,7 @@ from bot.slack.parsing import (
     parse_slash_command,
 )
 from bot.slack.picker import open_picker
+from bot.slack.reason import check_reason
 from bot.slack.replies import already_requested, check_region, send
 from bot.slack.visibility import history_accounts
 
@@ -45,6 +46,7 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
         ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
     ) -> None:
         """Handle /vpn: ack first, then help, history, list, status or a delete request."""
+        ticket: str | None = None
         try:
             request = parse_slash_command(command)
             # Every command counts, before anything is parsed, looked up or stored.
@@ -54,6 +56,7 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 # Pure and instant (settings only): a refusal rides on the ack, nothing is started.
                 account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
                 parsed = dataclasses.replace(parsed, account=account)
+                ticket = check_reason(deps.settings, account=account or "", reason=parsed.reason)
             elif isinstance(parsed, PickCommand) and parsed.account is not None:
                 choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
@@ -76,7 +79,7 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             case _:
                 await ack()
         async with errors_to_user(command, respond, inflight=deps.inflight):
-            await _after_ack(deps, parsed, request, respond, client)
+            await _after_ack(deps, parsed, request, respond, client, ticket=ticket)
 
     return handle_vpn_command
 
@@ -90,7 +93,13 @@ def _accounts_here(deps: SlackDeps, command: dict[str, Any]) -> tuple[str, ...]:
 
 
 async def _after_ack(
-    deps: SlackDeps, parsed: Any, request: SlashCommand, respond: AsyncRespond, client: AsyncWebClient
+    deps: SlackDeps,
+    parsed: Any,
+    request: SlashCommand,
+    respond: AsyncRespond,
+    client: AsyncWebClient,
+    *,
+    ticket: str | None = None,
 ) -> None:
     """The work behind an acknowledged ``/vpn`` command (errors go to the funnel)."""
     who = {"user_id": request.user_id, "channel_id": request.channel_id}
@@ -104,7 +113,7 @@ async def _after_ack(
             await show_list(deps, parsed, respond=respond, **who)
         case StatusCommand():
             await show_status(deps, parsed, respond=respond, client=client, **who)
-        case PickCommand(region=region, account=asked):
+        case PickCommand(region=region, account=asked, reason=reason):
             if not request.trigger_id:
                 raise UsageError(
                     "Which connection? Give its id, e.g. `/vpn delete vco-bp1abc2def3gh cn-hangzhou`."
@@ -116,8 +125,9 @@ async def _after_ack(
                 channel_id=request.channel_id,
                 region=region,
                 account=asked,
+                reason=reason,
             )
-        case DeleteCommand(vco_id=vco_id, region=region, account=account):
+        case DeleteCommand(vco_id=vco_id, region=region, account=account, reason=reason):
             await check_region(deps, region)
             try:
                 await deps.workflow.request_delete(
@@ -126,6 +136,8 @@ async def _after_ack(
                     region=region,
                     response_url=request.response_url or None,
                     account=account or "",
+                    reason=reason,
+                    ticket=ticket,
                     **who,
                 )
             except AlreadyRequested as err:

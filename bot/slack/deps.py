@@ -37,15 +37,19 @@ class WorkflowApi(Protocol):
         region: str,
         response_url: str | None,
         account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
     ) -> Operation:
-        """Check policy, look the connection up and post the confirmation (in ``account``)."""
+        """Check policy, look the connection up and post the confirmation (in ``account``, with ``reason``)."""
         ...
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve (raises NotAllowed or ConfirmationClosed) and start the deletion."""
         ...
 
-    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+    async def cancel(
+        self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
+    ) -> Operation:
         """Cancel a confirmation that is still open."""
         ...
 
@@ -81,6 +85,14 @@ class ReadPolicy(Protocol):
 
     async def check_read(self, *, user_id: str, channel_id: str, region: str) -> None:
         """Raise NotAllowed if ``user_id`` may not read ``region`` in ``channel_id``."""
+        ...
+
+
+class CancelPolicy(Protocol):
+    """Who may cancel (implemented by :class:`bot.slack.policy.SlackPolicy`): checked before the reason modal opens."""
+
+    async def check_cancel(self, *, user_id: str, op: Operation) -> None:
+        """Raise NotAllowed if ``user_id`` may not cancel ``op``."""
         ...
 
 
@@ -153,6 +165,8 @@ class SlackDeps:
     inventory: Inventory | None = None
     listings: ListingCache | None = None
     read_policy: ReadPolicy | None = None
+    # Someone who may not cancel is refused at the click, before typing a reason (the workflow decides).
+    cancel_policy: CancelPolicy | None = None
     # Who sees which operation (/vpn status <request>); None only in Slack-layer tests.
     visibility: Visibility | None = None
     # Commands and lookups per person (VPNBOT_USER_RATE_PER_MINUTE); off unless register() sets it.

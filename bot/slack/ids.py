@@ -28,6 +28,9 @@ class ActionId(StrEnum):
     PICK_REGION = "vpn-pick-region"
     PICK_ACCOUNT = "vpn-pick-account"
     PICK_CONNECTION = "vpn-pick-connection"
+    # Why: the picker's reason field, and the Cancel modal's.
+    PICK_REASON = "vpn-pick-reason"
+    CANCEL_REASON = "vpn-cancel-reason"
     # Recreate: the deleted card's Recreate… button, and the modal's key inputs.
     RECREATE_OPEN = "vpn-recreate-open"
     RECREATE_PSK = "vpn-recreate-psk"
@@ -54,6 +57,10 @@ class BlockId(StrEnum):
     PICK_REGION = "vpn-pick-region-block"
     PICK_ACCOUNT = "vpn-pick-account-block"
     PICK_CONNECTION = "vpn-pick-connection-block"
+    PICK_REASON = "vpn-pick-reason-block"
+    CANCEL_REASON = "vpn-cancel-reason-block"
+    REASON = "vpn-delete-reason"
+    APPROVAL_RULE = "vpn-delete-approval-rule"
     HOME_HEADER = "vpn-home-header"
     HOME_PENDING = "vpn-home-pending"
     HOME_RUNNING = "vpn-home-running"
@@ -69,3 +76,4 @@ class CallbackId(StrEnum):
 
     PICKER = "vpn-delete-picker"
     RECREATE = "vpn-recreate"
+    CANCEL = "vpn-cancel"

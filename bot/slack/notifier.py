@@ -45,7 +45,8 @@ from bot.slack.blocks import (
     build_respond,
     build_thread_reply,
 )
-from bot.slack.codes import FILE_UPLOAD_FAILED, NO_TS, SLACK_FAILURES, slack_error, translate
+from bot.slack.blocks.direct import build_direct_message
+from bot.slack.codes import BAD_RESPONSE, FILE_UPLOAD_FAILED, NO_TS, SLACK_FAILURES, slack_error, translate
 
 __all__ = ["EFFECT_EVENT", "SlackNotifier", "configure_retries"]
 
@@ -149,8 +150,11 @@ class SlackNotifier:
         *,
         now: Callable[[], datetime] | None = None,
         anyone_may_approve: bool = False,
+        approval_rule: str = "",
     ) -> None:
         self._client = client
+        # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card.
+        self._rule = approval_rule
         # VPNBOT_APPROVERS=*: the card says that anyone who sees it may approve.
         self._anyone = anyone_may_approve
         # Cards say times with their date unless it is today: "today" is the clock's.
@@ -158,14 +162,16 @@ class SlackNotifier:
 
     async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
         """Post the confirmation in ``op.channel_id`` and return its ts (once per ``delivery``)."""
-        message = build_confirmation(op, now=self._now(), anyone_may_approve=self._anyone)
+        message = build_confirmation(
+            op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule
+        )
         # A recreation's confirmation goes in the deleted card's thread.
         ts, _ = await self._post_once(op.channel_id, op.thread_ts, message, delivery)
         return ts
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation for the op's state."""
-        message = build_parent(op, now=self._now(), anyone_may_approve=self._anyone)
+        message = build_parent(op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule)
         try:
             await self._client.chat_update(
                 channel=op.channel_id, ts=op.message_ts or "", text=message["text"], blocks=message["blocks"]
@@ -298,6 +304,34 @@ class SlackNotifier:
             raise slack_error(FILE_UPLOAD_FAILED) from exc
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc
+
+    async def direct_message(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
+        """Tell the requester in a direct message how the request ended, with the card's link (once).
+
+        The DM is opened with conversations.open (its channel id is where a lost answer is looked for);
+        a link that cannot be had (chat.getPermalink refused) is left out rather than failing the message.
+        """
+        try:
+            opened = await self._client.conversations_open(users=op.requester_id)
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
+        channel = opened.get("channel")
+        dm = channel.get("id") if isinstance(channel, dict) else None
+        if not isinstance(dm, str) or not dm:
+            raise slack_error(BAD_RESPONSE)
+        message = build_direct_message(op, event, permalink=await self._permalink(op))
+        await self._post_once(dm, None, message, delivery)
+
+    async def _permalink(self, op: Operation) -> str | None:
+        if not op.message_ts:
+            return None
+        try:
+            response = await self._client.chat_getPermalink(channel=op.channel_id, message_ts=op.message_ts)
+        except SLACK_FAILURES as exc:
+            log.info("notifier: no link to the card for the DM", extra={"error": translate(exc).error})
+            return None
+        link = response.get("permalink")
+        return link if isinstance(link, str) else None
 
     async def respond(self, op: Operation, event: Progress) -> None:
         """Tell the requester alone, through the response_url (valid for 30 minutes)."""

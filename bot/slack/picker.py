@@ -26,6 +26,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import reply_for
 from bot.slack.ids import BlockId
 from bot.slack.parsing import PickerSubmission, parse_submission, parse_suggestion
+from bot.slack.reason import check_reason, clean_reason
 from bot.slack.replies import already_requested, check_region
 
 __all__ = ["field_error", "make_picker_submit_listener", "make_picker_suggest_listener", "open_picker"]
@@ -59,6 +60,7 @@ async def open_picker(
     channel_id: str,
     region: str,
     account: str | None = None,
+    reason: str | None = None,
 ) -> None:
     """Open the picker modal for the person who typed ``/vpn delete`` (trigger ids last 3 seconds).
 
@@ -76,11 +78,23 @@ async def open_picker(
         channel_id=channel_id,
         accounts=allowed,
         account=account or "",
+        reason=reason,
+        reason_hint=_reason_hint(deps, account or (allowed[0] if allowed else "")),
     )
     try:
         await client.views_open(trigger_id=trigger_id, view=view)
     except SLACK_FAILURES as exc:
         raise translate(exc) from exc
+
+
+def _reason_hint(deps: SlackDeps, account: str) -> str:
+    """The reason field's hint: the rules of the account first shown, so nobody learns them by refusal."""
+    pattern = deps.settings.ticket_pattern(account)
+    if pattern is not None:
+        return f"Required here: a change ticket matching {pattern}. Shown on the card and in the audit trail."
+    if deps.settings.reason_required(account):
+        return "Required here. Shown on the card and in the audit trail."
+    return ""
 
 
 async def _check_read(deps: SlackDeps, *, user_id: str, channel_id: str, region: str) -> None:
@@ -198,6 +212,12 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         except BotError as err:
             await ack(response_action="errors", errors={BlockId.PICK_ACCOUNT.value: _short(err)})
             return
+        try:
+            reason = clean_reason(sub.reason) if sub.reason else None
+            ticket = check_reason(deps.settings, account=account, reason=reason)
+        except BotError as err:
+            await ack(response_action="errors", errors={BlockId.PICK_REASON.value: _short(err)})
+            return
         errors = await _check_submission(deps, sub, account)
         if errors:
             await ack(response_action="errors", errors=errors)
@@ -214,6 +234,8 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
                     region=sub.region,
                     response_url=None,
                     account=account,
+                    reason=reason,
+                    ticket=ticket,
                 )
             except Exception as error:
                 await _tell(client, sub, error)

@@ -23,7 +23,7 @@ from bot.ids import is_user_group_id
 from bot.slack.blocks import code
 from bot.slack.codes import BAD_RESPONSE, SLACK_FAILURES, slack_error, translate
 
-__all__ = ["GroupDirectory", "SlackGroupDirectory", "SlackPolicy", "who_can_text"]
+__all__ = ["GroupDirectory", "SlackGroupDirectory", "SlackPolicy", "approval_rule_text", "who_can_text"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,24 @@ def who_can_text(ids: Sequence[str], *, verb: str = "Ask") -> str:
     if len(refs) == 1 and not refs[0].startswith("<!subteam"):
         return f"{verb} {refs[0]}."
     return f"{verb} one of {', '.join(refs)}{more}."
+
+
+def approval_rule_text(settings: Settings) -> str:
+    """The rule the confirmation card states: who may approve, and whether the requester may.
+
+    ``Approval: one of <!subteam^S1>; the requester cannot approve (four-eyes).`` From the same
+    settings :class:`SlackPolicy` checks clicks against, so a refused click is never a surprise.
+    """
+    if settings.anyone_may_approve or not settings.approvers:
+        who = "anyone who can see this message"
+    else:
+        who = who_can_text(settings.approvers, verb="").strip().rstrip(".")
+    eyes = (
+        "the requester cannot approve their own request (four-eyes)"
+        if settings.require_second_approver
+        else "the requester may approve their own request"
+    )
+    return f"*Approval:* {who}; {eyes}."
 
 
 class _LookupFailed(Exception):

@@ -40,7 +40,10 @@ METHOD_SCOPES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         # Posts happen once: after a post whose answer was lost, the outbox reads the thread or the
         # channel for the message's metadata before posting again (public and private channels).
         "conversations.replies": ("channels:history", "groups:history"),
-        "conversations.history": ("channels:history", "groups:history"),
+        # ... and the requester's DM (im:history) for the outcome's direct message.
+        "conversations.history": ("channels:history", "groups:history", "im:history"),
+        # The requester is told the outcome in a direct message: the DM is opened first.
+        "conversations.open": ("im:write",),
         # A configuration snapshot too long for one message goes as a file in the thread
         # (slack_sdk's files_upload_v2 calls these two, with an upload to the URL between them).
         "files.getUploadURLExternal": ("files:write",),

@@ -130,6 +130,10 @@ operations = Table(
     Column("undo_until", UtcDateTime),
     # Added by migration 6: the account (VPNBOT_ACCOUNTS name) the operation runs in; "" for one account.
     Column("account", String(64), nullable=False, default="", server_default=""),
+    # Why it was requested, the change ticket found in that reason, and why it was denied (person-typed).
+    Column("reason", Text),
+    Column("ticket", String(128)),
+    Column("cancel_reason", Text),
     Index("ix_operations_state", "state"),
 )
 
@@ -287,6 +291,14 @@ def _migration_8(conn: Connection) -> None:
     audit_repeats.create(conn, checkfirst=True)
 
 
+def _migration_9(conn: Connection) -> None:
+    # Reasons: why a deletion was requested (and its change ticket), and why it was denied.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    for name, kind in (("reason", "TEXT"), ("ticket", "VARCHAR(128)"), ("cancel_reason", "TEXT")):
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -297,5 +309,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -37,8 +37,10 @@ from bot.domain import (
     AuditEntry,
     Crashed,
     Deferred,
+    Denied,
     Effect,
     EffectKind,
+    Expired,
     Operation,
     OpState,
     PostFailed,
@@ -58,7 +60,16 @@ from bot.errors import (
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
-from bot.workflow.steps import CARD, SYSTEM_ACTOR, LostOperation, RecreateKeys, Steps, Stopping, thread
+from bot.workflow.steps import (
+    CARD,
+    SYSTEM_ACTOR,
+    LostOperation,
+    RecreateKeys,
+    Steps,
+    Stopping,
+    direct,
+    thread,
+)
 
 __all__ = ["Workflow"]
 
@@ -167,6 +178,8 @@ class Workflow:
         region: str,
         response_url: str | None,
         account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
     ) -> Operation:
         """Check policy, record the request, look the connection up and post the confirmation.
 
@@ -207,6 +220,8 @@ class Workflow:
                 region=region,
                 response_url=response_url,
                 account=account,
+                reason=reason,
+                ticket=ticket,
             )
             self._looking_up.add(op.id)
             try:
@@ -234,6 +249,8 @@ class Workflow:
         region: str,
         response_url: str | None,
         account: str,
+        reason: str | None = None,
+        ticket: str | None = None,
     ) -> Operation:
         """Store the request (leased to this worker) before anything is looked up."""
         now = self._clock.now()
@@ -254,6 +271,8 @@ class Workflow:
             client_token=client_token_for(op_id),
             response_url=response_url,
             account=account,
+            reason=reason,
+            ticket=ticket,
         )
         created = await self._store.create_operation(
             op=op,
@@ -434,8 +453,14 @@ class Workflow:
             )
         return approved
 
-    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
-        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`)."""
+    async def cancel(
+        self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
+    ) -> Operation:
+        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`).
+
+        ``reason`` (the Cancel modal's, person-typed) is shown on the closed card, told to the
+        requester and recorded in the audit entry.
+        """
         op = await self._load(op_id)
         try:
             await self._policy.check_cancel(user_id=user_id, op=op)
@@ -452,10 +477,13 @@ class Workflow:
             to=OpState.CANCELLED,
             now=now,
             cancelled_by=user_id,
+            cancel_reason=reason,
             finished_at=now,
             message_ts=op.message_ts or message_ts,
-            audit_entry=self._steps.entry(op, "cancelled", actor_id=user_id),
-            effects=[CARD],
+            audit_entry=self._steps.entry(
+                op, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
+            ),
+            effects=self._denial_effects(op, user_id, reason),
         )
         if moved is None:
             raise ConfirmationClosed(await self._load(op_id))
@@ -464,6 +492,13 @@ class Workflow:
         self.outbox.deliver_claimed(cancelled, pending)
         self._steps.finished(cancelled)
         return cancelled
+
+    @staticmethod
+    def _denial_effects(op: Operation, user_id: str, reason: str | None) -> list[Effect]:
+        """The card; a reason also in the thread; the requester told unless they cancelled it themselves."""
+        denied = Denied(by=user_id, reason=reason or "")
+        effects = [thread(denied), CARD] if reason else [CARD]
+        return effects if user_id == op.requester_id else [*effects, direct(denied)]
 
     async def history(
         self,
@@ -688,7 +723,7 @@ class Workflow:
             now=now,
             finished_at=now,
             audit_entry=self._steps.entry(op, "expired", actor_id=SYSTEM_ACTOR, detail="no approval in time"),
-            effects=[CARD],
+            effects=[CARD, direct(Expired())],
         )
         if expired is not None:
             self._keys.pop(op.id, None)

@@ -57,7 +57,16 @@ from bot.ports import Clock, OperationMeter, OperationStore, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.polling import expected_duration, poll_delay
 
-__all__ = ["CONNECTION_NOT_FOUND", "SYSTEM_ACTOR", "LostOperation", "RecreateKeys", "Steps", "Stopping"]
+__all__ = [
+    "CONNECTION_NOT_FOUND",
+    "SYSTEM_ACTOR",
+    "LostOperation",
+    "RecreateKeys",
+    "Steps",
+    "Stopping",
+    "direct",
+    "thread",
+]
 
 log = logging.getLogger("bot.workflow")
 
@@ -83,6 +92,11 @@ class RecreateKeys:
 def thread(event: Progress) -> Effect:
     """A reply in the card's thread."""
     return Effect(EffectKind.THREAD, event)
+
+
+def direct(event: Progress) -> Effect:
+    """A direct message to the requester with the outcome (and the card's link)."""
+    return Effect(EffectKind.DIRECT, event)
 
 
 class Stopping(Exception):
@@ -558,7 +572,8 @@ class Steps:
             ),
             # The thread's last reply first: once the card shows the end, the thread says why.
             # After a deletion the configuration it took away follows, as the very last reply.
-            effects=[thread(outcome), CARD, *self._snapshot_reply(op, to)],
+            # The requester's direct message last: its link then shows the card as it ended.
+            effects=[thread(outcome), CARD, *self._snapshot_reply(op, to), direct(outcome)],
             **extra,
         )
         if done is None:
@@ -600,6 +615,10 @@ class Steps:
         if op.kind == KIND_RECREATE and not action.startswith("recreate"):
             # The trail tells recreations apart: recreate_requested, recreate_approved, ….
             action = f"recreate_{action}"
+        if op.reason:
+            # Every entry of the operation says why it was asked for (and its ticket), as the card does.
+            ticket = f" (ticket {op.ticket})" if op.ticket else ""
+            detail = f"{detail}; reason{ticket}: {op.reason}" if detail else f"reason{ticket}: {op.reason}"
         return AuditEntry(
             at=self._clock.now(),
             action=action,

@@ -377,3 +377,29 @@ def all_logs() -> Iterator[LogLines]:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+
+
+async def deny(stack: Any, user: str, ts: str, reason: str | None = None, *, channel: str = CHANNEL) -> Any:
+    """Click Cancel as ``user`` and submit the reason modal it opens (``reason`` None: left empty)."""
+    state: StandinState = stack.slack.state
+    before = set(state.views)
+    reply = await stack.agent.click(user, channel, ts, ActionId.CANCEL)
+    assert reply.status == 200, reply.body
+
+    def opened() -> str | None:
+        return next(
+            (
+                v
+                for v, view in state.views.items()
+                if v not in before and view.get("callback_id") == "vpn-cancel"
+            ),
+            None,
+        )
+
+    view_id = await state.wait_for(opened, timeout=5, what=f"the Cancel modal for {user}")
+    values: dict[str, dict[str, Any]] = {}
+    if reason is not None:
+        values = {
+            "vpn-cancel-reason-block": {"vpn-cancel-reason": {"type": "plain_text_input", "value": reason}}
+        }
+    return await stack.agent.submit(user, view_id, values)

@@ -20,7 +20,7 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import all_text, has_buttons, op_id_of, wait_confirmation
+from .support import all_text, deny, has_buttons, op_id_of, wait_confirmation
 
 # Every formatting character Slack's mrkdwn knows, in a name the cloud console would accept from an API.
 HOSTILE_NAME = "*bold* _it_ ~gone~ ```fence``` `tick` :boom: <!channel>\n&gt; quoted"
@@ -122,7 +122,7 @@ async def test_asking_again_points_at_the_open_card_instead_of_posting_another(s
         assert len([r for r in stack.vpc.state.requests if r.action == "DescribeVpnConnection"]) > len(
             describes
         )
-        await stack.agent.click(ALICE, CHANNEL, card.ts, ActionId.CANCEL)
+        await deny(stack, ALICE, card.ts)
         await stack.slack.state.wait_for(
             lambda: "Cancelled" in all_text(stack.slack.state.message(CHANNEL, card.ts) or card) or None,
             timeout=10,

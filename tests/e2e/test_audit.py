@@ -22,6 +22,7 @@ from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text
+from .support import deny
 
 SYSTEM = "vpn-bot"
 
@@ -131,7 +132,7 @@ async def test_every_step_is_audited_with_who_when_and_what(sqlite_url: str) -> 
         cancelled_msg = await _confirmation(stack, SEED_VCO_HANGZHOU_BGP)
         await _audit_has(stack, "requested", 2)
         t_cancelled = clock.advance(60)
-        await stack.agent.click(ALICE, CHANNEL, cancelled_msg.ts, ActionId.CANCEL)
+        await deny(stack, ALICE, cancelled_msg.ts)
         await _parent_says(stack, cancelled_msg.ts, "ancelled")
         await _audit_has(stack, "cancelled")
 

@@ -26,6 +26,7 @@ from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_text as _all_text
+from .support import deny
 from .support import has_buttons as _has_buttons
 
 
@@ -115,7 +116,7 @@ async def test_cancel_changes_nothing_in_the_cloud(stack: LocalStack) -> None:
     await _request(stack, f"delete {SEED_VCO_HANGZHOU_BGP}")
     confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU_BGP)
     op_id = _button_value(confirmation, ActionId.APPROVE)
-    await stack.agent.click(ALICE, CHANNEL, confirmation.ts, ActionId.CANCEL, None)
+    await deny(stack, ALICE, confirmation.ts)
     parent = await _final_parent(stack, confirmation.ts, "ancelled")
     assert not _has_buttons(parent)
 

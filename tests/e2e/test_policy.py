@@ -17,6 +17,7 @@ from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text
+from .support import deny
 from .support import has_buttons as _has_buttons
 
 REFUSED = ":no_entry:"
@@ -226,19 +227,21 @@ async def test_who_may_cancel(sqlite_url: str) -> None:
         await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
         first = await _confirmation(stack, SEED_VCO_HANGZHOU)
 
+        # Refused at the click: no reason form opens for someone who may not cancel.
         await stack.agent.click(CAROL, CHANNEL, first.ts, ActionId.CANCEL)
         refusal = await _refusal(stack, CAROL)
+        assert not any(v.get("callback_id") == "vpn-cancel" for v in stack.slack.state.views.values())
         assert f"Only <@{ALICE}> (who asked) or an approver can cancel" in refusal.text
         assert f"<@{BOB}>" in refusal.text
         _assert_untouched(stack, first)
 
-        await stack.agent.click(BOB, CHANNEL, first.ts, ActionId.CANCEL)
+        await deny(stack, BOB, first.ts)
         parent = await _final_parent(stack, first.ts, "ancelled")
         assert f"<@{BOB}>" in _all_text(parent)
 
         await _request(stack, f"delete {SEED_VCO_SHANGHAI} cn-shanghai")
         second = await _confirmation(stack, SEED_VCO_SHANGHAI)
-        await stack.agent.click(ALICE, CHANNEL, second.ts, ActionId.CANCEL)
+        await deny(stack, ALICE, second.ts)
         await _final_parent(stack, second.ts, "ancelled")
 
         assert _deletes(stack) == []

@@ -98,6 +98,8 @@ async def test_auth_test_reports_identity_and_granted_scopes(client: AsyncWebCli
         "channels:history",
         "groups:history",
         "files:write",
+        "im:write",
+        "im:history",
     }
 
 

@@ -165,6 +165,8 @@ class FakeWorkflow:
         region: str,
         response_url: str | None,
         account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
     ) -> Operation:
         self.started.set()
         try:
@@ -189,9 +191,11 @@ class FakeWorkflow:
         self._enter("approve", {"op_id": op_id, "user_id": user_id})
         return make_op(id=op_id, state=OpState.APPROVED, approver_id=user_id, approved_at=T0)
 
-    async def cancel(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
-        self._enter("cancel", {"op_id": op_id, "user_id": user_id})
-        return make_op(id=op_id, state=OpState.CANCELLED, cancelled_by=user_id)
+    async def cancel(
+        self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
+    ) -> Operation:
+        self._enter("cancel", {"op_id": op_id, "user_id": user_id, **({"reason": reason} if reason else {})})
+        return make_op(id=op_id, state=OpState.CANCELLED, cancelled_by=user_id, cancel_reason=reason)
 
     async def history(
         self,

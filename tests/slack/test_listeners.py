@@ -337,10 +337,13 @@ async def test_approve_click_calls_the_workflow(harness: Harness) -> None:
     assert harness.workflow.called("approve") == [{"op_id": "op-1", "user_id": "U0CLICKER"}]
 
 
-async def test_cancel_click_calls_the_workflow(harness: Harness) -> None:
+async def test_cancel_click_without_a_trigger_id_cancels_at_once(harness: Harness) -> None:
+    """No trigger id, no reason modal: the click cancels as it always did, without a reason."""
     op = make_op()
     harness.ops[op.id] = op
-    await harness.click(_with_webhook(click_payload(op, action_id="vpn-delete-cancel"), harness))
+    payload = click_payload(op, action_id="vpn-delete-cancel")
+    del payload["trigger_id"]
+    await harness.click(_with_webhook(payload, harness))
     await asyncio.wait_for(harness.workflow.entered.wait(), timeout=3)
     assert harness.workflow.called("cancel") == [{"op_id": "op-1", "user_id": "U0CLICKER"}]
 

@@ -15,7 +15,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from slackfakes import make_op
 
-from bot.domain import Delivery, Queued, Snapshot, SnapshotRoute, SnapshotTaken
+from bot.domain import Deleted, Delivery, Denied, Queued, Snapshot, SnapshotRoute, SnapshotTaken
 from bot.errors import SlackError
 from bot.sandbox.slack import DEFAULT_SCOPES, SlackStandin, start_slack_standin
 from bot.sandbox.slack_api import UPLOAD, file_content
@@ -187,3 +187,36 @@ async def test_an_upload_the_file_host_refuses_is_tried_again_without_a_second_s
     summary, shared = standin.state.thread(OPS, root.ts)
     assert "Configuration before the deletion" in summary.text
     assert shared.files[0]["name"] == "vco-bp1big-configuration.yaml"
+
+
+async def test_the_requesters_dm_is_posted_once_and_links_the_card(
+    client: AsyncWebClient, standin: SlackStandin
+) -> None:
+    """The outcome's DM goes to the DM conversations.open gives, carries its key, and is found after a lost answer."""
+    state = standin.state
+    card = state.add_message(OPS, text="the card")
+    op = make_op(channel_id=OPS, requester_id="U0ALICE", message_ts=card.ts, approver_id="U0BOB")
+    notifier = SlackNotifier(client)
+    await notifier.direct_message(op, Deleted(elapsed_s=3.0), Delivery(key="op-1/7", since=SINCE))
+    [dm] = state.messages("DU0ALICE")
+    assert dm.metadata == {"event_type": EFFECT_EVENT, "event_payload": {"effect_id": "op-1/7"}}
+    assert "the connection is deleted" in dm.text
+    assert f"p{card.ts.replace('.', '')}" in str(dm.blocks), "links the card"
+    # An attempt whose answer was lost looks in the DM first and does not post again.
+    await notifier.direct_message(
+        op, Deleted(elapsed_s=3.0), Delivery(key="op-1/7", since=SINCE, maybe_done=True)
+    )
+    assert len(state.messages("DU0ALICE")) == 1
+    assert state.calls("conversations.history")[-1].params["channel"] == "DU0ALICE"
+
+
+async def test_the_dm_goes_without_a_link_when_slack_gives_none(
+    client: AsyncWebClient, standin: SlackStandin
+) -> None:
+    standin.state.fail("chat.getPermalink", "internal_error")
+    op = make_op(channel_id=OPS, requester_id="U0ALICE", message_ts="1700000000.000100")
+    await SlackNotifier(client).direct_message(op, Denied(by="U0BOB", reason="<!here> no"), None)
+    [dm] = standin.state.messages("DU0ALICE")
+    assert "&lt;!here&gt; no" in str(dm.blocks)
+    assert "<!here>" not in str(dm.blocks)
+    assert "Open the request" not in str(dm.blocks)

@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.domain import (
     ACTIVE_STATES,
+    REASON_MAX,
     Operation,
     OpState,
 )
@@ -144,13 +145,36 @@ def _gateway_warnings(op: Operation) -> str:
     return "\n".join(lines)
 
 
+def reason_line(op: Operation) -> str:
+    """``*Reason:* …`` (person-typed, escaped) with its change ticket, or "" when none was given."""
+    if not op.reason:
+        return ""
+    ticket = f" · *Ticket:* {code(op.ticket, 128)}" if op.ticket else ""
+    return f"*Reason:* {code(op.reason, REASON_MAX)}{ticket}"
+
+
+def denial_reason(op: Operation) -> str:
+    """`` Reason: …`` for a denied request (person-typed, escaped), or "" when none was given."""
+    return f" *Reason:* {code(op.cancel_reason, REASON_MAX)}" if op.cancel_reason else ""
+
+
+def _rule_block(approval_rule: str) -> list[Block]:
+    # Who may approve, from the settings, so nobody has to guess why a click was refused.
+    return [_context(approval_rule, BlockId.APPROVAL_RULE.value)] if approval_rule else []
+
+
 def build_confirmation(
-    op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False
+    op: Operation,
+    *,
+    now: datetime | None = None,
+    anyone_may_approve: bool = False,
+    approval_rule: str = "",
 ) -> Message:
     """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
 
     ``now`` decides whether times need their date; it defaults to when the op last changed.
     ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
+    ``approval_rule`` (bot-written mrkdwn, see bot.slack.policy.approval_rule_text) names who may approve.
     """
     if op.is_recreate:
         return build_recreate_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
@@ -169,18 +193,23 @@ def build_confirmation(
     warnings = _gateway_warnings(op)
     if warnings:
         summary += "\n" + warnings
+    reason = reason_line(op)
     blocks = [
         _header(f"Delete VPN connection {_name(op)}?"),
         _section(summary, BlockId.SUMMARY.value),
+        *([_section(reason, BlockId.REASON.value)] if reason else []),
         *build_impact_blocks(op.impact),
         _details(op),
         _actions(op),
+        *_rule_block(approval_rule),
         _footer(op),
     ]
     text = (
         f"{mention(op.requester_id)} asks to delete VPN connection {code(op.connection.id)} "
         f"({inert_name(op.connection.name, missing='no name')}) {escape(_where(op))}: approve or cancel."
     )
+    if reason:
+        text += f" {reason}."
     if op.impact is not None:
         text += f" {impact_summary(op.impact)}."
     return _message(text, blocks)
@@ -231,7 +260,10 @@ def _status_text(op: Operation, now: datetime) -> str:
             return f":warning: {approved}. {_timeout_text(op)}"
         case OpState.CANCELLED:
             when = format_time(op.finished_at or op.updated_at, now=now)
-            return f":no_entry_sign: Cancelled by {mention(op.cancelled_by)} at {when}. Nothing was deleted."
+            return (
+                f":no_entry_sign: Cancelled by {mention(op.cancelled_by)} at {when}. Nothing was deleted."
+                f"{denial_reason(op)}"
+            )
         case OpState.EXPIRED:
             return (
                 f":hourglass: Expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
@@ -328,7 +360,9 @@ def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
     return f"This request is finished ({state}). See the thread for details."
 
 
-def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False) -> Message:
+def build_parent(
+    op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False, approval_rule: str = ""
+) -> Message:
     """The confirmation message re-rendered for the operation's current state.
 
     Slack has no disabled buttons, so every state but ``awaiting_approval`` drops the actions
@@ -336,16 +370,20 @@ def build_parent(op: Operation, *, now: datetime | None = None, anyone_may_appro
     """
     now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
-        return build_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
+        return build_confirmation(
+            op, now=now, anyone_may_approve=anyone_may_approve, approval_rule=approval_rule
+        )
     if op.is_recreate or op.state in (OpState.CREATING, OpState.ROUTING, OpState.RECREATED):
         return build_recreate_parent(op, now=now)
     status = _status_text(op, now)
     if op.state is OpState.DELETED and op.new_vco_id:
         status += "\n" + recreated_line(op)
     header = _HEADERS[op.state]
+    reason = reason_line(op)
     blocks = [
         _header(header.format(_name(op))),
         _section(account_line(op) + status, BlockId.STATUS.value),
+        *([_section(reason, BlockId.REASON.value)] if reason else []),
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         *recreate_offer_blocks(op, now=now),

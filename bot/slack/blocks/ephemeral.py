@@ -147,6 +147,10 @@ def explain_slack_error(error: str) -> str:
 # --- history -----------------------------------------------------------------------------------
 
 
+# Where the person-typed part of an audit detail starts: a denial's or a request's reason.
+_REASON_SPLIT = re.compile(r"(?:^|; )(?=(?:denied|reason(?: \(ticket [^)]*\))?): )")
+
+
 def _history_line(entry: AuditEntry, now: datetime) -> str:
     parts = [
         code(format_time(entry.at, now=now), 40),
@@ -161,7 +165,15 @@ def _history_line(entry: AuditEntry, now: datetime) -> str:
         parts.append(f"account {code(entry.account, 40)}")
     if entry.region:
         parts.append(code(entry.region, 64))
-    detail = safe_mrkdwn(cap(entry.detail, 200))
+    # A reason (person-typed, always last: see bot.workflow.steps.Steps.entry) is shown inert.
+    found = _REASON_SPLIT.search(entry.detail)
+    written, said = (
+        (entry.detail[: found.start()], entry.detail[found.end() :]) if found else (entry.detail, "")
+    )
+    detail = safe_mrkdwn(cap(written, 200))
+    if said:
+        said_text = code(said, 200)  # inert, like every outside string
+        detail = f"{detail}; {said_text}" if detail else said_text
     if detail:
         # Details are bot-written (refusals, error texts): keep their mentions, escape the rest.
         parts.append(detail)

@@ -61,7 +61,8 @@ USAGE_LINE = f"{SLASH_COMMAND} delete &lt;vco-id&gt; [region]"
 USAGE_TEXT = (
     "*Usage*\n"
     f"• `{USAGE_LINE}` shows the VPN connection and asks an approver to delete it; "
-    f"`{SLASH_COMMAND} delete` alone opens a picker to find it by name.\n"
+    f'`{SLASH_COMMAND} delete` alone opens a picker to find it by name. Add `reason="…"` (or '
+    '`--reason "…"`) to say why, with the change ticket where one is required.\n'
     f"• `{SLASH_COMMAND} list [region] [gateway-id] [words]` lists the region's connections, only to you; "
     "words narrow by name or id.\n"
     f"• `{SLASH_COMMAND} status &lt;vco-id | request-id&gt; [region]` shows a connection's live state or a "

@@ -10,6 +10,8 @@ from bot.domain import (
     Created,
     Deferred,
     Deleted,
+    Denied,
+    Expired,
     Failed,
     GatewayActive,
     GatewayUpdating,
@@ -29,7 +31,7 @@ from bot.domain import (
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
 from bot.slack.blocks.recreate import recreate_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
-from bot.slack.blocks.text import Message, cap, code, format_duration, safe_mrkdwn
+from bot.slack.blocks.text import Message, cap, code, format_duration, mention, safe_mrkdwn
 
 # --- thread replies ----------------------------------------------------------------------------
 
@@ -95,6 +97,11 @@ def build_progress(event: Progress) -> str:
             return recreate_progress(event)
         case LookupFailed() | PostFailed():
             return str(build_respond(event)["text"])
+        case Denied(by=by, reason=reason):
+            why = f" Reason: {code(reason, 500)}" if reason else ""
+            return f":no_entry_sign: Denied by {mention(by)}. Nothing was changed.{why}"
+        case Expired():
+            return ":hourglass: Expired without approval. Nothing was changed."
 
 
 def build_thread_reply(event: Progress) -> Message:

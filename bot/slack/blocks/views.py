@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.domain import ACTIVE_STATES, Operation, OpState
+from bot.domain import ACTIVE_STATES, REASON_MAX, Operation, OpState
 from bot.ids import is_channel_id
 from bot.slack.blocks.text import (
     SECTION_MAX,
@@ -33,6 +33,7 @@ from bot.slack.inventory import ConnectionRow
 __all__ = [
     "HOME_SECTION_MAX",
     "OPTIONS_MAX",
+    "build_cancel_modal",
     "build_connection_options",
     "build_home",
     "build_picker",
@@ -84,10 +85,13 @@ def build_picker(
     channel_id: str,
     accounts: Sequence[str] = (),
     account: str = "",
+    reason: str | None = None,
+    reason_hint: str = "",
 ) -> View:
-    """The modal ``/vpn delete`` opens without an id: a region select and a connection search.
+    """The modal ``/vpn delete`` opens without an id: a region select, a connection search and a reason.
 
     ``accounts`` (those the channel may use, with several) adds an account select, ``account`` first.
+    ``reason`` (from ``reason=…``) fills the reason field; ``reason_hint`` states the reason rules.
     """
     shown = list(dict.fromkeys([region, *sorted(regions)]))[:OPTIONS_MAX]
     region_options = [_option(r, r) for r in shown]
@@ -124,6 +128,60 @@ def build_picker(
                     "min_query_length": 0,
                 },
             },
+            _reason_input(
+                BlockId.PICK_REASON,
+                ActionId.PICK_REASON,
+                label="Reason",
+                hint=reason_hint or "Why it is deleted; shown on the card and in the audit trail.",
+                initial=reason,
+            ),
+        ],
+    }
+
+
+def _reason_input(
+    block: BlockId, action: ActionId, *, label: str, hint: str, initial: str | None = None
+) -> dict[str, Any]:
+    """An optional multi-line text field for a reason (its rules are checked on submit)."""
+    element: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": action.value,
+        "multiline": True,
+        "max_length": REASON_MAX,
+        "placeholder": _plain("e.g. CHG-1234: the branch office closed", 150),
+    }
+    if initial:
+        element["initial_value"] = initial[:REASON_MAX]
+    return {
+        "type": "input",
+        "block_id": block.value,
+        "optional": True,
+        "label": _plain(label, 2000),
+        "hint": _plain(hint, 2000),
+        "element": element,
+    }
+
+
+def build_cancel_modal(*, op_id: str, channel_id: str, message_ts: str, vco_id: str) -> View:
+    """The modal Cancel opens: an optional reason for denying the request, then Deny."""
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.CANCEL.value,
+        "private_metadata": json.dumps({"o": op_id, "c": channel_id, "t": message_ts}, separators=(",", ":")),
+        "title": _plain("Deny this deletion", MODAL_TITLE_MAX),
+        "submit": _plain("Deny", MODAL_TITLE_MAX),
+        "close": _plain("Back", MODAL_TITLE_MAX),
+        "blocks": [
+            {
+                "type": "section",
+                "text": _plain(f"Nothing is deleted: the request to delete {vco_id} is closed.", 3000),
+            },
+            _reason_input(
+                BlockId.CANCEL_REASON,
+                ActionId.CANCEL_REASON,
+                label="Reason (optional)",
+                hint="Shown on the card, sent to the requester and kept in the audit trail.",
+            ),
         ],
     }
 
@@ -166,9 +224,14 @@ def _home_line(op: Operation, link: str | None, now: datetime) -> str:
         what = f"Recreate {what}" + (f" as {code(op.new_vco_id)}" if op.new_vco_id else "")
     when = format_time(op.finished_at or op.created_at, now=now)
     where = f"{code(op.account, 40)} / {code(op.region, 40)}" if op.account else code(op.region, 40)
-    return (
+    line = (
         f"{what} in {where}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} {_where(op, link)}"
     ).strip()
+    if op.reason:
+        # Person-typed: escaped, and short enough to keep the line readable.
+        ticket = f" · {code(op.ticket, 128)}" if op.ticket else ""
+        line += f"\n_Reason:_ {code(op.reason, 200)}{ticket}"
+    return line
 
 
 def _home_part(

@@ -25,6 +25,7 @@ from bot.ids import (
 from bot.slack.ids import SLASH_COMMAND
 from bot.slack.parsing.find import ListCommand, StatusCommand, parse_list, parse_status
 from bot.slack.parsing.primitives import Payload, clean, echo, region_word, split_account, split_region
+from bot.slack.reason import split_reason
 
 __all__ = [
     "HISTORY_DEFAULT",
@@ -81,6 +82,8 @@ class DeleteCommand:
     region: str
     # ``account=NAME`` / ``--account NAME``: None when not given (the channel's default applies).
     account: str | None = None
+    # ``reason=…`` / ``--reason …`` (quoted text allowed): None when not given.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class PickCommand:
 
     region: str
     account: str | None = None
+    # Fills the modal's reason field.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +119,11 @@ def _vco_id(token: str) -> str:
     return parse_vco_id(clean(token), shown=echo(token))
 
 
-def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickCommand:
+def _parse_delete(args: list[str], default_region: str, reason: str | None) -> DeleteCommand | PickCommand:
     args, account = split_account(args)
     positional, region = split_region(args)
     if not positional:
-        return PickCommand(region=region or default_region, account=account)
+        return PickCommand(region=region or default_region, account=account, reason=reason)
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:
         if region is not None:
@@ -129,7 +134,7 @@ def _parse_delete(args: list[str], default_region: str) -> DeleteCommand | PickC
             f"Too many words: {echo(' '.join(positional[2:]))}. `{SLASH_COMMAND} delete` takes a "
             f"connection id and an optional region."
         )
-    return DeleteCommand(vco_id=vco_id, region=region or default_region, account=account)
+    return DeleteCommand(vco_id=vco_id, region=region or default_region, account=account, reason=reason)
 
 
 def _parse_history(args: list[str]) -> HistoryCommand:
@@ -146,6 +151,7 @@ def parse_command(text: str, *, default_region: str) -> Command:
     """Parse the text after ``/vpn``; raise UsageError with a friendly explanation."""
     if len(text) > TEXT_MAX:
         raise _usage(f"That command is too long ({len(text)} characters; the limit is {TEXT_MAX}).")
+    text, reason = split_reason(text)
     tokens = text.split()
     if tokens and tokens[0].lower() == SLASH_COMMAND:
         tokens = tokens[1:]
@@ -153,7 +159,15 @@ def parse_command(text: str, *, default_region: str) -> Command:
         return HelpCommand()
     word, args = tokens[0].lower(), tokens[1:]
     if word == "delete":
-        return _parse_delete(args, default_region)
+        try:
+            return _parse_delete(args, default_region, reason)
+        except UsageError as err:
+            if reason is None:
+                raise
+            # ``reason=two words`` leaves ``words`` behind: say how to give several words.
+            raise _usage(f'{err.friendly} A reason of several words goes in quotes: `reason="…"`.') from None
+    if reason is not None:
+        raise _usage(f"A reason goes with `{SLASH_COMMAND} delete` only.")
     if word == "history":
         return _parse_history(args)
     if word == "list":

@@ -51,6 +51,8 @@ class _Option(Payload):
 
 class _Select(Payload):
     selected_option: _Option | None = None
+    # A plain_text_input's value (the reason field); bounded well past the reason's own limit.
+    value: str | None = Field(default=None, max_length=3000)
 
 
 class _State(Payload):
@@ -99,6 +101,8 @@ class PickerSubmission:
     region: str
     vco_id: str | None
     account: str | None = None
+    # What was typed in the reason field (None when left empty); its rules are checked on submit.
+    reason: str | None = None
 
 
 _META = TypeAdapter(PickerMeta)
@@ -147,5 +151,7 @@ def parse_submission(body: Mapping[str, Any]) -> PickerSubmission:
         account = _account(payload.view, meta)
     except ValidationError:
         raise NotAllowed(FOREIGN_VIEW) from None
+    typed = payload.view.state.values.get(BlockId.PICK_REASON.value, {}).get(ActionId.PICK_REASON.value)
+    reason = typed.value.strip() if typed is not None and typed.value and typed.value.strip() else None
     team_id = payload.team.id if payload.team else ""
-    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account)
+    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account, reason)

@@ -1,0 +1,84 @@
+"""The direct message that tells the requester how their request ended, with a link to its card."""
+
+from __future__ import annotations
+
+import re
+
+from bot.domain import (
+    REASON_MAX,
+    Crashed,
+    Deleted,
+    Denied,
+    Expired,
+    Failed,
+    Operation,
+    Progress,
+    Recreated,
+    StillExists,
+    TimedOut,
+)
+from bot.slack.blocks.text import (
+    Message,
+    _context,
+    _message,
+    _section,
+    cap,
+    code,
+    escape,
+    mention,
+    safe_mrkdwn,
+)
+from bot.slack.blocks.thread import build_progress
+
+__all__ = ["build_direct_message"]
+
+# A link from chat.getPermalink is rendered only if nothing in it can end or alter the mrkdwn link.
+_SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9/._?=&%-]*", re.ASCII)
+# The thread reply's leading emoji (this message has its own).
+_EMOJI_RE = re.compile(r"^:[a-z_]+: ")
+
+
+def _what(op: Operation) -> str:
+    verb = "recreate" if op.is_recreate else "delete"
+    name = f" ({escape(cap(op.connection.name, 128))})" if op.connection.name else ""
+    where = (
+        f"account {code(op.account, 40)}, region {code(op.region, 64)}" if op.account else code(op.region, 64)
+    )
+    return f"Your request to {verb} VPN connection {code(op.connection.id)}{name} in {where}"
+
+
+def _outcome(op: Operation, event: Progress) -> str:
+    """What became of it, in one sentence after "Your request to …"."""
+    approved = f" was approved by {mention(op.approver_id)}" if op.approver_id else ""
+    match event:
+        case Deleted():
+            return f":white_check_mark: {_what(op)}{approved}: the connection is deleted."
+        case Recreated(new_vco_id=new_id):
+            return f":white_check_mark: {_what(op)}{approved}: it is recreated as {code(new_id)}."
+        case Failed(reason=reason, code=err_code):
+            why = (
+                safe_mrkdwn(cap(reason, 1000))
+                if reason
+                else f"Alibaba Cloud refused it (code {code(err_code, 80)})."
+            )
+            return f":x: {_what(op)}{approved}, but it failed. {why}"
+        case StillExists() | Crashed() | TimedOut():
+            return f":x: {_what(op)}{approved}, but it did not finish. {_EMOJI_RE.sub('', build_progress(event))}"
+        case Expired():
+            return f":hourglass: {_what(op)} expired: nobody approved it in time. Nothing was changed."
+        case Denied(by=by, reason=reason):
+            why = f" *Reason:* {code(reason, REASON_MAX)}" if reason else " No reason was given."
+            return f":no_entry_sign: {_what(op)} was denied by {mention(by)}. Nothing was changed.{why}"
+        case _:
+            return f"{_what(op)}: {build_progress(event)}"
+
+
+def build_direct_message(op: Operation, event: Progress, *, permalink: str | None) -> Message:
+    """The requester's direct message about ``event`` (an outcome), linking the card when it can."""
+    outcome = _outcome(op, event)
+    blocks = [_section(outcome)]
+    if permalink and _SAFE_LINK_RE.fullmatch(permalink):
+        blocks.append(_context(f"<{permalink}|Open the request> for its card and thread."))
+    if op.reason:
+        blocks.append(_context(f"Your reason: {code(op.reason, REASON_MAX)}"))
+    return _message(outcome, blocks)
