@@ -329,11 +329,11 @@ async def test_audit_newest_first(store: Store) -> None:
     assert [e.op_id for e in await store.recent_audit(limit=10, op_id="op-2")] == ["op-2"]
 
 
-async def test_migrations_run_once_and_reopen_keeps_data(db_url: str) -> None:
-    first = await Store.open(db_url)
+async def test_migrations_run_once_and_reopen_keeps_data(empty_db_url: str) -> None:
+    first = await Store.open(empty_db_url)
     await first.create_operation(op=make_op())
     await first.close()
-    second = await Store.open(db_url)
+    second = await Store.open(empty_db_url)
     try:
         assert await second.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         assert await second.get_operation(op_id="op-1") is not None
@@ -341,8 +341,8 @@ async def test_migrations_run_once_and_reopen_keeps_data(db_url: str) -> None:
         await second.close()
 
 
-async def test_concurrent_migrations_on_a_fresh_database(db_url: str) -> None:
-    stores = await asyncio.gather(*(Store.open(db_url) for _ in range(4)))
+async def test_concurrent_migrations_on_a_fresh_database(empty_db_url: str) -> None:
+    stores = await asyncio.gather(*(Store.open(empty_db_url) for _ in range(4)))
     try:
         for s in stores:
             assert await s.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
@@ -618,8 +618,8 @@ async def test_a_transition_with_nothing_to_deliver_gives_the_claim_back_at_once
     assert await store.claim_outbox(op_id="op-1", owner="b", until=until, now=T0)
 
 
-async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
-    store = await Store.open(db_url)
+async def test_a_version_1_database_is_upgraded_in_place(empty_db_url: str) -> None:
+    store = await Store.open(empty_db_url)
     await store.create_operation(op=make_op())
     # Turn it back into what release 1 left behind.
     async with store._engine.begin() as conn:
@@ -630,7 +630,7 @@ async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
         await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 1")
     await store.close()
 
-    upgraded = await Store.open(db_url)
+    upgraded = await Store.open(empty_db_url)
     try:
         assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         op = await upgraded.get_operation(op_id="op-1")
@@ -692,9 +692,9 @@ def test_postgresql_errors_are_classified_by_sqlstate(error: Exception, unavaila
     assert is_unavailable(wrapped) is unavailable
 
 
-async def test_a_version_4_database_gains_the_account_columns(db_url: str) -> None:
+async def test_a_version_4_database_gains_the_account_columns(empty_db_url: str) -> None:
     """Migration 5 adds operations.account ("" for the single-account rows) and audit.account."""
-    store = await Store.open(db_url)
+    store = await Store.open(empty_db_url)
     await store.create_operation(op=make_op())
     async with store._engine.begin() as conn:
         for table in ("operations", "audit"):
@@ -702,7 +702,7 @@ async def test_a_version_4_database_gains_the_account_columns(db_url: str) -> No
         await conn.exec_driver_sql("DELETE FROM schema_version WHERE version > 4")
     await store.close()
 
-    upgraded = await Store.open(db_url)
+    upgraded = await Store.open(empty_db_url)
     try:
         assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         old = await upgraded.get_operation(op_id="op-1")
