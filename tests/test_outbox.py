@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from fakes import CountingStore, FakeClock, FakeNotifier
 from test_store import make_op
+from workflow_harness import Harness
 
+from bot.config import load_settings
 from bot.domain import Effect, EffectKind, Operation, OpState, Queued
 from bot.errors import SlackError
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.store import Store
+from bot.workflow import WorkflowConfig
 
 
 class Posted:
@@ -220,3 +223,24 @@ async def test_a_claimed_batch_of_an_operation_already_being_delivered_is_left_t
     assert len(notifier.parent_updates) == 1
     assert notifier.events_for(op.id) == [Queued("v")]
     assert await store.pending_effects(op_id=op.id) == []
+
+
+async def test_the_slack_retry_settings_set_the_workflows_back_off(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VPNBOT_SLACK_RETRY_BASE_SECONDS is the first wait, doubling up to VPNBOT_SLACK_RETRY_MAX_SECONDS."""
+    monkeypatch.setenv("VPNBOT_SLACK_RETRY_BASE_SECONDS", "0.25")
+    monkeypatch.setenv("VPNBOT_SLACK_RETRY_MAX_SECONDS", "0.75")
+    config = WorkflowConfig.from_settings(load_settings())
+    wf = h.workflow(slack_retry_base_s=config.slack_retry_base_s, slack_retry_max_s=config.slack_retry_max_s)
+    h.notifier.fail_with = SlackError("Slack is down", error="internal_error", transient=True)
+    op = await h.request(wf)
+
+    waits = []
+    for _ in range(3):
+        await wf.outbox.wait_idle()
+        (pending,) = await h.store.pending_effects(op_id=op.id)
+        waits.append((pending.next_at - h.clock.now()).total_seconds())
+        h.clock.advance(waits[-1])
+        await wf.outbox.pass_once()
+    assert waits == [0.25, 0.5, 0.75]
