@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from e2e.support import local_stack
 
 from bot.__main__ import _parser
 from bot.config import Settings
 from bot.metrics import Metrics, exported_names
-from bot.sandbox.local import start_local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -178,10 +178,10 @@ async def _healthcheck(env: dict[str, str]) -> int:
     return await asyncio.wait_for(process.wait(), timeout=30)
 
 
+@pytest.mark.process
 async def test_healthcheck_script_asks_the_right_port(sqlite_url: str) -> None:
     """The image's HEALTHCHECK: 0 for a healthy bot on VPNBOT_PORT (HTTP mode), 1 for nothing there."""
-    stack = await start_local_stack(database_url=sqlite_url)
-    try:
+    async with local_stack(database_url=sqlite_url) as stack:
         port = stack.bot.url.rsplit(":", 1)[1]
         assert await _healthcheck({"VPNBOT_PORT": port}) == 0
         assert await _healthcheck({"VPNBOT_PORT": "1"}) == 1
@@ -189,10 +189,9 @@ async def test_healthcheck_script_asks_the_right_port(sqlite_url: str) -> None:
         socket_env = {"SLACK_APP_TOKEN": "xapp-x", "VPNBOT_PORT": "1", "VPNBOT_METRICS_PORT": port}
         assert await _healthcheck(socket_env) == 0
         assert await _healthcheck({"VPNBOT_PORT": "1", "VPNBOT_METRICS_PORT": port}) == 1
-    finally:
-        await stack.aclose()
 
 
+@pytest.mark.process
 async def test_healthcheck_script_fails_on_503() -> None:
     """/healthz says 503 while the store is unreachable; the container is then unhealthy."""
 

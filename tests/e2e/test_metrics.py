@@ -15,14 +15,24 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack, start_local_stack
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack
 from bot.sandbox.slack import start_slack_standin
 from bot.sandbox.slack_user import SocketModeUser
 from bot.sandbox.vpc import start_vpc_sandbox
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SandboxState
 from bot.slack.ids import ActionId
 
-from .support import ALICE, BOB, CHANNEL, BotProcess, bot_env, free_port, wait_confirmation, wait_parent
+from .support import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    BotProcess,
+    bot_env,
+    free_port,
+    local_stack,
+    wait_confirmation,
+    wait_parent,
+)
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -157,11 +167,8 @@ async def test_requests_shed_under_load_are_counted(stack: LocalStack) -> None:
 @pytest.fixture
 async def slow_gateway_stack(sqlite_url: str) -> AsyncIterator[LocalStack]:
     """A gateway that stays 'updating' long enough to see a second deletion queue behind the first."""
-    running = await start_local_stack(database_url=sqlite_url, update_seconds=2.0)
-    try:
+    async with local_stack(sqlite_url, update_seconds=2.0) as running:
         yield running
-    finally:
-        await running.aclose()
 
 
 async def test_gauges_show_operations_by_state_and_the_queue(slow_gateway_stack: LocalStack) -> None:
@@ -217,6 +224,7 @@ class _SocketProcess(BotProcess):
         return [sys.executable, "-m", "bot", "serve", "--socket", "--host", "127.0.0.1", "--port", str(port)]
 
 
+@pytest.mark.process
 async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
