@@ -27,6 +27,7 @@ from .support import (
     ALICE,
     BOB,
     CHANNEL,
+    TEST_SETTINGS,
     BotProcess,
     all_text,
     bot_env,
@@ -71,6 +72,7 @@ async def socket_bot(world: World, sqlite_url: str) -> AsyncIterator[BotApp]:
         slack_url=world.slack.url,
         slack_app_token=APP_TOKEN,
         slack_signing_secret=None,
+        **TEST_SETTINGS,
     )
     app = await create_app(settings, socket_mode=True)
     async with contextlib.AsyncExitStack() as cleanup:
