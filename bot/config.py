@@ -160,6 +160,14 @@ class Settings(BaseSettings):
     busy_retry_base_seconds: float = Field(
         default=10.0, gt=0, le=600, validation_alias="VPNBOT_BUSY_RETRY_BASE_SECONDS"
     )
+    # The outbox's wait before telling Slack again after a transient failure (doubles per attempt,
+    # Retry-After honoured), and the longest such wait.
+    slack_retry_base_seconds: float = Field(
+        default=2.0, gt=0, le=600, validation_alias="VPNBOT_SLACK_RETRY_BASE_SECONDS"
+    )
+    slack_retry_max_seconds: float = Field(
+        default=300.0, gt=0, le=3600, validation_alias="VPNBOT_SLACK_RETRY_MAX_SECONDS"
+    )
     api_deadline_seconds: float = Field(
         default=60.0, gt=0, le=3600, validation_alias="VPNBOT_API_DEADLINE_SECONDS"
     )

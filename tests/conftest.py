@@ -1,4 +1,6 @@
-"""Shared fixtures: a store on SQLite and on PostgreSQL (a fresh database per test), a fake clock."""
+"""Shared fixtures: a store on SQLite and on PostgreSQL (one database per test
+process, emptied before each test; a fresh one where a test needs an empty database), a fake clock.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 import stamina
 from fakes import FakeClock
-from pgtools import fresh_postgres_database
+from pgtools import SharedDatabase, fresh_postgres_database
 from workflow_harness import Harness, make_harness
 
 from bot.store import Store
@@ -42,9 +44,40 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'vpnbot.db'}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A database URL, once for SQLite (a temp file) and once for PostgreSQL."""
+@pytest.fixture(scope="session")
+def shared_postgres() -> Iterator[SharedDatabase]:
+    """This process's PostgreSQL test database (created on first use, dropped at the end)."""
+    shared = SharedDatabase()
+    try:
+        yield shared
+    finally:
+        shared.drop()
+
+
+@pytest.fixture
+async def postgres_url(shared_postgres: SharedDatabase) -> str:
+    """A PostgreSQL database with no rows in it, migrated or not (the shared one, emptied)."""
+    return await shared_postgres.empty()
+
+
+_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=_BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path, shared_postgres: SharedDatabase) -> str:
+    """A database URL with no rows in it, once for SQLite (a temp file) and once for PostgreSQL.
+
+    The PostgreSQL one may already be migrated (see ``postgres_url``); tests of migrations from
+    scratch take ``empty_db_url``.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'vpnbot.db'}"
+    return await shared_postgres.empty()
+
+
+@pytest.fixture(params=_BACKENDS)
+async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database with nothing in it, not even the schema: a new SQLite file, a new PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'vpnbot.db'}"
         return

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.benchmark
+
 RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 POLLING_PY = RUN_PY.with_name("polling.py")
 

@@ -24,6 +24,8 @@ from bot.sandbox.slack import Interaction, StandinState, demo_workspace, render_
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_LOCKED
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+# With `pytest -n`, one worker runs all of this module, so the demo runs once for all its tests.
+pytestmark = pytest.mark.xdist_group("demo")
 # The closing fence is the first at a line's start: thread replies hold indented ``` of their own.
 _SAMPLE = re.compile(r"(## What the demo shows\n.*?```text\n)(.*?)(^```$)", re.S | re.M)
 _VOLATILE = (

@@ -336,6 +336,7 @@ async def _probe_server(status: int) -> web.AppRunner:
     return runner
 
 
+@pytest.mark.process
 async def test_healthcheck_script_asks_livez_on_the_operations_port() -> None:
     """The image's HEALTHCHECK: 0 when /livez on VPNBOT_METRICS_PORT answers 200; 1 for 503 or nothing."""
     alive, dead = await _probe_server(200), await _probe_server(503)

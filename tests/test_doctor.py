@@ -560,6 +560,7 @@ async def test_throttled_probe_is_a_warning_to_run_again(
 # --- the command ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 async def test_doctor_in_an_empty_directory_creates_nothing(tmp_path: Path) -> None:
     """`vpn-bot doctor` with no settings at all: FAIL rows, the database line, no file, no noise."""
     home = tmp_path / "home"

@@ -146,15 +146,15 @@ async def test_the_store_keeps_the_preview_as_json(store: Store) -> None:
     assert (await store.get_operation(op_id="op-2")).impact == IMPACT  # type: ignore[union-attr]
 
 
-async def test_a_version_2_database_gains_the_impact_column(db_url: str) -> None:
-    store = await Store.open(db_url)
+async def test_a_version_2_database_gains_the_impact_column(empty_db_url: str) -> None:
+    store = await Store.open(empty_db_url)
     await store.create_operation(op=_op())
     await execute_sql(
         store, "ALTER TABLE operations DROP COLUMN impact", "DELETE FROM schema_version WHERE version > 2"
     )
     await store.close()
 
-    upgraded = await Store.open(db_url)
+    upgraded = await Store.open(empty_db_url)
     try:
         assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         old = await upgraded.get_operation(op_id="op-1")

@@ -11,11 +11,14 @@ import pytest
 from fakes import CountingStore, FakeClock, FakeNotifier
 from storetools import claim_outbox, pending_effects
 from test_store import make_op
+from workflow_harness import Harness
 
+from bot.config import load_settings
 from bot.domain import Effect, EffectKind, Operation, OpState, Queued
 from bot.errors import SlackError
 from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.store import Store
+from bot.workflow import WorkflowConfig
 
 
 class Posted:
@@ -301,3 +304,24 @@ async def test_a_call_that_timed_out_may_have_posted(store: Store, clock: FakeCl
     hang.set()
     await _attempt(outbox, clock)
     assert [d.maybe_done for d in notifier.deliveries if d is not None] == [False, True]
+
+
+async def test_the_slack_retry_settings_set_the_workflows_back_off(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VPNBOT_SLACK_RETRY_BASE_SECONDS is the first wait, doubling up to VPNBOT_SLACK_RETRY_MAX_SECONDS."""
+    monkeypatch.setenv("VPNBOT_SLACK_RETRY_BASE_SECONDS", "0.25")
+    monkeypatch.setenv("VPNBOT_SLACK_RETRY_MAX_SECONDS", "0.75")
+    config = WorkflowConfig.from_settings(load_settings())
+    wf = h.workflow(slack_retry_base_s=config.slack_retry_base_s, slack_retry_max_s=config.slack_retry_max_s)
+    h.notifier.fail_with = SlackError("Slack is down", error="internal_error", transient=True)
+    op = await h.request(wf)
+
+    waits = []
+    for _ in range(3):
+        await wf.outbox.wait_idle()
+        (pending,) = await pending_effects(h.store, op_id=op.id)
+        waits.append((pending.next_at - h.clock.now()).total_seconds())
+        h.clock.advance(waits[-1])
+        await wf.outbox.pass_once()
+    assert waits == [0.25, 0.5, 0.75]

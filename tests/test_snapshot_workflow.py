@@ -174,15 +174,15 @@ async def test_the_store_keeps_the_snapshot_as_json(store: Store) -> None:
     assert (await store.get_operation(op_id="op-2")).snapshot == SNAPSHOT  # type: ignore[union-attr]
 
 
-async def test_a_version_3_database_gains_the_snapshot_column(db_url: str) -> None:
-    store = await Store.open(db_url)
+async def test_a_version_3_database_gains_the_snapshot_column(empty_db_url: str) -> None:
+    store = await Store.open(empty_db_url)
     await store.create_operation(op=_op())
     await execute_sql(
         store, "ALTER TABLE operations DROP COLUMN snapshot", "DELETE FROM schema_version WHERE version > 3"
     )
     await store.close()
 
-    upgraded = await Store.open(db_url)
+    upgraded = await Store.open(empty_db_url)
     try:
         assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         old = await upgraded.get_operation(op_id="op-1")

@@ -366,11 +366,11 @@ async def test_audit_of_one_channel_and_its_accounts(store: Store) -> None:
     assert ops(await store.recent_audit()) == {"p1", "s1", "p2", None}
 
 
-async def test_migrations_run_once_and_reopen_keeps_data(db_url: str) -> None:
-    first = await Store.open(db_url)
+async def test_migrations_run_once_and_reopen_keeps_data(empty_db_url: str) -> None:
+    first = await Store.open(empty_db_url)
     await first.create_operation(op=make_op())
     await first.close()
-    second = await Store.open(db_url)
+    second = await Store.open(empty_db_url)
     try:
         assert await second.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         assert await second.get_operation(op_id="op-1") is not None
@@ -378,8 +378,8 @@ async def test_migrations_run_once_and_reopen_keeps_data(db_url: str) -> None:
         await second.close()
 
 
-async def test_concurrent_migrations_on_a_fresh_database(db_url: str) -> None:
-    stores = await asyncio.gather(*(Store.open(db_url) for _ in range(4)))
+async def test_concurrent_migrations_on_a_fresh_database(empty_db_url: str) -> None:
+    stores = await asyncio.gather(*(Store.open(empty_db_url) for _ in range(4)))
     try:
         for s in stores:
             assert await s.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
@@ -636,8 +636,8 @@ async def test_a_transition_with_nothing_to_deliver_gives_the_claim_back_at_once
     assert await claim_outbox(store, op_id="op-1", owner="b", until=until, now=T0)
 
 
-async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
-    store = await Store.open(db_url)
+async def test_a_version_1_database_is_upgraded_in_place(empty_db_url: str) -> None:
+    store = await Store.open(empty_db_url)
     await store.create_operation(op=make_op())
     # Turn it back into what release 1 left behind.
     await execute_sql(
@@ -648,7 +648,7 @@ async def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     )
     await store.close()
 
-    upgraded = await Store.open(db_url)
+    upgraded = await Store.open(empty_db_url)
     try:
         assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         op = await upgraded.get_operation(op_id="op-1")
@@ -710,9 +710,9 @@ def test_postgresql_errors_are_classified_by_sqlstate(error: Exception, unavaila
     assert is_unavailable(wrapped) is unavailable
 
 
-async def test_a_version_4_database_gains_the_account_columns(db_url: str) -> None:
+async def test_a_version_4_database_gains_the_account_columns(empty_db_url: str) -> None:
     """Migration 5 adds operations.account ("" for the single-account rows) and audit.account."""
-    store = await Store.open(db_url)
+    store = await Store.open(empty_db_url)
     await store.create_operation(op=make_op())
     await execute_sql(
         store,
@@ -721,7 +721,7 @@ async def test_a_version_4_database_gains_the_account_columns(db_url: str) -> No
     )
     await store.close()
 
-    upgraded = await Store.open(db_url)
+    upgraded = await Store.open(empty_db_url)
     try:
         assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
         old = await upgraded.get_operation(op_id="op-1")

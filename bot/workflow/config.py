@@ -33,6 +33,10 @@ class WorkflowConfig:
     crash_budget: int = 3
     # How long the outbox keeps trying to tell Slack before it gives up (with an ERROR log line).
     slack_give_up_s: float = 6 * 3600.0
+    # The outbox's first wait before telling Slack again after a transient failure (doubling per
+    # attempt up to slack_retry_max_s; VPNBOT_SLACK_RETRY_BASE_SECONDS, VPNBOT_SLACK_RETRY_MAX_SECONDS).
+    slack_retry_base_s: float = 2.0
+    slack_retry_max_s: float = 300.0
     # Each part of the confirmation's impact preview (status, routes, ...) gets this long; a part
     # that takes longer is shown as "could not be read" rather than holding up the confirmation.
     impact_deadline_s: float = 3.0
@@ -54,6 +58,8 @@ class WorkflowConfig:
             busy_retry_attempts=settings.busy_retry_attempts,
             busy_retry_base_s=settings.busy_retry_base_seconds,
             undo_window_s=settings.undo_window_seconds,
+            slack_retry_base_s=settings.slack_retry_base_seconds,
+            slack_retry_max_s=settings.slack_retry_max_seconds,
         )
 
     @property

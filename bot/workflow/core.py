@@ -133,7 +133,12 @@ class Workflow:
             clock=clock,
             instance_id=instance_id,
             on_post_failed=self._confirmation_not_posted,
-            config=OutboxConfig(claim_s=config.lease_s, give_up_s=config.slack_give_up_s),
+            config=OutboxConfig(
+                claim_s=config.lease_s,
+                give_up_s=config.slack_give_up_s,
+                backoff_initial_s=config.slack_retry_base_s,
+                backoff_max_s=config.slack_retry_max_s,
+            ),
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._driving: dict[str, asyncio.Task[None]] = {}

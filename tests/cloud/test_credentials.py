@@ -195,6 +195,7 @@ _CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 async def test_default_chain_reads_the_credentials_uri_from_env(
     creds_server: CredentialsServer, tmp_path: Path
 ) -> None:

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
+
+from .support import local_stack
 
 CHANNEL = "C0VPNOPS"
 ALICE = "U0ALICE"
@@ -17,8 +19,5 @@ CAROL = "U0CAROL"
 @pytest.fixture
 async def stack(sqlite_url: str) -> AsyncIterator[LocalStack]:
     """One bot replica on SQLite, with fast polling and a quick sandbox gateway."""
-    running = await start_local_stack(database_url=sqlite_url, update_seconds=0.3)
-    try:
+    async with local_stack(sqlite_url, update_seconds=0.3) as running:
         yield running
-    finally:
-        await running.aclose()

@@ -1,4 +1,5 @@
-"""Helpers for the durability tests: reading the Slack stand-in, and running ``vpn-bot serve`` as a process."""
+"""Helpers for the end-to-end tests: starting the local stack, reading the Slack stand-in, and running
+``vpn-bot serve`` as a process."""
 
 from __future__ import annotations
 
@@ -26,9 +27,17 @@ from pgtools import fresh_postgres_database as fresh_postgres_database
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.app import BotApp, create_app
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, local_settings
+from bot.ports import Clock
+from bot.sandbox.local import (
+    LOCAL_BOT_TOKEN,
+    LOCAL_SIGNING_SECRET,
+    LocalStack,
+    local_settings,
+    start_local_stack,
+)
 from bot.sandbox.slack import SlackStandin, demo_workspace, find_button, start_slack_standin
 from bot.sandbox.slack_api import Message, StandinState
+from bot.sandbox.sts import SandboxAccount
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
 from bot.sandbox.vpc_state import SandboxState
 from bot.slack.ids import ActionId
@@ -40,6 +49,63 @@ BOB = "U0BOB"
 # Variables that would let the developer's own configuration leak into a child bot.
 _ISOLATED_PREFIXES = ("SLACK_", "VPNBOT_", "ALIBABA_CLOUD_")
 _PROXY_VARS = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+# What every bot a test starts runs with, on top of the local stand-ins' settings: the outbox tries
+# Slack again a tenth of a second after a transient failure (doubling), not two seconds, so that
+# outage tests do not sit through the production back-off. Tests of the back-off set their own.
+TEST_SETTINGS: dict[str, Any] = {"slack_retry_base_seconds": 0.1}
+TEST_ENV = {"VPNBOT_SLACK_RETRY_BASE_SECONDS": "0.1"}
+
+
+# --- starting the local stack --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def local_stack(
+    database_url: str,
+    *,
+    update_seconds: float = 0.5,
+    settings: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+    replicas: int = 1,
+    accounts: Mapping[str, SandboxAccount] | None = None,
+    sts_lifetime_s: float | None = None,
+) -> AsyncIterator[LocalStack]:
+    """The VPC sandbox, the Slack stand-in and ``replicas`` bots on ``database_url`` for the block.
+
+    :func:`bot.sandbox.local.start_local_stack` with :data:`TEST_SETTINGS` under ``settings`` (by
+    Settings field name); all of it is stopped when the block ends, however it ends.
+    """
+    stack = await start_local_stack(
+        database_url=database_url,
+        update_seconds=update_seconds,
+        settings={**TEST_SETTINGS, **(settings or {})},
+        clock=clock,
+        replicas=replicas,
+        accounts=accounts,
+        sts_lifetime_s=sts_lifetime_s,
+    )
+    try:
+        yield stack
+    finally:
+        await stack.aclose()
+
+
+@contextlib.asynccontextmanager
+async def sandbox_and_slack(
+    *, update_seconds: float, app_token: str | None = None
+) -> AsyncIterator[tuple[RunningSandbox, SlackStandin]]:
+    """The VPC sandbox and the Slack stand-in (with Socket Mode if ``app_token``), no bot: for tests
+    that start the bot themselves (as a process, or in Socket Mode)."""
+    async with contextlib.AsyncExitStack() as cleanup:
+        vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=update_seconds))
+        cleanup.push_async_callback(vpc.close)
+        slack = await start_slack_standin(
+            bot_token=LOCAL_BOT_TOKEN, app_token=app_token, workspace=demo_workspace()
+        )
+        cleanup.push_async_callback(slack.close)
+        yield vpc, slack
 
 
 # --- reading what people see in Slack ------------------------------------------------------------
@@ -216,6 +282,7 @@ def bot_env(
         "VPNBOT_LEASE_SECONDS": "2",
         "VPNBOT_LOG_FORMAT": "json",
         "VPNBOT_APPROVERS": "*",
+        **TEST_ENV,
     }
     return child_env(home, **{**settings, **overrides})
 
@@ -329,19 +396,16 @@ async def socket_mode_bot(
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name, raising=False)  # slack_sdk's socket client reads them itself
     async with contextlib.AsyncExitStack() as cleanup:
-        vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
-        cleanup.push_async_callback(vpc.close)
-        slack = await start_slack_standin(
-            bot_token=LOCAL_BOT_TOKEN, app_token=app_token, workspace=demo_workspace()
+        vpc, slack = await cleanup.enter_async_context(
+            sandbox_and_slack(update_seconds=0.3, app_token=app_token)
         )
-        cleanup.push_async_callback(slack.close)
         bot_settings = local_settings(
             database_url=database_url,
             vpc_url=vpc.url,
             slack_url=slack.url,
             slack_app_token=app_token,
             slack_signing_secret=None,
-            **settings,
+            **{**TEST_SETTINGS, **settings},
         )
         app = await create_app(bot_settings, socket_mode=True)
         cleanup.push_async_callback(app.aclose)

@@ -7,6 +7,7 @@ SSL_CERT_FILE). Each account's VPC state only answers keys STS issued for that a
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,13 +15,13 @@ from typing import Any
 import pytest
 
 from bot.domain import OpState
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.sts import SandboxAccount, SandboxRole
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, RecordedRequest, SandboxState
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
-from .support import all_text, thread_text, wait_confirmation, wait_parent, wait_thread
+from .support import all_text, local_stack, thread_text, wait_confirmation, wait_parent, wait_thread
 
 PROD_UID = "1111111111111111"
 STAGING_UID = "2222222222222222"
@@ -48,24 +49,21 @@ def trust_sandbox_ca(monkeypatch: pytest.MonkeyPatch) -> Any:
     return trust
 
 
+@contextlib.asynccontextmanager
 async def _stack(
     sqlite_url: str, trust: Any, *, update_seconds: float = 0.3, **kwargs: Any
-) -> tuple[LocalStack, str]:
+) -> AsyncIterator[tuple[LocalStack, str]]:
+    """Both accounts' stack, the bot trusting the STS sandbox; and staging's connection."""
     accounts, staging_vco = _accounts(update_seconds)
-    stack = await start_local_stack(
-        database_url=sqlite_url, update_seconds=update_seconds, accounts=accounts, **kwargs
-    )
-    trust(stack)
-    return stack, staging_vco
+    async with local_stack(sqlite_url, update_seconds=update_seconds, accounts=accounts, **kwargs) as stack:
+        trust(stack)
+        yield stack, staging_vco
 
 
 @pytest.fixture
 async def two_accounts(sqlite_url: str, trust_sandbox_ca: Any) -> AsyncIterator[tuple[LocalStack, str]]:
-    stack, staging_vco = await _stack(sqlite_url, trust_sandbox_ca)
-    try:
-        yield stack, staging_vco
-    finally:
-        await stack.aclose()
+    async with _stack(sqlite_url, trust_sandbox_ca) as started:
+        yield started
 
 
 def _state(stack: LocalStack, name: str) -> SandboxState:
@@ -173,10 +171,10 @@ async def test_a_channel_bound_to_one_account_is_refused_on_the_other(
     sqlite_url: str, trust_sandbox_ca: Any
 ) -> None:
     """C0VPNOPS=prod: staging is refused in the ack (nothing assumed or recorded); prod is the default."""
-    stack, staging_vco = await _stack(
-        sqlite_url, trust_sandbox_ca, settings={"channel_accounts": f"{CHANNEL}=prod"}
-    )
-    try:
+    async with _stack(sqlite_url, trust_sandbox_ca, settings={"channel_accounts": f"{CHANNEL}=prod"}) as (
+        stack,
+        staging_vco,
+    ):
         assert stack.sts is not None
         reply = await stack.agent.slash_command(ALICE, CHANNEL, f"delete {staging_vco} account=staging")
         assert reply.status == 200
@@ -192,8 +190,6 @@ async def test_a_channel_bound_to_one_account_is_refused_on_the_other(
         (op,) = await stack.bot.app.store.list_operations()
         assert op.account == "prod"
         assert staging_vco in _state(stack, "staging").connections
-    finally:
-        await stack.aclose()
 
 
 @pytest.mark.parametrize(
@@ -208,12 +204,11 @@ async def test_a_role_that_cannot_be_assumed_is_explained_and_nothing_starts(
 ) -> None:
     accounts, staging_vco = _accounts(0.3)
     accounts["staging"].roles["untrusting"] = SandboxRole("untrusting", trusted=False)
-    stack = await start_local_stack(
+    async with local_stack(
         database_url=sqlite_url,
         accounts=accounts,
         settings={"accounts": f"prod={accounts['prod'].role_arn(ROLE)},staging={arn}"},
-    )
-    try:
+    ) as stack:
         trust_sandbox_ca(stack)
         reply = await stack.agent.slash_command(ALICE, CHANNEL, f"delete {staging_vco} account=staging")
         assert reply.status == 200
@@ -229,16 +224,16 @@ async def test_a_role_that_cannot_be_assumed_is_explained_and_nothing_starts(
         (op,) = await stack.bot.app.store.list_operations()
         assert op.state is OpState.FAILED
         assert op.account == "staging"
-    finally:
-        await stack.aclose()
 
 
 async def test_credentials_are_refreshed_across_expiry_during_a_long_operation(
     sqlite_url: str, trust_sandbox_ca: Any
 ) -> None:
     """Credentials live 3 s, the gateway updates for 4 s: polling goes on with fresh ones, never expired."""
-    stack, staging_vco = await _stack(sqlite_url, trust_sandbox_ca, update_seconds=4.0, sts_lifetime_s=3.0)
-    try:
+    async with _stack(sqlite_url, trust_sandbox_ca, update_seconds=4.0, sts_lifetime_s=3.0) as (
+        stack,
+        staging_vco,
+    ):
         assert stack.sts is not None
         ts = await _delete(stack, f"delete {staging_vco} account=staging", staging_vco)
         await wait_parent(stack.slack.state, ts, "Deleted VPN connection", within=30)
@@ -251,18 +246,15 @@ async def test_credentials_are_refreshed_across_expiry_during_a_long_operation(
         read_assumes = stack.sts.assumed(role_arn=stack.accounts["staging"].role_arn(ROLE), session="vpnbot")
         assert 2 <= len(read_assumes) < len(state.requests)
         await wait_thread(stack.slack.state, ts, "Deleted in")
-    finally:
-        await stack.aclose()
 
 
 async def test_a_resume_on_another_replica_uses_the_operation_account(
     sqlite_url: str, trust_sandbox_ca: Any
 ) -> None:
     """Replica 1 stops mid-deletion without releasing its lease; replica 2 resumes in staging's role."""
-    stack, staging_vco = await _stack(
+    async with _stack(
         sqlite_url, trust_sandbox_ca, update_seconds=3.0, replicas=2, settings={"lease_seconds": 1.0}
-    )
-    try:
+    ) as (stack, staging_vco):
         assert stack.sts is not None
         first, second = stack.replicas
         ts = await _delete(stack, f"delete {staging_vco} account=staging", staging_vco)
@@ -286,8 +278,6 @@ async def test_a_resume_on_another_replica_uses_the_operation_account(
         assert op.state is OpState.DELETED
         assert op.account == "staging"
         assert not _state(stack, "prod").accepted("DeleteVpnConnection")
-    finally:
-        await stack.aclose()
 
 
 def _rows(message: Any) -> list[str]:
@@ -333,10 +323,10 @@ async def test_a_listing_button_for_another_account_is_refused_in_a_bound_channe
     sqlite_url: str, trust_sandbox_ca: Any
 ) -> None:
     """Buttons are checked again on click: a Delete… naming staging, in a channel bound to prod, starts nothing."""
-    stack, staging_vco = await _stack(
-        sqlite_url, trust_sandbox_ca, settings={"channel_accounts": f"{CHANNEL}=prod"}
-    )
-    try:
+    async with _stack(sqlite_url, trust_sandbox_ca, settings={"channel_accounts": f"{CHANNEL}=prod"}) as (
+        stack,
+        staging_vco,
+    ):
         await stack.agent.slash_command(ALICE, CHANNEL, "list office")
         page = await _ephemeral(stack, "IPsec-VPN connections in account `prod`")
         forged = json.dumps({"r": "cn-hangzhou", "v": staging_vco, "a": "staging"})
@@ -347,8 +337,6 @@ async def test_a_listing_button_for_another_account_is_refused_in_a_bound_channe
         assert not await stack.bot.app.store.list_operations()
         assert stack.sts is not None
         assert not stack.sts.assumed(role_arn=stack.accounts["staging"].role_arn(ROLE))
-    finally:
-        await stack.aclose()
 
 
 async def test_the_picker_offers_the_accounts_and_searches_the_chosen_one(

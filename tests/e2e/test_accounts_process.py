@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.domain import OpState
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET
-from bot.sandbox.slack import SlackUserAgent, demo_workspace, start_slack_standin
-from bot.sandbox.sts import KeyRing, SandboxAccount, SandboxRole, start_sts_sandbox
-from bot.sandbox.vpc import start_vpc_sandbox
+from bot.sandbox.local import LOCAL_SIGNING_SECRET
+from bot.sandbox.slack import SlackUserAgent
+from bot.sandbox.sts import SandboxAccount, SandboxRole
 from bot.sandbox.vpc_state import SandboxState
 from bot.slack.ids import ActionId
 from bot.store import Store
@@ -21,38 +22,39 @@ from .support import (
     CHANNEL,
     BotProcess,
     bot_env,
+    local_stack,
     op_id_of,
     wait_confirmation,
     wait_parent,
     wait_thread,
 )
 
+pytestmark = pytest.mark.process
+
 PROD_UID, STAGING_UID = "1111111111111111", "2222222222222222"
 
 
 async def test_a_killed_process_is_resumed_in_the_operation_account(tmp_path: Path) -> None:
-    keys = KeyRing()
     prod = SandboxAccount(PROD_UID, SandboxState(update_seconds=4.0), {"vpn-bot": SandboxRole("vpn-bot")})
     staging_state = SandboxState(update_seconds=4.0, seed=False)
     (vco,) = staging_state.seed_connections("cn-hangzhou", 1)
     staging = SandboxAccount(STAGING_UID, staging_state, {"vpn-bot": SandboxRole("vpn-bot")})
-    accounts = {a.uid: a for a in (prod, staging)}
-    vpc = await start_vpc_sandbox(keys=keys, accounts={u: a.state for u, a in accounts.items()})
-    sts = await start_sts_sandbox(keys=keys, accounts=accounts)
-    slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
     url = f"sqlite:///{tmp_path / 'bot.db'}"
-    env = bot_env(
-        tmp_path,
-        database_url=url,
-        vpc=vpc,
-        slack=slack,
-        VPNBOT_ACCOUNTS=f"prod={prod.role_arn('vpn-bot')},staging={staging.role_arn('vpn-bot')}",
-        VPNBOT_STS_ENDPOINT=sts.endpoint,
-        SSL_CERT_FILE=sts.ca_file,
-        REQUESTS_CA_BUNDLE=sts.ca_file,
-    )
-    state = slack.state
-    try:
+    # The sandboxes and the Slack stand-in, no bot in this process: the bots here are processes.
+    async with local_stack(url, replicas=0, accounts={"prod": prod, "staging": staging}) as stack:
+        vpc, slack, sts = stack.vpc, stack.slack, stack.sts
+        assert sts is not None
+        env = bot_env(
+            tmp_path,
+            database_url=url,
+            vpc=vpc,
+            slack=slack,
+            VPNBOT_ACCOUNTS=f"prod={prod.role_arn('vpn-bot')},staging={staging.role_arn('vpn-bot')}",
+            VPNBOT_STS_ENDPOINT=sts.endpoint,
+            SSL_CERT_FILE=sts.ca_file,
+            REQUESTS_CA_BUNDLE=sts.ca_file,
+        )
+        state = slack.state
         first = BotProcess(env=env, cwd=tmp_path, log_path=tmp_path / "first.log")
         try:
             await first.wait_healthy()
@@ -93,7 +95,3 @@ async def test_a_killed_process_is_resumed_in_the_operation_account(tmp_path: Pa
             await store.close()
         assert op is not None
         assert (op.state, op.account) == (OpState.DELETED, "staging")
-    finally:
-        await slack.close()
-        await sts.close()
-        await vpc.close()

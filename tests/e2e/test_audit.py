@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,29 +15,22 @@ from fakes import FakeClock, time_passes
 
 from bot.domain import AuditEntry
 from bot.logs import configure_logging
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VCO_SHANGHAI
 from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text
-from .support import deny
+from .support import deny, local_stack
 
 SYSTEM = "vpn-bot"
 
 
-@contextlib.asynccontextmanager
-async def running(
+def running(
     sqlite_url: str, clock: FakeClock | None = None, **settings: Any
-) -> AsyncIterator[LocalStack]:
-    stack = await start_local_stack(
-        database_url=sqlite_url, update_seconds=0.3, settings=settings, clock=clock
-    )
-    try:
-        yield stack
-    finally:
-        await stack.aclose()
+) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(sqlite_url, update_seconds=0.3, settings=settings, clock=clock)
 
 
 @contextlib.contextmanager

@@ -51,6 +51,7 @@ async def _read_banner(process: asyncio.subprocess.Process, last: str) -> str:
     return banner
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("sigint_ignored", [False, True], ids=["foreground", "background-job"])
 async def test_sandbox_command_serves_the_vpc_api_until_interrupted(
     tmp_path: Path, sigint_ignored: bool
@@ -97,6 +98,7 @@ def _exports(banner: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.process
 async def test_sandbox_with_slack_prints_the_exports_a_bot_runs_on(tmp_path: Path) -> None:
     """`vpn-bot sandbox --slack`: the printed exports are enough for `vpn-bot serve` to start
     against both stand-ins (auth.test answered, so no "unreachable" warning) and stop on SIGTERM."""
@@ -154,6 +156,7 @@ def test_every_subcommand_and_option_has_help_with_its_default() -> None:
             assert "(default:" in action.help, f"{name} {action.option_strings}"
 
 
+@pytest.mark.process
 async def test_sandbox_help_documents_the_faults_file(tmp_path: Path) -> None:
     status, out, _ = await _run(tmp_path, "sandbox", "--help")
     assert status == 0
@@ -163,6 +166,7 @@ async def test_sandbox_help_documents_the_faults_file(tmp_path: Path) -> None:
     assert "example:" in out
 
 
+@pytest.mark.process
 async def test_demo_command_exits_zero(tmp_path: Path) -> None:
     """`vpn-bot demo` runs the whole story as a process and prints the transcript, no traceback."""
     status, stdout, stderr = await _run(tmp_path, "demo")
@@ -171,6 +175,7 @@ async def test_demo_command_exits_zero(tmp_path: Path) -> None:
     assert "Traceback" not in stdout + stderr
 
 
+@pytest.mark.process
 async def test_doctor_with_bad_settings_exits_two_without_traceback(tmp_path: Path) -> None:
     status, _, stderr = await _run(tmp_path, "doctor", VPNBOT_DEFAULT_REGION="Not A Region")
     assert status == 2
@@ -178,6 +183,7 @@ async def test_doctor_with_bad_settings_exits_two_without_traceback(tmp_path: Pa
     assert "Traceback" not in stderr
 
 
+@pytest.mark.process
 async def test_no_command_prints_help_and_exits_two(tmp_path: Path) -> None:
     status, stdout, _ = await _run(tmp_path)
     assert status == 2
@@ -198,6 +204,7 @@ def test_readme_documents_every_fault_field_and_its_example_loads() -> None:
     assert len(SandboxState().faults.load(yaml.safe_load(example.group(1)))) == 2
 
 
+@pytest.mark.process
 async def test_sandbox_with_accounts_serves_sts_over_tls_for_two_accounts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,7 @@ async def credentials_uri() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@pytest.mark.process
 async def test_dotenv_chain_settings_reach_the_library_quietly(tmp_path: Path, credentials_uri: str) -> None:
     """The chain's URI and ECS switch set only in ``.env``: the credentials come from that URI,
     and with the metadata probe off the library prints nothing to stderr."""

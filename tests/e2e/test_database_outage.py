@@ -41,7 +41,7 @@ from .support import (
     wait_thread,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.process]
 
 CUT_SECONDS = 60.0
 UNREACHABLE = StoreUnavailable("").friendly

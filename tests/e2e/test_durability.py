@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from storetools import gateway_holder
 
 from bot.domain import OpState
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VPN_HANGZHOU
 from bot.slack.ids import ActionId
 
@@ -23,8 +22,8 @@ from .support import (
     BOB,
     CHANNEL,
     all_text,
-    fresh_postgres_database,
     has_buttons,
+    local_stack,
     op_id_of,
     parent_updates,
     thread_text,
@@ -34,24 +33,10 @@ from .support import (
 )
 
 
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """An empty PostgreSQL database for this test."""
-    async with fresh_postgres_database() as url:
-        yield url
-
-
-@contextlib.asynccontextmanager
-async def running_stack(
+def running_stack(
     database_url: str, *, replicas: int = 1, update_seconds: float = 0.5, **settings: Any
-) -> AsyncIterator[LocalStack]:
-    stack = await start_local_stack(
-        database_url=database_url, update_seconds=update_seconds, replicas=replicas, settings=settings
-    )
-    try:
-        yield stack
-    finally:
-        await stack.aclose()
+) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(database_url, update_seconds=update_seconds, replicas=replicas, settings=settings)
 
 
 async def _request(stack: LocalStack, vco_id: str, *, replica: int = 0) -> str:

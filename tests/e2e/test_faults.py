@@ -33,6 +33,7 @@ from .support import (
     all_text,
     fresh_postgres_database,
     has_buttons,
+    local_stack,
     op_id_of,
     parent_updates,
     thread_text,
@@ -47,22 +48,8 @@ UNREACHABLE = StoreUnavailable("").friendly
 SLACK_WRITES = ("chat.update", "chat.postMessage")
 
 
-@contextlib.asynccontextmanager
-async def running_stack(database_url: str, **settings: Any) -> AsyncIterator[LocalStack]:
-    stack = await start_local_stack(
-        database_url=database_url, update_seconds=0.3, settings={**FAST, **settings}
-    )
-    try:
-        yield stack
-    finally:
-        await stack.aclose()
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """An empty PostgreSQL database for this test."""
-    async with fresh_postgres_database() as url:
-        yield url
+def running_stack(database_url: str, **settings: Any) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(database_url, update_seconds=0.3, settings={**FAST, **settings})
 
 
 @pytest.fixture
@@ -282,10 +269,11 @@ async def test_healthz_answers_503_while_the_database_hangs(postgres_url: str, p
 
 @pytest.mark.postgres
 async def test_healthz_answers_503_with_the_reason_on_a_read_only_database(
-    postgres_url: str, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The database still answers reads but refuses writes: /healthz says 503, the log says why."""
-    async with running_stack(postgres_url) as stack:
+    # A database of its own: the test makes it read-only (a setting of the database, not of a table).
+    async with fresh_postgres_database() as postgres_url, running_stack(postgres_url) as stack:
         assert (await _healthz(stack)).status_code == 200
         name = urlsplit(postgres_url).path.lstrip("/")
         admin = await asyncpg.connect(PG_URL, timeout=5)

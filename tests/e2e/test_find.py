@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import SocketModeUser
 from bot.sandbox.vpc_state import (
@@ -25,18 +24,21 @@ from bot.sandbox.vpc_state import (
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import all_text, find_button, op_id_of, socket_mode_bot, wait_confirmation, wait_parent
+from .support import (
+    all_text,
+    find_button,
+    local_stack,
+    op_id_of,
+    socket_mode_bot,
+    wait_confirmation,
+    wait_parent,
+)
 
 REFUSED = ":no_entry:"
 
 
-@contextlib.asynccontextmanager
-async def running(sqlite_url: str, **settings: Any) -> AsyncIterator[LocalStack]:
-    stack = await start_local_stack(database_url=sqlite_url, update_seconds=0.3, settings=settings)
-    try:
-        yield stack
-    finally:
-        await stack.aclose()
+def running(sqlite_url: str, **settings: Any) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(sqlite_url, update_seconds=0.3, settings=settings)
 
 
 def _cloud_actions(stack: LocalStack, *, but: tuple[str, ...] = ("DescribeRegions",)) -> list[str]:

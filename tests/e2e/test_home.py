@@ -8,29 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from slack_sdk.models.views import View
 
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import StandinState
 from bot.sandbox.slack_user import SocketModeUser
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
 from bot.slack.ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import op_id_of, socket_mode_bot, wait_confirmation
+from .support import local_stack, op_id_of, socket_mode_bot, wait_confirmation
 
 
-@contextlib.asynccontextmanager
-async def running(sqlite_url: str, **settings: Any) -> AsyncIterator[LocalStack]:
-    stack = await start_local_stack(database_url=sqlite_url, update_seconds=0.3, settings=settings)
-    try:
-        yield stack
-    finally:
-        await stack.aclose()
+def running(sqlite_url: str, **settings: Any) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(sqlite_url, update_seconds=0.3, settings=settings)
 
 
 def _text(view: dict[str, Any]) -> str:

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot.sandbox.local import LOCAL_SIGNING_SECRET, LocalStack, start_local_stack
+from bot.sandbox.local import LOCAL_SIGNING_SECRET, LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
-from .support import all_logs
+from .support import all_logs, local_stack
 from .support import all_text as _all_text
 from .support import has_buttons as _has_buttons
 
@@ -31,11 +31,8 @@ HOSTILE_NAME = "<!channel> & <@U0BOB> <https://evil|click>"
 
 @pytest.fixture
 async def stack(sqlite_url: str) -> AsyncIterator[LocalStack]:
-    running = await start_local_stack(database_url=sqlite_url, update_seconds=0.3)
-    try:
+    async with local_stack(sqlite_url, update_seconds=0.3) as running:
         yield running
-    finally:
-        await running.aclose()
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -19,11 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import BotApp
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LocalStack, start_local_stack
-from bot.sandbox.slack import start_slack_standin
+from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_user import SocketModeUser
-from bot.sandbox.vpc import start_vpc_sandbox
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SandboxState
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
 from bot.slack.ids import ActionId
 
 from .support import (
@@ -33,7 +31,9 @@ from .support import (
     BotProcess,
     bot_env,
     free_port,
+    local_stack,
     ops_listener,
+    sandbox_and_slack,
     wait_confirmation,
     wait_parent,
 )
@@ -174,11 +174,8 @@ async def test_requests_shed_under_load_are_counted(stack: LocalStack) -> None:
 @pytest.fixture
 async def slow_gateway_stack(sqlite_url: str) -> AsyncIterator[LocalStack]:
     """A gateway that stays 'updating' long enough to see a second deletion queue behind the first."""
-    running = await start_local_stack(database_url=sqlite_url, update_seconds=2.0)
-    try:
+    async with local_stack(sqlite_url, update_seconds=2.0) as running:
         yield running
-    finally:
-        await running.aclose()
 
 
 async def test_gauges_show_operations_by_state_and_the_queue(slow_gateway_stack: LocalStack) -> None:
@@ -234,49 +231,51 @@ class _SocketProcess(BotProcess):
         return [sys.executable, "-m", "bot", "serve", "--socket", "--host", "127.0.0.1", "--port", str(port)]
 
 
+@pytest.mark.process
 async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name, raising=False)  # slack_sdk's socket client reads them itself
-    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
-    slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, app_token=APP_TOKEN)
-    metrics_port = free_port()
-    env = bot_env(
-        tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'bot.db'}",
-        vpc=vpc,
-        slack=slack,
-        SLACK_APP_TOKEN=APP_TOKEN,
-        VPNBOT_METRICS_PORT=str(metrics_port),
-    )
-    del env["SLACK_SIGNING_SECRET"]
-    process = _SocketProcess(env=env, cwd=tmp_path, log_path=tmp_path / "socket.log")
-    try:
-        await process.wait_healthy()
-        await slack.state.socket_mode.wait_connected(timeout=20)
-        ack = await SocketModeUser(state=slack.state, ack_timeout=10).slash_command(
-            ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}"
+    async with sandbox_and_slack(update_seconds=0.3, app_token=APP_TOKEN) as (vpc, slack):
+        metrics_port = free_port()
+        env = bot_env(
+            tmp_path,
+            database_url=f"sqlite:///{tmp_path / 'bot.db'}",
+            vpc=vpc,
+            slack=slack,
+            SLACK_APP_TOKEN=APP_TOKEN,
+            VPNBOT_METRICS_PORT=str(metrics_port),
         )
-        assert ack.payload is not None
-        await wait_confirmation(slack.state, SEED_VCO_HANGZHOU)
+        del env["SLACK_SIGNING_SECRET"]
+        process = _SocketProcess(env=env, cwd=tmp_path, log_path=tmp_path / "socket.log")
+        try:
+            await process.wait_healthy()
+            await slack.state.socket_mode.wait_connected(timeout=20)
+            ack = await SocketModeUser(state=slack.state, ack_timeout=10).slash_command(
+                ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}"
+            )
+            assert ack.payload is not None
+            await wait_confirmation(slack.state, SEED_VCO_HANGZHOU)
 
-        samples = await scrape(process.metrics_url)
-        assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 1
-        assert get(samples, "vpnbot_slack_api_calls_total", method="apps.connections.open", error="ok") == 1
-        assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1  # acked over the socket
-        assert get(samples, "vpnbot_vpc_api_requests_total", action="DescribeVpnConnection", code="ok") >= 1
-        async with httpx.AsyncClient(trust_env=False, timeout=2) as http:
-            assert (await http.get(f"{process.metrics_url}/readyz")).json() == {"status": "ok"}
-            with pytest.raises(httpx.ConnectError):  # --port is not listened on: the metrics port is
-                await http.get(f"{process.url}/healthz")
-        process.terminate()
-        assert await process.wait_exit(within=10) == 0, process.log()
-        assert "Traceback" not in process.log()
-    finally:
-        process.close()
-        await slack.close()
-        await vpc.close()
+            samples = await scrape(process.metrics_url)
+            assert get(samples, "vpnbot_operations_in_flight", state="awaiting_approval") == 1
+            assert (
+                get(samples, "vpnbot_slack_api_calls_total", method="apps.connections.open", error="ok") == 1
+            )
+            assert get(samples, "vpnbot_slash_command_ack_seconds_count") == 1  # acked over the socket
+            assert (
+                get(samples, "vpnbot_vpc_api_requests_total", action="DescribeVpnConnection", code="ok") >= 1
+            )
+            async with httpx.AsyncClient(trust_env=False, timeout=2) as http:
+                assert (await http.get(f"{process.metrics_url}/readyz")).json() == {"status": "ok"}
+                with pytest.raises(httpx.ConnectError):  # --port is not listened on: the metrics port is
+                    await http.get(f"{process.url}/healthz")
+            process.terminate()
+            assert await process.wait_exit(within=10) == 0, process.log()
+            assert "Traceback" not in process.log()
+        finally:
+            process.close()
 
 
 async def test_a_live_scrape_passes_promtool_check_metrics(stack: LocalStack) -> None:

@@ -9,29 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from slack_sdk.models.views import View
 
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import StandinState
 from bot.sandbox.slack_user import SocketModeUser, selected_option
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
 from bot.slack.ids import ActionId, BlockId, CallbackId
 
 from .conftest import ALICE, CAROL, CHANNEL
-from .support import socket_mode_bot, wait_confirmation
+from .support import local_stack, socket_mode_bot, wait_confirmation
 
 
-@contextlib.asynccontextmanager
-async def running(sqlite_url: str, **settings: Any) -> AsyncIterator[LocalStack]:
-    stack = await start_local_stack(database_url=sqlite_url, update_seconds=0.3, settings=settings)
-    try:
-        yield stack
-    finally:
-        await stack.aclose()
+def running(sqlite_url: str, **settings: Any) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(sqlite_url, update_seconds=0.3, settings=settings)
 
 
 async def _open_view(state: StandinState) -> dict[str, Any]:

@@ -7,30 +7,24 @@ changes nothing: no message in the channel, no edit of the confirmation, no Dele
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text
-from .support import deny
+from .support import deny, local_stack
 from .support import has_buttons as _has_buttons
 
 REFUSED = ":no_entry:"
 
 
-@contextlib.asynccontextmanager
-async def running(sqlite_url: str, **settings: Any) -> AsyncIterator[LocalStack]:
+def running(sqlite_url: str, **settings: Any) -> contextlib.AbstractAsyncContextManager[LocalStack]:
     """One bot replica with these policy settings (by Settings field name)."""
-    stack = await start_local_stack(database_url=sqlite_url, update_seconds=0.3, settings=settings)
-    try:
-        yield stack
-    finally:
-        await stack.aclose()
+    return local_stack(sqlite_url, update_seconds=0.3, settings=settings)
 
 
 def _deletes(stack: LocalStack) -> list[object]:

@@ -14,10 +14,10 @@ import pytest
 from storetools import lease_of
 
 from bot.domain import OpState
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, LocalStack, local_settings
-from bot.sandbox.slack import SlackStandin, SlackUserAgent, demo_workspace, start_slack_standin
-from bot.sandbox.vpc import RunningSandbox, start_vpc_sandbox
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU, SandboxState
+from bot.sandbox.local import LOCAL_SIGNING_SECRET, LocalStack, local_settings
+from bot.sandbox.slack import SlackStandin, SlackUserAgent
+from bot.sandbox.vpc import RunningSandbox
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU
 from bot.slack.ids import ActionId
 from bot.store import Store
 
@@ -28,13 +28,15 @@ from .support import (
     BotProcess,
     bot_env,
     child_env,
-    fresh_postgres_database,
     op_id_of,
     run_to_exit,
+    sandbox_and_slack,
     wait_confirmation,
     wait_parent,
     wait_thread,
 )
+
+pytestmark = pytest.mark.process
 
 # Long enough to kill or stop the bot while the gateway is still updating.
 UPDATE_SECONDS = 4.0
@@ -67,22 +69,8 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=UPDATE_SECONDS))
-    try:
-        slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
-        try:
-            yield World(vpc=vpc, slack=slack, home=tmp_path)
-        finally:
-            await slack.close()
-    finally:
-        await vpc.close()
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """An empty PostgreSQL database for this test."""
-    async with fresh_postgres_database() as url:
-        yield url
+    async with sandbox_and_slack(update_seconds=UPDATE_SECONDS) as (vpc, slack):
+        yield World(vpc=vpc, slack=slack, home=tmp_path)
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from bot.domain import OpState
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message, StandinState
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU
 from bot.slack.ids import ActionId, BlockId
@@ -26,6 +26,7 @@ from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import (
     all_logs,
     all_text,
+    local_stack,
     offers_recreate,
     wait_confirmation,
     wait_parent,
@@ -214,12 +215,11 @@ async def test_the_key_is_in_no_slack_message_log_line_or_database_row(
 
 
 async def test_after_the_window_the_button_goes_and_a_click_says_why(sqlite_url: str) -> None:
-    stack = await start_local_stack(
+    async with local_stack(
         database_url=sqlite_url,
         update_seconds=0.3,
         settings={"undo_window_seconds": 0.5, "lease_seconds": 0.6},
-    )
-    try:
+    ) as stack:
         state = stack.slack.state
         ts = await delete(stack)
         [op] = await stack.bot.app.store.list_operations()
@@ -238,21 +238,16 @@ async def test_after_the_window_the_button_goes_and_a_click_says_why(sqlite_url:
         )
         assert not state.views
         assert len(await stack.bot.app.store.list_operations()) == 1
-    finally:
-        await stack.aclose()
 
 
 async def test_undo_window_zero_turns_recreate_off(sqlite_url: str) -> None:
-    stack = await start_local_stack(
+    async with local_stack(
         database_url=sqlite_url, update_seconds=0.3, settings={"undo_window_seconds": 0}
-    )
-    try:
+    ) as stack:
         ts = await delete(stack)
         card = await wait_parent(stack.slack.state, ts, "Deleted VPN connection")
         assert not offers_recreate(card)
         assert "Recreate" not in all_text(card)
-    finally:
-        await stack.aclose()
 
 
 async def test_a_route_that_fails_is_listed_with_its_reason_and_the_rest_go_on(stack: LocalStack) -> None:
@@ -275,25 +270,28 @@ async def test_a_route_that_fails_is_listed_with_its_reason_and_the_rest_go_on(s
     }
 
 
-async def test_a_slack_outage_delays_what_people_see_never_the_recreation(stack: LocalStack) -> None:
-    state = stack.slack.state
-    ts = await delete(stack)
-    view = await open_modal(stack, ts)
-    assert (await stack.agent.submit(ALICE, view["id"], psk_values(KEY))).status == 200
-    confirmation = await recreate_confirmation(state, ts)
-    # slack_sdk retries a 5xx once, so these outlast several of the outbox's own attempts.
-    state.server_error("chat.update", times=4, status=500)
-    state.server_error("chat.postMessage", times=4, status=500)
-    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+async def test_a_slack_outage_delays_what_people_see_never_the_recreation(sqlite_url: str) -> None:
+    # A short lease brings the outbox's pass around every second: what failed after the last state
+    # change is tried again then, not ten seconds later.
+    async with local_stack(sqlite_url, update_seconds=0.3, settings={"lease_seconds": 3.0}) as stack:
+        state = stack.slack.state
+        ts = await delete(stack)
+        view = await open_modal(stack, ts)
+        assert (await stack.agent.submit(ALICE, view["id"], psk_values(KEY))).status == 200
+        confirmation = await recreate_confirmation(state, ts)
+        # slack_sdk retries a 5xx once, so these outlast several of the outbox's own attempts.
+        state.server_error("chat.update", times=4, status=500)
+        state.server_error("chat.postMessage", times=4, status=500)
+        await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
 
-    async def recreated() -> bool:
-        ops = await stack.bot.app.store.list_operations()
-        return any(op.is_recreate and op.state is OpState.RECREATED for op in ops)
+        async def recreated() -> bool:
+            ops = await stack.bot.app.store.list_operations()
+            return any(op.is_recreate and op.state is OpState.RECREATED for op in ops)
 
-    assert await state.wait_for(recreated, timeout=20, what="the recreation to finish")
-    assert len(stack.vpc.state.accepted("CreateVpnConnection")) == 1
-    await wait_thread(state, ts, "Recreated in", within=60)
-    await wait_parent(state, confirmation.ts, "Recreated VPN connection", within=60)
+        assert await state.wait_for(recreated, timeout=20, what="the recreation to finish")
+        assert len(stack.vpc.state.accepted("CreateVpnConnection")) == 1
+        await wait_thread(state, ts, "Recreated in", within=60)
+        await wait_parent(state, confirmation.ts, "Recreated VPN connection", within=60)
 
 
 async def test_a_modal_slack_cannot_open_is_explained_and_changes_nothing(stack: LocalStack) -> None:
@@ -311,12 +309,11 @@ async def test_a_modal_slack_cannot_open_is_explained_and_changes_nothing(stack:
 
 
 async def test_four_eyes_the_modal_submitter_is_the_requester(sqlite_url: str) -> None:
-    stack = await start_local_stack(
+    async with local_stack(
         database_url=sqlite_url,
         update_seconds=0.3,
         settings={"approvers": [ALICE, BOB], "require_second_approver": True},
-    )
-    try:
+    ) as stack:
         state = stack.slack.state
         ts = await delete(stack)  # asked by Alice, approved by Bob
         view = await open_modal(stack, ts, user=BOB)
@@ -333,15 +330,12 @@ async def test_four_eyes_the_modal_submitter_is_the_requester(sqlite_url: str) -
         await wait_thread(state, ts, "Recreated in", within=20)
         [recreation] = [op for op in await stack.bot.app.store.list_operations() if op.is_recreate]
         assert (recreation.requester_id, recreation.approver_id) == (BOB, ALICE)
-    finally:
-        await stack.aclose()
 
 
 async def test_someone_who_may_not_request_cannot_open_the_modal(sqlite_url: str) -> None:
-    stack = await start_local_stack(
+    async with local_stack(
         database_url=sqlite_url, update_seconds=0.3, settings={"approvers": [BOB], "requesters": [ALICE]}
-    )
-    try:
+    ) as stack:
         state = stack.slack.state
         state.add_user(CAROL, "carol")
         ts = await delete(stack)
@@ -349,5 +343,3 @@ async def test_someone_who_may_not_request_cannot_open_the_modal(sqlite_url: str
         await state.wait_for(lambda: state.ephemerals(CAROL) or None, timeout=10, what="the refusal")
         assert not state.views
         assert len(await stack.bot.app.store.list_operations()) == 1
-    finally:
-        await stack.aclose()

@@ -17,13 +17,13 @@ from bot.slack.ids import ActionId
 
 from .conftest import ALICE, CAROL, CHANNEL
 from .support import all_text, wait_parent, wait_thread
-from .test_faults import postgres_url, proxy, running_stack  # noqa: F401 - fixtures
+from .test_faults import proxy, running_stack  # noqa: F401 - fixtures
 from .test_recreate import KEY, delete, open_modal, psk_values, recreate_confirmation, routes_to
 
 
 @pytest.mark.postgres
 async def test_a_database_outage_after_the_create_converges_to_recreated_once(
-    postgres_url: str,  # noqa: F811 - the fixture imported above
+    postgres_url: str,
     proxy: TcpProxy,  # noqa: F811 - the fixture imported above
     caplog: pytest.LogCaptureFixture,
 ) -> None:

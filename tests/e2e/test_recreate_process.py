@@ -24,8 +24,20 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
 from bot.slack.ids import ActionId
 from bot.store import Store
 
-from .support import ALICE, BOB, CHANNEL, BotProcess, bot_env, wait_confirmation, wait_parent, wait_thread
+from .support import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    BotProcess,
+    bot_env,
+    sandbox_and_slack,
+    wait_confirmation,
+    wait_parent,
+    wait_thread,
+)
 from .test_recreate import KEY, psk_values, recreate_confirmation
+
+pytestmark = pytest.mark.process
 
 
 @dataclass
@@ -46,15 +58,8 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=1.0))
-    try:
-        slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
-        try:
-            yield World(vpc=vpc, slack=slack, home=tmp_path)
-        finally:
-            await slack.close()
-    finally:
-        await vpc.close()
+    async with sandbox_and_slack(update_seconds=1.0) as (vpc, slack):
+        yield World(vpc=vpc, slack=slack, home=tmp_path)
 
 
 async def _delete_and_ask_to_recreate(world: World, bot: BotProcess) -> tuple[str, str]:

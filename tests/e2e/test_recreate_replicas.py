@@ -17,26 +17,18 @@ from pgtools import PG_URL
 
 from bot.domain import OpState
 from bot.errors import StoreUnavailable
-from bot.sandbox.local import LocalStack, start_local_stack
+from bot.sandbox.local import LocalStack
 from bot.slack.ids import ActionId
 
-from .support import CHANNEL, fresh_postgres_database, wait_parent, wait_thread
+from .support import CHANNEL, local_stack, wait_parent, wait_thread
 from .test_recreate import ALICE, BOB, KEY, delete, open_modal, psk_values, recreate_confirmation, routes_to
 
 pytestmark = pytest.mark.postgres
 UNREACHABLE = StoreUnavailable("").friendly
 
 
-@contextlib.asynccontextmanager
-async def two_replicas() -> AsyncIterator[LocalStack]:
-    async with fresh_postgres_database() as url:
-        stack = await start_local_stack(
-            database_url=url, update_seconds=0.3, replicas=2, settings={"lease_seconds": 1.5}
-        )
-        try:
-            yield stack
-        finally:
-            await stack.aclose()
+def two_replicas(url: str) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(url, update_seconds=0.3, replicas=2, settings={"lease_seconds": 1.5})
 
 
 async def _asked_on_the_first(stack: LocalStack) -> tuple[str, str]:
@@ -47,8 +39,8 @@ async def _asked_on_the_first(stack: LocalStack) -> tuple[str, str]:
     return ts, (await recreate_confirmation(stack.slack.state, ts)).ts
 
 
-async def test_approved_on_another_replica_the_key_holder_creates_it() -> None:
-    async with two_replicas() as stack:
+async def test_approved_on_another_replica_the_key_holder_creates_it(postgres_url: str) -> None:
+    async with two_replicas(postgres_url) as stack:
         holder = stack.replicas[0].app.workflow.instance_id
         ts, confirmation_ts = await _asked_on_the_first(stack)
         assert (await stack.agents[1].click(BOB, CHANNEL, confirmation_ts, ActionId.APPROVE)).status == 200
@@ -64,8 +56,10 @@ async def test_approved_on_another_replica_the_key_holder_creates_it() -> None:
         assert len(routes_to(stack, recreation.new_vco_id or "")) == 3
 
 
-async def test_with_the_key_holder_gone_nothing_is_created_and_the_key_is_asked_again() -> None:
-    async with two_replicas() as stack:
+async def test_with_the_key_holder_gone_nothing_is_created_and_the_key_is_asked_again(
+    postgres_url: str,
+) -> None:
+    async with two_replicas(postgres_url) as stack:
         ts, confirmation_ts = await _asked_on_the_first(stack)
         # The replica holding the key stops (its memory, and the key, go with it).
         gone = stack.replicas.pop(0)
@@ -82,8 +76,8 @@ async def test_with_the_key_holder_gone_nothing_is_created_and_the_key_is_asked_
         assert "Recreate…" in str(parent.blocks)
 
 
-async def test_two_modals_submitted_at_once_on_two_replicas_start_one_recreation() -> None:
-    async with two_replicas() as stack:
+async def test_two_modals_submitted_at_once_on_two_replicas_start_one_recreation(postgres_url: str) -> None:
+    async with two_replicas(postgres_url) as stack:
         state = stack.slack.state
         ts = await delete(stack)
         first = await open_modal(stack, ts)
@@ -113,27 +107,25 @@ async def proxy() -> AsyncIterator[TcpProxy]:
         yield running
 
 
-async def test_a_modal_submitted_while_the_database_is_cut_says_so_in_the_modal(proxy: TcpProxy) -> None:
-    async with fresh_postgres_database() as url:
-        stack = await start_local_stack(
-            database_url=proxy.url_for(url), update_seconds=0.3, settings={"lease_seconds": 3.0}
-        )
-        try:
-            state = stack.slack.state
-            ts = await delete(stack)
-            await stack.bot.app.workflow.wait_idle()
-            view = await open_modal(stack, ts)
-            proxy.cut()
-            reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
-            assert reply.status == 200
-            answer = reply.json()
-            assert answer["response_action"] == "errors"
-            assert UNREACHABLE.split(".")[0] in json.dumps(answer)
-            assert KEY not in json.dumps(answer)
-            proxy.restore()
-            assert [op for op in await stack.bot.app.store.list_operations() if op.is_recreate] == []
-            # The database is back: the same modal goes through.
-            assert (await stack.agent.submit(ALICE, view["id"], psk_values(KEY))).status == 200
-            await recreate_confirmation(state, ts)
-        finally:
-            await stack.aclose()
+async def test_a_modal_submitted_while_the_database_is_cut_says_so_in_the_modal(
+    postgres_url: str, proxy: TcpProxy
+) -> None:
+    async with local_stack(
+        database_url=proxy.url_for(postgres_url), update_seconds=0.3, settings={"lease_seconds": 3.0}
+    ) as stack:
+        state = stack.slack.state
+        ts = await delete(stack)
+        await stack.bot.app.workflow.wait_idle()
+        view = await open_modal(stack, ts)
+        proxy.cut()
+        reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
+        assert reply.status == 200
+        answer = reply.json()
+        assert answer["response_action"] == "errors"
+        assert UNREACHABLE.split(".")[0] in json.dumps(answer)
+        assert KEY not in json.dumps(answer)
+        proxy.restore()
+        assert [op for op in await stack.bot.app.store.list_operations() if op.is_recreate] == []
+        # The database is back: the same modal goes through.
+        assert (await stack.agent.submit(ALICE, view["id"], psk_values(KEY))).status == 200
+        await recreate_confirmation(state, ts)

@@ -32,7 +32,7 @@ from dataclasses import asdict
 import pytest
 
 from bot.logs import configure_logging, secret_values
-from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, LocalStack, start_local_stack
+from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_SECRET
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNELS
@@ -40,6 +40,7 @@ from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text
+from .support import local_stack
 
 
 class _Records(logging.Handler):
@@ -161,8 +162,8 @@ def _slack_side(stack: LocalStack, replies: list[str]) -> dict[str, str]:
     return seen
 
 
-async def _stack(sqlite_url: str) -> LocalStack:
-    return await start_local_stack(database_url=sqlite_url, update_seconds=0.3, settings={"approvers": [BOB]})
+def _stack(sqlite_url: str) -> contextlib.AbstractAsyncContextManager[LocalStack]:
+    return local_stack(sqlite_url, update_seconds=0.3, settings={"approvers": [BOB]})
 
 
 def _assert_clean(seen: dict[str, str], secrets: dict[str, str]) -> None:
@@ -178,8 +179,7 @@ async def test_no_secret_reaches_slack_or_the_logs(sqlite_url: str, mode: str) -
         stream = io.StringIO()
         collector = _Records()
         root = logging.getLogger()
-        stack = await _stack(sqlite_url)
-        try:
+        async with _stack(sqlite_url) as stack:
             secrets = _secrets(stack)  # read now: a deleted connection leaves the sandbox
             if mode == "configured":
                 configure_logging(
@@ -191,8 +191,6 @@ async def test_no_secret_reaches_slack_or_the_logs(sqlite_url: str, mode: str) -
                 root.addHandler(collector)
                 root.setLevel(logging.DEBUG)
             replies = await _run_flow(stack)
-        finally:
-            await stack.aclose()
 
     seen = _slack_side(stack, replies)
     assert any("Forbidden.RAM" in text for text in seen.values())  # the failure really happened
@@ -213,14 +211,11 @@ async def test_no_secret_reaches_slack_or_the_logs(sqlite_url: str, mode: str) -
 
 async def test_records_and_settings_never_show_secrets(sqlite_url: str) -> None:
     """The stored operations, the audit trail and the settings' repr hold no secret either."""
-    stack = await _stack(sqlite_url)
-    try:
+    async with _stack(sqlite_url) as stack:
         secrets = _secrets(stack)
         await _run_flow(stack)
         ops = await stack.bot.app.store.list_operations()
         audit = await stack.bot.app.store.recent_audit(limit=100)
-    finally:
-        await stack.aclose()
     assert len(ops) == 2
     seen = {f"operation {op.id}": f"{op!r} {op} {asdict(op)}" for op in ops}
     seen |= {f"audit {i}": repr(entry) for i, entry in enumerate(audit)}

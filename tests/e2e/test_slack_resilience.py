@@ -10,6 +10,7 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
 from bot.slack.ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
+from .support import local_stack
 from .test_delete_flow import _all_text, _confirmation, _final_parent, _has_buttons
 
 PRIVATE = "G0SECRET"
@@ -40,30 +41,33 @@ async def test_rate_limited_posts_are_retried(stack: LocalStack) -> None:
     assert [c.status for c in post_calls][:2] == [429, 200]
 
 
-async def test_failed_chat_update_does_not_break_the_deletion(stack: LocalStack) -> None:
+async def test_failed_chat_update_does_not_break_the_deletion(sqlite_url: str) -> None:
     """chat.update failing (even persistently) never stops the operation; the thread still reports."""
-    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
-    confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
-    stack.slack.state.fail("chat.update", "cant_update_message", times=1)
-    stack.slack.state.server_error("chat.update", times=3, status=500)
-    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
+    # A short lease brings the outbox's pass around every second: the card update that fails after
+    # the deletion is tried again then, not ten seconds later.
+    async with local_stack(sqlite_url, update_seconds=0.3, settings={"lease_seconds": 3.0}) as stack:
+        await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
+        confirmation = await _confirmation(stack, SEED_VCO_HANGZHOU)
+        stack.slack.state.fail("chat.update", "cant_update_message", times=1)
+        stack.slack.state.server_error("chat.update", times=3, status=500)
+        await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE, None)
 
-    async def deleted() -> bool:
-        ops = await stack.bot.app.store.list_operations()
-        return [op.state for op in ops] == [OpState.DELETED]
+        async def deleted() -> bool:
+            ops = await stack.bot.app.store.list_operations()
+            return [op.state for op in ops] == [OpState.DELETED]
 
-    await stack.slack.state.wait_for(deleted, timeout=15, what="the operation to be deleted")
+        await stack.slack.state.wait_for(deleted, timeout=15, what="the operation to be deleted")
 
-    async def thread_says_deleted() -> bool:
-        return "Deleted in" in "\n".join(
-            _all_text(m) for m in stack.slack.state.thread(CHANNEL, confirmation.ts)
-        )
+        async def thread_says_deleted() -> bool:
+            return "Deleted in" in "\n".join(
+                _all_text(m) for m in stack.slack.state.thread(CHANNEL, confirmation.ts)
+            )
 
-    await stack.slack.state.wait_for(thread_says_deleted, timeout=15, what="the thread's final reply")
-    assert SEED_VCO_HANGZHOU not in stack.vpc.state.connections
-    # Once Slack recovers, the final update lands: the parent shows the outcome without buttons.
-    parent = await _final_parent(stack, confirmation.ts, "Deleted")
-    assert not _has_buttons(parent)
+        await stack.slack.state.wait_for(thread_says_deleted, timeout=15, what="the thread's final reply")
+        assert SEED_VCO_HANGZHOU not in stack.vpc.state.connections
+        # Once Slack recovers, the final update lands: the parent shows the outcome without buttons.
+        parent = await _final_parent(stack, confirmation.ts, "Deleted")
+        assert not _has_buttons(parent)
 
 
 async def test_healthz_reports_the_store(stack: LocalStack) -> None:

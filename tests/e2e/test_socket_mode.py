@@ -17,21 +17,23 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.app import BotApp, create_app
 from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, local_settings
-from bot.sandbox.slack import SlackStandin, demo_workspace, render_transcript, start_slack_standin
+from bot.sandbox.slack import SlackStandin, render_transcript
 from bot.sandbox.slack_user import SocketModeUser
-from bot.sandbox.vpc import RunningSandbox, start_vpc_sandbox
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
+from bot.sandbox.vpc import RunningSandbox
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
 from bot.slack.ids import ActionId
 
 from .support import (
     ALICE,
     BOB,
     CHANNEL,
+    TEST_SETTINGS,
     BotProcess,
     all_text,
     bot_env,
     child_env,
     run_to_exit,
+    sandbox_and_slack,
     wait_confirmation,
     wait_parent,
     wait_thread,
@@ -57,17 +59,8 @@ class World:
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.3))
-    try:
-        slack = await start_slack_standin(
-            bot_token=LOCAL_BOT_TOKEN, app_token=APP_TOKEN, workspace=demo_workspace()
-        )
-        try:
-            yield World(vpc=vpc, slack=slack)
-        finally:
-            await slack.close()
-    finally:
-        await vpc.close()
+    async with sandbox_and_slack(update_seconds=0.3, app_token=APP_TOKEN) as (vpc, slack):
+        yield World(vpc=vpc, slack=slack)
 
 
 @pytest.fixture
@@ -79,6 +72,7 @@ async def socket_bot(world: World, sqlite_url: str) -> AsyncIterator[BotApp]:
         slack_url=world.slack.url,
         slack_app_token=APP_TOKEN,
         slack_signing_secret=None,
+        **TEST_SETTINGS,
     )
     app = await create_app(settings, socket_mode=True)
     async with contextlib.AsyncExitStack() as cleanup:
@@ -147,6 +141,7 @@ class SocketBotProcess(BotProcess):
         return [sys.executable, "-m", "bot", "serve", "--socket", "--host", "127.0.0.1", "--port", str(port)]
 
 
+@pytest.mark.process
 async def test_serve_socket_process_handles_a_command_and_stops_on_sigterm(
     world: World, tmp_path: Path
 ) -> None:
@@ -193,6 +188,7 @@ def _socket_env(world: World, tmp_path: Path, app_token: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.process
 async def test_serve_socket_with_a_refused_app_token_exits_2(world: World, tmp_path: Path) -> None:
     """A wrong xapp token is a settings problem: exit 2 at once, not retry forever."""
     process = SocketBotProcess(
@@ -209,6 +205,7 @@ async def test_serve_socket_with_a_refused_app_token_exits_2(world: World, tmp_p
     assert [c.error for c in world.slack.state.calls("apps.connections.open")] == ["invalid_auth"]
 
 
+@pytest.mark.process
 async def test_serve_socket_stops_on_sigterm_while_slack_is_unreachable(world: World, tmp_path: Path) -> None:
     """While apps.connections.open keeps failing the SDK retries forever; SIGTERM still ends it, exit 0."""
     state = world.slack.state
@@ -229,6 +226,7 @@ async def test_serve_socket_stops_on_sigterm_while_slack_is_unreachable(world: W
     assert state.socket_mode.all_connections == []
 
 
+@pytest.mark.process
 async def test_serve_socket_without_app_token_exits_2_naming_it(tmp_path: Path) -> None:
     env = child_env(
         tmp_path,

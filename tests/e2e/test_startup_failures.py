@@ -23,11 +23,20 @@ from netproxy import running_proxy
 from sqlalchemy.engine import make_url
 
 from bot.sandbox.local import LOCAL_BOT_TOKEN
-from bot.sandbox.slack import SlackStandin, demo_workspace, start_slack_standin
-from bot.sandbox.vpc import RunningSandbox, start_vpc_sandbox
-from bot.sandbox.vpc_state import SandboxState
+from bot.sandbox.slack import SlackStandin
+from bot.sandbox.vpc import RunningSandbox
 
-from .support import BotProcess, bot_env, child_env, free_port, fresh_postgres_database, run_to_exit
+from .support import (
+    BotProcess,
+    bot_env,
+    child_env,
+    free_port,
+    fresh_postgres_database,
+    run_to_exit,
+    sandbox_and_slack,
+)
+
+pytestmark = pytest.mark.process
 
 
 @dataclass
@@ -43,15 +52,8 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=0.2))
-    try:
-        slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())
-        try:
-            yield World(vpc=vpc, slack=slack, home=tmp_path)
-        finally:
-            await slack.close()
-    finally:
-        await vpc.close()
+    async with sandbox_and_slack(update_seconds=0.2) as (vpc, slack):
+        yield World(vpc=vpc, slack=slack, home=tmp_path)
 
 
 @pytest.fixture
