@@ -473,7 +473,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def bench_memory(sizes: Sizes, *, database_url: str | None = None) -> list[Row]:
+async def bench_memory(sizes: Sizes, *, database_url: str | None = None) -> list[Row]:  # noqa: PLR0915 - the report: one section after another
     """RSS growth of a real ``vpn-bot serve`` process while it holds N confirmations awaiting approval."""
     if not _has_proc():
         return [Row("Memory, pending confirmations", "n/a (needs Linux /proc)", "< 50 MB growth", None)]

@@ -240,7 +240,7 @@ async def _connect_socket_mode(app: BotApp, token: str, stop: asyncio.Event) -> 
                 ]
             ) from None
         log.warning("Socket Mode: apps.connections.open failed (%s); retrying", error.error)
-    except Exception as exc:  # network errors vary by transport; the SDK's own loop retries them
+    except Exception as exc:  # noqa: BLE001 - the Socket Mode connect: network errors vary by transport; the SDK's loop retries
         log.warning("Socket Mode: apps.connections.open failed (%s); retrying", type(exc).__name__)
     connecting = asyncio.ensure_future(handler.connect_async())  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
     stopping = asyncio.ensure_future(stop.wait())

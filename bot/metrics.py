@@ -301,7 +301,7 @@ class Metrics:
                 by_state = await store.count_by_state()
                 queued = await store.count_queued()
                 started = await store.phase_started_by_state()
-        except Exception as exc:  # driver errors vary; a scrape only reports them
+        except Exception as exc:  # noqa: BLE001 - a scrape reports any store failure as vpnbot_store_up 0
             log.warning("metrics: store query failed", extra={"error": type(exc).__name__})
             self._store.by_state = self._store.queued = self._store.oldest_age = None
         else:

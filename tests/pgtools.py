@@ -104,7 +104,7 @@ class SharedDatabase:
         def run() -> None:
             try:
                 asyncio.run(_admin_execute(statement))
-            except BaseException as exc:  # re-raised in the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 failures.append(exc)
 
         worker = threading.Thread(target=run, name="drop-shared-test-database")

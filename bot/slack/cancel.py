@@ -182,7 +182,7 @@ def make_cancel_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
                 await deps.workflow.cancel(
                     op_id=sub.op_id, user_id=sub.user_id, message_ts=sub.message_ts, reason=sub.reason
                 )
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a modal submission: every error becomes the person's reply (reply_for)
                 message = reply_for(error, kind="view_submission")
                 try:
                     await client.chat_postEphemeral(channel=sub.channel_id, user=sub.user_id, **message)

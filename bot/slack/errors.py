@@ -127,7 +127,7 @@ async def handle_error(
         if result.status_code != 200:
             log.warning("response_url refused the error reply", extra={"status": result.status_code})
     # The funnel is the last stop: if even the reply fails there is nobody left to raise to.
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the error funnel's last stop: nobody is left to raise to
         log.warning("could not send the error reply", extra={"error_type": type(exc).__name__})
     if response is not None:
         # Before ack(): answer 200 with no body, so Slack shows our reply and not "dispatch_failed".
@@ -151,5 +151,5 @@ async def errors_to_user(
     with inflight.track() if inflight is not None else contextlib.nullcontext():
         try:
             yield
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the error funnel: every error becomes a friendly reply
             await handle_error(error, body, respond, None)

@@ -47,7 +47,7 @@ async def _regions(deps: SlackDeps) -> Collection[str]:
         async with asyncio.timeout(deps.regions_timeout):
             return await deps.regions()
     # The default region alone still makes a usable picker.
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the picker works on the default region alone
         log.warning("picker: region list unavailable", extra={"error": type(exc).__name__})
         return ()
 
@@ -237,7 +237,7 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
                     reason=reason,
                     ticket=ticket,
                 )
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a modal submission: every error becomes the person's reply
                 await _tell(client, sub, error)
                 return
         if deps.listings is not None:

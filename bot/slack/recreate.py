@@ -76,7 +76,7 @@ def make_recreate_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[No
             channel_id = parent.channel_id if parent is not None else ""
             # Checked again by the workflow; here so a refusal (or a database outage) shows in the modal.
             await deps.workflow.recreate_target(op_id=sub.op_id, user_id=sub.user_id, channel_id=channel_id)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - a modal submission: every error is shown in the modal
             text = reply_for(err, kind="view_submission")["text"]
             await ack(response_action="errors", errors={BlockId.RECREATE_PSK.value: field_error(text)})
             return
@@ -89,7 +89,7 @@ def make_recreate_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[No
                     channel_id=channel_id,
                     psk=sub.psk,
                 )
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a modal submission: every error becomes the person's reply
                 message = reply_for(error, kind="view_submission")
                 try:
                     await client.chat_postEphemeral(channel=channel_id, user=sub.user_id, **message)

@@ -815,7 +815,7 @@ class Workflow:
                 _outage(err),
                 extra={"op_id": op.id, "error": err.detail},
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a driver's unexpected failure is counted against its crash budget
             await self._crashed(op.id, exc)
         finally:
             if self._lost.get(op.id) is lost:
@@ -883,7 +883,7 @@ class Workflow:
             until = self._clock.now() + timedelta(seconds=self._config.lease_s)
             try:
                 renewed = await self._store.renew_leases(op_ids=held, owner=self.instance_id, until=until)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is tried again next period, until the leases expire
                 log.warning("could not renew the leases (%s)", type(exc).__name__, extra={"count": len(held)})
                 continue
             for op_id in held:

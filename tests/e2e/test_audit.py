@@ -92,7 +92,7 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-async def test_every_step_is_audited_with_who_when_and_what(sqlite_url: str) -> None:
+async def test_every_step_is_audited_with_who_when_and_what(sqlite_url: str) -> None:  # noqa: PLR0915 - one story end to end, asserted step by step
     """Request, refusals, approval, deletion, cancellation and expiry each leave one audit entry."""
     clock = FakeClock()
     async with running(sqlite_url, clock, approvers=[BOB], requesters=[ALICE]) as stack:

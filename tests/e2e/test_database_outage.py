@@ -66,7 +66,7 @@ async def _until(check: object, *, within: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_serve_rides_out_a_database_cut(postgres_url: str, tmp_path: Path) -> None:
+async def test_serve_rides_out_a_database_cut(postgres_url: str, tmp_path: Path) -> None:  # noqa: PLR0915 - one outage timeline, asserted step by step
     target = urlsplit(PG_URL)
     vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=3.0))
     slack = await start_slack_standin(bot_token=LOCAL_BOT_TOKEN, workspace=demo_workspace())

@@ -76,7 +76,7 @@ async def _refused(stack: LocalStack, user: str, text: str, *, mark: str = REFUS
     return all_text(refusal)
 
 
-async def test_reason_and_ticket_rules_per_account(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_reason_and_ticket_rules_per_account(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: PLR0915 - one story end to end, asserted step by step
     async with two_accounts(
         sqlite_url,
         monkeypatch,

@@ -89,7 +89,7 @@ def routes_to(stack: LocalStack, vco_id: str) -> set[tuple[str, str]]:
     return found
 
 
-async def test_recreate_with_the_key_from_the_modal_once_across_a_double_click(stack: LocalStack) -> None:
+async def test_recreate_with_the_key_from_the_modal_once_across_a_double_click(stack: LocalStack) -> None:  # noqa: PLR0915 - one story end to end, asserted step by step
     state = stack.slack.state
     ts = await delete(stack)
     card = await wait_parent(state, ts, "Recreate")
