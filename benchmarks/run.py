@@ -47,7 +47,7 @@ from bot.sandbox.slack import SlackUserAgent, demo_workspace, find_button, start
 from bot.sandbox.slack_api import StandinState
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, start_vpc_sandbox
 from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, Connection, Gateway, SandboxState
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 from bot.store import Store
 
 CHANNEL = "C0VPNOPS"

@@ -19,7 +19,7 @@ from bot.sandbox.slack import render_timeline
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import selected_option
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 __all__ = ["RULE", "run_demo"]
 

@@ -27,8 +27,8 @@ from bot.domain import (
     VpnConnection,
     VpnGateway,
 )
+from bot.slack.block_ids import BlockId
 from bot.slack.blocks import ROUTES_SHOWN, build_confirmation, build_parent, impact_summary
-from bot.slack.ids import BlockId
 
 VCO = "vco-bp1abc2def3gh"
 PSK = "psk-must-never-show-9f8e"

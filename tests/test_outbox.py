@@ -14,9 +14,9 @@ from test_store import make_op
 from workflow_harness import Harness
 
 from bot.config import load_settings
+from bot.delivery import OutboxConfig, OutboxDispatcher
 from bot.domain import Effect, EffectKind, Operation, OpState, Queued
 from bot.errors import SlackError
-from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.store import Store
 from bot.workflow import WorkflowConfig
 
@@ -112,7 +112,7 @@ async def test_it_gives_up_after_the_horizon_with_an_error_line(
     notifier = FakeNotifier(fail_with=SlackError("down", error="http_503", transient=True))
     op = await _with_effects(store, clock, Effect(EffectKind.UPDATE_CARD))
     clock.advance(3601)
-    with caplog.at_level(logging.ERROR, logger="bot.outbox"):
+    with caplog.at_level(logging.ERROR, logger="bot.delivery"):
         await dispatcher(store, clock, notifier, Posted()).deliver(op.id)
     assert await pending_effects(store, op_id=op.id) == []
     assert any("gave up" in r.getMessage() for r in caplog.records)

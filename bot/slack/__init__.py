@@ -11,6 +11,7 @@ from slack_bolt.app.async_app import AsyncApp
 
 from bot.config import Settings
 from bot.slack.actions import make_approve_listener
+from bot.slack.block_ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.cancel import make_cancel_listener, make_cancel_submit_listener
 from bot.slack.commands import make_vpn_command_listener
 from bot.slack.deps import (
@@ -25,7 +26,6 @@ from bot.slack.deps import (
 from bot.slack.errors import register_error_handler
 from bot.slack.find import make_list_delete_listener, make_list_page_listener
 from bot.slack.home import ApprovalPolicy, RecentOperations, make_home_listener
-from bot.slack.ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
 from bot.slack.limits import UserRate
 from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener

@@ -23,11 +23,11 @@ from bot.domain import OpState
 from bot.errors import NotAllowed, UsageError
 from bot.ids import ChannelId, MessageTs, OperationId, UserId
 from bot.slack.actions import check_click
+from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.blocks.views import build_cancel_modal
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user, reply_for
-from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.parsing import ButtonClick, parse_click
 from bot.slack.picker import field_error
 from bot.slack.reason import clean_reason

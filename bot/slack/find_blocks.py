@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.domain import ACTIVE_STATES, TERMINAL_STATES, Operation, OpState, VpnGateway
 from bot.ids import is_channel_id, is_vco_id
+from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.blocks import (
     CONTEXT_MAX,
     SECTION_MAX,
@@ -26,7 +27,6 @@ from bot.slack.blocks import (
     safe_mrkdwn,
     subnets,
 )
-from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.inventory import ConnectionRow
 from bot.slack.parsing import ListPage, RowDelete
 

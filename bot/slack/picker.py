@@ -20,11 +20,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import AlreadyRequested, BotError, CloudApiError, NotAllowed, UsageError
 from bot.slack.accounts import allowed_accounts, choose_account
+from bot.slack.block_ids import BlockId
 from bot.slack.blocks.views import build_connection_options, build_picker
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import reply_for
-from bot.slack.ids import BlockId
 from bot.slack.parsing import PickerSubmission, parse_submission, parse_suggestion
 from bot.slack.reason import check_reason, clean_reason
 from bot.slack.replies import already_requested, check_region

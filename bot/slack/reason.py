@@ -12,8 +12,8 @@ import re
 from bot.config import Settings
 from bot.domain import REASON_MAX
 from bot.errors import NotAllowed, UsageError
+from bot.slack.block_ids import SLASH_COMMAND
 from bot.slack.blocks import code
-from bot.slack.ids import SLASH_COMMAND
 
 __all__ = ["REASON_MAX", "TICKET_MAX", "check_reason", "clean_reason", "split_reason"]
 

@@ -19,12 +19,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import NotAllowed
 from bot.slack.actions import check_click
+from bot.slack.block_ids import BlockId
 from bot.slack.blocks import build_recreate_modal
 from bot.slack.blocks.recreate import FOREIGN_FORM
 from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user, reply_for
-from bot.slack.ids import BlockId
 from bot.slack.parsing import KeyProblem, parse_click, parse_recreate_submission
 from bot.slack.picker import _short, field_error
 

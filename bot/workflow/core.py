@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.delivery import OutboxConfig, OutboxDispatcher
 from bot.domain import (
     KIND_RECREATE,
     AuditEntry,
@@ -57,7 +58,6 @@ from bot.errors import (
     SlackError,
     StoreUnavailable,
 )
-from bot.outbox import OutboxConfig, OutboxDispatcher
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.steps import (

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.delivery import OutboxDispatcher
 from bot.domain import (
     KIND_RECREATE,
     OPERATION_TAG,
@@ -52,7 +53,6 @@ from bot.domain import (
     client_token_for,
 )
 from bot.errors import CloudError
-from bot.outbox import OutboxDispatcher
 from bot.ports import Clock, OperationMeter, OperationStore, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.polling import expected_duration, poll_delay

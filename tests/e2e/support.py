@@ -40,7 +40,7 @@ from bot.sandbox.slack_api import Message, StandinState
 from bot.sandbox.sts import SandboxAccount
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
 from bot.sandbox.vpc_state import SandboxState
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 CHANNEL = "C0VPNOPS"
 ALICE = "U0ALICE"

@@ -17,7 +17,7 @@ from typing import Any
 from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text, deny, has_buttons, op_id_of, wait_confirmation

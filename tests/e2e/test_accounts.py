@@ -18,7 +18,7 @@ from bot.domain import OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.sts import SandboxAccount, SandboxRole
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, RecordedRequest, SandboxState
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_text, local_stack, thread_text, wait_confirmation, wait_parent, wait_thread
@@ -345,7 +345,7 @@ async def test_the_picker_offers_the_accounts_and_searches_the_chosen_one(
     from slack_sdk.models.views import View
 
     from bot.sandbox.slack_user import selected_option
-    from bot.slack.ids import BlockId
+    from bot.slack.block_ids import BlockId
 
     stack, staging_vco = two_accounts
     await stack.agent.slash_command(ALICE, CHANNEL, "delete")

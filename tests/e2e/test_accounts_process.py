@@ -13,7 +13,7 @@ from bot.sandbox.local import LOCAL_SIGNING_SECRET
 from bot.sandbox.slack import SlackUserAgent
 from bot.sandbox.sts import SandboxAccount, SandboxRole
 from bot.sandbox.vpc_state import SandboxState
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 from bot.store import Store
 
 from .support import (

@@ -43,7 +43,7 @@ from bot.sandbox.slack_user import (
 )
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_SECRET, start_vpc_sandbox
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SandboxState
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .support import (
     ALICE,

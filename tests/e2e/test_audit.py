@@ -18,7 +18,7 @@ from bot.logs import configure_logging
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VCO_SHANGHAI
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text

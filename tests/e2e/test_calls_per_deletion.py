@@ -12,7 +12,7 @@ from collections import Counter
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VPN_HANGZHOU, RecordedRequest
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_text, has_buttons

@@ -25,7 +25,7 @@ from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET
 from bot.sandbox.slack import SlackUserAgent, demo_workspace, start_slack_standin
 from bot.sandbox.vpc import start_vpc_sandbox
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VPN_HANGZHOU, SandboxState
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .support import (
     ALICE,

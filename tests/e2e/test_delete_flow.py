@@ -22,7 +22,7 @@ from bot.sandbox.vpc_state import (
     SEED_VCO_SHANGHAI,
     SEED_VPN_HANGZHOU,
 )
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_text as _all_text

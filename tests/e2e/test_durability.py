@@ -15,7 +15,7 @@ from storetools import gateway_holder
 from bot.domain import OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VPN_HANGZHOU
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .support import (
     ALICE,

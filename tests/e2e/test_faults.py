@@ -24,7 +24,7 @@ from bot.errors import StoreUnavailable
 from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .support import (
     ALICE,

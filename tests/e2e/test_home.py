@@ -17,7 +17,7 @@ from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import StandinState
 from bot.sandbox.slack_user import SocketModeUser
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import local_stack, op_id_of, socket_mode_bot, wait_confirmation

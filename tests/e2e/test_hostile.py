@@ -19,7 +19,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.sandbox.local import LOCAL_SIGNING_SECRET, LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_logs, local_stack

@@ -22,7 +22,7 @@ from bot.app import BotApp
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_user import SocketModeUser
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .support import (
     ALICE,

@@ -17,7 +17,7 @@ from bot.cloud.codes import ERROR_TABLE
 from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_text, deny, op_id_of, wait_confirmation, wait_parent, wait_thread

@@ -18,7 +18,7 @@ from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import StandinState
 from bot.sandbox.slack_user import SocketModeUser, selected_option
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
-from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.slack.block_ids import ActionId, BlockId, CallbackId
 
 from .conftest import ALICE, CAROL, CHANNEL
 from .support import local_stack, socket_mode_bot, wait_confirmation

@@ -18,7 +18,7 @@ from bot.sandbox.vpc_state import (
     SEED_VCO_HANGZHOU_BGP,
     SEED_VCO_HANGZHOU_TUNNELS,
 )
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_logs, all_text, has_buttons, wait_confirmation, wait_parent

@@ -18,7 +18,7 @@ from bot.sandbox.local import LOCAL_SIGNING_SECRET, LocalStack, local_settings
 from bot.sandbox.slack import SlackStandin, SlackUserAgent
 from bot.sandbox.vpc import RunningSandbox
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 from bot.store import Store
 
 from .support import (

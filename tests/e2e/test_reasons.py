@@ -20,7 +20,7 @@ from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.sts import SandboxAccount, SandboxRole
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text, op_id_of, wait_confirmation, wait_parent

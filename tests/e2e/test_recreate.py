@@ -20,7 +20,7 @@ from bot.domain import OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message, StandinState
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import (

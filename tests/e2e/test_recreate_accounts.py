@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.local import LocalStack
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text, wait_confirmation, wait_parent, wait_thread

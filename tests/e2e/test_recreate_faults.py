@@ -13,7 +13,7 @@ import pytest
 from netproxy import TcpProxy
 
 from bot.domain import OpState
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, CAROL, CHANNEL
 from .support import all_text, wait_parent, wait_thread

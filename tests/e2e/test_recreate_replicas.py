@@ -18,7 +18,7 @@ from pgtools import PG_URL
 from bot.domain import OpState
 from bot.errors import StoreUnavailable
 from bot.sandbox.local import LocalStack
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .support import CHANNEL, local_stack, wait_parent, wait_thread
 from .test_recreate import ALICE, BOB, KEY, delete, open_modal, psk_values, recreate_confirmation, routes_to

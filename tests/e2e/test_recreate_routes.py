@@ -15,7 +15,7 @@ from collections import Counter
 from bot.domain import OPERATION_TAG
 from bot.sandbox.local import start_local_stack
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU_TUNNELS, SEED_VPN_HANGZHOU, PbrRoute, Route, SandboxState
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import wait_thread

@@ -36,7 +36,7 @@ from bot.sandbox.local import LOCAL_BOT_TOKEN, LOCAL_SIGNING_SECRET, LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_SECRET
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNELS
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bot.domain import OpState
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import local_stack

@@ -27,7 +27,7 @@ from bot.sandbox.slack_api import (
     message_size_error,
 )
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VPN_HANGZHOU, Route
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 from bot.slack.notifier import EFFECT_EVENT
 
 from .conftest import ALICE, BOB, CHANNEL

@@ -21,7 +21,7 @@ from bot.sandbox.vpc_state import (
     SEED_VCO_HANGZHOU_BGP,
     SEED_VCO_HANGZHOU_TUNNELS,
 )
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
 from .support import all_logs, all_text, wait_confirmation, wait_parent

@@ -21,7 +21,7 @@ from bot.sandbox.slack import SlackStandin, render_transcript
 from bot.sandbox.slack_user import SocketModeUser
 from bot.sandbox.vpc import RunningSandbox
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 
 from .support import (
     ALICE,

@@ -26,7 +26,7 @@ from bot.sandbox.slack_api import Channel, Message
 from bot.sandbox.slack_user import selected_option
 from bot.sandbox.sts import SandboxAccount, SandboxRole
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
-from bot.slack.ids import ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text, has_buttons, op_id_of, wait_confirmation

@@ -7,8 +7,8 @@ from slack_sdk.models.blocks import Block
 from slackfakes import make_op, make_settings
 
 from bot.errors import NotAllowed
+from bot.slack.block_ids import BlockId
 from bot.slack.blocks import build_confirmation, build_parent
-from bot.slack.ids import BlockId
 from bot.slack.policy import SlackPolicy
 
 

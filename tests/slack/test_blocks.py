@@ -30,6 +30,7 @@ from bot.domain import (
     VpnGateway,
 )
 from bot.sandbox.slack_api import message_size_error
+from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks import (
     MESSAGE_BUDGET,
     blocks_text_length,
@@ -49,7 +50,6 @@ from bot.slack.blocks import (
     format_time,
     safe_mrkdwn,
 )
-from bot.slack.ids import ActionId, BlockId
 
 EVIL = "<!channel> & <@U1>"
 

@@ -18,6 +18,7 @@ from slackfakes import T0, FakeWorkflow, make_op, make_settings
 from bot.domain import OpState, VpnGateway
 from bot.errors import NotAllowed, UsageError
 from bot.sandbox.slack_api import message_size_error
+from bot.slack.block_ids import ActionId
 from bot.slack.blocks import MESSAGE_BUDGET, blocks_text_length
 from bot.slack.deps import SlackDeps
 from bot.slack.find import NOT_SET_UP, render_page
@@ -28,7 +29,6 @@ from bot.slack.find_blocks import (
     build_operation_status,
     page_count,
 )
-from bot.slack.ids import ActionId
 from bot.slack.inventory import ConnectionRow, ListingCache
 from bot.slack.parsing import (
     FILTER_WORDS_MAX,

@@ -15,7 +15,7 @@ from slackfakes import FakeSlack, make_op
 
 from bot.domain import Accepted, OpState, Queued
 from bot.errors import SlackError
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 from bot.slack.notifier import SlackNotifier, configure_retries
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.errors import NotAllowed, UsageError
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 from bot.slack.parsing import (
     FOREIGN_BUTTON,
     MALFORMED_COMMAND,

@@ -12,6 +12,7 @@ from slackfakes import T0, make_op
 
 from bot.domain import OpState
 from bot.errors import NotAllowed
+from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.blocks.views import (
     OPTIONS_MAX,
     build_connection_options,
@@ -19,7 +20,6 @@ from bot.slack.blocks.views import (
     build_picker,
     picker_metadata,
 )
-from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.inventory import ConnectionRow
 from bot.slack.parsing import FOREIGN_VIEW, parse_submission, parse_suggestion
 

@@ -11,6 +11,7 @@ from bot.domain import (
     Operation,
     OpState,
 )
+from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
 from bot.slack.blocks.recreate import (
     build_recreate_confirmation,
@@ -43,7 +44,6 @@ from bot.slack.blocks.text import (
     safe_mrkdwn,
     subnets,
 )
-from bot.slack.ids import SLASH_COMMAND, ActionId, BlockId
 
 # --- the confirmation and its later states -----------------------------------------------------
 

@@ -13,6 +13,7 @@ from bot.domain import (
 )
 from bot.ids import is_channel_id
 from bot.slack import codes as slack_codes
+from bot.slack.block_ids import SLASH_COMMAND, BlockId
 from bot.slack.blocks.text import (
     BLOCKS_MAX,
     SECTION_MAX,
@@ -29,7 +30,6 @@ from bot.slack.blocks.text import (
     mention,
     safe_mrkdwn,
 )
-from bot.slack.ids import SLASH_COMMAND, BlockId
 
 # --- ephemeral replies ---------------------------------------------------------------------------
 

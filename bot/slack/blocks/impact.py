@@ -11,8 +11,8 @@ from bot.domain import (
     ImpactRoute,
     ImpactTunnel,
 )
+from bot.slack.block_ids import BlockId
 from bot.slack.blocks.text import ROUTES_SHOWN, Block, _section, cap, code, escape
-from bot.slack.ids import BlockId
 
 # --- the impact preview ---------------------------------------------------------------------------
 

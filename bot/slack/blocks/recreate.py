@@ -25,6 +25,7 @@ from bot.domain import (
     SnapshotRoute,
 )
 from bot.errors import RecreateRefused
+from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
     CONFIRM_TEXT_MAX,
@@ -50,7 +51,6 @@ from bot.slack.blocks.text import (
     safe_mrkdwn,
     subnets,
 )
-from bot.slack.ids import ActionId, BlockId, CallbackId
 
 __all__ = [
     "PSK_MAX",

@@ -12,7 +12,7 @@ from bot.domain import (
 )
 from bot.ids import CHANNEL_BODY, USER_BODY, USERGROUP_BODY, is_user_id
 from bot.inert import neutralise
-from bot.slack.ids import SLASH_COMMAND, BlockId
+from bot.slack.block_ids import SLASH_COMMAND, BlockId
 
 Message = dict[str, Any]
 Block = dict[str, Any]

@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.domain import ACTIVE_STATES, REASON_MAX, Operation, OpState
 from bot.ids import is_channel_id
+from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.blocks.text import (
     SECTION_MAX,
     _context,
@@ -27,7 +28,6 @@ from bot.slack.blocks.text import (
     inert_name,
     mention,
 )
-from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.inventory import ConnectionRow
 
 __all__ = [

@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from bot.errors import NotAllowed
 from bot.ids import ChannelId, MessageTs, OperationId
-from bot.slack.ids import ActionId
+from bot.slack.block_ids import ActionId
 from bot.slack.parsing.primitives import Payload, User
 
 __all__ = ["FOREIGN_BUTTON", "ButtonClick", "parse_click"]

@@ -22,7 +22,7 @@ from bot.ids import (
     is_vco_id,
     parse_vco_id,
 )
-from bot.slack.ids import SLASH_COMMAND
+from bot.slack.block_ids import SLASH_COMMAND
 from bot.slack.parsing.find import ListCommand, StatusCommand, parse_list, parse_status
 from bot.slack.parsing.primitives import Payload, clean, echo, region_word, split_account, split_region
 from bot.slack.reason import split_reason

@@ -28,7 +28,7 @@ from bot.ids import (
     is_region,
     parse_vco_id,
 )
-from bot.slack.ids import SLASH_COMMAND, ActionId
+from bot.slack.block_ids import SLASH_COMMAND, ActionId
 from bot.slack.parsing.primitives import (
     Payload,
     clean,

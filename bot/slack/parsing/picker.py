@@ -14,7 +14,7 @@ from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 
 from bot.errors import NotAllowed
 from bot.ids import AccountName, ChannelId, RegionId, TeamId, VcoId
-from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.parsing.primitives import Payload, User
 
 __all__ = [

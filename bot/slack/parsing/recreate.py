@@ -17,8 +17,8 @@ from pydantic import Field, SecretStr, ValidationError
 
 from bot.errors import NotAllowed
 from bot.ids import OperationId
+from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.blocks.recreate import FOREIGN_FORM, PSK_CHARS, PSK_MAX, PSK_MISSING, PSK_TOO_LONG
-from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.parsing.primitives import Payload, User
 
 __all__ = ["KeyProblem", "RecreateSubmission", "parse_recreate_submission"]

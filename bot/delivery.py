@@ -28,7 +28,7 @@ from bot.ports import Clock, Notifier, OperationStore
 
 __all__ = ["OutboxConfig", "OutboxDispatcher", "PostFailedHook"]
 
-log = logging.getLogger("bot.outbox")
+log = logging.getLogger("bot.delivery")
 
 # Added to an effect's recorded error when the failed attempt may have been carried out all the same.
 MAYBE_DONE_MARK = "+maybe_done"
