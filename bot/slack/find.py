@@ -22,15 +22,15 @@ from bot.domain import VpnGateway
 from bot.errors import AlreadyRequested, CloudError, UsageError
 from bot.slack.accounts import choose_account
 from bot.slack.blocks import build_busy, build_looking_up, code
-from bot.slack.deps import SlackDeps
-from bot.slack.errors import errors_to_user
-from bot.slack.find_blocks import (
+from bot.slack.blocks.find import (
     PAGE_SIZE,
     build_connection_status,
     build_list_page,
     build_operation_status,
     page_count,
 )
+from bot.slack.deps import SlackDeps
+from bot.slack.errors import errors_to_user
 from bot.slack.inventory import Inventory, ListingCache
 from bot.slack.parsing import ListClick, ListCommand, ListPage, RowDelete, StatusCommand, parse_list_click
 from bot.slack.replies import already_requested, check_region, permalink, send

@@ -20,15 +20,15 @@ from bot.errors import NotAllowed, UsageError
 from bot.sandbox.slack_api import message_size_error
 from bot.slack.block_ids import ActionId
 from bot.slack.blocks import MESSAGE_BUDGET, blocks_text_length
-from bot.slack.deps import SlackDeps
-from bot.slack.find import NOT_SET_UP, render_page
-from bot.slack.find_blocks import (
+from bot.slack.blocks.find import (
     PAGE_SIZE,
     build_connection_status,
     build_list_page,
     build_operation_status,
     page_count,
 )
+from bot.slack.deps import SlackDeps
+from bot.slack.find import NOT_SET_UP, render_page
 from bot.slack.inventory import ConnectionRow, ListingCache
 from bot.slack.parsing import (
     FILTER_WORDS_MAX,

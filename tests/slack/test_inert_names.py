@@ -30,8 +30,8 @@ from bot.slack.blocks import (
     code,
     inert_name,
 )
+from bot.slack.blocks.find import build_connection_status, build_list_page, build_operation_status
 from bot.slack.blocks.views import build_connection_options, build_home
-from bot.slack.find_blocks import build_connection_status, build_list_page, build_operation_status
 from bot.slack.inventory import ConnectionRow
 from bot.slack.parsing import ListPage
 

@@ -30,8 +30,8 @@ from bot.domain import (
 from bot.errors import RecreateRefused
 from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks import build_confirmation, build_parent, build_progress, build_recreate_modal
+from bot.slack.blocks.find import build_operation_status
 from bot.slack.blocks.recreate import recreate_refused_text
-from bot.slack.find_blocks import build_operation_status
 
 LONG_NAME = "n" * 100  # Alibaba's longest connection name
 ROUTES = (

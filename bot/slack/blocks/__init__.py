@@ -7,7 +7,7 @@ code span, escaped, its backticks and line breaks neutralised), so a connection 
 capped to Slack's limits. Pre-shared keys
 and BGP AuthKeys are not in the domain records, and raw API bodies are never rendered.
 
-The package: ``text`` (escaping, limits, times, block primitives), ``cards`` (the confirmation and
+The package: ``text`` (escaping, limits, times, the public block primitives every builder uses), ``cards`` (the confirmation and
 its later states), ``impact`` (the impact preview on it), ``snapshot`` (the configuration posted
 after a deletion), ``thread`` (thread replies and replies
 through the response_url), ``ephemeral`` (usage, refusals, errors, history).
@@ -57,16 +57,23 @@ from bot.slack.blocks.text import (
     Block,
     Message,
     blocks_text_length,
+    build_message,
     cap,
     code,
+    context_block,
     escape,
     fit_blocks,
     fits,
     format_duration,
     format_time,
+    header_block,
     inert_name,
     mention,
+    mrkdwn_object,
+    op_name,
+    plain_object,
     safe_mrkdwn,
+    section_block,
     subnets,
 )
 from bot.slack.blocks.thread import build_progress, build_respond, build_thread_reply
@@ -100,6 +107,7 @@ __all__ = [
     "build_history",
     "build_impact_blocks",
     "build_looking_up",
+    "build_message",
     "build_parent",
     "build_progress",
     "build_recreate_modal",
@@ -112,17 +120,23 @@ __all__ = [
     "cap",
     "closed_text",
     "code",
+    "context_block",
     "escape",
     "explain_slack_error",
     "fit_blocks",
     "fits",
     "format_duration",
     "format_time",
+    "header_block",
     "impact_summary",
     "inert_name",
     "mention",
+    "mrkdwn_object",
+    "op_name",
+    "plain_object",
     "recreate_refused_text",
     "safe_mrkdwn",
+    "section_block",
     "snapshot_document",
     "snapshot_summary",
     "subnets",

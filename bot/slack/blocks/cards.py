@@ -26,22 +26,22 @@ from bot.slack.blocks.text import (
     FIELD_MAX,
     Block,
     Message,
-    _context,
-    _header,
-    _message,
-    _mrkdwn,
-    _name,
-    _plain,
-    _section,
     account_line,
+    build_message,
     cap,
     code,
+    context_block,
     escape,
     format_duration,
     format_time,
+    header_block,
     inert_name,
     mention,
+    mrkdwn_object,
+    op_name,
+    plain_object,
     safe_mrkdwn,
+    section_block,
     subnets,
 )
 
@@ -68,7 +68,7 @@ def _details(op: Operation) -> Block:
     return {
         "type": "section",
         "block_id": BlockId.DETAILS.value,
-        "fields": [_mrkdwn(f, FIELD_MAX) for f in fields],
+        "fields": [mrkdwn_object(f, FIELD_MAX) for f in fields],
     }
 
 
@@ -86,15 +86,15 @@ def _where(op: Operation) -> str:
 def _confirm_dialog(op: Operation) -> dict[str, Any]:
     name = op.connection.name or "(no name)"
     return {
-        "title": _plain(f"Delete {op.connection.id}?", CONFIRM_TITLE_MAX),
-        "text": _plain(
+        "title": plain_object(f"Delete {op.connection.id}?", CONFIRM_TITLE_MAX),
+        "text": plain_object(
             f"This deletes VPN connection {cap(name, 80)} ({op.connection.id}) on gateway "
             f"{op.gateway.id or op.connection.gateway_id}{f' in account {op.account}' if op.account else ''}. "
             "The tunnel goes down and this cannot be undone.",
             CONFIRM_TEXT_MAX,
         ),
-        "confirm": _plain("Delete connection", CONFIRM_BUTTON_MAX),
-        "deny": _plain("Keep it", CONFIRM_BUTTON_MAX),
+        "confirm": plain_object("Delete connection", CONFIRM_BUTTON_MAX),
+        "deny": plain_object("Keep it", CONFIRM_BUTTON_MAX),
         "style": "danger",
     }
 
@@ -107,7 +107,7 @@ def _actions(op: Operation) -> Block:
             {
                 "type": "button",
                 "action_id": ActionId.APPROVE.value,
-                "text": _plain("Delete", 75),
+                "text": plain_object("Delete", 75),
                 "value": op.id,
                 "style": "danger",
                 "confirm": _confirm_dialog(op),
@@ -115,7 +115,7 @@ def _actions(op: Operation) -> Block:
             {
                 "type": "button",
                 "action_id": ActionId.CANCEL.value,
-                "text": _plain("Cancel", 75),
+                "text": plain_object("Cancel", 75),
                 "value": op.id,
             },
         ],
@@ -126,7 +126,7 @@ def _footer(op: Operation) -> Block:
     parts = [f"Request {code(op.id, 64)}"]
     if op.delete_request_id:
         parts.append(f"Alibaba Cloud RequestId {code(op.delete_request_id, 80)}")
-    return _context(" · ".join(parts), BlockId.FOOTER.value)
+    return context_block(" · ".join(parts), BlockId.FOOTER.value)
 
 
 def _gateway_warnings(op: Operation) -> str:
@@ -160,7 +160,7 @@ def denial_reason(op: Operation) -> str:
 
 def _rule_block(approval_rule: str) -> list[Block]:
     # Who may approve, from the settings, so nobody has to guess why a click was refused.
-    return [_context(approval_rule, BlockId.APPROVAL_RULE.value)] if approval_rule else []
+    return [context_block(approval_rule, BlockId.APPROVAL_RULE.value)] if approval_rule else []
 
 
 def build_confirmation(
@@ -195,9 +195,9 @@ def build_confirmation(
         summary += "\n" + warnings
     reason = reason_line(op)
     blocks = [
-        _header(f"Delete VPN connection {_name(op)}?"),
-        _section(summary, BlockId.SUMMARY.value),
-        *([_section(reason, BlockId.REASON.value)] if reason else []),
+        header_block(f"Delete VPN connection {op_name(op)}?"),
+        section_block(summary, BlockId.SUMMARY.value),
+        *([section_block(reason, BlockId.REASON.value)] if reason else []),
         *build_impact_blocks(op.impact),
         _details(op),
         _actions(op),
@@ -212,7 +212,7 @@ def build_confirmation(
         text += f" {reason}."
     if op.impact is not None:
         text += f" {impact_summary(op.impact)}."
-    return _message(text, blocks)
+    return build_message(text, blocks)
 
 
 _HEADERS: dict[OpState, str] = {
@@ -381,16 +381,16 @@ def build_parent(
     header = _HEADERS[op.state]
     reason = reason_line(op)
     blocks = [
-        _header(header.format(_name(op))),
-        _section(account_line(op) + status, BlockId.STATUS.value),
-        *([_section(reason, BlockId.REASON.value)] if reason else []),
+        header_block(header.format(op_name(op))),
+        section_block(account_line(op) + status, BlockId.STATUS.value),
+        *([section_block(reason, BlockId.REASON.value)] if reason else []),
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         *recreate_offer_blocks(op, now=now),
         _footer(op),
     ]
     # The header is plain_text (never parsed); the fallback text is mrkdwn, so the name is inert there.
-    return _message(
+    return build_message(
         f"{header.format(inert_name(op.connection.name) if op.connection.name else code(op.connection.id))}. {status}",
         blocks,
     )

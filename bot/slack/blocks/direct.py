@@ -19,14 +19,14 @@ from bot.domain import (
 )
 from bot.slack.blocks.text import (
     Message,
-    _context,
-    _message,
-    _section,
+    build_message,
     cap,
     code,
+    context_block,
     escape,
     mention,
     safe_mrkdwn,
+    section_block,
 )
 from bot.slack.blocks.thread import build_progress
 
@@ -76,9 +76,9 @@ def _outcome(op: Operation, event: Progress) -> str:
 def build_direct_message(op: Operation, event: Progress, *, permalink: str | None) -> Message:
     """The requester's direct message about ``event`` (an outcome), linking the card when it can."""
     outcome = _outcome(op, event)
-    blocks = [_section(outcome)]
+    blocks = [section_block(outcome)]
     if permalink and _SAFE_LINK_RE.fullmatch(permalink):
-        blocks.append(_context(f"<{permalink}|Open the request> for its card and thread."))
+        blocks.append(context_block(f"<{permalink}|Open the request> for its card and thread."))
     if op.reason:
-        blocks.append(_context(f"Your reason: {code(op.reason, REASON_MAX)}"))
-    return _message(outcome, blocks)
+        blocks.append(context_block(f"Your reason: {code(op.reason, REASON_MAX)}"))
+    return build_message(outcome, blocks)

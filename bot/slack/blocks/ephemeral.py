@@ -21,21 +21,21 @@ from bot.slack.blocks.text import (
     USAGE_TEXT,
     Block,
     Message,
-    _message,
-    _section,
+    build_message,
     cap,
     code,
     escape,
     format_time,
     mention,
     safe_mrkdwn,
+    section_block,
 )
 
 # --- ephemeral replies ---------------------------------------------------------------------------
 
 
 def _ephemeral(text: str, blocks: Sequence[Block]) -> Message:
-    message = _message(text, blocks)
+    message = build_message(text, blocks)
     message["response_type"] = "ephemeral"
     return message
 
@@ -48,8 +48,8 @@ def build_usage(error: str | None = None, *, accounts: Sequence[str] = ()) -> Me
     blocks: list[Block] = []
     if error:
         error = safe_mrkdwn(error)
-        blocks.append(_section(f":warning: {error}", BlockId.REFUSAL.value))
-    blocks.append(_section(USAGE_TEXT, BlockId.USAGE.value))
+        blocks.append(section_block(f":warning: {error}", BlockId.REFUSAL.value))
+    blocks.append(section_block(USAGE_TEXT, BlockId.USAGE.value))
     if accounts:
         names = ", ".join(code(a, 40) for a in accounts)
         line = (
@@ -57,7 +57,7 @@ def build_usage(error: str | None = None, *, accounts: Sequence[str] = ()) -> Me
             f"`status`; here you may use {names}"
             + (f" ({code(accounts[0], 40)} when you give none)." if len(accounts) == 1 else ".")
         )
-        blocks.append(_section(line))
+        blocks.append(section_block(line))
     text = f"{error} Usage: {USAGE_LINE}" if error else USAGE_TEXT
     return _ephemeral(text, blocks)
 
@@ -66,7 +66,7 @@ def build_looking_up(vco_id: str, region: str, account: str = "") -> Message:
     """The immediate ack for a delete request."""
     where = f"account {code(account, 40)}, region" if account else "region"
     text = f":mag: Looking up {code(vco_id)} in {where} {code(region, 64)}…"
-    return _ephemeral(text, [_section(text)])
+    return _ephemeral(text, [section_block(text)])
 
 
 def build_busy(vco_id: str, region: str, account: str = "") -> Message:
@@ -77,13 +77,13 @@ def build_busy(vco_id: str, region: str, account: str = "") -> Message:
         f"nothing was looked up or deleted. Run `{SLASH_COMMAND} delete {escape(vco_id)} {escape(region)}{suffix}` again "
         "in a minute."
     )
-    return _ephemeral(text, [_section(text)])
+    return _ephemeral(text, [section_block(text)])
 
 
 def build_refusal(text: str) -> Message:
     """An ephemeral refusal or error; ``text`` is bot-written mrkdwn (mentions kept, rest escaped)."""
     body = f":no_entry: {safe_mrkdwn(text)}"
-    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+    return _ephemeral(body, [section_block(body, BlockId.REFUSAL.value)])
 
 
 # A link from chat.getPermalink is only rendered if nothing in it can end or alter the mrkdwn link.
@@ -110,7 +110,7 @@ def build_already_requested(op: Operation, *, permalink: str | None, now: dateti
             f"approval (until {format_time(op.expires_at, now=now)}). Nothing new was posted; cancel "
             "that one there if you changed your mind."
         )
-    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+    return _ephemeral(body, [section_block(body, BlockId.REFUSAL.value)])
 
 
 def build_unexpected_error(error_id: str, *, nothing_deleted: bool) -> Message:
@@ -122,7 +122,7 @@ def build_unexpected_error(error_id: str, *, nothing_deleted: bool) -> Message:
     else:
         tail = "The request's message shows its real state; give the error id to the bot administrator."
     body = f":warning: Something went wrong on our side (error id {code(error_id, 16)}). {tail}"
-    return _ephemeral(body, [_section(body, BlockId.REFUSAL.value)])
+    return _ephemeral(body, [section_block(body, BlockId.REFUSAL.value)])
 
 
 def account_choice_text(allowed: Sequence[str], *, asked: str | None, bound: bool) -> str:
@@ -201,9 +201,9 @@ def build_history(entries: Sequence[AuditEntry], *, now: datetime) -> Message:
     """The last audit entries, newest first as given, as an ephemeral list."""
     if not entries:
         text = "No VPN deletions recorded yet."
-        return _ephemeral(text, [_section(text, BlockId.HISTORY.value)])
+        return _ephemeral(text, [section_block(text, BlockId.HISTORY.value)])
     title = f"*Last {len(entries)} action{'s' if len(entries) != 1 else ''}*"
     lines = [_history_line(e, now) for e in entries]
-    blocks = [_section(title, BlockId.HISTORY.value)]
-    blocks += [_section(chunk) for chunk in _chunks(lines, SECTION_MAX)][: BLOCKS_MAX - 1]
+    blocks = [section_block(title, BlockId.HISTORY.value)]
+    blocks += [section_block(chunk) for chunk in _chunks(lines, SECTION_MAX)][: BLOCKS_MAX - 1]
     return _ephemeral(f"Last {len(entries)} VPN bot actions", blocks)

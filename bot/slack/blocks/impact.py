@@ -12,7 +12,7 @@ from bot.domain import (
     ImpactTunnel,
 )
 from bot.slack.block_ids import BlockId
-from bot.slack.blocks.text import ROUTES_SHOWN, Block, _section, cap, code, escape
+from bot.slack.blocks.text import ROUTES_SHOWN, Block, cap, code, escape, section_block
 
 # --- the impact preview ---------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ def _impact_block(impact: Impact, *, later: bool) -> Block:
             f":warning: It is attached to {code(impact.attach_type or 'a transit router', 40)}{target}: "
             "deleting it also cuts what reaches it through that attachment, not just one tunnel."
         )
-    return _section("\n".join(lines), BlockId.IMPACT.value)
+    return section_block("\n".join(lines), BlockId.IMPACT.value)
 
 
 def _route_line(route: ImpactRoute) -> str:
@@ -141,7 +141,7 @@ def _routes_block(impact: Impact, *, later: bool) -> Block:
     else:
         lines = [f"*Routes through it{when}:*"]
     lines += [t for t in (_unread_text(p, impact) for p in (PART_ROUTES, PART_POLICY_ROUTES)) if t]
-    return _section("\n".join(lines), BlockId.ROUTES.value)
+    return section_block("\n".join(lines), BlockId.ROUTES.value)
 
 
 def build_impact_blocks(impact: Impact | None, *, later: bool = False) -> list[Block]:

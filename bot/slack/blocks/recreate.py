@@ -34,21 +34,21 @@ from bot.slack.blocks.text import (
     SECTION_MAX,
     Block,
     Message,
-    _context,
-    _header,
-    _message,
-    _mrkdwn,
-    _name,
-    _plain,
-    _section,
     account_line,
+    build_message,
     cap,
     code,
+    context_block,
     format_duration,
     format_time,
+    header_block,
     inert_name,
     mention,
+    mrkdwn_object,
+    op_name,
+    plain_object,
     safe_mrkdwn,
+    section_block,
     subnets,
 )
 
@@ -93,7 +93,7 @@ def recreate_offer_blocks(op: Operation, *, now: datetime) -> list[Block]:
         f"with a new pre-shared key and the same approval, until {format_time(op.undo_until, now=now)}."
     )
     return [
-        _section(note, BlockId.RECREATE.value),
+        section_block(note, BlockId.RECREATE.value),
         {
             "type": "actions",
             "block_id": BlockId.ACTIONS.value,
@@ -101,7 +101,7 @@ def recreate_offer_blocks(op: Operation, *, now: datetime) -> list[Block]:
                 {
                     "type": "button",
                     "action_id": ActionId.RECREATE_OPEN.value,
-                    "text": _plain("Recreate…", 75),
+                    "text": plain_object("Recreate…", 75),
                     "value": op.id,
                 }
             ],
@@ -245,21 +245,21 @@ def build_recreate_modal(op: Operation) -> View:
         f"route{'s' if len(routes) != 1 else ''} back on it, each published to the VPC as it was "
         "(Alibaba adds no route of its own: the create says AutoConfigRoute=false):"
     )
-    blocks: list[Block] = [_section(intro), _section(_what(snapshot))]
+    blocks: list[Block] = [section_block(intro), section_block(_what(snapshot))]
     if routes:
-        blocks.append(_section(_route_lines(routes), BlockId.RECREATE_ROUTES.value))
+        blocks.append(section_block(_route_lines(routes), BlockId.RECREATE_ROUTES.value))
     if _has_bgp(snapshot):
-        blocks.append(_section(BGP_AUTH_NOTE))
+        blocks.append(section_block(BGP_AUTH_NOTE))
     lost = not_carried_lines(snapshot.not_carried)
     if lost:
         text = "*Not carried over* — the API has no way to recreate these:\n" + "\n".join(lost)
-        blocks.append(_section(cap(text, SECTION_MAX), BlockId.RECREATE_NOT_CARRIED.value))
+        blocks.append(section_block(cap(text, SECTION_MAX), BlockId.RECREATE_NOT_CARRIED.value))
     blocks.append(
         {
             "type": "input",
             "block_id": BlockId.RECREATE_PSK.value,
-            "label": _plain("New pre-shared key", 2000),
-            "hint": _plain(
+            "label": plain_object("New pre-shared key", 2000),
+            "hint": plain_object(
                 '1-100 characters, no spaces: letters, digits and ~!`@#$%^&*()_-+={}[]\\|;:",.<>/? '
                 "Use the key the remote side is configured with.",
                 2000,
@@ -272,7 +272,7 @@ def build_recreate_modal(op: Operation) -> View:
         }
     )
     blocks.append(
-        _context(
+        context_block(
             "Alibaba Cloud never gives the old key back in a form the bot keeps, so it is asked again. "
             "The bot keeps it only in memory until the create is sent — never in its database, logs or "
             "Slack. If the bot restarts before that, the thread asks for it again."
@@ -282,9 +282,9 @@ def build_recreate_modal(op: Operation) -> View:
         "type": "modal",
         "callback_id": CallbackId.RECREATE.value,
         "private_metadata": op.id,
-        "title": _plain("Recreate connection", MODAL_TITLE_MAX),
-        "submit": _plain("Ask for approval", MODAL_TITLE_MAX),
-        "close": _plain("Cancel", MODAL_TITLE_MAX),
+        "title": plain_object("Recreate connection", MODAL_TITLE_MAX),
+        "submit": plain_object("Ask for approval", MODAL_TITLE_MAX),
+        "close": plain_object("Cancel", MODAL_TITLE_MAX),
         "blocks": blocks,
     }
 
@@ -309,23 +309,23 @@ def _details(op: Operation) -> Block:
     return {
         "type": "section",
         "block_id": BlockId.DETAILS.value,
-        "fields": [_mrkdwn(f, FIELD_MAX) for f in fields],
+        "fields": [mrkdwn_object(f, FIELD_MAX) for f in fields],
     }
 
 
 def _routes_block(op: Operation) -> list[Block]:
     routes = op.snapshot.routes if op.snapshot else ()
     if not routes:
-        return [_section("*Routes to put back:* none pointed at it.", BlockId.RECREATE_ROUTES.value)]
+        return [section_block("*Routes to put back:* none pointed at it.", BlockId.RECREATE_ROUTES.value)]
     text = f"*Routes to put back* ({len(routes)}):\n{_route_lines(routes)}"
-    return [_section(cap(text, SECTION_MAX), BlockId.RECREATE_ROUTES.value)]
+    return [section_block(cap(text, SECTION_MAX), BlockId.RECREATE_ROUTES.value)]
 
 
 def _footer(op: Operation) -> Block:
     parts = [f"Request {code(op.id, 64)}"]
     if op.delete_request_id:
         parts.append(f"Alibaba Cloud RequestId {code(op.delete_request_id, 80)}")
-    return _context(" · ".join(parts), BlockId.FOOTER.value)
+    return context_block(" · ".join(parts), BlockId.FOOTER.value)
 
 
 def build_recreate_confirmation(
@@ -352,32 +352,32 @@ def build_recreate_confirmation(
             {
                 "type": "button",
                 "action_id": ActionId.APPROVE.value,
-                "text": _plain("Recreate", 75),
+                "text": plain_object("Recreate", 75),
                 "value": op.id,
                 "style": "primary",
                 "confirm": {
-                    "title": _plain("Recreate the connection?", CONFIRM_TITLE_MAX),
-                    "text": _plain(
+                    "title": plain_object("Recreate the connection?", CONFIRM_TITLE_MAX),
+                    "text": plain_object(
                         f"This creates a new VPN connection {cap(name, 80)} on gateway "
                         f"{op.gateway.id or op.connection.gateway_id}"
                         f"{f' in account {op.account}' if op.account else ''} and puts its routes back on it.",
                         CONFIRM_TEXT_MAX,
                     ),
-                    "confirm": _plain("Recreate", CONFIRM_BUTTON_MAX),
-                    "deny": _plain("Not now", CONFIRM_BUTTON_MAX),
+                    "confirm": plain_object("Recreate", CONFIRM_BUTTON_MAX),
+                    "deny": plain_object("Not now", CONFIRM_BUTTON_MAX),
                 },
             },
             {
                 "type": "button",
                 "action_id": ActionId.CANCEL.value,
-                "text": _plain("Cancel", 75),
+                "text": plain_object("Cancel", 75),
                 "value": op.id,
             },
         ],
     }
     blocks = [
-        _header(f"Recreate VPN connection {_name(op)}?"),
-        _section(summary, BlockId.SUMMARY.value),
+        header_block(f"Recreate VPN connection {op_name(op)}?"),
+        section_block(summary, BlockId.SUMMARY.value),
         _details(op),
         *_routes_block(op),
         actions,
@@ -387,7 +387,7 @@ def build_recreate_confirmation(
         f"{mention(op.requester_id)} asks to recreate VPN connection {code(op.vco_id)} "
         f"({inert_name(op.connection.name)}) in {code(op.region, 64)}: approve or cancel."
     )
-    return _message(text, blocks)
+    return build_message(text, blocks)
 
 
 _HEADERS: dict[OpState, str] = {
@@ -494,13 +494,13 @@ def build_recreate_parent(op: Operation, *, now: datetime | None = None) -> Mess
     status = _status(op, now)
     header = _HEADERS[op.state]
     blocks = [
-        _header(header.format(_name(op))),
-        _section(account_line(op) + status, BlockId.STATUS.value),
+        header_block(header.format(op_name(op))),
+        section_block(account_line(op) + status, BlockId.STATUS.value),
         _details(op),
         _footer(op),
     ]
     shown = inert_name(op.connection.name) if op.connection.name else code(op.connection.id)
-    return _message(f"{header.format(shown)}. {status}", blocks)
+    return build_message(f"{header.format(shown)}. {status}", blocks)
 
 
 # --- thread replies --------------------------------------------------------------------------------

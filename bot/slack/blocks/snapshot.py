@@ -20,13 +20,13 @@ from bot.slack.blocks.text import (
     SECTION_MAX,
     Block,
     Message,
-    _context,
-    _message,
-    _section,
+    build_message,
     code,
+    context_block,
     escape,
     fits,
     inert_name,
+    section_block,
 )
 
 __all__ = ["FILE_KEY", "SnapshotFile", "build_snapshot_reply", "snapshot_document", "snapshot_summary"]
@@ -162,12 +162,12 @@ def build_snapshot_reply(snapshot: Snapshot) -> Message:
     summary = snapshot_summary(snapshot)
     fallback = summary.replace("*", "")
     document = snapshot_document(snapshot)
-    blocks: list[Block] = [_section(summary)]
-    blocks += [_section(f"{_FENCE}\n{chunk}\n{_FENCE}") for chunk in _chunks(document)]
+    blocks: list[Block] = [section_block(summary)]
+    blocks += [section_block(f"{_FENCE}\n{chunk}\n{_FENCE}") for chunk in _chunks(document)]
     if fits(blocks):
-        return _message(fallback, blocks)
+        return build_message(fallback, blocks)
     filename = snapshot_filename(snapshot)
-    message = _message(fallback, [_section(summary), _context(_file_note(filename))])
+    message = build_message(fallback, [section_block(summary), context_block(_file_note(filename))])
     message[FILE_KEY] = SnapshotFile(
         filename=filename, title=f"Configuration of {snapshot.vco_id} before the deletion", content=document
     )

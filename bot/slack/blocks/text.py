@@ -177,32 +177,34 @@ def account_line(op: Operation) -> str:
     return f":office: *Account {code(op.account, 40)}* · region {code(op.region, 64)}\n" if op.account else ""
 
 
-def _plain(text: str, limit: int) -> dict[str, Any]:
+def plain_object(text: str, limit: int) -> dict[str, Any]:
     return {"type": "plain_text", "text": cap(text or " ", limit), "emoji": True}
 
 
-def _mrkdwn(text: str, limit: int) -> dict[str, str]:
+def mrkdwn_object(text: str, limit: int) -> dict[str, str]:
     return {"type": "mrkdwn", "text": cap(text or " ", limit)}
 
 
-def _section(text: str, block_id: str | None = None) -> Block:
-    block: Block = {"type": "section", "text": _mrkdwn(text, SECTION_MAX)}
+def section_block(text: str, block_id: str | None = None, accessory: Block | None = None) -> Block:
+    block: Block = {"type": "section", "text": mrkdwn_object(text, SECTION_MAX)}
+    if block_id:
+        block["block_id"] = block_id
+    if accessory:
+        block["accessory"] = accessory
+    return block
+
+
+def context_block(text: str, block_id: str | None = None) -> Block:
+    block: Block = {"type": "context", "elements": [mrkdwn_object(text, CONTEXT_MAX)]}
     if block_id:
         block["block_id"] = block_id
     return block
 
 
-def _context(text: str, block_id: str | None = None) -> Block:
-    block: Block = {"type": "context", "elements": [_mrkdwn(text, CONTEXT_MAX)]}
-    if block_id:
-        block["block_id"] = block_id
-    return block
-
-
-def _header(text: str) -> Block:
+def header_block(text: str) -> Block:
     # plain_text never parses mentions, so a name here cannot ping; it is only capped. Emoji codes
     # are left as typed: a connection named ":fire:" is shown as that, not as a flame.
-    plain = _plain(text, HEADER_MAX) | {"emoji": False}
+    plain = plain_object(text, HEADER_MAX) | {"emoji": False}
     return {"type": "header", "block_id": BlockId.HEADER.value, "text": plain}
 
 
@@ -275,9 +277,9 @@ def _copy(node: Any) -> Any:
     return node
 
 
-def _message(text: str, blocks: Sequence[Block]) -> Message:
+def build_message(text: str, blocks: Sequence[Block]) -> Message:
     return {"text": cap(text, TEXT_MAX), "blocks": fit_blocks(blocks)}
 
 
-def _name(op: Operation) -> str:
+def op_name(op: Operation) -> str:
     return op.connection.name or op.connection.id

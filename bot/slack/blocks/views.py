@@ -18,15 +18,15 @@ from bot.ids import is_channel_id
 from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.blocks.text import (
     SECTION_MAX,
-    _context,
-    _header,
-    _plain,
-    _section,
     cap,
     code,
+    context_block,
     format_time,
+    header_block,
     inert_name,
     mention,
+    plain_object,
+    section_block,
 )
 from bot.slack.inventory import ConnectionRow
 
@@ -53,7 +53,7 @@ def picker_metadata(*, channel_id: str, region: str, account: str = "") -> str:
 
 
 def _option(text: str, value: str) -> dict[str, Any]:
-    return {"text": _plain(text, OPTION_TEXT_MAX), "value": value}
+    return {"text": plain_object(text, OPTION_TEXT_MAX), "value": value}
 
 
 def _account_select(accounts: Sequence[str], account: str) -> list[dict[str, Any]]:
@@ -66,8 +66,8 @@ def _account_select(accounts: Sequence[str], account: str) -> list[dict[str, Any
         {
             "type": "input",
             "block_id": BlockId.PICK_ACCOUNT.value,
-            "label": _plain("Alibaba Cloud account", 2000),
-            "hint": _plain("The connection search looks in this account.", 2000),
+            "label": plain_object("Alibaba Cloud account", 2000),
+            "hint": plain_object("The connection search looks in this account.", 2000),
             "element": {
                 "type": "static_select",
                 "action_id": ActionId.PICK_ACCOUNT.value,
@@ -100,15 +100,15 @@ def build_picker(
         "type": "modal",
         "callback_id": CallbackId.PICKER.value,
         "private_metadata": picker_metadata(channel_id=channel_id, region=region, account=first),
-        "title": _plain("Delete a VPN connection", MODAL_TITLE_MAX),
-        "submit": _plain("Ask for approval", MODAL_TITLE_MAX),
-        "close": _plain("Cancel", MODAL_TITLE_MAX),
+        "title": plain_object("Delete a VPN connection", MODAL_TITLE_MAX),
+        "submit": plain_object("Ask for approval", MODAL_TITLE_MAX),
+        "close": plain_object("Cancel", MODAL_TITLE_MAX),
         "blocks": [
             *_account_select(accounts, first),
             {
                 "type": "input",
                 "block_id": BlockId.PICK_REGION.value,
-                "label": _plain("Region", 2000),
+                "label": plain_object("Region", 2000),
                 "element": {
                     "type": "static_select",
                     "action_id": ActionId.PICK_REGION.value,
@@ -119,12 +119,12 @@ def build_picker(
             {
                 "type": "input",
                 "block_id": BlockId.PICK_CONNECTION.value,
-                "label": _plain("Connection", 2000),
-                "hint": _plain("Type part of its name or id, e.g. office or vco-bp1.", 2000),
+                "label": plain_object("Connection", 2000),
+                "hint": plain_object("Type part of its name or id, e.g. office or vco-bp1.", 2000),
                 "element": {
                     "type": "external_select",
                     "action_id": ActionId.PICK_CONNECTION.value,
-                    "placeholder": _plain("Search by name or id", 150),
+                    "placeholder": plain_object("Search by name or id", 150),
                     "min_query_length": 0,
                 },
             },
@@ -148,7 +148,7 @@ def _reason_input(
         "action_id": action.value,
         "multiline": True,
         "max_length": REASON_MAX,
-        "placeholder": _plain("e.g. CHG-1234: the branch office closed", 150),
+        "placeholder": plain_object("e.g. CHG-1234: the branch office closed", 150),
     }
     if initial:
         element["initial_value"] = initial[:REASON_MAX]
@@ -156,8 +156,8 @@ def _reason_input(
         "type": "input",
         "block_id": block.value,
         "optional": True,
-        "label": _plain(label, 2000),
-        "hint": _plain(hint, 2000),
+        "label": plain_object(label, 2000),
+        "hint": plain_object(hint, 2000),
         "element": element,
     }
 
@@ -168,13 +168,13 @@ def build_cancel_modal(*, op_id: str, channel_id: str, message_ts: str, vco_id: 
         "type": "modal",
         "callback_id": CallbackId.CANCEL.value,
         "private_metadata": json.dumps({"o": op_id, "c": channel_id, "t": message_ts}, separators=(",", ":")),
-        "title": _plain("Deny this deletion", MODAL_TITLE_MAX),
-        "submit": _plain("Deny", MODAL_TITLE_MAX),
-        "close": _plain("Back", MODAL_TITLE_MAX),
+        "title": plain_object("Deny this deletion", MODAL_TITLE_MAX),
+        "submit": plain_object("Deny", MODAL_TITLE_MAX),
+        "close": plain_object("Back", MODAL_TITLE_MAX),
         "blocks": [
             {
                 "type": "section",
-                "text": _plain(f"Nothing is deleted: the request to delete {vco_id} is closed.", 3000),
+                "text": plain_object(f"Nothing is deleted: the request to delete {vco_id} is closed.", 3000),
             },
             _reason_input(
                 BlockId.CANCEL_REASON,
@@ -237,13 +237,15 @@ def _home_line(op: Operation, link: str | None, now: datetime) -> str:
 def _home_part(
     title: str, block_id: str, ops: Sequence[Operation], links: Mapping[str, str], now: datetime, empty: str
 ) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = [_section(f"*{title}*", block_id)]
+    blocks: list[dict[str, Any]] = [section_block(f"*{title}*", block_id)]
     if not ops:
-        return [*blocks, _context(empty)]
+        return [*blocks, context_block(empty)]
     shown = ops[:HOME_SECTION_MAX]
-    blocks += [_section(cap(_home_line(op, links.get(op.id), now), SECTION_MAX)) for op in shown]
+    blocks += [section_block(cap(_home_line(op, links.get(op.id), now), SECTION_MAX)) for op in shown]
     if len(ops) > len(shown):
-        blocks.append(_context(f"…and {len(ops) - len(shown)} more. `/vpn history` shows the audit trail."))
+        blocks.append(
+            context_block(f"…and {len(ops) - len(shown)} more. `/vpn history` shows the audit trail.")
+        )
     return blocks
 
 
@@ -257,12 +259,12 @@ def build_home(
     refused: str | None = None,
 ) -> View:
     """The Home tab: confirmations waiting for this person (None: they may not approve), work in flight, the last finished."""
-    blocks: list[dict[str, Any]] = [_header("VPN deletions")]
+    blocks: list[dict[str, Any]] = [header_block("VPN deletions")]
     if refused is not None:
-        blocks.append(_section(refused, BlockId.HOME_HEADER.value))
+        blocks.append(section_block(refused, BlockId.HOME_HEADER.value))
         return {"type": "home", "blocks": blocks}
     blocks.append(
-        _context(
+        context_block(
             f"Type `/vpn delete` in a channel to pick a connection, `/vpn list` to browse. Updated {format_time(now, now=now)}.",
             BlockId.HOME_HEADER.value,
         )

@@ -15,16 +15,16 @@ from bot.domain import ACTIVE_STATES, TERMINAL_STATES, Operation, OpState, VpnGa
 from bot.ids import is_channel_id, is_vco_id
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.blocks import (
-    CONTEXT_MAX,
-    SECTION_MAX,
     TEXT_MAX,
     cap,
     code,
+    context_block,
     fit_blocks,
     format_time,
     inert_name,
     mention,
     safe_mrkdwn,
+    section_block,
     subnets,
 )
 from bot.slack.inventory import ConnectionRow
@@ -44,23 +44,6 @@ BUTTON_TEXT_MAX = 75
 def page_count(total: int) -> int:
     """How many pages ``total`` rows fill (at least one, so an empty listing has a page)."""
     return max(1, -(-total // PAGE_SIZE))
-
-
-def _mrkdwn(text: str, limit: int) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": cap(text or " ", limit)}
-
-
-def _section(text: str, block_id: str | None = None, accessory: Block | None = None) -> Block:
-    block: Block = {"type": "section", "text": _mrkdwn(text, SECTION_MAX)}
-    if block_id:
-        block["block_id"] = block_id
-    if accessory:
-        block["accessory"] = accessory
-    return block
-
-
-def _context(text: str, block_id: str) -> Block:
-    return {"type": "context", "block_id": block_id, "elements": [_mrkdwn(text, CONTEXT_MAX)]}
 
 
 def _button(label: str, action_id: ActionId, value: str) -> Block:
@@ -107,12 +90,12 @@ def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int
     scope = _scope_text(page)
     if total == 0:
         text = f"No IPsec-VPN connections in {scope}."
-        return _ephemeral(text, [_section(text, BlockId.LIST_HEADER.value)])
+        return _ephemeral(text, [section_block(text, BlockId.LIST_HEADER.value)])
     pages = page_count(total)
     first = page.p * PAGE_SIZE + 1
     last = first + len(rows) - 1
     title = f"*IPsec-VPN connections in {scope}* — {first}–{last} of {total}"
-    blocks: list[Block] = [_section(title, BlockId.LIST_HEADER.value)]
+    blocks: list[Block] = [section_block(title, BlockId.LIST_HEADER.value)]
     for row in rows:
         # An id the API spelled unexpectedly gets no button: its click would be refused anyway.
         delete = (
@@ -120,7 +103,7 @@ def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int
             if is_vco_id(row.id)
             else None
         )
-        blocks.append(_section(_row_text(row), accessory=delete))
+        blocks.append(section_block(_row_text(row), accessory=delete))
     nav: list[Block] = []
     if page.p > 0:
         previous = page.model_copy(update={"p": page.p - 1}).to_value()
@@ -131,7 +114,7 @@ def build_list_page(rows: Sequence[ConnectionRow], page: ListPage, *, total: int
     if nav:
         blocks.append({"type": "actions", "block_id": BlockId.LIST_NAV.value, "elements": nav})
     blocks.append(
-        _context(
+        context_block(
             f"Page {page.p + 1} of {pages}. Delete… asks for the usual confirmation in this channel. "
             f"`{SLASH_COMMAND} status &lt;vco-id&gt;` shows one connection live.",
             BlockId.LIST_FOOTER.value,
@@ -167,7 +150,7 @@ def build_connection_status(
         f"{code(row.id)} in {code(region, 40)}: tunnel {_tunnel_status(row)}, "
         f"gateway {code(gateway.status if gateway else 'unknown', 40)}"
     )
-    return _ephemeral(fallback, [_section(text, BlockId.LOOKUP.value)])
+    return _ephemeral(fallback, [section_block(text, BlockId.LOOKUP.value)])
 
 
 def _state_phrase(op: Operation) -> str:
@@ -204,4 +187,4 @@ def build_operation_status(op: Operation, *, permalink: str | None, now: datetim
     elif is_channel_id(op.channel_id):
         lines.append(f"Posted in <#{op.channel_id}>.")
     fallback = f"Request {op.id}: {_state_phrase(op)} ({op.connection.id} in {op.region})"
-    return _ephemeral(fallback, [_section("\n".join(lines), BlockId.LOOKUP.value)])
+    return _ephemeral(fallback, [section_block("\n".join(lines), BlockId.LOOKUP.value)])
