@@ -86,8 +86,10 @@ def _outage(err: StoreUnavailable) -> str:
     return "the database has no disk space left" if err.disk_full else "the database is unreachable"
 
 
-# After a pass that met a database outage, the next one comes this soon, doubling up to the period.
+# After a pass that met a database outage, the next one comes this soon, doubling...
 _OUTAGE_FIRST_RETRY_S = 1.0
+# ... and never more than this apart, so a long outage's end is noticed within seconds too.
+_OUTAGE_MAX_RETRY_S = 5.0
 _LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
 
 
@@ -591,7 +593,7 @@ class Workflow:
                     await job()
                 except StoreUnavailable as err:
                     # An outage, not a bug: one line per pass, no traceback; the next pass tries
-                    # again soon (1 s, doubling up to the loop's period), so the bot notices the
+                    # again soon (1 s, doubling up to 5 s or the loop's period), so the bot notices the
                     # database's return within seconds, not a whole lease later.
                     log.warning(
                         "the %s loop: %s; trying again",
@@ -600,7 +602,7 @@ class Workflow:
                         extra={"error": err.detail},
                     )
                     await self._pause(min(outage_pause, self._config.loop_s), wake=wake)
-                    outage_pause *= 2
+                    outage_pause = min(outage_pause * 2, _OUTAGE_MAX_RETRY_S)
                     continue
                 except Exception:
                     log.exception("the %s loop failed; trying again", name)
