@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -64,6 +63,7 @@ from bot.cloud.models import (
     VpnRouteEntry,
 )
 from bot.cloud.ratelimit import AdaptiveRateLimiter
+from bot.cloud.shared import ReadKey, SharedReads
 from bot.cloud.signer import AcsV3Auth, canonical_query
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
 from bot.cloud.transport import VpcTransport
@@ -100,16 +100,6 @@ _ItemT = TypeVar("_ItemT")
 _FORM_BODY: Final[Mapping[str, tuple[str, ...]]] = {
     "CreateVpnConnection": ("TunnelOptionsSpecification.",),
 }
-# A read as the wire sees it: action, region and parameters.
-_ReadKey = tuple[str, str, tuple[tuple[str, str], ...]]
-
-
-@dataclasses.dataclass(slots=True)
-class _SharedRead:
-    """A read on the way, and how many callers wait for it."""
-
-    task: asyncio.Task[BaseModel]
-    waiters: int = 0
 
 
 def _default_http_client() -> httpx.AsyncClient:
@@ -185,7 +175,7 @@ class VpcClient:
         # Concurrency is paced by rate (Alibaba throttles per account and API), not by pool size.
         self._limiter = limiter or AdaptiveRateLimiter(_DEFAULT_RATE)
         # Reads that other callers may join while they are on the way (see _shared_get).
-        self._in_flight: dict[_ReadKey, _SharedRead] = {}
+        self._shared = SharedReads()
 
     @classmethod
     def from_settings(
@@ -222,7 +212,7 @@ class VpcClient:
         twin._credentials = credentials
         twin._owns_http = False
         # What one account (and role session) read is never another's answer.
-        twin._in_flight = {}
+        twin._shared = SharedReads()
         if limiter is not None:
             twin._limiter = limiter
         return twin
@@ -393,42 +383,13 @@ class VpcClient:
         *,
         resource_id: str | None,
     ) -> _ModelT:
-        """:meth:`_get`, joining an identical read of this client's that is already on the way.
-
-        For reads that only inform a person (a confirmation and its preview): a burst of
-        commands on one gateway then costs one call per distinct read, not one per command,
-        which is what Alibaba's per-API throttling wants too. The answer is as fresh as the
-        caller's own would be, give or take the read's round trip, so a read that must follow a
-        change (the check after a delete, gateway polling) never joins one: it is not shared.
-        Each caller waits on its own: one that gives up (its deadline) leaves the read to the
-        others, and the read (with its retries) stops when the last one has gone. The shared read
-        logs under the context of the caller that started it.
-        """
-        key: _ReadKey = (action, region, tuple(sorted(params.items())))
-        read = self._in_flight.get(key)
-        if read is None:
-            task = asyncio.ensure_future(self._get(model, action, region, params, resource_id=resource_id))
-            read = self._in_flight[key] = _SharedRead(task)
-            task.add_done_callback(functools.partial(self._read_landed, key))
-        read.waiters += 1
-        try:
-            answer = await asyncio.shield(read.task)
-        finally:
-            read.waiters -= 1
-            if read.waiters == 0 and not read.task.done():
-                # Nobody wants the answer any more; a caller that comes now starts a read of its own.
-                if self._in_flight.get(key) is read:
-                    del self._in_flight[key]
-                read.task.cancel()
+        """:meth:`_get`, joining an identical read of this client's already on the way (:class:`SharedReads`)."""
+        key: ReadKey = (action, region, tuple(sorted(params.items())))
+        answer = await self._shared.join(
+            key, lambda: self._get(model, action, region, params, resource_id=resource_id)
+        )
         assert isinstance(answer, model)  # noqa: S101 - the key includes the action, hence the model
         return answer
-
-    def _read_landed(self, key: _ReadKey, task: asyncio.Task[BaseModel]) -> None:
-        read = self._in_flight.get(key)
-        if read is not None and read.task is task:
-            del self._in_flight[key]
-        if not task.cancelled():
-            task.exception()  # every waiter got it already; nobody is left to be told twice
 
     async def _all_pages(
         self,
