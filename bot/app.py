@@ -26,6 +26,7 @@ from slack_bolt.logger.messages import warning_client_prioritized_and_token_skip
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cloud.accounts import AccountClients
+from bot.cloud.adapter import VpcAdapter
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import build_credentials_provider
 from bot.cloud.models import VpnConnectionDetail
@@ -204,9 +205,10 @@ class VpcInventory:
         return _row(await vpc.describe_vpn_connection_detail(region=region, vco_id=vco_id, shared=True))
 
     async def gateway(self, *, region: str, gateway_id: str, account: str = "") -> VpnGateway:
-        return await self._client(account).describe_vpn_gateway(
+        detail = await self._client(account).describe_vpn_gateway_detail(
             region=region, gateway_id=gateway_id, shared=True
         )
+        return detail.to_domain(region)
 
     async def route_count(self, *, region: str, gateway_id: str, vco_id: str, account: str = "") -> int:
         vpc = self._client(account)
@@ -518,7 +520,7 @@ async def create_app(
             owned_http = metered_vpc_http(metrics)
             base_credentials = build_credentials_provider(settings)
             owned_vpc = VpcClient.from_settings(settings, credentials=base_credentials, http=owned_http)
-            vpc = owned_vpc
+            vpc = VpcAdapter(owned_vpc)
             if settings.multi_account:
                 # The bot's own credentials only assume each account's role; every call goes through one.
                 accounts = AccountClients.from_settings(
@@ -550,7 +552,7 @@ async def create_app(
             operation=lambda op_id: store.get_operation(op_id=op_id),
             inflight=inflight,
             # Listing needs the full client (an injected VpcApi fake has no list calls).
-            inventory=VpcInventory(vpc, accounts=accounts) if isinstance(vpc, VpcClient) else None,
+            inventory=VpcInventory(vpc.wire, accounts=accounts) if isinstance(vpc, VpcAdapter) else None,
             read_policy=policy,
             cancel_policy=policy,
             recent_operations=store.recent_operations,

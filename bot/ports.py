@@ -1,6 +1,6 @@
 """The Protocols the deletion workflow depends on.
 
-The workflow never imports httpx, slack_sdk or SQLAlchemy: the cloud client implements
+The workflow never imports httpx, slack_sdk or SQLAlchemy: the cloud adapter implements
 :class:`VpcApi`, the Slack layer implements :class:`Notifier` and :class:`Policy`, the store
 implements :class:`OperationStore`, and tests pass small fakes.
 """

@@ -150,7 +150,7 @@ async def test_vpc_calls_are_counted_by_action_and_code_with_latency(sandbox: Ru
     vpc = await _vpc(metrics, sandbox.url, sandbox)
     http = vpc._http  # the client does not own an injected http client; close it ourselves
     try:
-        await vpc.describe_vpn_connection(region="cn-hangzhou", vco_id=SEED_VCO_HANGZHOU)
+        await vpc.describe_vpn_connection_detail(region="cn-hangzhou", vco_id=SEED_VCO_HANGZHOU)
         sandbox.state.faults.add(action="DescribeRegions", code="Throttling.User", times=1)
         with pytest.raises(CloudApiError):
             await vpc.describe_regions()

@@ -1,7 +1,8 @@
-"""Alibaba Cloud VPC: the ACS3 signer, the error table, response models and the client."""
+"""Alibaba Cloud VPC: the ACS3 signer, the error table, response models, the client and its adapter."""
 
 from __future__ import annotations
 
+from bot.cloud.adapter import VpcAdapter
 from bot.cloud.client import VpcClient, redact
 from bot.cloud.codes import ERROR_TABLE, lookup
 from bot.cloud.credentials import (
@@ -19,6 +20,7 @@ __all__ = [
     "Credentials",
     "CredentialsProvider",
     "StaticCredentialsProvider",
+    "VpcAdapter",
     "VpcClient",
     "build_credentials_provider",
     "lookup",

@@ -2,7 +2,7 @@
 
 With ``VPNBOT_ACCOUNTS`` set, the bot's own credentials (the env pair or the chain, as
 :func:`bot.cloud.credentials.build_credentials_provider` finds them) only assume roles:
-:class:`AccountClients` hands out a :class:`bot.cloud.client.VpcClient` per (account, session
+:class:`AccountClients` hands out a :class:`bot.cloud.adapter.VpcAdapter` per (account, session
 name), signed with that role's temporary credentials. The session name carries the person a
 change is made for (``vpnbot-U012ABC``), so ActionTrail records the approver of each
 DeleteVpnConnection; read-only lookups share the session ``vpnbot``.
@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from bot.cloud.adapter import VpcAdapter
 from bot.cloud.codes import ACCOUNT_NOT_CONFIGURED, STS_UNREACHABLE, lookup
 from bot.cloud.credentials import CredentialsProvider
 from bot.cloud.endpoints import sts_endpoint
@@ -298,7 +299,7 @@ class AccountClients:
         self._wall = wall
         self._on_assume = on_assume
         self._limiters = {name: AdaptiveRateLimiter(rate_per_second) for name in self._roles}
-        self._clients: dict[tuple[str, str], VpcClient] = {}
+        self._clients: dict[tuple[str, str], VpcAdapter] = {}
 
     @classmethod
     def from_settings(
@@ -331,16 +332,16 @@ class AccountClients:
 
     def credentials(self, account: str, *, acting_user: str | None = None) -> CredentialsProvider:
         """The (cached) credentials of ``account``'s role for ``acting_user``'s session."""
-        return self._client(account, session_name(acting_user))._credentials_provider
+        return self._client(account, session_name(acting_user)).wire._credentials_provider
 
     def for_account(self, account: str, *, acting_user: str | None = None) -> VpcApi:
         return self._client(account, session_name(acting_user))
 
     def client(self, account: str, *, acting_user: str | None = None) -> VpcClient:
         """The full client of ``account`` (listings need calls beyond :class:`bot.ports.VpcApi`)."""
-        return self._client(account, session_name(acting_user))
+        return self._client(account, session_name(acting_user)).wire
 
-    def _client(self, account: str, session: str) -> VpcClient:
+    def _client(self, account: str, session: str) -> VpcAdapter:
         key = (account, session)
         client = self._clients.get(key)
         if client is None:
@@ -359,7 +360,7 @@ class AccountClients:
                     wall=self._wall,
                     on_assume=self._on_assume,
                 )
-            client = self._base.with_credentials(credentials, limiter=self._limiters.get(account))
+            client = VpcAdapter(self._base.with_credentials(credentials, limiter=self._limiters.get(account)))
             self._clients[key] = client
         return client
 

@@ -1,4 +1,4 @@
-"""The Alibaba Cloud VPC OpenAPI client (version 2016-04-28) over httpx.
+"""The Alibaba Cloud VPC OpenAPI client (version 2016-04-28) over httpx: the wire, one method per action.
 
 This is the only module that touches httpx. Every call is ``POST https://{host}/?{canonical
 query}`` with an empty body (a form body for the parameters the SDK puts there, ``_FORM_BODY``),
@@ -16,6 +16,9 @@ This is the one layer that retries transient failures (stamina, with a backoff h
 attempt is signed afresh with new credentials, nonce and date, within ``api_deadline_seconds``;
 ``x-acs-retry-after`` (milliseconds) wins over the exponential backoff. BUSY and NEVER errors are
 raised at once, and so is any definite rejection of a call that carries a ClientToken.
+
+Reads that only inform a person may join an identical read already on the way (``shared``).
+The domain's view of these answers (impact, snapshot) is :mod:`bot.cloud.adapter`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 import stamina
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bot.cloud.codes import (
     TRANSPORT_BAD_RESPONSE,
@@ -44,7 +46,6 @@ from bot.cloud.codes import (
 )
 from bot.cloud.credentials import CredentialsProvider, build_credentials_provider
 from bot.cloud.endpoints import EndpointResolver, Network
-from bot.cloud.impact import build_impact, may_learn_bgp_routes, within
 from bot.cloud.models import (
     CreateVpnConnectionResponse,
     CreateVpnPbrRouteEntryResponse,
@@ -62,27 +63,15 @@ from bot.cloud.models import (
     VpnRouteEntry,
 )
 from bot.cloud.ratelimit import AdaptiveRateLimiter
+from bot.cloud.shared import ReadKey, SharedReads
 from bot.cloud.signer import AcsV3Auth, canonical_query
-from bot.cloud.snapshot import build_snapshot, routes_through
 from bot.cloud.specs import VpnConnectionSpec, route_entry_params
 from bot.cloud.transport import VpcTransport
 from bot.cloud.wire import SECRET_KEYS, parse_retry_after, redact, translate_response, validate_client_token
-from bot.domain import (
-    PART_CONNECTION,
-    PART_POLICY_ROUTES,
-    PART_ROUTES,
-    Impact,
-    Snapshot,
-    SnapshotRoute,
-    Unread,
-    VpnConnection,
-    VpnGateway,
-)
 from bot.errors import CloudApiError, CloudError, CloudTransportError, RetryClass
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from bot.ports import VpcApi
 
 __all__ = [
     "API_VERSION",
@@ -103,9 +92,6 @@ PAGE_SIZE: Final = 50
 _DEFAULT_RATE: Final = 100.0
 # Never follow pagination forever if the server keeps claiming more.
 _MAX_PAGES: Final = 200
-# A connection read for a confirmation serves its impact preview for this long (and so many at most).
-_JUST_READ_TTL_S: Final = 10.0
-_JUST_READ_MAX: Final = 1024
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _ItemT = TypeVar("_ItemT")
@@ -114,16 +100,6 @@ _ItemT = TypeVar("_ItemT")
 _FORM_BODY: Final[Mapping[str, tuple[str, ...]]] = {
     "CreateVpnConnection": ("TunnelOptionsSpecification.",),
 }
-# A read as the wire sees it: action, region and parameters.
-_ReadKey = tuple[str, str, tuple[tuple[str, str], ...]]
-
-
-@dataclasses.dataclass(slots=True)
-class _SharedRead:
-    """A read on the way, and how many callers wait for it."""
-
-    task: asyncio.Task[BaseModel]
-    waiters: int = 0
 
 
 def _default_http_client() -> httpx.AsyncClient:
@@ -154,7 +130,10 @@ def _transport_error(
 
 
 class VpcClient:
-    """Call the VPC API for the bot; also implements :class:`bot.ports.VpcApi`."""
+    """Call the VPC API: one method per action, returning its parsed answer.
+
+    :class:`bot.cloud.adapter.VpcAdapter` turns these into :class:`bot.ports.VpcApi`.
+    """
 
     def __init__(
         self,
@@ -195,10 +174,8 @@ class VpcClient:
         self._monotonic = monotonic
         # Concurrency is paced by rate (Alibaba throttles per account and API), not by pool size.
         self._limiter = limiter or AdaptiveRateLimiter(_DEFAULT_RATE)
-        # Connections just read for a confirmation, kept for its impact preview (see _fresh_detail).
-        self._just_read: dict[tuple[str, str], tuple[float, VpnConnectionDetail]] = {}
         # Reads that other callers may join while they are on the way (see _shared_get).
-        self._in_flight: dict[_ReadKey, _SharedRead] = {}
+        self._shared = SharedReads()
 
     @classmethod
     def from_settings(
@@ -235,8 +212,7 @@ class VpcClient:
         twin._credentials = credentials
         twin._owns_http = False
         # What one account (and role session) read is never another's answer.
-        twin._just_read = {}
-        twin._in_flight = {}
+        twin._shared = SharedReads()
         if limiter is not None:
             twin._limiter = limiter
         return twin
@@ -407,42 +383,13 @@ class VpcClient:
         *,
         resource_id: str | None,
     ) -> _ModelT:
-        """:meth:`_get`, joining an identical read of this client's that is already on the way.
-
-        For reads that only inform a person (a confirmation and its preview): a burst of
-        commands on one gateway then costs one call per distinct read, not one per command,
-        which is what Alibaba's per-API throttling wants too. The answer is as fresh as the
-        caller's own would be, give or take the read's round trip, so a read that must follow a
-        change (the check after a delete, gateway polling) never joins one: it is not shared.
-        Each caller waits on its own: one that gives up (its deadline) leaves the read to the
-        others, and the read (with its retries) stops when the last one has gone. The shared read
-        logs under the context of the caller that started it.
-        """
-        key: _ReadKey = (action, region, tuple(sorted(params.items())))
-        read = self._in_flight.get(key)
-        if read is None:
-            task = asyncio.ensure_future(self._get(model, action, region, params, resource_id=resource_id))
-            read = self._in_flight[key] = _SharedRead(task)
-            task.add_done_callback(functools.partial(self._read_landed, key))
-        read.waiters += 1
-        try:
-            answer = await asyncio.shield(read.task)
-        finally:
-            read.waiters -= 1
-            if read.waiters == 0 and not read.task.done():
-                # Nobody wants the answer any more; a caller that comes now starts a read of its own.
-                if self._in_flight.get(key) is read:
-                    del self._in_flight[key]
-                read.task.cancel()
+        """:meth:`_get`, joining an identical read of this client's already on the way (:class:`SharedReads`)."""
+        key: ReadKey = (action, region, tuple(sorted(params.items())))
+        answer = await self._shared.join(
+            key, lambda: self._get(model, action, region, params, resource_id=resource_id)
+        )
         assert isinstance(answer, model)  # noqa: S101 - the key includes the action, hence the model
         return answer
-
-    def _read_landed(self, key: _ReadKey, task: asyncio.Task[BaseModel]) -> None:
-        read = self._in_flight.get(key)
-        if read is not None and read.task is task:
-            del self._in_flight[key]
-        if not task.cancelled():
-            task.exception()  # every waiter got it already; nobody is left to be told twice
 
     async def _all_pages(
         self,
@@ -664,183 +611,3 @@ class VpcClient:
             params,
             resource_id=gateway_id,
         )
-
-    # --- bot.ports.VpcApi ------------------------------------------------------------------------------
-
-    async def describe_vpn_connection(
-        self, *, region: str, vco_id: str, shared: bool = False
-    ) -> VpnConnection:
-        detail = await self.describe_vpn_connection_detail(region=region, vco_id=vco_id, shared=shared)
-        self._remember(region, vco_id, detail)
-        return detail.to_domain(region)
-
-    def _remember(self, region: str, vco_id: str, detail: VpnConnectionDetail) -> None:
-        """Keep ``detail`` for the impact preview that follows the lookup (milliseconds later)."""
-        now = self._monotonic()
-        self._just_read.pop((region, vco_id), None)
-        self._just_read[(region, vco_id)] = (now, detail)
-        # Oldest first: drop what is stale, and never keep more than a burst's worth.
-        for key, (at, _) in list(self._just_read.items()):
-            if now - at <= _JUST_READ_TTL_S and len(self._just_read) <= _JUST_READ_MAX:
-                break
-            del self._just_read[key]
-
-    def _fresh_detail(self, region: str, vco_id: str) -> VpnConnectionDetail | None:
-        """The detail ``describe_vpn_connection`` read at most ``_JUST_READ_TTL_S`` ago, or None.
-
-        The confirmation reads the connection, then its preview needs the same answer: reading it
-        twice would double both the time to the confirmation and the API calls. Not taken on use:
-        several requests for the same connection at once each find one.
-        """
-        kept = self._just_read.get((region, vco_id))
-        if kept is None or self._monotonic() - kept[0] > _JUST_READ_TTL_S:
-            return None
-        return kept[1]
-
-    async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
-        detail = await self.describe_vpn_gateway_detail(region=region, gateway_id=gateway_id, shared=shared)
-        return detail.to_domain(region)
-
-    async def list_regions(self) -> list[str]:
-        return [r.region_id for r in await self.describe_regions()]
-
-    async def recreate_connection(
-        self,
-        *,
-        region: str,
-        config: dict[str, Any],
-        psk: SecretStr,
-        operation_id: str,
-        client_token: str,
-    ) -> tuple[str, str]:
-        spec = VpnConnectionSpec.model_validate(config).for_recreation(psk=psk, operation_id=operation_id)
-        answer = await self.create_vpn_connection(region=region, spec=spec, client_token=client_token)
-        return answer.vpn_connection_id, answer.request_id
-
-    async def create_route(
-        self, *, region: str, gateway_id: str, route: SnapshotRoute, next_hop: str, client_token: str
-    ) -> str:
-        common: dict[str, Any] = {
-            "region": region,
-            "gateway_id": gateway_id,
-            "route_dest": route.destination,
-            "next_hop": next_hop,
-            "client_token": client_token,
-            "weight": route.weight if route.weight is not None else 100,
-            # A snapshot from before publish states were recorded: published, as it always was.
-            "publish_vpc": route.published is not False,
-            "description": route.description or None,
-        }
-        if route.kind == "policy":
-            pbr = await self.create_vpn_pbr_route_entry(
-                route_source=route.source, priority=route.priority or 10, **common
-            )
-            return pbr.request_id
-        entry = await self.create_vpn_route_entry(**common)
-        return entry.request_id
-
-    async def routes_to(self, *, region: str, gateway_id: str, vco_id: str) -> tuple[SnapshotRoute, ...]:
-        """The gateway's destination-based and policy-based routes whose next hop is ``vco_id``."""
-        custom, policy = await asyncio.gather(
-            self.describe_vpn_route_entries(region=region, gateway_id=gateway_id),
-            self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id),
-        )
-        return routes_through(vco_id, custom, policy)
-
-    async def tagged_connections(
-        self, *, region: str, gateway_id: str, key: str, value: str
-    ) -> list[VpnConnection]:
-        found = await self.describe_vpn_connections(
-            region=region, vpn_gateway_id=gateway_id, tags={key: value}
-        )
-        # Filtered by Alibaba; checked again here, so a filter it ignored cannot pick a stranger.
-        return [
-            c.to_domain(region) for c in found if any(t.key == key and t.value == value for t in c.tag_list)
-        ]
-
-    async def _read_parts(
-        self, region: str, connection: VpnConnection, deadline_s: float, *, reuse: bool = False
-    ) -> tuple[
-        VpnConnectionDetail | Unread,
-        list[VpnRouteEntry] | Unread,
-        list[VpnRouteEntry] | Unread,
-        list[VpnPbrRouteEntry] | Unread,
-    ]:
-        """The connection's detail and the routes through its gateway, in parallel, all within ``deadline_s``.
-
-        The BGP route list follows the detail, and only if BGP may run on the connection
-        (:func:`bot.cloud.impact.may_learn_bgp_routes`).
-
-        With ``reuse`` (the preview), a detail that :meth:`describe_vpn_connection` has just read is
-        used instead of reading it again, and the reads are shared with the same reads already on
-        the way (a burst of confirmations on one gateway reads its routes once). The snapshot that
-        recreates a connection reads everything afresh.
-        """
-        vco_id, gateway_id = connection.id, connection.gateway_id
-        fresh = self._fresh_detail(region, vco_id) if reuse else None
-        started = asyncio.get_running_loop().time()
-        detail = asyncio.ensure_future(
-            within(
-                PART_CONNECTION,
-                deadline_s,
-                _ready(fresh)
-                if fresh is not None
-                else self.describe_vpn_connection_detail(region=region, vco_id=vco_id, shared=reuse),
-            )
-        )
-
-        async def learned() -> list[VpnRouteEntry] | Unread:
-            # BGP routes go through a connection only over its BGP session: without one, the list
-            # is not read (one call fewer per preview and per snapshot). The preview has the
-            # detail at hand; the snapshot waits for its own fresh read, within the same deadline.
-            read = await detail
-            if isinstance(read, VpnConnectionDetail) and not may_learn_bgp_routes(read):
-                return []
-            left = deadline_s - (asyncio.get_running_loop().time() - started)
-            found = await within(
-                PART_ROUTES,
-                max(left, 0.0),
-                self.describe_vpn_route_entries(
-                    region=region, gateway_id=gateway_id, route_entry_type="bgp", shared=reuse
-                ),
-            )
-            if isinstance(found, Unread) and found.code is None:  # the deadline, which people know whole
-                return Unread(part=PART_ROUTES, reason=f"no answer within {deadline_s:g} s")
-            return found
-
-        return await asyncio.gather(
-            detail,
-            within(
-                PART_ROUTES,
-                deadline_s,
-                self.describe_vpn_route_entries(region=region, gateway_id=gateway_id, shared=reuse),
-            ),
-            learned(),
-            within(
-                PART_POLICY_ROUTES,
-                deadline_s,
-                self.describe_vpn_pbr_route_entries(region=region, gateway_id=gateway_id, shared=reuse),
-            ),
-        )
-
-    async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
-        """What deleting ``connection`` takes down; each sub-lookup has ``deadline_s`` and may come back unread."""
-        detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s, reuse=True)
-        return build_impact(connection.id, detail, custom, bgp, policy)
-
-    async def describe_snapshot(
-        self, *, region: str, connection: VpnConnection, deadline_s: float
-    ) -> Snapshot:
-        """The configuration that recreates ``connection`` and the routes through it, without any key."""
-        detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s)
-        return build_snapshot(connection, detail, custom, bgp, policy)
-
-
-async def _ready(value: _ItemT) -> _ItemT:
-    return value
-
-
-if TYPE_CHECKING:
-
-    def _implements_vpc_api(client: VpcClient) -> VpcApi:
-        return client

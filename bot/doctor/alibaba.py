@@ -164,7 +164,7 @@ async def _api_rows(settings: Settings, vpc: DoctorVpc) -> list[Check]:
     accepted = Check(CLOUD, "Signature", Status.PASS, f"Alibaba Cloud accepted the signed request{where}.")
     regions: list[str] | None = None
     try:
-        regions = await vpc.list_regions()
+        regions = [r.region_id for r in await vpc.describe_regions()]
     except CloudError as err:
         log.debug("doctor: DescribeRegions failed", exc_info=True)
         if not is_denied(err):

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from bot.cloud.models import Region
 from bot.cloud.specs import VpnConnectionSpec
 from bot.doctor.model import CLOUD, Check, Status, unexpected
 from bot.errors import CloudApiError, CloudError, RetryClass
@@ -66,15 +67,15 @@ DENIED_ANSWERS: Final = frozenset({"Forbidden", "Forbidden.RAM", "Forbidden.SubU
 class DoctorVpc(Protocol):
     """The VPC calls the doctor makes; :class:`bot.cloud.client.VpcClient` implements it."""
 
-    async def list_regions(self) -> list[str]: ...
+    async def describe_regions(self) -> Sequence[Region]: ...
 
     async def describe_vpn_connections(
         self, *, region: str, vpn_connection_id: str | None = None
     ) -> Sequence[object]: ...
 
-    async def describe_vpn_connection(self, *, region: str, vco_id: str) -> object: ...
+    async def describe_vpn_connection_detail(self, *, region: str, vco_id: str) -> object: ...
 
-    async def describe_vpn_gateway(self, *, region: str, gateway_id: str) -> object: ...
+    async def describe_vpn_gateway_detail(self, *, region: str, gateway_id: str) -> object: ...
 
     async def describe_vpn_route_entries(self, *, region: str, gateway_id: str) -> Sequence[object]: ...
 
@@ -138,12 +139,12 @@ PROBES: Final = (
     Probe(
         "DescribeVpnConnection",
         f"read of {PROBE_VCO_ID}",
-        lambda vpc, region: vpc.describe_vpn_connection(region=region, vco_id=PROBE_VCO_ID),
+        lambda vpc, region: vpc.describe_vpn_connection_detail(region=region, vco_id=PROBE_VCO_ID),
     ),
     Probe(
         "DescribeVpnGateway",
         f"read of {PROBE_GATEWAY_ID}",
-        lambda vpc, region: vpc.describe_vpn_gateway(region=region, gateway_id=PROBE_GATEWAY_ID),
+        lambda vpc, region: vpc.describe_vpn_gateway_detail(region=region, gateway_id=PROBE_GATEWAY_ID),
     ),
     Probe(
         "DescribeVpnRouteEntries",

@@ -12,6 +12,7 @@ import pytest
 import stamina
 from stamina.instrumentation import RetryDetails, get_on_retry_hooks, set_on_retry_hooks
 
+from bot.cloud.adapter import VpcAdapter
 from bot.cloud.client import VpcClient, parse_retry_after, redact, translate_response
 from bot.cloud.codes import ERROR_TABLE
 from bot.cloud.credentials import StaticCredentialsProvider
@@ -94,7 +95,7 @@ async def test_query_is_canonical_byte_for_byte(fake: FakeVpc, make_client: Make
 async def test_sts_token_is_sent_and_signed(fake: FakeVpc, make_client: MakeClient) -> None:
     fake.replies = [json_reply(GATEWAY)]
     creds = StaticCredentialsProvider(Credentials("STS.id", "testsecret", "sts-token"))
-    await make_client(credentials=creds).describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+    await make_client(credentials=creds).describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     (request,) = fake.requests
     assert request.headers["x-acs-security-token"] == "sts-token"
     assert "x-acs-security-token" in request.headers["authorization"]
@@ -105,7 +106,7 @@ async def test_endpoint_override_wins_for_every_region(fake: FakeVpc, make_clien
     fake.replies = [json_reply(GATEWAY)]
     client = make_client(endpoint="http://127.0.0.1:9000")
     for region in ("cn-shanghai", "eu-central-1"):
-        await client.describe_vpn_gateway(region=region, gateway_id="vpn-1")
+        await client.describe_vpn_gateway_detail(region=region, gateway_id="vpn-1")
     assert [str(r.url).split("?")[0] for r in fake.requests] == ["http://127.0.0.1:9000/"] * 2
     assert [params_of(r)["RegionId"] for r in fake.requests] == ["cn-shanghai", "eu-central-1"]
     assert all(verify_signature(r) for r in fake.requests)
@@ -126,7 +127,7 @@ async def test_a_region_that_is_not_one_never_becomes_a_host(
     fake: FakeVpc, make_client: MakeClient, region: str
 ) -> None:
     with pytest.raises(UsageError):
-        await make_client().describe_vpn_gateway(region=region, gateway_id="vpn-1")
+        await make_client().describe_vpn_gateway_detail(region=region, gateway_id="vpn-1")
     assert fake.requests == []
 
 
@@ -148,7 +149,7 @@ async def test_vpc_api_operations_return_domain_records(fake: FakeVpc, make_clie
         return error_reply("InvalidAction.NotFound", 404)
 
     fake.handler = handler
-    api: VpcApi = make_client(default_region="ap-southeast-1")  # mypy: VpcClient satisfies bot.ports.VpcApi
+    api: VpcApi = VpcAdapter(make_client(default_region="ap-southeast-1"))  # mypy: it satisfies VpcApi
     connection = await api.describe_vpn_connection(region="cn-shanghai", vco_id="vco-1")
     assert connection == VpnConnection(
         id="vco-1",
@@ -307,7 +308,9 @@ async def test_every_transient_code_is_retried_on_a_call_without_a_token(
 ) -> None:
     fake.replies = [error_reply(code, ERROR_TABLE[code].http_status or 500)]
     with pytest.raises(CloudApiError):
-        await make_client(max_attempts=3).describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await make_client(max_attempts=3).describe_vpn_gateway_detail(
+            region="cn-shanghai", gateway_id="vpn-1"
+        )
     assert len(fake.requests) == 3
 
 
@@ -316,13 +319,13 @@ async def test_dispatch_is_on_code_not_status(fake: FakeVpc, make_client: MakeCl
     fake.replies = [error_reply("InvalidVpnConnectionInstanceId.NotFound", 200)]
     client = make_client()
     with pytest.raises(CloudApiError) as caught:
-        await client.describe_vpn_connection(region="cn-shanghai", vco_id="vco-1")
+        await client.describe_vpn_connection_detail(region="cn-shanghai", vco_id="vco-1")
     assert caught.value.code == "InvalidVpnConnectionInstanceId.NotFound"
     assert caught.value.http_status == 200
     fake.requests.clear()
     fake.replies = [error_reply("Forbidden.RAM", 500)]
     with pytest.raises(CloudApiError) as caught:
-        await client.describe_vpn_connection(region="cn-shanghai", vco_id="vco-1")
+        await client.describe_vpn_connection_detail(region="cn-shanghai", vco_id="vco-1")
     assert caught.value.retry is RetryClass.NEVER
     assert len(fake.requests) == 1
 
@@ -330,7 +333,7 @@ async def test_dispatch_is_on_code_not_status(fake: FakeVpc, make_client: MakeCl
 async def test_unknown_code_keeps_alibaba_message(fake: FakeVpc, make_client: MakeClient) -> None:
     fake.replies = [error_reply("Vpc.Brand.New", 400, message="Something new.")]
     with pytest.raises(CloudApiError) as caught:
-        await make_client().describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await make_client().describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     assert caught.value.code == "Vpc.Brand.New"
     assert "Something new." in caught.value.friendly
     assert len(fake.requests) == 1
@@ -358,7 +361,9 @@ async def test_non_json_body_is_a_transport_error_and_retried(fake: FakeVpc, mak
 async def test_error_status_without_code_is_a_bad_response(fake: FakeVpc, make_client: MakeClient) -> None:
     fake.replies = [json_reply({"message": "proxy says no"}, 403)]
     with pytest.raises(CloudTransportError) as caught:
-        await make_client(max_attempts=1).describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await make_client(max_attempts=1).describe_vpn_gateway_detail(
+            region="cn-shanghai", gateway_id="vpn-1"
+        )
     assert caught.value.code == "Transport.BadResponse"
     assert caught.value.info.http_status == 403
 
@@ -366,7 +371,7 @@ async def test_error_status_without_code_is_a_bad_response(fake: FakeVpc, make_c
 async def test_unexpected_shape_is_not_retried(fake: FakeVpc, make_client: MakeClient) -> None:
     fake.replies = [json_reply({"RequestId": "R-shape", "Name": "no id"})]
     with pytest.raises(CloudTransportError) as caught:
-        await make_client().describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await make_client().describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     assert caught.value.code == "Transport.BadResponse"
     assert caught.value.retry is RetryClass.NEVER
     assert caught.value.request_id == "R-shape"
@@ -433,7 +438,7 @@ async def test_throttle_then_success_without_a_token(
 ) -> None:
     fake.replies = [error_reply("Throttling.User"), json_reply(GATEWAY)]
     client = make_client(max_attempts=4)
-    gateway = await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+    gateway = await client.describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     assert gateway.status == "active"
     ((details,),) = [retries]
     assert details.caused_by.code == "Throttling.User"  # type: ignore[attr-defined]
@@ -470,7 +475,7 @@ async def test_stamina_owns_the_backoff_and_its_settings_apply(
     fake.replies = [error_reply("ServiceUnavailable", 503)]
     client = make_client(max_attempts=5, wait_initial=0.001, wait_max=0.004, wait_jitter=0.0)
     with stamina.set_testing(False), pytest.raises(CloudApiError):
-        await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await client.describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     assert [d.wait_for for d in retries] == pytest.approx([0.001, 0.002, 0.004, 0.004], abs=1e-9)
 
 
@@ -484,7 +489,7 @@ async def test_retry_after_header_is_the_delay(
     ]
     client = make_client(wait_initial=5.0)
     with stamina.set_testing(False):
-        await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await client.describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     assert [d.wait_for for d in retries] == pytest.approx([0.015, 0.027])
     assert [d.caused_by.retry_after for d in retries] == [0.015, 0.027]  # type: ignore[attr-defined]
 
@@ -500,7 +505,7 @@ async def test_deadline_is_respected(fake: FakeVpc, make_client: MakeClient) -> 
     fake.handler = slow_throttle
     client = make_client(api_deadline_seconds=1.0, max_attempts=50, monotonic=lambda: now[0])
     with pytest.raises(CloudApiError) as caught:
-        await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await client.describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     # Answers at 0.4 and 0.8 leave room for a pause; at 1.2 the deadline has passed: the
     # server's own error is reported, not a timeout.
     assert caught.value.code == "Throttling"
@@ -513,7 +518,7 @@ async def test_retry_after_beyond_the_deadline_fails_at_once(fake: FakeVpc, make
         json_reply(GATEWAY),
     ]
     with pytest.raises(CloudApiError):
-        await make_client(api_deadline_seconds=5.0).describe_vpn_gateway(
+        await make_client(api_deadline_seconds=5.0).describe_vpn_gateway_detail(
             region="cn-shanghai", gateway_id="vpn-1"
         )
     assert len(fake.requests) == 1
@@ -633,7 +638,7 @@ async def test_from_settings(fake: FakeVpc) -> None:
     fake.replies = [json_reply(GATEWAY)]
     async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as http:
         client = VpcClient.from_settings(settings, http=http)
-        await client.describe_vpn_gateway(region="cn-hangzhou", gateway_id="vpn-1")
+        await client.describe_vpn_gateway_detail(region="cn-hangzhou", gateway_id="vpn-1")
     (request,) = fake.requests
     assert str(request.url).startswith("http://127.0.0.1:9000/?")
     assert "Credential=sid," in request.headers["authorization"]

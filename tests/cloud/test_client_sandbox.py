@@ -9,6 +9,7 @@ import time
 import pytest
 from pydantic import SecretStr
 
+from bot.cloud.adapter import VpcAdapter
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.models import VpnConnectionDetail
@@ -33,11 +34,11 @@ def _client(sandbox: RunningSandbox, *, secret: str = DEMO_ACCESS_KEY_SECRET) ->
 
 
 async def test_reads_connection_gateway_and_regions(sandbox: RunningSandbox) -> None:
-    async with _client(sandbox) as client:
-        connection = await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
-        gateway = await client.describe_vpn_gateway(region=SEED_REGION, gateway_id=connection.gateway_id)
-        regions = await client.list_regions()
-        pages = await client.describe_vpn_connections(region=SEED_REGION)
+    async with VpcAdapter(_client(sandbox)) as api:
+        connection = await api.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+        gateway = await api.describe_vpn_gateway(region=SEED_REGION, gateway_id=connection.gateway_id)
+        regions = await api.list_regions()
+        pages = await api.wire.describe_vpn_connections(region=SEED_REGION)
     assert connection.gateway_id == SEED_VPN_HANGZHOU
     assert gateway.status == "active"
     assert SEED_REGION in regions
@@ -49,7 +50,7 @@ async def test_delete_then_gateway_updates_and_connection_is_gone(sandbox: Runni
         request_id = await client.delete_vpn_connection(
             region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, client_token="vpnbot-test-1"
         )
-        gateway = await client.describe_vpn_gateway(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU)
+        gateway = await client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU)
         assert request_id
         assert gateway.status == "updating"
         # A replay of the same token answers like the first call and deletes nothing more.
@@ -62,7 +63,7 @@ async def test_delete_then_gateway_updates_and_connection_is_gone(sandbox: Runni
 async def test_wrong_secret_is_signature_does_not_match(sandbox: RunningSandbox) -> None:
     async with _client(sandbox, secret="not-the-secret") as client:
         with pytest.raises(CloudApiError) as caught:
-            await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+            await client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
     assert caught.value.code == "SignatureDoesNotMatch"
     assert caught.value.retry is RetryClass.NEVER
 
@@ -78,7 +79,7 @@ async def test_business_errors_are_not_retried(sandbox: RunningSandbox) -> None:
 async def test_transient_errors_are_retried_with_fresh_signatures(sandbox: RunningSandbox) -> None:
     sandbox.state.faults.add(action="DescribeVpnGateway", code="ServiceUnavailable", times=2)
     async with _client(sandbox) as client:
-        gateway = await client.describe_vpn_gateway(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU)
+        gateway = await client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU)
     assert gateway.status == "active"
     calls = sandbox.state.calls("DescribeVpnGateway")
     assert len(calls) == 3
@@ -91,7 +92,9 @@ async def test_transient_errors_are_retried_with_fresh_signatures(sandbox: Runni
 async def _wait_active(client: VpcClient, gateway_id: str, *, within: float = 5.0) -> None:
     """Poll the gateway until it is ``active`` again (creates are asynchronous)."""
     deadline = time.monotonic() + within
-    while (await client.describe_vpn_gateway(region=SEED_REGION, gateway_id=gateway_id)).status != "active":
+    while (
+        await client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=gateway_id)
+    ).status != "active":
         assert time.monotonic() < deadline, f"{gateway_id} still updating"
         await asyncio.sleep(0.02)
 

@@ -146,8 +146,8 @@ async def test_client_signs_each_call_with_the_refreshed_key(creds_server: Crede
     provider: CredentialsProvider = ChainCredentialsProvider(uri_config(creds_server.url))
     async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as http:
         client = VpcClient(provider, http=http)
-        await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
-        await client.describe_vpn_gateway(region="cn-shanghai", gateway_id="vpn-1")
+        await client.describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
+        await client.describe_vpn_gateway_detail(region="cn-shanghai", gateway_id="vpn-1")
     first, second = fake.requests
     assert "Credential=STS.key-1," in first.headers["authorization"]
     assert first.headers["x-acs-security-token"] == "sts-token-1"

@@ -70,7 +70,7 @@ async def _hosts_called(settings: Settings, regions: list[str]) -> list[str]:
             settings, credentials=StaticCredentialsProvider(Credentials("ak", "sk")), http=http
         )
         for region in regions:
-            await client.describe_vpn_gateway(region=region, gateway_id="vpn-1")
+            await client.describe_vpn_gateway_detail(region=region, gateway_id="vpn-1")
     return hosts
 
 

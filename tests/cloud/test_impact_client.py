@@ -1,4 +1,4 @@
-"""VpcClient.describe_impact against the local sandbox: real signing, real paging, real faults."""
+"""VpcAdapter.describe_impact against the local sandbox: real signing, real paging, real faults."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 from dataclasses import asdict
 
+from bot.cloud.adapter import VpcAdapter
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.signer import Credentials
@@ -21,9 +22,11 @@ from bot.sandbox.vpc_state import (
 )
 
 
-def _client(sandbox: RunningSandbox) -> VpcClient:
+def _client(sandbox: RunningSandbox) -> VpcAdapter:
     creds = StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
-    return VpcClient(creds, endpoint=sandbox.url, wait_initial=0.01, wait_max=0.05, api_deadline_seconds=5)
+    return VpcAdapter(
+        VpcClient(creds, endpoint=sandbox.url, wait_initial=0.01, wait_max=0.05, api_deadline_seconds=5)
+    )
 
 
 async def _impact(sandbox: RunningSandbox, vco_id: str, *, deadline_s: float = 3.0) -> Impact:
@@ -132,7 +135,7 @@ async def test_the_preview_reuses_a_fresh_read_of_the_connection(sandbox: Runnin
     # than the reuse window is read again.
     now = [1000.0]
     creds = StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
-    async with VpcClient(creds, endpoint=sandbox.url, monotonic=lambda: now[0]) as client:
+    async with VpcAdapter(VpcClient(creds, endpoint=sandbox.url), monotonic=lambda: now[0]) as client:
         read = client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
         first, second = await asyncio.gather(
             read, client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)

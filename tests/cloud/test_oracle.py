@@ -27,6 +27,7 @@ from alibabacloud_vpc20160428 import models as vpc_models
 from pydantic import BaseModel, SecretStr
 
 from bot.cloud import models as bot_models
+from bot.cloud.adapter import VpcAdapter
 from bot.cloud.client import VpcClient
 from bot.cloud.credentials import StaticCredentialsProvider
 from bot.cloud.signer import AcsV3Auth, Credentials, canonical_query
@@ -112,13 +113,14 @@ async def _drive_the_bot() -> list[Exchange]:
         default_region=SEED_REGION,
         max_attempts=1,
     )
+    api = VpcAdapter(client)
     try:
         await client.describe_regions()
         single = await client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_BGP)
         dual = await client.describe_vpn_connection_detail(
             region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU_TUNNELS
         )
-        plain = await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+        plain = await api.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
         await client.describe_vpn_connections(
             region=SEED_REGION,
             vpn_gateway_id=single.vpn_gateway_id,
@@ -126,10 +128,10 @@ async def _drive_the_bot() -> list[Exchange]:
             vpn_connection_id=single.vpn_connection_id,
         )
         await client.describe_vpn_connections(region=SEED_REGION)
-        await client.describe_vpn_gateway(region=SEED_REGION, gateway_id=single.vpn_gateway_id)
-        await client.describe_vpn_gateway(region=SEED_REGION, gateway_id=dual.vpn_gateway_id)
+        await client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=single.vpn_gateway_id)
+        await client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=dual.vpn_gateway_id)
         # The snapshot reads both route tables and the policy routes.
-        await client.describe_snapshot(region=SEED_REGION, connection=plain, deadline_s=5)
+        await api.describe_snapshot(region=SEED_REGION, connection=plain, deadline_s=5)
         # The recreation: delete, then create from the snapshot's spec with every optional part.
         created = []
         for detail in (single, dual):
@@ -149,7 +151,7 @@ async def _drive_the_bot() -> list[Exchange]:
                 region=SEED_REGION, spec=spec, client_token=f"new-{detail.vpn_connection_id}"
             )
             created.append(answer.vpn_connection_id)
-        await client.create_route(
+        await api.create_route(
             region=SEED_REGION,
             gateway_id=single.vpn_gateway_id,
             route=SnapshotRoute(
@@ -158,7 +160,7 @@ async def _drive_the_bot() -> list[Exchange]:
             next_hop=created[0],
             client_token="route-1",
         )
-        await client.create_route(
+        await api.create_route(
             region=SEED_REGION,
             gateway_id=single.vpn_gateway_id,
             route=SnapshotRoute(

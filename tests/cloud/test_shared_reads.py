@@ -32,11 +32,13 @@ async def test_a_burst_of_lookups_of_one_connection_reads_it_once(sandbox: Runni
     async with _client(sandbox) as client:
         found = await asyncio.gather(
             *(
-                client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
+                client.describe_vpn_connection_detail(
+                    region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True
+                )
                 for _ in range(20)
             )
         )
-    assert [c.id for c in found] == [SEED_VCO_HANGZHOU] * 20
+    assert [c.vpn_connection_id for c in found] == [SEED_VCO_HANGZHOU] * 20
     assert len(sandbox.state.calls("DescribeVpnConnection")) == 1
 
 
@@ -45,9 +47,9 @@ async def test_reads_that_are_not_shared_always_go_out(sandbox: RunningSandbox) 
     async with _client(sandbox) as client:
         # One shared read on the way; a poll and a check after a delete must not take its answer.
         await asyncio.gather(
-            client.describe_vpn_gateway(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU, shared=True),
-            client.describe_vpn_gateway(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU),
-            client.describe_vpn_gateway(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU),
+            client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU, shared=True),
+            client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU),
+            client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=SEED_VPN_HANGZHOU),
         )
     assert len(sandbox.state.calls("DescribeVpnGateway")) == 3
 
@@ -77,17 +79,17 @@ async def test_a_caller_that_gives_up_leaves_the_read_to_the_others(sandbox: Run
     sandbox.state.faults.add(action="DescribeVpnConnection", latency=SLOW)
     async with _client(sandbox) as client:
         first = asyncio.create_task(
-            client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
+            client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
         )
         second = asyncio.create_task(
-            client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
+            client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
         )
         await asyncio.sleep(0)  # both start: the first sends the read, the second joins it
         first.cancel()  # the caller that started the read gives up (its deadline passed)
         found = await second
         with pytest.raises(asyncio.CancelledError):
             await first
-    assert found.id == SEED_VCO_HANGZHOU
+    assert found.vpn_connection_id == SEED_VCO_HANGZHOU
     assert len(sandbox.state.calls("DescribeVpnConnection")) == 1
 
 
@@ -119,7 +121,9 @@ async def test_the_read_stops_when_its_last_caller_gives_up(sandbox: RunningSand
     with stamina.set_testing(False):  # the real back-off: retries for the whole deadline
         async with client:
             caller = asyncio.create_task(
-                client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
+                client.describe_vpn_connection_detail(
+                    region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True
+                )
             )
             await eventually(lambda: len(sandbox.state.calls("DescribeVpnConnection")) >= 2)  # retrying
             caller.cancel()
@@ -128,10 +132,10 @@ async def test_the_read_stops_when_its_last_caller_gives_up(sandbox: RunningSand
             await eventually(lambda: not reads_on_the_way())
             # A caller that comes afterwards gets a read of its own, not the cancelled one.
             sandbox.state.faults.clear()
-            found = await client.describe_vpn_connection(
+            found = await client.describe_vpn_connection_detail(
                 region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True
             )
-    assert found.id == SEED_VCO_HANGZHOU
+    assert found.vpn_connection_id == SEED_VCO_HANGZHOU
 
 
 async def test_an_error_reaches_every_caller_and_the_next_read_goes_out_again(
@@ -143,17 +147,19 @@ async def test_an_error_reaches_every_caller_and_the_next_read_goes_out_again(
     async with _client(sandbox) as client:
         answers = await asyncio.gather(
             *(
-                client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True)
+                client.describe_vpn_connection_detail(
+                    region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True
+                )
                 for _ in range(3)
             ),
             return_exceptions=True,
         )
         assert all(isinstance(a, CloudApiError) and a.code == "Throttling.User" for a in answers)
         # Nothing is kept once a read has landed: the next one asks Alibaba again.
-        again = await client.describe_vpn_connection(
+        again = await client.describe_vpn_connection_detail(
             region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True
         )
-    assert again.id == SEED_VCO_HANGZHOU
+    assert again.vpn_connection_id == SEED_VCO_HANGZHOU
     assert len(sandbox.state.calls("DescribeVpnConnection")) == 2
 
 
@@ -165,7 +171,7 @@ async def test_two_accounts_never_share_a_read(sandbox: RunningSandbox) -> None:
             StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
         )
         await asyncio.gather(
-            client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True),
-            other.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True),
+            client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True),
+            other.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU, shared=True),
         )
     assert len(sandbox.state.calls("DescribeVpnConnection")) == 2

@@ -74,7 +74,7 @@ async def test_a_broken_answer_is_a_bad_response(
 ) -> None:
     async with _client(await serve(answer)) as client:
         with pytest.raises(CloudTransportError) as caught:
-            await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+            await client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
     assert caught.value.code == TRANSPORT_BAD_RESPONSE
     assert not caught.value.definite
 
@@ -85,6 +85,6 @@ async def test_nobody_listening_is_a_connection_error() -> None:
         port = probe.getsockname()[1]
     async with _client(f"http://127.0.0.1:{port}") as client:
         with pytest.raises(CloudTransportError) as caught:
-            await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+            await client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
     assert caught.value.code == TRANSPORT_CONNECT_ERROR
     assert not caught.value.definite

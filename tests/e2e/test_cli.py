@@ -75,8 +75,8 @@ async def test_sandbox_command_serves_the_vpc_api_until_interrupted(
 
         creds = StaticCredentialsProvider(Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET))
         async with VpcClient(creds, endpoint=f"http://127.0.0.1:{port}") as client:
-            connection = await client.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
-        assert connection.id == SEED_VCO_HANGZHOU
+            detail = await client.describe_vpn_connection_detail(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
+        assert detail.vpn_connection_id == SEED_VCO_HANGZHOU
 
         process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
@@ -237,12 +237,12 @@ async def test_sandbox_with_accounts_serves_sts_over_tls_for_two_accounts(
                 base=client, base_credentials=base, roles=roles, sts_endpoint=exports["VPNBOT_STS_ENDPOINT"]
             )
             prod = {c.vpn_connection_id for c in await client.describe_vpn_connections(region=SEED_REGION)}
-            staging = accounts.for_account("staging")
-            seen = {c.vpn_connection_id for c in await staging.describe_vpn_connections(region=SEED_REGION)}  # type: ignore[attr-defined]
-            via_prod = accounts.for_account("prod")
+            staging = accounts.client("staging")
+            seen = {c.vpn_connection_id for c in await staging.describe_vpn_connections(region=SEED_REGION)}
+            via_prod = accounts.client("prod")
             prod_seen = {
                 c.vpn_connection_id for c in await via_prod.describe_vpn_connections(region=SEED_REGION)
-            }  # type: ignore[attr-defined]
+            }
         assert SEED_VCO_HANGZHOU in prod_seen
         assert prod_seen == prod  # prod is the usual seeded world
         assert len(seen) == 3
