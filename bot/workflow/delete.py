@@ -93,20 +93,9 @@ class DeleteRequests(Runner):
         recorded: waiting for the store first put a transaction (a queue of them, in a burst) in
         front of the first Alibaba round trip.
         """
-        try:
-            await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=region)
-        except NotAllowed as err:
-            entry = AuditEntry(
-                at=self._clock.now(),
-                action="refused",
-                actor_id=user_id,
-                vco_id=vco_id,
-                region=region,
-                detail=f"request: {err.friendly}",
-                account=account or None,
-            )
-            await self._store.add_audit(entry)
-            raise
+        await self._audit_refused_request(
+            user_id=user_id, channel_id=channel_id, vco_id=vco_id, region=region, account=account
+        )
         read = asyncio.ensure_future(
             self._steps.read_connection(account=account, region=region, vco_id=vco_id)
         )
@@ -122,11 +111,7 @@ class DeleteRequests(Runner):
                 reason=reason,
                 ticket=ticket,
             )
-            self._looking_up.add(op.id)
-            try:
-                op = await self._steps.look_up(op, reply_on_failure=False, connection=read)
-            finally:
-                self._looking_up.discard(op.id)
+            op = await self._look_up_requested(op, read)
         finally:
             # Not recorded (the store failed), or the lookup ended before it needed the read.
             read.cancel()
@@ -137,6 +122,33 @@ class DeleteRequests(Runner):
         # more store transaction, and no caller needs it.
         await self.outbox.deliver(op.id)
         return op
+
+    async def _audit_refused_request(
+        self, *, user_id: str, channel_id: str, vco_id: str, region: str, account: str
+    ) -> None:
+        """The policy's check of a request; a refusal is audited, then raised (NotAllowed)."""
+        try:
+            await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=region)
+        except NotAllowed as err:
+            entry = AuditEntry(
+                at=self._clock.now(),
+                action="refused",
+                actor_id=user_id,
+                vco_id=vco_id,
+                region=region,
+                detail=f"request: {err.friendly}",
+                account=account or None,
+            )
+            await self._store.add_audit(entry)
+            raise
+
+    async def _look_up_requested(self, op: Operation, read: Awaitable[VpnConnection]) -> Operation:
+        """The request's lookup, with its first read (``read``) already on its way."""
+        self._looking_up.add(op.id)
+        try:
+            return await self._steps.look_up(op, reply_on_failure=False, connection=read)
+        finally:
+            self._looking_up.discard(op.id)
 
     async def _record_request(
         self,
@@ -189,6 +201,39 @@ class DeleteRequests(Runner):
         ``message_ts`` is the clicked message: a click can arrive before the confirmation's ts
         is recorded (it is stored once chat.postMessage answers), and the thread needs it.
         """
+        op, now = await self._open_for_approval(op_id, user_id)
+        # A recreation is driven by the replica holding its key: another replica approves it
+        # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
+        # A deletion approved while this instance drives all it may (max_driven) is left unleased
+        # too: the first resume pass with room, here or on another replica, takes it.
+        ours = op.id in self._keys if op.is_recreate else self._has_room()
+        deferred = not ours and not op.is_recreate
+        if ours:
+            self._starting += 1
+        try:
+            approved = await self._move_to_approved(
+                op, user_id=user_id, message_ts=message_ts, now=now, ours=ours, deferred=deferred
+            )
+            if ours:
+                self._start_driving(approved)
+        finally:
+            if ours:
+                self._starting -= 1
+        if deferred:
+            self._wants_room = True
+            log.info(
+                "approved; waiting for room (%d operations driven here)",
+                len(self._driving),
+                extra={"op_id": op_id},
+            )
+        return approved
+
+    async def _open_for_approval(self, op_id: str, user_id: str) -> tuple[Operation, datetime]:
+        """``op_id`` if ``user_id`` may approve it and it still awaits approval, with the time now.
+
+        A refusal is audited and raised (NotAllowed); a closed or expired confirmation raises
+        ConfirmationClosed (an expired one is expired first).
+        """
         op = await self._load(op_id)
         try:
             await self._policy.check_approval(user_id=user_id, op=op)
@@ -204,12 +249,19 @@ class DeleteRequests(Runner):
         if now >= op.expires_at:
             await self._expire(op)
             raise ConfirmationClosed(await self._load(op_id))
-        # A recreation is driven by the replica holding its key: another replica approves it
-        # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
-        # A deletion approved while this instance drives all it may (max_driven) is left unleased
-        # too: the first resume pass with room, here or on another replica, takes it.
-        ours = op.id in self._keys if op.is_recreate else self._has_room()
-        deferred = not ours and not op.is_recreate
+        return op, now
+
+    async def _move_to_approved(
+        self,
+        op: Operation,
+        *,
+        user_id: str,
+        message_ts: str | None,
+        now: datetime,
+        ours: bool,
+        deferred: bool,
+    ) -> Operation:
+        """AWAITING_APPROVAL -> APPROVED, leased to this instance if ``ours``; the card goes out at once."""
         effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
         # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
         # gets a lease that ends now, so the lookup's lease does not hold it back.
@@ -218,41 +270,26 @@ class DeleteRequests(Runner):
             lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s))
         elif deferred:
             lease = (self.instance_id, now)
-        if ours:
-            self._starting += 1
-        try:
-            # The card's update is claimed in the same transaction (as the lookup's post is): the
-            # outbox does not claim and read it again first.
-            moved = await self._store.transition_and_claim(
-                op_id,
-                claim=self.outbox.claim_terms(),
-                from_states=_AWAITING,
-                to=OpState.APPROVED,
-                now=now,
-                approver_id=user_id,
-                approved_at=now,
-                deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
-                message_ts=op.message_ts or message_ts,
-                lease=lease,
-                audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
-                effects=effects,
-            )
-            if moved is None:
-                raise ConfirmationClosed(await self._load(op_id))
-            approved, pending = moved
-            self.outbox.deliver_claimed(approved, pending)
-            if ours:
-                self._start_driving(approved)
-        finally:
-            if ours:
-                self._starting -= 1
-        if deferred:
-            self._wants_room = True
-            log.info(
-                "approved; waiting for room (%d operations driven here)",
-                len(self._driving),
-                extra={"op_id": op_id},
-            )
+        # The card's update is claimed in the same transaction (as the lookup's post is): the
+        # outbox does not claim and read it again first.
+        moved = await self._store.transition_and_claim(
+            op.id,
+            claim=self.outbox.claim_terms(),
+            from_states=_AWAITING,
+            to=OpState.APPROVED,
+            now=now,
+            approver_id=user_id,
+            approved_at=now,
+            deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
+            message_ts=op.message_ts or message_ts,
+            lease=lease,
+            audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
+            effects=effects,
+        )
+        if moved is None:
+            raise ConfirmationClosed(await self._load(op.id))
+        approved, pending = moved
+        self.outbox.deliver_claimed(approved, pending)
         return approved
 
     async def cancel(

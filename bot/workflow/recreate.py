@@ -2,6 +2,29 @@
 
 :class:`RecreateRequests` is what the Slack layer calls; :class:`RecreateSteps` drives an
 approved recreation (the runner, :mod:`bot.workflow.runner`, calls it while it holds the lease).
+
+The pre-shared key exists only in ``Runner._keys`` of the replica that took
+the modal submission (Operation.key_holder names it; the key is never stored). Hazards:
+
+- The approval click may land on another replica: it approves without taking the lease, and
+  the holder's resume pass drives the recreation. Other replicas leave it alone while the
+  holder's heartbeat is fresh; once the holder is gone the first one to claim it fails the
+  recreation with KeyLost, and the thread asks for the key again (Recreate… on the card).
+- kill -9 after the create was sent: the send is recorded (``attempts``) before it is made,
+  with a stored ClientToken. After a restart the key is gone, and resending the token without
+  it is unsafe: if the first send never reached Alibaba, a keyless create would make a
+  connection with a random key. So a resumed recreation never resends; it looks for the
+  connection on the gateway by the tag the create carried (``vpnbot-operation=<op id>``)
+  and carries on with it if found, else fails with KeyLost(sent=True). Never by CreateTime,
+  name or subnets: a clock off by minutes, or a look-alike, would decide wrongly.
+- Routes: the create says AutoConfigRoute=false, so the new connection starts with none and
+  gets exactly the snapshot's. Before the first route (and after any refusal) the gateway's
+  route tables are read: a route already on the new connection is not sent again (no error
+  code is trusted to say "exists"). Each has its own deterministic token chain
+  (``vpnbot-<op>-r<i>-<n>``), so a resend after a crash replays Alibaba's first answer; each
+  result is stored as soon as it is known, and a route already stored is never sent again.
+  One at a time, each after the gateway is ``active`` again (Alibaba refuses concurrent
+  changes on a gateway).
 """
 
 from __future__ import annotations
@@ -87,45 +110,9 @@ class RecreateRequests(Runner):
         ``user_id`` submitted the modal: they are the requester (four-eyes counts them). The key
         stays in this process's memory (``key_holder`` names it); it is never stored.
         """
-        try:
-            parent = await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
-        except NotAllowed as err:
-            refused = await self._store.get_operation(op_id=op_id)
-            await self._store.add_audit(
-                AuditEntry(
-                    at=self._clock.now(),
-                    action="recreate_refused",
-                    actor_id=user_id,
-                    op_id=op_id,
-                    vco_id=refused.vco_id if refused else None,
-                    region=refused.region if refused else None,
-                    detail=f"request: {err.friendly}",
-                )
-            )
-            raise
-        now = self._clock.now()
-        new_id = uuid.uuid4().hex
-        op = Operation(
-            id=new_id,
-            state=OpState.AWAITING_APPROVAL,
-            region=parent.region,
-            connection=parent.connection,
-            gateway=parent.gateway,
-            requester_id=user_id,
-            channel_id=parent.channel_id,
-            team_id=parent.team_id,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
-            client_token=client_token_for(new_id),
-            snapshot=parent.snapshot,
-            kind=KIND_RECREATE,
-            parent_op_id=parent.id,
-            thread_ts=parent.message_ts,
-            key_holder=self.instance_id,
-            # The deleted connection's account: it is recreated where it was.
-            account=parent.account,
-        )
+        parent = await self._audited_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
+        op = self._recreation_of(parent, user_id=user_id)
+        new_id = op.id
         self._keys[new_id] = RecreateKeys(psk=psk)
         try:
             # One transaction with the parent locked: a modal submitted twice at once starts one.
@@ -147,34 +134,54 @@ class RecreateRequests(Runner):
         await self.outbox.deliver(new_id)
         return created
 
+    async def _audited_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
+        """:meth:`recreate_target`, with a refusal by the policy audited before it is raised."""
+        try:
+            return await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
+        except NotAllowed as err:
+            refused = await self._store.get_operation(op_id=op_id)
+            await self._store.add_audit(
+                AuditEntry(
+                    at=self._clock.now(),
+                    action="recreate_refused",
+                    actor_id=user_id,
+                    op_id=op_id,
+                    vco_id=refused.vco_id if refused else None,
+                    region=refused.region if refused else None,
+                    detail=f"request: {err.friendly}",
+                )
+            )
+            raise
+
+    def _recreation_of(self, parent: Operation, *, user_id: str) -> Operation:
+        """A new recreation of deleted ``parent``, requested by ``user_id``, its key held here."""
+        now = self._clock.now()
+        new_id = uuid.uuid4().hex
+        return Operation(
+            id=new_id,
+            state=OpState.AWAITING_APPROVAL,
+            region=parent.region,
+            connection=parent.connection,
+            gateway=parent.gateway,
+            requester_id=user_id,
+            channel_id=parent.channel_id,
+            team_id=parent.team_id,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
+            client_token=client_token_for(new_id),
+            snapshot=parent.snapshot,
+            kind=KIND_RECREATE,
+            parent_op_id=parent.id,
+            thread_ts=parent.message_ts,
+            key_holder=self.instance_id,
+            # The deleted connection's account: it is recreated where it was.
+            account=parent.account,
+        )
+
 
 class RecreateSteps(StepBase):
     """The steps of a recreation: the create (with the key held here) and putting the routes back."""
-
-    # --- recreations ---------------------------------------------------------------------------
-    #
-    # The pre-shared key exists only in ``self._keys`` of the replica that took
-    # the modal submission (Operation.key_holder names it; the key is never stored). Hazards:
-    #
-    # - The approval click may land on another replica: it approves without taking the lease, and
-    #   the holder's resume pass drives the recreation. Other replicas leave it alone while the
-    #   holder's heartbeat is fresh; once the holder is gone the first one to claim it fails the
-    #   recreation with KeyLost, and the thread asks for the key again (Recreate… on the card).
-    # - kill -9 after the create was sent: the send is recorded (``attempts``) before it is made,
-    #   with a stored ClientToken. After a restart the key is gone, and resending the token without
-    #   it is unsafe: if the first send never reached Alibaba, a keyless create would make a
-    #   connection with a random key. So a resumed recreation never resends; it looks for the
-    #   connection on the gateway by the tag the create carried (``vpnbot-operation=<op id>``)
-    #   and carries on with it if found, else fails with KeyLost(sent=True). Never by CreateTime,
-    #   name or subnets: a clock off by minutes, or a look-alike, would decide wrongly.
-    # - Routes: the create says AutoConfigRoute=false, so the new connection starts with none and
-    #   gets exactly the snapshot's. Before the first route (and after any refusal) the gateway's
-    #   route tables are read: a route already on the new connection is not sent again (no error
-    #   code is trusted to say "exists"). Each has its own deterministic token chain
-    #   (``vpnbot-<op>-r<i>-<n>``), so a resend after a crash replays Alibaba's first answer; each
-    #   result is stored as soon as it is known, and a route already stored is never sent again.
-    #   One at a time, each after the gateway is ``active`` again (Alibaba refuses concurrent
-    #   changes on a gateway).
 
     async def _step_creating(self, op: Operation) -> Operation:
         """CREATING -> WAITING_GATEWAY with the new connection, or a final failure."""

@@ -134,7 +134,7 @@ class Runner:
         self._looking_up: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        # Recreations' keys, in this process's memory only (see Steps, "recreations").
+        # Recreations' keys, in this process's memory only (see bot.workflow.recreate).
         self._keys: dict[str, RecreateKeys] = {}
 
     async def start(self) -> None:
