@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from bot.domain import (
@@ -235,14 +235,7 @@ class DeleteRequests(Runner):
         ConfirmationClosed (an expired one is expired first).
         """
         op = await self._load(op_id)
-        try:
-            await self._policy.check_approval(user_id=user_id, op=op)
-        except NotAllowed as err:
-            # Counted on one row per person and card: a click storm cannot flood /vpn history.
-            await self._store.add_audit(
-                self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}", times=1)
-            )
-            raise
+        await self._audited_check(self._policy.check_approval, op, user_id=user_id, verb="approve")
         if op.state is not OpState.AWAITING_APPROVAL:
             raise ConfirmationClosed(op)
         now = self._clock.now()
@@ -301,13 +294,7 @@ class DeleteRequests(Runner):
         requester and recorded in the audit entry.
         """
         op = await self._load(op_id)
-        try:
-            await self._policy.check_cancel(user_id=user_id, op=op)
-        except NotAllowed as err:
-            await self._store.add_audit(
-                self._steps.entry(op, "refused", actor_id=user_id, detail=f"cancel: {err.friendly}", times=1)
-            )
-            raise
+        await self._audited_check(self._policy.check_cancel, op, user_id=user_id, verb="cancel")
         now = self._clock.now()
         moved = await self._store.transition_and_claim(
             op_id,
@@ -331,6 +318,19 @@ class DeleteRequests(Runner):
         self.outbox.deliver_claimed(cancelled, pending)
         self._steps.finished(cancelled)
         return cancelled
+
+    async def _audited_check(
+        self, check: Callable[..., Awaitable[None]], op: Operation, *, user_id: str, verb: str
+    ) -> None:
+        """The policy's ``check`` of ``user_id`` on ``op``; a refusal is audited, then raised (NotAllowed)."""
+        try:
+            await check(user_id=user_id, op=op)
+        except NotAllowed as err:
+            # Counted on one row per person and card: a click storm cannot flood /vpn history.
+            await self._store.add_audit(
+                self._steps.entry(op, "refused", actor_id=user_id, detail=f"{verb}: {err.friendly}", times=1)
+            )
+            raise
 
     @staticmethod
     def _denial_effects(op: Operation, user_id: str, reason: str | None) -> list[Effect]:
