@@ -165,7 +165,7 @@ def _history_line(entry: AuditEntry, now: datetime) -> str:
         parts.append(f"account {code(entry.account, 40)}")
     if entry.region:
         parts.append(code(entry.region, 64))
-    # A reason (person-typed, always last: see bot.workflow.steps.Steps.entry) is shown inert.
+    # A reason (person-typed, always last: see bot.workflow.steps.StepBase.entry) is shown inert.
     found = _REASON_SPLIT.search(entry.detail)
     written, said = (
         (entry.detail[: found.start()], entry.detail[found.end() :]) if found else (entry.detail, "")

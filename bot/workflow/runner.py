@@ -1,6 +1,7 @@
-"""The deletion workflow: request, approval, one DeleteVpnConnection per gateway, then watching it finish.
+"""The runner: leases, the resume and expiry passes, and driving each operation within its room.
 
-The states and their arrows are drawn in :class:`bot.domain.OpState`. The rules that keep a
+The deletion workflow is request, approval, one DeleteVpnConnection per gateway, then watching
+it finish (:mod:`bot.workflow.delete`; recreations in :mod:`bot.workflow.recreate`). The states and their arrows are drawn in :class:`bot.domain.OpState`. The rules that keep a
 deletion safe across clicks, retries, crashes and replicas:
 
 - every state change is a compare-and-set in the store, written together with its audit entry
@@ -25,20 +26,13 @@ import contextlib
 import contextvars
 import logging
 import secrets
-import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING, Any
 
 from bot.delivery import OutboxConfig, OutboxDispatcher
 from bot.domain import (
-    KIND_RECREATE,
-    AuditEntry,
     Crashed,
-    Deferred,
-    Denied,
     Effect,
     EffectKind,
     Expired,
@@ -46,32 +40,28 @@ from bot.domain import (
     OpState,
     PostFailed,
     Resumed,
-    VpnConnection,
-    VpnGateway,
-    client_token_for,
 )
 from bot.errors import (
-    AlreadyRequested,
     ConfirmationClosed,
-    NotAllowed,
-    RecreateRefused,
     SlackError,
     StoreUnavailable,
 )
-from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
+from bot.ports import Clock, Notifier, OperationStore, Policy
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.steps import (
     CARD,
     SYSTEM_ACTOR,
     LostOperation,
     RecreateKeys,
-    Steps,
     Stopping,
     direct,
     thread,
 )
 
-__all__ = ["Workflow"]
+if TYPE_CHECKING:
+    from bot.workflow.api import Steps
+
+__all__ = ["Runner"]
 
 log = logging.getLogger("bot.workflow")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
@@ -93,37 +83,24 @@ _OUTAGE_MAX_RETRY_S = 5.0
 _LEASE_LOST: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("lease_lost", default=None)
 
 
-class _OneVpc:
-    """One VPC API for every account (the single-account bot and tests)."""
+class Runner:
+    """Owns what drives operations here: the instance id, leases, the resume and expiry passes, the room.
 
-    def __init__(self, vpc: VpcApi) -> None:
-        self._vpc = vpc
+    :class:`bot.workflow.api.Workflow` puts it together with the requests and the steps.
+    """
 
-    def for_account(self, account: str, *, acting_user: str | None = None) -> VpcApi:
-        return self._vpc
-
-
-class Workflow:
-    """Drives deletion operations from the slash command to a final state."""
+    _steps: Steps
 
     def __init__(
         self,
         *,
         store: OperationStore,
-        vpc: VpcApi | None = None,
-        vpcs: VpcApis | None = None,
         notifier: Notifier,
         policy: Policy,
         clock: Clock,
         config: WorkflowConfig,
         instance_id: str,
-        meter: OperationMeter | None = None,
     ) -> None:
-        """``vpcs`` gives each account's VPC API; a plain ``vpc`` serves the single-account bot."""
-        if vpcs is None:
-            if vpc is None:
-                raise TypeError("Workflow needs vpc or vpcs")
-            vpcs = _OneVpc(vpc)
         self._store = store
         self._policy = policy
         self._clock = clock
@@ -159,372 +136,8 @@ class Workflow:
         self._looking_up: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        # Recreations' keys, in this process's memory only (see Steps, "recreations").
+        # Recreations' keys, in this process's memory only (see bot.workflow.recreate).
         self._keys: dict[str, RecreateKeys] = {}
-        self._steps = Steps(
-            store=store,
-            vpcs=vpcs,
-            clock=clock,
-            config=config,
-            owner=instance_id,
-            outbox=self.outbox,
-            pause=self._pause,
-            meter=meter or NoMeter(),
-            keys=self._keys,
-        )
-
-    # --- public API (the Slack layer calls exactly these) ----------------------------------------
-
-    async def request_delete(
-        self,
-        *,
-        team_id: str,
-        user_id: str,
-        channel_id: str,
-        vco_id: str,
-        region: str,
-        response_url: str | None,
-        account: str = "",
-        reason: str | None = None,
-        ticket: str | None = None,
-    ) -> Operation:
-        """Check policy, record the request, look the connection up and post the confirmation.
-
-        ``account`` is the VPNBOT_ACCOUNTS name it runs in (the Slack layer chose and checked it);
-        ``""`` for the single-account bot. One open request per person and connection: if this
-        person's earlier request for it is still looking up or awaiting approval, nothing is
-        recorded and AlreadyRequested (with that operation) is raised.
-
-        The request is recorded (leased to this worker) before the lookup goes on past its first
-        read, so if this process dies during it another worker finishes the lookup and answers the
-        requester. That first read, of the connection, is on its way while the request is
-        recorded: waiting for the store first put a transaction (a queue of them, in a burst) in
-        front of the first Alibaba round trip.
-        """
-        try:
-            await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=region)
-        except NotAllowed as err:
-            entry = AuditEntry(
-                at=self._clock.now(),
-                action="refused",
-                actor_id=user_id,
-                vco_id=vco_id,
-                region=region,
-                detail=f"request: {err.friendly}",
-                account=account or None,
-            )
-            await self._store.add_audit(entry)
-            raise
-        read = asyncio.ensure_future(
-            self._steps.read_connection(account=account, region=region, vco_id=vco_id)
-        )
-        try:
-            op = await self._record_request(
-                team_id=team_id,
-                user_id=user_id,
-                channel_id=channel_id,
-                vco_id=vco_id,
-                region=region,
-                response_url=response_url,
-                account=account,
-                reason=reason,
-                ticket=ticket,
-            )
-            self._looking_up.add(op.id)
-            try:
-                op = await self._steps.look_up(op, reply_on_failure=False, connection=read)
-            finally:
-                self._looking_up.discard(op.id)
-        finally:
-            # Not recorded (the store failed), or the lookup ended before it needed the read.
-            read.cancel()
-            if read.done() and not read.cancelled():
-                read.exception()  # looked at: it was the lookup's to report, or nobody's
-        # Posted (or its delivery is retried) before this returns. The operation is returned as the
-        # lookup left it, without the message's ts: reading it back would cost every request one
-        # more store transaction, and no caller needs it.
-        await self.outbox.deliver(op.id)
-        return op
-
-    async def _record_request(
-        self,
-        *,
-        team_id: str,
-        user_id: str,
-        channel_id: str,
-        vco_id: str,
-        region: str,
-        response_url: str | None,
-        account: str,
-        reason: str | None = None,
-        ticket: str | None = None,
-    ) -> Operation:
-        """Store the request (leased to this worker) before anything is looked up."""
-        now = self._clock.now()
-        op_id = uuid.uuid4().hex
-        op = Operation(
-            id=op_id,
-            state=OpState.LOOKING_UP,
-            region=region,
-            # Placeholders until the lookup fills them in.
-            connection=VpnConnection(vco_id, region, "", "", "", "", "", ""),
-            gateway=VpnGateway("", region, "", ""),
-            requester_id=user_id,
-            channel_id=channel_id,
-            team_id=team_id,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
-            client_token=client_token_for(op_id),
-            response_url=response_url,
-            account=account,
-            reason=reason,
-            ticket=ticket,
-        )
-        created = await self._store.create_operation(
-            op=op,
-            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
-            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
-            one_open=True,
-        )
-        if created.id != op.id:
-            raise AlreadyRequested(created)
-        return created
-
-    async def recreate_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
-        """The deleted operation ``op_id`` if Recreate… may be used on it now by ``user_id``.
-
-        Raises RecreateRefused (window closed, already recreated or under way, …) or NotAllowed.
-        """
-        parent = await self._store.get_operation(op_id=op_id)
-        if self._config.undo_window_s <= 0:
-            raise RecreateRefused("off", parent)
-        if parent is None or parent.is_recreate or parent.state is not OpState.DELETED:
-            raise RecreateRefused("not_deleted", parent)
-        if parent.snapshot is None or parent.snapshot.config is None:
-            raise RecreateRefused("no_snapshot", parent)
-        for other in await self._store.recreations_of(parent_op_id=parent.id):
-            if other.state is OpState.RECREATED:
-                raise RecreateRefused("recreated", parent, other)
-            if not other.is_terminal:
-                raise RecreateRefused("in_progress", parent, other)
-        if parent.new_vco_id:
-            raise RecreateRefused("recreated", parent)
-        if parent.undo_until is None or self._clock.now() >= parent.undo_until:
-            raise RecreateRefused("window_closed", parent)
-        await self._policy.check_request(user_id=user_id, channel_id=channel_id, region=parent.region)
-        return parent
-
-    async def request_recreate(
-        self,
-        *,
-        op_id: str,
-        user_id: str,
-        channel_id: str,
-        psk: SecretStr,
-    ) -> Operation:
-        """Record a recreation of deleted ``op_id`` and post its confirmation in the card's thread.
-
-        ``user_id`` submitted the modal: they are the requester (four-eyes counts them). The key
-        stays in this process's memory (``key_holder`` names it); it is never stored.
-        """
-        try:
-            parent = await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
-        except NotAllowed as err:
-            refused = await self._store.get_operation(op_id=op_id)
-            await self._store.add_audit(
-                AuditEntry(
-                    at=self._clock.now(),
-                    action="recreate_refused",
-                    actor_id=user_id,
-                    op_id=op_id,
-                    vco_id=refused.vco_id if refused else None,
-                    region=refused.region if refused else None,
-                    detail=f"request: {err.friendly}",
-                )
-            )
-            raise
-        now = self._clock.now()
-        new_id = uuid.uuid4().hex
-        op = Operation(
-            id=new_id,
-            state=OpState.AWAITING_APPROVAL,
-            region=parent.region,
-            connection=parent.connection,
-            gateway=parent.gateway,
-            requester_id=user_id,
-            channel_id=parent.channel_id,
-            team_id=parent.team_id,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
-            client_token=client_token_for(new_id),
-            snapshot=parent.snapshot,
-            kind=KIND_RECREATE,
-            parent_op_id=parent.id,
-            thread_ts=parent.message_ts,
-            key_holder=self.instance_id,
-            # The deleted connection's account: it is recreated where it was.
-            account=parent.account,
-        )
-        self._keys[new_id] = RecreateKeys(psk=psk)
-        try:
-            # One transaction with the parent locked: a modal submitted twice at once starts one.
-            created = await self._store.create_recreation(
-                op=op,
-                audit_entry=self._steps.entry(
-                    op, "recreate_requested", actor_id=user_id, detail=f"of {parent.id}"
-                ),
-                effects=[Effect(EffectKind.POST_CONFIRMATION)],
-            )
-        except BaseException:
-            self._keys.pop(new_id, None)
-            raise
-        if created is None:
-            self._keys.pop(new_id, None)
-            # Another submission won the race: say why, as a click would.
-            await self.recreate_target(op_id=op_id, user_id=user_id, channel_id=channel_id)
-            raise RecreateRefused("in_progress", parent)
-        await self.outbox.deliver(new_id)
-        return created
-
-    async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
-        """Approve once (the first click wins), then delete in the background; return at once.
-
-        ``message_ts`` is the clicked message: a click can arrive before the confirmation's ts
-        is recorded (it is stored once chat.postMessage answers), and the thread needs it.
-        """
-        op = await self._load(op_id)
-        try:
-            await self._policy.check_approval(user_id=user_id, op=op)
-        except NotAllowed as err:
-            # Counted on one row per person and card: a click storm cannot flood /vpn history.
-            await self._store.add_audit(
-                self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}", times=1)
-            )
-            raise
-        if op.state is not OpState.AWAITING_APPROVAL:
-            raise ConfirmationClosed(op)
-        now = self._clock.now()
-        if now >= op.expires_at:
-            await self._expire(op)
-            raise ConfirmationClosed(await self._load(op_id))
-        # A recreation is driven by the replica holding its key: another replica approves it
-        # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
-        # A deletion approved while this instance drives all it may (max_driven) is left unleased
-        # too: the first resume pass with room, here or on another replica, takes it.
-        ours = op.id in self._keys if op.is_recreate else self._has_room()
-        deferred = not ours and not op.is_recreate
-        effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
-        # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
-        # gets a lease that ends now, so the lookup's lease does not hold it back.
-        lease: tuple[str, datetime] | None = None
-        if ours:
-            lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s))
-        elif deferred:
-            lease = (self.instance_id, now)
-        if ours:
-            self._starting += 1
-        try:
-            # The card's update is claimed in the same transaction (as the lookup's post is): the
-            # outbox does not claim and read it again first.
-            moved = await self._store.transition_and_claim(
-                op_id,
-                claim=self.outbox.claim_terms(),
-                from_states=_AWAITING,
-                to=OpState.APPROVED,
-                now=now,
-                approver_id=user_id,
-                approved_at=now,
-                deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
-                message_ts=op.message_ts or message_ts,
-                lease=lease,
-                audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
-                effects=effects,
-            )
-            if moved is None:
-                raise ConfirmationClosed(await self._load(op_id))
-            approved, pending = moved
-            self.outbox.deliver_claimed(approved, pending)
-            if ours:
-                self._start_driving(approved)
-        finally:
-            if ours:
-                self._starting -= 1
-        if deferred:
-            self._wants_room = True
-            log.info(
-                "approved; waiting for room (%d operations driven here)",
-                len(self._driving),
-                extra={"op_id": op_id},
-            )
-        return approved
-
-    async def cancel(
-        self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
-    ) -> Operation:
-        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`).
-
-        ``reason`` (the Cancel modal's, person-typed) is shown on the closed card, told to the
-        requester and recorded in the audit entry.
-        """
-        op = await self._load(op_id)
-        try:
-            await self._policy.check_cancel(user_id=user_id, op=op)
-        except NotAllowed as err:
-            await self._store.add_audit(
-                self._steps.entry(op, "refused", actor_id=user_id, detail=f"cancel: {err.friendly}", times=1)
-            )
-            raise
-        now = self._clock.now()
-        moved = await self._store.transition_and_claim(
-            op_id,
-            claim=self.outbox.claim_terms(),
-            from_states=_AWAITING,
-            to=OpState.CANCELLED,
-            now=now,
-            cancelled_by=user_id,
-            cancel_reason=reason,
-            finished_at=now,
-            message_ts=op.message_ts or message_ts,
-            audit_entry=self._steps.entry(
-                op, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
-            ),
-            effects=self._denial_effects(op, user_id, reason),
-        )
-        if moved is None:
-            raise ConfirmationClosed(await self._load(op_id))
-        cancelled, pending = moved
-        self._keys.pop(op_id, None)
-        self.outbox.deliver_claimed(cancelled, pending)
-        self._steps.finished(cancelled)
-        return cancelled
-
-    @staticmethod
-    def _denial_effects(op: Operation, user_id: str, reason: str | None) -> list[Effect]:
-        """The card; a reason also in the thread; the requester told unless they cancelled it themselves."""
-        denied = Denied(by=user_id, reason=reason or "")
-        effects = [thread(denied), CARD] if reason else [CARD]
-        return effects if user_id == op.requester_id else [*effects, direct(denied)]
-
-    async def history(
-        self,
-        *,
-        limit: int = 10,
-        user_id: str | None = None,
-        channel_id: str = "",
-        accounts: Collection[str] | None = None,
-    ) -> list[AuditEntry]:
-        """The newest audit entries first, all of them (the CLI) or, for ``user_id``, ``channel_id``'s.
-
-        For a person (``user_id``), only if the policy lets them read history, and only the entries of
-        operations requested in ``channel_id`` and, given ``accounts``, run in one of them: history in a
-        channel shows that channel's operations (see :mod:`bot.slack.visibility`).
-        """
-        if user_id is None:
-            return await self._store.recent_audit(limit=limit)
-        await self._policy.check_history(user_id=user_id, channel_id=channel_id)
-        return await self._store.recent_audit(limit=limit, channel_id=channel_id, accounts=accounts)
 
     async def start(self) -> None:
         """Resume what crashed or stopped replicas left, then keep resuming, expiring and delivering."""
