@@ -237,12 +237,13 @@ async def test_sandbox_with_accounts_serves_sts_over_tls_for_two_accounts(
                 base=client, base_credentials=base, roles=roles, sts_endpoint=exports["VPNBOT_STS_ENDPOINT"]
             )
             prod = {c.vpn_connection_id for c in await client.describe_vpn_connections(region=SEED_REGION)}
-            staging = accounts.for_account("staging")
-            seen = {c.vpn_connection_id for c in await staging.describe_vpn_connections(region=SEED_REGION)}  # type: ignore[attr-defined]
-            via_prod = accounts.for_account("prod")
+            # client() is for_account()'s client with its full type (the listing is beyond VpcApi).
+            staging = accounts.client("staging")
+            seen = {c.vpn_connection_id for c in await staging.describe_vpn_connections(region=SEED_REGION)}
+            via_prod = accounts.client("prod")
             prod_seen = {
                 c.vpn_connection_id for c in await via_prod.describe_vpn_connections(region=SEED_REGION)
-            }  # type: ignore[attr-defined]
+            }
         assert SEED_VCO_HANGZHOU in prod_seen
         assert prod_seen == prod  # prod is the usual seeded world
         assert len(seen) == 3
