@@ -77,7 +77,7 @@ RUNTIME_ENV = {
 
 def _subcommands() -> set[str]:
     sub = next(a for a in _parser()._actions if a.dest == "command")
-    return set(sub.choices or ())  # type: ignore[arg-type]
+    return set(sub.choices or ())
 
 
 def check_command(argv: list[str]) -> None:

@@ -8,6 +8,7 @@ import logging
 import time
 
 import pytest
+from slack_sdk.signature import Clock
 
 from bot.errors import StoreUnavailable
 from bot.logs import QUIET_LOGGERS, LogThrottle, configure_logging
@@ -16,7 +17,7 @@ from bot.slack.http import MAX_DEPTH, REPLAY_CHECK_TIMEOUT_SECONDS, ReplayGuard,
 from bot.store import Store
 
 
-class _Clock:
+class _Clock(Clock):
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.value = now
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -143,7 +145,7 @@ def test_settings_clicks_and_mentions_agree_on_channel_ids(channel: str) -> None
         (ids.OperationId, "a9d1d73575144e1b83a8bd89e2198fc8", "../etc"),
     ],
 )
-def test_resource_id_types(kind: object, good: str, bad: str) -> None:
+def test_resource_id_types(kind: Any, good: str, bad: str) -> None:  # a type expression (Annotated str)
     adapter: TypeAdapter[str] = TypeAdapter(kind)
     assert adapter.validate_python(good) == good
     with pytest.raises(ValidationError):

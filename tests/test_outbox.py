@@ -47,7 +47,7 @@ def dispatcher(
     store: Store | CountingStore, clock: FakeClock, notifier: FakeNotifier, hook: Posted
 ) -> OutboxDispatcher:
     return OutboxDispatcher(
-        store=store,  # type: ignore[arg-type]
+        store=store,
         notifier=notifier,
         clock=clock,
         instance_id="i-1",

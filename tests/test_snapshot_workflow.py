@@ -22,6 +22,7 @@ from bot.domain import (
     VpnGateway,
 )
 from bot.store import SCHEMA_VERSION, Store
+from bot.workflow import Workflow
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -51,8 +52,8 @@ class _BrokenSnapshot(FakeVpc):
         raise RuntimeError("a bug in the adapter")
 
 
-async def _delete(h: Harness, **config: float) -> Operation:
-    wf = h.workflow(**config)
+async def _delete(h: Harness, wf: Workflow | None = None) -> Operation:
+    wf = wf or h.workflow()
     op = await h.request(wf)
     assert op.snapshot is None  # not at request time
     approved = await wf.approve(op_id=op.id, user_id="U0BOSS")
@@ -98,7 +99,7 @@ async def test_a_snapshot_that_never_answers_is_given_up_after_its_deadline(h: H
     h.vpc = vpc = _HangingSnapshot()
     vpc.add_connection("vco-1", "vpn-gw1")
     # Virtual time races ahead while the read hangs in real time: keep the overall deadline far away.
-    done = await _delete(h, snapshot_deadline_s=0.05, delete_timeout_s=10**7)
+    done = await _delete(h, h.workflow(snapshot_deadline_s=0.05, delete_timeout_s=10**7))
     assert done.state is OpState.DELETED
     assert vpc.cancelled.is_set()
     assert done.snapshot is not None
@@ -110,7 +111,7 @@ async def test_a_snapshot_that_never_answers_is_given_up_after_its_deadline(h: H
 
 async def test_a_failed_deletion_posts_no_snapshot(h: Harness) -> None:
     h.vpc.delete_script = [busy_error()] * 10
-    done = await _delete(h, busy_retry_attempts=1)
+    done = await _delete(h, h.workflow(busy_retry_attempts=1))
     assert done.state is OpState.FAILED
     assert done.snapshot is not None  # taken, kept with the operation
     assert "SnapshotTaken" not in h.notifier.event_types(done.id)

@@ -802,7 +802,7 @@ def test_disk_full_is_recognised_by_postgres_sqlstate_and_sqlite_code() -> None:
         sqlstate = "08006"
 
     full = sqlite3.OperationalError("database or disk is full")
-    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
     assert disk_full(PgError())
     assert disk_full(full)
     assert not disk_full(OtherPgError())

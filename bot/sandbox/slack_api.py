@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from aiohttp import web
 from slack_sdk.errors import SlackObjectFormationError
@@ -571,9 +571,29 @@ class StandinState:
         """Remember a slash command or click (for transcripts and assertions)."""
         self.interactions.append(interaction)
 
+    @overload
     async def wait_for(
         self,
-        predicate: Callable[[], T] | Callable[[], Awaitable[T]],
+        predicate: Callable[[], Awaitable[T | None]],
+        timeout: float = 5.0,  # noqa: ASYNC109
+        *,
+        interval: float = 0.01,
+        what: str = "condition",
+    ) -> T: ...
+
+    @overload
+    async def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float = 5.0,  # noqa: ASYNC109
+        *,
+        interval: float = 0.01,
+        what: str = "condition",
+    ) -> T: ...
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
         timeout: float = 5.0,  # noqa: ASYNC109  # the familiar wait_for(predicate, timeout) shape
         *,
         interval: float = 0.01,

@@ -45,7 +45,7 @@ def snake(action: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", action).lower()
 
 
-class _CapturingClient(VpcSdkClient):
+class _CapturingClient(VpcSdkClient):  # type: ignore[misc]  # the SDK is untyped (Any)
     """The official client with ``call_api`` (public) answering ``answer`` instead of calling out."""
 
     def __init__(self, answer: Mapping[str, Any] | None = None) -> None:
@@ -91,7 +91,7 @@ def capture_sdk_call(action: str, request: DaraModel, answer: Mapping[str, Any] 
     )
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type[DaraModel]) -> dict[str, Any]:
     module = inspect.getmodule(cls)
     # Each SDK model module imports its package's models as ``main_models``.
     namespace = {"main_models": vpc_models, **(vars(module) if module else {})}
@@ -154,7 +154,7 @@ def _populate(cls: type) -> DaraModel:
     return cls(**{attr: _sample(hint) for attr, hint in _hints(cls).items()})
 
 
-def _field_doc(cls: type, attr: str) -> str:
+def _field_doc(cls: type[DaraModel], attr: str) -> str:
     """The comment block the SDK writes above ``self.<attr> = <attr>`` in ``cls.__init__``."""
     lines = inspect.getsource(cls.__init__).splitlines()
     end = next(i for i, line in enumerate(lines) if line.strip() == f"self.{attr} = {attr}")
@@ -259,7 +259,7 @@ def _typed(name: str, value: str, hint: Any, doc_keys: frozenset[str] | None) ->
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     """``{"Tags.1.Key": v}`` -> ``{"Tags": [{"Key": v}]}`` (the inverse of the SDK's flattening)."""
-    root: dict[str, Any] = {}
+    root: dict[str | int, Any] = {}  # int keys are list positions until lists() below
     for name, value in flat.items():
         node = root
         parts = name.split(".")

@@ -21,7 +21,7 @@ from bot.cloud.signer import Credentials
 from bot.errors import CloudError, RetryClass, RoleNotAssumed
 from bot.sandbox.sts import KeyRing, RunningSts, SandboxAccount, SandboxRole, start_sts_sandbox
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
-from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, SandboxState
+from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, RecordedRequest, SandboxState
 
 UID = "2222222222222222"
 ARN = f"acs:ram::{UID}:role/vpn-bot"
@@ -171,7 +171,10 @@ async def test_account_clients_sign_with_the_role_per_account_and_user(world: Wo
         with pytest.raises(CloudError) as missing:
             await reader.describe_vpn_connection(region=SEED_REGION, vco_id=SEED_VCO_HANGZHOU)
         assert missing.value.code == "InvalidVpnConnectionInstanceId.NotFound"
-        (request,) = [r for r in world.vpc.state.requests if r.action == "DescribeVpnConnection"] or [None]
+        reached: list[RecordedRequest | None] = [
+            r for r in world.vpc.state.requests if r.action == "DescribeVpnConnection"
+        ]
+        (request,) = reached or [None]
         assert request is None  # nothing reached the home account's state
         with pytest.raises(RoleNotAssumed) as gone:
             await clients.for_account("retired").describe_vpn_connection(region=SEED_REGION, vco_id=world.vco)

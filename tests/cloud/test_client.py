@@ -54,7 +54,11 @@ def retries() -> Iterator[list[RetryDetails]]:
     """Every retry stamina schedules, through its own instrumentation hooks."""
     seen: list[RetryDetails] = []
     before = get_on_retry_hooks()
-    set_on_retry_hooks([seen.append])
+
+    def record(details: RetryDetails) -> None:
+        seen.append(details)
+
+    set_on_retry_hooks([record])
     yield seen
     set_on_retry_hooks(before)
 

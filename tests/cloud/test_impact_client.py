@@ -161,7 +161,7 @@ async def test_the_bgp_route_list_is_read_only_for_a_connection_that_runs_bgp(
     await _impact(sandbox, SEED_VCO_HANGZHOU)
     assert _route_lists(sandbox) == ["custom"]
     await _impact(sandbox, SEED_VCO_HANGZHOU_BGP)
-    assert sorted(_route_lists(sandbox)) == ["bgp", "custom", "custom"]
+    assert sorted(_route_lists(sandbox), key=str) == ["bgp", "custom", "custom"]
 
 
 async def test_the_snapshot_reads_bgp_routes_after_its_own_fresh_read_of_the_connection(

@@ -115,7 +115,9 @@ async def test_the_read_stops_when_its_last_caller_gives_up(sandbox: RunningSand
 
     def reads_on_the_way() -> list[asyncio.Task[object]]:
         return [
-            t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "VpcClient._get" and not t.done()
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", None) == "VpcClient._get" and not t.done()
         ]
 
     with stamina.set_testing(False):  # the real back-off: retries for the whole deadline

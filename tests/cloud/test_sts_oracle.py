@@ -49,7 +49,7 @@ async def sts() -> AsyncIterator[RunningSts]:
         await running.close()
 
 
-class _CapturingStsClient(StsClient):
+class _CapturingStsClient(StsClient):  # type: ignore[misc]  # the SDK is untyped (Any)
     """The official STS client with its public ``call_api`` capturing instead of calling out."""
 
     def __init__(self) -> None:

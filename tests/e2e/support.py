@@ -36,7 +36,7 @@ from bot.sandbox.local import (
     start_local_stack,
 )
 from bot.sandbox.slack import SlackStandin, demo_workspace, find_button, start_slack_standin
-from bot.sandbox.slack_api import Message, StandinState
+from bot.sandbox.slack_api import DEFAULT_APP_TOKEN, Message, StandinState
 from bot.sandbox.sts import SandboxAccount
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox, start_vpc_sandbox
 from bot.sandbox.vpc_state import SandboxState
@@ -102,7 +102,7 @@ async def sandbox_and_slack(
         vpc = await start_vpc_sandbox(state=SandboxState(update_seconds=update_seconds))
         cleanup.push_async_callback(vpc.close)
         slack = await start_slack_standin(
-            bot_token=LOCAL_BOT_TOKEN, app_token=app_token, workspace=demo_workspace()
+            bot_token=LOCAL_BOT_TOKEN, app_token=app_token or DEFAULT_APP_TOKEN, workspace=demo_workspace()
         )
         cleanup.push_async_callback(slack.close)
         yield vpc, slack
@@ -412,7 +412,7 @@ async def socket_mode_bot(
         await app.start()
         handler = AsyncSocketModeHandler(app.bolt, app_token)
         cleanup.push_async_callback(handler.close_async)
-        await handler.connect_async()
+        await handler.connect_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
         await slack.state.socket_mode.wait_connected()
         yield SocketWorld(vpc=vpc, slack=slack, app=app)
 

@@ -356,7 +356,7 @@ async def test_the_picker_offers_the_accounts_and_searches_the_chosen_one(
     select = next(b for b in view["blocks"] if b["block_id"] == BlockId.PICK_ACCOUNT)
     assert [o["value"] for o in select["element"]["options"]] == ["prod", "staging"]
 
-    values = {
+    values: dict[str, dict[str, Any]] = {
         BlockId.PICK_ACCOUNT: {ActionId.PICK_ACCOUNT: selected_option({"text": {}, "value": "staging"})},
         BlockId.PICK_REGION: {ActionId.PICK_REGION: selected_option({"text": {}, "value": "cn-hangzhou"})},
     }

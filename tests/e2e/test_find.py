@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.sandbox.local import LocalStack
+from bot.sandbox.slack import find_button
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import SocketModeUser
 from bot.sandbox.vpc_state import (
@@ -26,7 +27,6 @@ from bot.slack.block_ids import ActionId
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import (
     all_text,
-    find_button,
     local_stack,
     op_id_of,
     socket_mode_bot,

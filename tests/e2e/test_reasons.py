@@ -188,7 +188,7 @@ async def test_reason_in_picker_is_checked_and_kept(sqlite_url: str, monkeypatch
         assert fields[BlockId.PICK_REASON]["element"]["initial_value"] == "CHG-9 from the command"
         assert "CHG-[0-9]+" in fields[BlockId.PICK_REASON]["hint"]["text"]
 
-        pick = {
+        pick: dict[str, dict[str, Any]] = {
             BlockId.PICK_CONNECTION: {
                 ActionId.PICK_CONNECTION: {
                     "type": "external_select",
@@ -199,7 +199,7 @@ async def test_reason_in_picker_is_checked_and_kept(sqlite_url: str, monkeypatch
                 }
             }
         }
-        no_ticket = {
+        no_ticket: dict[str, dict[str, Any]] = {
             **pick,
             BlockId.PICK_REASON: {ActionId.PICK_REASON: {"type": "plain_text_input", "value": "no ticket"}},
         }
@@ -209,7 +209,7 @@ async def test_reason_in_picker_is_checked_and_kept(sqlite_url: str, monkeypatch
         assert "CHG-[0-9]+" in answer["errors"][BlockId.PICK_REASON]
         assert state.messages(CHANNEL) == []
 
-        with_ticket = {
+        with_ticket: dict[str, dict[str, Any]] = {
             **pick,
             BlockId.PICK_REASON: {ActionId.PICK_REASON: {"type": "plain_text_input", "value": "CHG-77 done"}},
         }

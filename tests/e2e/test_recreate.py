@@ -224,9 +224,15 @@ async def test_after_the_window_the_button_goes_and_a_click_says_why(sqlite_url:
         ts = await delete(stack)
         [op] = await stack.bot.app.store.list_operations()
         assert op.undo_until is not None
+
         # The expiry pass takes the button away once the window has closed.
+        def button_gone() -> bool | None:
+            card = state.message(CHANNEL, ts)
+            assert card is not None
+            return not offers_recreate(card) or None
+
         await state.wait_for(
-            lambda: not offers_recreate(state.message(CHANNEL, ts)) or None,
+            button_gone,
             timeout=10,
             what="the button to go",
         )

@@ -20,8 +20,9 @@ from bot.errors import StoreUnavailable
 from bot.sandbox.local import LocalStack
 from bot.slack.block_ids import ActionId
 
+from .conftest import ALICE, BOB
 from .support import CHANNEL, local_stack, wait_parent, wait_thread
-from .test_recreate import ALICE, BOB, KEY, delete, open_modal, psk_values, recreate_confirmation, routes_to
+from .test_recreate import KEY, delete, open_modal, psk_values, recreate_confirmation, routes_to
 
 pytestmark = pytest.mark.postgres
 UNREACHABLE = StoreUnavailable("").friendly

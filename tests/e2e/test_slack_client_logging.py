@@ -13,6 +13,7 @@ class _Counted(str):
     """A text that counts how often it is formatted with repr(), as debug lines do with parameters."""
 
     __slots__ = ("reprs",)
+    reprs: int
 
     def __new__(cls, value: str) -> _Counted:
         self = super().__new__(cls, value)

@@ -10,8 +10,10 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU
 from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CHANNEL
+from .support import all_text as _all_text
+from .support import has_buttons as _has_buttons
 from .support import local_stack
-from .test_delete_flow import _all_text, _confirmation, _final_parent, _has_buttons
+from .test_delete_flow import _confirmation, _final_parent
 
 PRIVATE = "G0SECRET"
 

@@ -81,7 +81,7 @@ async def socket_bot(world: World, sqlite_url: str) -> AsyncIterator[BotApp]:
         # As `vpn-bot serve` does: Bolt's handler opens the URL with the app's own client (its base_url).
         handler = AsyncSocketModeHandler(app.bolt, APP_TOKEN)
         cleanup.push_async_callback(handler.close_async)
-        await handler.connect_async()
+        await handler.connect_async()  # type: ignore[no-untyped-call]  # Bolt's handler is untyped
         await world.slack.state.socket_mode.wait_connected()
         yield app
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from slack_sdk.models.views import View
@@ -198,7 +199,7 @@ async def test_the_picker_offers_and_searches_only_unbound_accounts(world: World
     text = json.dumps(view["blocks"])
     assert '"prod"' not in text, "prod is not offered"
     # A search forged to name prod is answered with the refusal, not prod's connections.
-    values = {
+    values: dict[str, dict[str, Any]] = {
         BlockId.PICK_ACCOUNT: {ActionId.PICK_ACCOUNT: selected_option({"text": {}, "value": "prod"})},
         BlockId.PICK_REGION: {ActionId.PICK_REGION: selected_option({"text": {}, "value": "cn-hangzhou"})},
     }

@@ -51,12 +51,12 @@ async def connect(standin: SlackStandin) -> AsyncIterator[Callable[[Listener], A
         )
         clients.append(client)
         client.socket_mode_request_listeners.append(listener)
-        await client.connect()
+        await client.connect()  # type: ignore[no-untyped-call]  # slack_sdk's aiohttp SocketModeClient is untyped
         return client
 
     yield connect
     for client in clients:
-        await client.close()
+        await client.close()  # type: ignore[no-untyped-call]  # slack_sdk's aiohttp SocketModeClient is untyped
 
 
 class Recorder:
@@ -84,7 +84,7 @@ async def test_sdk_client_connects_receives_an_envelope_and_acks(standin: SlackS
 
         client.message_listeners.append(on_message)
         client.socket_mode_request_listeners.append(recorder)
-        await client.connect()
+        await client.connect()  # type: ignore[no-untyped-call]  # slack_sdk's aiohttp SocketModeClient is untyped
         [conn] = await server.wait_connected()
         await state.wait_for(lambda: hello, what="hello")
         assert hello[0]["connection_info"] == {"app_id": state.workspace.app_id}
@@ -94,7 +94,7 @@ async def test_sdk_client_connects_receives_an_envelope_and_acks(standin: SlackS
             "slash_commands", {"command": "/vpn", "text": "help"}, accepts_response_payload=True
         )
     finally:
-        await client.close()
+        await client.close()  # type: ignore[no-untyped-call]  # slack_sdk's aiohttp SocketModeClient is untyped
 
     assert ack.payload == {"text": "Working on it"}
     assert ack.connection == conn.id
@@ -183,7 +183,7 @@ async def test_wrong_app_token_is_invalid_auth(standin: SlackStandin) -> None:
         with pytest.raises(SlackApiError, match="invalid_auth"):
             await client.issue_new_wss_url()
     finally:
-        await client.close()
+        await client.close()  # type: ignore[no-untyped-call]  # slack_sdk's aiohttp SocketModeClient is untyped
     assert standin.state.socket_mode.all_connections == []
 
 

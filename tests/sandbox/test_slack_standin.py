@@ -702,7 +702,7 @@ async def test_an_oversized_message_is_refused_as_slack_refuses_it(
     client: AsyncWebClient, standin: SlackStandin
 ) -> None:
     """12,000 characters of block text in all, 50 blocks, 3,000 per section, 40,000 of text."""
-    refused = {
+    refused: dict[str, dict[str, Any]] = {
         "msg_blocks_too_long": {"text": "t", "blocks": _sections(5, 2_401)},  # 12,005 in all
         "invalid_blocks": {"text": "t", "blocks": _sections(51, 10)},
         "msg_too_long": {"text": "t" * 40_001},

@@ -98,7 +98,7 @@ def assert_code(response: httpx.Response, code: str) -> None:
 async def settled(caller: Caller, gateway_id: str) -> None:
     async def active() -> bool:
         body = await caller.ok("DescribeVpnGateway", {**HZ, "VpnGatewayId": gateway_id})
-        return body["Status"] == "active"
+        return bool(body["Status"] == "active")
 
     await eventually(active)
 

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.domain import AuditEntry, Operation, OpState, VpnConnection, VpnGateway
@@ -196,6 +197,17 @@ class FakeWorkflow:
     ) -> Operation:
         self._enter("cancel", {"op_id": op_id, "user_id": user_id, **({"reason": reason} if reason else {})})
         return make_op(id=op_id, state=OpState.CANCELLED, cancelled_by=user_id, cancel_reason=reason)
+
+    async def recreate_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
+        self._enter("recreate_target", {"op_id": op_id, "user_id": user_id, "channel_id": channel_id})
+        return make_op(id=op_id, state=OpState.DELETED)
+
+    async def request_recreate(
+        self, *, op_id: str, user_id: str, channel_id: str, psk: SecretStr
+    ) -> Operation:
+        # The key is not recorded, as the real workflow keeps it in memory only.
+        self._enter("request_recreate", {"op_id": op_id, "user_id": user_id, "channel_id": channel_id})
+        return make_op(id=op_id, state=OpState.DELETED)
 
     async def history(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from slackfakes import T0, make_op
@@ -54,17 +55,17 @@ from bot.slack.blocks import (
 EVIL = "<!channel> & <@U1>"
 
 
-def block(message: dict, block_id: str) -> dict:
-    found = [b for b in message["blocks"] if b.get("block_id") == block_id]
+def block(message: dict[str, Any], block_id: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [b for b in message["blocks"] if b.get("block_id") == block_id]
     assert len(found) == 1, f"expected one {block_id} block"
     return found[0]
 
 
-def all_text(message: dict) -> str:
+def all_text(message: dict[str, Any]) -> str:
     return json.dumps(message, ensure_ascii=False)
 
 
-def walk_limits(message: dict) -> None:
+def walk_limits(message: dict[str, Any]) -> None:
     """Every block respects Slack's documented limits."""
     assert message["text"]
     assert len(message["blocks"]) <= 50
@@ -494,7 +495,7 @@ def _op_for_warnings(*, business_status: str, status: str) -> Operation:
 
 
 def test_fit_blocks_shortens_the_longest_texts_alike_and_keeps_every_block() -> None:
-    blocks = [
+    blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "H" * 100}},
         *(
             {"type": "section", "text": {"type": "mrkdwn", "text": f"row {n} " + "x" * 3000}}

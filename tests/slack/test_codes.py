@@ -175,7 +175,7 @@ def _api_error(status: int, data: dict[str, object]) -> SlackApiError:
         headers={},
         status_code=status,
     )
-    return SlackApiError("failed", response)
+    return SlackApiError("failed", response)  # type: ignore[no-untyped-call]  # slack_sdk's SlackApiError is untyped
 
 
 def test_http_error_without_a_slack_body_is_read_by_status() -> None:

@@ -196,7 +196,8 @@ def test_forged_values_are_refused(action_id: str, value: str) -> None:
 
 def test_click_without_user_or_channel_is_refused() -> None:
     value = ListPage(r="cn-hangzhou", p=0).to_value()
-    for broken in ({"user": {"id": "nobody"}}, {"channel": None, "container": {}}):
+    broken_bodies: list[dict[str, Any]] = [{"user": {"id": "nobody"}}, {"channel": None, "container": {}}]
+    for broken in broken_bodies:
         with pytest.raises(NotAllowed):
             parse_list_click(click_body(ActionId.LIST_NEXT, value, **broken))
 

@@ -213,7 +213,7 @@ async def test_usage_replies_ride_on_the_ack(harness: Harness, text: str, fragme
 async def test_text_containing_payload_reaches_the_listener(harness: Harness) -> None:
     """Bolt alone answers 404 to a command whose text contains "payload"; our handler does not."""
     body = harness.command_body("delete vco-payload1 cn-hangzhou")
-    bolt_only = await harness.app.async_dispatch(AsyncBoltRequest(body=body, headers=sign(body)))
+    bolt_only = await harness.app.async_dispatch(AsyncBoltRequest(body=body, headers={**sign(body)}))
     assert bolt_only.status == 404, "the quirk this handler exists for"
 
     status, reply = await harness.command("delete vco-payload1 cn-hangzhou")

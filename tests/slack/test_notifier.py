@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -23,9 +24,10 @@ def notifier(fake: FakeSlack) -> SlackNotifier:
     return SlackNotifier(AsyncWebClient(token="xoxb-test", base_url=fake.api_url))
 
 
-def blocks_of(call: dict) -> list[dict]:
+def blocks_of(call: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = call["blocks"]
-    return json.loads(blocks) if isinstance(blocks, str) else blocks
+    parsed: list[dict[str, Any]] = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return parsed
 
 
 async def test_post_confirmation_returns_ts_and_posts_buttons(fake_slack: FakeSlack) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from bot.slack.parsing import (
     FOREIGN_BUTTON,
     MALFORMED_COMMAND,
     ButtonClick,
+    Command,
     DeleteCommand,
     HelpCommand,
     HistoryCommand,
@@ -28,7 +30,7 @@ from bot.slack.parsing.primitives import ECHO_MAX, echo
 DEFAULT = "cn-hangzhou"
 
 
-def parse(text: str):
+def parse(text: str) -> Command:
     return parse_command(text, default_region=DEFAULT)
 
 
@@ -222,8 +224,8 @@ def click_body(
     message_value: str | None = "op-1",
     action_id: str = ActionId.APPROVE,
     ts: str = "1700000000.000100",
-) -> dict:
-    body: dict = {
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "type": "block_actions",
         "user": {"id": "U0CLICKER"},
         "channel": {"id": "C0CHANNEL"},
@@ -287,7 +289,7 @@ def test_click_without_message_copy_is_accepted() -> None:
         {"type": "block_actions"},
     ],
 )
-def test_foreign_or_malformed_clicks_are_refused(body: dict) -> None:
+def test_foreign_or_malformed_clicks_are_refused(body: dict[str, Any]) -> None:
     with pytest.raises(NotAllowed) as info:
         parse_click(body)
     assert info.value.friendly == FOREIGN_BUTTON
@@ -331,7 +333,7 @@ def test_slash_command_payload_is_checked_by_the_id_rules() -> None:
         {"team_id": 5},
     ],
 )
-def test_malformed_slash_command_payloads_are_refused(change: dict) -> None:
+def test_malformed_slash_command_payloads_are_refused(change: dict[str, Any]) -> None:
     body = {"text": "help", "user_id": "U0ALICE", "channel_id": "C0VPNOPS", **change}
     with pytest.raises(NotAllowed) as info:
         parse_slash_command(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from slack_sdk.models.blocks import Block
@@ -17,7 +18,9 @@ from bot.domain import (
     ConnectionReady,
     Created,
     KeyLost,
+    Operation,
     OpState,
+    Progress,
     Recreated,
     RouteResult,
     Snapshot,
@@ -72,13 +75,13 @@ CONN = VpnConnection(
 )
 
 
-def valid(message: dict) -> None:
+def valid(message: dict[str, Any]) -> None:
     walk_limits(message)
     for raw in message["blocks"]:
         Block.parse(raw).validate_json()  # type: ignore[union-attr]
 
 
-def recreation(**overrides: object) -> object:
+def recreation(**overrides: Any) -> Operation:
     return make_op(
         kind=KIND_RECREATE,
         connection=CONN,
@@ -231,7 +234,7 @@ def test_a_lost_key_asks_for_it_again() -> None:
 
 
 def test_recreation_events_survive_the_outbox_json() -> None:
-    events = [
+    events: list[Progress] = [
         Created(new_vco_id="vco-bp1new", request_id="R-1"),
         ConnectionReady(gateway_id="vpn-1", new_vco_id="vco-bp1new", routes=2),
         Recreated(

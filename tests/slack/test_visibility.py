@@ -12,7 +12,8 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from slackfakes import make_op
 
-from bot.config import explicit_settings
+from bot.config import Settings, explicit_settings
+from bot.doctor.model import Check
 from bot.doctor.settings import check_settings
 from bot.errors import NotAllowed, SlackError, UsageError
 from bot.sandbox.slack_api import Channel, SlackStandin, start_slack_standin
@@ -192,7 +193,7 @@ def test_a_bad_binding_mode_is_refused() -> None:
 
 
 def test_the_doctor_says_which_accounts_unbound_channels_reach() -> None:
-    def row(settings):  # type: ignore[no-untyped-def]
+    def row(settings: Settings) -> Check:
         return next(c for c in check_settings(settings) if c.name == "Accounts from unbound channels")
 
     exclusive = row(_settings(channel_accounts=f"{PROD}=prod"))
