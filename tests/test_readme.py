@@ -31,8 +31,8 @@ def test_quickstart_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
     assert "vpn-bot demo" in demo
     assert "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "-c requirements.lock" in demo
-    assert "-c requirements.lock" in tests
+    assert "-c requirements.lock.txt" in demo
+    assert "-c requirements.lock.txt" in tests
     assert tests.replace("pip install -c", "pip install -q -c") in ci
 
 

@@ -6,8 +6,6 @@ The counts are checked against what the stand-ins themselves recorded, request b
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,6 +15,7 @@ from subprocess import PIPE
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tooling import require_tool
 
 from bot.app import BotApp
 from bot.sandbox.local import LocalStack
@@ -280,12 +279,7 @@ async def test_socket_mode_serves_health_and_metrics_on_the_metrics_port(
 
 async def test_a_live_scrape_passes_promtool_check_metrics(stack: LocalStack) -> None:
     """Prometheus's own linter on what a scraper gets after a deletion (names, help, types, units)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool is not installed (Debian's prometheus package; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    promtool = require_tool("promtool", "Debian's prometheus package")
     await _request(stack, f"delete {SEED_VCO_HANGZHOU}")
     ts = await _approve(stack, SEED_VCO_HANGZHOU)
     await wait_parent(stack.slack.state, ts, "Deleted")
