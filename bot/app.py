@@ -305,7 +305,7 @@ def _build_slack(settings: Settings, metrics: Metrics) -> tuple[MeteredWebClient
         session=aiohttp.ClientSession(timeout=timeout, trust_env=False),
         logger=_slack_client_logger(),
     )
-    configure_retries(slack)
+    configure_retries(slack, backoff_s=settings.slack_retry_base_seconds / 4)
     signing_secret = _signing_secret(settings)
     with _quiet_bolt_token_warning():
         bolt = MeteredAsyncApp(

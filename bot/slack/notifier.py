@@ -18,6 +18,7 @@ A configuration snapshot too long for one message goes as a YAML file in the thr
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -29,6 +30,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.jitter import Jitter
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -99,25 +102,43 @@ class _OnceServerErrorRetryHandler(AsyncServerErrorRetryHandler):
         return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
 
-def configure_retries(client: AsyncWebClient) -> None:
+class _ScaledJitter(Jitter):
+    """slack_sdk's RandomJitter (up to 1 s more), scaled like the back-off it goes with."""
+
+    def __init__(self, most: float) -> None:
+        self._most = most
+
+    def recalculate(self, duration: float) -> float:
+        return duration + random.random() * self._most  # noqa: S311 - spreading retries, not a secret
+
+
+def configure_retries(client: AsyncWebClient, *, backoff_s: float = 0.5) -> None:
     """Retries for 429 (honouring Retry-After), 5xx and lost connections; safe to call twice.
 
     A post (chat.postMessage, files.completeUploadExternal) is retried by slack_sdk only after a
-    429, when Slack surely did nothing; after a lost answer or a 5xx the outbox decides.
+    429, when Slack surely did nothing; after a lost answer or a 5xx the outbox decides. Between
+    its retries slack_sdk waits ``backoff_s`` doubling, plus up to twice that at random (0.5 s:
+    slack_sdk's own default, up to 1 s of jitter); the app passes a quarter of
+    VPNBOT_SLACK_RETRY_BASE_SECONDS, so one setting sets every wait before Slack is asked again.
     """
+    interval = BackoffRetryIntervalCalculator(backoff_factor=backoff_s, jitter=_ScaledJitter(2 * backoff_s))
     kept: list[AsyncRetryHandler] = []
     for handler in client.retry_handlers:
-        if type(handler) is AsyncConnectionErrorRetryHandler:
+        if isinstance(handler, AsyncConnectionErrorRetryHandler):
             # slack_sdk's default: it would post a message again after a reset.
-            handler = _OnceConnectionErrorRetryHandler(max_retry_count=handler.max_retry_count)
-        elif type(handler) is AsyncServerErrorRetryHandler:
-            handler = _OnceServerErrorRetryHandler(max_retry_count=handler.max_retry_count)
+            handler = _OnceConnectionErrorRetryHandler(
+                max_retry_count=handler.max_retry_count, interval_calculator=interval
+            )
+        elif isinstance(handler, AsyncServerErrorRetryHandler):
+            handler = _OnceServerErrorRetryHandler(
+                max_retry_count=handler.max_retry_count, interval_calculator=interval
+            )
         kept.append(handler)
     kinds = {type(h) for h in kept}
     if AsyncRateLimitErrorRetryHandler not in kinds:
         kept.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
     if _OnceServerErrorRetryHandler not in kinds:
-        kept.append(_OnceServerErrorRetryHandler(max_retry_count=1))
+        kept.append(_OnceServerErrorRetryHandler(max_retry_count=1, interval_calculator=interval))
     client.retry_handlers[:] = kept
 
 
