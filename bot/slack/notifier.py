@@ -70,36 +70,28 @@ def _not_idempotent(request: HttpRequest) -> bool:
     return request.url.rstrip("/").rsplit("/", 1)[-1] in _NOT_IDEMPOTENT
 
 
-class _OnceConnectionErrorRetryHandler(AsyncConnectionErrorRetryHandler):
+class _NotTwice(AsyncRetryHandler):
+    """A slack_sdk retry handler that never retries a call that must not run twice (see _NOT_IDEMPOTENT)."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _not_idempotent(request):
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
+
+
+class _OnceConnectionErrorRetryHandler(_NotTwice, AsyncConnectionErrorRetryHandler):
     """slack_sdk's retry after a lost connection, except for calls that must not run twice."""
 
-    async def _can_retry_async(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if _not_idempotent(request):
-            return False
-        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
-
-class _OnceServerErrorRetryHandler(AsyncServerErrorRetryHandler):
+class _OnceServerErrorRetryHandler(_NotTwice, AsyncServerErrorRetryHandler):
     """slack_sdk's retry after a 5xx, except for calls that must not run twice (Slack may have done it)."""
-
-    async def _can_retry_async(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if _not_idempotent(request):
-            return False
-        return await super()._can_retry_async(state=state, request=request, response=response, error=error)
 
 
 class _ScaledJitter(Jitter):

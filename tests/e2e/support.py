@@ -467,3 +467,21 @@ async def deny(stack: Any, user: str, ts: str, reason: str | None = None, *, cha
             "vpn-cancel-reason-block": {"vpn-cancel-reason": {"type": "plain_text_input", "value": reason}}
         }
     return await stack.agent.submit(user, view_id, values)
+
+
+@contextlib.contextmanager
+def logging_restored() -> Iterator[None]:
+    """Give back the root logger's handlers and every logger's level after a test that set up logging."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in list(logging.Logger.manager.loggerDict)}
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        for name, old in levels.items():
+            logging.getLogger(name).setLevel(old)

@@ -22,7 +22,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -54,6 +54,7 @@ from .support import (
     bot_env,
     fresh_postgres_database,
     has_buttons,
+    logging_restored,
     ops_listener,
     wait_confirmation,
     wait_parent,
@@ -388,27 +389,10 @@ async def test_metrics_listen_on_loopback_on_their_own_port(tmp_path: Path) -> N
 # --- quiet logs ------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _logging_restored() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in list(logging.Logger.manager.loggerDict)}
-    try:
-        yield
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        for name, old in levels.items():
-            logging.getLogger(name).setLevel(old)
-
-
 async def test_debug_logs_of_a_whole_delete_flow_hold_no_url_token_or_secret(sqlite_url: str) -> None:
     """VPNBOT_LOG_LEVEL=DEBUG, nothing masked: no response_url, token, key or statement in the log."""
     stream = io.StringIO()
-    with _logging_restored():
+    with logging_restored():
         stack = await start_local_stack(database_url=sqlite_url, update_seconds=0.3)
         try:
             secrets = {

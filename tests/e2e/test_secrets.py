@@ -26,7 +26,6 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict
 
 import pytest
@@ -40,7 +39,7 @@ from bot.slack.block_ids import ActionId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text as _all_text
-from .support import local_stack
+from .support import local_stack, logging_restored
 
 
 class _Records(logging.Handler):
@@ -58,23 +57,6 @@ def _record_text(record: logging.LogRecord) -> str:
     """Everything a formatter could print from a record: message, args, extras, traceback."""
     exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
     return f"{record.getMessage()} {record.__dict__!r} {exc} {record.exc_text or ''}"
-
-
-@contextlib.contextmanager
-def _logging_restored() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in list(logging.Logger.manager.loggerDict)}
-    try:
-        yield
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        for name, old in levels.items():
-            logging.getLogger(name).setLevel(old)
 
 
 async def _wait_parent(stack: LocalStack, ts: str, needle: str) -> None:
@@ -175,7 +157,7 @@ def _assert_clean(seen: dict[str, str], secrets: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("mode", ["configured", "unfiltered"])
 async def test_no_secret_reaches_slack_or_the_logs(sqlite_url: str, mode: str) -> None:
-    with _logging_restored():
+    with logging_restored():
         stream = io.StringIO()
         collector = _Records()
         root = logging.getLogger()
