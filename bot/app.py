@@ -467,6 +467,7 @@ def _build_workflow(
         now=clock.now,
         anyone_may_approve=settings.anyone_may_approve,
         approval_rule=approval_rule_text(settings),
+        audit_channel=settings.audit_channel,
     )
     return Workflow(
         store=store,

@@ -204,6 +204,19 @@ class Settings(BaseSettings):
     ticket_patterns: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, validation_alias="VPNBOT_TICKET_PATTERN"
     )
+    # --- nobody left waiting ----------------------------------------------------------------------
+    # Remind the approvers once in the card's thread after this long unanswered; 0: never.
+    remind_after_seconds: float = Field(
+        default=0.0, ge=0, le=7 * 86400, validation_alias="VPNBOT_REMIND_AFTER_SECONDS"
+    )
+    # A user group (S…) called once in the thread before an unanswered confirmation expires.
+    escalate_to: str | None = Field(default=None, validation_alias="VPNBOT_ESCALATE_TO")
+    # How long before expiry it is called; unset: a quarter of VPNBOT_CONFIRMATION_TTL_SECONDS.
+    escalate_before_expiry_seconds: float | None = Field(
+        default=None, gt=0, le=7 * 86400, validation_alias="VPNBOT_ESCALATE_BEFORE_EXPIRY_SECONDS"
+    )
+    # A channel (C…/G…) that gets one line per decision (requested, approved, denied, deleted, …).
+    audit_channel: str | None = Field(default=None, validation_alias="VPNBOT_AUDIT_CHANNEL")
 
     # Other ALIBABA_CLOUD_* lines of the .env file (e.g. ALIBABA_CLOUD_ECS_METADATA_DISABLED), for the
     # credential chain library, which reads only the process environment (see bot.cloud.credentials).
@@ -254,6 +267,32 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"not Slack channel ids (C…/G…/D…): {', '.join(bad)}")
         return value
+
+    @field_validator("escalate_to", "audit_channel", "escalate_before_expiry_seconds", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _usergroup(cls, value: str | None) -> str | None:
+        if value is not None and not ids.is_user_group_id(value.strip()):
+            raise ValueError(f"not a Slack user-group id (S…): {value}")
+        return value.strip() if value is not None else None
+
+    @field_validator("audit_channel")
+    @classmethod
+    def _audit_channel(cls, value: str | None) -> str | None:
+        if value is not None and not ids.is_channel_id(value.strip()):
+            raise ValueError(f"not a Slack channel id (C…/G…): {value}")
+        return value.strip() if value is not None else None
+
+    @property
+    def escalate_before_s(self) -> float:
+        """How long before expiry VPNBOT_ESCALATE_TO is called (default: a quarter of the TTL)."""
+        if self.escalate_before_expiry_seconds is not None:
+            return self.escalate_before_expiry_seconds
+        return self.confirmation_ttl_seconds / 4
 
     @field_validator("allowed_regions")
     @classmethod

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, auto
 
-from bot.domain import Delivery, EffectKind, Operation, PendingEffect
+from bot.domain import Announced, Delivery, EffectKind, Operation, PendingEffect
 from bot.errors import SlackError, StoreUnavailable
 from bot.ports import Clock, Notifier, OperationStore
 
@@ -33,7 +33,7 @@ log = logging.getLogger("bot.delivery")
 # Added to an effect's recorded error when the failed attempt may have been carried out all the same.
 MAYBE_DONE_MARK = "+maybe_done"
 # Effects that post a message: the ones to look for before posting again.
-_POSTS = (EffectKind.POST_CONFIRMATION, EffectKind.THREAD, EffectKind.DIRECT)
+_POSTS = (EffectKind.POST_CONFIRMATION, EffectKind.THREAD, EffectKind.DIRECT, EffectKind.AUDIT_LINE)
 
 
 def _maybe_done(effect: PendingEffect) -> bool:
@@ -248,6 +248,8 @@ class OutboxDispatcher:
             return "no response_url"
         if effect.kind in (EffectKind.THREAD, EffectKind.RESPOND, EffectKind.DIRECT) and effect.event is None:
             return "no event"
+        if effect.kind is EffectKind.AUDIT_LINE and not isinstance(effect.event, Announced):
+            return "no decision"
         return None
 
     @staticmethod
@@ -275,6 +277,9 @@ class OutboxDispatcher:
             case EffectKind.DIRECT:
                 assert effect.event is not None  # noqa: S101 - checked by _missing_target
                 await self._notifier.direct_message(op, effect.event, self._delivery(effect, op))
+            case EffectKind.AUDIT_LINE:
+                assert isinstance(effect.event, Announced)  # noqa: S101 - checked by _missing_target
+                await self._notifier.audit_line(op, effect.event, self._delivery(effect, op))
         return None
 
     @staticmethod

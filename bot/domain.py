@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 __all__ = [
     "ACTIVE_STATES",
+    "ANNOUNCED_ACTIONS",
     "IPSEC_UP",
     "KIND_DELETE",
     "KIND_RECREATE",
@@ -31,6 +32,7 @@ __all__ = [
     "RESERVED_TAG_PREFIXES",
     "TERMINAL_STATES",
     "Accepted",
+    "Announced",
     "AuditEntry",
     "ConnectionReady",
     "Crashed",
@@ -41,6 +43,7 @@ __all__ = [
     "Denied",
     "Effect",
     "EffectKind",
+    "Escalated",
     "Expired",
     "Failed",
     "GatewayActive",
@@ -61,6 +64,7 @@ __all__ = [
     "Progress",
     "Queued",
     "Recreated",
+    "Reminded",
     "Resumed",
     "Retrying",
     "RouteResult",
@@ -374,6 +378,27 @@ ACTIVE_STATES: frozenset[OpState] = frozenset(
         OpState.ROUTING,
     }
 )
+# The audit actions (AuditEntry.action, recreations' prefixed) that VPNBOT_AUDIT_CHANNEL gets one line
+# about: the decisions. To announce another action, add it here and write
+# ``*steps.announce(entry)`` into the effects of the transaction that records its entry.
+ANNOUNCED_ACTIONS: frozenset[str] = frozenset(
+    {
+        "requested",
+        "approved",
+        "cancelled",
+        "expired",
+        "deleted",
+        "failed",
+        "timed_out",
+        "recreate_requested",
+        "recreate_approved",
+        "recreate_cancelled",
+        "recreate_expired",
+        "recreated",
+        "recreate_failed",
+        "recreate_timed_out",
+    }
+)
 # The longest reason a person may give for a request or a denial (a sentence and a ticket number).
 REASON_MAX = 500
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
@@ -453,6 +478,10 @@ class Operation:
     ticket: str | None = None
     # Why it was denied (the Cancel modal's optional field); None when none was given.
     cancel_reason: str | None = None
+    # When the approvers were reminded (VPNBOT_REMIND_AFTER_SECONDS) and the request escalated
+    # (VPNBOT_ESCALATE_TO) in the thread: set once, by the compare-and-set that writes the reply.
+    reminded_at: datetime | None = None
+    escalated_at: datetime | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -507,6 +536,8 @@ class OpFields(TypedDict, total=False):
     route_results: tuple[RouteResult, ...]
     undo_until: datetime | None
     cancel_reason: str | None
+    reminded_at: datetime | None
+    escalated_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -715,6 +746,37 @@ class Expired:
 
 
 @dataclass(frozen=True, slots=True)
+class Reminded:
+    """Nobody approved or cancelled the request for ``waited_s``: the approvers are reminded, once."""
+
+    waited_s: float
+    # Who may approve (VPNBOT_APPROVERS: user and user-group ids; empty for ``*``), mentioned.
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    """The request is still unanswered ``left_s`` before it expires: ``group`` (VPNBOT_ESCALATE_TO) is called, once."""
+
+    group: str
+    left_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """A decision for the audit channel (VPNBOT_AUDIT_CHANNEL): the audit entry's action, by whom, when.
+
+    ``note`` is what the line adds to it: a denial's reason, a failure's friendly reason. The rest
+    (the connection, the card's link) is read from the operation when the line is posted.
+    """
+
+    action: str
+    actor_id: str
+    at: datetime
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotTaken:
     """After the deletion: the configuration taken before it (or why it could not be taken)."""
 
@@ -744,6 +806,9 @@ Progress = (
     | KeyLost
     | Denied
     | Expired
+    | Reminded
+    | Escalated
+    | Announced
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
@@ -772,6 +837,9 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         KeyLost,
         Denied,
         Expired,
+        Reminded,
+        Escalated,
+        Announced,
     )
 }
 
@@ -803,6 +871,7 @@ class EffectKind(StrEnum):
     THREAD = "thread"  # a reply in the card's thread (``event``)
     RESPOND = "respond"  # an ephemeral reply to the requester through the response_url (``event``)
     DIRECT = "direct"  # a direct message to the requester with the outcome (``event``) and the card's link
+    AUDIT_LINE = "audit_line"  # one line in VPNBOT_AUDIT_CHANNEL about a decision (``event``: Announced)
 
 
 @dataclass(frozen=True, slots=True)

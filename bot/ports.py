@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, Unpack
+from typing import Any, Literal, Protocol, Unpack
 
 from pydantic import SecretStr
 
 from bot.domain import (
+    Announced,
     AuditEntry,
     Delivery,
     Effect,
@@ -174,6 +175,10 @@ class Notifier(Protocol):
         """Tell the requester in a direct message how the request ended (once per ``delivery``)."""
         ...
 
+    async def audit_line(self, op: Operation, event: Announced, delivery: Delivery | None = None) -> None:
+        """Post one line about a decision in the audit channel, linking the card (once per ``delivery``)."""
+        ...
+
 
 class Policy(Protocol):
     """Server-side rules on who may request and who may approve. Raise NotAllowed to refuse."""
@@ -303,6 +308,24 @@ class OperationStore(Protocol):
     async def list_resumable(self, *, now: datetime, limit: int | None = None) -> list[Operation]: ...
 
     async def list_expired_confirmations(self, *, now: datetime) -> list[Operation]: ...
+
+    async def list_unanswered(
+        self,
+        *,
+        mark: Literal["reminded_at", "escalated_at"],
+        now: datetime,
+        created_before: datetime | None = None,
+        expiring_before: datetime | None = None,
+    ) -> list[Operation]: ...
+
+    async def mark_once(
+        self,
+        op_id: str,
+        *,
+        mark: Literal["reminded_at", "escalated_at"],
+        now: datetime,
+        effects: Sequence[Effect] = (),
+    ) -> Operation | None: ...
 
     async def acquire_gateway(self, *, region: str, gateway_id: str, op_id: str, now: datetime) -> str: ...
 

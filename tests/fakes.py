@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from bot.domain import (
     OPERATION_TAG,
+    Announced,
     Delivery,
     Impact,
     ImpactRoute,
@@ -385,6 +386,8 @@ class FakeNotifier:
     responses: list[tuple[str, Progress]] = field(default_factory=list)
     # The requester's direct messages: (op id, outcome).
     directs: list[tuple[str, Progress]] = field(default_factory=list)
+    # The audit channel's lines: (op id, decision).
+    audit_lines: list[tuple[str, Announced]] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def _call(self) -> None:
@@ -418,6 +421,11 @@ class FakeNotifier:
     async def direct_message(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
         await self._call()
         self.directs.append((op.id, event))
+
+    async def audit_line(self, op: Operation, event: Announced, delivery: Delivery | None = None) -> None:
+        self.deliveries.append(delivery)
+        await self._call()
+        self.audit_lines.append((op.id, event))
 
     def events_for(self, op_id: str) -> list[Progress]:
         return [event for oid, event in self.events if oid == op_id]

@@ -38,7 +38,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.domain import Delivery, Operation, Progress
+from bot.domain import Announced, Delivery, Operation, Progress
 from bot.errors import SlackError
 from bot.slack.blocks import (
     FILE_KEY,
@@ -48,6 +48,7 @@ from bot.slack.blocks import (
     build_respond,
     build_thread_reply,
 )
+from bot.slack.blocks.audit_line import build_audit_line
 from bot.slack.blocks.direct import build_direct_message
 from bot.slack.codes import BAD_RESPONSE, FILE_UPLOAD_FAILED, NO_TS, SLACK_FAILURES, slack_error, translate
 
@@ -164,8 +165,11 @@ class SlackNotifier:
         now: Callable[[], datetime] | None = None,
         anyone_may_approve: bool = False,
         approval_rule: str = "",
+        audit_channel: str | None = None,
     ) -> None:
         self._client = client
+        # VPNBOT_AUDIT_CHANNEL: where each decision gets its line (None: nowhere).
+        self._audit_channel = audit_channel
         # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card.
         self._rule = approval_rule
         # VPNBOT_APPROVERS=*: the card says that anyone who sees it may approve.
@@ -334,6 +338,20 @@ class SlackNotifier:
             raise slack_error(BAD_RESPONSE)
         message = build_direct_message(op, event, permalink=await self._permalink(op))
         await self._post_once(dm, None, message, delivery)
+
+    async def audit_line(self, op: Operation, event: Announced, delivery: Delivery | None = None) -> None:
+        """Post the decision's line in the audit channel, linking the card (once per ``delivery``).
+
+        Written by a replica with VPNBOT_AUDIT_CHANNEL set and delivered by one without it, the
+        line has nowhere to go: it is logged and dropped.
+        """
+        if self._audit_channel is None:
+            log.warning(
+                "notifier: no VPNBOT_AUDIT_CHANNEL here; the audit line is dropped", extra={"op_id": op.id}
+            )
+            return
+        message = build_audit_line(op, event, permalink=await self._permalink(op))
+        await self._post_once(self._audit_channel, None, message, delivery)
 
     async def _permalink(self, op: Operation) -> str | None:
         if not op.message_ts:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any, TypeVar, Unpack
+from typing import Any, Literal, TypeVar, Unpack
 
 from pydantic import TypeAdapter
 from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
@@ -627,6 +627,64 @@ class Store(OutboxMixin):
                 operations.c.state == OpState.AWAITING_APPROVAL.value, operations.c.expires_at <= now
             )
         )
+
+    @shielded
+    async def list_unanswered(
+        self,
+        *,
+        mark: Literal["reminded_at", "escalated_at"],
+        now: datetime,
+        created_before: datetime | None = None,
+        expiring_before: datetime | None = None,
+    ) -> list[Operation]:
+        """Confirmations awaiting approval, not expired, without ``mark``, requested before
+        ``created_before`` or expiring before ``expiring_before`` (the reminder's and escalation's pass)."""
+        column = operations.c[mark]
+        stmt = select(operations).where(
+            operations.c.state == OpState.AWAITING_APPROVAL.value,
+            operations.c.expires_at > now,
+            column.is_(None),
+        )
+        if created_before is not None:
+            stmt = stmt.where(operations.c.created_at <= created_before)
+        if expiring_before is not None:
+            stmt = stmt.where(operations.c.expires_at <= expiring_before)
+        return await self._operations(stmt.order_by(operations.c.created_at))
+
+    @shielded
+    async def mark_once(
+        self,
+        op_id: str,
+        *,
+        mark: Literal["reminded_at", "escalated_at"],
+        now: datetime,
+        effects: Sequence[Effect] = (),
+    ) -> Operation | None:
+        """Set ``mark`` to ``now`` on a confirmation still awaiting approval without it, with ``effects``.
+
+        A compare-and-set (``mark IS NULL``) in the transaction that writes the effects: of any
+        number of replicas and restarts, one writes the reminder (or escalation), once. None: lost.
+        """
+        stmt = (
+            update(operations)
+            .where(
+                operations.c.id == op_id,
+                operations.c.state == OpState.AWAITING_APPROVAL.value,
+                operations.c.expires_at > now,
+                operations.c[mark].is_(None),
+            )
+            .values({mark: now, "version": operations.c.version + 1})
+            .returning(*operations.c)
+        )
+
+        def stamp(conn: Connection) -> Row[Any] | None:
+            row = conn.execute(stmt).first()
+            if row is not None:
+                insert_effects(conn, op_id=op_id, effects=effects, now=now)
+            return row
+
+        row = await self._run(stamp)
+        return _row_to_op(row) if row is not None else None
 
     @shielded
     async def list_undo_closing(self, *, now: datetime) -> list[Operation]:

@@ -45,6 +45,15 @@ class WorkflowConfig:
     snapshot_deadline_s: float = 5.0
     # How long a deleted card offers Recreate… (VPNBOT_UNDO_WINDOW_SECONDS; 0 turns it off).
     undo_window_s: float = 86400.0
+    # Remind the approvers once after this long unanswered (VPNBOT_REMIND_AFTER_SECONDS; 0: never),
+    # mentioning ``approvers`` (VPNBOT_APPROVERS' ids; empty for ``*``).
+    remind_after_s: float = 0.0
+    approvers: tuple[str, ...] = ()
+    # Call this user group once ``escalate_before_s`` before an unanswered confirmation expires.
+    escalate_to: str | None = None
+    escalate_before_s: float = 225.0
+    # Whether decisions are announced in VPNBOT_AUDIT_CHANNEL (the outbox's AUDIT_LINE effects).
+    audit_channel: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowConfig:
@@ -60,6 +69,11 @@ class WorkflowConfig:
             undo_window_s=settings.undo_window_seconds,
             slack_retry_base_s=settings.slack_retry_base_seconds,
             slack_retry_max_s=settings.slack_retry_max_seconds,
+            remind_after_s=settings.remind_after_seconds,
+            approvers=() if settings.anyone_may_approve else tuple(settings.approvers),
+            escalate_to=settings.escalate_to,
+            escalate_before_s=settings.escalate_before_s,
+            audit_channel=settings.audit_channel is not None,
         )
 
     @property

@@ -256,6 +256,7 @@ class DeleteRequests(Runner):
     ) -> Operation:
         """AWAITING_APPROVAL -> APPROVED, leased to this instance if ``ours``; the card goes out at once."""
         effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
+        entry = self._steps.entry(op, "approved", actor_id=user_id)
         # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
         # gets a lease that ends now, so the lookup's lease does not hold it back.
         lease: tuple[str, datetime] | None = None
@@ -276,8 +277,8 @@ class DeleteRequests(Runner):
             deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
             message_ts=op.message_ts or message_ts,
             lease=lease,
-            audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
-            effects=effects,
+            audit_entry=entry,
+            effects=[*effects, *self._steps.announce(entry)],
         )
         if moved is None:
             raise ConfirmationClosed(await self._load(op.id))
@@ -296,6 +297,9 @@ class DeleteRequests(Runner):
         op = await self._load(op_id)
         await self._audited_check(self._policy.check_cancel, op, user_id=user_id, verb="cancel")
         now = self._clock.now()
+        entry = self._steps.entry(
+            op, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
+        )
         moved = await self._store.transition_and_claim(
             op_id,
             claim=self.outbox.claim_terms(),
@@ -306,10 +310,11 @@ class DeleteRequests(Runner):
             cancel_reason=reason,
             finished_at=now,
             message_ts=op.message_ts or message_ts,
-            audit_entry=self._steps.entry(
-                op, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
-            ),
-            effects=self._denial_effects(op, user_id, reason),
+            audit_entry=entry,
+            effects=[
+                *self._denial_effects(op, user_id, reason),
+                *self._steps.announce(entry, note=reason or ""),
+            ],
         )
         if moved is None:
             raise ConfirmationClosed(await self._load(op_id))
@@ -398,7 +403,12 @@ class DeleteSteps(StepBase):
             connection=found,
             gateway=gateway,
             impact=impact,
-            effects=[Effect(EffectKind.POST_CONFIRMATION)],
+            # The audit channel hears of the request once its card is up (its line links the card);
+            # the "requested" entry itself was written with the request, before the lookup.
+            effects=[
+                Effect(EffectKind.POST_CONFIRMATION),
+                *self.announce(self.entry(op, "requested", actor_id=op.requester_id)),
+            ],
         )
         if moved is None:
             return await self._store.get_operation(op_id=op.id) or op  # another worker finished the lookup

@@ -116,12 +116,11 @@ class RecreateRequests(Runner):
         self._keys[new_id] = RecreateKeys(psk=psk)
         try:
             # One transaction with the parent locked: a modal submitted twice at once starts one.
+            entry = self._steps.entry(op, "recreate_requested", actor_id=user_id, detail=f"of {parent.id}")
             created = await self._store.create_recreation(
                 op=op,
-                audit_entry=self._steps.entry(
-                    op, "recreate_requested", actor_id=user_id, detail=f"of {parent.id}"
-                ),
-                effects=[Effect(EffectKind.POST_CONFIRMATION)],
+                audit_entry=entry,
+                effects=[Effect(EffectKind.POST_CONFIRMATION), *self._steps.announce(entry)],
             )
         except BaseException:
             self._keys.pop(new_id, None)

@@ -35,10 +35,12 @@ from bot.domain import (
     Crashed,
     Effect,
     EffectKind,
+    Escalated,
     Expired,
     Operation,
     OpState,
     PostFailed,
+    Reminded,
     Resumed,
 )
 from bot.errors import (
@@ -326,6 +328,7 @@ class Runner:
         now = self._clock.now()
         for op in await self._store.list_expired_confirmations(now=now):
             await self._expire(op)
+        await self._nudge_pass()
         # Deleted cards whose Recreate… window closed lose the button.
         for op in await self._store.list_undo_closing(now=now):
             closed = await self._store.set_fields(
@@ -334,16 +337,41 @@ class Runner:
             if closed is not None:
                 self.outbox.kick(op.id)
 
+    async def _nudge_pass(self) -> None:
+        """Remind the approvers, and call VPNBOT_ESCALATE_TO, once each about unanswered confirmations.
+
+        Each is a compare-and-set on its stamp (``reminded_at``, ``escalated_at``) in the transaction
+        that writes the thread reply, so however many replicas and restarts run this pass, the
+        reply is written once.
+        """
+        config = self._config
+        now = self._clock.now()
+        if config.remind_after_s > 0:
+            due = now - timedelta(seconds=config.remind_after_s)
+            for op in await self._store.list_unanswered(mark="reminded_at", now=now, created_before=due):
+                waited = (now - op.created_at).total_seconds()
+                reminder = thread(Reminded(waited_s=waited, approvers=config.approvers))
+                if await self._store.mark_once(op.id, mark="reminded_at", now=now, effects=[reminder]):
+                    self.outbox.kick(op.id)
+        if config.escalate_to:
+            soon = now + timedelta(seconds=config.escalate_before_s)
+            for op in await self._store.list_unanswered(mark="escalated_at", now=now, expiring_before=soon):
+                left = (op.expires_at - now).total_seconds()
+                call = thread(Escalated(group=config.escalate_to, left_s=left))
+                if await self._store.mark_once(op.id, mark="escalated_at", now=now, effects=[call]):
+                    self.outbox.kick(op.id)
+
     async def _expire(self, op: Operation) -> None:
         now = self._clock.now()
+        entry = self._steps.entry(op, "expired", actor_id=SYSTEM_ACTOR, detail="no approval in time")
         expired = await self._store.transition(
             op.id,
             from_states=_AWAITING,
             to=OpState.EXPIRED,
             now=now,
             finished_at=now,
-            audit_entry=self._steps.entry(op, "expired", actor_id=SYSTEM_ACTOR, detail="no approval in time"),
-            effects=[CARD, direct(Expired())],
+            audit_entry=entry,
+            effects=[CARD, direct(Expired()), *self._steps.announce(entry)],
         )
         if expired is not None:
             self._keys.pop(op.id, None)

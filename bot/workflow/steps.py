@@ -20,7 +20,9 @@ from pydantic import SecretStr
 
 from bot.delivery import OutboxDispatcher
 from bot.domain import (
+    ANNOUNCED_ACTIONS,
     KIND_RECREATE,
+    Announced,
     AuditEntry,
     Effect,
     EffectKind,
@@ -264,6 +266,13 @@ class StepBase:
         if to is OpState.DELETED and self._config.undo_window_s > 0 and op.snapshot and op.snapshot.taken:
             # The deleted card offers Recreate… until then; the expiry pass takes the button away.
             extra["undo_until"] = now + timedelta(seconds=self._config.undo_window_s)
+        entry = self.entry(
+            op,
+            action,
+            actor_id=SYSTEM_ACTOR,
+            detail=f"{code}: {reason or type(outcome).__name__}" if code else "",
+            request_id=request_id,
+        )
         done = await self._store.transition(
             op.id,
             from_states={op.state},
@@ -273,17 +282,18 @@ class StepBase:
             finished_at=now,
             error_code=code,
             error_text=reason,
-            audit_entry=self.entry(
-                op,
-                action,
-                actor_id=SYSTEM_ACTOR,
-                detail=f"{code}: {reason or type(outcome).__name__}" if code else "",
-                request_id=request_id,
-            ),
+            audit_entry=entry,
             # The thread's last reply first: once the card shows the end, the thread says why.
             # After a deletion the configuration it took away follows, as the very last reply.
-            # The requester's direct message last: its link then shows the card as it ended.
-            effects=[thread(outcome), CARD, *self._snapshot_reply(op, to), direct(outcome)],
+            # The requester's direct message, then the audit channel's line: their links then
+            # show the card as it ended.
+            effects=[
+                thread(outcome),
+                CARD,
+                *self._snapshot_reply(op, to),
+                direct(outcome),
+                *self.announce(entry, note=reason or (code or "" if to is OpState.FAILED else "")),
+            ],
             **extra,
         )
         if done is None:
@@ -311,6 +321,18 @@ class StepBase:
             else None
         )
         self._meter.operation_finished(done.state.value, took, done.account)
+
+    def announce(self, entry: AuditEntry, *, note: str = "") -> list[Effect]:
+        """The audit channel's line about ``entry``, if it is a decision (ANNOUNCED_ACTIONS) and a
+        channel is set; written into the effects of the transaction that records the decision."""
+        if not self._config.audit_channel or entry.action not in ANNOUNCED_ACTIONS:
+            return []
+        return [
+            Effect(
+                EffectKind.AUDIT_LINE,
+                Announced(action=entry.action, actor_id=entry.actor_id, at=entry.at, note=note),
+            )
+        ]
 
     def entry(
         self,

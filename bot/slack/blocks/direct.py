@@ -30,12 +30,17 @@ from bot.slack.blocks.text import (
 )
 from bot.slack.blocks.thread import build_progress
 
-__all__ = ["build_direct_message"]
+__all__ = ["build_direct_message", "linkable"]
 
 # A link from chat.getPermalink is rendered only if nothing in it can end or alter the mrkdwn link.
 _SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9/._?=&%-]*", re.ASCII)
 # The thread reply's leading emoji (this message has its own).
 _EMOJI_RE = re.compile(r"^:[a-z_]+: ")
+
+
+def linkable(permalink: str | None) -> bool:
+    """Whether a link from chat.getPermalink may go into mrkdwn (nothing in it can end the link)."""
+    return bool(permalink) and _SAFE_LINK_RE.fullmatch(permalink or "") is not None
 
 
 def _what(op: Operation) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from bot.domain import (
     KIND_RECREATE,
     Accepted,
+    Announced,
     ConnectionReady,
     Crashed,
     Created,
     Deferred,
     Deleted,
     Denied,
+    Escalated,
     Expired,
     Failed,
     GatewayActive,
@@ -21,6 +23,7 @@ from bot.domain import (
     Progress,
     Queued,
     Recreated,
+    Reminded,
     Resumed,
     Retrying,
     SnapshotTaken,
@@ -28,10 +31,33 @@ from bot.domain import (
     TimedOut,
     Unanswered,
 )
+from bot.ids import is_user_group_id, is_user_id
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
 from bot.slack.blocks.recreate import recreate_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
-from bot.slack.blocks.text import Message, cap, code, format_duration, mention, safe_mrkdwn
+from bot.slack.blocks.text import Message, cap, code, escape, format_duration, mention, safe_mrkdwn
+
+# Mentioned at most this many approvers in a reminder (the setting may list more).
+_REMIND_MAX = 10
+
+
+def _principal(slack_id: str) -> str:
+    """A user (``<@U…>``) or user-group (``<!subteam^S…>``) mention; anything else escaped."""
+    if is_user_group_id(slack_id):
+        return f"<!subteam^{slack_id}>"
+    if is_user_id(slack_id):
+        return f"<@{slack_id}>"
+    return escape(cap(slack_id, 40))
+
+
+def _reminder(waited_s: float, approvers: tuple[str, ...]) -> str:
+    asked = f"This request has waited {format_duration(waited_s)} for a decision"
+    if not approvers:
+        return f":bell: {asked}: anyone who can see it may approve or cancel it."
+    who = ", ".join(_principal(a) for a in approvers[:_REMIND_MAX])
+    more = f" (and {len(approvers) - _REMIND_MAX} more)" if len(approvers) > _REMIND_MAX else ""
+    return f":bell: {who}{more}: {asked[0].lower()}{asked[1:]}. Please approve or cancel it."
+
 
 # --- thread replies ----------------------------------------------------------------------------
 
@@ -102,6 +128,16 @@ def build_progress(event: Progress) -> str:
             return f":no_entry_sign: Denied by {mention(by)}. Nothing was changed.{why}"
         case Expired():
             return ":hourglass: Expired without approval. Nothing was changed."
+        case Reminded(waited_s=waited, approvers=approvers):
+            return _reminder(waited, approvers)
+        case Escalated(group=group, left_s=left):
+            return (
+                f":rotating_light: {_principal(group)}: this request is still unanswered and expires in "
+                f"{format_duration(left)}. Please approve or cancel it."
+            )
+        case Announced(action=action):
+            # The audit channel's line (bot/slack/blocks/audit_line.py), never a thread reply.
+            return f"Recorded: {code(action, 64)}."
 
 
 def build_thread_reply(event: Progress) -> Message:

@@ -1,0 +1,65 @@
+"""The audit channel's line about one decision (VPNBOT_AUDIT_CHANNEL), with a link to the card.
+
+Which actions are announced is :data:`bot.domain.ANNOUNCED_ACTIONS`; how each is worded is
+:data:`WORDING` below, and an action missing from it is still announced, in plain words.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from bot.domain import Announced, Operation
+from bot.ids import is_user_id
+from bot.slack.blocks.direct import linkable
+from bot.slack.blocks.text import Message, build_message, cap, code, context_block, inert_name, section_block
+
+__all__ = ["WORDING", "build_audit_line"]
+
+# action -> (emoji, what happened to the request). Recreations' actions are these with "recreate_".
+WORDING: dict[str, tuple[str, str]] = {
+    "requested": (":inbox_tray:", "requested"),
+    "approved": (":white_check_mark:", "approved"),
+    "cancelled": (":no_entry_sign:", "denied"),
+    "expired": (":hourglass:", "expired without a decision"),
+    "deleted": (":wastebasket:", "done: the connection is deleted"),
+    "failed": (":x:", "failed"),
+    "timed_out": (":x:", "timed out"),
+    "recreated": (":recycle:", "done: the connection is recreated"),
+}
+_RECREATE = "recreate_"
+
+
+def _words(action: str) -> tuple[str, str, str]:
+    """(emoji, kind of request, what happened) for ``action``."""
+    kind = "Deletion"
+    if action == "recreated" or action.startswith(_RECREATE):
+        kind = "Recreation"
+        action = action.removeprefix(_RECREATE)
+    emoji, what = WORDING.get(action, (":memo:", action.replace("_", " ")))
+    return emoji, kind, what
+
+
+def build_audit_line(op: Operation | None, event: Announced, *, permalink: str | None) -> Message:
+    """One line: what was decided, by whom, about which connection, and a link to its card."""
+    emoji, kind, what = _words(event.action)
+    by = f" by <@{event.actor_id}>" if is_user_id(event.actor_id) else ""
+    about = ""
+    if op is not None:
+        where = f"{code(op.account, 40)} / {code(op.region, 64)}" if op.account else code(op.region, 64)
+        name = f" {inert_name(op.connection.name, missing='')}" if op.connection.name else ""
+        about = f" of {code(op.vco_id)}{name} in {where}"
+    if op is not None and op.is_recreate and op.new_vco_id and event.action == "recreated":
+        about += f" as {code(op.new_vco_id)}"
+    line = f"{emoji} {kind}{about} {what}{by}."
+    if event.note:
+        line += f" Reason: {code(event.note, 500)}"
+    elif op is not None and op.reason and event.action.removeprefix(_RECREATE) == "requested":
+        ticket = f" (ticket {code(op.ticket, 128)})" if op.ticket else ""
+        line += f" Reason{ticket}: {code(op.reason, 500)}"
+    facts = [event.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")]
+    if op is not None:
+        facts.append(f"request {code(op.id, 64)}")
+    if linkable(permalink):
+        facts.append(f"<{permalink}|Open the card>")
+    blocks = [section_block(cap(line, 2900)), context_block(" · ".join(facts))]
+    return build_message(line, blocks)
