@@ -1,4 +1,4 @@
-"""The ``vpn-bot`` command: ``serve`` | ``sandbox`` | ``demo`` | ``doctor``.
+"""The ``vpn-bot`` command: ``serve`` | ``sandbox`` | ``demo`` | ``doctor`` | ``audit export``.
 
 Configuration and start-up problems (database, port, faults file, a refused Slack token) print
 one clear message listing each problem and exit with status 2; no traceback reaches the terminal.
@@ -14,7 +14,8 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from bot import __version__
 from bot.config import Settings, load_settings
@@ -72,7 +73,86 @@ def _parser() -> argparse.ArgumentParser:
         help="check settings, Slack, Alibaba Cloud and the database before going live (no options)",
         description="Check every setting and connection and print one line per check; exit 1 on a FAIL.",
     )
+    _add_audit(sub)
     return parser
+
+
+def _add_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = sub.add_parser(
+        "audit",
+        help="export the audit trail from VPNBOT_DATABASE_URL (`vpn-bot audit export`)",
+        description="Write every audit record (every field, times in UTC ISO 8601) to stdout or a file, "
+        "as JSON lines or CSV. CSV cells starting with = + - @ (or ') get a leading ' so no "
+        "spreadsheet runs them as formulas; read back by dropping one leading '.",
+    )
+    audit.add_argument("action", choices=["export"], help="what to do: export (default: none, required)")
+    audit.add_argument(
+        "--since",
+        default=None,
+        metavar="DATE",
+        help="only records at or after this ISO 8601 date or time, e.g. 2026-12-01 or "
+        "2026-12-01T08:00+08:00; without an offset it is UTC (default: all)",
+    )
+    audit.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["jsonl", "csv"],
+        default="jsonl",
+        help="output format (default: jsonl)",
+    )
+    audit.add_argument(
+        "--output", default=None, metavar="FILE", help="write to FILE instead of stdout (default: stdout)"
+    )
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    """``vpn-bot audit export``: exit 0 written, 2 for bad options, settings or database."""
+    from sqlalchemy.engine import make_url
+
+    from bot.audit_export import export_audit, parse_since
+    from bot.store import Store
+
+    settings = _settings_or_exit()
+    try:
+        since = parse_since(args.since) if args.since is not None else None
+    except ValueError:
+        print(
+            f"vpn-bot: --since {args.since!r} is not an ISO 8601 date or time (e.g. 2026-12-01)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+        print(f"vpn-bot: no database at {url.database or '(memory)'} (VPNBOT_DATABASE_URL)", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def export(out: IO[str]) -> int:
+        store = Store.open_existing(settings.database_url)
+        try:
+            return await export_audit(store, out, fmt=args.fmt, since=since)
+        finally:
+            await store.close()
+
+    with contextlib.ExitStack() as files:
+        out: IO[str] = sys.stdout
+        if args.output is not None:
+            try:
+                out = files.enter_context(Path(args.output).open("w", encoding="utf-8", newline=""))
+            except OSError as exc:
+                print(
+                    f"vpn-bot: cannot write {args.output}: {exc.strerror or type(exc).__name__}",
+                    file=sys.stderr,
+                )
+                return EXIT_CONFIG
+        try:
+            count = asyncio.run(export(out))
+        except Exception as exc:  # noqa: BLE001 - one line, no traceback: the database or its schema
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            print(f"vpn-bot: could not read the audit trail ({reason})", file=sys.stderr)
+            return EXIT_CONFIG
+    if args.output is not None:
+        print(f"vpn-bot: {count} audit records written to {args.output}", file=sys.stderr)
+    return 0
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -457,6 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(level="ERROR", fmt="text")
         status: int = asyncio.run(run_demo())
         return status
+
+    if args.command == "audit":
+        configure_logging(level="WARNING", fmt="text")
+        return _audit_export(args)
 
     if args.command == "doctor":
         settings = _settings_or_exit()

@@ -261,6 +261,11 @@ class Store(OutboxMixin):
             raise
         return store
 
+    @classmethod
+    def open_existing(cls, url: str) -> Store:
+        """The store at ``url`` as it is, never migrated (readers such as ``vpn-bot audit export``)."""
+        return cls(open_database(url))
+
     async def close(self, *, grace_s: float = 10.0) -> None:
         """Let transactions under way end (their callers may be gone), then close every connection.
 
@@ -851,7 +856,18 @@ class Store(OutboxMixin):
             stmt = stmt.where(audit.c.op_id.in_(ours))
         return await self._run(lambda conn: [_row_to_audit(r) for r in conn.execute(stmt)])
 
-    # --- metrics (read when /metrics is scraped) ---------------------------------------------
+    @shielded
+    async def audit_page(
+        self, *, after_id: int = 0, since: datetime | None = None, limit: int = 1000
+    ) -> list[tuple[int, AuditEntry]]:
+        """Audit records in the order they were written, after row ``after_id``, at or after
+        ``since``: at most ``limit``, each with its row id (the next page starts after the last)."""
+        stmt = select(audit).where(audit.c.id > after_id).order_by(audit.c.id).limit(limit)
+        if since is not None:
+            stmt = stmt.where(audit.c.at >= since)
+        return await self._run(lambda conn: [(int(r.id), _row_to_audit(r)) for r in conn.execute(stmt)])
+
+        # --- metrics (read when /metrics is scraped) ---------------------------------------------
 
     @shielded
     async def count_by_state(self) -> dict[str, int]:

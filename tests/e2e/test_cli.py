@@ -146,7 +146,7 @@ def test_every_subcommand_and_option_has_help_with_its_default() -> None:
     parser = _parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {choice.dest: choice.help for choice in subcommands._choices_actions}
-    assert set(helps) == {"serve", "sandbox", "demo", "doctor"}
+    assert set(helps) == {"serve", "sandbox", "demo", "doctor", "audit"}
     assert all(helps.values())
     for name, sub in subcommands.choices.items():
         for action in sub._actions:
