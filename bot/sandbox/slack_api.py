@@ -202,6 +202,8 @@ def demo_workspace(**overrides: Any) -> Workspace:
         ),
         channels=(
             Channel("C0VPNOPS", "vpn-ops"),
+            # Where auditors read one line per decision (VPNBOT_AUDIT_CHANNEL).
+            Channel("C0AUDIT", "vpn-audit"),
             Channel("C0RANDOM", "random", bot_is_member=False),
             Channel("G0SECRET", "secret-ops", is_private=True, bot_is_member=False),
         ),
