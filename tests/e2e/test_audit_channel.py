@@ -10,6 +10,7 @@ from collections import Counter
 
 from fakes import FakeClock
 from slack_sdk.models.blocks import Block
+from storetools import pending_effects
 
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
@@ -60,7 +61,8 @@ def _check(lines: list[Message], card_ts: str, words: list[str]) -> None:
         assert f"p{card_ts.replace('.', '')}" in all_text(line), "links the card"
         assert SEED_VCO_HANGZHOU in line.text or SEED_VCO_SHANGHAI in line.text
         _valid(line)
-        assert line.metadata is not None and line.metadata["event_type"] == "vpnbot_effect"
+        assert line.metadata is not None
+        assert line.metadata["event_type"] == "vpnbot_effect"
     keys = Counter(str(m.metadata["event_payload"]["effect_id"]) for m in lines if m.metadata)
     assert all(n == 1 for n in keys.values()), keys
 
@@ -124,3 +126,30 @@ async def test_no_audit_channel_no_lines(sqlite_url: str) -> None:
         await wait_parent(stack.slack.state, card.ts, "ancelled")
         await stack.bot.app.workflow.wait_idle()
         assert stack.slack.state.messages(AUDIT) == []
+
+
+async def test_a_line_whose_answer_was_lost_is_posted_once(sqlite_url: str) -> None:
+    """Slack posts the line and the answer is lost: the outbox looks in the channel and posts no copy."""
+    async with local_stack(sqlite_url, settings={"approvers": [BOB], "audit_channel": AUDIT}) as stack:
+        state = stack.slack.state
+        await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
+        card = await wait_confirmation(state, SEED_VCO_HANGZHOU)
+        op_id = op_id_of(card)
+        await _wait_lines(stack, op_id, 1)
+        # Alice withdraws her own request: the card is updated, then the next post is the line.
+        state.drop_answer("chat.postMessage")
+        await deny(stack, ALICE, card.ts)
+        await wait_parent(state, card.ts, "ancelled")
+        await _wait_lines(stack, op_id, 2)
+
+        async def settled() -> bool:
+            await stack.bot.app.workflow.run_once()
+            await stack.bot.app.workflow.wait_idle()
+            return not await pending_effects(stack.bot.app.store, op_id=op_id)
+
+        await state.wait_for(settled, timeout=15, what="the outbox settled")
+        dropped = [c for c in state.calls("chat.postMessage") if c.error == "answer_dropped"]
+        assert [c.params.get("channel") for c in dropped] == [AUDIT]
+        looks = [c for c in state.calls("conversations.history") if c.params.get("channel") == AUDIT]
+        assert looks, "the bot did not look before posting again"
+        _check(_lines(stack, op_id), card.ts, [f"requested by <@{ALICE}>", f"denied by <@{ALICE}>"])

@@ -148,7 +148,8 @@ async def test_bad_since_and_missing_database_exit_two_in_one_line(tmp_path: Pat
         cwd=tmp_path,
     )
     assert (status, out) == (2, "")
-    assert "no database at" in err and "Traceback" not in err
+    assert "no database at" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "nothing-here.db").exists(), "the export never creates a database"
 
     await _write(f"sqlite:///{tmp_path / 'bot.db'}")
@@ -158,4 +159,5 @@ async def test_bad_since_and_missing_database_exit_two_in_one_line(tmp_path: Pat
         cwd=tmp_path,
     )
     assert status == 2
-    assert "is not an ISO 8601 date" in err and "Traceback" not in err
+    assert "is not an ISO 8601 date" in err
+    assert "Traceback" not in err

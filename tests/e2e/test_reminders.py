@@ -84,7 +84,8 @@ async def test_the_reminder_and_the_escalation_each_fire_once_across_restarts(sq
         clock.advance(2)
         await _passes(stack)
         said = await wait_thread(state, card.ts, ":bell:")
-        assert f"<@{BOB}>" in said and f"<!subteam^{GROUP}>" in said
+        assert f"<@{BOB}>" in said
+        assert f"<!subteam^{GROUP}>" in said
         assert "waited 2 min" in said
 
         await _restart(stack, clock)
@@ -110,7 +111,9 @@ async def test_the_reminder_and_the_escalation_each_fire_once_across_restarts(sq
             _valid(reply)
 
         op = await stack.bot.app.store.get_operation(op_id=op_id)
-        assert op is not None and op.reminded_at is not None and op.escalated_at is not None
+        assert op is not None
+        assert op.reminded_at is not None
+        assert op.escalated_at is not None
         assert op.reminded_at < op.escalated_at
 
 

@@ -16,7 +16,8 @@ LINK = "https://vpn-demo.slack.com/archives/C0CHANNEL/p1700000000000100"
 def _valid(message: dict[str, object]) -> None:
     assert message["text"]
     blocks = message["blocks"]
-    assert isinstance(blocks, list) and blocks
+    assert isinstance(blocks, list)
+    assert blocks
     for raw in blocks:
         block = Block.parse(raw)
         assert block is not None, raw
@@ -34,7 +35,8 @@ def test_every_announced_action_and_an_unworded_one_get_a_valid_line() -> None:
         message = build_audit_line(target, event, permalink=LINK)
         _valid(message)
         text = str(message["text"])
-        assert "<!here>" not in text and "<!channel>" not in text, text
+        assert "<!here>" not in text, text
+        assert "<!channel>" not in text, text
         bare = action.removeprefix("recreate_")
         if bare in WORDING:
             assert WORDING[bare][1] in text
