@@ -204,17 +204,21 @@ class OutboxDispatcher:
             await self._store.complete_effects(ids=[first.id], now=now, error="superseded")
             return _Step.MORE
         if op is None:
-            await self._store.complete_effects(ids=[e.id for e in effects], now=now, error="no operation")
+            if first.kind is EffectKind.AUDIT_LINE:
+                # An audit entry of no operation (a freeze, say): its line needs none.
+                return await self._send(first, None)
+            await self._store.complete_effects(ids=[first.id], now=now, error="no operation")
             return _Step.MORE
         return await self._send(first, op)
 
-    async def _send(self, effect: PendingEffect, op: Operation) -> _Step:
+    async def _send(self, effect: PendingEffect, op: Operation | None) -> _Step:
+        """Deliver ``effect``; ``op`` None only for an audit line of no operation."""
         now = self._clock.now()
         missing = self._missing_target(effect, op)
         if missing is not None:
             log.info(
                 "outbox: nothing to deliver to",
-                extra={"op_id": op.id, "kind": effect.kind.value, "reason": missing},
+                extra={"op_id": effect.op_id, "kind": effect.kind.value, "reason": missing},
             )
             await self._store.complete_effects(ids=[effect.id], now=now, error=missing)
             return _Step.MORE
@@ -232,16 +236,18 @@ class OutboxDispatcher:
         # Completing the effect also gives the claim back when nothing is left: one transaction, not two.
         if ts is not None:
             left = await self._store.confirmation_posted(
-                effect_id=effect.id, op_id=op.id, ts=ts, now=self._clock.now(), owner=self._owner
+                effect_id=effect.id, op_id=effect.op_id, ts=ts, now=self._clock.now(), owner=self._owner
             )
         else:
             left = await self._store.complete_effects(
-                ids=[effect.id], now=self._clock.now(), release=(op.id, self._owner)
+                ids=[effect.id], now=self._clock.now(), release=(effect.op_id, self._owner)
             )
         return _Step.MORE if left else _Step.DONE
 
     @staticmethod
-    def _missing_target(effect: PendingEffect, op: Operation) -> str | None:
+    def _missing_target(effect: PendingEffect, op: Operation | None) -> str | None:
+        if op is None:
+            return None if isinstance(effect.event, Announced) else "no operation"
         if effect.kind in (EffectKind.UPDATE_CARD, EffectKind.THREAD) and not op.message_ts:
             return "no confirmation message"
         if effect.kind is EffectKind.RESPOND and not op.response_url:
@@ -253,33 +259,37 @@ class OutboxDispatcher:
         return None
 
     @staticmethod
-    def _delivery(effect: PendingEffect, op: Operation) -> Delivery:
+    def _delivery(effect: PendingEffect) -> Delivery:
         """The effect's key for Slack, and whether an earlier attempt may have posted it."""
         return Delivery(
-            key=f"{op.id}/{effect.id}",
+            key=f"{effect.op_id}/{effect.id}",
             since=effect.created_at,
             maybe_done=_maybe_done(effect),
         )
 
-    async def _call(self, effect: PendingEffect, op: Operation) -> str | None:
+    async def _call(self, effect: PendingEffect, op: Operation | None) -> str | None:
         """Make the Slack call for ``effect``; return the ts of a posted confirmation."""
+        if op is None:
+            assert isinstance(effect.event, Announced)  # noqa: S101 - checked by _missing_target
+            await self._notifier.audit_line(None, effect.event, self._delivery(effect))
+            return None
         match effect.kind:
             case EffectKind.POST_CONFIRMATION:
-                return await self._notifier.post_confirmation(op, self._delivery(effect, op))
+                return await self._notifier.post_confirmation(op, self._delivery(effect))
             case EffectKind.UPDATE_CARD:
                 await self._notifier.update_card(op)
             case EffectKind.THREAD:
                 assert effect.event is not None  # noqa: S101 - checked by _missing_target
-                await self._notifier.reply_in_thread(op, effect.event, self._delivery(effect, op))
+                await self._notifier.reply_in_thread(op, effect.event, self._delivery(effect))
             case EffectKind.RESPOND:
                 assert effect.event is not None  # noqa: S101 - checked by _missing_target
                 await self._notifier.respond(op, effect.event)
             case EffectKind.DIRECT:
                 assert effect.event is not None  # noqa: S101 - checked by _missing_target
-                await self._notifier.direct_message(op, effect.event, self._delivery(effect, op))
+                await self._notifier.direct_message(op, effect.event, self._delivery(effect))
             case EffectKind.AUDIT_LINE:
                 assert isinstance(effect.event, Announced)  # noqa: S101 - checked by _missing_target
-                await self._notifier.audit_line(op, effect.event, self._delivery(effect, op))
+                await self._notifier.audit_line(op, effect.event, self._delivery(effect))
         return None
 
     @staticmethod
@@ -293,11 +303,11 @@ class OutboxDispatcher:
             return err.error[:100] + MAYBE_DONE_MARK  # the column holds 128
         return err.error
 
-    async def _failed(self, effect: PendingEffect, op: Operation, err: SlackError) -> _Step:
+    async def _failed(self, effect: PendingEffect, op: Operation | None, err: SlackError) -> _Step:
         """Handle a failed call: back off (STOP here, keep the order) or give it up (MORE)."""
         now = self._clock.now()
         extra = {
-            "op_id": op.id,
+            "op_id": effect.op_id,
             "kind": effect.kind.value,
             "slack_error": err.error,
             "attempt": effect.attempts + 1,
@@ -320,6 +330,6 @@ class OutboxDispatcher:
         else:
             log.warning("outbox: Slack refused; this effect is dropped", extra=extra)
         await self._store.complete_effects(ids=[effect.id], now=now, error=err.error)
-        if effect.kind is EffectKind.POST_CONFIRMATION:
+        if effect.kind is EffectKind.POST_CONFIRMATION and op is not None:
             await self._on_post_failed(op, err)
         return _Step.MORE

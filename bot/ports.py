@@ -175,8 +175,13 @@ class Notifier(Protocol):
         """Tell the requester in a direct message how the request ended (once per ``delivery``)."""
         ...
 
-    async def audit_line(self, op: Operation, event: Announced, delivery: Delivery | None = None) -> None:
-        """Post one line about a decision in the audit channel, linking the card (once per ``delivery``)."""
+    async def audit_line(
+        self, op: Operation | None, event: Announced, delivery: Delivery | None = None
+    ) -> None:
+        """Post one line about a decision in the audit channel, linking the card (once per ``delivery``).
+
+        ``op`` None: an audit entry of no operation (a freeze, say), which has no card.
+        """
         ...
 
 
@@ -331,7 +336,9 @@ class OperationStore(Protocol):
 
     async def recent_durations(self, *, region: str, gateway_id: str, limit: int = 20) -> list[float]: ...
 
-    async def add_audit(self, entry: AuditEntry) -> AuditEntry: ...
+    async def add_audit(self, entry: AuditEntry, *, effects: Sequence[Effect] = ()) -> AuditEntry:
+        """Append an entry of no state change; ``effects`` (an audit line) go with it, in one transaction."""
+        ...
 
     async def recent_audit(
         self,

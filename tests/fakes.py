@@ -387,7 +387,7 @@ class FakeNotifier:
     # The requester's direct messages: (op id, outcome).
     directs: list[tuple[str, Progress]] = field(default_factory=list)
     # The audit channel's lines: (op id, decision).
-    audit_lines: list[tuple[str, Announced]] = field(default_factory=list)
+    audit_lines: list[tuple[str | None, Announced]] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def _call(self) -> None:
@@ -422,10 +422,12 @@ class FakeNotifier:
         await self._call()
         self.directs.append((op.id, event))
 
-    async def audit_line(self, op: Operation, event: Announced, delivery: Delivery | None = None) -> None:
+    async def audit_line(
+        self, op: Operation | None, event: Announced, delivery: Delivery | None = None
+    ) -> None:
         self.deliveries.append(delivery)
         await self._call()
-        self.audit_lines.append((op.id, event))
+        self.audit_lines.append((op.id if op is not None else None, event))
 
     def events_for(self, op_id: str) -> list[Progress]:
         return [event for oid, event in self.events if oid == op_id]

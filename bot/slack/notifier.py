@@ -339,7 +339,9 @@ class SlackNotifier:
         message = build_direct_message(op, event, permalink=await self._permalink(op))
         await self._post_once(dm, None, message, delivery)
 
-    async def audit_line(self, op: Operation, event: Announced, delivery: Delivery | None = None) -> None:
+    async def audit_line(
+        self, op: Operation | None, event: Announced, delivery: Delivery | None = None
+    ) -> None:
         """Post the decision's line in the audit channel, linking the card (once per ``delivery``).
 
         Written by a replica with VPNBOT_AUDIT_CHANNEL set and delivered by one without it, the
@@ -347,10 +349,12 @@ class SlackNotifier:
         """
         if self._audit_channel is None:
             log.warning(
-                "notifier: no VPNBOT_AUDIT_CHANNEL here; the audit line is dropped", extra={"op_id": op.id}
+                "notifier: no VPNBOT_AUDIT_CHANNEL here; the audit line is dropped",
+                extra={"op_id": op.id if op is not None else None},
             )
             return
-        message = build_audit_line(op, event, permalink=await self._permalink(op))
+        link = await self._permalink(op) if op is not None else None
+        message = build_audit_line(op, event, permalink=link)
         await self._post_once(self._audit_channel, None, message, delivery)
 
     async def _permalink(self, op: Operation) -> str | None:

@@ -43,7 +43,7 @@ from bot.domain import (
 )
 from bot.errors import StoreUnavailable
 from bot.store.engine import Database, async_url, disk_full, open_database, unavailable
-from bot.store.outbox import OutboxMixin, insert_effects
+from bot.store.outbox import AUDIT_KEY_PREFIX, OutboxMixin, insert_effects
 from bot.store.shield import shielded
 from bot.store.tables import (
     MIGRATIONS,
@@ -804,16 +804,32 @@ class Store(OutboxMixin):
     # --- audit -------------------------------------------------------------------------------
 
     @shielded
-    async def add_audit(self, entry: AuditEntry) -> AuditEntry:
+    async def add_audit(self, entry: AuditEntry, *, effects: Sequence[Effect] = ()) -> AuditEntry:
         """Append one audit record that goes with no state change (e.g. a refusal).
 
         An entry with ``times`` set (a refused click) is counted instead: if that person already has a
         counted row of the same action on the same operation, that row's ``times`` goes up by one and
         it takes this entry's time and detail, in one statement; so repeated clicks cannot push real
         actions out of ``/vpn history``.
+
+        ``effects`` (the audit channel's line, :meth:`bot.workflow.steps.StepBase.announce`) are written
+        in the same transaction, under the entry's operation, or for an entry of no operation (a
+        freeze, say) under ``audit:<row id>``, which the outbox delivers with no operation.
         """
         values = _audit_row(entry)
-        if entry.times is None:
+        if effects and entry.times is not None:
+            raise ValueError("a counted (refused) entry carries no effects")
+        if effects:
+            insert_one = insert(audit).values(values).returning(audit.c.id)
+
+            def append(conn: Connection) -> None:
+                row_id = conn.execute(insert_one).scalar_one()
+                insert_effects(
+                    conn, op_id=entry.op_id or f"{AUDIT_KEY_PREFIX}{row_id}", effects=effects, now=entry.at
+                )
+
+            await self._run(append)
+        elif entry.times is None:
             await self._run(lambda conn: conn.execute(_INSERT_AUDIT, values))
         else:
             insert_one = self._insert(audit).values(values)

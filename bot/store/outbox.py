@@ -19,9 +19,12 @@ from bot.domain import Effect, EffectKind, Operation, PendingEffect, event_from_
 from bot.store.shield import shielded
 from bot.store.tables import operations, outbox, outbox_claims
 
-__all__ = ["OutboxMixin", "insert_effects"]
+__all__ = ["AUDIT_KEY_PREFIX", "OutboxMixin", "insert_effects"]
 
 T = TypeVar("T")
+
+# The outbox key of effects that belong to an audit entry of no operation (``audit:<row id>``).
+AUDIT_KEY_PREFIX = "audit:"
 
 # The statements of the request path, built once: their values come as execute() parameters, so
 # SQLAlchemy neither rebuilds nor re-keys them on every call.
