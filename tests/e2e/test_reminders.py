@@ -61,7 +61,8 @@ async def _restart(stack: LocalStack, clock: FakeClock) -> Replica:
     return successor
 
 
-async def test_the_reminder_and_the_escalation_each_fire_once_across_restarts(sqlite_url: str) -> None:
+async def test_the_reminder_and_the_escalation_each_fire_once_across_restarts(db_url: str) -> None:
+    """On SQLite and on PostgreSQL, with two replicas running every pass."""
     clock = FakeClock()
     settings = {
         "approvers": [BOB, GROUP],
@@ -70,7 +71,7 @@ async def test_the_reminder_and_the_escalation_each_fire_once_across_restarts(sq
         "escalate_to": ONCALL,
         "escalate_before_expiry_seconds": 300,
     }
-    async with local_stack(sqlite_url, clock=clock, settings=settings) as stack:
+    async with local_stack(db_url, clock=clock, settings=settings) as stack:
         await stack.add_replica(clock=clock)  # two replicas run every pass
         state = stack.slack.state
         await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
