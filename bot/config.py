@@ -283,7 +283,8 @@ class Settings(BaseSettings):
     @field_validator("audit_channel")
     @classmethod
     def _audit_channel(cls, value: str | None) -> str | None:
-        if value is not None and not ids.is_channel_id(value.strip()):
+        # A channel (public C…, private G…), never a direct message (D…).
+        if value is not None and not (ids.is_channel_id(value.strip()) and value.strip()[0] in "CG"):
             raise ValueError(f"not a Slack channel id (C…/G…): {value}")
         return value.strip() if value is not None else None
 
