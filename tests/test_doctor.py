@@ -618,3 +618,25 @@ async def test_several_accounts_assume_each_role_and_probe_through_it(
     assert not vpc.state.requests
     assert [r.params["VpnConnectionId"] for r in prod.state.calls("DeleteVpnConnection")] == [PROBE_VCO_ID]
     assert_no_secrets(text)
+
+
+@pytest.mark.parametrize(
+    ("channel", "status", "needle"),
+    [
+        ("C0AUDIT", "PASS", "#vpn-audit, one line per decision (the bot is a member)"),
+        ("C0RANDOM", "PASS", "chat:write.public"),
+        ("G0SECRET", "FAIL", "gone, or private without the bot"),
+        ("C0GONE", "FAIL", "Slack shows the bot no channel C0GONE"),
+    ],
+)
+async def test_the_audit_channel_and_the_escalation_group_are_checked(
+    standin: SlackStandin, sandbox: RunningSandbox, tmp_path: Path, channel: str, status: str, needle: str
+) -> None:
+    settings = make_settings(standin, sandbox, tmp_path, audit_channel=channel, escalate_to="S0NETADM")
+    _, _, rows = await doctor(settings)
+    got, text = rows[f"Audit channel {channel}"]
+    assert got == status, text
+    assert needle in text
+    group_status, group_text = rows["User group S0NETADM"]
+    assert group_status == "PASS"
+    assert "VPNBOT_ESCALATE_TO" in group_text

@@ -1,4 +1,5 @@
-"""Slack checks: ``auth.test``, the granted bot scopes against the manifest's, every user group named.
+"""Slack checks: ``auth.test``, the granted bot scopes against the manifest's, every user group named,
+and the audit channel (VPNBOT_AUDIT_CHANNEL) the bot must be able to post in.
 
 Failures are read through the bot's own Slack error table (:func:`bot.slack.codes.translate`).
 """
@@ -46,10 +47,45 @@ async def check_slack(settings: Settings, slack: AsyncWebClient | None) -> list[
     bot = f"@{answer.get('user') or '?'} ({answer.get('user_id') or '?'})"
     rows = [Check(SLACK, "auth.test", Status.PASS, f"workspace {team}, bot user {bot}.")]
     rows.append(_scopes_row(_header(answer.headers, "x-oauth-scopes")))
-    groups = dict.fromkeys(g for g in (*settings.approvers, *settings.requesters) if is_user_group_id(g))
+    named = (
+        *settings.approvers,
+        *settings.requesters,
+        *([settings.escalate_to] if settings.escalate_to else []),
+    )
+    groups = dict.fromkeys(g for g in named if is_user_group_id(g))
     for group in groups:
         rows.append(await _usergroup_row(slack, group, settings))
+    if settings.audit_channel:
+        rows.append(await _audit_channel_row(slack, settings.audit_channel))
     return rows
+
+
+async def _audit_channel_row(slack: AsyncWebClient, channel: str) -> Check:
+    """Whether the bot can post in VPNBOT_AUDIT_CHANNEL: it exists, is not archived, and a private
+    one has the bot as a member (a public one needs none: chat:write.public)."""
+    name = f"Audit channel {channel}"
+    invite = "Invite the bot to it (/invite @<bot name> in the channel), or fix VPNBOT_AUDIT_CHANNEL."
+    try:
+        answer = await slack.conversations_info(channel=channel)
+    except SLACK_FAILURES as exc:
+        log.debug("doctor: conversations.info failed", exc_info=True)
+        error = translate(exc)
+        if error.error == "channel_not_found":
+            detail = f"Slack shows the bot no channel {channel} (VPNBOT_AUDIT_CHANNEL): gone, or private without the bot."
+            return Check(SLACK, name, Status.FAIL, detail, invite)
+        row = lookup(error.error)
+        return Check(
+            SLACK, name, Status.FAIL, f"conversations.info failed ({error.error}): {row.friendly}", row.action
+        )
+    info = answer.get("channel")
+    info = info if isinstance(info, dict) else {}
+    label = f"#{info.get('name') or channel}"
+    if info.get("is_archived"):
+        return Check(SLACK, name, Status.FAIL, f"{label} is archived: no line can be posted there.", invite)
+    if info.get("is_private") and not info.get("is_member"):
+        return Check(SLACK, name, Status.FAIL, f"{label} is private and the bot is not in it.", invite)
+    how = "the bot is a member" if info.get("is_member") else "public: the bot posts with chat:write.public"
+    return Check(SLACK, name, Status.PASS, f"{label}, one line per decision ({how}).")
 
 
 def _skipped_scopes() -> Check:
@@ -109,7 +145,11 @@ def _scopes_row(header: str | None) -> Check:
 
 
 async def _usergroup_row(slack: AsyncWebClient, group: str, settings: Settings) -> Check:
-    lists = (("VPNBOT_APPROVERS", settings.approvers), ("VPNBOT_REQUESTERS", settings.requesters))
+    lists = (
+        ("VPNBOT_APPROVERS", settings.approvers),
+        ("VPNBOT_REQUESTERS", settings.requesters),
+        ("VPNBOT_ESCALATE_TO", [settings.escalate_to] if settings.escalate_to else []),
+    )
     where = " and ".join(var for var, ids in lists if group in ids)
     name = f"User group {group}"
     try:
