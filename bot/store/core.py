@@ -883,7 +883,7 @@ class Store(OutboxMixin):
             stmt = stmt.where(audit.c.at >= since)
         return await self._run(lambda conn: [(int(r.id), _row_to_audit(r)) for r in conn.execute(stmt)])
 
-        # --- metrics (read when /metrics is scraped) ---------------------------------------------
+    # --- metrics (read when /metrics is scraped) ---------------------------------------------
 
     @shielded
     async def count_by_state(self) -> dict[str, int]:

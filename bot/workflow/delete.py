@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.domain import (
@@ -407,7 +408,9 @@ class DeleteSteps(StepBase):
             # the "requested" entry itself was written with the request, before the lookup.
             effects=[
                 Effect(EffectKind.POST_CONFIRMATION),
-                *self.announce(self.entry(op, "requested", actor_id=op.requester_id)),
+                *self.announce(
+                    replace(self.entry(op, "requested", actor_id=op.requester_id), at=op.created_at)
+                ),
             ],
         )
         if moved is None:
