@@ -379,8 +379,10 @@ ACTIVE_STATES: frozenset[OpState] = frozenset(
     }
 )
 # The audit actions (AuditEntry.action, recreations' prefixed) that VPNBOT_AUDIT_CHANNEL gets one line
-# about: the decisions. To announce another action, add it here and write
-# ``*steps.announce(entry)`` into the effects of the transaction that records its entry.
+# about: the decisions. To announce another action, add it here: an entry written by a step's move
+# (StepBase._move's audit_action) or its end (finish) is then announced in the same transaction;
+# anywhere else, put ``*steps.announce(entry)`` into the effects written with the entry (for an entry
+# of no operation, ``store.add_audit(entry, effects=steps.announce(entry))``).
 ANNOUNCED_ACTIONS: frozenset[str] = frozenset(
     {
         "requested",

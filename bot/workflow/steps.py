@@ -143,21 +143,26 @@ class StepBase:
         **fields: Any,
     ) -> Operation:
         request_id = fields.get("delete_request_id")
+        entry = (
+            self.entry(op, audit_action, actor_id=SYSTEM_ACTOR, request_id=request_id)
+            if audit_action
+            else None
+        )
+        # An audit action listed in ANNOUNCED_ACTIONS gets its audit-channel line here too.
+        effects = [*([thread(event)] if event is not None else []), *(self.announce(entry) if entry else [])]
         moved = await self._store.transition(
             op.id,
             from_states={op.state},
             to=to,
             now=self._clock.now(),
             require_owner=self._owner,
-            audit_entry=self.entry(op, audit_action, actor_id=SYSTEM_ACTOR, request_id=request_id)
-            if audit_action
-            else None,
-            effects=[thread(event)] if event is not None else (),
+            audit_entry=entry,
+            effects=effects,
             **fields,
         )
         if moved is None:
             raise LostOperation(op.id)
-        if event is not None:
+        if effects:
             self._outbox.kick(op.id)
         log.debug(
             "operation moved from %s to %s",
