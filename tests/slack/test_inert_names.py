@@ -21,7 +21,16 @@ from slack_sdk.models.blocks import Block, Option
 from slack_sdk.models.views import View
 from slackfakes import T0, make_op
 
-from bot.domain import KIND_RECREATE, Operation, OpState, Snapshot, SnapshotRoute, SnapshotTaken, VpnGateway
+from bot.domain import (
+    KIND_RECREATE,
+    Announced,
+    Operation,
+    OpState,
+    Snapshot,
+    SnapshotRoute,
+    SnapshotTaken,
+    VpnGateway,
+)
 from bot.slack.blocks import (
     build_confirmation,
     build_parent,
@@ -30,6 +39,7 @@ from bot.slack.blocks import (
     code,
     inert_name,
 )
+from bot.slack.blocks.audit_line import build_audit_line
 from bot.slack.blocks.find import build_connection_status, build_list_page, build_operation_status
 from bot.slack.blocks.views import build_connection_options, build_home
 from bot.slack.inventory import ConnectionRow
@@ -187,6 +197,13 @@ def renderings(name: str) -> list[tuple[str, str, dict[str, Any]]]:
             build_connection_status(row, gateway, region="cn-hangzhou", routes=3, account="prod"),
         ),
         ("operation status", "message", build_operation_status(op, permalink=None, now=T0)),
+        (
+            "audit line",
+            "message",
+            build_audit_line(
+                op, Announced(action="cancelled", actor_id="U0BOB", at=T0, note=name), permalink=None
+            ),
+        ),
     ]
     out += [(f"card {s.value}", "message", build_parent(_decided(op, s), now=T0)) for s in DELETE_STATES]
     out += [
