@@ -10,6 +10,7 @@ import pytest
 from workflow_harness import Harness
 
 from bot.domain import ANNOUNCED_ACTIONS, OpState
+from bot.errors import SlackError
 
 
 def _lines(h: Harness, op_id: str) -> list[tuple[str, str]]:
@@ -52,3 +53,14 @@ async def test_an_action_listed_in_the_one_set_is_announced(
     await h.wait_state(op.id, OpState.DELETED)
     await h.settle()
     assert [a for a, _ in _lines(h, op.id)] == ["requested", "approved", "delete_sent", "deleted"]
+
+
+async def test_a_card_that_could_not_be_posted_is_announced_as_failed(h: Harness) -> None:
+    """Its "requested" line goes out without a card to link; a "failed" line says why."""
+    h.notifier.post_error = SlackError("The bot is not in this channel.", error="not_in_channel")
+    wf = h.workflow(audit_channel=True)
+    op = await h.request(wf)
+    await h.settle()
+    assert (await h.op(op.id)).state is OpState.FAILED
+    assert _lines(h, op.id) == [("requested", "U0REQ"), ("failed", "vpn-bot")]
+    assert h.notifier.audit_lines[-1][1].note == "The bot is not in this channel."

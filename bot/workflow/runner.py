@@ -381,6 +381,9 @@ class Runner:
     async def _confirmation_not_posted(self, op: Operation, err: SlackError) -> None:
         """The outbox could not post the confirmation: fail the request and tell the requester."""
         now = self._clock.now()
+        entry = self._steps.entry(
+            op, "failed", actor_id=SYSTEM_ACTOR, detail=f"confirmation not posted: {err.error}"
+        )
         failed = await self._store.transition(
             op.id,
             from_states=_AWAITING,
@@ -389,10 +392,12 @@ class Runner:
             finished_at=now,
             error_code=f"slack:{err.error}",
             error_text=err.friendly,
-            audit_entry=self._steps.entry(
-                op, "failed", actor_id=SYSTEM_ACTOR, detail=f"confirmation not posted: {err.error}"
-            ),
-            effects=[Effect(EffectKind.RESPOND, PostFailed(error=err.error, reason=err.friendly))],
+            audit_entry=entry,
+            effects=[
+                Effect(EffectKind.RESPOND, PostFailed(error=err.error, reason=err.friendly)),
+                # Its "requested" line went out without a card to link; this one says why.
+                *self._steps.announce(entry, note=err.friendly),
+            ],
         )
         if failed is not None:
             self._keys.pop(op.id, None)

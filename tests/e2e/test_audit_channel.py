@@ -152,4 +152,4 @@ async def test_a_line_whose_answer_was_lost_is_posted_once(sqlite_url: str) -> N
         assert [c.params.get("channel") for c in dropped] == [AUDIT]
         looks = [c for c in state.calls("conversations.history") if c.params.get("channel") == AUDIT]
         assert looks, "the bot did not look before posting again"
-        _check(_lines(stack, op_id), card.ts, [f"requested by <@{ALICE}>", f"denied by <@{ALICE}>"])
+        _check(_lines(stack, op_id), card.ts, [f"requested by <@{ALICE}>", f"withdrawn by <@{ALICE}>"])

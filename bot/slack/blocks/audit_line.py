@@ -42,6 +42,12 @@ def _words(action: str) -> tuple[str, str, str]:
 def build_audit_line(op: Operation | None, event: Announced, *, permalink: str | None) -> Message:
     """One line: what was decided, by whom, about which connection, and a link to its card."""
     emoji, kind, what = _words(event.action)
+    if (
+        event.action.removeprefix(_RECREATE) == "cancelled"
+        and op is not None
+        and event.actor_id == op.requester_id
+    ):
+        what = "withdrawn"  # the requester cancelled their own request: nobody denied it
     by = f" by <@{event.actor_id}>" if is_user_id(event.actor_id) else ""
     about = ""
     if op is not None:
