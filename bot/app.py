@@ -558,6 +558,7 @@ async def create_app(
             recent_operations=store.recent_operations,
             approvals=policy,
             visibility=Visibility(settings, directory=SlackChannelDirectory(slack), approvers=policy),
+            now=workflow.now,
         )
         _log_account_binding(settings)
     except BaseException:

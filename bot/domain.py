@@ -29,6 +29,10 @@ __all__ = [
     "PART_ROUTES",
     "REASON_MAX",
     "RESERVED_TAG_PREFIXES",
+    "SCHEDULE_AT",
+    "SCHEDULE_WINDOW",
+    "SCHEDULED_GONE",
+    "SCHEDULED_MOVED",
     "TERMINAL_STATES",
     "Accepted",
     "AuditEntry",
@@ -67,6 +71,8 @@ __all__ = [
     "Snapshot",
     "SnapshotRoute",
     "SnapshotTaken",
+    "Scheduled",
+    "Starting",
     "StillExists",
     "TimedOut",
     "Unanswered",
@@ -332,11 +338,19 @@ class OpState(StrEnum):
                                                                               NotFound ─> deleted ─┤
         approved/deleting/waiting_gateway/verifying ──deadline passed──> timed_out     still there ─> failed
 
-    Approval is the point of no return: only ``awaiting_approval`` can be cancelled or expire.
+        awaiting_approval ──approve (a later run time, or outside the change window)──> scheduled
+        scheduled ──run time due (or Override window)──> approved      (nothing held while it waits:
+              ├─cancel─> cancelled                                      no lease, no gateway, no driver)
+              └─connection gone or moved at the run time─> failed
+
+    Approval is the point of no return for what runs now: only ``awaiting_approval`` and ``scheduled``
+    can be cancelled; only ``awaiting_approval`` expires.
     """
 
     LOOKING_UP = "looking_up"
     AWAITING_APPROVAL = "awaiting_approval"
+    # Approved to run later (``run_at``): a requested time, or the next change window's opening.
+    SCHEDULED = "scheduled"
     APPROVED = "approved"
     DELETING = "deleting"
     WAITING_GATEWAY = "waiting_gateway"
@@ -379,6 +393,13 @@ REASON_MAX = 500
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"
+# Operation.schedule_kind: run at the requested time, or moved to the next change window's opening.
+SCHEDULE_AT = "at"
+SCHEDULE_WINDOW = "window"
+# Error codes of a scheduled deletion that did not run: at its time the connection was gone, or on
+# another gateway than the one approved.
+SCHEDULED_GONE = "scheduled_connection_gone"
+SCHEDULED_MOVED = "scheduled_connection_moved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +474,11 @@ class Operation:
     ticket: str | None = None
     # Why it was denied (the Cancel modal's optional field); None when none was given.
     cancel_reason: str | None = None
+    # Deletions: when it runs. Requested (``at …``; None: at once) until approved; then, in
+    # ``scheduled``, the time it was scheduled for (``schedule_kind``: SCHEDULE_AT for the requested
+    # time, SCHEDULE_WINDOW when moved to the next change window's opening).
+    run_at: datetime | None = None
+    schedule_kind: str | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -507,6 +533,8 @@ class OpFields(TypedDict, total=False):
     route_results: tuple[RouteResult, ...]
     undo_until: datetime | None
     cancel_reason: str | None
+    run_at: datetime | None
+    schedule_kind: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,6 +626,22 @@ class Deferred:
     """Approved while the approving instance drives as many operations as it may: it waits for room."""
 
     driving: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """Approved to run at ``run_at``; ``window`` (the account's change windows, as written) when moved there."""
+
+    run_at: datetime
+    window: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Starting:
+    """A scheduled deletion's time came (``run_at``), or ``override_by`` overrode the change window."""
+
+    run_at: datetime
+    override_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -744,6 +788,8 @@ Progress = (
     | KeyLost
     | Denied
     | Expired
+    | Scheduled
+    | Starting
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
@@ -772,6 +818,8 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         KeyLost,
         Denied,
         Expired,
+        Scheduled,
+        Starting,
     )
 }
 

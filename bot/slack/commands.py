@@ -13,6 +13,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import AlreadyRequested, NotAllowed, TooManyRequests, UsageError
+from bot.schedule import ScheduleError, check_run_at
 from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
 from bot.slack.deps import SlackDeps
@@ -34,7 +35,7 @@ from bot.slack.reason import check_reason
 from bot.slack.replies import already_requested, check_region, send
 from bot.slack.visibility import history_accounts
 
-__all__ = ["check_region", "make_vpn_command_listener", "send"]
+__all__ = ["check_region", "check_run_time", "make_vpn_command_listener", "send"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
                 parsed = dataclasses.replace(parsed, account=account)
                 ticket = check_reason(deps.settings, account=account or "", reason=parsed.reason)
+                if parsed.run_at is not None:
+                    check_run_time(deps, parsed.run_at)
             elif isinstance(parsed, PickCommand) and parsed.account is not None:
                 choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
@@ -82,6 +85,14 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             await _after_ack(deps, parsed, request, respond, client, ticket=ticket)
 
     return handle_vpn_command
+
+
+def check_run_time(deps: SlackDeps, run_at: datetime) -> None:
+    """UsageError unless ``run_at`` is still to come and within VPNBOT_MAX_SCHEDULE_DAYS."""
+    try:
+        check_run_at(run_at, now=deps.now(), max_days=deps.settings.max_schedule_days)
+    except ScheduleError as err:
+        raise UsageError(f"That run time does not work: {err}.") from None
 
 
 def _accounts_here(deps: SlackDeps, command: dict[str, Any]) -> tuple[str, ...]:
@@ -127,7 +138,7 @@ async def _after_ack(
                 account=asked,
                 reason=reason,
             )
-        case DeleteCommand(vco_id=vco_id, region=region, account=account, reason=reason):
+        case DeleteCommand(vco_id=vco_id, region=region, account=account, reason=reason, run_at=run_at):
             await check_region(deps, region)
             try:
                 await deps.workflow.request_delete(
@@ -138,6 +149,7 @@ async def _after_ack(
                     account=account or "",
                     reason=reason,
                     ticket=ticket,
+                    run_at=run_at,
                     **who,
                 )
             except AlreadyRequested as err:

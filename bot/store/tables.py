@@ -134,6 +134,9 @@ operations = Table(
     Column("reason", Text),
     Column("ticket", String(128)),
     Column("cancel_reason", Text),
+    # Added by migration 10 (scheduled deletions): when it runs, and why then (requested, change window).
+    Column("run_at", UtcDateTime),
+    Column("schedule_kind", String(16)),
     Index("ix_operations_state", "state"),
 )
 
@@ -299,6 +302,15 @@ def _migration_9(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
 
 
+def _migration_10(conn: Connection) -> None:
+    # Scheduled deletions: the run time (requested, then scheduled) and what set it.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    time_type = conn.dialect.type_compiler_instance.process(DateTime(timezone=True))
+    for name, kind in (("run_at", time_type), ("schedule_kind", "VARCHAR(16)")):
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -310,5 +322,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_7,
     _migration_8,
     _migration_9,
+    _migration_10,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

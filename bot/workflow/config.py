@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from bot.config import Settings
+from bot.schedule import Window
 
 __all__ = ["WorkflowConfig"]
 
@@ -45,6 +47,9 @@ class WorkflowConfig:
     snapshot_deadline_s: float = 5.0
     # How long a deleted card offers Recreate… (VPNBOT_UNDO_WINDOW_SECONDS; 0 turns it off).
     undo_window_s: float = 86400.0
+    # Change windows by account (VPNBOT_CHANGE_WINDOWS; ``*``: every other account): an approved
+    # deletion runs inside its account's windows only (bot.schedule).
+    change_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowConfig:
@@ -60,6 +65,7 @@ class WorkflowConfig:
             undo_window_s=settings.undo_window_seconds,
             slack_retry_base_s=settings.slack_retry_base_seconds,
             slack_retry_max_s=settings.slack_retry_max_seconds,
+            change_windows=settings.change_windows_parsed(),
         )
 
     @property

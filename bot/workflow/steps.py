@@ -48,12 +48,14 @@ __all__ = [
     "Stopping",
     "direct",
     "snapshot_routes",
+    "started_from",
     "thread",
 ]
 
 log = logging.getLogger("bot.workflow")
 
 CONNECTION_NOT_FOUND = "InvalidVpnConnectionInstanceId.NotFound"
+
 SYSTEM_ACTOR = "vpn-bot"
 CARD = Effect(EffectKind.UPDATE_CARD)
 
@@ -225,7 +227,7 @@ class StepBase:
         return moved
 
     async def _time_out(self, op: Operation) -> Operation:
-        waited = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
+        waited = (self._clock.now() - started_from(op)).total_seconds()
         outcome = TimedOut(
             phase=op.state.value,
             waited_s=waited,
@@ -352,6 +354,13 @@ class StepBase:
             effects=[CARD],
         )
         self._outbox.kick(parent_op_id)
+
+
+def started_from(op: Operation) -> datetime:
+    """When the work began: the run time of a scheduled deletion, else its approval (or its request)."""
+    if op.schedule_kind is not None and op.run_at is not None:
+        return op.run_at
+    return op.approved_at or op.created_at
 
 
 def snapshot_routes(op: Operation) -> tuple[SnapshotRoute, ...]:

@@ -7,12 +7,15 @@ from typing import Any
 
 from bot.domain import (
     ACTIVE_STATES,
+    SCHEDULED_GONE,
+    SCHEDULED_MOVED,
     REASON_MAX,
     Operation,
     OpState,
 )
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
+from bot.slack.blocks.schedule import run_time_text, scheduled_actions, scheduled_status
 from bot.slack.blocks.recreate import (
     build_recreate_confirmation,
     build_recreate_parent,
@@ -216,6 +219,7 @@ def build_confirmation(
 
 
 _HEADERS: dict[OpState, str] = {
+    OpState.SCHEDULED: "Scheduled: delete VPN connection {}",
     OpState.APPROVED: "Deleting VPN connection {}…",
     OpState.DELETING: "Deleting VPN connection {}…",
     OpState.WAITING_GATEWAY: "Deleting VPN connection {}…",
@@ -230,7 +234,7 @@ _HEADERS: dict[OpState, str] = {
 
 def _elapsed(op: Operation) -> float | None:
     # From the click, as the thread's "Deleted in" counts, so both show the same number.
-    start = op.approved_at or op.started_at
+    start = op.run_at if op.schedule_kind is not None else (op.approved_at or op.started_at)
     if start is None or op.finished_at is None:
         return None
     return (op.finished_at - start).total_seconds()
@@ -241,6 +245,8 @@ def _status_text(op: Operation, now: datetime) -> str:
     gateway = code(op.gateway.id or op.connection.gateway_id)
     retry_cmd = retry_command(op)
     match op.state:
+        case OpState.SCHEDULED:
+            return scheduled_status(op)
         case OpState.APPROVED | OpState.DELETING:
             return f":hourglass_flowing_sand: {approved}, deleting…"
         case OpState.WAITING_GATEWAY:
@@ -291,6 +297,16 @@ def _failure_text(op: Operation) -> str:
     """Why an operation failed, and the one next step."""
     retry_cmd = retry_command(op)
     error = op.error_code or "unknown"
+    if error == SCHEDULED_GONE:
+        return (
+            "At its scheduled time the connection no longer existed, so nothing was deleted "
+            "(someone else deleted it meanwhile)."
+        )
+    if error == SCHEDULED_MOVED:
+        return (
+            "At its scheduled time the connection was on another gateway than the one approved, so "
+            f"nothing was deleted. Look at it again and run {retry_cmd} if it must still go."
+        )
     if error == "still_exists":
         if op.delete_request_id is None:
             return (
@@ -350,6 +366,12 @@ def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
             f"This confirmation expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
             "deleted; request the deletion again if it is still needed."
         )
+    if op.state is OpState.SCHEDULED:
+        when = run_time_text(op.run_at) if op.run_at is not None else "later"
+        return (
+            f"This request was already approved by {mention(op.approver_id)}; it is scheduled to run {when}. "
+            "*Cancel* on the card stops it until then."
+        )
     state = op.state.value.replace("_", " ")
     approved = f"approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
     work = "recreation" if op.is_recreate else "deletion"
@@ -387,6 +409,7 @@ def build_parent(
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         *recreate_offer_blocks(op, now=now),
+        *([scheduled_actions(op)] if op.state is OpState.SCHEDULED else []),
         _footer(op),
     ]
     # The header is plain_text (never parsed); the fallback text is mrkdwn, so the name is inert there.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bot.domain import (
     KIND_RECREATE,
+    SCHEDULED_GONE,
+    SCHEDULED_MOVED,
     Accepted,
     ConnectionReady,
     Crashed,
@@ -23,13 +25,16 @@ from bot.domain import (
     Recreated,
     Resumed,
     Retrying,
+    Scheduled,
     SnapshotTaken,
+    Starting,
     StillExists,
     TimedOut,
     Unanswered,
 )
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
 from bot.slack.blocks.recreate import recreate_progress
+from bot.slack.blocks.schedule import scheduled_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
 from bot.slack.blocks.text import Message, cap, code, format_duration, mention, safe_mrkdwn
 
@@ -74,6 +79,13 @@ def build_progress(event: Progress) -> str:
         case Deleted(elapsed_s=elapsed):
             # The parent says who approved; the thread adds the final check.
             return f":white_check_mark: Deleted in {format_duration(elapsed)}: Alibaba Cloud no longer finds the connection."
+        case Failed(code=err_code) if err_code == SCHEDULED_GONE:
+            return ":x: Not run: at the scheduled time the connection no longer existed. Nothing was deleted."
+        case Failed(code=err_code) if err_code == SCHEDULED_MOVED:
+            return (
+                ":x: Not run: at the scheduled time the connection was on another gateway than the one "
+                "approved. Nothing was deleted."
+            )
         case Failed(code=err_code, request_id=request_id):
             # The parent carries the explanation and the next step; the thread keeps the facts.
             rid = f", RequestId {code(request_id, 80)}" if request_id else ""
@@ -102,6 +114,8 @@ def build_progress(event: Progress) -> str:
             return f":no_entry_sign: Denied by {mention(by)}. Nothing was changed.{why}"
         case Expired():
             return ":hourglass: Expired without approval. Nothing was changed."
+        case Scheduled() | Starting():
+            return scheduled_progress(event)
 
 
 def build_thread_reply(event: Progress) -> Message:
