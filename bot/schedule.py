@@ -136,9 +136,13 @@ def check_run_at(at: datetime, *, now: datetime, max_days: float) -> None:
     """ScheduleError if ``at`` is not after ``now`` or is more than ``max_days`` ahead of it."""
     if at <= now:
         shown = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        raise ScheduleError(f"{shown} is in the past: give a time still to come, or leave out `at` to run it now")
+        raise ScheduleError(
+            f"{shown} is in the past: give a time still to come, or leave out `at` to run it now"
+        )
     if at - now > timedelta(days=max_days):
-        raise ScheduleError(f"that is more than {max_days:g} days ahead (VPNBOT_MAX_SCHEDULE_DAYS): give a sooner time")
+        raise ScheduleError(
+            f"that is more than {max_days:g} days ahead (VPNBOT_MAX_SCHEDULE_DAYS): give a sooner time"
+        )
 
 
 # --- change windows ------------------------------------------------------------------------------
@@ -191,7 +195,9 @@ def parse_window(text: str) -> Window:
     """One window, ``DAYS HH:MM-HH:MM Zone`` (``Sat 01:00-05:00 Asia/Shanghai``); ScheduleError if not."""
     words = text.split()
     if len(words) != 3:
-        raise ScheduleError(f"{text.strip()!r} is not DAYS HH:MM-HH:MM Zone, e.g. Sat 01:00-05:00 Asia/Shanghai")
+        raise ScheduleError(
+            f"{text.strip()!r} is not DAYS HH:MM-HH:MM Zone, e.g. Sat 01:00-05:00 Asia/Shanghai"
+        )
     days_text, hours, zone_text = words
     start_text, sep, end_text = hours.partition("-")
     if not sep:
@@ -214,9 +220,13 @@ def parse_windows(text: str, *, account_ok: Iterable[str] | None = None) -> dict
             continue
         name, sep, spec = (p.strip() for p in part.partition("="))
         if not sep or not name:
-            raise ScheduleError(f"{part!r} is not account=DAYS HH:MM-HH:MM Zone (or *=…), e.g. prod=Sat 01:00-05:00 Asia/Shanghai")
+            raise ScheduleError(
+                f"{part!r} is not account=DAYS HH:MM-HH:MM Zone (or *=…), e.g. prod=Sat 01:00-05:00 Asia/Shanghai"
+            )
         if allowed is not None and name != ANY_ACCOUNT and name not in allowed:
-            raise ScheduleError(f"{name!r} is not an account name (1-32 lowercase letters, digits, - or _) or *")
+            raise ScheduleError(
+                f"{name!r} is not an account name (1-32 lowercase letters, digits, - or _) or *"
+            )
         try:
             window = parse_window(spec)
         except ScheduleError as err:

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from bot.domain import (
     SCHEDULE_AT,
+    SCHEDULE_WINDOW,
     SCHEDULED_GONE,
     SCHEDULED_MOVED,
-    SCHEDULE_WINDOW,
     Accepted,
     AuditEntry,
     ConnectionReady,
@@ -354,7 +354,9 @@ class DeleteRequests(Runner):
         is recorded in the audit (``window_override``). Raises NotAllowed or ConfirmationClosed.
         """
         op = await self._load(op_id)
-        await self._audited_check(self._policy.check_approval, op, user_id=user_id, verb="override the window")
+        await self._audited_check(
+            self._policy.check_approval, op, user_id=user_id, verb="override the window"
+        )
         if op.state is not OpState.SCHEDULED or op.schedule_kind != SCHEDULE_WINDOW:
             raise ConfirmationClosed(op)
         if user_id == op.approver_id:
@@ -364,7 +366,11 @@ class DeleteRequests(Runner):
             )
             await self._store.add_audit(
                 self._steps.entry(
-                    op, "refused", actor_id=user_id, detail=f"override the window: {refusal.friendly}", times=1
+                    op,
+                    "refused",
+                    actor_id=user_id,
+                    detail=f"override the window: {refusal.friendly}",
+                    times=1,
                 )
             )
             raise refusal

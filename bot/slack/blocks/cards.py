@@ -7,21 +7,21 @@ from typing import Any
 
 from bot.domain import (
     ACTIVE_STATES,
+    REASON_MAX,
     SCHEDULED_GONE,
     SCHEDULED_MOVED,
-    REASON_MAX,
     Operation,
     OpState,
 )
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
-from bot.slack.blocks.schedule import run_time_text, scheduled_actions, scheduled_status
 from bot.slack.blocks.recreate import (
     build_recreate_confirmation,
     build_recreate_parent,
     recreate_offer_blocks,
     recreated_line,
 )
+from bot.slack.blocks.schedule import run_time_text, scheduled_actions, scheduled_status
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
     CONFIRM_TEXT_MAX,
@@ -193,6 +193,8 @@ def build_confirmation(
         f"{who}; *Cancel* closes the request. "
         f"It expires at {format_time(op.expires_at, now=now)} if nobody acts."
     )
+    if op.run_at is not None:
+        summary += f"\n:calendar: Once approved, it runs {run_time_text(op.run_at)}."
     warnings = _gateway_warnings(op)
     if warnings:
         summary += "\n" + warnings

@@ -26,8 +26,8 @@ from bot.ids import (
 )
 from bot.schedule import ScheduleError, parse_run_at
 from bot.slack.block_ids import SLASH_COMMAND
-from bot.slack.parsing.find import ListCommand, StatusCommand, parse_list, parse_status
 from bot.slack.blocks import escape
+from bot.slack.parsing.find import ListCommand, StatusCommand, parse_list, parse_status
 from bot.slack.parsing.primitives import Payload, clean, echo, region_word, split_account, split_region
 from bot.slack.reason import split_reason
 
