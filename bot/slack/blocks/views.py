@@ -16,6 +16,7 @@ from typing import Any
 from bot.domain import ACTIVE_STATES, REASON_MAX, Operation, OpState
 from bot.ids import is_channel_id
 from bot.slack.block_ids import ActionId, BlockId, CallbackId
+from bot.slack.blocks.schedule import run_time_text
 from bot.slack.blocks.text import (
     SECTION_MAX,
     cap,
@@ -206,6 +207,8 @@ _SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9/._~?=%&#
 def _phrase(op: Operation) -> str:
     if op.state is OpState.AWAITING_APPROVAL:
         return "waiting for approval"
+    if op.state is OpState.SCHEDULED and op.run_at is not None:
+        return f"scheduled for {run_time_text(op.run_at)}"
     if op.state in ACTIVE_STATES:
         return f"in progress ({op.state.value.replace('_', ' ')})"
     return op.state.value.replace("_", " ")
