@@ -13,7 +13,6 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import AlreadyRequested, NotAllowed, TooManyRequests, UsageError
-from bot.schedule import ScheduleError, check_run_at
 from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
 from bot.slack.deps import SlackDeps
@@ -32,7 +31,7 @@ from bot.slack.parsing import (
 )
 from bot.slack.picker import open_picker
 from bot.slack.reason import check_reason
-from bot.slack.replies import already_requested, check_region, send
+from bot.slack.replies import already_requested, check_region, check_run_time, send
 from bot.slack.visibility import history_accounts
 
 __all__ = ["check_region", "check_run_time", "make_vpn_command_listener", "send"]
@@ -85,14 +84,6 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             await _after_ack(deps, parsed, request, respond, client, ticket=ticket)
 
     return handle_vpn_command
-
-
-def check_run_time(deps: SlackDeps, run_at: datetime) -> None:
-    """UsageError unless ``run_at`` is still to come and within VPNBOT_MAX_SCHEDULE_DAYS."""
-    try:
-        check_run_at(run_at, now=deps.now(), max_days=deps.settings.max_schedule_days)
-    except ScheduleError as err:
-        raise UsageError(f"That run time does not work: {err}.") from None
 
 
 def _accounts_here(deps: SlackDeps, command: dict[str, Any]) -> tuple[str, ...]:

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from fakes import FakeClock, time_passes
 from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 
 from bot.domain import OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
-from bot.slack.block_ids import ActionId
+from bot.sandbox.slack_user import selected_option
+from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import all_text, deny, has_buttons, local_stack, op_id_of, thread_text, wait_confirmation
@@ -293,3 +295,50 @@ async def test_scheduled_for_a_time_in_the_window_runs_then(sqlite_url: str) -> 
         stored = await stack.bot.app.store.get_operation(op_id=op_id)
         assert stored is not None
         assert stored.run_at == datetime(2026, 12, 11, 19, 0, tzinfo=UTC)
+
+
+async def _picker(stack: LocalStack) -> dict[str, Any]:
+    state = stack.slack.state
+    reply = await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+    assert reply.status == 200, reply.body
+    view: dict[str, Any] = await state.wait_for(
+        lambda: next(iter(state.views.values()), None), timeout=5, what="the picker"
+    )
+    View(**{k: v for k, v in view.items() if k not in ("id", "hash", "team_id")}).validate_json()
+    return view
+
+
+def _picked(run_at: int | None) -> dict[str, dict[str, Any]]:
+    return {
+        BlockId.PICK_REGION: {ActionId.PICK_REGION: selected_option({"text": {}, "value": "cn-hangzhou"})},
+        BlockId.PICK_CONNECTION: {
+            ActionId.PICK_CONNECTION: selected_option({"value": SEED_VCO_HANGZHOU}, "external_select")
+        },
+        BlockId.PICK_RUN_AT: {ActionId.PICK_RUN_AT: {"type": "datetimepicker", "selected_date_time": run_at}},
+    }
+
+
+async def test_the_picker_takes_a_run_time(sqlite_url: str) -> None:
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock) as stack:
+        view = await _picker(stack)
+        field = next(b for b in view["blocks"] if b.get("block_id") == BlockId.PICK_RUN_AT)
+        assert field["optional"] is True
+        assert field["element"]["type"] == "datetimepicker"
+        # Too far ahead, then in the past: the error stays in the modal, on the time field.
+        for bad, says in (
+            (T0.timestamp() + 15 * 86400, "more than 14 days"),
+            (T0.timestamp() - 60, "in the past"),
+        ):
+            refused = await stack.agent.submit(ALICE, view["id"], _picked(int(bad)))
+            assert refused.json()["response_action"] == "errors"
+            assert says in refused.json()["errors"][BlockId.PICK_RUN_AT]
+        run_at = datetime(2026, 12, 9, 1, 30, tzinfo=UTC)
+        done = await stack.agent.submit(ALICE, view["id"], _picked(int(run_at.timestamp())))
+        assert done.status == 200, done.body
+        card = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+        assert "Once approved, it runs" in all_text(card)
+        assert "(2026-12-09 01:30 UTC)" in all_text(card)
+        op = await stack.bot.app.store.get_operation(op_id=op_id_of(card))
+        assert op is not None
+        assert op.run_at == run_at

@@ -88,8 +88,11 @@ def build_picker(
     account: str = "",
     reason: str | None = None,
     reason_hint: str = "",
+    max_schedule_days: float = 14.0,
 ) -> View:
-    """The modal ``/vpn delete`` opens without an id: a region select, a connection search and a reason.
+    """The modal ``/vpn delete`` opens without an id: a region select, a connection search, a reason
+    and an optional run time (a datetimepicker, in the person's own time zone; at most
+    ``max_schedule_days`` ahead).
 
     ``accounts`` (those the channel may use, with several) adds an account select, ``account`` first.
     ``reason`` (from ``reason=…``) fills the reason field; ``reason_hint`` states the reason rules.
@@ -136,6 +139,18 @@ def build_picker(
                 hint=reason_hint or "Why it is deleted; shown on the card and in the audit trail.",
                 initial=reason,
             ),
+            {
+                "type": "input",
+                "block_id": BlockId.PICK_RUN_AT.value,
+                "optional": True,
+                "label": plain_object("When (optional)", 2000),
+                "hint": plain_object(
+                    "Leave empty to delete it once approved. A time (yours, at most "
+                    f"{max_schedule_days:g} days ahead) deletes it then; Cancel stops it until then.",
+                    2000,
+                ),
+                "element": {"type": "datetimepicker", "action_id": ActionId.PICK_RUN_AT.value},
+            },
         ],
     }
 
