@@ -20,8 +20,8 @@ from slack_sdk.models.views import View
 from bot.domain import OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
 from bot.sandbox.slack_user import selected_option
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
 from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
