@@ -346,7 +346,15 @@ class Runner:
     async def _schedule_pass(self) -> None:
         """Start each scheduled deletion whose time has come (each once, whichever replica gets there first)."""
         for op in await self._store.list_due_scheduled(now=self._clock.now()):
-            await self.start_scheduled(op)
+            try:
+                await self.start_scheduled(op)
+            except StoreUnavailable:
+                raise  # the loop waits for the database
+            except Exception:
+                # One deletion's unexpected failure must not hold back the others due now.
+                log.exception(
+                    "could not start a scheduled deletion; trying again next pass", extra={"op_id": op.id}
+                )
 
     async def start_scheduled(self, op: Operation, *, override_by: str | None = None) -> Operation | None:
         """SCHEDULED -> APPROVED now, driven here if there is room: the one place a scheduled run starts.
