@@ -12,6 +12,9 @@ deletion safe across clicks, retries, crashes and replicas:
   the lease expires (``stop()`` releases leases so that happens at once);
 - one DeleteVpnConnection per gateway at a time (Alibaba rejects concurrent ones), through a
   durable gateway lock, released in the same transaction that ends the operation;
+- a deletion approved for later (``at …``, or outside its account's change window) waits in
+  ``scheduled`` holding nothing (no lease, gateway or driver); each replica's schedule pass starts
+  the due ones, a compare-and-set deciding which replica does (:meth:`Runner.start_scheduled`);
 - ClientTokens follow Alibaba's idempotence rules (:func:`bot.domain.client_token_for`): the
   token is kept across ambiguous outcomes and replaced after a definite rejection, and the send
   is recorded before it is made, so a resend after a crash reuses the token that may have been sent.

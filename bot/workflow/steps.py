@@ -307,8 +307,9 @@ class StepBase:
 
     def finished(self, done: Operation) -> None:
         """Count an operation that just reached its final state (once: only the CAS winner calls this)."""
+        # From the approval, or a scheduled deletion's run time: its wait is not the deletion's duration.
         took = (
-            (done.finished_at - done.approved_at).total_seconds()
+            (done.finished_at - started_from(done)).total_seconds()
             if done.finished_at and done.approved_at
             else None
         )
