@@ -467,6 +467,7 @@ def _build_workflow(
         now=clock.now,
         anyone_may_approve=settings.anyone_may_approve,
         approval_rule=approval_rule_text(settings),
+        change_windows=settings.change_windows_parsed(),
     )
     return Workflow(
         store=store,

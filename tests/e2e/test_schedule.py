@@ -208,6 +208,9 @@ async def test_an_approval_outside_the_window_runs_at_the_next_opening(sqlite_ur
     async with running(sqlite_url, clock, change_windows={"*": ["Sat 01:00-05:00 Asia/Shanghai"]}) as stack:
         card = await _request(stack, f"delete {SEED_VCO_HANGZHOU}", SEED_VCO_HANGZHOU)
         op_id = op_id_of(card)
+        # The approver knows before clicking: approved now, it waits for the window.
+        assert "Outside the change window (`Sat 01:00-05:00 Asia/Shanghai`)" in all_text(card)
+        assert "(2026-12-11 17:00 UTC)" in all_text(card)
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
         held = await _card_says(stack, card.ts, "outside the change window")
         assert "2026-12-11 17:00 UTC" in all_text(held)  # Saturday 01:00 in Shanghai
@@ -288,6 +291,7 @@ async def test_scheduled_for_a_time_in_the_window_runs_then(sqlite_url: str) -> 
             stack, f"delete {SEED_VCO_HANGZHOU} at 2026-12-12 03:00 Asia/Shanghai", SEED_VCO_HANGZHOU
         )
         op_id = op_id_of(card)
+        assert "Outside the change window" not in all_text(card)  # the requested time is inside it
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
         scheduled = await _card_says(stack, card.ts, "scheduled to run")
         assert "2026-12-11 19:00 UTC" in all_text(scheduled)

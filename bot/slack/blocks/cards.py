@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from bot.domain import (
     Operation,
     OpState,
 )
+from bot.schedule import Window, run_time
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
 from bot.slack.blocks.recreate import (
@@ -172,8 +174,11 @@ def build_confirmation(
     now: datetime | None = None,
     anyone_may_approve: bool = False,
     approval_rule: str = "",
+    windows: Sequence[Window] = (),
 ) -> Message:
     """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
+
+    ``windows`` (the account's change windows): the card says when a deletion approved now would run.
 
     ``now`` decides whether times need their date; it defaults to when the op last changed.
     ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
@@ -195,6 +200,13 @@ def build_confirmation(
     )
     if op.run_at is not None:
         summary += f"\n:calendar: Once approved, it runs {run_time_text(op.run_at)}."
+    runs = run_time(windows, wanted=op.run_at, now=now)
+    if runs > max(now, op.run_at or now):
+        shown = "; ".join(str(w) for w in windows)
+        summary += (
+            f"\n:calendar: Outside the change window ({code(shown, 300)}): approved now, it runs when the "
+            f"window next opens, {run_time_text(runs)}, unless a second approver overrides the window."
+        )
     warnings = _gateway_warnings(op)
     if warnings:
         summary += "\n" + warnings
@@ -385,7 +397,12 @@ def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
 
 
 def build_parent(
-    op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False, approval_rule: str = ""
+    op: Operation,
+    *,
+    now: datetime | None = None,
+    anyone_may_approve: bool = False,
+    approval_rule: str = "",
+    windows: Sequence[Window] = (),
 ) -> Message:
     """The confirmation message re-rendered for the operation's current state.
 
@@ -395,7 +412,7 @@ def build_parent(
     now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
         return build_confirmation(
-            op, now=now, anyone_may_approve=anyone_may_approve, approval_rule=approval_rule
+            op, now=now, anyone_may_approve=anyone_may_approve, approval_rule=approval_rule, windows=windows
         )
     if op.is_recreate or op.state in (OpState.CREATING, OpState.ROUTING, OpState.RECREATED):
         return build_recreate_parent(op, now=now)
