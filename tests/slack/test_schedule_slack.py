@@ -23,6 +23,7 @@ from bot.domain import (
     Starting,
 )
 from bot.errors import ConfigError, UsageError
+from bot.schedule import parse_window
 from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks import build_parent, build_usage, closed_text
 from bot.slack.blocks.thread import build_progress
@@ -158,6 +159,17 @@ def test_the_confirmation_names_the_requested_time() -> None:
     card = build_parent(make_op(state=OpState.AWAITING_APPROVAL, run_at=RUN))
     _valid(card)
     assert "Once approved, it runs <!date^" in json.dumps(card)
+
+
+def test_the_confirmation_says_when_the_window_holds_it_back() -> None:
+    windows = (parse_window("Sat 01:00-05:00 Asia/Shanghai"),)
+    # T0 is a Thursday: approved now, it would wait for Saturday 01:00 in Shanghai (Friday 17:00 UTC).
+    card = build_parent(make_op(state=OpState.AWAITING_APPROVAL), now=T0, windows=windows)
+    _valid(card)
+    text = json.dumps(card)
+    assert "Outside the change window (`Sat 01:00-05:00 Asia/Shanghai`)" in text
+    inside = build_parent(make_op(state=OpState.AWAITING_APPROVAL), now=T0, windows=())
+    assert "change window" not in json.dumps(inside)
 
 
 def test_a_late_delete_click_on_a_scheduled_card_says_when_it_runs() -> None:
