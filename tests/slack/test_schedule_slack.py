@@ -234,3 +234,19 @@ def test_bad_schedule_settings_are_refused_at_start(values: dict[str, str], says
     with pytest.raises(ConfigError) as info:
         load_settings(**values)
     assert says in "\n".join(info.value.problems)
+
+
+def test_status_and_home_say_when_it_runs() -> None:
+    from slack_sdk.models.views import View
+
+    from bot.slack.blocks.find import build_operation_status
+    from bot.slack.blocks.views import build_home
+
+    op = _scheduled(SCHEDULE_AT)
+    status = build_operation_status(op, permalink=None, now=T0)
+    _valid(status)
+    assert "scheduled for 2026-12-09 18:00 UTC" in status["text"]
+    assert "Runs <!date^" in json.dumps(status)
+    home = build_home(pending=[], running=[op], finished=[], links={}, now=T0)
+    View(**home).validate_json()
+    assert "scheduled for <!date^" in json.dumps(home)
