@@ -176,6 +176,18 @@ async def test_a_connection_gone_by_its_time_is_not_deleted(sqlite_url: str) -> 
         await stack.bot.app.workflow.run_once()
         await _card_says(stack, card.ts, "no longer existed")
         await _thread_says(stack, card.ts, "Not run")
+        # The requester is told in a direct message, not that Alibaba Cloud refused anything.
+        dm = await stack.slack.state.wait_for(
+            lambda: (
+                next(iter(stack.slack.state.messages(f"D{ALICE}")), None)
+                if f"D{ALICE}" in stack.slack.state.channels
+                else None
+            ),
+            timeout=10,
+            what="Alice's direct message",
+        )
+        _valid(dm)
+        assert "was not run: at the scheduled time the connection no longer existed" in all_text(dm)
         assert _deletes(stack) == []
         assert await _state(stack, op_id) is OpState.FAILED
 
