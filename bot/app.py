@@ -468,6 +468,7 @@ def _build_workflow(
         anyone_may_approve=settings.anyone_may_approve,
         approval_rule=approval_rule_text(settings),
         audit_channel=settings.audit_channel,
+        change_windows=settings.change_windows_parsed(),
     )
     return Workflow(
         store=store,
@@ -559,6 +560,7 @@ async def create_app(
             recent_operations=store.recent_operations,
             approvals=policy,
             visibility=Visibility(settings, directory=SlackChannelDirectory(slack), approvers=policy),
+            now=workflow.now,
         )
         _log_account_binding(settings)
     except BaseException:

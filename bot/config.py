@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bot import ids
+from bot import ids, schedule
 from bot.errors import ConfigError
 
 __all__ = ["ANYONE", "PLACEHOLDERS", "Settings", "explicit_settings", "load_settings"]
@@ -217,6 +217,13 @@ class Settings(BaseSettings):
     )
     # A channel (C…/G…) that gets one line per decision (requested, approved, denied, deleted, …).
     audit_channel: str | None = Field(default=None, validation_alias="VPNBOT_AUDIT_CHANNEL")
+    # ``/vpn delete … at TIME``: how far ahead a deletion may be scheduled.
+    max_schedule_days: float = Field(default=14.0, gt=0, le=366, validation_alias="VPNBOT_MAX_SCHEDULE_DAYS")
+    # account=DAYS HH:MM-HH:MM Zone; … (``*`` for every account): approved deletions run inside these
+    # windows only (see bot.schedule). Kept as written, each window checked; parsed by change_windows_parsed.
+    change_windows: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict, validation_alias="VPNBOT_CHANGE_WINDOWS"
+    )
 
     # Other ALIBABA_CLOUD_* lines of the .env file (e.g. ALIBABA_CLOUD_ECS_METADATA_DISABLED), for the
     # credential chain library, which reads only the process environment (see bot.cloud.credentials).
@@ -360,6 +367,25 @@ class Settings(BaseSettings):
             found[name] = pattern
         return found
 
+    @field_validator("change_windows", mode="before")
+    @classmethod
+    def _change_windows(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        names = (n for n in (p.partition("=")[0].strip() for p in value.split(";")) if n and n != ANYONE)
+        try:
+            parsed = schedule.parse_windows(value, account_ok=[n for n in names if ids.is_account_name(n)])
+        except schedule.ScheduleError as err:
+            raise ValueError(str(err)) from None
+        return {name: [str(w) for w in windows] for name, windows in parsed.items()}
+
+    def change_windows_parsed(self) -> dict[str, tuple[schedule.Window, ...]]:
+        """VPNBOT_CHANGE_WINDOWS as windows by account name (``*``: every other account)."""
+        return {
+            name: tuple(schedule.parse_window(spec) for spec in specs)
+            for name, specs in self.change_windows.items()
+        }
+
     def reason_required(self, account: str) -> bool:
         """Whether a deletion in ``account`` ("" for the single-account bot) must give a reason."""
         return ANYONE in self.require_reason or (bool(account) and account in self.require_reason)
@@ -419,6 +445,12 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(
                 f"VPNBOT_CHANNEL_ACCOUNTS names accounts VPNBOT_ACCOUNTS does not define: {', '.join(unknown)}"
+            )
+        unwindowed = sorted(set(self.change_windows) - set(self.accounts) - {ANYONE})
+        if unwindowed:
+            raise ValueError(
+                f"VPNBOT_CHANGE_WINDOWS names accounts VPNBOT_ACCOUNTS does not define: {', '.join(unwindowed)}"
+                + ("" if self.accounts else " (a single-account bot takes *=…)")
             )
         return self
 

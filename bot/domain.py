@@ -30,6 +30,10 @@ __all__ = [
     "PART_ROUTES",
     "REASON_MAX",
     "RESERVED_TAG_PREFIXES",
+    "SCHEDULED_GONE",
+    "SCHEDULED_MOVED",
+    "SCHEDULE_AT",
+    "SCHEDULE_WINDOW",
     "TERMINAL_STATES",
     "Accepted",
     "Announced",
@@ -68,9 +72,11 @@ __all__ = [
     "Resumed",
     "Retrying",
     "RouteResult",
+    "Scheduled",
     "Snapshot",
     "SnapshotRoute",
     "SnapshotTaken",
+    "Starting",
     "StillExists",
     "TimedOut",
     "Unanswered",
@@ -336,11 +342,19 @@ class OpState(StrEnum):
                                                                               NotFound ─> deleted ─┤
         approved/deleting/waiting_gateway/verifying ──deadline passed──> timed_out     still there ─> failed
 
-    Approval is the point of no return: only ``awaiting_approval`` can be cancelled or expire.
+        awaiting_approval ──approve (a later run time, or outside the change window)──> scheduled
+        scheduled ──run time due (or Override window)──> approved      (nothing held while it waits:
+              ├─cancel─> cancelled                                      no lease, no gateway, no driver)
+              └─connection gone or moved at the run time─> failed
+
+    Approval is the point of no return for what runs now: only ``awaiting_approval`` and ``scheduled``
+    can be cancelled; only ``awaiting_approval`` expires.
     """
 
     LOOKING_UP = "looking_up"
     AWAITING_APPROVAL = "awaiting_approval"
+    # Approved to run later (``run_at``): a requested time, or the next change window's opening.
+    SCHEDULED = "scheduled"
     APPROVED = "approved"
     DELETING = "deleting"
     WAITING_GATEWAY = "waiting_gateway"
@@ -406,6 +420,13 @@ REASON_MAX = 500
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"
+# Operation.schedule_kind: run at the requested time, or moved to the next change window's opening.
+SCHEDULE_AT = "at"
+SCHEDULE_WINDOW = "window"
+# Error codes of a scheduled deletion that did not run: at its time the connection was gone, or on
+# another gateway than the one approved.
+SCHEDULED_GONE = "scheduled_connection_gone"
+SCHEDULED_MOVED = "scheduled_connection_moved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,6 +505,11 @@ class Operation:
     # (VPNBOT_ESCALATE_TO) in the thread: set once, by the compare-and-set that writes the reply.
     reminded_at: datetime | None = None
     escalated_at: datetime | None = None
+    # Deletions: when it runs. Requested (``at …``; None: at once) until approved; then, in
+    # ``scheduled``, the time it was scheduled for (``schedule_kind``: SCHEDULE_AT for the requested
+    # time, SCHEDULE_WINDOW when moved to the next change window's opening).
+    run_at: datetime | None = None
+    schedule_kind: str | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -540,6 +566,8 @@ class OpFields(TypedDict, total=False):
     cancel_reason: str | None
     reminded_at: datetime | None
     escalated_at: datetime | None
+    run_at: datetime | None
+    schedule_kind: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,6 +659,22 @@ class Deferred:
     """Approved while the approving instance drives as many operations as it may: it waits for room."""
 
     driving: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """Approved to run at ``run_at``; ``window`` (the account's change windows, as written) when moved there."""
+
+    run_at: datetime
+    window: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Starting:
+    """A scheduled deletion's time came (``run_at``), or ``override_by`` overrode the change window."""
+
+    run_at: datetime
+    override_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -811,6 +855,8 @@ Progress = (
     | Reminded
     | Escalated
     | Announced
+    | Scheduled
+    | Starting
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
@@ -842,6 +888,8 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         Reminded,
         Escalated,
         Announced,
+        Scheduled,
+        Starting,
     )
 }
 

@@ -7,10 +7,14 @@ Nothing here creates an app or registers anything on import; the composition roo
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.slack.actions import make_approve_listener
+from bot.slack.actions import make_approve_listener, make_override_listener
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.cancel import make_cancel_listener, make_cancel_submit_listener
 from bot.slack.commands import make_vpn_command_listener
@@ -61,6 +65,7 @@ def register(
     recent_operations: RecentOperations | None = None,
     approvals: ApprovalPolicy | None = None,
     visibility: Visibility | None = None,
+    now: Callable[[], datetime] | None = None,
 ) -> None:
     """Register the /vpn command, the confirmation and list buttons and the error funnel on ``app``.
 
@@ -71,6 +76,7 @@ def register(
     ``/vpn list`` and ``/vpn status`` (listings are cached briefly for paging) and the
     ``/vpn delete`` picker. ``recent_operations`` (one store call) and ``approvals`` feed the Home tab. ``visibility`` (the
     one visibility rule) decides which operations the Home tab and ``/vpn status`` show to whom.
+    ``now`` (the workflow's clock) is what a requested run time (``at …``) is checked against.
     """
     deps = SlackDeps(
         workflow=workflow,
@@ -85,8 +91,11 @@ def register(
         visibility=visibility,
         rate=UserRate(settings.user_rate_per_minute),
     )
+    if now is not None:
+        deps = dataclasses.replace(deps, now=now)
     app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
     app.action(ActionId.APPROVE.value)(make_approve_listener(deps))
+    app.action(ActionId.OVERRIDE_WINDOW.value)(make_override_listener(deps))
     app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))
     app.view(CallbackId.CANCEL.value)(make_cancel_submit_listener(deps))
     page_listener = make_list_page_listener(deps)

@@ -13,7 +13,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.parsing import FOREIGN_BUTTON, ButtonClick, parse_click
 
-__all__ = ["check_click", "make_approve_listener"]
+__all__ = ["check_click", "make_approve_listener", "make_override_listener"]
 
 
 async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
@@ -40,3 +40,17 @@ def make_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
             await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
 
     return handle_approve_click
+
+
+def make_override_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the *Override window* listener: a second approver runs a window-held deletion now."""
+
+    async def handle_override_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on Override window: the workflow checks the second approver and starts it."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await check_click(deps, click)
+            await deps.workflow.override_window(op_id=click.op_id, user_id=click.user_id)
+
+    return handle_override_click

@@ -20,6 +20,10 @@ class ActionId(StrEnum):
 
     APPROVE = "vpn-delete-approve"
     CANCEL = "vpn-delete-cancel"
+    # A scheduled deletion the change window holds back: a second approver runs it now.
+    OVERRIDE_WINDOW = "vpn-delete-override-window"
+    # The picker modal's optional run time (a datetimepicker).
+    PICK_RUN_AT = "vpn-pick-run-at"
     # /vpn list: page through a listing, or start the delete confirmation for one row.
     LIST_NEXT = "vpn-list-next"
     LIST_PREVIOUS = "vpn-list-previous"
@@ -58,6 +62,7 @@ class BlockId(StrEnum):
     PICK_ACCOUNT = "vpn-pick-account-block"
     PICK_CONNECTION = "vpn-pick-connection-block"
     PICK_REASON = "vpn-pick-reason-block"
+    PICK_RUN_AT = "vpn-pick-run-at-block"
     CANCEL_REASON = "vpn-cancel-reason-block"
     REASON = "vpn-delete-reason"
     APPROVAL_RULE = "vpn-delete-approval-rule"

@@ -109,7 +109,7 @@ async def _open_modal(deps: SlackDeps, client: AsyncWebClient, click: ButtonClic
     if not click.trigger_id or deps.operation is None:
         return False
     op = await deps.operation(click.op_id)
-    if op is None or op.state is not OpState.AWAITING_APPROVAL:
+    if op is None or op.state not in (OpState.AWAITING_APPROVAL, OpState.SCHEDULED):
         return False  # the workflow explains why it is closed
     if deps.cancel_policy is not None:
         try:

@@ -31,10 +31,10 @@ from bot.slack.parsing import (
 )
 from bot.slack.picker import open_picker
 from bot.slack.reason import check_reason
-from bot.slack.replies import already_requested, check_region, send
+from bot.slack.replies import already_requested, check_region, check_run_time, send
 from bot.slack.visibility import history_accounts
 
-__all__ = ["check_region", "make_vpn_command_listener", "send"]
+__all__ = ["check_region", "check_run_time", "make_vpn_command_listener", "send"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
                 parsed = dataclasses.replace(parsed, account=account)
                 ticket = check_reason(deps.settings, account=account or "", reason=parsed.reason)
+                if parsed.run_at is not None:
+                    check_run_time(deps, parsed.run_at)
             elif isinstance(parsed, PickCommand) and parsed.account is not None:
                 choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
@@ -127,7 +129,7 @@ async def _after_ack(
                 account=asked,
                 reason=reason,
             )
-        case DeleteCommand(vco_id=vco_id, region=region, account=account, reason=reason):
+        case DeleteCommand(vco_id=vco_id, region=region, account=account, reason=reason, run_at=run_at):
             await check_region(deps, region)
             try:
                 await deps.workflow.request_delete(
@@ -138,6 +140,7 @@ async def _after_ack(
                     account=account or "",
                     reason=reason,
                     ticket=ticket,
+                    run_at=run_at,
                     **who,
                 )
             except AlreadyRequested as err:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -39,8 +40,16 @@ class WorkflowApi(Protocol):
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> Operation:
-        """Check policy, look the connection up and post the confirmation (in ``account``, with ``reason``)."""
+        """Check policy, look the connection up and post the confirmation (in ``account``, with ``reason``).
+
+        ``run_at``: when to delete it once approved (None: at once).
+        """
+        ...
+
+    async def override_window(self, *, op_id: str, user_id: str) -> Operation:
+        """Run a deletion its change window holds back now (a second approver; raises NotAllowed)."""
         ...
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
@@ -171,3 +180,5 @@ class SlackDeps:
     visibility: Visibility | None = None
     # Commands and lookups per person (VPNBOT_USER_RATE_PER_MINUTE); off unless register() sets it.
     rate: UserRate = field(default_factory=lambda: UserRate(0))
+    # The time now (the workflow's clock): a requested run time is checked against it.
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

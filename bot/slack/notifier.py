@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain import Announced, Delivery, Operation, Progress
 from bot.errors import SlackError
+from bot.schedule import Window, windows_for
 from bot.slack.blocks import (
     FILE_KEY,
     SnapshotFile,
@@ -166,10 +167,13 @@ class SlackNotifier:
         anyone_may_approve: bool = False,
         approval_rule: str = "",
         audit_channel: str | None = None,
+        change_windows: Mapping[str, tuple[Window, ...]] | None = None,
     ) -> None:
         self._client = client
         # VPNBOT_AUDIT_CHANNEL: where each decision gets its line (None: nowhere).
         self._audit_channel = audit_channel
+        # VPNBOT_CHANGE_WINDOWS: an open confirmation says when a deletion approved now would run.
+        self._windows = change_windows or {}
         # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card.
         self._rule = approval_rule
         # VPNBOT_APPROVERS=*: the card says that anyone who sees it may approve.
@@ -180,7 +184,11 @@ class SlackNotifier:
     async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
         """Post the confirmation in ``op.channel_id`` and return its ts (once per ``delivery``)."""
         message = build_confirmation(
-            op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule
+            op,
+            now=self._now(),
+            anyone_may_approve=self._anyone,
+            approval_rule=self._rule,
+            windows=windows_for(self._windows, op.account),
         )
         # A recreation's confirmation goes in the deleted card's thread.
         ts, _ = await self._post_once(op.channel_id, op.thread_ts, message, delivery)
@@ -188,7 +196,13 @@ class SlackNotifier:
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation for the op's state."""
-        message = build_parent(op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule)
+        message = build_parent(
+            op,
+            now=self._now(),
+            anyone_may_approve=self._anyone,
+            approval_rule=self._rule,
+            windows=windows_for(self._windows, op.account),
+        )
         try:
             await self._client.chat_update(
                 channel=op.channel_id, ts=op.message_ts or "", text=message["text"], blocks=message["blocks"]

@@ -27,7 +27,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import reply_for
 from bot.slack.parsing import PickerSubmission, parse_submission, parse_suggestion
 from bot.slack.reason import check_reason, clean_reason
-from bot.slack.replies import already_requested, check_region
+from bot.slack.replies import already_requested, check_region, check_run_time
 
 __all__ = ["field_error", "make_picker_submit_listener", "make_picker_suggest_listener", "open_picker"]
 
@@ -80,6 +80,7 @@ async def open_picker(
         account=account or "",
         reason=reason,
         reason_hint=_reason_hint(deps, account or (allowed[0] if allowed else "")),
+        max_schedule_days=deps.settings.max_schedule_days,
     )
     try:
         await client.views_open(trigger_id=trigger_id, view=view)
@@ -218,6 +219,12 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         except BotError as err:
             await ack(response_action="errors", errors={BlockId.PICK_REASON.value: _short(err)})
             return
+        if sub.run_at is not None:
+            try:
+                check_run_time(deps, sub.run_at)
+            except BotError as err:
+                await ack(response_action="errors", errors={BlockId.PICK_RUN_AT.value: _short(err)})
+                return
         errors = await _check_submission(deps, sub, account)
         if errors:
             await ack(response_action="errors", errors=errors)
@@ -236,6 +243,7 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
                     account=account,
                     reason=reason,
                     ticket=ticket,
+                    run_at=sub.run_at,
                 )
             except Exception as error:  # noqa: BLE001 - a modal submission: every error becomes the person's reply
                 await _tell(client, sub, error)

@@ -16,11 +16,12 @@ from bot.cloud.regions import PUBLIC_REGIONS
 from bot.domain import Operation
 from bot.errors import UsageError
 from bot.ids import is_channel_id
+from bot.schedule import ScheduleError, check_run_at
 from bot.slack.blocks import build_already_requested, code
 from bot.slack.codes import SLACK_FAILURES
 from bot.slack.deps import SlackDeps
 
-__all__ = ["already_requested", "check_region", "permalink", "send"]
+__all__ = ["already_requested", "check_region", "check_run_time", "permalink", "send"]
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,11 @@ async def check_region(deps: SlackDeps, region: str) -> None:
     if known and region not in known:
         listed = ", ".join(code(r, 40) for r in sorted(known)[:30])
         raise UsageError(f"Alibaba Cloud has no VPC region {code(region, 40)}. Known regions: {listed}.")
+
+
+def check_run_time(deps: SlackDeps, run_at: datetime) -> None:
+    """UsageError unless ``run_at`` is still to come and within VPNBOT_MAX_SCHEDULE_DAYS."""
+    try:
+        check_run_at(run_at, now=deps.now(), max_days=deps.settings.max_schedule_days)
+    except ScheduleError as err:
+        raise UsageError(f"That run time does not work: {err}.") from None

@@ -691,6 +691,14 @@ class Store(OutboxMixin):
         row = await self._run(stamp)
         return _row_to_op(row) if row is not None else None
 
+    async def list_due_scheduled(self, *, now: datetime) -> list[Operation]:
+        """Scheduled deletions whose run time has come, the earliest first."""
+        return await self._operations(
+            select(operations)
+            .where(operations.c.state == OpState.SCHEDULED.value, operations.c.run_at <= now)
+            .order_by(operations.c.run_at, operations.c.id)
+        )
+
     @shielded
     async def list_undo_closing(self, *, now: datetime) -> list[Operation]:
         """Deleted operations whose card still offers Recreate… though the window has closed."""

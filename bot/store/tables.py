@@ -137,6 +137,9 @@ operations = Table(
     # Added by migration 10: when the approvers were reminded, and the request escalated (once each).
     Column("reminded_at", UtcDateTime),
     Column("escalated_at", UtcDateTime),
+    # Added by migration 11 (scheduled deletions): when it runs, and why then (requested, change window).
+    Column("run_at", UtcDateTime),
+    Column("schedule_kind", String(16)),
     Index("ix_operations_state", "state"),
 )
 
@@ -311,6 +314,15 @@ def _migration_10(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {time_type}"))
 
 
+def _migration_11(conn: Connection) -> None:
+    # Scheduled deletions: the run time (requested, then scheduled) and what set it.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    time_type = conn.dialect.type_compiler_instance.process(DateTime(timezone=True))
+    for name, kind in (("run_at", time_type), ("schedule_kind", "VARCHAR(16)")):
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -323,5 +335,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_8,
     _migration_9,
     _migration_10,
+    _migration_11,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

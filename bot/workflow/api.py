@@ -37,7 +37,7 @@ class Steps(DeleteSteps, RecreateSteps):
 
     async def drive(self, op: Operation) -> None:
         queued_posted = False
-        while op.state is not OpState.AWAITING_APPROVAL and not op.is_terminal:
+        while op.state not in (OpState.AWAITING_APPROVAL, OpState.SCHEDULED) and not op.is_terminal:
             if op.state is OpState.LOOKING_UP:
                 await self.look_up(op, reply_on_failure=True)
                 return

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from bot.config import Settings
+from bot.schedule import Window
 
 __all__ = ["WorkflowConfig"]
 
@@ -54,6 +56,9 @@ class WorkflowConfig:
     escalate_before_s: float = 225.0
     # Whether decisions are announced in VPNBOT_AUDIT_CHANNEL (the outbox's AUDIT_LINE effects).
     audit_channel: bool = False
+    # Change windows by account (VPNBOT_CHANGE_WINDOWS; ``*``: every other account): an approved
+    # deletion runs inside its account's windows only (bot.schedule).
+    change_windows: Mapping[str, tuple[Window, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkflowConfig:
@@ -74,6 +79,7 @@ class WorkflowConfig:
             escalate_to=settings.escalate_to,
             escalate_before_s=settings.escalate_before_s,
             audit_channel=settings.audit_channel is not None,
+            change_windows=settings.change_windows_parsed(),
         )
 
     @property

@@ -15,6 +15,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.domain import (
+    SCHEDULE_AT,
+    SCHEDULE_WINDOW,
+    SCHEDULED_GONE,
+    SCHEDULED_MOVED,
     Accepted,
     AuditEntry,
     ConnectionReady,
@@ -31,6 +35,7 @@ from bot.domain import (
     Operation,
     OpState,
     Queued,
+    Scheduled,
     Snapshot,
     StillExists,
     Unanswered,
@@ -44,6 +49,7 @@ from bot.errors import (
     ConfirmationClosed,
     NotAllowed,
 )
+from bot.schedule import run_time, windows_for
 from bot.workflow.polling import expected_duration, poll_delay
 from bot.workflow.runner import Runner
 from bot.workflow.steps import (
@@ -54,6 +60,7 @@ from bot.workflow.steps import (
     StepBase,
     direct,
     snapshot_routes,
+    started_from,
     thread,
 )
 
@@ -61,6 +68,8 @@ __all__ = ["DeleteRequests", "DeleteSteps"]
 
 log = logging.getLogger("bot.workflow")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+# What Cancel closes: a request nobody approved yet, and an approved one still waiting for its time.
+_CANCELLABLE = frozenset({OpState.AWAITING_APPROVAL, OpState.SCHEDULED})
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
 
@@ -80,8 +89,12 @@ class DeleteRequests(Runner):
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> Operation:
         """Check policy, record the request, look the connection up and post the confirmation.
+
+        ``run_at``: when to delete it once approved (``at …``; the Slack layer checked it is to
+        come, and not too far ahead); None: as soon as it is approved (and its change window is open).
 
         ``account`` is the VPNBOT_ACCOUNTS name it runs in (the Slack layer chose and checked it);
         ``""`` for the single-account bot. One open request per person and connection: if this
@@ -111,6 +124,7 @@ class DeleteRequests(Runner):
                 account=account,
                 reason=reason,
                 ticket=ticket,
+                run_at=run_at,
             )
             op = await self._look_up_requested(op, read)
         finally:
@@ -163,6 +177,7 @@ class DeleteRequests(Runner):
         account: str,
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> Operation:
         """Store the request (leased to this worker) before anything is looked up."""
         now = self._clock.now()
@@ -185,6 +200,7 @@ class DeleteRequests(Runner):
             account=account,
             reason=reason,
             ticket=ticket,
+            run_at=run_at,
         )
         created = await self._store.create_operation(
             op=op,
@@ -203,6 +219,16 @@ class DeleteRequests(Runner):
         is recorded (it is stored once chat.postMessage answers), and the thread needs it.
         """
         op, now = await self._open_for_approval(op_id, user_id)
+        if not op.is_recreate:
+            # A later run time, or outside the account's change window: it waits, holding nothing.
+            windows = windows_for(self._config.change_windows, op.account)
+            runs = run_time(windows, wanted=op.run_at, now=now)
+            if runs > now:
+                kind = SCHEDULE_AT if runs == op.run_at else SCHEDULE_WINDOW
+                window = "; ".join(str(w) for w in windows) if kind == SCHEDULE_WINDOW else ""
+                return await self._schedule(
+                    op, user_id=user_id, message_ts=message_ts, now=now, runs=runs, kind=kind, window=window
+                )
         # A recreation is driven by the replica holding its key: another replica approves it
         # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
         # A deletion approved while this instance drives all it may (max_driven) is left unleased
@@ -287,10 +313,79 @@ class DeleteRequests(Runner):
         self.outbox.deliver_claimed(approved, pending)
         return approved
 
+    async def _schedule(
+        self,
+        op: Operation,
+        *,
+        user_id: str,
+        message_ts: str | None,
+        now: datetime,
+        runs: datetime,
+        kind: str,
+        window: str,
+    ) -> Operation:
+        """AWAITING_APPROVAL -> SCHEDULED for ``runs``: no lease, no gateway; the runner's due pass starts it."""
+        why = " (the next change window opening)" if kind == SCHEDULE_WINDOW else ""
+        moved = await self._store.transition_and_claim(
+            op.id,
+            claim=self.outbox.claim_terms(),
+            from_states=_AWAITING,
+            to=OpState.SCHEDULED,
+            now=now,
+            approver_id=user_id,
+            approved_at=now,
+            run_at=runs,
+            schedule_kind=kind,
+            message_ts=op.message_ts or message_ts,
+            audit_entry=self._steps.entry(
+                op, "approved", actor_id=user_id, detail=f"scheduled for {runs.isoformat()}{why}"
+            ),
+            effects=[CARD, thread(Scheduled(run_at=runs, window=window))],
+        )
+        if moved is None:
+            raise ConfirmationClosed(await self._load(op.id))
+        scheduled, pending = moved
+        self.outbox.deliver_claimed(scheduled, pending)
+        log.info("approved; scheduled for %s", runs.isoformat(), extra={"op_id": op.id})
+        return scheduled
+
+    async def override_window(self, *, op_id: str, user_id: str) -> Operation:
+        """Run a deletion the change window holds back now: a second allowed approver's decision.
+
+        ``user_id`` must be allowed to approve and be someone else than the approver; the override
+        is recorded in the audit (``window_override``). Raises NotAllowed or ConfirmationClosed.
+        """
+        op = await self._load(op_id)
+        await self._audited_check(
+            self._policy.check_approval, op, user_id=user_id, verb="override the window"
+        )
+        if op.state is not OpState.SCHEDULED or op.schedule_kind != SCHEDULE_WINDOW:
+            raise ConfirmationClosed(op)
+        if user_id == op.approver_id:
+            refusal = NotAllowed(
+                "You approved this deletion; overriding the change window needs a second approver.",
+                who_can="Ask another approver to click *Override window*.",
+            )
+            await self._store.add_audit(
+                self._steps.entry(
+                    op,
+                    "refused",
+                    actor_id=user_id,
+                    detail=f"override the window: {refusal.friendly}",
+                    times=1,
+                )
+            )
+            raise refusal
+        started = await self.start_scheduled(op, override_by=user_id)
+        if started is None:
+            raise ConfirmationClosed(await self._load(op_id))
+        return started
+
     async def cancel(
         self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
     ) -> Operation:
-        """Cancel a confirmation that nobody approved yet (``message_ts`` as for :meth:`approve`).
+        """Cancel a confirmation nobody approved yet, or a scheduled deletion before it starts
+        (``message_ts`` as for :meth:`approve`).
 
         ``reason`` (the Cancel modal's, person-typed) is shown on the closed card, told to the
         requester and recorded in the audit entry.
@@ -304,7 +399,7 @@ class DeleteRequests(Runner):
         moved = await self._store.transition_and_claim(
             op_id,
             claim=self.outbox.claim_terms(),
-            from_states=_AWAITING,
+            from_states=_CANCELLABLE,
             to=OpState.CANCELLED,
             now=now,
             cancelled_by=user_id,
@@ -418,6 +513,21 @@ class DeleteSteps(StepBase):
         awaiting, pending = moved
         self._outbox.deliver_claimed(awaiting, pending)
         return awaiting
+
+    async def recheck_scheduled(self, op: Operation) -> Failed | None:
+        """At a scheduled deletion's time: why it must not run (gone, or on another gateway), or None.
+
+        Raises CloudError when the connection could not be read.
+        """
+        try:
+            found = await self._read(op).describe_vpn_connection(region=op.region, vco_id=op.vco_id)
+        except CloudError as err:
+            if err.code == CONNECTION_NOT_FOUND:
+                return Failed(code=SCHEDULED_GONE, reason="", request_id=err.request_id)
+            raise
+        if found.gateway_id != op.gateway_id:
+            return Failed(code=SCHEDULED_MOVED, reason="")
+        return None
 
     async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
         """The impact preview, or one saying it could not be read: it must never stop the confirmation."""
@@ -588,7 +698,7 @@ class DeleteSteps(StepBase):
                 connection = await self._read(op).describe_vpn_connection(region=op.region, vco_id=op.vco_id)
             except CloudError as err:
                 if err.code == CONNECTION_NOT_FOUND:
-                    elapsed = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
+                    elapsed = (self._clock.now() - started_from(op)).total_seconds()
                     return await self.finish(op, OpState.DELETED, Deleted(elapsed_s=elapsed))
                 log.warning(
                     "checking the connection failed (%s); checking on", err.code, extra={"op_id": op.id}

@@ -12,6 +12,9 @@ deletion safe across clicks, retries, crashes and replicas:
   the lease expires (``stop()`` releases leases so that happens at once);
 - one DeleteVpnConnection per gateway at a time (Alibaba rejects concurrent ones), through a
   durable gateway lock, released in the same transaction that ends the operation;
+- a deletion approved for later (``at …``, or outside its account's change window) waits in
+  ``scheduled`` holding nothing (no lease, gateway or driver); each replica's schedule pass starts
+  the due ones, a compare-and-set deciding which replica does (:meth:`Runner.start_scheduled`);
 - ClientTokens follow Alibaba's idempotence rules (:func:`bot.domain.client_token_for`): the
   token is kept across ambiguous outcomes and replaced after a definite rejection, and the send
   is recorded before it is made, so a resend after a crash reuses the token that may have been sent.
@@ -37,13 +40,16 @@ from bot.domain import (
     EffectKind,
     Escalated,
     Expired,
+    Failed,
     Operation,
     OpState,
     PostFailed,
     Reminded,
     Resumed,
+    Starting,
 )
 from bot.errors import (
+    CloudError,
     ConfirmationClosed,
     SlackError,
     StoreUnavailable,
@@ -149,6 +155,7 @@ class Runner:
                 self._every(self._resume_pass, "resume", wake=self._room), name="vpnbot-resume"
             ),
             asyncio.create_task(self._every(self._expiry_pass, "expiry"), name="vpnbot-expiry"),
+            asyncio.create_task(self._every(self._schedule_pass, "schedule"), name="vpnbot-schedule"),
             asyncio.create_task(self._every(self.outbox.pass_once, "outbox"), name="vpnbot-outbox"),
         ]
 
@@ -180,6 +187,7 @@ class Runner:
         """One pass of resume, expiry and outbox delivery (the background loops call the same)."""
         await self._resume_pass()
         await self._expiry_pass()
+        await self._schedule_pass()
         await self.outbox.pass_once()
 
     async def wait_idle(self) -> None:
@@ -187,6 +195,10 @@ class Runner:
         while self._driving:
             await asyncio.gather(*self._driving.values(), return_exceptions=True)
         await self.outbox.wait_idle()
+
+    def now(self) -> datetime:
+        """The time on the workflow's clock (the Slack layer checks requested run times against it)."""
+        return self._clock.now()
 
     @property
     def driving(self) -> frozenset[str]:
@@ -360,6 +372,104 @@ class Runner:
                 call = thread(Escalated(group=config.escalate_to, left_s=left))
                 if await self._store.mark_once(op.id, mark="escalated_at", now=now, effects=[call]):
                     self.outbox.kick(op.id)
+
+    async def _schedule_pass(self) -> None:
+        """Start each scheduled deletion whose time has come (each once, whichever replica gets there first)."""
+        for op in await self._store.list_due_scheduled(now=self._clock.now()):
+            try:
+                await self.start_scheduled(op)
+            except StoreUnavailable:
+                raise  # the loop waits for the database
+            except Exception:
+                # One deletion's unexpected failure must not hold back the others due now.
+                log.exception(
+                    "could not start a scheduled deletion; trying again next pass", extra={"op_id": op.id}
+                )
+
+    async def start_scheduled(self, op: Operation, *, override_by: str | None = None) -> Operation | None:
+        """SCHEDULED -> APPROVED now, driven here if there is room: the one place a scheduled run starts.
+
+        ``override_by``: a second approver overrode the change window (audited ``window_override``).
+        The connection is read again first: gone, or on another gateway, the deletion fails with
+        that reason instead. A compare-and-set decides, so of several replicas (or a due pass and an
+        override) exactly one starts it; the others get None. A read that fails is tried again at the
+        next pass (an override raises it) until the deadline has passed, then the deletion fails.
+        Any rule that may hold a due run back (a freeze) goes at the top of this method.
+        """
+        now = self._clock.now()
+        run_at = now if override_by is not None or op.run_at is None else op.run_at
+        deadline = run_at + timedelta(seconds=self._config.delete_timeout_s)
+        try:
+            problem = await self._steps.recheck_scheduled(op)
+        except CloudError as err:
+            if override_by is not None:
+                raise
+            if now < deadline:
+                log.warning(
+                    "could not read the scheduled connection again (%s); trying again at the next pass",
+                    err.code,
+                    extra={"op_id": op.id},
+                )
+                return None
+            problem = Failed(code=err.code, reason=err.friendly, request_id=err.request_id)
+        if problem is not None:
+            return await self._scheduled_failed(op, problem)
+        ours = self._has_room()
+        lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s) if ours else now)
+        if ours:
+            self._starting += 1
+        try:
+            action, detail = (
+                ("window_override", f"change window overridden; second approver to {op.approver_id}")
+                if override_by is not None
+                else ("started", f"scheduled for {run_at.isoformat()}")
+            )
+            started = await self._store.transition(
+                op.id,
+                from_states={OpState.SCHEDULED},
+                to=OpState.APPROVED,
+                now=now,
+                lease=lease,
+                run_at=run_at,
+                deadline_at=deadline,
+                audit_entry=self._steps.entry(
+                    op, action, actor_id=override_by or SYSTEM_ACTOR, detail=detail
+                ),
+                effects=[CARD, thread(Starting(run_at=run_at, override_by=override_by or ""))],
+            )
+            if started is None:
+                return None  # cancelled, or started by another replica
+            self.outbox.kick(op.id)
+            log.info("scheduled deletion starting", extra={"op_id": op.id, "vco_id": op.vco_id})
+            if ours:
+                self._start_driving(started)
+            else:
+                self._wants_room = True
+        finally:
+            if ours:
+                self._starting -= 1
+        return started
+
+    async def _scheduled_failed(self, op: Operation, problem: Failed) -> Operation | None:
+        """SCHEDULED -> FAILED: at its time the connection was gone or had moved; nothing was sent."""
+        now = self._clock.now()
+        failed = await self._store.transition(
+            op.id,
+            from_states={OpState.SCHEDULED},
+            to=OpState.FAILED,
+            now=now,
+            finished_at=now,
+            error_code=problem.code,
+            error_text=problem.reason or None,
+            audit_entry=self._steps.entry(
+                op, "failed", actor_id=SYSTEM_ACTOR, detail=f"at the scheduled time: {problem.code}"
+            ),
+            effects=[thread(problem), CARD, direct(problem)],
+        )
+        if failed is not None:
+            self.outbox.kick(op.id)
+            self._steps.finished(failed)
+        return failed
 
     async def _expire(self, op: Operation) -> None:
         now = self._clock.now()

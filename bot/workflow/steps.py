@@ -50,12 +50,14 @@ __all__ = [
     "Stopping",
     "direct",
     "snapshot_routes",
+    "started_from",
     "thread",
 ]
 
 log = logging.getLogger("bot.workflow")
 
 CONNECTION_NOT_FOUND = "InvalidVpnConnectionInstanceId.NotFound"
+
 SYSTEM_ACTOR = "vpn-bot"
 CARD = Effect(EffectKind.UPDATE_CARD)
 
@@ -232,7 +234,7 @@ class StepBase:
         return moved
 
     async def _time_out(self, op: Operation) -> Operation:
-        waited = (self._clock.now() - (op.approved_at or op.created_at)).total_seconds()
+        waited = (self._clock.now() - started_from(op)).total_seconds()
         outcome = TimedOut(
             phase=op.state.value,
             waited_s=waited,
@@ -320,8 +322,9 @@ class StepBase:
 
     def finished(self, done: Operation) -> None:
         """Count an operation that just reached its final state (once: only the CAS winner calls this)."""
+        # From the approval, or a scheduled deletion's run time: its wait is not the deletion's duration.
         took = (
-            (done.finished_at - done.approved_at).total_seconds()
+            (done.finished_at - started_from(done)).total_seconds()
             if done.finished_at and done.approved_at
             else None
         )
@@ -379,6 +382,13 @@ class StepBase:
             effects=[CARD],
         )
         self._outbox.kick(parent_op_id)
+
+
+def started_from(op: Operation) -> datetime:
+    """When the work began: the run time of a scheduled deletion, else its approval (or its request)."""
+    if op.schedule_kind is not None and op.run_at is not None:
+        return op.run_at
+    return op.approved_at or op.created_at
 
 
 def snapshot_routes(op: Operation) -> tuple[SnapshotRoute, ...]:

@@ -168,10 +168,11 @@ class FakeWorkflow:
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> Operation:
         self.started.set()
         try:
-            kwargs = {
+            kwargs: dict[str, Any] = {
                 "team_id": team_id,
                 "user_id": user_id,
                 "channel_id": channel_id,
@@ -181,6 +182,8 @@ class FakeWorkflow:
             }
             if account:  # only with several accounts, so single-account expectations stay as they were
                 kwargs["account"] = account
+            if run_at is not None:  # only when asked for, so the other expectations stay as they were
+                kwargs["run_at"] = run_at
             if self.hold is not None:
                 await self.hold.wait()
             self._enter("request_delete", kwargs)
@@ -197,6 +200,10 @@ class FakeWorkflow:
     ) -> Operation:
         self._enter("cancel", {"op_id": op_id, "user_id": user_id, **({"reason": reason} if reason else {})})
         return make_op(id=op_id, state=OpState.CANCELLED, cancelled_by=user_id, cancel_reason=reason)
+
+    async def override_window(self, *, op_id: str, user_id: str) -> Operation:
+        self._enter("override_window", {"op_id": op_id, "user_id": user_id})
+        return make_op(id=op_id, state=OpState.APPROVED, approver_id="U0OTHER", approved_at=T0)
 
     async def recreate_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
         self._enter("recreate_target", {"op_id": op_id, "user_id": user_id, "channel_id": channel_id})

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from bot.domain import (
     ACTIVE_STATES,
     REASON_MAX,
+    SCHEDULED_GONE,
+    SCHEDULED_MOVED,
     Operation,
     OpState,
 )
+from bot.schedule import Window, run_time
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
 from bot.slack.blocks.recreate import (
@@ -19,6 +23,7 @@ from bot.slack.blocks.recreate import (
     recreate_offer_blocks,
     recreated_line,
 )
+from bot.slack.blocks.schedule import run_time_text, scheduled_actions, scheduled_status
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
     CONFIRM_TEXT_MAX,
@@ -169,8 +174,11 @@ def build_confirmation(
     now: datetime | None = None,
     anyone_may_approve: bool = False,
     approval_rule: str = "",
+    windows: Sequence[Window] = (),
 ) -> Message:
     """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
+
+    ``windows`` (the account's change windows): the card says when a deletion approved now would run.
 
     ``now`` decides whether times need their date; it defaults to when the op last changed.
     ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
@@ -190,6 +198,15 @@ def build_confirmation(
         f"{who}; *Cancel* closes the request. "
         f"It expires at {format_time(op.expires_at, now=now)} if nobody acts."
     )
+    if op.run_at is not None:
+        summary += f"\n:calendar: Once approved, it runs {run_time_text(op.run_at)}."
+    runs = run_time(windows, wanted=op.run_at, now=now)
+    if runs > max(now, op.run_at or now):
+        shown = "; ".join(str(w) for w in windows)
+        summary += (
+            f"\n:calendar: Outside the change window ({code(shown, 300)}): approved now, it runs when the "
+            f"window next opens, {run_time_text(runs)}, unless a second approver overrides the window."
+        )
     warnings = _gateway_warnings(op)
     if warnings:
         summary += "\n" + warnings
@@ -216,6 +233,7 @@ def build_confirmation(
 
 
 _HEADERS: dict[OpState, str] = {
+    OpState.SCHEDULED: "Scheduled: delete VPN connection {}",
     OpState.APPROVED: "Deleting VPN connection {}…",
     OpState.DELETING: "Deleting VPN connection {}…",
     OpState.WAITING_GATEWAY: "Deleting VPN connection {}…",
@@ -230,7 +248,7 @@ _HEADERS: dict[OpState, str] = {
 
 def _elapsed(op: Operation) -> float | None:
     # From the click, as the thread's "Deleted in" counts, so both show the same number.
-    start = op.approved_at or op.started_at
+    start = op.run_at if op.schedule_kind is not None else (op.approved_at or op.started_at)
     if start is None or op.finished_at is None:
         return None
     return (op.finished_at - start).total_seconds()
@@ -241,6 +259,8 @@ def _status_text(op: Operation, now: datetime) -> str:
     gateway = code(op.gateway.id or op.connection.gateway_id)
     retry_cmd = retry_command(op)
     match op.state:
+        case OpState.SCHEDULED:
+            return scheduled_status(op)
         case OpState.APPROVED | OpState.DELETING:
             return f":hourglass_flowing_sand: {approved}, deleting…"
         case OpState.WAITING_GATEWAY:
@@ -291,6 +311,16 @@ def _failure_text(op: Operation) -> str:
     """Why an operation failed, and the one next step."""
     retry_cmd = retry_command(op)
     error = op.error_code or "unknown"
+    if error == SCHEDULED_GONE:
+        return (
+            "At its scheduled time the connection no longer existed, so nothing was deleted "
+            "(someone else deleted it meanwhile)."
+        )
+    if error == SCHEDULED_MOVED:
+        return (
+            "At its scheduled time the connection was on another gateway than the one approved, so "
+            f"nothing was deleted. Look at it again and run {retry_cmd} if it must still go."
+        )
     if error == "still_exists":
         if op.delete_request_id is None:
             return (
@@ -350,6 +380,12 @@ def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
             f"This confirmation expired at {format_time(op.expires_at, now=now)} without approval. Nothing was "
             "deleted; request the deletion again if it is still needed."
         )
+    if op.state is OpState.SCHEDULED:
+        when = run_time_text(op.run_at) if op.run_at is not None else "later"
+        return (
+            f"This request was already approved by {mention(op.approver_id)}; it is scheduled to run {when}. "
+            "*Cancel* on the card stops it until then."
+        )
     state = op.state.value.replace("_", " ")
     approved = f"approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
     work = "recreation" if op.is_recreate else "deletion"
@@ -361,7 +397,12 @@ def closed_text(op: Operation | None, *, now: datetime | None = None) -> str:
 
 
 def build_parent(
-    op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False, approval_rule: str = ""
+    op: Operation,
+    *,
+    now: datetime | None = None,
+    anyone_may_approve: bool = False,
+    approval_rule: str = "",
+    windows: Sequence[Window] = (),
 ) -> Message:
     """The confirmation message re-rendered for the operation's current state.
 
@@ -371,7 +412,7 @@ def build_parent(
     now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
         return build_confirmation(
-            op, now=now, anyone_may_approve=anyone_may_approve, approval_rule=approval_rule
+            op, now=now, anyone_may_approve=anyone_may_approve, approval_rule=approval_rule, windows=windows
         )
     if op.is_recreate or op.state in (OpState.CREATING, OpState.ROUTING, OpState.RECREATED):
         return build_recreate_parent(op, now=now)
@@ -387,6 +428,7 @@ def build_parent(
         _details(op),
         *build_impact_blocks(op.impact, later=True),
         *recreate_offer_blocks(op, now=now),
+        *([scheduled_actions(op)] if op.state is OpState.SCHEDULED else []),
         _footer(op),
     ]
     # The header is plain_text (never parsed); the fallback text is mrkdwn, so the name is inert there.

@@ -6,6 +6,8 @@ import re
 
 from bot.domain import (
     REASON_MAX,
+    SCHEDULED_GONE,
+    SCHEDULED_MOVED,
     Crashed,
     Deleted,
     Denied,
@@ -60,6 +62,12 @@ def _outcome(op: Operation, event: Progress) -> str:
             return f":white_check_mark: {_what(op)}{approved}: the connection is deleted."
         case Recreated(new_vco_id=new_id):
             return f":white_check_mark: {_what(op)}{approved}: it is recreated as {code(new_id)}."
+        case Failed(code=err_code) if err_code in (SCHEDULED_GONE, SCHEDULED_MOVED):
+            where = "no longer existed" if err_code == SCHEDULED_GONE else "was on another gateway"
+            return (
+                f":x: {_what(op)}{approved} was not run: at the scheduled time the connection {where}. "
+                "Nothing was deleted."
+            )
         case Failed(reason=reason, code=err_code):
             why = (
                 safe_mrkdwn(cap(reason, 1000))

@@ -27,6 +27,7 @@ from bot.slack.blocks import (
     section_block,
     subnets,
 )
+from bot.slack.blocks.schedule import run_time_text, utc_text
 from bot.slack.inventory import ConnectionRow
 from bot.slack.parsing import ListPage, RowDelete
 
@@ -156,6 +157,8 @@ def build_connection_status(
 def _state_phrase(op: Operation) -> str:
     if op.state is OpState.AWAITING_APPROVAL:
         return "waiting for approval"
+    if op.state is OpState.SCHEDULED and op.run_at is not None:
+        return f"scheduled for {utc_text(op.run_at)}"
     if op.state in ACTIVE_STATES:
         return f"in progress ({op.state.value.replace('_', ' ')})"
     return op.state.value.replace("_", " ")
@@ -178,6 +181,8 @@ def build_operation_status(op: Operation, *, permalink: str | None, now: datetim
         lines.append(f"• Cancelled by {mention(op.cancelled_by)}")
     if op.state is OpState.AWAITING_APPROVAL:
         lines.append(f"• The confirmation expires at {format_time(op.expires_at, now=now)}")
+    if op.state is OpState.SCHEDULED and op.run_at is not None:
+        lines.append(f"• Runs {run_time_text(op.run_at)}; *Cancel* on its card stops it until then")
     if op.state in TERMINAL_STATES and op.finished_at is not None:
         lines.append(f"• Finished at {format_time(op.finished_at, now=now)}")
     if op.error_text:

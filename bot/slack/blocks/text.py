@@ -63,6 +63,9 @@ USAGE_TEXT = (
     f"• `{USAGE_LINE}` shows the VPN connection and asks an approver to delete it; "
     f'`{SLASH_COMMAND} delete` alone opens a picker to find it by name. Add `reason="…"` (or '
     '`--reason "…"`) to say why, with the change ticket where one is required.\n'
+    f"• `{SLASH_COMMAND} delete &lt;vco-id&gt; at 2026-12-10 02:00 Asia/Shanghai` (or "
+    "`at 2026-12-10T02:00+08:00`, `…Z`) deletes it at that time once approved; until then *Cancel* "
+    "stops it. Outside a change window (VPNBOT_CHANGE_WINDOWS) a deletion waits for it to open.\n"
     f"• `{SLASH_COMMAND} list [region] [gateway-id] [words]` lists the region's connections, only to you; "
     "words narrow by name or id.\n"
     f"• `{SLASH_COMMAND} status &lt;vco-id | request-id&gt; [region]` shows a connection's live state or a "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bot.domain import (
     KIND_RECREATE,
+    SCHEDULED_GONE,
+    SCHEDULED_MOVED,
     Accepted,
     Announced,
     ConnectionReady,
@@ -26,7 +28,9 @@ from bot.domain import (
     Reminded,
     Resumed,
     Retrying,
+    Scheduled,
     SnapshotTaken,
+    Starting,
     StillExists,
     TimedOut,
     Unanswered,
@@ -34,6 +38,7 @@ from bot.domain import (
 from bot.ids import is_user_group_id, is_user_id
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
 from bot.slack.blocks.recreate import recreate_progress
+from bot.slack.blocks.schedule import scheduled_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
 from bot.slack.blocks.text import Message, cap, code, escape, format_duration, mention, safe_mrkdwn
 
@@ -100,6 +105,13 @@ def build_progress(event: Progress) -> str:
         case Deleted(elapsed_s=elapsed):
             # The parent says who approved; the thread adds the final check.
             return f":white_check_mark: Deleted in {format_duration(elapsed)}: Alibaba Cloud no longer finds the connection."
+        case Failed(code=err_code) if err_code == SCHEDULED_GONE:
+            return ":x: Not run: at the scheduled time the connection no longer existed. Nothing was deleted."
+        case Failed(code=err_code) if err_code == SCHEDULED_MOVED:
+            return (
+                ":x: Not run: at the scheduled time the connection was on another gateway than the one "
+                "approved. Nothing was deleted."
+            )
         case Failed(code=err_code, request_id=request_id):
             # The parent carries the explanation and the next step; the thread keeps the facts.
             rid = f", RequestId {code(request_id, 80)}" if request_id else ""
@@ -138,6 +150,8 @@ def build_progress(event: Progress) -> str:
         case Announced(action=action):
             # The audit channel's line (bot/slack/blocks/audit_line.py), never a thread reply.
             return f"Recorded: {code(action, 64)}."
+        case Scheduled() | Starting():
+            return scheduled_progress(event)
 
 
 def build_thread_reply(event: Progress) -> Message:

@@ -16,6 +16,7 @@ from typing import Any
 from bot.domain import ACTIVE_STATES, REASON_MAX, Operation, OpState
 from bot.ids import is_channel_id
 from bot.slack.block_ids import ActionId, BlockId, CallbackId
+from bot.slack.blocks.schedule import run_time_text
 from bot.slack.blocks.text import (
     SECTION_MAX,
     cap,
@@ -87,8 +88,11 @@ def build_picker(
     account: str = "",
     reason: str | None = None,
     reason_hint: str = "",
+    max_schedule_days: float = 14.0,
 ) -> View:
-    """The modal ``/vpn delete`` opens without an id: a region select, a connection search and a reason.
+    """The modal ``/vpn delete`` opens without an id: a region select, a connection search, a reason
+    and an optional run time (a datetimepicker, in the person's own time zone; at most
+    ``max_schedule_days`` ahead).
 
     ``accounts`` (those the channel may use, with several) adds an account select, ``account`` first.
     ``reason`` (from ``reason=…``) fills the reason field; ``reason_hint`` states the reason rules.
@@ -135,6 +139,18 @@ def build_picker(
                 hint=reason_hint or "Why it is deleted; shown on the card and in the audit trail.",
                 initial=reason,
             ),
+            {
+                "type": "input",
+                "block_id": BlockId.PICK_RUN_AT.value,
+                "optional": True,
+                "label": plain_object("When (optional)", 2000),
+                "hint": plain_object(
+                    "Leave empty to delete it once approved. A time (yours, at most "
+                    f"{max_schedule_days:g} days ahead) deletes it then; Cancel stops it until then.",
+                    2000,
+                ),
+                "element": {"type": "datetimepicker", "action_id": ActionId.PICK_RUN_AT.value},
+            },
         ],
     }
 
@@ -206,6 +222,8 @@ _SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9/._~?=%&#
 def _phrase(op: Operation) -> str:
     if op.state is OpState.AWAITING_APPROVAL:
         return "waiting for approval"
+    if op.state is OpState.SCHEDULED and op.run_at is not None:
+        return f"scheduled for {run_time_text(op.run_at)}"
     if op.state in ACTIVE_STATES:
         return f"in progress ({op.state.value.replace('_', ' ')})"
     return op.state.value.replace("_", " ")

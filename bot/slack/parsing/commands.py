@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -19,10 +20,13 @@ from bot.ids import (
     ChannelId,
     TeamId,
     UserId,
+    is_region,
     is_vco_id,
     parse_vco_id,
 )
+from bot.schedule import ScheduleError, parse_run_at
 from bot.slack.block_ids import SLASH_COMMAND
+from bot.slack.blocks import escape
 from bot.slack.parsing.find import ListCommand, StatusCommand, parse_list, parse_status
 from bot.slack.parsing.primitives import Payload, clean, echo, region_word, split_account, split_region
 from bot.slack.reason import split_reason
@@ -84,6 +88,9 @@ class DeleteCommand:
     account: str | None = None
     # ``reason=…`` / ``--reason …`` (quoted text allowed): None when not given.
     reason: str | None = None
+    # ``at 2026-12-10 02:00 Asia/Shanghai`` / ``at 2026-12-10T02:00+08:00`` (UTC); None: at once
+    # (``at now`` or no ``at``). Not yet checked against the clock (see bot.schedule.check_run_at).
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +126,52 @@ def _vco_id(token: str) -> str:
     return parse_vco_id(clean(token), shown=echo(token))
 
 
+_AT_EXAMPLE = "`at 2026-12-10 02:00 Asia/Shanghai` or `at 2026-12-10T02:00+08:00`"
+
+
+def _time_words(words: list[str]) -> int:
+    """How many of ``words`` (those after ``at``) are the run time: a date, its time and zone, or one word."""
+    if not words or "-" not in words[0] or "T" in words[0].upper():
+        return 1 if words else 0
+    taken = 1
+    for word in words[1:3]:
+        if "=" in word or word.startswith("--") or is_region(word):
+            break
+        taken += 1
+    return taken
+
+
+def split_run_at(args: list[str]) -> tuple[list[str], datetime | None]:
+    """Take ``at TIME`` out of ``args``: the instant (UTC), or None for ``at now`` or no ``at``."""
+    places = [i for i, word in enumerate(args) if word.lower() == "at"]
+    if not places:
+        return args, None
+    if len(places) > 1:
+        raise _usage("The run time is given twice; give `at …` once.")
+    start = places[0]
+    after = [clean(w) for w in args[start + 1 :]]
+    taken = _time_words(after)
+    if taken == 0:
+        raise _usage(f"`at` needs a time, e.g. {_AT_EXAMPLE}.")
+    rest = args[:start] + args[start + 1 + taken :]
+    if taken == 1 and after[0].lower() == "now":
+        return rest, None
+    try:
+        return rest, parse_run_at(after[:taken])
+    except ScheduleError as err:
+        raise _usage(f"That run time does not work: {escape(str(err))}. Use {_AT_EXAMPLE}.") from None
+
+
 def _parse_delete(args: list[str], default_region: str, reason: str | None) -> DeleteCommand | PickCommand:
+    args, run_at = split_run_at(args)
     args, account = split_account(args)
     positional, region = split_region(args)
     if not positional:
+        if run_at is not None:
+            raise _usage(
+                f"Give the connection with a run time, e.g. `{SLASH_COMMAND} delete vco-bp1abc2def3gh at "
+                "2026-12-10 02:00 Asia/Shanghai`, or pick it and the time in the form."
+            )
         return PickCommand(region=region or default_region, account=account, reason=reason)
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:
@@ -132,9 +181,11 @@ def _parse_delete(args: list[str], default_region: str, reason: str | None) -> D
     if len(positional) > 2:
         raise _usage(
             f"Too many words: {echo(' '.join(positional[2:]))}. `{SLASH_COMMAND} delete` takes a "
-            f"connection id and an optional region."
+            f"connection id, an optional region and an optional `at` time."
         )
-    return DeleteCommand(vco_id=vco_id, region=region or default_region, account=account, reason=reason)
+    return DeleteCommand(
+        vco_id=vco_id, region=region or default_region, account=account, reason=reason, run_at=run_at
+    )
 
 
 def _parse_history(args: list[str]) -> HistoryCommand:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
@@ -53,6 +54,8 @@ class _Select(Payload):
     selected_option: _Option | None = None
     # A plain_text_input's value (the reason field); bounded well past the reason's own limit.
     value: str | None = Field(default=None, max_length=3000)
+    # A datetimepicker's choice (the run time field): Unix seconds; None when left empty.
+    selected_date_time: int | None = Field(default=None, ge=0, le=253_402_300_799)
 
 
 class _State(Payload):
@@ -103,6 +106,8 @@ class PickerSubmission:
     account: str | None = None
     # What was typed in the reason field (None when left empty); its rules are checked on submit.
     reason: str | None = None
+    # The run time field (UTC; None when left empty); checked against the clock on submit.
+    run_at: datetime | None = None
 
 
 _META = TypeAdapter(PickerMeta)
@@ -154,4 +159,10 @@ def parse_submission(body: Mapping[str, Any]) -> PickerSubmission:
     typed = payload.view.state.values.get(BlockId.PICK_REASON.value, {}).get(ActionId.PICK_REASON.value)
     reason = typed.value.strip() if typed is not None and typed.value and typed.value.strip() else None
     team_id = payload.team.id if payload.team else ""
-    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account, reason)
+    picked = payload.view.state.values.get(BlockId.PICK_RUN_AT.value, {}).get(ActionId.PICK_RUN_AT.value)
+    run_at = (
+        datetime.fromtimestamp(picked.selected_date_time, tz=UTC)
+        if picked is not None and picked.selected_date_time is not None
+        else None
+    )
+    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account, reason, run_at)
