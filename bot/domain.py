@@ -401,6 +401,7 @@ ANNOUNCED_ACTIONS: frozenset[str] = frozenset(
     {
         "requested",
         "approved",
+        "window_override",
         "cancelled",
         "expired",
         "deleted",

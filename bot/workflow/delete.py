@@ -337,10 +337,16 @@ class DeleteRequests(Runner):
             run_at=runs,
             schedule_kind=kind,
             message_ts=op.message_ts or message_ts,
-            audit_entry=self._steps.entry(
-                op, "approved", actor_id=user_id, detail=f"scheduled for {runs.isoformat()}{why}"
+            audit_entry=(
+                entry := self._steps.entry(
+                    op, "approved", actor_id=user_id, detail=f"scheduled for {runs.isoformat()}{why}"
+                )
             ),
-            effects=[CARD, thread(Scheduled(run_at=runs, window=window))],
+            effects=[
+                CARD,
+                thread(Scheduled(run_at=runs, window=window)),
+                *self._steps.announce(entry, note=f"scheduled for {runs.isoformat()}{why}"),
+            ],
         )
         if moved is None:
             raise ConfirmationClosed(await self._load(op.id))

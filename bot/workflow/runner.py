@@ -432,10 +432,16 @@ class Runner:
                 lease=lease,
                 run_at=run_at,
                 deadline_at=deadline,
-                audit_entry=self._steps.entry(
-                    op, action, actor_id=override_by or SYSTEM_ACTOR, detail=detail
+                audit_entry=(
+                    entry := self._steps.entry(
+                        op, action, actor_id=override_by or SYSTEM_ACTOR, detail=detail
+                    )
                 ),
-                effects=[CARD, thread(Starting(run_at=run_at, override_by=override_by or ""))],
+                effects=[
+                    CARD,
+                    thread(Starting(run_at=run_at, override_by=override_by or "")),
+                    *self._steps.announce(entry, note=detail),
+                ],
             )
             if started is None:
                 return None  # cancelled, or started by another replica
@@ -461,10 +467,12 @@ class Runner:
             finished_at=now,
             error_code=problem.code,
             error_text=problem.reason or None,
-            audit_entry=self._steps.entry(
-                op, "failed", actor_id=SYSTEM_ACTOR, detail=f"at the scheduled time: {problem.code}"
+            audit_entry=(
+                entry := self._steps.entry(
+                    op, "failed", actor_id=SYSTEM_ACTOR, detail=f"at the scheduled time: {problem.code}"
+                )
             ),
-            effects=[thread(problem), CARD, direct(problem)],
+            effects=[thread(problem), CARD, direct(problem), *self._steps.announce(entry, note=problem.code)],
         )
         if failed is not None:
             self.outbox.kick(op.id)

@@ -19,6 +19,7 @@ __all__ = ["WORDING", "build_audit_line"]
 WORDING: dict[str, tuple[str, str]] = {
     "requested": (":inbox_tray:", "requested"),
     "approved": (":white_check_mark:", "approved"),
+    "window_override": (":warning:", "run outside its change window (override by a second approver)"),
     "cancelled": (":no_entry_sign:", "denied"),
     "expired": (":hourglass:", "expired without a decision"),
     "deleted": (":wastebasket:", "done: the connection is deleted"),
