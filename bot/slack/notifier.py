@@ -154,6 +154,10 @@ def _has_file(message: Any, filename: str) -> bool:
     return isinstance(files, list) and any(isinstance(f, dict) and f.get("name") == filename for f in files)
 
 
+def _constant(text: str) -> Callable[[Operation], str]:
+    return lambda _op: text
+
+
 class SlackNotifier:
     """Posts, updates and threads the confirmation message through an injected AsyncWebClient."""
 
@@ -163,11 +167,16 @@ class SlackNotifier:
         *,
         now: Callable[[], datetime] | None = None,
         anyone_may_approve: bool = False,
-        approval_rule: str = "",
+        approval_rule: str | Callable[[Operation], str] = "",
+        approval_progress: Callable[[Operation], str] | None = None,
     ) -> None:
         self._client = client
-        # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card.
-        self._rule = approval_rule
+        # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card: the rule
+        # of the operation's account and region; and the approvals so far under a quorum rule.
+        self._rule: Callable[[Operation], str] = (
+            approval_rule if callable(approval_rule) else _constant(approval_rule)
+        )
+        self._progress: Callable[[Operation], str] = approval_progress or _constant("")
         # VPNBOT_APPROVERS=*: the card says that anyone who sees it may approve.
         self._anyone = anyone_may_approve
         # Cards say times with their date unless it is today: "today" is the clock's.
@@ -176,7 +185,11 @@ class SlackNotifier:
     async def post_confirmation(self, op: Operation, delivery: Delivery | None = None) -> str:
         """Post the confirmation in ``op.channel_id`` and return its ts (once per ``delivery``)."""
         message = build_confirmation(
-            op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule
+            op,
+            now=self._now(),
+            anyone_may_approve=self._anyone,
+            approval_rule=self._rule(op),
+            progress=self._progress(op),
         )
         # A recreation's confirmation goes in the deleted card's thread.
         ts, _ = await self._post_once(op.channel_id, op.thread_ts, message, delivery)
@@ -184,7 +197,13 @@ class SlackNotifier:
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation for the op's state."""
-        message = build_parent(op, now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule)
+        message = build_parent(
+            op,
+            now=self._now(),
+            anyone_may_approve=self._anyone,
+            approval_rule=self._rule(op),
+            progress=self._progress(op),
+        )
         try:
             await self._client.chat_update(
                 channel=op.channel_id, ts=op.message_ts or "", text=message["text"], blocks=message["blocks"]

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from bot.domain import (
     Accepted,
+    ApprovalOutcome,
+    ApprovalRule,
     AuditEntry,
     ConnectionReady,
     Deferred,
@@ -39,6 +41,7 @@ from bot.domain import (
 )
 from bot.errors import (
     AlreadyRequested,
+    ApprovalRefused,
     CloudError,
     ConfirmationClosed,
     NotAllowed,
@@ -198,10 +201,12 @@ class DeleteRequests(Runner):
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve once (the first click wins), then delete in the background; return at once.
 
+        Under a quorum rule (VPNBOT_APPROVAL_RULES) the click records one approval; the one that meets
+        the rule approves, exactly once whatever the clicks and replicas (see :meth:`_record_approval`).
         ``message_ts`` is the clicked message: a click can arrive before the confirmation's ts
         is recorded (it is stored once chat.postMessage answers), and the thread needs it.
         """
-        op, now = await self._open_for_approval(op_id, user_id)
+        op, now, rule, groups = await self._open_for_approval(op_id, user_id)
         # A recreation is driven by the replica holding its key: another replica approves it
         # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
         # A deletion approved while this instance drives all it may (max_driven) is left unleased
@@ -211,9 +216,16 @@ class DeleteRequests(Runner):
         if ours:
             self._starting += 1
         try:
-            approved = await self._move_to_approved(
-                op, user_id=user_id, message_ts=message_ts, now=now, ours=ours, deferred=deferred
-            )
+            if rule is None:
+                approved = await self._move_to_approved(
+                    op, user_id=user_id, message_ts=message_ts, now=now, ours=ours, deferred=deferred
+                )
+            else:
+                approved = await self._record_approval(
+                    op, rule, groups, user_id=user_id, message_ts=message_ts, now=now, ours=ours, deferred=deferred
+                )
+                if approved.state is OpState.AWAITING_APPROVAL:
+                    return approved  # counted; more approvals are needed
             if ours:
                 self._start_driving(approved)
         finally:
@@ -228,21 +240,56 @@ class DeleteRequests(Runner):
             )
         return approved
 
-    async def _open_for_approval(self, op_id: str, user_id: str) -> tuple[Operation, datetime]:
+    async def _open_for_approval(
+        self, op_id: str, user_id: str
+    ) -> tuple[Operation, datetime, ApprovalRule | None, tuple[str, ...]]:
         """``op_id`` if ``user_id`` may approve it and it still awaits approval, with the time now.
 
-        A refusal is audited and raised (NotAllowed); a closed or expired confirmation raises
-        ConfirmationClosed (an expired one is expired first).
+        With it, the quorum rule that applies (None: one approver, as the policy says) and the
+        rule's groups ``user_id`` is in. A refusal is audited and raised (NotAllowed); a closed or
+        expired confirmation raises ConfirmationClosed (an expired one is expired first).
         """
         op = await self._load(op_id)
-        await self._audited_check(self._policy.check_approval, op, user_id=user_id, verb="approve")
+        rule = self._quorum.rule_for(op) if self._quorum is not None else None
+        groups: tuple[str, ...] = ()
+        if rule is None:
+            await self._audited_check(self._policy.check_approval, op, user_id=user_id, verb="approve")
+        else:
+            groups = await self._audited_quorum_check(op, rule, user_id=user_id)
         if op.state is not OpState.AWAITING_APPROVAL:
             raise ConfirmationClosed(op)
         now = self._clock.now()
         if now >= op.expires_at:
             await self._expire(op)
             raise ConfirmationClosed(await self._load(op_id))
-        return op, now
+        return op, now, rule, groups
+
+    async def _audited_quorum_check(self, op: Operation, rule: ApprovalRule, *, user_id: str) -> tuple[str, ...]:
+        """The quorum's check of ``user_id`` on ``op`` (its groups under ``rule``); a refusal audited, then raised."""
+        assert self._quorum is not None  # noqa: S101 - only called with a rule, which only a quorum gives
+        quorum = self._quorum
+        groups: tuple[str, ...] = ()
+
+        async def check(*, user_id: str, op: Operation) -> None:
+            nonlocal groups
+            groups = await quorum.check_quorum_approval(user_id=user_id, op=op, rule=rule)
+
+        await self._audited_check(check, op, user_id=user_id, verb="approve")
+        return groups
+
+    def _approval_terms(
+        self, *, now: datetime, ours: bool, deferred: bool
+    ) -> tuple[list[Effect], tuple[str, datetime] | None]:
+        """The effects and lease of the move to APPROVED (see :meth:`_move_to_approved`)."""
+        effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
+        # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
+        # gets a lease that ends now, so the lookup's lease does not hold it back.
+        lease: tuple[str, datetime] | None = None
+        if ours:
+            lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s))
+        elif deferred:
+            lease = (self.instance_id, now)
+        return effects, lease
 
     async def _move_to_approved(
         self,
@@ -255,14 +302,7 @@ class DeleteRequests(Runner):
         deferred: bool,
     ) -> Operation:
         """AWAITING_APPROVAL -> APPROVED, leased to this instance if ``ours``; the card goes out at once."""
-        effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
-        # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
-        # gets a lease that ends now, so the lookup's lease does not hold it back.
-        lease: tuple[str, datetime] | None = None
-        if ours:
-            lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s))
-        elif deferred:
-            lease = (self.instance_id, now)
+        effects, lease = self._approval_terms(now=now, ours=ours, deferred=deferred)
         # The card's update is claimed in the same transaction (as the lookup's post is): the
         # outbox does not claim and read it again first.
         moved = await self._store.transition_and_claim(
@@ -284,6 +324,79 @@ class DeleteRequests(Runner):
         approved, pending = moved
         self.outbox.deliver_claimed(approved, pending)
         return approved
+
+    async def _record_approval(
+        self,
+        op: Operation,
+        rule: ApprovalRule,
+        groups: tuple[str, ...],
+        *,
+        user_id: str,
+        message_ts: str | None,
+        now: datetime,
+        ours: bool,
+        deferred: bool,
+    ) -> Operation:
+        """One approval under ``rule``: counted (the card shows it), or the last needed, which approves.
+
+        One store transaction records it and, when it meets the rule, moves the operation to APPROVED
+        as :meth:`_move_to_approved` does; the operation is returned as it left it.
+        """
+        effects, lease = self._approval_terms(now=now, ours=ours, deferred=deferred)
+        result = await self._store.record_approval(
+            op.id,
+            user_id=user_id,
+            groups=groups if rule.groups else None,
+            needed=rule.count,
+            now=now,
+            claim=self.outbox.claim_terms(),
+            audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
+            progress_effects=[CARD],
+            lease=lease,
+            effects=effects,
+            approver_id=user_id,
+            approved_at=now,
+            deadline_at=now + timedelta(seconds=self._config.delete_timeout_s),
+            message_ts=op.message_ts or message_ts,
+        )
+        match result.outcome:
+            case ApprovalOutcome.COUNTED | ApprovalOutcome.COMPLETE if result.op is not None:
+                self.outbox.deliver_claimed(result.op, result.effects)
+                return result.op
+            case ApprovalOutcome.REPEATED | ApprovalOutcome.COVERED:
+                raise ApprovalRefused(result.outcome.value, result.op, rule)
+            case _:
+                raise ConfirmationClosed(result.op)
+
+    async def withdraw(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        """Take back ``user_id``'s approval while the quorum is not met (the card shows it).
+
+        Raises ApprovalRefused (``met``: it is approved already; ``not_approved``; ``no_rule``) or
+        ConfirmationClosed (cancelled, expired).
+        """
+        op = await self._load(op_id)
+        rule = self._quorum.rule_for(op) if self._quorum is not None else None
+        if rule is None:
+            raise ApprovalRefused("no_rule", op)
+        result = await self._store.withdraw_approval(
+            op.id,
+            user_id=user_id,
+            needed=rule.count,
+            now=self._clock.now(),
+            claim=self.outbox.claim_terms(),
+            audit_entry=self._steps.entry(op, "approval_withdrawn", actor_id=user_id),
+            effects=[CARD],
+        )
+        match result.outcome:
+            case ApprovalOutcome.WITHDRAWN if result.op is not None:
+                self.outbox.deliver_claimed(result.op, result.effects)
+                return result.op
+            case ApprovalOutcome.NOT_APPROVED:
+                raise ApprovalRefused("not_approved", result.op, rule)
+            case _ if result.op is not None and result.op.approver_id is not None:
+                raise ApprovalRefused("met", result.op, rule)
+            case _:
+                raise ConfirmationClosed(result.op)
 
     async def cancel(
         self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
