@@ -46,7 +46,10 @@ async def check_slack(settings: Settings, slack: AsyncWebClient | None) -> list[
     bot = f"@{answer.get('user') or '?'} ({answer.get('user_id') or '?'})"
     rows = [Check(SLACK, "auth.test", Status.PASS, f"workspace {team}, bot user {bot}.")]
     rows.append(_scopes_row(_header(answer.headers, "x-oauth-scopes")))
-    groups = dict.fromkeys(g for g in (*settings.approvers, *settings.requesters) if is_user_group_id(g))
+    rule_groups = (g for rule in settings.approval_rules.values() for g in rule.groups)
+    groups = dict.fromkeys(
+        g for g in (*settings.approvers, *settings.requesters, *rule_groups) if is_user_group_id(g)
+    )
     for group in groups:
         rows.append(await _usergroup_row(slack, group, settings))
     return rows
