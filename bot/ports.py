@@ -210,7 +210,9 @@ class Quorum(Protocol):
         """The rule for ``op``'s account and region; None: no rule, one approval as before."""
         ...
 
-    async def check_quorum_approval(self, *, user_id: str, op: Operation, rule: ApprovalRule) -> tuple[str, ...]:
+    async def check_quorum_approval(
+        self, *, user_id: str, op: Operation, rule: ApprovalRule
+    ) -> tuple[str, ...]:
         """Raise NotAllowed (naming the rule) if ``user_id`` may not approve ``op`` under ``rule``.
 
         Returns the rule's groups ``user_id`` is in, in the rule's order (() for a count rule).

@@ -18,7 +18,9 @@ def _entry(user: str) -> AuditEntry:
     return AuditEntry(at=T0, action="approved", actor_id=user, op_id="op-1", detail="reason: tidy up")
 
 
-async def _approve(store: Store, user: str, *, groups: tuple[str, ...] | None = None, needed: int = 2) -> ApprovalOutcome:
+async def _approve(
+    store: Store, user: str, *, groups: tuple[str, ...] | None = None, needed: int = 2
+) -> ApprovalOutcome:
     result = await store.record_approval(
         "op-1",
         user_id=user,
@@ -40,14 +42,16 @@ async def test_count_rule_counts_each_person_once_and_the_last_approves(store: S
     assert await _approve(store, "U0BOB") is ApprovalOutcome.COUNTED
     assert await _approve(store, "U0BOB") is ApprovalOutcome.REPEATED
     op = await store.get_operation(op_id="op-1")
-    assert op is not None and op.state is OpState.AWAITING_APPROVAL
+    assert op is not None
+    assert op.state is OpState.AWAITING_APPROVAL
     assert [a.user_id for a in op.approvals] == ["U0BOB"]
 
     # Two people at once for the last seat: exactly one of them approves it.
     outcomes = await asyncio.gather(_approve(store, "U0CAROL"), _approve(store, "U0DAVE"))
     assert sorted(outcomes) == sorted([ApprovalOutcome.COMPLETE, ApprovalOutcome.CLOSED])
     op = await store.get_operation(op_id="op-1")
-    assert op is not None and op.state is OpState.APPROVED
+    assert op is not None
+    assert op.state is OpState.APPROVED
     assert len(op.approvals) == 2
     audit = await store.recent_audit(op_id="op-1")
     assert sorted(e.detail for e in audit) == ["1 of 2; reason: tidy up", "2 of 2; reason: tidy up"]
@@ -85,7 +89,8 @@ async def test_approvals_are_voided_in_one_call_and_when_reopened(store: Store) 
     await _approve(store, "U0BOB")
     assert await store.clear_approvals("op-1") == 1
     op = await store.get_operation(op_id="op-1")
-    assert op is not None and op.approvals == ()
+    assert op is not None
+    assert op.approvals == ()
     assert await store.approvals_of(op_id="op-1") == []
 
     # Approved, then back to awaiting approval (what was approved changed): every approval is void.
@@ -94,6 +99,7 @@ async def test_approvals_are_voided_in_one_call_and_when_reopened(store: Store) 
     reopened = await store.transition(
         "op-1", from_states={OpState.APPROVED}, to=OpState.AWAITING_APPROVAL, now=T0, approver_id=None
     )
-    assert reopened is not None and reopened.approvals == ()
+    assert reopened is not None
+    assert reopened.approvals == ()
     assert await store.approvals_of(op_id="op-1") == []
     assert await _approve(store, "U0BOB") is ApprovalOutcome.COUNTED

@@ -52,6 +52,8 @@ def make_withdraw_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
         async with errors_to_user(body, respond, inflight=deps.inflight):
             click = parse_click(body)
             await check_click(deps, click)
-            await deps.workflow.withdraw(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
+            await deps.workflow.withdraw(
+                op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts
+            )
 
     return handle_withdraw_click

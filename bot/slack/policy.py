@@ -230,7 +230,9 @@ class SlackPolicy:
         """The quorum rule (VPNBOT_APPROVAL_RULES) for ``op``'s account and region; None: one approver."""
         return rule_for(self._settings.approval_rules, op)
 
-    async def check_quorum_approval(self, *, user_id: str, op: Operation, rule: ApprovalRule) -> tuple[str, ...]:
+    async def check_quorum_approval(
+        self, *, user_id: str, op: Operation, rule: ApprovalRule
+    ) -> tuple[str, ...]:
         """Refuse the requester and anyone the rule does not let approve; the rule's groups ``user_id`` is in.
 
         A count rule takes approvers from VPNBOT_APPROVERS; a group rule takes them from its groups.
@@ -268,7 +270,9 @@ class SlackPolicy:
             if user_id in result:
                 mine.append(group)
         if not mine:
-            raise NotAllowed(f"You are in none of the user groups that approve this {what}.", who_can=rule_text)
+            raise NotAllowed(
+                f"You are in none of the user groups that approve this {what}.", who_can=rule_text
+            )
         return tuple(mine)
 
     async def check_history(self, *, user_id: str, channel_id: str) -> None:

@@ -630,7 +630,9 @@ class Store(OutboxMixin):
                 )
                 outcome = ApprovalOutcome.COMPLETE
             else:
-                moved = _set_approvals(conn, op_id, now_approved, now=now, entry=entry, effects=progress_effects)
+                moved = _set_approvals(
+                    conn, op_id, now_approved, now=now, entry=entry, effects=progress_effects
+                )
                 outcome = ApprovalOutcome.COUNTED
             if moved is None:  # pragma: no cover - the row is locked and was awaiting approval
                 raise RuntimeError(f"operation {op_id} changed under its row lock")
@@ -1066,7 +1068,9 @@ def _move(
         values["lease_owner"] = None
         values["lease_expires_at"] = None
     # Back to awaiting approval from a later state (an approval that no longer holds): void them all.
-    reopened = to is OpState.AWAITING_APPROVAL and any(OpState(s) is not OpState.LOOKING_UP for s in from_states)
+    reopened = to is OpState.AWAITING_APPROVAL and any(
+        OpState(s) is not OpState.LOOKING_UP for s in from_states
+    )
     if reopened:
         values["approvals"] = None
     row = conn.execute(*_update_operation(op_id, values, from_states, require_owner)).first()

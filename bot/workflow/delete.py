@@ -222,7 +222,14 @@ class DeleteRequests(Runner):
                 )
             else:
                 approved = await self._record_approval(
-                    op, rule, groups, user_id=user_id, message_ts=message_ts, now=now, ours=ours, deferred=deferred
+                    op,
+                    rule,
+                    groups,
+                    user_id=user_id,
+                    message_ts=message_ts,
+                    now=now,
+                    ours=ours,
+                    deferred=deferred,
                 )
                 if approved.state is OpState.AWAITING_APPROVAL:
                     return approved  # counted; more approvals are needed
@@ -264,7 +271,9 @@ class DeleteRequests(Runner):
             raise ConfirmationClosed(await self._load(op_id))
         return op, now, rule, groups
 
-    async def _audited_quorum_check(self, op: Operation, rule: ApprovalRule, *, user_id: str) -> tuple[str, ...]:
+    async def _audited_quorum_check(
+        self, op: Operation, rule: ApprovalRule, *, user_id: str
+    ) -> tuple[str, ...]:
         """The quorum's check of ``user_id`` on ``op`` (its groups under ``rule``); a refusal audited, then raised."""
         assert self._quorum is not None  # noqa: S101 - only called with a rule, which only a quorum gives
         quorum = self._quorum

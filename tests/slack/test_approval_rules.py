@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
-
 from typing import Any
 
 import pytest
-from slackfakes import T0, make_op
 from slack_sdk.models.blocks import Block
+from slackfakes import T0, make_op
 
 from bot.approval_rules import parse_approval_rules, rule_for
 from bot.config import explicit_settings, load_settings
@@ -19,8 +19,6 @@ from bot.slack.blocks import build_confirmation, build_parent
 from bot.slack.blocks.quorum import approval_refused_text, quorum_progress_text, quorum_rule_text
 from bot.slack.blocks.text import MESSAGE_BUDGET, blocks_text_length
 from bot.slack.policy import approval_progress_text, approval_rule_text
-
-
 
 ACCOUNTS = ("prod", "staging")
 
@@ -54,9 +52,8 @@ def test_numbers_and_groups() -> None:
     ],
 )
 def test_bad_rules_say_what_is_wrong(text: str, problem: str) -> None:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match=re.escape(problem)):
         parse_approval_rules(text, accounts=ACCOUNTS)
-    assert problem in str(caught.value)
 
 
 def test_scope_resolution_most_specific_wins() -> None:
@@ -96,7 +93,9 @@ def test_settings_check_accounts_at_start() -> None:
     assert set(settings.approval_rules) == {"prod", "staging/cn-beijing"}
     with pytest.raises(ConfigError) as caught:
         load_settings(VPNBOT_ACCOUNTS=f"prod={ROLE}", VPNBOT_APPROVAL_RULES="qa=2")
-    assert "VPNBOT_APPROVAL_RULES: qa: not an account VPNBOT_ACCOUNTS defines (known: prod)" in str(caught.value)
+    assert "VPNBOT_APPROVAL_RULES: qa: not an account VPNBOT_ACCOUNTS defines (known: prod)" in str(
+        caught.value
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(VPNBOT_APPROVAL_RULES="*=0")
     assert "VPNBOT_APPROVAL_RULES: *=0" in str(caught.value)
@@ -117,8 +116,9 @@ def _valid(message: dict[str, Any]) -> None:
 
 
 def _block(message: dict[str, Any], block_id: str) -> dict[str, Any]:
-    [found] = [b for b in message["blocks"] if b.get("block_id") == block_id]
-    return found
+    found: list[dict[str, Any]] = [b for b in message["blocks"] if b.get("block_id") == block_id]
+    assert len(found) == 1, block_id
+    return found[0]
 
 
 def _actions(message: dict[str, Any]) -> list[str]:
@@ -211,5 +211,6 @@ def test_refusals_name_the_rule() -> None:
         ("met", "can no longer be withdrawn"),
     ):
         text = approval_refused_text(ApprovalRefused(reason, make_op(), rule))
-        assert needle in text and "rule for `prod`" in text, text
+        assert needle in text, text
+        assert "rule for `prod`" in text, text
     assert "No approval rule" in approval_refused_text(ApprovalRefused("no_rule", make_op()))

@@ -59,7 +59,9 @@ def quorum_rule_text(rule: ApprovalRule, approvers: Sequence[str] | None) -> str
         who = f"{rule.count} {plural}" + (f" from {people}" if people else anyone)
         if rule.count > 1:
             who += ", each by a different person"
-    return f"*Approval:* {who}; the requester cannot approve (VPNBOT_APPROVAL_RULES, rule for {_scope(rule)})."
+    return (
+        f"*Approval:* {who}; the requester cannot approve (VPNBOT_APPROVAL_RULES, rule for {_scope(rule)})."
+    )
 
 
 def quorum_progress_text(op: Operation, rule: ApprovalRule, approvers: Sequence[str]) -> str:
