@@ -210,7 +210,14 @@ class SlackPolicy:
         self._check_region(region)
 
     async def check_approval(self, *, user_id: str, op: Operation) -> None:
-        """Refuse approval by the requester (four-eyes) or by someone not on the approver list."""
+        """Refuse approval by the requester (four-eyes) or by someone not on the approver list.
+
+        Where a quorum rule applies (VPNBOT_APPROVAL_RULES), its check instead (the Home tab asks here).
+        """
+        rule = self.rule_for(op)
+        if rule is not None:
+            await self.check_quorum_approval(user_id=user_id, op=op, rule=rule)
+            return
         what, button = ("recreation", "Recreate") if op.is_recreate else ("deletion", "Delete")
         if self._four_eyes and user_id == op.requester_id:
             who = (
@@ -311,8 +318,11 @@ class SlackPolicy:
             return False
 
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
-        """The requester and anyone who may approve may cancel."""
+        """The requester and anyone who may approve may cancel (under a group rule: its groups' members too)."""
         if user_id == op.requester_id or not self._approvers:
+            return
+        rule = self.rule_for(op)
+        if rule is not None and rule.groups and await self._member_or_refuse(user_id, rule.groups):
             return
         if not await self._member_or_refuse(user_id, self._approvers):
             raise NotAllowed(

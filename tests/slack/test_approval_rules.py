@@ -13,12 +13,12 @@ from slackfakes import T0, make_op
 from bot.approval_rules import parse_approval_rules, rule_for
 from bot.config import explicit_settings, load_settings
 from bot.domain import Approval, ApprovalRule, OpState
-from bot.errors import ApprovalRefused, ConfigError
+from bot.errors import ApprovalRefused, ConfigError, NotAllowed, SlackError
 from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks import build_confirmation, build_parent
 from bot.slack.blocks.quorum import approval_refused_text, quorum_progress_text, quorum_rule_text
 from bot.slack.blocks.text import MESSAGE_BUDGET, blocks_text_length
-from bot.slack.policy import approval_progress_text, approval_rule_text
+from bot.slack.policy import SlackPolicy, approval_progress_text, approval_rule_text
 
 ACCOUNTS = ("prod", "staging")
 
@@ -214,3 +214,58 @@ def test_refusals_name_the_rule() -> None:
         assert needle in text, text
         assert "rule for `prod`" in text, text
     assert "No approval rule" in approval_refused_text(ApprovalRefused("no_rule", make_op()))
+
+
+# --- the policy under a rule ---------------------------------------------------------------------
+
+
+class _Groups:
+    """Group lookups from a dict; a group mapped to None fails like a Slack outage."""
+
+    def __init__(self, groups: dict[str, list[str] | None]) -> None:
+        self.groups = groups
+
+    async def members(self, group_id: str) -> frozenset[str]:
+        members = self.groups.get(group_id)
+        if members is None:
+            raise SlackError("lookup failed", error="ratelimited")
+        return frozenset(members)
+
+
+def _policy(groups: dict[str, list[str] | None], **settings: Any) -> SlackPolicy:
+    return SlackPolicy(explicit_settings(**settings), directory=_Groups(groups))
+
+
+async def test_group_rule_decides_who_approves_and_cancels() -> None:
+    groups: dict[str, list[str] | None] = {
+        "S0NETOPS": ["U0BOB", "U0DAVE"],
+        "S0SECURITY": ["U0CAROL", "U0DAVE"],
+    }
+    p = _policy(groups, approvers=["U0BOSS"], approval_rules="*=S0NETOPS+S0SECURITY")
+    op = make_op(requester_id="U0ALICE")
+    rule = p.rule_for(op)
+    assert rule is not None
+    assert await p.check_quorum_approval(user_id="U0DAVE", op=op, rule=rule) == ("S0NETOPS", "S0SECURITY")
+    assert await p.check_quorum_approval(user_id="U0CAROL", op=op, rule=rule) == ("S0SECURITY",)
+    # The group rule, not VPNBOT_APPROVERS, says who approves in its scope (the Home tab asks check_approval).
+    await p.check_approval(user_id="U0CAROL", op=op)
+    with pytest.raises(NotAllowed, match="none of the user groups"):
+        await p.check_approval(user_id="U0BOSS", op=op)
+    with pytest.raises(NotAllowed, match="never counts"):
+        await p.check_approval(user_id="U0ALICE", op=make_op(requester_id="U0ALICE"))
+    # Group members may cancel, as approvers may.
+    await p.check_cancel(user_id="U0CAROL", op=op)
+    with pytest.raises(NotAllowed):
+        await p.check_cancel(user_id="U0ERIN", op=op)
+
+
+async def test_group_rule_fails_closed_and_count_rule_keeps_the_approver_list() -> None:
+    down = _policy({"S0NETOPS": None}, approvers=["U0BOB"], approval_rules="*=S0NETOPS")
+    op = make_op(requester_id="U0ALICE")
+    with pytest.raises(NotAllowed, match="fail closed"):
+        await down.check_approval(user_id="U0BOB", op=op)
+    count = _policy({}, approvers=["U0BOB", "U0CAROL"], approval_rules="*=2")
+    await count.check_approval(user_id="U0CAROL", op=op)
+    with pytest.raises(NotAllowed, match="not allowed to approve") as refused:
+        await count.check_approval(user_id="U0ERIN", op=op)
+    assert "2 approvals from <@U0BOB>, <@U0CAROL>" in refused.value.friendly
