@@ -630,8 +630,10 @@ class Store(OutboxMixin):
                 )
                 outcome = ApprovalOutcome.COMPLETE
             else:
+                # A click can come before the card's ts is recorded: keep it, or the card's update has no target.
+                ts = op_fields.get("message_ts") if op.message_ts is None else None
                 moved = _set_approvals(
-                    conn, op_id, now_approved, now=now, entry=entry, effects=progress_effects
+                    conn, op_id, now_approved, now=now, entry=entry, effects=progress_effects, message_ts=ts
                 )
                 outcome = ApprovalOutcome.COUNTED
             if moved is None:  # pragma: no cover - the row is locked and was awaiting approval
@@ -1021,9 +1023,12 @@ def _set_approvals(
     now: datetime,
     entry: AuditEntry,
     effects: Sequence[Effect],
+    message_ts: str | None = None,
 ) -> Operation | None:
     """Copy ``now_approved`` onto the awaiting operation's row, with its audit entry and effects."""
-    values = {**_values({"approvals": now_approved}), "updated_at": now}
+    values: dict[str, Any] = {**_values({"approvals": now_approved}), "updated_at": now}
+    if message_ts is not None:
+        values["message_ts"] = message_ts
     row = conn.execute(*_update_operation(op_id, values, (OpState.AWAITING_APPROVAL,), None)).first()
     if row is None:
         return None
