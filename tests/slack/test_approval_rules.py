@@ -12,6 +12,8 @@ from slackfakes import T0, make_op
 
 from bot.approval_rules import parse_approval_rules, rule_for
 from bot.config import explicit_settings, load_settings
+from bot.doctor.model import Status
+from bot.doctor.settings import check_settings
 from bot.domain import Approval, ApprovalRule, OpState
 from bot.errors import ApprovalRefused, ConfigError, NotAllowed, SlackError
 from bot.slack.block_ids import ActionId, BlockId
@@ -269,3 +271,15 @@ async def test_group_rule_fails_closed_and_count_rule_keeps_the_approver_list() 
     with pytest.raises(NotAllowed, match="not allowed to approve") as refused:
         await count.check_approval(user_id="U0ERIN", op=op)
     assert "2 approvals from <@U0BOB>, <@U0CAROL>" in refused.value.friendly
+
+
+def test_doctor_lists_the_rules() -> None:
+    rows = check_settings(
+        explicit_settings(approvers=["U0BOB"], approval_rules="*=2,cn-shanghai=S0NET+S0SEC")
+    )
+    [row] = [r for r in rows if r.name == "Approval rules"]
+    assert row.status is Status.PASS
+    assert "*: 2 approvers; cn-shanghai: one from each of S0NET + S0SEC" in row.detail
+    assert not [
+        r for r in check_settings(explicit_settings(approvers=["U0BOB"])) if r.name == "Approval rules"
+    ]
