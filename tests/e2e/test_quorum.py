@@ -271,3 +271,23 @@ async def test_requester_never_counts_even_for_one_approval(sqlite_url: str) -> 
         final = await wait_parent(stack.slack.state, ts, "Deleted", within=20)
         assert f"Approved by <@{BOB}>" in all_text(final)
         assert len(_deletes(stack)) == 1
+
+
+async def test_approvals_survive_a_restart(sqlite_url: str) -> None:
+    """Bob approves on a replica that then stops; Carol's approval on a new replica completes the rule."""
+    async with running(sqlite_url, approvers=[BOB, CAROL], approval_rules="*=2") as stack:
+        confirmation = await _request(stack)
+        ts = confirmation.ts
+        await _click(stack, BOB, ts, ActionId.APPROVE)
+        await _card(stack, ts, "1 of 2 approvals")
+        gone = stack.replicas.pop(0)
+        await stack.agents.pop(0).aclose()
+        await gone.aclose()
+        await stack.add_replica()
+        # Bob's approval is in the database, not in the stopped process: a repeat is still refused.
+        await _click(stack, BOB, ts, ActionId.APPROVE)
+        assert "already approved this request" in await _told(stack, BOB, REFUSED)
+        await _click(stack, CAROL, ts, ActionId.APPROVE)
+        final = await wait_parent(stack.slack.state, ts, "Deleted", within=20)
+        assert f"Approved by <@{BOB}> and <@{CAROL}>" in all_text(final)
+        assert len(_deletes(stack)) == 1
