@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from pydantic import SecretStr
-from workflow_harness import Harness
+from workflow_harness import CONFIG, Harness
 
 from bot.domain import ApprovalRule, Operation, OpState
 from bot.errors import ApprovalRefused, ConfirmationClosed, NotAllowed
@@ -76,3 +76,25 @@ async def test_a_recreation_under_a_rule_starts_once_on_the_key_holder(h: Harnes
     assert h.vpc.created_keys == ["fresh-Key_123"]
     actions = await h.audit_actions(recreation.id)
     assert actions.count("recreate_approved") == 2
+
+
+async def test_expiry_and_cancel_work_as_without_a_rule(h: Harness) -> None:
+    wf = h.workflow(quorum=TwoApprovals())
+    op = await h.request(wf)
+    await wf.approve(op_id=op.id, user_id="U0BOB")
+    h.clock.advance(CONFIG.confirmation_ttl_s + 1)
+    await wf.run_once()
+    expired = await h.wait_state(op.id, OpState.EXPIRED)
+    assert [a.user_id for a in expired.approvals] == ["U0BOB"]  # kept on the record
+    with pytest.raises(ConfirmationClosed):
+        await wf.approve(op_id=op.id, user_id="U0CAROL")
+    with pytest.raises(ConfirmationClosed):
+        await wf.withdraw(op_id=op.id, user_id="U0BOB")
+
+    other = await h.request(wf, vco_id="vco-2")
+    await wf.approve(op_id=other.id, user_id="U0BOB")
+    cancelled = await wf.cancel(op_id=other.id, user_id="U0REQ", reason="not today")
+    assert cancelled.state is OpState.CANCELLED
+    with pytest.raises(ConfirmationClosed):
+        await wf.approve(op_id=other.id, user_id="U0CAROL")
+    assert h.vpc.effective_deletes == []

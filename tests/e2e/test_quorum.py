@@ -91,14 +91,14 @@ async def _click(
 
 
 async def _told(stack: LocalStack, user: str, needle: str) -> str:
-    """Wait for the ephemeral reply to ``user`` containing ``needle``; return its text."""
+    """Wait for the ephemeral reply to ``user`` containing ``needle`` (valid Block Kit); return its text."""
 
-    def found() -> str | None:
-        return next(
-            (all_text(m) for m in stack.slack.state.ephemerals(user, CHANNEL) if needle in all_text(m)), None
-        )
+    def found() -> Message | None:
+        return next((m for m in stack.slack.state.ephemerals(user, CHANNEL) if needle in all_text(m)), None)
 
-    return await stack.slack.state.wait_for(found, timeout=10, what=f"a reply to {user} saying {needle!r}")
+    reply = await stack.slack.state.wait_for(found, timeout=10, what=f"a reply to {user} saying {needle!r}")
+    _valid(reply)
+    return all_text(reply)
 
 
 async def _card(stack: LocalStack, ts: str, needle: str) -> Message:
