@@ -8,10 +8,12 @@ deletion (the runner, :mod:`bot.workflow.runner`, calls it while it holds the le
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from bot.domain import (
     Accepted,
@@ -62,6 +64,7 @@ from bot.workflow.steps import (
 __all__ = ["DeleteRequests", "DeleteSteps"]
 
 log = logging.getLogger("bot.workflow")
+T = TypeVar("T")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
@@ -257,12 +260,15 @@ class DeleteRequests(Runner):
         expired confirmation raises ConfirmationClosed (an expired one is expired first).
         """
         op = await self._load(op_id)
-        rule = self._quorum.rule_for(op) if self._quorum is not None else None
+        quorum = self._quorum
+        rule = quorum.rule_for(op) if quorum is not None else None
         groups: tuple[str, ...] = ()
-        if rule is None:
+        if quorum is None or rule is None:
             await self._audited_check(self._policy.check_approval, op, user_id=user_id, verb="approve")
         else:
-            groups = await self._audited_quorum_check(op, rule, user_id=user_id)
+            # Under a rule its own check (the requester never counts); the rule's groups the person is in.
+            check = functools.partial(quorum.check_quorum_approval, rule=rule)
+            groups = await self._audited_check(check, op, user_id=user_id, verb="approve")
         if op.state is not OpState.AWAITING_APPROVAL:
             raise ConfirmationClosed(op)
         now = self._clock.now()
@@ -270,21 +276,6 @@ class DeleteRequests(Runner):
             await self._expire(op)
             raise ConfirmationClosed(await self._load(op_id))
         return op, now, rule, groups
-
-    async def _audited_quorum_check(
-        self, op: Operation, rule: ApprovalRule, *, user_id: str
-    ) -> tuple[str, ...]:
-        """The quorum's check of ``user_id`` on ``op`` (its groups under ``rule``); a refusal audited, then raised."""
-        assert self._quorum is not None  # noqa: S101 - only called with a rule, which only a quorum gives
-        quorum = self._quorum
-        groups: tuple[str, ...] = ()
-
-        async def check(*, user_id: str, op: Operation) -> None:
-            nonlocal groups
-            groups = await quorum.check_quorum_approval(user_id=user_id, op=op, rule=rule)
-
-        await self._audited_check(check, op, user_id=user_id, verb="approve")
-        return groups
 
     def _approval_terms(
         self, *, now: datetime, ours: bool, deferred: bool
@@ -442,11 +433,11 @@ class DeleteRequests(Runner):
         return cancelled
 
     async def _audited_check(
-        self, check: Callable[..., Awaitable[None]], op: Operation, *, user_id: str, verb: str
-    ) -> None:
-        """The policy's ``check`` of ``user_id`` on ``op``; a refusal is audited, then raised (NotAllowed)."""
+        self, check: Callable[..., Awaitable[T]], op: Operation, *, user_id: str, verb: str
+    ) -> T:
+        """The policy's ``check`` of ``user_id`` on ``op`` (what it returns); a refusal is audited, then raised."""
         try:
-            await check(user_id=user_id, op=op)
+            return await check(user_id=user_id, op=op)
         except NotAllowed as err:
             # Counted on one row per person and card: a click storm cannot flood /vpn history.
             await self._store.add_audit(
