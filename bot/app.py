@@ -41,7 +41,7 @@ from bot.slack.codes import SLACK_FAILURES, translate
 from bot.slack.codes import lookup as slack_lookup
 from bot.slack.http import make_aiohttp_handler
 from bot.slack.notifier import SlackNotifier, configure_retries
-from bot.slack.policy import SlackGroupDirectory, SlackPolicy, approval_rule_text
+from bot.slack.policy import SlackGroupDirectory, SlackPolicy, approval_progress_text, approval_rule_text
 from bot.slack.visibility import SlackChannelDirectory, Visibility
 from bot.store import Store
 from bot.workflow import Workflow, WorkflowConfig
@@ -466,7 +466,8 @@ def _build_workflow(
         slack,
         now=clock.now,
         anyone_may_approve=settings.anyone_may_approve,
-        approval_rule=approval_rule_text(settings),
+        approval_rule=lambda op: approval_rule_text(settings, op),
+        approval_progress=lambda op: approval_progress_text(settings, op),
         audit_channel=settings.audit_channel,
         change_windows=settings.change_windows_parsed(),
     )
@@ -480,6 +481,8 @@ def _build_workflow(
         config=WorkflowConfig.from_settings(settings),
         instance_id=instance_id or default_instance_id(),
         meter=meter,
+        # Without VPNBOT_APPROVAL_RULES every operation takes one approver, exactly as before.
+        quorum=policy if settings.approval_rules else None,
     )
 
 

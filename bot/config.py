@@ -26,6 +26,8 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot import ids, schedule
+from bot.approval_rules import parse_approval_rules
+from bot.domain import ApprovalRule
 from bot.errors import ConfigError
 
 __all__ = ["ANYONE", "PLACEHOLDERS", "Settings", "explicit_settings", "load_settings"]
@@ -191,6 +193,10 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="VPNBOT_ALLOWED_REGIONS"
     )
     require_second_approver: bool = Field(default=False, validation_alias="VPNBOT_REQUIRE_SECOND_APPROVER")
+    # SCOPE=RULE: how many approve, by account and region (see bot.approval_rules); unset: one approver.
+    approval_rules: Annotated[dict[str, ApprovalRule], NoDecode] = Field(
+        default_factory=dict, validation_alias="VPNBOT_APPROVAL_RULES"
+    )
     # Commands and lookups one person may make per minute (a token bucket in each process); 0: no limit.
     user_rate_per_minute: int = Field(
         default=20, ge=0, le=100_000, validation_alias="VPNBOT_USER_RATE_PER_MINUTE"
@@ -385,6 +391,15 @@ class Settings(BaseSettings):
             name: tuple(schedule.parse_window(spec) for spec in specs)
             for name, specs in self.change_windows.items()
         }
+
+    @field_validator("approval_rules", mode="before")
+    @classmethod
+    def _approval_rules(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        # Declared before this field, so already checked (absent if it was refused: reported on its own).
+        accounts = info.data.get("accounts") or {}
+        return parse_approval_rules(value, accounts=accounts)
 
     def reason_required(self, account: str) -> bool:
         """Whether a deletion in ``account`` ("" for the single-account bot) must give a reason."""

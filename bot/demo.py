@@ -18,7 +18,7 @@ from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack import render_timeline
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import selected_option
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED, SEED_VCO_SHANGHAI
 from bot.slack.block_ids import ActionId, BlockId
 
 __all__ = ["RULE", "run_demo"]
@@ -26,6 +26,8 @@ __all__ = ["RULE", "run_demo"]
 CHANNEL = "C0VPNOPS"
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 STEP_TIMEOUT = 20.0
+# The demo's second user group (the stand-in's workspace has @network-admins, S0NETADM, with @bob).
+SECURITY = "S0SECURITY"
 # The channel's timeline is printed between two of these (tests/test_readme.py reads it there).
 RULE = "─" * 72
 
@@ -102,6 +104,27 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     picked = await _confirmation_for(stack, SEED_VCO_HANGZHOU_GW2)
     await _deny(stack, picked.ts, None)
     await _until_final(stack, picked.ts)
+
+    say("9. cn-shanghai takes two approvals, one from @network-admins and one from @security:\n")
+    say("   @bob approves (the card shows 1 of 2), @carol adds the second and the deletion starts.\n")
+    await _two_person_approval(stack)
+
+
+async def _two_person_approval(stack: LocalStack) -> None:
+    """VPNBOT_APPROVAL_RULES=cn-shanghai=S0NETADM+S0SECURITY: @bob, then @carol, approve one deletion."""
+    state = stack.slack.state
+    state.set_usergroup(SECURITY, [CAROL], handle="security")
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_SHANGHAI} cn-shanghai")
+    card = await _confirmation_for(stack, SEED_VCO_SHANGHAI)
+    await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
+
+    def counted() -> bool:
+        message = state.message(CHANNEL, card.ts)
+        return message is not None and "1 of 2 approvals" in json.dumps(message.blocks)
+
+    await state.wait_for(counted, timeout=STEP_TIMEOUT, what="the card counting @bob's approval")
+    await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.APPROVE)
+    await _until_final(stack, card.ts)
 
 
 async def _deny(stack: LocalStack, ts: str, reason: str | None) -> None:
@@ -185,7 +208,11 @@ async def run_demo(out: TextIO | None = None) -> int:
         stack = await start_local_stack(
             database_url=f"sqlite:///{Path(tmp) / 'demo.db'}",
             update_seconds=2.0,
-            settings={"approvers": [BOB], "poll_interval_seconds": 0.5},
+            settings={
+                "approvers": [BOB],
+                "poll_interval_seconds": 0.5,
+                "approval_rules": f"cn-shanghai=S0NETADM+{SECURITY}",
+            },
         )
         try:
             out.write("vpn-bot demo: the real bot on loopback, a local VPC sandbox and a Slack stand-in.\n\n")

@@ -37,6 +37,10 @@ __all__ = [
     "TERMINAL_STATES",
     "Accepted",
     "Announced",
+    "Approval",
+    "ApprovalOutcome",
+    "ApprovalResult",
+    "ApprovalRule",
     "AuditEntry",
     "ConnectionReady",
     "Crashed",
@@ -444,6 +448,34 @@ class RouteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """How many people must approve an operation (VPNBOT_APPROVAL_RULES, for its account and region).
+
+    ``groups`` empty: ``count`` distinct approvers. Otherwise one approver from each user group in
+    ``groups`` (``count`` is their number). ``scope`` is the rule's key (``*``, ``prod``,
+    ``cn-hangzhou``, ``prod/cn-hangzhou``) as the card and the audit name it. The requester never
+    counts toward a rule.
+    """
+
+    count: int
+    groups: tuple[str, ...] = ()
+    scope: str = "*"
+
+    @classmethod
+    def of_groups(cls, groups: tuple[str, ...], scope: str = "*") -> ApprovalRule:
+        return cls(count=len(groups), groups=groups, scope=scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """One person's approval of an operation under an :class:`ApprovalRule` (``group``: the group it counts for)."""
+
+    user_id: str
+    at: datetime
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One request to delete one connection, from the slash command to its final state."""
 
@@ -511,6 +543,9 @@ class Operation:
     # time, SCHEDULE_WINDOW when moved to the next change window's opening).
     run_at: datetime | None = None
     schedule_kind: str | None = None
+    # Approvals recorded so far under an ApprovalRule, oldest first (the store's ``approvals`` table,
+    # copied onto the row in the same transaction so every card shows them); () without a rule.
+    approvals: tuple[Approval, ...] = ()
 
     @property
     def is_recreate(self) -> bool:
@@ -569,6 +604,7 @@ class OpFields(TypedDict, total=False):
     escalated_at: datetime | None
     run_at: datetime | None
     schedule_kind: str | None
+    approvals: tuple[Approval, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -946,6 +982,32 @@ class PendingEffect:
     next_at: datetime
     # What the last attempt failed with (bot.slack.codes; None before the first failure).
     last_error: str | None = None
+
+
+class ApprovalOutcome(StrEnum):
+    """What one approval click (or its withdrawal) did under an :class:`ApprovalRule`."""
+
+    CLOSED = "closed"  # the operation no longer awaits approval (or does not exist): nothing recorded
+    REPEATED = "repeated"  # this person had already approved it
+    COVERED = "covered"  # every rule group this person is in already has its approver
+    COUNTED = "counted"  # recorded; more approvals are needed
+    COMPLETE = "complete"  # recorded, and it met the rule: the operation moved to approved
+    WITHDRAWN = "withdrawn"  # the person's approval was removed
+    NOT_APPROVED = "not_approved"  # a withdrawal by someone with no approval to withdraw
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResult:
+    """The store's answer to recording or withdrawing an approval, in one transaction.
+
+    ``op`` is the operation after it (None: no such operation); ``effects`` the outbox effects read
+    under the delivery claim taken in the same transaction (as ``transition_and_claim``; None: another
+    replica holds the claim, or nothing was written).
+    """
+
+    outcome: ApprovalOutcome
+    op: Operation | None
+    effects: list[PendingEffect] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ itself to a person in Slack (``friendly``) without a traceback::
     ├── TooManyRequests         one person sent more commands or lookups than VPNBOT_USER_RATE_PER_MINUTE
     ├── AlreadyRequested        the person already has an open request for that connection (its card)
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
+    ├── ApprovalRefused         an approval under a quorum rule that cannot count (twice, group covered, …)
     ├── ConfigError             settings are missing or invalid (the bot's administrator fixes them)
     ├── StartupError            the process cannot start: database, port or faults file (one line + fix)
     ├── SlackError              a Slack Web API call failed (e.g. not_in_channel; transient or not)
@@ -32,10 +33,11 @@ from typing import TYPE_CHECKING
 from bot.inert import neutralise
 
 if TYPE_CHECKING:
-    from bot.domain import Operation
+    from bot.domain import ApprovalRule, Operation
 
 __all__ = [
     "AlreadyRequested",
+    "ApprovalRefused",
     "BotError",
     "CloudApiError",
     "CloudError",
@@ -158,6 +160,22 @@ class ConfirmationClosed(BotError):
         state = op.state.value if op is not None else "unknown"
         super().__init__(f"the confirmation is closed (operation {state})")
         self.op = op
+
+
+class ApprovalRefused(BotError):
+    """An approval click (or its withdrawal) under a quorum rule that changes nothing; the Slack layer words it.
+
+    Reasons: ``repeated`` (this person already approved), ``covered`` (each rule group they are in has
+    its approver already), ``not_approved`` (a withdrawal with no approval to withdraw), ``met`` (a
+    withdrawal after the rule was met: the operation is approved), ``no_rule`` (a withdrawal where no
+    rule applies). ``op`` is the operation as it is now; ``rule`` the rule that applies.
+    """
+
+    def __init__(self, reason: str, op: Operation | None, rule: ApprovalRule | None = None) -> None:
+        super().__init__(f"approval refused: {reason}")
+        self.reason = reason
+        self.op = op
+        self.rule = rule
 
 
 class RecreateRefused(BotError):

@@ -16,6 +16,8 @@ from pydantic import SecretStr
 
 from bot.domain import (
     Announced,
+    ApprovalResult,
+    ApprovalRule,
     AuditEntry,
     Delivery,
     Effect,
@@ -38,6 +40,7 @@ __all__ = [
     "OperationMeter",
     "OperationStore",
     "Policy",
+    "Quorum",
     "SystemClock",
     "VpcApi",
     "VpcApis",
@@ -206,6 +209,27 @@ class Policy(Protocol):
         ...
 
 
+class Quorum(Protocol):
+    """How many must approve an operation (VPNBOT_APPROVAL_RULES) and whether a click counts.
+
+    Implemented by :class:`bot.slack.policy.SlackPolicy`. An operation without a rule is approved as
+    :class:`Policy` says (one approver).
+    """
+
+    def rule_for(self, op: Operation) -> ApprovalRule | None:
+        """The rule for ``op``'s account and region; None: no rule, one approval as before."""
+        ...
+
+    async def check_quorum_approval(
+        self, *, user_id: str, op: Operation, rule: ApprovalRule
+    ) -> tuple[str, ...]:
+        """Raise NotAllowed (naming the rule) if ``user_id`` may not approve ``op`` under ``rule``.
+
+        Returns the rule's groups ``user_id`` is in, in the rule's order (() for a count rule).
+        """
+        ...
+
+
 class OperationMeter(Protocol):
     """Counts operations reaching a final state (implemented by bot.metrics.Metrics)."""
 
@@ -301,6 +325,43 @@ class OperationStore(Protocol):
         effects: Sequence[Effect] = (),
         **op_fields: Unpack[OpFields],
     ) -> Operation | None: ...
+
+    async def record_approval(
+        self,
+        op_id: str,
+        *,
+        user_id: str,
+        groups: Sequence[str] | None,
+        needed: int,
+        now: datetime,
+        claim: tuple[str, datetime],
+        audit_entry: AuditEntry,
+        progress_effects: Sequence[Effect],
+        lease: tuple[str, datetime] | None = None,
+        effects: Sequence[Effect] = (),
+        to: OpState = OpState.APPROVED,
+        **op_fields: Unpack[OpFields],
+    ) -> ApprovalResult:
+        """Record one approval under a rule; the one that meets it approves the operation (one transaction)."""
+        ...
+
+    async def withdraw_approval(
+        self,
+        op_id: str,
+        *,
+        user_id: str,
+        needed: int,
+        now: datetime,
+        claim: tuple[str, datetime],
+        audit_entry: AuditEntry,
+        effects: Sequence[Effect],
+    ) -> ApprovalResult:
+        """Remove one person's approval while the operation still awaits approval."""
+        ...
+
+    async def clear_approvals(self, op_id: str) -> int:
+        """Void every approval of ``op_id`` (what was approved changed)."""
+        ...
 
     async def claim_lease(
         self, *, op_id: str, owner: str, until: datetime, now: datetime

@@ -12,7 +12,7 @@ from fakes import REGION, AllowAllPolicy, FakeClock, FakeNotifier, FakeVpc, run_
 from storetools import pending_effects
 
 from bot.domain import Operation, OpState
-from bot.ports import Policy
+from bot.ports import Policy, Quorum
 from bot.store import Store
 from bot.workflow import Workflow, WorkflowConfig
 
@@ -43,6 +43,7 @@ class Harness:
         instance_id: str = "wf-1",
         policy: Policy | None = None,
         store: Store | None = None,
+        quorum: Quorum | None = None,
         **config: float,
     ) -> Workflow:
         wf = Workflow(
@@ -53,6 +54,7 @@ class Harness:
             clock=self.clock,
             config=dataclasses.replace(CONFIG, **config),  # type: ignore[arg-type]
             instance_id=instance_id,
+            quorum=quorum,
         )
         self.workflows.append(wf)
         return wf

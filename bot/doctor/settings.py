@@ -36,6 +36,7 @@ def check_settings(settings: Settings) -> list[Check]:
         _region_row(settings),
         _approvers_row(settings),
         _request_policy_row(settings),
+        *_approval_rules_rows(settings),
         *_account_binding_rows(settings),
     ]
 
@@ -177,6 +178,25 @@ def _request_policy_row(settings: Settings) -> Check:
         Status.PASS,
         f"requesters: {requesters}; channels: {channels}; regions: {regions}.",
     )
+
+
+def _approval_rules_rows(settings: Settings) -> list[Check]:
+    """VPNBOT_APPROVAL_RULES as the bot reads them (checked at start; no row when unset)."""
+    rules = settings.approval_rules
+    if not rules:
+        return []
+    shown = "; ".join(
+        f"{scope}: {'one from each of ' + ' + '.join(rule.groups) if rule.groups else plural(rule.count, 'approver')}"
+        for scope, rule in rules.items()
+    )
+    return [
+        Check(
+            SETTINGS,
+            "Approval rules",
+            Status.PASS,
+            f"{shown} (VPNBOT_APPROVAL_RULES; the most specific scope wins, the requester never counts).",
+        )
+    ]
 
 
 def _account_binding_rows(settings: Settings) -> list[Check]:

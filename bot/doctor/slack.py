@@ -47,9 +47,11 @@ async def check_slack(settings: Settings, slack: AsyncWebClient | None) -> list[
     bot = f"@{answer.get('user') or '?'} ({answer.get('user_id') or '?'})"
     rows = [Check(SLACK, "auth.test", Status.PASS, f"workspace {team}, bot user {bot}.")]
     rows.append(_scopes_row(_header(answer.headers, "x-oauth-scopes")))
+    rule_groups = (g for rule in settings.approval_rules.values() for g in rule.groups)
     named = (
         *settings.approvers,
         *settings.requesters,
+        *rule_groups,
         *([settings.escalate_to] if settings.escalate_to else []),
     )
     groups = dict.fromkeys(g for g in named if is_user_group_id(g))

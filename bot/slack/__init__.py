@@ -14,7 +14,7 @@ from datetime import datetime
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.slack.actions import make_approve_listener, make_override_listener
+from bot.slack.actions import make_approve_listener, make_override_listener, make_withdraw_listener
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.cancel import make_cancel_listener, make_cancel_submit_listener
 from bot.slack.commands import make_vpn_command_listener
@@ -96,6 +96,7 @@ def register(
     app.command(SLASH_COMMAND)(make_vpn_command_listener(deps))
     app.action(ActionId.APPROVE.value)(make_approve_listener(deps))
     app.action(ActionId.OVERRIDE_WINDOW.value)(make_override_listener(deps))
+    app.action(ActionId.WITHDRAW.value)(make_withdraw_listener(deps))
     app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))
     app.view(CallbackId.CANCEL.value)(make_cancel_submit_listener(deps))
     page_listener = make_list_page_listener(deps)

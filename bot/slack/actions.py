@@ -1,4 +1,5 @@
-"""The Delete button (Cancel: bot.slack.cancel): ack at once, check the click belongs to its message, call the workflow."""
+"""The Delete and Withdraw buttons (Cancel: bot.slack.cancel): ack at once, check the click belongs to its
+message, call the workflow."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.parsing import FOREIGN_BUTTON, ButtonClick, parse_click
 
-__all__ = ["check_click", "make_approve_listener", "make_override_listener"]
+__all__ = ["check_click", "make_approve_listener", "make_override_listener", "make_withdraw_listener"]
 
 
 async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
@@ -54,3 +55,19 @@ def make_override_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
             await deps.workflow.override_window(op_id=click.op_id, user_id=click.user_id)
 
     return handle_override_click
+
+
+def make_withdraw_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the *Withdraw my approval* listener bound to ``deps`` (quorum rules only)."""
+
+    async def handle_withdraw_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on Withdraw my approval: the workflow removes it and updates the card."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await check_click(deps, click)
+            await deps.workflow.withdraw(
+                op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts
+            )
+
+    return handle_withdraw_click

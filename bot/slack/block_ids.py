@@ -24,6 +24,8 @@ class ActionId(StrEnum):
     OVERRIDE_WINDOW = "vpn-delete-override-window"
     # The picker modal's optional run time (a datetimepicker).
     PICK_RUN_AT = "vpn-pick-run-at"
+    # Under a quorum rule (VPNBOT_APPROVAL_RULES): take one's own approval back before the rule is met.
+    WITHDRAW = "vpn-delete-withdraw"
     # /vpn list: page through a listing, or start the delete confirmation for one row.
     LIST_NEXT = "vpn-list-next"
     LIST_PREVIOUS = "vpn-list-previous"
@@ -66,6 +68,7 @@ class BlockId(StrEnum):
     CANCEL_REASON = "vpn-cancel-reason-block"
     REASON = "vpn-delete-reason"
     APPROVAL_RULE = "vpn-delete-approval-rule"
+    APPROVALS = "vpn-delete-approvals"
     HOME_HEADER = "vpn-home-header"
     HOME_PENDING = "vpn-home-pending"
     HOME_RUNNING = "vpn-home-running"

@@ -56,6 +56,10 @@ class WorkflowApi(Protocol):
         """Approve (raises NotAllowed or ConfirmationClosed) and start the deletion."""
         ...
 
+    async def withdraw(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        """Take one's approval back under a quorum rule (raises ApprovalRefused or ConfirmationClosed)."""
+        ...
+
     async def cancel(
         self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
     ) -> Operation:

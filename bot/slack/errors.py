@@ -31,6 +31,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.errors import (
     AlreadyRequested,
+    ApprovalRefused,
     BotError,
     ConfirmationClosed,
     RecreateRefused,
@@ -47,6 +48,7 @@ from bot.slack.blocks import (
     explain_slack_error,
     recreate_refused_text,
 )
+from bot.slack.blocks.quorum import approval_refused_text
 from bot.slack.deps import InFlight
 
 __all__ = ["errors_to_user", "handle_error", "new_error_id", "register_error_handler", "reply_for"]
@@ -78,6 +80,8 @@ def reply_for(error: Exception, *, kind: str) -> dict[str, Any]:
         message = build_already_requested(error.op, permalink=None, now=datetime.now(UTC))
     elif isinstance(error, ConfirmationClosed):
         message = build_refusal(closed_text(error.op, now=datetime.now(UTC)))
+    elif isinstance(error, ApprovalRefused):
+        message = build_refusal(approval_refused_text(error))
     elif isinstance(error, RecreateRefused):
         message = build_refusal(recreate_refused_text(error, now=datetime.now(UTC)))
     elif isinstance(error, SlackError) and error.error in _CHANNEL_ERRORS:

@@ -156,6 +156,10 @@ def _has_file(message: Any, filename: str) -> bool:
     return isinstance(files, list) and any(isinstance(f, dict) and f.get("name") == filename for f in files)
 
 
+def _constant(text: str) -> Callable[[Operation], str]:
+    return lambda _op: text
+
+
 class SlackNotifier:
     """Posts, updates and threads the confirmation message through an injected AsyncWebClient."""
 
@@ -165,7 +169,8 @@ class SlackNotifier:
         *,
         now: Callable[[], datetime] | None = None,
         anyone_may_approve: bool = False,
-        approval_rule: str = "",
+        approval_rule: str | Callable[[Operation], str] = "",
+        approval_progress: Callable[[Operation], str] | None = None,
         audit_channel: str | None = None,
         change_windows: Mapping[str, tuple[Window, ...]] | None = None,
     ) -> None:
@@ -174,8 +179,12 @@ class SlackNotifier:
         self._audit_channel = audit_channel
         # VPNBOT_CHANGE_WINDOWS: an open confirmation says when a deletion approved now would run.
         self._windows = change_windows or {}
-        # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card.
-        self._rule = approval_rule
+        # Who may approve (bot.slack.policy.approval_rule_text), stated on every open card: the rule
+        # of the operation's account and region; and the approvals so far under a quorum rule.
+        self._rule: Callable[[Operation], str] = (
+            approval_rule if callable(approval_rule) else _constant(approval_rule)
+        )
+        self._progress: Callable[[Operation], str] = approval_progress or _constant("")
         # VPNBOT_APPROVERS=*: the card says that anyone who sees it may approve.
         self._anyone = anyone_may_approve
         # Cards say times with their date unless it is today: "today" is the clock's.
@@ -187,7 +196,8 @@ class SlackNotifier:
             op,
             now=self._now(),
             anyone_may_approve=self._anyone,
-            approval_rule=self._rule,
+            approval_rule=self._rule(op),
+            progress=self._progress(op),
             windows=windows_for(self._windows, op.account),
         )
         # A recreation's confirmation goes in the deleted card's thread.
@@ -200,7 +210,8 @@ class SlackNotifier:
             op,
             now=self._now(),
             anyone_may_approve=self._anyone,
-            approval_rule=self._rule,
+            approval_rule=self._rule(op),
+            progress=self._progress(op),
             windows=windows_for(self._windows, op.account),
         )
         try:

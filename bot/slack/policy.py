@@ -16,14 +16,23 @@ from typing import Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.approval_rules import rule_for
 from bot.config import Settings
-from bot.domain import Operation
+from bot.domain import ApprovalRule, Operation
 from bot.errors import NotAllowed
 from bot.ids import is_user_group_id
 from bot.slack.blocks import code
+from bot.slack.blocks.quorum import quorum_progress_text, quorum_rule_text
 from bot.slack.codes import BAD_RESPONSE, SLACK_FAILURES, slack_error, translate
 
-__all__ = ["GroupDirectory", "SlackGroupDirectory", "SlackPolicy", "approval_rule_text", "who_can_text"]
+__all__ = [
+    "GroupDirectory",
+    "SlackGroupDirectory",
+    "SlackPolicy",
+    "approval_progress_text",
+    "approval_rule_text",
+    "who_can_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +92,20 @@ def who_can_text(ids: Sequence[str], *, verb: str = "Ask") -> str:
     return f"{verb} one of {', '.join(refs)}{more}."
 
 
-def approval_rule_text(settings: Settings) -> str:
+def _listed_approvers(settings: Settings) -> list[str]:
+    return [] if settings.anyone_may_approve else list(settings.approvers)
+
+
+def approval_rule_text(settings: Settings, op: Operation | None = None) -> str:
     """The rule the confirmation card states: who may approve, and whether the requester may.
 
     ``Approval: one of <!subteam^S1>; the requester cannot approve (four-eyes).`` From the same
     settings :class:`SlackPolicy` checks clicks against, so a refused click is never a surprise.
+    For ``op``, the quorum rule of its account and region (VPNBOT_APPROVAL_RULES) when one applies.
     """
+    rule = rule_for(settings.approval_rules, op) if op is not None else None
+    if rule is not None:
+        return quorum_rule_text(rule, _listed_approvers(settings))
     if settings.anyone_may_approve or not settings.approvers:
         who = "anyone who can see this message"
     else:
@@ -99,6 +116,14 @@ def approval_rule_text(settings: Settings) -> str:
         else "the requester may approve their own request"
     )
     return f"*Approval:* {who}; {eyes}."
+
+
+def approval_progress_text(settings: Settings, op: Operation) -> str:
+    """``1 of 2 approvals: <@U1> ✓ — waiting for one more from …`` for ``op`` under its rule ("" without one)."""
+    rule = rule_for(settings.approval_rules, op)
+    if rule is None:
+        return ""
+    return quorum_progress_text(op, rule, _listed_approvers(settings))
 
 
 class _LookupFailed(Exception):
@@ -116,6 +141,7 @@ class SlackPolicy:
         self._regions = tuple(settings.allowed_regions)
         self._four_eyes = settings.require_second_approver
         self._directory = directory
+        self._settings = settings
 
     async def _is_member(self, user_id: str, ids: Sequence[str]) -> bool:
         """True if the user is listed directly or is in a listed group; raise _LookupFailed otherwise."""
@@ -184,7 +210,14 @@ class SlackPolicy:
         self._check_region(region)
 
     async def check_approval(self, *, user_id: str, op: Operation) -> None:
-        """Refuse approval by the requester (four-eyes) or by someone not on the approver list."""
+        """Refuse approval by the requester (four-eyes) or by someone not on the approver list.
+
+        Where a quorum rule applies (VPNBOT_APPROVAL_RULES), its check instead (the Home tab asks here).
+        """
+        rule = self.rule_for(op)
+        if rule is not None:
+            await self.check_quorum_approval(user_id=user_id, op=op, rule=rule)
+            return
         what, button = ("recreation", "Recreate") if op.is_recreate else ("deletion", "Delete")
         if self._four_eyes and user_id == op.requester_id:
             who = (
@@ -199,6 +232,55 @@ class SlackPolicy:
             raise NotAllowed(
                 f"You are not allowed to approve VPN {what}s.", who_can=who_can_text(self._approvers)
             )
+
+    def rule_for(self, op: Operation) -> ApprovalRule | None:
+        """The quorum rule (VPNBOT_APPROVAL_RULES) for ``op``'s account and region; None: one approver."""
+        return rule_for(self._settings.approval_rules, op)
+
+    async def check_quorum_approval(
+        self, *, user_id: str, op: Operation, rule: ApprovalRule
+    ) -> tuple[str, ...]:
+        """Refuse the requester and anyone the rule does not let approve; the rule's groups ``user_id`` is in.
+
+        A count rule takes approvers from VPNBOT_APPROVERS; a group rule takes them from its groups.
+        Every refusal names the rule, so nobody has to guess.
+        """
+        what = "recreation" if op.is_recreate else "deletion"
+        rule_text = approval_rule_text(self._settings, op)
+        if user_id == op.requester_id:
+            raise NotAllowed(
+                f"You requested this {what}, and the requester never counts toward its approvals.",
+                who_can=rule_text,
+            )
+        if not rule.groups:
+            if self._approvers and not await self._member_or_refuse(user_id, self._approvers):
+                raise NotAllowed(f"You are not allowed to approve VPN {what}s.", who_can=rule_text)
+            return ()
+        results = await asyncio.gather(
+            *(self._directory.members(g) for g in rule.groups), return_exceptions=True
+        )
+        mine: list[str] = []
+        for group, result in zip(rule.groups, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                log.warning(
+                    "user group lookup failed; refusing (fail closed)",
+                    extra={"group": group, "error": getattr(result, "error", type(result).__name__)},
+                )
+                raise NotAllowed(
+                    "I could not check user-group membership with Slack just now, so I refused to be "
+                    "safe (fail closed). Try again in a minute; if it keeps failing, the bot administrator "
+                    "should check the app's `usergroups:read` scope.",
+                    who_can=rule_text,
+                )
+            if user_id in result:
+                mine.append(group)
+        if not mine:
+            raise NotAllowed(
+                f"You are in none of the user groups that approve this {what}.", who_can=rule_text
+            )
+        return tuple(mine)
 
     async def check_history(self, *, user_id: str, channel_id: str) -> None:
         """The audit trail is for people who may request or approve, in the allowed channels."""
@@ -236,8 +318,11 @@ class SlackPolicy:
             return False
 
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
-        """The requester and anyone who may approve may cancel."""
+        """The requester and anyone who may approve may cancel (under a group rule: its groups' members too)."""
         if user_id == op.requester_id or not self._approvers:
+            return
+        rule = self.rule_for(op)
+        if rule is not None and rule.groups and await self._member_or_refuse(user_id, rule.groups):
             return
         if not await self._member_or_refuse(user_id, self._approvers):
             raise NotAllowed(

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, Unpack
 
@@ -29,6 +29,9 @@ from sqlalchemy.engine import Connection, Row
 from bot.domain import (
     ACTIVE_STATES,
     TERMINAL_STATES,
+    Approval,
+    ApprovalOutcome,
+    ApprovalResult,
     AuditEntry,
     Effect,
     Impact,
@@ -47,6 +50,7 @@ from bot.store.outbox import AUDIT_KEY_PREFIX, OutboxMixin, insert_effects
 from bot.store.shield import shielded
 from bot.store.tables import (
     MIGRATIONS,
+    approvals,
     audit,
     gateway_locks,
     heartbeats,
@@ -55,7 +59,7 @@ from bot.store.tables import (
     slack_requests,
 )
 
-__all__ = ["Store", "async_url"]
+__all__ = ["Store", "async_url", "clear_approvals"]
 
 log = logging.getLogger("bot.store")
 
@@ -71,11 +75,12 @@ _GATEWAY = TypeAdapter(VpnGateway)
 _IMPACT = TypeAdapter(Impact | None)
 _SNAPSHOT = TypeAdapter(Snapshot | None)
 _ROUTE_RESULTS = TypeAdapter(tuple[RouteResult, ...])
+_APPROVALS = TypeAdapter(tuple[Approval, ...])
 # Operation fields stored as plain columns of the same name.
 _PLAIN = tuple(
     f.name
     for f in fields(Operation)
-    if f.name not in {"state", "connection", "gateway", "impact", "snapshot", "route_results"}
+    if f.name not in {"state", "connection", "gateway", "impact", "snapshot", "route_results", "approvals"}
 )
 
 
@@ -139,6 +144,7 @@ def _row_values(op: Operation) -> dict[str, Any]:
                 "impact": op.impact,
                 "snapshot": op.snapshot,
                 "route_results": op.route_results,
+                "approvals": op.approvals,
             }
         ),
         "state": op.state.value,
@@ -161,6 +167,9 @@ def _values(op_fields: OpFields) -> dict[str, Any]:
         values["snapshot"] = _SNAPSHOT.dump_python(op_fields["snapshot"], mode="json")
     if "route_results" in op_fields:
         values["route_results"] = _ROUTE_RESULTS.dump_python(op_fields["route_results"], mode="json")
+    if "approvals" in op_fields:
+        # None, not [], when there are none: the column of every operation that never had a rule.
+        values["approvals"] = _APPROVALS.dump_python(op_fields["approvals"], mode="json") or None
     return values
 
 
@@ -178,6 +187,7 @@ def _row_to_op(row: Row[Any]) -> Operation:
         impact=_IMPACT.validate_python(_loads(m["impact"])),
         snapshot=_SNAPSHOT.validate_python(_loads(m["snapshot"])),
         route_results=_ROUTE_RESULTS.validate_python(_loads(m["route_results"]) or ()),
+        approvals=_APPROVALS.validate_python(_loads(m["approvals"]) or ()),
         **{name: m[name] for name in _PLAIN},
     )
 
@@ -552,6 +562,150 @@ class Store(OutboxMixin):
 
         row = await self._run(set_them)
         return _row_to_op(row) if row else None
+
+    # --- approvals under a quorum rule (VPNBOT_APPROVAL_RULES) ----------------------------------
+
+    def _locked_operation(self, conn: Connection, op_id: str) -> Operation | None:
+        """``op_id`` read with its row locked to the end of the transaction (SQLite: the write lock)."""
+        stmt = select(operations).where(operations.c.id == op_id)
+        if self._postgres:
+            # Two replicas counting approvals at once under READ COMMITTED would each miss the other's.
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        return _row_to_op(row) if row is not None else None
+
+    @shielded
+    async def record_approval(
+        self,
+        op_id: str,
+        *,
+        user_id: str,
+        groups: Sequence[str] | None,
+        needed: int,
+        now: datetime,
+        claim: tuple[str, datetime],
+        audit_entry: AuditEntry,
+        progress_effects: Sequence[Effect],
+        lease: tuple[str, datetime] | None = None,
+        effects: Sequence[Effect] = (),
+        to: OpState = OpState.APPROVED,
+        **op_fields: Unpack[OpFields],
+    ) -> ApprovalResult:
+        """Record ``user_id``'s approval of ``op_id``; the one that meets the rule also approves it.
+
+        One transaction with the operation's row locked, so each approval is counted once whatever the
+        clicks and replicas: a person approves once (the ``approvals`` key); with ``groups`` (a group
+        rule: the rule's groups this person is in, in the rule's order) the approval counts for the first
+        of them no one has satisfied yet. When this makes ``needed`` approvals, the operation moves
+        AWAITING_APPROVAL -> ``to`` (APPROVED; SCHEDULED for a later run) as :meth:`transition_and_claim`
+        would (``lease``, ``effects`` and ``op_fields``); otherwise ``progress_effects`` (the card's update) are written. The audit entry
+        is written either way, its detail ``k of n`` (and the group). The outbox's delivery claim is
+        taken in the same transaction.
+        """
+        owner, until = claim
+
+        def record(conn: Connection) -> ApprovalResult:
+            op = self._locked_operation(conn, op_id)
+            if op is None or op.state is not OpState.AWAITING_APPROVAL:
+                return ApprovalResult(ApprovalOutcome.CLOSED, op)
+            existing = _approvals_of(conn, op_id)
+            if any(a.user_id == user_id for a in existing):
+                return ApprovalResult(ApprovalOutcome.REPEATED, op)
+            group: str | None = None
+            if groups is not None:
+                satisfied = {a.group for a in existing}
+                group = next((g for g in groups if g not in satisfied), None)
+                if group is None:
+                    return ApprovalResult(ApprovalOutcome.COVERED, op)
+            conn.execute(insert(approvals).values(op_id=op_id, user_id=user_id, user_group=group, at=now))
+            now_approved = (*existing, Approval(user_id=user_id, at=now, group=group))
+            detail = f"{len(now_approved)} of {needed}" + (f" ({group})" if group else "")
+            entry = replace(audit_entry, detail=_joined(detail, audit_entry.detail))
+            if len(now_approved) >= needed:
+                moved = _move(
+                    conn,
+                    op_id,
+                    from_states=(OpState.AWAITING_APPROVAL,),
+                    to=to,
+                    now=now,
+                    require_owner=None,
+                    lease=lease,
+                    audit_entry=entry,
+                    effects=effects,
+                    op_fields={**op_fields, "approvals": now_approved},
+                )
+                outcome = ApprovalOutcome.COMPLETE
+            else:
+                # A click can come before the card's ts is recorded: keep it, or the card's update has no target.
+                ts = op_fields.get("message_ts") if op.message_ts is None else None
+                moved = _set_approvals(
+                    conn, op_id, now_approved, now=now, entry=entry, effects=progress_effects, message_ts=ts
+                )
+                outcome = ApprovalOutcome.COUNTED
+            if moved is None:  # pragma: no cover - the row is locked and was awaiting approval
+                raise RuntimeError(f"operation {op_id} changed under its row lock")
+            taken = self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
+            return ApprovalResult(outcome, moved, taken)
+
+        result = await self._run(record)
+        if result.op is not None and result.outcome in (ApprovalOutcome.COUNTED, ApprovalOutcome.COMPLETE):
+            _log_audit(replace(audit_entry, detail=""), result.op.state)
+        return result
+
+    @shielded
+    async def withdraw_approval(
+        self,
+        op_id: str,
+        *,
+        user_id: str,
+        needed: int,
+        now: datetime,
+        claim: tuple[str, datetime],
+        audit_entry: AuditEntry,
+        effects: Sequence[Effect],
+    ) -> ApprovalResult:
+        """Remove ``user_id``'s approval of ``op_id`` while it still awaits approval (the rule not met).
+
+        Audited (``k of n`` left) with ``effects`` (the card's update), the delivery claim taken, in one
+        transaction. CLOSED once it is approved (or cancelled, expired): a met rule is never undone here.
+        """
+        owner, until = claim
+        remove = (
+            delete(approvals)
+            .where(approvals.c.op_id == op_id, approvals.c.user_id == user_id)
+            .returning(approvals.c.user_id)
+        )
+
+        def withdraw(conn: Connection) -> ApprovalResult:
+            op = self._locked_operation(conn, op_id)
+            if op is None or op.state is not OpState.AWAITING_APPROVAL:
+                return ApprovalResult(ApprovalOutcome.CLOSED, op)
+            if conn.execute(remove).first() is None:
+                return ApprovalResult(ApprovalOutcome.NOT_APPROVED, op)
+            left = _approvals_of(conn, op_id)
+            entry = replace(audit_entry, detail=_joined(f"{len(left)} of {needed} left", audit_entry.detail))
+            moved = _set_approvals(conn, op_id, left, now=now, entry=entry, effects=effects)
+            taken = self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
+            return ApprovalResult(ApprovalOutcome.WITHDRAWN, moved, taken)
+
+        result = await self._run(withdraw)
+        if result.outcome is ApprovalOutcome.WITHDRAWN and result.op is not None:
+            _log_audit(audit_entry, result.op.state)
+        return result
+
+    @shielded
+    async def clear_approvals(self, op_id: str) -> int:
+        """Void every approval of ``op_id`` (the table and the row's copy); how many there were.
+
+        Inside another transaction use :func:`clear_approvals` (this module); :meth:`transition` does it
+        itself when an operation goes back to awaiting approval from a later state.
+        """
+        return await self._run(lambda conn: clear_approvals(conn, op_id))
+
+    @shielded
+    async def approvals_of(self, *, op_id: str) -> list[Approval]:
+        """The approvals recorded for ``op_id``, oldest first (the table, not the row's copy)."""
+        return await self._run(lambda conn: list(_approvals_of(conn, op_id)))
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -946,6 +1100,53 @@ class Store(OutboxMixin):
         return await self._run(lambda conn: int(conn.execute(stmt).scalar() or 0))
 
 
+def _joined(count: str, detail: str) -> str:
+    """``1 of 2`` before what the entry said already (the operation's reason)."""
+    return f"{count}; {detail}" if detail else count
+
+
+def _approvals_of(conn: Connection, op_id: str) -> tuple[Approval, ...]:
+    rows = conn.execute(
+        select(approvals.c.user_id, approvals.c.user_group, approvals.c.at)
+        .where(approvals.c.op_id == op_id)
+        .order_by(approvals.c.at, approvals.c.user_id)
+    )
+    return tuple(Approval(user_id=u, at=at, group=g) for u, g, at in rows)
+
+
+def _set_approvals(
+    conn: Connection,
+    op_id: str,
+    now_approved: tuple[Approval, ...],
+    *,
+    now: datetime,
+    entry: AuditEntry,
+    effects: Sequence[Effect],
+    message_ts: str | None = None,
+) -> Operation | None:
+    """Copy ``now_approved`` onto the awaiting operation's row, with its audit entry and effects."""
+    values: dict[str, Any] = {**_values({"approvals": now_approved}), "updated_at": now}
+    if message_ts is not None:
+        values["message_ts"] = message_ts
+    row = conn.execute(*_update_operation(op_id, values, (OpState.AWAITING_APPROVAL,), None)).first()
+    if row is None:
+        return None
+    conn.execute(_INSERT_AUDIT, _audit_row(entry))
+    insert_effects(conn, op_id=op_id, effects=effects, now=now)
+    return _row_to_op(row)
+
+
+def clear_approvals(conn: Connection, op_id: str) -> int:
+    """Void every approval of ``op_id`` inside the caller's transaction; how many there were.
+
+    For an approval that no longer holds (what was approved changed): the table's rows go, and the
+    row's copy with them, so the card counts from zero again.
+    """
+    removed = conn.execute(delete(approvals).where(approvals.c.op_id == op_id)).rowcount
+    conn.execute(update(operations).where(operations.c.id == op_id).values(approvals=None))
+    return int(removed or 0)
+
+
 def _move(
     conn: Connection,
     op_id: str,
@@ -970,9 +1171,17 @@ def _move(
     if to in TERMINAL_STATES:
         values["lease_owner"] = None
         values["lease_expires_at"] = None
+    # Back to awaiting approval from a later state (an approval that no longer holds): void them all.
+    reopened = to is OpState.AWAITING_APPROVAL and any(
+        OpState(s) is not OpState.LOOKING_UP for s in from_states
+    )
+    if reopened:
+        values["approvals"] = None
     row = conn.execute(*_update_operation(op_id, values, from_states, require_owner)).first()
     if row is None:
         return None
+    if reopened:
+        conn.execute(delete(approvals).where(approvals.c.op_id == op_id))
     moved = _row_to_op(row)
     if to in TERMINAL_STATES:
         conn.execute(

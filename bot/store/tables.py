@@ -11,6 +11,8 @@ Tables::
     heartbeats      instance -> last write (``/readyz`` proves the database takes writes)
     slack_requests  (timestamp, signature) of each signed Slack request seen in the last minutes:
                     a replayed request is refused by every replica
+    approvals       (op_id, user_id) -> the group it satisfied, when: one row per person who approved an
+                    operation under VPNBOT_APPROVAL_RULES (copied onto operations.approvals for the card)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "approvals",
     "audit",
     "audit_repeats",
     "gateway_locks",
@@ -140,6 +143,9 @@ operations = Table(
     # Added by migration 11 (scheduled deletions): when it runs, and why then (requested, change window).
     Column("run_at", UtcDateTime),
     Column("schedule_kind", String(16)),
+    # Added by migration 12: the approvals table's rows of this operation (bot.domain.Approval), kept
+    # in step with it in the same transaction, so a card rendered from the row shows the progress.
+    Column("approvals", JSON, nullable=True),
     Index("ix_operations_state", "state"),
 )
 
@@ -180,6 +186,18 @@ audit_repeats = Index(
     unique=True,
     sqlite_where=audit.c.times.isnot(None),
     postgresql_where=audit.c.times.isnot(None),
+)
+
+# One row per person who approved an operation under a quorum rule: the unique key makes a second
+# approval by the same person impossible whatever the replicas, and the quorum is counted from here.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("op_id", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    # The user group this approval satisfied (a group rule), NULL for a count rule.
+    Column("user_group", String(64)),
+    Column("at", UtcDateTime, nullable=False),
 )
 
 outbox = Table(
@@ -323,6 +341,15 @@ def _migration_11(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
 
 
+def _migration_12(conn: Connection) -> None:
+    # Quorums (VPNBOT_APPROVAL_RULES): each approval, and their copy on the operation for its card.
+    metadata.create_all(conn, tables=[approvals], checkfirst=True)
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    if "approvals" not in present:
+        kind = conn.dialect.type_compiler_instance.process(JSON())
+        conn.execute(text(f"ALTER TABLE operations ADD COLUMN approvals {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -336,5 +363,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_9,
     _migration_10,
     _migration_11,
+    _migration_12,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,7 +14,17 @@ from bot.domain import (
     Operation,
     OpState,
 )
-from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
+from bot.ports import (
+    Clock,
+    NoMeter,
+    Notifier,
+    OperationMeter,
+    OperationStore,
+    Policy,
+    Quorum,
+    VpcApi,
+    VpcApis,
+)
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.delete import DeleteRequests, DeleteSteps
 from bot.workflow.recreate import RecreateRequests, RecreateSteps
@@ -73,14 +83,24 @@ class Workflow(DeleteRequests, RecreateRequests):
         config: WorkflowConfig,
         instance_id: str,
         meter: OperationMeter | None = None,
+        quorum: Quorum | None = None,
     ) -> None:
-        """``vpcs`` gives each account's VPC API; a plain ``vpc`` serves the single-account bot."""
+        """``vpcs`` gives each account's VPC API; a plain ``vpc`` serves the single-account bot.
+
+        ``quorum`` (VPNBOT_APPROVAL_RULES) says how many must approve each operation; None: one.
+        """
         if vpcs is None:
             if vpc is None:
                 raise TypeError("Workflow needs vpc or vpcs")
             vpcs = _OneVpc(vpc)
         super().__init__(
-            store=store, notifier=notifier, policy=policy, clock=clock, config=config, instance_id=instance_id
+            store=store,
+            notifier=notifier,
+            policy=policy,
+            clock=clock,
+            config=config,
+            instance_id=instance_id,
+            quorum=quorum,
         )
         self._steps = Steps(
             store=store,

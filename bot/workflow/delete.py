@@ -8,11 +8,13 @@ deletion (the runner, :mod:`bot.workflow.runner`, calls it while it holds the le
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from bot.domain import (
     SCHEDULE_AT,
@@ -20,6 +22,8 @@ from bot.domain import (
     SCHEDULED_GONE,
     SCHEDULED_MOVED,
     Accepted,
+    ApprovalOutcome,
+    ApprovalRule,
     AuditEntry,
     ConnectionReady,
     Deferred,
@@ -45,6 +49,7 @@ from bot.domain import (
 )
 from bot.errors import (
     AlreadyRequested,
+    ApprovalRefused,
     CloudError,
     ConfirmationClosed,
     NotAllowed,
@@ -67,11 +72,30 @@ from bot.workflow.steps import (
 __all__ = ["DeleteRequests", "DeleteSteps"]
 
 log = logging.getLogger("bot.workflow")
+T = TypeVar("T")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 # What Cancel closes: a request nobody approved yet, and an approved one still waiting for its time.
 _CANCELLABLE = frozenset({OpState.AWAITING_APPROVAL, OpState.SCHEDULED})
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """An approval that schedules instead of starting: when it runs, and why then (SCHEDULE_*)."""
+
+    runs: datetime
+    kind: str
+    # The account's change windows, written out, when ``kind`` is SCHEDULE_WINDOW.
+    window: str = ""
+
+    @property
+    def detail(self) -> str:
+        why = " (the next change window opening)" if self.kind == SCHEDULE_WINDOW else ""
+        return f"scheduled for {self.runs.isoformat()}{why}"
+
+    def effects(self, announce: list[Effect]) -> list[Effect]:
+        return [CARD, thread(Scheduled(run_at=self.runs, window=self.window)), *announce]
 
 
 class DeleteRequests(Runner):
@@ -215,20 +239,28 @@ class DeleteRequests(Runner):
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve once (the first click wins), then delete in the background; return at once.
 
+        Under a quorum rule (VPNBOT_APPROVAL_RULES) the click records one approval; the one that meets
+        the rule approves, exactly once whatever the clicks and replicas (see :meth:`_record_approval`).
         ``message_ts`` is the clicked message: a click can arrive before the confirmation's ts
         is recorded (it is stored once chat.postMessage answers), and the thread needs it.
         """
-        op, now = await self._open_for_approval(op_id, user_id)
-        if not op.is_recreate:
+        op, now, rule, groups = await self._open_for_approval(op_id, user_id)
+        later = self._later(op, now)
+        if later is not None:
             # A later run time, or outside the account's change window: it waits, holding nothing.
-            windows = windows_for(self._config.change_windows, op.account)
-            runs = run_time(windows, wanted=op.run_at, now=now)
-            if runs > now:
-                kind = SCHEDULE_AT if runs == op.run_at else SCHEDULE_WINDOW
-                window = "; ".join(str(w) for w in windows) if kind == SCHEDULE_WINDOW else ""
-                return await self._schedule(
-                    op, user_id=user_id, message_ts=message_ts, now=now, runs=runs, kind=kind, window=window
-                )
+            if rule is None:
+                return await self._schedule(op, user_id=user_id, message_ts=message_ts, now=now, later=later)
+            return await self._record_approval(
+                op,
+                rule,
+                groups,
+                user_id=user_id,
+                message_ts=message_ts,
+                now=now,
+                ours=False,
+                deferred=False,
+                later=later,
+            )
         # A recreation is driven by the replica holding its key: another replica approves it
         # unleased and leaves it to the holder's resume pass (or, holder gone, to KeyLost).
         # A deletion approved while this instance drives all it may (max_driven) is left unleased
@@ -238,9 +270,23 @@ class DeleteRequests(Runner):
         if ours:
             self._starting += 1
         try:
-            approved = await self._move_to_approved(
-                op, user_id=user_id, message_ts=message_ts, now=now, ours=ours, deferred=deferred
-            )
+            if rule is None:
+                approved = await self._move_to_approved(
+                    op, user_id=user_id, message_ts=message_ts, now=now, ours=ours, deferred=deferred
+                )
+            else:
+                approved = await self._record_approval(
+                    op,
+                    rule,
+                    groups,
+                    user_id=user_id,
+                    message_ts=message_ts,
+                    now=now,
+                    ours=ours,
+                    deferred=deferred,
+                )
+                if approved.state is OpState.AWAITING_APPROVAL:
+                    return approved  # counted; more approvals are needed
             if ours:
                 self._start_driving(approved)
         finally:
@@ -255,21 +301,58 @@ class DeleteRequests(Runner):
             )
         return approved
 
-    async def _open_for_approval(self, op_id: str, user_id: str) -> tuple[Operation, datetime]:
+    def _later(self, op: Operation, now: datetime) -> Later | None:
+        """When ``op`` runs if approved now, if not now: its requested time, or its window's next opening."""
+        if op.is_recreate:
+            return None
+        windows = windows_for(self._config.change_windows, op.account)
+        runs = run_time(windows, wanted=op.run_at, now=now)
+        if runs <= now:
+            return None
+        kind = SCHEDULE_AT if runs == op.run_at else SCHEDULE_WINDOW
+        window = "; ".join(str(w) for w in windows) if kind == SCHEDULE_WINDOW else ""
+        return Later(runs=runs, kind=kind, window=window)
+
+    async def _open_for_approval(
+        self, op_id: str, user_id: str
+    ) -> tuple[Operation, datetime, ApprovalRule | None, tuple[str, ...]]:
         """``op_id`` if ``user_id`` may approve it and it still awaits approval, with the time now.
 
-        A refusal is audited and raised (NotAllowed); a closed or expired confirmation raises
-        ConfirmationClosed (an expired one is expired first).
+        With it, the quorum rule that applies (None: one approver, as the policy says) and the
+        rule's groups ``user_id`` is in. A refusal is audited and raised (NotAllowed); a closed or
+        expired confirmation raises ConfirmationClosed (an expired one is expired first).
         """
         op = await self._load(op_id)
-        await self._audited_check(self._policy.check_approval, op, user_id=user_id, verb="approve")
+        quorum = self._quorum
+        rule = quorum.rule_for(op) if quorum is not None else None
+        groups: tuple[str, ...] = ()
+        if quorum is None or rule is None:
+            await self._audited_check(self._policy.check_approval, op, user_id=user_id, verb="approve")
+        else:
+            # Under a rule its own check (the requester never counts); the rule's groups the person is in.
+            check = functools.partial(quorum.check_quorum_approval, rule=rule)
+            groups = await self._audited_check(check, op, user_id=user_id, verb="approve")
         if op.state is not OpState.AWAITING_APPROVAL:
             raise ConfirmationClosed(op)
         now = self._clock.now()
         if now >= op.expires_at:
             await self._expire(op)
             raise ConfirmationClosed(await self._load(op_id))
-        return op, now
+        return op, now, rule, groups
+
+    def _approval_terms(
+        self, *, now: datetime, ours: bool, deferred: bool
+    ) -> tuple[list[Effect], tuple[str, datetime] | None]:
+        """The effects and lease of the move to APPROVED (see :meth:`_move_to_approved`)."""
+        effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
+        # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
+        # gets a lease that ends now, so the lookup's lease does not hold it back.
+        lease: tuple[str, datetime] | None = None
+        if ours:
+            lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s))
+        elif deferred:
+            lease = (self.instance_id, now)
+        return effects, lease
 
     async def _move_to_approved(
         self,
@@ -282,15 +365,8 @@ class DeleteRequests(Runner):
         deferred: bool,
     ) -> Operation:
         """AWAITING_APPROVAL -> APPROVED, leased to this instance if ``ours``; the card goes out at once."""
-        effects = [CARD, thread(Deferred(driving=len(self._driving)))] if deferred else [CARD]
+        effects, lease = self._approval_terms(now=now, ours=ours, deferred=deferred)
         entry = self._steps.entry(op, "approved", actor_id=user_id)
-        # Lease in the same CAS: no other replica may see it approved and unowned. A deferred one
-        # gets a lease that ends now, so the lookup's lease does not hold it back.
-        lease: tuple[str, datetime] | None = None
-        if ours:
-            lease = (self.instance_id, now + timedelta(seconds=self._config.lease_s))
-        elif deferred:
-            lease = (self.instance_id, now)
         # The card's update is claimed in the same transaction (as the lookup's post is): the
         # outbox does not claim and read it again first.
         moved = await self._store.transition_and_claim(
@@ -320,12 +396,10 @@ class DeleteRequests(Runner):
         user_id: str,
         message_ts: str | None,
         now: datetime,
-        runs: datetime,
-        kind: str,
-        window: str,
+        later: Later,
     ) -> Operation:
-        """AWAITING_APPROVAL -> SCHEDULED for ``runs``: no lease, no gateway; the runner's due pass starts it."""
-        why = " (the next change window opening)" if kind == SCHEDULE_WINDOW else ""
+        """AWAITING_APPROVAL -> SCHEDULED for ``later.runs``: no lease, no gateway; the runner's due pass starts it."""
+        runs = later.runs
         moved = await self._store.transition_and_claim(
             op.id,
             claim=self.outbox.claim_terms(),
@@ -335,18 +409,10 @@ class DeleteRequests(Runner):
             approver_id=user_id,
             approved_at=now,
             run_at=runs,
-            schedule_kind=kind,
+            schedule_kind=later.kind,
             message_ts=op.message_ts or message_ts,
-            audit_entry=(
-                entry := self._steps.entry(
-                    op, "approved", actor_id=user_id, detail=f"scheduled for {runs.isoformat()}{why}"
-                )
-            ),
-            effects=[
-                CARD,
-                thread(Scheduled(run_at=runs, window=window)),
-                *self._steps.announce(entry, note=f"scheduled for {runs.isoformat()}{why}"),
-            ],
+            audit_entry=(entry := self._steps.entry(op, "approved", actor_id=user_id, detail=later.detail)),
+            effects=later.effects(self._steps.announce(entry, note=later.detail)),
         )
         if moved is None:
             raise ConfirmationClosed(await self._load(op.id))
@@ -386,6 +452,98 @@ class DeleteRequests(Runner):
         if started is None:
             raise ConfirmationClosed(await self._load(op_id))
         return started
+
+    async def _record_approval(
+        self,
+        op: Operation,
+        rule: ApprovalRule,
+        groups: tuple[str, ...],
+        *,
+        user_id: str,
+        message_ts: str | None,
+        now: datetime,
+        ours: bool,
+        deferred: bool,
+        later: Later | None = None,
+    ) -> Operation:
+        """One approval under ``rule``: counted (the card shows it), or the last needed, which approves.
+
+        One store transaction records it and, when it meets the rule, moves the operation to APPROVED
+        as :meth:`_move_to_approved` does (to SCHEDULED as :meth:`_schedule` does, when it runs
+        ``later``); the operation is returned as it left it.
+        """
+        deadline: datetime | None
+        if later is None:
+            entry = self._steps.entry(op, "approved", actor_id=user_id)
+            effects, lease = self._approval_terms(now=now, ours=ours, deferred=deferred)
+            effects = [*effects, *self._steps.announce(entry)]
+            to, deadline, run_at, kind = (
+                OpState.APPROVED,
+                now + timedelta(seconds=self._config.delete_timeout_s),
+                op.run_at,
+                op.schedule_kind,
+            )
+        else:
+            entry = self._steps.entry(op, "approved", actor_id=user_id, detail=later.detail)
+            effects, lease = later.effects(self._steps.announce(entry, note=later.detail)), None
+            to, deadline, run_at, kind = OpState.SCHEDULED, op.deadline_at, later.runs, later.kind
+        result = await self._store.record_approval(
+            op.id,
+            user_id=user_id,
+            groups=groups if rule.groups else None,
+            needed=rule.count,
+            now=now,
+            claim=self.outbox.claim_terms(),
+            audit_entry=entry,
+            progress_effects=[CARD],
+            lease=lease,
+            effects=effects,
+            to=to,
+            approver_id=user_id,
+            approved_at=now,
+            message_ts=op.message_ts or message_ts,
+            deadline_at=deadline,
+            run_at=run_at,
+            schedule_kind=kind,
+        )
+        match result.outcome:
+            case ApprovalOutcome.COUNTED | ApprovalOutcome.COMPLETE if result.op is not None:
+                self.outbox.deliver_claimed(result.op, result.effects)
+                return result.op
+            case ApprovalOutcome.REPEATED | ApprovalOutcome.COVERED:
+                raise ApprovalRefused(result.outcome.value, result.op, rule)
+            case _:
+                raise ConfirmationClosed(result.op)
+
+    async def withdraw(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        """Take back ``user_id``'s approval while the quorum is not met (the card shows it).
+
+        Raises ApprovalRefused (``met``: it is approved already; ``not_approved``; ``no_rule``) or
+        ConfirmationClosed (cancelled, expired).
+        """
+        op = await self._load(op_id)
+        rule = self._quorum.rule_for(op) if self._quorum is not None else None
+        if rule is None:
+            raise ApprovalRefused("no_rule", op)
+        result = await self._store.withdraw_approval(
+            op.id,
+            user_id=user_id,
+            needed=rule.count,
+            now=self._clock.now(),
+            claim=self.outbox.claim_terms(),
+            audit_entry=self._steps.entry(op, "approval_withdrawn", actor_id=user_id),
+            effects=[CARD],
+        )
+        match result.outcome:
+            case ApprovalOutcome.WITHDRAWN if result.op is not None:
+                self.outbox.deliver_claimed(result.op, result.effects)
+                return result.op
+            case ApprovalOutcome.NOT_APPROVED:
+                raise ApprovalRefused("not_approved", result.op, rule)
+            case _ if result.op is not None and result.op.approver_id is not None:
+                raise ApprovalRefused("met", result.op, rule)
+            case _:
+                raise ConfirmationClosed(result.op)
 
     async def cancel(
         self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
@@ -427,11 +585,11 @@ class DeleteRequests(Runner):
         return cancelled
 
     async def _audited_check(
-        self, check: Callable[..., Awaitable[None]], op: Operation, *, user_id: str, verb: str
-    ) -> None:
-        """The policy's ``check`` of ``user_id`` on ``op``; a refusal is audited, then raised (NotAllowed)."""
+        self, check: Callable[..., Awaitable[T]], op: Operation, *, user_id: str, verb: str
+    ) -> T:
+        """The policy's ``check`` of ``user_id`` on ``op`` (what it returns); a refusal is audited, then raised."""
         try:
-            await check(user_id=user_id, op=op)
+            return await check(user_id=user_id, op=op)
         except NotAllowed as err:
             # Counted on one row per person and card: a click storm cannot flood /vpn history.
             await self._store.add_audit(

@@ -54,7 +54,7 @@ from bot.errors import (
     SlackError,
     StoreUnavailable,
 )
-from bot.ports import Clock, Notifier, OperationStore, Policy
+from bot.ports import Clock, Notifier, OperationStore, Policy, Quorum
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.steps import (
     CARD,
@@ -108,9 +108,12 @@ class Runner:
         clock: Clock,
         config: WorkflowConfig,
         instance_id: str,
+        quorum: Quorum | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
+        # VPNBOT_APPROVAL_RULES (None: every operation takes one approver, as the policy says).
+        self._quorum = quorum
         self._clock = clock
         self._config = config
         self.instance_id = instance_id

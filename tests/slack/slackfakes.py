@@ -195,6 +195,10 @@ class FakeWorkflow:
         self._enter("approve", {"op_id": op_id, "user_id": user_id})
         return make_op(id=op_id, state=OpState.APPROVED, approver_id=user_id, approved_at=T0)
 
+    async def withdraw(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
+        self._enter("withdraw", {"op_id": op_id, "user_id": user_id})
+        return make_op(id=op_id)
+
     async def cancel(
         self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
     ) -> Operation:

@@ -104,7 +104,22 @@ def _confirm_dialog(op: Operation) -> dict[str, Any]:
     }
 
 
-def _actions(op: Operation) -> Block:
+def withdraw_button(op: Operation) -> Block:
+    """Under a quorum rule, once someone approved: take one's own approval back (until the rule is met)."""
+    return {
+        "type": "button",
+        "action_id": ActionId.WITHDRAW.value,
+        "text": plain_object("Withdraw my approval", 75),
+        "value": op.id,
+    }
+
+
+def approvals_block(progress: str) -> list[Block]:
+    """The quorum's progress (``1 of 2 approvals: …``), bot-written mrkdwn, or nothing without a rule."""
+    return [section_block(progress, BlockId.APPROVALS.value)] if progress else []
+
+
+def _actions(op: Operation, *, withdraw: bool = False) -> Block:
     return {
         "type": "actions",
         "block_id": BlockId.ACTIONS.value,
@@ -123,6 +138,7 @@ def _actions(op: Operation) -> Block:
                 "text": plain_object("Cancel", 75),
                 "value": op.id,
             },
+            *([withdraw_button(op)] if withdraw else []),
         ],
     }
 
@@ -175,6 +191,7 @@ def build_confirmation(
     anyone_may_approve: bool = False,
     approval_rule: str = "",
     windows: Sequence[Window] = (),
+    progress: str = "",
 ) -> Message:
     """The confirmation: connection details with Delete (danger, confirm dialog) and Cancel.
 
@@ -182,10 +199,14 @@ def build_confirmation(
 
     ``now`` decides whether times need their date; it defaults to when the op last changed.
     ``anyone_may_approve`` (VPNBOT_APPROVERS=*) says so on the card, so nobody assumes a gatekeeper.
-    ``approval_rule`` (bot-written mrkdwn, see bot.slack.policy.approval_rule_text) names who may approve.
+    ``approval_rule`` (bot-written mrkdwn, see bot.slack.policy.approval_rule_text) names who may approve;
+    ``progress`` (bot.slack.policy.approval_progress_text) the approvals so far under a quorum rule, with
+    *Withdraw my approval* once there is one.
     """
     if op.is_recreate:
-        return build_recreate_confirmation(op, now=now, anyone_may_approve=anyone_may_approve)
+        return build_recreate_confirmation(
+            op, now=now, anyone_may_approve=anyone_may_approve, approval_rule=approval_rule, progress=progress
+        )
     now = now or op.updated_at
     who = (
         "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*) by clicking *Delete*"
@@ -217,7 +238,8 @@ def build_confirmation(
         *([section_block(reason, BlockId.REASON.value)] if reason else []),
         *build_impact_blocks(op.impact),
         _details(op),
-        _actions(op),
+        *approvals_block(progress),
+        _actions(op, withdraw=bool(progress and op.approvals)),
         *_rule_block(approval_rule),
         _footer(op),
     ]
@@ -227,6 +249,8 @@ def build_confirmation(
     )
     if reason:
         text += f" {reason}."
+    if progress:
+        text += f" {progress}."
     if op.impact is not None:
         text += f" {impact_summary(op.impact)}."
     return build_message(text, blocks)
@@ -254,8 +278,16 @@ def _elapsed(op: Operation) -> float | None:
     return (op.finished_at - start).total_seconds()
 
 
+def _approved_by(op: Operation) -> str:
+    """``<@U1>``, or under a quorum rule everyone who approved (``<@U1> and <@U2>``)."""
+    if len(op.approvals) > 1:
+        names = [mention(a.user_id) for a in op.approvals]
+        return f"{', '.join(names[:-1])} and {names[-1]}"
+    return mention(op.approver_id)
+
+
 def _status_text(op: Operation, now: datetime) -> str:
-    approved = f"Approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
+    approved = f"Approved by {_approved_by(op)} at {format_time(op.approved_at, now=now)}"
     gateway = code(op.gateway.id or op.connection.gateway_id)
     retry_cmd = retry_command(op)
     match op.state:
@@ -403,6 +435,7 @@ def build_parent(
     anyone_may_approve: bool = False,
     approval_rule: str = "",
     windows: Sequence[Window] = (),
+    progress: str = "",
 ) -> Message:
     """The confirmation message re-rendered for the operation's current state.
 
@@ -412,7 +445,12 @@ def build_parent(
     now = now or op.updated_at
     if op.state in (OpState.AWAITING_APPROVAL, OpState.LOOKING_UP):
         return build_confirmation(
-            op, now=now, anyone_may_approve=anyone_may_approve, approval_rule=approval_rule, windows=windows
+            op,
+            now=now,
+            anyone_may_approve=anyone_may_approve,
+            approval_rule=approval_rule,
+            windows=windows,
+            progress=progress,
         )
     if op.is_recreate or op.state in (OpState.CREATING, OpState.ROUTING, OpState.RECREATED):
         return build_recreate_parent(op, now=now)

@@ -329,9 +329,17 @@ def _footer(op: Operation) -> Block:
 
 
 def build_recreate_confirmation(
-    op: Operation, *, now: datetime | None = None, anyone_may_approve: bool = False
+    op: Operation,
+    *,
+    now: datetime | None = None,
+    anyone_may_approve: bool = False,
+    approval_rule: str = "",
+    progress: str = "",
 ) -> Message:
-    """The recreation's confirmation, posted in the deleted card's thread: Recreate and Cancel."""
+    """The recreation's confirmation, posted in the deleted card's thread: Recreate and Cancel.
+
+    ``approval_rule`` and ``progress`` as for :func:`bot.slack.blocks.cards.build_confirmation`.
+    """
     now = now or op.updated_at
     who = (
         "*Anyone who can see this message may approve* (VPNBOT_APPROVERS=*) by clicking *Recreate*"
@@ -373,6 +381,18 @@ def build_recreate_confirmation(
                 "text": plain_object("Cancel", 75),
                 "value": op.id,
             },
+            *(
+                [
+                    {
+                        "type": "button",
+                        "action_id": ActionId.WITHDRAW.value,
+                        "text": plain_object("Withdraw my approval", 75),
+                        "value": op.id,
+                    }
+                ]
+                if progress and op.approvals
+                else []
+            ),
         ],
     }
     blocks = [
@@ -380,7 +400,9 @@ def build_recreate_confirmation(
         section_block(summary, BlockId.SUMMARY.value),
         _details(op),
         *_routes_block(op),
+        *([section_block(progress, BlockId.APPROVALS.value)] if progress else []),
         actions,
+        *([context_block(approval_rule, BlockId.APPROVAL_RULE.value)] if approval_rule else []),
         _footer(op),
     ]
     text = (

@@ -72,6 +72,8 @@ USAGE_TEXT = (
     "request's progress, only to you.\n"
     f"• `{SLASH_COMMAND} history [count]` shows the last actions (1–50, default 10).\n"
     f"• `{SLASH_COMMAND} help` shows this help.\n"
+    "Some deletions need several approvals (VPNBOT_APPROVAL_RULES): the card says how many, from whom, and "
+    "who approved so far; *Withdraw my approval* takes yours back until the last one needed.\n"
     f"`&lt;vco-id&gt;` is the connection's id, such as `vco-bp1abc2def3gh`. The region, such as "
     f"`cn-hangzhou`, may also be written `--region cn-hangzhou`; without it the bot's default "
     f"region is used."

@@ -1,0 +1,109 @@
+"""What a quorum rule (VPNBOT_APPROVAL_RULES) says on a card: the rule, the progress, a refused click."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.domain import ApprovalRule, Operation
+from bot.errors import ApprovalRefused
+from bot.ids import is_user_group_id
+from bot.slack.blocks.text import code, mention
+
+__all__ = ["approval_refused_text", "quorum_progress_text", "quorum_rule_text"]
+
+_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_NAMED_MAX = 5
+
+
+def _number(n: int) -> str:
+    return _WORDS[n] if 0 <= n < len(_WORDS) else str(n)
+
+
+def _ref(slack_id: str) -> str:
+    # Ids from the settings, checked at start: a group or a user, never outside text.
+    return f"<!subteam^{slack_id}>" if is_user_group_id(slack_id) else mention(slack_id)
+
+
+def _people(approvers: Sequence[str]) -> str:
+    """``<!subteam^S1>`` / ``one of <@U1>, <@U2>`` for the approver list ("" for anyone)."""
+    if not approvers:
+        return ""
+    refs = [_ref(a) for a in approvers[:_NAMED_MAX]]
+    more = f" (and {len(approvers) - _NAMED_MAX} more)" if len(approvers) > _NAMED_MAX else ""
+    if len(refs) == 1:
+        return refs[0]
+    return f"{', '.join(refs)}{more}"
+
+
+def _and(refs: Sequence[str]) -> str:
+    return refs[0] if len(refs) == 1 else f"{', '.join(refs[:-1])} and {refs[-1]}"
+
+
+def _scope(rule: ApprovalRule) -> str:
+    return "every operation" if rule.scope == "*" else code(rule.scope, 100)
+
+
+def quorum_rule_text(rule: ApprovalRule, approvers: Sequence[str] | None) -> str:
+    """``*Approval:* 2 approvals from <!subteam^S1>; the requester cannot approve (rule for `prod`).``
+
+    ``approvers``: VPNBOT_APPROVERS ([] for anyone); None leaves a count rule's people unnamed.
+    """
+    if rule.groups:
+        who = f"one approval from each of {_and([_ref(g) for g in rule.groups])}"
+        if len(rule.groups) == 1:
+            who = f"one approval from {_ref(rule.groups[0])}"
+    else:
+        plural = "approval" if rule.count == 1 else "approvals"
+        people = _people(approvers) if approvers is not None else ""
+        anyone = " from anyone who can see this message" if approvers is not None else ""
+        who = f"{rule.count} {plural}" + (f" from {people}" if people else anyone)
+        if rule.count > 1:
+            who += ", each by a different person"
+    return (
+        f"*Approval:* {who}; the requester cannot approve (VPNBOT_APPROVAL_RULES, rule for {_scope(rule)})."
+    )
+
+
+def quorum_progress_text(op: Operation, rule: ApprovalRule, approvers: Sequence[str]) -> str:
+    """``*1 of 2 approvals:* <@U1> ✓ — waiting for one more from <!subteam^S1>``."""
+    done = op.approvals
+    given = ", ".join(
+        f"{mention(a.user_id)} ✓" + (f" ({_ref(a.group)})" if a.group else "") for a in done[: rule.count]
+    )
+    head = f"*{len(done)} of {rule.count} approvals*" + (f": {given}" if given else "")
+    if rule.groups:
+        missing = [g for g in rule.groups if g not in {a.group for a in done}]
+        if not missing:
+            return head
+        return f"{head} — waiting for one from {'each of ' if len(missing) > 1 else ''}{_and([_ref(g) for g in missing])}"
+    left = rule.count - len(done)
+    if left <= 0:
+        return head
+    more = " more" if done else ""
+    people = _people(approvers)
+    source = f" from {people}" if people else ""
+    noun = "" if left == 1 and done else (" approval" if left == 1 else " approvals")
+    return f"{head} — waiting for {_number(left)}{more}{noun}{source}"
+
+
+def approval_refused_text(err: ApprovalRefused) -> str:
+    """Why an approval click (or a withdrawal) changed nothing, with the rule that applies."""
+    match err.reason:
+        case "repeated":
+            why = "You have already approved this request; each approval must come from a different person."
+        case "covered":
+            why = (
+                "Your approval would not count: each user group of the rule that you are in already has "
+                "an approver. Someone from a group still missing must approve."
+            )
+        case "not_approved":
+            why = "You have not approved this request, so there is no approval of yours to withdraw."
+        case "met":
+            who = mention(err.op.approver_id) if err.op is not None else "someone"
+            why = (
+                f"The approvals were complete (the last by {who}), so the request is approved and can no "
+                "longer be withdrawn."
+            )
+        case _:
+            why = "No approval rule applies to this request: there is nothing to withdraw."
+    return f"{why}\n{quorum_rule_text(err.rule, None)}" if err.rule is not None else why

@@ -1,0 +1,105 @@
+"""The store's approvals under a quorum rule: counted once per person, met in one transaction, voided."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from test_store import T0, make_op
+
+from bot.domain import ApprovalOutcome, AuditEntry, Effect, EffectKind, OpState
+from bot.store import Store
+
+CARD = Effect(EffectKind.UPDATE_CARD)
+CLAIM = ("replica-a", T0 + timedelta(minutes=1))
+
+
+def _entry(user: str) -> AuditEntry:
+    return AuditEntry(at=T0, action="approved", actor_id=user, op_id="op-1", detail="reason: tidy up")
+
+
+async def _approve(
+    store: Store, user: str, *, groups: tuple[str, ...] | None = None, needed: int = 2
+) -> ApprovalOutcome:
+    result = await store.record_approval(
+        "op-1",
+        user_id=user,
+        groups=groups,
+        needed=needed,
+        now=T0,
+        claim=CLAIM,
+        audit_entry=_entry(user),
+        progress_effects=[CARD],
+        effects=[CARD],
+        approver_id=user,
+        approved_at=T0,
+    )
+    return result.outcome
+
+
+async def test_count_rule_counts_each_person_once_and_the_last_approves(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    assert await _approve(store, "U0BOB") is ApprovalOutcome.COUNTED
+    assert await _approve(store, "U0BOB") is ApprovalOutcome.REPEATED
+    op = await store.get_operation(op_id="op-1")
+    assert op is not None
+    assert op.state is OpState.AWAITING_APPROVAL
+    assert [a.user_id for a in op.approvals] == ["U0BOB"]
+
+    # Two people at once for the last seat: exactly one of them approves it.
+    outcomes = await asyncio.gather(_approve(store, "U0CAROL"), _approve(store, "U0DAVE"))
+    assert sorted(outcomes) == sorted([ApprovalOutcome.COMPLETE, ApprovalOutcome.CLOSED])
+    op = await store.get_operation(op_id="op-1")
+    assert op is not None
+    assert op.state is OpState.APPROVED
+    assert len(op.approvals) == 2
+    audit = await store.recent_audit(op_id="op-1")
+    assert sorted(e.detail for e in audit) == ["1 of 2; reason: tidy up", "2 of 2; reason: tidy up"]
+
+
+async def test_group_rule_gives_each_group_one_approver(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    assert await _approve(store, "U0DAVE", groups=("S0NET", "S0SEC")) is ApprovalOutcome.COUNTED
+    assert await _approve(store, "U0BOB", groups=("S0NET",)) is ApprovalOutcome.COVERED
+    assert await _approve(store, "U0CAROL", groups=("S0SEC",)) is ApprovalOutcome.COMPLETE
+    approvals = await store.approvals_of(op_id="op-1")
+    assert {(a.user_id, a.group) for a in approvals} == {("U0CAROL", "S0SEC"), ("U0DAVE", "S0NET")}
+
+
+async def test_withdraw_only_before_the_rule_is_met(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    await _approve(store, "U0BOB")
+
+    async def withdraw(user: str) -> ApprovalOutcome:
+        result = await store.withdraw_approval(
+            "op-1", user_id=user, needed=2, now=T0, claim=CLAIM, audit_entry=_entry(user), effects=[CARD]
+        )
+        return result.outcome
+
+    assert await withdraw("U0CAROL") is ApprovalOutcome.NOT_APPROVED
+    assert await withdraw("U0BOB") is ApprovalOutcome.WITHDRAWN
+    assert await store.approvals_of(op_id="op-1") == []
+    await _approve(store, "U0BOB")
+    await _approve(store, "U0CAROL")
+    assert await withdraw("U0BOB") is ApprovalOutcome.CLOSED
+
+
+async def test_approvals_are_voided_in_one_call_and_when_reopened(store: Store) -> None:
+    await store.create_operation(op=make_op())
+    await _approve(store, "U0BOB")
+    assert await store.clear_approvals("op-1") == 1
+    op = await store.get_operation(op_id="op-1")
+    assert op is not None
+    assert op.approvals == ()
+    assert await store.approvals_of(op_id="op-1") == []
+
+    # Approved, then back to awaiting approval (what was approved changed): every approval is void.
+    await _approve(store, "U0BOB")
+    assert await _approve(store, "U0CAROL") is ApprovalOutcome.COMPLETE
+    reopened = await store.transition(
+        "op-1", from_states={OpState.APPROVED}, to=OpState.AWAITING_APPROVAL, now=T0, approver_id=None
+    )
+    assert reopened is not None
+    assert reopened.approvals == ()
+    assert await store.approvals_of(op_id="op-1") == []
+    assert await _approve(store, "U0BOB") is ApprovalOutcome.COUNTED
