@@ -558,6 +558,8 @@ async def create_app(
             recent_operations=store.recent_operations,
             approvals=policy,
             visibility=Visibility(settings, directory=SlackChannelDirectory(slack), approvers=policy),
+            admin_policy=policy,
+            freezes=workflow.active_freezes,
         )
         _log_account_binding(settings)
     except BaseException:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any, TypedDict
@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 __all__ = [
     "ACTIVE_STATES",
+    "FREEZE_MAX",
     "IPSEC_UP",
     "KIND_DELETE",
     "KIND_RECREATE",
@@ -43,8 +44,10 @@ __all__ = [
     "EffectKind",
     "Expired",
     "Failed",
+    "Freeze",
     "GatewayActive",
     "GatewayUpdating",
+    "Held",
     "Impact",
     "ImpactBgp",
     "ImpactRoute",
@@ -453,6 +456,9 @@ class Operation:
     ticket: str | None = None
     # Why it was denied (the Cancel modal's optional field); None when none was given.
     cancel_reason: str | None = None
+    # Approved but held by a freeze since then (nothing sent yet); None when not held. Stored so the
+    # hold is told once and its time is given back to the deadline when it ends, across restarts.
+    held_at: datetime | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -507,6 +513,7 @@ class OpFields(TypedDict, total=False):
     route_results: tuple[RouteResult, ...]
     undo_until: datetime | None
     cancel_reason: str | None
+    held_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +533,36 @@ class AuditEntry:
     # A refused click: how many times this person's clicks on this card were refused (one row, counted);
     # None on every other entry.
     times: int | None = None
+
+
+# The longest freeze an admin may set (``/vpn freeze 30d``).
+FREEZE_MAX = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    """A change freeze set by an admin: no approval, and nothing approved is sent, in ``account`` until ``until``.
+
+    ``account`` None freezes every account (and the single-account bot). Lifted early by
+    ``/vpn unfreeze`` (``lifted_by``/``lifted_at``), or by a newer freeze of the same scope.
+    """
+
+    id: str
+    account: str | None
+    reason: str
+    created_by: str
+    starts_at: datetime
+    until: datetime
+    lifted_by: str | None = None
+    lifted_at: datetime | None = None
+
+    def applies_to(self, account: str) -> bool:
+        """Whether the freeze covers an operation in ``account`` ("" for the single-account bot)."""
+        return self.account is None or self.account == account
+
+    def active_at(self, now: datetime) -> bool:
+        """Whether it is in force at ``now``: started, not ended, not lifted."""
+        return self.lifted_at is None and self.starts_at <= now < self.until
 
 
 # --- events: what the workflow tells people; the Slack layer words them ---------------------------
@@ -591,6 +628,17 @@ class Resumed:
 
     instance: str
     fresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Approved, but a freeze (set by ``by``) holds it until ``until``; nothing was sent. Told once."""
+
+    until: datetime
+    reason: str
+    by: str
+    # The freeze's account; None: every account.
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,6 +776,7 @@ Progress = (
     | Retrying
     | Unanswered
     | Queued
+    | Held
     | Deferred
     | Resumed
     | Deleted
@@ -756,6 +805,7 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         Retrying,
         Unanswered,
         Queued,
+        Held,
         Deferred,
         Resumed,
         Deleted,

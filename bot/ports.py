@@ -8,7 +8,7 @@ implements :class:`OperationStore`, and tests pass small fakes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, Unpack
 
@@ -18,6 +18,7 @@ from bot.domain import (
     AuditEntry,
     Delivery,
     Effect,
+    Freeze,
     Impact,
     Operation,
     OpFields,
@@ -335,6 +336,20 @@ class OperationStore(Protocol):
 
     # The outbox.
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None: ...
+
+    async def add_freeze(self, freeze: Freeze, *, audit_entry: AuditEntry) -> list[Freeze]: ...
+
+    async def lift_freezes(
+        self,
+        *,
+        account: str | None,
+        everything: bool,
+        by: str,
+        now: datetime,
+        audit_entry: Callable[[Freeze], AuditEntry],
+    ) -> list[Freeze]: ...
+
+    async def active_freezes(self, *, now: datetime) -> list[Freeze]: ...
 
     async def release_outbox(self, *, op_id: str, owner: str) -> None: ...
 

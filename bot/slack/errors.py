@@ -33,6 +33,7 @@ from bot.errors import (
     AlreadyRequested,
     BotError,
     ConfirmationClosed,
+    Frozen,
     RecreateRefused,
     SlackError,
     StoreUnavailable,
@@ -45,6 +46,7 @@ from bot.slack.blocks import (
     build_usage,
     closed_text,
     explain_slack_error,
+    frozen_refusal_text,
     recreate_refused_text,
 )
 from bot.slack.deps import InFlight
@@ -78,6 +80,8 @@ def reply_for(error: Exception, *, kind: str) -> dict[str, Any]:
         message = build_already_requested(error.op, permalink=None, now=datetime.now(UTC))
     elif isinstance(error, ConfirmationClosed):
         message = build_refusal(closed_text(error.op, now=datetime.now(UTC)))
+    elif isinstance(error, Frozen):
+        message = build_refusal(frozen_refusal_text(error.freeze))
     elif isinstance(error, RecreateRefused):
         message = build_refusal(recreate_refused_text(error, now=datetime.now(UTC)))
     elif isinstance(error, SlackError) and error.error in _CHANNEL_ERRORS:

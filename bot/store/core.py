@@ -31,6 +31,7 @@ from bot.domain import (
     TERMINAL_STATES,
     AuditEntry,
     Effect,
+    Freeze,
     Impact,
     Operation,
     OpFields,
@@ -48,6 +49,7 @@ from bot.store.shield import shielded
 from bot.store.tables import (
     MIGRATIONS,
     audit,
+    freezes,
     gateway_locks,
     heartbeats,
     operations,
@@ -194,6 +196,14 @@ def _audit_row(entry: AuditEntry) -> dict[str, Any]:
 def _row_to_audit(row: Row[Any]) -> AuditEntry:
     m = row._mapping
     return AuditEntry(**{name: m[name] for name in _AUDIT_FIELDS})
+
+
+_FREEZE_FIELDS = tuple(f.name for f in fields(Freeze))
+
+
+def _row_to_freeze(row: Row[Any]) -> Freeze:
+    m = row._mapping
+    return Freeze(**{name: m[name] for name in _FREEZE_FIELDS})
 
 
 def _log_audit(entry: AuditEntry, state: OpState | None) -> None:
@@ -792,6 +802,74 @@ class Store(OutboxMixin):
                 ours = ours.where(operations.c.account.in_(list(accounts)))
             stmt = stmt.where(audit.c.op_id.in_(ours))
         return await self._run(lambda conn: [_row_to_audit(r) for r in conn.execute(stmt)])
+
+    # --- freezes ------------------------------------------------------------------------------
+
+    @shielded
+    async def add_freeze(self, freeze: Freeze, *, audit_entry: AuditEntry) -> list[Freeze]:
+        """Record ``freeze`` and its audit entry; the active freezes of the same scope end (lifted by
+        its author, at its start): it replaces them. Return those it replaced."""
+        scope = freezes.c.account.is_(None) if freeze.account is None else freezes.c.account == freeze.account
+        replace = (
+            update(freezes)
+            .where(scope, freezes.c.lifted_at.is_(None), freezes.c.until > freeze.starts_at)
+            .values(lifted_by=freeze.created_by, lifted_at=freeze.starts_at)
+            .returning(*freezes.c)
+        )
+        row = {name: getattr(freeze, name) for name in _FREEZE_FIELDS}
+
+        def add(conn: Connection) -> list[Freeze]:
+            replaced = [_row_to_freeze(r) for r in conn.execute(replace)]
+            conn.execute(insert(freezes), row)
+            conn.execute(_INSERT_AUDIT, _audit_row(audit_entry))
+            return replaced
+
+        replaced = await self._run(add)
+        _log_audit(audit_entry, None)
+        return replaced
+
+    @shielded
+    async def lift_freezes(
+        self,
+        *,
+        account: str | None,
+        everything: bool,
+        by: str,
+        now: datetime,
+        audit_entry: Callable[[Freeze], AuditEntry],
+    ) -> list[Freeze]:
+        """Lift the freezes in force at ``now``: every one (``everything``) or those of ``account``
+        (None: the every-account ones), each with its audit entry, in one transaction; return them lifted."""
+        stmt = update(freezes).where(
+            freezes.c.lifted_at.is_(None), freezes.c.starts_at <= now, freezes.c.until > now
+        )
+        if not everything:
+            stmt = stmt.where(
+                freezes.c.account.is_(None) if account is None else freezes.c.account == account
+            )
+        stmt = stmt.values(lifted_by=by, lifted_at=now).returning(*freezes.c)
+
+        def lift(conn: Connection) -> tuple[list[Freeze], list[AuditEntry]]:
+            lifted = sorted((_row_to_freeze(r) for r in conn.execute(stmt)), key=lambda f: f.until)
+            entries = [audit_entry(f) for f in lifted]
+            if entries:
+                conn.execute(_INSERT_AUDIT, [_audit_row(e) for e in entries])
+            return lifted, entries
+
+        lifted, entries = await self._run(lift)
+        for entry in entries:
+            _log_audit(entry, None)
+        return lifted
+
+    @shielded
+    async def active_freezes(self, *, now: datetime) -> list[Freeze]:
+        """The freezes in force at ``now``, the one ending last first."""
+        stmt = (
+            select(freezes)
+            .where(freezes.c.lifted_at.is_(None), freezes.c.starts_at <= now, freezes.c.until > now)
+            .order_by(freezes.c.until.desc(), freezes.c.id)
+        )
+        return await self._run(lambda conn: [_row_to_freeze(r) for r in conn.execute(stmt)])
 
     # --- metrics (read when /metrics is scraped) ---------------------------------------------
 

@@ -9,6 +9,7 @@ Tables::
     outbox          Slack effects of state changes, written in the same transaction, delivered after
     outbox_claims   op_id -> the replica delivering that operation's effects, until when
     heartbeats      instance -> last write (``/readyz`` proves the database takes writes)
+    freezes         change freezes set by admins (``/vpn freeze``): scope, reason, from, until, lifted
     slack_requests  (timestamp, signature) of each signed Slack request seen in the last minutes:
                     a replayed request is refused by every replica
 """
@@ -40,6 +41,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "audit",
     "audit_repeats",
+    "freezes",
     "gateway_locks",
     "heartbeats",
     "metadata",
@@ -134,6 +136,8 @@ operations = Table(
     Column("reason", Text),
     Column("ticket", String(128)),
     Column("cancel_reason", Text),
+    # Added by migration 10: when a freeze began to hold this approved operation (None: not held).
+    Column("held_at", UtcDateTime),
     Index("ix_operations_state", "state"),
 )
 
@@ -198,6 +202,22 @@ outbox_claims = Table(
     Column("op_id", String(64), primary_key=True),
     Column("owner", String(128), nullable=False),
     Column("until", UtcDateTime, nullable=False),
+)
+
+# Added by migration 10. ``account`` NULL freezes every account; a row is never deleted (it is the
+# record of who froze what, and who lifted it).
+freezes = Table(
+    "freezes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("until", UtcDateTime, nullable=False),
+    Column("lifted_by", String(64)),
+    Column("lifted_at", UtcDateTime),
+    Index("ix_freezes_until", "until"),
 )
 
 heartbeats = Table(
@@ -299,6 +319,15 @@ def _migration_9(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
 
 
+def _migration_10(conn: Connection) -> None:
+    # Freezes: the table, and when a freeze began to hold an approved operation.
+    metadata.create_all(conn, tables=[freezes], checkfirst=True)
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    if "held_at" not in present:
+        kind = conn.dialect.type_compiler_instance.process(DateTime(timezone=True))
+        conn.execute(text(f"ALTER TABLE operations ADD COLUMN held_at {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -310,5 +339,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_7,
     _migration_8,
     _migration_9,
+    _migration_10,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

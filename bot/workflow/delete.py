@@ -25,6 +25,7 @@ from bot.domain import (
     Failed,
     GatewayActive,
     GatewayUpdating,
+    Held,
     Impact,
     LookupFailed,
     Operation,
@@ -41,8 +42,10 @@ from bot.errors import (
     AlreadyRequested,
     CloudError,
     ConfirmationClosed,
+    Frozen,
     NotAllowed,
 )
+from bot.workflow.freeze import active_freeze
 from bot.workflow.polling import expected_duration, poll_delay
 from bot.workflow.runner import Runner
 from bot.workflow.steps import (
@@ -242,6 +245,14 @@ class DeleteRequests(Runner):
         if now >= op.expires_at:
             await self._expire(op)
             raise ConfirmationClosed(await self._load(op_id))
+        freeze = await active_freeze(self._store, op.account, now)
+        if freeze is not None:
+            err = Frozen(freeze)
+            # Counted like any refused click: one row per person and card.
+            await self._store.add_audit(
+                self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}", times=1)
+            )
+            raise err
         return op, now
 
     async def _move_to_approved(
@@ -439,6 +450,53 @@ class DeleteSteps(StepBase):
             if reply:
                 self._outbox.kick(op.id)
         return failed or op
+
+    async def hold_if_frozen(self, op: Operation) -> tuple[Operation, bool]:
+        """Hold approved ``op`` while a freeze covers its account; True if it is held (after one poll's wait).
+
+        Called before anything is sent (and before the deadline is checked: a hold is no reason to
+        give up). The hold starts with one thread reply, written with ``held_at`` in one
+        transaction, so it is told once across polls, restarts and replicas. When the freeze ends
+        or is lifted, the time held is added to the deadline and ``held_at`` cleared.
+        """
+        now = self._clock.now()
+        freeze = await active_freeze(self._store, op.account, now)
+        if freeze is None:
+            if op.held_at is None:
+                return op, False
+            released = await self._store.set_fields(
+                op.id,
+                now=now,
+                states={OpState.APPROVED},
+                require_owner=self._owner,
+                held_at=None,
+                deadline_at=self._deadline(op) + max(now - op.held_at, timedelta(0)),
+            )
+            if released is None:
+                raise LostOperation(op.id)
+            log.info("the freeze is over; going on", extra={"op_id": op.id, "vco_id": op.vco_id})
+            return released, False
+        if op.held_at is None:
+            event = Held(
+                until=freeze.until, reason=freeze.reason, by=freeze.created_by, account=freeze.account
+            )
+            held = await self._store.set_fields(
+                op.id,
+                now=now,
+                states={OpState.APPROVED},
+                require_owner=self._owner,
+                held_at=now,
+                effects=[thread(event)],
+            )
+            if held is None:
+                raise LostOperation(op.id)
+            self._outbox.kick(op.id)
+            log.info("held by a freeze", extra={"op_id": op.id, "vco_id": op.vco_id})
+            op = held
+        # Looked at again each poll: an unfreeze on any replica is seen within one.
+        until_end = (freeze.until - now).total_seconds()
+        await self._pause(max(0.0, min(self._config.poll_interval_s, until_end)))
+        return op, True
 
     async def _step_approved(self, op: Operation, queued_posted: bool) -> tuple[Operation, bool]:
         holder = await self._store.acquire_gateway(
