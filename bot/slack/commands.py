@@ -103,11 +103,12 @@ def _check_freeze_account(deps: SlackDeps, account: str | None) -> None:
     """A freeze's account must be one of the bot's (any of them: a freeze is not bound to a channel)."""
     if account is None:
         return
+    quotes = ' (A reason of several words goes in quotes: `reason="…"`.)'
     if not deps.settings.multi_account:
-        raise UsageError(ONE_ACCOUNT_TEXT)
+        raise UsageError(f"{ONE_ACCOUNT_TEXT} A freeze without one covers everything.{quotes}")
     if account not in deps.settings.accounts:
         names = ", ".join(code(a, 40) for a in deps.settings.accounts)
-        raise UsageError(f"This bot has no account {code(account, 40)}; its accounts are {names}.")
+        raise UsageError(f"This bot has no account {code(account, 40)}; its accounts are {names}.{quotes}")
 
 
 async def _freeze(deps: SlackDeps, parsed: FreezeCommand | UnfreezeCommand, user_id: str) -> dict[str, Any]:

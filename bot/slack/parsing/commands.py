@@ -258,7 +258,12 @@ def parse_command(text: str, *, default_region: str) -> Command:
             # ``reason=two words`` leaves ``words`` behind: say how to give several words.
             raise _usage(f'{err.friendly} A reason of several words goes in quotes: `reason="…"`.') from None
     if word == "freeze":
-        return _parse_freeze(args, reason)
+        try:
+            return _parse_freeze(args, reason)
+        except UsageError as err:
+            if reason is None or "in quotes" in err.friendly:
+                raise
+            raise _usage(f'{err.friendly} A reason of several words goes in quotes: `reason="…"`.') from None
     if reason is not None:
         raise _usage(f"A reason goes with `{SLASH_COMMAND} delete` and `{SLASH_COMMAND} freeze` only.")
     if word == "unfreeze":
