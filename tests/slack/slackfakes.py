@@ -223,7 +223,9 @@ class FakeWorkflow:
     async def freeze(
         self, *, user_id: str, duration: timedelta, account: str | None, reason: str
     ) -> tuple[Freeze, list[Freeze]]:
-        self._enter("freeze", {"user_id": user_id, "duration": duration, "account": account, "reason": reason})
+        self._enter(
+            "freeze", {"user_id": user_id, "duration": duration, "account": account, "reason": reason}
+        )
         return Freeze("f1", account, reason, user_id, T0, T0 + duration), []
 
     async def unfreeze(self, *, user_id: str, account: str | None, everything: bool) -> list[Freeze]:

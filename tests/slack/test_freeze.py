@@ -118,10 +118,15 @@ def test_unfreeze_scope() -> None:
 def test_scope_and_time_of_a_freeze() -> None:
     everything = Freeze("a", None, "r", "U0ADMIN", T0, T0 + timedelta(hours=1))
     prod = Freeze("b", "prod", "r", "U0ADMIN", T0, T0 + timedelta(hours=1))
-    assert everything.applies_to("") and everything.applies_to("prod") and everything.applies_to("staging")
-    assert prod.applies_to("prod") and not prod.applies_to("staging") and not prod.applies_to("")
+    assert everything.applies_to("")
+    assert everything.applies_to("prod")
+    assert everything.applies_to("staging")
+    assert prod.applies_to("prod")
+    assert not prod.applies_to("staging")
+    assert not prod.applies_to("")
     assert not prod.active_at(T0 - timedelta(seconds=1))
-    assert prod.active_at(T0) and prod.active_at(T0 + timedelta(minutes=59))
+    assert prod.active_at(T0)
+    assert prod.active_at(T0 + timedelta(minutes=59))
     assert not prod.active_at(T0 + timedelta(hours=1))
     lifted = Freeze("c", None, "r", "U0ADMIN", T0, T0 + timedelta(hours=1), "U0ADMIN", T0)
     assert not lifted.active_at(T0 + timedelta(minutes=1))
@@ -150,6 +155,7 @@ def test_every_freeze_text_renders_the_reason_inert() -> None:
         assert "<!channel>" not in text
         assert "<@U0BOB>" not in text
         assert "&lt;!channel&gt;" in text
-    assert "2026-12-08 08:00 UTC" in str(refusal) and "until" in str(refusal)
+    assert "2026-12-08 08:00 UTC" in str(refusal)
+    assert "until" in str(refusal)
     assert "held by a freeze until 2026-12-08 08:00 UTC" in held
     assert home_freeze_blocks([]) == []
