@@ -273,6 +273,7 @@ class OperationStore(Protocol):
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
         effects: Sequence[Effect] = (),
+        unfrozen: bool = False,
         **op_fields: Unpack[OpFields],
     ) -> tuple[Operation, list[PendingEffect] | None] | None:
         """``transition``, claiming the outbox for ``claim = (owner, until)`` in the same transaction.

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, Unpack
 
 from pydantic import TypeAdapter
-from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -105,20 +105,36 @@ _check_columns()
 
 
 @functools.cache
-def _update_statement(states: bool, owned: bool) -> Any:
+def _update_statement(states: bool, owned: bool, unfrozen: bool = False) -> Any:
     """The compare-and-set UPDATE of an operation, built once per shape (see :func:`_update_operation`)."""
     stmt = update(operations).where(operations.c.id == bindparam("b_id"))
     if states:
         stmt = stmt.where(operations.c.state.in_(bindparam("b_states", expanding=True)))
     if owned:
         stmt = stmt.where(operations.c.lease_owner == bindparam("b_owner"))
+    if unfrozen:
+        # No freeze in force covers the operation's account: checked in the same statement as the
+        # move, so a freeze committed a moment before an approval always wins over it.
+        at = bindparam("b_frozen_at", type_=freezes.c.until.type)
+        frozen = select(freezes.c.id).where(
+            freezes.c.lifted_at.is_(None),
+            freezes.c.starts_at <= at,
+            freezes.c.until > at,
+            or_(freezes.c.account.is_(None), freezes.c.account == operations.c.account),
+        )
+        stmt = stmt.where(~exists(frozen))
     return stmt.values(version=operations.c.version + 1).returning(*operations.c)
 
 
 def _update_operation(
-    op_id: str, values: dict[str, Any], states: Collection[OpState] | None, owner: str | None
+    op_id: str,
+    values: dict[str, Any],
+    states: Collection[OpState] | None,
+    owner: str | None,
+    unfrozen_at: datetime | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """``execute()`` arguments that set ``values`` (columns) on ``op_id`` if in ``states`` and leased to ``owner``.
+    """``execute()`` arguments that set ``values`` (columns) on ``op_id`` if in ``states``, leased to
+    ``owner`` and (given ``unfrozen_at``) covered by no freeze in force then.
 
     The SET columns are the parameters' keys, so the statement itself is never rebuilt per call.
     """
@@ -127,7 +143,10 @@ def _update_operation(
         params["b_states"] = _states(states)
     if owner is not None:
         params["b_owner"] = owner
-    return _update_statement(states is not None, owner is not None), params
+    if unfrozen_at is not None:
+        params["b_frozen_at"] = unfrozen_at
+    statement = _update_statement(states is not None, owner is not None, unfrozen_at is not None)
+    return statement, params
 
 
 def _row_values(op: Operation) -> dict[str, Any]:
@@ -501,9 +520,13 @@ class Store(OutboxMixin):
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
         effects: Sequence[Effect] = (),
+        unfrozen: bool = False,
         **op_fields: Unpack[OpFields],
     ) -> tuple[Operation, list[PendingEffect] | None] | None:
         """:meth:`transition`, and if it wins, take the outbox's delivery claim in the same transaction.
+
+        ``unfrozen``: the move also loses while a freeze covers the operation's account at ``now``
+        (an approval: see :mod:`bot.workflow.freeze`).
 
         ``claim`` is ``(owner, until)`` as for :meth:`take_next`, whose read it saves the deliverer:
         the result is ``(moved, effects)`` with the operation's pending effects, oldest first, the
@@ -525,6 +548,7 @@ class Store(OutboxMixin):
                 audit_entry=audit_entry,
                 effects=effects,
                 op_fields=op_fields,
+                unfrozen=unfrozen,
             )
             if moved is None:
                 return None
@@ -938,6 +962,7 @@ def _move(
     audit_entry: AuditEntry | None,
     effects: Sequence[Effect],
     op_fields: OpFields,
+    unfrozen: bool = False,
 ) -> Operation | None:
     """The compare-and-set of :meth:`Store.transition` inside the caller's transaction."""
     values: dict[str, Any] = {
@@ -950,7 +975,8 @@ def _move(
     if to in TERMINAL_STATES:
         values["lease_owner"] = None
         values["lease_expires_at"] = None
-    row = conn.execute(*_update_operation(op_id, values, from_states, require_owner)).first()
+    unfrozen_at = now if unfrozen else None
+    row = conn.execute(*_update_operation(op_id, values, from_states, require_owner, unfrozen_at)).first()
     if row is None:
         return None
     moved = _row_to_op(row)

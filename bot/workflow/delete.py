@@ -245,14 +245,6 @@ class DeleteRequests(Runner):
         if now >= op.expires_at:
             await self._expire(op)
             raise ConfirmationClosed(await self._load(op_id))
-        freeze = await active_freeze(self._store, op.account, now)
-        if freeze is not None:
-            err = Frozen(freeze)
-            # Counted like any refused click: one row per person and card.
-            await self._store.add_audit(
-                self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}", times=1)
-            )
-            raise err
         return op, now
 
     async def _move_to_approved(
@@ -289,12 +281,30 @@ class DeleteRequests(Runner):
             lease=lease,
             audit_entry=self._steps.entry(op, "approved", actor_id=user_id),
             effects=effects,
+            # No freeze in force: checked in the move itself, so no approval slips past one.
+            unfrozen=True,
         )
         if moved is None:
+            await self._refuse_if_frozen(op, user_id=user_id, now=now)
             raise ConfirmationClosed(await self._load(op.id))
         approved, pending = moved
         self.outbox.deliver_claimed(approved, pending)
         return approved
+
+    async def _refuse_if_frozen(self, op: Operation, *, user_id: str, now: datetime) -> None:
+        """After a lost approval: if a freeze covers ``op``, audit the refusal like any refused click and raise Frozen."""
+        freeze = await active_freeze(self._store, op.account, now)
+        if freeze is None:
+            return
+        current = await self._load(op.id)
+        if current.state is not OpState.AWAITING_APPROVAL:
+            return
+        err = Frozen(freeze)
+        # Counted like any refused click: one row per person and card.
+        await self._store.add_audit(
+            self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}", times=1)
+        )
+        raise err
 
     async def cancel(
         self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None

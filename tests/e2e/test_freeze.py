@@ -261,7 +261,8 @@ async def test_an_approved_deletion_is_held_until_unfreeze_across_a_restart(sqli
     """Approved before the freeze, queued, nothing sent: held (one thread note, no delete) past its own
     deadline and through a restart; after /vpn unfreeze it is deleted exactly once."""
     clock = FakeClock()
-    timeout = 120.0
+    # Long enough that the deletions, once free to go, finish in time however fast virtual time runs.
+    timeout = 3600.0
     async with running(sqlite_url, clock, admins=[CAROL], delete_timeout_seconds=timeout) as stack:
         first, second, second_id = await _one_held(stack, clock, f'freeze 1d reason="{EVIL_REASON}"')
         async with time_passes(clock):
@@ -324,7 +325,7 @@ async def test_an_approved_deletion_is_held_until_unfreeze_across_a_restart(sqli
 async def test_a_freeze_that_ends_releases_what_it_held(sqlite_url: str) -> None:
     """A 1-minute freeze: the held deletion goes on by itself when the (virtual) minute is over."""
     clock = FakeClock()
-    async with running(sqlite_url, clock, admins=[CAROL]) as stack:
+    async with running(sqlite_url, clock, admins=[CAROL], delete_timeout_seconds=3600) as stack:
         _, second, second_id = await _one_held(stack, clock, "freeze 1m reason=maintenance")
         [freeze] = await stack.bot.app.workflow.active_freezes()
         async with time_passes(clock):

@@ -68,9 +68,9 @@ USAGE_TEXT = (
     f"• `{SLASH_COMMAND} status &lt;vco-id | request-id&gt; [region]` shows a connection's live state or a "
     "request's progress, only to you.\n"
     f"• `{SLASH_COMMAND} history [count]` shows the last actions (1–50, default 10).\n"
-    f'• `{SLASH_COMMAND} freeze 2h [account] reason="…"` (admins) stops approvals, and holds approved '
-    "changes that have not started, for that long: `30m`, `2h`, `1d`, `1h30m` (at most 30 days); "
-    f"`{SLASH_COMMAND} unfreeze [account]` lifts it.\n"
+    f'• `{SLASH_COMMAND} freeze 2h reason="…"` (admins) stops approvals, and holds approved changes '
+    "that have not started, for that long: `30m`, `2h`, `1d`, `1h30m` (at most 30 days); "
+    f"`{SLASH_COMMAND} unfreeze` lifts it.\n"
     f"• `{SLASH_COMMAND} help` shows this help.\n"
     f"`&lt;vco-id&gt;` is the connection's id, such as `vco-bp1abc2def3gh`. The region, such as "
     f"`cn-hangzhou`, may also be written `--region cn-hangzhou`; without it the bot's default "
