@@ -481,9 +481,11 @@ class DeleteSteps(StepBase):
                 require_owner=self._owner,
                 held_at=None,
                 deadline_at=self._deadline(op) + max(now - op.held_at, timedelta(0)),
+                effects=[CARD],
             )
             if released is None:
                 raise LostOperation(op.id)
+            self._outbox.kick(op.id)
             log.info("the freeze is over; going on", extra={"op_id": op.id, "vco_id": op.vco_id})
             return released, False
         if op.held_at is None:
@@ -496,7 +498,7 @@ class DeleteSteps(StepBase):
                 states={OpState.APPROVED},
                 require_owner=self._owner,
                 held_at=now,
-                effects=[thread(event)],
+                effects=[thread(event), CARD],
             )
             if held is None:
                 raise LostOperation(op.id)

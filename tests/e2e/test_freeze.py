@@ -273,6 +273,12 @@ async def test_an_approved_deletion_is_held_until_unfreeze_across_a_restart(sqli
             assert "INC-42" in note
             assert "<!channel>" not in note
             assert f"<@{CAROL}>" in note
+
+            def card_says_held() -> bool:
+                card = stack.slack.state.message(CHANNEL, second.ts)
+                return card is not None and "held by a freeze" in all_text(card)
+
+            await stack.slack.state.wait_for(card_says_held, timeout=10, what="the card saying it is held")
             # The first was not held: it had been sent before the freeze.
             await stack.slack.state.wait_for(
                 lambda: "Deleted in" in thread_text(stack.slack.state, first.ts), timeout=10, what="the first"
