@@ -18,6 +18,7 @@ from bot.slack.accounts import allowed_accounts, choose_account
 from bot.slack.blocks import (
     build_busy,
     build_freeze_answer,
+    build_frozen_request_note,
     build_history,
     build_looking_up,
     build_refusal,
@@ -189,3 +190,8 @@ async def _after_ack(
                 )
             except AlreadyRequested as err:
                 await send(respond, await already_requested(client, err.op))
+                return
+            # After the card is out (it never waits for this): a freeze means it waits to be approved.
+            freeze = await deps.workflow.frozen(account or "")
+            if freeze is not None:
+                await send(respond, build_frozen_request_note(freeze))

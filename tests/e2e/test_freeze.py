@@ -95,6 +95,17 @@ async def _audit_actions(stack: LocalStack) -> list[tuple[str, str, str]]:
     return [(e.action, e.actor_id, e.detail) for e in entries]
 
 
+async def _home_freeze(stack: LocalStack, user: str) -> str:
+    """The freeze section of ``user``'s Home tab, opened now (the view checked as valid Block Kit)."""
+    await stack.agent.open_home(user)
+    view = await stack.slack.state.wait_for(
+        lambda: stack.slack.state.home_views.get(user), timeout=10, what=f"the Home tab of {user}"
+    )
+    View(**{k: v for k, v in view.items() if k not in ("id", "team_id")}).validate_json()
+    [block] = [b for b in view["blocks"] if b.get("block_id") == BlockId.HOME_FREEZE]
+    return json.dumps(block)
+
+
 # --- who may -----------------------------------------------------------------------------------
 
 
@@ -174,6 +185,9 @@ async def test_a_freeze_refuses_approval_survives_a_restart_and_shows_on_home(sq
         # A request is still taken while frozen: its card is posted as usual.
         await _command(stack, ALICE, f"delete {SEED_VCO_HANGZHOU}")
         confirmation = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
+        note = await _ephemeral(stack, ALICE, "approvals are frozen")
+        assert end in note.text
+        assert "&lt;!channel&gt;" in note.text
         await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
         refusal = await _ephemeral(stack, BOB, "frozen")
         assert end in refusal.text
@@ -206,13 +220,7 @@ async def test_a_freeze_refuses_approval_survives_a_restart_and_shows_on_home(sq
         )
         untouched()
 
-        await stack.agent.open_home(ALICE)
-        view = await stack.slack.state.wait_for(
-            lambda: stack.slack.state.home_views.get(ALICE), timeout=10, what="Alice's Home tab"
-        )
-        View(**{k: v for k, v in view.items() if k not in ("id", "team_id")}).validate_json()
-        [block] = [b for b in view["blocks"] if b.get("block_id") == BlockId.HOME_FREEZE]
-        text = json.dumps(block)
+        text = await _home_freeze(stack, ALICE)
         assert end in text
         assert "all accounts" in text
         assert f"<@{CAROL}>" in text

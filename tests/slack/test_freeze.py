@@ -13,6 +13,7 @@ from bot.errors import Frozen, UsageError
 from bot.slack.blocks import (
     USAGE_TEXT,
     build_freeze_answer,
+    build_frozen_request_note,
     build_progress,
     build_unfreeze_answer,
     home_freeze_blocks,
@@ -148,9 +149,11 @@ def test_every_freeze_text_renders_the_reason_inert() -> None:
     refusal = reply_for(Frozen(freeze), kind="block_actions")
     home = {"text": "home", "blocks": home_freeze_blocks([freeze])}
     held = build_progress(Held(until=freeze.until, reason=EVIL, by="U0ADMIN", account="prod"))
-    for message in (answer, unfrozen, nothing, refusal, home):
+    note = build_frozen_request_note(freeze)
+    assert note["response_type"] == "ephemeral"
+    for message in (answer, unfrozen, nothing, refusal, home, note):
         valid_block_kit(message)
-    texts = [str(answer), str(unfrozen), str(refusal), str(home), held]
+    texts = [str(answer), str(unfrozen), str(refusal), str(home), held, str(note)]
     for text in texts:
         assert "<!channel>" not in text
         assert "<@U0BOB>" not in text

@@ -28,6 +28,7 @@ from bot.slack.blocks.ephemeral import (
 )
 from bot.slack.blocks.freeze import (
     build_freeze_answer,
+    build_frozen_request_note,
     build_unfreeze_answer,
     frozen_refusal_text,
     home_freeze_blocks,
@@ -111,6 +112,7 @@ __all__ = [
     "build_busy",
     "build_confirmation",
     "build_freeze_answer",
+    "build_frozen_request_note",
     "build_history",
     "build_impact_blocks",
     "build_looking_up",

@@ -15,6 +15,7 @@ from bot.slack.blocks.text import Block, Message, build_message, code, context_b
 
 __all__ = [
     "build_freeze_answer",
+    "build_frozen_request_note",
     "build_unfreeze_answer",
     "freeze_end",
     "frozen_refusal_text",
@@ -53,6 +54,16 @@ def frozen_refusal_text(freeze: Freeze) -> str:
         "approve again after the freeze ends, or ask an admin to lift it "
         f"(`{SLASH_COMMAND} unfreeze`)."
     )
+
+
+def build_frozen_request_note(freeze: Freeze) -> Message:
+    """Told only to someone whose request was posted during a freeze: it waits for the freeze's end."""
+    text = (
+        f":snowflake: Your request is posted, but approvals are frozen for {_scope(freeze.account)} until "
+        f"{freeze_end(freeze.until)}: {code(freeze.reason, REASON_SHOWN)} (set by {mention(freeze.created_by)}). "
+        "It can be approved once the freeze ends, while the card is still open."
+    )
+    return {"response_type": "ephemeral", **build_message(text, [section_block(text)])}
 
 
 def build_freeze_answer(freeze: Freeze, replaced: Sequence[Freeze]) -> Message:
