@@ -131,9 +131,10 @@ class Frozen(NotAllowed):
 
     def __init__(self, freeze: Freeze) -> None:
         # The plain text goes to the audit entry of the refused click; people read the worded one.
+        # The reason last, after "reason: ", as every audit detail has it: /vpn history shows it inert.
         super().__init__(
             f"approvals are frozen until {freeze.until.isoformat(timespec='minutes')} "
-            f"by {freeze.created_by}: {neutralise(freeze.reason)}"
+            f"by {freeze.created_by}; reason: {neutralise(freeze.reason)}"
         )
         self.freeze = freeze
 

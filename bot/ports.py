@@ -319,6 +319,7 @@ class OperationStore(Protocol):
         op_id: str | None = None,
         channel_id: str | None = None,
         accounts: Collection[str] | None = None,
+        unbound: Collection[str] = (),
     ) -> list[AuditEntry]: ...
 
     async def recent_operations(self, *, finished: int = 10, open_limit: int = 100) -> list[Operation]: ...

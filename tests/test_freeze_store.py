@@ -99,3 +99,14 @@ async def test_an_approval_loses_its_compare_and_set_while_frozen(store: Store) 
     assert loaded is not None
     assert loaded.state is OpState.AWAITING_APPROVAL
     assert await approve("op-prod", 61)  # the freeze has ended
+
+
+async def test_channel_history_lists_freezes_of_its_accounts(store: Store) -> None:
+    await store.create_operation(op=make_op("op-prod", account="prod"))
+    for freeze in (_freeze("prod", "prod"), _freeze("staging", "staging"), _freeze("all", None)):
+        await store.add_freeze(freeze, audit_entry=_entry("frozen", freeze))
+    await store.add_audit(AuditEntry(at=T0, action="refused", actor_id="U0X", detail="request: no"))
+    plain = await store.recent_audit(channel_id="C0OPS", accounts=["prod"])
+    assert plain == []
+    listed = await store.recent_audit(channel_id="C0OPS", accounts=["prod"], unbound=("frozen", "unfrozen"))
+    assert sorted(e.detail for e in listed) == ["all", "prod"]

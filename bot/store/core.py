@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, Unpack
 
 from pydantic import TypeAdapter
-from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -809,11 +809,13 @@ class Store(OutboxMixin):
         op_id: str | None = None,
         channel_id: str | None = None,
         accounts: Collection[str] | None = None,
+        unbound: Collection[str] = (),
     ) -> list[AuditEntry]:
         """The newest audit records first, optionally for one operation.
 
         ``channel_id`` keeps the records of operations requested in that channel (records of no
-        operation, such as refused requests, are left out), ``accounts`` those run in one of them.
+        operation, such as refused requests, are left out, except those whose action is in
+        ``unbound``, such as freezes), ``accounts`` those run in one of them (or in none).
         """
         stmt = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
         if op_id is not None:
@@ -824,7 +826,13 @@ class Store(OutboxMixin):
                 ours = ours.where(operations.c.channel_id == channel_id)
             if accounts is not None:
                 ours = ours.where(operations.c.account.in_(list(accounts)))
-            stmt = stmt.where(audit.c.op_id.in_(ours))
+            kept: Any = audit.c.op_id.in_(ours)
+            if unbound:
+                shared: list[Any] = [audit.c.op_id.is_(None), audit.c.action.in_(list(unbound))]
+                if accounts is not None:
+                    shared.append(or_(audit.c.account.is_(None), audit.c.account.in_(list(accounts))))
+                kept = or_(kept, and_(*shared))
+            stmt = stmt.where(kept)
         return await self._run(lambda conn: [_row_to_audit(r) for r in conn.execute(stmt)])
 
     # --- freezes ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from bot.domain import (
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.delete import DeleteRequests, DeleteSteps
-from bot.workflow.freeze import FreezeRequests
+from bot.workflow.freeze import FREEZE_ACTIONS, FreezeRequests
 from bot.workflow.recreate import RecreateRequests, RecreateSteps
 
 __all__ = ["Steps", "Workflow"]
@@ -117,4 +117,7 @@ class Workflow(DeleteRequests, RecreateRequests, FreezeRequests):
         if user_id is None:
             return await self._store.recent_audit(limit=limit)
         await self._policy.check_history(user_id=user_id, channel_id=channel_id)
-        return await self._store.recent_audit(limit=limit, channel_id=channel_id, accounts=accounts)
+        # Freezes belong to no operation and concern every channel: they are listed too.
+        return await self._store.recent_audit(
+            limit=limit, channel_id=channel_id, accounts=accounts, unbound=FREEZE_ACTIONS
+        )

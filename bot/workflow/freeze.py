@@ -22,7 +22,10 @@ from bot.domain import FREEZE_MAX, AuditEntry, Freeze
 from bot.ports import OperationStore
 from bot.workflow.runner import Runner
 
-__all__ = ["FreezeRequests", "active_freeze"]
+__all__ = ["FREEZE_ACTIONS", "FreezeRequests", "active_freeze"]
+
+# The audit actions of freezes (no operation's): /vpn history lists them in every channel.
+FREEZE_ACTIONS = ("frozen", "unfrozen")
 
 
 async def active_freeze(store: OperationStore, account: str, now: datetime) -> Freeze | None:

@@ -53,7 +53,7 @@ async def _command(stack: LocalStack, user: str, text: str) -> None:
 
 async def _ephemeral(stack: LocalStack, user: str, needle: str) -> Message:
     def found() -> Message | None:
-        return next((m for m in stack.slack.state.ephemerals(user, CHANNEL) if needle in m.text), None)
+        return next((m for m in stack.slack.state.ephemerals(user, CHANNEL) if needle in all_text(m)), None)
 
     message = await stack.slack.state.wait_for(
         found, timeout=10, what=f"an ephemeral to {user} with {needle!r}"
@@ -141,6 +141,17 @@ async def test_only_an_admin_may_freeze_and_unfreeze(sqlite_url: str) -> None:
         await _command(stack, BOB, "unfreeze")
         await _announced(stack, "lifted the freeze")
         assert await stack.bot.app.workflow.active_freezes() == []
+        # Freezes belong to no request, yet /vpn history in the channel lists them.
+        await _command(stack, BOB, "history")
+        history = await stack.slack.state.wait_for(
+            lambda: next(
+                (all_text(m) for m in stack.slack.state.ephemerals(BOB) if "*unfrozen*" in all_text(m)), None
+            ),
+            timeout=10,
+            what="the history",
+        )
+        assert "*frozen*" in history
+        assert "`reason: INC-42 core incident`" in history  # person-typed: inert
         actions = await _audit_actions(stack)
         assert [(a, who) for a, who, _ in actions if a in ("frozen", "unfrozen")] == [
             ("unfrozen", BOB),
