@@ -14,7 +14,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import AlreadyRequested, NotAllowed, TooManyRequests, UsageError
-from bot.slack.accounts import allowed_accounts, choose_account
+from bot.slack.accounts import allowed_accounts, check_freeze_account, choose_account
 from bot.slack.blocks import (
     build_busy,
     build_freeze_answer,
@@ -24,9 +24,7 @@ from bot.slack.blocks import (
     build_refusal,
     build_unfreeze_answer,
     build_usage,
-    code,
 )
-from bot.slack.blocks.ephemeral import ONE_ACCOUNT_TEXT
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.find import show_list, show_status
@@ -74,7 +72,7 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             elif isinstance(parsed, PickCommand) and parsed.account is not None:
                 choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
             elif isinstance(parsed, FreezeCommand | UnfreezeCommand):
-                _check_freeze_account(deps, parsed.account)
+                check_freeze_account(deps.settings, parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
         except (NotAllowed, TooManyRequests) as err:
             await ack(**build_refusal(err.friendly))
@@ -98,18 +96,6 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             await _after_ack(deps, parsed, request, respond, client, ticket=ticket)
 
     return handle_vpn_command
-
-
-def _check_freeze_account(deps: SlackDeps, account: str | None) -> None:
-    """A freeze's account must be one of the bot's (any of them: a freeze is not bound to a channel)."""
-    if account is None:
-        return
-    quotes = ' (A reason of several words goes in quotes: `reason="…"`.)'
-    if not deps.settings.multi_account:
-        raise UsageError(f"{ONE_ACCOUNT_TEXT} A freeze without one covers everything.{quotes}")
-    if account not in deps.settings.accounts:
-        names = ", ".join(code(a, 40) for a in deps.settings.accounts)
-        raise UsageError(f"This bot has no account {code(account, 40)}; its accounts are {names}.{quotes}")
 
 
 async def _freeze(deps: SlackDeps, parsed: FreezeCommand | UnfreezeCommand, user_id: str) -> dict[str, Any]:

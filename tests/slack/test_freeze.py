@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
+from bot.config import explicit_settings
 from bot.domain import Freeze, Held
 from bot.errors import Frozen, UsageError
+from bot.slack.accounts import check_freeze_account
 from bot.slack.blocks import (
     USAGE_TEXT,
     build_freeze_answer,
@@ -162,3 +164,19 @@ def test_every_freeze_text_renders_the_reason_inert() -> None:
     assert "until" in str(refusal)
     assert "held by a freeze until 2026-12-08 08:00 UTC" in held
     assert home_freeze_blocks([]) == []
+
+
+def test_a_freeze_account_must_be_one_of_the_bots() -> None:
+    one = explicit_settings(approvers=["*"])
+    check_freeze_account(one, None)
+    with pytest.raises(UsageError, match="one Alibaba Cloud account"):
+        check_freeze_account(one, "prod")
+    several = explicit_settings(
+        approvers=["*"],
+        accounts="prod=acs:ram::1234567890123456:role/vpn-bot,staging=acs:ram::6543210987654321:role/vpn-bot",
+        channel_accounts="C0PROD=prod",
+    )
+    check_freeze_account(several, None)
+    check_freeze_account(several, "staging")  # not bound to a channel: a freeze is every channel's
+    with pytest.raises(UsageError, match="no account `dev`; its accounts are `prod`, `staging`"):
+        check_freeze_account(several, "dev")
