@@ -564,6 +564,8 @@ async def create_app(
             approvals=policy,
             visibility=Visibility(settings, directory=SlackChannelDirectory(slack), approvers=policy),
             now=workflow.now,
+            admin_policy=policy,
+            freezes=workflow.active_freezes,
         )
         _log_account_binding(settings)
     except BaseException:

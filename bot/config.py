@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     requesters: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="VPNBOT_REQUESTERS"
     )
+    # Who may freeze and unfreeze changes (/vpn freeze): user and user-group ids; empty: nobody.
+    admins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="VPNBOT_ADMINS")
     allowed_channels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="VPNBOT_ALLOWED_CHANNELS"
     )
@@ -260,12 +262,14 @@ class Settings(BaseSettings):
         """True when VPNBOT_APPROVERS is ``*``: whoever sees the confirmation may approve."""
         return self.approvers == [ANYONE]
 
-    @field_validator("approvers", "requesters", "allowed_channels", "allowed_regions", mode="before")
+    @field_validator(
+        "approvers", "requesters", "admins", "allowed_channels", "allowed_regions", mode="before"
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("approvers", "requesters")
+    @field_validator("approvers", "requesters", "admins")
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
         bad = [v for v in value if not ids.is_slack_principal(v)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any, TypedDict
@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 __all__ = [
     "ACTIVE_STATES",
     "ANNOUNCED_ACTIONS",
+    "FREEZE_MAX",
     "IPSEC_UP",
     "KIND_DELETE",
     "KIND_RECREATE",
@@ -54,8 +55,10 @@ __all__ = [
     "Escalated",
     "Expired",
     "Failed",
+    "Freeze",
     "GatewayActive",
     "GatewayUpdating",
+    "Held",
     "Impact",
     "ImpactBgp",
     "ImpactRoute",
@@ -406,6 +409,8 @@ ANNOUNCED_ACTIONS: frozenset[str] = frozenset(
         "requested",
         "approved",
         "window_override",
+        "frozen",
+        "unfrozen",
         "cancelled",
         "expired",
         "deleted",
@@ -546,6 +551,9 @@ class Operation:
     # Approvals recorded so far under an ApprovalRule, oldest first (the store's ``approvals`` table,
     # copied onto the row in the same transaction so every card shows them); () without a rule.
     approvals: tuple[Approval, ...] = ()
+    # Approved but held by a freeze since then (nothing sent yet); None when not held. Stored so the
+    # hold is told once and its time is given back to the deadline when it ends, across restarts.
+    held_at: datetime | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -605,6 +613,7 @@ class OpFields(TypedDict, total=False):
     run_at: datetime | None
     schedule_kind: str | None
     approvals: tuple[Approval, ...]
+    held_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,6 +633,36 @@ class AuditEntry:
     # A refused click: how many times this person's clicks on this card were refused (one row, counted);
     # None on every other entry.
     times: int | None = None
+
+
+# The longest freeze an admin may set (``/vpn freeze 30d``).
+FREEZE_MAX = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    """A change freeze set by an admin: no approval, and nothing approved is sent, in ``account`` until ``until``.
+
+    ``account`` None freezes every account (and the single-account bot). Lifted early by
+    ``/vpn unfreeze`` (``lifted_by``/``lifted_at``), or by a newer freeze of the same scope.
+    """
+
+    id: str
+    account: str | None
+    reason: str
+    created_by: str
+    starts_at: datetime
+    until: datetime
+    lifted_by: str | None = None
+    lifted_at: datetime | None = None
+
+    def applies_to(self, account: str) -> bool:
+        """Whether the freeze covers an operation in ``account`` ("" for the single-account bot)."""
+        return self.account is None or self.account == account
+
+    def active_at(self, now: datetime) -> bool:
+        """Whether it is in force at ``now``: started, not ended, not lifted."""
+        return self.lifted_at is None and self.starts_at <= now < self.until
 
 
 # --- events: what the workflow tells people; the Slack layer words them ---------------------------
@@ -689,6 +728,17 @@ class Resumed:
 
     instance: str
     fresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Approved, but a freeze (set by ``by``) holds it until ``until``; nothing was sent. Told once."""
+
+    until: datetime
+    reason: str
+    by: str
+    # The freeze's account; None: every account.
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -873,6 +923,7 @@ Progress = (
     | Retrying
     | Unanswered
     | Queued
+    | Held
     | Deferred
     | Resumed
     | Deleted
@@ -906,6 +957,7 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         Retrying,
         Unanswered,
         Queued,
+        Held,
         Deferred,
         Resumed,
         Deleted,

@@ -6,6 +6,7 @@ itself to a person in Slack (``friendly``) without a traceback::
     BotError
     ├── UsageError              the command text could not be understood (requester fixes it)
     ├── NotAllowed              a policy refused the request or the click (someone else must act)
+    │   └── Frozen              a change freeze refused the approval (it says until when, and why)
     ├── TooManyRequests         one person sent more commands or lookups than VPNBOT_USER_RATE_PER_MINUTE
     ├── AlreadyRequested        the person already has an open request for that connection (its card)
     ├── ConfirmationClosed      a click on a confirmation that is finished, cancelled or expired
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 from bot.inert import neutralise
 
 if TYPE_CHECKING:
-    from bot.domain import ApprovalRule, Operation
+    from bot.domain import ApprovalRule, Freeze, Operation
 
 __all__ = [
     "AlreadyRequested",
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ConfirmationClosed",
     "ErrorInfo",
+    "Frozen",
     "NotAllowed",
     "RecreateRefused",
     "RetryClass",
@@ -124,6 +126,19 @@ class NotAllowed(BotError):
     @property
     def friendly(self) -> str:
         return f"{self.message} {self.who_can}".strip()
+
+
+class Frozen(NotAllowed):
+    """A change freeze (``freeze``) refused an approval; the Slack layer words its end and reason."""
+
+    def __init__(self, freeze: Freeze) -> None:
+        # The plain text goes to the audit entry of the refused click; people read the worded one.
+        # The reason last, after "reason: ", as every audit detail has it: /vpn history shows it inert.
+        super().__init__(
+            f"approvals are frozen until {freeze.until.isoformat(timespec='minutes')} "
+            f"by {freeze.created_by}; reason: {neutralise(freeze.reason)}"
+        )
+        self.freeze = freeze
 
 
 class TooManyRequests(BotError):

@@ -8,7 +8,7 @@ implements :class:`OperationStore`, and tests pass small fakes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, Unpack
 
@@ -21,6 +21,7 @@ from bot.domain import (
     AuditEntry,
     Delivery,
     Effect,
+    Freeze,
     Impact,
     Operation,
     OpFields,
@@ -306,6 +307,7 @@ class OperationStore(Protocol):
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
         effects: Sequence[Effect] = (),
+        unfrozen: bool = False,
         **op_fields: Unpack[OpFields],
     ) -> tuple[Operation, list[PendingEffect] | None] | None:
         """``transition``, claiming the outbox for ``claim = (owner, until)`` in the same transaction.
@@ -408,6 +410,7 @@ class OperationStore(Protocol):
         op_id: str | None = None,
         channel_id: str | None = None,
         accounts: Collection[str] | None = None,
+        unbound: Collection[str] = (),
     ) -> list[AuditEntry]: ...
 
     async def recent_operations(self, *, finished: int = 10, open_limit: int = 100) -> list[Operation]: ...
@@ -428,6 +431,23 @@ class OperationStore(Protocol):
 
     # The outbox.
     async def enqueue(self, *, op_id: str, effects: Sequence[Effect], now: datetime) -> None: ...
+
+    async def add_freeze(
+        self, freeze: Freeze, *, audit_entry: AuditEntry, effects: Sequence[Effect] = ()
+    ) -> list[Freeze]: ...
+
+    async def lift_freezes(
+        self,
+        *,
+        account: str | None,
+        everything: bool,
+        by: str,
+        now: datetime,
+        audit_entry: Callable[[Freeze], AuditEntry],
+        effects: Callable[[AuditEntry], Sequence[Effect]] = lambda entry: (),
+    ) -> list[Freeze]: ...
+
+    async def active_freezes(self, *, now: datetime) -> list[Freeze]: ...
 
     async def release_outbox(self, *, op_id: str, owner: str) -> None: ...
 

@@ -19,6 +19,7 @@ from bot.slack.block_ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.cancel import make_cancel_listener, make_cancel_submit_listener
 from bot.slack.commands import make_vpn_command_listener
 from bot.slack.deps import (
+    AdminPolicy,
     CancelPolicy,
     InFlight,
     OperationLookup,
@@ -29,7 +30,7 @@ from bot.slack.deps import (
 )
 from bot.slack.errors import register_error_handler
 from bot.slack.find import make_list_delete_listener, make_list_page_listener
-from bot.slack.home import ApprovalPolicy, RecentOperations, make_home_listener
+from bot.slack.home import ActiveFreezes, ApprovalPolicy, RecentOperations, make_home_listener
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
 from bot.slack.limits import UserRate
 from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener
@@ -66,6 +67,8 @@ def register(
     approvals: ApprovalPolicy | None = None,
     visibility: Visibility | None = None,
     now: Callable[[], datetime] | None = None,
+    admin_policy: AdminPolicy | None = None,
+    freezes: ActiveFreezes | None = None,
 ) -> None:
     """Register the /vpn command, the confirmation and list buttons and the error funnel on ``app``.
 
@@ -77,6 +80,8 @@ def register(
     ``/vpn delete`` picker. ``recent_operations`` (one store call) and ``approvals`` feed the Home tab. ``visibility`` (the
     one visibility rule) decides which operations the Home tab and ``/vpn status`` show to whom.
     ``now`` (the workflow's clock) is what a requested run time (``at …``) is checked against.
+    ``admin_policy`` decides who may ``/vpn freeze`` (nobody without it); ``freezes`` shows those in
+    force on the Home tab.
     """
     deps = SlackDeps(
         workflow=workflow,
@@ -89,6 +94,7 @@ def register(
         read_policy=read_policy,
         cancel_policy=cancel_policy,
         visibility=visibility,
+        admin_policy=admin_policy,
         rate=UserRate(settings.user_rate_per_minute),
     )
     if now is not None:
@@ -110,7 +116,11 @@ def register(
     if recent_operations is not None:
         app.event("app_home_opened")(
             make_home_listener(
-                recent=recent_operations, read_policy=read_policy, approvals=approvals, visibility=visibility
+                recent=recent_operations,
+                read_policy=read_policy,
+                approvals=approvals,
+                visibility=visibility,
+                freezes=freezes,
             )
         )
     register_error_handler(app)

@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.errors import NotAllowed, UsageError
 from bot.slack.blocks import ONE_ACCOUNT_TEXT, account_choice_text, code
 
-__all__ = ["account_usable", "allowed_accounts", "bound_channels", "choose_account"]
+__all__ = ["account_usable", "allowed_accounts", "bound_channels", "check_freeze_account", "choose_account"]
 
 _CHANNELS_SHOWN = 10
 
@@ -57,6 +57,18 @@ def _reserved_text(settings: Settings, account: str, allowed: tuple[str, ...]) -
         f"The account {code(account, 40)} is reserved for {where}: run the command there "
         f"(VPNBOT_CHANNEL_ACCOUNTS binds it).{here}"
     )
+
+
+def check_freeze_account(settings: Settings, account: str | None) -> None:
+    """A freeze's account (None: all) must be one of the bot's: any of them, a freeze is no channel's."""
+    if account is None:
+        return
+    quotes = ' (A reason of several words goes in quotes: `reason="…"`.)'
+    if not settings.multi_account:
+        raise UsageError(f"{ONE_ACCOUNT_TEXT} A freeze without one covers everything.{quotes}")
+    if account not in settings.accounts:
+        names = ", ".join(code(a, 40) for a in settings.accounts)
+        raise UsageError(f"This bot has no account {code(account, 40)}; its accounts are {names}.{quotes}")
 
 
 def choose_account(settings: Settings, *, channel_id: str, asked: str | None) -> str:

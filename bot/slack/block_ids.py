@@ -73,6 +73,7 @@ class BlockId(StrEnum):
     HOME_PENDING = "vpn-home-pending"
     HOME_RUNNING = "vpn-home-running"
     HOME_FINISHED = "vpn-home-finished"
+    HOME_FREEZE = "vpn-home-freeze"
     RECREATE = "vpn-recreate-offer"
     RECREATE_ROUTES = "vpn-recreate-routes"
     RECREATE_PSK = "vpn-recreate-psk-block"

@@ -1,4 +1,5 @@
-"""The ``/vpn`` slash command: ack at once, parse, then help, history, list, status or a delete request."""
+"""The ``/vpn`` slash command: ack at once, parse, then help, history, list, status, a delete request,
+or an admin's freeze or unfreeze."""
 
 from __future__ import annotations
 
@@ -13,19 +14,30 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import AlreadyRequested, NotAllowed, TooManyRequests, UsageError
-from bot.slack.accounts import allowed_accounts, choose_account
-from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
+from bot.slack.accounts import allowed_accounts, check_freeze_account, choose_account
+from bot.slack.blocks import (
+    build_busy,
+    build_freeze_answer,
+    build_frozen_request_note,
+    build_history,
+    build_looking_up,
+    build_refusal,
+    build_unfreeze_answer,
+    build_usage,
+)
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.find import show_list, show_status
 from bot.slack.parsing import (
     DeleteCommand,
+    FreezeCommand,
     HelpCommand,
     HistoryCommand,
     ListCommand,
     PickCommand,
     SlashCommand,
     StatusCommand,
+    UnfreezeCommand,
     parse_command,
     parse_slash_command,
 )
@@ -61,6 +73,8 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                     check_run_time(deps, parsed.run_at)
             elif isinstance(parsed, PickCommand) and parsed.account is not None:
                 choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
+            elif isinstance(parsed, FreezeCommand | UnfreezeCommand):
+                check_freeze_account(deps.settings, parsed.account)
         # Parsing is pure and instant, so the reply can ride on the ack itself.
         except (NotAllowed, TooManyRequests) as err:
             await ack(**build_refusal(err.friendly))
@@ -84,6 +98,24 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             await _after_ack(deps, parsed, request, respond, client, ticket=ticket)
 
     return handle_vpn_command
+
+
+async def _freeze(deps: SlackDeps, parsed: FreezeCommand | UnfreezeCommand, user_id: str) -> dict[str, Any]:
+    """An admin's freeze or unfreeze, and the answer to show (NotAllowed for anyone else)."""
+    if deps.admin_policy is None:
+        raise NotAllowed("Freezes are not set up in this bot.")
+    await deps.admin_policy.check_admin(user_id=user_id)
+    if isinstance(parsed, FreezeCommand):
+        freeze, replaced = await deps.workflow.freeze(
+            user_id=user_id, duration=parsed.duration, account=parsed.account, reason=parsed.reason
+        )
+        return build_freeze_answer(freeze, replaced)
+    lifted = await deps.workflow.unfreeze(
+        user_id=user_id, account=parsed.account, everything=parsed.account is None
+    )
+    # An account's unfreeze leaves an every-account freeze in force: say so.
+    still = await deps.workflow.frozen(parsed.account) if parsed.account is not None else None
+    return build_unfreeze_answer(user_id, lifted, still=still)
 
 
 def _accounts_here(deps: SlackDeps, command: dict[str, Any]) -> tuple[str, ...]:
@@ -115,6 +147,8 @@ async def _after_ack(
             await show_list(deps, parsed, respond=respond, **who)
         case StatusCommand():
             await show_status(deps, parsed, respond=respond, client=client, **who)
+        case FreezeCommand() | UnfreezeCommand():
+            await send(respond, await _freeze(deps, parsed, request.user_id))
         case PickCommand(region=region, account=asked, reason=reason):
             if not request.trigger_id:
                 raise UsageError(
@@ -145,3 +179,8 @@ async def _after_ack(
                 )
             except AlreadyRequested as err:
                 await send(respond, await already_requested(client, err.op))
+                return
+            # After the card is out (it never waits for this): a freeze means it waits to be approved.
+            freeze = await deps.workflow.frozen(account or "")
+            if freeze is not None:
+                await send(respond, build_frozen_request_note(freeze))

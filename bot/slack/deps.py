@@ -6,18 +6,27 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 
 from bot.config import Settings
-from bot.domain import AuditEntry, Operation
+from bot.domain import AuditEntry, Freeze, Operation
 from bot.slack.inventory import Inventory, ListingCache
 from bot.slack.limits import UserRate
 from bot.slack.visibility import Visibility
 
-__all__ = ["InFlight", "LoadMeter", "OperationLookup", "ReadPolicy", "Regions", "SlackDeps", "WorkflowApi"]
+__all__ = [
+    "AdminPolicy",
+    "InFlight",
+    "LoadMeter",
+    "OperationLookup",
+    "ReadPolicy",
+    "Regions",
+    "SlackDeps",
+    "WorkflowApi",
+]
 
 # The regions DescribeRegions knows (cached by the caller).
 Regions = Callable[[], Awaitable[Collection[str]]]
@@ -92,6 +101,24 @@ class WorkflowApi(Protocol):
         """``channel_id``'s latest audit entries in ``accounts``, newest first (NotAllowed if ``user_id`` may not)."""
         ...
 
+    async def freeze(
+        self, *, user_id: str, duration: timedelta, account: str | None, reason: str
+    ) -> tuple[Freeze, list[Freeze]]:
+        """Freeze ``account`` (None: all) for ``duration``; the freeze and those it replaced."""
+        ...
+
+    async def unfreeze(self, *, user_id: str, account: str | None, everything: bool) -> list[Freeze]:
+        """Lift the freezes in force (all, or ``account``'s); those lifted."""
+        ...
+
+    async def frozen(self, account: str, now: datetime | None = None) -> Freeze | None:
+        """The freeze covering ``account`` now, or None."""
+        ...
+
+    async def active_freezes(self) -> list[Freeze]:
+        """Every freeze in force now (the Home tab)."""
+        ...
+
 
 class ReadPolicy(Protocol):
     """Who may list and inspect connections (implemented by :class:`bot.slack.policy.SlackPolicy`)."""
@@ -106,6 +133,14 @@ class CancelPolicy(Protocol):
 
     async def check_cancel(self, *, user_id: str, op: Operation) -> None:
         """Raise NotAllowed if ``user_id`` may not cancel ``op``."""
+        ...
+
+
+class AdminPolicy(Protocol):
+    """Who may freeze and unfreeze (implemented by :class:`bot.slack.policy.SlackPolicy`, VPNBOT_ADMINS)."""
+
+    async def check_admin(self, *, user_id: str) -> None:
+        """Raise NotAllowed, naming who may, if ``user_id`` is not an admin."""
         ...
 
 
@@ -182,6 +217,8 @@ class SlackDeps:
     cancel_policy: CancelPolicy | None = None
     # Who sees which operation (/vpn status <request>); None only in Slack-layer tests.
     visibility: Visibility | None = None
+    # /vpn freeze and unfreeze: who may (VPNBOT_ADMINS); None refuses everyone.
+    admin_policy: AdminPolicy | None = None
     # Commands and lookups per person (VPNBOT_USER_RATE_PER_MINUTE); off unless register() sets it.
     rate: UserRate = field(default_factory=lambda: UserRate(0))
     # The time now (the workflow's clock): a requested run time is checked against it.

@@ -34,6 +34,7 @@ from bot.errors import (
     ApprovalRefused,
     BotError,
     ConfirmationClosed,
+    Frozen,
     RecreateRefused,
     SlackError,
     StoreUnavailable,
@@ -46,6 +47,7 @@ from bot.slack.blocks import (
     build_usage,
     closed_text,
     explain_slack_error,
+    frozen_refusal_text,
     recreate_refused_text,
 )
 from bot.slack.blocks.quorum import approval_refused_text
@@ -82,6 +84,8 @@ def reply_for(error: Exception, *, kind: str) -> dict[str, Any]:
         message = build_refusal(closed_text(error.op, now=datetime.now(UTC)))
     elif isinstance(error, ApprovalRefused):
         message = build_refusal(approval_refused_text(error))
+    elif isinstance(error, Frozen):
+        message = build_refusal(frozen_refusal_text(error.freeze))
     elif isinstance(error, RecreateRefused):
         message = build_refusal(recreate_refused_text(error, now=datetime.now(UTC)))
     elif isinstance(error, SlackError) and error.error in _CHANNEL_ERRORS:

@@ -1,4 +1,5 @@
-"""The Home tab: what is waiting for the person who opens it, what is in flight, what finished last.
+"""The Home tab: a freeze in force, what is waiting for the person who opens it, what is in flight,
+what finished last.
 
 Refreshed on every ``app_home_opened`` with views.publish. Kept cheap: one store call
 (:meth:`bot.store.core.Store.recent_operations`), permalinks fetched concurrently with a short
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain import TERMINAL_STATES, Operation, OpState
+from bot.domain import TERMINAL_STATES, Freeze, Operation, OpState
 from bot.errors import BotError, NotAllowed
 from bot.ids import UserId, is_channel_id
 from bot.slack.blocks.views import build_home
@@ -27,12 +28,14 @@ from bot.slack.codes import SLACK_FAILURES
 from bot.slack.deps import ReadPolicy
 from bot.slack.visibility import Visibility
 
-__all__ = ["ApprovalPolicy", "RecentOperations", "make_home_listener", "render_home"]
+__all__ = ["ActiveFreezes", "ApprovalPolicy", "RecentOperations", "make_home_listener", "render_home"]
 
 log = logging.getLogger(__name__)
 
 # Open operations and the last ``finished`` finished ones, newest first (one store call).
 RecentOperations = Callable[..., Awaitable[list[Operation]]]
+# The freezes in force now (one store call; bot.workflow.freeze.FreezeRequests.active_freezes).
+ActiveFreezes = Callable[[], Awaitable[list[Freeze]]]
 FINISHED_SHOWN = 10
 _LINK_TIMEOUT = 2.0
 
@@ -101,9 +104,11 @@ async def render_home(
     read_policy: ReadPolicy | None,
     approvals: ApprovalPolicy | None,
     visibility: Visibility | None = None,
+    freezes: ActiveFreezes | None = None,
 ) -> dict[str, Any]:
     """The Home view for ``user_id``: only operations they may see, confirmations only if they may approve."""
     ops = await recent(finished=FINISHED_SHOWN)
+    frozen = await freezes() if freezes is not None else []
     seen = await asyncio.gather(*(_visible(read_policy, user_id, op) for op in ops))
     ops = [op for op, ok in zip(ops, seen, strict=True) if ok]
     if visibility is not None:
@@ -122,6 +127,7 @@ async def render_home(
         finished=finished,
         links=links,
         now=datetime.now(UTC),
+        freezes=frozen,
     )
 
 
@@ -131,6 +137,7 @@ def make_home_listener(
     read_policy: ReadPolicy | None,
     approvals: ApprovalPolicy | None,
     visibility: Visibility | None = None,
+    freezes: ActiveFreezes | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """Build the ``app_home_opened`` listener."""
 
@@ -151,6 +158,7 @@ def make_home_listener(
                 read_policy=read_policy,
                 approvals=approvals,
                 visibility=visibility,
+                freezes=freezes,
             )
         except BotError as err:
             log.warning("home: could not load operations", extra={"error_type": type(err).__name__})

@@ -1,4 +1,4 @@
-"""Who may request, approve and cancel deletions: :class:`SlackPolicy`, checked on the server.
+"""Who may request, approve and cancel deletions, and freeze changes: :class:`SlackPolicy`, checked on the server.
 
 Buttons are visible to everyone in the channel, so every click is checked here. Lists of Slack
 ids come from :class:`bot.config.Settings`; user-group ids (``S…``) are resolved through
@@ -137,6 +137,7 @@ class SlackPolicy:
         # ``*`` (an explicit opt-in) lists nobody in particular: anyone who sees the card may approve.
         self._approvers = () if settings.anyone_may_approve else tuple(settings.approvers)
         self._requesters = tuple(settings.requesters)
+        self._admins = tuple(settings.admins)
         self._channels = frozenset(settings.allowed_channels)
         self._regions = tuple(settings.allowed_regions)
         self._four_eyes = settings.require_second_approver
@@ -307,6 +308,19 @@ class SlackPolicy:
                 + " The bot administrator can add you (VPNBOT_REQUESTERS).",
             )
         self._check_region(region)
+
+    async def check_admin(self, *, user_id: str) -> None:
+        """Only admins (VPNBOT_ADMINS: users or user groups) may freeze and unfreeze; nobody when unset."""
+        if not self._admins:
+            raise NotAllowed(
+                "Only a bot admin can freeze or unfreeze VPN changes, and this bot has none.",
+                who_can="The bot administrator names them (VPNBOT_ADMINS).",
+            )
+        if not await self._member_or_refuse(user_id, self._admins):
+            raise NotAllowed(
+                "Only a bot admin can freeze or unfreeze VPN changes.",
+                who_can=who_can_text(self._admins) + " The bot administrator can add you (VPNBOT_ADMINS).",
+            )
 
     async def named_approver(self, user_id: str) -> bool:
         """Whether ``user_id`` is on the approver list (``*`` names nobody); False when Slack can't say."""

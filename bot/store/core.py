@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, Unpack
 
 from pydantic import TypeAdapter
-from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -34,6 +34,7 @@ from bot.domain import (
     ApprovalResult,
     AuditEntry,
     Effect,
+    Freeze,
     Impact,
     Operation,
     OpFields,
@@ -52,6 +53,7 @@ from bot.store.tables import (
     MIGRATIONS,
     approvals,
     audit,
+    freezes,
     gateway_locks,
     heartbeats,
     operations,
@@ -108,20 +110,36 @@ _check_columns()
 
 
 @functools.cache
-def _update_statement(states: bool, owned: bool) -> Any:
+def _update_statement(states: bool, owned: bool, unfrozen: bool = False) -> Any:
     """The compare-and-set UPDATE of an operation, built once per shape (see :func:`_update_operation`)."""
     stmt = update(operations).where(operations.c.id == bindparam("b_id"))
     if states:
         stmt = stmt.where(operations.c.state.in_(bindparam("b_states", expanding=True)))
     if owned:
         stmt = stmt.where(operations.c.lease_owner == bindparam("b_owner"))
+    if unfrozen:
+        # No freeze in force covers the operation's account: checked in the same statement as the
+        # move, so a freeze committed a moment before an approval always wins over it.
+        at = bindparam("b_frozen_at", type_=freezes.c.until.type)
+        frozen = select(freezes.c.id).where(
+            freezes.c.lifted_at.is_(None),
+            freezes.c.starts_at <= at,
+            freezes.c.until > at,
+            or_(freezes.c.account.is_(None), freezes.c.account == operations.c.account),
+        )
+        stmt = stmt.where(~exists(frozen))
     return stmt.values(version=operations.c.version + 1).returning(*operations.c)
 
 
 def _update_operation(
-    op_id: str, values: dict[str, Any], states: Collection[OpState] | None, owner: str | None
+    op_id: str,
+    values: dict[str, Any],
+    states: Collection[OpState] | None,
+    owner: str | None,
+    unfrozen_at: datetime | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """``execute()`` arguments that set ``values`` (columns) on ``op_id`` if in ``states`` and leased to ``owner``.
+    """``execute()`` arguments that set ``values`` (columns) on ``op_id`` if in ``states``, leased to
+    ``owner`` and (given ``unfrozen_at``) covered by no freeze in force then.
 
     The SET columns are the parameters' keys, so the statement itself is never rebuilt per call.
     """
@@ -130,7 +148,10 @@ def _update_operation(
         params["b_states"] = _states(states)
     if owner is not None:
         params["b_owner"] = owner
-    return _update_statement(states is not None, owner is not None), params
+    if unfrozen_at is not None:
+        params["b_frozen_at"] = unfrozen_at
+    statement = _update_statement(states is not None, owner is not None, unfrozen_at is not None)
+    return statement, params
 
 
 def _row_values(op: Operation) -> dict[str, Any]:
@@ -195,6 +216,15 @@ def _row_to_op(row: Row[Any]) -> Operation:
 _AUDIT_FIELDS = tuple(f.name for f in fields(AuditEntry))
 
 
+def _insert_audit_with(conn: Connection, entry: AuditEntry, effects: Sequence[Effect]) -> None:
+    """One audit row and its ``effects`` (under its operation, or ``audit:<row id>`` for none)."""
+    if not effects:
+        conn.execute(_INSERT_AUDIT, _audit_row(entry))
+        return
+    row_id = conn.execute(insert(audit).values(_audit_row(entry)).returning(audit.c.id)).scalar_one()
+    insert_effects(conn, op_id=entry.op_id or f"{AUDIT_KEY_PREFIX}{row_id}", effects=effects, now=entry.at)
+
+
 def _audit_row(entry: AuditEntry) -> dict[str, Any]:
     """The audit row's values. Its fields are plain values: dataclasses.asdict's deep copy of each
     was 1.4% of the process's CPU in a burst of commands."""
@@ -204,6 +234,14 @@ def _audit_row(entry: AuditEntry) -> dict[str, Any]:
 def _row_to_audit(row: Row[Any]) -> AuditEntry:
     m = row._mapping
     return AuditEntry(**{name: m[name] for name in _AUDIT_FIELDS})
+
+
+_FREEZE_FIELDS = tuple(f.name for f in fields(Freeze))
+
+
+def _row_to_freeze(row: Row[Any]) -> Freeze:
+    m = row._mapping
+    return Freeze(**{name: m[name] for name in _FREEZE_FIELDS})
 
 
 def _log_audit(entry: AuditEntry, state: OpState | None) -> None:
@@ -506,9 +544,13 @@ class Store(OutboxMixin):
         lease: tuple[str, datetime] | None = None,
         audit_entry: AuditEntry | None = None,
         effects: Sequence[Effect] = (),
+        unfrozen: bool = False,
         **op_fields: Unpack[OpFields],
     ) -> tuple[Operation, list[PendingEffect] | None] | None:
         """:meth:`transition`, and if it wins, take the outbox's delivery claim in the same transaction.
+
+        ``unfrozen``: the move also loses while a freeze covers the operation's account at ``now``
+        (an approval: see :mod:`bot.workflow.freeze`).
 
         ``claim`` is ``(owner, until)`` as for :meth:`take_next`, whose read it saves the deliverer:
         the result is ``(moved, effects)`` with the operation's pending effects, oldest first, the
@@ -530,6 +572,7 @@ class Store(OutboxMixin):
                 audit_entry=audit_entry,
                 effects=effects,
                 op_fields=op_fields,
+                unfrozen=unfrozen,
             )
             if moved is None:
                 return None
@@ -1016,11 +1059,13 @@ class Store(OutboxMixin):
         op_id: str | None = None,
         channel_id: str | None = None,
         accounts: Collection[str] | None = None,
+        unbound: Collection[str] = (),
     ) -> list[AuditEntry]:
         """The newest audit records first, optionally for one operation.
 
         ``channel_id`` keeps the records of operations requested in that channel (records of no
-        operation, such as refused requests, are left out), ``accounts`` those run in one of them.
+        operation, such as refused requests, are left out, except those whose action is in
+        ``unbound``, such as freezes), ``accounts`` those run in one of them (or in none).
         """
         stmt = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
         if op_id is not None:
@@ -1031,7 +1076,13 @@ class Store(OutboxMixin):
                 ours = ours.where(operations.c.channel_id == channel_id)
             if accounts is not None:
                 ours = ours.where(operations.c.account.in_(list(accounts)))
-            stmt = stmt.where(audit.c.op_id.in_(ours))
+            kept: Any = audit.c.op_id.in_(ours)
+            if unbound:
+                shared: list[Any] = [audit.c.op_id.is_(None), audit.c.action.in_(list(unbound))]
+                if accounts is not None:
+                    shared.append(or_(audit.c.account.is_(None), audit.c.account.in_(list(accounts))))
+                kept = or_(kept, and_(*shared))
+            stmt = stmt.where(kept)
         return await self._run(lambda conn: [_row_to_audit(r) for r in conn.execute(stmt)])
 
     @shielded
@@ -1044,6 +1095,79 @@ class Store(OutboxMixin):
         if since is not None:
             stmt = stmt.where(audit.c.at >= since)
         return await self._run(lambda conn: [(int(r.id), _row_to_audit(r)) for r in conn.execute(stmt)])
+
+    # --- freezes ------------------------------------------------------------------------------
+
+    @shielded
+    async def add_freeze(
+        self, freeze: Freeze, *, audit_entry: AuditEntry, effects: Sequence[Effect] = ()
+    ) -> list[Freeze]:
+        """Record ``freeze`` and its audit entry; the active freezes of the same scope end (lifted by
+        its author, at its start): it replaces them. Return those it replaced. ``effects`` (the audit
+        channel's line) go with the entry, as :meth:`add_audit` writes them."""
+        scope = freezes.c.account.is_(None) if freeze.account is None else freezes.c.account == freeze.account
+        replace = (
+            update(freezes)
+            .where(scope, freezes.c.lifted_at.is_(None), freezes.c.until > freeze.starts_at)
+            .values(lifted_by=freeze.created_by, lifted_at=freeze.starts_at)
+            .returning(*freezes.c)
+        )
+        row = {name: getattr(freeze, name) for name in _FREEZE_FIELDS}
+
+        def add(conn: Connection) -> list[Freeze]:
+            replaced = [_row_to_freeze(r) for r in conn.execute(replace)]
+            conn.execute(insert(freezes), row)
+            _insert_audit_with(conn, audit_entry, effects)
+            return replaced
+
+        replaced = await self._run(add)
+        _log_audit(audit_entry, None)
+        return replaced
+
+    @shielded
+    async def lift_freezes(
+        self,
+        *,
+        account: str | None,
+        everything: bool,
+        by: str,
+        now: datetime,
+        audit_entry: Callable[[Freeze], AuditEntry],
+        effects: Callable[[AuditEntry], Sequence[Effect]] = lambda entry: (),
+    ) -> list[Freeze]:
+        """Lift the freezes in force at ``now``: every one (``everything``) or those of ``account``
+        (None: the every-account ones), each with its audit entry (and its ``effects``), in one
+        transaction; return them lifted."""
+        stmt = update(freezes).where(
+            freezes.c.lifted_at.is_(None), freezes.c.starts_at <= now, freezes.c.until > now
+        )
+        if not everything:
+            stmt = stmt.where(
+                freezes.c.account.is_(None) if account is None else freezes.c.account == account
+            )
+        stmt = stmt.values(lifted_by=by, lifted_at=now).returning(*freezes.c)
+
+        def lift(conn: Connection) -> tuple[list[Freeze], list[AuditEntry]]:
+            lifted = sorted((_row_to_freeze(r) for r in conn.execute(stmt)), key=lambda f: f.until)
+            entries = [audit_entry(f) for f in lifted]
+            for entry in entries:
+                _insert_audit_with(conn, entry, effects(entry))
+            return lifted, entries
+
+        lifted, entries = await self._run(lift)
+        for entry in entries:
+            _log_audit(entry, None)
+        return lifted
+
+    @shielded
+    async def active_freezes(self, *, now: datetime) -> list[Freeze]:
+        """The freezes in force at ``now``, the one ending last first."""
+        stmt = (
+            select(freezes)
+            .where(freezes.c.lifted_at.is_(None), freezes.c.starts_at <= now, freezes.c.until > now)
+            .order_by(freezes.c.until.desc(), freezes.c.id)
+        )
+        return await self._run(lambda conn: [_row_to_freeze(r) for r in conn.execute(stmt)])
 
     # --- metrics (read when /metrics is scraped) ---------------------------------------------
 
@@ -1159,6 +1283,7 @@ def _move(
     audit_entry: AuditEntry | None,
     effects: Sequence[Effect],
     op_fields: OpFields,
+    unfrozen: bool = False,
 ) -> Operation | None:
     """The compare-and-set of :meth:`Store.transition` inside the caller's transaction."""
     values: dict[str, Any] = {
@@ -1177,7 +1302,8 @@ def _move(
     )
     if reopened:
         values["approvals"] = None
-    row = conn.execute(*_update_operation(op_id, values, from_states, require_owner)).first()
+    unfrozen_at = now if unfrozen else None
+    row = conn.execute(*_update_operation(op_id, values, from_states, require_owner, unfrozen_at)).first()
     if row is None:
         return None
     if reopened:

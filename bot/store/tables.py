@@ -9,6 +9,7 @@ Tables::
     outbox          Slack effects of state changes, written in the same transaction, delivered after
     outbox_claims   op_id -> the replica delivering that operation's effects, until when
     heartbeats      instance -> last write (``/readyz`` proves the database takes writes)
+    freezes         change freezes set by admins (``/vpn freeze``): scope, reason, from, until, lifted
     slack_requests  (timestamp, signature) of each signed Slack request seen in the last minutes:
                     a replayed request is refused by every replica
     approvals       (op_id, user_id) -> the group it satisfied, when: one row per person who approved an
@@ -43,6 +44,7 @@ __all__ = [
     "approvals",
     "audit",
     "audit_repeats",
+    "freezes",
     "gateway_locks",
     "heartbeats",
     "metadata",
@@ -146,6 +148,8 @@ operations = Table(
     # Added by migration 12: the approvals table's rows of this operation (bot.domain.Approval), kept
     # in step with it in the same transaction, so a card rendered from the row shows the progress.
     Column("approvals", JSON, nullable=True),
+    # Added by migration 13: when a freeze began to hold this approved operation (None: not held).
+    Column("held_at", UtcDateTime),
     Index("ix_operations_state", "state"),
 )
 
@@ -222,6 +226,22 @@ outbox_claims = Table(
     Column("op_id", String(64), primary_key=True),
     Column("owner", String(128), nullable=False),
     Column("until", UtcDateTime, nullable=False),
+)
+
+# Added by migration 13. ``account`` NULL freezes every account; a row is never deleted (it is the
+# record of who froze what, and who lifted it).
+freezes = Table(
+    "freezes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("starts_at", UtcDateTime, nullable=False),
+    Column("until", UtcDateTime, nullable=False),
+    Column("lifted_by", String(64)),
+    Column("lifted_at", UtcDateTime),
+    Index("ix_freezes_until", "until"),
 )
 
 heartbeats = Table(
@@ -350,6 +370,15 @@ def _migration_12(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE operations ADD COLUMN approvals {kind}"))
 
 
+def _migration_13(conn: Connection) -> None:
+    # Freezes: the table, and when a freeze began to hold an approved operation.
+    metadata.create_all(conn, tables=[freezes], checkfirst=True)
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    if "held_at" not in present:
+        kind = conn.dialect.type_compiler_instance.process(DateTime(timezone=True))
+        conn.execute(text(f"ALTER TABLE operations ADD COLUMN held_at {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -364,5 +393,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_10,
     _migration_11,
     _migration_12,
+    _migration_13,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,7 +1,7 @@
 """The :class:`Workflow` the Slack layer calls, put together from the runner, deletion and recreation.
 
-Its requests are :class:`bot.workflow.delete.DeleteRequests` and
-:class:`bot.workflow.recreate.RecreateRequests`; the leases, resume and expiry passes that drive
+Its requests are :class:`bot.workflow.delete.DeleteRequests`,
+:class:`bot.workflow.recreate.RecreateRequests` and :class:`bot.workflow.freeze.FreezeRequests`; the leases, resume and expiry passes that drive
 them are :class:`bot.workflow.runner.Runner`; :class:`Steps` drives one operation by its state.
 """
 
@@ -27,6 +27,7 @@ from bot.ports import (
 )
 from bot.workflow.config import WorkflowConfig
 from bot.workflow.delete import DeleteRequests, DeleteSteps
+from bot.workflow.freeze import FREEZE_ACTIONS, FreezeRequests
 from bot.workflow.recreate import RecreateRequests, RecreateSteps
 
 __all__ = ["Steps", "Workflow"]
@@ -51,6 +52,11 @@ class Steps(DeleteSteps, RecreateSteps):
             if op.state is OpState.LOOKING_UP:
                 await self.look_up(op, reply_on_failure=True)
                 return
+            if op.state is OpState.APPROVED:
+                # Before the deadline check: time held by a freeze does not count against it.
+                op, held = await self.hold_if_frozen(op)
+                if held:
+                    continue
             if self._clock.now() >= self._deadline(op):
                 await self._time_out(op)
                 return
@@ -68,7 +74,7 @@ class Steps(DeleteSteps, RecreateSteps):
                 op = await self._step_verifying(op)
 
 
-class Workflow(DeleteRequests, RecreateRequests):
+class Workflow(DeleteRequests, RecreateRequests, FreezeRequests):
     """Drives deletion operations from the slash command to a final state."""
 
     def __init__(
@@ -131,4 +137,7 @@ class Workflow(DeleteRequests, RecreateRequests):
         if user_id is None:
             return await self._store.recent_audit(limit=limit)
         await self._policy.check_history(user_id=user_id, channel_id=channel_id)
-        return await self._store.recent_audit(limit=limit, channel_id=channel_id, accounts=accounts)
+        # Freezes belong to no operation and concern every channel: they are listed too.
+        return await self._store.recent_audit(
+            limit=limit, channel_id=channel_id, accounts=accounts, unbound=FREEZE_ACTIONS
+        )

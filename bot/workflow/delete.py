@@ -34,6 +34,7 @@ from bot.domain import (
     Failed,
     GatewayActive,
     GatewayUpdating,
+    Held,
     Impact,
     LookupFailed,
     Operation,
@@ -52,9 +53,11 @@ from bot.errors import (
     ApprovalRefused,
     CloudError,
     ConfirmationClosed,
+    Frozen,
     NotAllowed,
 )
 from bot.schedule import run_time, windows_for
+from bot.workflow.freeze import active_freeze
 from bot.workflow.polling import expected_duration, poll_delay
 from bot.workflow.runner import Runner
 from bot.workflow.steps import (
@@ -382,8 +385,11 @@ class DeleteRequests(Runner):
             lease=lease,
             audit_entry=entry,
             effects=[*effects, *self._steps.announce(entry)],
+            # No freeze in force: checked in the move itself, so no approval slips past one.
+            unfrozen=True,
         )
         if moved is None:
+            await self._refuse_if_frozen(op, user_id=user_id, now=now)
             raise ConfirmationClosed(await self._load(op.id))
         approved, pending = moved
         self.outbox.deliver_claimed(approved, pending)
@@ -413,8 +419,10 @@ class DeleteRequests(Runner):
             message_ts=op.message_ts or message_ts,
             audit_entry=(entry := self._steps.entry(op, "approved", actor_id=user_id, detail=later.detail)),
             effects=later.effects(self._steps.announce(entry, note=later.detail)),
+            unfrozen=True,
         )
         if moved is None:
+            await self._refuse_if_frozen(op, user_id=user_id, now=now)
             raise ConfirmationClosed(await self._load(op.id))
         scheduled, pending = moved
         self.outbox.deliver_claimed(scheduled, pending)
@@ -472,6 +480,8 @@ class DeleteRequests(Runner):
         as :meth:`_move_to_approved` does (to SCHEDULED as :meth:`_schedule` does, when it runs
         ``later``); the operation is returned as it left it.
         """
+        # A quorum's transaction does not look at freezes: checked just before it instead.
+        await self._refuse_if_frozen(op, user_id=user_id, now=now)
         deadline: datetime | None
         if later is None:
             entry = self._steps.entry(op, "approved", actor_id=user_id)
@@ -544,6 +554,21 @@ class DeleteRequests(Runner):
                 raise ApprovalRefused("met", result.op, rule)
             case _:
                 raise ConfirmationClosed(result.op)
+
+    async def _refuse_if_frozen(self, op: Operation, *, user_id: str, now: datetime) -> None:
+        """After a lost approval: if a freeze covers ``op``, audit the refusal like any refused click and raise Frozen."""
+        freeze = await active_freeze(self._store, op.account, now)
+        if freeze is None:
+            return
+        current = await self._load(op.id)
+        if current.state is not OpState.AWAITING_APPROVAL:
+            return
+        err = Frozen(freeze)
+        # Counted like any refused click: one row per person and card.
+        await self._store.add_audit(
+            self._steps.entry(op, "refused", actor_id=user_id, detail=f"approve: {err.friendly}", times=1)
+        )
+        raise err
 
     async def cancel(
         self, *, op_id: str, user_id: str, message_ts: str | None = None, reason: str | None = None
@@ -726,6 +751,55 @@ class DeleteSteps(StepBase):
             if reply:
                 self._outbox.kick(op.id)
         return failed or op
+
+    async def hold_if_frozen(self, op: Operation) -> tuple[Operation, bool]:
+        """Hold approved ``op`` while a freeze covers its account; True if it is held (after one poll's wait).
+
+        Called before anything is sent (and before the deadline is checked: a hold is no reason to
+        give up). The hold starts with one thread reply, written with ``held_at`` in one
+        transaction, so it is told once across polls, restarts and replicas. When the freeze ends
+        or is lifted, the time held is added to the deadline and ``held_at`` cleared.
+        """
+        now = self._clock.now()
+        freeze = await active_freeze(self._store, op.account, now)
+        if freeze is None:
+            if op.held_at is None:
+                return op, False
+            released = await self._store.set_fields(
+                op.id,
+                now=now,
+                states={OpState.APPROVED},
+                require_owner=self._owner,
+                held_at=None,
+                deadline_at=self._deadline(op) + max(now - op.held_at, timedelta(0)),
+                effects=[CARD],
+            )
+            if released is None:
+                raise LostOperation(op.id)
+            self._outbox.kick(op.id)
+            log.info("the freeze is over; going on", extra={"op_id": op.id, "vco_id": op.vco_id})
+            return released, False
+        if op.held_at is None:
+            event = Held(
+                until=freeze.until, reason=freeze.reason, by=freeze.created_by, account=freeze.account
+            )
+            held = await self._store.set_fields(
+                op.id,
+                now=now,
+                states={OpState.APPROVED},
+                require_owner=self._owner,
+                held_at=now,
+                effects=[thread(event), CARD],
+            )
+            if held is None:
+                raise LostOperation(op.id)
+            self._outbox.kick(op.id)
+            log.info("held by a freeze", extra={"op_id": op.id, "vco_id": op.vco_id})
+            op = held
+        # Looked at again each poll: an unfreeze on any replica is seen within one.
+        until_end = (freeze.until - now).total_seconds()
+        await self._pause(max(0.0, min(self._config.poll_interval_s, until_end)))
+        return op, True
 
     async def _step_approved(self, op: Operation, queued_posted: bool) -> tuple[Operation, bool]:
         holder = await self._store.acquire_gateway(

@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.config import Settings
-from bot.domain import AuditEntry, Operation, OpState, VpnConnection, VpnGateway
+from bot.domain import AuditEntry, Freeze, Operation, OpState, VpnConnection, VpnGateway
 
 SIGNING_SECRET = "secret"
 T0 = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
@@ -230,6 +230,24 @@ class FakeWorkflow:
     ) -> list[AuditEntry]:
         self._enter("history", {"limit": limit, "channel_id": channel_id, "accounts": accounts})
         return self.entries[:limit]
+
+    async def freeze(
+        self, *, user_id: str, duration: timedelta, account: str | None, reason: str
+    ) -> tuple[Freeze, list[Freeze]]:
+        self._enter(
+            "freeze", {"user_id": user_id, "duration": duration, "account": account, "reason": reason}
+        )
+        return Freeze("f1", account, reason, user_id, T0, T0 + duration), []
+
+    async def unfreeze(self, *, user_id: str, account: str | None, everything: bool) -> list[Freeze]:
+        self._enter("unfreeze", {"user_id": user_id, "account": account, "everything": everything})
+        return []
+
+    async def frozen(self, account: str, now: datetime | None = None) -> Freeze | None:
+        return None
+
+    async def active_freezes(self) -> list[Freeze]:
+        return []
 
 
 # --- signing -----------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ from bot.slack.blocks.ephemeral import (
     build_usage,
     explain_slack_error,
 )
+from bot.slack.blocks.freeze import (
+    build_freeze_answer,
+    build_frozen_request_note,
+    build_unfreeze_answer,
+    frozen_refusal_text,
+    home_freeze_blocks,
+)
 from bot.slack.blocks.impact import build_impact_blocks, impact_summary
 from bot.slack.blocks.recreate import (
     build_recreate_modal,
@@ -104,6 +111,8 @@ __all__ = [
     "build_already_requested",
     "build_busy",
     "build_confirmation",
+    "build_freeze_answer",
+    "build_frozen_request_note",
     "build_history",
     "build_impact_blocks",
     "build_looking_up",
@@ -116,6 +125,7 @@ __all__ = [
     "build_snapshot_reply",
     "build_thread_reply",
     "build_unexpected_error",
+    "build_unfreeze_answer",
     "build_usage",
     "cap",
     "closed_text",
@@ -127,7 +137,9 @@ __all__ = [
     "fits",
     "format_duration",
     "format_time",
+    "frozen_refusal_text",
     "header_block",
+    "home_freeze_blocks",
     "impact_summary",
     "inert_name",
     "mention",

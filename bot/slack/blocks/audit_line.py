@@ -19,6 +19,8 @@ __all__ = ["WORDING", "build_audit_line"]
 WORDING: dict[str, tuple[str, str]] = {
     "requested": (":inbox_tray:", "requested"),
     "approved": (":white_check_mark:", "approved"),
+    "frozen": (":snowflake:", "frozen"),
+    "unfrozen": (":sunny:", "unfrozen"),
     "window_override": (":warning:", "run outside its change window (override by a second approver)"),
     "cancelled": (":no_entry_sign:", "denied"),
     "expired": (":hourglass:", "expired without a decision"),
@@ -43,6 +45,8 @@ def _words(action: str) -> tuple[str, str, str]:
 def build_audit_line(op: Operation | None, event: Announced, *, permalink: str | None) -> Message:
     """One line: what was decided, by whom, about which connection, and a link to its card."""
     emoji, kind, what = _words(event.action)
+    if op is None:
+        kind += "s"  # of no one operation (a freeze): "Deletions frozen by …"
     if (
         event.action.removeprefix(_RECREATE) == "cancelled"
         and op is not None
@@ -59,7 +63,7 @@ def build_audit_line(op: Operation | None, event: Announced, *, permalink: str |
         about += f" as {code(op.new_vco_id)}"
     line = f"{emoji} {kind}{about} {what}{by}."
     if event.note:
-        line += f" Reason: {code(event.note, 500)}"
+        line += f" {'Details' if op is None else 'Reason'}: {code(event.note, 500)}"
     elif op is not None and op.reason and event.action.removeprefix(_RECREATE) == "requested":
         ticket = f" (ticket {code(op.ticket, 128)})" if op.ticket else ""
         line += f" Reason{ticket}: {code(op.reason, 500)}"

@@ -293,6 +293,8 @@ def _status_text(op: Operation, now: datetime) -> str:
     match op.state:
         case OpState.SCHEDULED:
             return scheduled_status(op)
+        case OpState.APPROVED if op.held_at is not None:
+            return f":snowflake: {approved}; held by a freeze (see the thread). Nothing was sent yet."
         case OpState.APPROVED | OpState.DELETING:
             return f":hourglass_flowing_sand: {approved}, deleting…"
         case OpState.WAITING_GATEWAY:

@@ -54,7 +54,7 @@ def build_usage(error: str | None = None, *, accounts: Sequence[str] = ()) -> Me
         names = ", ".join(code(a, 40) for a in accounts)
         line = (
             "*Alibaba Cloud accounts:* add `account=NAME` (or `--account NAME`) to `delete`, `list` and "
-            f"`status`; here you may use {names}"
+            f"`status` (and to `freeze` and `unfreeze`, for one account only); here you may use {names}"
             + (f" ({code(accounts[0], 40)} when you give none)." if len(accounts) == 1 else ".")
         )
         blocks.append(section_block(line))

@@ -447,6 +447,8 @@ def _status(op: Operation, now: datetime) -> str:
     approved = f"Approved by {mention(op.approver_id)} at {format_time(op.approved_at, now=now)}"
     gateway = code(op.gateway.id or op.connection.gateway_id)
     match op.state:
+        case OpState.APPROVED if op.held_at is not None:
+            return f":snowflake: {approved}; held by a freeze (see the thread). Nothing was sent yet."
         case OpState.APPROVED | OpState.CREATING:
             return f":hourglass_flowing_sand: {approved}, creating the connection…"
         case OpState.WAITING_GATEWAY:

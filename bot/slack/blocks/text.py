@@ -71,6 +71,9 @@ USAGE_TEXT = (
     f"• `{SLASH_COMMAND} status &lt;vco-id | request-id&gt; [region]` shows a connection's live state or a "
     "request's progress, only to you.\n"
     f"• `{SLASH_COMMAND} history [count]` shows the last actions (1–50, default 10).\n"
+    f'• `{SLASH_COMMAND} freeze 2h reason="…"` (admins) stops approvals, and holds approved changes '
+    "that have not started, for that long: `30m`, `2h`, `1d`, `1h30m` (at most 30 days); "
+    f"`{SLASH_COMMAND} unfreeze` lifts it.\n"
     f"• `{SLASH_COMMAND} help` shows this help.\n"
     "Some deletions need several approvals (VPNBOT_APPROVAL_RULES): the card says how many, from whom, and "
     "who approved so far; *Withdraw my approval* takes yours back until the last one needed.\n"

@@ -19,6 +19,7 @@ from bot.domain import (
     Failed,
     GatewayActive,
     GatewayUpdating,
+    Held,
     KeyLost,
     LookupFailed,
     PostFailed,
@@ -37,6 +38,7 @@ from bot.domain import (
 )
 from bot.ids import is_user_group_id, is_user_id
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
+from bot.slack.blocks.freeze import held_text
 from bot.slack.blocks.recreate import recreate_progress
 from bot.slack.blocks.schedule import scheduled_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
@@ -92,6 +94,8 @@ def build_progress(event: Progress) -> str:
             )
         case Queued(blocking_vco_id=other):
             return f"Waiting for {code(other)} on the same gateway to finish."
+        case Held():
+            return held_text(event)
         case Deferred(driving=driving):
             return (
                 f"Approved; waiting to start. This bot instance is already carrying out {driving} "

@@ -13,9 +13,10 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.domain import ACTIVE_STATES, REASON_MAX, Operation, OpState
+from bot.domain import ACTIVE_STATES, REASON_MAX, Freeze, Operation, OpState
 from bot.ids import is_channel_id
 from bot.slack.block_ids import ActionId, BlockId, CallbackId
+from bot.slack.blocks.freeze import home_freeze_blocks
 from bot.slack.blocks.schedule import run_time_text
 from bot.slack.blocks.text import (
     SECTION_MAX,
@@ -275,6 +276,7 @@ def build_home(
     links: Mapping[str, str],
     now: datetime,
     refused: str | None = None,
+    freezes: Sequence[Freeze] = (),
 ) -> View:
     """The Home tab: confirmations waiting for this person (None: they may not approve), work in flight, the last finished."""
     blocks: list[dict[str, Any]] = [header_block("VPN deletions")]
@@ -287,6 +289,7 @@ def build_home(
             BlockId.HOME_HEADER.value,
         )
     )
+    blocks += home_freeze_blocks(freezes)
     if pending is not None:
         blocks += _home_part(
             "Waiting for your approval",

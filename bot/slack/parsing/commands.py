@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from bot.domain import FREEZE_MAX
 from bot.errors import NotAllowed, UsageError
 from bot.ids import (
     ChannelId,
@@ -28,7 +29,15 @@ from bot.schedule import ScheduleError, parse_run_at
 from bot.slack.block_ids import SLASH_COMMAND
 from bot.slack.blocks import escape
 from bot.slack.parsing.find import ListCommand, StatusCommand, parse_list, parse_status
-from bot.slack.parsing.primitives import Payload, clean, echo, region_word, split_account, split_region
+from bot.slack.parsing.primitives import (
+    Payload,
+    account_word,
+    clean,
+    echo,
+    region_word,
+    split_account,
+    split_region,
+)
 from bot.slack.reason import split_reason
 
 __all__ = [
@@ -38,11 +47,14 @@ __all__ = [
     "TEXT_MAX",
     "Command",
     "DeleteCommand",
+    "FreezeCommand",
     "HelpCommand",
     "HistoryCommand",
     "PickCommand",
     "SlashCommand",
+    "UnfreezeCommand",
     "parse_command",
+    "parse_duration",
     "parse_slash_command",
 ]
 
@@ -53,6 +65,9 @@ MALFORMED_COMMAND = "This request lacks the user or channel Slack sends with eve
 
 _COUNT_RE = re.compile(r"[0-9]{1,3}", re.ASCII)
 _HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
+# ``30m``, ``2h``, ``1d``, ``1h30m``, ``1d12h``: days, hours and minutes, in that order, each once.
+_DURATION_RE = re.compile(r"(?:(?P<d>[0-9]{1,3})d)?(?:(?P<h>[0-9]{1,4})h)?(?:(?P<m>[0-9]{1,6})m)?", re.ASCII)
+_FREEZE_EXAMPLE = f'`{SLASH_COMMAND} freeze 2h reason="CHG-1234 core network upgrade"`'
 
 
 class SlashCommand(Payload):
@@ -115,7 +130,33 @@ class HelpCommand:
     """``/vpn``, ``/vpn help``."""
 
 
-Command = DeleteCommand | PickCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
+@dataclass(frozen=True, slots=True)
+class FreezeCommand:
+    """``/vpn freeze <duration> [account] reason=…``: no approvals, approved changes held, until it ends."""
+
+    duration: timedelta
+    reason: str
+    # None: every account (and the single-account bot).
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnfreezeCommand:
+    """``/vpn unfreeze [account]``: lift ``account``'s freeze, or (None) every freeze in force."""
+
+    account: str | None = None
+
+
+Command = (
+    DeleteCommand
+    | PickCommand
+    | HistoryCommand
+    | HelpCommand
+    | ListCommand
+    | StatusCommand
+    | FreezeCommand
+    | UnfreezeCommand
+)
 
 
 def _usage(message: str) -> UsageError:
@@ -198,6 +239,55 @@ def _parse_history(args: list[str]) -> HistoryCommand:
     return HistoryCommand(limit=int(args[0]))
 
 
+def parse_duration(word: str) -> timedelta:
+    """``30m``, ``2h``, ``1d``, ``1h30m`` as a timedelta, more than 0 and at most FREEZE_MAX; else UsageError."""
+    value = clean(word).lower()
+    match = _DURATION_RE.fullmatch(value)
+    if not value or match is None:
+        raise _usage(
+            f"{echo(word)} is not a duration. Write it like `30m`, `2h`, `1d` or `1h30m` "
+            f"(days, hours, minutes), e.g. {_FREEZE_EXAMPLE}."
+        )
+    days, hours, minutes = (int(match.group(g) or 0) for g in ("d", "h", "m"))
+    duration = timedelta(days=days, hours=hours, minutes=minutes)
+    if duration <= timedelta(0):
+        raise _usage("A freeze must last at least a minute, e.g. `30m`.")
+    if duration > FREEZE_MAX:
+        raise _usage(
+            f"{echo(word)} is too long: a freeze lasts at most {FREEZE_MAX.days} days. "
+            "Freeze again when it ends if it must last longer."
+        )
+    return duration
+
+
+def _parse_freeze(args: list[str], reason: str | None) -> FreezeCommand:
+    args, account = split_account(args)
+    if not args:
+        raise _usage(f"How long? Give a duration and a reason, e.g. {_FREEZE_EXAMPLE}.")
+    duration = parse_duration(args[0])
+    if len(args) >= 2:
+        if account is not None:
+            raise _usage("The account is given twice; give it once.")
+        account = account_word(args[1])
+    if len(args) > 2:
+        raise _usage(
+            f"Too many words: {echo(' '.join(args[2:]))}. `{SLASH_COMMAND} freeze` takes a duration, "
+            f'an optional account and `reason="…"`. A reason of several words goes in quotes.'
+        )
+    if reason is None:
+        raise _usage(f"A freeze needs a reason, so people know why approvals stop, e.g. {_FREEZE_EXAMPLE}.")
+    return FreezeCommand(duration=duration, reason=reason, account=account)
+
+
+def _parse_unfreeze(args: list[str]) -> UnfreezeCommand:
+    args, account = split_account(args)
+    if args and account is not None:
+        raise _usage("The account is given twice; give it once.")
+    if len(args) > 1:
+        raise _usage(f"Too many words: {echo(' '.join(args[1:]))}. Use `{SLASH_COMMAND} unfreeze [account]`.")
+    return UnfreezeCommand(account=account_word(args[0]) if args else account)
+
+
 def parse_command(text: str, *, default_region: str) -> Command:
     """Parse the text after ``/vpn``; raise UsageError with a friendly explanation."""
     if len(text) > TEXT_MAX:
@@ -217,8 +307,17 @@ def parse_command(text: str, *, default_region: str) -> Command:
                 raise
             # ``reason=two words`` leaves ``words`` behind: say how to give several words.
             raise _usage(f'{err.friendly} A reason of several words goes in quotes: `reason="…"`.') from None
+    if word == "freeze":
+        try:
+            return _parse_freeze(args, reason)
+        except UsageError as err:
+            if reason is None or "in quotes" in err.friendly:
+                raise
+            raise _usage(f'{err.friendly} A reason of several words goes in quotes: `reason="…"`.') from None
     if reason is not None:
-        raise _usage(f"A reason goes with `{SLASH_COMMAND} delete` only.")
+        raise _usage(f"A reason goes with `{SLASH_COMMAND} delete` and `{SLASH_COMMAND} freeze` only.")
+    if word == "unfreeze":
+        return _parse_unfreeze(args)
     if word == "history":
         return _parse_history(args)
     if word == "list":
