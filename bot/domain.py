@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 __all__ = [
     "ACTIVE_STATES",
+    "GATEWAY_GONE",
     "IPSEC_UP",
     "KIND_DELETE",
     "KIND_RECREATE",
@@ -32,6 +33,7 @@ __all__ = [
     "TERMINAL_STATES",
     "Accepted",
     "AuditEntry",
+    "ChangedSinceApproval",
     "ConnectionReady",
     "Crashed",
     "Created",
@@ -61,6 +63,7 @@ __all__ = [
     "Progress",
     "Queued",
     "Recreated",
+    "Reread",
     "Resumed",
     "Retrying",
     "RouteResult",
@@ -317,6 +320,21 @@ class Snapshot:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Reread:
+    """A connection read afresh just before DeleteVpnConnection: its snapshot and, from the same
+    answers, the impact preview as it is now, with the connection and its gateway.
+
+    Never from the preview's short-lived cache. ``connection`` or ``gateway`` is None when it could
+    not be read (the impact's ``unread`` says which of its own parts could not).
+    """
+
+    snapshot: Snapshot
+    impact: Impact
+    connection: VpnConnection | None
+    gateway: VpnGateway | None
+
+
 class OpState(StrEnum):
     """The states of one deletion operation.
 
@@ -332,7 +350,13 @@ class OpState(StrEnum):
                                                                               NotFound ─> deleted ─┤
         approved/deleting/waiting_gateway/verifying ──deadline passed──> timed_out     still there ─> failed
 
-    Approval is the point of no return: only ``awaiting_approval`` can be cancelled or expire.
+        deleting ──changed since approval──> awaiting_approval   (nothing sent yet: attempts == 0)
+
+    Approval is the point of no return once DeleteVpnConnection may have been sent: only
+    ``awaiting_approval`` can be cancelled or expire. Before the first send the bot reads the
+    connection afresh and compares it with the preview that was approved (bot.workflow.binding):
+    if something that matters changed, the approval is void and the request awaits approval again
+    (a fresh expiry, the gateway's turn given back, no approver), never with a send behind it.
     """
 
     LOOKING_UP = "looking_up"
@@ -376,6 +400,9 @@ ACTIVE_STATES: frozenset[OpState] = frozenset(
 )
 # The longest reason a person may give for a request or a denial (a sentence and a ticket number).
 REASON_MAX = 500
+# A recreation's error_code when its gateway, checked again just before CreateVpnConnection, was gone
+# (or being deleted): nothing was sent.
+GATEWAY_GONE = "gateway_gone"
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"
@@ -453,6 +480,10 @@ class Operation:
     ticket: str | None = None
     # Why it was denied (the Cancel modal's optional field); None when none was given.
     cancel_reason: str | None = None
+    # The fingerprint of the preview the approval is bound to (bot.workflow.binding; None: requested
+    # before approvals were bound), and what changed since the last approval when it was asked again.
+    preview_fingerprint: str | None = None
+    preview_changes: tuple[str, ...] = ()
 
     @property
     def is_recreate(self) -> bool:
@@ -507,6 +538,9 @@ class OpFields(TypedDict, total=False):
     route_results: tuple[RouteResult, ...]
     undo_until: datetime | None
     cancel_reason: str | None
+    expires_at: datetime
+    preview_fingerprint: str | None
+    preview_changes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,6 +744,17 @@ class Denied:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangedSinceApproval:
+    """Just before the delete, the connection was not what was approved: nothing was sent, and the
+    request awaits approval again. ``changes`` are plain-text lines (bot.workflow.binding.diff);
+    ``approver_id`` approved what is void now; ``fingerprint`` is the new preview's."""
+
+    changes: tuple[str, ...]
+    approver_id: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     """Nobody approved the request before it expired; nothing was changed."""
 
@@ -744,6 +789,7 @@ Progress = (
     | KeyLost
     | Denied
     | Expired
+    | ChangedSinceApproval
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
@@ -772,6 +818,7 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         KeyLost,
         Denied,
         Expired,
+        ChangedSinceApproval,
     )
 }
 

@@ -61,6 +61,7 @@ class BlockId(StrEnum):
     CANCEL_REASON = "vpn-cancel-reason-block"
     REASON = "vpn-delete-reason"
     APPROVAL_RULE = "vpn-delete-approval-rule"
+    CHANGED = "vpn-delete-changed"
     HOME_HEADER = "vpn-home-header"
     HOME_PENDING = "vpn-home-pending"
     HOME_RUNNING = "vpn-home-running"

@@ -134,6 +134,10 @@ operations = Table(
     Column("reason", Text),
     Column("ticket", String(128)),
     Column("cancel_reason", Text),
+    # Added by migration 10: the fingerprint of the preview the approval is bound to, and what changed
+    # since the last approval when it was asked again (bot.workflow.binding).
+    Column("preview_fingerprint", String(64)),
+    Column("preview_changes", JSON, nullable=True),
     Index("ix_operations_state", "state"),
 )
 
@@ -299,6 +303,15 @@ def _migration_9(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
 
 
+def _migration_10(conn: Connection) -> None:
+    # Approvals bound to the preview: its fingerprint, and what changed when it was asked again.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    json_type = conn.dialect.type_compiler_instance.process(JSON())
+    for name, kind in (("preview_fingerprint", "VARCHAR(64)"), ("preview_changes", json_type)):
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -310,5 +323,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_7,
     _migration_8,
     _migration_9,
+    _migration_10,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.domain import (
     KIND_RECREATE,
     Accepted,
+    ChangedSinceApproval,
     ConnectionReady,
     Crashed,
     Created,
@@ -28,10 +29,12 @@ from bot.domain import (
     TimedOut,
     Unanswered,
 )
+from bot.slack.blocks.cards import changes_text
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
 from bot.slack.blocks.recreate import recreate_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
 from bot.slack.blocks.text import Message, cap, code, format_duration, mention, safe_mrkdwn
+from bot.workflow.binding import short
 
 # --- thread replies ----------------------------------------------------------------------------
 
@@ -102,6 +105,13 @@ def build_progress(event: Progress) -> str:
             return f":no_entry_sign: Denied by {mention(by)}. Nothing was changed.{why}"
         case Expired():
             return ":hourglass: Expired without approval. Nothing was changed."
+        case ChangedSinceApproval(changes=changes, approver_id=approver, fingerprint=new_print):
+            who = f" since {mention(approver)} approved it" if approver else " since it was approved"
+            return (
+                f":warning: Not deleted: the connection changed{who}, so that approval no longer counts. "
+                f"The card shows the new preview ({code(short(new_print), 16)}) and asks for approval "
+                f"again; nothing was sent to Alibaba Cloud.\n{changes_text(changes)}"
+            )
 
 
 def build_thread_reply(event: Progress) -> Message:
