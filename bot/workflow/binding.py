@@ -73,10 +73,16 @@ def _bgp(bgp: ImpactBgp | None) -> dict[str, Any] | None:
 
 def _impact(impact: Impact) -> dict[str, Any]:
     unread = sorted({u.part for u in impact.unread})
+    # The routes of a part that could not be read are at best some of them: the part is "unread".
+    read = {
+        (r.kind, r.destination, r.source)
+        for r in impact.routes
+        if _ROUTE_PART.get(r.kind, PART_ROUTES) not in unread
+    }
     values: dict[str, Any] = {
         "unread": unread,
-        "routes": [list(r) for r in sorted({(r.kind, r.destination, r.source) for r in impact.routes})],
-        "route_count": impact.route_count,
+        "routes": [list(r) for r in sorted(read)],
+        "route_count": None if {PART_ROUTES, PART_POLICY_ROUTES} & set(unread) else impact.route_count,
     }
     if PART_CONNECTION in unread:
         # Not read: its defaults (a tunnel "down", no BGP) must not pass for what was read.
@@ -176,7 +182,9 @@ def _routes_diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     if added or removed:
         parts = _named("+", [list(r) for r in added]) + _named(_MINUS, [list(r) for r in removed])
         lines.append("routes: " + ", ".join(parts))
-    if before["route_count"] != after["route_count"] and not unread:
+    counts = (before["route_count"], after["route_count"])
+    # None when a route part was unread: that part's own line says so.
+    if counts[0] != counts[1] and None not in counts:
         lines.append(f"routes through it: {before['route_count']} → {after['route_count']}")
     return lines
 
