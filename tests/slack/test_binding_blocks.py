@@ -39,7 +39,7 @@ def _valid(message: dict[str, Any]) -> None:
 
 
 def _block(message: dict[str, Any], block_id: str) -> dict[str, Any]:
-    found = [b for b in message["blocks"] if b.get("block_id") == block_id]
+    found: list[dict[str, Any]] = [b for b in message["blocks"] if b.get("block_id") == block_id]
     assert len(found) == 1
     return found[0]
 
