@@ -184,7 +184,7 @@ def _routes_diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         lines.append("routes: " + ", ".join(parts))
     counts = (before["route_count"], after["route_count"])
     # None when a route part was unread: that part's own line says so.
-    if counts[0] != counts[1] and None not in counts:
+    if counts[0] != counts[1] and None not in counts and not lines:  # beyond the routes kept
         lines.append(f"routes through it: {before['route_count']} → {after['route_count']}")
     return lines
 
