@@ -18,7 +18,16 @@ from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack import render_timeline
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import selected_option
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED, SEED_VCO_SHANGHAI
+from bot.sandbox.vpc_state import (
+    SEED_VCO_HANGZHOU,
+    SEED_VCO_HANGZHOU_BGP,
+    SEED_VCO_HANGZHOU_GW2,
+    SEED_VCO_HANGZHOU_TUNNELS,
+    SEED_VCO_LOCKED,
+    SEED_VCO_SHANGHAI,
+    SEED_VPN_HANGZHOU,
+    Route,
+)
 from bot.slack.block_ids import ActionId, BlockId
 
 __all__ = ["RULE", "run_demo"]
@@ -109,6 +118,14 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     say("   @bob approves (the card shows 1 of 2), @carol adds the second and the deletion starts.\n")
     await _two_person_approval(stack)
 
+    say(
+        "10. A blocked stale approval: @bob approves deleting idc-shenzhen-bgp while another deletion holds its\n"
+        "   gateway; before its turn, someone adds a route through it. Read again just before the delete,\n"
+        "   it is not what was approved: nothing is deleted, the card shows what changed and asks again;\n"
+        "   @bob approves the new preview and it is deleted.\n"
+    )
+    await _stale_approval(stack)
+
 
 async def _two_person_approval(stack: LocalStack) -> None:
     """VPNBOT_APPROVAL_RULES=cn-shanghai=S0NETADM+S0SECURITY: @bob, then @carol, approve one deletion."""
@@ -125,6 +142,61 @@ async def _two_person_approval(stack: LocalStack) -> None:
     await state.wait_for(counted, timeout=STEP_TIMEOUT, what="the card counting @bob's approval")
     await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.APPROVE)
     await _until_final(stack, card.ts)
+
+
+async def _stale_approval(stack: LocalStack) -> None:
+    """Scene 10: an approval queued behind another deletion goes stale; the bot asks again, then deletes."""
+    vpc = stack.vpc.state
+    gateway = vpc.gateways[SEED_VPN_HANGZHOU]
+
+    def idle() -> bool:
+        vpc.settle()
+        return gateway.status == "active"
+
+    await stack.slack.state.wait_for(idle, timeout=STEP_TIMEOUT, what="the gateway idle")
+    # The sandbox keeps the gateway updating after each delete until released below, so the
+    # second deletion surely waits its turn however slow this machine is.
+    vpc.update_seconds = 3600.0
+    sent = len(vpc.accepted("DeleteVpnConnection"))
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU_TUNNELS}")
+    holder = await _confirmation_for(stack, SEED_VCO_HANGZHOU_TUNNELS)
+    await stack.agent.click(BOB, CHANNEL, holder.ts, ActionId.APPROVE)
+    await stack.slack.state.wait_for(
+        lambda: len(vpc.accepted("DeleteVpnConnection")) > sent, timeout=STEP_TIMEOUT, what="the first delete"
+    )
+    await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU_BGP}")
+    stale = await _confirmation_for(stack, SEED_VCO_HANGZHOU_BGP)
+    await stack.agent.click(BOB, CHANNEL, stale.ts, ActionId.APPROVE)
+    await stack.slack.state.wait_for(
+        lambda: any("Waiting for" in m.text for m in stack.slack.state.thread(CHANNEL, stale.ts)),
+        timeout=STEP_TIMEOUT,
+        what="the approved deletion waiting its turn",
+    )
+    await stack.slack.state.wait_for(
+        lambda: any("is updating" in m.text for m in stack.slack.state.thread(CHANNEL, holder.ts)),
+        timeout=STEP_TIMEOUT,
+        what="the first deletion under way",
+    )
+    vpc.routes.append(Route(SEED_VPN_HANGZHOU, "10.2.0.0/16", SEED_VCO_HANGZHOU_BGP))
+    gateway.updating_until = vpc.clock()
+    await _until_final(stack, holder.ts)
+
+    def asked_again() -> Message | None:
+        message = stack.slack.state.message(CHANNEL, stale.ts)
+        changed = message is not None and any(b.get("block_id") == BlockId.CHANGED for b in message.blocks)
+        return message if changed and message is not None and _has_buttons(message) else None
+
+    await stack.slack.state.wait_for(asked_again, timeout=STEP_TIMEOUT, what="the card asking again")
+    await stack.bot.app.workflow.wait_idle()
+    await stack.agent.click(BOB, CHANNEL, stale.ts, ActionId.APPROVE)
+    await stack.slack.state.wait_for(
+        lambda: any("is updating" in m.text for m in stack.slack.state.thread(CHANNEL, stale.ts)),
+        timeout=STEP_TIMEOUT,
+        what="the deletion under way",
+    )
+    vpc.update_seconds = 2.0
+    gateway.updating_until = vpc.clock()
+    await _until_final(stack, stale.ts)
 
 
 async def _deny(stack: LocalStack, ts: str, reason: str | None) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "ACTIVE_STATES",
     "ANNOUNCED_ACTIONS",
     "FREEZE_MAX",
+    "GATEWAY_GONE",
     "IPSEC_UP",
     "KIND_DELETE",
     "KIND_RECREATE",
@@ -43,6 +44,7 @@ __all__ = [
     "ApprovalResult",
     "ApprovalRule",
     "AuditEntry",
+    "ChangedSinceApproval",
     "ConnectionReady",
     "Crashed",
     "Created",
@@ -76,6 +78,7 @@ __all__ = [
     "Queued",
     "Recreated",
     "Reminded",
+    "Reread",
     "Resumed",
     "Retrying",
     "RouteResult",
@@ -334,6 +337,21 @@ class Snapshot:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Reread:
+    """A connection read afresh just before DeleteVpnConnection: its snapshot and, from the same
+    answers, the impact preview as it is now, with the connection and its gateway.
+
+    Never from the preview's short-lived cache. ``connection`` or ``gateway`` is None when it could
+    not be read (the impact's ``unread`` says which of its own parts could not).
+    """
+
+    snapshot: Snapshot
+    impact: Impact
+    connection: VpnConnection | None
+    gateway: VpnGateway | None
+
+
 class OpState(StrEnum):
     """The states of one deletion operation.
 
@@ -353,9 +371,14 @@ class OpState(StrEnum):
         scheduled ──run time due (or Override window)──> approved      (nothing held while it waits:
               ├─cancel─> cancelled                                      no lease, no gateway, no driver)
               └─connection gone or moved at the run time─> failed
+        deleting ──changed since approval──> awaiting_approval   (nothing sent yet: attempts == 0)
 
-    Approval is the point of no return for what runs now: only ``awaiting_approval`` and ``scheduled``
-    can be cancelled; only ``awaiting_approval`` expires.
+    Approval is the point of no return once DeleteVpnConnection may have been sent: only
+    ``awaiting_approval`` and ``scheduled`` can be cancelled; only ``awaiting_approval`` expires.
+    Before the first send the bot reads the connection afresh and compares it with the preview that
+    was approved (bot.workflow.binding): if something that matters changed, the approval is void and
+    the request awaits approval again (a fresh expiry, the gateway's turn given back, no approver,
+    no recorded quorum approvals), never with a send behind it.
     """
 
     LOOKING_UP = "looking_up"
@@ -427,6 +450,9 @@ ANNOUNCED_ACTIONS: frozenset[str] = frozenset(
 )
 # The longest reason a person may give for a request or a denial (a sentence and a ticket number).
 REASON_MAX = 500
+# A recreation's error_code when its gateway, checked again just before CreateVpnConnection, was gone
+# (or being deleted): nothing was sent.
+GATEWAY_GONE = "gateway_gone"
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"
@@ -554,6 +580,10 @@ class Operation:
     # Approved but held by a freeze since then (nothing sent yet); None when not held. Stored so the
     # hold is told once and its time is given back to the deadline when it ends, across restarts.
     held_at: datetime | None = None
+    # The fingerprint of the preview the approval is bound to (bot.workflow.binding; None: requested
+    # before approvals were bound), and what changed since the last approval when it was asked again.
+    preview_fingerprint: str | None = None
+    preview_changes: tuple[str, ...] = ()
 
     @property
     def is_recreate(self) -> bool:
@@ -614,6 +644,9 @@ class OpFields(TypedDict, total=False):
     schedule_kind: str | None
     approvals: tuple[Approval, ...]
     held_at: datetime | None
+    expires_at: datetime
+    preview_fingerprint: str | None
+    preview_changes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -874,6 +907,17 @@ class Denied:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangedSinceApproval:
+    """Just before the delete, the connection was not what was approved: nothing was sent, and the
+    request awaits approval again. ``changes`` are plain-text lines (bot.workflow.binding.diff);
+    ``approver_id`` approved what is void now; ``fingerprint`` is the new preview's."""
+
+    changes: tuple[str, ...]
+    approver_id: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     """Nobody approved the request before it expired; nothing was changed."""
 
@@ -945,6 +989,7 @@ Progress = (
     | Announced
     | Scheduled
     | Starting
+    | ChangedSinceApproval
 )
 Outcome = Deleted | Failed | StillExists | TimedOut | Crashed | Recreated | KeyLost
 
@@ -979,6 +1024,7 @@ _EVENT_TYPES: dict[str, type[Progress]] = {
         Announced,
         Scheduled,
         Starting,
+        ChangedSinceApproval,
     )
 }
 

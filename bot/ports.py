@@ -28,6 +28,7 @@ from bot.domain import (
     OpState,
     PendingEffect,
     Progress,
+    Reread,
     Snapshot,
     SnapshotRoute,
     VpnConnection,
@@ -98,6 +99,16 @@ class VpcApi(Protocol):
 
         Never raises a CloudError: each part is read within ``deadline_s``; a part that fails or is
         slow is listed in ``Snapshot.unread`` (the configuration itself under PART_CONFIGURATION).
+        """
+        ...
+
+    async def describe_before_delete(
+        self, *, region: str, connection: VpnConnection, deadline_s: float
+    ) -> Reread:
+        """Read ``connection`` afresh just before its deletion: its snapshot and, from the same answers,
+        its impact preview as it is now, the connection and its gateway (never a cached or shared read).
+
+        Never raises a CloudError: what cannot be read within ``deadline_s`` is None or listed unread.
         """
         ...
 
@@ -315,6 +326,20 @@ class OperationStore(Protocol):
         ``(moved, pending effects)`` with the claim held; ``(moved, None)`` if another replica holds
         it; None if the move lost.
         """
+        ...
+
+    async def reopen_approval(
+        self,
+        op_id: str,
+        *,
+        from_states: Collection[OpState],
+        now: datetime,
+        require_owner: str,
+        audit_entry: AuditEntry,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
+    ) -> Operation | None:
+        """Back to awaiting approval with every approval void, the lease and the gateway given back."""
         ...
 
     async def set_fields(

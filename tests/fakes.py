@@ -22,14 +22,17 @@ from pydantic import SecretStr
 
 from bot.domain import (
     OPERATION_TAG,
+    PART_CONNECTION,
     Announced,
     Delivery,
     Impact,
     ImpactRoute,
     Operation,
     Progress,
+    Reread,
     Snapshot,
     SnapshotRoute,
+    Unread,
     VpnConnection,
     VpnGateway,
 )
@@ -43,6 +46,7 @@ from bot.errors import (
     SlackError,
     Who,
 )
+from bot.workflow.steps import CONNECTION_NOT_FOUND
 
 REGION = "cn-hangzhou"
 
@@ -335,6 +339,41 @@ class FakeVpc:
             and c.gateway_id == gateway_id
             and self.connection_tags.get((r, vco_id), {}).get(key) == value
         ]
+
+    async def describe_before_delete(
+        self, *, region: str, connection: VpnConnection, deadline_s: float
+    ) -> Reread:
+        """This fake's snapshot and preview of the connection as it is now (tests override either to
+        fail or hang), and the connection and gateway as they are (no gateway poll counted)."""
+        try:
+            async with asyncio.timeout(deadline_s):
+                snapshot = await self.describe_snapshot(
+                    region=region, connection=connection, deadline_s=deadline_s
+                )
+        except TimeoutError:
+            snapshot = Snapshot.unavailable(connection, f"no answer within {deadline_s:g} s")
+        except Exception:  # noqa: BLE001 - as the adapter: a failed part is unread, never raised
+            snapshot = Snapshot.unavailable(connection, "an unexpected error (see the bot's log)")
+        current = self.connections.get((region, connection.id))
+        if current is None:
+            impact = Impact(unread=(Unread(part=PART_CONNECTION, reason="gone", code=CONNECTION_NOT_FOUND),))
+        else:
+            try:
+                async with asyncio.timeout(deadline_s):
+                    impact = await self.describe_impact(
+                        region=region, connection=current, deadline_s=deadline_s
+                    )
+            except TimeoutError:
+                impact = Impact.unavailable(f"no answer within {deadline_s:g} s")
+            except Exception:  # noqa: BLE001 - as the adapter: a failed part is unread, never raised
+                impact = Impact.unavailable("an unexpected error (see the bot's log)")
+        name = self.gateway_names.get((region, connection.gateway_id))
+        gateway = (
+            None
+            if name is None
+            else VpnGateway(id=connection.gateway_id, region=region, name=name, status="active")
+        )
+        return Reread(snapshot=snapshot, impact=impact, connection=current, gateway=gateway)
 
     async def describe_impact(self, *, region: str, connection: VpnConnection, deadline_s: float) -> Impact:
         """A preview with the connection's status and one destination route through it."""

@@ -68,6 +68,10 @@ def test_demo_runs_the_whole_story(demo_output: str) -> None:
     assert SEED_VCO_LOCKED in timeline
     assert "Usage" in timeline  # the typo's usage reply
     assert "*Last 5 actions*" in timeline  # /vpn history
+    # The stale approval: read again before the delete, asked again with what changed, then deleted.
+    assert "Changed since it was approved — nothing was deleted" in timeline
+    assert "routes: +10.2.0.0/16" in timeline
+    assert "Not deleted: the connection changed since @bob approved it" in timeline
     assert "Traceback" not in demo_output
 
 

@@ -881,3 +881,58 @@ async def test_a_version_8_database_gains_the_reason_columns(db_url: str) -> Non
         assert (again.reason, again.ticket, again.cancel_reason) == (reason, "CHG-9", "not this one")
     finally:
         await upgraded.close()
+
+
+async def test_reopening_an_approval_voids_it_and_gives_back_the_lease_and_the_gateway(store: Store) -> None:
+    """DELETING -> AWAITING_APPROVAL (issue 26): one transaction, once, only by the lease holder."""
+    op = make_op(
+        state=OpState.DELETING,
+        approver_id="U0BOSS",
+        approved_at=T0,
+        started_at=T0,
+        deadline_at=T0 + timedelta(minutes=15),
+        preview_fingerprint="a" * 64,
+    )
+    await store.create_operation(op=op, lease=("w1", T0 + timedelta(seconds=30)))
+    assert (
+        await store.acquire_gateway(region=op.region, gateway_id=op.gateway_id, op_id=op.id, now=T0) == op.id
+    )
+    later = T0 + timedelta(minutes=1)
+    entry = AuditEntry(
+        at=later, action="changed_since_approval", actor_id="vpn-bot", op_id=op.id, detail="routes: +x"
+    )
+
+    async def reopen(owner: str) -> Operation | None:
+        return await store.reopen_approval(
+            op.id,
+            from_states={OpState.DELETING},
+            now=later,
+            require_owner=owner,
+            audit_entry=entry,
+            effects=[Effect(EffectKind.UPDATE_CARD)],
+            expires_at=later + timedelta(minutes=15),
+            preview_fingerprint="b" * 64,
+            preview_changes=("routes: +x",),
+            snapshot=None,
+            started_at=None,
+        )
+
+    assert await reopen("w2") is None  # not the lease holder: nothing changes
+    reopened = await reopen("w1")
+    assert reopened is not None
+    assert reopened.state is OpState.AWAITING_APPROVAL
+    assert (reopened.approver_id, reopened.approved_at, reopened.deadline_at, reopened.started_at) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert reopened.expires_at == later + timedelta(minutes=15)
+    assert (reopened.preview_fingerprint, reopened.preview_changes) == ("b" * 64, ("routes: +x",))
+    assert await lease_of(store, op_id=op.id) == (None, None)
+    assert await gateway_holder(store, region=op.region, gateway_id=op.gateway_id) is None
+    assert [e.kind for e in await pending_effects(store, op_id=op.id)] == [EffectKind.UPDATE_CARD]
+    assert [e.action for e in await store.recent_audit(op_id=op.id)] == ["changed_since_approval"]
+    # Exactly once: the second attempt finds it awaiting approval already.
+    assert await reopen("w1") is None
+    assert await store.get_operation(op_id=op.id) == reopened

@@ -28,6 +28,7 @@ from bot.domain import (
     PART_POLICY_ROUTES,
     PART_ROUTES,
     Impact,
+    Reread,
     Snapshot,
     SnapshotRoute,
     Unread,
@@ -266,6 +267,34 @@ class VpcAdapter:
         """The configuration that recreates ``connection`` and the routes through it, without any key."""
         detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s)
         return build_snapshot(connection, detail, custom, bgp, policy)
+
+    async def describe_before_delete(
+        self, *, region: str, connection: VpnConnection, deadline_s: float
+    ) -> Reread:
+        """The snapshot and, from the same fresh answers, the preview as it is now, and the gateway.
+
+        One read of each part serves both (the snapshot's reads were there before; the gateway,
+        read alongside, is the one call more): the approval is checked against what is deleted.
+        """
+        gateway = asyncio.ensure_future(
+            within(
+                "gateway",
+                deadline_s,
+                self._wire.describe_vpn_gateway_detail(region=region, gateway_id=connection.gateway_id),
+            )
+        )
+        try:
+            detail, custom, bgp, policy = await self._read_parts(region, connection, deadline_s)
+        except BaseException:
+            gateway.cancel()
+            raise
+        gateway_read = await gateway
+        return Reread(
+            snapshot=build_snapshot(connection, detail, custom, bgp, policy),
+            impact=build_impact(connection.id, detail, custom, bgp, policy),
+            connection=None if isinstance(detail, Unread) else detail.to_domain(region),
+            gateway=None if isinstance(gateway_read, Unread) else gateway_read.to_domain(region),
+        )
 
 
 async def _ready(value: _ItemT) -> _ItemT:

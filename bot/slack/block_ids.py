@@ -69,6 +69,7 @@ class BlockId(StrEnum):
     REASON = "vpn-delete-reason"
     APPROVAL_RULE = "vpn-delete-approval-rule"
     APPROVALS = "vpn-delete-approvals"
+    CHANGED = "vpn-delete-changed"
     HOME_HEADER = "vpn-home-header"
     HOME_PENDING = "vpn-home-pending"
     HOME_RUNNING = "vpn-home-running"

@@ -78,11 +78,22 @@ _IMPACT = TypeAdapter(Impact | None)
 _SNAPSHOT = TypeAdapter(Snapshot | None)
 _ROUTE_RESULTS = TypeAdapter(tuple[RouteResult, ...])
 _APPROVALS = TypeAdapter(tuple[Approval, ...])
+_CHANGES = TypeAdapter(tuple[str, ...])
 # Operation fields stored as plain columns of the same name.
 _PLAIN = tuple(
     f.name
     for f in fields(Operation)
-    if f.name not in {"state", "connection", "gateway", "impact", "snapshot", "route_results", "approvals"}
+    if f.name
+    not in {
+        "state",
+        "connection",
+        "gateway",
+        "impact",
+        "snapshot",
+        "route_results",
+        "approvals",
+        "preview_changes",
+    }
 )
 
 
@@ -166,6 +177,7 @@ def _row_values(op: Operation) -> dict[str, Any]:
                 "snapshot": op.snapshot,
                 "route_results": op.route_results,
                 "approvals": op.approvals,
+                "preview_changes": op.preview_changes,
             }
         ),
         "state": op.state.value,
@@ -191,6 +203,8 @@ def _values(op_fields: OpFields) -> dict[str, Any]:
     if "approvals" in op_fields:
         # None, not [], when there are none: the column of every operation that never had a rule.
         values["approvals"] = _APPROVALS.dump_python(op_fields["approvals"], mode="json") or None
+    if "preview_changes" in op_fields:
+        values["preview_changes"] = _CHANGES.dump_python(op_fields["preview_changes"], mode="json")
     return values
 
 
@@ -209,6 +223,7 @@ def _row_to_op(row: Row[Any]) -> Operation:
         snapshot=_SNAPSHOT.validate_python(_loads(m["snapshot"])),
         route_results=_ROUTE_RESULTS.validate_python(_loads(m["route_results"]) or ()),
         approvals=_APPROVALS.validate_python(_loads(m["approvals"]) or ()),
+        preview_changes=_CHANGES.validate_python(_loads(m["preview_changes"]) or ()),
         **{name: m[name] for name in _PLAIN},
     )
 
@@ -582,6 +597,56 @@ class Store(OutboxMixin):
         if result is not None and audit_entry is not None:
             _log_audit(audit_entry, result[0].state)
         return result
+
+    @shielded
+    async def reopen_approval(
+        self,
+        op_id: str,
+        *,
+        from_states: Collection[OpState],
+        now: datetime,
+        require_owner: str,
+        audit_entry: AuditEntry,
+        effects: Sequence[Effect] = (),
+        **op_fields: Unpack[OpFields],
+    ) -> Operation | None:
+        """Move an approved ``op_id`` that sent nothing back to awaiting approval, atomically.
+
+        For a preview that changed since it was approved (bot.workflow.binding): in one transaction,
+        the compare-and-set (leased to ``require_owner``), ``op_fields`` set (a fresh ``expires_at``
+        among them), every approval given so far made void (:func:`_void_approvals`), the lease and
+        the gateway's turn given back, ``audit_entry`` and ``effects`` written. None if the move lost.
+        """
+
+        def reopen(conn: Connection) -> Operation | None:
+            moved = _move(
+                conn,
+                op_id,
+                from_states=from_states,
+                to=OpState.AWAITING_APPROVAL,
+                now=now,
+                require_owner=require_owner,
+                lease=None,
+                audit_entry=audit_entry,
+                effects=effects,
+                op_fields=op_fields,
+            )
+            if moved is None:
+                return None
+            # Nobody drives a request awaiting approval; the next approval takes the lease again.
+            conn.execute(
+                update(operations)
+                .where(operations.c.id == op_id)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+            # The gateway's turn goes to whoever waits for it; the next approval queues again.
+            _release_gateway(conn, moved)
+            return _void_approvals(conn, moved)
+
+        moved = await self._run(reopen)
+        if moved is not None:
+            _log_audit(audit_entry, moved.state)
+        return moved
 
     @shielded
     async def set_fields(
@@ -1310,14 +1375,33 @@ def _move(
         conn.execute(delete(approvals).where(approvals.c.op_id == op_id))
     moved = _row_to_op(row)
     if to in TERMINAL_STATES:
-        conn.execute(
-            delete(gateway_locks).where(
-                gateway_locks.c.region == moved.region,
-                gateway_locks.c.gateway_id == moved.gateway_id,
-                gateway_locks.c.op_id == op_id,
-            )
-        )
+        _release_gateway(conn, moved)
     if audit_entry is not None:
         conn.execute(_INSERT_AUDIT, _audit_row(audit_entry))
     insert_effects(conn, op_id=op_id, effects=effects, now=now)
     return moved
+
+
+def _release_gateway(conn: Connection, op: Operation) -> None:
+    """Give ``op``'s gateway back if ``op`` holds it, inside the caller's transaction."""
+    conn.execute(
+        delete(gateway_locks).where(
+            gateway_locks.c.region == op.region,
+            gateway_locks.c.gateway_id == op.gateway_id,
+            gateway_locks.c.op_id == op.id,
+        )
+    )
+
+
+def _void_approvals(conn: Connection, op: Operation) -> Operation:
+    """Every approval given to ``op`` so far counts no more; ``op`` as it is then.
+
+    The one place approvals are made void (inside the caller's transaction): the one on the row
+    (``approver_id``, ``approved_at``, the deadline it started) and a quorum's recorded approvals
+    (the ``approvals`` table and the row's copy), so the card counts from zero again.
+    """
+    clear_approvals(conn, op.id)
+    row = conn.execute(
+        *_update_operation(op.id, {"approver_id": None, "approved_at": None, "deadline_at": None}, None, None)
+    ).first()
+    return _row_to_op(row) if row is not None else op

@@ -150,6 +150,10 @@ operations = Table(
     Column("approvals", JSON, nullable=True),
     # Added by migration 13: when a freeze began to hold this approved operation (None: not held).
     Column("held_at", UtcDateTime),
+    # Added by migration 14: the fingerprint of the preview the approval is bound to, and what changed
+    # since the last approval when it was asked again (bot.workflow.binding).
+    Column("preview_fingerprint", String(64)),
+    Column("preview_changes", JSON, nullable=True),
     Index("ix_operations_state", "state"),
 )
 
@@ -379,6 +383,15 @@ def _migration_13(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE operations ADD COLUMN held_at {kind}"))
 
 
+def _migration_14(conn: Connection) -> None:
+    # Approvals bound to the preview: its fingerprint, and what changed when it was asked again.
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    json_type = conn.dialect.type_compiler_instance.process(JSON())
+    for name, kind in (("preview_fingerprint", "VARCHAR(64)"), ("preview_changes", json_type)):
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -394,5 +407,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_11,
     _migration_12,
     _migration_13,
+    _migration_14,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

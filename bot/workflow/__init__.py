@@ -2,7 +2,8 @@
 
 ``api`` holds :class:`Workflow` (the API the Slack layer calls); ``runner`` the leases, resume
 and expiry passes that drive operations; ``delete`` and ``recreate`` each feature's requests and
-steps, ``steps`` what their steps share, ``config`` the timings and ``polling`` the poll delays.
+steps, ``steps`` what their steps share, ``binding`` the approval bound to the preview (its
+fingerprint and what changed), ``config`` the timings and ``polling`` the poll delays.
 """
 
 from bot.workflow.api import Workflow

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.domain import (
+    PART_CONNECTION,
     SCHEDULE_AT,
     SCHEDULE_WINDOW,
     SCHEDULED_GONE,
@@ -25,6 +26,7 @@ from bot.domain import (
     ApprovalOutcome,
     ApprovalRule,
     AuditEntry,
+    ChangedSinceApproval,
     ConnectionReady,
     Deferred,
     Deleted,
@@ -40,6 +42,7 @@ from bot.domain import (
     Operation,
     OpState,
     Queued,
+    Reread,
     Scheduled,
     Snapshot,
     StillExists,
@@ -57,6 +60,7 @@ from bot.errors import (
     NotAllowed,
 )
 from bot.schedule import run_time, windows_for
+from bot.workflow.binding import canonical, diff, fingerprint, unverified
 from bot.workflow.freeze import active_freeze
 from bot.workflow.polling import expected_duration, poll_delay
 from bot.workflow.runner import Runner
@@ -81,6 +85,8 @@ _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 _CANCELLABLE = frozenset({OpState.AWAITING_APPROVAL, OpState.SCHEDULED})
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
+# Reads of the connection before the delete while a part read for the approval cannot be read now.
+_REREADS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -690,6 +696,8 @@ class DeleteSteps(StepBase):
             impact=impact,
             # The audit channel hears of the request once its card is up (its line links the card);
             # the "requested" entry itself was written with the request, before the lookup.
+            # What an approval of this card approves (see bot.workflow.binding).
+            preview_fingerprint=fingerprint(impact, gateway, found),
             effects=[
                 Effect(EffectKind.POST_CONFIRMATION),
                 *self.announce(
@@ -819,8 +827,11 @@ class DeleteSteps(StepBase):
     async def _step_deleting(self, op: Operation) -> Operation:
         # attempts > 0 on entry: a previous worker may have sent its current token before crashing.
         maybe_sent = op.attempts > 0
-        if op.snapshot is None and not maybe_sent:
-            op = await self._take_snapshot(op)
+        if not maybe_sent:
+            # Nothing sent yet: the approval must still cover what is about to be deleted.
+            op = await self._check_binding(op)
+            if op.state is not OpState.DELETING:
+                return op  # it changed since it was approved: asked again
         while True:
             # Record the send before making it: a crash in between resends the stored token.
             op = await self._record_send(op, OpState.DELETING)
@@ -861,24 +872,68 @@ class DeleteSteps(StepBase):
                 delete_request_id=request_id,
             )
 
-    async def _take_snapshot(self, op: Operation) -> Operation:
-        """Store the connection's configuration before the first send; a failure is stored too, never raised.
+    async def _check_binding(self, op: Operation) -> Operation:
+        """Read the connection afresh and hold it against the approved preview, before the first send.
 
-        Taken here rather than at approval, which must never wait on the cloud; and only once, so
-        a resumed operation never reads a connection that may already be half deleted.
+        The same answers give the configuration snapshot (stored here, with the move on). A part
+        that could be read for the approval but not now is read again (``_REREADS`` times in all,
+        ``poll_interval_s`` apart) and, still unread, counts as changed: the request is asked again
+        rather than deleted blind. A connection already gone is left to the delete, which says so.
+        Taken here rather than at approval, which must never wait on the cloud, and never once a
+        send may have gone out: a resumed operation never reads a connection half deleted.
         """
+        approved = canonical(op.impact, op.gateway, op.connection)
+        approved_print = op.preview_fingerprint or fingerprint(op.impact, op.gateway, op.connection)
+        for attempt in range(_REREADS):
+            reread = await self._reread(op)
+            impact = reread.impact if op.impact is not None else None
+            now = canonical(impact, reread.gateway, reread.connection)
+            gone = reread.impact.unread_part(PART_CONNECTION)
+            if gone is not None and gone.code == CONNECTION_NOT_FOUND:
+                return await self._store_snapshot(op, reread)
+            missing = unverified(approved, now)
+            if not missing:
+                break
+            log.info(
+                "could not read %s again before the delete (read %d of %d)",
+                ", ".join(missing),
+                attempt + 1,
+                _REREADS,
+                extra={"op_id": op.id},
+            )
+            if attempt + 1 < _REREADS:
+                await self._sleep_until_deadline(op, self._config.poll_interval_s)
+        if fingerprint(impact, reread.gateway, reread.connection) == approved_print:
+            return await self._store_snapshot(op, reread)
+        return await self._ask_again(op, reread, diff(approved, now))
+
+    async def _reread(self, op: Operation) -> Reread:
+        """:meth:`VpcApi.describe_before_delete`, or all of it unread: a failure is never raised."""
         deadline = self._config.snapshot_deadline_s
+        reason = f"no answer within {deadline:g} s"
         try:
             # A margin over the per-part deadline, in case an adapter does not keep its own.
             async with asyncio.timeout(deadline + 1.0):
-                snapshot = await self._read(op).describe_snapshot(
+                return await self._read(op).describe_before_delete(
                     region=op.region, connection=op.connection, deadline_s=deadline
                 )
         except TimeoutError:
-            snapshot = Snapshot.unavailable(op.connection, f"no answer within {deadline:g} s")
+            pass
         except Exception:
-            log.warning("configuration snapshot failed", exc_info=True, extra={"op_id": op.id})
-            snapshot = Snapshot.unavailable(op.connection, "an unexpected error (see the bot's log)")
+            log.warning(
+                "reading the connection before the delete failed", exc_info=True, extra={"op_id": op.id}
+            )
+            reason = "an unexpected error (see the bot's log)"
+        return Reread(
+            snapshot=Snapshot.unavailable(op.connection, reason),
+            impact=Impact.unavailable(reason),
+            connection=None,
+            gateway=None,
+        )
+
+    async def _store_snapshot(self, op: Operation, reread: Reread) -> Operation:
+        """Store the configuration read just before the first send (a failure to read it is stored too)."""
+        snapshot = reread.snapshot
         stored = await self._store.set_fields(
             op.id,
             now=self._clock.now(),
@@ -894,6 +949,48 @@ class DeleteSteps(StepBase):
             extra={"op_id": op.id, "vco_id": op.vco_id, "routes": len(snapshot.routes)},
         )
         return stored
+
+    async def _ask_again(self, op: Operation, reread: Reread, changes: list[str]) -> Operation:
+        """DELETING -> AWAITING_APPROVAL: what was approved is not what is there now; nothing was sent.
+
+        The new preview is stored and shown with what changed; the approval is void, the gateway's
+        turn given back, and the request expires afresh. What could not be read now keeps what was
+        shown before (the card says it could not be read).
+        """
+        now = self._clock.now()
+        connection = reread.connection or op.connection
+        gateway = reread.gateway or op.gateway
+        new_print = fingerprint(reread.impact, gateway, connection)
+        event = ChangedSinceApproval(
+            changes=tuple(changes), approver_id=op.approver_id, fingerprint=new_print
+        )
+        reopened = await self._store.reopen_approval(
+            op.id,
+            from_states={OpState.DELETING},
+            now=now,
+            require_owner=self._owner,
+            expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
+            audit_entry=self.entry(
+                op, "changed_since_approval", actor_id=SYSTEM_ACTOR, detail="; ".join(changes)
+            ),
+            effects=[CARD, thread(event)],
+            connection=connection,
+            gateway=gateway,
+            impact=reread.impact,
+            preview_fingerprint=new_print,
+            preview_changes=tuple(changes),
+            # Taken again with the next approval, from what is there then.
+            snapshot=None,
+            started_at=None,
+        )
+        if reopened is None:
+            raise LostOperation(op.id)
+        self._outbox.kick(op.id)
+        log.info(
+            "changed since it was approved; asking again",
+            extra={"op_id": op.id, "vco_id": op.vco_id, "changes": len(changes)},
+        )
+        return reopened
 
     async def _step_waiting(self, op: Operation) -> Operation:
         expected = expected_duration(

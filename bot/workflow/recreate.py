@@ -36,6 +36,7 @@ from datetime import timedelta
 from pydantic import SecretStr
 
 from bot.domain import (
+    GATEWAY_GONE,
     KIND_RECREATE,
     OPERATION_TAG,
     AuditEntry,
@@ -68,6 +69,8 @@ from bot.workflow.steps import (
 __all__ = ["RecreateRequests", "RecreateSteps"]
 
 log = logging.getLogger("bot.workflow")
+# What DescribeVpnGateway answers for a gateway that is not there.
+GATEWAY_NOT_FOUND = "InvalidVpnGatewayInstanceId.NotFound"
 
 
 class RecreateRequests(Runner):
@@ -192,6 +195,9 @@ class RecreateSteps(StepBase):
         config = op.snapshot.config if op.snapshot is not None else None
         if config is None:  # pragma: no cover - request_recreate refuses a snapshot without it
             return await self.finish(op, OpState.FAILED, Failed(code="no_snapshot", reason=""))
+        if op.attempts == 0 and not await self._gateway_usable(op):
+            # Approved for a gateway that is not there any more: fail with the reason, send nothing.
+            return await self.finish(op, OpState.FAILED, Failed(code=GATEWAY_GONE, reason=""))
         while True:
             op = await self._record_send(op, OpState.CREATING)
             try:
@@ -231,6 +237,24 @@ class RecreateSteps(StepBase):
                 delete_request_id=request_id,
                 new_vco_id=new_vco_id,
             )
+
+    async def _gateway_usable(self, op: Operation) -> bool:
+        """Whether the gateway the create will use is still there (not gone, not being deleted).
+
+        Read afresh just before the first CreateVpnConnection. A gateway ``updating`` is usable (the
+        create waits its turn as a busy answer); a read that fails otherwise lets the create go, since
+        Alibaba refuses a create on a gateway that is not there. The customer gateway is not read
+        here: the VPC client has no DescribeCustomerGateway, and Create refuses one that is gone.
+        """
+        try:
+            gateway = await self._read(op).describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
+        except CloudError as err:
+            if err.code == GATEWAY_NOT_FOUND:
+                log.info("the gateway is gone; not creating", extra={"op_id": op.id})
+                return False
+            log.warning("could not read the gateway before the create (%s)", err.code, extra={"op_id": op.id})
+            return True
+        return gateway.status != "deleting"
 
     async def _without_key(self, op: Operation) -> Operation:
         """Resumed without the key: carry on with what a sent create made, else ask for the key again."""

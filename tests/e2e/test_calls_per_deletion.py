@@ -2,7 +2,8 @@
 
 Each call that remains has a reason (benchmarks/results.md, "Calls per deletion"); a read that
 repeats one made moments before for the same connection, or a region list in front of the first
-command, fails here. The snapshot just before DeleteVpnConnection stays a fresh read.
+command, fails here. The snapshot just before DeleteVpnConnection stays a fresh read; the same
+answers check the approval against the preview, with the gateway read alongside (issue 26).
 """
 
 from __future__ import annotations
@@ -69,21 +70,27 @@ async def test_one_deletion_makes_each_call_once_and_the_snapshot_fresh(stack: L
     )
     assert _repeated(requested) == []
 
-    # After approval: the snapshot (read afresh, before the delete), the delete, the gateway
-    # until it is active again, and one check that the connection is gone.
+    # After approval: the snapshot (read afresh, before the delete; its answers and the gateway's
+    # check the approval), the delete, the gateway until it is active again, and one check that
+    # the connection is gone.
     actions = [r.action for r in after]
     delete_at = actions.index("DeleteVpnConnection")
     snapshot, following = actions[:delete_at], actions[delete_at + 1 :]
     assert Counter(snapshot) == Counter(
-        {"DescribeVpnConnection": 1, "DescribeVpnRouteEntries": 1, "DescribeVpnPbrRouteEntries": 1}
+        {
+            "DescribeVpnConnection": 1,
+            "DescribeVpnRouteEntries": 1,
+            "DescribeVpnPbrRouteEntries": 1,
+            "DescribeVpnGateway": 1,
+        }
     )
     assert actions.count("DeleteVpnConnection") == 1
     assert set(following) == {"DescribeVpnGateway", "DescribeVpnConnection"}
     assert following[-1] == "DescribeVpnConnection"
     assert following.count("DescribeVpnConnection") == 1
     assert _repeated(after[:delete_at]) == []
-    # Per deletion: 4 + 3 + 1 + the polls + 1 (the polls depend on how long the gateway updates).
-    assert len(requested) + len(after) == 4 + 3 + 1 + following.count("DescribeVpnGateway") + 1
+    # Per deletion: 4 + 4 + 1 + the polls + 1 (the polls depend on how long the gateway updates).
+    assert len(requested) + len(after) == 4 + 4 + 1 + following.count("DescribeVpnGateway") + 1
 
 
 async def test_a_bgp_connection_reads_its_bgp_routes_in_the_preview_and_the_snapshot(
@@ -101,4 +108,4 @@ async def test_a_bgp_connection_reads_its_bgp_routes_in_the_preview_and_the_snap
     delete_at = [r.action for r in after].index("DeleteVpnConnection")
     assert route_lists(after[:delete_at]) == ["bgp", "custom"]
     assert all(r.params.get("VpnGatewayId", SEED_VPN_HANGZHOU) == SEED_VPN_HANGZHOU for r in after)
-    assert {r.action for r in after[:delete_at]} == {*_READS}
+    assert {r.action for r in after[:delete_at]} == {*_READS, "DescribeVpnGateway"}

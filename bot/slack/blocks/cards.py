@@ -25,6 +25,8 @@ from bot.slack.blocks.recreate import (
 )
 from bot.slack.blocks.schedule import run_time_text, scheduled_actions, scheduled_status
 from bot.slack.blocks.text import (
+    CHANGE_LINE_MAX,
+    CHANGES_SHOWN,
     CONFIRM_BUTTON_MAX,
     CONFIRM_TEXT_MAX,
     CONFIRM_TITLE_MAX,
@@ -49,6 +51,7 @@ from bot.slack.blocks.text import (
     section_block,
     subnets,
 )
+from bot.workflow.binding import short
 
 # --- the confirmation and its later states -----------------------------------------------------
 
@@ -145,6 +148,9 @@ def _actions(op: Operation, *, withdraw: bool = False) -> Block:
 
 def _footer(op: Operation) -> Block:
     parts = [f"Request {code(op.id, 64)}"]
+    if op.preview_fingerprint:
+        # What an approval is bound to: the same preview, read again just before the delete.
+        parts.append(f"preview {code(short(op.preview_fingerprint), 16)}")
     if op.delete_request_id:
         parts.append(f"Alibaba Cloud RequestId {code(op.delete_request_id, 80)}")
     return context_block(" · ".join(parts), BlockId.FOOTER.value)
@@ -177,6 +183,26 @@ def reason_line(op: Operation) -> str:
 def denial_reason(op: Operation) -> str:
     """`` Reason: …`` for a denied request (person-typed, escaped), or "" when none was given."""
     return f" *Reason:* {code(op.cancel_reason, REASON_MAX)}" if op.cancel_reason else ""
+
+
+def changes_text(changes: tuple[str, ...]) -> str:
+    """What changed since the last approval, one inert line each (bot.workflow.binding.diff's lines)."""
+    shown = [f"• {code(line, CHANGE_LINE_MAX)}" for line in changes[:CHANGES_SHOWN]]
+    if len(changes) > CHANGES_SHOWN:
+        shown.append(f"…and {len(changes) - CHANGES_SHOWN} more")
+    return "\n".join(shown)
+
+
+def _changed_block(op: Operation) -> list[Block]:
+    if not op.preview_changes:
+        return []
+    text = (
+        ":warning: *Changed since it was approved — nothing was deleted.* Just before the delete the "
+        "bot read the connection again and it was not what had been approved, so the approval no "
+        "longer counts. The preview below is the new one; *Delete* again to approve it.\n"
+        + changes_text(op.preview_changes)
+    )
+    return [section_block(text, BlockId.CHANGED.value)]
 
 
 def _rule_block(approval_rule: str) -> list[Block]:
@@ -235,6 +261,7 @@ def build_confirmation(
     blocks = [
         header_block(f"Delete VPN connection {op_name(op)}?"),
         section_block(summary, BlockId.SUMMARY.value),
+        *_changed_block(op),
         *([section_block(reason, BlockId.REASON.value)] if reason else []),
         *build_impact_blocks(op.impact),
         _details(op),
@@ -253,6 +280,8 @@ def build_confirmation(
         text += f" {progress}."
     if op.impact is not None:
         text += f" {impact_summary(op.impact)}."
+    if op.preview_changes:
+        text = f"Changed since it was approved, nothing was deleted: {text}"
     return build_message(text, blocks)
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain import (
+    GATEWAY_GONE,
     ConnectionReady,
     Created,
     KeyLost,
@@ -494,6 +495,12 @@ def _status(op: Operation, now: datetime) -> str:
 
 
 def _failure(op: Operation) -> str:
+    if op.error_code == GATEWAY_GONE:
+        return (
+            f"Gateway {code(op.gateway_id)} is gone or being deleted: checked again just before "
+            "CreateVpnConnection, it could no longer take the connection, so nothing was sent and nothing "
+            "was created. A connection is recreated on its own gateway only."
+        )
     if op.error_code == "key_lost":
         return (
             "The bot restarted before the new connection was created, and the key lives only in its "

@@ -44,6 +44,9 @@ NAME_MAX = 128
 SUBNETS_SHOWN = 10
 # Routes listed on the card; past that it says "and N more".
 ROUTES_SHOWN = 20
+# What changed since an approval: lines shown on the card and in the thread, and each line's length.
+CHANGES_SHOWN = 10
+CHANGE_LINE_MAX = 150
 
 # Tokens the bot itself writes into "trusted" texts (policy refusals, workflow reasons): user,
 # user-group and channel mentions, and entities that are already escaped. Nothing else survives.

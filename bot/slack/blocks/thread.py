@@ -8,6 +8,7 @@ from bot.domain import (
     SCHEDULED_MOVED,
     Accepted,
     Announced,
+    ChangedSinceApproval,
     ConnectionReady,
     Crashed,
     Created,
@@ -37,12 +38,14 @@ from bot.domain import (
     Unanswered,
 )
 from bot.ids import is_user_group_id, is_user_id
+from bot.slack.blocks.cards import changes_text
 from bot.slack.blocks.ephemeral import build_refusal, explain_slack_error
 from bot.slack.blocks.freeze import held_text
 from bot.slack.blocks.recreate import recreate_progress
 from bot.slack.blocks.schedule import scheduled_progress
 from bot.slack.blocks.snapshot import build_snapshot_reply, snapshot_summary
 from bot.slack.blocks.text import Message, cap, code, escape, format_duration, mention, safe_mrkdwn
+from bot.workflow.binding import short
 
 # Mentioned at most this many approvers in a reminder (the setting may list more).
 _REMIND_MAX = 10
@@ -156,6 +159,13 @@ def build_progress(event: Progress) -> str:
             return f"Recorded: {code(action, 64)}."
         case Scheduled() | Starting():
             return scheduled_progress(event)
+        case ChangedSinceApproval(changes=changes, approver_id=approver, fingerprint=new_print):
+            who = f" since {mention(approver)} approved it" if approver else " since it was approved"
+            return (
+                f":warning: Not deleted: the connection changed{who}, so that approval no longer counts. "
+                f"The card shows the new preview ({code(short(new_print), 16)}) and asks for approval "
+                f"again; nothing was sent to Alibaba Cloud.\n{changes_text(changes)}"
+            )
 
 
 def build_thread_reply(event: Progress) -> Message:
