@@ -231,7 +231,7 @@ async def test_bodies_waiting_together_are_committed_together_and_each_answered(
     release.set()
     await held
     assert await asyncio.gather(*queued) == [1, 2, 3, 4, 5]
-    assert commits == 2  # the held one, then the five together
+    assert commits == 2  # the held one, then the five together (fewer than _GROUP_MAX)
 
 
 async def test_a_failing_body_of_a_group_fails_alone_and_the_others_are_kept(db: SQLiteDatabase) -> None:

@@ -250,9 +250,12 @@ class SQLiteDatabase:
             thread.shutdown(wait=True)
 
 
-# The most bodies one SQLite transaction carries (group commit, see SQLiteDatabase): enough for a
-# burst's queue, few enough that the first of them does not wait long for the others' statements.
-_GROUP_MAX = 16
+# The most bodies one SQLite transaction carries (group commit, see SQLiteDatabase). Every body of a
+# group waits for the group's COMMIT, so the first waits for the others' statements: in a burst whose
+# reads all end together (50 requests for one connection), the earliest request's state change would
+# wait for 15 others at 16. 8 keeps that wait to a few ms. On the issue-24 benchmark (a loaded
+# machine) 4, 8 and 16 were within noise of one another; 1 and 64 were the worst.
+_GROUP_MAX = 8
 
 
 @dataclass(frozen=True)
