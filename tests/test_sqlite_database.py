@@ -7,11 +7,11 @@ import contextvars
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 from sqlalchemy import exc as sa_exc
 from test_store import T0, make_op
 
@@ -191,3 +191,101 @@ async def test_close_waits_for_the_transactions_queued_before_it(db: SQLiteDatab
     assert (
         await db.run(lambda conn: conn.exec_driver_sql("SELECT instance FROM heartbeats").scalar()) == "late"
     )
+
+
+async def _queued_behind_a_held_thread(db: SQLiteDatabase) -> tuple[threading.Event, asyncio.Future[None]]:
+    """A first transaction holding the store's thread until the event is set (others queue behind it)."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold(conn: Connection) -> None:
+        started.set()
+        release.wait(timeout=5)
+
+    held = asyncio.ensure_future(db.run(hold))
+    assert await asyncio.to_thread(started.wait, 5)
+    return release, held
+
+
+async def test_bodies_waiting_together_are_committed_together_and_each_answered(db: SQLiteDatabase) -> None:
+    # Group commit: what queued while the thread was busy goes in one BEGIN IMMEDIATE ... COMMIT.
+    commits = 0
+
+    def count(_conn: Connection) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(db.engine, "commit", count)
+    release, held = await _queued_behind_a_held_thread(db)
+
+    def insert(name: str) -> Callable[[Connection], int]:
+        def body(conn: Connection) -> int:
+            conn.exec_driver_sql("INSERT INTO heartbeats (instance, at) VALUES (?, '2026-01-01')", (name,))
+            # Each body sees what the ones queued before it wrote, as one transaction each would.
+            return int(conn.exec_driver_sql("SELECT count(*) FROM heartbeats").scalar_one())
+
+        return body
+
+    queued = [asyncio.ensure_future(db.run(insert(f"i-{n}"))) for n in range(5)]
+    await asyncio.sleep(0.05)  # all five wait for the thread
+    release.set()
+    await held
+    assert await asyncio.gather(*queued) == [1, 2, 3, 4, 5]
+    assert commits == 2  # the held one, then the five together (fewer than _GROUP_MAX)
+
+
+async def test_a_failing_body_of_a_group_fails_alone_and_the_others_are_kept(db: SQLiteDatabase) -> None:
+    release, held = await _queued_behind_a_held_thread(db)
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request")
+
+    def insert(name: str, *, twice: bool = False) -> Callable[[Connection], str]:
+        def body(conn: Connection) -> str:
+            for _ in range(2 if twice else 1):
+                conn.exec_driver_sql(
+                    "INSERT INTO heartbeats (instance, at) VALUES (?, '2026-01-01')", (name,)
+                )
+            return request.get()
+
+        return body
+
+    async def run_as(name: str, body: Callable[[Connection], str]) -> str:
+        request.set(name)
+        return await db.run(body)
+
+    first = asyncio.ensure_future(run_as("r-a", insert("a")))
+    failing = asyncio.ensure_future(run_as("r-dup", insert("dup", twice=True)))
+    last = asyncio.ensure_future(run_as("r-b", insert("b")))
+    await asyncio.sleep(0.05)
+    release.set()
+    await held
+    # Each caller's own context went along, in the group and when run again alone.
+    assert await first == "r-a"
+    assert await last == "r-b"
+    with pytest.raises(sa_exc.IntegrityError):
+        await failing
+    rows = await db.run(lambda conn: [r[0] for r in conn.exec_driver_sql("SELECT instance FROM heartbeats")])
+    assert sorted(rows) == ["a", "b"]
+
+
+async def test_a_group_whose_begin_fails_fails_each_caller(sqlite_url: str) -> None:
+    # Another process holds the write lock past busy_timeout: every caller waiting gets the outage.
+    await (await Store.open(sqlite_url)).close()
+    db = SQLiteDatabase(sqlite_url, busy_timeout_ms=200)
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        release, held = await _queued_behind_a_held_thread(db)
+        other.execute("BEGIN IMMEDIATE")
+        queued = [
+            asyncio.ensure_future(db.run(lambda conn: conn.exec_driver_sql("SELECT 1"))) for _ in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        release.set()
+        await held
+        for outcome in await asyncio.gather(*queued, return_exceptions=True):
+            assert isinstance(outcome, sa_exc.OperationalError)
+            assert "locked" in str(outcome)
+        other.execute("ROLLBACK")
+        assert await db.run(lambda conn: conn.exec_driver_sql("SELECT 1").scalar()) == 1
+    finally:
+        other.close()
+        await db.close()

@@ -252,10 +252,11 @@ def fit_blocks(blocks: Sequence[Block], budget: int = MESSAGE_BUDGET) -> list[Bl
     keep their words. Builders that can say more in another way (a file, a page, "and N more") do
     so first; this is the last guard, so that Slack never refuses a message for its size.
     """
-    out = [_copy(b) for b in list(blocks)[:BLOCKS_MAX]]
-    total = blocks_text_length(out)
+    kept = list(blocks)[:BLOCKS_MAX]
+    total = blocks_text_length(kept)
     if total <= budget:
-        return out
+        return kept  # nothing shrinks, so nothing is copied (every message is measured, few are cut)
+    out = [_copy(b) for b in kept]
     # Only free text shrinks: sections (text and fields) and contexts.
     shrinkable = [
         obj
