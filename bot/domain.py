@@ -32,6 +32,7 @@ __all__ = [
     "TERMINAL_STATES",
     "Accepted",
     "AuditEntry",
+    "BatchMove",
     "ConnectionReady",
     "Crashed",
     "Created",
@@ -453,6 +454,8 @@ class Operation:
     ticket: str | None = None
     # Why it was denied (the Cancel modal's optional field); None when none was given.
     cancel_reason: str | None = None
+    # Site decommission: the batch (one card, one approval) this deletion belongs to; None alone.
+    batch_id: str | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -507,6 +510,17 @@ class OpFields(TypedDict, total=False):
     route_results: tuple[RouteResult, ...]
     undo_until: datetime | None
     cancel_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMove:
+    """One member of a batch's state change (approve or cancel all): its own fields, audit and effects."""
+
+    op_id: str
+    fields: OpFields
+    audit_entry: AuditEntry | None = None
+    effects: tuple[Effect, ...] = ()
+    lease: tuple[str, datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,9 @@ class ActionId(StrEnum):
     CANCEL_REASON = "vpn-cancel-reason"
     # Recreate: the deleted card's Recreate… button, and the modal's key inputs.
     RECREATE_OPEN = "vpn-recreate-open"
+    # Site decommission: the batch card's Delete (all of it) and Cancel (all of it).
+    BATCH_APPROVE = "vpn-batch-approve"
+    BATCH_CANCEL = "vpn-batch-cancel"
     RECREATE_PSK = "vpn-recreate-psk"
 
 
@@ -69,6 +72,9 @@ class BlockId(StrEnum):
     RECREATE_ROUTES = "vpn-recreate-routes"
     RECREATE_PSK = "vpn-recreate-psk-block"
     RECREATE_NOT_CARRIED = "vpn-recreate-not-carried"
+    # The batch card: one line per connection (numbered: ``vpn-batch-line-1``…) and the rest counted.
+    BATCH_LINE = "vpn-batch-line"
+    BATCH_MORE = "vpn-batch-more"
 
 
 class CallbackId(StrEnum):

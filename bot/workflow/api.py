@@ -16,7 +16,8 @@ from bot.domain import (
 )
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
 from bot.workflow.config import WorkflowConfig
-from bot.workflow.delete import DeleteRequests, DeleteSteps
+from bot.workflow.batch import BatchRequests
+from bot.workflow.delete import DeleteSteps
 from bot.workflow.recreate import RecreateRequests, RecreateSteps
 
 __all__ = ["Steps", "Workflow"]
@@ -58,7 +59,7 @@ class Steps(DeleteSteps, RecreateSteps):
                 op = await self._step_verifying(op)
 
 
-class Workflow(DeleteRequests, RecreateRequests):
+class Workflow(BatchRequests, RecreateRequests):
     """Drives deletion operations from the slash command to a final state."""
 
     def __init__(

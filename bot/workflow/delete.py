@@ -56,12 +56,14 @@ from bot.workflow.steps import (
     thread,
 )
 
-__all__ = ["DeleteRequests", "DeleteSteps"]
+__all__ = ["ALREADY_DELETING", "DeleteRequests", "DeleteSteps"]
 
 log = logging.getLogger("bot.workflow")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
+# A batch member whose connection another request is deleting already (shown on the batch card).
+ALREADY_DELETING = "already_deleting"
 
 
 class DeleteRequests(Runner):
@@ -359,8 +361,16 @@ class DeleteSteps(StepBase):
         ``connection`` is :meth:`read_connection` for ``op`` already on its way (the request path
         starts it while the request is recorded); without it, the lookup reads the connection.
         On the request path the error is raised for the Slack layer to answer; a resumed lookup
-        answers through the response_url (the outbox), as long as that still works.
+        answers through the response_url (the outbox), as long as that still works. A batch's
+        member never raises nor answers: it ends looked up or failed, and the batch's card (written
+        once no member is looking up) shows either.
         """
+        if op.batch_id is not None:
+            looked_up = await self._look_up_member(op, connection)
+            lead = await self._store.open_batch(batch_id=op.batch_id, now=self._clock.now())
+            if lead is not None:
+                self._outbox.kick(lead)
+            return looked_up
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
@@ -405,6 +415,42 @@ class DeleteSteps(StepBase):
         awaiting, pending = moved
         self._outbox.deliver_claimed(awaiting, pending)
         return awaiting
+
+    async def _look_up_member(self, op: Operation, connection: Awaitable[VpnConnection] | None) -> Operation:
+        """A batch member's lookup: AWAITING_APPROVAL without a card of its own, or FAILED with why."""
+        if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
+            return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
+        try:
+            found = await (
+                connection
+                if connection is not None
+                else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
+            )
+            preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
+            try:
+                gateway = await self._read(op).describe_vpn_gateway(
+                    region=op.region, gateway_id=found.gateway_id, shared=True
+                )
+            except BaseException:
+                preview.cancel()
+                raise
+            impact = await preview
+        except CloudError as err:
+            return await self._lookup_failed(op, LookupFailed(code=err.code, reason=err.friendly), reply=False)
+        elsewhere = await self._store.deleting_elsewhere(op=op)
+        if elsewhere is not None:
+            reason = "Another request is already deleting it; this one leaves it alone."
+            return await self._lookup_failed(op, LookupFailed(code=ALREADY_DELETING, reason=reason), reply=False)
+        moved = await self._store.transition(
+            op.id,
+            from_states={OpState.LOOKING_UP},
+            to=OpState.AWAITING_APPROVAL,
+            now=self._clock.now(),
+            connection=found,
+            gateway=gateway,
+            impact=impact,
+        )
+        return moved or await self._store.get_operation(op_id=op.id) or op
 
     async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
         """The impact preview, or one saying it could not be read: it must never stop the confirmation."""

@@ -343,7 +343,8 @@ class Runner:
             now=now,
             finished_at=now,
             audit_entry=self._steps.entry(op, "expired", actor_id=SYSTEM_ACTOR, detail="no approval in time"),
-            effects=[CARD, direct(Expired())],
+            # A batch's card says it expired for every member; its requester gets no message per member.
+            effects=[CARD] if op.batch_id else [CARD, direct(Expired())],
         )
         if expired is not None:
             self._keys.pop(op.id, None)

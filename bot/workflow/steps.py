@@ -283,7 +283,13 @@ class StepBase:
             # The thread's last reply first: once the card shows the end, the thread says why.
             # After a deletion the configuration it took away follows, as the very last reply.
             # The requester's direct message last: its link then shows the card as it ended.
-            effects=[thread(outcome), CARD, *self._snapshot_reply(op, to), direct(outcome)],
+            # A batch's member tells the requester nothing alone: its card shows every outcome.
+            effects=[
+                thread(outcome),
+                CARD,
+                *self._snapshot_reply(op, to),
+                *([] if op.batch_id else [direct(outcome)]),
+            ],
             **extra,
         )
         if done is None:

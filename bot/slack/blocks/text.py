@@ -63,6 +63,9 @@ USAGE_TEXT = (
     f"• `{USAGE_LINE}` shows the VPN connection and asks an approver to delete it; "
     f'`{SLASH_COMMAND} delete` alone opens a picker to find it by name. Add `reason="…"` (or '
     '`--reason "…"`) to say why, with the change ticket where one is required.\n'
+    f"• `{SLASH_COMMAND} delete vco-a vco-b vco-c [region]` or `{SLASH_COMMAND} delete gateway=vpn-… all [region]` "
+    "asks to delete several connections (a site decommission; every connection of the gateway) on one card "
+    "with one approval; each is then deleted on its own, one per gateway at a time.\n"
     f"• `{SLASH_COMMAND} list [region] [gateway-id] [words]` lists the region's connections, only to you; "
     "words narrow by name or id.\n"
     f"• `{SLASH_COMMAND} status &lt;vco-id | request-id&gt; [region]` shows a connection's live state or a "

@@ -16,6 +16,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from bot.errors import NotAllowed, UsageError
 from bot.ids import (
+    VPN_GATEWAY_BODY,
     ChannelId,
     TeamId,
     UserId,
@@ -32,6 +33,7 @@ __all__ = [
     "HISTORY_MAX",
     "MALFORMED_COMMAND",
     "TEXT_MAX",
+    "BatchDeleteCommand",
     "Command",
     "DeleteCommand",
     "HelpCommand",
@@ -49,6 +51,9 @@ MALFORMED_COMMAND = "This request lacks the user or channel Slack sends with eve
 
 _COUNT_RE = re.compile(r"[0-9]{1,3}", re.ASCII)
 _HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
+_GATEWAY_RE = re.compile(VPN_GATEWAY_BODY, re.ASCII)
+# ``/vpn delete gateway=vpn-… all``: the option's spellings, as for account= and region=.
+_GATEWAY_PREFIXES = ("gateway=", "--gateway=")
 
 
 class SlashCommand(Payload):
@@ -87,6 +92,18 @@ class DeleteCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchDeleteCommand:
+    """``/vpn delete vco-a vco-b … [region]`` (distinct ids, in the order typed) or
+    ``/vpn delete gateway=vpn-… all [region]`` (``vco_ids`` empty: every connection of the gateway)."""
+
+    vco_ids: tuple[str, ...]
+    region: str
+    gateway_id: str | None = None
+    account: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PickCommand:
     """``/vpn delete`` with no id: open the picker modal, starting at ``region``."""
 
@@ -108,7 +125,7 @@ class HelpCommand:
     """``/vpn``, ``/vpn help``."""
 
 
-Command = DeleteCommand | PickCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
+Command = DeleteCommand | BatchDeleteCommand | PickCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
 
 
 def _usage(message: str) -> UsageError:
@@ -119,11 +136,77 @@ def _vco_id(token: str) -> str:
     return parse_vco_id(clean(token), shown=echo(token))
 
 
-def _parse_delete(args: list[str], default_region: str, reason: str | None) -> DeleteCommand | PickCommand:
+def _split_gateway(args: list[str]) -> tuple[list[str], str | None]:
+    """Take ``gateway=vpn-…`` (or ``--gateway vpn-…``) out of ``args``."""
+    rest: list[str] = []
+    gateway: str | None = None
+    tokens = iter(args)
+    for token in tokens:
+        word = clean(token)
+        lowered = word.lower()
+        value: str | None = None
+        if lowered == "--gateway":
+            value = next(tokens, "")
+        elif lowered.startswith(_GATEWAY_PREFIXES):
+            value = word.split("=", 1)[1]
+        if value is None:
+            rest.append(token)
+            continue
+        if gateway is not None:
+            raise _usage("The gateway is given twice; give it once.")
+        typed = clean(value).lower()
+        if not typed.isascii() or not _GATEWAY_RE.fullmatch(typed):
+            raise _usage(f"{echo(value)} is not a VPN gateway id (they look like `vpn-bp1q8bgx4xnkm2ogj3pnb`).")
+        gateway = typed
+    return rest, gateway
+
+
+def _parse_gateway_all(
+    positional: list[str], gateway: str, region: str | None, account: str | None, reason: str | None, default_region: str
+) -> BatchDeleteCommand:
+    words = [clean(t).lower() for t in positional]
+    if "all" not in words:
+        raise _usage(
+            f"`{SLASH_COMMAND} delete gateway={gateway} all` deletes every connection of the gateway: add `all` "
+            "to say so, or name the connections."
+        )
+    rest = [t for t, w in zip(positional, words, strict=True) if w != "all"]
+    if len(rest) > 1 or (rest and region is not None):
+        raise _usage(f"Too many words: {echo(' '.join(rest))}. Give `gateway=vpn-… all` and an optional region.")
+    if rest:
+        region = region_word(rest[0])
+    return BatchDeleteCommand(
+        vco_ids=(), region=region or default_region, gateway_id=gateway, account=account, reason=reason
+    )
+
+
+def _parse_delete(
+    args: list[str], default_region: str, reason: str | None
+) -> DeleteCommand | BatchDeleteCommand | PickCommand:
     args, account = split_account(args)
+    args, gateway = _split_gateway(args)
     positional, region = split_region(args)
+    if gateway is not None:
+        return _parse_gateway_all(positional, gateway, region, account, reason, default_region)
     if not positional:
         return PickCommand(region=region or default_region, account=account, reason=reason)
+    # Several ids: every leading word shaped like a connection id (a typo in one is said at once).
+    ids: list[str] = []
+    while positional and clean(positional[0]).lower().startswith("vco-"):
+        ids.append(_vco_id(positional.pop(0)))
+    if len(ids) > 1 or (len(ids) == 1 and positional and clean(positional[0]).lower().startswith("vco-")):
+        if len(positional) > 1 or (positional and region is not None):
+            raise _usage(
+                f"Too many words: {echo(' '.join(positional))}. `{SLASH_COMMAND} delete` takes connection "
+                "ids and an optional region."
+            )
+        if positional:
+            region = region_word(positional[0])
+        distinct = tuple(dict.fromkeys(ids))
+        if len(distinct) > 1:
+            return BatchDeleteCommand(vco_ids=distinct, region=region or default_region, account=account, reason=reason)
+        return DeleteCommand(vco_id=distinct[0], region=region or default_region, account=account, reason=reason)
+    positional = ids + positional
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:
         if region is not None:

@@ -1,0 +1,111 @@
+"""Site decommission in Slack: the several-connection ``/vpn delete``, and the batch card's buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
+from bot.config import Settings
+from bot.errors import NotAllowed, UsageError
+from bot.slack.blocks.text import code
+from bot.slack.deps import SlackDeps
+from bot.slack.errors import errors_to_user
+from bot.slack.parsing import FOREIGN_BUTTON, BatchDeleteCommand, ButtonClick, SlashCommand, parse_click
+from bot.slack.replies import check_region
+
+__all__ = [
+    "check_batch_size",
+    "make_batch_approve_listener",
+    "make_batch_cancel_listener",
+    "request_batch",
+]
+
+
+def check_batch_size(settings: Settings, count: int) -> None:
+    """Refuse more connections than VPNBOT_MAX_BATCH in one request (nothing is recorded)."""
+    if count > settings.max_batch:
+        raise UsageError(
+            f"That is {count} connections; one request may delete at most {settings.max_batch} "
+            "(VPNBOT_MAX_BATCH). Split them into several requests."
+        )
+
+
+async def request_batch(
+    deps: SlackDeps,
+    parsed: BatchDeleteCommand,
+    request: SlashCommand,
+    respond: AsyncRespond,
+    *,
+    ticket: str | None,
+) -> None:
+    """Ask for the batch's deletions; ``gateway=… all`` first lists the gateway's connections."""
+    await check_region(deps, parsed.region)
+    vco_ids = list(parsed.vco_ids)
+    if parsed.gateway_id is not None:
+        if deps.inventory is None:
+            raise UsageError("Listing a gateway's connections is not available on this bot; name them instead.")
+        rows = await deps.inventory.connections(
+            region=parsed.region, gateway_id=parsed.gateway_id, account=parsed.account or ""
+        )
+        # Filtered by Alibaba; checked again here, so a filter it ignored cannot pick a stranger.
+        vco_ids = list(dict.fromkeys(r.id for r in rows if r.gateway_id == parsed.gateway_id))
+        if not vco_ids:
+            raise UsageError(
+                f"Gateway {code(parsed.gateway_id)} has no IPsec connections in {code(parsed.region, 64)}; "
+                "nothing was asked."
+            )
+        check_batch_size(deps.settings, len(vco_ids))
+    await deps.workflow.request_batch(
+        team_id=request.team_id or "",
+        user_id=request.user_id,
+        channel_id=request.channel_id,
+        vco_ids=vco_ids,
+        region=parsed.region,
+        response_url=request.response_url or None,
+        account=parsed.account or "",
+        reason=parsed.reason,
+        ticket=ticket,
+    )
+
+
+async def _check_batch_click(deps: SlackDeps, click: ButtonClick) -> None:
+    """Refuse a click whose batch was posted in another message or channel."""
+    members = await deps.workflow.batch_members(batch_id=click.op_id)
+    if not members:
+        raise NotAllowed(FOREIGN_BUTTON)
+    lead = members[0]
+    if lead.channel_id != click.channel_id or (lead.message_ts is not None and lead.message_ts != click.message_ts):
+        raise NotAllowed(FOREIGN_BUTTON)
+
+
+def make_batch_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the batch card's Delete listener: one click approves every connection still open."""
+
+    async def handle_batch_approve_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on the batch card's Delete."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await _check_batch_click(deps, click)
+            await deps.workflow.approve_batch(
+                batch_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts
+            )
+
+    return handle_batch_approve_click
+
+
+def make_batch_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the batch card's Cancel listener: it closes the whole request."""
+
+    async def handle_batch_cancel_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on the batch card's Cancel."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await _check_batch_click(deps, click)
+            await deps.workflow.cancel_batch(batch_id=click.op_id, user_id=click.user_id)
+
+    return handle_batch_cancel_click

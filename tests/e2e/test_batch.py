@@ -1,0 +1,193 @@
+"""Issue 27 point 4, site decommission, end to end over HTTP: several connections on one card, one
+approval, then one deletion each, queued per gateway, a failure of one never stopping the others.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from slack_sdk.models.blocks import Block
+
+from bot.domain import Operation, OpState
+from bot.sandbox.local import LocalStack
+from bot.sandbox.slack_api import Message, StandinState
+from bot.sandbox.vpc_state import SEED_REGION, SandboxState
+from bot.slack.block_ids import ActionId
+
+from .support import ALICE, BOB, CHANNEL, all_text, local_stack
+
+FAILING_CODE = "VpnGateway.FinancialLocked"
+FAILING_REASON = "The VPN gateway is locked because the Alibaba Cloud account has an overdue payment."
+
+
+def valid_block_kit(message: Message) -> None:
+    """Every block parses and validates with slack_sdk's own models, and there is a fallback text."""
+    assert message.text
+    assert len(message.blocks) <= 50
+    for raw in message.blocks:
+        block = Block.parse(raw)
+        assert block is not None
+        block.validate_json()
+
+
+def has_buttons(message: Message) -> bool:
+    """Whether the batch card still asks for a decision (its Delete or Cancel)."""
+    decision = {ActionId.BATCH_APPROVE.value, ActionId.BATCH_CANCEL.value}
+    return any(
+        element.get("action_id") in decision
+        for block in message.blocks
+        if block.get("type") == "actions"
+        for element in block.get("elements", [])
+    )
+
+
+def seed_site(vpc: SandboxState, count: int = 5, per_gateway: int = 3) -> list[str]:
+    """``count`` connections in the seed region, ``per_gateway`` on each new gateway."""
+    return vpc.seed_connections(SEED_REGION, count, per_gateway=per_gateway)
+
+
+async def wait_batch_card(state: StandinState, needle: str, *, within: float = 15) -> Message:
+    """The batch card (the top-level message with a batch Delete button) once it reads ``needle``."""
+
+    def found() -> Message | None:
+        for message in state.messages(CHANNEL):
+            text = all_text(message)
+            if "Batch `" in text and needle in text:
+                return message
+        return None
+
+    return await state.wait_for(found, timeout=within, what=f"batch card saying {needle!r}")
+
+
+async def wait_card(state: StandinState, ts: str, needle: str, *, within: float = 30) -> Message:
+    def done() -> Message | None:
+        message = state.message(CHANNEL, ts)
+        return message if message is not None and needle in all_text(message) else None
+
+    return await state.wait_for(done, timeout=within, what=f"batch card saying {needle!r}")
+
+
+async def request(stack: LocalStack, text: str) -> Message:
+    reply = await stack.agent.slash_command(ALICE, CHANNEL, text)
+    assert reply.status == 200, reply.body
+    card = await wait_batch_card(stack.slack.state, "asks to delete")
+    valid_block_kit(card)
+    assert has_buttons(card)
+    return card
+
+
+def gateway_turns_never_overlap(ops: list[Operation]) -> None:
+    """On each gateway one deletion at a time: its turn from start to end never overlaps another's."""
+    by_gateway: dict[str, list[Operation]] = defaultdict(list)
+    for op in ops:
+        if op.started_at is not None:
+            by_gateway[op.gateway_id].append(op)
+    for turns in by_gateway.values():
+        turns.sort(key=lambda o: o.started_at or o.created_at)
+        for before, after in zip(turns, turns[1:], strict=False):
+            assert before.finished_at is not None and after.started_at is not None
+            assert before.finished_at <= after.started_at, (before.vco_id, after.vco_id)
+
+
+def deletes_per_connection(vpc: SandboxState) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for call in vpc.accepted("DeleteVpnConnection"):
+        counts[call.params["VpnConnectionId"]] += 1
+    return dict(counts)
+
+
+async def test_a_batch_of_five_on_two_gateways_with_one_failing(sqlite_url: str) -> None:
+    """One card, one click: 4 deleted once each, 1 failed with its reason, one at a time per gateway."""
+    async with local_stack(sqlite_url, update_seconds=0.3) as stack:
+        vpc = stack.vpc.state
+        ids = seed_site(vpc)
+        failing = ids[1]
+        vpc.faults.add(action="DeleteVpnConnection", code=FAILING_CODE, params={"VpnConnectionId": failing})
+        card = await request(stack, "delete " + " ".join(ids))
+        text = all_text(card)
+        for vco_id in ids:
+            assert vco_id in text
+        assert "tunnel" in text and "route" in text
+
+        reply = await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        assert reply.status == 200, reply.body
+        state = stack.slack.state
+        final = await wait_card(state, card.ts, "4 deleted, 1 failed")
+        valid_block_kit(final)
+        assert not has_buttons(final)
+        assert FAILING_REASON in all_text(final)
+        ops = await stack.bot.app.store.list_operations()
+        assert len(ops) == 5
+        assert {op.batch_id for op in ops} != {None} and len({op.batch_id for op in ops}) == 1
+        states = {op.vco_id: op.state for op in ops}
+        assert states.pop(failing) is OpState.FAILED
+        assert set(states.values()) == {OpState.DELETED}
+        # Each deleted exactly once, each with its own ClientToken and snapshot.
+        assert deletes_per_connection(vpc) == dict.fromkeys(states, 1)
+        assert len({op.client_token for op in ops}) == 5
+        assert all(op.snapshot is not None for op in ops)
+        gateway_turns_never_overlap(ops)
+        # Every connection's thread replies say whose they are; the card offers Recreate per deleted one.
+        thread = "\n".join(all_text(m) for m in state.thread(CHANNEL, card.ts))
+        for vco_id in ids:
+            assert f"`{vco_id}`:" in thread
+        recreate = [
+            b["accessory"]["value"]
+            for b in final.blocks
+            if isinstance(b.get("accessory"), dict) and b["accessory"].get("action_id") == ActionId.RECREATE_OPEN
+        ]
+        assert len(recreate) == 4
+
+
+async def test_cancel_closes_the_whole_batch(sqlite_url: str) -> None:
+    async with local_stack(sqlite_url) as stack:
+        ids = seed_site(stack.vpc.state, 3)
+        card = await request(stack, "delete " + " ".join(ids))
+        reply = await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_CANCEL)
+        assert reply.status == 200, reply.body
+        closed = await wait_card(stack.slack.state, card.ts, "Cancelled by")
+        valid_block_kit(closed)
+        assert not has_buttons(closed)
+        ops = await stack.bot.app.store.list_operations()
+        assert {op.state for op in ops} == {OpState.CANCELLED}
+        assert stack.vpc.state.accepted("DeleteVpnConnection") == []
+
+
+def _ephemeral_texts(state: StandinState) -> str:
+    return "\n".join(all_text(m) for m in state.ephemerals(ALICE, CHANNEL))
+
+
+async def test_more_than_the_maximum_is_refused(sqlite_url: str) -> None:
+    settings: dict[str, Any] = {"max_batch": 3}
+    async with local_stack(sqlite_url, settings=settings) as stack:
+        ids = seed_site(stack.vpc.state, 4, per_gateway=4)
+        reply = await stack.agent.slash_command(ALICE, CHANNEL, "delete " + " ".join(ids))
+        assert reply.status == 200
+        assert "at most 3" in str(reply.body) or "at most 3" in _ephemeral_texts(stack.slack.state)
+        # gateway=… all with more connections than the maximum: refused after the listing.
+        gateway = next(iter({c.gateway_id for c in stack.vpc.state.connections.values() if c.id in ids}))
+        reply = await stack.agent.slash_command(ALICE, CHANNEL, f"delete gateway={gateway} all")
+        assert reply.status == 200
+
+        def refused() -> str | None:
+            text = _ephemeral_texts(stack.slack.state)
+            return text if text.count("at most 3") >= 2 or ("at most 3" in text and "at most 3" in str(reply.body)) else None
+
+        await stack.slack.state.wait_for(refused, timeout=10, what="the refusal")
+        assert await stack.bot.app.store.list_operations() == []
+
+
+async def test_gateway_all_asks_for_every_connection_of_the_gateway(sqlite_url: str) -> None:
+    async with local_stack(sqlite_url) as stack:
+        vpc = stack.vpc.state
+        ids = seed_site(vpc, 5, per_gateway=3)
+        gateway = vpc.connections[ids[0]].gateway_id
+        mine = [c.id for c in vpc.connections.values() if c.gateway_id == gateway]
+        assert len(mine) == 3
+        card = await request(stack, f"delete gateway={gateway} all")
+        text = all_text(card)
+        for vco_id in ids:
+            assert (vco_id in text) is (vco_id in mine)
+        ops = await stack.bot.app.store.list_operations()
+        assert sorted(op.vco_id for op in ops) == sorted(mine)
