@@ -97,6 +97,7 @@ def register(
     app.action(ActionId.LIST_PREVIOUS.value)(page_listener)
     app.action(ActionId.LIST_DELETE.value)(make_list_delete_listener(deps))
     app.options(ActionId.PICK_CONNECTION.value)(make_picker_suggest_listener(deps))
+    app.options(ActionId.PICK_MORE.value)(make_picker_suggest_listener(deps))
     app.view(CallbackId.PICKER.value)(make_picker_submit_listener(deps))
     app.action(ActionId.RECREATE_OPEN.value)(make_recreate_open_listener(deps))
     app.view(CallbackId.RECREATE.value)(make_recreate_submit_listener(deps))

@@ -46,7 +46,9 @@ async def request_batch(
     vco_ids = list(parsed.vco_ids)
     if parsed.gateway_id is not None:
         if deps.inventory is None:
-            raise UsageError("Listing a gateway's connections is not available on this bot; name them instead.")
+            raise UsageError(
+                "Listing a gateway's connections is not available on this bot; name them instead."
+            )
         rows = await deps.inventory.connections(
             region=parsed.region, gateway_id=parsed.gateway_id, account=parsed.account or ""
         )
@@ -77,7 +79,9 @@ async def _check_batch_click(deps: SlackDeps, click: ButtonClick) -> None:
     if not members:
         raise NotAllowed(FOREIGN_BUTTON)
     lead = members[0]
-    if lead.channel_id != click.channel_id or (lead.message_ts is not None and lead.message_ts != click.message_ts):
+    if lead.channel_id != click.channel_id or (
+        lead.message_ts is not None and lead.message_ts != click.message_ts
+    ):
         raise NotAllowed(FOREIGN_BUTTON)
 
 

@@ -28,6 +28,8 @@ class ActionId(StrEnum):
     PICK_REGION = "vpn-pick-region"
     PICK_ACCOUNT = "vpn-pick-account"
     PICK_CONNECTION = "vpn-pick-connection"
+    # The picker's multi-select of more connections (site decommission), searched like the first.
+    PICK_MORE = "vpn-pick-more"
     # Why: the picker's reason field, and the Cancel modal's.
     PICK_REASON = "vpn-pick-reason"
     CANCEL_REASON = "vpn-cancel-reason"
@@ -60,6 +62,7 @@ class BlockId(StrEnum):
     PICK_REGION = "vpn-pick-region-block"
     PICK_ACCOUNT = "vpn-pick-account-block"
     PICK_CONNECTION = "vpn-pick-connection-block"
+    PICK_MORE = "vpn-pick-more-block"
     PICK_REASON = "vpn-pick-reason-block"
     CANCEL_REASON = "vpn-cancel-reason-block"
     REASON = "vpn-delete-reason"

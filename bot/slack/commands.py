@@ -14,11 +14,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import AlreadyRequested, NotAllowed, TooManyRequests, UsageError
 from bot.slack.accounts import allowed_accounts, choose_account
+from bot.slack.batch import check_batch_size, request_batch
 from bot.slack.blocks import build_busy, build_history, build_looking_up, build_refusal, build_usage
+from bot.slack.blocks.batch import build_batch_looking_up
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
-from bot.slack.batch import check_batch_size, request_batch
-from bot.slack.blocks.batch import build_batch_looking_up
 from bot.slack.find import show_list, show_status
 from bot.slack.parsing import (
     BatchDeleteCommand,

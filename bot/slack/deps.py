@@ -59,11 +59,15 @@ class WorkflowApi(Protocol):
         """Check policy, look every connection up and post the one batch card (site decommission)."""
         ...
 
-    async def approve_batch(self, *, batch_id: str, user_id: str, message_ts: str | None = None) -> list[Operation]:
+    async def approve_batch(
+        self, *, batch_id: str, user_id: str, message_ts: str | None = None
+    ) -> list[Operation]:
         """Approve every member of a batch still awaiting approval (the same checks as one), then delete each."""
         ...
 
-    async def cancel_batch(self, *, batch_id: str, user_id: str, reason: str | None = None) -> list[Operation]:
+    async def cancel_batch(
+        self, *, batch_id: str, user_id: str, reason: str | None = None
+    ) -> list[Operation]:
         """Close every member of a batch still awaiting approval."""
         ...
 

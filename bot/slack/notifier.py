@@ -42,12 +42,12 @@ from bot.domain import Delivery, Operation, Progress
 from bot.errors import SlackError
 from bot.slack.blocks import (
     FILE_KEY,
-    code,
     SnapshotFile,
     build_confirmation,
     build_parent,
     build_respond,
     build_thread_reply,
+    code,
 )
 from bot.slack.blocks.batch import build_batch_card
 from bot.slack.blocks.direct import build_direct_message
@@ -210,7 +210,10 @@ class SlackNotifier:
         )
         try:
             await self._client.chat_update(
-                channel=lead.channel_id, ts=lead.message_ts or "", text=message["text"], blocks=message["blocks"]
+                channel=lead.channel_id,
+                ts=lead.message_ts or "",
+                text=message["text"],
+                blocks=message["blocks"],
             )
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc

@@ -80,6 +80,7 @@ async def open_picker(
         account=account or "",
         reason=reason,
         reason_hint=_reason_hint(deps, account or (allowed[0] if allowed else "")),
+        max_batch=deps.settings.max_batch,
     )
     try:
         await client.views_open(trigger_id=trigger_id, view=view)
@@ -165,6 +166,10 @@ async def _check_submission(deps: SlackDeps, sub: PickerSubmission, account: str
         return {BlockId.PICK_REGION.value: _short(err)}
     if sub.vco_id is None:
         return {BlockId.PICK_CONNECTION.value: "Pick a connection from the list (type part of its name)."}
+    if len(sub.vco_ids) > deps.settings.max_batch:
+        return {
+            BlockId.PICK_MORE.value: f"At most {deps.settings.max_batch} connections in one request (VPNBOT_MAX_BATCH)."
+        }
     if deps.inventory is None:
         return {}
     try:
@@ -226,17 +231,31 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         await ack()
         with deps.inflight.track():
             try:
-                await deps.workflow.request_delete(
-                    team_id=sub.team_id,
-                    user_id=sub.user_id,
-                    channel_id=sub.channel_id,
-                    vco_id=sub.vco_id,
-                    region=sub.region,
-                    response_url=None,
-                    account=account,
-                    reason=reason,
-                    ticket=ticket,
-                )
+                if sub.more:
+                    # Site decommission: every connection picked, on one card with one approval.
+                    await deps.workflow.request_batch(
+                        team_id=sub.team_id,
+                        user_id=sub.user_id,
+                        channel_id=sub.channel_id,
+                        vco_ids=sub.vco_ids,
+                        region=sub.region,
+                        response_url=None,
+                        account=account,
+                        reason=reason,
+                        ticket=ticket,
+                    )
+                else:
+                    await deps.workflow.request_delete(
+                        team_id=sub.team_id,
+                        user_id=sub.user_id,
+                        channel_id=sub.channel_id,
+                        vco_id=sub.vco_id,
+                        region=sub.region,
+                        response_url=None,
+                        account=account,
+                        reason=reason,
+                        ticket=ticket,
+                    )
             except Exception as error:  # noqa: BLE001 - a modal submission: every error becomes the person's reply
                 await _tell(client, sub, error)
                 return

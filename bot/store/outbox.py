@@ -38,7 +38,11 @@ _RECORD_TS = (
 _BATCH_OF = select(operations.c.batch_id).where(operations.c.id == bindparam("b_op")).scalar_subquery()
 _RECORD_BATCH_TS = (
     update(operations)
-    .where(operations.c.batch_id.is_not(None), operations.c.batch_id == _BATCH_OF, operations.c.message_ts.is_(None))
+    .where(
+        operations.c.batch_id.is_not(None),
+        operations.c.batch_id == _BATCH_OF,
+        operations.c.message_ts.is_(None),
+    )
     .values(message_ts=bindparam("b_ts"), version=operations.c.version + 1)
 )
 

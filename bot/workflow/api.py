@@ -15,8 +15,8 @@ from bot.domain import (
     OpState,
 )
 from bot.ports import Clock, NoMeter, Notifier, OperationMeter, OperationStore, Policy, VpcApi, VpcApis
-from bot.workflow.config import WorkflowConfig
 from bot.workflow.batch import BatchRequests
+from bot.workflow.config import WorkflowConfig
 from bot.workflow.delete import DeleteSteps
 from bot.workflow.recreate import RecreateRequests, RecreateSteps
 

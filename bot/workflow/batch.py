@@ -106,7 +106,9 @@ class BatchRequests(DeleteRequests):
         await self.outbox.deliver(ops[0].id)
         return await self._store.batch_operations(batch_id=batch_id)
 
-    async def approve_batch(self, *, batch_id: str, user_id: str, message_ts: str | None = None) -> list[Operation]:
+    async def approve_batch(
+        self, *, batch_id: str, user_id: str, message_ts: str | None = None
+    ) -> list[Operation]:
         """Approve every member still awaiting approval with one click, then drive each; return them.
 
         Every member passes the same checks as one deletion's approval (:meth:`_open_for_approval`:
@@ -135,14 +137,17 @@ class BatchRequests(DeleteRequests):
             fields: OpFields = {
                 "approver_id": user_id,
                 "approved_at": now,
-                "deadline_at": now + timedelta(seconds=self._config.delete_timeout_s * turns[member.gateway_id]),
+                "deadline_at": now
+                + timedelta(seconds=self._config.delete_timeout_s * turns[member.gateway_id]),
                 "message_ts": member.message_ts or message_ts,
             }
             moves.append(
                 BatchMove(
                     op_id=member.id,
                     fields=fields,
-                    audit_entry=self._steps.entry(member, "approved", actor_id=user_id, detail=f"batch {batch_id}"),
+                    audit_entry=self._steps.entry(
+                        member, "approved", actor_id=user_id, detail=f"batch {batch_id}"
+                    ),
                     # The card is every member's: one update re-renders all of them.
                     effects=(CARD,) if index == 0 else (),
                     # A member left to a resume pass gets a lease that ends now (as a deferred one).
@@ -151,7 +156,9 @@ class BatchRequests(DeleteRequests):
             )
         self._starting += len(ours)
         try:
-            approved = await self._store.transition_batch(moves, from_states=_AWAITING, to=OpState.APPROVED, now=now)
+            approved = await self._store.transition_batch(
+                moves, from_states=_AWAITING, to=OpState.APPROVED, now=now
+            )
             for op in approved:
                 if op.id in ours:
                     self._start_driving(op)
@@ -168,7 +175,9 @@ class BatchRequests(DeleteRequests):
         """A batch's operations in the order asked (empty: no such batch)."""
         return await self._store.batch_operations(batch_id=batch_id)
 
-    async def cancel_batch(self, *, batch_id: str, user_id: str, reason: str | None = None) -> list[Operation]:
+    async def cancel_batch(
+        self, *, batch_id: str, user_id: str, reason: str | None = None
+    ) -> list[Operation]:
         """Close every member still awaiting approval (the policy's cancel check, as for one deletion)."""
         members = await self._store.batch_operations(batch_id=batch_id)
         waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
@@ -193,7 +202,9 @@ class BatchRequests(DeleteRequests):
             )
             for index, member in enumerate(waiting)
         ]
-        cancelled = await self._store.transition_batch(moves, from_states=_AWAITING, to=OpState.CANCELLED, now=now)
+        cancelled = await self._store.transition_batch(
+            moves, from_states=_AWAITING, to=OpState.CANCELLED, now=now
+        )
         if not cancelled:
             raise ConfirmationClosed(await self._load(lead.id))
         for op in cancelled:

@@ -436,11 +436,15 @@ class DeleteSteps(StepBase):
                 raise
             impact = await preview
         except CloudError as err:
-            return await self._lookup_failed(op, LookupFailed(code=err.code, reason=err.friendly), reply=False)
+            return await self._lookup_failed(
+                op, LookupFailed(code=err.code, reason=err.friendly), reply=False
+            )
         elsewhere = await self._store.deleting_elsewhere(op=op)
         if elsewhere is not None:
             reason = "Another request is already deleting it; this one leaves it alone."
-            return await self._lookup_failed(op, LookupFailed(code=ALREADY_DELETING, reason=reason), reply=False)
+            return await self._lookup_failed(
+                op, LookupFailed(code=ALREADY_DELETING, reason=reason), reply=False
+            )
         moved = await self._store.transition(
             op.id,
             from_states={OpState.LOOKING_UP},

@@ -4,16 +4,26 @@ approval, then one deletion each, queued per gateway, a failure of one never sto
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from typing import Any
 
 from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 
 from bot.domain import Operation, OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message, StandinState
-from bot.sandbox.vpc_state import SEED_REGION, SandboxState
-from bot.slack.block_ids import ActionId
+from bot.sandbox.slack_user import selected_option
+from bot.sandbox.vpc_state import (
+    SEED_REGION,
+    SEED_VCO_HANGZHOU,
+    SEED_VCO_HANGZHOU_BGP,
+    SEED_VCO_HANGZHOU_GW2,
+    SEED_VCO_HANGZHOU_TUNNELS,
+    SandboxState,
+)
+from bot.slack.block_ids import ActionId, BlockId
 
 from .support import ALICE, BOB, CHANNEL, all_text, local_stack
 
@@ -85,8 +95,9 @@ def gateway_turns_never_overlap(ops: list[Operation]) -> None:
             by_gateway[op.gateway_id].append(op)
     for turns in by_gateway.values():
         turns.sort(key=lambda o: o.started_at or o.created_at)
-        for before, after in zip(turns, turns[1:], strict=False):
-            assert before.finished_at is not None and after.started_at is not None
+        for before, after in itertools.pairwise(turns):
+            assert before.finished_at is not None
+            assert after.started_at is not None
             assert before.finished_at <= after.started_at, (before.vco_id, after.vco_id)
 
 
@@ -108,7 +119,8 @@ async def test_a_batch_of_five_on_two_gateways_with_one_failing(sqlite_url: str)
         text = all_text(card)
         for vco_id in ids:
             assert vco_id in text
-        assert "tunnel" in text and "route" in text
+        assert "tunnel" in text
+        assert "route" in text
 
         reply = await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
         assert reply.status == 200, reply.body
@@ -119,7 +131,8 @@ async def test_a_batch_of_five_on_two_gateways_with_one_failing(sqlite_url: str)
         assert FAILING_REASON in all_text(final)
         ops = await stack.bot.app.store.list_operations()
         assert len(ops) == 5
-        assert {op.batch_id for op in ops} != {None} and len({op.batch_id for op in ops}) == 1
+        assert {op.batch_id for op in ops} != {None}
+        assert len({op.batch_id for op in ops}) == 1
         states = {op.vco_id: op.state for op in ops}
         assert states.pop(failing) is OpState.FAILED
         assert set(states.values()) == {OpState.DELETED}
@@ -135,7 +148,8 @@ async def test_a_batch_of_five_on_two_gateways_with_one_failing(sqlite_url: str)
         recreate = [
             b["accessory"]["value"]
             for b in final.blocks
-            if isinstance(b.get("accessory"), dict) and b["accessory"].get("action_id") == ActionId.RECREATE_OPEN
+            if isinstance(b.get("accessory"), dict)
+            and b["accessory"].get("action_id") == ActionId.RECREATE_OPEN
         ]
         assert len(recreate) == 4
 
@@ -154,28 +168,29 @@ async def test_cancel_closes_the_whole_batch(sqlite_url: str) -> None:
         assert stack.vpc.state.accepted("DeleteVpnConnection") == []
 
 
-def _ephemeral_texts(state: StandinState) -> str:
-    return "\n".join(all_text(m) for m in state.ephemerals(ALICE, CHANNEL))
-
-
 async def test_more_than_the_maximum_is_refused(sqlite_url: str) -> None:
+    """Past VPNBOT_MAX_BATCH: a friendly reply with the limit, nothing recorded or looked up."""
     settings: dict[str, Any] = {"max_batch": 3}
     async with local_stack(sqlite_url, settings=settings) as stack:
+        state = stack.slack.state
         ids = seed_site(stack.vpc.state, 4, per_gateway=4)
         reply = await stack.agent.slash_command(ALICE, CHANNEL, "delete " + " ".join(ids))
         assert reply.status == 200
-        assert "at most 3" in str(reply.body) or "at most 3" in _ephemeral_texts(stack.slack.state)
-        # gateway=… all with more connections than the maximum: refused after the listing.
-        gateway = next(iter({c.gateway_id for c in stack.vpc.state.connections.values() if c.id in ids}))
+        # Refused on the ack itself: the ids were counted before anything was started.
+        assert "That is 4 connections; one request may delete at most 3" in str(reply.body)
+        # gateway=… all: counted once the gateway's connections are listed, then refused the same way.
+        gateway = stack.vpc.state.connections[ids[0]].gateway_id
         reply = await stack.agent.slash_command(ALICE, CHANNEL, f"delete gateway={gateway} all")
         assert reply.status == 200
 
-        def refused() -> str | None:
-            text = _ephemeral_texts(stack.slack.state)
-            return text if text.count("at most 3") >= 2 or ("at most 3" in text and "at most 3" in str(reply.body)) else None
+        def refused() -> Message | None:
+            return next((m for m in state.ephemerals(ALICE, CHANNEL) if "at most 3" in all_text(m)), None)
 
-        await stack.slack.state.wait_for(refused, timeout=10, what="the refusal")
+        refusal = await state.wait_for(refused, timeout=10, what="the refusal")
+        valid_block_kit(refusal)
+        assert "That is 4 connections" in all_text(refusal)
         assert await stack.bot.app.store.list_operations() == []
+        assert stack.vpc.state.calls("DescribeVpnConnection") == []
 
 
 async def test_gateway_all_asks_for_every_connection_of_the_gateway(sqlite_url: str) -> None:
@@ -191,3 +206,57 @@ async def test_gateway_all_asks_for_every_connection_of_the_gateway(sqlite_url: 
             assert (vco_id in text) is (vco_id in mine)
         ops = await stack.bot.app.store.list_operations()
         assert sorted(op.vco_id for op in ops) == sorted(mine)
+
+
+async def test_the_picker_multi_select_asks_for_several_on_one_card(sqlite_url: str) -> None:
+    """The picker's "more connections" (a multi_external_select) turns one pick into a batch."""
+    async with local_stack(sqlite_url, settings={"max_batch": 3}) as stack:
+        state = stack.slack.state
+        reply = await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+        assert reply.status == 200, reply.body
+
+        def opened() -> dict[str, Any] | None:
+            return next(iter(state.views.values()), None)
+
+        view = await state.wait_for(opened, timeout=10, what="the picker modal")
+        View(**{k: v for k, v in view.items() if k not in ("id", "hash", "team_id")}).validate_json()
+        more = next(b for b in view["blocks"] if b["block_id"] == BlockId.PICK_MORE)
+        assert more["element"]["type"] == "multi_external_select"
+        assert more["element"]["max_selected_items"] == 2
+        found = await stack.agent.suggest(ALICE, view["id"], ActionId.PICK_MORE, "")
+        options = found.json()["options"]
+        by_id = {o["value"]: o for o in options}
+        first, *rest = SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_GW2
+
+        def values(more_ids: list[str]) -> dict[str, dict[str, Any]]:
+            return {
+                BlockId.PICK_REGION: {
+                    ActionId.PICK_REGION: selected_option({"text": {}, "value": SEED_REGION})
+                },
+                BlockId.PICK_CONNECTION: {
+                    ActionId.PICK_CONNECTION: selected_option(by_id[first], "external_select")
+                },
+                BlockId.PICK_MORE: {
+                    ActionId.PICK_MORE: {
+                        "type": "multi_external_select",
+                        "selected_options": [by_id[v] for v in more_ids],
+                    }
+                },
+            }
+
+        # Over the maximum (3 with the first): the modal says so under the field, nothing is asked.
+        too_many = await stack.agent.submit(ALICE, view["id"], values([*rest, SEED_VCO_HANGZHOU_TUNNELS]))
+        assert too_many.status == 200
+        assert BlockId.PICK_MORE in too_many.json()["errors"]
+        # The first picked again among the more is counted once.
+        done = await stack.agent.submit(ALICE, view["id"], values([*rest, first]))
+        assert done.status == 200, done.body
+        card = await wait_batch_card(state, "asks to delete")
+        valid_block_kit(card)
+        ops = await stack.bot.app.store.list_operations()
+        assert [
+            op.vco_id for op in await stack.bot.app.store.batch_operations(batch_id=ops[0].batch_id or "")
+        ] == [
+            first,
+            *rest,
+        ]

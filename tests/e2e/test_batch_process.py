@@ -40,7 +40,9 @@ async def test_a_batch_survives_kill_9_of_its_worker(tmp_path: Path) -> None:
         state = slack.state
         ids = seed_site(vpc.state)
         failing = ids[3]
-        vpc.state.faults.add(action="DeleteVpnConnection", code=FAILING_CODE, params={"VpnConnectionId": failing})
+        vpc.state.faults.add(
+            action="DeleteVpnConnection", code=FAILING_CODE, params={"VpnConnectionId": failing}
+        )
         env = bot_env(tmp_path, database_url=url, vpc=vpc, slack=slack)
         first = BotProcess(env=env, cwd=tmp_path, log_path=tmp_path / "first.log")
         try:
@@ -56,7 +58,9 @@ async def test_a_batch_survives_kill_9_of_its_worker(tmp_path: Path) -> None:
                 assert reply.status == 200, reply.body
             # Killed once a deletion is under way on a gateway (Alibaba accepted it).
             await state.wait_for(
-                lambda: "is updating" in thread_text(state, card.ts) or None, timeout=15, what="a gateway updating"
+                lambda: "is updating" in thread_text(state, card.ts) or None,
+                timeout=15,
+                what="a gateway updating",
             )
             first.kill()
             assert await first.wait_exit(within=5) != 0

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain import Operation, OpState
-from bot.slack.block_ids import SLASH_COMMAND, ActionId, BlockId
+from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks.cards import reason_line
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
@@ -58,11 +58,17 @@ def _problems(op: Operation) -> list[str]:
         if op.error_code == "already_deleting":
             found.append(":no_entry: already being deleted by another request; left out")
         elif op.error_code in _NOT_FOUND_CODES:
-            found.append(f":no_entry: not found in {code(op.region, 64)} (gone, or in another region); left out")
+            found.append(
+                f":no_entry: not found in {code(op.region, 64)} (gone, or in another region); left out"
+            )
         elif op.error_code == "interrupted":
             found.append(":no_entry: the bot restarted during its lookup; left out")
         else:
-            why = safe_mrkdwn(cap(op.error_text, 300)) if op.error_text else f"code {code(op.error_code or '', 80)}"
+            why = (
+                safe_mrkdwn(cap(op.error_text, 300))
+                if op.error_text
+                else f"code {code(op.error_code or '', 80)}"
+            )
             found.append(f":no_entry: could not be looked up: {why}; left out")
         return found
     impact = op.impact
@@ -70,7 +76,9 @@ def _problems(op: Operation) -> list[str]:
         if impact.is_up:
             found.append(":warning: tunnel up: traffic flows through it now")
         if impact.wider_attachment:
-            found.append(f":warning: attached to {code(impact.attach_instance_id or impact.attach_type, 64)} (a wider blast radius)")
+            found.append(
+                f":warning: attached to {code(impact.attach_instance_id or impact.attach_type, 64)} (a wider blast radius)"
+            )
         if impact.unread:
             parts = ", ".join(code(u.part, 40) for u in impact.unread)
             found.append(f":grey_question: could not read {parts}")
@@ -106,7 +114,11 @@ def _outcome(op: Operation, now: datetime) -> str:
                 done += f"; recreated as {code(op.new_vco_id)}"
             return done
         case OpState.FAILED:
-            why = safe_mrkdwn(cap(op.error_text, 300)) if op.error_text else f"code {code(op.error_code or '', 80)}"
+            why = (
+                safe_mrkdwn(cap(op.error_text, 300))
+                if op.error_text
+                else f"code {code(op.error_code or '', 80)}"
+            )
             return f":x: failed: {why}"
         case OpState.TIMED_OUT:
             return f":warning: timed out; check it in the console (request {code(op.id, 64)})"
@@ -132,7 +144,12 @@ def _line(index: int, op: Operation, now: datetime, decided: bool) -> Block:
     else:
         lines.extend(_problems(op))
     accessory = None
-    if op.state is OpState.DELETED and op.undo_until is not None and now < op.undo_until and not op.new_vco_id:
+    if (
+        op.state is OpState.DELETED
+        and op.undo_until is not None
+        and now < op.undo_until
+        and not op.new_vco_id
+    ):
         accessory = {
             "type": "button",
             "action_id": ActionId.RECREATE_OPEN.value,
@@ -276,9 +293,7 @@ def build_batch_card(
             blocks.append(context_block(approval_rule, BlockId.APPROVAL_RULE.value))
     blocks.append(context_block(f"Batch {code(batch_id, 64)} · {len(ops)} requests", BlockId.FOOTER.value))
     if waiting:
-        text = (
-            f"{mention(lead.requester_id)} asks to delete {len(ops)} VPN connections {where}: approve or cancel."
-        )
+        text = f"{mention(lead.requester_id)} asks to delete {len(ops)} VPN connections {where}: approve or cancel."
     else:
         text = f"Delete {len(ops)} VPN connections {where}: {_count_line(ops)}."
     return build_message(text, blocks)

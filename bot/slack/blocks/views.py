@@ -78,6 +78,32 @@ def _account_select(accounts: Sequence[str], account: str) -> list[dict[str, Any
     ]
 
 
+def _more_connections(max_batch: int) -> list[dict[str, Any]]:
+    """Site decommission: up to ``max_batch - 1`` more connections, asked on one card with one approval."""
+    if max_batch < 2:
+        return []
+    return [
+        {
+            "type": "input",
+            "block_id": BlockId.PICK_MORE.value,
+            "optional": True,
+            "label": plain_object("More connections (one request, one approval)", 2000),
+            "hint": plain_object(
+                f"Closing a site? Add up to {max_batch - 1} more of the region's connections: one card lists them "
+                "all and one approval deletes each, one per gateway at a time.",
+                2000,
+            ),
+            "element": {
+                "type": "multi_external_select",
+                "action_id": ActionId.PICK_MORE.value,
+                "placeholder": plain_object("Search by name or id", 150),
+                "min_query_length": 0,
+                "max_selected_items": max_batch - 1,
+            },
+        }
+    ]
+
+
 def build_picker(
     *,
     regions: Collection[str],
@@ -87,6 +113,7 @@ def build_picker(
     account: str = "",
     reason: str | None = None,
     reason_hint: str = "",
+    max_batch: int = 1,
 ) -> View:
     """The modal ``/vpn delete`` opens without an id: a region select, a connection search and a reason.
 
@@ -128,6 +155,7 @@ def build_picker(
                     "min_query_length": 0,
                 },
             },
+            *_more_connections(max_batch),
             _reason_input(
                 BlockId.PICK_REASON,
                 ActionId.PICK_REASON,

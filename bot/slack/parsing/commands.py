@@ -125,7 +125,15 @@ class HelpCommand:
     """``/vpn``, ``/vpn help``."""
 
 
-Command = DeleteCommand | BatchDeleteCommand | PickCommand | HistoryCommand | HelpCommand | ListCommand | StatusCommand
+Command = (
+    DeleteCommand
+    | BatchDeleteCommand
+    | PickCommand
+    | HistoryCommand
+    | HelpCommand
+    | ListCommand
+    | StatusCommand
+)
 
 
 def _usage(message: str) -> UsageError:
@@ -156,13 +164,20 @@ def _split_gateway(args: list[str]) -> tuple[list[str], str | None]:
             raise _usage("The gateway is given twice; give it once.")
         typed = clean(value).lower()
         if not typed.isascii() or not _GATEWAY_RE.fullmatch(typed):
-            raise _usage(f"{echo(value)} is not a VPN gateway id (they look like `vpn-bp1q8bgx4xnkm2ogj3pnb`).")
+            raise _usage(
+                f"{echo(value)} is not a VPN gateway id (they look like `vpn-bp1q8bgx4xnkm2ogj3pnb`)."
+            )
         gateway = typed
     return rest, gateway
 
 
 def _parse_gateway_all(
-    positional: list[str], gateway: str, region: str | None, account: str | None, reason: str | None, default_region: str
+    positional: list[str],
+    gateway: str,
+    region: str | None,
+    account: str | None,
+    reason: str | None,
+    default_region: str,
 ) -> BatchDeleteCommand:
     words = [clean(t).lower() for t in positional]
     if "all" not in words:
@@ -172,7 +187,9 @@ def _parse_gateway_all(
         )
     rest = [t for t, w in zip(positional, words, strict=True) if w != "all"]
     if len(rest) > 1 or (rest and region is not None):
-        raise _usage(f"Too many words: {echo(' '.join(rest))}. Give `gateway=vpn-… all` and an optional region.")
+        raise _usage(
+            f"Too many words: {echo(' '.join(rest))}. Give `gateway=vpn-… all` and an optional region."
+        )
     if rest:
         region = region_word(rest[0])
     return BatchDeleteCommand(
@@ -204,8 +221,12 @@ def _parse_delete(
             region = region_word(positional[0])
         distinct = tuple(dict.fromkeys(ids))
         if len(distinct) > 1:
-            return BatchDeleteCommand(vco_ids=distinct, region=region or default_region, account=account, reason=reason)
-        return DeleteCommand(vco_id=distinct[0], region=region or default_region, account=account, reason=reason)
+            return BatchDeleteCommand(
+                vco_ids=distinct, region=region or default_region, account=account, reason=reason
+            )
+        return DeleteCommand(
+            vco_id=distinct[0], region=region or default_region, account=account, reason=reason
+        )
     positional = ids + positional
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:

@@ -51,6 +51,8 @@ class _Option(Payload):
 
 class _Select(Payload):
     selected_option: _Option | None = None
+    # A multi_external_select's choices (the picker's "more connections").
+    selected_options: list[_Option] | None = Field(default=None, max_length=100)
     # A plain_text_input's value (the reason field); bounded well past the reason's own limit.
     value: str | None = Field(default=None, max_length=3000)
 
@@ -68,7 +70,7 @@ class _View(Payload):
 class _SuggestionPayload(Payload):
     type: Literal["block_suggestion"]
     user: User
-    action_id: Literal[ActionId.PICK_CONNECTION]
+    action_id: Literal[ActionId.PICK_CONNECTION, ActionId.PICK_MORE]
     value: str = Field(max_length=2000)
     view: _View
 
@@ -103,6 +105,13 @@ class PickerSubmission:
     account: str | None = None
     # What was typed in the reason field (None when left empty); its rules are checked on submit.
     reason: str | None = None
+    # The "more connections" multi-select (site decommission), distinct and without ``vco_id``.
+    more: tuple[str, ...] = ()
+
+    @property
+    def vco_ids(self) -> tuple[str, ...]:
+        """Every connection picked, the first one first."""
+        return ((self.vco_id,) if self.vco_id else ()) + self.more
 
 
 _META = TypeAdapter(PickerMeta)
@@ -149,9 +158,12 @@ def parse_submission(body: Mapping[str, Any]) -> PickerSubmission:
         vco = _selected(payload.view, BlockId.PICK_CONNECTION, ActionId.PICK_CONNECTION)
         vco_id = _VCO.validate_python(vco) if vco is not None else None
         account = _account(payload.view, meta)
+        more_choice = payload.view.state.values.get(BlockId.PICK_MORE.value, {}).get(ActionId.PICK_MORE.value)
+        picked = [o.value for o in (more_choice.selected_options or [])] if more_choice is not None else []
+        more = tuple(dict.fromkeys(_VCO.validate_python(v) for v in picked if v not in (vco_id, "none")))
     except ValidationError:
         raise NotAllowed(FOREIGN_VIEW) from None
     typed = payload.view.state.values.get(BlockId.PICK_REASON.value, {}).get(ActionId.PICK_REASON.value)
     reason = typed.value.strip() if typed is not None and typed.value and typed.value.strip() else None
     team_id = payload.team.id if payload.team else ""
-    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account, reason)
+    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account, reason, more)
