@@ -18,7 +18,13 @@ from bot.sandbox.local import LocalStack, start_local_stack
 from bot.sandbox.slack import render_timeline
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import selected_option
-from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2, SEED_VCO_LOCKED
+from bot.sandbox.vpc_state import (
+    SEED_VCO_HANGZHOU,
+    SEED_VCO_HANGZHOU_BGP,
+    SEED_VCO_HANGZHOU_GW2,
+    SEED_VCO_HANGZHOU_TUNNELS,
+    SEED_VCO_LOCKED,
+)
 from bot.slack.block_ids import ActionId, BlockId
 
 __all__ = ["RULE", "run_demo"]
@@ -102,6 +108,37 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     picked = await _confirmation_for(stack, SEED_VCO_HANGZHOU_GW2)
     await _deny(stack, picked.ts, None)
     await _until_final(stack, picked.ts)
+
+    say("9. A site closes: @alice asks for its 3 connections on 2 gateways at once; @bob approves once.\n")
+    site = (SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNELS, SEED_VCO_HANGZHOU_GW2)
+    await _gateways_idle(stack)
+    await stack.agent.slash_command(ALICE, CHANNEL, "delete " + " ".join(site))
+    batch = await _confirmation_for(stack, SEED_VCO_HANGZHOU_TUNNELS)
+    await stack.agent.click(BOB, CHANNEL, batch.ts, ActionId.BATCH_APPROVE)
+    await _until_batch_final(stack, batch.ts, len(site))
+
+
+async def _gateways_idle(stack: LocalStack) -> None:
+    """Wait until the recreation's last route is applied: every gateway ``active`` (a steady story)."""
+    vpc = stack.vpc.state
+
+    def idle() -> bool:
+        vpc.settle()
+        return all(gw.status == "active" for gw in vpc.gateways.values())
+
+    await stack.slack.state.wait_for(idle, timeout=STEP_TIMEOUT, what="the gateways to be active")
+
+
+async def _until_batch_final(stack: LocalStack, ts: str, count: int) -> None:
+    async def final() -> bool:
+        ops = [op for op in await stack.bot.app.store.list_operations() if op.message_ts == ts]
+        return len(ops) == count and all(op.is_terminal for op in ops)
+
+    finished: bool = await stack.slack.state.wait_for(
+        final, timeout=3 * STEP_TIMEOUT, what="the batch to finish"
+    )
+    assert finished  # noqa: S101 - wait_for returns only a truthy result
+    await stack.bot.app.workflow.wait_idle()
 
 
 async def _deny(stack: LocalStack, ts: str, reason: str | None) -> None:
