@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.sandbox.local import LocalStack, start_local_stack
-from bot.sandbox.slack import render_timeline
+from bot.sandbox.slack import render_message, render_timeline
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import selected_option
 from bot.sandbox.vpc_state import (
@@ -109,13 +109,25 @@ async def _script(stack: LocalStack, out: TextIO) -> None:
     await _deny(stack, picked.ts, None)
     await _until_final(stack, picked.ts)
 
-    say("9. A site closes: @alice asks for its 3 connections on 2 gateways at once; @bob approves once.\n")
+
+async def _site_decommission(stack: LocalStack, out: TextIO) -> Message:
+    """Scene 9: a batch of 3 connections on 2 gateways, one card, one approval; return the card as it ends.
+
+    Its deletions run side by side (one per gateway at a time), so their thread replies interleave
+    differently from run to run: the demo prints the card as it ended, not its timeline.
+    """
+    out.write(
+        "9. A site closes: @alice asks for its 3 connections on 2 gateways at once; @bob approves once.\n"
+    )
     site = (SEED_VCO_HANGZHOU_BGP, SEED_VCO_HANGZHOU_TUNNELS, SEED_VCO_HANGZHOU_GW2)
     await _gateways_idle(stack)
     await stack.agent.slash_command(ALICE, CHANNEL, "delete " + " ".join(site))
     batch = await _confirmation_for(stack, SEED_VCO_HANGZHOU_TUNNELS)
     await stack.agent.click(BOB, CHANNEL, batch.ts, ActionId.BATCH_APPROVE)
     await _until_batch_final(stack, batch.ts, len(site))
+    card = stack.slack.state.message(CHANNEL, batch.ts)
+    assert card is not None  # noqa: S101 - it was just found
+    return card
 
 
 async def _gateways_idle(stack: LocalStack) -> None:
@@ -227,6 +239,8 @@ async def run_demo(out: TextIO | None = None) -> int:
         try:
             out.write("vpn-bot demo: the real bot on loopback, a local VPC sandbox and a Slack stand-in.\n\n")
             await _script(stack, out)
+            timeline = render_timeline(stack.slack.state, CHANNEL)
+            batch = await _site_decommission(stack, out)
         except TimeoutError as exc:
             out.write(f"\nThe demo stopped: {exc}\n")
             out.write(render_timeline(stack.slack.state, CHANNEL))
@@ -234,8 +248,11 @@ async def run_demo(out: TextIO | None = None) -> int:
         finally:
             await stack.aclose()
         out.write(
-            "\nWhat people saw, in the order it happened (an edit shows only the lines that changed):\n"
+            "\nWhat people saw in steps 1-8, in the order it happened (an edit shows only the lines that "
+            "changed):\n"
         )
-        out.write(f"{RULE}\n{render_timeline(stack.slack.state, CHANNEL)}{RULE}\n")
+        out.write(f"{RULE}\n{timeline}{RULE}\n")
+        out.write("Step 9's card as it ended (each connection's progress is in its thread):\n")
+        out.write("".join(f"  {line}\n" for line in render_message(batch, stack.slack.state)))
         out.write(f"Done in {time.monotonic() - started:.1f} s. Nothing left this machine.\n")
     return 0
