@@ -60,7 +60,8 @@ def test_every_state_is_valid_block_kit_with_hostile_names_at_the_largest_batch(
     ops = [member(i) for i in range(count)]
     waiting = build_batch_card(ops, now=T0, approval_rule="*Approval:* <@U0BOB>")
     valid(waiting)
-    assert "<@U0EVIL>" not in str(waiting) and "<!channel>" not in str(waiting)
+    assert "<@U0EVIL>" not in str(waiting)
+    assert "<!channel>" not in str(waiting)
     outcomes = [OpState.DELETED, OpState.FAILED, OpState.APPROVED, OpState.DELETING, OpState.TIMED_OUT]
     after = [
         decided(op, outcomes[i % len(outcomes)], error_text="x" * 500, undo_until=T0 + timedelta(days=1))
