@@ -25,7 +25,7 @@ from bot.sandbox.vpc_state import (
 )
 from bot.slack.block_ids import ActionId, BlockId
 
-from .support import ALICE, BOB, CHANNEL, all_text, local_stack
+from .support import ALICE, BOB, CHANNEL, all_text, local_stack, thread_text, wait_confirmation
 
 FAILING_CODE = "VpnGateway.FinancialLocked"
 FAILING_REASON = "The VPN gateway is locked because the Alibaba Cloud account has an overdue payment."
@@ -260,3 +260,70 @@ async def test_the_picker_multi_select_asks_for_several_on_one_card(sqlite_url: 
             first,
             *rest,
         ]
+
+
+async def test_the_pre_flight_table_leaves_out_what_cannot_be_deleted(sqlite_url: str) -> None:
+    """Not found, or being deleted by another request: a line each, left out of the one approval."""
+    async with local_stack(sqlite_url, update_seconds=2.0) as stack:
+        state = stack.slack.state
+        ids = seed_site(stack.vpc.state, 3, per_gateway=3)
+        # Another request is deleting the first one (approved, its gateway updating).
+        reply = await stack.agent.slash_command(ALICE, CHANNEL, f"delete {ids[0]}")
+        assert reply.status == 200, reply.body
+        single = await wait_confirmation(state, ids[0])
+        await stack.agent.click(BOB, CHANNEL, single.ts, ActionId.APPROVE)
+        await state.wait_for(
+            lambda: "is updating" in thread_text(state, single.ts) or None, timeout=10, what="updating"
+        )
+        missing = "vco-bp1n0t4h3r3at4ll"
+        card = await request(stack, f"delete {ids[0]} {missing} {ids[1]}")
+        text = all_text(card)
+        assert "already being deleted by another request; left out" in text
+        assert f"`{missing}`" in text
+        assert "not found in `cn-hangzhou` (gone, or in another region); left out" in text
+        assert "[Delete 1]" in str(card.blocks) or "Delete 1" in text
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        final = await wait_card(state, card.ts, "1 deleted, 2 failed")
+        valid_block_kit(final)
+        # Each connection deleted once: the first by its own request, the third by the batch.
+        assert deletes_per_connection(stack.vpc.state) == {ids[0]: 1, ids[1]: 1}
+
+
+async def test_an_unapproved_batch_expires_whole(sqlite_url: str) -> None:
+    settings: dict[str, Any] = {"confirmation_ttl_seconds": 0.5, "lease_seconds": 0.6}
+    async with local_stack(sqlite_url, settings=settings) as stack:
+        ids = seed_site(stack.vpc.state, 3)
+        card = await request(stack, "delete " + " ".join(ids))
+        closed = await wait_card(stack.slack.state, card.ts, "Expired", within=10)
+        valid_block_kit(closed)
+        assert not has_buttons(closed)
+        assert "Nothing was deleted" in all_text(closed)
+        ops = await stack.bot.app.store.list_operations()
+        assert {op.state for op in ops} == {OpState.EXPIRED}
+        # A late click changes nothing and says so, privately.
+        reply = await stack.agent.click(
+            BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE, ops[0].batch_id, require_button=False
+        )
+        assert reply.status == 200
+        await stack.slack.state.wait_for(
+            lambda: next((m for m in stack.slack.state.ephemerals(BOB) if "expired" in all_text(m)), None),
+            timeout=5,
+            what="the late click's answer",
+        )
+        assert stack.vpc.state.calls("DeleteVpnConnection") == []
+
+
+async def test_a_batch_across_two_replicas_deletes_each_once(db_url: str) -> None:
+    """Asked on one replica, approved on the other (SQLite and PostgreSQL): each deleted once."""
+    async with local_stack(db_url, update_seconds=0.3, replicas=2) as stack:
+        vpc = stack.vpc.state
+        ids = seed_site(vpc)
+        reply = await stack.agents[0].slash_command(ALICE, CHANNEL, "delete " + " ".join(ids))
+        assert reply.status == 200, reply.body
+        card = await wait_batch_card(stack.slack.state, "asks to delete")
+        reply = await stack.agents[1].click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        assert reply.status == 200, reply.body
+        final = await wait_card(stack.slack.state, card.ts, "5 deleted")
+        valid_block_kit(final)
+        assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
+        gateway_turns_never_overlap(await stack.bot.app.store.list_operations())
