@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.delivery import OutboxConfig, OutboxDispatcher
 from bot.domain import (
+    BatchMove,
     Crashed,
     Effect,
     EffectKind,
@@ -370,6 +371,28 @@ class Runner:
         if failed is not None:
             self._keys.pop(op.id, None)
             self.outbox.kick(op.id)
+            self._steps.finished(failed)
+        if failed is not None and op.batch_id is not None:
+            await self._batch_not_posted(op.batch_id, err)
+
+    async def _batch_not_posted(self, batch_id: str, err: SlackError) -> None:
+        """A batch's card could not be posted: its other connections fail with it (nobody could approve)."""
+        now = self._clock.now()
+        members = await self._store.batch_operations(batch_id=batch_id)
+        moves = [
+            BatchMove(
+                op_id=m.id,
+                fields={"finished_at": now, "error_code": f"slack:{err.error}", "error_text": err.friendly},
+                audit_entry=self._steps.entry(
+                    m, "failed", actor_id=SYSTEM_ACTOR, detail=f"confirmation not posted: {err.error}"
+                ),
+            )
+            for m in members
+            if m.state is OpState.AWAITING_APPROVAL
+        ]
+        for failed in await self._store.transition_batch(
+            moves, from_states=_AWAITING, to=OpState.FAILED, now=now
+        ):
             self._steps.finished(failed)
 
     # --- driving one operation ---------------------------------------------------------------

@@ -327,3 +327,86 @@ async def test_a_batch_across_two_replicas_deletes_each_once(db_url: str) -> Non
         valid_block_kit(final)
         assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
         gateway_turns_never_overlap(await stack.bot.app.store.list_operations())
+
+
+async def test_a_batch_card_slack_refuses_fails_every_connection_and_says_so_once(sqlite_url: str) -> None:
+    async with local_stack(sqlite_url) as stack:
+        state = stack.slack.state
+        ids = seed_site(stack.vpc.state, 3)
+        state.fail("chat.postMessage", "not_in_channel")
+        reply = await stack.agent.slash_command(ALICE, CHANNEL, "delete " + " ".join(ids))
+        assert reply.status == 200, reply.body
+
+        async def all_failed() -> bool:
+            ops = await stack.bot.app.store.list_operations()
+            return len(ops) == 3 and all(op.state is OpState.FAILED for op in ops)
+
+        assert await state.wait_for(all_failed, timeout=10, what="every connection failed")
+        told = await state.wait_for(
+            lambda: (
+                [r for r in state.responses() if "not_in_channel" in str(r) or "channel" in str(r)] or None
+            ),
+            timeout=10,
+            what="the requester told",
+        )
+        assert len(told) == 1
+        assert stack.vpc.state.calls("DeleteVpnConnection") == []
+
+
+async def test_a_single_delete_button_cannot_decide_one_of_a_batch(sqlite_url: str) -> None:
+    """A forged Delete click naming one connection of a batch is refused: the batch is decided whole."""
+    async with local_stack(sqlite_url) as stack:
+        ids = seed_site(stack.vpc.state, 2)
+        card = await request(stack, "delete " + " ".join(ids))
+        ops = await stack.bot.app.store.list_operations()
+        reply = await stack.agent.click(
+            BOB, CHANNEL, card.ts, ActionId.APPROVE, ops[0].id, require_button=False
+        )
+        assert reply.status == 200
+        await stack.slack.state.wait_for(
+            lambda: next(
+                (m for m in stack.slack.state.ephemerals(BOB) if "does not belong" in all_text(m)), None
+            ),
+            timeout=5,
+            what="the refusal",
+        )
+        assert {op.state for op in await stack.bot.app.store.list_operations()} == {OpState.AWAITING_APPROVAL}
+
+
+async def test_recreate_from_a_batch_line(sqlite_url: str) -> None:
+    """Each deleted connection keeps its own Recreate…: its line's button, its snapshot, in the batch's thread."""
+    async with local_stack(sqlite_url, update_seconds=0.3) as stack:
+        state = stack.slack.state
+        ids = seed_site(stack.vpc.state, 2)
+        card = await request(stack, "delete " + " ".join(ids))
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        await wait_card(state, card.ts, "2 deleted")
+        ops = await stack.bot.app.store.list_operations()
+        second = next(op for op in ops if op.vco_id == ids[1])
+        before = set(state.views)
+        reply = await stack.agent.click(ALICE, CHANNEL, card.ts, ActionId.RECREATE_OPEN, second.id)
+        assert reply.status == 200, reply.body
+
+        def opened() -> dict[str, Any] | None:
+            return next((v for k, v in state.views.items() if k not in before), None)
+
+        view = await state.wait_for(opened, timeout=10, what="the Recreate modal")
+        typed = {"type": "plain_text_input", "value": "batch-Key_only-in-memory"}
+        await stack.agent.submit(ALICE, view["id"], {BlockId.RECREATE_PSK: {ActionId.RECREATE_PSK: typed}})
+
+        def confirmation() -> Message | None:
+            return next(
+                (
+                    m
+                    for m in state.thread(CHANNEL, card.ts)
+                    if any(b.get("type") == "actions" for b in m.blocks)
+                ),
+                None,
+            )
+
+        posted = await state.wait_for(confirmation, timeout=10, what="the recreate confirmation")
+        await stack.agent.click(BOB, CHANNEL, posted.ts, ActionId.APPROVE)
+        final = await wait_card(state, card.ts, "recreated as")
+        valid_block_kit(final)
+        assert ids[1] not in stack.vpc.state.connections
+        assert len(stack.vpc.state.accepted("CreateVpnConnection")) == 1
