@@ -161,6 +161,21 @@ async def test_cancel_closes_the_whole_batch(sqlite_url: str) -> None:
         reply = await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_CANCEL)
         assert reply.status == 200, reply.body
         closed = await wait_card(stack.slack.state, card.ts, "Cancelled by")
+        # The requester is told once, for the whole batch.
+        told = await stack.slack.state.wait_for(
+            lambda: (
+                [
+                    c
+                    for c in stack.slack.state.calls("chat.postMessage")
+                    if c.ok and "site decommission" in str(c.params.get("text", ""))
+                ]
+                or None
+            ),
+            timeout=5,
+            what="the requester's direct message",
+        )
+        assert len(told) == 1
+        assert "was denied by" in str(told[0].params["text"])
         valid_block_kit(closed)
         assert not has_buttons(closed)
         ops = await stack.bot.app.store.list_operations()
