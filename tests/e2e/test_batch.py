@@ -158,9 +158,25 @@ async def test_cancel_closes_the_whole_batch(sqlite_url: str) -> None:
     async with local_stack(sqlite_url) as stack:
         ids = seed_site(stack.vpc.state, 3)
         card = await request(stack, "delete " + " ".join(ids))
+        state = stack.slack.state
+        before = set(state.views)
         reply = await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_CANCEL)
         assert reply.status == 200, reply.body
+
+        def opened() -> dict[str, Any] | None:
+            return next((v for k, v in state.views.items() if k not in before), None)
+
+        # The same reason modal as one Cancel, for the whole batch.
+        view = await state.wait_for(opened, timeout=10, what="the Cancel modal")
+        View(**{k: v for k, v in view.items() if k not in ("id", "hash", "team_id")}).validate_json()
+        assert "these 3 connections" in str(view["blocks"])
+        typed = {"type": "plain_text_input", "value": "Site stays open *after all*"}
+        done = await stack.agent.submit(
+            BOB, view["id"], {BlockId.CANCEL_REASON: {ActionId.CANCEL_REASON: typed}}
+        )
+        assert done.status == 200, done.body
         closed = await wait_card(stack.slack.state, card.ts, "Cancelled by")
+        assert "`Site stays open *after all*`" in all_text(closed)
         # The requester is told once, for the whole batch.
         told = await stack.slack.state.wait_for(
             lambda: (

@@ -190,19 +190,29 @@ def _reason_input(
     }
 
 
-def build_cancel_modal(*, op_id: str, channel_id: str, message_ts: str, vco_id: str) -> View:
-    """The modal Cancel opens: an optional reason for denying the request, then Deny."""
+def build_cancel_modal(
+    *, op_id: str, channel_id: str, message_ts: str, vco_id: str, batch_count: int | None = None
+) -> View:
+    """The modal Cancel opens: an optional reason for denying the request, then Deny.
+
+    ``batch_count``: a site decommission's Cancel (``op_id`` is then the batch's id): it closes them all.
+    """
+    meta: dict[str, Any] = {"o": op_id, "c": channel_id, "t": message_ts}
+    what = vco_id
+    if batch_count is not None:
+        meta["b"] = 1
+        what = f"these {batch_count} connections"
     return {
         "type": "modal",
         "callback_id": CallbackId.CANCEL.value,
-        "private_metadata": json.dumps({"o": op_id, "c": channel_id, "t": message_ts}, separators=(",", ":")),
+        "private_metadata": json.dumps(meta, separators=(",", ":")),
         "title": plain_object("Deny this deletion", MODAL_TITLE_MAX),
         "submit": plain_object("Deny", MODAL_TITLE_MAX),
         "close": plain_object("Back", MODAL_TITLE_MAX),
         "blocks": [
             {
                 "type": "section",
-                "text": plain_object(f"Nothing is deleted: the request to delete {vco_id} is closed.", 3000),
+                "text": plain_object(f"Nothing is deleted: the request to delete {what} is closed.", 3000),
             },
             _reason_input(
                 BlockId.CANCEL_REASON,
