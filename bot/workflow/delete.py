@@ -497,7 +497,9 @@ class DeleteSteps(StepBase):
         if holder == op.id:
             # A recreation takes the same per-gateway turn: one change per gateway at a time.
             to = OpState.CREATING if op.is_recreate else OpState.DELETING
-            return await self._move(op, to, started_at=self._clock.now()), queued_posted
+            # A batch's card says which of its connections has its gateway's turn now.
+            moved = await self._move(op, to, started_at=self._clock.now(), card=op.batch_id is not None)
+            return moved, queued_posted
         if not queued_posted:
             blocking = await self._store.get_operation(op_id=holder)
             await self._note(op, Queued(blocking_vco_id=blocking.vco_id if blocking else holder))

@@ -24,6 +24,8 @@ from bot.domain import (
     AuditEntry,
     Effect,
     EffectKind,
+    GatewayActive,
+    GatewayUpdating,
     Operation,
     OpState,
     Outcome,
@@ -68,6 +70,16 @@ class RecreateKeys:
     """
 
     psk: SecretStr
+
+
+# A batch's thread carries every one of its connections: the gateway's own comings and goings stay
+# out of it (the card says which connection is deleting).
+_CONDENSED = (GatewayUpdating, GatewayActive)
+
+
+def _threaded(op: Operation, event: Progress) -> bool:
+    """Whether ``event`` goes in ``op``'s thread."""
+    return op.batch_id is None or not isinstance(event, _CONDENSED)
 
 
 def thread(event: Progress) -> Effect:
@@ -138,9 +150,14 @@ class StepBase:
         *,
         event: Progress | None = None,
         audit_action: str | None = None,
+        card: bool = False,
         **fields: Any,
     ) -> Operation:
+        """Move ``op`` on, with ``event`` in the thread and (``card``) its card re-rendered."""
         request_id = fields.get("delete_request_id")
+        effects = [thread(event)] if event is not None and _threaded(op, event) else []
+        if card:
+            effects.append(CARD)
         moved = await self._store.transition(
             op.id,
             from_states={op.state},
@@ -150,12 +167,12 @@ class StepBase:
             audit_entry=self.entry(op, audit_action, actor_id=SYSTEM_ACTOR, request_id=request_id)
             if audit_action
             else None,
-            effects=[thread(event)] if event is not None else (),
+            effects=effects,
             **fields,
         )
         if moved is None:
             raise LostOperation(op.id)
-        if event is not None:
+        if effects:
             self._outbox.kick(op.id)
         log.debug(
             "operation moved from %s to %s",
@@ -167,6 +184,8 @@ class StepBase:
 
     async def _note(self, op: Operation, event: Progress) -> None:
         """Tell the thread something that goes with no state change."""
+        if not _threaded(op, event):
+            return
         await self._store.enqueue(op_id=op.id, effects=[thread(event)], now=self._clock.now())
         self._outbox.kick(op.id)
 

@@ -145,6 +145,9 @@ async def test_a_batch_of_five_on_two_gateways_with_one_failing(sqlite_url: str)
         thread = "\n".join(all_text(m) for m in state.thread(CHANNEL, card.ts))
         for vco_id in ids:
             assert f"`{vco_id}`:" in thread
+        # Condensed: the gateways' comings and goings stay out of a batch's thread.
+        assert "is updating" not in thread
+        assert "checking that the connection is gone" not in thread
         recreate = [
             b["accessory"]["value"]
             for b in final.blocks

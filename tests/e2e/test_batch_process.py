@@ -58,9 +58,9 @@ async def test_a_batch_survives_kill_9_of_its_worker(tmp_path: Path) -> None:
                 assert reply.status == 200, reply.body
             # Killed once a deletion is under way on a gateway (Alibaba accepted it).
             await state.wait_for(
-                lambda: "is updating" in thread_text(state, card.ts) or None,
+                lambda: "Request accepted by Alibaba Cloud" in thread_text(state, card.ts) or None,
                 timeout=15,
-                what="a gateway updating",
+                what="a deletion accepted",
             )
             first.kill()
             assert await first.wait_exit(within=5) != 0
