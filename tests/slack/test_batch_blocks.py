@@ -144,3 +144,13 @@ def test_a_bad_batch_command_gets_a_friendly_usage_error(text: str, says: str) -
     with pytest.raises(UsageError) as info:
         parse_command(text, default_region="cn-hangzhou")
     assert says in info.value.friendly
+
+
+def test_help_lists_the_batch_forms() -> None:
+    from bot.slack.blocks import build_usage
+
+    message = build_usage()
+    valid(message)
+    text = str(message)
+    assert "/vpn delete vco-a vco-b vco-c [region]" in text
+    assert "/vpn delete gateway=vpn-… all [region]" in text
