@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 __all__ = [
     "ACTIVE_STATES",
+    "ALREADY_DELETING",
     "IPSEC_UP",
     "KIND_DELETE",
     "KIND_RECREATE",
@@ -377,6 +378,8 @@ ACTIVE_STATES: frozenset[OpState] = frozenset(
 )
 # The longest reason a person may give for a request or a denial (a sentence and a ticket number).
 REASON_MAX = 500
+# The error_code of a batch's member left out because another request is deleting its connection.
+ALREADY_DELETING = "already_deleting"
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"

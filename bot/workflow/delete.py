@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from bot.domain import (
+    ALREADY_DELETING,
     Accepted,
     AuditEntry,
     ConnectionReady,
@@ -56,14 +57,12 @@ from bot.workflow.steps import (
     thread,
 )
 
-__all__ = ["ALREADY_DELETING", "DeleteRequests", "DeleteSteps"]
+__all__ = ["DeleteRequests", "DeleteSteps"]
 
 log = logging.getLogger("bot.workflow")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
 # A slash command's response_url works for 30 minutes; a lookup resumed later cannot answer.
 _RESPONSE_URL_LIFETIME = timedelta(minutes=30)
-# A batch member whose connection another request is deleting already (shown on the batch card).
-ALREADY_DELETING = "already_deleting"
 
 
 class DeleteRequests(Runner):

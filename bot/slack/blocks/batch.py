@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from bot.domain import Operation, OpState
+from bot.domain import ALREADY_DELETING, Operation, OpState
 from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks.cards import reason_line
 from bot.slack.blocks.text import (
@@ -55,7 +55,7 @@ def _problems(op: Operation) -> list[str]:
     found: list[str] = []
     if op.state is OpState.FAILED and op.approved_at is None:
         # Its lookup failed: it is left out of the approval.
-        if op.error_code == "already_deleting":
+        if op.error_code == ALREADY_DELETING:
             found.append(":no_entry: already being deleted by another request; left out")
         elif op.error_code in _NOT_FOUND_CODES:
             found.append(
