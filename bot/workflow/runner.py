@@ -372,13 +372,22 @@ class Runner:
             self._keys.pop(op.id, None)
             self.outbox.kick(op.id)
             self._steps.finished(failed)
-        if failed is not None and op.batch_id is not None:
-            await self._batch_not_posted(op.batch_id, err)
+        if op.batch_id is not None:
+            await self._batch_not_posted(op.batch_id, err, told=failed is not None)
 
-    async def _batch_not_posted(self, batch_id: str, err: SlackError) -> None:
-        """A batch's card could not be posted: its other connections fail with it (nobody could approve)."""
+    async def _batch_not_posted(self, batch_id: str, err: SlackError, *, told: bool) -> None:
+        """A batch's card could not be posted: its other connections fail with it (nobody could approve).
+
+        The requester is told once: by the card's member (``told``), else by the first one failed here
+        (the card's member had failed its lookup already).
+        """
         now = self._clock.now()
-        members = await self._store.batch_operations(batch_id=batch_id)
+        members = [
+            m
+            for m in await self._store.batch_operations(batch_id=batch_id)
+            if m.state is OpState.AWAITING_APPROVAL
+        ]
+        tell = (Effect(EffectKind.RESPOND, PostFailed(error=err.error, reason=err.friendly)),)
         moves = [
             BatchMove(
                 op_id=m.id,
@@ -386,14 +395,15 @@ class Runner:
                 audit_entry=self._steps.entry(
                     m, "failed", actor_id=SYSTEM_ACTOR, detail=f"confirmation not posted: {err.error}"
                 ),
+                effects=tell if index == 0 and not told else (),
             )
-            for m in members
-            if m.state is OpState.AWAITING_APPROVAL
+            for index, m in enumerate(members)
         ]
-        for failed in await self._store.transition_batch(
-            moves, from_states=_AWAITING, to=OpState.FAILED, now=now
-        ):
+        moved = await self._store.transition_batch(moves, from_states=_AWAITING, to=OpState.FAILED, now=now)
+        for failed in moved:
             self._steps.finished(failed)
+        if moved and not told:
+            self.outbox.kick(moved[0].id)
 
     # --- driving one operation ---------------------------------------------------------------
 
