@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.domain import OpState
-from bot.sandbox.local import LOCAL_SIGNING_SECRET
+from bot.sandbox.local import LOCAL_SIGNING_SECRET, LocalStack, local_settings
 from bot.sandbox.slack import SlackUserAgent
 from bot.store import Store
 
@@ -89,3 +89,53 @@ async def test_a_batch_survives_kill_9_of_its_worker(tmp_path: Path) -> None:
     assert deletes_per_connection(vpc.state) == dict.fromkeys(states, 1)
     gateway_turns_never_overlap(ops)
     assert "Picked up again by bot instance" in thread_text(state, card.ts)
+
+
+@pytest.mark.postgres
+async def test_a_batch_is_taken_over_by_another_replica_after_kill_9(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """SIGKILL mid-batch (PostgreSQL): an in-process replica on the same database finishes it, each once."""
+    async with sandbox_and_slack(update_seconds=UPDATE_SECONDS) as (vpc, slack):
+        state = slack.state
+        ids = seed_site(vpc.state)
+        env = bot_env(tmp_path, database_url=postgres_url, vpc=vpc, slack=slack)
+        crashing = BotProcess(env=env, cwd=tmp_path, log_path=tmp_path / "crashing.log")
+        try:
+            await crashing.wait_healthy()
+            async with SlackUserAgent(
+                events_url=crashing.events_url, signing_secret=LOCAL_SIGNING_SECRET, state=state
+            ) as agent:
+                reply = await agent.slash_command(ALICE, CHANNEL, "delete " + " ".join(ids))
+                assert reply.status == 200, reply.body
+                card = await wait_batch_card(state, "asks to delete")
+                reply = await agent.click(BOB, CHANNEL, card.ts, "vpn-batch-approve")
+                assert reply.status == 200, reply.body
+            await state.wait_for(
+                lambda: "Request accepted by Alibaba Cloud" in thread_text(state, card.ts) or None,
+                timeout=15,
+                what="a deletion accepted",
+            )
+            crashing.kill()
+            assert await crashing.wait_exit(within=5) != 0
+        finally:
+            crashing.close()
+
+        settings = local_settings(
+            database_url=postgres_url, vpc_url=vpc.url, slack_url=slack.url, lease_seconds=2.0
+        )
+        stack = LocalStack(vpc=vpc, slack=slack, settings=settings)
+        try:
+            replica = await stack.add_replica(instance_id="standby-replica")
+            final = await wait_card(state, card.ts, "5 deleted", within=60)
+            valid_block_kit(final)
+            ops = await replica.app.store.list_operations()
+        finally:
+            for agent in stack.agents:
+                await agent.aclose()
+            for running in stack.replicas:
+                await running.aclose()
+    assert {op.state for op in ops} == {OpState.DELETED}
+    assert deletes_per_connection(vpc.state) == dict.fromkeys(ids, 1)
+    gateway_turns_never_overlap(ops)
+    assert "Picked up again by bot instance `standby-replica`" in thread_text(state, card.ts)
