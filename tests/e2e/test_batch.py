@@ -142,6 +142,8 @@ async def test_a_batch_of_five_on_two_gateways_with_one_failing(sqlite_url: str)
         assert len({op.client_token for op in ops}) == 5
         assert all(op.snapshot is not None for op in ops)
         gateway_turns_never_overlap(ops)
+        # Never a delete sent to a gateway busy with another: Alibaba would have answered VpnTask.CONFLICT.
+        assert [c for c in vpc.calls("DeleteVpnConnection") if c.code == "VpnTask.CONFLICT"] == []
         # Every connection's thread replies say whose they are; the card offers Recreate per deleted one.
         thread = "\n".join(all_text(m) for m in state.thread(CHANNEL, card.ts))
         for vco_id in ids:
