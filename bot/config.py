@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     max_driven_operations: int = Field(
         default=200, ge=1, le=100_000, validation_alias="VPNBOT_MAX_DRIVEN_OPERATIONS"
     )
+    # Site decommission: the most connections one request may ask to delete (ids, a gateway's all,
+    # the picker's multi-select); more is refused. At most 40, so the batch card keeps a line each.
+    max_batch: int = Field(default=20, ge=1, le=40, validation_alias="VPNBOT_MAX_BATCH")
     busy_retry_attempts: int = Field(default=5, ge=1, le=50, validation_alias="VPNBOT_BUSY_RETRY_ATTEMPTS")
     busy_retry_base_seconds: float = Field(
         default=10.0, gt=0, le=600, validation_alias="VPNBOT_BUSY_RETRY_BASE_SECONDS"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum, auto
@@ -34,6 +34,15 @@ log = logging.getLogger("bot.delivery")
 MAYBE_DONE_MARK = "+maybe_done"
 # Effects that post a message: the ones to look for before posting again.
 _POSTS = (EffectKind.POST_CONFIRMATION, EffectKind.THREAD, EffectKind.DIRECT, EffectKind.AUDIT_LINE)
+
+
+# How many times one batch card update renders again when the batch moved on meanwhile.
+_BATCH_RENDERS = 5
+
+
+def _shown(members: Sequence[Operation]) -> list[tuple[str, str, str | None, bool, str | None]]:
+    """What a batch card shows of each member: enough to tell whether a render is stale."""
+    return [(m.id, m.state.value, m.error_code, m.undo_until is not None, m.new_vco_id) for m in members]
 
 
 def _maybe_done(effect: PendingEffect) -> bool:
@@ -274,8 +283,13 @@ class OutboxDispatcher:
             await self._notifier.audit_line(None, effect.event, self._delivery(effect))
             return None
         match effect.kind:
+            case EffectKind.POST_CONFIRMATION if op.batch_id is not None:
+                members = await self._store.batch_operations(batch_id=op.batch_id)
+                return await self._notifier.post_batch(members or [op], self._delivery(effect))
             case EffectKind.POST_CONFIRMATION:
                 return await self._notifier.post_confirmation(op, self._delivery(effect))
+            case EffectKind.UPDATE_CARD if op.batch_id is not None:
+                await self._update_batch(op.batch_id)
             case EffectKind.UPDATE_CARD:
                 await self._notifier.update_card(op)
             case EffectKind.THREAD:
@@ -291,6 +305,24 @@ class OutboxDispatcher:
                 assert isinstance(effect.event, Announced)  # noqa: S101 - checked by _missing_target
                 await self._notifier.audit_line(op, effect.event, self._delivery(effect))
         return None
+
+    async def _update_batch(self, batch_id: str) -> None:
+        """Re-render a batch's card until what it shows is what the store holds after it landed.
+
+        Each member's updates are delivered on their own (a claim per operation), so two renders of
+        the one card may race and the older land last. Whoever lands last reads the batch again
+        after its update: if it changed since its render, it renders again. The last update to land
+        therefore shows the batch as it was then, and any later change writes an update of its own.
+        """
+        members = await self._store.batch_operations(batch_id=batch_id)
+        for _ in range(_BATCH_RENDERS):
+            if not members:
+                return
+            await self._notifier.update_batch(members)
+            again = await self._store.batch_operations(batch_id=batch_id)
+            if _shown(again) == _shown(members):
+                return
+            members = again
 
     @staticmethod
     def _recorded(effect: PendingEffect, err: SlackError) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.sandbox.local import LocalStack, start_local_stack
-from bot.sandbox.slack import render_timeline
+from bot.sandbox.slack import render_message, render_timeline
 from bot.sandbox.slack_api import Message
 from bot.sandbox.slack_user import selected_option
 from bot.sandbox.vpc_state import (
@@ -199,6 +199,50 @@ async def _stale_approval(stack: LocalStack) -> None:
     await _until_final(stack, stale.ts)
 
 
+async def _site_decommission(stack: LocalStack, out: TextIO) -> Message:
+    """Scene 11: a batch of 3 connections on 2 gateways, one card, one approval; return the card as it ends.
+
+    Its deletions run side by side (one per gateway at a time), so their thread replies interleave
+    differently from run to run: the demo prints the card as it ended, not its timeline.
+    """
+    out.write(
+        "11. A site closes: @alice asks for its 3 connections on 2 gateways at once; @bob approves once.\n"
+    )
+    # The site's own connections (the seeded ones were used by the steps before).
+    site = tuple(stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=2))
+    await _gateways_idle(stack)
+    await stack.agent.slash_command(ALICE, CHANNEL, "delete " + " ".join(site))
+    batch = await _confirmation_for(stack, site[0])
+    await stack.agent.click(BOB, CHANNEL, batch.ts, ActionId.BATCH_APPROVE)
+    await _until_batch_final(stack, batch.ts, len(site))
+    card = stack.slack.state.message(CHANNEL, batch.ts)
+    assert card is not None  # noqa: S101 - it was just found
+    return card
+
+
+async def _gateways_idle(stack: LocalStack) -> None:
+    """Wait until the recreation's last route is applied: every gateway ``active`` (a steady story)."""
+    vpc = stack.vpc.state
+
+    def idle() -> bool:
+        vpc.settle()
+        return all(gw.status == "active" for gw in vpc.gateways.values())
+
+    await stack.slack.state.wait_for(idle, timeout=STEP_TIMEOUT, what="the gateways to be active")
+
+
+async def _until_batch_final(stack: LocalStack, ts: str, count: int) -> None:
+    async def final() -> bool:
+        ops = [op for op in await stack.bot.app.store.list_operations() if op.message_ts == ts]
+        return len(ops) == count and all(op.is_terminal for op in ops)
+
+    finished: bool = await stack.slack.state.wait_for(
+        final, timeout=3 * STEP_TIMEOUT, what="the batch to finish"
+    )
+    assert finished  # noqa: S101 - wait_for returns only a truthy result
+    await stack.bot.app.workflow.wait_idle()
+
+
 async def _deny(stack: LocalStack, ts: str, reason: str | None) -> None:
     """@alice clicks Cancel on ``ts`` and submits the modal it opens, with ``reason`` (None: left empty)."""
     state = stack.slack.state
@@ -289,6 +333,8 @@ async def run_demo(out: TextIO | None = None) -> int:
         try:
             out.write("vpn-bot demo: the real bot on loopback, a local VPC sandbox and a Slack stand-in.\n\n")
             await _script(stack, out)
+            timeline = render_timeline(stack.slack.state, CHANNEL)
+            batch = await _site_decommission(stack, out)
         except TimeoutError as exc:
             out.write(f"\nThe demo stopped: {exc}\n")
             out.write(render_timeline(stack.slack.state, CHANNEL))
@@ -296,8 +342,11 @@ async def run_demo(out: TextIO | None = None) -> int:
         finally:
             await stack.aclose()
         out.write(
-            "\nWhat people saw, in the order it happened (an edit shows only the lines that changed):\n"
+            "\nWhat people saw in steps 1-10, in the order it happened (an edit shows only the lines that "
+            "changed):\n"
         )
-        out.write(f"{RULE}\n{render_timeline(stack.slack.state, CHANNEL)}{RULE}\n")
+        out.write(f"{RULE}\n{timeline}{RULE}\n")
+        out.write("Step 11's card as it ended (each connection's progress is in its thread):\n")
+        out.write("".join(f"  {line}\n" for line in render_message(batch, stack.slack.state)))
         out.write(f"Done in {time.monotonic() - started:.1f} s. Nothing left this machine.\n")
     return 0

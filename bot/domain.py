@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 
 __all__ = [
     "ACTIVE_STATES",
+    "ALREADY_DELETING",
     "ANNOUNCED_ACTIONS",
     "FREEZE_MAX",
     "GATEWAY_GONE",
@@ -44,6 +45,7 @@ __all__ = [
     "ApprovalResult",
     "ApprovalRule",
     "AuditEntry",
+    "BatchMove",
     "ChangedSinceApproval",
     "ConnectionReady",
     "Crashed",
@@ -453,6 +455,8 @@ REASON_MAX = 500
 # A recreation's error_code when its gateway, checked again just before CreateVpnConnection, was gone
 # (or being deleted): nothing was sent.
 GATEWAY_GONE = "gateway_gone"
+# The error_code of a batch's member left out because another request is deleting its connection.
+ALREADY_DELETING = "already_deleting"
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.
 KIND_DELETE = "delete"
 KIND_RECREATE = "recreate"
@@ -584,6 +588,8 @@ class Operation:
     # before approvals were bound), and what changed since the last approval when it was asked again.
     preview_fingerprint: str | None = None
     preview_changes: tuple[str, ...] = ()
+    # Site decommission: the batch (one card, one approval) this deletion belongs to; None alone.
+    batch_id: str | None = None
 
     @property
     def is_recreate(self) -> bool:
@@ -647,6 +653,17 @@ class OpFields(TypedDict, total=False):
     expires_at: datetime
     preview_fingerprint: str | None
     preview_changes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMove:
+    """One member of a batch's state change (approve or cancel all): its own fields, audit and effects."""
+
+    op_id: str
+    fields: OpFields
+    audit_entry: AuditEntry | None = None
+    effects: tuple[Effect, ...] = ()
+    lease: tuple[str, datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True)

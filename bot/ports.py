@@ -19,6 +19,7 @@ from bot.domain import (
     ApprovalResult,
     ApprovalRule,
     AuditEntry,
+    BatchMove,
     Delivery,
     Effect,
     Freeze,
@@ -176,6 +177,14 @@ class Notifier(Protocol):
 
     async def update_card(self, op: Operation) -> None:
         """Re-render the confirmation message from the operation's current state."""
+        ...
+
+    async def post_batch(self, ops: Sequence[Operation], delivery: Delivery | None = None) -> str:
+        """Post a batch's one card (``ops``: its members, in order) and return its ts (once per ``delivery``)."""
+        ...
+
+    async def update_batch(self, ops: Sequence[Operation]) -> None:
+        """Re-render a batch's card for its members' current states."""
         ...
 
     async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
@@ -496,3 +505,28 @@ class OperationStore(Protocol):
     async def confirmation_posted(
         self, *, effect_id: int, op_id: str, ts: str, now: datetime, owner: str | None = None
     ) -> bool: ...
+
+    # Batches (site decommission): see bot.workflow.batch.
+    async def create_batch(
+        self,
+        *,
+        batch_id: str,
+        ops: Sequence[Operation],
+        lease: tuple[str, datetime],
+        audit_entries: Sequence[AuditEntry],
+    ) -> None: ...
+
+    async def batch_operations(self, *, batch_id: str) -> list[Operation]: ...
+
+    async def open_batch(self, *, batch_id: str, now: datetime) -> str | None: ...
+
+    async def transition_batch(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+    ) -> list[Operation]: ...
+
+    async def deleting_elsewhere(self, *, op: Operation) -> Operation | None: ...

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -447,6 +447,12 @@ class FakeNotifier:
     async def update_card(self, op: Operation) -> None:
         await self._call()
         self.parent_updates.append(op)
+
+    async def post_batch(self, ops: Sequence[Operation], delivery: Delivery | None = None) -> str:
+        return await self.post_confirmation(ops[0], delivery)
+
+    async def update_batch(self, ops: Sequence[Operation]) -> None:
+        await self.update_card(ops[0])
 
     async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
         self.deliveries.append(delivery)

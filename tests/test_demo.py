@@ -75,6 +75,15 @@ def test_demo_runs_the_whole_story(demo_output: str) -> None:
     assert "Traceback" not in demo_output
 
 
+def test_the_demo_ends_with_a_site_decommission(demo_output: str) -> None:
+    """Scene 11: 3 connections on 2 gateways on one card, one approval, each deleted with its Recreate…."""
+    card = demo_output.split(RULE + "\n")[2]
+    assert "Site decommission: 3 deleted" in card
+    assert card.count(":white_check_mark: deleted") == 3
+    assert card.count("[Recreate…]") == 3
+    assert "[Delete 3]" not in card
+
+
 def test_the_channel_is_named_once(demo_output: str) -> None:
     assert demo_output.count("#vpn-ops") == 1
     assert "#netops" not in demo_output

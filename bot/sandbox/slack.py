@@ -52,6 +52,7 @@ __all__ = [
     "Workspace",
     "demo_workspace",
     "find_button",
+    "render_message",
     "render_mrkdwn",
     "render_timeline",
     "render_transcript",
@@ -147,6 +148,11 @@ def _block_lines(block: dict[str, Any], state: StandinState) -> list[str]:
     if kind == "rich_text":
         return _rich_text(block.get("elements", []), state).splitlines()
     return []
+
+
+def render_message(msg: Message, state: StandinState) -> list[str]:
+    """The lines a person reads in ``msg`` as it is now (its buttons as ``[Label]``)."""
+    return _version_body(msg.text, msg.blocks, state)
 
 
 def _version_body(text: str, blocks: Sequence[dict[str, Any]], state: StandinState) -> list[str]:

@@ -15,6 +15,7 @@ from slack_bolt.app.async_app import AsyncApp
 
 from bot.config import Settings
 from bot.slack.actions import make_approve_listener, make_override_listener, make_withdraw_listener
+from bot.slack.batch import make_batch_approve_listener, make_batch_cancel_listener
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.cancel import make_cancel_listener, make_cancel_submit_listener
 from bot.slack.commands import make_vpn_command_listener
@@ -104,12 +105,15 @@ def register(
     app.action(ActionId.OVERRIDE_WINDOW.value)(make_override_listener(deps))
     app.action(ActionId.WITHDRAW.value)(make_withdraw_listener(deps))
     app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))
+    app.action(ActionId.BATCH_APPROVE.value)(make_batch_approve_listener(deps))
+    app.action(ActionId.BATCH_CANCEL.value)(make_batch_cancel_listener(deps))
     app.view(CallbackId.CANCEL.value)(make_cancel_submit_listener(deps))
     page_listener = make_list_page_listener(deps)
     app.action(ActionId.LIST_NEXT.value)(page_listener)
     app.action(ActionId.LIST_PREVIOUS.value)(page_listener)
     app.action(ActionId.LIST_DELETE.value)(make_list_delete_listener(deps))
     app.options(ActionId.PICK_CONNECTION.value)(make_picker_suggest_listener(deps))
+    app.options(ActionId.PICK_MORE.value)(make_picker_suggest_listener(deps))
     app.view(CallbackId.PICKER.value)(make_picker_submit_listener(deps))
     app.action(ActionId.RECREATE_OPEN.value)(make_recreate_open_listener(deps))
     app.view(CallbackId.RECREATE.value)(make_recreate_submit_listener(deps))

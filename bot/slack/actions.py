@@ -10,6 +10,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.errors import NotAllowed
+from bot.slack.block_ids import ActionId
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.parsing import FOREIGN_BUTTON, ButtonClick, parse_click
@@ -23,6 +24,9 @@ async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
         return
     op = await deps.operation(click.op_id)
     if op is None or op.channel_id != click.channel_id:
+        raise NotAllowed(FOREIGN_BUTTON)
+    # A batch's connections are decided together, by the batch card's own buttons.
+    if op.batch_id is not None and click.action_id in (ActionId.APPROVE, ActionId.CANCEL):
         raise NotAllowed(FOREIGN_BUTTON)
     # A confirmation posted through the response_url has no ts of its own; the channel is all we have.
     if op.message_ts is not None and op.message_ts != click.message_ts:

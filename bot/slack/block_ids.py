@@ -34,11 +34,16 @@ class ActionId(StrEnum):
     PICK_REGION = "vpn-pick-region"
     PICK_ACCOUNT = "vpn-pick-account"
     PICK_CONNECTION = "vpn-pick-connection"
+    # The picker's multi-select of more connections (site decommission), searched like the first.
+    PICK_MORE = "vpn-pick-more"
     # Why: the picker's reason field, and the Cancel modal's.
     PICK_REASON = "vpn-pick-reason"
     CANCEL_REASON = "vpn-cancel-reason"
     # Recreate: the deleted card's Recreate… button, and the modal's key inputs.
     RECREATE_OPEN = "vpn-recreate-open"
+    # Site decommission: the batch card's Delete (all of it) and Cancel (all of it).
+    BATCH_APPROVE = "vpn-batch-approve"
+    BATCH_CANCEL = "vpn-batch-cancel"
     RECREATE_PSK = "vpn-recreate-psk"
 
 
@@ -63,6 +68,7 @@ class BlockId(StrEnum):
     PICK_REGION = "vpn-pick-region-block"
     PICK_ACCOUNT = "vpn-pick-account-block"
     PICK_CONNECTION = "vpn-pick-connection-block"
+    PICK_MORE = "vpn-pick-more-block"
     PICK_REASON = "vpn-pick-reason-block"
     PICK_RUN_AT = "vpn-pick-run-at-block"
     CANCEL_REASON = "vpn-cancel-reason-block"
@@ -79,6 +85,9 @@ class BlockId(StrEnum):
     RECREATE_ROUTES = "vpn-recreate-routes"
     RECREATE_PSK = "vpn-recreate-psk-block"
     RECREATE_NOT_CARRIED = "vpn-recreate-not-carried"
+    # The batch card: one line per connection (numbered: ``vpn-batch-line-1``…) and the rest counted.
+    BATCH_LINE = "vpn-batch-line"
+    BATCH_MORE = "vpn-batch-more"
 
 
 class CallbackId(StrEnum):

@@ -23,6 +23,7 @@ from bot.domain import OpState
 from bot.errors import NotAllowed, UsageError
 from bot.ids import ChannelId, MessageTs, OperationId, UserId
 from bot.slack.actions import check_click
+from bot.slack.batch import check_batch_click
 from bot.slack.block_ids import ActionId, BlockId, CallbackId
 from bot.slack.blocks.views import build_cancel_modal
 from bot.slack.codes import SLACK_FAILURES, translate
@@ -54,6 +55,8 @@ class _Meta(_Payload):
     o: OperationId
     c: ChannelId
     t: MessageTs
+    # 1: a site decommission's Cancel (``o`` is the batch's id).
+    b: Literal[1] | None = None
 
 
 class _Input(_Payload):
@@ -89,6 +92,8 @@ class CancelSubmission:
     channel_id: str
     message_ts: str
     reason: str | None
+    # A site decommission's Cancel: ``op_id`` is the batch's id, and all of it is closed.
+    batch: bool = False
 
 
 def parse_cancel_submission(body: Mapping[str, Any]) -> CancelSubmission:
@@ -101,7 +106,7 @@ def parse_cancel_submission(body: Mapping[str, Any]) -> CancelSubmission:
     typed = payload.view.state.values.get(BlockId.CANCEL_REASON.value, {}).get(ActionId.CANCEL_REASON.value)
     text = typed.value if typed is not None and typed.value else ""
     reason = clean_reason(text) or None
-    return CancelSubmission(payload.user.id, meta.o, meta.c, meta.t, reason)
+    return CancelSubmission(payload.user.id, meta.o, meta.c, meta.t, reason, batch=meta.b == 1)
 
 
 async def _open_modal(deps: SlackDeps, client: AsyncWebClient, click: ButtonClick) -> bool:
@@ -148,6 +153,16 @@ def make_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     return handle_cancel_click
 
 
+def _click(sub: CancelSubmission) -> ButtonClick:
+    return ButtonClick(
+        action_id=ActionId.BATCH_CANCEL,
+        op_id=sub.op_id,
+        user_id=sub.user_id,
+        channel_id=sub.channel_id,
+        message_ts=sub.message_ts,
+    )
+
+
 def make_cancel_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     """Build the Cancel modal's view_submission listener."""
 
@@ -168,6 +183,12 @@ def make_cancel_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         await ack()
         with deps.inflight.track():
             try:
+                if sub.batch:
+                    await check_batch_click(deps, _click(sub))
+                    await deps.workflow.cancel_batch(
+                        batch_id=sub.op_id, user_id=sub.user_id, reason=sub.reason
+                    )
+                    return
                 # The form came through the browser: the operation must still belong to that card.
                 await check_click(
                     deps,

@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import AlreadyRequested, NotAllowed, TooManyRequests, UsageError
 from bot.slack.accounts import allowed_accounts, check_freeze_account, choose_account
+from bot.slack.batch import check_batch_size, request_batch
 from bot.slack.blocks import (
     build_busy,
     build_freeze_answer,
@@ -25,10 +26,12 @@ from bot.slack.blocks import (
     build_unfreeze_answer,
     build_usage,
 )
+from bot.slack.blocks.batch import build_batch_looking_up
 from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.find import show_list, show_status
 from bot.slack.parsing import (
+    BatchDeleteCommand,
     DeleteCommand,
     FreezeCommand,
     HelpCommand,
@@ -50,6 +53,11 @@ __all__ = ["check_region", "check_run_time", "make_vpn_command_listener", "send"
 
 log = logging.getLogger(__name__)
 
+BUSY_BATCH = (
+    "I'm working through a lot of requests right now, so I did not start this one; nothing was looked up "
+    "or deleted. Run the command again in a minute."
+)
+
 
 def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
     """Build the ``/vpn`` listener bound to ``deps``."""
@@ -64,7 +72,12 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
             # Every command counts, before anything is parsed, looked up or stored.
             deps.rate.take(request.user_id)
             parsed = parse_command(request.text, default_region=deps.settings.default_region)
-            if isinstance(parsed, DeleteCommand):
+            if isinstance(parsed, BatchDeleteCommand):
+                account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
+                parsed = dataclasses.replace(parsed, account=account)
+                ticket = check_reason(deps.settings, account=account or "", reason=parsed.reason)
+                check_batch_size(deps.settings, len(parsed.vco_ids))
+            elif isinstance(parsed, DeleteCommand):
                 # Pure and instant (settings only): a refusal rides on the ack, nothing is started.
                 account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)
                 parsed = dataclasses.replace(parsed, account=account)
@@ -92,6 +105,12 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 return
             case DeleteCommand(vco_id=vco_id, region=region, account=chosen):
                 await ack(**build_looking_up(vco_id, region, chosen or ""))
+            case BatchDeleteCommand() if deps.inflight.full:
+                deps.inflight.shed()
+                await ack(**build_refusal(BUSY_BATCH))
+                return
+            case BatchDeleteCommand(vco_ids=vco_ids, gateway_id=gateway_id, region=region):
+                await ack(**build_batch_looking_up(len(vco_ids), gateway_id, region))
             case _:
                 await ack()
         async with errors_to_user(command, respond, inflight=deps.inflight):
@@ -163,6 +182,8 @@ async def _after_ack(
                 account=asked,
                 reason=reason,
             )
+        case BatchDeleteCommand():
+            await request_batch(deps, parsed, request, respond, ticket=ticket)
         case DeleteCommand(vco_id=vco_id, region=region, account=account, reason=reason, run_at=run_at):
             await check_region(deps, region)
             try:

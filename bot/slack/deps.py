@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -59,6 +59,38 @@ class WorkflowApi(Protocol):
 
     async def override_window(self, *, op_id: str, user_id: str) -> Operation:
         """Run a deletion its change window holds back now (a second approver; raises NotAllowed)."""
+        ...
+
+    async def request_batch(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        channel_id: str,
+        vco_ids: Sequence[str],
+        region: str,
+        response_url: str | None,
+        account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
+    ) -> list[Operation]:
+        """Check policy, look every connection up and post the one batch card (site decommission)."""
+        ...
+
+    async def approve_batch(
+        self, *, batch_id: str, user_id: str, message_ts: str | None = None
+    ) -> list[Operation]:
+        """Approve every member of a batch still awaiting approval (the same checks as one), then delete each."""
+        ...
+
+    async def cancel_batch(
+        self, *, batch_id: str, user_id: str, reason: str | None = None
+    ) -> list[Operation]:
+        """Close every member of a batch still awaiting approval."""
+        ...
+
+    async def batch_members(self, *, batch_id: str) -> list[Operation]:
+        """A batch's operations in the order asked (empty: no such batch)."""
         ...
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -48,8 +48,10 @@ from bot.slack.blocks import (
     build_parent,
     build_respond,
     build_thread_reply,
+    code,
 )
 from bot.slack.blocks.audit_line import build_audit_line
+from bot.slack.blocks.batch import build_batch_card
 from bot.slack.blocks.direct import build_direct_message
 from bot.slack.codes import BAD_RESPONSE, FILE_UPLOAD_FAILED, NO_TS, SLACK_FAILURES, slack_error, translate
 
@@ -221,9 +223,36 @@ class SlackNotifier:
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc
 
+    async def post_batch(self, ops: Sequence[Operation], delivery: Delivery | None = None) -> str:
+        """Post a batch's one card in its channel and return its ts (once per ``delivery``)."""
+        message = build_batch_card(
+            list(ops), now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule(ops[0])
+        )
+        ts, _ = await self._post_once(ops[0].channel_id, None, message, delivery)
+        return ts
+
+    async def update_batch(self, ops: Sequence[Operation]) -> None:
+        """Re-render a batch's card from its members' states (the whole card: any update converges)."""
+        lead = ops[0]
+        message = build_batch_card(
+            list(ops), now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule(ops[0])
+        )
+        try:
+            await self._client.chat_update(
+                channel=lead.channel_id,
+                ts=lead.message_ts or "",
+                text=message["text"],
+                blocks=message["blocks"],
+            )
+        except SLACK_FAILURES as exc:
+            raise translate(exc) from exc
+
     async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
         """Reply in the confirmation's thread (once per ``delivery``), with a file if it carries one."""
         message = build_thread_reply(event)
+        if op.batch_id is not None:
+            # Many connections share a batch's thread: each reply says whose it is.
+            message["text"] = f"{code(op.vco_id)}: {message['text']}"
         attached = message.pop(FILE_KEY, None)
         thread_ts = op.thread_ts or op.message_ts
         ts, found = await self._post_once(op.channel_id, thread_ts, message, delivery)

@@ -81,6 +81,7 @@ async def open_picker(
         reason=reason,
         reason_hint=_reason_hint(deps, account or (allowed[0] if allowed else "")),
         max_schedule_days=deps.settings.max_schedule_days,
+        max_batch=deps.settings.max_batch,
     )
     try:
         await client.views_open(trigger_id=trigger_id, view=view)
@@ -166,6 +167,10 @@ async def _check_submission(deps: SlackDeps, sub: PickerSubmission, account: str
         return {BlockId.PICK_REGION.value: _short(err)}
     if sub.vco_id is None:
         return {BlockId.PICK_CONNECTION.value: "Pick a connection from the list (type part of its name)."}
+    if len(sub.vco_ids) > deps.settings.max_batch:
+        return {
+            BlockId.PICK_MORE.value: f"At most {deps.settings.max_batch} connections in one request (VPNBOT_MAX_BATCH)."
+        }
     if deps.inventory is None:
         return {}
     try:
@@ -219,6 +224,15 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         except BotError as err:
             await ack(response_action="errors", errors={BlockId.PICK_REASON.value: _short(err)})
             return
+        if sub.run_at is not None and sub.more:
+            await ack(
+                response_action="errors",
+                errors={
+                    BlockId.PICK_RUN_AT.value: "A run time is for one connection: leave it empty to "
+                    "decommission several, or pick them one at a time."
+                },
+            )
+            return
         if sub.run_at is not None:
             try:
                 check_run_time(deps, sub.run_at)
@@ -233,18 +247,32 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         await ack()
         with deps.inflight.track():
             try:
-                await deps.workflow.request_delete(
-                    team_id=sub.team_id,
-                    user_id=sub.user_id,
-                    channel_id=sub.channel_id,
-                    vco_id=sub.vco_id,
-                    region=sub.region,
-                    response_url=None,
-                    account=account,
-                    reason=reason,
-                    ticket=ticket,
-                    run_at=sub.run_at,
-                )
+                if sub.more:
+                    # Site decommission: every connection picked, on one card with one approval.
+                    await deps.workflow.request_batch(
+                        team_id=sub.team_id,
+                        user_id=sub.user_id,
+                        channel_id=sub.channel_id,
+                        vco_ids=sub.vco_ids,
+                        region=sub.region,
+                        response_url=None,
+                        account=account,
+                        reason=reason,
+                        ticket=ticket,
+                    )
+                else:
+                    await deps.workflow.request_delete(
+                        team_id=sub.team_id,
+                        user_id=sub.user_id,
+                        channel_id=sub.channel_id,
+                        vco_id=sub.vco_id,
+                        region=sub.region,
+                        response_url=None,
+                        account=account,
+                        reason=reason,
+                        ticket=ticket,
+                        run_at=sub.run_at,
+                    )
             except Exception as error:  # noqa: BLE001 - a modal submission: every error becomes the person's reply
                 await _tell(client, sub, error)
                 return

@@ -33,7 +33,9 @@ from bot.domain import (
     ApprovalOutcome,
     ApprovalResult,
     AuditEntry,
+    BatchMove,
     Effect,
+    EffectKind,
     Freeze,
     Impact,
     Operation,
@@ -53,6 +55,7 @@ from bot.store.tables import (
     MIGRATIONS,
     approvals,
     audit,
+    batches,
     freezes,
     gateway_locks,
     heartbeats,
@@ -1043,6 +1046,138 @@ class Store(OutboxMixin):
             return []
 
         return await self._run(durations)
+
+    # --- batches (site decommission) ---------------------------------------------------------
+
+    @shielded
+    async def create_batch(
+        self,
+        *,
+        batch_id: str,
+        ops: Sequence[Operation],
+        lease: tuple[str, datetime],
+        audit_entries: Sequence[AuditEntry],
+    ) -> None:
+        """Insert a batch and its operations (each leased to its creator) with their audit entries, at once."""
+        rows = []
+        for op in ops:
+            values = _row_values(op)
+            values["lease_owner"], values["lease_expires_at"] = lease
+            rows.append(values)
+        batch_row = {
+            "id": batch_id,
+            "op_ids": [op.id for op in ops],
+            "created_at": ops[0].created_at,
+            "opened_at": None,
+        }
+
+        def create(conn: Connection) -> None:
+            conn.execute(insert(batches), batch_row)
+            conn.execute(_INSERT_OPERATION, rows)
+            if audit_entries:
+                conn.execute(_INSERT_AUDIT, [_audit_row(e) for e in audit_entries])
+
+        await self._run(create)
+        for entry in audit_entries:
+            _log_audit(entry, OpState.LOOKING_UP)
+
+    @shielded
+    async def batch_operations(self, *, batch_id: str) -> list[Operation]:
+        """The batch's operations in the order they were asked for (empty: no such batch)."""
+        order = select(batches.c.op_ids).where(batches.c.id == batch_id)
+        members = select(operations).where(operations.c.batch_id == batch_id)
+
+        def read(conn: Connection) -> list[Operation]:
+            ids = _loads(conn.execute(order).scalar()) or []
+            found = {row._mapping["id"]: _row_to_op(row) for row in conn.execute(members)}
+            return [found[op_id] for op_id in ids if op_id in found]
+
+        return await self._run(read)
+
+    @shielded
+    async def open_batch(self, *, batch_id: str, now: datetime) -> str | None:
+        """Once no member is still looking up, write the card's post (on the first member), once.
+
+        Returns the member whose outbox carries the post when this call wrote it; None when a
+        lookup is still going on, or the post was written before (by this or another replica).
+        """
+        looking = select(operations.c.id).where(
+            operations.c.batch_id == batch_id, operations.c.state == OpState.LOOKING_UP.value
+        )
+        mark = (
+            update(batches)
+            .where(batches.c.id == batch_id, batches.c.opened_at.is_(None), ~looking.exists())
+            .values(opened_at=now)
+            .returning(batches.c.op_ids)
+        )
+
+        def open_it(conn: Connection) -> str | None:
+            row = conn.execute(mark).first()
+            if row is None:
+                return None
+            lead = str((_loads(row[0]) or [""])[0])
+            insert_effects(conn, op_id=lead, effects=[Effect(EffectKind.POST_CONFIRMATION)], now=now)
+            return lead
+
+        return await self._run(open_it)
+
+    @shielded
+    async def transition_batch(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        from_states: Collection[OpState],
+        to: OpState,
+        now: datetime,
+    ) -> list[Operation]:
+        """Move each of ``moves``' operations as :meth:`transition` would, all in one transaction.
+
+        A member that is no longer in ``from_states`` is left as it is; the moved ones are returned.
+        """
+
+        def move_all(conn: Connection) -> list[tuple[BatchMove, Operation]]:
+            moved = []
+            for m in moves:
+                done = _move(
+                    conn,
+                    m.op_id,
+                    from_states=from_states,
+                    to=to,
+                    now=now,
+                    require_owner=None,
+                    lease=m.lease,
+                    audit_entry=m.audit_entry,
+                    effects=m.effects,
+                    op_fields=m.fields,
+                )
+                if done is not None:
+                    moved.append((m, done))
+            return moved
+
+        result = await self._run(move_all)
+        for m, op in result:
+            if m.audit_entry is not None:
+                _log_audit(m.audit_entry, op.state)
+        return [op for _, op in result]
+
+    @shielded
+    async def deleting_elsewhere(self, *, op: Operation) -> Operation | None:
+        """An approved, unfinished deletion of ``op``'s connection by another request, if there is one."""
+        busy = (OpState.APPROVED, OpState.DELETING, OpState.WAITING_GATEWAY, OpState.VERIFYING)
+        stmt = (
+            select(operations)
+            .where(
+                operations.c.vco_id == op.vco_id,
+                operations.c.region == op.region,
+                operations.c.account == op.account,
+                operations.c.kind == op.kind,
+                operations.c.id != op.id,
+                operations.c.state.in_(_states(busy)),
+            )
+            .limit(1)
+        )
+        row = await self._run(lambda conn: conn.execute(stmt).first())
+        return _row_to_op(row) if row is not None else None
 
     # --- per-gateway serialisation -----------------------------------------------------------
 

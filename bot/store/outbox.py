@@ -38,6 +38,16 @@ _COMPLETE = update(outbox).where(outbox.c.id == bindparam("b_id"))
 _RECORD_TS = (
     update(operations).where(operations.c.id == bindparam("b_op")).values(version=operations.c.version + 1)
 )
+_BATCH_OF = select(operations.c.batch_id).where(operations.c.id == bindparam("b_op")).scalar_subquery()
+_RECORD_BATCH_TS = (
+    update(operations)
+    .where(
+        operations.c.batch_id.is_not(None),
+        operations.c.batch_id == _BATCH_OF,
+        operations.c.message_ts.is_(None),
+    )
+    .values(message_ts=bindparam("b_ts"), version=operations.c.version + 1)
+)
 
 # The claimant gives its delivery claim back.
 _RELEASE = delete(outbox_claims).where(
@@ -225,6 +235,8 @@ class OutboxMixin:
 
         def record(conn: Connection) -> bool:
             conn.execute(_RECORD_TS, {"b_op": op_id, "message_ts": ts, "updated_at": now})
+            # A batch's card is every member's: their thread replies and card updates go to it.
+            conn.execute(_RECORD_BATCH_TS, {"b_op": op_id, "b_ts": ts})
             conn.execute(_COMPLETE, {"b_id": effect_id, "done_at": now})
             return _release_if_done(conn, None if owner is None else (op_id, owner))
 

@@ -10,6 +10,7 @@ Tables::
     outbox_claims   op_id -> the replica delivering that operation's effects, until when
     heartbeats      instance -> last write (``/readyz`` proves the database takes writes)
     freezes         change freezes set by admins (``/vpn freeze``): scope, reason, from, until, lifted
+    batches         one row per site decommission: its operations in order, when its card was written
     slack_requests  (timestamp, signature) of each signed Slack request seen in the last minutes:
                     a replayed request is refused by every replica
     approvals       (op_id, user_id) -> the group it satisfied, when: one row per person who approved an
@@ -44,6 +45,7 @@ __all__ = [
     "approvals",
     "audit",
     "audit_repeats",
+    "batches",
     "freezes",
     "gateway_locks",
     "heartbeats",
@@ -154,7 +156,22 @@ operations = Table(
     # since the last approval when it was asked again (bot.workflow.binding).
     Column("preview_fingerprint", String(64)),
     Column("preview_changes", JSON, nullable=True),
+    # Added by migration 15: the batch (site decommission) the deletion belongs to; NULL alone.
+    Column("batch_id", String(64)),
     Index("ix_operations_state", "state"),
+    Index("ix_operations_batch", "batch_id"),
+)
+
+# Site decommission: several deletions asked in one request, shown on one card, approved once.
+# ``op_ids`` keeps the members in the order asked (the first carries the card's post); ``opened_at``
+# is set once every member's lookup is done and the card's post is written (exactly once).
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("op_ids", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("opened_at", UtcDateTime),
 )
 
 gateway_locks = Table(
@@ -392,6 +409,16 @@ def _migration_14(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE operations ADD COLUMN {name} {kind}"))
 
 
+def _migration_15(conn: Connection) -> None:
+    # Site decommission: each deletion may belong to a batch (one card, one approval).
+    present = {c["name"] for c in inspect(conn).get_columns("operations")}
+    if "batch_id" not in present:
+        conn.execute(text("ALTER TABLE operations ADD COLUMN batch_id VARCHAR(64)"))
+    batch_index = next(i for i in operations.indexes if i.name == "ix_operations_batch")
+    batch_index.create(conn, checkfirst=True)
+    metadata.create_all(conn, tables=[batches], checkfirst=True)
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -408,5 +435,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_12,
     _migration_13,
     _migration_14,
+    _migration_15,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

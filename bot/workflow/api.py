@@ -25,8 +25,9 @@ from bot.ports import (
     VpcApi,
     VpcApis,
 )
+from bot.workflow.batch import BatchRequests
 from bot.workflow.config import WorkflowConfig
-from bot.workflow.delete import DeleteRequests, DeleteSteps
+from bot.workflow.delete import DeleteSteps
 from bot.workflow.freeze import FREEZE_ACTIONS, FreezeRequests
 from bot.workflow.recreate import RecreateRequests, RecreateSteps
 
@@ -74,7 +75,7 @@ class Steps(DeleteSteps, RecreateSteps):
                 op = await self._step_verifying(op)
 
 
-class Workflow(DeleteRequests, RecreateRequests, FreezeRequests):
+class Workflow(BatchRequests, RecreateRequests, FreezeRequests):
     """Drives deletion operations from the slash command to a final state."""
 
     def __init__(

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.domain import (
+    ALREADY_DELETING,
     PART_CONNECTION,
     SCHEDULE_AT,
     SCHEDULE_WINDOW,
@@ -655,8 +656,16 @@ class DeleteSteps(StepBase):
         ``connection`` is :meth:`read_connection` for ``op`` already on its way (the request path
         starts it while the request is recorded); without it, the lookup reads the connection.
         On the request path the error is raised for the Slack layer to answer; a resumed lookup
-        answers through the response_url (the outbox), as long as that still works.
+        answers through the response_url (the outbox), as long as that still works. A batch's
+        member never raises nor answers: it ends looked up or failed, and the batch's card (written
+        once no member is looking up) shows either.
         """
+        if op.batch_id is not None:
+            looked_up = await self._look_up_member(op, connection)
+            lead = await self._store.open_batch(batch_id=op.batch_id, now=self._clock.now())
+            if lead is not None:
+                self._outbox.kick(lead)
+            return looked_up
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
@@ -725,6 +734,48 @@ class DeleteSteps(StepBase):
         if found.gateway_id != op.gateway_id:
             return Failed(code=SCHEDULED_MOVED, reason="")
         return None
+
+    async def _look_up_member(self, op: Operation, connection: Awaitable[VpnConnection] | None) -> Operation:
+        """A batch member's lookup: AWAITING_APPROVAL without a card of its own, or FAILED with why."""
+        if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
+            return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
+        try:
+            found = await (
+                connection
+                if connection is not None
+                else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
+            )
+            preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
+            try:
+                gateway = await self._read(op).describe_vpn_gateway(
+                    region=op.region, gateway_id=found.gateway_id, shared=True
+                )
+            except BaseException:
+                preview.cancel()
+                raise
+            impact = await preview
+        except CloudError as err:
+            return await self._lookup_failed(
+                op, LookupFailed(code=err.code, reason=err.friendly), reply=False
+            )
+        elsewhere = await self._store.deleting_elsewhere(op=op)
+        if elsewhere is not None:
+            reason = "Another request is already deleting it; this one leaves it alone."
+            return await self._lookup_failed(
+                op, LookupFailed(code=ALREADY_DELETING, reason=reason), reply=False
+            )
+        moved = await self._store.transition(
+            op.id,
+            from_states={OpState.LOOKING_UP},
+            to=OpState.AWAITING_APPROVAL,
+            now=self._clock.now(),
+            connection=found,
+            gateway=gateway,
+            impact=impact,
+            # What an approval of this batch approves of this member (see bot.workflow.binding).
+            preview_fingerprint=fingerprint(impact, gateway, found),
+        )
+        return moved or await self._store.get_operation(op_id=op.id) or op
 
     async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
         """The impact preview, or one saying it could not be read: it must never stop the confirmation."""
@@ -816,7 +867,9 @@ class DeleteSteps(StepBase):
         if holder == op.id:
             # A recreation takes the same per-gateway turn: one change per gateway at a time.
             to = OpState.CREATING if op.is_recreate else OpState.DELETING
-            return await self._move(op, to, started_at=self._clock.now()), queued_posted
+            # A batch's card says which of its connections has its gateway's turn now.
+            moved = await self._move(op, to, started_at=self._clock.now(), card=op.batch_id is not None)
+            return moved, queued_posted
         if not queued_posted:
             blocking = await self._store.get_operation(op_id=holder)
             await self._note(op, Queued(blocking_vco_id=blocking.vco_id if blocking else holder))

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.delivery import OutboxConfig, OutboxDispatcher
 from bot.domain import (
+    BatchMove,
     Crashed,
     Effect,
     EffectKind,
@@ -492,7 +493,8 @@ class Runner:
             now=now,
             finished_at=now,
             audit_entry=entry,
-            effects=[CARD, direct(Expired()), *self._steps.announce(entry)],
+            # A batch's card says it expired for every member; its requester gets no message per member.
+            effects=[CARD, *([] if op.batch_id else [direct(Expired())]), *self._steps.announce(entry)],
         )
         if expired is not None:
             self._keys.pop(op.id, None)
@@ -524,6 +526,38 @@ class Runner:
             self._keys.pop(op.id, None)
             self.outbox.kick(op.id)
             self._steps.finished(failed)
+        if op.batch_id is not None:
+            await self._batch_not_posted(op.batch_id, err, told=failed is not None)
+
+    async def _batch_not_posted(self, batch_id: str, err: SlackError, *, told: bool) -> None:
+        """A batch's card could not be posted: its other connections fail with it (nobody could approve).
+
+        The requester is told once: by the card's member (``told``), else by the first one failed here
+        (the card's member had failed its lookup already).
+        """
+        now = self._clock.now()
+        members = [
+            m
+            for m in await self._store.batch_operations(batch_id=batch_id)
+            if m.state is OpState.AWAITING_APPROVAL
+        ]
+        tell = (Effect(EffectKind.RESPOND, PostFailed(error=err.error, reason=err.friendly)),)
+        moves = [
+            BatchMove(
+                op_id=m.id,
+                fields={"finished_at": now, "error_code": f"slack:{err.error}", "error_text": err.friendly},
+                audit_entry=self._steps.entry(
+                    m, "failed", actor_id=SYSTEM_ACTOR, detail=f"confirmation not posted: {err.error}"
+                ),
+                effects=tell if index == 0 and not told else (),
+            )
+            for index, m in enumerate(members)
+        ]
+        moved = await self._store.transition_batch(moves, from_states=_AWAITING, to=OpState.FAILED, now=now)
+        for failed in moved:
+            self._steps.finished(failed)
+        if moved and not told:
+            self.outbox.kick(moved[0].id)
 
     # --- driving one operation ---------------------------------------------------------------
 

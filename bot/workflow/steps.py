@@ -26,6 +26,8 @@ from bot.domain import (
     AuditEntry,
     Effect,
     EffectKind,
+    GatewayActive,
+    GatewayUpdating,
     Operation,
     OpState,
     Outcome,
@@ -72,6 +74,16 @@ class RecreateKeys:
     """
 
     psk: SecretStr
+
+
+# A batch's thread carries every one of its connections: the gateway's own comings and goings stay
+# out of it (the card says which connection is deleting).
+_CONDENSED = (GatewayUpdating, GatewayActive)
+
+
+def _threaded(op: Operation, event: Progress) -> bool:
+    """Whether ``event`` goes in ``op``'s thread."""
+    return op.batch_id is None or not isinstance(event, _CONDENSED)
 
 
 def thread(event: Progress) -> Effect:
@@ -142,8 +154,10 @@ class StepBase:
         *,
         event: Progress | None = None,
         audit_action: str | None = None,
+        card: bool = False,
         **fields: Any,
     ) -> Operation:
+        """Move ``op`` on, with ``event`` in the thread and (``card``) its card re-rendered."""
         request_id = fields.get("delete_request_id")
         entry = (
             self.entry(op, audit_action, actor_id=SYSTEM_ACTOR, request_id=request_id)
@@ -151,7 +165,10 @@ class StepBase:
             else None
         )
         # An audit action listed in ANNOUNCED_ACTIONS gets its audit-channel line here too.
-        effects = [*([thread(event)] if event is not None else []), *(self.announce(entry) if entry else [])]
+        effects = [thread(event)] if event is not None and _threaded(op, event) else []
+        if card:
+            effects.append(CARD)
+        effects.extend(self.announce(entry) if entry else [])
         moved = await self._store.transition(
             op.id,
             from_states={op.state},
@@ -176,6 +193,8 @@ class StepBase:
 
     async def _note(self, op: Operation, event: Progress) -> None:
         """Tell the thread something that goes with no state change."""
+        if not _threaded(op, event):
+            return
         await self._store.enqueue(op_id=op.id, effects=[thread(event)], now=self._clock.now())
         self._outbox.kick(op.id)
 
@@ -294,11 +313,12 @@ class StepBase:
             # After a deletion the configuration it took away follows, as the very last reply.
             # The requester's direct message, then the audit channel's line: their links then
             # show the card as it ended.
+            # A batch's member tells the requester nothing alone: its card shows every outcome.
             effects=[
                 thread(outcome),
                 CARD,
                 *self._snapshot_reply(op, to),
-                direct(outcome),
+                *([] if op.batch_id else [direct(outcome)]),
                 *self.announce(entry, note=reason or (code or "" if to is OpState.FAILED else "")),
             ],
             **extra,

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -208,6 +208,40 @@ class FakeWorkflow:
     async def override_window(self, *, op_id: str, user_id: str) -> Operation:
         self._enter("override_window", {"op_id": op_id, "user_id": user_id})
         return make_op(id=op_id, state=OpState.APPROVED, approver_id="U0OTHER", approved_at=T0)
+
+    async def request_batch(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        channel_id: str,
+        vco_ids: Sequence[str],
+        region: str,
+        response_url: str | None,
+        account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
+    ) -> list[Operation]:
+        self._enter(
+            "request_batch",
+            {"user_id": user_id, "channel_id": channel_id, "vco_ids": list(vco_ids), "region": region},
+        )
+        return [make_op(requester_id=user_id, channel_id=channel_id, region=region)]
+
+    async def approve_batch(
+        self, *, batch_id: str, user_id: str, message_ts: str | None = None
+    ) -> list[Operation]:
+        self._enter("approve_batch", {"batch_id": batch_id, "user_id": user_id})
+        return []
+
+    async def cancel_batch(
+        self, *, batch_id: str, user_id: str, reason: str | None = None
+    ) -> list[Operation]:
+        self._enter("cancel_batch", {"batch_id": batch_id, "user_id": user_id})
+        return []
+
+    async def batch_members(self, *, batch_id: str) -> list[Operation]:
+        return []
 
     async def recreate_target(self, *, op_id: str, user_id: str, channel_id: str) -> Operation:
         self._enter("recreate_target", {"op_id": op_id, "user_id": user_id, "channel_id": channel_id})

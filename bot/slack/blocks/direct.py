@@ -51,6 +51,9 @@ def _what(op: Operation) -> str:
     where = (
         f"account {code(op.account, 40)}, region {code(op.region, 64)}" if op.account else code(op.region, 64)
     )
+    if op.batch_id is not None and not op.is_recreate:
+        # Told once for the whole batch (its card lists every connection).
+        return f"Your request to delete several VPN connections (a site decommission) in {where}"
     return f"Your request to {verb} VPN connection {code(op.connection.id)}{name} in {where}"
 
 

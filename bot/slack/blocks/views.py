@@ -80,6 +80,32 @@ def _account_select(accounts: Sequence[str], account: str) -> list[dict[str, Any
     ]
 
 
+def _more_connections(max_batch: int) -> list[dict[str, Any]]:
+    """Site decommission: up to ``max_batch - 1`` more connections, asked on one card with one approval."""
+    if max_batch < 2:
+        return []
+    return [
+        {
+            "type": "input",
+            "block_id": BlockId.PICK_MORE.value,
+            "optional": True,
+            "label": plain_object("More connections (one request, one approval)", 2000),
+            "hint": plain_object(
+                f"Closing a site? Add up to {max_batch - 1} more of the region's connections: one card lists them "
+                "all and one approval deletes each, one per gateway at a time.",
+                2000,
+            ),
+            "element": {
+                "type": "multi_external_select",
+                "action_id": ActionId.PICK_MORE.value,
+                "placeholder": plain_object("Search by name or id", 150),
+                "min_query_length": 0,
+                "max_selected_items": max_batch - 1,
+            },
+        }
+    ]
+
+
 def build_picker(
     *,
     regions: Collection[str],
@@ -90,6 +116,7 @@ def build_picker(
     reason: str | None = None,
     reason_hint: str = "",
     max_schedule_days: float = 14.0,
+    max_batch: int = 1,
 ) -> View:
     """The modal ``/vpn delete`` opens without an id: a region select, a connection search, a reason
     and an optional run time (a datetimepicker, in the person's own time zone; at most
@@ -133,6 +160,7 @@ def build_picker(
                     "min_query_length": 0,
                 },
             },
+            *_more_connections(max_batch),
             _reason_input(
                 BlockId.PICK_REASON,
                 ActionId.PICK_REASON,
@@ -179,19 +207,29 @@ def _reason_input(
     }
 
 
-def build_cancel_modal(*, op_id: str, channel_id: str, message_ts: str, vco_id: str) -> View:
-    """The modal Cancel opens: an optional reason for denying the request, then Deny."""
+def build_cancel_modal(
+    *, op_id: str, channel_id: str, message_ts: str, vco_id: str, batch_count: int | None = None
+) -> View:
+    """The modal Cancel opens: an optional reason for denying the request, then Deny.
+
+    ``batch_count``: a site decommission's Cancel (``op_id`` is then the batch's id): it closes them all.
+    """
+    meta: dict[str, Any] = {"o": op_id, "c": channel_id, "t": message_ts}
+    what = vco_id
+    if batch_count is not None:
+        meta["b"] = 1
+        what = f"these {batch_count} connections"
     return {
         "type": "modal",
         "callback_id": CallbackId.CANCEL.value,
-        "private_metadata": json.dumps({"o": op_id, "c": channel_id, "t": message_ts}, separators=(",", ":")),
+        "private_metadata": json.dumps(meta, separators=(",", ":")),
         "title": plain_object("Deny this deletion", MODAL_TITLE_MAX),
         "submit": plain_object("Deny", MODAL_TITLE_MAX),
         "close": plain_object("Back", MODAL_TITLE_MAX),
         "blocks": [
             {
                 "type": "section",
-                "text": plain_object(f"Nothing is deleted: the request to delete {vco_id} is closed.", 3000),
+                "text": plain_object(f"Nothing is deleted: the request to delete {what} is closed.", 3000),
             },
             _reason_input(
                 BlockId.CANCEL_REASON,

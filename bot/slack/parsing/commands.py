@@ -18,6 +18,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from bot.domain import FREEZE_MAX
 from bot.errors import NotAllowed, UsageError
 from bot.ids import (
+    VPN_GATEWAY_BODY,
     ChannelId,
     TeamId,
     UserId,
@@ -45,6 +46,7 @@ __all__ = [
     "HISTORY_MAX",
     "MALFORMED_COMMAND",
     "TEXT_MAX",
+    "BatchDeleteCommand",
     "Command",
     "DeleteCommand",
     "FreezeCommand",
@@ -68,6 +70,9 @@ _HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
 # ``30m``, ``2h``, ``1d``, ``1h30m``, ``1d12h``: days, hours and minutes, in that order, each once.
 _DURATION_RE = re.compile(r"(?:(?P<d>[0-9]{1,3})d)?(?:(?P<h>[0-9]{1,4})h)?(?:(?P<m>[0-9]{1,6})m)?", re.ASCII)
 _FREEZE_EXAMPLE = f'`{SLASH_COMMAND} freeze 2h reason="CHG-1234 core network upgrade"`'
+_GATEWAY_RE = re.compile(VPN_GATEWAY_BODY, re.ASCII)
+# ``/vpn delete gateway=vpn-… all``: the option's spellings, as for account= and region=.
+_GATEWAY_PREFIXES = ("gateway=", "--gateway=")
 
 
 class SlashCommand(Payload):
@@ -106,6 +111,18 @@ class DeleteCommand:
     # ``at 2026-12-10 02:00 Asia/Shanghai`` / ``at 2026-12-10T02:00+08:00`` (UTC); None: at once
     # (``at now`` or no ``at``). Not yet checked against the clock (see bot.schedule.check_run_at).
     run_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDeleteCommand:
+    """``/vpn delete vco-a vco-b … [region]`` (distinct ids, in the order typed) or
+    ``/vpn delete gateway=vpn-… all [region]`` (``vco_ids`` empty: every connection of the gateway)."""
+
+    vco_ids: tuple[str, ...]
+    region: str
+    gateway_id: str | None = None
+    account: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +166,7 @@ class UnfreezeCommand:
 
 Command = (
     DeleteCommand
+    | BatchDeleteCommand
     | PickCommand
     | HistoryCommand
     | HelpCommand
@@ -203,10 +221,78 @@ def split_run_at(args: list[str]) -> tuple[list[str], datetime | None]:
         raise _usage(f"That run time does not work: {escape(str(err))}. Use {_AT_EXAMPLE}.") from None
 
 
-def _parse_delete(args: list[str], default_region: str, reason: str | None) -> DeleteCommand | PickCommand:
+def _split_gateway(args: list[str]) -> tuple[list[str], str | None]:
+    """Take ``gateway=vpn-…`` (or ``--gateway vpn-…``) out of ``args``."""
+    rest: list[str] = []
+    gateway: str | None = None
+    tokens = iter(args)
+    for token in tokens:
+        word = clean(token)
+        lowered = word.lower()
+        value: str | None = None
+        if lowered == "--gateway":
+            value = next(tokens, "")
+        elif lowered.startswith(_GATEWAY_PREFIXES):
+            value = word.split("=", 1)[1]
+        if value is None:
+            rest.append(token)
+            continue
+        if gateway is not None:
+            raise _usage("The gateway is given twice; give it once.")
+        typed = clean(value).lower()
+        if not typed.isascii() or not _GATEWAY_RE.fullmatch(typed):
+            raise _usage(
+                f"{echo(value)} is not a VPN gateway id (they look like `vpn-bp1q8bgx4xnkm2ogj3pnb`)."
+            )
+        gateway = typed
+    return rest, gateway
+
+
+def _parse_gateway_all(
+    positional: list[str],
+    gateway: str,
+    region: str | None,
+    account: str | None,
+    reason: str | None,
+    default_region: str,
+) -> BatchDeleteCommand:
+    words = [clean(t).lower() for t in positional]
+    if "all" not in words:
+        raise _usage(
+            f"`{SLASH_COMMAND} delete gateway={gateway} all` deletes every connection of the gateway: add `all` "
+            "to say so, or name the connections."
+        )
+    rest = [t for t, w in zip(positional, words, strict=True) if w != "all"]
+    if len(rest) > 1 or (rest and region is not None):
+        raise _usage(
+            f"Too many words: {echo(' '.join(rest))}. Give `gateway=vpn-… all` and an optional region."
+        )
+    if rest:
+        region = region_word(rest[0])
+    return BatchDeleteCommand(
+        vco_ids=(), region=region or default_region, gateway_id=gateway, account=account, reason=reason
+    )
+
+
+def _parse_delete(
+    args: list[str], default_region: str, reason: str | None
+) -> DeleteCommand | BatchDeleteCommand | PickCommand:
     args, run_at = split_run_at(args)
     args, account = split_account(args)
+    args, gateway = _split_gateway(args)
     positional, region = split_region(args)
+    if gateway is not None or (
+        run_at is not None and sum(clean(p).lower().startswith("vco-") for p in positional) > 1
+    ):
+        if run_at is not None:
+            raise _usage(
+                "A run time (`at …`) is for one connection: a site decommission runs once approved "
+                "(change windows still apply to each of its deletions' accounts only when run one by one). "
+                "Request the connections without `at`, or one at a time with it."
+            )
+        if gateway is None:  # several ids with a time: refused above
+            raise _usage("Give `gateway=vpn-… all` or the connection ids.")
+        return _parse_gateway_all(positional, gateway, region, account, reason, default_region)
     if not positional:
         if run_at is not None:
             raise _usage(
@@ -214,6 +300,27 @@ def _parse_delete(args: list[str], default_region: str, reason: str | None) -> D
                 "2026-12-10 02:00 Asia/Shanghai`, or pick it and the time in the form."
             )
         return PickCommand(region=region or default_region, account=account, reason=reason)
+    # Several ids: every leading word shaped like a connection id (a typo in one is said at once).
+    ids: list[str] = []
+    while positional and clean(positional[0]).lower().startswith("vco-"):
+        ids.append(_vco_id(positional.pop(0)))
+    if len(ids) > 1 or (len(ids) == 1 and positional and clean(positional[0]).lower().startswith("vco-")):
+        if len(positional) > 1 or (positional and region is not None):
+            raise _usage(
+                f"Too many words: {echo(' '.join(positional))}. `{SLASH_COMMAND} delete` takes connection "
+                "ids and an optional region."
+            )
+        if positional:
+            region = region_word(positional[0])
+        distinct = tuple(dict.fromkeys(ids))
+        if len(distinct) > 1:
+            return BatchDeleteCommand(
+                vco_ids=distinct, region=region or default_region, account=account, reason=reason
+            )
+        return DeleteCommand(
+            vco_id=distinct[0], region=region or default_region, account=account, reason=reason, run_at=run_at
+        )
+    positional = ids + positional
     vco_id = _vco_id(positional[0])
     if len(positional) >= 2:
         if region is not None:

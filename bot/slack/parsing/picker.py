@@ -52,6 +52,8 @@ class _Option(Payload):
 
 class _Select(Payload):
     selected_option: _Option | None = None
+    # A multi_external_select's choices (the picker's "more connections").
+    selected_options: list[_Option] | None = Field(default=None, max_length=100)
     # A plain_text_input's value (the reason field); bounded well past the reason's own limit.
     value: str | None = Field(default=None, max_length=3000)
     # A datetimepicker's choice (the run time field): Unix seconds; None when left empty.
@@ -71,7 +73,7 @@ class _View(Payload):
 class _SuggestionPayload(Payload):
     type: Literal["block_suggestion"]
     user: User
-    action_id: Literal[ActionId.PICK_CONNECTION]
+    action_id: Literal[ActionId.PICK_CONNECTION, ActionId.PICK_MORE]
     value: str = Field(max_length=2000)
     view: _View
 
@@ -108,6 +110,13 @@ class PickerSubmission:
     reason: str | None = None
     # The run time field (UTC; None when left empty); checked against the clock on submit.
     run_at: datetime | None = None
+    # The "more connections" multi-select (site decommission), distinct and without ``vco_id``.
+    more: tuple[str, ...] = ()
+
+    @property
+    def vco_ids(self) -> tuple[str, ...]:
+        """Every connection picked, the first one first."""
+        return ((self.vco_id,) if self.vco_id else ()) + self.more
 
 
 _META = TypeAdapter(PickerMeta)
@@ -154,15 +163,18 @@ def parse_submission(body: Mapping[str, Any]) -> PickerSubmission:
         vco = _selected(payload.view, BlockId.PICK_CONNECTION, ActionId.PICK_CONNECTION)
         vco_id = _VCO.validate_python(vco) if vco is not None else None
         account = _account(payload.view, meta)
+        more_choice = payload.view.state.values.get(BlockId.PICK_MORE.value, {}).get(ActionId.PICK_MORE.value)
+        picked = [o.value for o in (more_choice.selected_options or [])] if more_choice is not None else []
+        more = tuple(dict.fromkeys(_VCO.validate_python(v) for v in picked if v not in (vco_id, "none")))
     except ValidationError:
         raise NotAllowed(FOREIGN_VIEW) from None
     typed = payload.view.state.values.get(BlockId.PICK_REASON.value, {}).get(ActionId.PICK_REASON.value)
     reason = typed.value.strip() if typed is not None and typed.value and typed.value.strip() else None
     team_id = payload.team.id if payload.team else ""
-    picked = payload.view.state.values.get(BlockId.PICK_RUN_AT.value, {}).get(ActionId.PICK_RUN_AT.value)
+    when = payload.view.state.values.get(BlockId.PICK_RUN_AT.value, {}).get(ActionId.PICK_RUN_AT.value)
     run_at = (
-        datetime.fromtimestamp(picked.selected_date_time, tz=UTC)
-        if picked is not None and picked.selected_date_time is not None
+        datetime.fromtimestamp(when.selected_date_time, tz=UTC)
+        if when is not None and when.selected_date_time is not None
         else None
     )
-    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account, reason, run_at)
+    return PickerSubmission(payload.user.id, team_id, meta.c, region, vco_id, account, reason, run_at, more)

@@ -1,0 +1,248 @@
+"""Site decommission: several deletions asked in one request, shown on one card, approved once.
+
+A batch is N ordinary deletions (one :class:`bot.domain.Operation` each, with its own ClientToken,
+snapshot, Recreate and per-gateway turn) linked by ``batch_id``. What differs is only the start and
+the card: the members are recorded together (leased to this worker) before anything is looked up,
+each lookup fills its member in without a card of its own, and once no member is looking up the
+one card's post is written, exactly once (:meth:`bot.ports.OperationStore.open_batch`). One click
+approves every member still awaiting approval in one transaction (:meth:`BatchRequests.approve_batch`,
+the one door every approval rule goes through); each is then driven as a single deletion is, and a
+failure of one never stops the others. The card is every member's: each member's card update
+re-renders it from the store's state of the whole batch (see :mod:`bot.delivery`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from bot.domain import (
+    ApprovalRule,
+    BatchMove,
+    Denied,
+    Operation,
+    OpFields,
+    OpState,
+    VpnConnection,
+    VpnGateway,
+    client_token_for,
+)
+from bot.errors import ConfirmationClosed, NotAllowed
+from bot.workflow.delete import DeleteRequests
+from bot.workflow.steps import CARD, direct
+
+__all__ = ["BatchRequests"]
+
+_AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+
+
+class BatchRequests(DeleteRequests):
+    """The Slack layer's calls for a batch: request it, approve or cancel all of it."""
+
+    async def request_batch(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        channel_id: str,
+        vco_ids: Sequence[str],
+        region: str,
+        response_url: str | None,
+        account: str = "",
+        reason: str | None = None,
+        ticket: str | None = None,
+    ) -> list[Operation]:
+        """Check policy, record every member, look each up and post the one card; return the members.
+
+        ``vco_ids`` are distinct and within VPNBOT_MAX_BATCH (the Slack layer checked). A member
+        that cannot be looked up (not found, being deleted by another request) fails on its own
+        and is shown on the card with its reason; the others go on.
+        """
+        await self._audit_refused_request(
+            user_id=user_id, channel_id=channel_id, vco_id=vco_ids[0], region=region, account=account
+        )
+        now = self._clock.now()
+        batch_id = uuid.uuid4().hex
+        ops = []
+        for vco_id in vco_ids:
+            op_id = uuid.uuid4().hex
+            ops.append(
+                Operation(
+                    id=op_id,
+                    state=OpState.LOOKING_UP,
+                    region=region,
+                    connection=VpnConnection(vco_id, region, "", "", "", "", "", ""),
+                    gateway=VpnGateway("", region, "", ""),
+                    requester_id=user_id,
+                    channel_id=channel_id,
+                    team_id=team_id,
+                    created_at=now,
+                    updated_at=now,
+                    expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
+                    client_token=client_token_for(op_id),
+                    response_url=response_url,
+                    account=account,
+                    reason=reason,
+                    ticket=ticket,
+                    batch_id=batch_id,
+                )
+            )
+        detail = f"channel {channel_id}; batch {batch_id} of {len(ops)}"
+        await self._store.create_batch(
+            batch_id=batch_id,
+            ops=ops,
+            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
+            audit_entries=[self._steps.entry(op, "requested", actor_id=user_id, detail=detail) for op in ops],
+        )
+        self._looking_up.update(op.id for op in ops)
+        try:
+            # Each lookup ends in its own state and never raises for the cloud's sake; the last
+            # one to end writes the card's post.
+            await asyncio.gather(*(self._steps.look_up(op, reply_on_failure=False) for op in ops))
+        finally:
+            self._looking_up.difference_update(op.id for op in ops)
+        await self.outbox.deliver(ops[0].id)
+        return await self._store.batch_operations(batch_id=batch_id)
+
+    async def approve_batch(
+        self, *, batch_id: str, user_id: str, message_ts: str | None = None
+    ) -> list[Operation]:
+        """Approve every member still awaiting approval with one click, then drive each; return them.
+
+        Every member passes the same checks as one deletion's approval (:meth:`_open_for_approval`:
+        the policy, audited when it refuses, the confirmation still open and not expired), so a rule
+        added there applies to batches too. The moves are one transaction: all or (lost races) none
+        of a member. Members past this instance's room wait for a resume pass, here or elsewhere.
+        """
+        members = await self._store.batch_operations(batch_id=batch_id)
+        if not members:
+            raise ConfirmationClosed(None)
+        waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
+        if not waiting:
+            raise ConfirmationClosed(members[0])
+        for member in waiting:
+            _, checked_at, rule, _ = await self._open_for_approval(member.id, user_id)
+            await self._batch_may_start(member, user_id=user_id, rule=rule, now=checked_at)
+        now = self._clock.now()
+        # One gateway deletes one connection at a time: a member's deadline counts the turns before it.
+        turns = Counter(m.gateway_id for m in waiting)
+        room = self._room_left()
+        ours: set[str] = set()
+        moves = []
+        for index, member in enumerate(waiting):
+            mine = index < room
+            if mine:
+                ours.add(member.id)
+            fields: OpFields = {
+                "approver_id": user_id,
+                "approved_at": now,
+                "deadline_at": now
+                + timedelta(seconds=self._config.delete_timeout_s * turns[member.gateway_id]),
+                "message_ts": member.message_ts or message_ts,
+            }
+            moves.append(
+                BatchMove(
+                    op_id=member.id,
+                    fields=fields,
+                    audit_entry=self._steps.entry(
+                        member, "approved", actor_id=user_id, detail=f"batch {batch_id}"
+                    ),
+                    # The card is every member's: one update re-renders all of them.
+                    effects=(CARD,) if index == 0 else (),
+                    # A member left to a resume pass gets a lease that ends now (as a deferred one).
+                    lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s) if mine else now),
+                )
+            )
+        self._starting += len(ours)
+        try:
+            approved = await self._store.transition_batch(
+                moves, from_states=_AWAITING, to=OpState.APPROVED, now=now
+            )
+            for op in approved:
+                if op.id in ours:
+                    self._start_driving(op)
+        finally:
+            self._starting -= len(ours)
+        if not approved:
+            raise ConfirmationClosed(await self._load(waiting[0].id))
+        if len(approved) > len(ours):
+            self._wants_room = True
+        self.outbox.kick(waiting[0].id)
+        return approved
+
+    async def _batch_may_start(
+        self, member: Operation, *, user_id: str, rule: ApprovalRule | None, now: datetime
+    ) -> None:
+        """What one click cannot do for a batch yet: a quorum, a run later, past a freeze (refused, audited).
+
+        A batch is approved by one click and starts at once: under a quorum rule that needs more than
+        one approver, or outside its account's change window, it is refused (the connections can be
+        requested one by one, where both apply); under a freeze it is refused as one deletion is.
+        """
+        refusal: NotAllowed | None = None
+        if rule is not None and (rule.count > 1 or rule.groups):
+            refusal = NotAllowed(
+                "A site decommission is approved with one click, but this account's approval rule "
+                "(VPNBOT_APPROVAL_RULES) needs more than one approver, so it cannot be approved as a batch.",
+                who_can=f"Request the connections one by one (`{member.vco_id}` first); each card then "
+                "collects its approvals.",
+            )
+        elif self._later(member, now) is not None:
+            refusal = NotAllowed(
+                "A site decommission starts when it is approved, and its account's change window "
+                "(VPNBOT_CHANGE_WINDOWS) is closed now.",
+                who_can="Approve it while the window is open, or request the connections one by one to have "
+                "each scheduled for the next opening.",
+            )
+        if refusal is not None:
+            await self._store.add_audit(
+                self._steps.entry(
+                    member, "refused", actor_id=user_id, detail=f"approve: {refusal.friendly}", times=1
+                )
+            )
+            raise refusal
+        await self._refuse_if_frozen(member, user_id=user_id, now=now)
+
+    async def batch_members(self, *, batch_id: str) -> list[Operation]:
+        """A batch's operations in the order asked (empty: no such batch)."""
+        return await self._store.batch_operations(batch_id=batch_id)
+
+    async def cancel_batch(
+        self, *, batch_id: str, user_id: str, reason: str | None = None
+    ) -> list[Operation]:
+        """Close every member still awaiting approval (the policy's cancel check, as for one deletion)."""
+        members = await self._store.batch_operations(batch_id=batch_id)
+        waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
+        if not waiting:
+            raise ConfirmationClosed(members[0] if members else None)
+        for member in waiting:
+            await self._audited_check(self._policy.check_cancel, member, user_id=user_id, verb="cancel")
+        now = self._clock.now()
+        lead = waiting[0]
+        told = user_id != lead.requester_id
+        moves = [
+            BatchMove(
+                op_id=member.id,
+                fields={"cancelled_by": user_id, "cancel_reason": reason, "finished_at": now},
+                audit_entry=self._steps.entry(
+                    member, "cancelled", actor_id=user_id, detail=f"denied: {reason}" if reason else ""
+                ),
+                # One card update and (someone else closed it) one message to the requester.
+                effects=(CARD, *([direct(Denied(by=user_id, reason=reason or ""))] if told else []))
+                if index == 0
+                else (),
+            )
+            for index, member in enumerate(waiting)
+        ]
+        cancelled = await self._store.transition_batch(
+            moves, from_states=_AWAITING, to=OpState.CANCELLED, now=now
+        )
+        if not cancelled:
+            raise ConfirmationClosed(await self._load(lead.id))
+        for op in cancelled:
+            self._steps.finished(op)
+        self.outbox.kick(lead.id)
+        return cancelled
