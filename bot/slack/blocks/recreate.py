@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain import (
+    CUSTOMER_GATEWAY_GONE,
     GATEWAY_GONE,
     ConnectionReady,
     Created,
@@ -500,6 +501,14 @@ def _failure(op: Operation) -> str:
             f"Gateway {code(op.gateway_id)} is gone or being deleted: checked again just before "
             "CreateVpnConnection, it could no longer take the connection, so nothing was sent and nothing "
             "was created. A connection is recreated on its own gateway only."
+        )
+    if op.error_code == CUSTOMER_GATEWAY_GONE:
+        ids = op.snapshot.customer_gateway_ids if op.snapshot is not None else ()
+        named = ", ".join(code(i) for i in ids if i in (op.error_text or "")) or "it uses"
+        return (
+            f"The customer gateway {named} is gone: checked again just before CreateVpnConnection, it no "
+            "longer exists, so nothing was sent and nothing was created. A connection is recreated with its "
+            "own customer gateway only: create the connection again by hand in the console."
         )
     if op.error_code == "key_lost":
         return (
