@@ -117,7 +117,7 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         404,
         "The specified customer gateway instance id does not exist.",
         "The customer gateway was not found in this region.",
-        "It may have been deleted: create the customer gateway again (same peer IP address) before recreating.",
+        "It may have been deleted; Recreate uses the connection's own customer gateway, so create it by hand.",
         Who.REQUESTER,
         _N,
     ),
