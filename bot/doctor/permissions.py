@@ -8,7 +8,7 @@ in step); any other answer is read through that table's retry class and who must
 **DeleteVpnConnection is probed without deleting anything**: it is called for
 :data:`PROBE_VCO_ID` (with a fresh ClientToken), which no account can have. Likewise the create
 actions Recreate uses are called on :data:`PROBE_GATEWAY_ID`, a gateway no account can have, so
-nothing is ever created.
+nothing is ever created; its read of the customer gateway asks for :data:`PROBE_CGW_ID`.
 """
 
 from __future__ import annotations

@@ -251,3 +251,19 @@ async def test_a_recreate_whose_customer_gateway_was_deleted_creates_nothing(sta
     # The thread says it stopped, with the code; the card above says why.
     await wait_thread(stack.slack.state, ts, "customer_gateway_gone")
     _valid(done)
+
+
+async def test_a_customer_gateway_that_cannot_be_read_does_not_stop_the_recreation(stack: LocalStack) -> None:
+    ts = await delete(stack)
+    view = await open_modal(stack, ts)
+    reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
+    assert reply.status == 200, reply.body
+    confirmation = await recreate_confirmation(stack.slack.state, ts)
+    # Denied (not NotFound): the read says nothing about the customer gateway, so the create goes.
+    stack.vpc.state.faults.add(action="DescribeCustomerGateway", code="Forbidden")
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+    await wait_thread(stack.slack.state, ts, "Recreated in", within=20)
+    done = await wait_parent(stack.slack.state, confirmation.ts, "Recreated VPN connection")
+    assert [r.outcome for r in stack.vpc.state.calls("DescribeCustomerGateway")] == ["fault"]
+    assert len(stack.vpc.state.accepted("CreateVpnConnection")) == 1
+    _valid(done)
