@@ -12,6 +12,11 @@ gateway, customer gateway or connection), DescribeVpnRouteEntries, DescribeVpnPb
 (paged), DeleteVpnConnection, and the changes in :mod:`bot.sandbox.vpc_changes`
 (CreateVpnConnection, CreateVpnRouteEntry, CreateVpnPbrRouteEntry).
 
+Customer gateways: one for each a seeded connection (or tunnel) names, in
+``SandboxState.customer_gateways``; DescribeCustomerGateway answers
+``InvalidCustomerGatewayInstanceId.NotFound`` once a test deletes one. CreateVpnConnection does not
+check the customer gateway it names (tests create with made-up ids), unlike Alibaba.
+
 ClientToken, as Alibaba documents it: a reused token with the same parameters gets the *first*
 answer replayed verbatim (same RequestId, status and body — errors included) and changes
 nothing; the same token with other parameters gets ``IdempotentParameterMismatch``. Not kept: a
