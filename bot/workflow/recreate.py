@@ -207,10 +207,13 @@ class RecreateSteps(StepBase):
         gone = await self._customer_gateways_gone(op) if op.attempts == 0 else ()
         if gone:
             # The same for the customer gateway(s) it would use: nothing is sent.
-            listed = ", ".join(gone)
+            what = (
+                f"Customer gateway {gone[0]} no longer exists"
+                if len(gone) == 1
+                else (f"Customer gateways {', '.join(gone)} no longer exist")
+            )
             reason = (
-                f"Customer gateway {listed} no longer exists (checked just before CreateVpnConnection): "
-                "nothing was sent and nothing was created."
+                f"{what} (checked just before CreateVpnConnection): nothing was sent and nothing was created."
             )
             return await self.finish(op, OpState.FAILED, Failed(code=CUSTOMER_GATEWAY_GONE, reason=reason))
         while True:

@@ -8,6 +8,7 @@ and again in the thread once it is done.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -503,8 +504,10 @@ def _failure(op: Operation) -> str:
             "was created. A connection is recreated on its own gateway only."
         )
     if op.error_code == CUSTOMER_GATEWAY_GONE:
-        ids = op.snapshot.customer_gateway_ids if op.snapshot is not None else ()
-        named = ", ".join(code(i) for i in ids if i in (op.error_text or "")) or "it uses"
+        # The stored reason names the gone ones (the workflow's text); only the snapshot's ids are shown.
+        said = set(re.split(r"[\s,()]+", op.error_text or ""))
+        ids = [i for i in (op.snapshot.customer_gateway_ids if op.snapshot is not None else ()) if i in said]
+        named = ", ".join(code(i) for i in ids) or "it uses"
         return (
             f"The customer gateway {named} is gone: checked again just before CreateVpnConnection, it no "
             "longer exists, so nothing was sent and nothing was created. A connection is recreated with its "
