@@ -20,6 +20,7 @@ __all__ = [
     "ACTIVE_STATES",
     "ALREADY_DELETING",
     "ANNOUNCED_ACTIONS",
+    "CUSTOMER_GATEWAY_GONE",
     "FREEZE_MAX",
     "GATEWAY_GONE",
     "IPSEC_UP",
@@ -50,6 +51,7 @@ __all__ = [
     "ConnectionReady",
     "Crashed",
     "Created",
+    "CustomerGateway",
     "Deferred",
     "Deleted",
     "Delivery",
@@ -126,6 +128,16 @@ class VpnGateway:
     name: str
     status: str
     business_status: str = "Normal"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerGateway:
+    """A customer gateway (the peer's side of a connection) as DescribeCustomerGateway answers it."""
+
+    id: str
+    region: str
+    name: str = ""
+    ip_address: str = ""
 
 
 # --- the impact preview: what deleting a connection takes down ---------------------------------------
@@ -317,6 +329,16 @@ class Snapshot:
         return tuple(lost)
 
     @property
+    def customer_gateway_ids(self) -> tuple[str, ...]:
+        """The customer gateways a recreation from ``config`` uses: the connection's, or each tunnel's."""
+        config = self.config or {}
+        found = [str(config.get("customer_gateway_id") or "")]
+        for tunnel in config.get("tunnel_options_specification") or ():
+            if isinstance(tunnel, dict):
+                found.append(str(tunnel.get("customer_gateway_id") or ""))
+        return tuple(dict.fromkeys(c for c in found if c))
+
+    @property
     def taken(self) -> bool:
         """Whether the connection's configuration itself was read (the routes may still be missing)."""
         return self.config is not None
@@ -455,6 +477,8 @@ REASON_MAX = 500
 # A recreation's error_code when its gateway, checked again just before CreateVpnConnection, was gone
 # (or being deleted): nothing was sent.
 GATEWAY_GONE = "gateway_gone"
+# The same for a customer gateway the create would use (InvalidCustomerGatewayInstanceId.NotFound).
+CUSTOMER_GATEWAY_GONE = "customer_gateway_gone"
 # The error_code of a batch's member left out because another request is deleting its connection.
 ALREADY_DELETING = "already_deleting"
 # Operation.kind: a deletion, or the recreation of a deleted connection from its snapshot.

@@ -20,6 +20,7 @@ from bot.domain import (
     ApprovalRule,
     AuditEntry,
     BatchMove,
+    CustomerGateway,
     Delivery,
     Effect,
     Freeze,
@@ -70,6 +71,11 @@ class VpcApi(Protocol):
 
     async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
         """Return the gateway with its current ``status`` (``shared`` as above; never when polling)."""
+        ...
+
+    async def describe_customer_gateway(self, *, region: str, customer_gateway_id: str) -> CustomerGateway:
+        """Return the customer gateway, read afresh; raise CloudApiError
+        ``InvalidCustomerGatewayInstanceId.NotFound`` if it is gone."""
         ...
 
     async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:

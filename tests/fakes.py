@@ -24,6 +24,7 @@ from bot.domain import (
     OPERATION_TAG,
     PART_CONNECTION,
     Announced,
+    CustomerGateway,
     Delivery,
     Impact,
     ImpactRoute,
@@ -162,6 +163,11 @@ class FakeVpc:
         self.connection_tags: dict[tuple[str, str], dict[str, str]] = {}
         self.routes_on: dict[str, list[SnapshotRoute]] = {}
         self.route_script: list[CloudError] = []
+        # Customer gateways: every one exists but those listed here (NotFound); errors for the next
+        # reads; the ids read.
+        self.gone_customer_gateways: set[str] = set()
+        self.customer_gateway_script: list[CloudError] = []
+        self.customer_gateway_reads: list[str] = []
 
     def add_connection(
         self, vco_id: str = "vco-1", gateway_id: str = "vpn-gw1", region: str = REGION
@@ -200,6 +206,15 @@ class FakeVpc:
                 entry = None
         status = "updating" if entry is not None else "active"
         return VpnGateway(id=gateway_id, region=region, name=self.gateway_names[key], status=status)
+
+    async def describe_customer_gateway(self, *, region: str, customer_gateway_id: str) -> CustomerGateway:
+        await asyncio.sleep(0)
+        self.customer_gateway_reads.append(customer_gateway_id)
+        if self.customer_gateway_script:
+            raise self.customer_gateway_script.pop(0)
+        if customer_gateway_id in self.gone_customer_gateways:
+            raise api_error("InvalidCustomerGatewayInstanceId.NotFound", http_status=404)
+        return CustomerGateway(id=customer_gateway_id, region=region, name=f"peer-{customer_gateway_id}")
 
     async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:
         self._calls_now += 1

@@ -11,11 +11,22 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from fakes import api_error, busy_error
+from fakes import api_error, busy_error, transport_error
 from pydantic import SecretStr
 from workflow_harness import Harness
 
-from bot.domain import OPERATION_TAG, ConnectionReady, Created, KeyLost, Operation, OpState, Recreated
+from bot.domain import (
+    CUSTOMER_GATEWAY_GONE,
+    OPERATION_TAG,
+    ConnectionReady,
+    Created,
+    Failed,
+    KeyLost,
+    Operation,
+    OpState,
+    Recreated,
+    Snapshot,
+)
 from bot.errors import RecreateRefused
 
 KEY = SecretStr("fresh-Key_123")
@@ -195,3 +206,49 @@ async def test_a_look_alike_without_the_tag_is_not_taken_for_what_the_create_mad
     assert failed.error_code == "key_lost"
     assert failed.new_vco_id is None
     assert KeyLost(sent=True) in h.notifier.events_for(recreation.id)
+
+
+async def test_a_customer_gateway_gone_since_the_request_fails_the_recreation_and_creates_nothing(
+    h: Harness,
+) -> None:
+    _, recreation = await _asked(h)
+    assert recreation.snapshot is not None
+    (cgw_id,) = recreation.snapshot.customer_gateway_ids
+    h.vpc.gone_customer_gateways.add(cgw_id)
+    await h.workflows[-1].approve(op_id=recreation.id, user_id="U0BOSS")
+    done = await h.wait_state(recreation.id, OpState.FAILED)
+    assert done.error_code == CUSTOMER_GATEWAY_GONE
+    assert cgw_id in (done.error_text or "")
+    assert h.vpc.customer_gateway_reads == [cgw_id]  # read afresh once, just before the create
+    assert h.vpc.created_keys == []
+    assert done.attempts == 0  # nothing was sent
+    failed = [e for e in h.notifier.events_for(recreation.id) if isinstance(e, Failed)]
+    assert [f.code for f in failed] == [CUSTOMER_GATEWAY_GONE]
+    assert (await h.audit_actions(recreation.id))[-1] == "recreate_failed"
+
+
+async def test_a_customer_gateway_that_cannot_be_read_lets_the_create_go(h: Harness) -> None:
+    _, recreation = await _asked(h)
+    h.vpc.customer_gateway_script.append(transport_error())
+    await h.workflows[-1].approve(op_id=recreation.id, user_id="U0BOSS")
+    await h.wait_state(recreation.id, OpState.RECREATED)
+    assert len(h.vpc.customer_gateway_reads) == 1
+    assert h.vpc.created_keys == ["fresh-Key_123"]
+
+
+def test_the_customer_gateways_a_recreation_uses_are_the_connections_or_each_tunnels() -> None:
+    single = Snapshot(vco_id="vco-1", region="cn-hangzhou", config={"customer_gateway_id": "cgw-a"})
+    dual = Snapshot(
+        vco_id="vco-2",
+        region="cn-hangzhou",
+        config={
+            "tunnel_options_specification": [
+                {"customer_gateway_id": "cgw-b", "role": "master"},
+                {"customer_gateway_id": "cgw-c", "role": "slave"},
+                {"customer_gateway_id": "cgw-b", "role": "slave"},
+            ]
+        },
+    )
+    assert single.customer_gateway_ids == ("cgw-a",)
+    assert dual.customer_gateway_ids == ("cgw-b", "cgw-c")
+    assert Snapshot(vco_id="vco-3", region="cn-hangzhou").customer_gateway_ids == ()

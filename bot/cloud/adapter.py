@@ -27,6 +27,7 @@ from bot.domain import (
     PART_CONNECTION,
     PART_POLICY_ROUTES,
     PART_ROUTES,
+    CustomerGateway,
     Impact,
     Reread,
     Snapshot,
@@ -120,6 +121,12 @@ class VpcAdapter:
     async def describe_vpn_gateway(self, *, region: str, gateway_id: str, shared: bool = False) -> VpnGateway:
         detail = await self._wire.describe_vpn_gateway_detail(
             region=region, gateway_id=gateway_id, shared=shared
+        )
+        return detail.to_domain(region)
+
+    async def describe_customer_gateway(self, *, region: str, customer_gateway_id: str) -> CustomerGateway:
+        detail = await self._wire.describe_customer_gateway_detail(
+            region=region, customer_gateway_id=customer_gateway_id
         )
         return detail.to_domain(region)
 

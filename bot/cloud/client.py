@@ -50,6 +50,7 @@ from bot.cloud.models import (
     CreateVpnConnectionResponse,
     CreateVpnPbrRouteEntryResponse,
     CreateVpnRouteEntryResponse,
+    CustomerGatewayDetail,
     DeleteResponse,
     DescribeRegionsResponse,
     DescribeVpnConnectionsPage,
@@ -472,6 +473,18 @@ class VpcClient:
             {"RegionId": region, "VpnGatewayId": gateway_id},
             resource_id=gateway_id,
             shared=shared,
+        )
+
+    async def describe_customer_gateway_detail(
+        self, *, region: str, customer_gateway_id: str
+    ) -> CustomerGatewayDetail:
+        """DescribeCustomerGateway: one customer gateway (``InvalidCustomerGatewayInstanceId.NotFound`` if gone)."""
+        return await self._get(
+            CustomerGatewayDetail,
+            "DescribeCustomerGateway",
+            region,
+            {"RegionId": region, "CustomerGatewayId": customer_gateway_id},
+            resource_id=customer_gateway_id,
         )
 
     async def delete_vpn_connection(self, *, region: str, vco_id: str, client_token: str) -> str:

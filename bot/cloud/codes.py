@@ -113,6 +113,15 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         _N,
     ),
     _e(
+        "InvalidCustomerGatewayInstanceId.NotFound",
+        404,
+        "The specified customer gateway instance id does not exist.",
+        "The customer gateway was not found in this region.",
+        "It may have been deleted; Recreate uses the connection's own customer gateway, so create it by hand.",
+        Who.REQUESTER,
+        _N,
+    ),
+    _e(
         "Forbbiden.SubUser",
         403,
         "User not authorized to operate on the specified resource as your account is created by another user.",

@@ -16,12 +16,13 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_pascal
 
-from bot.domain import VpnConnection, VpnGateway
+from bot.domain import CustomerGateway, VpnConnection, VpnGateway
 
 __all__ = [
     "CreateVpnConnectionResponse",
     "CreateVpnPbrRouteEntryResponse",
     "CreateVpnRouteEntryResponse",
+    "CustomerGatewayDetail",
     "DeleteResponse",
     "DescribeRegionsResponse",
     "DescribeVpnConnectionsPage",
@@ -262,6 +263,19 @@ class VpnGatewayDetail(_Model):
             name=self.name,
             status=self.status,
             business_status=self.business_status or "Normal",
+        )
+
+
+class CustomerGatewayDetail(_Model):
+    """One customer gateway (DescribeCustomerGateway); its BGP ``AuthKey`` is never read."""
+
+    customer_gateway_id: str
+    name: str = ""
+    ip_address: str = ""
+
+    def to_domain(self, region: str) -> CustomerGateway:
+        return CustomerGateway(
+            id=self.customer_gateway_id, region=region, name=self.name, ip_address=self.ip_address
         )
 
 

@@ -8,7 +8,7 @@ in step); any other answer is read through that table's retry class and who must
 **DeleteVpnConnection is probed without deleting anything**: it is called for
 :data:`PROBE_VCO_ID` (with a fresh ClientToken), which no account can have. Likewise the create
 actions Recreate uses are called on :data:`PROBE_GATEWAY_ID`, a gateway no account can have, so
-nothing is ever created.
+nothing is ever created; its read of the customer gateway asks for :data:`PROBE_CGW_ID`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "ALLOWED_ANSWERS",
     "DENIED_ANSWERS",
     "PROBES",
+    "PROBE_CGW_ID",
     "PROBE_GATEWAY_ID",
     "PROBE_VCO_ID",
     "RAM_ACTIONS",
@@ -43,6 +44,7 @@ log = logging.getLogger("bot.doctor")
 
 PROBE_VCO_ID: Final = "vco-vpnbotdoctorprobe00000000"
 PROBE_GATEWAY_ID: Final = "vpn-vpnbotdoctorprobe00000000"
+PROBE_CGW_ID: Final = "cgw-vpnbotdoctorprobe00000000"
 RAM_ACTIONS: Final = (
     "vpc:DescribeVpnConnection",
     "vpc:DescribeVpnConnections",
@@ -51,14 +53,19 @@ RAM_ACTIONS: Final = (
     "vpc:DescribeRegions",
     "vpc:DescribeVpnRouteEntries",
     "vpc:DescribeVpnPbrRouteEntries",
-    # Recreate… (the connection, then the routes that pointed at it).
+    # Recreate… (its customer gateway read again first, the connection, then the routes that pointed at it).
+    "vpc:DescribeCustomerGateway",
     "vpc:CreateVpnConnection",
     "vpc:CreateVpnRouteEntry",
     "vpc:CreateVpnPbrRouteEntry",
 )
 # Error-table rows (bot/cloud/codes.py) that answer a probe of a missing resource: authorised.
 ALLOWED_ANSWERS: Final = frozenset(
-    {"InvalidVpnConnectionInstanceId.NotFound", "InvalidVpnGatewayInstanceId.NotFound"}
+    {
+        "InvalidVpnConnectionInstanceId.NotFound",
+        "InvalidVpnGatewayInstanceId.NotFound",
+        "InvalidCustomerGatewayInstanceId.NotFound",
+    }
 )
 # Error-table rows that say the bot's RAM identity lacks the permission (both sub-user spellings).
 DENIED_ANSWERS: Final = frozenset({"Forbidden", "Forbidden.RAM", "Forbidden.SubUser", "Forbbiden.SubUser"})
@@ -76,6 +83,8 @@ class DoctorVpc(Protocol):
     async def describe_vpn_connection_detail(self, *, region: str, vco_id: str) -> object: ...
 
     async def describe_vpn_gateway_detail(self, *, region: str, gateway_id: str) -> object: ...
+
+    async def describe_customer_gateway_detail(self, *, region: str, customer_gateway_id: str) -> object: ...
 
     async def describe_vpn_route_entries(self, *, region: str, gateway_id: str) -> Sequence[object]: ...
 
@@ -126,7 +135,7 @@ _PROBE_SPEC = VpnConnectionSpec(
     vpn_gateway_id=PROBE_GATEWAY_ID,
     local_subnet="192.0.2.0/24",
     remote_subnet="198.51.100.0/24",
-    customer_gateway_id="cgw-vpnbotdoctorprobe00000000",
+    customer_gateway_id=PROBE_CGW_ID,
 )
 
 
@@ -160,6 +169,13 @@ PROBES: Final = (
         "DeleteVpnConnection",
         f"DeleteVpnConnection for {PROBE_VCO_ID}, an id that cannot exist",
         _delete_probe,
+    ),
+    Probe(
+        "DescribeCustomerGateway",
+        f"read of {PROBE_CGW_ID}",
+        lambda vpc, region: vpc.describe_customer_gateway_detail(
+            region=region, customer_gateway_id=PROBE_CGW_ID
+        ),
     ),
     Probe(
         "CreateVpnConnection",

@@ -7,10 +7,15 @@ parameters the official SDK's model of the action has (:mod:`bot.sandbox.vpc_par
 answers, and errors as ``{"RequestId","HostId","Code","Message","Recommend"}`` with the status
 from :data:`bot.cloud.codes.ERROR_TABLE`.
 
-Operations: DescribeRegions, DescribeVpnGateway, DescribeVpnConnection(s) (paged, filtered by
+Operations: DescribeRegions, DescribeVpnGateway, DescribeCustomerGateway, DescribeVpnConnection(s) (paged, filtered by
 gateway, customer gateway or connection), DescribeVpnRouteEntries, DescribeVpnPbrRouteEntries
 (paged), DeleteVpnConnection, and the changes in :mod:`bot.sandbox.vpc_changes`
 (CreateVpnConnection, CreateVpnRouteEntry, CreateVpnPbrRouteEntry).
+
+Customer gateways: one for each a seeded connection (or tunnel) names, in
+``SandboxState.customer_gateways``; DescribeCustomerGateway answers
+``InvalidCustomerGatewayInstanceId.NotFound`` once a test deletes one. CreateVpnConnection does not
+check the customer gateway it names (tests create with made-up ids), unlike Alibaba.
 
 ClientToken, as Alibaba documents it: a reused token with the same parameters gets the *first*
 answer replayed verbatim (same RequestId, status and body — errors included) and changes
@@ -72,6 +77,7 @@ from bot.sandbox.vpc_changes import (
 from bot.sandbox.vpc_params import unknown_parameters
 from bot.sandbox.vpc_state import (
     Connection,
+    CustomerGateway,
     Fault,
     Gateway,
     HealthCheck,
@@ -450,6 +456,30 @@ def _describe_vpn_gateway(state: SandboxState, params: Mapping[str, str]) -> dic
     return _gateway_json(gw, reservation=reservation)
 
 
+def _customer_gateway_json(cgw: CustomerGateway) -> dict[str, Any]:
+    # As DescribeCustomerGatewayResponseBody has it (AuthKey too: the bot never reads it).
+    return {
+        "CustomerGatewayId": cgw.id,
+        "Name": cgw.name,
+        "Description": cgw.description,
+        "IpAddress": cgw.ip_address,
+        "Asn": cgw.asn,
+        "AuthKey": cgw.auth_key,
+        "CreateTime": cgw.create_time_ms,
+        "ResourceGroupId": "rg-acfmzw2jz2z5sandbox",
+        "Tags": _tags(cgw.tags),
+    }
+
+
+def _describe_customer_gateway(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
+    region = region_of(state, params)
+    require(params, "CustomerGatewayId")
+    cgw = state.customer_gateways.get(params["CustomerGatewayId"])
+    if cgw is None or cgw.region != region:
+        raise SandboxApiError("InvalidCustomerGatewayInstanceId.NotFound")
+    return _customer_gateway_json(cgw)
+
+
 def _delete_vpn_connection(state: SandboxState, params: Mapping[str, str]) -> dict[str, Any]:
     region = region_of(state, params)
     require(params, "VpnConnectionId")
@@ -531,6 +561,7 @@ OPERATIONS: Mapping[str, Operation] = {
     "DescribeVpnConnection": _describe_vpn_connection,
     "DescribeVpnConnections": _describe_vpn_connections,
     "DescribeVpnGateway": _describe_vpn_gateway,
+    "DescribeCustomerGateway": _describe_customer_gateway,
     "DeleteVpnConnection": _delete_vpn_connection,
     "DescribeVpnRouteEntries": _describe_vpn_route_entries,
     "DescribeVpnPbrRouteEntries": _describe_vpn_pbr_route_entries,

@@ -58,6 +58,7 @@ PARAMETERS: Final[Mapping[str, frozenset[str]]] = {
         "VpnGatewayId",
     },
     "DescribeVpnGateway": _OWNER | {"IncludeReservationData", "RegionId", "VpnGatewayId"},
+    "DescribeCustomerGateway": _OWNER | {"CustomerGatewayId", "RegionId"},
     "DeleteVpnConnection": _OWNER | {"ClientToken", "RegionId", "VpnConnectionId"},
     "DescribeVpnRouteEntries": _OWNER | _PAGED | {"RegionId", "RouteEntryType", "VpnGatewayId"},
     "DescribeVpnPbrRouteEntries": _OWNER | _PAGED | {"RegionId", "VpnGatewayId"},

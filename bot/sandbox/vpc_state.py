@@ -34,6 +34,7 @@ __all__ = [
     "SEED_VPN_SHANGHAI",
     "BgpConfig",
     "Connection",
+    "CustomerGateway",
     "Fault",
     "FaultSet",
     "Gateway",
@@ -129,6 +130,21 @@ class Gateway:
     pending_delete: str | None = None
     pending_create: str | None = None
     updating_until: datetime | None = None
+
+
+@dataclass(slots=True)
+class CustomerGateway:
+    """A customer gateway (the peer's device); a connection's ``customer_gateway_id`` names one."""
+
+    id: str
+    region: str
+    name: str = ""
+    ip_address: str = "203.0.113.10"
+    description: str = ""
+    asn: int = 65000
+    auth_key: str = field(default="", repr=False)
+    create_time_ms: int = 1_690_000_000_000
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -707,6 +723,22 @@ def _seed_connections() -> list[Connection]:
     ]
 
 
+def _customer_gateways_of(connections: Iterable[Connection]) -> dict[str, CustomerGateway]:
+    """A customer gateway for each one the connections (and their tunnels) name, at the peer's address."""
+    found: dict[str, CustomerGateway] = {}
+    for conn in connections:
+        for cgw_id in (conn.customer_gateway_id, *(t.customer_gateway_id for t in conn.tunnels)):
+            if cgw_id and cgw_id not in found:
+                found[cgw_id] = CustomerGateway(
+                    id=cgw_id,
+                    region=conn.region,
+                    name=f"peer-{conn.name}",
+                    ip_address=conn.remote_ip,
+                    tags={"site": conn.name},
+                )
+    return found
+
+
 def _seed_routes() -> tuple[list[Route], list[PbrRoute]]:
     routes = [
         Route(SEED_VPN_HANGZHOU, "192.168.10.0/24", SEED_VCO_HANGZHOU),
@@ -813,6 +845,8 @@ class SandboxState:
         self.regions: dict[str, Region] = {}
         self.gateways: dict[str, Gateway] = {}
         self.connections: dict[str, Connection] = {}
+        # The customer gateways DescribeCustomerGateway finds (a test deletes one to make it gone).
+        self.customer_gateways: dict[str, CustomerGateway] = {}
         self.routes: list[Route] = []
         self.pbr_routes: list[PbrRoute] = []
         self.requests: list[RecordedRequest] = []
@@ -829,6 +863,7 @@ class SandboxState:
         self.regions = {r.region_id: r for r in _seed_regions()}
         self.gateways = {g.id: g for g in _seed_gateways()} if seed else {}
         self.connections = {c.id: c for c in _seed_connections()} if seed else {}
+        self.customer_gateways = _customer_gateways_of(self.connections.values())
         self.routes, self.pbr_routes = _seed_routes() if seed else ([], [])
 
     # --- time-driven transitions ---------------------------------------------------------------
@@ -930,6 +965,7 @@ class SandboxState:
                 self.gateways[gw_id] = _bulk_gateway(gw_id, region, n // per_gateway)
             conn = _bulk_connection(f"vco-{prefix}bk{n:016d}", region, gw_id, n)
             self.connections[conn.id] = conn
+            self.customer_gateways.update(_customer_gateways_of([conn]))
             ids.append(conn.id)
         return ids
 

@@ -17,6 +17,9 @@ the modal submission (Operation.key_holder names it; the key is never stored). H
   connection on the gateway by the tag the create carried (``vpnbot-operation=<op id>``)
   and carries on with it if found, else fails with KeyLost(sent=True). Never by CreateTime,
   name or subnets: a clock off by minutes, or a look-alike, would decide wrongly.
+- Approved for a gateway or customer gateway that has gone since: both are read afresh just
+  before the first create; one that is gone fails the recreation with nothing sent
+  (GATEWAY_GONE, CUSTOMER_GATEWAY_GONE). A read that fails otherwise lets the create go.
 - Routes: the create says AutoConfigRoute=false, so the new connection starts with none and
   gets exactly the snapshot's. Before the first route (and after any refusal) the gateway's
   route tables are read: a route already on the new connection is not sent again (no error
@@ -36,6 +39,7 @@ from datetime import timedelta
 from pydantic import SecretStr
 
 from bot.domain import (
+    CUSTOMER_GATEWAY_GONE,
     GATEWAY_GONE,
     KIND_RECREATE,
     OPERATION_TAG,
@@ -71,6 +75,8 @@ __all__ = ["RecreateRequests", "RecreateSteps"]
 log = logging.getLogger("bot.workflow")
 # What DescribeVpnGateway answers for a gateway that is not there.
 GATEWAY_NOT_FOUND = "InvalidVpnGatewayInstanceId.NotFound"
+# What DescribeCustomerGateway answers for a customer gateway that is not there.
+CUSTOMER_GATEWAY_NOT_FOUND = "InvalidCustomerGatewayInstanceId.NotFound"
 
 
 class RecreateRequests(Runner):
@@ -198,6 +204,18 @@ class RecreateSteps(StepBase):
         if op.attempts == 0 and not await self._gateway_usable(op):
             # Approved for a gateway that is not there any more: fail with the reason, send nothing.
             return await self.finish(op, OpState.FAILED, Failed(code=GATEWAY_GONE, reason=""))
+        gone = await self._customer_gateways_gone(op) if op.attempts == 0 else ()
+        if gone:
+            # The same for the customer gateway(s) it would use: nothing is sent.
+            what = (
+                f"Customer gateway {gone[0]} no longer exists"
+                if len(gone) == 1
+                else (f"Customer gateways {', '.join(gone)} no longer exist")
+            )
+            reason = (
+                f"{what} (checked just before CreateVpnConnection): nothing was sent and nothing was created."
+            )
+            return await self.finish(op, OpState.FAILED, Failed(code=CUSTOMER_GATEWAY_GONE, reason=reason))
         while True:
             op = await self._record_send(op, OpState.CREATING)
             try:
@@ -243,8 +261,8 @@ class RecreateSteps(StepBase):
 
         Read afresh just before the first CreateVpnConnection. A gateway ``updating`` is usable (the
         create waits its turn as a busy answer); a read that fails otherwise lets the create go, since
-        Alibaba refuses a create on a gateway that is not there. The customer gateway is not read
-        here: the VPC client has no DescribeCustomerGateway, and Create refuses one that is gone.
+        Alibaba refuses a create on a gateway that is not there. The customer gateways are read
+        next (:meth:`_customer_gateways_gone`).
         """
         try:
             gateway = await self._read(op).describe_vpn_gateway(region=op.region, gateway_id=op.gateway_id)
@@ -255,6 +273,31 @@ class RecreateSteps(StepBase):
             log.warning("could not read the gateway before the create (%s)", err.code, extra={"op_id": op.id})
             return True
         return gateway.status != "deleting"
+
+    async def _customer_gateways_gone(self, op: Operation) -> tuple[str, ...]:
+        """The customer gateways the create would use that are gone (DescribeCustomerGateway: NotFound).
+
+        Read afresh, one by one (one for a single-tunnel connection, one per tunnel otherwise),
+        just before the first CreateVpnConnection. A read that fails otherwise (no answer,
+        throttled, denied) lets the create go, as for the gateway: Alibaba refuses a create whose
+        customer gateway is not there, and that refusal is shown as it is.
+        """
+        snapshot = op.snapshot
+        gone: list[str] = []
+        for cgw_id in snapshot.customer_gateway_ids if snapshot is not None else ():
+            try:
+                await self._read(op).describe_customer_gateway(region=op.region, customer_gateway_id=cgw_id)
+            except CloudError as err:
+                if err.code == CUSTOMER_GATEWAY_NOT_FOUND:
+                    log.info("a customer gateway is gone; not creating", extra={"op_id": op.id})
+                    gone.append(cgw_id)
+                    continue
+                log.warning(
+                    "could not read a customer gateway before the create (%s)",
+                    err.code,
+                    extra={"op_id": op.id},
+                )
+        return tuple(gone)
 
     async def _without_key(self, op: Operation) -> Operation:
         """Resumed without the key: carry on with what a sent create made, else ask for the key again."""

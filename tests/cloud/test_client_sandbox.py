@@ -18,6 +18,7 @@ from bot.cloud.specs import BgpSpec, HealthCheckSpec, IkeSpec, VpnConnectionSpec
 from bot.errors import CloudApiError, RetryClass
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
 from bot.sandbox.vpc_state import (
+    SEED_CGW_HANGZHOU,
     SEED_REGION,
     SEED_VCO_HANGZHOU,
     SEED_VCO_HANGZHOU_BGP,
@@ -84,6 +85,26 @@ async def test_transient_errors_are_retried_with_fresh_signatures(sandbox: Runni
     calls = sandbox.state.calls("DescribeVpnGateway")
     assert len(calls) == 3
     assert len({c.nonce for c in calls}) == 3
+
+
+async def test_reads_a_customer_gateway_and_says_when_it_is_gone(sandbox: RunningSandbox) -> None:
+    peer = sandbox.state.customer_gateways[SEED_CGW_HANGZHOU]
+    peer.auth_key = "cgw-bgp-secret-1"  # in the answer, never read
+    async with VpcAdapter(_client(sandbox)) as api:
+        found = await api.describe_customer_gateway(region=SEED_REGION, customer_gateway_id=SEED_CGW_HANGZHOU)
+        del sandbox.state.customer_gateways[SEED_CGW_HANGZHOU]
+        with pytest.raises(CloudApiError) as gone:
+            await api.describe_customer_gateway(region=SEED_REGION, customer_gateway_id=SEED_CGW_HANGZHOU)
+    assert (found.id, found.region, found.ip_address) == (SEED_CGW_HANGZHOU, SEED_REGION, peer.ip_address)
+    assert found.name == peer.name
+    assert "cgw-bgp-secret-1" not in repr(found)
+    assert gone.value.code == "InvalidCustomerGatewayInstanceId.NotFound"
+    assert gone.value.http_status == 404
+    assert gone.value.retry is RetryClass.NEVER
+    # Signed and checked like every call: the read, then the refusal.
+    calls = sandbox.state.calls("DescribeCustomerGateway")
+    assert [c.outcome for c in calls] == ["ok", "error"]
+    assert calls[0].params == {"RegionId": SEED_REGION, "CustomerGatewayId": SEED_CGW_HANGZHOU}
 
 
 # --- the create actions ----------------------------------------------------------------------------

@@ -59,6 +59,7 @@ BOT_MODELS: dict[str, type[BaseModel]] = {
     "DescribeVpnConnection": bot_models.VpnConnectionDetail,
     "DescribeVpnConnections": bot_models.DescribeVpnConnectionsPage,
     "DescribeVpnGateway": bot_models.VpnGatewayDetail,
+    "DescribeCustomerGateway": bot_models.CustomerGatewayDetail,
     "DeleteVpnConnection": bot_models.DeleteResponse,
     "DescribeVpnRouteEntries": bot_models.VpnRouteEntriesPage,
     "DescribeVpnPbrRouteEntries": bot_models.VpnPbrRouteEntriesPage,
@@ -130,6 +131,10 @@ async def _drive_the_bot() -> list[Exchange]:
         await client.describe_vpn_connections(region=SEED_REGION)
         await client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=single.vpn_gateway_id)
         await client.describe_vpn_gateway_detail(region=SEED_REGION, gateway_id=dual.vpn_gateway_id)
+        # The recreation reads its customer gateway(s) again just before the create.
+        await api.describe_customer_gateway(
+            region=SEED_REGION, customer_gateway_id=single.customer_gateway_id
+        )
         # The snapshot reads both route tables and the policy routes.
         await api.describe_snapshot(region=SEED_REGION, connection=plain, deadline_s=5)
         # The recreation: delete, then create from the snapshot's spec with every optional part.

@@ -3,8 +3,8 @@ sandbox and the Slack stand-in.
 
 Just before DeleteVpnConnection the bot reads the connection afresh and holds it against the
 preview the approval was given for: a change that matters sends the request back for approval
-(with what changed), one that does not never blocks, and a Recreate whose gateway went away in
-between creates nothing.
+(with what changed), one that does not never blocks, and a Recreate whose gateway or customer
+gateway went away in between creates nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from bot.domain import OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message, message_size_error
 from bot.sandbox.vpc_state import (
+    SEED_CGW_HANGZHOU,
     SEED_VCO_HANGZHOU,
     SEED_VCO_HANGZHOU_TUNNELS,
     SEED_VPN_HANGZHOU,
@@ -220,4 +221,49 @@ async def test_a_recreate_whose_gateway_was_deleted_creates_nothing(stack: Local
     assert "is gone or being deleted" in all_text(done)
     assert "nothing was sent" in all_text(done)
     assert state.calls("CreateVpnConnection") == []
+    _valid(done)
+
+
+async def test_a_recreate_whose_customer_gateway_was_deleted_creates_nothing(stack: LocalStack) -> None:
+    ts = await delete(stack)
+    view = await open_modal(stack, ts)
+    reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
+    assert reply.status == 200, reply.body
+    confirmation = await recreate_confirmation(stack.slack.state, ts)
+    # Between the request and its approval, the customer gateway is deleted (the gateway stays).
+    state = stack.vpc.state
+    del state.customer_gateways[SEED_CGW_HANGZHOU]
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+
+    def failed() -> Message | None:
+        message = stack.slack.state.message(CHANNEL, confirmation.ts)
+        return message if message is not None and "Could not recreate" in all_text(message) else None
+
+    done = await stack.slack.state.wait_for(failed, timeout=15, what="the recreation failed")
+    text = all_text(done)
+    assert f"customer gateway `{SEED_CGW_HANGZHOU}` is gone" in text
+    assert "nothing was sent and nothing was created" in text
+    assert state.calls("CreateVpnConnection") == []
+    reads = state.calls("DescribeCustomerGateway")
+    assert [(r.params["CustomerGatewayId"], r.code) for r in reads] == [
+        (SEED_CGW_HANGZHOU, "InvalidCustomerGatewayInstanceId.NotFound")
+    ]
+    # The thread says it stopped, with the code; the card above says why.
+    await wait_thread(stack.slack.state, ts, "customer_gateway_gone")
+    _valid(done)
+
+
+async def test_a_customer_gateway_that_cannot_be_read_does_not_stop_the_recreation(stack: LocalStack) -> None:
+    ts = await delete(stack)
+    view = await open_modal(stack, ts)
+    reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
+    assert reply.status == 200, reply.body
+    confirmation = await recreate_confirmation(stack.slack.state, ts)
+    # Denied (not NotFound): the read says nothing about the customer gateway, so the create goes.
+    stack.vpc.state.faults.add(action="DescribeCustomerGateway", code="Forbidden")
+    await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
+    await wait_thread(stack.slack.state, ts, "Recreated in", within=20)
+    done = await wait_parent(stack.slack.state, confirmation.ts, "Recreated VPN connection")
+    assert [r.outcome for r in stack.vpc.state.calls("DescribeCustomerGateway")] == ["fault"]
+    assert len(stack.vpc.state.accepted("CreateVpnConnection")) == 1
     _valid(done)

@@ -24,6 +24,7 @@ from vpc_sandbox_support import Caller, eventually
 
 from bot.sandbox.vpc import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, RunningSandbox
 from bot.sandbox.vpc_state import (
+    SEED_CGW_HANGZHOU,
     SEED_REGION,
     SEED_VCO_HANGZHOU,
     SEED_VCO_HANGZHOU_BGP,
@@ -97,6 +98,24 @@ async def test_sdk_describe_delete_and_poll_gateway(sandbox: RunningSandbox) -> 
     assert first_delete.client_token == TOKEN
     assert first_delete.nonce
     assert first_delete.request_id == deleted.body.request_id
+
+
+async def test_sdk_describe_customer_gateway_found_then_gone(sandbox: RunningSandbox) -> None:
+    client = sdk_client(sandbox)
+    request = vpc_models.DescribeCustomerGatewayRequest(
+        region_id=SEED_REGION, customer_gateway_id=SEED_CGW_HANGZHOU
+    )
+
+    found = await client.describe_customer_gateway_async(request)
+    del sandbox.state.customer_gateways[SEED_CGW_HANGZHOU]
+    with pytest.raises(ClientException) as gone:
+        await client.describe_customer_gateway_async(request)
+
+    assert found.status_code == 200
+    assert found.body.customer_gateway_id == SEED_CGW_HANGZHOU
+    assert found.body.ip_address == sandbox.state.connections[SEED_VCO_HANGZHOU].remote_ip
+    assert found.body.request_id
+    assert (gone.value.code, gone.value.status_code) == ("InvalidCustomerGatewayInstanceId.NotFound", 404)
 
 
 async def test_sdk_errors_arrive_as_sdk_exceptions_with_the_code(sandbox: RunningSandbox) -> None:
@@ -406,6 +425,9 @@ async def test_answers_carry_every_field_the_sdk_models_know(caller: Caller) -> 
         "_describe_vpn_connections_response_body": await caller.ok("DescribeVpnConnections", hz),
         "_describe_vpn_gateway_response_body": await caller.ok(
             "DescribeVpnGateway", {**gateway, "IncludeReservationData": "true"}
+        ),
+        "_describe_customer_gateway_response_body": await caller.ok(
+            "DescribeCustomerGateway", {**hz, "CustomerGatewayId": SEED_CGW_HANGZHOU}
         ),
         "_describe_vpn_route_entries_response_body": [
             await caller.ok("DescribeVpnRouteEntries", {**gateway, "RouteEntryType": kind})

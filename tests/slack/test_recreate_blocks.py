@@ -14,6 +14,7 @@ from slackfakes import T0, make_op
 from test_blocks import walk_limits
 
 from bot.domain import (
+    CUSTOMER_GATEWAY_GONE,
     KIND_RECREATE,
     ConnectionReady,
     Created,
@@ -231,6 +232,24 @@ def test_a_lost_key_asks_for_it_again() -> None:
     assert "give the key again" in msg["text"]
     assert "give the key again" in build_progress(KeyLost())
     assert "after sending the create" in build_progress(KeyLost(sent=True))
+
+
+def test_a_customer_gateway_gone_before_the_create_says_which_and_that_nothing_was_created() -> None:
+    op = recreation(
+        state=OpState.FAILED,
+        approver_id="U0A",
+        error_code=CUSTOMER_GATEWAY_GONE,
+        error_text="Customer gateway cgw-bp1cgw0001 no longer exists (checked just before CreateVpnConnection).",
+    )
+    msg = build_parent(op)
+    valid(msg)
+    status = next(b for b in msg["blocks"] if b.get("block_id") == BlockId.STATUS)["text"]["text"]
+    assert "customer gateway `cgw-bp1cgw0001` is gone" in status
+    assert "nothing was sent and nothing was created" in status
+    # Without the id in the stored reason, the card still says what happened.
+    vague = build_parent(replace(op, error_text=None))
+    valid(vague)
+    assert "customer gateway it uses is gone" in json.dumps(vague["blocks"])
 
 
 def test_recreation_events_survive_the_outbox_json() -> None:

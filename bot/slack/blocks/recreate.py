@@ -8,11 +8,13 @@ and again in the thread once it is done.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from bot.domain import (
+    CUSTOMER_GATEWAY_GONE,
     GATEWAY_GONE,
     ConnectionReady,
     Created,
@@ -500,6 +502,16 @@ def _failure(op: Operation) -> str:
             f"Gateway {code(op.gateway_id)} is gone or being deleted: checked again just before "
             "CreateVpnConnection, it could no longer take the connection, so nothing was sent and nothing "
             "was created. A connection is recreated on its own gateway only."
+        )
+    if op.error_code == CUSTOMER_GATEWAY_GONE:
+        # The stored reason names the gone ones (the workflow's text); only the snapshot's ids are shown.
+        said = set(re.split(r"[\s,()]+", op.error_text or ""))
+        ids = [i for i in (op.snapshot.customer_gateway_ids if op.snapshot is not None else ()) if i in said]
+        named = ", ".join(code(i) for i in ids) or "it uses"
+        return (
+            f"The customer gateway {named} is gone: checked again just before CreateVpnConnection, it no "
+            "longer exists, so nothing was sent and nothing was created. A connection is recreated with its "
+            "own customer gateway only: create the connection again by hand in the console."
         )
     if op.error_code == "key_lost":
         return (
