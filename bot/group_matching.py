@@ -14,10 +14,14 @@ from collections.abc import Collection, Sequence
 __all__ = ["assign", "is_met", "open_groups"]
 
 
-def _augment(
-    who: int, memberships: Sequence[Collection[str]], owner: dict[str, int], seen: set[str]
-) -> bool:
+def _augment(who: int, memberships: Sequence[Collection[str]], owner: dict[str, int], seen: set[str]) -> bool:
     """Give approver ``who`` a group, moving earlier approvers to other groups of theirs if need be."""
+    # A free group first: nobody is moved (and the card does not reshuffle) when nobody has to be.
+    for group in memberships[who]:
+        if group not in seen and group not in owner:
+            seen.add(group)
+            owner[group] = who
+            return True
     for group in memberships[who]:
         if group in seen:
             continue

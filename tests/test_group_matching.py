@@ -19,6 +19,8 @@ def test_dave_in_both_groups_moves_over_for_bob() -> None:
     assert assign([(NET, SEC)]) == (NET,)
     assert assign([(NET, SEC), (NET,)]) == (SEC, NET)
     assert is_met([(NET, SEC), (NET,)], (NET, SEC))
+    # Nobody moves when a free group is there: Erin (both too) takes security, Dave keeps netops.
+    assert assign([(NET, SEC), (NET, SEC)]) == (NET, SEC)
 
 
 def test_an_approver_with_no_free_group_is_refused() -> None:
