@@ -152,9 +152,20 @@ def test_progress_counts_down() -> None:
         "*1 of 2 approvals*: <@U0BOB> ✓ — waiting for one more from <!subteam^S0NETOPS>"
     )
     groups = ApprovalRule.of_groups(("S0NETOPS", "S0SECURITY"))
-    dave = replace(op, approvals=(Approval("U0DAVE", T0, "S0NETOPS"),))
+    bob = replace(op, approvals=(Approval("U0BOB", T0, "S0NETOPS", ("S0NETOPS",)),))
+    assert quorum_progress_text(bob, groups, []) == (
+        "*1 of 2 approvals*: <@U0BOB> ✓ (<!subteam^S0NETOPS>) — covered: <!subteam^S0NETOPS>; "
+        "waiting for one from <!subteam^S0SECURITY>"
+    )
+    # Dave is in both groups: someone from netops may still come, Dave then counting for security.
+    dave = replace(op, approvals=(Approval("U0DAVE", T0, "S0NETOPS", ("S0NETOPS", "S0SECURITY")),))
     assert quorum_progress_text(dave, groups, []) == (
-        "*1 of 2 approvals*: <@U0DAVE> ✓ (<!subteam^S0NETOPS>) — waiting for one from <!subteam^S0SECURITY>"
+        "*1 of 2 approvals*: <@U0DAVE> ✓ (<!subteam^S0NETOPS>) — covered: <!subteam^S0NETOPS>; "
+        "waiting for one from <!subteam^S0SECURITY>, or from <!subteam^S0NETOPS> "
+        "(<@U0DAVE> then counts for another group)"
+    )
+    assert quorum_progress_text(op, groups, []) == (
+        "*0 of 2 approvals* — waiting for one from each of <!subteam^S0NETOPS> and <!subteam^S0SECURITY>"
     )
 
 

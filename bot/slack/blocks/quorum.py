@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.domain import ApprovalRule, Operation
+from bot.domain import Approval, ApprovalRule, Operation
 from bot.errors import ApprovalRefused
+from bot.group_matching import open_groups
 from bot.ids import is_user_group_id
 from bot.slack.blocks.text import code, mention
 
@@ -65,17 +66,18 @@ def quorum_rule_text(rule: ApprovalRule, approvers: Sequence[str] | None) -> str
 
 
 def quorum_progress_text(op: Operation, rule: ApprovalRule, approvers: Sequence[str]) -> str:
-    """``*1 of 2 approvals:* <@U1> ✓ — waiting for one more from <!subteam^S1>``."""
+    """``*1 of 2 approvals:* <@U1> ✓ — waiting for one more from <!subteam^S1>``.
+
+    A group rule says which groups are covered (each approver's group in a matching of approvers to
+    groups, :mod:`bot.group_matching`) and which an approver may still come from.
+    """
     done = op.approvals
     given = ", ".join(
         f"{mention(a.user_id)} ✓" + (f" ({_ref(a.group)})" if a.group else "") for a in done[: rule.count]
     )
     head = f"*{len(done)} of {rule.count} approvals*" + (f": {given}" if given else "")
     if rule.groups:
-        missing = [g for g in rule.groups if g not in {a.group for a in done}]
-        if not missing:
-            return head
-        return f"{head} — waiting for one from {'each of ' if len(missing) > 1 else ''}{_and([_ref(g) for g in missing])}"
+        return head + _groups_left(done, rule.groups)
     left = rule.count - len(done)
     if left <= 0:
         return head
@@ -84,6 +86,32 @@ def quorum_progress_text(op: Operation, rule: ApprovalRule, approvers: Sequence[
     source = f" from {people}" if people else ""
     noun = "" if left == 1 and done else (" approval" if left == 1 else " approvals")
     return f"{head} — waiting for {_number(left)}{more}{noun}{source}"
+
+
+def _groups_left(done: Sequence[Approval], groups: tuple[str, ...]) -> str:
+    """`` — covered: A; waiting for one from B, or from A (<@U1> then counts for another group)``."""
+    covered = [g for g in groups if g in {a.group for a in done}]
+    missing = [g for g in groups if g not in covered]
+    if not missing:
+        return ""
+    # Someone in two groups can move over: a covered group may still take an approver (a matching).
+    memberships = [a.groups or ((a.group,) if a.group else ()) for a in done]
+    movable = [g for g in open_groups(memberships, groups) if g in covered]
+    text = (
+        f" — covered: {_and([_ref(g) for g in covered])};" if covered else " —"
+    ) + f" waiting for one from {'each of ' if len(missing) > 1 else ''}{_and([_ref(g) for g in missing])}"
+    if movable:
+        movers = [a.user_id for a in done if a.group in movable]
+        text += (
+            f", or from {_or([_ref(g) for g in movable])} "
+            f"({_and([mention(u) for u in movers])} then {'count' if len(movers) > 1 else 'counts'} "
+            "for another group)"
+        )
+    return text
+
+
+def _or(refs: Sequence[str]) -> str:
+    return refs[0] if len(refs) == 1 else f"{', '.join(refs[:-1])} or {refs[-1]}"
 
 
 def approval_refused_text(err: ApprovalRefused) -> str:
