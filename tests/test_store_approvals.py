@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from test_store import T0, make_op
+from test_store import T0, execute_sql, make_op
 
 from bot.domain import ApprovalOutcome, AuditEntry, Effect, EffectKind, OpState
-from bot.store import Store
+from bot.store import SCHEMA_VERSION, Store
 
 CARD = Effect(EffectKind.UPDATE_CARD)
 CLAIM = ("replica-a", T0 + timedelta(minutes=1))
@@ -143,3 +143,28 @@ async def test_approvals_are_voided_in_one_call_and_when_reopened(store: Store) 
     assert reopened.approvals == ()
     assert await store.approvals_of(op_id="op-1") == []
     assert await _approve(store, "U0BOB") is ApprovalOutcome.COUNTED
+
+
+async def test_a_version_14_approval_keeps_the_group_it_was_given(db_url: str) -> None:
+    """Migration 15 adds approvals.user_groups; an older row is read as being in its one group."""
+    store = await Store.open(db_url)
+    await store.create_operation(op=make_op())
+    await execute_sql(
+        store,
+        "ALTER TABLE approvals DROP COLUMN user_groups",
+        "DELETE FROM schema_version WHERE version > 14",
+        "INSERT INTO approvals (op_id, user_id, user_group, at) "
+        "VALUES ('op-1', 'U0DAVE', 'S0NET', '2025-01-01 00:00:00+00:00')",
+    )
+    await store.close()
+
+    upgraded = await Store.open(db_url)
+    try:
+        assert await upgraded.schema_versions() == list(range(1, SCHEMA_VERSION + 1))
+        [dave] = await upgraded.approvals_of(op_id="op-1")
+        assert (dave.user_id, dave.group, dave.groups) == ("U0DAVE", "S0NET", ("S0NET",))
+        # Dave is known only in netops, so Bob (netops) cannot move him; Carol (security) completes it.
+        assert await _approve(upgraded, "U0BOB", groups=("S0NET",)) is ApprovalOutcome.COVERED
+        assert await _approve(upgraded, "U0CAROL", groups=("S0SEC",)) is ApprovalOutcome.COMPLETE
+    finally:
+        await upgraded.close()

@@ -122,7 +122,8 @@ def approval_refused_text(err: ApprovalRefused) -> str:
         case "covered":
             why = (
                 "Your approval would not count: each user group of the rule that you are in already has "
-                "an approver. Someone from a group still missing must approve."
+                "an approver, and none of them can count for another group instead. Someone from a group "
+                "still missing must approve."
             )
         case "not_approved":
             why = "You have not approved this request, so there is no approval of yours to withdraw."
