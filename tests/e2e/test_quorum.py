@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 
 from bot.domain import OpState
 from bot.sandbox.local import LocalStack
@@ -330,3 +331,29 @@ async def test_approvals_survive_a_restart(sqlite_url: str) -> None:
         final = await wait_parent(stack.slack.state, ts, "Deleted", within=20)
         assert f"Approved by <@{BOB}> and <@{CAROL}>" in all_text(final)
         assert len(_deletes(stack)) == 1
+
+
+async def test_status_and_home_show_the_progress(sqlite_url: str) -> None:
+    """After Bob's approval under *=2, `/vpn status` and Carol's Home tab say 1 of 2 approvals."""
+    async with running(sqlite_url, approvers=[BOB, CAROL], approval_rules="*=2") as stack:
+        state = stack.slack.state
+        confirmation = await _request(stack)
+        ts, op_id = confirmation.ts, op_id_of(confirmation)
+        await _click(stack, BOB, ts, ActionId.APPROVE)
+        await _card(stack, ts, "1 of 2 approvals")
+
+        assert (await stack.agent.slash_command(CAROL, CHANNEL, f"status {op_id}")).status == 200
+        status = await _told(stack, CAROL, f"Request `{op_id}`")
+        assert f"• *1 of 2 approvals*: <@{BOB}> ✓ — waiting for one more" in status, status
+
+        assert (await stack.agent.open_home(CAROL)).status == 200
+
+        def published() -> dict[str, Any] | None:
+            return state.home_views.get(CAROL)
+
+        home = await state.wait_for(published, timeout=10, what="Carol's Home tab")
+        View(**{k: v for k, v in home.items() if k not in ("id", "team_id")}).validate_json()
+        pending = [
+            str(b["text"]["text"]) for b in home["blocks"] if SEED_VCO_HANGZHOU in str(b.get("text", {}))
+        ]
+        assert any("waiting for approval (1 of 2 approvals)" in t for t in pending), home["blocks"]

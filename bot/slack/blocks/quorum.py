@@ -10,7 +10,7 @@ from bot.group_matching import open_groups
 from bot.ids import is_user_group_id
 from bot.slack.blocks.text import code, mention
 
-__all__ = ["approval_refused_text", "quorum_progress_text", "quorum_rule_text"]
+__all__ = ["approval_refused_text", "quorum_count_text", "quorum_progress_text", "quorum_rule_text"]
 
 _WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _NAMED_MAX = 5
@@ -86,6 +86,14 @@ def quorum_progress_text(op: Operation, rule: ApprovalRule, approvers: Sequence[
     source = f" from {people}" if people else ""
     noun = "" if left == 1 and done else (" approval" if left == 1 else " approvals")
     return f"{head} — waiting for {_number(left)}{more}{noun}{source}"
+
+
+def quorum_count_text(op: Operation, rule: ApprovalRule) -> str:
+    """``1 of 2 approvals`` (a group rule: ``, <!subteam^S1> covered``), for the Home tab."""
+    done = op.approvals
+    text = f"{len(done)} of {rule.count} approvals"
+    covered = [g for g in rule.groups if g in {a.group for a in done}]
+    return text + (f", {_and([_ref(g) for g in covered])} covered" if covered else "")
 
 
 def _groups_left(done: Sequence[Approval], groups: tuple[str, ...]) -> str:
