@@ -344,7 +344,7 @@ async def test_status_and_home_show_the_progress(sqlite_url: str) -> None:
 
         assert (await stack.agent.slash_command(CAROL, CHANNEL, f"status {op_id}")).status == 200
         status = await _told(stack, CAROL, f"Request `{op_id}`")
-        assert f"• *1 of 2 approvals*: <@{BOB}> ✓ — waiting for one more" in status, status
+        assert f"• *1 of 2 approvals*: <@{BOB}> ✓ — waiting for one more from <@{CAROL}>\n" in status, status
 
         assert (await stack.agent.open_home(CAROL)).status == 200
 

@@ -159,6 +159,11 @@ def test_progress_counts_down() -> None:
     assert quorum_progress_text(bob, two, ["S0NETOPS"]) == (
         "*1 of 2 approvals*: <@U0BOB> ✓ — waiting for one more from <!subteam^S0NETOPS>"
     )
+    # Bob approved already and Alice asked: only Carol is awaited.
+    people = ["U0ALICE", "U0BOB", "U0CAROL"]
+    assert quorum_progress_text(replace(bob, requester_id="U0ALICE"), two, people) == (
+        "*1 of 2 approvals*: <@U0BOB> ✓ — waiting for one more from <@U0CAROL>"
+    )
     groups = ApprovalRule.of_groups(("S0NETOPS", "S0SECURITY"))
     bob = replace(op, approvals=(Approval("U0BOB", T0, "S0NETOPS", ("S0NETOPS",)),))
     assert quorum_progress_text(bob, groups, []) == (

@@ -82,7 +82,9 @@ def quorum_progress_text(op: Operation, rule: ApprovalRule, approvers: Sequence[
     if left <= 0:
         return head
     more = " more" if done else ""
-    people = _people(approvers)
+    # Those who approved already (and the requester) cannot be the one awaited.
+    gone = {a.user_id for a in done} | {op.requester_id}
+    people = _people([a for a in approvers if a not in gone])
     source = f" from {people}" if people else ""
     noun = "" if left == 1 and done else (" approval" if left == 1 else " approvals")
     return f"{head} — waiting for {_number(left)}{more}{noun}{source}"
