@@ -527,11 +527,16 @@ class ApprovalRule:
 
 @dataclass(frozen=True, slots=True)
 class Approval:
-    """One person's approval of an operation under an :class:`ApprovalRule` (``group``: the group it counts for)."""
+    """One person's approval of an operation under an :class:`ApprovalRule`.
+
+    ``groups``: the rule's user groups the person is in (a group rule), so the matching of approvers
+    to groups can be worked out again; ``group``: the one it counts for in that matching.
+    """
 
     user_id: str
     at: datetime
     group: str | None = None
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,3 +73,35 @@ def test_every_error_code_has_a_troubleshooting_row() -> None:
     section = README.split("## Troubleshooting by error code", 1)[1].split("\n## ", 1)[0]
     for code in ERROR_TABLE:
         assert f"`{code}`" in section, code
+
+
+def _slack_table() -> str:
+    start = README.index("## Using it in Slack")
+    return README[start : README.index("\n## ", start + 1)]
+
+
+def test_help_and_the_slack_table_list_the_same_commands_and_options() -> None:
+    """`/vpn help` (USAGE_TEXT) and README's "Using it in Slack" name the same commands and options."""
+    from bot.slack.blocks.text import USAGE_TEXT
+
+    table = _slack_table()
+    rows = [line for line in table.splitlines() if line.startswith("| `/vpn")]
+    in_table = {word for row in rows for word in re.findall(r"`/vpn (\w+)", row)}
+    in_help = set(re.findall(r"`/vpn (\w+)", USAGE_TEXT))
+    assert in_table == in_help == {"delete", "list", "status", "history", "freeze", "unfreeze", "help"}
+    # What issues 26 and 27 added: reasons and tickets, run times, quorums, withdrawing, cancelling with a
+    # reason, change windows and their override, freezes.
+    for option in (
+        'reason="',
+        '--reason "',
+        "VPNBOT_TICKET_PATTERN",
+        "at 2026-12-10 02:00 Asia/Shanghai",
+        "at now",
+        "VPNBOT_APPROVAL_RULES",
+        "Withdraw my approval",
+        "Override window",
+        "freeze 2h",
+        "unfreeze",
+    ):
+        assert option in USAGE_TEXT, option
+        assert option in table or option.replace("2h", "<duration>") in table, option

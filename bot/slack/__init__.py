@@ -35,6 +35,7 @@ from bot.slack.home import ActiveFreezes, ApprovalPolicy, RecentOperations, make
 from bot.slack.inventory import ConnectionRow, Inventory, ListingCache
 from bot.slack.limits import UserRate
 from bot.slack.picker import make_picker_submit_listener, make_picker_suggest_listener
+from bot.slack.policy import approval_count_text
 from bot.slack.recreate import make_recreate_open_listener, make_recreate_submit_listener
 from bot.slack.visibility import Visibility
 
@@ -125,6 +126,7 @@ def register(
                 approvals=approvals,
                 visibility=visibility,
                 freezes=freezes,
+                progress=lambda op: approval_count_text(settings, op),
             )
         )
     register_error_handler(app)

@@ -18,7 +18,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain import VpnGateway
+from bot.domain import OpState, VpnGateway
 from bot.errors import AlreadyRequested, CloudError, UsageError
 from bot.slack.accounts import choose_account
 from bot.slack.blocks import build_busy, build_looking_up, code
@@ -33,6 +33,7 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.inventory import Inventory, ListingCache
 from bot.slack.parsing import ListClick, ListCommand, ListPage, RowDelete, StatusCommand, parse_list_click
+from bot.slack.policy import approval_progress_text
 from bot.slack.replies import already_requested, check_region, permalink, send
 
 __all__ = ["make_list_delete_listener", "make_list_page_listener", "show_list", "show_status"]
@@ -130,7 +131,10 @@ async def show_status(
         if deps.visibility is not None:
             await deps.visibility.check(op, user_id=user_id, place=channel_id)
         link = await permalink(client, op)
-        await send(respond, build_operation_status(op, permalink=link, now=datetime.now(UTC)))
+        progress = approval_progress_text(deps.settings, op) if op.state is OpState.AWAITING_APPROVAL else ""
+        await send(
+            respond, build_operation_status(op, permalink=link, now=datetime.now(UTC), progress=progress)
+        )
         return
     inventory, _ = _inventory(deps)
     assert command.vco_id is not None  # noqa: S101 - parse_status sets one of the two

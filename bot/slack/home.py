@@ -105,8 +105,12 @@ async def render_home(
     approvals: ApprovalPolicy | None,
     visibility: Visibility | None = None,
     freezes: ActiveFreezes | None = None,
+    progress: Callable[[Operation], str] | None = None,
 ) -> dict[str, Any]:
-    """The Home view for ``user_id``: only operations they may see, confirmations only if they may approve."""
+    """The Home view for ``user_id``: only operations they may see, confirmations only if they may approve.
+
+    ``progress`` says a quorum's approvals so far for an operation awaiting approval ("" for none).
+    """
     ops = await recent(finished=FINISHED_SHOWN)
     frozen = await freezes() if freezes is not None else []
     seen = await asyncio.gather(*(_visible(read_policy, user_id, op) for op in ops))
@@ -128,6 +132,7 @@ async def render_home(
         links=links,
         now=datetime.now(UTC),
         freezes=frozen,
+        progress={op.id: text for op in waiting if (text := progress(op))} if progress is not None else None,
     )
 
 
@@ -138,6 +143,7 @@ def make_home_listener(
     approvals: ApprovalPolicy | None,
     visibility: Visibility | None = None,
     freezes: ActiveFreezes | None = None,
+    progress: Callable[[Operation], str] | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """Build the ``app_home_opened`` listener."""
 
@@ -159,6 +165,7 @@ def make_home_listener(
                 approvals=approvals,
                 visibility=visibility,
                 freezes=freezes,
+                progress=progress,
             )
         except BotError as err:
             log.warning("home: could not load operations", extra={"error_type": type(err).__name__})

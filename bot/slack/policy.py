@@ -18,17 +18,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.approval_rules import rule_for
 from bot.config import Settings
-from bot.domain import ApprovalRule, Operation
+from bot.domain import ApprovalRule, Operation, OpState
 from bot.errors import NotAllowed
 from bot.ids import is_user_group_id
 from bot.slack.blocks import code
-from bot.slack.blocks.quorum import quorum_progress_text, quorum_rule_text
+from bot.slack.blocks.quorum import quorum_count_text, quorum_progress_text, quorum_rule_text
 from bot.slack.codes import BAD_RESPONSE, SLACK_FAILURES, slack_error, translate
 
 __all__ = [
     "GroupDirectory",
     "SlackGroupDirectory",
     "SlackPolicy",
+    "approval_count_text",
     "approval_progress_text",
     "approval_rule_text",
     "who_can_text",
@@ -124,6 +125,14 @@ def approval_progress_text(settings: Settings, op: Operation) -> str:
     if rule is None:
         return ""
     return quorum_progress_text(op, rule, _listed_approvers(settings))
+
+
+def approval_count_text(settings: Settings, op: Operation) -> str:
+    """``1 of 2 approvals`` for ``op`` awaiting approval under its rule ("" otherwise), for the Home tab."""
+    rule = rule_for(settings.approval_rules, op)
+    if rule is None or op.state is not OpState.AWAITING_APPROVAL:
+        return ""
+    return quorum_count_text(op, rule)
 
 
 class _LookupFailed(Exception):

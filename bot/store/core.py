@@ -26,6 +26,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from bot import group_matching
 from bot.domain import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -727,8 +728,11 @@ class Store(OutboxMixin):
 
         One transaction with the operation's row locked, so each approval is counted once whatever the
         clicks and replicas: a person approves once (the ``approvals`` key); with ``groups`` (a group
-        rule: the rule's groups this person is in, in the rule's order) the approval counts for the first
-        of them no one has satisfied yet. When this makes ``needed`` approvals, the operation moves
+        rule: the rule's groups this person is in, in the rule's order) the approval counts when the
+        approvers so far and this one can each be given a different group of theirs (a matching,
+        :mod:`bot.group_matching`; an earlier approver may move to another group, recorded here),
+        COVERED otherwise. When this makes ``needed`` approvals (a group rule: every group has its
+        own approver, as ``needed`` is the number of groups), the operation moves
         AWAITING_APPROVAL -> ``to`` (APPROVED; SCHEDULED for a later run) as :meth:`transition_and_claim`
         would (``lease``, ``effects`` and ``op_fields``); otherwise ``progress_effects`` (the card's update) are written. The audit entry
         is written either way, its detail ``k of n`` (and the group). The outbox's delivery claim is
@@ -744,13 +748,20 @@ class Store(OutboxMixin):
             if any(a.user_id == user_id for a in existing):
                 return ApprovalResult(ApprovalOutcome.REPEATED, op)
             group: str | None = None
+            mine = tuple(groups) if groups is not None else ()
             if groups is not None:
-                satisfied = {a.group for a in existing}
-                group = next((g for g in groups if g not in satisfied), None)
-                if group is None:
+                # Matched again with this one: an earlier approver may move to another group of theirs.
+                matched = _rematched(conn, op_id, (*existing, Approval(user_id=user_id, at=now, groups=mine)))
+                if matched is None:
                     return ApprovalResult(ApprovalOutcome.COVERED, op)
-            conn.execute(insert(approvals).values(op_id=op_id, user_id=user_id, user_group=group, at=now))
-            now_approved = (*existing, Approval(user_id=user_id, at=now, group=group))
+                *existing_list, last = matched
+                existing, group = tuple(existing_list), last.group
+            conn.execute(
+                insert(approvals).values(
+                    op_id=op_id, user_id=user_id, user_group=group, at=now, user_groups=list(mine) or None
+                )
+            )
+            now_approved = (*existing, Approval(user_id=user_id, at=now, group=group, groups=mine))
             detail = f"{len(now_approved)} of {needed}" + (f" ({group})" if group else "")
             entry = replace(audit_entry, detail=_joined(detail, audit_entry.detail))
             if len(now_approved) >= needed:
@@ -815,6 +826,9 @@ class Store(OutboxMixin):
             if conn.execute(remove).first() is None:
                 return ApprovalResult(ApprovalOutcome.NOT_APPROVED, op)
             left = _approvals_of(conn, op_id)
+            if any(a.groups for a in left):
+                # Those left may now be matched differently (always possible: a subset of a matching).
+                left = _rematched(conn, op_id, left) or left
             entry = replace(audit_entry, detail=_joined(f"{len(left)} of {needed} left", audit_entry.detail))
             moved = _set_approvals(conn, op_id, left, now=now, entry=entry, effects=effects)
             taken = self._take(conn, op_id=op_id, owner=owner, until=until, now=now)
@@ -1452,11 +1466,34 @@ def _joined(count: str, detail: str) -> str:
 
 def _approvals_of(conn: Connection, op_id: str) -> tuple[Approval, ...]:
     rows = conn.execute(
-        select(approvals.c.user_id, approvals.c.user_group, approvals.c.at)
+        select(approvals.c.user_id, approvals.c.user_group, approvals.c.at, approvals.c.user_groups)
         .where(approvals.c.op_id == op_id)
         .order_by(approvals.c.at, approvals.c.user_id)
     )
-    return tuple(Approval(user_id=u, at=at, group=g) for u, g, at in rows)
+    # A row from before migration 15 knows only the group it was given: that is its one group.
+    return tuple(
+        Approval(user_id=u, at=at, group=g, groups=tuple(gs) if gs else ((g,) if g else ()))
+        for u, g, at, gs in rows
+    )
+
+
+def _rematched(conn: Connection, op_id: str, given: tuple[Approval, ...]) -> tuple[Approval, ...] | None:
+    """``given`` with each approver's group from a matching (None: there is none); moves recorded.
+
+    Rows of ``given`` already in the table whose group changes are updated; a new approval (not yet
+    inserted) is returned with its group for the caller to insert.
+    """
+    groups = group_matching.assign([a.groups for a in given])
+    if groups is None:
+        return None
+    for a, group in zip(given, groups, strict=True):
+        if a.group is not None and a.group != group:
+            conn.execute(
+                update(approvals)
+                .where(approvals.c.op_id == op_id, approvals.c.user_id == a.user_id)
+                .values(user_group=group)
+            )
+    return tuple(replace(a, group=g) for a, g in zip(given, groups, strict=True))
 
 
 def _set_approvals(

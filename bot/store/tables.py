@@ -220,9 +220,12 @@ approvals = Table(
     metadata,
     Column("op_id", String(64), primary_key=True),
     Column("user_id", String(64), primary_key=True),
-    # The user group this approval satisfied (a group rule), NULL for a count rule.
+    # The user group this approval counts for (a group rule: the matching's), NULL for a count rule.
     Column("user_group", String(64)),
     Column("at", UtcDateTime, nullable=False),
+    # Added by migration 15: the rule's groups the person is in (a JSON list; NULL for a count rule),
+    # so that who counts for which group is matched again with each approval (bot.group_matching).
+    Column("user_groups", JSON, nullable=True),
 )
 
 outbox = Table(
@@ -419,6 +422,14 @@ def _migration_15(conn: Connection) -> None:
     metadata.create_all(conn, tables=[batches], checkfirst=True)
 
 
+def _migration_16(conn: Connection) -> None:
+    # Group quorums matched, not first-come: each approver's groups within the rule.
+    present = {c["name"] for c in inspect(conn).get_columns("approvals")}
+    if "user_groups" not in present:
+        kind = conn.dialect.type_compiler_instance.process(JSON())
+        conn.execute(text(f"ALTER TABLE approvals ADD COLUMN user_groups {kind}"))
+
+
 # Append only: each step runs once, in order, under the migration lock.
 MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_1,
@@ -436,5 +447,6 @@ MIGRATIONS: Sequence[Callable[[Connection], None]] = (
     _migration_13,
     _migration_14,
     _migration_15,
+    _migration_16,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

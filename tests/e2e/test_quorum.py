@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 
 from bot.domain import OpState
 from bot.sandbox.local import LocalStack
@@ -35,6 +36,7 @@ from .support import (
 
 DAVE = "U0DAVE"
 ERIN = "U0ERIN"
+FRANK = "U0FRANK"
 REFUSED = ":no_entry:"
 
 
@@ -181,12 +183,12 @@ async def test_two_of_n_five_clicks_on_two_replicas_delete_once_postgres(postgre
 
 
 async def test_group_quorum_takes_one_approver_from_each_group(sqlite_url: str) -> None:
-    """S0NETOPS+S0SECURITY: Dave (in both) counts once; Bob's netops seat is taken; Carol completes it."""
+    """S0NETOPS+S0SECURITY: Bob covers netops; Frank (netops only) would not count; Dave (both) completes it."""
     async with running(sqlite_url, approvers=[BOB], approval_rules="*=S0NETOPS+S0SECURITY") as stack:
         state = stack.slack.state
-        state.add_user(DAVE, "dave")
-        state.add_user(ERIN, "erin")
-        state.set_usergroup("S0NETOPS", [BOB, DAVE], handle="netops")
+        for user in (DAVE, ERIN, FRANK):
+            state.add_user(user, user.lower())
+        state.set_usergroup("S0NETOPS", [BOB, DAVE, FRANK], handle="netops")
         state.set_usergroup("S0SECURITY", [CAROL, DAVE], handle="security")
         confirmation = await _request(stack)
         ts = confirmation.ts
@@ -199,25 +201,63 @@ async def test_group_quorum_takes_one_approver_from_each_group(sqlite_url: str) 
         assert "none of the user groups" in refusal, refusal
         assert "<!subteam^S0SECURITY>" in refusal, refusal
 
-        # Dave is in both: he counts for the first group of the rule, once.
-        await _click(stack, DAVE, ts, ActionId.APPROVE)
-        card = await _card(stack, ts, f"<@{DAVE}> ✓ (<!subteam^S0NETOPS>)")
-        progress = _block_text(card, BlockId.APPROVALS)
-        assert "waiting for one from <!subteam^S0SECURITY>" in progress, progress
-
-        # Bob is only in netops, which Dave covers: his approval would not count.
         await _click(stack, BOB, ts, ActionId.APPROVE)
-        assert "would not count" in await _told(stack, BOB, REFUSED)
+        card = await _card(stack, ts, f"<@{BOB}> ✓ (<!subteam^S0NETOPS>)")
+        progress = _block_text(card, BlockId.APPROVALS)
+        assert "covered: <!subteam^S0NETOPS>; waiting for one from <!subteam^S0SECURITY>" in progress, (
+            progress
+        )
+        assert progress.endswith("<!subteam^S0SECURITY>"), progress
+
+        # Frank is only in netops, which Bob covers: no assignment gives both of them a group.
+        await _click(stack, FRANK, ts, ActionId.APPROVE)
+        assert "would not count" in await _told(stack, FRANK, REFUSED)
         assert _deletes(stack) == []
 
-        await _click(stack, CAROL, ts, ActionId.APPROVE)
+        # Dave is in both: he counts for security, the group left.
+        await _click(stack, DAVE, ts, ActionId.APPROVE)
         final = await wait_parent(state, ts, "Deleted", within=20)
         _valid(final)
         [op] = await stack.bot.app.store.list_operations()
-        assert [(a.user_id, a.group) for a in op.approvals] == [(DAVE, "S0NETOPS"), (CAROL, "S0SECURITY")]
+        assert [(a.user_id, a.group) for a in op.approvals] == [(BOB, "S0NETOPS"), (DAVE, "S0SECURITY")]
         assert len(_deletes(stack)) == 1
         lookups = state.calls("usergroups.users.list")
         assert {c.params.get("usergroup") for c in lookups} >= {"S0NETOPS", "S0SECURITY"}
+
+
+async def test_group_quorum_matches_dave_then_bob(sqlite_url: str) -> None:
+    """Dave (netops and security) approves first; Bob (netops only) is not refused: together they cover both."""
+    async with running(sqlite_url, approvers=[BOB], approval_rules="*=S0NETOPS+S0SECURITY") as stack:
+        state = stack.slack.state
+        state.add_user(DAVE, "dave")
+        state.set_usergroup("S0NETOPS", [BOB, DAVE], handle="netops")
+        state.set_usergroup("S0SECURITY", [CAROL, DAVE], handle="security")
+        confirmation = await _request(stack)
+        ts, op_id = confirmation.ts, op_id_of(confirmation)
+
+        await _click(stack, DAVE, ts, ActionId.APPROVE)
+        card = await _card(stack, ts, f"<@{DAVE}> ✓ (<!subteam^S0NETOPS>)")
+        progress = _block_text(card, BlockId.APPROVALS)
+        assert "covered: <!subteam^S0NETOPS>; waiting for one from <!subteam^S0SECURITY>" in progress, (
+            progress
+        )
+        # The card says a netops approver still counts: Dave would then count for security.
+        assert f"or from <!subteam^S0NETOPS> (<@{DAVE}> then counts for another group)" in progress, progress
+        assert _deletes(stack) == []
+
+        await _click(stack, BOB, ts, ActionId.APPROVE)
+        final = await wait_parent(state, ts, "Deleted", within=20)
+        _valid(final)
+        assert not has_buttons(final)
+        [op] = await stack.bot.app.store.list_operations()
+        assert op.state is OpState.DELETED
+        assert op.approver_id == BOB
+        assert [(a.user_id, a.group) for a in op.approvals] == [(DAVE, "S0SECURITY"), (BOB, "S0NETOPS")]
+        stored = await stack.bot.app.store.approvals_of(op_id=op_id)
+        assert {(a.user_id, a.group) for a in stored} == {(DAVE, "S0SECURITY"), (BOB, "S0NETOPS")}
+        assert len(_deletes(stack)) == 1
+        assert SEED_VCO_HANGZHOU not in stack.vpc.state.connections
+        assert not [m for m in state.ephemerals(BOB, CHANNEL) if REFUSED in all_text(m)]
 
 
 async def test_withdraw_until_the_rule_is_met(sqlite_url: str) -> None:
@@ -291,3 +331,29 @@ async def test_approvals_survive_a_restart(sqlite_url: str) -> None:
         final = await wait_parent(stack.slack.state, ts, "Deleted", within=20)
         assert f"Approved by <@{BOB}> and <@{CAROL}>" in all_text(final)
         assert len(_deletes(stack)) == 1
+
+
+async def test_status_and_home_show_the_progress(sqlite_url: str) -> None:
+    """After Bob's approval under *=2, `/vpn status` and Carol's Home tab say 1 of 2 approvals."""
+    async with running(sqlite_url, approvers=[BOB, CAROL], approval_rules="*=2") as stack:
+        state = stack.slack.state
+        confirmation = await _request(stack)
+        ts, op_id = confirmation.ts, op_id_of(confirmation)
+        await _click(stack, BOB, ts, ActionId.APPROVE)
+        await _card(stack, ts, "1 of 2 approvals")
+
+        assert (await stack.agent.slash_command(CAROL, CHANNEL, f"status {op_id}")).status == 200
+        status = await _told(stack, CAROL, f"Request `{op_id}`")
+        assert f"• *1 of 2 approvals*: <@{BOB}> ✓ — waiting for one more from <@{CAROL}>\n" in status, status
+
+        assert (await stack.agent.open_home(CAROL)).status == 200
+
+        def published() -> dict[str, Any] | None:
+            return state.home_views.get(CAROL)
+
+        home = await state.wait_for(published, timeout=10, what="Carol's Home tab")
+        View(**{k: v for k, v in home.items() if k not in ("id", "team_id")}).validate_json()
+        pending = [
+            str(b["text"]["text"]) for b in home["blocks"] if SEED_VCO_HANGZHOU in str(b.get("text", {}))
+        ]
+        assert any("waiting for approval (1 of 2 approvals)" in t for t in pending), home["blocks"]

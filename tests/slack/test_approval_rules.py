@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 from slackfakes import T0, make_op
 
 from bot.approval_rules import parse_approval_rules, rule_for
@@ -18,9 +19,16 @@ from bot.domain import Approval, ApprovalRule, OpState
 from bot.errors import ApprovalRefused, ConfigError, NotAllowed, SlackError
 from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks import build_confirmation, build_parent
-from bot.slack.blocks.quorum import approval_refused_text, quorum_progress_text, quorum_rule_text
+from bot.slack.blocks.find import build_operation_status
+from bot.slack.blocks.quorum import (
+    approval_refused_text,
+    quorum_count_text,
+    quorum_progress_text,
+    quorum_rule_text,
+)
 from bot.slack.blocks.text import MESSAGE_BUDGET, blocks_text_length
-from bot.slack.policy import SlackPolicy, approval_progress_text, approval_rule_text
+from bot.slack.blocks.views import build_home
+from bot.slack.policy import SlackPolicy, approval_count_text, approval_progress_text, approval_rule_text
 
 ACCOUNTS = ("prod", "staging")
 
@@ -151,10 +159,26 @@ def test_progress_counts_down() -> None:
     assert quorum_progress_text(bob, two, ["S0NETOPS"]) == (
         "*1 of 2 approvals*: <@U0BOB> ✓ — waiting for one more from <!subteam^S0NETOPS>"
     )
+    # Bob approved already and Alice asked: only Carol is awaited.
+    people = ["U0ALICE", "U0BOB", "U0CAROL"]
+    assert quorum_progress_text(replace(bob, requester_id="U0ALICE"), two, people) == (
+        "*1 of 2 approvals*: <@U0BOB> ✓ — waiting for one more from <@U0CAROL>"
+    )
     groups = ApprovalRule.of_groups(("S0NETOPS", "S0SECURITY"))
-    dave = replace(op, approvals=(Approval("U0DAVE", T0, "S0NETOPS"),))
+    bob = replace(op, approvals=(Approval("U0BOB", T0, "S0NETOPS", ("S0NETOPS",)),))
+    assert quorum_progress_text(bob, groups, []) == (
+        "*1 of 2 approvals*: <@U0BOB> ✓ (<!subteam^S0NETOPS>) — covered: <!subteam^S0NETOPS>; "
+        "waiting for one from <!subteam^S0SECURITY>"
+    )
+    # Dave is in both groups: someone from netops may still come, Dave then counting for security.
+    dave = replace(op, approvals=(Approval("U0DAVE", T0, "S0NETOPS", ("S0NETOPS", "S0SECURITY")),))
     assert quorum_progress_text(dave, groups, []) == (
-        "*1 of 2 approvals*: <@U0DAVE> ✓ (<!subteam^S0NETOPS>) — waiting for one from <!subteam^S0SECURITY>"
+        "*1 of 2 approvals*: <@U0DAVE> ✓ (<!subteam^S0NETOPS>) — covered: <!subteam^S0NETOPS>; "
+        "waiting for one from <!subteam^S0SECURITY>, or from <!subteam^S0NETOPS> "
+        "(<@U0DAVE> then counts for another group)"
+    )
+    assert quorum_progress_text(op, groups, []) == (
+        "*0 of 2 approvals* — waiting for one from each of <!subteam^S0NETOPS> and <!subteam^S0SECURITY>"
     )
 
 
@@ -283,3 +307,45 @@ def test_doctor_lists_the_rules() -> None:
     assert not [
         r for r in check_settings(explicit_settings(approvers=["U0BOB"])) if r.name == "Approval rules"
     ]
+
+
+def test_status_and_home_show_the_progress_of_an_awaiting_operation() -> None:
+    settings = explicit_settings(approvers=[], approval_rules="*=S0NETOPS+S0SECURITY")
+    dave = Approval("U0DAVE", T0, "S0NETOPS", ("S0NETOPS", "S0SECURITY"))
+    op = replace(make_op(state=OpState.AWAITING_APPROVAL), approvals=(dave,))
+    assert quorum_count_text(op, ApprovalRule(count=2)) == "1 of 2 approvals"
+    assert approval_count_text(settings, op) == "1 of 2 approvals, <!subteam^S0NETOPS> covered"
+    assert approval_count_text(settings, replace(op, state=OpState.DELETED)) == ""
+    assert approval_count_text(explicit_settings(approvers=[]), op) == ""
+
+    status = build_operation_status(op, permalink=None, now=T0, progress=approval_progress_text(settings, op))
+    _valid_message(status)
+    text = status["blocks"][0]["text"]["text"]
+    assert "• *1 of 2 approvals*: <@U0DAVE> ✓ (<!subteam^S0NETOPS>) — covered: <!subteam^S0NETOPS>" in text
+    assert "1 of 2" not in build_operation_status(op, permalink=None, now=T0)["blocks"][0]["text"]["text"]
+
+    # A hostile connection name stays inert next to the progress.
+    named = replace(op, connection=replace(op.connection, name="<!channel> *bold*"))
+    view = build_home(
+        pending=[named],
+        running=[],
+        finished=[],
+        links={},
+        now=T0,
+        progress={op.id: approval_count_text(settings, op)},
+    )
+    View(**view).validate_json()
+    lines = [
+        b["text"]["text"] for b in view["blocks"] if b["type"] == "section" and op.connection.id in str(b)
+    ]
+    assert len(lines) == 1
+    assert "waiting for approval (1 of 2 approvals, <!subteam^S0NETOPS> covered)" in lines[0], lines
+    assert "<!channel>" not in lines[0]
+
+
+def _valid_message(message: dict[str, Any]) -> None:
+    assert message["text"].strip()
+    for raw in message["blocks"]:
+        block = Block.parse(raw)
+        assert block is not None
+        block.validate_json()

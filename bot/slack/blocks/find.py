@@ -164,8 +164,13 @@ def _state_phrase(op: Operation) -> str:
     return op.state.value.replace("_", " ")
 
 
-def build_operation_status(op: Operation, *, permalink: str | None, now: datetime) -> Message:
-    """An operation's state, who asked and who decided, its times and a link to its thread."""
+def build_operation_status(
+    op: Operation, *, permalink: str | None, now: datetime, progress: str = ""
+) -> Message:
+    """An operation's state, who asked and who decided, its times and a link to its thread.
+
+    ``progress``: a quorum's approvals so far (bot.slack.policy.approval_progress_text; "" without a rule).
+    """
     lines = [
         f"*Request {code(op.id, 64)}*: {_state_phrase(op)}",
         f"• {'Recreation of deleted connection' if op.is_recreate else 'Connection'} "
@@ -180,6 +185,8 @@ def build_operation_status(op: Operation, *, permalink: str | None, now: datetim
     if op.cancelled_by:
         lines.append(f"• Cancelled by {mention(op.cancelled_by)}")
     if op.state is OpState.AWAITING_APPROVAL:
+        if progress:
+            lines.append(f"• {progress}")
         lines.append(f"• The confirmation expires at {format_time(op.expires_at, now=now)}")
     if op.state is OpState.SCHEDULED and op.run_at is not None:
         lines.append(f"• Runs {run_time_text(op.run_at)}; *Cancel* on its card stops it until then")

@@ -258,9 +258,9 @@ HOME_SECTION_MAX = 20  # operations shown per heading (a Home view holds at most
 _SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9/._~?=%&#+-]*")
 
 
-def _phrase(op: Operation) -> str:
+def _phrase(op: Operation, progress: str = "") -> str:
     if op.state is OpState.AWAITING_APPROVAL:
-        return "waiting for approval"
+        return f"waiting for approval ({progress})" if progress else "waiting for approval"
     if op.state is OpState.SCHEDULED and op.run_at is not None:
         return f"scheduled for {run_time_text(op.run_at)}"
     if op.state in ACTIVE_STATES:
@@ -274,7 +274,7 @@ def _where(op: Operation, link: str | None) -> str:
     return f"in <#{op.channel_id}>" if is_channel_id(op.channel_id) else ""
 
 
-def _home_line(op: Operation, link: str | None, now: datetime) -> str:
+def _home_line(op: Operation, link: str | None, now: datetime, progress: str = "") -> str:
     name = inert_name(op.connection.name, missing="")
     what = f"{name} {code(op.connection.id)}" if name else code(op.connection.id)
     if op.is_recreate:
@@ -282,7 +282,7 @@ def _home_line(op: Operation, link: str | None, now: datetime) -> str:
     when = format_time(op.finished_at or op.created_at, now=now)
     where = f"{code(op.account, 40)} / {code(op.region, 40)}" if op.account else code(op.region, 40)
     line = (
-        f"{what} in {where}: {_phrase(op)}, asked by {mention(op.requester_id)} {when} {_where(op, link)}"
+        f"{what} in {where}: {_phrase(op, progress)}, asked by {mention(op.requester_id)} {when} {_where(op, link)}"
     ).strip()
     if op.reason:
         # Person-typed: escaped, and short enough to keep the line readable.
@@ -292,13 +292,22 @@ def _home_line(op: Operation, link: str | None, now: datetime) -> str:
 
 
 def _home_part(
-    title: str, block_id: str, ops: Sequence[Operation], links: Mapping[str, str], now: datetime, empty: str
+    title: str,
+    block_id: str,
+    ops: Sequence[Operation],
+    links: Mapping[str, str],
+    now: datetime,
+    empty: str,
+    progress: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [section_block(f"*{title}*", block_id)]
     if not ops:
         return [*blocks, context_block(empty)]
     shown = ops[:HOME_SECTION_MAX]
-    blocks += [section_block(cap(_home_line(op, links.get(op.id), now), SECTION_MAX)) for op in shown]
+    blocks += [
+        section_block(cap(_home_line(op, links.get(op.id), now, progress.get(op.id, "")), SECTION_MAX))
+        for op in shown
+    ]
     if len(ops) > len(shown):
         blocks.append(
             context_block(f"…and {len(ops) - len(shown)} more. `/vpn history` shows the audit trail.")
@@ -315,8 +324,13 @@ def build_home(
     now: datetime,
     refused: str | None = None,
     freezes: Sequence[Freeze] = (),
+    progress: Mapping[str, str] | None = None,
 ) -> View:
-    """The Home tab: confirmations waiting for this person (None: they may not approve), work in flight, the last finished."""
+    """The Home tab: confirmations waiting for this person (None: they may not approve), work in flight, the last finished.
+
+    ``progress``: op id -> a quorum's approvals so far (``1 of 2 approvals``), for those awaiting approval.
+    """
+    progress = progress or {}
     blocks: list[dict[str, Any]] = [header_block("VPN deletions")]
     if refused is not None:
         blocks.append(section_block(refused, BlockId.HOME_HEADER.value))
@@ -336,11 +350,18 @@ def build_home(
             links,
             now,
             "Nothing is waiting for you.",
+            progress,
         )
     blocks += _home_part(
-        "In flight", BlockId.HOME_RUNNING.value, running, links, now, "No deletion is in flight."
+        "In flight", BlockId.HOME_RUNNING.value, running, links, now, "No deletion is in flight.", progress
     )
     blocks += _home_part(
-        "Last finished", BlockId.HOME_FINISHED.value, finished, links, now, "Nothing has finished yet."
+        "Last finished",
+        BlockId.HOME_FINISHED.value,
+        finished,
+        links,
+        now,
+        "Nothing has finished yet.",
+        progress,
     )
     return {"type": "home", "blocks": blocks}
