@@ -160,9 +160,17 @@ async def _approved(db_url: str, state: SandboxState, n: int) -> None:
                     id=op_id,
                     state=OpState.APPROVED,
                     region=SEED_REGION,
+                    # As the sandbox has it: the approval is bound to what it showed (bot.workflow.binding).
                     connection=VpnConnection(
-                        conn.id, SEED_REGION, conn.name, gw.id, "cgw-scale", "ok", "", ""
-                    ),
+                        conn.id,
+                        SEED_REGION,
+                        conn.name,
+                        gw.id,
+                        conn.customer_gateway_id,
+                        conn.status,
+                        conn.local_subnet,
+                        conn.remote_subnet,
+                    ),  # fmt: skip
                     gateway=VpnGateway(gw.id, SEED_REGION, gw.name, "active"),
                     requester_id="U0ALICE",
                     channel_id="C0VPNOPS",
