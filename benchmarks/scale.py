@@ -170,7 +170,7 @@ async def _approved(db_url: str, state: SandboxState, n: int) -> None:
                         conn.status,
                         conn.local_subnet,
                         conn.remote_subnet,
-                    ),  # fmt: skip
+                    ),
                     gateway=VpnGateway(gw.id, SEED_REGION, gw.name, "active"),
                     requester_id="U0ALICE",
                     channel_id="C0VPNOPS",
