@@ -1017,16 +1017,15 @@ class DeleteSteps(StepBase):
         event = ChangedSinceApproval(
             changes=tuple(changes), approver_id=op.approver_id, fingerprint=new_print
         )
+        entry = self.entry(op, "changed_since_approval", actor_id=SYSTEM_ACTOR, detail="; ".join(changes))
         reopened = await self._store.reopen_approval(
             op.id,
             from_states={OpState.DELETING},
             now=now,
             require_owner=self._owner,
             expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
-            audit_entry=self.entry(
-                op, "changed_since_approval", actor_id=SYSTEM_ACTOR, detail="; ".join(changes)
-            ),
-            effects=[CARD, thread(event)],
+            audit_entry=entry,
+            effects=[CARD, thread(event), *self.announce(entry, note="; ".join(changes))],
             connection=connection,
             gateway=gateway,
             impact=reread.impact,
@@ -1035,6 +1034,10 @@ class DeleteSteps(StepBase):
             # Taken again with the next approval, from what is there then.
             snapshot=None,
             started_at=None,
+            # A scheduled run's time has come (it was started): approved again, it runs at once, or
+            # at its change window's next opening; the card does not offer a time gone by.
+            run_at=None,
+            schedule_kind=None,
         )
         if reopened is None:
             raise LostOperation(op.id)

@@ -366,7 +366,7 @@ class Runner:
             due = now - timedelta(seconds=config.remind_after_s)
             for op in await self._store.list_unanswered(mark="reminded_at", now=now, created_before=due):
                 waited = (now - op.created_at).total_seconds()
-                reminder = thread(Reminded(waited_s=waited, approvers=config.approvers))
+                reminder = thread(self._reminded(op, waited))
                 if await self._store.mark_once(op.id, mark="reminded_at", now=now, effects=[reminder]):
                     self.outbox.kick(op.id)
         if config.escalate_to:
@@ -376,6 +376,19 @@ class Runner:
                 call = thread(Escalated(group=config.escalate_to, left_s=left))
                 if await self._store.mark_once(op.id, mark="escalated_at", now=now, effects=[call]):
                     self.outbox.kick(op.id)
+
+    def _reminded(self, op: Operation, waited: float) -> Reminded:
+        """The reminder about ``op``: under a quorum rule it names only who is still needed."""
+        rule = self._quorum.rule_for(op) if self._quorum is not None else None
+        if rule is None:
+            return Reminded(waited_s=waited, approvers=self._config.approvers)
+        if rule.groups:
+            covered = {a.group for a in op.approvals}
+            who = tuple(g for g in rule.groups if g not in covered)
+        else:
+            gone = {a.user_id for a in op.approvals} | {op.requester_id}
+            who = tuple(a for a in self._config.approvers if a not in gone)
+        return Reminded(waited_s=waited, approvers=who, approvals=len(op.approvals), needed=rule.count)
 
     async def _schedule_pass(self) -> None:
         """Start each scheduled deletion whose time has come (each once, whichever replica gets there first)."""

@@ -22,6 +22,11 @@ WORDING: dict[str, tuple[str, str]] = {
     "frozen": (":snowflake:", "frozen"),
     "unfrozen": (":sunny:", "unfrozen"),
     "window_override": (":warning:", "run outside its change window (override by a second approver)"),
+    "started": (":arrow_forward:", "started at its scheduled time"),
+    "changed_since_approval": (
+        ":leftwards_arrow_with_hook:",
+        "sent back for approval: the connection changed since it was approved, the approval is void",
+    ),
     "cancelled": (":no_entry_sign:", "denied"),
     "expired": (":hourglass:", "expired without a decision"),
     "deleted": (":wastebasket:", "done: the connection is deleted"),

@@ -1,0 +1,394 @@
+"""Where the features of issues 26 and 27 meet, end to end: freezes, scheduled runs, approvals bound to
+the preview, quorums, reminders and the audit channel, each with the others.
+
+The real app over signed HTTP with the Slack stand-in and the VPC sandbox, on a controlled clock
+(virtual time is moved; nothing waits for real). Every message, view and thread reply is checked as
+valid Block Kit with a fallback text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fakes import FakeClock, time_passes
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
+
+from bot.domain import OpState
+from bot.sandbox.local import LocalStack
+from bot.sandbox.slack_api import Message
+from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED_VPN_HANGZHOU, Route
+from bot.slack.block_ids import ActionId, BlockId
+
+from .conftest import ALICE, BOB, CAROL, CHANNEL
+from .support import all_text, has_buttons, local_stack, op_id_of, thread_text, wait_confirmation, wait_thread
+
+# A Tuesday; the scheduled time is two hours later.
+T0 = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+RUNS = datetime(2026, 12, 8, 14, 0, tzinfo=UTC)
+AT = "at 2026-12-08 22:00 Asia/Shanghai"  # RUNS
+AUDIT = "C0AUDIT"
+HELD = "held by a freeze until"
+MINUS = "\N{MINUS SIGN}"
+
+
+@contextlib.asynccontextmanager
+async def running(database_url: str, clock: FakeClock, **settings: Any) -> AsyncIterator[LocalStack]:
+    async with local_stack(
+        database_url,
+        update_seconds=0.3,
+        clock=clock,
+        settings={"approvers": [BOB, CAROL], "audit_channel": AUDIT, **settings},
+    ) as stack:
+        yield stack
+
+
+def _valid(message: Message) -> None:
+    assert message.text.strip()
+    for raw in message.blocks:
+        block = Block.parse(raw)
+        assert block is not None, raw
+        block.validate_json()
+
+
+async def _command(stack: LocalStack, user: str, text: str) -> None:
+    reply = await stack.agent.slash_command(user, CHANNEL, text)
+    assert reply.status == 200, reply.body
+
+
+async def _request(stack: LocalStack, text: str, vco_id: str) -> Message:
+    await _command(stack, ALICE, text)
+    card = await wait_confirmation(stack.slack.state, vco_id)
+    _valid(card)
+    return card
+
+
+async def _card_says(stack: LocalStack, ts: str, needle: str) -> Message:
+    def found() -> Message | None:
+        message = stack.slack.state.message(CHANNEL, ts)
+        return message if message is not None and needle in all_text(message) else None
+
+    card = await stack.slack.state.wait_for(found, timeout=20, what=f"the card saying {needle!r}")
+    _valid(card)
+    return card
+
+
+async def _ephemeral(stack: LocalStack, user: str, needle: str, *, count: int = 1) -> Message:
+    def found() -> Message | None:
+        said = [m for m in stack.slack.state.ephemerals(user, CHANNEL) if needle in all_text(m)]
+        return said[-1] if len(said) >= count else None
+
+    message = await stack.slack.state.wait_for(found, timeout=10, what=f"a reply to {user} with {needle!r}")
+    _valid(message)
+    return message
+
+
+def _deletes_of(stack: LocalStack, vco_id: str) -> list[Any]:
+    return [
+        r
+        for r in stack.vpc.state.accepted("DeleteVpnConnection")
+        if r.params.get("VpnConnectionId") == vco_id
+    ]
+
+
+async def _op(stack: LocalStack, op_id: str) -> Any:
+    op = await stack.bot.app.store.get_operation(op_id=op_id)
+    assert op is not None
+    return op
+
+
+async def _let_time_pass(stack: LocalStack, clock: FakeClock, seconds: float) -> None:
+    """Inside time_passes: wait until ``seconds`` of virtual time have gone by."""
+    moment = clock.now()
+    await stack.slack.state.wait_for(
+        lambda: clock.now() > moment + timedelta(seconds=seconds), timeout=20, what="virtual time to pass"
+    )
+
+
+def _lines(stack: LocalStack, op_id: str) -> list[Message]:
+    return [m for m in stack.slack.state.messages(AUDIT) if op_id in all_text(m)]
+
+
+async def _wait_lines(stack: LocalStack, op_id: str, count: int) -> list[Message]:
+    def arrived() -> list[Message] | None:
+        found = _lines(stack, op_id)
+        return found if len(found) >= count else None
+
+    return await stack.slack.state.wait_for(arrived, timeout=15, what=f"{count} audit lines for {op_id}")
+
+
+def _check_lines(lines: list[Message], card_ts: str, words: list[str]) -> None:
+    """One line per decision, in order, each saying its words, linking the card, valid, posted once."""
+    assert len(lines) == len(words), [m.text for m in lines]
+    for line, said in zip(lines, words, strict=True):
+        assert said in line.text, (said, line.text)
+        assert f"p{card_ts.replace('.', '')}" in all_text(line), "links the card"
+        _valid(line)
+    keys = Counter(str(m.metadata["event_payload"]["effect_id"]) for m in lines if m.metadata)
+    assert all(n == 1 for n in keys.values()), keys
+
+
+async def _home(stack: LocalStack, user: str) -> str:
+    """``user``'s Home tab opened now, checked as a valid view; its blocks as JSON."""
+    before = stack.slack.state.home_views.get(user)
+    await stack.agent.open_home(user)
+    view = await stack.slack.state.wait_for(
+        lambda: v if (v := stack.slack.state.home_views.get(user)) is not before else None,
+        timeout=10,
+        what=f"the Home tab of {user}",
+    )
+    View(**{k: v for k, v in view.items() if k not in ("id", "team_id")}).validate_json()
+    return json.dumps(view["blocks"])
+
+
+async def _status(stack: LocalStack, op_id: str, needle: str) -> str:
+    """``/vpn status <request id>`` as Alice sees it, once it says ``needle``."""
+    await _command(stack, ALICE, f"status {op_id}")
+
+    def found() -> Message | None:
+        said = [
+            m for m in stack.slack.state.ephemerals(ALICE, CHANNEL) if f"Request `{op_id}`" in all_text(m)
+        ]
+        return said[-1] if said and needle in all_text(said[-1]) else None
+
+    message = await stack.slack.state.wait_for(found, timeout=10, what=f"the status saying {needle!r}")
+    _valid(message)
+    return all_text(message)
+
+
+# --- 1. a freeze and a scheduled run -------------------------------------------------------------
+
+
+async def _freeze_and_refuse_another(stack: LocalStack) -> None:
+    """Carol freezes; Bob's approval of another scheduled request is then refused, and it stays asked."""
+    state = stack.slack.state
+    await _command(stack, CAROL, 'freeze 1d reason="INC-9 <!channel> core"')
+    await stack.slack.state.wait_for(
+        lambda: any("froze VPN changes" in all_text(m) for m in state.messages(CHANNEL)),
+        timeout=10,
+        what="the freeze",
+    )
+
+    # Approving another scheduled request while frozen is refused; it stays awaiting approval.
+    other = await _request(stack, f"delete {SEED_VCO_HANGZHOU_BGP} {AT}", SEED_VCO_HANGZHOU_BGP)
+    other_id = op_id_of(other)
+    await stack.agent.click(BOB, CHANNEL, other.ts, ActionId.APPROVE)
+    refusal = await _ephemeral(stack, BOB, "frozen")
+    assert "INC-9" in refusal.text
+    assert "<!channel>" not in all_text(refusal)
+    assert (await _op(stack, other_id)).state is OpState.AWAITING_APPROVAL
+    assert has_buttons(stack.slack.state.message(CHANNEL, other.ts))  # type: ignore[arg-type]
+
+
+async def test_a_freeze_refuses_an_approval_and_holds_a_scheduled_run_until_unfreeze(sqlite_url: str) -> None:
+    """Issue 27's done-when: approved for 14:00, frozen at 12:00; at 14:00 it starts but is held (one
+    note, nothing sent, the Home tab and /vpn status say so); an approval of another scheduled request
+    is refused meanwhile; after /vpn unfreeze it is deleted exactly once. The audit channel has one
+    line per decision."""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, admins=[CAROL], delete_timeout_seconds=3600) as stack:
+        state = stack.slack.state
+        card = await _request(stack, f"delete {SEED_VCO_HANGZHOU} {AT}", SEED_VCO_HANGZHOU)
+        op_id = op_id_of(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
+        await _card_says(stack, card.ts, "scheduled to run")
+        assert (await _op(stack, op_id)).state is OpState.SCHEDULED
+        assert "scheduled for" in await _status(stack, op_id, "scheduled for")
+        assert "scheduled for <!date^" in await _home(stack, ALICE)
+
+        await _freeze_and_refuse_another(stack)
+
+        # Its time comes: it starts (SCHEDULED -> APPROVED), and is held; nothing is sent.
+        clock.set(RUNS)
+        await stack.bot.app.workflow.run_once()
+        async with time_passes(clock):
+            await wait_thread(state, card.ts, HELD)
+            await _card_says(stack, card.ts, "held by a freeze")
+            await _let_time_pass(stack, clock, 60)
+            op = await _op(stack, op_id)
+            assert op.state is OpState.APPROVED
+            assert op.held_at is not None
+            assert _deletes_of(stack, SEED_VCO_HANGZHOU) == []
+            assert thread_text(state, card.ts).count(HELD) == 1
+            assert "held by a freeze" in await _status(stack, op_id, "held by a freeze")
+            home = await _home(stack, ALICE)
+            assert "held by a freeze" in home
+            assert "<!channel>" not in home
+
+            await _command(stack, CAROL, "unfreeze")
+            await wait_thread(state, card.ts, "Deleted in", within=20)
+        assert len(_deletes_of(stack, SEED_VCO_HANGZHOU)) == 1
+        assert thread_text(state, card.ts).count(HELD) == 1
+        assert thread_text(state, card.ts).count("the scheduled time: starting now") == 1
+        done = await _op(stack, op_id)
+        assert done.state is OpState.DELETED
+        assert done.started_at is not None
+        assert done.started_at >= RUNS
+        assert _deletes_of(stack, SEED_VCO_HANGZHOU_BGP) == []
+        for reply in state.thread(CHANNEL, card.ts):
+            _valid(reply)
+
+        # The audit channel: one line per decision about it, each once; the freeze's own two lines.
+        lines = await _wait_lines(stack, op_id, 4)
+        _check_lines(
+            lines,
+            card.ts,
+            [
+                f"requested by <@{ALICE}>",
+                f"approved by <@{BOB}>",
+                "started at its scheduled time",
+                "the connection is deleted",
+            ],
+        )
+        assert "scheduled for" in lines[1].text
+        audit = [all_text(m) for m in state.messages(AUDIT)]
+        assert len([t for t in audit if "Deletions frozen" in t]) == 1, audit
+        assert len([t for t in audit if "Deletions unfrozen" in t]) == 1, audit
+        assert "<!channel>" not in "".join(audit)
+
+
+# --- 2. a scheduled run and the approval's binding ------------------------------------------------
+
+
+async def test_a_scheduled_deletion_whose_connection_changed_is_asked_again_then_runs_on_approval(
+    sqlite_url: str,
+) -> None:
+    """Approved for 14:00; a route through it comes before then. At 14:00 nothing is deleted: the card
+    asks again with what changed (audited and announced), no longer offering a time gone by; approved
+    again, it runs at once, deleted exactly once."""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, delete_timeout_seconds=3600) as stack:
+        state = stack.slack.state
+        card = await _request(stack, f"delete {SEED_VCO_HANGZHOU} {AT}", SEED_VCO_HANGZHOU)
+        op_id = op_id_of(card)
+        assert "Once approved, it runs" in all_text(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
+        await _card_says(stack, card.ts, "scheduled to run")
+        stack.vpc.state.routes.append(Route(SEED_VPN_HANGZHOU, "10.2.0.0/16", SEED_VCO_HANGZHOU))
+
+        clock.set(RUNS)
+        await stack.bot.app.workflow.run_once()
+        async with time_passes(clock):
+
+            def asked_again() -> Message | None:
+                message = state.message(CHANNEL, card.ts)
+                if message is None or not has_buttons(message):
+                    return None
+                return (
+                    message
+                    if any(b.get("block_id") == BlockId.CHANGED.value for b in message.blocks)
+                    else None
+                )
+
+            again = await state.wait_for(asked_again, timeout=20, what="the card asking again")
+            await wait_thread(state, card.ts, "Not deleted")
+        _valid(again)
+        text = all_text(again)
+        assert "`routes: +10.2.0.0/16`" in text
+        # Its time has gone by: approved again it runs at once, and the card does not offer 14:00.
+        assert "Once approved, it runs" not in text
+        assert _deletes_of(stack, SEED_VCO_HANGZHOU) == []
+        op = await _op(stack, op_id)
+        assert op.state is OpState.AWAITING_APPROVAL
+        assert (op.approver_id, op.run_at, op.schedule_kind) == (None, None, None)
+        entries = await stack.bot.app.store.recent_audit(op_id=op_id, limit=20)
+        assert [e.detail for e in entries if e.action == "changed_since_approval"] == ["routes: +10.2.0.0/16"]
+        # /vpn status and the Home tab say it is asked again.
+        assert "changed since approved" in await _status(stack, op_id, "waiting for approval")
+        assert "changed since approved" in await _home(stack, ALICE)
+
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.APPROVE)
+        async with time_passes(clock):
+            await wait_thread(state, card.ts, "Deleted in", within=20)
+        assert len(_deletes_of(stack, SEED_VCO_HANGZHOU)) == 1
+        done = await _op(stack, op_id)
+        assert done.state is OpState.DELETED
+        assert done.approver_id == CAROL
+        assert done.schedule_kind is None  # ran at once: no second "scheduled" round
+
+        lines = await _wait_lines(stack, op_id, 6)
+        _check_lines(
+            lines,
+            card.ts,
+            [
+                f"requested by <@{ALICE}>",
+                f"approved by <@{BOB}>",
+                "started at its scheduled time",
+                "the connection changed since it was approved, the approval is void",
+                f"approved by <@{CAROL}>",
+                "the connection is deleted",
+            ],
+        )
+        assert "routes: +10.2.0.0/16" in lines[3].text
+
+
+# --- 3 and 4. reminders and audit lines under a quorum ---------------------------------------------
+
+
+async def _passes(stack: LocalStack) -> None:
+    for replica in stack.replicas:
+        await replica.app.workflow.run_once()
+    for replica in stack.replicas:
+        await replica.app.workflow.wait_idle()
+
+
+def _bells(stack: LocalStack, ts: str) -> list[str]:
+    return [all_text(m) for m in stack.slack.state.thread(CHANNEL, ts) if ":bell:" in all_text(m)]
+
+
+async def test_a_reminder_under_a_quorum_names_who_is_still_needed_once_and_not_after(
+    sqlite_url: str,
+) -> None:
+    """1 of 2 approvals is still unanswered: reminded once, naming only Carol (Bob approved already,
+    Alice asked), with the count; not again after the quorum is met. One audit line for the approval
+    that met the quorum, none for the one that was only counted."""
+    clock = FakeClock(T0)
+    settings = {"approval_rules": "*=2", "remind_after_seconds": 120, "delete_timeout_seconds": 3600}
+    async with running(sqlite_url, clock, approvers=[ALICE, BOB, CAROL], **settings) as stack:
+        card = await _request(stack, f"delete {SEED_VCO_HANGZHOU}", SEED_VCO_HANGZHOU)
+        op_id = op_id_of(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
+        await _card_says(stack, card.ts, f"1 of 2 approvals*: <@{BOB}> ✓")
+
+        clock.advance(121)
+        await _passes(stack)
+        said = await wait_thread(stack.slack.state, card.ts, ":bell:")
+        assert said.startswith(f":bell: <@{CAROL}>:"), said
+        assert f"<@{BOB}>" not in said
+        assert f"<@{ALICE}>" not in said
+        assert "1 of 2 approvals so far, 1 more needed" in said
+
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.APPROVE)
+        async with time_passes(clock):
+            await wait_thread(stack.slack.state, card.ts, "Deleted in", within=20)
+        clock.advance(600)
+        await _passes(stack)
+        assert len(_bells(stack, card.ts)) == 1
+        for reply in stack.slack.state.thread(CHANNEL, card.ts):
+            _valid(reply)
+
+        lines = await _wait_lines(stack, op_id, 3)
+        _check_lines(
+            lines,
+            card.ts,
+            [f"requested by <@{ALICE}>", f"approved by <@{CAROL}>", "the connection is deleted"],
+        )
+
+
+async def test_no_reminder_for_a_scheduled_deletion(sqlite_url: str) -> None:
+    """Approved to run later, it is answered: no reminder while it waits for its time."""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, remind_after_seconds=120) as stack:
+        card = await _request(stack, f"delete {SEED_VCO_HANGZHOU} {AT}", SEED_VCO_HANGZHOU)
+        op_id = op_id_of(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
+        await _card_says(stack, card.ts, "scheduled to run")
+        clock.advance(3600)
+        await _passes(stack)
+        assert (await _op(stack, op_id)).state is OpState.SCHEDULED
+        assert _bells(stack, card.ts) == []
