@@ -448,7 +448,8 @@ class DeleteRequests(Runner):
         )
         if op.state is not OpState.SCHEDULED or op.schedule_kind != SCHEDULE_WINDOW:
             raise ConfirmationClosed(op)
-        if user_id == op.approver_id:
+        # Under a quorum rule everyone who approved it approved it to run in the window: none of them alone.
+        if user_id == op.approver_id or any(a.user_id == user_id for a in op.approvals):
             refusal = NotAllowed(
                 "You approved this deletion; overriding the change window needs a second approver.",
                 who_can="Ask another approver to click *Override window*.",

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fakes import FakeClock, time_passes
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
@@ -26,7 +29,17 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP, SEED
 from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import all_text, has_buttons, local_stack, op_id_of, thread_text, wait_confirmation, wait_thread
+from .support import (
+    all_text,
+    child_env,
+    has_buttons,
+    local_stack,
+    op_id_of,
+    run_to_exit,
+    thread_text,
+    wait_confirmation,
+    wait_thread,
+)
 
 # A Tuesday; the scheduled time is two hours later.
 T0 = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
@@ -392,3 +405,108 @@ async def test_no_reminder_for_a_scheduled_deletion(sqlite_url: str) -> None:
         await _passes(stack)
         assert (await _op(stack, op_id)).state is OpState.SCHEDULED
         assert _bells(stack, card.ts) == []
+
+
+# --- 2 and 5. a window override, a changed connection, a quorum; the audit export -------------------
+
+DAVE = "U0DAVE"
+WINDOW = {"*": ["Sat 01:00-05:00 Asia/Shanghai"]}
+
+
+async def _approve_twice(stack: LocalStack, ts: str) -> Message:
+    """Bob's and Carol's approvals (the quorum): outside the window it is scheduled for it."""
+    await stack.agent.click(BOB, CHANNEL, ts, ActionId.APPROVE)
+    await _card_says(stack, ts, f"1 of 2 approvals*: <@{BOB}> ✓")
+    await stack.agent.click(CAROL, CHANNEL, ts, ActionId.APPROVE)
+    return await _card_says(stack, ts, "Override window")
+
+
+async def _announced(stack: LocalStack, needle: str) -> None:
+    await stack.slack.state.wait_for(
+        lambda: any(needle in all_text(m) for m in stack.slack.state.messages(CHANNEL)),
+        timeout=10,
+        what=f"a channel message with {needle!r}",
+    )
+
+
+async def _export(tmp_path: Path, url: str) -> list[dict[str, Any]]:
+    """``vpn-bot audit export`` (JSON lines) run as a user runs it, parsed."""
+    status, out, err = await run_to_exit(
+        [sys.executable, "-m", "bot", "audit", "export"],
+        env=child_env(tmp_path, VPNBOT_DATABASE_URL=url),
+        cwd=tmp_path,
+    )
+    assert status == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.process
+async def test_a_quorum_a_window_override_and_a_changed_connection_then_the_audit_export(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Under a 2-approver rule and a Saturday window: a withdrawn approval; approved, scheduled for the
+    window; an approver may not override (Dave, who did not approve, may); the connection changed, so
+    it is asked again; approved again it is scheduled for the window again (the override is not carried
+    over); overridden again, deleted once. The export has every new action."""
+    clock = FakeClock(T0)
+    settings = {"approval_rules": "*=2", "change_windows": WINDOW, "admins": [CAROL]}
+    async with running(sqlite_url, clock, approvers=[BOB, CAROL, DAVE], **settings) as stack:
+        state = stack.slack.state
+        state.add_user(DAVE, "dave")
+        await _command(stack, CAROL, 'freeze 1h reason="INC-9, core; =cmd"')
+        await _announced(stack, "froze VPN changes")
+        await _command(stack, CAROL, "unfreeze")
+        await _announced(stack, "lifted the freeze")
+        card = await _request(stack, f"delete {SEED_VCO_HANGZHOU}", SEED_VCO_HANGZHOU)
+        op_id = op_id_of(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
+        await _card_says(stack, card.ts, f"1 of 2 approvals*: <@{BOB}> ✓")
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.WITHDRAW)
+        await _card_says(stack, card.ts, "*0 of 2 approvals*")
+        await _approve_twice(stack, card.ts)
+        assert (await _op(stack, op_id)).state is OpState.SCHEDULED
+
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.OVERRIDE_WINDOW)
+        await _ephemeral(stack, BOB, "needs a second approver")
+        assert (await _op(stack, op_id)).state is OpState.SCHEDULED
+
+        stack.vpc.state.routes.append(Route(SEED_VPN_HANGZHOU, "10.2.0.0/16", SEED_VCO_HANGZHOU))
+        await stack.agent.click(DAVE, CHANNEL, card.ts, ActionId.OVERRIDE_WINDOW)
+        async with time_passes(clock):
+            await wait_thread(state, card.ts, "Not deleted", within=20)
+        reopened = await _op(stack, op_id)
+        assert reopened.state is OpState.AWAITING_APPROVAL
+        assert (reopened.run_at, reopened.schedule_kind, reopened.approvals) == (None, None, ())
+        assert _deletes_of(stack, SEED_VCO_HANGZHOU) == []
+
+        # Approved again, still outside the window: scheduled for its next opening again.
+        await _approve_twice(stack, card.ts)
+        again = await _op(stack, op_id)
+        assert again.state is OpState.SCHEDULED
+        assert again.run_at is not None
+        assert again.run_at > clock.now()
+        await stack.agent.click(DAVE, CHANNEL, card.ts, ActionId.OVERRIDE_WINDOW)
+        async with time_passes(clock):
+            await wait_thread(state, card.ts, "Deleted in", within=20)
+        assert len(_deletes_of(stack, SEED_VCO_HANGZHOU)) == 1
+
+    records = await _export(tmp_path, sqlite_url)
+    actions = Counter(r["action"] for r in records)
+    for action, times in {
+        "frozen": 1,
+        "unfrozen": 1,
+        "approval_withdrawn": 1,
+        "window_override": 2,
+        "changed_since_approval": 1,
+        "deleted": 1,
+    }.items():
+        assert actions[action] == times, (action, actions)
+    [frozen] = [r for r in records if r["action"] == "frozen"]
+    assert frozen["op_id"] is None
+    assert "reason: INC-9, core; =cmd" in frozen["detail"]
+    [changed] = [r for r in records if r["action"] == "changed_since_approval"]
+    assert (changed["op_id"], changed["detail"]) == (op_id, "routes: +10.2.0.0/16")
+    overrides = [r["actor_id"] for r in records if r["action"] == "window_override"]
+    assert overrides == [DAVE, DAVE]
+    refused = [r for r in records if r["action"] == "refused" and r["actor_id"] == BOB]
+    assert any("override the window" in r["detail"] for r in refused)
