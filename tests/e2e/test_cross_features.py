@@ -510,3 +510,38 @@ async def test_a_quorum_a_window_override_and_a_changed_connection_then_the_audi
     assert overrides == [DAVE, DAVE]
     refused = [r for r in records if r["action"] == "refused" and r["actor_id"] == BOB]
     assert any("override the window" in r["detail"] for r in refused)
+
+
+# --- 4. a batch in the audit channel ----------------------------------------------------------------
+
+
+async def test_a_batch_in_the_audit_channel_one_outcome_line_per_connection_each_once(
+    sqlite_url: str,
+) -> None:
+    """A batch of three: each connection's outcome is announced once, valid, linking the batch card;
+    no line is posted twice. (The batch's request and approval are not announced yet: see the report.)"""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, delete_timeout_seconds=3600) as stack:
+        state = stack.slack.state
+        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
+        await _command(stack, ALICE, "delete " + " ".join(ids))
+        card = await state.wait_for(
+            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
+            timeout=15,
+            what="the batch card",
+        )
+        _valid(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        async with time_passes(clock):
+            await _card_says(stack, card.ts, "3 deleted")
+        ops = await stack.bot.app.store.list_operations()
+        assert len(ops) == 3
+        for op in ops:
+            await _wait_lines(stack, op.id, 1)
+        await stack.bot.app.workflow.run_once()
+        await stack.bot.app.workflow.wait_idle()
+        for op in ops:
+            _check_lines(_lines(stack, op.id), card.ts, ["the connection is deleted"])
+        texts = [m.text for m in state.messages(AUDIT)]
+        assert len(texts) == 3, texts
+        assert len(set(texts)) == 3, "one line per connection, not one line three times"
