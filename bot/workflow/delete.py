@@ -1039,6 +1039,9 @@ class DeleteSteps(StepBase):
             # at its change window's next opening; the card does not offer a time gone by.
             run_at=None,
             schedule_kind=None,
+            # Asked again: reminded and escalated afresh (VPNBOT_REMIND_AFTER_SECONDS, VPNBOT_ESCALATE_TO).
+            reminded_at=None,
+            escalated_at=None,
         )
         if reopened is None:
             raise LostOperation(op.id)

@@ -363,9 +363,12 @@ class Runner:
         config = self._config
         now = self._clock.now()
         if config.remind_after_s > 0:
-            due = now - timedelta(seconds=config.remind_after_s)
-            for op in await self._store.list_unanswered(mark="reminded_at", now=now, created_before=due):
-                waited = (now - op.created_at).total_seconds()
+            # Asked at its expiry less the TTL: when requested, or when asked again after its connection
+            # changed since it was approved (bot.workflow.binding), which gives it a fresh expiry.
+            ttl = timedelta(seconds=config.confirmation_ttl_s)
+            due = now - timedelta(seconds=config.remind_after_s) + ttl
+            for op in await self._store.list_unanswered(mark="reminded_at", now=now, expiring_before=due):
+                waited = (now - max(op.created_at, op.expires_at - ttl)).total_seconds()
                 reminder = thread(self._reminded(op, waited))
                 if await self._store.mark_once(op.id, mark="reminded_at", now=now, effects=[reminder]):
                     self.outbox.kick(op.id)

@@ -275,7 +275,8 @@ async def test_a_scheduled_deletion_whose_connection_changed_is_asked_again_then
     asks again with what changed (audited and announced), no longer offering a time gone by; approved
     again, it runs at once, deleted exactly once."""
     clock = FakeClock(T0)
-    async with running(sqlite_url, clock, delete_timeout_seconds=3600) as stack:
+    settings = {"delete_timeout_seconds": 3600, "remind_after_seconds": 600}
+    async with running(sqlite_url, clock, **settings) as stack:
         state = stack.slack.state
         card = await _request(stack, f"delete {SEED_VCO_HANGZHOU} {AT}", SEED_VCO_HANGZHOU)
         op_id = op_id_of(card)
@@ -314,6 +315,16 @@ async def test_a_scheduled_deletion_whose_connection_changed_is_asked_again_then
         # /vpn status and the Home tab say it is asked again.
         assert "changed since approved" in await _status(stack, op_id, "waiting for approval")
         assert "changed since approved" in await _home(stack, ALICE)
+        # Asked again: reminded ten minutes after that, not at once for the hours since the request.
+        await _passes(stack)
+        assert _bells(stack, card.ts) == []
+        clock.advance(601)
+        await _passes(stack)
+        await wait_thread(state, card.ts, ":bell:")
+        [bell] = _bells(stack, card.ts)
+        # Counted from when it was asked again (a few virtual minutes of work since), not from 12:00.
+        assert "min" in bell, bell
+        assert " h " not in bell, bell
 
         await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.APPROVE)
         async with time_passes(clock):
