@@ -367,17 +367,22 @@ class Runner:
             # changed since it was approved (bot.workflow.binding), which gives it a fresh expiry.
             ttl = timedelta(seconds=config.confirmation_ttl_s)
             due = now - timedelta(seconds=config.remind_after_s) + ttl
-            for op in await self._store.list_unanswered(mark="reminded_at", now=now, expiring_before=due):
+            listed = await self._store.list_unanswered(mark="reminded_at", now=now, expiring_before=due)
+            for op, tells in _one_per_card(listed):
                 waited = (now - max(op.created_at, op.expires_at - ttl)).total_seconds()
-                reminder = thread(self._reminded(op, waited))
-                if await self._store.mark_once(op.id, mark="reminded_at", now=now, effects=[reminder]):
+                reminder = [thread(self._reminded(op, waited))] if tells else []
+                if (
+                    await self._store.mark_once(op.id, mark="reminded_at", now=now, effects=reminder)
+                    and tells
+                ):
                     self.outbox.kick(op.id)
         if config.escalate_to:
             soon = now + timedelta(seconds=config.escalate_before_s)
-            for op in await self._store.list_unanswered(mark="escalated_at", now=now, expiring_before=soon):
+            listed = await self._store.list_unanswered(mark="escalated_at", now=now, expiring_before=soon)
+            for op, tells in _one_per_card(listed):
                 left = (op.expires_at - now).total_seconds()
-                call = thread(Escalated(group=config.escalate_to, left_s=left))
-                if await self._store.mark_once(op.id, mark="escalated_at", now=now, effects=[call]):
+                call = [thread(Escalated(group=config.escalate_to, left_s=left))] if tells else []
+                if await self._store.mark_once(op.id, mark="escalated_at", now=now, effects=call) and tells:
                     self.outbox.kick(op.id)
 
     def _reminded(self, op: Operation, waited: float) -> Reminded:
@@ -717,3 +722,14 @@ class Runner:
         if op is None:
             raise ConfirmationClosed(None)
         return op
+
+
+def _one_per_card(ops: list[Operation]) -> list[tuple[Operation, bool]]:
+    """Each of ``ops`` with whether its thread reply is sent: the members of a batch share one card,
+    so one reply for the batch (with its member of the smallest id; every replica picks the same one),
+    the others only stamped."""
+    first: dict[str, str] = {}
+    for op in ops:
+        if op.batch_id is not None and (op.batch_id not in first or op.id < first[op.batch_id]):
+            first[op.batch_id] = op.id
+    return [(op, op.batch_id is None or first[op.batch_id] == op.id) for op in ops]

@@ -556,3 +556,33 @@ async def test_a_batch_in_the_audit_channel_one_outcome_line_per_connection_each
         texts = [m.text for m in state.messages(AUDIT)]
         assert len(texts) == 3, texts
         assert len(set(texts)) == 3, "one line per connection, not one line three times"
+
+
+# --- 3. reminders about a batch ----------------------------------------------------------------------
+
+
+async def test_an_unanswered_batch_is_reminded_once_not_once_per_connection(sqlite_url: str) -> None:
+    clock = FakeClock(T0)
+    settings = {"remind_after_seconds": 120, "escalate_to": "S0ONCALL", "confirmation_ttl_seconds": 900}
+    async with running(sqlite_url, clock, **settings) as stack:
+        state = stack.slack.state
+        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
+        await _command(stack, ALICE, "delete " + " ".join(ids))
+        card = await state.wait_for(
+            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
+            timeout=15,
+            what="the batch card",
+        )
+        clock.advance(121)
+        await _passes(stack)
+        await wait_thread(state, card.ts, ":bell:")
+        clock.advance(900 - 121 - 225 + 1)  # inside the escalation window
+        await _passes(stack)
+        await wait_thread(state, card.ts, ":rotating_light:")
+        clock.advance(60)
+        await _passes(stack)
+        thread = [all_text(m) for m in state.thread(CHANNEL, card.ts)]
+        assert len([t for t in thread if ":bell:" in t]) == 1, thread
+        assert len([t for t in thread if ":rotating_light:" in t]) == 1, thread
+        for reply in state.thread(CHANNEL, card.ts):
+            _valid(reply)
