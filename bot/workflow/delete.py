@@ -464,6 +464,16 @@ class DeleteRequests(Runner):
                 )
             )
             raise refusal
+        # Running it now is a decision to change now: a freeze refuses it as it refuses an approval.
+        freeze = await active_freeze(self._store, op.account, self._clock.now())
+        if freeze is not None:
+            frozen = Frozen(freeze)
+            await self._store.add_audit(
+                self._steps.entry(
+                    op, "refused", actor_id=user_id, detail=f"override the window: {frozen.friendly}", times=1
+                )
+            )
+            raise frozen
         started = await self.start_scheduled(op, override_by=user_id)
         if started is None:
             raise ConfirmationClosed(await self._load(op_id))

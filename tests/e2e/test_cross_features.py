@@ -586,3 +586,36 @@ async def test_an_unanswered_batch_is_reminded_once_not_once_per_connection(sqli
         assert len([t for t in thread if ":rotating_light:" in t]) == 1, thread
         for reply in state.thread(CHANNEL, card.ts):
             _valid(reply)
+
+
+# --- 1. a freeze and a change window's override --------------------------------------------------------
+
+
+async def test_a_freeze_refuses_a_window_override(sqlite_url: str) -> None:
+    """Scheduled for the window; frozen: Carol's override is refused (audited), nothing starts; after
+    /vpn unfreeze her override runs it, deleted once."""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, change_windows=WINDOW, admins=[CAROL]) as stack:
+        state = stack.slack.state
+        card = await _request(stack, f"delete {SEED_VCO_HANGZHOU}", SEED_VCO_HANGZHOU)
+        op_id = op_id_of(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
+        await _card_says(stack, card.ts, "Override window")
+        await _command(stack, CAROL, 'freeze 2h reason="INC-9 <!channel>"')
+        await _announced(stack, "froze VPN changes")
+
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.OVERRIDE_WINDOW)
+        refusal = await _ephemeral(stack, CAROL, "frozen")
+        assert "INC-9" in refusal.text
+        assert "<!channel>" not in all_text(refusal)
+        assert (await _op(stack, op_id)).state is OpState.SCHEDULED
+        entries = await stack.bot.app.store.recent_audit(op_id=op_id, limit=20)
+        assert [e.actor_id for e in entries if e.action == "refused"] == [CAROL]
+        assert [e for e in entries if e.action == "window_override"] == []
+
+        await _command(stack, CAROL, "unfreeze")
+        await _announced(stack, "lifted the freeze")
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.OVERRIDE_WINDOW)
+        async with time_passes(clock):
+            await wait_thread(state, card.ts, "Deleted in", within=20)
+        assert len(_deletes_of(stack, SEED_VCO_HANGZHOU)) == 1
