@@ -198,13 +198,13 @@ async def _freeze_and_refuse_another(stack: LocalStack) -> None:
     assert has_buttons(stack.slack.state.message(CHANNEL, other.ts))  # type: ignore[arg-type]
 
 
-async def test_a_freeze_refuses_an_approval_and_holds_a_scheduled_run_until_unfreeze(sqlite_url: str) -> None:
+async def test_a_freeze_refuses_an_approval_and_holds_a_scheduled_run_until_unfreeze(db_url: str) -> None:
     """Issue 27's done-when: approved for 14:00, frozen at 12:00; at 14:00 it starts but is held (one
     note, nothing sent, the Home tab and /vpn status say so); an approval of another scheduled request
     is refused meanwhile; after /vpn unfreeze it is deleted exactly once. The audit channel has one
-    line per decision."""
+    line per decision. On SQLite and on PostgreSQL."""
     clock = FakeClock(T0)
-    async with running(sqlite_url, clock, admins=[CAROL], delete_timeout_seconds=3600) as stack:
+    async with running(db_url, clock, admins=[CAROL], delete_timeout_seconds=3600) as stack:
         state = stack.slack.state
         card = await _request(stack, f"delete {SEED_VCO_HANGZHOU} {AT}", SEED_VCO_HANGZHOU)
         op_id = op_id_of(card)
