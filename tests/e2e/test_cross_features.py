@@ -619,3 +619,46 @@ async def test_a_freeze_refuses_a_window_override(sqlite_url: str) -> None:
         async with time_passes(clock):
             await wait_thread(state, card.ts, "Deleted in", within=20)
         assert len(_deletes_of(stack, SEED_VCO_HANGZHOU)) == 1
+
+
+# --- 1 and 4. a freeze and a batch -------------------------------------------------------------------
+
+
+async def test_a_freeze_holds_a_batch_then_unfreeze_deletes_each_once(sqlite_url: str) -> None:
+    """Three on one gateway, approved; frozen once the first was sent: the other two are held, the
+    batch's thread says so once for each of them (as it says each one waits for the gateway), never
+    again across polls; after /vpn unfreeze each is deleted once."""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, admins=[CAROL], delete_timeout_seconds=3600) as stack:
+        state = stack.slack.state
+        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
+        await _command(stack, ALICE, "delete " + " ".join(ids))
+        card = await state.wait_for(
+            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
+            timeout=15,
+            what="the batch card",
+        )
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        await state.wait_for(
+            lambda: stack.vpc.state.accepted("DeleteVpnConnection"), timeout=10, what="the first delete"
+        )
+        await _command(stack, CAROL, "freeze 1d reason=INC-9")
+        await _announced(stack, "froze VPN changes")
+        async with time_passes(clock):
+            await wait_thread(state, card.ts, HELD)
+            await _let_time_pass(stack, clock, 120)
+            held = [op for op in await stack.bot.app.store.list_operations() if op.held_at is not None]
+            assert len(held) == 2
+            text = thread_text(state, card.ts)
+            assert text.count(HELD) == 2, text
+            for op in held:
+                assert text.count(f"`{op.vco_id}`: :snowflake: Approved, but {HELD}") == 1, text
+            assert len(stack.vpc.state.accepted("DeleteVpnConnection")) == 1
+            await _command(stack, CAROL, "unfreeze")
+            await _card_says(stack, card.ts, "3 deleted")
+        assert sorted(
+            r.params["VpnConnectionId"] for r in stack.vpc.state.accepted("DeleteVpnConnection")
+        ) == sorted(ids)
+        assert thread_text(state, card.ts).count(HELD) == 2
+        for reply in state.thread(CHANNEL, card.ts):
+            _valid(reply)
