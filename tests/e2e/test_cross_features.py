@@ -400,7 +400,11 @@ async def test_a_reminder_under_a_quorum_names_who_is_still_needed_once_and_not_
         _check_lines(
             lines,
             card.ts,
-            [f"requested by <@{ALICE}>", f"approved by <@{CAROL}>", "the connection is deleted"],
+            [
+                f"requested by <@{ALICE}>",
+                f"approved by <@{CAROL}> with <@{BOB}>.",
+                "the connection is deleted",
+            ],
         )
 
 

@@ -150,3 +150,17 @@ def test_every_announced_action_has_its_words(action: str) -> None:
     for raw in line["blocks"]:
         Block.parse(raw).validate_json()  # type: ignore[union-attr]
     _inert(json.dumps(line))
+
+
+def test_the_approval_that_meets_a_quorum_names_the_others_on_its_line() -> None:
+    op = _op(
+        OpState.APPROVED,
+        approver_id="U0CAROL",
+        approvals=(Approval(user_id="U0BOB", at=T0), Approval(user_id="U0CAROL", at=T0)),
+    )
+    line = build_audit_line(op, Announced(action="approved", actor_id="U0CAROL", at=T0), permalink=None)
+    assert "approved by <@U0CAROL> with <@U0BOB>." in line["text"]
+    single = build_audit_line(
+        replace(op, approvals=()), Announced(action="approved", actor_id="U0CAROL", at=T0), permalink=None
+    )
+    assert "approved by <@U0CAROL>." in single["text"]

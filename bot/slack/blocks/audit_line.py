@@ -59,6 +59,11 @@ def build_audit_line(op: Operation | None, event: Announced, *, permalink: str |
     ):
         what = "withdrawn"  # the requester cancelled their own request: nobody denied it
     by = f" by <@{event.actor_id}>" if is_user_id(event.actor_id) else ""
+    if by and op is not None and event.action.removeprefix(_RECREATE) == "approved":
+        # Under a quorum rule the approval that completed it is the decision: with whom, on one line.
+        others = [a.user_id for a in op.approvals if a.user_id != event.actor_id and is_user_id(a.user_id)]
+        if others:
+            by += " with " + ", ".join(f"<@{u}>" for u in others)
     about = ""
     if op is not None:
         where = f"{code(op.account, 40)} / {code(op.region, 64)}" if op.account else code(op.region, 64)
