@@ -358,7 +358,7 @@ class Runner:
 
         Each is a compare-and-set on its stamp (``reminded_at``, ``escalated_at``) in the transaction
         that writes the thread reply, so however many replicas and restarts run this pass, the
-        reply is written once.
+        reply is written once; a batch's card gets one for all its connections.
         """
         config = self._config
         now = self._clock.now()

@@ -560,6 +560,10 @@ async def test_a_batch_in_the_audit_channel_one_outcome_line_per_connection_each
         texts = [m.text for m in state.messages(AUDIT)]
         assert len(texts) == 3, texts
         assert len(set(texts)) == 3, "one line per connection, not one line three times"
+        # The Home tab and /vpn status say each is one of a batch.
+        assert (await _home(stack, ALICE)).count("(one of a batch)") == 3
+        status = await _status(stack, ops[0].id, "One of a batch")
+        assert f"batch `{ops[0].batch_id}`" in status
 
 
 # --- 3. reminders about a batch ----------------------------------------------------------------------
