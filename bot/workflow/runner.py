@@ -358,16 +358,27 @@ class Runner:
 
         Each is a compare-and-set on its stamp (``reminded_at``, ``escalated_at``) in the transaction
         that writes the thread reply, so however many replicas and restarts run this pass, the
-        reply is written once; a batch's card gets one for all its connections.
+        reply is written once; a batch's card gets one for all its connections. Nothing is said
+        about a request a freeze covers (its approval would be refused) until the freeze ends.
         """
         config = self._config
         now = self._clock.now()
+        if config.remind_after_s <= 0 and not config.escalate_to:
+            return
+        # Nobody is asked to approve what a freeze refuses: reminded (and escalated) once it is lifted.
+        freezes = await self._store.active_freezes(now=now)
+
+        def open_to_approval(ops: list[Operation]) -> list[Operation]:
+            return [op for op in ops if not any(f.applies_to(op.account) for f in freezes)]
+
         if config.remind_after_s > 0:
             # Asked at its expiry less the TTL: when requested, or when asked again after its connection
             # changed since it was approved (bot.workflow.binding), which gives it a fresh expiry.
             ttl = timedelta(seconds=config.confirmation_ttl_s)
             due = now - timedelta(seconds=config.remind_after_s) + ttl
-            listed = await self._store.list_unanswered(mark="reminded_at", now=now, expiring_before=due)
+            listed = open_to_approval(
+                await self._store.list_unanswered(mark="reminded_at", now=now, expiring_before=due)
+            )
             for op, tells in _one_per_card(listed):
                 waited = (now - max(op.created_at, op.expires_at - ttl)).total_seconds()
                 reminder = [thread(self._reminded(op, waited))] if tells else []
@@ -378,7 +389,9 @@ class Runner:
                     self.outbox.kick(op.id)
         if config.escalate_to:
             soon = now + timedelta(seconds=config.escalate_before_s)
-            listed = await self._store.list_unanswered(mark="escalated_at", now=now, expiring_before=soon)
+            listed = open_to_approval(
+                await self._store.list_unanswered(mark="escalated_at", now=now, expiring_before=soon)
+            )
             for op, tells in _one_per_card(listed):
                 left = (op.expires_at - now).total_seconds()
                 call = [thread(Escalated(group=config.escalate_to, left_s=left))] if tells else []

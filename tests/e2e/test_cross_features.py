@@ -670,3 +670,29 @@ async def test_a_freeze_holds_a_batch_then_unfreeze_deletes_each_once(sqlite_url
         assert thread_text(state, card.ts).count(HELD) == 2
         for reply in state.thread(CHANNEL, card.ts):
             _valid(reply)
+
+
+# --- 3. reminders during a freeze --------------------------------------------------------------------
+
+
+async def test_no_reminder_while_a_freeze_refuses_the_approval_then_one_after(sqlite_url: str) -> None:
+    """A request made during a freeze is not reminded (its approval would be refused) nor escalated;
+    once the freeze is lifted, it is reminded once."""
+    clock = FakeClock(T0)
+    settings = {"remind_after_seconds": 120, "escalate_to": "S0ONCALL", "confirmation_ttl_seconds": 900}
+    async with running(sqlite_url, clock, admins=[CAROL], **settings) as stack:
+        state = stack.slack.state
+        await _command(stack, CAROL, "freeze 1h reason=INC-9")
+        await _announced(stack, "froze VPN changes")
+        card = await _request(stack, f"delete {SEED_VCO_HANGZHOU}", SEED_VCO_HANGZHOU)
+        clock.advance(900 - 225 + 1)  # past the reminder, inside the escalation window
+        await _passes(stack)
+        assert thread_text(state, card.ts) == ""
+        await _command(stack, CAROL, "unfreeze")
+        await _announced(stack, "lifted the freeze")
+        await _passes(stack)
+        await wait_thread(state, card.ts, ":rotating_light:")
+        clock.advance(30)
+        await _passes(stack)
+        assert len(_bells(stack, card.ts)) == 1
+        assert thread_text(state, card.ts).count(":rotating_light:") == 1
