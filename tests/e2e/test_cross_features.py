@@ -268,6 +268,25 @@ async def test_a_freeze_refuses_an_approval_and_holds_a_scheduled_run_until_unfr
 # --- 2. a scheduled run and the approval's binding ------------------------------------------------
 
 
+async def _asked_again_lines(stack: LocalStack, op_id: str, card_ts: str) -> None:
+    """The audit channel's lines about a scheduled deletion asked again, then approved and deleted."""
+    lines = await _wait_lines(stack, op_id, 6)
+    _check_lines(
+        lines,
+        card_ts,
+        [
+            f"requested by <@{ALICE}>",
+            f"approved by <@{BOB}>",
+            "started at its scheduled time",
+            "the connection changed since it was approved, the approval is void",
+            f"approved by <@{CAROL}>",
+            "the connection is deleted",
+        ],
+    )
+    assert "What changed: `routes: +10.2.0.0/16`" in lines[3].text
+    assert "Details: `scheduled for" in lines[2].text
+
+
 async def test_a_scheduled_deletion_whose_connection_changed_is_asked_again_then_runs_on_approval(
     sqlite_url: str,
 ) -> None:
@@ -335,20 +354,7 @@ async def test_a_scheduled_deletion_whose_connection_changed_is_asked_again_then
         assert done.approver_id == CAROL
         assert done.schedule_kind is None  # ran at once: no second "scheduled" round
 
-        lines = await _wait_lines(stack, op_id, 6)
-        _check_lines(
-            lines,
-            card.ts,
-            [
-                f"requested by <@{ALICE}>",
-                f"approved by <@{BOB}>",
-                "started at its scheduled time",
-                "the connection changed since it was approved, the approval is void",
-                f"approved by <@{CAROL}>",
-                "the connection is deleted",
-            ],
-        )
-        assert "routes: +10.2.0.0/16" in lines[3].text
+        await _asked_again_lines(stack, op_id, card.ts)
 
 
 # --- 3 and 4. reminders and audit lines under a quorum ---------------------------------------------

@@ -35,6 +35,13 @@ WORDING: dict[str, tuple[str, str]] = {
     "recreated": (":recycle:", "done: the connection is recreated"),
 }
 _RECREATE = "recreate_"
+# What a line's note is, for the actions whose note is the bot's own detail rather than a reason.
+_NOTE_LABEL = {
+    "approved": "Details",
+    "started": "Details",
+    "window_override": "Details",
+    "changed_since_approval": "What changed",
+}
 
 
 def _words(action: str) -> tuple[str, str, str]:
@@ -73,7 +80,8 @@ def build_audit_line(op: Operation | None, event: Announced, *, permalink: str |
         about += f" as {code(op.new_vco_id)}"
     line = f"{emoji} {kind}{about} {what}{by}."
     if event.note:
-        line += f" {'Details' if op is None else 'Reason'}: {code(event.note, 500)}"
+        label = "Details" if op is None else _NOTE_LABEL.get(event.action.removeprefix(_RECREATE), "Reason")
+        line += f" {label}: {code(event.note, 500)}"
     elif op is not None and op.reason and event.action.removeprefix(_RECREATE) == "requested":
         ticket = f" (ticket {code(op.ticket, 128)})" if op.ticket else ""
         line += f" Reason{ticket}: {code(op.reason, 500)}"
