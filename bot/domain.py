@@ -456,6 +456,8 @@ ANNOUNCED_ACTIONS: frozenset[str] = frozenset(
         "requested",
         "approved",
         "window_override",
+        "started",
+        "changed_since_approval",
         "frozen",
         "unfrozen",
         "cancelled",
@@ -973,8 +975,13 @@ class Reminded:
     """Nobody approved or cancelled the request for ``waited_s``: the approvers are reminded, once."""
 
     waited_s: float
-    # Who may approve (VPNBOT_APPROVERS: user and user-group ids; empty for ``*``), mentioned.
+    # Who may approve (VPNBOT_APPROVERS: user and user-group ids; empty for ``*``), mentioned. Under a
+    # quorum rule (VPNBOT_APPROVAL_RULES) only who is still needed: not those who approved already
+    # (nor the requester); the user groups not covered yet, for a group rule.
     approvers: tuple[str, ...] = ()
+    # Under a quorum rule: the approvals given so far and how many it needs (0: no rule).
+    approvals: int = 0
+    needed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

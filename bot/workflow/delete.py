@@ -448,7 +448,8 @@ class DeleteRequests(Runner):
         )
         if op.state is not OpState.SCHEDULED or op.schedule_kind != SCHEDULE_WINDOW:
             raise ConfirmationClosed(op)
-        if user_id == op.approver_id:
+        # Under a quorum rule everyone who approved it approved it to run in the window: none of them alone.
+        if user_id == op.approver_id or any(a.user_id == user_id for a in op.approvals):
             refusal = NotAllowed(
                 "You approved this deletion; overriding the change window needs a second approver.",
                 who_can="Ask another approver to click *Override window*.",
@@ -463,6 +464,16 @@ class DeleteRequests(Runner):
                 )
             )
             raise refusal
+        # Running it now is a decision to change now: a freeze refuses it as it refuses an approval.
+        freeze = await active_freeze(self._store, op.account, self._clock.now())
+        if freeze is not None:
+            frozen = Frozen(freeze)
+            await self._store.add_audit(
+                self._steps.entry(
+                    op, "refused", actor_id=user_id, detail=f"override the window: {frozen.friendly}", times=1
+                )
+            )
+            raise frozen
         started = await self.start_scheduled(op, override_by=user_id)
         if started is None:
             raise ConfirmationClosed(await self._load(op_id))
@@ -1017,16 +1028,15 @@ class DeleteSteps(StepBase):
         event = ChangedSinceApproval(
             changes=tuple(changes), approver_id=op.approver_id, fingerprint=new_print
         )
+        entry = self.entry(op, "changed_since_approval", actor_id=SYSTEM_ACTOR, detail="; ".join(changes))
         reopened = await self._store.reopen_approval(
             op.id,
             from_states={OpState.DELETING},
             now=now,
             require_owner=self._owner,
             expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
-            audit_entry=self.entry(
-                op, "changed_since_approval", actor_id=SYSTEM_ACTOR, detail="; ".join(changes)
-            ),
-            effects=[CARD, thread(event)],
+            audit_entry=entry,
+            effects=[CARD, thread(event), *self.announce(entry, note="; ".join(changes))],
             connection=connection,
             gateway=gateway,
             impact=reread.impact,
@@ -1035,6 +1045,13 @@ class DeleteSteps(StepBase):
             # Taken again with the next approval, from what is there then.
             snapshot=None,
             started_at=None,
+            # A scheduled run's time has come (it was started): approved again, it runs at once, or
+            # at its change window's next opening; the card does not offer a time gone by.
+            run_at=None,
+            schedule_kind=None,
+            # Asked again: reminded and escalated afresh (VPNBOT_REMIND_AFTER_SECONDS, VPNBOT_ESCALATE_TO).
+            reminded_at=None,
+            escalated_at=None,
         )
         if reopened is None:
             raise LostOperation(op.id)

@@ -358,24 +358,58 @@ class Runner:
 
         Each is a compare-and-set on its stamp (``reminded_at``, ``escalated_at``) in the transaction
         that writes the thread reply, so however many replicas and restarts run this pass, the
-        reply is written once.
+        reply is written once; a batch's card gets one for all its connections. Nothing is said
+        about a request a freeze covers (its approval would be refused) until the freeze ends.
         """
         config = self._config
         now = self._clock.now()
+        if config.remind_after_s <= 0 and not config.escalate_to:
+            return
+        # Nobody is asked to approve what a freeze refuses: reminded (and escalated) once it is lifted.
+        freezes = await self._store.active_freezes(now=now)
+
+        def open_to_approval(ops: list[Operation]) -> list[Operation]:
+            return [op for op in ops if not any(f.applies_to(op.account) for f in freezes)]
+
         if config.remind_after_s > 0:
-            due = now - timedelta(seconds=config.remind_after_s)
-            for op in await self._store.list_unanswered(mark="reminded_at", now=now, created_before=due):
-                waited = (now - op.created_at).total_seconds()
-                reminder = thread(Reminded(waited_s=waited, approvers=config.approvers))
-                if await self._store.mark_once(op.id, mark="reminded_at", now=now, effects=[reminder]):
+            # Asked at its expiry less the TTL: when requested, or when asked again after its connection
+            # changed since it was approved (bot.workflow.binding), which gives it a fresh expiry.
+            ttl = timedelta(seconds=config.confirmation_ttl_s)
+            due = now - timedelta(seconds=config.remind_after_s) + ttl
+            listed = open_to_approval(
+                await self._store.list_unanswered(mark="reminded_at", now=now, expiring_before=due)
+            )
+            for op, tells in _one_per_card(listed):
+                waited = (now - max(op.created_at, op.expires_at - ttl)).total_seconds()
+                reminder = [thread(self._reminded(op, waited))] if tells else []
+                if (
+                    await self._store.mark_once(op.id, mark="reminded_at", now=now, effects=reminder)
+                    and tells
+                ):
                     self.outbox.kick(op.id)
         if config.escalate_to:
             soon = now + timedelta(seconds=config.escalate_before_s)
-            for op in await self._store.list_unanswered(mark="escalated_at", now=now, expiring_before=soon):
+            listed = open_to_approval(
+                await self._store.list_unanswered(mark="escalated_at", now=now, expiring_before=soon)
+            )
+            for op, tells in _one_per_card(listed):
                 left = (op.expires_at - now).total_seconds()
-                call = thread(Escalated(group=config.escalate_to, left_s=left))
-                if await self._store.mark_once(op.id, mark="escalated_at", now=now, effects=[call]):
+                call = [thread(Escalated(group=config.escalate_to, left_s=left))] if tells else []
+                if await self._store.mark_once(op.id, mark="escalated_at", now=now, effects=call) and tells:
                     self.outbox.kick(op.id)
+
+    def _reminded(self, op: Operation, waited: float) -> Reminded:
+        """The reminder about ``op``: under a quorum rule it names only who is still needed."""
+        rule = self._quorum.rule_for(op) if self._quorum is not None else None
+        if rule is None:
+            return Reminded(waited_s=waited, approvers=self._config.approvers)
+        if rule.groups:
+            covered = {a.group for a in op.approvals}
+            who = tuple(g for g in rule.groups if g not in covered)
+        else:
+            gone = {a.user_id for a in op.approvals} | {op.requester_id}
+            who = tuple(a for a in self._config.approvers if a not in gone)
+        return Reminded(waited_s=waited, approvers=who, approvals=len(op.approvals), needed=rule.count)
 
     async def _schedule_pass(self) -> None:
         """Start each scheduled deletion whose time has come (each once, whichever replica gets there first)."""
@@ -701,3 +735,14 @@ class Runner:
         if op is None:
             raise ConfirmationClosed(None)
         return op
+
+
+def _one_per_card(ops: list[Operation]) -> list[tuple[Operation, bool]]:
+    """Each of ``ops`` with whether its thread reply is sent: the members of a batch share one card,
+    so one reply for the batch (with its member of the smallest id; every replica picks the same one),
+    the others only stamped."""
+    first: dict[str, str] = {}
+    for op in ops:
+        if op.batch_id is not None and (op.batch_id not in first or op.id < first[op.batch_id]):
+            first[op.batch_id] = op.id
+    return [(op, op.batch_id is None or first[op.batch_id] == op.id) for op in ops]

@@ -22,6 +22,11 @@ WORDING: dict[str, tuple[str, str]] = {
     "frozen": (":snowflake:", "frozen"),
     "unfrozen": (":sunny:", "unfrozen"),
     "window_override": (":warning:", "run outside its change window (override by a second approver)"),
+    "started": (":arrow_forward:", "started at its scheduled time"),
+    "changed_since_approval": (
+        ":leftwards_arrow_with_hook:",
+        "sent back for approval: the connection changed since it was approved, the approval is void",
+    ),
     "cancelled": (":no_entry_sign:", "denied"),
     "expired": (":hourglass:", "expired without a decision"),
     "deleted": (":wastebasket:", "done: the connection is deleted"),
@@ -30,6 +35,13 @@ WORDING: dict[str, tuple[str, str]] = {
     "recreated": (":recycle:", "done: the connection is recreated"),
 }
 _RECREATE = "recreate_"
+# What a line's note is, for the actions whose note is the bot's own detail rather than a reason.
+_NOTE_LABEL = {
+    "approved": "Details",
+    "started": "Details",
+    "window_override": "Details",
+    "changed_since_approval": "What changed",
+}
 
 
 def _words(action: str) -> tuple[str, str, str]:
@@ -54,6 +66,11 @@ def build_audit_line(op: Operation | None, event: Announced, *, permalink: str |
     ):
         what = "withdrawn"  # the requester cancelled their own request: nobody denied it
     by = f" by <@{event.actor_id}>" if is_user_id(event.actor_id) else ""
+    if by and op is not None and event.action.removeprefix(_RECREATE) == "approved":
+        # Under a quorum rule the approval that completed it is the decision: with whom, on one line.
+        others = [a.user_id for a in op.approvals if a.user_id != event.actor_id and is_user_id(a.user_id)]
+        if others:
+            by += " with " + ", ".join(f"<@{u}>" for u in others)
     about = ""
     if op is not None:
         where = f"{code(op.account, 40)} / {code(op.region, 64)}" if op.account else code(op.region, 64)
@@ -63,7 +80,8 @@ def build_audit_line(op: Operation | None, event: Announced, *, permalink: str |
         about += f" as {code(op.new_vco_id)}"
     line = f"{emoji} {kind}{about} {what}{by}."
     if event.note:
-        line += f" {'Details' if op is None else 'Reason'}: {code(event.note, 500)}"
+        label = "Details" if op is None else _NOTE_LABEL.get(event.action.removeprefix(_RECREATE), "Reason")
+        line += f" {label}: {code(event.note, 500)}"
     elif op is not None and op.reason and event.action.removeprefix(_RECREATE) == "requested":
         ticket = f" (ticket {code(op.ticket, 128)})" if op.ticket else ""
         line += f" Reason{ticket}: {code(op.reason, 500)}"

@@ -156,9 +156,16 @@ def build_connection_status(
 
 def _state_phrase(op: Operation) -> str:
     if op.state is OpState.AWAITING_APPROVAL:
-        return "waiting for approval"
+        # Sent back: the connection changed since it was approved (bot.workflow.binding).
+        return (
+            "waiting for approval again, changed since approved"
+            if op.preview_changes
+            else "waiting for approval"
+        )
     if op.state is OpState.SCHEDULED and op.run_at is not None:
         return f"scheduled for {utc_text(op.run_at)}"
+    if op.state is OpState.APPROVED and op.held_at is not None:
+        return "approved, held by a freeze (nothing sent)"
     if op.state in ACTIVE_STATES:
         return f"in progress ({op.state.value.replace('_', ' ')})"
     return op.state.value.replace("_", " ")
@@ -178,6 +185,8 @@ def build_operation_status(
         + (f", account {code(op.account, 40)}" if op.account else ""),
         f"• Requested by {mention(op.requester_id)} at {format_time(op.created_at, now=now)}",
     ]
+    if op.batch_id:
+        lines.append(f"• One of a batch of deletions requested together (batch {code(op.batch_id, 64)})")
     if op.new_vco_id:
         lines.append(f"• {'New connection' if op.is_recreate else 'Recreated as'} {code(op.new_vco_id)}")
     if op.approver_id:

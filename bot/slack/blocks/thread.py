@@ -60,8 +60,16 @@ def _principal(slack_id: str) -> str:
     return escape(cap(slack_id, 40))
 
 
-def _reminder(waited_s: float, approvers: tuple[str, ...]) -> str:
+def _reminder(waited_s: float, approvers: tuple[str, ...], approvals: int = 0, needed: int = 0) -> str:
     asked = f"This request has waited {format_duration(waited_s)} for a decision"
+    if needed:
+        # Under a quorum rule: how far it got (the card names who approved; not pinged again here).
+        left = needed - approvals
+        asked += (
+            f" ({approvals} of {needed} approvals so far, {left} more needed)"
+            if approvals
+            else f" ({needed} approvals needed)"
+        )
     if not approvers:
         return f":bell: {asked}: anyone who can see it may approve or cancel it."
     who = ", ".join(_principal(a) for a in approvers[:_REMIND_MAX])
@@ -147,8 +155,8 @@ def build_progress(event: Progress) -> str:
             return f":no_entry_sign: Denied by {mention(by)}. Nothing was changed.{why}"
         case Expired():
             return ":hourglass: Expired without approval. Nothing was changed."
-        case Reminded(waited_s=waited, approvers=approvers):
-            return _reminder(waited, approvers)
+        case Reminded(waited_s=waited, approvers=approvers, approvals=approvals, needed=needed):
+            return _reminder(waited, approvers, approvals, needed)
         case Escalated(group=group, left_s=left):
             return (
                 f":rotating_light: {_principal(group)}: this request is still unanswered and expires in "

@@ -260,9 +260,17 @@ _SAFE_LINK_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::\d+)?/[A-Za-z0-9/._~?=%&#
 
 def _phrase(op: Operation, progress: str = "") -> str:
     if op.state is OpState.AWAITING_APPROVAL:
-        return f"waiting for approval ({progress})" if progress else "waiting for approval"
+        # Sent back: the connection changed since it was approved (bot.workflow.binding).
+        waiting = (
+            "waiting for approval again, changed since approved"
+            if op.preview_changes
+            else "waiting for approval"
+        )
+        return f"{waiting} ({progress})" if progress else waiting
     if op.state is OpState.SCHEDULED and op.run_at is not None:
         return f"scheduled for {run_time_text(op.run_at)}"
+    if op.state is OpState.APPROVED and op.held_at is not None:
+        return "approved, held by a freeze (nothing sent)"
     if op.state in ACTIVE_STATES:
         return f"in progress ({op.state.value.replace('_', ' ')})"
     return op.state.value.replace("_", " ")
@@ -279,6 +287,8 @@ def _home_line(op: Operation, link: str | None, now: datetime, progress: str = "
     what = f"{name} {code(op.connection.id)}" if name else code(op.connection.id)
     if op.is_recreate:
         what = f"Recreate {what}" + (f" as {code(op.new_vco_id)}" if op.new_vco_id else "")
+    if op.batch_id:
+        what += " (one of a batch)"
     when = format_time(op.finished_at or op.created_at, now=now)
     where = f"{code(op.account, 40)} / {code(op.region, 40)}" if op.account else code(op.region, 40)
     line = (
