@@ -533,6 +533,7 @@ class OperationStore(Protocol):
         from_states: Collection[OpState],
         to: OpState,
         now: datetime,
+        unfrozen: bool = False,
     ) -> list[Operation]: ...
 
     async def deleting_elsewhere(self, *, op: Operation) -> Operation | None: ...

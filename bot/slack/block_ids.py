@@ -44,6 +44,8 @@ class ActionId(StrEnum):
     # Site decommission: the batch card's Delete (all of it) and Cancel (all of it).
     BATCH_APPROVE = "vpn-batch-approve"
     BATCH_CANCEL = "vpn-batch-cancel"
+    # A batch the change window holds back (scheduled): a second approver starts all of it now.
+    BATCH_OVERRIDE_WINDOW = "vpn-batch-override-window"
     RECREATE_PSK = "vpn-recreate-psk"
 
 

@@ -86,7 +86,11 @@ class WorkflowApi(Protocol):
     async def cancel_batch(
         self, *, batch_id: str, user_id: str, reason: str | None = None
     ) -> list[Operation]:
-        """Close every member of a batch still awaiting approval."""
+        """Close every member of a batch still awaiting approval, or scheduled and not started."""
+        ...
+
+    async def override_batch_window(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Start now every member of a batch its change window holds back (a second approver)."""
         ...
 
     async def batch_members(self, *, batch_id: str) -> list[Operation]:

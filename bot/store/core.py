@@ -1143,10 +1143,12 @@ class Store(OutboxMixin):
         from_states: Collection[OpState],
         to: OpState,
         now: datetime,
+        unfrozen: bool = False,
     ) -> list[Operation]:
         """Move each of ``moves``' operations as :meth:`transition` would, all in one transaction.
 
         A member that is no longer in ``from_states`` is left as it is; the moved ones are returned.
+        ``unfrozen``: none moves while a freeze covers its account (as :meth:`transition_and_claim`).
         """
 
         def move_all(conn: Connection) -> list[tuple[BatchMove, Operation]]:
@@ -1163,6 +1165,7 @@ class Store(OutboxMixin):
                     audit_entry=m.audit_entry,
                     effects=m.effects,
                     op_fields=m.fields,
+                    unfrozen=unfrozen,
                 )
                 if done is not None:
                     moved.append((m, done))

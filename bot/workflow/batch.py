@@ -14,12 +14,14 @@ re-renders it from the store's state of the whole batch (see :mod:`bot.delivery`
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bot.domain import (
+    SCHEDULE_WINDOW,
     ApprovalRule,
     BatchMove,
     Denied,
@@ -30,13 +32,16 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import ConfirmationClosed, NotAllowed
-from bot.workflow.delete import DeleteRequests
+from bot.errors import CloudError, ConfirmationClosed, NotAllowed
+from bot.workflow.delete import DeleteRequests, Later
 from bot.workflow.steps import CARD, direct
 
 __all__ = ["BatchRequests"]
 
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+# What the batch card's Cancel closes: members nobody approved yet, or scheduled and not started.
+_CANCELLABLE = frozenset({OpState.AWAITING_APPROVAL, OpState.SCHEDULED})
+log = logging.getLogger("bot.workflow")
 
 
 class BatchRequests(DeleteRequests):
@@ -116,6 +121,8 @@ class BatchRequests(DeleteRequests):
         the policy, audited when it refuses, the confirmation still open and not expired), so a rule
         added there applies to batches too. The moves are one transaction: all or (lost races) none
         of a member. Members past this instance's room wait for a resume pass, here or elsewhere.
+        Approved outside the account's change window (or with a run time, ``at …``), every member
+        is scheduled instead, in the same one transaction (:meth:`_schedule_batch`).
         """
         members = await self._store.batch_operations(batch_id=batch_id)
         if not members:
@@ -123,10 +130,17 @@ class BatchRequests(DeleteRequests):
         waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
         if not waiting:
             raise ConfirmationClosed(members[0])
+        later: Later | None = None
         for member in waiting:
             _, checked_at, rule, _ = await self._open_for_approval(member.id, user_id)
             await self._batch_may_start(member, user_id=user_id, rule=rule, now=checked_at)
+            # The members share their account, and their run time: the same answer for each.
+            later = later or self._later(member, checked_at)
         now = self._clock.now()
+        if later is not None:
+            return await self._schedule_batch(
+                batch_id, waiting, user_id=user_id, message_ts=message_ts, now=now, later=later
+            )
         # One gateway deletes one connection at a time: a member's deadline counts the turns before it.
         turns = Counter(m.gateway_id for m in waiting)
         room = self._room_left()
@@ -159,7 +173,7 @@ class BatchRequests(DeleteRequests):
         self._starting += len(ours)
         try:
             approved = await self._store.transition_batch(
-                moves, from_states=_AWAITING, to=OpState.APPROVED, now=now
+                moves, from_states=_AWAITING, to=OpState.APPROVED, now=now, unfrozen=True
             )
             for op in approved:
                 if op.id in ours:
@@ -167,22 +181,79 @@ class BatchRequests(DeleteRequests):
         finally:
             self._starting -= len(ours)
         if not approved:
+            await self._refuse_if_frozen(waiting[0], user_id=user_id, now=now)
             raise ConfirmationClosed(await self._load(waiting[0].id))
         if len(approved) > len(ours):
             self._wants_room = True
         self.outbox.kick(waiting[0].id)
         return approved
 
+    async def _schedule_batch(
+        self,
+        batch_id: str,
+        waiting: list[Operation],
+        *,
+        user_id: str,
+        message_ts: str | None,
+        now: datetime,
+        later: Later,
+    ) -> list[Operation]:
+        """Every member AWAITING_APPROVAL -> SCHEDULED for ``later.runs``, in one transaction.
+
+        As one deletion's :meth:`_schedule`: no lease, no gateway; each replica's due pass starts
+        each member (:meth:`start_scheduled`, which counts its gateway's turns in its deadline).
+        The card says when; the thread and the audit channel hear of it once, for the whole batch.
+        """
+        lead_entry = self._steps.entry(
+            waiting[0], "approved", actor_id=user_id, detail=f"batch {batch_id}; {later.detail}"
+        )
+        note = f"{len(waiting)} connections (a site decommission); {later.detail}"
+        moves = [
+            BatchMove(
+                op_id=member.id,
+                fields={
+                    "approver_id": user_id,
+                    "approved_at": now,
+                    "run_at": later.runs,
+                    "schedule_kind": later.kind,
+                    "message_ts": member.message_ts or message_ts,
+                },
+                audit_entry=lead_entry
+                if index == 0
+                else self._steps.entry(
+                    member, "approved", actor_id=user_id, detail=f"batch {batch_id}; {later.detail}"
+                ),
+                # One card update, one thread reply and one audit line for the whole batch.
+                effects=tuple(later.effects(self._steps.announce(lead_entry, note=note)))
+                if index == 0
+                else (),
+            )
+            for index, member in enumerate(waiting)
+        ]
+        scheduled = await self._store.transition_batch(
+            moves, from_states=_AWAITING, to=OpState.SCHEDULED, now=now, unfrozen=True
+        )
+        if not scheduled:
+            await self._refuse_if_frozen(waiting[0], user_id=user_id, now=now)
+            raise ConfirmationClosed(await self._load(waiting[0].id))
+        self.outbox.kick(waiting[0].id)
+        log.info(
+            "batch approved; %d connections scheduled for %s",
+            len(scheduled),
+            later.runs.isoformat(),
+            extra={"batch_id": batch_id},
+        )
+        return scheduled
+
     async def _batch_may_start(
         self, member: Operation, *, user_id: str, rule: ApprovalRule | None, now: datetime
     ) -> None:
-        """What one click cannot do for a batch yet: a quorum, a run later, past a freeze (refused, audited).
+        """What one click cannot do for a batch yet: a quorum; nor past a freeze (refused, audited).
 
-        A batch is approved by one click and starts at once: under a quorum rule that needs more than
-        one approver, or outside its account's change window, it is refused (the connections can be
-        requested one by one, where both apply); under a freeze it is refused as one deletion is.
+        A batch is approved by one click: under a quorum rule that needs more than one approver it is
+        refused (the connections can be requested one by one, where quorums apply); under a freeze it
+        is refused as one deletion is. Outside its account's change window it is scheduled.
         """
-        refusal: NotAllowed | None = None
         if rule is not None and (rule.count > 1 or rule.groups):
             refusal = NotAllowed(
                 "A site decommission is approved with one click, but this account's approval rule "
@@ -190,14 +261,6 @@ class BatchRequests(DeleteRequests):
                 who_can=f"Request the connections one by one (`{member.vco_id}` first); each card then "
                 "collects its approvals.",
             )
-        elif self._later(member, now) is not None:
-            refusal = NotAllowed(
-                "A site decommission starts when it is approved, and its account's change window "
-                "(VPNBOT_CHANGE_WINDOWS) is closed now.",
-                who_can="Approve it while the window is open, or request the connections one by one to have "
-                "each scheduled for the next opening.",
-            )
-        if refusal is not None:
             await self._store.add_audit(
                 self._steps.entry(
                     member, "refused", actor_id=user_id, detail=f"approve: {refusal.friendly}", times=1
@@ -206,6 +269,59 @@ class BatchRequests(DeleteRequests):
             raise refusal
         await self._refuse_if_frozen(member, user_id=user_id, now=now)
 
+    async def override_batch_window(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Start now every member the change window holds back: a second approver's decision.
+
+        As one deletion's :meth:`override_window`: ``user_id`` must be allowed to approve and be someone
+        else than the batch's approver; each member started is audited (``window_override``). A
+        member whose connection cannot be read now stays scheduled for the window's opening.
+        Raises NotAllowed or ConfirmationClosed (nothing held back any more).
+        """
+        members = await self._store.batch_operations(batch_id=batch_id)
+        held = [m for m in members if m.state is OpState.SCHEDULED and m.schedule_kind == SCHEDULE_WINDOW]
+        if not held:
+            raise ConfirmationClosed(members[0] if members else None)
+        for member in held:
+            await self._audited_check(
+                self._policy.check_approval, member, user_id=user_id, verb="override the window"
+            )
+        lead = held[0]
+        if user_id == lead.approver_id:
+            refusal = NotAllowed(
+                "You approved this site decommission; overriding the change window needs a second approver.",
+                who_can="Ask another approver to click *Override window*.",
+            )
+            await self._store.add_audit(
+                self._steps.entry(
+                    lead,
+                    "refused",
+                    actor_id=user_id,
+                    detail=f"override the window: {refusal.friendly}",
+                    times=1,
+                )
+            )
+            raise refusal
+        started: list[Operation] = []
+        unread: CloudError | None = None
+        for member in held:
+            try:
+                op = await self.start_scheduled(member, override_by=user_id)
+            except CloudError as err:
+                log.warning(
+                    "override: could not read a scheduled connection again (%s); it waits for the window",
+                    err.code,
+                    extra={"op_id": member.id, "batch_id": batch_id},
+                )
+                unread = unread or err
+                continue
+            if op is not None:
+                started.append(op)
+        if not started:
+            if unread is not None:
+                raise unread
+            raise ConfirmationClosed(await self._load(lead.id))
+        return started
+
     async def batch_members(self, *, batch_id: str) -> list[Operation]:
         """A batch's operations in the order asked (empty: no such batch)."""
         return await self._store.batch_operations(batch_id=batch_id)
@@ -213,9 +329,10 @@ class BatchRequests(DeleteRequests):
     async def cancel_batch(
         self, *, batch_id: str, user_id: str, reason: str | None = None
     ) -> list[Operation]:
-        """Close every member still awaiting approval (the policy's cancel check, as for one deletion)."""
+        """Close every member still awaiting approval, or scheduled and not started yet (the policy's
+        cancel check, as for one deletion)."""
         members = await self._store.batch_operations(batch_id=batch_id)
-        waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
+        waiting = [m for m in members if m.state in _CANCELLABLE]
         if not waiting:
             raise ConfirmationClosed(members[0] if members else None)
         for member in waiting:
@@ -238,7 +355,7 @@ class BatchRequests(DeleteRequests):
             for index, member in enumerate(waiting)
         ]
         cancelled = await self._store.transition_batch(
-            moves, from_states=_AWAITING, to=OpState.CANCELLED, now=now
+            moves, from_states=_CANCELLABLE, to=OpState.CANCELLED, now=now
         )
         if not cancelled:
             raise ConfirmationClosed(await self._load(lead.id))

@@ -12,7 +12,7 @@ from slack_sdk.models.blocks import Block
 from slackfakes import T0, make_op
 from test_blocks import walk_limits
 
-from bot.domain import Impact, ImpactTunnel, Operation, OpState, VpnConnection
+from bot.domain import SCHEDULE_AT, SCHEDULE_WINDOW, Impact, ImpactTunnel, Operation, OpState, VpnConnection
 from bot.slack.block_ids import ActionId
 from bot.slack.blocks.batch import LINES_MAX, build_batch_card
 from bot.slack.parsing import BatchDeleteCommand, DeleteCommand, parse_command
@@ -70,6 +70,18 @@ def test_every_state_is_valid_block_kit_with_hostile_names_at_the_largest_batch(
     valid(build_batch_card(after, now=T0))
     closed = [replace(op, state=OpState.CANCELLED, cancelled_by="U0BOB", cancel_reason=HOSTILE) for op in ops]
     valid(build_batch_card(closed, now=T0))
+    for kind in (SCHEDULE_WINDOW, SCHEDULE_AT):
+        later = [
+            decided(
+                op, OpState.SCHEDULED, run_at=T0 + timedelta(days=3), schedule_kind=kind, account="a" * 40
+            )
+            for op in ops
+        ]
+        card = build_batch_card(later, now=T0)
+        valid(card)
+        buttons = {e["action_id"] for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]}
+        assert ActionId.BATCH_CANCEL in buttons
+        assert (ActionId.BATCH_OVERRIDE_WINDOW in buttons) is (kind == SCHEDULE_WINDOW)
     if count > LINES_MAX:
         assert f"and {count - LINES_MAX} more" in str(build_batch_card(after, now=T0))
 

@@ -1,0 +1,258 @@
+"""Site decommissions with change windows, quorums and freezes, end to end over HTTP (issues 26 and 27).
+
+A batch approved outside its account's change window is scheduled whole (one transaction) for the
+window's next opening and run then by the due pass, each member once, one per gateway at a time; its
+card keeps a Cancel until then and offers a second approver *Override window*. Under a quorum rule
+that needs several approvers, or under a freeze, the one click is refused (audited), nothing moves.
+The Clock is controlled: virtual time is moved, nothing waits for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fakes import FakeClock, time_passes
+
+from bot.domain import SCHEDULE_WINDOW, OpState
+from bot.sandbox.local import LocalStack
+from bot.sandbox.slack_api import Message
+from bot.slack.block_ids import ActionId, BlockId
+
+from .conftest import ALICE, BOB, CAROL, CHANNEL
+from .support import all_text, local_stack
+from .test_batch import (
+    deletes_per_connection,
+    gateway_turns_never_overlap,
+    request,
+    seed_site,
+    valid_block_kit,
+    wait_card,
+)
+
+# A Tuesday: 20:00 in Shanghai, outside the Saturday window.
+T0 = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+WINDOWS = {"*": ["Sat 01:00-05:00 Asia/Shanghai"]}
+OPENING = datetime(2026, 12, 11, 17, 0, tzinfo=UTC)  # Saturday 01:00 in Shanghai
+DELETE_TIMEOUT_S = 120.0
+
+
+@contextlib.asynccontextmanager
+async def running(database_url: str, clock: FakeClock | None, **settings: Any) -> AsyncIterator[LocalStack]:
+    async with local_stack(
+        database_url,
+        # The sandbox's gateways update in real time and the bot waits in virtual time: at once keeps
+        # a gateway's turns within their deadlines however fast virtual time runs.
+        update_seconds=0.0,
+        clock=clock,
+        settings={"approvers": [BOB, CAROL], "delete_timeout_seconds": DELETE_TIMEOUT_S, **settings},
+    ) as stack:
+        yield stack
+
+
+def buttons(message: Message) -> set[str]:
+    return {
+        str(element.get("action_id"))
+        for block in message.blocks
+        if block.get("type") == "actions"
+        for element in block.get("elements", [])
+    }
+
+
+async def states(stack: LocalStack) -> dict[str, OpState]:
+    return {op.vco_id: op.state for op in await stack.bot.app.store.list_operations()}
+
+
+async def ephemeral(stack: LocalStack, user: str, needle: str) -> Message:
+    state = stack.slack.state
+
+    def found() -> Message | None:
+        return next((m for m in state.ephemerals(user, CHANNEL) if needle in all_text(m)), None)
+
+    message = await state.wait_for(found, timeout=10, what=f"an ephemeral to {user} with {needle!r}")
+    valid_block_kit(message)
+    return message
+
+
+async def schedule_a_batch(stack: LocalStack, ids: list[str]) -> Message:
+    """Request ``ids`` on one card and approve it (Bob) outside the window: the card once scheduled."""
+    card = await request(stack, "delete " + " ".join(ids))
+    text = all_text(card)
+    # The approver knows before clicking: approved now, the batch waits for the window.
+    assert "Outside the change window (`Sat 01:00-05:00 Asia/Shanghai`)" in text
+    assert "(2026-12-11 17:00 UTC)" in text
+    reply = await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+    assert reply.status == 200, reply.body
+    scheduled = await wait_card(stack.slack.state, card.ts, "scheduled for its next opening")
+    valid_block_kit(scheduled)
+    return scheduled
+
+
+async def test_a_batch_approved_outside_the_window_runs_at_the_next_opening(sqlite_url: str) -> None:
+    """Scheduled whole in one click; at the opening each member deleted once, one per gateway at a time,
+    each with a deadline that counts its gateway's turns."""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, change_windows=WINDOWS) as stack:
+        vpc, state = stack.vpc.state, stack.slack.state
+        ids = seed_site(vpc, 4, per_gateway=2)
+        card = await schedule_a_batch(stack, ids)
+        text = all_text(card)
+        # Each reader's own zone (Slack's date formatting), and UTC written out.
+        assert (
+            f"<!date^{int(OPENING.timestamp())}^{{date_short_pretty}} {{time}}|2026-12-11 17:00 UTC>" in text
+        )
+        assert "(2026-12-11 17:00 UTC)" in text
+        assert "Scheduled: delete 4 VPN connections" in text
+        assert text.count(":calendar: scheduled") == 4
+        # Cancel stays until it starts, and a second approver may override the window.
+        assert buttons(card) == {ActionId.BATCH_CANCEL.value, ActionId.BATCH_OVERRIDE_WINDOW.value}
+        ops = await stack.bot.app.store.list_operations()
+        assert {op.state for op in ops} == {OpState.SCHEDULED}
+        assert {(op.run_at, op.schedule_kind, op.approver_id) for op in ops} == {
+            (OPENING, SCHEDULE_WINDOW, BOB)
+        }
+        # The thread hears of it once, for the whole batch (not once per connection).
+        told = await state.wait_for(
+            lambda: [m for m in state.thread(CHANNEL, card.ts) if "change window" in all_text(m)] or None,
+            timeout=10,
+            what="the scheduled reply",
+        )
+        assert len(told) == 1
+        valid_block_kit(told[0])
+        approved = [e for e in await stack.bot.app.store.recent_audit(limit=50) if e.action == "approved"]
+        assert len(approved) == 4
+
+        # A second before the opening nothing starts.
+        clock.set(OPENING - timedelta(seconds=1))
+        await stack.bot.app.workflow.run_once()
+        assert set((await states(stack)).values()) == {OpState.SCHEDULED}
+        assert vpc.accepted("DeleteVpnConnection") == []
+
+        clock.set(OPENING)
+        await stack.bot.app.workflow.run_once()
+        started = {op.vco_id: op for op in await stack.bot.app.store.list_operations()}
+        # Two per gateway: each member's deadline leaves time for its gateway's two turns.
+        for op in started.values():
+            assert op.deadline_at == OPENING + timedelta(seconds=2 * DELETE_TIMEOUT_S), op.vco_id
+        async with time_passes(clock):
+            final = await wait_card(state, card.ts, "4 deleted")
+        valid_block_kit(final)
+        assert buttons(final) <= {ActionId.RECREATE_OPEN.value}
+        assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
+        ops = await stack.bot.app.store.list_operations()
+        assert {op.state for op in ops} == {OpState.DELETED}
+        gateway_turns_never_overlap(ops)
+        assert [c for c in vpc.calls("DeleteVpnConnection") if c.code == "VpnTask.CONFLICT"] == []
+        trail = [e.action for e in await stack.bot.app.store.recent_audit(limit=100)]
+        assert trail.count("started") == 4
+
+
+async def test_cancel_stops_a_scheduled_batch_before_it_starts(sqlite_url: str) -> None:
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, change_windows=WINDOWS) as stack:
+        state = stack.slack.state
+        ids = seed_site(stack.vpc.state, 3)
+        card = await schedule_a_batch(stack, ids)
+        before = set(state.views)
+        reply = await stack.agent.click(ALICE, CHANNEL, card.ts, ActionId.BATCH_CANCEL)
+        assert reply.status == 200, reply.body
+        view = await state.wait_for(
+            lambda: next((v for k, v in state.views.items() if k not in before), None),
+            timeout=10,
+            what="the Cancel modal",
+        )
+        assert "these 3 connections" in str(view["blocks"])
+        typed = {"type": "plain_text_input", "value": "site stays open"}
+        done = await stack.agent.submit(
+            ALICE, view["id"], {BlockId.CANCEL_REASON: {ActionId.CANCEL_REASON: typed}}
+        )
+        assert done.status == 200, done.body
+        closed = await wait_card(state, card.ts, "Cancelled by")
+        valid_block_kit(closed)
+        assert "Cancelled: delete 3 VPN connections" in all_text(closed)
+        assert "`site stays open`" in all_text(closed)
+        assert buttons(closed) == set()
+        clock.set(OPENING + timedelta(minutes=1))
+        await stack.bot.app.workflow.run_once()
+        assert set((await states(stack)).values()) == {OpState.CANCELLED}
+        assert stack.vpc.state.accepted("DeleteVpnConnection") == []
+        assert all(vco_id in stack.vpc.state.connections for vco_id in ids)
+
+
+async def test_the_window_of_a_batch_is_overridden_by_a_second_approver_only(sqlite_url: str) -> None:
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, change_windows=WINDOWS) as stack:
+        vpc = stack.vpc.state
+        ids = seed_site(vpc, 3, per_gateway=3)
+        card = await schedule_a_batch(stack, ids)
+        # The approver cannot override alone; nothing starts.
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_OVERRIDE_WINDOW)
+        await ephemeral(stack, BOB, "second approver")
+        assert set((await states(stack)).values()) == {OpState.SCHEDULED}
+        # Neither can the requester, who may not approve at all.
+        await stack.agent.click(ALICE, CHANNEL, card.ts, ActionId.BATCH_OVERRIDE_WINDOW)
+        await ephemeral(stack, ALICE, "approve")
+        assert set((await states(stack)).values()) == {OpState.SCHEDULED}
+        # A second approver does: all of it starts now, each member's override audited.
+        reply = await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.BATCH_OVERRIDE_WINDOW)
+        assert reply.status == 200, reply.body
+        async with time_passes(clock):
+            final = await wait_card(stack.slack.state, card.ts, "3 deleted")
+        valid_block_kit(final)
+        assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
+        ops = await stack.bot.app.store.list_operations()
+        gateway_turns_never_overlap(ops)
+        overrides = [
+            e for e in await stack.bot.app.store.recent_audit(limit=100) if e.action == "window_override"
+        ]
+        assert sorted(e.op_id or "" for e in overrides) == sorted(op.id for op in ops)
+        assert {e.actor_id for e in overrides} == {CAROL}
+        # Three on one gateway, started now: each deadline leaves time for the three turns.
+        assert {op.deadline_at - (op.run_at or T0) for op in ops} == {timedelta(seconds=3 * DELETE_TIMEOUT_S)}
+
+
+async def test_a_batch_under_a_multi_approver_rule_is_refused(sqlite_url: str) -> None:
+    """A quorum rule of two: the one click is refused with how to go on, audited; nothing moves."""
+    async with running(sqlite_url, None, approval_rules="*=2") as stack:
+        ids = seed_site(stack.vpc.state, 2)
+        card = await request(stack, "delete " + " ".join(ids))
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        refusal = await ephemeral(stack, BOB, "cannot be approved as a batch")
+        assert "Request the connections one by one" in all_text(refusal)
+        assert set((await states(stack)).values()) == {OpState.AWAITING_APPROVAL}
+        current = stack.slack.state.message(CHANNEL, card.ts)
+        assert current is not None
+        assert ActionId.BATCH_APPROVE.value in buttons(current)
+        refused = [e for e in await stack.bot.app.store.recent_audit(limit=50) if e.action == "refused"]
+        assert [e.actor_id for e in refused] == [BOB]
+        assert "VPNBOT_APPROVAL_RULES" in refused[0].detail
+        assert stack.vpc.state.calls("DeleteVpnConnection") == []
+
+
+async def test_a_batch_is_refused_under_a_freeze(sqlite_url: str) -> None:
+    """Frozen: the one click is refused with the freeze's end and reason, audited; nothing moves."""
+    async with running(sqlite_url, None, admins=[CAROL]) as stack:
+        reply = await stack.agent.slash_command(CAROL, CHANNEL, 'freeze 2h reason="INC-7 core"')
+        assert reply.status == 200, reply.body
+        await stack.slack.state.wait_for(
+            lambda: (
+                any("froze VPN changes" in all_text(m) for m in stack.slack.state.messages(CHANNEL)) or None
+            ),
+            timeout=10,
+            what="the freeze announced",
+        )
+        ids = seed_site(stack.vpc.state, 2)
+        card = await request(stack, "delete " + " ".join(ids))
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        refusal = await ephemeral(stack, BOB, "frozen")
+        assert "INC-7 core" in all_text(refusal)
+        assert set((await states(stack)).values()) == {OpState.AWAITING_APPROVAL}
+        current = stack.slack.state.message(CHANNEL, card.ts)
+        assert current is not None
+        assert ActionId.BATCH_APPROVE.value in buttons(current)
+        refused = [e for e in await stack.bot.app.store.recent_audit(limit=50) if e.action == "refused"]
+        assert [e.actor_id for e in refused] == [BOB]
+        assert "approve: approvals are frozen" in refused[0].detail
+        assert stack.vpc.state.calls("DeleteVpnConnection") == []
