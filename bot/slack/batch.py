@@ -79,6 +79,7 @@ async def request_batch(
         account=parsed.account or "",
         reason=parsed.reason,
         ticket=ticket,
+        run_at=parsed.run_at,
     )
 
 

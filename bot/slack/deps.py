@@ -73,8 +73,10 @@ class WorkflowApi(Protocol):
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> list[Operation]:
-        """Check policy, look every connection up and post the one batch card (site decommission)."""
+        """Check policy, look every connection up and post the one batch card (site decommission);
+        ``run_at``: when all of them run once approved (``at …``), None: at once."""
         ...
 
     async def approve_batch(

@@ -59,9 +59,12 @@ class BatchRequests(DeleteRequests):
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> list[Operation]:
         """Check policy, record every member, look each up and post the one card; return the members.
 
+        ``run_at``: when every member runs once approved (``at …``; the Slack layer checked it), as for
+        one deletion; None: at once (or at the change window's next opening).
         ``vco_ids`` are distinct and within VPNBOT_MAX_BATCH (the Slack layer checked). A member
         that cannot be looked up (not found, being deleted by another request) fails on its own
         and is shown on the card with its reason; the others go on.
@@ -93,6 +96,7 @@ class BatchRequests(DeleteRequests):
                     reason=reason,
                     ticket=ticket,
                     batch_id=batch_id,
+                    run_at=run_at,
                 )
             )
         detail = f"channel {channel_id}; batch {batch_id} of {len(ops)}"

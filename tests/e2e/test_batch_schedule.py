@@ -36,7 +36,8 @@ from .test_batch import (
 T0 = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
 WINDOWS = {"*": ["Sat 01:00-05:00 Asia/Shanghai"]}
 OPENING = datetime(2026, 12, 11, 17, 0, tzinfo=UTC)  # Saturday 01:00 in Shanghai
-DELETE_TIMEOUT_S = 120.0
+# Long enough for a gateway's turns while virtual time runs ahead of the sandbox's real answers.
+DELETE_TIMEOUT_S = 3600.0
 
 
 @contextlib.asynccontextmanager
@@ -136,7 +137,7 @@ async def test_a_batch_approved_outside_the_window_runs_at_the_next_opening(sqli
         # Two per gateway: each member's deadline leaves time for its gateway's two turns.
         for op in started.values():
             assert op.deadline_at == OPENING + timedelta(seconds=2 * DELETE_TIMEOUT_S), op.vco_id
-        async with time_passes(clock):
+        async with time_passes(clock, tick=0.02):
             final = await wait_card(state, card.ts, "4 deleted")
         valid_block_kit(final)
         assert buttons(final) <= {ActionId.RECREATE_OPEN.value}
@@ -198,7 +199,17 @@ async def test_the_window_of_a_batch_is_overridden_by_a_second_approver_only(sql
         # A second approver does: all of it starts now, each member's override audited.
         reply = await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.BATCH_OVERRIDE_WINDOW)
         assert reply.status == 200, reply.body
-        async with time_passes(clock):
+
+        async def all_started() -> bool:
+            return OpState.SCHEDULED not in (await states(stack)).values()
+
+        # Virtual time stands still until every member started: none can finish its turn before.
+        await stack.slack.state.wait_for(all_started, timeout=10, what="every member started")
+        ops = await stack.bot.app.store.list_operations()
+        # Three on one gateway, started now: each deadline leaves time for the three turns.
+        turns = {(op.deadline_at or T0) - (op.run_at or T0) for op in ops}
+        assert turns == {timedelta(seconds=3 * DELETE_TIMEOUT_S)}
+        async with time_passes(clock, tick=0.02):
             final = await wait_card(stack.slack.state, card.ts, "3 deleted")
         valid_block_kit(final)
         assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
@@ -209,9 +220,6 @@ async def test_the_window_of_a_batch_is_overridden_by_a_second_approver_only(sql
         ]
         assert sorted(e.op_id or "" for e in overrides) == sorted(op.id for op in ops)
         assert {e.actor_id for e in overrides} == {CAROL}
-        # Three on one gateway, started now: each deadline leaves time for the three turns.
-        turns = {(op.deadline_at or T0) - (op.run_at or T0) for op in ops}
-        assert turns == {timedelta(seconds=3 * DELETE_TIMEOUT_S)}
 
 
 async def test_a_batch_under_a_multi_approver_rule_is_refused(sqlite_url: str) -> None:
@@ -257,3 +265,45 @@ async def test_a_batch_is_refused_under_a_freeze(sqlite_url: str) -> None:
         assert [e.actor_id for e in refused] == [BOB]
         assert "approve: approvals are frozen" in refused[0].detail
         assert stack.vpc.state.calls("DeleteVpnConnection") == []
+
+
+async def test_a_batch_with_a_run_time_runs_then(sqlite_url: str) -> None:
+    """``/vpn delete vco-a vco-b … at TIME``: approved, all of it waits for that time, then each runs once."""
+    clock = FakeClock(T0)
+    runs = datetime(2026, 12, 8, 15, 0, tzinfo=UTC)
+    async with running(sqlite_url, clock) as stack:
+        vpc = stack.vpc.state
+        ids = seed_site(vpc, 3, per_gateway=2)
+        card = await request(stack, "delete " + " ".join(ids) + " at 2026-12-08 23:00 Asia/Shanghai")
+        assert "Once approved, they run" in all_text(card)
+        assert "(2026-12-08 15:00 UTC)" in all_text(card)
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        scheduled = await wait_card(stack.slack.state, card.ts, "are scheduled for")
+        valid_block_kit(scheduled)
+        assert "(2026-12-08 15:00 UTC)" in all_text(scheduled)
+        # No change window holds it back: Cancel only.
+        assert buttons(scheduled) == {ActionId.BATCH_CANCEL.value}
+        ops = await stack.bot.app.store.list_operations()
+        assert {(op.state, op.run_at) for op in ops} == {(OpState.SCHEDULED, runs)}
+        clock.set(runs - timedelta(seconds=1))
+        await stack.bot.app.workflow.run_once()
+        assert vpc.accepted("DeleteVpnConnection") == []
+        clock.set(runs)
+        await stack.bot.app.workflow.run_once()
+        async with time_passes(clock, tick=0.02):
+            final = await wait_card(stack.slack.state, card.ts, "3 deleted")
+        valid_block_kit(final)
+        assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
+        gateway_turns_never_overlap(await stack.bot.app.store.list_operations())
+
+
+async def test_a_batch_run_time_in_the_past_is_refused(sqlite_url: str) -> None:
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock) as stack:
+        ids = seed_site(stack.vpc.state, 2)
+        reply = await stack.agent.slash_command(
+            ALICE, CHANNEL, "delete " + " ".join(ids) + " at 2026-12-08T11:00Z"
+        )
+        assert reply.status == 200
+        assert "is in the past" in reply.body
+        assert await stack.bot.app.store.list_operations() == []

@@ -221,6 +221,7 @@ class FakeWorkflow:
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> list[Operation]:
         self._enter(
             "request_batch",

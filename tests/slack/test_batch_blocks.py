@@ -4,7 +4,7 @@ within Slack's limits at the largest batch, and a line per problem found."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -139,6 +139,14 @@ def test_parsing_the_batch_forms() -> None:
     assert parse_command(
         "delete gateway=vpn-bp1gw0001 all", default_region="cn-hangzhou"
     ) == BatchDeleteCommand(vco_ids=(), region="cn-hangzhou", gateway_id="vpn-bp1gw0001")
+    # ``at …``: every connection runs then, once approved.
+    at = datetime(2026, 12, 10, 2, 0, tzinfo=UTC)
+    assert parse_command(
+        f"delete {a} {b} cn-shanghai at 2026-12-10T02:00Z", default_region="cn-hangzhou"
+    ) == BatchDeleteCommand(vco_ids=(a, b), region="cn-shanghai", run_at=at)
+    assert parse_command(
+        "delete gateway=vpn-bp1gw0001 all at 2026-12-10 10:00 Asia/Shanghai", default_region="cn-hangzhou"
+    ) == BatchDeleteCommand(vco_ids=(), region="cn-hangzhou", gateway_id="vpn-bp1gw0001", run_at=at)
 
 
 @pytest.mark.parametrize(
