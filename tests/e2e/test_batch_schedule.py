@@ -19,6 +19,8 @@ from fakes import FakeClock, time_passes
 from bot.domain import SCHEDULE_WINDOW, OpState
 from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
+from bot.sandbox.slack_user import selected_option
+from bot.sandbox.vpc_state import SEED_REGION, SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2
 from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
@@ -29,6 +31,7 @@ from .test_batch import (
     request,
     seed_site,
     valid_block_kit,
+    wait_batch_card,
     wait_card,
 )
 
@@ -307,3 +310,42 @@ async def test_a_batch_run_time_in_the_past_is_refused(sqlite_url: str) -> None:
         assert reply.status == 200
         assert "is in the past" in reply.body
         assert await stack.bot.app.store.list_operations() == []
+
+
+async def test_the_picker_takes_a_run_time_for_several_connections(sqlite_url: str) -> None:
+    """The picker's time field with "more connections": one batch card, every member to run then."""
+    clock = FakeClock(T0)
+    runs = datetime(2026, 12, 9, 1, 30, tzinfo=UTC)
+    async with running(sqlite_url, clock) as stack:
+        state = stack.slack.state
+        reply = await stack.agent.slash_command(ALICE, CHANNEL, "delete")
+        assert reply.status == 200, reply.body
+        view: dict[str, Any] = await state.wait_for(
+            lambda: next(iter(state.views.values()), None), timeout=10, what="the picker"
+        )
+        found = await stack.agent.suggest(ALICE, view["id"], ActionId.PICK_MORE, "")
+        by_id = {o["value"]: o for o in found.json()["options"]}
+        values = {
+            BlockId.PICK_REGION: {ActionId.PICK_REGION: selected_option({"text": {}, "value": SEED_REGION})},
+            BlockId.PICK_CONNECTION: {
+                ActionId.PICK_CONNECTION: selected_option(by_id[SEED_VCO_HANGZHOU], "external_select")
+            },
+            BlockId.PICK_MORE: {
+                ActionId.PICK_MORE: {
+                    "type": "multi_external_select",
+                    "selected_options": [by_id[SEED_VCO_HANGZHOU_GW2]],
+                }
+            },
+            BlockId.PICK_RUN_AT: {
+                ActionId.PICK_RUN_AT: {"type": "datetimepicker", "selected_date_time": int(runs.timestamp())}
+            },
+        }
+        done = await stack.agent.submit(ALICE, view["id"], values)
+        assert done.status == 200, done.body
+        card = await wait_batch_card(state, "asks to delete")
+        valid_block_kit(card)
+        assert "Once approved, they run" in all_text(card)
+        assert "(2026-12-09 01:30 UTC)" in all_text(card)
+        ops = await stack.bot.app.store.list_operations()
+        assert sorted(op.vco_id for op in ops) == sorted([SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_GW2])
+        assert {op.run_at for op in ops} == {runs}
