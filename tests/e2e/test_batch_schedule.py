@@ -325,7 +325,7 @@ async def test_the_picker_takes_a_run_time_for_several_connections(sqlite_url: s
         )
         found = await stack.agent.suggest(ALICE, view["id"], ActionId.PICK_MORE, "")
         by_id = {o["value"]: o for o in found.json()["options"]}
-        values = {
+        values: dict[str, dict[str, Any]] = {
             BlockId.PICK_REGION: {ActionId.PICK_REGION: selected_option({"text": {}, "value": SEED_REGION})},
             BlockId.PICK_CONNECTION: {
                 ActionId.PICK_CONNECTION: selected_option(by_id[SEED_VCO_HANGZHOU], "external_select")
