@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from bot.domain import (
     Announced,
+    ApprovalOutcome,
     ApprovalResult,
     ApprovalRule,
     AuditEntry,
@@ -535,5 +536,20 @@ class OperationStore(Protocol):
         now: datetime,
         unfrozen: bool = False,
     ) -> list[Operation]: ...
+
+    async def record_batch_approval(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        user_id: str,
+        groups: Sequence[str] | None,
+        needed: int,
+        now: datetime,
+        progress_effects: Sequence[Effect],
+        to: OpState,
+        unfrozen: bool = False,
+    ) -> tuple[ApprovalOutcome, list[Operation]]:
+        """One person's approval of a whole batch under a quorum rule, counted once (one transaction)."""
+        ...
 
     async def deleting_elsewhere(self, *, op: Operation) -> Operation | None: ...

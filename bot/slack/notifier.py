@@ -38,7 +38,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.domain import Announced, Delivery, Operation, Progress, Scheduled
+from bot.domain import Announced, Delivery, Operation, OpState, Progress, Scheduled
 from bot.errors import SlackError
 from bot.schedule import Window, windows_for
 from bot.slack.blocks import (
@@ -231,6 +231,7 @@ class SlackNotifier:
             anyone_may_approve=self._anyone,
             approval_rule=self._rule(ops[0]),
             windows=windows_for(self._windows, ops[0].account),
+            progress=self._batch_progress(ops),
         )
         ts, _ = await self._post_once(ops[0].channel_id, None, message, delivery)
         return ts
@@ -244,6 +245,7 @@ class SlackNotifier:
             anyone_may_approve=self._anyone,
             approval_rule=self._rule(ops[0]),
             windows=windows_for(self._windows, lead.account),
+            progress=self._batch_progress(ops),
         )
         try:
             await self._client.chat_update(
@@ -254,6 +256,11 @@ class SlackNotifier:
             )
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc
+
+    def _batch_progress(self, ops: Sequence[Operation]) -> str:
+        """A quorum's progress on a batch card: each approval is recorded on every member alike."""
+        waiting = next((op for op in ops if op.state is OpState.AWAITING_APPROVAL), None)
+        return self._progress(waiting) if waiting is not None else ""
 
     async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
         """Reply in the confirmation's thread (once per ``delivery``), with a file if it carries one."""

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from bot.domain import (
     SCHEDULE_WINDOW,
+    ApprovalOutcome,
     ApprovalRule,
     BatchMove,
     Denied,
@@ -32,7 +33,7 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import CloudError, ConfirmationClosed, NotAllowed
+from bot.errors import ApprovalRefused, CloudError, ConfirmationClosed, NotAllowed
 from bot.workflow.delete import DeleteRequests, Later
 from bot.workflow.steps import CARD, direct
 
@@ -122,11 +123,12 @@ class BatchRequests(DeleteRequests):
         """Approve every member still awaiting approval with one click, then drive each; return them.
 
         Every member passes the same checks as one deletion's approval (:meth:`_open_for_approval`:
-        the policy, audited when it refuses, the confirmation still open and not expired), so a rule
-        added there applies to batches too. The moves are one transaction: all or (lost races) none
-        of a member. Members past this instance's room wait for a resume pass, here or elsewhere.
-        Approved outside the account's change window (or with a run time, ``at …``), every member
-        is scheduled instead, in the same one transaction (:meth:`_schedule_batch`).
+        the policy, audited when it refuses, the confirmation still open and not expired; a freeze),
+        so a rule added there applies to batches too. The moves are one transaction: all or (lost
+        races) none of a member. Members past this instance's room wait for a resume pass, here or
+        elsewhere. Approved outside the account's change window (or with a run time, ``at …``), every
+        member is scheduled instead, in the same one transaction. Under a quorum rule the click is one
+        approval of the whole batch (:meth:`_count_batch_approval`); the last one needed approves it.
         """
         members = await self._store.batch_operations(batch_id=batch_id)
         if not members:
@@ -135,16 +137,95 @@ class BatchRequests(DeleteRequests):
         if not waiting:
             raise ConfirmationClosed(members[0])
         later: Later | None = None
+        rule: ApprovalRule | None = None
+        groups: tuple[str, ...] = ()
         for member in waiting:
-            _, checked_at, rule, _ = await self._open_for_approval(member.id, user_id)
-            await self._batch_may_start(member, user_id=user_id, rule=rule, now=checked_at)
+            _, checked_at, rule, groups = await self._open_for_approval(member.id, user_id)
+            await self._refuse_if_frozen(member, user_id=user_id, now=checked_at)
             # The members share their account, and their run time: the same answer for each.
             later = later or self._later(member, checked_at)
         now = self._clock.now()
+        ours: set[str] = set()
         if later is not None:
-            return await self._schedule_batch(
-                batch_id, waiting, user_id=user_id, message_ts=message_ts, now=now, later=later
+            moves, to = (
+                self._schedule_moves(batch_id, waiting, user_id, message_ts, now, later),
+                OpState.SCHEDULED,
             )
+        else:
+            (moves, ours), to = (
+                self._approval_moves(batch_id, waiting, user_id, message_ts, now),
+                OpState.APPROVED,
+            )
+        self._starting += len(ours)
+        try:
+            if rule is not None and (rule.count > 1 or rule.groups):
+                moved = await self._count_batch_approval(
+                    moves, rule, groups, user_id=user_id, now=now, to=to, lead=waiting[0]
+                )
+                if moved and moved[0].state is OpState.AWAITING_APPROVAL:
+                    return moved  # counted; more approvals are needed
+            else:
+                moved = await self._store.transition_batch(
+                    moves, from_states=_AWAITING, to=to, now=now, unfrozen=True
+                )
+            for op in moved:
+                if op.id in ours:
+                    self._start_driving(op)
+        finally:
+            self._starting -= len(ours)
+        if not moved:
+            await self._refuse_if_frozen(waiting[0], user_id=user_id, now=now)
+            raise ConfirmationClosed(await self._load(waiting[0].id))
+        if to is OpState.APPROVED and len(moved) > len(ours):
+            self._wants_room = True
+        self.outbox.kick(waiting[0].id)
+        if later is not None:
+            log.info(
+                "batch approved; %d connections scheduled for %s",
+                len(moved),
+                later.runs.isoformat(),
+                extra={"batch_id": batch_id},
+            )
+        return moved
+
+    async def _count_batch_approval(
+        self,
+        moves: list[BatchMove],
+        rule: ApprovalRule,
+        groups: tuple[str, ...],
+        *,
+        user_id: str,
+        now: datetime,
+        to: OpState,
+        lead: Operation,
+    ) -> list[Operation]:
+        """One approval of the whole batch under ``rule``: counted on every member (the card shows it),
+        or the last needed, which moves every member to ``to`` (one transaction, exactly once whatever
+        the clicks and replicas, as one deletion's :meth:`_record_approval`). Returns the members
+        (still awaiting approval when counted; [] when closed or frozen: the caller says why)."""
+        outcome, ops = await self._store.record_batch_approval(
+            moves,
+            user_id=user_id,
+            groups=groups if rule.groups else None,
+            needed=rule.count,
+            now=now,
+            progress_effects=[CARD],
+            to=to,
+            unfrozen=True,
+        )
+        match outcome:
+            case ApprovalOutcome.REPEATED | ApprovalOutcome.COVERED:
+                raise ApprovalRefused(outcome.value, ops[0] if ops else lead, rule)
+            case ApprovalOutcome.COUNTED:
+                self.outbox.kick(lead.id)
+                return ops
+            case _:
+                return ops
+
+    def _approval_moves(
+        self, batch_id: str, waiting: list[Operation], user_id: str, message_ts: str | None, now: datetime
+    ) -> tuple[list[BatchMove], set[str]]:
+        """Each member's move to APPROVED now, and those this instance drives (its room)."""
         # One gateway deletes one connection at a time: a member's deadline counts the turns before it.
         turns = Counter(m.gateway_id for m in waiting)
         room = self._room_left()
@@ -174,45 +255,27 @@ class BatchRequests(DeleteRequests):
                     lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s) if mine else now),
                 )
             )
-        self._starting += len(ours)
-        try:
-            approved = await self._store.transition_batch(
-                moves, from_states=_AWAITING, to=OpState.APPROVED, now=now, unfrozen=True
-            )
-            for op in approved:
-                if op.id in ours:
-                    self._start_driving(op)
-        finally:
-            self._starting -= len(ours)
-        if not approved:
-            await self._refuse_if_frozen(waiting[0], user_id=user_id, now=now)
-            raise ConfirmationClosed(await self._load(waiting[0].id))
-        if len(approved) > len(ours):
-            self._wants_room = True
-        self.outbox.kick(waiting[0].id)
-        return approved
+        return moves, ours
 
-    async def _schedule_batch(
+    def _schedule_moves(
         self,
         batch_id: str,
         waiting: list[Operation],
-        *,
         user_id: str,
         message_ts: str | None,
         now: datetime,
         later: Later,
-    ) -> list[Operation]:
-        """Every member AWAITING_APPROVAL -> SCHEDULED for ``later.runs``, in one transaction.
+    ) -> list[BatchMove]:
+        """Each member's move to SCHEDULED for ``later.runs``, as one deletion's :meth:`_schedule`.
 
-        As one deletion's :meth:`_schedule`: no lease, no gateway; each replica's due pass starts
-        each member (:meth:`start_scheduled`, which counts its gateway's turns in its deadline).
-        The card says when; the thread and the audit channel hear of it once, for the whole batch.
+        No lease, no gateway; each replica's due pass starts each member (:meth:`start_scheduled`,
+        which counts its gateway's turns in its deadline). The card says when; the thread and the
+        audit channel hear of it once, for the whole batch.
         """
-        lead_entry = self._steps.entry(
-            waiting[0], "approved", actor_id=user_id, detail=f"batch {batch_id}; {later.detail}"
-        )
+        detail = f"batch {batch_id}; {later.detail}"
+        lead_entry = self._steps.entry(waiting[0], "approved", actor_id=user_id, detail=detail)
         note = f"{len(waiting)} connections (a site decommission); {later.detail}"
-        moves = [
+        return [
             BatchMove(
                 op_id=member.id,
                 fields={
@@ -224,9 +287,7 @@ class BatchRequests(DeleteRequests):
                 },
                 audit_entry=lead_entry
                 if index == 0
-                else self._steps.entry(
-                    member, "approved", actor_id=user_id, detail=f"batch {batch_id}; {later.detail}"
-                ),
+                else self._steps.entry(member, "approved", actor_id=user_id, detail=detail),
                 # One card update, one thread reply and one audit line for the whole batch.
                 effects=tuple(later.effects(self._steps.announce(lead_entry, note=note)))
                 if index == 0
@@ -234,44 +295,6 @@ class BatchRequests(DeleteRequests):
             )
             for index, member in enumerate(waiting)
         ]
-        scheduled = await self._store.transition_batch(
-            moves, from_states=_AWAITING, to=OpState.SCHEDULED, now=now, unfrozen=True
-        )
-        if not scheduled:
-            await self._refuse_if_frozen(waiting[0], user_id=user_id, now=now)
-            raise ConfirmationClosed(await self._load(waiting[0].id))
-        self.outbox.kick(waiting[0].id)
-        log.info(
-            "batch approved; %d connections scheduled for %s",
-            len(scheduled),
-            later.runs.isoformat(),
-            extra={"batch_id": batch_id},
-        )
-        return scheduled
-
-    async def _batch_may_start(
-        self, member: Operation, *, user_id: str, rule: ApprovalRule | None, now: datetime
-    ) -> None:
-        """What one click cannot do for a batch yet: a quorum; nor past a freeze (refused, audited).
-
-        A batch is approved by one click: under a quorum rule that needs more than one approver it is
-        refused (the connections can be requested one by one, where quorums apply); under a freeze it
-        is refused as one deletion is. Outside its account's change window it is scheduled.
-        """
-        if rule is not None and (rule.count > 1 or rule.groups):
-            refusal = NotAllowed(
-                "A site decommission is approved with one click, but this account's approval rule "
-                "(VPNBOT_APPROVAL_RULES) needs more than one approver, so it cannot be approved as a batch.",
-                who_can=f"Request the connections one by one (`{member.vco_id}` first); each card then "
-                "collects its approvals.",
-            )
-            await self._store.add_audit(
-                self._steps.entry(
-                    member, "refused", actor_id=user_id, detail=f"approve: {refusal.friendly}", times=1
-                )
-            )
-            raise refusal
-        await self._refuse_if_frozen(member, user_id=user_id, now=now)
 
     async def override_batch_window(self, *, batch_id: str, user_id: str) -> list[Operation]:
         """Start now every member the change window holds back: a second approver's decision.

@@ -3,12 +3,14 @@
 A batch approved outside its account's change window is scheduled whole (one transaction) for the
 window's next opening and run then by the due pass, each member once, one per gateway at a time; its
 card keeps a Cancel until then and offers a second approver *Override window*. Under a quorum rule
-that needs several approvers, or under a freeze, the one click is refused (audited), nothing moves.
+each approval counts for the whole batch and the last one needed approves (or schedules) all of it,
+once; under a freeze the click is refused (audited), nothing moves.
 The Clock is controlled: virtual time is moved, nothing waits for real.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -41,12 +43,16 @@ WINDOWS = {"*": ["Sat 01:00-05:00 Asia/Shanghai"]}
 OPENING = datetime(2026, 12, 11, 17, 0, tzinfo=UTC)  # Saturday 01:00 in Shanghai
 # Long enough for a gateway's turns while virtual time runs ahead of the sandbox's real answers.
 DELETE_TIMEOUT_S = 3600.0
+DAVE = "U0DAVE"
 
 
 @contextlib.asynccontextmanager
-async def running(database_url: str, clock: FakeClock | None, **settings: Any) -> AsyncIterator[LocalStack]:
+async def running(
+    database_url: str, clock: FakeClock | None, *, replicas: int = 1, **settings: Any
+) -> AsyncIterator[LocalStack]:
     async with local_stack(
         database_url,
+        replicas=replicas,
         # The sandbox's gateways update in real time and the bot waits in virtual time: at once keeps
         # a gateway's turns within their deadlines however fast virtual time runs.
         update_seconds=0.0,
@@ -225,22 +231,94 @@ async def test_the_window_of_a_batch_is_overridden_by_a_second_approver_only(sql
         assert {e.actor_id for e in overrides} == {CAROL}
 
 
-async def test_a_batch_under_a_multi_approver_rule_is_refused(sqlite_url: str) -> None:
-    """A quorum rule of two: the one click is refused with how to go on, audited; nothing moves."""
-    async with running(sqlite_url, None, approval_rules="*=2") as stack:
+async def _quorum_on_two_replicas(stack: LocalStack) -> None:
+    """*=2: Bob's approval counts for the whole batch (the card shows it); then five clicks at once on
+    two replicas: the last approval needed approves every member once, each deleted once."""
+    state, vpc = stack.slack.state, stack.vpc.state
+    state.add_user(DAVE, "dave")
+    ids = seed_site(vpc, 3, per_gateway=2)
+    card = await request(stack, "delete " + " ".join(ids))
+    assert "*0 of 2 approvals*" in all_text(card)
+    batch_id = (await stack.bot.app.store.list_operations())[0].batch_id or ""
+
+    reply = await stack.agents[1].click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+    assert reply.status == 200, reply.body
+    counted = await wait_card(state, card.ts, f"1 of 2 approvals*: <@{BOB}> ✓")
+    valid_block_kit(counted)
+    assert "waiting for one more from" in all_text(counted)
+    assert ActionId.BATCH_APPROVE.value in buttons(counted)
+    ops = await stack.bot.app.store.list_operations()
+    assert {op.state for op in ops} == {OpState.AWAITING_APPROVAL}
+    assert {tuple(a.user_id for a in op.approvals) for op in ops} == {(BOB,)}
+    assert vpc.accepted("DeleteVpnConnection") == []
+
+    # Five clicks at once on both replicas: Bob again, Carol twice, Dave, and Alice (the requester).
+    clicks = [(BOB, 0), (CAROL, 1), (DAVE, 0), (CAROL, 0), (ALICE, 1)]
+    await asyncio.gather(
+        *(
+            stack.agents[r].click(
+                user, CHANNEL, card.ts, ActionId.BATCH_APPROVE, batch_id, require_button=False
+            )
+            for user, r in clicks
+        )
+    )
+    final = await wait_card(state, card.ts, "3 deleted")
+    valid_block_kit(final)
+    assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
+    ops = await stack.bot.app.store.list_operations()
+    gateway_turns_never_overlap(ops)
+    seconds = {op.approver_id for op in ops}
+    assert len(seconds) == 1
+    [second] = seconds
+    assert second in (CAROL, DAVE)
+    assert {tuple(a.user_id for a in op.approvals) for op in ops} == {(BOB, second)}
+    for op in ops:
+        audit = await stack.bot.app.store.recent_audit(op_id=op.id, limit=50)
+        approved = sorted((e for e in audit if e.action == "approved"), key=lambda e: e.at)
+        assert [(e.actor_id, e.detail.split(";")[0]) for e in approved] == [
+            (BOB, "1 of 2"),
+            (second, "2 of 2"),
+        ]
+    await ephemeral(stack, ALICE, "never counts")
+    # Bob's second click: refused as a repeat, or (after the last approval) as already approved.
+    await ephemeral(stack, BOB, "already approved")
+    loser = DAVE if second == CAROL else CAROL
+    await ephemeral(stack, loser, "already approved by")
+
+
+async def test_a_batch_collects_its_quorum_on_two_replicas_sqlite(sqlite_url: str) -> None:
+    async with running(
+        sqlite_url, None, replicas=2, approvers=[BOB, CAROL, DAVE], approval_rules="*=2"
+    ) as stack:
+        await _quorum_on_two_replicas(stack)
+
+
+async def test_a_batch_collects_its_quorum_on_two_replicas_postgres(postgres_url: str) -> None:
+    async with running(
+        postgres_url, None, replicas=2, approvers=[BOB, CAROL, DAVE], approval_rules="*=2"
+    ) as stack:
+        await _quorum_on_two_replicas(stack)
+
+
+async def test_a_quorum_batch_outside_its_window_is_scheduled_by_the_last_approval(sqlite_url: str) -> None:
+    """*=2 outside the window: the second approval schedules every member for the opening, once."""
+    clock = FakeClock(T0)
+    async with running(sqlite_url, clock, change_windows=WINDOWS, approval_rules="*=2") as stack:
         ids = seed_site(stack.vpc.state, 2)
         card = await request(stack, "delete " + " ".join(ids))
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
-        refusal = await ephemeral(stack, BOB, "cannot be approved as a batch")
-        assert "Request the connections one by one" in all_text(refusal)
+        await wait_card(stack.slack.state, card.ts, f"1 of 2 approvals*: <@{BOB}> ✓")
         assert set((await states(stack)).values()) == {OpState.AWAITING_APPROVAL}
-        current = stack.slack.state.message(CHANNEL, card.ts)
-        assert current is not None
-        assert ActionId.BATCH_APPROVE.value in buttons(current)
-        refused = [e for e in await stack.bot.app.store.recent_audit(limit=50) if e.action == "refused"]
-        assert [e.actor_id for e in refused] == [BOB]
-        assert "VPNBOT_APPROVAL_RULES" in refused[0].detail
-        assert stack.vpc.state.calls("DeleteVpnConnection") == []
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        scheduled = await wait_card(stack.slack.state, card.ts, "scheduled for its next opening")
+        valid_block_kit(scheduled)
+        ops = await stack.bot.app.store.list_operations()
+        assert {(op.state, op.run_at, op.approver_id) for op in ops} == {(OpState.SCHEDULED, OPENING, CAROL)}
+        clock.set(OPENING)
+        await stack.bot.app.workflow.run_once()
+        async with time_passes(clock, tick=0.02):
+            await wait_card(stack.slack.state, card.ts, "2 deleted")
+        assert deletes_per_connection(stack.vpc.state) == dict.fromkeys(ids, 1)
 
 
 async def test_a_batch_is_refused_under_a_freeze(sqlite_url: str) -> None:

@@ -60,6 +60,11 @@ def test_every_state_is_valid_block_kit_with_hostile_names_at_the_largest_batch(
     ops = [member(i) for i in range(count)]
     waiting = build_batch_card(ops, now=T0, approval_rule="*Approval:* <@U0BOB>")
     valid(waiting)
+    counted = build_batch_card(
+        ops, now=T0, approval_rule="*Approval:* <@U0BOB>", progress="*1 of 2 approvals*: <@U0BOB> ✓"
+    )
+    valid(counted)
+    assert "*1 of 2 approvals*" in str(counted)
     assert "<@U0EVIL>" not in str(waiting)
     assert "<!channel>" not in str(waiting)
     outcomes = [OpState.DELETED, OpState.FAILED, OpState.APPROVED, OpState.DELETING, OpState.TIMED_OUT]

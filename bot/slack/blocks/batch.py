@@ -14,7 +14,7 @@ from typing import Any
 from bot.domain import ALREADY_DELETING, SCHEDULE_WINDOW, Operation, OpState
 from bot.schedule import Window, run_time
 from bot.slack.block_ids import ActionId, BlockId
-from bot.slack.blocks.cards import reason_line
+from bot.slack.blocks.cards import approvals_block, reason_line
 from bot.slack.blocks.schedule import run_time_text
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
@@ -318,8 +318,12 @@ def build_batch_card(
     anyone_may_approve: bool = False,
     approval_rule: str = "",
     windows: Sequence[Window] = (),
+    progress: str = "",
 ) -> Message:
     """The batch's card for its members' current states (``ops`` in the order they were asked).
+
+    ``progress`` (bot.slack.policy.approval_progress_text of a member awaiting approval): the
+    approvals so far under a quorum rule, each one counting for the whole batch.
 
     ``windows`` (the account's change windows): an open card says when the batch, approved now, would run.
     """
@@ -379,6 +383,7 @@ def build_batch_card(
         rest = ops[LINES_MAX:]
         blocks.append(context_block(f"…and {len(rest)} more: {_count_line(rest)}.", BlockId.BATCH_MORE.value))
     if waiting:
+        blocks.extend(approvals_block(progress))
         blocks.append(_actions(batch_id, len(waiting)))
         if approval_rule:
             blocks.append(context_block(approval_rule, BlockId.APPROVAL_RULE.value))
