@@ -243,16 +243,16 @@ def _scheduled_status(lead: Operation, scheduled: list[Operation], where: str, c
         f"{mention(lead.requester_id)} asked to delete {count} connections {where}. "
         f"Approved by {mention(first.approver_id)}"
     )
-    them = f"the {len(scheduled)} connections" if len(scheduled) > 1 else "the connection"
+    them = f"the {len(scheduled)} connections are" if len(scheduled) > 1 else "one connection is"
     if first.schedule_kind == SCHEDULE_WINDOW:
         account = f" of account {code(lead.account, 40)}" if lead.account else ""
         return (
-            f":calendar: {approved} outside the change window{account}: {them} are scheduled for its next "
+            f":calendar: {approved} outside the change window{account}: {them} scheduled for its next "
             f"opening, {runs}, then deleted one per gateway at a time. *Cancel* stops all of them until "
             "then; *Override window* (another approver) starts them now."
         )
     return (
-        f":calendar: {approved}: {them} are scheduled for {runs}, then deleted one per gateway at a time. "
+        f":calendar: {approved}: {them} scheduled for {runs}, then deleted one per gateway at a time. "
         "*Cancel* stops all of them until then."
     )
 
