@@ -552,4 +552,15 @@ class OperationStore(Protocol):
         """One person's approval of a whole batch under a quorum rule, counted once (one transaction)."""
         ...
 
+    async def withdraw_batch_approval(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        user_id: str,
+        needed: int,
+        now: datetime,
+    ) -> tuple[ApprovalOutcome, list[Operation]]:
+        """Take one person's approval of a whole batch back while its rule is not met (one transaction)."""
+        ...
+
     async def deleting_elsewhere(self, *, op: Operation) -> Operation | None: ...

@@ -30,6 +30,7 @@ async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
         ActionId.APPROVE,
         ActionId.CANCEL,
         ActionId.OVERRIDE_WINDOW,
+        ActionId.WITHDRAW,
     ):
         raise NotAllowed(FOREIGN_BUTTON)
     # A confirmation posted through the response_url has no ts of its own; the channel is all we have.

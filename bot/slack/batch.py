@@ -27,6 +27,7 @@ __all__ = [
     "make_batch_approve_listener",
     "make_batch_cancel_listener",
     "make_batch_override_listener",
+    "make_batch_withdraw_listener",
     "request_batch",
 ]
 
@@ -155,6 +156,20 @@ def make_batch_override_listener(deps: SlackDeps) -> Callable[..., Awaitable[Non
             await deps.workflow.override_batch_window(batch_id=click.op_id, user_id=click.user_id)
 
     return handle_batch_override_click
+
+
+def make_batch_withdraw_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the batch card's *Withdraw my approval* listener (quorum rules only)."""
+
+    async def handle_batch_withdraw_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on the batch card's Withdraw my approval: it comes off every connection."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await check_batch_click(deps, click)
+            await deps.workflow.withdraw_batch(batch_id=click.op_id, user_id=click.user_id)
+
+    return handle_batch_withdraw_click
 
 
 def make_batch_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:

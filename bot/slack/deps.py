@@ -95,6 +95,10 @@ class WorkflowApi(Protocol):
         """Start now every member of a batch its change window holds back (a second approver)."""
         ...
 
+    async def withdraw_batch(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Take one's approval of a whole batch back while its quorum is not met."""
+        ...
+
     async def batch_members(self, *, batch_id: str) -> list[Operation]:
         """A batch's operations in the order asked (empty: no such batch)."""
         ...

@@ -1287,6 +1287,57 @@ class Store(OutboxMixin):
         return outcome, ops
 
     @shielded
+    async def withdraw_batch_approval(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        user_id: str,
+        needed: int,
+        now: datetime,
+    ) -> tuple[ApprovalOutcome, list[Operation]]:
+        """Remove ``user_id``'s approval from every member of ``moves`` still awaiting approval, at once.
+
+        As :meth:`withdraw_approval` on each (the rows locked in the order given), each with its
+        move's audit entry (``k of n left``) and effects: WITHDRAWN; NOT_APPROVED (nothing written)
+        when the first member awaiting approval has no approval of this person's; CLOSED when none
+        awaits approval (the rule was met, or the batch closed).
+        """
+
+        def withdraw(conn: Connection) -> tuple[ApprovalOutcome, list[Operation]]:
+            open_ones = []
+            for m in moves:
+                op = self._locked_operation(conn, m.op_id)
+                if op is not None and op.state is OpState.AWAITING_APPROVAL:
+                    open_ones.append((m, op))
+            if not open_ones:
+                return ApprovalOutcome.CLOSED, []
+            if not any(a.user_id == user_id for a in _approvals_of(conn, open_ones[0][0].op_id)):
+                return ApprovalOutcome.NOT_APPROVED, [op for _, op in open_ones]
+            done = []
+            for m, op in open_ones:
+                conn.execute(
+                    delete(approvals).where(approvals.c.op_id == m.op_id, approvals.c.user_id == user_id)
+                )
+                left = _approvals_of(conn, m.op_id)
+                if any(a.groups for a in left):
+                    left = _rematched(conn, m.op_id, left) or left
+                assert m.audit_entry is not None  # noqa: S101 - every withdrawal is audited
+                entry = replace(
+                    m.audit_entry, detail=_joined(f"{len(left)} of {needed} left", m.audit_entry.detail)
+                )
+                moved = _set_approvals(conn, m.op_id, left, now=now, entry=entry, effects=m.effects)
+                done.append(moved or op)
+            return ApprovalOutcome.WITHDRAWN, done
+
+        outcome, ops = await self._run(withdraw)
+        if outcome is ApprovalOutcome.WITHDRAWN:
+            entries = {m.op_id: m.audit_entry for m in moves}
+            for op in ops:
+                if (logged := entries.get(op.id)) is not None:
+                    _log_audit(logged, op.state)
+        return outcome, ops
+
+    @shielded
     async def deleting_elsewhere(self, *, op: Operation) -> Operation | None:
         """An approved, unfinished deletion of ``op``'s connection by another request, if there is one."""
         busy = (OpState.APPROVED, OpState.DELETING, OpState.WAITING_GATEWAY, OpState.VERIFYING)

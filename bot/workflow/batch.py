@@ -349,6 +349,43 @@ class BatchRequests(DeleteRequests):
             raise ConfirmationClosed(await self._load(lead.id))
         return started
 
+    async def withdraw_batch(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Take back ``user_id``'s approval of the whole batch while its quorum is not met (the card shows it).
+
+        Raises ApprovalRefused (``met``: it is approved already; ``not_approved``; ``no_rule``) or
+        ConfirmationClosed (cancelled, expired), as one deletion's :meth:`withdraw`.
+        """
+        members = await self._store.batch_operations(batch_id=batch_id)
+        if not members:
+            raise ConfirmationClosed(None)
+        lead = next((m for m in members if m.state is OpState.AWAITING_APPROVAL), members[0])
+        rule = self._quorum.rule_for(lead) if self._quorum is not None else None
+        if rule is None:
+            raise ApprovalRefused("no_rule", lead)
+        now = self._clock.now()
+        moves = [
+            BatchMove(
+                op_id=member.id,
+                fields={},
+                audit_entry=self._steps.entry(member, "approval_withdrawn", actor_id=user_id),
+                effects=(CARD,) if index == 0 else (),
+            )
+            for index, member in enumerate(m for m in members if m.state is OpState.AWAITING_APPROVAL)
+        ]
+        outcome, ops = await self._store.withdraw_batch_approval(
+            moves, user_id=user_id, needed=rule.count, now=now
+        )
+        match outcome:
+            case ApprovalOutcome.WITHDRAWN:
+                self.outbox.kick(ops[0].id)
+                return ops
+            case ApprovalOutcome.NOT_APPROVED:
+                raise ApprovalRefused("not_approved", ops[0] if ops else lead, rule)
+        current = await self._load(lead.id)
+        if current.approver_id is not None:
+            raise ApprovalRefused("met", current, rule)
+        raise ConfirmationClosed(current)
+
     async def batch_members(self, *, batch_id: str) -> list[Operation]:
         """A batch's operations in the order asked (empty: no such batch)."""
         return await self._store.batch_operations(batch_id=batch_id)

@@ -300,6 +300,45 @@ async def test_a_batch_collects_its_quorum_on_two_replicas_postgres(postgres_url
         await _quorum_on_two_replicas(stack)
 
 
+async def test_an_approval_of_a_batch_is_withdrawn_from_every_connection(sqlite_url: str) -> None:
+    """*=2: Bob approves, then withdraws: it comes off every connection; Carol and Dave then approve it."""
+    async with running(sqlite_url, None, approvers=[BOB, CAROL, DAVE], approval_rules="*=2") as stack:
+        state = stack.slack.state
+        state.add_user(DAVE, "dave")
+        ids = seed_site(stack.vpc.state, 2)
+        card = await request(stack, "delete " + " ".join(ids))
+        assert ActionId.BATCH_WITHDRAW.value not in buttons(card)  # nothing to withdraw yet
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        counted = await wait_card(state, card.ts, f"1 of 2 approvals*: <@{BOB}> ✓")
+        assert ActionId.BATCH_WITHDRAW.value in buttons(counted)
+        # Carol has nothing to withdraw: told so, nothing changes.
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.BATCH_WITHDRAW)
+        await ephemeral(stack, CAROL, "no approval of yours to withdraw")
+        await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_WITHDRAW)
+        withdrawn = await wait_card(state, card.ts, "*0 of 2 approvals*")
+        valid_block_kit(withdrawn)
+        assert ActionId.BATCH_WITHDRAW.value not in buttons(withdrawn)
+        ops = await stack.bot.app.store.list_operations()
+        assert {op.approvals for op in ops} == {()}
+        audit = [
+            e for e in await stack.bot.app.store.recent_audit(limit=50) if e.action == "approval_withdrawn"
+        ]
+        assert sorted(e.op_id or "" for e in audit) == sorted(op.id for op in ops)
+        assert {e.detail for e in audit} == {"0 of 2 left"}
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        await wait_card(state, card.ts, f"1 of 2 approvals*: <@{CAROL}> ✓")
+        await stack.agent.click(DAVE, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
+        final = await wait_card(state, card.ts, "2 deleted")
+        valid_block_kit(final)
+        assert deletes_per_connection(stack.vpc.state) == dict.fromkeys(ids, 1)
+        # Once met, an approval is no longer withdrawn.
+        batch_id = ops[0].batch_id or ""
+        await stack.agent.click(
+            CAROL, CHANNEL, card.ts, ActionId.BATCH_WITHDRAW, batch_id, require_button=False
+        )
+        await ephemeral(stack, CAROL, "can no longer be withdrawn")
+
+
 async def test_a_quorum_batch_outside_its_window_is_scheduled_by_the_last_approval(sqlite_url: str) -> None:
     """*=2 outside the window: the second approval schedules every member for the opening, once."""
     clock = FakeClock(T0)

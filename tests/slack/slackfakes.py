@@ -241,6 +241,10 @@ class FakeWorkflow:
         self._enter("cancel_batch", {"batch_id": batch_id, "user_id": user_id})
         return []
 
+    async def withdraw_batch(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        self._enter("withdraw_batch", {"batch_id": batch_id, "user_id": user_id})
+        return []
+
     async def override_batch_window(self, *, batch_id: str, user_id: str) -> list[Operation]:
         self._enter("override_batch_window", {"batch_id": batch_id, "user_id": user_id})
         return []

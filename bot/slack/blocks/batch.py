@@ -272,7 +272,7 @@ def _when_approved(lead: Operation, windows: Sequence[Window], now: datetime) ->
     return text
 
 
-def _actions(batch_id: str, count: int) -> Block:
+def _actions(batch_id: str, count: int, *, withdraw: bool = False) -> Block:
     return {
         "type": "actions",
         "block_id": BlockId.ACTIONS.value,
@@ -291,6 +291,18 @@ def _actions(batch_id: str, count: int) -> Block:
                 "text": plain_object("Cancel", 75),
                 "value": batch_id,
             },
+            *(
+                [
+                    {
+                        "type": "button",
+                        "action_id": ActionId.BATCH_WITHDRAW.value,
+                        "text": plain_object("Withdraw my approval", 75),
+                        "value": batch_id,
+                    }
+                ]
+                if withdraw
+                else []
+            ),
         ],
     }
 
@@ -384,7 +396,7 @@ def build_batch_card(
         blocks.append(context_block(f"…and {len(rest)} more: {_count_line(rest)}.", BlockId.BATCH_MORE.value))
     if waiting:
         blocks.extend(approvals_block(progress))
-        blocks.append(_actions(batch_id, len(waiting)))
+        blocks.append(_actions(batch_id, len(waiting), withdraw=bool(progress and waiting[0].approvals)))
         if approval_rule:
             blocks.append(context_block(approval_rule, BlockId.APPROVAL_RULE.value))
     elif scheduled:
