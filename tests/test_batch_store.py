@@ -193,3 +193,33 @@ async def test_a_group_rule_counts_a_batch_approval_per_group(store: Store, cloc
             ("U0BOB", "S0NETOPS"),
             ("U0CAROL", "S0SECURITY"),
         }
+
+
+async def test_a_batch_approval_is_withdrawn_from_every_member(store: Store, clock: FakeClock) -> None:
+    ops = await _awaiting_batch(store, clock, 2)
+    now = clock.now()
+    withdrawals = [
+        BatchMove(
+            op_id=op.id,
+            fields={},
+            audit_entry=AuditEntry(at=now, action="approval_withdrawn", actor_id="U0BOB"),
+        )
+        for op in ops
+    ]
+    assert (await store.withdraw_batch_approval(withdrawals, user_id="U0BOB", needed=2, now=now))[
+        0
+    ] is ApprovalOutcome.NOT_APPROVED
+    await store.record_batch_approval(
+        _approval_moves(ops, "U0BOB", now),
+        user_id="U0BOB",
+        groups=None,
+        needed=2,
+        now=now,
+        progress_effects=[],
+        to=OpState.APPROVED,
+    )
+    outcome, left = await store.withdraw_batch_approval(withdrawals, user_id="U0BOB", needed=2, now=now)
+    assert outcome is ApprovalOutcome.WITHDRAWN
+    assert [op.approvals for op in left] == [(), ()]
+    for op in ops:
+        assert await store.approvals_of(op_id=op.id) == []
