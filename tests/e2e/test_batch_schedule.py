@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fakes import FakeClock, time_passes
 
 from bot.domain import SCHEDULE_WINDOW, OpState
@@ -75,13 +76,16 @@ async def states(stack: LocalStack) -> dict[str, OpState]:
     return {op.vco_id: op.state for op in await stack.bot.app.store.list_operations()}
 
 
-async def ephemeral(stack: LocalStack, user: str, needle: str) -> Message:
+async def ephemeral(stack: LocalStack, user: str, *needles: str) -> Message:
+    """The ephemeral reply to ``user`` saying any of ``needles`` (valid Block Kit)."""
     state = stack.slack.state
 
     def found() -> Message | None:
-        return next((m for m in state.ephemerals(user, CHANNEL) if needle in all_text(m)), None)
+        return next(
+            (m for m in state.ephemerals(user, CHANNEL) if any(n in all_text(m) for n in needles)), None
+        )
 
-    message = await state.wait_for(found, timeout=10, what=f"an ephemeral to {user} with {needle!r}")
+    message = await state.wait_for(found, timeout=10, what=f"an ephemeral to {user} with {needles!r}")
     valid_block_kit(message)
     return message
 
@@ -157,6 +161,26 @@ async def test_a_batch_approved_outside_the_window_runs_at_the_next_opening(sqli
         assert [c for c in vpc.calls("DeleteVpnConnection") if c.code == "VpnTask.CONFLICT"] == []
         trail = [e.action for e in await stack.bot.app.store.recent_audit(limit=100)]
         assert trail.count("started") == 4
+
+
+async def test_a_scheduled_batch_starts_once_on_two_replicas(db_url: str) -> None:
+    """Approved on one replica outside the window; at the opening both replicas' due passes race
+    (SQLite and PostgreSQL): each member started once and deleted once."""
+    clock = FakeClock(T0)
+    async with running(db_url, clock, replicas=2, change_windows=WINDOWS) as stack:
+        vpc = stack.vpc.state
+        ids = seed_site(vpc, 3, per_gateway=2)
+        card = await schedule_a_batch(stack, ids)
+        clock.set(OPENING)
+        await asyncio.gather(*(r.app.workflow.run_once() for r in stack.replicas))
+        async with time_passes(clock, tick=0.02):
+            final = await wait_card(stack.slack.state, card.ts, "3 deleted")
+        valid_block_kit(final)
+        assert deletes_per_connection(vpc) == dict.fromkeys(ids, 1)
+        ops = await stack.bot.app.store.list_operations()
+        gateway_turns_never_overlap(ops)
+        trail = [e for e in await stack.bot.app.store.recent_audit(limit=100) if e.action == "started"]
+        assert sorted(e.op_id or "" for e in trail) == sorted(op.id for op in ops)
 
 
 async def test_cancel_stops_a_scheduled_batch_before_it_starts(sqlite_url: str) -> None:
@@ -280,10 +304,11 @@ async def _quorum_on_two_replicas(stack: LocalStack) -> None:
             (second, "2 of 2"),
         ]
     await ephemeral(stack, ALICE, "never counts")
-    # Bob's second click: refused as a repeat, or (after the last approval) as already approved.
-    await ephemeral(stack, BOB, "already approved")
+    # Bob's second click: refused as a repeat or, handled after the last approval, as approved already
+    # (in progress, or finished by then); the loser's likewise.
+    await ephemeral(stack, BOB, "already approved", "approved by")
     loser = DAVE if second == CAROL else CAROL
-    await ephemeral(stack, loser, "already approved by")
+    await ephemeral(stack, loser, f"approved by <@{second}>")
 
 
 async def test_a_batch_collects_its_quorum_on_two_replicas_sqlite(sqlite_url: str) -> None:
@@ -293,6 +318,7 @@ async def test_a_batch_collects_its_quorum_on_two_replicas_sqlite(sqlite_url: st
         await _quorum_on_two_replicas(stack)
 
 
+@pytest.mark.postgres
 async def test_a_batch_collects_its_quorum_on_two_replicas_postgres(postgres_url: str) -> None:
     async with running(
         postgres_url, None, replicas=2, approvers=[BOB, CAROL, DAVE], approval_rules="*=2"
