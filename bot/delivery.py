@@ -40,9 +40,12 @@ _POSTS = (EffectKind.POST_CONFIRMATION, EffectKind.THREAD, EffectKind.DIRECT, Ef
 _BATCH_RENDERS = 5
 
 
-def _shown(members: Sequence[Operation]) -> list[tuple[str, str, str | None, bool, str | None]]:
+def _shown(members: Sequence[Operation]) -> list[tuple[str, str, str | None, bool, str | None, int]]:
     """What a batch card shows of each member: enough to tell whether a render is stale."""
-    return [(m.id, m.state.value, m.error_code, m.undo_until is not None, m.new_vco_id) for m in members]
+    return [
+        (m.id, m.state.value, m.error_code, m.undo_until is not None, m.new_vco_id, len(m.approvals))
+        for m in members
+    ]
 
 
 def _maybe_done(effect: PendingEffect) -> bool:

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from bot.domain import (
     Announced,
+    ApprovalOutcome,
     ApprovalResult,
     ApprovalRule,
     AuditEntry,
@@ -533,6 +534,33 @@ class OperationStore(Protocol):
         from_states: Collection[OpState],
         to: OpState,
         now: datetime,
+        unfrozen: bool = False,
     ) -> list[Operation]: ...
+
+    async def record_batch_approval(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        user_id: str,
+        groups: Sequence[str] | None,
+        needed: int,
+        now: datetime,
+        progress_effects: Sequence[Effect],
+        to: OpState,
+        unfrozen: bool = False,
+    ) -> tuple[ApprovalOutcome, list[Operation]]:
+        """One person's approval of a whole batch under a quorum rule, counted once (one transaction)."""
+        ...
+
+    async def withdraw_batch_approval(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        user_id: str,
+        needed: int,
+        now: datetime,
+    ) -> tuple[ApprovalOutcome, list[Operation]]:
+        """Take one person's approval of a whole batch back while its rule is not met (one transaction)."""
+        ...
 
     async def deleting_elsewhere(self, *, op: Operation) -> Operation | None: ...

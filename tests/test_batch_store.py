@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from fakes import FakeClock, FakeNotifier
 from test_outbox import Posted, dispatcher
 from test_store import make_op
 
-from bot.domain import BatchMove, Effect, EffectKind, Operation, OpState
+from bot.domain import ApprovalOutcome, AuditEntry, BatchMove, Effect, EffectKind, Freeze, Operation, OpState
 from bot.store import Store
 
 
@@ -82,3 +84,142 @@ async def test_a_stale_card_update_renders_again(store: Store, clock: FakeClock)
     await first
     assert notifier.rendered[0] == ["approved", "approved"]
     assert notifier.rendered[-1] == ["approved", "deleted"]  # rendered again: the card shows the latest
+
+
+def _approval_moves(ops: Sequence[Operation], user: str, at: datetime) -> list[BatchMove]:
+    return [
+        BatchMove(
+            op_id=op.id,
+            fields={"approver_id": user, "approved_at": at},
+            audit_entry=AuditEntry(at=at, action="approved", actor_id=user, op_id=op.id),
+            effects=(Effect(EffectKind.UPDATE_CARD),) if index == 0 else (),
+        )
+        for index, op in enumerate(ops)
+    ]
+
+
+async def _awaiting_batch(store: Store, clock: FakeClock, count: int = 3) -> list[Operation]:
+    ops = [replace(op, state=OpState.AWAITING_APPROVAL) for op in members(count)]
+    await store.create_batch(batch_id="batch-1", ops=ops, lease=("i-1", clock.now()), audit_entries=[])
+    return ops
+
+
+async def test_a_batch_approval_counts_once_for_every_member(store: Store, clock: FakeClock) -> None:
+    """One person's approval is recorded on every member at once; repeated, it changes nothing; the one
+    that meets the rule moves every member; concurrent last approvals move them once."""
+    ops = await _awaiting_batch(store, clock)
+    now = clock.now()
+
+    async def approve(user: str) -> tuple[ApprovalOutcome, list[Operation]]:
+        return await store.record_batch_approval(
+            _approval_moves(ops, user, now),
+            user_id=user,
+            groups=None,
+            needed=2,
+            now=now,
+            progress_effects=[Effect(EffectKind.UPDATE_CARD)],
+            to=OpState.APPROVED,
+            unfrozen=True,
+        )
+
+    outcome, counted = await approve("U0BOB")
+    assert outcome is ApprovalOutcome.COUNTED
+    assert [tuple(a.user_id for a in op.approvals) for op in counted] == [("U0BOB",)] * 3
+    assert {op.state for op in counted} == {OpState.AWAITING_APPROVAL}
+    assert (await approve("U0BOB"))[0] is ApprovalOutcome.REPEATED
+    results = await asyncio.gather(*(approve(user) for user in ("U0CAROL", "U0DAVE", "U0ERIN")))
+    assert sorted(outcome for outcome, _ in results) == sorted(
+        [ApprovalOutcome.COMPLETE, ApprovalOutcome.CLOSED, ApprovalOutcome.CLOSED]
+    )
+    after = await store.batch_operations(batch_id="batch-1")
+    assert {op.state for op in after} == {OpState.APPROVED}
+    assert len({op.approver_id for op in after}) == 1
+    for op in after:
+        assert len(await store.approvals_of(op_id=op.id)) == 2
+    audit = [e for e in await store.recent_audit(limit=50) if e.action == "approved"]
+    assert sorted(e.detail for e in audit) == ["1 of 2"] * 3 + ["2 of 2"] * 3
+
+
+async def test_a_batch_approval_under_a_freeze_is_not_recorded(store: Store, clock: FakeClock) -> None:
+    ops = await _awaiting_batch(store, clock, 2)
+    now = clock.now()
+    freeze = Freeze(
+        id="f-1",
+        account=None,
+        reason="INC",
+        created_by="U0ADM",
+        starts_at=now,
+        until=now + timedelta(hours=1),
+    )
+    await store.add_freeze(freeze, audit_entry=AuditEntry(at=now, action="frozen", actor_id="U0ADM"))
+    outcome, moved = await store.record_batch_approval(
+        _approval_moves(ops, "U0BOB", now),
+        user_id="U0BOB",
+        groups=None,
+        needed=1,
+        now=now,
+        progress_effects=[],
+        to=OpState.APPROVED,
+        unfrozen=True,
+    )
+    assert (outcome, moved) == (ApprovalOutcome.CLOSED, [])
+    for op in await store.batch_operations(batch_id="batch-1"):
+        assert op.state is OpState.AWAITING_APPROVAL
+        assert await store.approvals_of(op_id=op.id) == []
+
+
+async def test_a_group_rule_counts_a_batch_approval_per_group(store: Store, clock: FakeClock) -> None:
+    ops = await _awaiting_batch(store, clock, 2)
+    now = clock.now()
+
+    async def approve(user: str, groups: tuple[str, ...]) -> ApprovalOutcome:
+        outcome, _ = await store.record_batch_approval(
+            _approval_moves(ops, user, now),
+            user_id=user,
+            groups=groups,
+            needed=2,
+            now=now,
+            progress_effects=[],
+            to=OpState.APPROVED,
+        )
+        return outcome
+
+    assert await approve("U0BOB", ("S0NETOPS",)) is ApprovalOutcome.COUNTED
+    assert await approve("U0FRANK", ("S0NETOPS",)) is ApprovalOutcome.COVERED
+    assert await approve("U0CAROL", ("S0SECURITY",)) is ApprovalOutcome.COMPLETE
+    for op in await store.batch_operations(batch_id="batch-1"):
+        assert op.state is OpState.APPROVED
+        assert {(a.user_id, a.group) for a in op.approvals} == {
+            ("U0BOB", "S0NETOPS"),
+            ("U0CAROL", "S0SECURITY"),
+        }
+
+
+async def test_a_batch_approval_is_withdrawn_from_every_member(store: Store, clock: FakeClock) -> None:
+    ops = await _awaiting_batch(store, clock, 2)
+    now = clock.now()
+    withdrawals = [
+        BatchMove(
+            op_id=op.id,
+            fields={},
+            audit_entry=AuditEntry(at=now, action="approval_withdrawn", actor_id="U0BOB"),
+        )
+        for op in ops
+    ]
+    assert (await store.withdraw_batch_approval(withdrawals, user_id="U0BOB", needed=2, now=now))[
+        0
+    ] is ApprovalOutcome.NOT_APPROVED
+    await store.record_batch_approval(
+        _approval_moves(ops, "U0BOB", now),
+        user_id="U0BOB",
+        groups=None,
+        needed=2,
+        now=now,
+        progress_effects=[],
+        to=OpState.APPROVED,
+    )
+    outcome, left = await store.withdraw_batch_approval(withdrawals, user_id="U0BOB", needed=2, now=now)
+    assert outcome is ApprovalOutcome.WITHDRAWN
+    assert [op.approvals for op in left] == [(), ()]
+    for op in ops:
+        assert await store.approvals_of(op_id=op.id) == []

@@ -15,7 +15,12 @@ from slack_bolt.app.async_app import AsyncApp
 
 from bot.config import Settings
 from bot.slack.actions import make_approve_listener, make_override_listener, make_withdraw_listener
-from bot.slack.batch import make_batch_approve_listener, make_batch_cancel_listener
+from bot.slack.batch import (
+    make_batch_approve_listener,
+    make_batch_cancel_listener,
+    make_batch_override_listener,
+    make_batch_withdraw_listener,
+)
 from bot.slack.block_ids import SLASH_COMMAND, ActionId, CallbackId
 from bot.slack.cancel import make_cancel_listener, make_cancel_submit_listener
 from bot.slack.commands import make_vpn_command_listener
@@ -108,6 +113,8 @@ def register(
     app.action(ActionId.CANCEL.value)(make_cancel_listener(deps))
     app.action(ActionId.BATCH_APPROVE.value)(make_batch_approve_listener(deps))
     app.action(ActionId.BATCH_CANCEL.value)(make_batch_cancel_listener(deps))
+    app.action(ActionId.BATCH_OVERRIDE_WINDOW.value)(make_batch_override_listener(deps))
+    app.action(ActionId.BATCH_WITHDRAW.value)(make_batch_withdraw_listener(deps))
     app.view(CallbackId.CANCEL.value)(make_cancel_submit_listener(deps))
     page_listener = make_list_page_listener(deps)
     app.action(ActionId.LIST_NEXT.value)(page_listener)

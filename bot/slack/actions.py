@@ -26,7 +26,12 @@ async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
     if op is None or op.channel_id != click.channel_id:
         raise NotAllowed(FOREIGN_BUTTON)
     # A batch's connections are decided together, by the batch card's own buttons.
-    if op.batch_id is not None and click.action_id in (ActionId.APPROVE, ActionId.CANCEL):
+    if op.batch_id is not None and click.action_id in (
+        ActionId.APPROVE,
+        ActionId.CANCEL,
+        ActionId.OVERRIDE_WINDOW,
+        ActionId.WITHDRAW,
+    ):
         raise NotAllowed(FOREIGN_BUTTON)
     # A confirmation posted through the response_url has no ts of its own; the channel is all we have.
     if op.message_ts is not None and op.message_ts != click.message_ts:

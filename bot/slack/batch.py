@@ -26,6 +26,8 @@ __all__ = [
     "check_batch_size",
     "make_batch_approve_listener",
     "make_batch_cancel_listener",
+    "make_batch_override_listener",
+    "make_batch_withdraw_listener",
     "request_batch",
 ]
 
@@ -78,6 +80,7 @@ async def request_batch(
         account=parsed.account or "",
         reason=parsed.reason,
         ticket=ticket,
+        run_at=parsed.run_at,
     )
 
 
@@ -98,7 +101,8 @@ async def _open_reason_modal(
     deps: SlackDeps, client: AsyncWebClient, click: ButtonClick, members: list[Operation]
 ) -> bool:
     """Open the Cancel modal for the whole batch; False when the click should cancel at once (as one Cancel)."""
-    waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
+    # Cancel closes what nobody approved yet, and what is scheduled and not started yet.
+    waiting = [m for m in members if m.state in (OpState.AWAITING_APPROVAL, OpState.SCHEDULED)]
     if not click.trigger_id or not waiting:
         return False  # the workflow explains why it is closed
     if deps.cancel_policy is not None:
@@ -138,6 +142,34 @@ def make_batch_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
             )
 
     return handle_batch_approve_click
+
+
+def make_batch_override_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the batch card's *Override window* listener: a second approver starts all of it now."""
+
+    async def handle_batch_override_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on the batch card's Override window: the workflow checks the second approver."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await check_batch_click(deps, click)
+            await deps.workflow.override_batch_window(batch_id=click.op_id, user_id=click.user_id)
+
+    return handle_batch_override_click
+
+
+def make_batch_withdraw_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """Build the batch card's *Withdraw my approval* listener (quorum rules only)."""
+
+    async def handle_batch_withdraw_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Handle a click on the batch card's Withdraw my approval: it comes off every connection."""
+        await ack()
+        async with errors_to_user(body, respond, inflight=deps.inflight):
+            click = parse_click(body)
+            await check_batch_click(deps, click)
+            await deps.workflow.withdraw_batch(batch_id=click.op_id, user_id=click.user_id)
+
+    return handle_batch_withdraw_click
 
 
 def make_batch_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:

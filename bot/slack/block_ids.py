@@ -44,6 +44,10 @@ class ActionId(StrEnum):
     # Site decommission: the batch card's Delete (all of it) and Cancel (all of it).
     BATCH_APPROVE = "vpn-batch-approve"
     BATCH_CANCEL = "vpn-batch-cancel"
+    # A batch the change window holds back (scheduled): a second approver starts all of it now.
+    BATCH_OVERRIDE_WINDOW = "vpn-batch-override-window"
+    # Under a quorum rule: take one's approval of the whole batch back before the rule is met.
+    BATCH_WITHDRAW = "vpn-batch-withdraw"
     RECREATE_PSK = "vpn-recreate-psk"
 
 

@@ -77,6 +77,8 @@ def make_vpn_command_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]
                 parsed = dataclasses.replace(parsed, account=account)
                 ticket = check_reason(deps.settings, account=account or "", reason=parsed.reason)
                 check_batch_size(deps.settings, len(parsed.vco_ids))
+                if parsed.run_at is not None:
+                    check_run_time(deps, parsed.run_at)
             elif isinstance(parsed, DeleteCommand):
                 # Pure and instant (settings only): a refusal rides on the ack, nothing is started.
                 account = choose_account(deps.settings, channel_id=request.channel_id, asked=parsed.account)

@@ -73,8 +73,10 @@ class WorkflowApi(Protocol):
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> list[Operation]:
-        """Check policy, look every connection up and post the one batch card (site decommission)."""
+        """Check policy, look every connection up and post the one batch card (site decommission);
+        ``run_at``: when all of them run once approved (``at …``), None: at once."""
         ...
 
     async def approve_batch(
@@ -86,7 +88,15 @@ class WorkflowApi(Protocol):
     async def cancel_batch(
         self, *, batch_id: str, user_id: str, reason: str | None = None
     ) -> list[Operation]:
-        """Close every member of a batch still awaiting approval."""
+        """Close every member of a batch still awaiting approval, or scheduled and not started."""
+        ...
+
+    async def override_batch_window(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Start now every member of a batch its change window holds back (a second approver)."""
+        ...
+
+    async def withdraw_batch(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Take one's approval of a whole batch back while its quorum is not met."""
         ...
 
     async def batch_members(self, *, batch_id: str) -> list[Operation]:

@@ -38,7 +38,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.domain import Announced, Delivery, Operation, Progress
+from bot.domain import Announced, Delivery, Operation, OpState, Progress, Scheduled
 from bot.errors import SlackError
 from bot.schedule import Window, windows_for
 from bot.slack.blocks import (
@@ -226,7 +226,12 @@ class SlackNotifier:
     async def post_batch(self, ops: Sequence[Operation], delivery: Delivery | None = None) -> str:
         """Post a batch's one card in its channel and return its ts (once per ``delivery``)."""
         message = build_batch_card(
-            list(ops), now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule(ops[0])
+            list(ops),
+            now=self._now(),
+            anyone_may_approve=self._anyone,
+            approval_rule=self._rule(ops[0]),
+            windows=windows_for(self._windows, ops[0].account),
+            progress=self._batch_progress(ops),
         )
         ts, _ = await self._post_once(ops[0].channel_id, None, message, delivery)
         return ts
@@ -235,7 +240,12 @@ class SlackNotifier:
         """Re-render a batch's card from its members' states (the whole card: any update converges)."""
         lead = ops[0]
         message = build_batch_card(
-            list(ops), now=self._now(), anyone_may_approve=self._anyone, approval_rule=self._rule(ops[0])
+            list(ops),
+            now=self._now(),
+            anyone_may_approve=self._anyone,
+            approval_rule=self._rule(ops[0]),
+            windows=windows_for(self._windows, lead.account),
+            progress=self._batch_progress(ops),
         )
         try:
             await self._client.chat_update(
@@ -247,11 +257,17 @@ class SlackNotifier:
         except SLACK_FAILURES as exc:
             raise translate(exc) from exc
 
+    def _batch_progress(self, ops: Sequence[Operation]) -> str:
+        """A quorum's progress on a batch card: each approval is recorded on every member alike."""
+        waiting = next((op for op in ops if op.state is OpState.AWAITING_APPROVAL), None)
+        return self._progress(waiting) if waiting is not None else ""
+
     async def reply_in_thread(self, op: Operation, event: Progress, delivery: Delivery | None = None) -> None:
         """Reply in the confirmation's thread (once per ``delivery``), with a file if it carries one."""
         message = build_thread_reply(event)
-        if op.batch_id is not None:
-            # Many connections share a batch's thread: each reply says whose it is.
+        if op.batch_id is not None and not isinstance(event, Scheduled):
+            # Many connections share a batch's thread: each reply says whose it is (a batch's
+            # scheduling is told once, for all of them).
             message["text"] = f"{code(op.vco_id)}: {message['text']}"
         attached = message.pop(FILE_KEY, None)
         thread_ts = op.thread_ts or op.message_ts

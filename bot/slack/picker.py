@@ -224,15 +224,6 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         except BotError as err:
             await ack(response_action="errors", errors={BlockId.PICK_REASON.value: _short(err)})
             return
-        if sub.run_at is not None and sub.more:
-            await ack(
-                response_action="errors",
-                errors={
-                    BlockId.PICK_RUN_AT.value: "A run time is for one connection: leave it empty to "
-                    "decommission several, or pick them one at a time."
-                },
-            )
-            return
         if sub.run_at is not None:
             try:
                 check_run_time(deps, sub.run_at)
@@ -259,6 +250,7 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
                         account=account,
                         reason=reason,
                         ticket=ticket,
+                        run_at=sub.run_at,
                     )
                 else:
                     await deps.workflow.request_delete(

@@ -1143,10 +1143,12 @@ class Store(OutboxMixin):
         from_states: Collection[OpState],
         to: OpState,
         now: datetime,
+        unfrozen: bool = False,
     ) -> list[Operation]:
         """Move each of ``moves``' operations as :meth:`transition` would, all in one transaction.
 
         A member that is no longer in ``from_states`` is left as it is; the moved ones are returned.
+        ``unfrozen``: none moves while a freeze covers its account (as :meth:`transition_and_claim`).
         """
 
         def move_all(conn: Connection) -> list[tuple[BatchMove, Operation]]:
@@ -1163,6 +1165,7 @@ class Store(OutboxMixin):
                     audit_entry=m.audit_entry,
                     effects=m.effects,
                     op_fields=m.fields,
+                    unfrozen=unfrozen,
                 )
                 if done is not None:
                     moved.append((m, done))
@@ -1173,6 +1176,166 @@ class Store(OutboxMixin):
             if m.audit_entry is not None:
                 _log_audit(m.audit_entry, op.state)
         return [op for _, op in result]
+
+    @shielded
+    async def record_batch_approval(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        user_id: str,
+        groups: Sequence[str] | None,
+        needed: int,
+        now: datetime,
+        progress_effects: Sequence[Effect],
+        to: OpState,
+        unfrozen: bool = False,
+    ) -> tuple[ApprovalOutcome, list[Operation]]:
+        """Record ``user_id``'s approval on every member of ``moves`` awaiting approval, in one transaction.
+
+        A batch's approval is one person's, counted once for all of it: as :meth:`record_approval` on
+        each member (the rows locked, in the order given, so replicas count each approval once), the
+        members' approvals kept alike. REPEATED or COVERED as the first member still awaiting approval
+        says, and then nothing is written; CLOSED when none awaits approval. When this one makes
+        ``needed``, every member still awaiting approval moves to ``to`` with its move's fields, lease,
+        audit entry and effects (COMPLETE; ``unfrozen`` as for :meth:`transition_batch`: a freeze
+        leaves every member as it was, and the approval unrecorded); otherwise each member records
+        it with its move's audit entry, and ``progress_effects`` go on the first (COUNTED).
+        Returns the outcome and the members as they are after it (those still awaiting approval).
+        """
+
+        def record(conn: Connection) -> tuple[ApprovalOutcome, list[Operation]]:
+            open_ones = []
+            for m in moves:
+                op = self._locked_operation(conn, m.op_id)
+                if op is not None and op.state is OpState.AWAITING_APPROVAL:
+                    open_ones.append((m, op))
+            if not open_ones:
+                return ApprovalOutcome.CLOSED, []
+            mine = tuple(groups) if groups is not None else ()
+            counted: list[tuple[BatchMove, tuple[Approval, ...]]] = []
+            for m, op in open_ones:
+                existing = _approvals_of(conn, m.op_id)
+                if any(a.user_id == user_id for a in existing):
+                    return ApprovalOutcome.REPEATED, [op for _, op in open_ones]
+                if groups is not None:
+                    # Matched again with this one: an earlier approver may move to another group of theirs.
+                    matched = _rematched(
+                        conn, m.op_id, (*existing, Approval(user_id=user_id, at=now, groups=mine))
+                    )
+                    if matched is None:
+                        return ApprovalOutcome.COVERED, [op for _, op in open_ones]
+                    counted.append((m, matched))
+                else:
+                    counted.append((m, (*existing, Approval(user_id=user_id, at=now))))
+            met = False
+            for index, (m, now_approved) in enumerate(counted):
+                group = now_approved[-1].group
+                conn.execute(
+                    insert(approvals).values(
+                        op_id=m.op_id,
+                        user_id=user_id,
+                        user_group=group,
+                        at=now,
+                        user_groups=list(mine) or None,
+                    )
+                )
+                met = len(now_approved) >= needed
+                detail = f"{len(now_approved)} of {needed}" + (f" ({group})" if group else "")
+                assert m.audit_entry is not None  # noqa: S101 - every approval is audited
+                entry = replace(m.audit_entry, detail=_joined(detail, m.audit_entry.detail))
+                if met:
+                    moved = _move(
+                        conn,
+                        m.op_id,
+                        from_states=(OpState.AWAITING_APPROVAL,),
+                        to=to,
+                        now=now,
+                        require_owner=None,
+                        lease=m.lease,
+                        audit_entry=entry,
+                        effects=m.effects,
+                        op_fields={**m.fields, "approvals": now_approved},
+                        unfrozen=unfrozen,
+                    )
+                    if moved is None:
+                        raise _FrozenBatch  # rolls all of it back: the caller says why
+                else:
+                    ts = m.fields.get("message_ts")
+                    moved = _set_approvals(
+                        conn,
+                        m.op_id,
+                        now_approved,
+                        now=now,
+                        entry=entry,
+                        effects=progress_effects if index == 0 else (),
+                        message_ts=ts if isinstance(ts, str) else None,
+                    )
+                if moved is None:  # pragma: no cover - the rows are locked and were awaiting approval
+                    raise RuntimeError(f"operation {m.op_id} changed under its row lock")
+            outcome = ApprovalOutcome.COMPLETE if met else ApprovalOutcome.COUNTED
+            return outcome, [self._locked_operation(conn, m.op_id) or op for m, op in open_ones]
+
+        try:
+            outcome, ops = await self._run(record)
+        except _FrozenBatch:
+            return ApprovalOutcome.CLOSED, []
+        if outcome in (ApprovalOutcome.COUNTED, ApprovalOutcome.COMPLETE):
+            entries = {m.op_id: m.audit_entry for m in moves}
+            for op in ops:
+                if (logged := entries.get(op.id)) is not None:
+                    _log_audit(logged, op.state)
+        return outcome, ops
+
+    @shielded
+    async def withdraw_batch_approval(
+        self,
+        moves: Sequence[BatchMove],
+        *,
+        user_id: str,
+        needed: int,
+        now: datetime,
+    ) -> tuple[ApprovalOutcome, list[Operation]]:
+        """Remove ``user_id``'s approval from every member of ``moves`` still awaiting approval, at once.
+
+        As :meth:`withdraw_approval` on each (the rows locked in the order given), each with its
+        move's audit entry (``k of n left``) and effects: WITHDRAWN; NOT_APPROVED (nothing written)
+        when the first member awaiting approval has no approval of this person's; CLOSED when none
+        awaits approval (the rule was met, or the batch closed).
+        """
+
+        def withdraw(conn: Connection) -> tuple[ApprovalOutcome, list[Operation]]:
+            open_ones = []
+            for m in moves:
+                op = self._locked_operation(conn, m.op_id)
+                if op is not None and op.state is OpState.AWAITING_APPROVAL:
+                    open_ones.append((m, op))
+            if not open_ones:
+                return ApprovalOutcome.CLOSED, []
+            if not any(a.user_id == user_id for a in _approvals_of(conn, open_ones[0][0].op_id)):
+                return ApprovalOutcome.NOT_APPROVED, [op for _, op in open_ones]
+            done = []
+            for m, op in open_ones:
+                conn.execute(
+                    delete(approvals).where(approvals.c.op_id == m.op_id, approvals.c.user_id == user_id)
+                )
+                left = _approvals_of(conn, m.op_id)
+                if any(a.groups for a in left):
+                    left = _rematched(conn, m.op_id, left) or left
+                assert m.audit_entry is not None  # noqa: S101 - every withdrawal is audited
+                entry = replace(
+                    m.audit_entry, detail=_joined(f"{len(left)} of {needed} left", m.audit_entry.detail)
+                )
+                moved = _set_approvals(conn, m.op_id, left, now=now, entry=entry, effects=m.effects)
+                done.append(moved or op)
+            return ApprovalOutcome.WITHDRAWN, done
+
+        outcome, ops = await self._run(withdraw)
+        if outcome is ApprovalOutcome.WITHDRAWN:
+            entries = {m.op_id: m.audit_entry for m in moves}
+            for op in ops:
+                if (logged := entries.get(op.id)) is not None:
+                    _log_audit(logged, op.state)
+        return outcome, ops
 
     @shielded
     async def deleting_elsewhere(self, *, op: Operation) -> Operation | None:
@@ -1457,6 +1620,10 @@ class Store(OutboxMixin):
             )
         )
         return await self._run(lambda conn: int(conn.execute(stmt).scalar() or 0))
+
+
+class _FrozenBatch(Exception):
+    """Raised inside a batch approval's transaction to roll it back: a freeze covers its account."""
 
 
 def _joined(count: str, detail: str) -> str:

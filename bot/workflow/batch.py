@@ -14,12 +14,15 @@ re-renders it from the store's state of the whole batch (see :mod:`bot.delivery`
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bot.domain import (
+    SCHEDULE_WINDOW,
+    ApprovalOutcome,
     ApprovalRule,
     BatchMove,
     Denied,
@@ -30,13 +33,16 @@ from bot.domain import (
     VpnGateway,
     client_token_for,
 )
-from bot.errors import ConfirmationClosed, NotAllowed
-from bot.workflow.delete import DeleteRequests
+from bot.errors import ApprovalRefused, CloudError, ConfirmationClosed, NotAllowed
+from bot.workflow.delete import DeleteRequests, Later
 from bot.workflow.steps import CARD, direct
 
 __all__ = ["BatchRequests"]
 
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+# What the batch card's Cancel closes: members nobody approved yet, or scheduled and not started.
+_CANCELLABLE = frozenset({OpState.AWAITING_APPROVAL, OpState.SCHEDULED})
+log = logging.getLogger("bot.workflow")
 
 
 class BatchRequests(DeleteRequests):
@@ -54,9 +60,12 @@ class BatchRequests(DeleteRequests):
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> list[Operation]:
         """Check policy, record every member, look each up and post the one card; return the members.
 
+        ``run_at``: when every member runs once approved (``at …``; the Slack layer checked it), as for
+        one deletion; None: at once (or at the change window's next opening).
         ``vco_ids`` are distinct and within VPNBOT_MAX_BATCH (the Slack layer checked). A member
         that cannot be looked up (not found, being deleted by another request) fails on its own
         and is shown on the card with its reason; the others go on.
@@ -88,6 +97,7 @@ class BatchRequests(DeleteRequests):
                     reason=reason,
                     ticket=ticket,
                     batch_id=batch_id,
+                    run_at=run_at,
                 )
             )
         detail = f"channel {channel_id}; batch {batch_id} of {len(ops)}"
@@ -113,9 +123,12 @@ class BatchRequests(DeleteRequests):
         """Approve every member still awaiting approval with one click, then drive each; return them.
 
         Every member passes the same checks as one deletion's approval (:meth:`_open_for_approval`:
-        the policy, audited when it refuses, the confirmation still open and not expired), so a rule
-        added there applies to batches too. The moves are one transaction: all or (lost races) none
-        of a member. Members past this instance's room wait for a resume pass, here or elsewhere.
+        the policy, audited when it refuses, the confirmation still open and not expired; a freeze),
+        so a rule added there applies to batches too. The moves are one transaction: all or (lost
+        races) none of a member. Members past this instance's room wait for a resume pass, here or
+        elsewhere. Approved outside the account's change window (or with a run time, ``at …``), every
+        member is scheduled instead, in the same one transaction. Under a quorum rule the click is one
+        approval of the whole batch (:meth:`_count_batch_approval`); the last one needed approves it.
         """
         members = await self._store.batch_operations(batch_id=batch_id)
         if not members:
@@ -123,10 +136,96 @@ class BatchRequests(DeleteRequests):
         waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
         if not waiting:
             raise ConfirmationClosed(members[0])
+        later: Later | None = None
+        rule: ApprovalRule | None = None
+        groups: tuple[str, ...] = ()
         for member in waiting:
-            _, checked_at, rule, _ = await self._open_for_approval(member.id, user_id)
-            await self._batch_may_start(member, user_id=user_id, rule=rule, now=checked_at)
+            _, checked_at, rule, groups = await self._open_for_approval(member.id, user_id)
+            await self._refuse_if_frozen(member, user_id=user_id, now=checked_at)
+            # The members share their account, and their run time: the same answer for each.
+            later = later or self._later(member, checked_at)
         now = self._clock.now()
+        ours: set[str] = set()
+        if later is not None:
+            moves, to = (
+                self._schedule_moves(batch_id, waiting, user_id, message_ts, now, later),
+                OpState.SCHEDULED,
+            )
+        else:
+            (moves, ours), to = (
+                self._approval_moves(batch_id, waiting, user_id, message_ts, now),
+                OpState.APPROVED,
+            )
+        self._starting += len(ours)
+        try:
+            if rule is not None and (rule.count > 1 or rule.groups):
+                moved = await self._count_batch_approval(
+                    moves, rule, groups, user_id=user_id, now=now, to=to, lead=waiting[0]
+                )
+                if moved and moved[0].state is OpState.AWAITING_APPROVAL:
+                    return moved  # counted; more approvals are needed
+            else:
+                moved = await self._store.transition_batch(
+                    moves, from_states=_AWAITING, to=to, now=now, unfrozen=True
+                )
+            for op in moved:
+                if op.id in ours:
+                    self._start_driving(op)
+        finally:
+            self._starting -= len(ours)
+        if not moved:
+            await self._refuse_if_frozen(waiting[0], user_id=user_id, now=now)
+            raise ConfirmationClosed(await self._load(waiting[0].id))
+        if to is OpState.APPROVED and len(moved) > len(ours):
+            self._wants_room = True
+        self.outbox.kick(waiting[0].id)
+        if later is not None:
+            log.info(
+                "batch approved; %d connections scheduled for %s",
+                len(moved),
+                later.runs.isoformat(),
+                extra={"batch_id": batch_id},
+            )
+        return moved
+
+    async def _count_batch_approval(
+        self,
+        moves: list[BatchMove],
+        rule: ApprovalRule,
+        groups: tuple[str, ...],
+        *,
+        user_id: str,
+        now: datetime,
+        to: OpState,
+        lead: Operation,
+    ) -> list[Operation]:
+        """One approval of the whole batch under ``rule``: counted on every member (the card shows it),
+        or the last needed, which moves every member to ``to`` (one transaction, exactly once whatever
+        the clicks and replicas, as one deletion's :meth:`_record_approval`). Returns the members
+        (still awaiting approval when counted; [] when closed or frozen: the caller says why)."""
+        outcome, ops = await self._store.record_batch_approval(
+            moves,
+            user_id=user_id,
+            groups=groups if rule.groups else None,
+            needed=rule.count,
+            now=now,
+            progress_effects=[CARD],
+            to=to,
+            unfrozen=True,
+        )
+        match outcome:
+            case ApprovalOutcome.REPEATED | ApprovalOutcome.COVERED:
+                raise ApprovalRefused(outcome.value, ops[0] if ops else lead, rule)
+            case ApprovalOutcome.COUNTED:
+                self.outbox.kick(lead.id)
+                return ops
+            case _:
+                return ops
+
+    def _approval_moves(
+        self, batch_id: str, waiting: list[Operation], user_id: str, message_ts: str | None, now: datetime
+    ) -> tuple[list[BatchMove], set[str]]:
+        """Each member's move to APPROVED now, and those this instance drives (its room)."""
         # One gateway deletes one connection at a time: a member's deadline counts the turns before it.
         turns = Counter(m.gateway_id for m in waiting)
         room = self._room_left()
@@ -156,55 +255,136 @@ class BatchRequests(DeleteRequests):
                     lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s) if mine else now),
                 )
             )
-        self._starting += len(ours)
-        try:
-            approved = await self._store.transition_batch(
-                moves, from_states=_AWAITING, to=OpState.APPROVED, now=now
-            )
-            for op in approved:
-                if op.id in ours:
-                    self._start_driving(op)
-        finally:
-            self._starting -= len(ours)
-        if not approved:
-            raise ConfirmationClosed(await self._load(waiting[0].id))
-        if len(approved) > len(ours):
-            self._wants_room = True
-        self.outbox.kick(waiting[0].id)
-        return approved
+        return moves, ours
 
-    async def _batch_may_start(
-        self, member: Operation, *, user_id: str, rule: ApprovalRule | None, now: datetime
-    ) -> None:
-        """What one click cannot do for a batch yet: a quorum, a run later, past a freeze (refused, audited).
+    def _schedule_moves(
+        self,
+        batch_id: str,
+        waiting: list[Operation],
+        user_id: str,
+        message_ts: str | None,
+        now: datetime,
+        later: Later,
+    ) -> list[BatchMove]:
+        """Each member's move to SCHEDULED for ``later.runs``, as one deletion's :meth:`_schedule`.
 
-        A batch is approved by one click and starts at once: under a quorum rule that needs more than
-        one approver, or outside its account's change window, it is refused (the connections can be
-        requested one by one, where both apply); under a freeze it is refused as one deletion is.
+        No lease, no gateway; each replica's due pass starts each member (:meth:`start_scheduled`,
+        which counts its gateway's turns in its deadline). The card says when; the thread and the
+        audit channel hear of it once, for the whole batch.
         """
-        refusal: NotAllowed | None = None
-        if rule is not None and (rule.count > 1 or rule.groups):
-            refusal = NotAllowed(
-                "A site decommission is approved with one click, but this account's approval rule "
-                "(VPNBOT_APPROVAL_RULES) needs more than one approver, so it cannot be approved as a batch.",
-                who_can=f"Request the connections one by one (`{member.vco_id}` first); each card then "
-                "collects its approvals.",
+        detail = f"batch {batch_id}; {later.detail}"
+        lead_entry = self._steps.entry(waiting[0], "approved", actor_id=user_id, detail=detail)
+        note = f"{len(waiting)} connections (a site decommission); {later.detail}"
+        return [
+            BatchMove(
+                op_id=member.id,
+                fields={
+                    "approver_id": user_id,
+                    "approved_at": now,
+                    "run_at": later.runs,
+                    "schedule_kind": later.kind,
+                    "message_ts": member.message_ts or message_ts,
+                },
+                audit_entry=lead_entry
+                if index == 0
+                else self._steps.entry(member, "approved", actor_id=user_id, detail=detail),
+                # One card update, one thread reply and one audit line for the whole batch.
+                effects=tuple(later.effects(self._steps.announce(lead_entry, note=note)))
+                if index == 0
+                else (),
             )
-        elif self._later(member, now) is not None:
-            refusal = NotAllowed(
-                "A site decommission starts when it is approved, and its account's change window "
-                "(VPNBOT_CHANGE_WINDOWS) is closed now.",
-                who_can="Approve it while the window is open, or request the connections one by one to have "
-                "each scheduled for the next opening.",
+            for index, member in enumerate(waiting)
+        ]
+
+    async def override_batch_window(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Start now every member the change window holds back: a second approver's decision.
+
+        As one deletion's :meth:`override_window`: ``user_id`` must be allowed to approve and be someone
+        else than the batch's approver; each member started is audited (``window_override``). A
+        member whose connection cannot be read now stays scheduled for the window's opening.
+        Raises NotAllowed or ConfirmationClosed (nothing held back any more).
+        """
+        members = await self._store.batch_operations(batch_id=batch_id)
+        held = [m for m in members if m.state is OpState.SCHEDULED and m.schedule_kind == SCHEDULE_WINDOW]
+        if not held:
+            raise ConfirmationClosed(members[0] if members else None)
+        for member in held:
+            await self._audited_check(
+                self._policy.check_approval, member, user_id=user_id, verb="override the window"
             )
-        if refusal is not None:
+        lead = held[0]
+        if user_id == lead.approver_id:
+            refusal = NotAllowed(
+                "You approved this site decommission; overriding the change window needs a second approver.",
+                who_can="Ask another approver to click *Override window*.",
+            )
             await self._store.add_audit(
                 self._steps.entry(
-                    member, "refused", actor_id=user_id, detail=f"approve: {refusal.friendly}", times=1
+                    lead,
+                    "refused",
+                    actor_id=user_id,
+                    detail=f"override the window: {refusal.friendly}",
+                    times=1,
                 )
             )
             raise refusal
-        await self._refuse_if_frozen(member, user_id=user_id, now=now)
+        started: list[Operation] = []
+        unread: CloudError | None = None
+        for member in held:
+            try:
+                op = await self.start_scheduled(member, override_by=user_id)
+            except CloudError as err:
+                log.warning(
+                    "override: could not read a scheduled connection again (%s); it waits for the window",
+                    err.code,
+                    extra={"op_id": member.id, "batch_id": batch_id},
+                )
+                unread = unread or err
+                continue
+            if op is not None:
+                started.append(op)
+        if not started:
+            if unread is not None:
+                raise unread
+            raise ConfirmationClosed(await self._load(lead.id))
+        return started
+
+    async def withdraw_batch(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        """Take back ``user_id``'s approval of the whole batch while its quorum is not met (the card shows it).
+
+        Raises ApprovalRefused (``met``: it is approved already; ``not_approved``; ``no_rule``) or
+        ConfirmationClosed (cancelled, expired), as one deletion's :meth:`withdraw`.
+        """
+        members = await self._store.batch_operations(batch_id=batch_id)
+        if not members:
+            raise ConfirmationClosed(None)
+        lead = next((m for m in members if m.state is OpState.AWAITING_APPROVAL), members[0])
+        rule = self._quorum.rule_for(lead) if self._quorum is not None else None
+        if rule is None:
+            raise ApprovalRefused("no_rule", lead)
+        now = self._clock.now()
+        moves = [
+            BatchMove(
+                op_id=member.id,
+                fields={},
+                audit_entry=self._steps.entry(member, "approval_withdrawn", actor_id=user_id),
+                effects=(CARD,) if index == 0 else (),
+            )
+            for index, member in enumerate(m for m in members if m.state is OpState.AWAITING_APPROVAL)
+        ]
+        outcome, ops = await self._store.withdraw_batch_approval(
+            moves, user_id=user_id, needed=rule.count, now=now
+        )
+        match outcome:
+            case ApprovalOutcome.WITHDRAWN:
+                self.outbox.kick(ops[0].id)
+                return ops
+            case ApprovalOutcome.NOT_APPROVED:
+                raise ApprovalRefused("not_approved", ops[0] if ops else lead, rule)
+        current = await self._load(lead.id)
+        if current.approver_id is not None:
+            raise ApprovalRefused("met", current, rule)
+        raise ConfirmationClosed(current)
 
     async def batch_members(self, *, batch_id: str) -> list[Operation]:
         """A batch's operations in the order asked (empty: no such batch)."""
@@ -213,9 +393,10 @@ class BatchRequests(DeleteRequests):
     async def cancel_batch(
         self, *, batch_id: str, user_id: str, reason: str | None = None
     ) -> list[Operation]:
-        """Close every member still awaiting approval (the policy's cancel check, as for one deletion)."""
+        """Close every member still awaiting approval, or scheduled and not started yet (the policy's
+        cancel check, as for one deletion)."""
         members = await self._store.batch_operations(batch_id=batch_id)
-        waiting = [m for m in members if m.state is OpState.AWAITING_APPROVAL]
+        waiting = [m for m in members if m.state in _CANCELLABLE]
         if not waiting:
             raise ConfirmationClosed(members[0] if members else None)
         for member in waiting:
@@ -238,7 +419,7 @@ class BatchRequests(DeleteRequests):
             for index, member in enumerate(waiting)
         ]
         cancelled = await self._store.transition_batch(
-            moves, from_states=_AWAITING, to=OpState.CANCELLED, now=now
+            moves, from_states=_CANCELLABLE, to=OpState.CANCELLED, now=now
         )
         if not cancelled:
             raise ConfirmationClosed(await self._load(lead.id))

@@ -74,6 +74,10 @@ __all__ = ["Runner"]
 
 log = logging.getLogger("bot.workflow")
 _AWAITING = frozenset({OpState.AWAITING_APPROVAL})
+# A batch member in one of these has, or is still to take, its turn on its gateway.
+_TURN_TAKING = frozenset(
+    {OpState.SCHEDULED, OpState.APPROVED, OpState.DELETING, OpState.WAITING_GATEWAY, OpState.VERIFYING}
+)
 # Resumable operations a pass reads beyond its room: ones it skips (another replica's recreation
 # keys) and, when full, enough to know that some wait.
 _RESUME_SLACK = 32
@@ -436,7 +440,9 @@ class Runner:
         """
         now = self._clock.now()
         run_at = now if override_by is not None or op.run_at is None else op.run_at
-        deadline = run_at + timedelta(seconds=self._config.delete_timeout_s)
+        # A batch's members start together: each may wait for its gateway's other turns first.
+        turns = await self._batch_turns(op) if op.batch_id is not None else 1
+        deadline = run_at + timedelta(seconds=self._config.delete_timeout_s * turns)
         try:
             problem = await self._steps.recheck_scheduled(op)
         except CloudError as err:
@@ -493,6 +499,16 @@ class Runner:
             if ours:
                 self._starting -= 1
         return started
+
+    async def _batch_turns(self, op: Operation) -> int:
+        """How many of ``op``'s batch go through its gateway, ``op`` included, from now on (at least 1).
+
+        As an approval at once counts them (:meth:`BatchRequests.approve_batch`): the members still
+        scheduled, and those started and not finished, on the same gateway.
+        """
+        members = await self._store.batch_operations(batch_id=op.batch_id or "")
+        pending = [m for m in members if m.gateway_id == op.gateway_id and m.state in _TURN_TAKING]
+        return max(1, len(pending) + (op.id not in {m.id for m in pending}))
 
     async def _scheduled_failed(self, op: Operation, problem: Failed) -> Operation | None:
         """SCHEDULED -> FAILED: at its time the connection was gone or had moved; nothing was sent."""

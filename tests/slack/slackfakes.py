@@ -221,6 +221,7 @@ class FakeWorkflow:
         account: str = "",
         reason: str | None = None,
         ticket: str | None = None,
+        run_at: datetime | None = None,
     ) -> list[Operation]:
         self._enter(
             "request_batch",
@@ -238,6 +239,14 @@ class FakeWorkflow:
         self, *, batch_id: str, user_id: str, reason: str | None = None
     ) -> list[Operation]:
         self._enter("cancel_batch", {"batch_id": batch_id, "user_id": user_id})
+        return []
+
+    async def withdraw_batch(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        self._enter("withdraw_batch", {"batch_id": batch_id, "user_id": user_id})
+        return []
+
+    async def override_batch_window(self, *, batch_id: str, user_id: str) -> list[Operation]:
+        self._enter("override_batch_window", {"batch_id": batch_id, "user_id": user_id})
         return []
 
     async def batch_members(self, *, batch_id: str) -> list[Operation]:

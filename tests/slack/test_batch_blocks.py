@@ -4,7 +4,7 @@ within Slack's limits at the largest batch, and a line per problem found."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from slack_sdk.models.blocks import Block
 from slackfakes import T0, make_op
 from test_blocks import walk_limits
 
-from bot.domain import Impact, ImpactTunnel, Operation, OpState, VpnConnection
+from bot.domain import SCHEDULE_AT, SCHEDULE_WINDOW, Impact, ImpactTunnel, Operation, OpState, VpnConnection
 from bot.slack.block_ids import ActionId
 from bot.slack.blocks.batch import LINES_MAX, build_batch_card
 from bot.slack.parsing import BatchDeleteCommand, DeleteCommand, parse_command
@@ -60,6 +60,11 @@ def test_every_state_is_valid_block_kit_with_hostile_names_at_the_largest_batch(
     ops = [member(i) for i in range(count)]
     waiting = build_batch_card(ops, now=T0, approval_rule="*Approval:* <@U0BOB>")
     valid(waiting)
+    counted = build_batch_card(
+        ops, now=T0, approval_rule="*Approval:* <@U0BOB>", progress="*1 of 2 approvals*: <@U0BOB> ✓"
+    )
+    valid(counted)
+    assert "*1 of 2 approvals*" in str(counted)
     assert "<@U0EVIL>" not in str(waiting)
     assert "<!channel>" not in str(waiting)
     outcomes = [OpState.DELETED, OpState.FAILED, OpState.APPROVED, OpState.DELETING, OpState.TIMED_OUT]
@@ -70,6 +75,18 @@ def test_every_state_is_valid_block_kit_with_hostile_names_at_the_largest_batch(
     valid(build_batch_card(after, now=T0))
     closed = [replace(op, state=OpState.CANCELLED, cancelled_by="U0BOB", cancel_reason=HOSTILE) for op in ops]
     valid(build_batch_card(closed, now=T0))
+    for kind in (SCHEDULE_WINDOW, SCHEDULE_AT):
+        later = [
+            decided(
+                op, OpState.SCHEDULED, run_at=T0 + timedelta(days=3), schedule_kind=kind, account="a" * 40
+            )
+            for op in ops
+        ]
+        card = build_batch_card(later, now=T0)
+        valid(card)
+        buttons = {e["action_id"] for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]}
+        assert ActionId.BATCH_CANCEL in buttons
+        assert (ActionId.BATCH_OVERRIDE_WINDOW in buttons) is (kind == SCHEDULE_WINDOW)
     if count > LINES_MAX:
         assert f"and {count - LINES_MAX} more" in str(build_batch_card(after, now=T0))
 
@@ -127,6 +144,14 @@ def test_parsing_the_batch_forms() -> None:
     assert parse_command(
         "delete gateway=vpn-bp1gw0001 all", default_region="cn-hangzhou"
     ) == BatchDeleteCommand(vco_ids=(), region="cn-hangzhou", gateway_id="vpn-bp1gw0001")
+    # ``at …``: every connection runs then, once approved.
+    at = datetime(2026, 12, 10, 2, 0, tzinfo=UTC)
+    assert parse_command(
+        f"delete {a} {b} cn-shanghai at 2026-12-10T02:00Z", default_region="cn-hangzhou"
+    ) == BatchDeleteCommand(vco_ids=(a, b), region="cn-shanghai", run_at=at)
+    assert parse_command(
+        "delete gateway=vpn-bp1gw0001 all at 2026-12-10 10:00 Asia/Shanghai", default_region="cn-hangzhou"
+    ) == BatchDeleteCommand(vco_ids=(), region="cn-hangzhou", gateway_id="vpn-bp1gw0001", run_at=at)
 
 
 @pytest.mark.parametrize(

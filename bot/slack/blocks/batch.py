@@ -7,12 +7,15 @@ any member's card update renders the whole batch and the last one to land shows 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.domain import ALREADY_DELETING, Operation, OpState
+from bot.domain import ALREADY_DELETING, SCHEDULE_WINDOW, Operation, OpState
+from bot.schedule import Window, run_time
 from bot.slack.block_ids import ActionId, BlockId
-from bot.slack.blocks.cards import reason_line
+from bot.slack.blocks.cards import approvals_block, reason_line
+from bot.slack.blocks.schedule import run_time_text
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
     CONFIRM_TEXT_MAX,
@@ -104,6 +107,8 @@ def _facts(op: Operation) -> str:
 def _outcome(op: Operation, now: datetime) -> str:
     """The member's line once the batch was approved, cancelled or expired."""
     match op.state:
+        case OpState.SCHEDULED:
+            return ":calendar: scheduled"
         case OpState.APPROVED:
             return ":hourglass: waiting for its gateway"
         case state if state in _RUNNING:
@@ -165,6 +170,7 @@ def _count_line(ops: list[Operation]) -> str:
         OpState.DELETED: "deleted",
         OpState.FAILED: "failed",
         OpState.TIMED_OUT: "timed out",
+        OpState.SCHEDULED: "scheduled",
         OpState.APPROVED: "waiting for their gateway",
         OpState.CANCELLED: "cancelled",
         OpState.EXPIRED: "expired",
@@ -191,7 +197,82 @@ def _confirm(count: int) -> dict[str, Any]:
     }
 
 
-def _actions(batch_id: str, count: int) -> Block:
+def _override_confirm(count: int) -> dict[str, Any]:
+    return {
+        "title": plain_object("Override the change window?", CONFIRM_TITLE_MAX),
+        "text": plain_object(
+            f"This starts deleting the {count} scheduled connections now, outside the change window, one "
+            "per gateway at a time. It needs a second approver and is recorded in the audit.",
+            CONFIRM_TEXT_MAX,
+        ),
+        "confirm": plain_object("Delete now", CONFIRM_BUTTON_MAX),
+        "deny": plain_object("Wait for the window", CONFIRM_BUTTON_MAX),
+        "style": "danger",
+    }
+
+
+def _scheduled_actions(batch_id: str, scheduled: list[Operation]) -> Block:
+    """Cancel (all of it, until it starts), and for a batch the change window holds back, Override window."""
+    elements: list[dict[str, Any]] = [
+        {
+            "type": "button",
+            "action_id": ActionId.BATCH_CANCEL.value,
+            "text": plain_object("Cancel", 75),
+            "value": batch_id,
+        }
+    ]
+    if any(op.schedule_kind == SCHEDULE_WINDOW for op in scheduled):
+        elements.append(
+            {
+                "type": "button",
+                "action_id": ActionId.BATCH_OVERRIDE_WINDOW.value,
+                "text": plain_object("Override window", 75),
+                "value": batch_id,
+                "style": "danger",
+                "confirm": _override_confirm(len(scheduled)),
+            }
+        )
+    return {"type": "actions", "block_id": BlockId.ACTIONS.value, "elements": elements}
+
+
+def _scheduled_status(lead: Operation, scheduled: list[Operation], where: str, count: int) -> str:
+    """The status of a batch approved for later: who approved it, when it runs, what may still stop it."""
+    first = scheduled[0]
+    runs = run_time_text(first.run_at) if first.run_at is not None else "an unknown time"
+    approved = (
+        f"{mention(lead.requester_id)} asked to delete {count} connections {where}. "
+        f"Approved by {mention(first.approver_id)}"
+    )
+    them = f"the {len(scheduled)} connections are" if len(scheduled) > 1 else "one connection is"
+    if first.schedule_kind == SCHEDULE_WINDOW:
+        account = f" of account {code(lead.account, 40)}" if lead.account else ""
+        return (
+            f":calendar: {approved} outside the change window{account}: {them} scheduled for its next "
+            f"opening, {runs}, then deleted one per gateway at a time. *Cancel* stops all of them until "
+            "then; *Override window* (another approver) starts them now."
+        )
+    return (
+        f":calendar: {approved}: {them} scheduled for {runs}, then deleted one per gateway at a time. "
+        "*Cancel* stops all of them until then."
+    )
+
+
+def _when_approved(lead: Operation, windows: Sequence[Window], now: datetime) -> str:
+    """An open card's line on when the batch runs if approved now ("" for at once)."""
+    text = ""
+    if lead.run_at is not None:
+        text += f"\n:calendar: Once approved, they run {run_time_text(lead.run_at)}."
+    runs = run_time(windows, wanted=lead.run_at, now=now)
+    if runs > max(now, lead.run_at or now):
+        shown = "; ".join(str(w) for w in windows)
+        text += (
+            f"\n:calendar: Outside the change window ({code(shown, 300)}): approved now, they run when "
+            f"the window next opens, {run_time_text(runs)}, unless a second approver overrides the window."
+        )
+    return text
+
+
+def _actions(batch_id: str, count: int, *, withdraw: bool = False) -> Block:
     return {
         "type": "actions",
         "block_id": BlockId.ACTIONS.value,
@@ -210,6 +291,18 @@ def _actions(batch_id: str, count: int) -> Block:
                 "text": plain_object("Cancel", 75),
                 "value": batch_id,
             },
+            *(
+                [
+                    {
+                        "type": "button",
+                        "action_id": ActionId.BATCH_WITHDRAW.value,
+                        "text": plain_object("Withdraw my approval", 75),
+                        "value": batch_id,
+                    }
+                ]
+                if withdraw
+                else []
+            ),
         ],
     }
 
@@ -220,8 +313,10 @@ def _header(ops: list[Operation], waiting: int, decided: bool) -> str:
         return f"Delete {n} VPN connections?" if waiting else f"Could not delete {n} VPN connections"
     if any(op.state is OpState.APPROVED or op.state in _RUNNING for op in ops):
         return f"Deleting {n} VPN connections…"
-    if all(op.state in (OpState.CANCELLED, OpState.EXPIRED, OpState.FAILED) for op in ops) and not any(
-        op.approved_at for op in ops
+    if any(op.state is OpState.SCHEDULED for op in ops):
+        return f"Scheduled: delete {n} VPN connections"
+    if all(op.state in (OpState.CANCELLED, OpState.EXPIRED, OpState.FAILED) for op in ops) and (
+        not any(op.approved_at for op in ops) or any(op.cancelled_by for op in ops)
     ):
         closed = "Expired" if any(op.state is OpState.EXPIRED for op in ops) else "Cancelled"
         return f"{closed}: delete {n} VPN connections"
@@ -234,11 +329,20 @@ def build_batch_card(
     now: datetime,
     anyone_may_approve: bool = False,
     approval_rule: str = "",
+    windows: Sequence[Window] = (),
+    progress: str = "",
 ) -> Message:
-    """The batch's card for its members' current states (``ops`` in the order they were asked)."""
+    """The batch's card for its members' current states (``ops`` in the order they were asked).
+
+    ``progress`` (bot.slack.policy.approval_progress_text of a member awaiting approval): the
+    approvals so far under a quorum rule, each one counting for the whole batch.
+
+    ``windows`` (the account's change windows): an open card says when the batch, approved now, would run.
+    """
     lead = ops[0]
     batch_id = lead.batch_id or lead.id
     waiting = [op for op in ops if op.state is OpState.AWAITING_APPROVAL]
+    scheduled = [op for op in ops if op.state is OpState.SCHEDULED]
     decided = not waiting and any(
         op.approved_at or op.state in (OpState.CANCELLED, OpState.EXPIRED) for op in ops
     )
@@ -257,19 +361,22 @@ def build_batch_card(
             f"{who}; *Cancel* closes the whole request. It expires at "
             f"{format_time(lead.expires_at, now=now)} if nobody acts."
         )
+        summary += _when_approved(lead, windows, now)
     else:
         approver = next((op for op in ops if op.approver_id), None)
         closer = next((op for op in ops if op.cancelled_by), None)
-        if approver is not None:
+        if scheduled:
+            status = _scheduled_status(lead, scheduled, where, len(ops))
+        elif closer is not None:
+            status = f":no_entry_sign: Cancelled by {mention(closer.cancelled_by)}. Nothing was deleted."
+            if closer.cancel_reason:
+                status += f" *Reason:* {code(closer.cancel_reason, 500)}"
+        elif approver is not None:
             status = (
                 f"{mention(lead.requester_id)} asked to delete {len(ops)} connections {where}. Approved by "
                 f"{mention(approver.approver_id)} at {format_time(approver.approved_at, now=now)}: "
                 f"{_count_line(ops)}. Each connection's progress is in the thread."
             )
-        elif closer is not None:
-            status = f":no_entry_sign: Cancelled by {mention(closer.cancelled_by)}. Nothing was deleted."
-            if closer.cancel_reason:
-                status += f" *Reason:* {code(closer.cancel_reason, 500)}"
         elif any(op.state is OpState.EXPIRED for op in ops):
             status = (
                 f":hourglass: Expired at {format_time(lead.expires_at, now=now)} without approval. "
@@ -288,9 +395,12 @@ def build_batch_card(
         rest = ops[LINES_MAX:]
         blocks.append(context_block(f"…and {len(rest)} more: {_count_line(rest)}.", BlockId.BATCH_MORE.value))
     if waiting:
-        blocks.append(_actions(batch_id, len(waiting)))
+        blocks.extend(approvals_block(progress))
+        blocks.append(_actions(batch_id, len(waiting), withdraw=bool(progress and waiting[0].approvals)))
         if approval_rule:
             blocks.append(context_block(approval_rule, BlockId.APPROVAL_RULE.value))
+    elif scheduled:
+        blocks.append(_scheduled_actions(batch_id, scheduled))
     blocks.append(context_block(f"Batch {code(batch_id, 64)} · {len(ops)} requests", BlockId.FOOTER.value))
     if waiting:
         text = f"{mention(lead.requester_id)} asks to delete {len(ops)} VPN connections {where}: approve or cancel."

@@ -123,6 +123,8 @@ class BatchDeleteCommand:
     gateway_id: str | None = None
     account: str | None = None
     reason: str | None = None
+    # ``at …``: every connection runs then once approved (as DeleteCommand.run_at); None: at once.
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +257,7 @@ def _parse_gateway_all(
     account: str | None,
     reason: str | None,
     default_region: str,
+    run_at: datetime | None = None,
 ) -> BatchDeleteCommand:
     words = [clean(t).lower() for t in positional]
     if "all" not in words:
@@ -270,7 +273,12 @@ def _parse_gateway_all(
     if rest:
         region = region_word(rest[0])
     return BatchDeleteCommand(
-        vco_ids=(), region=region or default_region, gateway_id=gateway, account=account, reason=reason
+        vco_ids=(),
+        region=region or default_region,
+        gateway_id=gateway,
+        account=account,
+        reason=reason,
+        run_at=run_at,
     )
 
 
@@ -281,18 +289,8 @@ def _parse_delete(
     args, account = split_account(args)
     args, gateway = _split_gateway(args)
     positional, region = split_region(args)
-    if gateway is not None or (
-        run_at is not None and sum(clean(p).lower().startswith("vco-") for p in positional) > 1
-    ):
-        if run_at is not None:
-            raise _usage(
-                "A run time (`at …`) is for one connection: a site decommission runs once approved "
-                "(change windows still apply to each of its deletions' accounts only when run one by one). "
-                "Request the connections without `at`, or one at a time with it."
-            )
-        if gateway is None:  # several ids with a time: refused above
-            raise _usage("Give `gateway=vpn-… all` or the connection ids.")
-        return _parse_gateway_all(positional, gateway, region, account, reason, default_region)
+    if gateway is not None:
+        return _parse_gateway_all(positional, gateway, region, account, reason, default_region, run_at)
     if not positional:
         if run_at is not None:
             raise _usage(
@@ -315,7 +313,11 @@ def _parse_delete(
         distinct = tuple(dict.fromkeys(ids))
         if len(distinct) > 1:
             return BatchDeleteCommand(
-                vco_ids=distinct, region=region or default_region, account=account, reason=reason
+                vco_ids=distinct,
+                region=region or default_region,
+                account=account,
+                reason=reason,
+                run_at=run_at,
             )
         return DeleteCommand(
             vco_id=distinct[0], region=region or default_region, account=account, reason=reason, run_at=run_at
