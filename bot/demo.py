@@ -164,6 +164,12 @@ async def _stale_approval(stack: LocalStack) -> None:
     await stack.slack.state.wait_for(
         lambda: len(vpc.accepted("DeleteVpnConnection")) > sent, timeout=STEP_TIMEOUT, what="the first delete"
     )
+    # Its "Request accepted" reply before the next command, so the timeline reads the same every run.
+    await stack.slack.state.wait_for(
+        lambda: any("Request accepted" in m.text for m in stack.slack.state.thread(CHANNEL, holder.ts)),
+        timeout=STEP_TIMEOUT,
+        what="the first delete's reply",
+    )
     await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU_BGP}")
     stale = await _confirmation_for(stack, SEED_VCO_HANGZHOU_BGP)
     await stack.agent.click(BOB, CHANNEL, stale.ts, ActionId.APPROVE)
