@@ -259,6 +259,10 @@ async def _one_held(stack: LocalStack, clock: FakeClock, freeze: str) -> tuple[M
     second = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU_BGP)
     # Read before the click: the stand-in updates the message in place once approved.
     second_id = op_id_of(second)
+    # The sandbox's gateway runs on real time: kept updating until the second is queued behind the
+    # first, or on a busy machine the first could be done (on its first poll) before the second's click.
+    vpc = stack.vpc.state
+    vpc.update_seconds = 3600.0
     await stack.agent.click(BOB, CHANNEL, first.ts, ActionId.APPROVE)
     await stack.slack.state.wait_for(
         lambda: _deletes_of(stack, SEED_VCO_HANGZHOU), timeout=10, what="the first delete sent"
@@ -267,6 +271,11 @@ async def _one_held(stack: LocalStack, clock: FakeClock, freeze: str) -> tuple[M
     await stack.slack.state.wait_for(
         lambda: "Waiting for" in thread_text(stack.slack.state, second.ts), timeout=10, what="the queued note"
     )
+    # Queued: the gateway may finish now (the first's next look waits for the test's clock anyway).
+    vpc.update_seconds = 0.3
+    for gateway in vpc.gateways.values():
+        if gateway.updating_until is not None:
+            gateway.updating_until = vpc.clock()
     await _command(stack, CAROL, freeze)
     await _announced(stack, "froze VPN changes")
     return first, second, second_id
