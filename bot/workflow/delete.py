@@ -680,21 +680,7 @@ class DeleteSteps(StepBase):
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
-            found = await (
-                connection
-                if connection is not None
-                else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
-            )
-            # The preview is looked up alongside the gateway; it never fails and has its own deadline.
-            preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
-            try:
-                gateway = await self._read(op).describe_vpn_gateway(
-                    region=op.region, gateway_id=found.gateway_id, shared=True
-                )
-            except BaseException:
-                preview.cancel()
-                raise
-            impact = await preview
+            found, gateway, impact = await self._read_for_confirmation(op, connection)
         except CloudError as err:
             failed = await self._lookup_failed(
                 op, LookupFailed(code=err.code, reason=err.friendly), reply=reply_on_failure
@@ -751,20 +737,7 @@ class DeleteSteps(StepBase):
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
-            found = await (
-                connection
-                if connection is not None
-                else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
-            )
-            preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
-            try:
-                gateway = await self._read(op).describe_vpn_gateway(
-                    region=op.region, gateway_id=found.gateway_id, shared=True
-                )
-            except BaseException:
-                preview.cancel()
-                raise
-            impact = await preview
+            found, gateway, impact = await self._read_for_confirmation(op, connection)
         except CloudError as err:
             return await self._lookup_failed(
                 op, LookupFailed(code=err.code, reason=err.friendly), reply=False
@@ -787,6 +760,29 @@ class DeleteSteps(StepBase):
             preview_fingerprint=fingerprint(impact, gateway, found),
         )
         return moved or await self._store.get_operation(op_id=op.id) or op
+
+    async def _read_for_confirmation(
+        self, op: Operation, connection: Awaitable[VpnConnection] | None
+    ) -> tuple[VpnConnection, VpnGateway, Impact]:
+        """The connection (``connection`` if already on its way), its gateway and the impact preview.
+
+        Raises CloudError when the connection or the gateway could not be read.
+        """
+        found = await (
+            connection
+            if connection is not None
+            else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
+        )
+        # The preview is looked up alongside the gateway; it never fails and has its own deadline.
+        preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
+        try:
+            gateway = await self._read(op).describe_vpn_gateway(
+                region=op.region, gateway_id=found.gateway_id, shared=True
+            )
+        except BaseException:
+            preview.cancel()
+            raise
+        return found, gateway, await preview
 
     async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
         """The impact preview, or one saying it could not be read: it must never stop the confirmation."""
