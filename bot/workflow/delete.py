@@ -215,8 +215,48 @@ class DeleteRequests(Runner):
     ) -> Operation:
         """Store the request (leased to this worker) before anything is looked up."""
         now = self._clock.now()
+        op = self._new_request(
+            now=now,
+            team_id=team_id,
+            user_id=user_id,
+            channel_id=channel_id,
+            vco_id=vco_id,
+            region=region,
+            response_url=response_url,
+            account=account,
+            reason=reason,
+            ticket=ticket,
+            run_at=run_at,
+        )
+        created = await self._store.create_operation(
+            op=op,
+            lease=self._lease_from(now),
+            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
+            one_open=True,
+        )
+        if created.id != op.id:
+            raise AlreadyRequested(created)
+        return created
+
+    def _new_request(
+        self,
+        *,
+        now: datetime,
+        team_id: str,
+        user_id: str,
+        channel_id: str,
+        vco_id: str,
+        region: str,
+        response_url: str | None,
+        account: str,
+        reason: str | None,
+        ticket: str | None,
+        run_at: datetime | None,
+        batch_id: str | None = None,
+    ) -> Operation:
+        """A request for ``vco_id`` as recorded, LOOKING_UP, before the lookup fills it in."""
         op_id = uuid.uuid4().hex
-        op = Operation(
+        return Operation(
             id=op_id,
             state=OpState.LOOKING_UP,
             region=region,
@@ -234,17 +274,13 @@ class DeleteRequests(Runner):
             account=account,
             reason=reason,
             ticket=ticket,
+            batch_id=batch_id,
             run_at=run_at,
         )
-        created = await self._store.create_operation(
-            op=op,
-            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
-            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
-            one_open=True,
-        )
-        if created.id != op.id:
-            raise AlreadyRequested(created)
-        return created
+
+    def _lease_from(self, now: datetime) -> tuple[str, datetime]:
+        """The lease a request is recorded with: this worker's, from ``now``."""
+        return (self.instance_id, now + timedelta(seconds=self._config.lease_s))
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve once (the first click wins), then delete in the background; return at once.
