@@ -149,16 +149,19 @@ class DeleteRequests(Runner):
         )
         try:
             op = await self._record_request(
-                team_id=team_id,
-                user_id=user_id,
-                channel_id=channel_id,
-                vco_id=vco_id,
-                region=region,
-                response_url=response_url,
-                account=account,
-                reason=reason,
-                ticket=ticket,
-                run_at=run_at,
+                self._new_request(
+                    now=self._clock.now(),
+                    team_id=team_id,
+                    user_id=user_id,
+                    channel_id=channel_id,
+                    vco_id=vco_id,
+                    region=region,
+                    response_url=response_url,
+                    account=account,
+                    reason=reason,
+                    ticket=ticket,
+                    run_at=run_at,
+                )
             )
             op = await self._look_up_requested(op, read)
         finally:
@@ -199,39 +202,14 @@ class DeleteRequests(Runner):
         finally:
             self._looking_up.discard(op.id)
 
-    async def _record_request(
-        self,
-        *,
-        team_id: str,
-        user_id: str,
-        channel_id: str,
-        vco_id: str,
-        region: str,
-        response_url: str | None,
-        account: str,
-        reason: str | None = None,
-        ticket: str | None = None,
-        run_at: datetime | None = None,
-    ) -> Operation:
-        """Store the request (leased to this worker) before anything is looked up."""
-        now = self._clock.now()
-        op = self._new_request(
-            now=now,
-            team_id=team_id,
-            user_id=user_id,
-            channel_id=channel_id,
-            vco_id=vco_id,
-            region=region,
-            response_url=response_url,
-            account=account,
-            reason=reason,
-            ticket=ticket,
-            run_at=run_at,
-        )
+    async def _record_request(self, op: Operation) -> Operation:
+        """Store the request ``op`` (:meth:`_new_request`, leased to this worker) before anything is looked up."""
         created = await self._store.create_operation(
             op=op,
-            lease=self._lease_from(now),
-            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
+            lease=self._lease_from(op.created_at),
+            audit_entry=self._steps.entry(
+                op, "requested", actor_id=op.requester_id, detail=f"channel {op.channel_id}"
+            ),
             one_open=True,
         )
         if created.id != op.id:
