@@ -68,6 +68,19 @@ async def _command(stack: LocalStack, user: str, text: str) -> None:
     assert reply.status == 200, reply.body
 
 
+async def _ask_batch(stack: LocalStack) -> tuple[list[str], Message]:
+    """Alice asks to delete three new connections on one gateway: their ids and the batch card."""
+    state = stack.slack.state
+    ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
+    await _command(stack, ALICE, "delete " + " ".join(ids))
+    card = await state.wait_for(
+        lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
+        timeout=15,
+        what="the batch card",
+    )
+    return ids, card
+
+
 async def _request(stack: LocalStack, text: str, vco_id: str) -> Message:
     await _command(stack, ALICE, text)
     card = await wait_confirmation(stack.slack.state, vco_id)
@@ -526,13 +539,7 @@ async def test_a_batch_in_the_audit_channel_one_outcome_line_per_connection_each
     clock = FakeClock(T0)
     async with running(sqlite_url, clock, delete_timeout_seconds=3600) as stack:
         state = stack.slack.state
-        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
-        await _command(stack, ALICE, "delete " + " ".join(ids))
-        card = await state.wait_for(
-            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
-            timeout=15,
-            what="the batch card",
-        )
+        _, card = await _ask_batch(stack)
         valid_block_kit(card)
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
         async with time_passes(clock):
@@ -562,13 +569,7 @@ async def test_an_unanswered_batch_is_reminded_once_not_once_per_connection(sqli
     settings = {"remind_after_seconds": 120, "escalate_to": "S0ONCALL", "confirmation_ttl_seconds": 900}
     async with running(sqlite_url, clock, **settings) as stack:
         state = stack.slack.state
-        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
-        await _command(stack, ALICE, "delete " + " ".join(ids))
-        card = await state.wait_for(
-            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
-            timeout=15,
-            what="the batch card",
-        )
+        _, card = await _ask_batch(stack)
         clock.advance(121)
         await _passes(stack)
         await wait_thread(state, card.ts, ":bell:")
@@ -627,13 +628,7 @@ async def test_a_freeze_holds_a_batch_then_unfreeze_deletes_each_once(sqlite_url
     clock = FakeClock(T0)
     async with running(sqlite_url, clock, admins=[CAROL], delete_timeout_seconds=3600) as stack:
         state = stack.slack.state
-        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
-        await _command(stack, ALICE, "delete " + " ".join(ids))
-        card = await state.wait_for(
-            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
-            timeout=15,
-            what="the batch card",
-        )
+        ids, card = await _ask_batch(stack)
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
         await state.wait_for(
             lambda: stack.vpc.state.accepted("DeleteVpnConnection"), timeout=10, what="the first delete"
