@@ -13,7 +13,8 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
@@ -38,6 +39,20 @@ _GONE = "InvalidVpnConnectionInstanceId.NotFound"
 # A modal field error is shown under the field; Slack cuts it, so keep it short.
 _FIELD_ERROR_MAX = 150
 _CHECK_TIMEOUT = 1.5
+
+
+class _RequestArgs(TypedDict):
+    """What a picker's submission asks of request_delete and request_batch alike."""
+
+    team_id: str
+    user_id: str
+    channel_id: str
+    region: str
+    response_url: str | None
+    account: str
+    reason: str | None
+    ticket: str | None
+    run_at: datetime | None
 
 
 async def _regions(deps: SlackDeps) -> Collection[str]:
@@ -238,33 +253,22 @@ def make_picker_submit_listener(deps: SlackDeps) -> Callable[..., Awaitable[None
         await ack()
         with deps.inflight.track():
             try:
+                request = _RequestArgs(
+                    team_id=sub.team_id,
+                    user_id=sub.user_id,
+                    channel_id=sub.channel_id,
+                    region=sub.region,
+                    response_url=None,
+                    account=account,
+                    reason=reason,
+                    ticket=ticket,
+                    run_at=sub.run_at,
+                )
                 if sub.more:
                     # Site decommission: every connection picked, on one card with one approval.
-                    await deps.workflow.request_batch(
-                        team_id=sub.team_id,
-                        user_id=sub.user_id,
-                        channel_id=sub.channel_id,
-                        vco_ids=sub.vco_ids,
-                        region=sub.region,
-                        response_url=None,
-                        account=account,
-                        reason=reason,
-                        ticket=ticket,
-                        run_at=sub.run_at,
-                    )
+                    await deps.workflow.request_batch(vco_ids=sub.vco_ids, **request)
                 else:
-                    await deps.workflow.request_delete(
-                        team_id=sub.team_id,
-                        user_id=sub.user_id,
-                        channel_id=sub.channel_id,
-                        vco_id=sub.vco_id,
-                        region=sub.region,
-                        response_url=None,
-                        account=account,
-                        reason=reason,
-                        ticket=ticket,
-                        run_at=sub.run_at,
-                    )
+                    await deps.workflow.request_delete(vco_id=sub.vco_id, **request)
             except Exception as error:  # noqa: BLE001 - a modal submission: every error becomes the person's reply
                 await _tell(client, sub, error)
                 return

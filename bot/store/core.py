@@ -707,6 +707,17 @@ class Store(OutboxMixin):
         row = conn.execute(stmt).first()
         return _row_to_op(row) if row is not None else None
 
+    def _locked_awaiting(
+        self, conn: Connection, moves: Sequence[BatchMove]
+    ) -> list[tuple[BatchMove, Operation]]:
+        """The members of ``moves`` awaiting approval, each with its row locked (in the order given)."""
+        open_ones = []
+        for m in moves:
+            op = self._locked_operation(conn, m.op_id)
+            if op is not None and op.state is OpState.AWAITING_APPROVAL:
+                open_ones.append((m, op))
+        return open_ones
+
     @shielded
     async def record_approval(
         self,
@@ -1204,11 +1215,7 @@ class Store(OutboxMixin):
         """
 
         def record(conn: Connection) -> tuple[ApprovalOutcome, list[Operation]]:
-            open_ones = []
-            for m in moves:
-                op = self._locked_operation(conn, m.op_id)
-                if op is not None and op.state is OpState.AWAITING_APPROVAL:
-                    open_ones.append((m, op))
+            open_ones = self._locked_awaiting(conn, moves)
             if not open_ones:
                 return ApprovalOutcome.CLOSED, []
             mine = tuple(groups) if groups is not None else ()
@@ -1304,11 +1311,7 @@ class Store(OutboxMixin):
         """
 
         def withdraw(conn: Connection) -> tuple[ApprovalOutcome, list[Operation]]:
-            open_ones = []
-            for m in moves:
-                op = self._locked_operation(conn, m.op_id)
-                if op is not None and op.state is OpState.AWAITING_APPROVAL:
-                    open_ones.append((m, op))
+            open_ones = self._locked_awaiting(conn, moves)
             if not open_ones:
                 return ApprovalOutcome.CLOSED, []
             if not any(a.user_id == user_id for a in _approvals_of(conn, open_ones[0][0].op_id)):

@@ -29,9 +29,6 @@ from bot.domain import (
     Operation,
     OpFields,
     OpState,
-    VpnConnection,
-    VpnGateway,
-    client_token_for,
 )
 from bot.errors import ApprovalRefused, CloudError, ConfirmationClosed, NotAllowed
 from bot.workflow.delete import DeleteRequests, Later
@@ -75,36 +72,28 @@ class BatchRequests(DeleteRequests):
         )
         now = self._clock.now()
         batch_id = uuid.uuid4().hex
-        ops = []
-        for vco_id in vco_ids:
-            op_id = uuid.uuid4().hex
-            ops.append(
-                Operation(
-                    id=op_id,
-                    state=OpState.LOOKING_UP,
-                    region=region,
-                    connection=VpnConnection(vco_id, region, "", "", "", "", "", ""),
-                    gateway=VpnGateway("", region, "", ""),
-                    requester_id=user_id,
-                    channel_id=channel_id,
-                    team_id=team_id,
-                    created_at=now,
-                    updated_at=now,
-                    expires_at=now + timedelta(seconds=self._config.confirmation_ttl_s),
-                    client_token=client_token_for(op_id),
-                    response_url=response_url,
-                    account=account,
-                    reason=reason,
-                    ticket=ticket,
-                    batch_id=batch_id,
-                    run_at=run_at,
-                )
+        ops = [
+            self._new_request(
+                now=now,
+                team_id=team_id,
+                user_id=user_id,
+                channel_id=channel_id,
+                vco_id=vco_id,
+                region=region,
+                response_url=response_url,
+                account=account,
+                reason=reason,
+                ticket=ticket,
+                run_at=run_at,
+                batch_id=batch_id,
             )
+            for vco_id in vco_ids
+        ]
         detail = f"channel {channel_id}; batch {batch_id} of {len(ops)}"
         await self._store.create_batch(
             batch_id=batch_id,
             ops=ops,
-            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
+            lease=self._lease_from(now),
             audit_entries=[self._steps.entry(op, "requested", actor_id=user_id, detail=detail) for op in ops],
         )
         self._looking_up.update(op.id for op in ops)

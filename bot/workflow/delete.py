@@ -149,16 +149,19 @@ class DeleteRequests(Runner):
         )
         try:
             op = await self._record_request(
-                team_id=team_id,
-                user_id=user_id,
-                channel_id=channel_id,
-                vco_id=vco_id,
-                region=region,
-                response_url=response_url,
-                account=account,
-                reason=reason,
-                ticket=ticket,
-                run_at=run_at,
+                self._new_request(
+                    now=self._clock.now(),
+                    team_id=team_id,
+                    user_id=user_id,
+                    channel_id=channel_id,
+                    vco_id=vco_id,
+                    region=region,
+                    response_url=response_url,
+                    account=account,
+                    reason=reason,
+                    ticket=ticket,
+                    run_at=run_at,
+                )
             )
             op = await self._look_up_requested(op, read)
         finally:
@@ -199,9 +202,24 @@ class DeleteRequests(Runner):
         finally:
             self._looking_up.discard(op.id)
 
-    async def _record_request(
+    async def _record_request(self, op: Operation) -> Operation:
+        """Store the request ``op`` (:meth:`_new_request`, leased to this worker) before anything is looked up."""
+        created = await self._store.create_operation(
+            op=op,
+            lease=self._lease_from(op.created_at),
+            audit_entry=self._steps.entry(
+                op, "requested", actor_id=op.requester_id, detail=f"channel {op.channel_id}"
+            ),
+            one_open=True,
+        )
+        if created.id != op.id:
+            raise AlreadyRequested(created)
+        return created
+
+    def _new_request(
         self,
         *,
+        now: datetime,
         team_id: str,
         user_id: str,
         channel_id: str,
@@ -209,14 +227,14 @@ class DeleteRequests(Runner):
         region: str,
         response_url: str | None,
         account: str,
-        reason: str | None = None,
-        ticket: str | None = None,
-        run_at: datetime | None = None,
+        reason: str | None,
+        ticket: str | None,
+        run_at: datetime | None,
+        batch_id: str | None = None,
     ) -> Operation:
-        """Store the request (leased to this worker) before anything is looked up."""
-        now = self._clock.now()
+        """A request for ``vco_id`` as recorded, LOOKING_UP, before the lookup fills it in."""
         op_id = uuid.uuid4().hex
-        op = Operation(
+        return Operation(
             id=op_id,
             state=OpState.LOOKING_UP,
             region=region,
@@ -234,17 +252,13 @@ class DeleteRequests(Runner):
             account=account,
             reason=reason,
             ticket=ticket,
+            batch_id=batch_id,
             run_at=run_at,
         )
-        created = await self._store.create_operation(
-            op=op,
-            lease=(self.instance_id, now + timedelta(seconds=self._config.lease_s)),
-            audit_entry=self._steps.entry(op, "requested", actor_id=user_id, detail=f"channel {channel_id}"),
-            one_open=True,
-        )
-        if created.id != op.id:
-            raise AlreadyRequested(created)
-        return created
+
+    def _lease_from(self, now: datetime) -> tuple[str, datetime]:
+        """The lease a request is recorded with: this worker's, from ``now``."""
+        return (self.instance_id, now + timedelta(seconds=self._config.lease_s))
 
     async def approve(self, *, op_id: str, user_id: str, message_ts: str | None = None) -> Operation:
         """Approve once (the first click wins), then delete in the background; return at once.
@@ -680,21 +694,7 @@ class DeleteSteps(StepBase):
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
-            found = await (
-                connection
-                if connection is not None
-                else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
-            )
-            # The preview is looked up alongside the gateway; it never fails and has its own deadline.
-            preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
-            try:
-                gateway = await self._read(op).describe_vpn_gateway(
-                    region=op.region, gateway_id=found.gateway_id, shared=True
-                )
-            except BaseException:
-                preview.cancel()
-                raise
-            impact = await preview
+            found, gateway, impact = await self._read_for_confirmation(op, connection)
         except CloudError as err:
             failed = await self._lookup_failed(
                 op, LookupFailed(code=err.code, reason=err.friendly), reply=reply_on_failure
@@ -751,20 +751,7 @@ class DeleteSteps(StepBase):
         if self._clock.now() - op.created_at > _RESPONSE_URL_LIFETIME:
             return await self._lookup_failed(op, LookupFailed(code="interrupted", reason=""), reply=False)
         try:
-            found = await (
-                connection
-                if connection is not None
-                else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
-            )
-            preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
-            try:
-                gateway = await self._read(op).describe_vpn_gateway(
-                    region=op.region, gateway_id=found.gateway_id, shared=True
-                )
-            except BaseException:
-                preview.cancel()
-                raise
-            impact = await preview
+            found, gateway, impact = await self._read_for_confirmation(op, connection)
         except CloudError as err:
             return await self._lookup_failed(
                 op, LookupFailed(code=err.code, reason=err.friendly), reply=False
@@ -787,6 +774,29 @@ class DeleteSteps(StepBase):
             preview_fingerprint=fingerprint(impact, gateway, found),
         )
         return moved or await self._store.get_operation(op_id=op.id) or op
+
+    async def _read_for_confirmation(
+        self, op: Operation, connection: Awaitable[VpnConnection] | None
+    ) -> tuple[VpnConnection, VpnGateway, Impact]:
+        """The connection (``connection`` if already on its way), its gateway and the impact preview.
+
+        Raises CloudError when the connection or the gateway could not be read.
+        """
+        found = await (
+            connection
+            if connection is not None
+            else self.read_connection(account=op.account, region=op.region, vco_id=op.vco_id)
+        )
+        # The preview is looked up alongside the gateway; it never fails and has its own deadline.
+        preview = asyncio.create_task(self._preview(op, found), name=f"vpnbot-impact-{op.id}")
+        try:
+            gateway = await self._read(op).describe_vpn_gateway(
+                region=op.region, gateway_id=found.gateway_id, shared=True
+            )
+        except BaseException:
+            preview.cancel()
+            raise
+        return found, gateway, await preview
 
     async def _preview(self, op: Operation, connection: VpnConnection) -> Impact:
         """The impact preview, or one saying it could not be read: it must never stop the confirmation."""

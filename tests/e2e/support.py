@@ -25,6 +25,7 @@ from aiohttp import web
 # Re-exported for the e2e modules.
 from pgtools import fresh_postgres_database as fresh_postgres_database
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.models.blocks import Block
 
 from bot.app import BotApp, create_app
 from bot.ports import Clock
@@ -45,6 +46,8 @@ from bot.slack.block_ids import ActionId
 CHANNEL = "C0VPNOPS"
 ALICE = "U0ALICE"
 BOB = "U0BOB"
+# The audit channel the tests set (VPNBOT_AUDIT_CHANNEL).
+AUDIT = "C0AUDIT"
 
 # Variables that would let the developer's own configuration leak into a child bot.
 _ISOLATED_PREFIXES = ("SLACK_", "VPNBOT_", "ALIBABA_CLOUD_")
@@ -128,6 +131,30 @@ def all_text(message: Message) -> str:
 
     walk(message.blocks)
     return "\n".join(parts)
+
+
+def valid_block_kit(message: Message) -> None:
+    """Valid Block Kit by slack_sdk's own models, with a fallback text (not blank)."""
+    assert message.text.strip()
+    for raw in message.blocks:
+        block = Block.parse(raw)
+        assert block is not None, raw
+        block.validate_json()
+
+
+def audit_lines(stack: LocalStack, op_id: str) -> list[Message]:
+    """The audit channel's lines about ``op_id``, oldest first."""
+    return [m for m in stack.slack.state.messages(AUDIT) if op_id in all_text(m)]
+
+
+async def wait_audit_lines(stack: LocalStack, op_id: str, count: int) -> list[Message]:
+    """At least ``count`` of :func:`audit_lines` for ``op_id`` (all of them, once there)."""
+
+    def arrived() -> list[Message] | None:
+        found = audit_lines(stack, op_id)
+        return found if len(found) >= count else None
+
+    return await stack.slack.state.wait_for(arrived, timeout=15, what=f"{count} audit lines for {op_id}")
 
 
 def has_buttons(message: Message) -> bool:

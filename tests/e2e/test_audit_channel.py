@@ -12,24 +12,24 @@ from fakes import FakeClock
 from slack_sdk.models.blocks import Block
 from storetools import pending_effects
 
-from bot.sandbox.local import LocalStack
 from bot.sandbox.slack_api import Message
 from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
 from bot.slack.block_ids import ActionId
 
 from .support import (
     ALICE,
+    AUDIT,
     BOB,
     CHANNEL,
     all_text,
+    audit_lines,
     deny,
     local_stack,
     op_id_of,
+    wait_audit_lines,
     wait_confirmation,
     wait_parent,
 )
-
-AUDIT = "C0AUDIT"
 
 
 def _valid(message: Message) -> None:
@@ -39,18 +39,6 @@ def _valid(message: Message) -> None:
         block = Block.parse(raw)
         assert block is not None, raw
         block.validate_json()
-
-
-def _lines(stack: LocalStack, op_id: str) -> list[Message]:
-    return [m for m in stack.slack.state.messages(AUDIT) if op_id in all_text(m)]
-
-
-async def _wait_lines(stack: LocalStack, op_id: str, count: int) -> list[Message]:
-    def arrived() -> list[Message] | None:
-        found = _lines(stack, op_id)
-        return found if len(found) >= count else None
-
-    return await stack.slack.state.wait_for(arrived, timeout=15, what=f"{count} audit lines for {op_id}")
 
 
 def _check(lines: list[Message], card_ts: str, words: list[str]) -> None:
@@ -77,23 +65,23 @@ async def test_one_line_per_decision_for_an_approved_deletion_and_a_denial(sqlit
         op_id = op_id_of(card)
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
         await wait_parent(state, card.ts, "and deleted")
-        await _wait_lines(stack, op_id, 3)
+        await wait_audit_lines(stack, op_id, 3)
 
         await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_SHANGHAI} cn-shanghai")
         second = await wait_confirmation(state, SEED_VCO_SHANGHAI)
         denied_id = op_id_of(second)
         await deny(stack, BOB, second.ts, "wrong site <@U0CAROL>")
         await wait_parent(state, second.ts, "ancelled")
-        await _wait_lines(stack, denied_id, 2)
+        await wait_audit_lines(stack, denied_id, 2)
         await stack.bot.app.workflow.run_once()
         await stack.bot.app.workflow.wait_idle()
 
-        lines = _lines(stack, op_id)
+        lines = audit_lines(stack, op_id)
         _check(
             lines, card.ts, [f"requested by <@{ALICE}>", f"approved by <@{BOB}>", "the connection is deleted"]
         )
         assert "Reason: `CHG-7 &lt;!channel&gt;`" in lines[0].text, "the reason, inert"
-        denied = _lines(stack, denied_id)
+        denied = audit_lines(stack, denied_id)
         _check(denied, second.ts, [f"requested by <@{ALICE}>", f"denied by <@{BOB}>"])
         assert "Reason: `wrong site &lt;@U0CAROL&gt;`" in denied[1].text
         assert "<!channel>" not in "".join(all_text(m) for m in state.messages(AUDIT))
@@ -112,10 +100,10 @@ async def test_one_line_for_an_expired_request(sqlite_url: str) -> None:
         clock.advance(stack.settings.confirmation_ttl_seconds + 1)
         await stack.bot.app.workflow.run_once()
         await wait_parent(state, card.ts, "xpired")
-        await _wait_lines(stack, op_id, 2)
+        await wait_audit_lines(stack, op_id, 2)
         await stack.bot.app.workflow.run_once()
         await stack.bot.app.workflow.wait_idle()
-        _check(_lines(stack, op_id), card.ts, [f"requested by <@{ALICE}>", "expired without a decision"])
+        _check(audit_lines(stack, op_id), card.ts, [f"requested by <@{ALICE}>", "expired without a decision"])
 
 
 async def test_no_audit_channel_no_lines(sqlite_url: str) -> None:
@@ -135,12 +123,12 @@ async def test_a_line_whose_answer_was_lost_is_posted_once(sqlite_url: str) -> N
         await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
         card = await wait_confirmation(state, SEED_VCO_HANGZHOU)
         op_id = op_id_of(card)
-        await _wait_lines(stack, op_id, 1)
+        await wait_audit_lines(stack, op_id, 1)
         # Alice withdraws her own request: the card is updated, then the next post is the line.
         state.drop_answer("chat.postMessage")
         await deny(stack, ALICE, card.ts)
         await wait_parent(state, card.ts, "ancelled")
-        await _wait_lines(stack, op_id, 2)
+        await wait_audit_lines(stack, op_id, 2)
 
         async def settled() -> bool:
             await stack.bot.app.workflow.run_once()
@@ -152,4 +140,4 @@ async def test_a_line_whose_answer_was_lost_is_posted_once(sqlite_url: str) -> N
         assert [c.params.get("channel") for c in dropped] == [AUDIT]
         looks = [c for c in state.calls("conversations.history") if c.params.get("channel") == AUDIT]
         assert looks, "the bot did not look before posting again"
-        _check(_lines(stack, op_id), card.ts, [f"requested by <@{ALICE}>", f"withdrawn by <@{ALICE}>"])
+        _check(audit_lines(stack, op_id), card.ts, [f"requested by <@{ALICE}>", f"withdrawn by <@{ALICE}>"])

@@ -201,23 +201,33 @@ async def test_a_connection_that_cannot_be_read_before_the_delete_is_asked_again
     _valid(again)
 
 
-async def test_a_recreate_whose_gateway_was_deleted_creates_nothing(stack: LocalStack) -> None:
+async def _ask_recreate(stack: LocalStack) -> tuple[str, Message]:
+    """Delete the connection, ask to recreate it (the modal, a key): its card's ts and the confirmation."""
     ts = await delete(stack)
     view = await open_modal(stack, ts)
     reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
     assert reply.status == 200, reply.body
-    confirmation = await recreate_confirmation(stack.slack.state, ts)
+    return ts, await recreate_confirmation(stack.slack.state, ts)
+
+
+async def _recreate_failed(stack: LocalStack, ts: str) -> Message:
+    """The recreate confirmation at ``ts`` once it says the recreation failed."""
+
+    def failed() -> Message | None:
+        message = stack.slack.state.message(CHANNEL, ts)
+        return message if message is not None and "Could not recreate" in all_text(message) else None
+
+    return await stack.slack.state.wait_for(failed, timeout=15, what="the recreation failed")
+
+
+async def test_a_recreate_whose_gateway_was_deleted_creates_nothing(stack: LocalStack) -> None:
+    _, confirmation = await _ask_recreate(stack)
     # Between the request and its approval, the gateway is deleted.
     state = stack.vpc.state
     state.settle()
     del state.gateways[SEED_VPN_HANGZHOU]
     await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
-
-    def failed() -> Message | None:
-        message = stack.slack.state.message(CHANNEL, confirmation.ts)
-        return message if message is not None and "Could not recreate" in all_text(message) else None
-
-    done = await stack.slack.state.wait_for(failed, timeout=15, what="the recreation failed")
+    done = await _recreate_failed(stack, confirmation.ts)
     assert "is gone or being deleted" in all_text(done)
     assert "nothing was sent" in all_text(done)
     assert state.calls("CreateVpnConnection") == []
@@ -225,21 +235,12 @@ async def test_a_recreate_whose_gateway_was_deleted_creates_nothing(stack: Local
 
 
 async def test_a_recreate_whose_customer_gateway_was_deleted_creates_nothing(stack: LocalStack) -> None:
-    ts = await delete(stack)
-    view = await open_modal(stack, ts)
-    reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
-    assert reply.status == 200, reply.body
-    confirmation = await recreate_confirmation(stack.slack.state, ts)
+    ts, confirmation = await _ask_recreate(stack)
     # Between the request and its approval, the customer gateway is deleted (the gateway stays).
     state = stack.vpc.state
     del state.customer_gateways[SEED_CGW_HANGZHOU]
     await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)
-
-    def failed() -> Message | None:
-        message = stack.slack.state.message(CHANNEL, confirmation.ts)
-        return message if message is not None and "Could not recreate" in all_text(message) else None
-
-    done = await stack.slack.state.wait_for(failed, timeout=15, what="the recreation failed")
+    done = await _recreate_failed(stack, confirmation.ts)
     text = all_text(done)
     assert f"customer gateway `{SEED_CGW_HANGZHOU}` is gone" in text
     assert "nothing was sent and nothing was created" in text
@@ -254,11 +255,7 @@ async def test_a_recreate_whose_customer_gateway_was_deleted_creates_nothing(sta
 
 
 async def test_a_customer_gateway_that_cannot_be_read_does_not_stop_the_recreation(stack: LocalStack) -> None:
-    ts = await delete(stack)
-    view = await open_modal(stack, ts)
-    reply = await stack.agent.submit(ALICE, view["id"], psk_values(KEY))
-    assert reply.status == 200, reply.body
-    confirmation = await recreate_confirmation(stack.slack.state, ts)
+    ts, confirmation = await _ask_recreate(stack)
     # Denied (not NotFound): the read says nothing about the customer gateway, so the create goes.
     stack.vpc.state.faults.add(action="DescribeCustomerGateway", code="Forbidden")
     await stack.agent.click(BOB, CHANNEL, confirmation.ts, ActionId.APPROVE)

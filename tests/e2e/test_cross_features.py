@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from fakes import FakeClock, time_passes
-from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from bot.domain import OpState
@@ -30,13 +29,17 @@ from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
 from .support import (
+    AUDIT,
     all_text,
+    audit_lines,
     child_env,
     has_buttons,
     local_stack,
     op_id_of,
     run_to_exit,
     thread_text,
+    valid_block_kit,
+    wait_audit_lines,
     wait_confirmation,
     wait_thread,
 )
@@ -45,7 +48,6 @@ from .support import (
 T0 = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
 RUNS = datetime(2026, 12, 8, 14, 0, tzinfo=UTC)
 AT = "at 2026-12-08 22:00 Asia/Shanghai"  # RUNS
-AUDIT = "C0AUDIT"
 HELD = "held by a freeze until"
 MINUS = "\N{MINUS SIGN}"
 
@@ -61,23 +63,28 @@ async def running(database_url: str, clock: FakeClock, **settings: Any) -> Async
         yield stack
 
 
-def _valid(message: Message) -> None:
-    assert message.text.strip()
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None, raw
-        block.validate_json()
-
-
 async def _command(stack: LocalStack, user: str, text: str) -> None:
     reply = await stack.agent.slash_command(user, CHANNEL, text)
     assert reply.status == 200, reply.body
 
 
+async def _ask_batch(stack: LocalStack) -> tuple[list[str], Message]:
+    """Alice asks to delete three new connections on one gateway: their ids and the batch card."""
+    state = stack.slack.state
+    ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
+    await _command(stack, ALICE, "delete " + " ".join(ids))
+    card = await state.wait_for(
+        lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
+        timeout=15,
+        what="the batch card",
+    )
+    return ids, card
+
+
 async def _request(stack: LocalStack, text: str, vco_id: str) -> Message:
     await _command(stack, ALICE, text)
     card = await wait_confirmation(stack.slack.state, vco_id)
-    _valid(card)
+    valid_block_kit(card)
     return card
 
 
@@ -87,7 +94,7 @@ async def _card_says(stack: LocalStack, ts: str, needle: str) -> Message:
         return message if message is not None and needle in all_text(message) else None
 
     card = await stack.slack.state.wait_for(found, timeout=20, what=f"the card saying {needle!r}")
-    _valid(card)
+    valid_block_kit(card)
     return card
 
 
@@ -97,7 +104,7 @@ async def _ephemeral(stack: LocalStack, user: str, needle: str, *, count: int = 
         return said[-1] if len(said) >= count else None
 
     message = await stack.slack.state.wait_for(found, timeout=10, what=f"a reply to {user} with {needle!r}")
-    _valid(message)
+    valid_block_kit(message)
     return message
 
 
@@ -123,25 +130,13 @@ async def _let_time_pass(stack: LocalStack, clock: FakeClock, seconds: float) ->
     )
 
 
-def _lines(stack: LocalStack, op_id: str) -> list[Message]:
-    return [m for m in stack.slack.state.messages(AUDIT) if op_id in all_text(m)]
-
-
-async def _wait_lines(stack: LocalStack, op_id: str, count: int) -> list[Message]:
-    def arrived() -> list[Message] | None:
-        found = _lines(stack, op_id)
-        return found if len(found) >= count else None
-
-    return await stack.slack.state.wait_for(arrived, timeout=15, what=f"{count} audit lines for {op_id}")
-
-
 def _check_lines(lines: list[Message], card_ts: str, words: list[str]) -> None:
     """One line per decision, in order, each saying its words, linking the card, valid, posted once."""
     assert len(lines) == len(words), [m.text for m in lines]
     for line, said in zip(lines, words, strict=True):
         assert said in line.text, (said, line.text)
         assert f"p{card_ts.replace('.', '')}" in all_text(line), "links the card"
-        _valid(line)
+        valid_block_kit(line)
     keys = Counter(str(m.metadata["event_payload"]["effect_id"]) for m in lines if m.metadata)
     assert all(n == 1 for n in keys.values()), keys
 
@@ -170,7 +165,7 @@ async def _status(stack: LocalStack, op_id: str, needle: str) -> str:
         return said[-1] if said and needle in all_text(said[-1]) else None
 
     message = await stack.slack.state.wait_for(found, timeout=10, what=f"the status saying {needle!r}")
-    _valid(message)
+    valid_block_kit(message)
     return all_text(message)
 
 
@@ -244,10 +239,10 @@ async def test_a_freeze_refuses_an_approval_and_holds_a_scheduled_run_until_unfr
         assert done.started_at >= RUNS
         assert _deletes_of(stack, SEED_VCO_HANGZHOU_BGP) == []
         for reply in state.thread(CHANNEL, card.ts):
-            _valid(reply)
+            valid_block_kit(reply)
 
         # The audit channel: one line per decision about it, each once; the freeze's own two lines.
-        lines = await _wait_lines(stack, op_id, 4)
+        lines = await wait_audit_lines(stack, op_id, 4)
         _check_lines(
             lines,
             card.ts,
@@ -270,7 +265,7 @@ async def test_a_freeze_refuses_an_approval_and_holds_a_scheduled_run_until_unfr
 
 async def _asked_again_lines(stack: LocalStack, op_id: str, card_ts: str) -> None:
     """The audit channel's lines about a scheduled deletion asked again, then approved and deleted."""
-    lines = await _wait_lines(stack, op_id, 6)
+    lines = await wait_audit_lines(stack, op_id, 6)
     _check_lines(
         lines,
         card_ts,
@@ -320,7 +315,7 @@ async def test_a_scheduled_deletion_whose_connection_changed_is_asked_again_then
 
             again = await state.wait_for(asked_again, timeout=20, what="the card asking again")
             await wait_thread(state, card.ts, "Not deleted")
-        _valid(again)
+        valid_block_kit(again)
         text = all_text(again)
         assert "`routes: +10.2.0.0/16`" in text
         # Its time has gone by: approved again it runs at once, and the card does not offer 14:00.
@@ -400,9 +395,9 @@ async def test_a_reminder_under_a_quorum_names_who_is_still_needed_once_and_not_
         await _passes(stack)
         assert len(_bells(stack, card.ts)) == 1
         for reply in stack.slack.state.thread(CHANNEL, card.ts):
-            _valid(reply)
+            valid_block_kit(reply)
 
-        lines = await _wait_lines(stack, op_id, 3)
+        lines = await wait_audit_lines(stack, op_id, 3)
         _check_lines(
             lines,
             card.ts,
@@ -544,25 +539,19 @@ async def test_a_batch_in_the_audit_channel_one_outcome_line_per_connection_each
     clock = FakeClock(T0)
     async with running(sqlite_url, clock, delete_timeout_seconds=3600) as stack:
         state = stack.slack.state
-        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
-        await _command(stack, ALICE, "delete " + " ".join(ids))
-        card = await state.wait_for(
-            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
-            timeout=15,
-            what="the batch card",
-        )
-        _valid(card)
+        _, card = await _ask_batch(stack)
+        valid_block_kit(card)
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
         async with time_passes(clock):
             await _card_says(stack, card.ts, "3 deleted")
         ops = await stack.bot.app.store.list_operations()
         assert len(ops) == 3
         for op in ops:
-            await _wait_lines(stack, op.id, 1)
+            await wait_audit_lines(stack, op.id, 1)
         await stack.bot.app.workflow.run_once()
         await stack.bot.app.workflow.wait_idle()
         for op in ops:
-            _check_lines(_lines(stack, op.id), card.ts, ["the connection is deleted"])
+            _check_lines(audit_lines(stack, op.id), card.ts, ["the connection is deleted"])
         texts = [m.text for m in state.messages(AUDIT)]
         assert len(texts) == 3, texts
         assert len(set(texts)) == 3, "one line per connection, not one line three times"
@@ -580,13 +569,7 @@ async def test_an_unanswered_batch_is_reminded_once_not_once_per_connection(sqli
     settings = {"remind_after_seconds": 120, "escalate_to": "S0ONCALL", "confirmation_ttl_seconds": 900}
     async with running(sqlite_url, clock, **settings) as stack:
         state = stack.slack.state
-        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
-        await _command(stack, ALICE, "delete " + " ".join(ids))
-        card = await state.wait_for(
-            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
-            timeout=15,
-            what="the batch card",
-        )
+        _, card = await _ask_batch(stack)
         clock.advance(121)
         await _passes(stack)
         await wait_thread(state, card.ts, ":bell:")
@@ -599,7 +582,7 @@ async def test_an_unanswered_batch_is_reminded_once_not_once_per_connection(sqli
         assert len([t for t in thread if ":bell:" in t]) == 1, thread
         assert len([t for t in thread if ":rotating_light:" in t]) == 1, thread
         for reply in state.thread(CHANNEL, card.ts):
-            _valid(reply)
+            valid_block_kit(reply)
 
 
 # --- 1. a freeze and a change window's override --------------------------------------------------------
@@ -645,13 +628,7 @@ async def test_a_freeze_holds_a_batch_then_unfreeze_deletes_each_once(sqlite_url
     clock = FakeClock(T0)
     async with running(sqlite_url, clock, admins=[CAROL], delete_timeout_seconds=3600) as stack:
         state = stack.slack.state
-        ids = stack.vpc.state.seed_connections("cn-hangzhou", 3, per_gateway=3)
-        await _command(stack, ALICE, "delete " + " ".join(ids))
-        card = await state.wait_for(
-            lambda: next((m for m in state.messages(CHANNEL) if "Batch `" in all_text(m)), None),
-            timeout=15,
-            what="the batch card",
-        )
+        ids, card = await _ask_batch(stack)
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.BATCH_APPROVE)
         await state.wait_for(
             lambda: stack.vpc.state.accepted("DeleteVpnConnection"), timeout=10, what="the first delete"
@@ -675,7 +652,7 @@ async def test_a_freeze_holds_a_batch_then_unfreeze_deletes_each_once(sqlite_url
         ) == sorted(ids)
         assert thread_text(state, card.ts).count(HELD) == 2
         for reply in state.thread(CHANNEL, card.ts):
-            _valid(reply)
+            valid_block_kit(reply)
 
 
 # --- 3. reminders during a freeze --------------------------------------------------------------------

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fakes import FakeClock
-from slack_sdk.models.blocks import Block
 
 from bot.cloud.codes import ERROR_TABLE
 from bot.sandbox.local import LocalStack, start_local_stack
@@ -20,7 +19,7 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_SHANGHAI
 from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CHANNEL
-from .support import all_text, deny, op_id_of, wait_confirmation, wait_parent, wait_thread
+from .support import all_text, deny, op_id_of, valid_block_kit, wait_confirmation, wait_parent, wait_thread
 
 DM_ALICE = f"D{ALICE}"
 
@@ -38,14 +37,6 @@ async def running(
         await stack.aclose()
 
 
-def _valid(message: Message) -> None:
-    assert message.text
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None, raw
-        block.validate_json()
-
-
 async def _dm(stack: LocalStack, needle: str, *, count: int = 1) -> Message:
     """Wait for Alice's ``count``-th direct message and check it says ``needle``."""
     state = stack.slack.state
@@ -57,7 +48,7 @@ async def _dm(stack: LocalStack, needle: str, *, count: int = 1) -> Message:
     messages = await state.wait_for(arrived, timeout=15, what=f"Alice's DM #{count}")
     message = messages[count - 1]
     assert needle in all_text(message), all_text(message)
-    _valid(message)
+    valid_block_kit(message)
     return message
 
 
@@ -75,7 +66,7 @@ async def test_deny_with_a_reason_reaches_the_card_the_audit_and_the_requester(s
         reply = await deny(stack, BOB, card.ts, "wrong one <@U0CAROL> — use the Shanghai link")
         assert reply.status == 200
         closed = await wait_parent(state, card.ts, "ancelled")
-        _valid(closed)
+        valid_block_kit(closed)
         status = next(b for b in closed.blocks if b.get("block_id") == BlockId.STATUS)["text"]["text"]
         assert f"Cancelled by <@{BOB}>" in status
         assert "*Reason:* `wrong one &lt;@U0CAROL&gt; — use the Shanghai link`" in status

@@ -14,7 +14,6 @@ import contextlib
 from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from bot.domain import OpState
@@ -30,6 +29,7 @@ from .support import (
     local_stack,
     op_id_of,
     parent_updates,
+    valid_block_kit,
     wait_confirmation,
     wait_parent,
 )
@@ -44,15 +44,6 @@ def running(
     database_url: str, *, replicas: int = 1, **settings: Any
 ) -> contextlib.AbstractAsyncContextManager[LocalStack]:
     return local_stack(database_url, update_seconds=0.5, replicas=replicas, settings=settings)
-
-
-def _valid(message: Message) -> None:
-    """Valid Block Kit by slack_sdk's own models, with a fallback text."""
-    assert message.text
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None, raw
-        block.validate_json()
 
 
 def _buttons(message: Message) -> list[str]:
@@ -80,7 +71,7 @@ async def _request(stack: LocalStack) -> Message:
     reply = await stack.agent.slash_command(ALICE, CHANNEL, f"delete {SEED_VCO_HANGZHOU}")
     assert reply.status == 200, reply.body
     confirmation = await wait_confirmation(stack.slack.state, SEED_VCO_HANGZHOU)
-    _valid(confirmation)
+    valid_block_kit(confirmation)
     return confirmation
 
 
@@ -99,13 +90,13 @@ async def _told(stack: LocalStack, user: str, needle: str) -> str:
         return next((m for m in stack.slack.state.ephemerals(user, CHANNEL) if needle in all_text(m)), None)
 
     reply = await stack.slack.state.wait_for(found, timeout=10, what=f"a reply to {user} saying {needle!r}")
-    _valid(reply)
+    valid_block_kit(reply)
     return all_text(reply)
 
 
 async def _card(stack: LocalStack, ts: str, needle: str) -> Message:
     card = await wait_parent(stack.slack.state, ts, needle, within=10)
-    _valid(card)
+    valid_block_kit(card)
     return card
 
 
@@ -137,7 +128,7 @@ async def _five_clicks_on_two_replicas(stack: LocalStack) -> None:
     )
 
     final = await wait_parent(state, ts, "Deleted", within=20)
-    _valid(final)
+    valid_block_kit(final)
     assert not has_buttons(final)
     [op] = await stack.bot.app.store.list_operations()
     assert op.state is OpState.DELETED
@@ -217,7 +208,7 @@ async def test_group_quorum_takes_one_approver_from_each_group(sqlite_url: str) 
         # Dave is in both: he counts for security, the group left.
         await _click(stack, DAVE, ts, ActionId.APPROVE)
         final = await wait_parent(state, ts, "Deleted", within=20)
-        _valid(final)
+        valid_block_kit(final)
         [op] = await stack.bot.app.store.list_operations()
         assert [(a.user_id, a.group) for a in op.approvals] == [(BOB, "S0NETOPS"), (DAVE, "S0SECURITY")]
         assert len(_deletes(stack)) == 1
@@ -247,7 +238,7 @@ async def test_group_quorum_matches_dave_then_bob(sqlite_url: str) -> None:
 
         await _click(stack, BOB, ts, ActionId.APPROVE)
         final = await wait_parent(state, ts, "Deleted", within=20)
-        _valid(final)
+        valid_block_kit(final)
         assert not has_buttons(final)
         [op] = await stack.bot.app.store.list_operations()
         assert op.state is OpState.DELETED

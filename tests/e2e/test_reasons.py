@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
 
 from bot.config import ANYONE
 from bot.sandbox.local import LocalStack, start_local_stack
@@ -23,19 +22,10 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SandboxState
 from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import all_text, op_id_of, wait_confirmation, wait_parent
+from .support import all_text, op_id_of, valid_block_kit, wait_confirmation, wait_parent
 
 ROLE = "vpn-bot"
 REFUSED = ":no_entry:"
-
-
-def _valid(message: Message) -> None:
-    """Valid Block Kit by slack_sdk's own models, with a fallback text."""
-    assert message.text
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None, raw
-        block.validate_json()
 
 
 @contextlib.asynccontextmanager
@@ -72,7 +62,7 @@ async def _refused(stack: LocalStack, user: str, text: str, *, mark: str = REFUS
         return next((m for m in new if mark in m.text), None)
 
     refusal = await stack.slack.state.wait_for(found, timeout=5, what=f"refusal of {text!r}")
-    _valid(refusal)
+    valid_block_kit(refusal)
     return all_text(refusal)
 
 
@@ -112,7 +102,7 @@ async def test_reason_and_ticket_rules_per_account(sqlite_url: str, monkeypatch:
         )
         assert reply.status == 200
         card = await wait_confirmation(state, SEED_VCO_HANGZHOU)
-        _valid(card)
+        valid_block_kit(card)
         shown = {b.get("block_id"): b for b in card.blocks}
         reason_text = shown[BlockId.REASON]["text"]["text"]
         assert "CHG-4711 branch closed &lt;!channel&gt;" in reason_text
@@ -133,7 +123,7 @@ async def test_reason_and_ticket_rules_per_account(sqlite_url: str, monkeypatch:
         op_id = op_id_of(card)
         await stack.agent.click(BOB, CHANNEL, card.ts, ActionId.APPROVE)
         final = await wait_parent(state, card.ts, "and deleted")
-        _valid(final)
+        valid_block_kit(final)
         assert "CHG-4711 branch closed &lt;!channel&gt;" in all_text(final)
 
         op = await stack.bot.app.store.get_operation(op_id=op_id)
@@ -159,7 +149,7 @@ async def test_reason_and_ticket_rules_per_account(sqlite_url: str, monkeypatch:
             )
 
         listed = await state.wait_for(history, timeout=5, what="history")
-        _valid(listed)
+        valid_block_kit(listed)
         assert "`reason (ticket CHG-4711): CHG-4711 branch closed &lt;!channel&gt;" in all_text(listed)
         assert "<!channel>" not in all_text(listed)
 

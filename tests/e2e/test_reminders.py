@@ -8,7 +8,6 @@ time is moved, the runner's passes are run by hand on every live replica, and th
 from __future__ import annotations
 
 from fakes import FakeClock
-from slack_sdk.models.blocks import Block
 
 from bot.sandbox.local import LocalStack, Replica
 from bot.sandbox.slack_api import Message
@@ -22,6 +21,7 @@ from .support import (
     deny,
     local_stack,
     op_id_of,
+    valid_block_kit,
     wait_confirmation,
     wait_parent,
     wait_thread,
@@ -30,14 +30,6 @@ from .support import (
 GROUP = "S0NETADM"
 ONCALL = "S0ONCALL"
 TTL = 900.0
-
-
-def _valid(message: Message) -> None:
-    assert message.text
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None, raw
-        block.validate_json()
 
 
 def _replies(stack: LocalStack, ts: str, needle: str) -> list[Message]:
@@ -109,7 +101,7 @@ async def test_the_reminder_and_the_escalation_each_fire_once_across_restarts(db
         assert len(_replies(stack, card.ts, ":rotating_light:")) == 1
         assert len(_replies(stack, card.ts, ":bell:")) == 1
         for reply in _replies(stack, card.ts, ":"):
-            _valid(reply)
+            valid_block_kit(reply)
 
         op = await stack.bot.app.store.get_operation(op_id=op_id)
         assert op is not None

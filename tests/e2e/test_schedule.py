@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from fakes import FakeClock, time_passes
-from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from bot.domain import OpState
@@ -25,7 +24,16 @@ from bot.sandbox.vpc_state import SEED_VCO_HANGZHOU, SEED_VCO_HANGZHOU_BGP
 from bot.slack.block_ids import ActionId, BlockId
 
 from .conftest import ALICE, BOB, CAROL, CHANNEL
-from .support import all_text, deny, has_buttons, local_stack, op_id_of, thread_text, wait_confirmation
+from .support import (
+    all_text,
+    deny,
+    has_buttons,
+    local_stack,
+    op_id_of,
+    thread_text,
+    valid_block_kit,
+    wait_confirmation,
+)
 
 # A Tuesday.
 T0 = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
@@ -39,14 +47,6 @@ async def running(database_url: str, clock: FakeClock, **settings: Any) -> Async
         yield stack
 
 
-def _valid(message: Message) -> None:
-    assert message.text.strip()
-    for raw in message.blocks:
-        block = Block.parse(raw)
-        assert block is not None, raw
-        block.validate_json()
-
-
 def _deletes(stack: LocalStack) -> list[Any]:
     return stack.vpc.state.accepted("DeleteVpnConnection")
 
@@ -55,7 +55,7 @@ async def _request(stack: LocalStack, text: str, vco_id: str) -> Message:
     reply = await stack.agent.slash_command(ALICE, CHANNEL, text)
     assert reply.status == 200, reply.body
     card = await wait_confirmation(stack.slack.state, vco_id)
-    _valid(card)
+    valid_block_kit(card)
     return card
 
 
@@ -67,7 +67,7 @@ async def _card_says(stack: LocalStack, ts: str, needle: str, *, within: float =
         return message if message is not None and needle in all_text(message) else None
 
     card = await state.wait_for(found, timeout=within, what=f"the card saying {needle!r}")
-    _valid(card)
+    valid_block_kit(card)
     return card
 
 
@@ -77,7 +77,7 @@ async def _thread_says(stack: LocalStack, ts: str, needle: str) -> None:
         lambda: needle in thread_text(state, ts), timeout=20, what=f"the thread saying {needle!r}"
     )
     for reply in state.thread(CHANNEL, ts):
-        _valid(reply)
+        valid_block_kit(reply)
 
 
 async def _state(stack: LocalStack, op_id: str) -> OpState:
@@ -186,7 +186,7 @@ async def test_a_connection_gone_by_its_time_is_not_deleted(sqlite_url: str) -> 
             timeout=10,
             what="Alice's direct message",
         )
-        _valid(dm)
+        valid_block_kit(dm)
         assert "was not run: at the scheduled time the connection no longer existed" in all_text(dm)
         assert _deletes(stack) == []
         assert await _state(stack, op_id) is OpState.FAILED
@@ -255,7 +255,7 @@ async def test_the_window_is_overridden_by_a_second_approver_only(sqlite_url: st
             timeout=10,
             what="the refusal of a lone override",
         )
-        _valid(refusal)
+        valid_block_kit(refusal)
         assert await _state(stack, op_id) is OpState.SCHEDULED
         # A second approver does: it runs now, and the audit says who overrode.
         await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.OVERRIDE_WINDOW)

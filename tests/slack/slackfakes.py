@@ -15,12 +15,29 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import SecretStr
+from slack_sdk.models.blocks import Block
 
 from bot.config import Settings
 from bot.domain import AuditEntry, Freeze, Operation, OpState, VpnConnection, VpnGateway
+from bot.slack.parsing import parse_command
 
 SIGNING_SECRET = "secret"
 T0 = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
+
+
+def parse(text: str) -> object:
+    """``/vpn text`` parsed with cn-hangzhou as the default region."""
+    return parse_command(text, default_region="cn-hangzhou")
+
+
+def valid_block_kit(message: dict[str, Any]) -> None:
+    """Every block parses as slack_sdk's model and passes its limit checks; text fallback present."""
+    assert message["text"].strip()
+    assert len(message["blocks"]) <= 50
+    for raw in message["blocks"]:
+        block = Block.parse(raw)
+        assert block is not None
+        block.validate_json()
 
 
 def make_settings(**overrides: Any) -> Settings:

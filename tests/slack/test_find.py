@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from fakes import FakePolicy
-from slack_sdk.models.blocks import Block
-from slackfakes import T0, FakeWorkflow, make_op, make_settings
+from slackfakes import T0, FakeWorkflow, make_op, make_settings, parse, valid_block_kit
 
 from bot.domain import OpState, VpnGateway
 from bot.errors import NotAllowed, UsageError
@@ -37,26 +36,11 @@ from bot.slack.parsing import (
     ListPage,
     RowDelete,
     StatusCommand,
-    parse_command,
     parse_list_click,
 )
 from bot.slack.policy import SlackPolicy
 
 EVIL = "<!channel> *x* <@U0BOB> & `y`"
-
-
-def parse(text: str) -> object:
-    return parse_command(text, default_region="cn-hangzhou")
-
-
-def valid_block_kit(message: dict[str, Any]) -> None:
-    """Every block parses as slack_sdk's model and passes its limit checks; text fallback present."""
-    assert message["text"].strip()
-    assert len(message["blocks"]) <= 50
-    for raw in message["blocks"]:
-        block = Block.parse(raw)
-        assert block is not None
-        block.validate_json()
 
 
 def rendered(message: dict[str, Any]) -> str:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
+from slackfakes import parse, valid_block_kit
 
 from bot.config import explicit_settings
 from bot.domain import Freeze, Held
@@ -21,23 +20,10 @@ from bot.slack.blocks import (
     home_freeze_blocks,
 )
 from bot.slack.errors import reply_for
-from bot.slack.parsing import FreezeCommand, UnfreezeCommand, parse_command, parse_duration
+from bot.slack.parsing import FreezeCommand, UnfreezeCommand, parse_duration
 
 T0 = datetime(2026, 12, 8, 6, 0, tzinfo=UTC)
 EVIL = "<!channel> *x* <@U0BOB> & `y`\nnext"
-
-
-def parse(text: str) -> object:
-    return parse_command(text, default_region="cn-hangzhou")
-
-
-def valid_block_kit(message: dict[str, Any]) -> None:
-    """Every block parses as slack_sdk's model and passes its checks; a text fallback is present."""
-    assert message["text"].strip()
-    for raw in message["blocks"]:
-        block = Block.parse(raw)
-        assert block is not None
-        block.validate_json()
 
 
 @pytest.mark.parametrize(

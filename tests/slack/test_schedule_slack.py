@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
-from slackfakes import T0, make_op
+from slackfakes import T0, make_op, parse, valid_block_kit
 
 from bot.config import load_settings
 from bot.domain import (
@@ -27,23 +26,10 @@ from bot.schedule import parse_window
 from bot.slack.block_ids import ActionId, BlockId
 from bot.slack.blocks import build_parent, build_usage, closed_text
 from bot.slack.blocks.thread import build_progress
-from bot.slack.parsing import DeleteCommand, PickCommand, parse_command
+from bot.slack.parsing import DeleteCommand, PickCommand
 
 RUN = datetime(2026, 12, 9, 18, 0, tzinfo=UTC)
 VCO = "vco-bp1abc2def3gh"
-
-
-def parse(text: str) -> object:
-    return parse_command(text, default_region="cn-hangzhou")
-
-
-def _valid(message: dict[str, Any]) -> None:
-    assert message["text"].strip()
-    assert len(message["blocks"]) <= 50
-    for raw in message["blocks"]:
-        block = Block.parse(raw)
-        assert block is not None
-        block.validate_json()
 
 
 def _buttons(message: dict[str, Any]) -> list[str]:
@@ -114,7 +100,7 @@ def test_a_hostile_zone_is_echoed_inert() -> None:
 
 def test_help_lists_at() -> None:
     usage = build_usage()
-    _valid(usage)
+    valid_block_kit(usage)
     assert "at 2026-12-10 02:00 Asia/Shanghai" in json.dumps(usage)
 
 
@@ -134,7 +120,7 @@ def _scheduled(kind: str, **fields: Any) -> Any:
 
 def test_a_scheduled_card_says_when_in_each_readers_zone_and_utc_and_keeps_cancel() -> None:
     card = build_parent(_scheduled(SCHEDULE_AT))
-    _valid(card)
+    valid_block_kit(card)
     status = next(b for b in card["blocks"] if b.get("block_id") == BlockId.STATUS)["text"]["text"]
     stamp = int(RUN.timestamp())
     assert (
@@ -148,7 +134,7 @@ def test_a_scheduled_card_says_when_in_each_readers_zone_and_utc_and_keeps_cance
 
 def test_a_card_held_by_the_window_offers_the_override() -> None:
     card = build_parent(_scheduled(SCHEDULE_WINDOW, account="prod"))
-    _valid(card)
+    valid_block_kit(card)
     assert "outside the change window of account `prod`" in json.dumps(card)
     assert _buttons(card) == [ActionId.CANCEL, ActionId.OVERRIDE_WINDOW]
     override = next(e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"])
@@ -157,7 +143,7 @@ def test_a_card_held_by_the_window_offers_the_override() -> None:
 
 def test_the_confirmation_names_the_requested_time() -> None:
     card = build_parent(make_op(state=OpState.AWAITING_APPROVAL, run_at=RUN))
-    _valid(card)
+    valid_block_kit(card)
     assert "Once approved, it runs <!date^" in json.dumps(card)
 
 
@@ -165,7 +151,7 @@ def test_the_confirmation_says_when_the_window_holds_it_back() -> None:
     windows = (parse_window("Sat 01:00-05:00 Asia/Shanghai"),)
     # T0 is a Thursday: approved now, it would wait for Saturday 01:00 in Shanghai (Friday 17:00 UTC).
     card = build_parent(make_op(state=OpState.AWAITING_APPROVAL), now=T0, windows=windows)
-    _valid(card)
+    valid_block_kit(card)
     text = json.dumps(card)
     assert "Outside the change window (`Sat 01:00-05:00 Asia/Shanghai`)" in text
     inside = build_parent(make_op(state=OpState.AWAITING_APPROVAL), now=T0, windows=())
@@ -191,7 +177,7 @@ def test_not_run_at_its_time_says_why(code: str, says: str) -> None:
             schedule_kind=SCHEDULE_AT,
         )
     )
-    _valid(card)
+    valid_block_kit(card)
     assert says in json.dumps(card)
     assert "Nothing was deleted" in build_progress(Failed(code=code, reason=""))
 
@@ -244,7 +230,7 @@ def test_status_and_home_say_when_it_runs() -> None:
 
     op = _scheduled(SCHEDULE_AT)
     status = build_operation_status(op, permalink=None, now=T0)
-    _valid(status)
+    valid_block_kit(status)
     assert "scheduled for 2026-12-09 18:00 UTC" in status["text"]
     assert "Runs <!date^" in json.dumps(status)
     home = build_home(pending=[], running=[op], finished=[], links={}, now=T0)

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain import ALREADY_DELETING, SCHEDULE_WINDOW, Operation, OpState
-from bot.schedule import Window, run_time
+from bot.schedule import Window
 from bot.slack.block_ids import ActionId, BlockId
-from bot.slack.blocks.cards import approvals_block, reason_line
+from bot.slack.blocks.cards import approvals_block, reason_line, when_approved
 from bot.slack.blocks.schedule import run_time_text
 from bot.slack.blocks.text import (
     CONFIRM_BUTTON_MAX,
@@ -257,21 +257,6 @@ def _scheduled_status(lead: Operation, scheduled: list[Operation], where: str, c
     )
 
 
-def _when_approved(lead: Operation, windows: Sequence[Window], now: datetime) -> str:
-    """An open card's line on when the batch runs if approved now ("" for at once)."""
-    text = ""
-    if lead.run_at is not None:
-        text += f"\n:calendar: Once approved, they run {run_time_text(lead.run_at)}."
-    runs = run_time(windows, wanted=lead.run_at, now=now)
-    if runs > max(now, lead.run_at or now):
-        shown = "; ".join(str(w) for w in windows)
-        text += (
-            f"\n:calendar: Outside the change window ({code(shown, 300)}): approved now, they run when "
-            f"the window next opens, {run_time_text(runs)}, unless a second approver overrides the window."
-        )
-    return text
-
-
 def _actions(batch_id: str, count: int, *, withdraw: bool = False) -> Block:
     return {
         "type": "actions",
@@ -361,7 +346,7 @@ def build_batch_card(
             f"{who}; *Cancel* closes the whole request. It expires at "
             f"{format_time(lead.expires_at, now=now)} if nobody acts."
         )
-        summary += _when_approved(lead, windows, now)
+        summary += when_approved(lead.run_at, windows, now, runs="they run")
     else:
         approver = next((op for op in ops if op.approver_id), None)
         closer = next((op for op in ops if op.cancelled_by), None)

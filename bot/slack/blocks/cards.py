@@ -210,6 +210,24 @@ def _rule_block(approval_rule: str) -> list[Block]:
     return [context_block(approval_rule, BlockId.APPROVAL_RULE.value)] if approval_rule else []
 
 
+def when_approved(run_at: datetime | None, windows: Sequence[Window], now: datetime, *, runs: str) -> str:
+    """An open card's lines on when what it asks runs if approved now ("" for at once).
+
+    ``runs`` is the card's subject with its verb: "it runs" (one deletion) or "they run" (a batch).
+    """
+    text = ""
+    if run_at is not None:
+        text += f"\n:calendar: Once approved, {runs} {run_time_text(run_at)}."
+    starts = run_time(windows, wanted=run_at, now=now)
+    if starts > max(now, run_at or now):
+        shown = "; ".join(str(w) for w in windows)
+        text += (
+            f"\n:calendar: Outside the change window ({code(shown, 300)}): approved now, {runs} when the "
+            f"window next opens, {run_time_text(starts)}, unless a second approver overrides the window."
+        )
+    return text
+
+
 def build_confirmation(
     op: Operation,
     *,
@@ -245,15 +263,7 @@ def build_confirmation(
         f"{who}; *Cancel* closes the request. "
         f"It expires at {format_time(op.expires_at, now=now)} if nobody acts."
     )
-    if op.run_at is not None:
-        summary += f"\n:calendar: Once approved, it runs {run_time_text(op.run_at)}."
-    runs = run_time(windows, wanted=op.run_at, now=now)
-    if runs > max(now, op.run_at or now):
-        shown = "; ".join(str(w) for w in windows)
-        summary += (
-            f"\n:calendar: Outside the change window ({code(shown, 300)}): approved now, it runs when the "
-            f"window next opens, {run_time_text(runs)}, unless a second approver overrides the window."
-        )
+    summary += when_approved(op.run_at, windows, now, runs="it runs")
     warnings = _gateway_warnings(op)
     if warnings:
         summary += "\n" + warnings
