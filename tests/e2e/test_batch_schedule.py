@@ -303,7 +303,8 @@ async def _quorum_on_two_replicas(stack: LocalStack) -> None:
             (BOB, "1 of 2"),
             (second, "2 of 2"),
         ]
-    await ephemeral(stack, ALICE, "never counts")
+    # Alice (the requester): refused as such or, handled after the last approval, as approved already.
+    await ephemeral(stack, ALICE, "never counts", "approved by")
     # Bob's second click: refused as a repeat or, handled after the last approval, as approved already
     # (in progress, or finished by then); the loser's likewise.
     await ephemeral(stack, BOB, "already approved", "approved by")
