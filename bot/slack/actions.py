@@ -15,7 +15,14 @@ from bot.slack.deps import SlackDeps
 from bot.slack.errors import errors_to_user
 from bot.slack.parsing import FOREIGN_BUTTON, ButtonClick, parse_click
 
-__all__ = ["check_click", "make_approve_listener", "make_override_listener", "make_withdraw_listener"]
+__all__ = [
+    "ClickAction",
+    "check_click",
+    "make_approve_listener",
+    "make_click_listener",
+    "make_override_listener",
+    "make_withdraw_listener",
+]
 
 
 async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
@@ -38,45 +45,45 @@ async def check_click(deps: SlackDeps, click: ButtonClick) -> None:
         raise NotAllowed(FOREIGN_BUTTON)
 
 
-def make_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
-    """Build the Delete-button listener bound to ``deps``."""
+ClickAction = Callable[[SlackDeps, ButtonClick], Awaitable[object]]
 
-    async def handle_approve_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle a click on Delete: approve, then the workflow deletes and updates the message."""
+
+def make_click_listener(deps: SlackDeps, act: ClickAction) -> Callable[..., Awaitable[None]]:
+    """A button's listener: ack at once, then parse the click and ``act`` on it, errors told to the clicker."""
+
+    async def handle_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         async with errors_to_user(body, respond, inflight=deps.inflight):
-            click = parse_click(body)
-            await check_click(deps, click)
-            await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
+            await act(deps, parse_click(body))
 
-    return handle_approve_click
+    return handle_click
+
+
+async def _approve(deps: SlackDeps, click: ButtonClick) -> None:
+    await check_click(deps, click)
+    await deps.workflow.approve(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
+
+
+async def _override(deps: SlackDeps, click: ButtonClick) -> None:
+    await check_click(deps, click)
+    await deps.workflow.override_window(op_id=click.op_id, user_id=click.user_id)
+
+
+async def _withdraw(deps: SlackDeps, click: ButtonClick) -> None:
+    await check_click(deps, click)
+    await deps.workflow.withdraw(op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts)
+
+
+def make_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
+    """The Delete button: approve, then the workflow deletes and updates the message."""
+    return make_click_listener(deps, _approve)
 
 
 def make_override_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
-    """Build the *Override window* listener: a second approver runs a window-held deletion now."""
-
-    async def handle_override_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle a click on Override window: the workflow checks the second approver and starts it."""
-        await ack()
-        async with errors_to_user(body, respond, inflight=deps.inflight):
-            click = parse_click(body)
-            await check_click(deps, click)
-            await deps.workflow.override_window(op_id=click.op_id, user_id=click.user_id)
-
-    return handle_override_click
+    """The *Override window* button: a second approver runs a window-held deletion now."""
+    return make_click_listener(deps, _override)
 
 
 def make_withdraw_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
-    """Build the *Withdraw my approval* listener bound to ``deps`` (quorum rules only)."""
-
-    async def handle_withdraw_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle a click on Withdraw my approval: the workflow removes it and updates the card."""
-        await ack()
-        async with errors_to_user(body, respond, inflight=deps.inflight):
-            click = parse_click(body)
-            await check_click(deps, click)
-            await deps.workflow.withdraw(
-                op_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts
-            )
-
-    return handle_withdraw_click
+    """The *Withdraw my approval* button (quorum rules only): the workflow removes it and updates the card."""
+    return make_click_listener(deps, _withdraw)

@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.domain import Operation, OpState
 from bot.errors import NotAllowed, UsageError
+from bot.slack.actions import make_click_listener
 from bot.slack.blocks.text import code
 from bot.slack.blocks.views import build_cancel_modal
 from bot.slack.codes import SLACK_FAILURES, translate
@@ -128,48 +129,36 @@ async def _open_reason_modal(
     return True
 
 
+async def _approve_batch(deps: SlackDeps, click: ButtonClick) -> None:
+    await check_batch_click(deps, click)
+    await deps.workflow.approve_batch(
+        batch_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts
+    )
+
+
+async def _override_batch(deps: SlackDeps, click: ButtonClick) -> None:
+    await check_batch_click(deps, click)
+    await deps.workflow.override_batch_window(batch_id=click.op_id, user_id=click.user_id)
+
+
+async def _withdraw_batch(deps: SlackDeps, click: ButtonClick) -> None:
+    await check_batch_click(deps, click)
+    await deps.workflow.withdraw_batch(batch_id=click.op_id, user_id=click.user_id)
+
+
 def make_batch_approve_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
-    """Build the batch card's Delete listener: one click approves every connection still open."""
-
-    async def handle_batch_approve_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle a click on the batch card's Delete."""
-        await ack()
-        async with errors_to_user(body, respond, inflight=deps.inflight):
-            click = parse_click(body)
-            await check_batch_click(deps, click)
-            await deps.workflow.approve_batch(
-                batch_id=click.op_id, user_id=click.user_id, message_ts=click.message_ts
-            )
-
-    return handle_batch_approve_click
+    """The batch card's Delete: one click approves every connection still open."""
+    return make_click_listener(deps, _approve_batch)
 
 
 def make_batch_override_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
-    """Build the batch card's *Override window* listener: a second approver starts all of it now."""
-
-    async def handle_batch_override_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle a click on the batch card's Override window: the workflow checks the second approver."""
-        await ack()
-        async with errors_to_user(body, respond, inflight=deps.inflight):
-            click = parse_click(body)
-            await check_batch_click(deps, click)
-            await deps.workflow.override_batch_window(batch_id=click.op_id, user_id=click.user_id)
-
-    return handle_batch_override_click
+    """The batch card's *Override window*: a second approver starts all of it now."""
+    return make_click_listener(deps, _override_batch)
 
 
 def make_batch_withdraw_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
-    """Build the batch card's *Withdraw my approval* listener (quorum rules only)."""
-
-    async def handle_batch_withdraw_click(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
-        """Handle a click on the batch card's Withdraw my approval: it comes off every connection."""
-        await ack()
-        async with errors_to_user(body, respond, inflight=deps.inflight):
-            click = parse_click(body)
-            await check_batch_click(deps, click)
-            await deps.workflow.withdraw_batch(batch_id=click.op_id, user_id=click.user_id)
-
-    return handle_batch_withdraw_click
+    """The batch card's *Withdraw my approval* (quorum rules only): it comes off every connection."""
+    return make_click_listener(deps, _withdraw_batch)
 
 
 def make_batch_cancel_listener(deps: SlackDeps) -> Callable[..., Awaitable[None]]:
