@@ -30,7 +30,7 @@ from bot.domain import (
     OpFields,
     OpState,
 )
-from bot.errors import ApprovalRefused, CloudError, ConfirmationClosed, NotAllowed
+from bot.errors import ApprovalRefused, CloudError, ConfirmationClosed
 from bot.workflow.delete import DeleteRequests, Later
 from bot.workflow.steps import CARD, direct
 
@@ -302,21 +302,7 @@ class BatchRequests(DeleteRequests):
                 self._policy.check_approval, member, user_id=user_id, verb="override the window"
             )
         lead = held[0]
-        if user_id == lead.approver_id:
-            refusal = NotAllowed(
-                "You approved this site decommission; overriding the change window needs a second approver.",
-                who_can="Ask another approver to click *Override window*.",
-            )
-            await self._store.add_audit(
-                self._steps.entry(
-                    lead,
-                    "refused",
-                    actor_id=user_id,
-                    detail=f"override the window: {refusal.friendly}",
-                    times=1,
-                )
-            )
-            raise refusal
+        await self._refuse_own_or_frozen_override(lead, user_id=user_id, what="site decommission")
         started: list[Operation] = []
         unread: CloudError | None = None
         for member in held:

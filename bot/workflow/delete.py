@@ -462,36 +462,34 @@ class DeleteRequests(Runner):
         )
         if op.state is not OpState.SCHEDULED or op.schedule_kind != SCHEDULE_WINDOW:
             raise ConfirmationClosed(op)
-        # Under a quorum rule everyone who approved it approved it to run in the window: none of them alone.
-        if user_id == op.approver_id or any(a.user_id == user_id for a in op.approvals):
-            refusal = NotAllowed(
-                "You approved this deletion; overriding the change window needs a second approver.",
-                who_can="Ask another approver to click *Override window*.",
-            )
-            await self._store.add_audit(
-                self._steps.entry(
-                    op,
-                    "refused",
-                    actor_id=user_id,
-                    detail=f"override the window: {refusal.friendly}",
-                    times=1,
-                )
-            )
-            raise refusal
-        # Running it now is a decision to change now: a freeze refuses it as it refuses an approval.
-        freeze = await active_freeze(self._store, op.account, self._clock.now())
-        if freeze is not None:
-            frozen = Frozen(freeze)
-            await self._store.add_audit(
-                self._steps.entry(
-                    op, "refused", actor_id=user_id, detail=f"override the window: {frozen.friendly}", times=1
-                )
-            )
-            raise frozen
+        await self._refuse_own_or_frozen_override(op, user_id=user_id, what="deletion")
         started = await self.start_scheduled(op, override_by=user_id)
         if started is None:
             raise ConfirmationClosed(await self._load(op_id))
         return started
+
+    async def _refuse_own_or_frozen_override(self, op: Operation, *, user_id: str, what: str) -> None:
+        """*Override window* by ``user_id`` on ``op``: refused (audited, raised) if they approved it or
+        a freeze is in force; a site decommission's override is checked on its first member."""
+        # Under a quorum rule everyone who approved it approved it to run in the window: none of them alone.
+        refusal: NotAllowed | None = None
+        if user_id == op.approver_id or any(a.user_id == user_id for a in op.approvals):
+            refusal = NotAllowed(
+                f"You approved this {what}; overriding the change window needs a second approver.",
+                who_can="Ask another approver to click *Override window*.",
+            )
+        else:
+            # Running it now is a decision to change now: a freeze refuses it as it refuses an approval.
+            freeze = await active_freeze(self._store, op.account, self._clock.now())
+            refusal = Frozen(freeze) if freeze is not None else None
+        if refusal is None:
+            return
+        await self._store.add_audit(
+            self._steps.entry(
+                op, "refused", actor_id=user_id, detail=f"override the window: {refusal.friendly}", times=1
+            )
+        )
+        raise refusal
 
     async def _record_approval(
         self,
@@ -714,10 +712,10 @@ class DeleteSteps(StepBase):
             connection=found,
             gateway=gateway,
             impact=impact,
-            # The audit channel hears of the request once its card is up (its line links the card);
-            # the "requested" entry itself was written with the request, before the lookup.
             # What an approval of this card approves (see bot.workflow.binding).
             preview_fingerprint=fingerprint(impact, gateway, found),
+            # The audit channel hears of the request once its card is up (its line links the card);
+            # the "requested" entry itself was written with the request, before the lookup.
             effects=[
                 Effect(EffectKind.POST_CONFIRMATION),
                 *self.announce(

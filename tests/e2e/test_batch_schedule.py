@@ -229,6 +229,13 @@ async def test_the_window_of_a_batch_is_overridden_by_a_second_approver_only(sql
         await stack.agent.click(ALICE, CHANNEL, card.ts, ActionId.BATCH_OVERRIDE_WINDOW)
         await ephemeral(stack, ALICE, "approve")
         assert set((await states(stack)).values()) == {OpState.SCHEDULED}
+        # Nor anyone during a freeze: running it now is a change now, as an approval would be.
+        workflow = stack.bot.app.workflow
+        await workflow.freeze(user_id=DAVE, duration=timedelta(hours=1), account=None, reason="INC-7")
+        await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.BATCH_OVERRIDE_WINDOW)
+        await ephemeral(stack, CAROL, "frozen")
+        assert set((await states(stack)).values()) == {OpState.SCHEDULED}
+        await workflow.unfreeze(user_id=DAVE, account=None, everything=True)
         # A second approver does: all of it starts now, each member's override audited.
         reply = await stack.agent.click(CAROL, CHANNEL, card.ts, ActionId.BATCH_OVERRIDE_WINDOW)
         assert reply.status == 200, reply.body
